@@ -1,0 +1,45 @@
+package ids
+
+import (
+	"fmt"
+	"strings"
+)
+
+// RingID names a ring: the hash of the ring's name, or Zero for the global ring.
+type RingID = ID
+
+// GlobalRing is the ring id of the global ring that connects organizations.
+var GlobalRing RingID = Zero
+
+// RingIDOf derives a ring's id from its name.
+func RingIDOf(name string) RingID { return HashString("epost-ring:" + name) }
+
+// Key is an id qualified by the ring it lives in. Every stored object and every node address
+// carries one, so that rings never mix their data.
+type Key struct {
+	Ring RingID
+	ID   ID
+}
+
+// String is "RING/ID" in short hex form, for logs.
+func (k Key) String() string { return k.Ring.Short() + "/" + k.ID.Short() }
+
+// Full is "RING/ID" in full hex, parseable by ParseKey.
+func (k Key) Full() string { return k.Ring.String() + "/" + k.ID.String() }
+
+// ParseKey reads the form printed by Full.
+func ParseKey(s string) (Key, error) {
+	r, i, ok := strings.Cut(s, "/")
+	if !ok {
+		return Key{}, fmt.Errorf("%w: key %q lacks a '/' between ring and id", ErrBadID, s)
+	}
+	ring, err := Parse(r)
+	if err != nil {
+		return Key{}, err
+	}
+	id, err := Parse(i)
+	if err != nil {
+		return Key{}, err
+	}
+	return Key{Ring: ring, ID: id}, nil
+}
