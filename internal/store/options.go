@@ -1,0 +1,63 @@
+package store
+
+import (
+	"log/slog"
+	"time"
+)
+
+// Defaults for Options fields left zero.
+const (
+	DefaultInlineMax   = 32 << 10           // payloads up to this size live inside the index
+	DefaultMaxPayload  = 1<<20 + 64<<10     // POST chunks are at most 1 MiB; the rest is header slack
+	DefaultMaxAux      = 4 << 10            // Aux is for small per-object metadata, not data
+	DefaultTrashGrace  = 7 * 24 * time.Hour // long enough to undo a wrong expiry over a weekend
+	DefaultLockTimeout = 2 * time.Second
+)
+
+// Options tune a Store. The zero value is usable: every zero field takes its default.
+type Options struct {
+	// InlineMax is the largest payload kept inside the index; larger ones go to files.
+	// Small payloads are cheaper in the B+tree (no extra fsyncs); large ones would bloat it.
+	InlineMax int
+	// MaxPayload is the largest payload Put accepts (ErrTooLarge above it).
+	MaxPayload int
+	// MaxAux is the largest Aux blob Put accepts (ErrTooLarge above it).
+	MaxAux int
+	// TrashGrace is how long deleted and expired objects stay restorable before PurgeTrash
+	// removes them for good.
+	TrashGrace time.Duration
+	// Now is the clock used to stamp objects moved to the trash by Delete. Default time.Now.
+	Now func() time.Time
+	// VerifyPayloads makes Open read and hash every payload file (slow on big stores); without
+	// it Open checks only that each file exists and has the right size.
+	VerifyPayloads bool
+	// LockTimeout bounds the wait for another process's lock on the directory.
+	LockTimeout time.Duration
+	// Logger receives repair findings at Open. Default: slog.Default().
+	Logger *slog.Logger
+}
+
+func (o Options) withDefaults() Options {
+	if o.InlineMax <= 0 {
+		o.InlineMax = DefaultInlineMax
+	}
+	if o.MaxPayload <= 0 {
+		o.MaxPayload = DefaultMaxPayload
+	}
+	if o.MaxAux <= 0 {
+		o.MaxAux = DefaultMaxAux
+	}
+	if o.TrashGrace <= 0 {
+		o.TrashGrace = DefaultTrashGrace
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.LockTimeout <= 0 {
+		o.LockTimeout = DefaultLockTimeout
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	return o
+}

@@ -1,0 +1,139 @@
+package store
+
+import (
+	"crypto/sha256"
+	"fmt"
+)
+
+// A Precondition decides, inside the write transaction, whether incoming may replace stored
+// (nil when the key has no live object). Returning an error refuses that one object; wrap
+// ErrPrecondition so callers can tell a refusal from a failure. incoming's Size and Hash are
+// filled in. It must not call the Store and must not keep stored or incoming.
+type Precondition func(stored *Meta, incoming *Object) error
+
+// SeqGreater admits an object only if no live object has the key or its sequence number is
+// strictly greater than the stored one: the no-rollback rule of signed mutable objects.
+func SeqGreater(stored *Meta, incoming *Object) error {
+	if stored != nil && incoming.Seq <= stored.Seq {
+		return fmt.Errorf("%w: sequence %d is not above the stored %d", ErrPrecondition, incoming.Seq, stored.Seq)
+	}
+	return nil
+}
+
+// Put stores obj under obj.Key, replacing any live object with that key, and returns once the
+// object is durable. Replacing takes the new object whole, expiry included; use UpdateExpiry to
+// extend a lease. obj.Size and obj.Hash are computed; the store keeps its own copy of the bytes.
+func (s *Store) Put(obj Object) error { return s.PutIf(obj, nil) }
+
+// PutIfSeqGreater is PutIf(obj, SeqGreater).
+func (s *Store) PutIfSeqGreater(obj Object) error { return s.PutIf(obj, SeqGreater) }
+
+// PutIf is Put guarded by cond, which sees the stored object inside the write transaction, so
+// no other write can come between the check and the put. A nil cond always admits.
+func (s *Store) PutIf(obj Object, cond Precondition) error {
+	errs, err := s.PutBatch([]Object{obj}, cond)
+	if err != nil {
+		return err
+	}
+	return errs[0]
+}
+
+// PutBatch stores many objects with a single index commit (one fsync instead of one per
+// object), each guarded by cond (nil admits all). The objects are applied in order, so a later
+// object with the same key as an earlier one sees it as stored.
+//
+// If err is non-nil nothing was stored. Otherwise results[i] is nil if objs[i] is now durable,
+// or why it alone was refused (ErrTooLarge, ErrPrecondition, a payload file error); the others
+// are stored regardless.
+func (s *Store) PutBatch(objs []Object, cond Precondition) (results []error, err error) {
+	results = make([]error, len(objs))
+	prepared := make([]Object, len(objs))
+	var files []Hash // pinned, to be unpinned (and removed if unused) whatever happens
+	defer func() {
+		for _, h := range files {
+			s.unpin(h)
+			// A no-op for files now referenced; removes files of refused objects and of
+			// content that turned out to be stored inline already.
+			s.removeBlobIfUnused(h)
+		}
+	}()
+
+	for i := range objs {
+		o, err := s.prepare(&objs[i])
+		if err != nil {
+			results[i] = fmt.Errorf("store put %s: %w", objs[i].Key, err)
+			continue
+		}
+		prepared[i] = o
+		if o.Size > int64(s.opts.InlineMax) {
+			s.pin(o.Hash)
+			files = append(files, o.Hash)
+			if err := s.writeBlob(o.Hash, o.Payload); err != nil {
+				results[i] = fmt.Errorf("store put %s: %w", o.Key, err)
+			}
+		}
+	}
+	if len(files) > 0 {
+		// One directory fsync makes every rename above durable, and it also covers a file
+		// found in place for dedup whose writer may not have synced the directory yet.
+		if err := syncDir(s.blobDir); err != nil {
+			return nil, fmt.Errorf("store put: %w", err)
+		}
+	}
+
+	err = s.update(func(w *writeTx) error {
+		for i := range prepared {
+			if results[i] != nil {
+				continue
+			}
+			o := &prepared[i]
+			old, err := w.live(o.Key)
+			if err != nil {
+				return err
+			}
+			if cond != nil {
+				if err := cond(old, o); err != nil {
+					results[i] = fmt.Errorf("store put %s: %w", o.Key, err)
+					continue
+				}
+			}
+			if o.Size > int64(s.opts.InlineMax) {
+				err = w.addRef(o.Hash, o.Size, nil, inFile)
+			} else {
+				err = w.addRef(o.Hash, o.Size, o.Payload, inIndex)
+			}
+			if err != nil {
+				return err
+			}
+			if err := w.putLive(old, &o.Meta); err != nil {
+				return err
+			}
+			if old != nil {
+				if err := w.release(old.Hash); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store put: %w", err)
+	}
+	return results, nil
+}
+
+// prepare checks limits and computes the payload's size and hash.
+func (s *Store) prepare(obj *Object) (Object, error) {
+	if len(obj.Payload) > s.opts.MaxPayload {
+		return Object{}, fmt.Errorf("%w: payload of %d bytes exceeds %d", ErrTooLarge, len(obj.Payload), s.opts.MaxPayload)
+	}
+	if len(obj.Aux) > s.opts.MaxAux {
+		return Object{}, fmt.Errorf("%w: aux of %d bytes exceeds %d", ErrTooLarge, len(obj.Aux), s.opts.MaxAux)
+	}
+	o := *obj
+	o.Size = int64(len(o.Payload))
+	o.Hash = sha256.Sum256(o.Payload)
+	// Keep what the index can represent, so Meta returns exactly what was stored.
+	o.Expiry = clampExpiry(o.Expiry)
+	return o, nil
+}

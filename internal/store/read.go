@@ -1,0 +1,105 @@
+package store
+
+import (
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io/fs"
+
+	bolt "go.etcd.io/bbolt"
+
+	"epost/internal/ids"
+)
+
+// Get returns the live object under k with its payload, verified against its hash
+// (ErrCorrupt if it does not match or is missing; ErrNotFound if there is no such object).
+func (s *Store) Get(k ids.Key) (Object, error) {
+	// A file payload is read after the index transaction ends, so a concurrent replace or
+	// purge can remove the file in between. Then the index has moved on: look again.
+	for attempt := 0; ; attempt++ {
+		obj, file, err := s.getIndexed(k)
+		if err != nil || !file {
+			return obj, err
+		}
+		data, err := s.readBlob(obj.Hash, obj.Size)
+		if err == nil {
+			obj.Payload = data
+			return obj, nil
+		}
+		if errors.Is(err, fs.ErrNotExist) && attempt < 3 {
+			if now, err2 := s.Meta(k); err2 != nil || now.Hash != obj.Hash {
+				continue
+			}
+			err = fmt.Errorf("%w: payload file %s is missing", ErrCorrupt, obj.Hash)
+		}
+		return Object{}, fmt.Errorf("store get %s: %w", k, err)
+	}
+}
+
+// getIndexed reads k's record and, for inline payloads, the verified payload. file reports that
+// the payload is in a file the caller must read.
+func (s *Store) getIndexed(k ids.Key) (obj Object, file bool, err error) {
+	err = s.view(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketObjects).Get(encodeKey(k))
+		if v == nil {
+			return ErrNotFound
+		}
+		m, err := decodeRecord(k, v)
+		if err != nil {
+			return err
+		}
+		obj.Meta = m
+		pv := tx.Bucket(bucketPayload).Get(m.Hash[:])
+		if pv == nil {
+			return fmt.Errorf("%w: payload %s has no index entry", ErrCorrupt, m.Hash)
+		}
+		p, err := decodePayloadEntry(m.Hash, pv)
+		if err != nil {
+			return err
+		}
+		if p.loc == inFile {
+			file = true
+			return nil
+		}
+		if Hash(sha256.Sum256(p.data)) != m.Hash {
+			return fmt.Errorf("%w: inline payload does not hash to %s", ErrCorrupt, m.Hash)
+		}
+		obj.Payload = append([]byte(nil), p.data...)
+		return nil
+	})
+	if err != nil {
+		return Object{}, false, fmt.Errorf("store get %s: %w", k, err)
+	}
+	return obj, file, nil
+}
+
+// Has reports whether a live object has key k.
+func (s *Store) Has(k ids.Key) (bool, error) {
+	var ok bool
+	err := s.view(func(tx *bolt.Tx) error {
+		ok = tx.Bucket(bucketObjects).Get(encodeKey(k)) != nil
+		return nil
+	})
+	if err != nil {
+		return false, fmt.Errorf("store has %s: %w", k, err)
+	}
+	return ok, nil
+}
+
+// Meta returns the live object under k without reading its payload.
+func (s *Store) Meta(k ids.Key) (Meta, error) {
+	var m Meta
+	err := s.view(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketObjects).Get(encodeKey(k))
+		if v == nil {
+			return ErrNotFound
+		}
+		var err error
+		m, err = decodeRecord(k, v)
+		return err
+	})
+	if err != nil {
+		return Meta{}, fmt.Errorf("store meta %s: %w", k, err)
+	}
+	return m, nil
+}

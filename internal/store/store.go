@@ -1,0 +1,162 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
+)
+
+// Store is one node's durable object store. See the package comment for the durability and
+// concurrency rules.
+type Store struct {
+	dir     string
+	blobDir string
+	tmpDir  string
+	opts    Options
+	db      *bolt.DB
+	repairs RepairReport
+
+	// mu guards pins. A pin marks a payload file that a writer is creating or relying on
+	// before its index transaction commits, so that a concurrent purge of the same content does
+	// not delete the file in between. mu is a leaf lock: nothing waits for a transaction while
+	// holding it except removeBlobIfUnused's short read transaction, and no goroutine takes mu
+	// while holding a transaction.
+	mu   sync.Mutex
+	pins map[Hash]int
+}
+
+// Open opens (creating if needed) the store in dir and repairs what a crash may have left
+// behind: it removes temporary and orphan payload files, corrects reference counts and
+// statistics if they disagree with the index, and records objects whose payload is missing or
+// damaged in Repairs (and in the log). Only one process may have dir open.
+func Open(dir string, opts Options) (*Store, error) {
+	opts = opts.withDefaults()
+	s := &Store{
+		dir:     dir,
+		blobDir: filepath.Join(dir, "blobs"),
+		tmpDir:  filepath.Join(dir, "tmp"),
+		opts:    opts,
+		pins:    make(map[Hash]int),
+	}
+	for _, d := range []string{dir, s.blobDir, s.tmpDir} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return nil, fmt.Errorf("store open %s: %w", dir, err)
+		}
+	}
+	// Make the subdirectories' entries durable before anything is renamed into them.
+	if err := syncDir(dir); err != nil {
+		return nil, fmt.Errorf("store open %s: %w", dir, err)
+	}
+	db, err := bolt.Open(filepath.Join(dir, "index.db"), 0o600, &bolt.Options{
+		Timeout: opts.LockTimeout,
+		// The map freelist keeps commits fast on large files; not syncing the freelist saves
+		// a page write per commit at the cost of a scan at open. Durability is unaffected.
+		FreelistType:   bolt.FreelistMapType,
+		NoFreelistSync: true,
+	})
+	if errors.Is(err, berrors.ErrTimeout) {
+		return nil, fmt.Errorf("store open %s: the directory is locked by another process (is another epost node using it?): %w", dir, err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("store open %s: %w", dir, err)
+	}
+	s.db = db
+	if err := s.initIndex(); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("store open %s: %w", dir, err)
+	}
+	if err := s.repair(); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("store open %s: repair: %w", dir, err)
+	}
+	return s, nil
+}
+
+func (s *Store) initIndex() error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		for _, name := range allBuckets {
+			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+				return err
+			}
+		}
+		m := tx.Bucket(bucketMeta)
+		switch v := m.Get(metaFormat); {
+		case v == nil:
+			return m.Put(metaFormat, []byte{formatVersion})
+		case len(v) != 1 || v[0] != formatVersion:
+			return fmt.Errorf("index format %v is not the supported version %d; use a matching epost release", v, formatVersion)
+		}
+		return nil
+	})
+}
+
+// Close releases the directory. Calls after Close return ErrClosed.
+func (s *Store) Close() error {
+	if err := s.db.Close(); err != nil {
+		return fmt.Errorf("store close %s: %w", s.dir, err)
+	}
+	return nil
+}
+
+// Dir is the directory the store lives in.
+func (s *Store) Dir() string { return s.dir }
+
+// Repairs is what Open found and did. Damaged entries stay in the index (so their metadata is
+// not lost); Get returns ErrCorrupt for them until a good copy is Put again.
+func (s *Store) Repairs() RepairReport { return s.repairs }
+
+// Stats returns the current counts, consistent with one committed state of the index.
+func (s *Store) Stats() (Stats, error) {
+	var st Stats
+	err := s.view(func(tx *bolt.Tx) error {
+		st = decodeStats(tx.Bucket(bucketMeta).Get(metaStats))
+		return nil
+	})
+	if err != nil {
+		return Stats{}, fmt.Errorf("store stats: %w", err)
+	}
+	return st, nil
+}
+
+func (s *Store) now() time.Time { return s.opts.Now() }
+
+// view runs a read transaction, translating bbolt's closed-database error into ErrClosed.
+func (s *Store) view(fn func(*bolt.Tx) error) error {
+	return mapClosed(s.db.View(fn))
+}
+
+// update runs fn in a write transaction and commits it (bbolt fsyncs the commit), then
+// removes the payload files whose last reference the transaction dropped. Removing after the
+// commit means a crash can leave an orphan file (repaired at Open) but never a dangling
+// reference.
+func (s *Store) update(fn func(w *writeTx) error) error {
+	var freed []Hash
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		w := newWriteTx(tx)
+		if err := fn(w); err != nil {
+			return err
+		}
+		freed = w.freed
+		return w.flushStats()
+	})
+	if err != nil {
+		return mapClosed(err)
+	}
+	for _, h := range freed {
+		s.removeBlobIfUnused(h)
+	}
+	return nil
+}
+
+func mapClosed(err error) error {
+	if errors.Is(err, berrors.ErrDatabaseNotOpen) {
+		return ErrClosed
+	}
+	return err
+}
