@@ -133,4 +133,3 @@ func mustStats(t testing.TB, s *Store) Stats {
 	}
 	return st
 }
-

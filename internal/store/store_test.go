@@ -153,10 +153,10 @@ func TestSeqPrecondition(t *testing.T) {
 	// In a batch, each object is judged on its own and later ones see earlier ones.
 	k2 := keyOf(ringA, "other")
 	res, err := s.PutBatch([]Object{
-		{Meta: Meta{Key: k, Seq: 1}},      // stale
-		{Meta: Meta{Key: k2, Seq: 3}},     // new key
-		{Meta: Meta{Key: k2, Seq: 3}},     // same seq as the one before it in the batch
-		{Meta: Meta{Key: k2, Seq: 4}},     // higher
+		{Meta: Meta{Key: k, Seq: 1}},                                      // stale
+		{Meta: Meta{Key: k2, Seq: 3}},                                     // new key
+		{Meta: Meta{Key: k2, Seq: 3}},                                     // same seq as the one before it in the batch
+		{Meta: Meta{Key: k2, Seq: 4}},                                     // higher
 		{Meta: Meta{Key: k2}, Payload: make([]byte, DefaultMaxPayload+1)}, // too large
 	}, SeqGreater)
 	if err != nil {
