@@ -1,0 +1,137 @@
+package pastry
+
+import (
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"epost/internal/ids"
+	"epost/internal/transport"
+)
+
+// Driver runs a Node on a transport and a clock: it feeds received frames and periodic ticks
+// to the node, sends what the node asks to send, and hands events to the application. The same
+// Driver runs under simnet (single event loop) and the real TLS transport (many goroutines);
+// a mutex serialises access to the node.
+type Driver struct {
+	mu      sync.Mutex
+	node    *Node
+	tr      transport.Transport
+	clock   transport.Clock
+	tick    time.Duration
+	timer   transport.Timer
+	stopped bool
+
+	// OnEvent receives application events, outside the lock, in order. It may call Route and
+	// Send. It must not block for long: the driver's caller (event loop or network goroutine)
+	// waits for it.
+	OnEvent func(Event)
+	// OnReject is told about frames the node refused (bad bytes, wrong ring, spoofed sender).
+	OnReject func(from transport.From, err error)
+	// OnSendError is told about frames the transport refused to queue.
+	OnSendError func(to Handle, err error)
+}
+
+// NewDriver wires a node to a transport. Install the driver's Handle method as the
+// transport's handler, then call Start.
+func NewDriver(cfg Config, self Handle, rng *rand.Rand, forward Forwarder, tr transport.Transport, clock transport.Clock, tick time.Duration) *Driver {
+	if tick <= 0 {
+		tick = 250 * time.Millisecond
+	}
+	return &Driver{node: NewNode(cfg, self, rng, forward), tr: tr, clock: clock, tick: tick}
+}
+
+// Start joins through bootstrap (or starts a new ring if empty) and starts ticking.
+func (d *Driver) Start(bootstrap []string) {
+	d.mu.Lock()
+	var bs []string
+	for _, b := range bootstrap {
+		if b != d.node.self.Addr {
+			bs = append(bs, b)
+		}
+	}
+	d.node.Start(d.clock.Now(), bs)
+	d.timer = d.clock.AfterFunc(d.tick, d.onTick)
+	d.flushLocked()
+}
+
+func (d *Driver) onTick() {
+	d.mu.Lock()
+	if d.stopped {
+		d.mu.Unlock()
+		return
+	}
+	d.node.Tick(d.clock.Now())
+	d.timer = d.clock.AfterFunc(d.tick, d.onTick)
+	d.flushLocked()
+}
+
+// Handle is the transport.Handler for this node.
+func (d *Driver) Handle(from transport.From, frame []byte) {
+	d.mu.Lock()
+	if d.stopped {
+		d.mu.Unlock()
+		return
+	}
+	err := d.node.Step(d.clock.Now(), from, frame)
+	if err != nil && d.OnReject != nil {
+		f := d.OnReject
+		d.mu.Unlock()
+		f(from, err)
+		d.mu.Lock()
+	}
+	d.flushLocked()
+}
+
+// Route sends payload to the node responsible for key.
+func (d *Driver) Route(key ids.ID, payload []byte) {
+	d.mu.Lock()
+	d.node.Route(d.clock.Now(), key, payload)
+	d.flushLocked()
+}
+
+// Send sends payload directly to one node.
+func (d *Driver) Send(to Handle, payload []byte) {
+	d.mu.Lock()
+	d.node.Send(d.clock.Now(), to, payload)
+	d.flushLocked()
+}
+
+// With runs f with the node locked, for inspection (status, tests).
+func (d *Driver) With(f func(n *Node)) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	f(d.node)
+}
+
+// Stop stops ticking and ignores further frames. The transport is the caller's to close.
+func (d *Driver) Stop() {
+	d.mu.Lock()
+	d.stopped = true
+	if d.timer != nil {
+		d.timer.Stop()
+	}
+	d.mu.Unlock()
+}
+
+// flushLocked sends the outbox and dispatches events; it is called with d.mu held and
+// releases it.
+func (d *Driver) flushLocked() {
+	out := d.node.TakeOutbox()
+	events := d.node.TakeEvents()
+	self := d.node.self.Addr
+	d.mu.Unlock()
+	for _, o := range out {
+		if o.To.Addr == self || o.To.Addr == "" {
+			continue
+		}
+		if err := d.tr.Send(o.To.ID, o.To.Addr, o.Frame); err != nil && d.OnSendError != nil {
+			d.OnSendError(o.To, err)
+		}
+	}
+	if d.OnEvent != nil {
+		for _, e := range events {
+			d.OnEvent(e)
+		}
+	}
+}

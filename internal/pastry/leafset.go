@@ -1,0 +1,203 @@
+package pastry
+
+import (
+	"time"
+
+	"epost/internal/ids"
+)
+
+// Handle names a node: its id and the transport address it listens on.
+type Handle struct {
+	ID   ids.ID
+	Addr string
+}
+
+func (h Handle) String() string { return h.ID.Short() + "@" + h.Addr }
+
+// LeafSet holds the L/2 nodes numerically closest to this node on each side of the circle.
+// right is ordered by clockwise distance from self (nearest first), left by counter-clockwise
+// distance. In a ring of fewer than L+1 nodes one node can sit on both sides.
+type LeafSet struct {
+	self  ids.ID
+	half  int
+	left  []Handle
+	right []Handle
+}
+
+// NewLeafSet makes an empty leaf set of size l (l/2 per side).
+func NewLeafSet(self ids.ID, l int) *LeafSet {
+	h := max(l/2, 1)
+	return &LeafSet{self: self, half: h, left: make([]Handle, 0, h), right: make([]Handle, 0, h)}
+}
+
+// Left returns the counter-clockwise side, nearest first. The slice must not be modified.
+func (l *LeafSet) Left() []Handle { return l.left }
+
+// Right returns the clockwise side, nearest first. The slice must not be modified.
+func (l *LeafSet) Right() []Handle { return l.right }
+
+// insertSide puts h into side ordered by dist(self, x), keeping at most half entries.
+func (l *LeafSet) insertSide(side []Handle, h Handle, dist func(a, b ids.ID) ids.ID) ([]Handle, bool) {
+	d := dist(l.self, h.ID)
+	pos := len(side)
+	for i, x := range side {
+		if x.ID == h.ID {
+			if x.Addr != h.Addr {
+				side[i].Addr = h.Addr
+			}
+			return side, false
+		}
+		if pos == len(side) && ids.Less(d, dist(l.self, x.ID)) {
+			pos = i
+		}
+	}
+	if pos >= l.half {
+		return side, false
+	}
+	if len(side) < l.half {
+		side = append(side, Handle{})
+	}
+	copy(side[pos+1:], side[pos:len(side)-1])
+	side[pos] = h
+	return side, true
+}
+
+func ccw(a, b ids.ID) ids.ID { return ids.Sub(a, b) }
+
+// Add inserts h where it belongs; it reports whether the set changed.
+func (l *LeafSet) Add(h Handle) bool {
+	if h.ID == l.self {
+		return false
+	}
+	var a, b bool
+	l.right, a = l.insertSide(l.right, h, ids.Clockwise)
+	l.left, b = l.insertSide(l.left, h, ccw)
+	return a || b
+}
+
+// WouldAdd reports whether Add(h) would change the set, without changing it.
+func (l *LeafSet) WouldAdd(id ids.ID) bool {
+	if id == l.self || l.Contains(id) {
+		return false
+	}
+	if len(l.right) < l.half || len(l.left) < l.half {
+		return true
+	}
+	return ids.Less(ids.Clockwise(l.self, id), ids.Clockwise(l.self, l.right[len(l.right)-1].ID)) ||
+		ids.Less(ccw(l.self, id), ccw(l.self, l.left[len(l.left)-1].ID))
+}
+
+func removeFrom(side []Handle, id ids.ID) ([]Handle, bool) {
+	for i, x := range side {
+		if x.ID == id {
+			copy(side[i:], side[i+1:])
+			return side[:len(side)-1], true
+		}
+	}
+	return side, false
+}
+
+// Remove drops id from both sides; it reports whether the set changed.
+func (l *LeafSet) Remove(id ids.ID) bool {
+	var a, b bool
+	l.left, a = removeFrom(l.left, id)
+	l.right, b = removeFrom(l.right, id)
+	return a || b
+}
+
+// Contains reports whether id is a member.
+func (l *LeafSet) Contains(id ids.ID) bool {
+	for _, x := range l.left {
+		if x.ID == id {
+			return true
+		}
+	}
+	for _, x := range l.right {
+		if x.ID == id {
+			return true
+		}
+	}
+	return false
+}
+
+// Get returns the member with this id.
+func (l *LeafSet) Get(id ids.ID) (Handle, bool) {
+	for _, x := range l.right {
+		if x.ID == id {
+			return x, true
+		}
+	}
+	for _, x := range l.left {
+		if x.ID == id {
+			return x, true
+		}
+	}
+	return Handle{}, false
+}
+
+// Complete reports whether both sides are full; an incomplete leaf set means (once it has
+// stabilised) that it holds every node of the ring.
+func (l *LeafSet) Complete() bool { return len(l.left) >= l.half && len(l.right) >= l.half }
+
+// InRange reports whether key falls within the arc the leaf set covers, so that the node
+// numerically closest to key is this node or a member.
+func (l *LeafSet) InRange(key ids.ID) bool {
+	if !l.Complete() {
+		return true
+	}
+	lo, hi := l.left[len(l.left)-1].ID, l.right[len(l.right)-1].ID
+	return key == lo || ids.Between(lo, key, hi)
+}
+
+// Members returns every member once (nodes on both sides appear once), right side first.
+func (l *LeafSet) Members() []Handle {
+	out := make([]Handle, 0, len(l.left)+len(l.right))
+	out = append(out, l.right...)
+	for _, x := range l.left {
+		dup := false
+		for _, y := range l.right {
+			if y.ID == x.ID {
+				dup = true
+				break
+			}
+		}
+		if !dup {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+// Size is the number of distinct members.
+func (l *LeafSet) Size() int {
+	n := len(l.right)
+	for _, x := range l.left {
+		if !containsID(l.right, x.ID) {
+			n++
+		}
+	}
+	return n
+}
+
+func containsID(hs []Handle, id ids.ID) bool {
+	for _, h := range hs {
+		if h.ID == id {
+			return true
+		}
+	}
+	return false
+}
+
+// peer is what a node knows about the liveness of one other node it watches (leaf-set
+// members, and any node it suspects).
+type peer struct {
+	h          Handle
+	lastHeard  time.Time
+	rtt        time.Duration // last measured round-trip time, 0 if unknown
+	probeSeq   uint64        // outstanding probe, 0 if none
+	probeAt    time.Time     // when the outstanding probe times out
+	tries      int           // probes sent without answer
+	suspected  bool
+	indirect   int    // indirect probes outstanding
+	leafVerAck uint64 // leaf-set version last sent to this peer
+}

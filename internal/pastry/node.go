@@ -1,0 +1,569 @@
+// Package pastry is the Pastry overlay as a state machine: messages and clock ticks go in,
+// messages to send and application events come out. It never opens a socket, reads the clock
+// or starts a goroutine, so the deterministic simulator and the real TLS network drive the
+// same code (see Driver).
+//
+// Contract for drivers: feed received frames to Step and call Tick periodically (a few times a
+// second), always with the current time; after each call, send every Outgoing returned by
+// TakeOutbox in order and dispatch every Event returned by TakeEvents. A Node is not safe for
+// concurrent use.
+package pastry
+
+import (
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"epost/internal/ids"
+	"epost/internal/transport"
+)
+
+// ErrWrongRing and ErrSpoofed reject messages that do not belong to this node's ring or whose
+// claimed sender differs from the transport-authenticated one.
+var (
+	ErrWrongRing = errors.New("pastry: message for another ring")
+	ErrSpoofed   = errors.New("pastry: sender id differs from the authenticated peer")
+	ErrNotReady  = errors.New("pastry: node has not joined yet")
+)
+
+// Config holds the protocol parameters. Zero fields take the defaults of DefaultConfig.
+type Config struct {
+	Ring        ids.RingID
+	LeafSetSize int // L: L/2 members on each side
+
+	ProbeInterval  time.Duration // a leaf member not heard from for this long is probed
+	ProbeTimeout   time.Duration // first probe timeout; doubles on each retry
+	ProbeRetries   int           // direct probes before a member is declared dead
+	IndirectProbes int           // leaf members asked to probe a suspect for us
+
+	HopTimeout  time.Duration // wait for a hop acknowledgement when the RTT is unknown
+	MaxReroutes int           // attempts to route around failed next hops
+
+	JoinTimeout     time.Duration // retry the join after this long without a reply
+	TableInterval   time.Duration // periodic routing-table maintenance
+	HealInterval    time.Duration // periodic re-join through bootstrap and once-dead nodes
+	DeadRetention   time.Duration // how long a dead node is remembered for healing
+	MaxDeadRemember int
+}
+
+// DefaultConfig returns the parameters ePOST shipped with, adjusted where measurement said so.
+func DefaultConfig() Config {
+	return Config{
+		LeafSetSize:     24,
+		ProbeInterval:   20 * time.Second,
+		ProbeTimeout:    800 * time.Millisecond,
+		ProbeRetries:    3,
+		IndirectProbes:  3,
+		HopTimeout:      time.Second,
+		MaxReroutes:     6,
+		JoinTimeout:     5 * time.Second,
+		TableInterval:   15 * time.Minute,
+		HealInterval:    5 * time.Minute,
+		DeadRetention:   24 * time.Hour,
+		MaxDeadRemember: 64,
+	}
+}
+
+func (c *Config) fill() {
+	d := DefaultConfig()
+	if c.LeafSetSize <= 0 {
+		c.LeafSetSize = d.LeafSetSize
+	}
+	if c.ProbeInterval <= 0 {
+		c.ProbeInterval = d.ProbeInterval
+	}
+	if c.ProbeTimeout <= 0 {
+		c.ProbeTimeout = d.ProbeTimeout
+	}
+	if c.ProbeRetries <= 0 {
+		c.ProbeRetries = d.ProbeRetries
+	}
+	if c.IndirectProbes < 0 {
+		c.IndirectProbes = 0
+	} else if c.IndirectProbes == 0 {
+		c.IndirectProbes = d.IndirectProbes
+	}
+	if c.HopTimeout <= 0 {
+		c.HopTimeout = d.HopTimeout
+	}
+	if c.MaxReroutes <= 0 {
+		c.MaxReroutes = d.MaxReroutes
+	}
+	if c.JoinTimeout <= 0 {
+		c.JoinTimeout = d.JoinTimeout
+	}
+	if c.TableInterval <= 0 {
+		c.TableInterval = d.TableInterval
+	}
+	if c.HealInterval <= 0 {
+		c.HealInterval = d.HealInterval
+	}
+	if c.DeadRetention <= 0 {
+		c.DeadRetention = d.DeadRetention
+	}
+	if c.MaxDeadRemember <= 0 {
+		c.MaxDeadRemember = d.MaxDeadRemember
+	}
+}
+
+// Forwarder is the application's Forward upcall: called on every node a routed message passes
+// through (not at its destination) with the next hop chosen. It may return a modified payload,
+// or false to drop the message. It runs inside Step and must not call back into the Node.
+type Forwarder func(key ids.ID, payload []byte, next Handle) ([]byte, bool)
+
+// EventKind says what an Event reports.
+type EventKind uint8
+
+// Events handed to the application by TakeEvents.
+const (
+	EventDeliver        EventKind = iota + 1 // a routed message arrived at its destination
+	EventDirect                              // a direct message arrived
+	EventLeafSetChanged                      // the leaf set changed
+	EventReady                               // the node finished joining
+)
+
+// Event is an application upcall, queued by the node and dispatched by the driver.
+type Event struct {
+	Kind    EventKind
+	Key     ids.ID // EventDeliver: the key routed to
+	Payload []byte
+	Origin  Handle // EventDeliver: the node that routed it; EventDirect: the sender
+	Hops    int
+}
+
+// Outgoing is a frame the driver must send.
+type Outgoing struct {
+	To    Handle
+	Frame []byte
+	Type  string // message type, for statistics
+}
+
+// Stats are counters for measurement.
+type Stats struct {
+	Sent, Received, SentBytes, Rejected uint64
+	Rerouted, Dropped                   uint64
+}
+
+type pendingHop struct {
+	m        *message
+	next     ids.ID
+	deadline time.Time
+	tries    int
+}
+
+type deadNode struct {
+	h  Handle
+	at time.Time
+}
+
+type joinPhase uint8
+
+const (
+	phaseIdle      joinPhase = iota // not started
+	phaseJoining                    // join request sent, waiting for the leaf set
+	phaseAnnounced                  // announced, waiting for leaf members to confirm
+	phaseReady
+)
+
+// Node is one Pastry node's protocol state.
+type Node struct {
+	cfg     Config
+	self    Handle
+	rng     *rand.Rand
+	forward Forwarder
+	now     time.Time
+
+	leaf  *LeafSet
+	table *RoutingTable
+	peers map[ids.ID]*peer // liveness of leaf members and suspects
+
+	phase       joinPhase
+	bootstrap   []string
+	joinTries   int
+	joinAt      time.Time // when the current join attempt times out
+	awaitingAck map[ids.ID]bool
+	buffered    []*message // deliveries held until ready
+
+	leafVer  uint64
+	dead     deadList
+	pending  map[uint64]*pendingHop
+	pendingQ []uint64 // pending keys in send order, so timeouts are handled deterministically
+	suspects []ids.ID // suspected nodes outside the leaf set, in suspicion order
+	seq      uint64
+	nextRT   time.Time
+	nextHeal time.Time
+	indirect []indirectReq // indirect probes we run for others
+	measured map[ids.ID]time.Time // candidates probed for RTT, to contest a table slot once
+
+	out    []Outgoing
+	events []Event
+	stats  Stats
+	buf    []byte
+}
+
+type indirectReq struct {
+	seq       uint64
+	requester Handle
+	target    ids.ID
+	deadline  time.Time
+	probeSeq  uint64
+}
+
+// NewNode makes a node that has not joined yet. rng must be seeded by the caller.
+func NewNode(cfg Config, self Handle, rng *rand.Rand, forward Forwarder) *Node {
+	cfg.fill()
+	return &Node{
+		cfg:         cfg,
+		self:        self,
+		rng:         rng,
+		forward:     forward,
+		leaf:        NewLeafSet(self.ID, cfg.LeafSetSize),
+		table:       NewRoutingTable(self.ID),
+		peers:       make(map[ids.ID]*peer),
+		awaitingAck: make(map[ids.ID]bool),
+		dead:        deadList{byID: make(map[ids.ID]int)},
+		pending:     make(map[uint64]*pendingHop),
+		measured:    make(map[ids.ID]time.Time),
+	}
+}
+
+// Self is this node's handle.
+func (n *Node) Self() Handle { return n.self }
+
+// Ready reports whether the node has joined and its leaf set has confirmed it.
+func (n *Node) Ready() bool { return n.phase == phaseReady }
+
+// LeafSet exposes the leaf set (read only).
+func (n *Node) LeafSet() *LeafSet { return n.leaf }
+
+// Table exposes the routing table (read only).
+func (n *Node) Table() *RoutingTable { return n.table }
+
+// Stats returns the counters.
+func (n *Node) Stats() Stats { return n.stats }
+
+// TakeOutbox returns the frames to send and empties the outbox.
+func (n *Node) TakeOutbox() []Outgoing {
+	o := n.out
+	n.out = nil
+	return o
+}
+
+// TakeEvents returns the pending application events and empties the queue.
+func (n *Node) TakeEvents() []Event {
+	e := n.events
+	n.events = nil
+	return e
+}
+
+// Start begins the join through the bootstrap addresses, or forms a new ring if there are none.
+func (n *Node) Start(now time.Time, bootstrap []string) {
+	n.now = now
+	n.bootstrap = bootstrap
+	n.nextRT = now.Add(jitter(n.rng, n.cfg.TableInterval))
+	n.nextHeal = now.Add(jitter(n.rng, n.cfg.HealInterval))
+	if len(bootstrap) == 0 {
+		n.becomeReady()
+		return
+	}
+	n.phase = phaseJoining
+	n.sendJoinRequest()
+}
+
+func (n *Node) sendJoinRequest() {
+	addr := n.bootstrap[n.joinTries%len(n.bootstrap)]
+	n.joinTries++
+	n.joinAt = n.now.Add(n.cfg.JoinTimeout)
+	n.send(Handle{Addr: addr}, &message{Type: mJoinRequest})
+}
+
+func (n *Node) becomeReady() {
+	if n.phase == phaseReady {
+		return
+	}
+	n.phase = phaseReady
+	n.events = append(n.events, Event{Kind: EventReady})
+	held := n.buffered
+	n.buffered = nil
+	for _, m := range held {
+		n.routeMsg(m)
+	}
+}
+
+func jitter(r *rand.Rand, d time.Duration) time.Duration {
+	return d/2 + time.Duration(r.Int64N(int64(d)))
+}
+
+// send encodes m and queues it for h.
+func (n *Node) send(h Handle, m *message) {
+	m.Ring = n.cfg.Ring
+	m.From = n.self
+	frame := m.encode(make([]byte, 0, 96+len(m.Payload)+len(m.Handles)*48))
+	n.stats.Sent++
+	n.stats.SentBytes += uint64(len(frame))
+	n.out = append(n.out, Outgoing{To: h, Frame: frame, Type: m.Type.String()})
+}
+
+// Route sends payload towards the live node numerically closest to key.
+func (n *Node) Route(now time.Time, key ids.ID, payload []byte) {
+	n.now = now
+	n.seq++
+	n.routeMsg(&message{Type: mRoute, Seq: n.seq, Key: key, Origin: n.self, Kind: kindApp, Payload: payload})
+}
+
+// Send delivers payload to one node directly (EventDirect there).
+func (n *Node) Send(now time.Time, to Handle, payload []byte) {
+	n.now = now
+	n.send(to, &message{Type: mDirect, Payload: payload})
+}
+
+// Step processes one received frame.
+func (n *Node) Step(now time.Time, from transport.From, frame []byte) error {
+	n.now = now
+	m, err := decodeMessage(frame)
+	if err != nil {
+		n.stats.Rejected++
+		return err
+	}
+	if m.Ring != n.cfg.Ring {
+		n.stats.Rejected++
+		return fmt.Errorf("%w: %s from %s", ErrWrongRing, m.Ring.Short(), m.From)
+	}
+	if !from.ID.IsZero() && from.ID != m.From.ID {
+		n.stats.Rejected++
+		return fmt.Errorf("%w: claims %s, is %s", ErrSpoofed, m.From.ID.Short(), from.ID.Short())
+	}
+	if m.From.ID == n.self.ID || m.From.ID.IsZero() {
+		n.stats.Rejected++
+		return fmt.Errorf("pastry: message claims our own or an empty id")
+	}
+	if from.Addr != "" && m.From.Addr == "" {
+		m.From.Addr = from.Addr
+	}
+	n.stats.Received++
+	n.heard(m.From)
+	switch m.Type {
+	case mJoinRequest:
+		n.onJoinRequest(m)
+	case mRoute:
+		n.send(m.From, &message{Type: mHopAck, Seq: m.Seq})
+		m.Hops++
+		n.seq++
+		m.Seq = n.seq
+		n.routeMsg(m)
+	case mHopAck:
+		if p, ok := n.pending[m.Seq]; ok && p.next == m.From.ID {
+			delete(n.pending, m.Seq)
+		}
+	case mJoinRows:
+		n.considerCandidates(m.Handles)
+	case mJoinReply:
+		n.onJoinReply(m)
+	case mAnnounce:
+		if m.Flag {
+			n.send(m.From, &message{Type: mAnnounceAck, Handles: n.leafWithSelf()})
+		}
+	case mAnnounceAck:
+		n.considerCandidates(m.Handles)
+		if n.awaitingAck[m.From.ID] {
+			delete(n.awaitingAck, m.From.ID)
+			n.checkJoined()
+		}
+	case mProbe:
+		n.onProbe(m)
+	case mProbeReply:
+		n.onProbeReply(m)
+	case mIndirectProbe:
+		n.onIndirectProbe(m)
+	case mIndirectReply:
+		n.onIndirectReply(m)
+	case mRowRequest:
+		n.send(m.From, &message{Type: mRowReply, Row: m.Row, Handles: n.table.Row(int(m.Row))})
+	case mRowReply:
+		n.considerCandidates(m.Handles)
+	case mLeafRequest:
+		n.send(m.From, &message{Type: mLeafReply, Handles: n.leafWithSelf()})
+	case mLeafReply:
+		n.considerCandidates(m.Handles)
+	case mDirect:
+		n.events = append(n.events, Event{Kind: EventDirect, Payload: m.Payload, Origin: m.From})
+	}
+	return nil
+}
+
+func (n *Node) leafWithSelf() []Handle {
+	return append(n.leaf.Members(), n.self)
+}
+
+// heard records that h is alive: it answered or sent us something.
+func (n *Node) heard(h Handle) {
+	n.dead.remove(h.ID)
+	if p, ok := n.peers[h.ID]; ok {
+		p.lastHeard = n.now
+		p.tries = 0
+		p.probeSeq = 0
+		p.h.Addr = h.Addr
+		if p.suspected {
+			p.suspected = false
+			if !n.leaf.Contains(h.ID) {
+				delete(n.peers, h.ID)
+			}
+		}
+	}
+	n.add(h, 0, true)
+}
+
+// add offers h to the leaf set and routing table. A node learned second-hand (direct=false)
+// that we have declared dead is ignored until it is heard from itself.
+func (n *Node) add(h Handle, rtt time.Duration, direct bool) {
+	if h.ID == n.self.ID || h.ID.IsZero() || h.Addr == "" {
+		return
+	}
+	if !direct {
+		if n.dead.has(h.ID) {
+			return
+		}
+		if p, ok := n.peers[h.ID]; ok && p.suspected {
+			return
+		}
+	}
+	if n.leaf.Add(h) {
+		n.leafChanged()
+		p, ok := n.peers[h.ID]
+		if !ok {
+			p = &peer{h: h}
+			n.peers[h.ID] = p
+		}
+		if direct {
+			p.lastHeard = n.now
+		}
+		if n.phase == phaseAnnounced && !n.awaitingAck[h.ID] {
+			n.awaitingAck[h.ID] = true
+			n.send(h, &message{Type: mAnnounce, Flag: true})
+		}
+	}
+	n.table.Consider(h, rtt)
+}
+
+func (n *Node) leafChanged() {
+	n.leafVer++
+	n.events = append(n.events, Event{Kind: EventLeafSetChanged})
+}
+
+// considerCandidates adds nodes learned from others; slots already taken are contested by
+// measuring the candidate's RTT (proximity neighbour selection).
+func (n *Node) considerCandidates(hs []Handle) {
+	for _, h := range hs {
+		if h.ID == n.self.ID || h.ID.IsZero() || h.Addr == "" {
+			continue
+		}
+		if n.dead.has(h.ID) {
+			continue
+		}
+		occ, _, ok := n.table.SlotOccupant(h.ID)
+		n.add(h, 0, false)
+		if ok && occ.ID != h.ID {
+			n.measure(h)
+		}
+	}
+}
+
+// measure probes a candidate for a taken table slot, at most once per table interval, so
+// that gossip cannot turn into a probe storm.
+func (n *Node) measure(h Handle) {
+	if at, ok := n.measured[h.ID]; ok && n.now.Sub(at) < n.cfg.TableInterval {
+		return
+	}
+	if len(n.measured) >= 4096 {
+		clear(n.measured) // forget old measurements rather than grow without bound
+	}
+	n.measured[h.ID] = n.now
+	n.probe(h, false)
+}
+
+// probe sends a probe to h; the reply measures RTT and proves liveness.
+func (n *Node) probe(h Handle, withLeaf bool) uint64 {
+	n.seq++
+	m := &message{Type: mProbe, Seq: n.seq, Time: n.now.UnixNano()}
+	if withLeaf {
+		m.Flag = true
+		m.Handles = n.leafWithSelf()
+	}
+	n.send(h, m)
+	return n.seq
+}
+
+func (n *Node) onProbe(m *message) {
+	if m.Flag {
+		n.considerCandidates(m.Handles)
+	}
+	r := &message{Type: mProbeReply, Seq: m.Seq, Time: m.Time}
+	if p, ok := n.peers[m.From.ID]; ok && n.leaf.Contains(m.From.ID) && p.leafVerAck != n.leafVer {
+		r.Flag = true
+		r.Handles = n.leafWithSelf()
+		p.leafVerAck = n.leafVer
+	}
+	n.send(m.From, r)
+}
+
+func (n *Node) onProbeReply(m *message) {
+	rtt := n.now.Sub(time.Unix(0, m.Time))
+	if rtt <= 0 {
+		rtt = time.Microsecond
+	}
+	if p, ok := n.peers[m.From.ID]; ok {
+		p.rtt = rtt
+	}
+	n.table.Consider(m.From, rtt)
+	if m.Flag {
+		n.considerCandidates(m.Handles)
+	}
+	kept := n.indirect[:0]
+	for _, req := range n.indirect {
+		if req.probeSeq == m.Seq && req.target == m.From.ID {
+			n.send(req.requester, &message{Type: mIndirectReply, Seq: req.seq, Key: req.target, Flag: true})
+			continue
+		}
+		kept = append(kept, req)
+	}
+	n.indirect = kept
+}
+
+func (n *Node) onIndirectProbe(m *message) {
+	if len(n.indirect) > 256 {
+		return // bounded work for others
+	}
+	ps := n.probe(m.Origin, false)
+	n.indirect = append(n.indirect, indirectReq{seq: m.Seq, requester: m.From, target: m.Origin.ID, deadline: n.now.Add(2 * n.cfg.ProbeTimeout), probeSeq: ps})
+}
+
+func (n *Node) onIndirectReply(m *message) {
+	if !m.Flag {
+		return
+	}
+	if p, ok := n.peers[m.Key]; ok {
+		// Alive as seen from another member: a path problem, not a failure.
+		p.lastHeard = n.now
+		p.tries = 0
+		p.probeSeq = 0
+		p.indirect = 0
+		if p.suspected {
+			p.suspected = false
+		}
+	}
+}
+
+// Awaiting lists the leaf members whose confirmation a joining node still waits for.
+func (n *Node) Awaiting() []ids.ID {
+	var out []ids.ID
+	for _, h := range n.leaf.Members() {
+		if n.awaitingAck[h.ID] {
+			out = append(out, h.ID)
+		}
+	}
+	return out
+}
+
+// Phase is the join phase, for diagnostics.
+func (n *Node) Phase() int { return int(n.phase) }

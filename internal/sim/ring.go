@@ -1,0 +1,218 @@
+// Package sim runs the overlay at scale on simnet and measures it: the experiments behind
+// `epost sim`. It alone has global knowledge (who is alive, which node is truly closest to a
+// key); the protocol under test never sees it.
+package sim
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"time"
+
+	"epost/internal/ids"
+	"epost/internal/pastry"
+	"epost/internal/simnet"
+	"epost/internal/transport"
+)
+
+// simRing is a ring of Pastry nodes on simnet plus the simulator's global view.
+type simRing struct {
+	net   *simnet.Network
+	rng   *rand.Rand
+	cfg   pastry.Config
+	tick  time.Duration
+	nodes []*simNode
+	live  []ids.ID // sorted ids of live, ready nodes (global truth)
+	dirty bool     // live needs rebuilding
+
+	onDeliver func(sn *simNode, e pastry.Event)
+	rejects   uint64
+}
+
+type simNode struct {
+	idx     int
+	ep      *simnet.Endpoint
+	drv     *pastry.Driver
+	alive   bool
+	ready   bool
+	readyAt time.Duration
+	joinAt  time.Duration
+}
+
+func newSimRing(seed uint64, cfg pastry.Config, tick time.Duration) *simRing {
+	net := simnet.New(simnet.DefaultConfig(seed))
+	return &simRing{net: net, rng: rand.New(rand.NewPCG(seed, 0xa11ce)), cfg: cfg, tick: tick}
+}
+
+func (r *simRing) randomID() ids.ID {
+	var id ids.ID
+	for i := 0; i < ids.Bytes; i += 8 {
+		binary.BigEndian.PutUint64(id[i:], r.rng.Uint64())
+	}
+	return id
+}
+
+// addNode creates a node at a random place in the latency space and starts its join through
+// a nearby live node (or founds the ring when there is none).
+func (r *simRing) addNode() *simNode {
+	id := r.randomID()
+	idx := len(r.nodes)
+	ep := r.net.AddNode(id, fmt.Sprintf("n%d", idx))
+	sn := &simNode{idx: idx, ep: ep, alive: true, joinAt: r.net.Elapsed()}
+	bootstrap := r.nearbyBootstrap(ep)
+	r.nodes = append(r.nodes, sn)
+	r.startNode(sn, bootstrap)
+	return sn
+}
+
+func (r *simRing) startNode(sn *simNode, bootstrap []string) {
+	self := pastry.Handle{ID: sn.ep.ID(), Addr: sn.ep.LocalAddr()}
+	nodeRng := rand.New(rand.NewPCG(r.rng.Uint64(), uint64(sn.idx)))
+	sn.drv = pastry.NewDriver(r.cfg, self, nodeRng, nil, sn.ep, sn.ep.Clock(), r.tick)
+	sn.drv.OnEvent = func(e pastry.Event) {
+		switch e.Kind {
+		case pastry.EventReady:
+			sn.ready = true
+			sn.readyAt = r.net.Elapsed()
+			r.dirty = true
+		case pastry.EventDeliver:
+			if r.onDeliver != nil {
+				r.onDeliver(sn, e)
+			}
+		}
+	}
+	sn.drv.OnReject = func(transport.From, error) { r.rejects++ }
+	sn.ep.SetHandler(sn.drv.Handle)
+	sn.drv.Start(bootstrap)
+}
+
+// crash kills a node: no goodbye, its timers stop, frames to it vanish.
+func (r *simRing) crash(sn *simNode) {
+	sn.alive = false
+	sn.ready = false
+	sn.drv.Stop()
+	sn.ep.Crash()
+	r.dirty = true
+}
+
+// nearbyBootstrap picks, among a sample of live ready nodes, the one closest in latency: a
+// newcomer joins through a nearby node, as Pastry assumes.
+func (r *simRing) nearbyBootstrap(to *simnet.Endpoint) []string {
+	var best *simNode
+	var bestLat time.Duration
+	if len(r.nodes) == 0 {
+		return nil
+	}
+	for try := 0; try < 64; try++ {
+		c := r.nodes[r.rng.IntN(len(r.nodes))]
+		if !c.alive || !c.ready || c.ep == to {
+			continue
+		}
+		if lat := r.net.Latency(c.ep, to); best == nil || lat < bestLat {
+			best, bestLat = c, lat
+		}
+	}
+	if best == nil {
+		for _, c := range r.nodes {
+			if c.alive && c.ready && c.ep != to {
+				best = c
+				break
+			}
+		}
+	}
+	if best == nil {
+		return nil
+	}
+	return []string{best.ep.LocalAddr()}
+}
+
+func (r *simRing) liveIDs() []ids.ID {
+	if r.dirty || r.live == nil {
+		r.live = r.live[:0]
+		for _, sn := range r.nodes {
+			if sn.alive && sn.ready {
+				r.live = append(r.live, sn.ep.ID())
+			}
+		}
+		slices.SortFunc(r.live, ids.Cmp)
+		r.dirty = false
+	}
+	return r.live
+}
+
+// closestLive is the live, ready node numerically closest to key: the correct destination.
+func (r *simRing) closestLive(key ids.ID) ids.ID {
+	live := r.liveIDs()
+	if len(live) == 0 {
+		return ids.Zero
+	}
+	i, _ := slices.BinarySearchFunc(live, key, ids.Cmp)
+	a := live[i%len(live)]
+	b := live[(i-1+len(live))%len(live)]
+	if ids.Closer(key, a, b) {
+		return a
+	}
+	return b
+}
+
+func (r *simRing) countAlive() (alive, ready int) {
+	for _, sn := range r.nodes {
+		if sn.alive {
+			alive++
+			if sn.ready {
+				ready++
+			}
+		}
+	}
+	return
+}
+
+// leafSetAccuracy is the percentage of live ready nodes whose leaf set equals the one computed
+// from the global truth.
+func (r *simRing) leafSetAccuracy() float64 {
+	live := r.liveIDs()
+	if len(live) == 0 {
+		return 0
+	}
+	half := r.cfg.LeafSetSize / 2
+	good, total := 0, 0
+	for _, sn := range r.nodes {
+		if !sn.alive || !sn.ready {
+			continue
+		}
+		total++
+		want := expectedLeafSet(live, sn.ep.ID(), half)
+		var got []ids.ID
+		sn.drv.With(func(n *pastry.Node) {
+			for _, h := range n.LeafSet().Members() {
+				got = append(got, h.ID)
+			}
+		})
+		slices.SortFunc(got, ids.Cmp)
+		if slices.Equal(got, want) {
+			good++
+		}
+	}
+	return 100 * float64(good) / float64(total)
+}
+
+// expectedLeafSet is the sorted set of up to half nodes on each side of self among sorted live.
+func expectedLeafSet(live []ids.ID, self ids.ID, half int) []ids.ID {
+	i, found := slices.BinarySearchFunc(live, self, ids.Cmp)
+	if !found {
+		return nil
+	}
+	n := len(live)
+	set := map[ids.ID]bool{}
+	for k := 1; k <= half && k < n; k++ {
+		set[live[(i+k)%n]] = true
+		set[live[(i-k+n)%n]] = true
+	}
+	out := make([]ids.ID, 0, len(set))
+	for id := range set {
+		out = append(out, id)
+	}
+	slices.SortFunc(out, ids.Cmp)
+	return out
+}
