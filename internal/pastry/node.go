@@ -193,7 +193,7 @@ type Node struct {
 	seq      uint64
 	nextRT   time.Time
 	nextHeal time.Time
-	indirect []indirectReq // indirect probes we run for others
+	indirect []indirectReq        // indirect probes we run for others
 	measured map[ids.ID]time.Time // candidates probed for RTT, to contest a table slot once
 
 	out    []Outgoing
