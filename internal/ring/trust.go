@@ -115,8 +115,12 @@ func (t *Trust) VerifyPeer(cert *x509.Certificate, now time.Time) (ids.ID, error
 		return ids.Zero, err
 	}
 	if e, revoked := t.Revocations().IsRevoked(cert.SerialNumber, node); revoked {
-		return ids.Zero, fmt.Errorf("%w: node %s, serial %s, revoked %s %s", ErrRevoked, node.Short(),
-			cert.SerialNumber, e.Revoked.UTC().Format(time.RFC3339), e.Reason)
+		why := ""
+		if e.Reason != "" {
+			why = " (" + e.Reason + ")"
+		}
+		return ids.Zero, fmt.Errorf("%w: node %s, serial %s, revoked %s%s", ErrRevoked, node.Short(),
+			cert.SerialNumber, e.Revoked.UTC().Format(time.RFC3339), why)
 	}
 	return node, nil
 }
