@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"flag"
+	"log/slog"
 	"math/rand/v2"
 	"os"
 	"testing"
@@ -28,6 +29,9 @@ func testSeed(t testing.TB, def uint64) uint64 {
 	return seed
 }
 
+// quietLog keeps repair findings out of test output; tests check Repairs instead.
+var quietLog = slog.New(slog.DiscardHandler)
+
 var t0 = time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
 
 // clock is a settable clock for Options.Now.
@@ -43,6 +47,9 @@ func openTest(t testing.TB, dir string, o Options) *Store {
 	if o.Now == nil {
 		c := &clock{now: t0}
 		o.Now = c.Now
+	}
+	if o.Logger == nil {
+		o.Logger = quietLog
 	}
 	s, err := Open(dir, o)
 	if err != nil {
