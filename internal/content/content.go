@@ -153,11 +153,11 @@ func chunkAAD(ring ids.RingID) []byte {
 
 // SealChunk encrypts one chunk of 1..MaxPlain bytes. Encrypt and EncryptStream call it; call
 // it directly to store chunks as they are produced.
-func SealChunk(secret *Secret, ring ids.RingID, plaintext []byte) (Chunk, Entry, error) {
+func SealChunk(secret Secret, ring ids.RingID, plaintext []byte) (Chunk, Entry, error) {
 	if len(plaintext) == 0 || len(plaintext) > MaxPlain {
 		return Chunk{}, Entry{}, fmt.Errorf("%w: chunk of %d bytes, want 1..%d", ErrChunkSize, len(plaintext), MaxPlain)
 	}
-	k := contentKey(secret, plaintext)
+	k := contentKey(&secret, plaintext)
 	aead, nonce := chunkAEAD(&k)
 	commit := derive(&k, labelCommit)
 	ct := make([]byte, CommitSize, len(plaintext)+Overhead)
@@ -174,7 +174,9 @@ func SealChunk(secret *Secret, ring ids.RingID, plaintext []byte) (Chunk, Entry,
 // that the plaintext re-derives e.Key under the ring's secret (ErrNotConvergent).
 //
 // Pass the ring's secret whenever the reader holds it. A nil secret (a reader outside the
-// ring) still gets a plaintext that is the only one this location can ever yield.
+// ring) still gets a plaintext that is the only one this location can ever yield. (Writers
+// always need the secret and take it by value; readers take it by pointer so nil can say
+// "not a ring member".)
 func DecryptChunk(secret *Secret, e Entry, ciphertext []byte) ([]byte, error) {
 	if e.Length == 0 || e.Length > MaxPlain {
 		return nil, fmt.Errorf("%w: entry length %d not in 1..%d", ErrMalformed, e.Length, MaxPlain)
@@ -220,7 +222,7 @@ func PayloadHash(plaintext []byte) [32]byte {
 
 // Encrypt cuts plaintext into DefaultChunkSize chunks and encrypts them. An empty plaintext
 // gives no chunks and a Ref of size 0.
-func Encrypt(secret *Secret, ring ids.RingID, plaintext []byte) ([]Chunk, Ref) {
+func Encrypt(secret Secret, ring ids.RingID, plaintext []byte) ([]Chunk, Ref) {
 	chunks, ref, err := EncryptChunked(secret, ring, plaintext, DefaultChunkSize)
 	if err != nil {
 		panic("content: default chunk size rejected: " + err.Error()) // unreachable
@@ -230,7 +232,7 @@ func Encrypt(secret *Secret, ring ids.RingID, plaintext []byte) ([]Chunk, Ref) {
 
 // EncryptChunked is Encrypt with a chunk size of 1..MaxPlain bytes. Deduplication works only
 // between payloads cut with the same chunk size, so a ring should keep one.
-func EncryptChunked(secret *Secret, ring ids.RingID, plaintext []byte, chunkSize int) ([]Chunk, Ref, error) {
+func EncryptChunked(secret Secret, ring ids.RingID, plaintext []byte, chunkSize int) ([]Chunk, Ref, error) {
 	if chunkSize < 1 || chunkSize > MaxPlain {
 		return nil, Ref{}, fmt.Errorf("%w: %d, want 1..%d", ErrChunkSize, chunkSize, MaxPlain)
 	}
@@ -254,7 +256,7 @@ func EncryptChunked(secret *Secret, ring ids.RingID, plaintext []byte, chunkSize
 // EncryptStream reads r to its end, encrypting chunkSize chunks and handing each to store
 // (typically a PAST insert) as soon as it is made, so a large payload is never held whole.
 // The Ref is returned once every store call has succeeded.
-func EncryptStream(secret *Secret, ring ids.RingID, r io.Reader, chunkSize int, store func(Chunk) error) (Ref, error) {
+func EncryptStream(secret Secret, ring ids.RingID, r io.Reader, chunkSize int, store func(Chunk) error) (Ref, error) {
 	if chunkSize < 1 || chunkSize > MaxPlain {
 		return Ref{}, fmt.Errorf("%w: %d, want 1..%d", ErrChunkSize, chunkSize, MaxPlain)
 	}

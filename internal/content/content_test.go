@@ -15,13 +15,15 @@ var (
 	otherRing = ids.RingIDOf("other")
 )
 
-func secret(seed byte) *Secret {
+func secret(seed byte) Secret {
 	var s Secret
 	for i := range s {
 		s[i] = seed + byte(i)
 	}
-	return &s
+	return s
 }
+
+func ptr(s Secret) *Secret { return &s }
 
 // payload returns n pseudo-random bytes; the seed is part of every failure message.
 func payload(seed uint64, n int) []byte {
@@ -76,7 +78,7 @@ func TestRoundTripSizes(t *testing.T) {
 		}
 		st := memStore{}
 		st.put(chunks)
-		for _, sec := range []*Secret{s, nil} {
+		for _, sec := range []*Secret{&s, nil} {
 			got, err := Assemble(sec, ref, st.fetch)
 			if err != nil || !bytes.Equal(got, pt) {
 				t.Fatalf("seed %d, secret %v: round trip of %d bytes: %v", seed, sec != nil, n, err)
@@ -93,7 +95,7 @@ func TestRoundTripSizes(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got, err := Assemble(s, dec, st.fetch); err != nil || !bytes.Equal(got, pt) {
+		if got, err := Assemble(&s, dec, st.fetch); err != nil || !bytes.Equal(got, pt) {
 			t.Fatalf("seed %d: round trip through encoded ref: %v", seed, err)
 		}
 	}
@@ -104,7 +106,7 @@ func TestEmptyPayload(t *testing.T) {
 	if len(chunks) != 0 || len(ref.Chunks) != 0 || ref.Size != 0 || ref.Hash != PayloadHash(nil) {
 		t.Fatalf("empty payload gave %d chunks, ref %+v", len(chunks), ref)
 	}
-	got, err := Assemble(secret(1), ref, func(ids.Key) ([]byte, error) { t.Fatal("fetched"); return nil, nil })
+	got, err := Assemble(ptr(secret(1)), ref, func(ids.Key) ([]byte, error) { t.Fatal("fetched"); return nil, nil })
 	if err != nil || len(got) != 0 {
 		t.Fatalf("assemble empty: %q, %v", got, err)
 	}
@@ -126,7 +128,7 @@ func TestDefaultChunkSizeFillsMaxChunk(t *testing.T) {
 	}
 	st := memStore{}
 	st.put(chunks)
-	if got, err := Assemble(secret(1), ref, st.fetch); err != nil || !bytes.Equal(got, pt) {
+	if got, err := Assemble(ptr(secret(1)), ref, st.fetch); err != nil || !bytes.Equal(got, pt) {
 		t.Fatalf("round trip: %v", err)
 	}
 	if _, _, err := SealChunk(secret(1), ring, make([]byte, MaxPlain+1)); !errors.Is(err, ErrChunkSize) {
@@ -150,7 +152,7 @@ func TestLargePayload(t *testing.T) {
 	}
 	st := memStore{}
 	st.put(chunks)
-	got, err := Assemble(secret(2), ref, st.fetch)
+	got, err := Assemble(ptr(secret(2)), ref, st.fetch)
 	if err != nil || !bytes.Equal(got, pt) {
 		t.Fatalf("20 MiB round trip: %v", err)
 	}
@@ -222,23 +224,23 @@ func TestTamperRejected(t *testing.T) {
 		ct     []byte
 		want   error
 	}{
-		{"ok", s, e0, c0, nil},
-		{"bit in commitment", s, e0, flip(c0, 3), ErrCorrupt},
-		{"bit in body", s, e0, flip(c0, 500), ErrCorrupt},
-		{"bit in tag", s, e0, flip(c0, len(c0)-1), ErrCorrupt},
-		{"truncated", s, e0, c0[:len(c0)-1], ErrCorrupt},
-		{"empty", s, e0, nil, ErrCorrupt},
-		{"swapped chunk", s, e0, chunks[1].Ciphertext, ErrCorrupt},
-		{"other chunk's bytes", s, e0, other.Ciphertext, ErrCorrupt},
-		{"wrong key", s, withKey(e0, ref.Chunks[1].Key), c0, ErrWrongKey},
+		{"ok", &s, e0, c0, nil},
+		{"bit in commitment", &s, e0, flip(c0, 3), ErrCorrupt},
+		{"bit in body", &s, e0, flip(c0, 500), ErrCorrupt},
+		{"bit in tag", &s, e0, flip(c0, len(c0)-1), ErrCorrupt},
+		{"truncated", &s, e0, c0[:len(c0)-1], ErrCorrupt},
+		{"empty", &s, e0, nil, ErrCorrupt},
+		{"swapped chunk", &s, e0, chunks[1].Ciphertext, ErrCorrupt},
+		{"other chunk's bytes", &s, e0, other.Ciphertext, ErrCorrupt},
+		{"wrong key", &s, withKey(e0, ref.Chunks[1].Key), c0, ErrWrongKey},
 		{"wrong key, no secret", nil, withKey(e0, ref.Chunks[1].Key), c0, ErrWrongKey},
 		{"zero key", nil, withKey(e0, [KeySize]byte{}), c0, ErrWrongKey},
-		{"wrong length", s, withLen(e0, 999), c0, ErrCorrupt},
-		{"zero length", s, withLen(e0, 0), c0, ErrMalformed},
-		{"huge length", s, withLen(e0, 1<<31), c0, ErrMalformed},
-		{"other secret's chunk", s, foreignEntry, foreign.Ciphertext, ErrNotConvergent},
+		{"wrong length", &s, withLen(e0, 999), c0, ErrCorrupt},
+		{"zero length", &s, withLen(e0, 0), c0, ErrMalformed},
+		{"huge length", &s, withLen(e0, 1<<31), c0, ErrMalformed},
+		{"other secret's chunk", &s, foreignEntry, foreign.Ciphertext, ErrNotConvergent},
 		{"other secret's chunk, no secret", nil, foreignEntry, foreign.Ciphertext, nil},
-		{"moved to other ring", s, Entry{Location: ids.Key{Ring: otherRing, ID: e0.Location.ID}, Key: e0.Key, Length: e0.Length}, c0, ErrCorrupt},
+		{"moved to other ring", &s, Entry{Location: ids.Key{Ring: otherRing, ID: e0.Location.ID}, Key: e0.Key, Length: e0.Length}, c0, ErrCorrupt},
 	}
 	for _, c := range cases {
 		_, err := DecryptChunk(c.secret, c.e, c.ct)
@@ -254,27 +256,27 @@ func TestTamperRejected(t *testing.T) {
 	swapped := memStore{}
 	swapped.put(chunks)
 	swapped[ref.Chunks[0].Location], swapped[ref.Chunks[1].Location] = chunks[1].Ciphertext, c0
-	if _, err := Assemble(s, ref, swapped.fetch); !errors.Is(err, ErrCorrupt) {
+	if _, err := Assemble(&s, ref, swapped.fetch); !errors.Is(err, ErrCorrupt) {
 		t.Errorf("store swapping chunks: %v", err)
 	}
 	reordered := ref
 	reordered.Chunks = []Entry{ref.Chunks[1], ref.Chunks[0], ref.Chunks[2]}
-	if _, err := Assemble(s, reordered, st.fetch); !errors.Is(err, ErrCorrupt) {
+	if _, err := Assemble(&s, reordered, st.fetch); !errors.Is(err, ErrCorrupt) {
 		t.Errorf("reordered ref: %v", err)
 	}
 	lying := ref
 	lying.Size++
-	if _, err := Assemble(s, lying, st.fetch); !errors.Is(err, ErrMalformed) {
+	if _, err := Assemble(&s, lying, st.fetch); !errors.Is(err, ErrMalformed) {
 		t.Errorf("ref lying about size: %v", err)
 	}
 	badHash := ref
 	badHash.Hash[0] ^= 1
-	if _, err := Assemble(s, badHash, st.fetch); !errors.Is(err, ErrCorrupt) {
+	if _, err := Assemble(&s, badHash, st.fetch); !errors.Is(err, ErrCorrupt) {
 		t.Errorf("ref with wrong hash: %v", err)
 	}
 	missing := memStore{}
 	missing.put(chunks[:2])
-	if _, err := Assemble(s, ref, missing.fetch); err == nil {
+	if _, err := Assemble(&s, ref, missing.fetch); err == nil {
 		t.Error("missing chunk not reported")
 	}
 }
@@ -350,7 +352,7 @@ func FuzzDecryptChunk(f *testing.F) {
 		e2 := e
 		e2.Length = n
 		e2.Location.ID = ids.Hash(ct) // get past the location check to exercise the rest
-		if pt, err := DecryptChunk(s, e2, ct); err == nil && !bytes.Equal(ct, c.Ciphertext) {
+		if pt, err := DecryptChunk(&s, e2, ct); err == nil && !bytes.Equal(ct, c.Ciphertext) {
 			t.Fatalf("forged chunk opened: %q", pt)
 		}
 	})
@@ -371,7 +373,7 @@ func BenchmarkEncrypt(b *testing.B) {
 }
 
 func BenchmarkAssemble(b *testing.B) {
-	for _, sec := range []*Secret{secret(1), nil} {
+	for _, sec := range []*Secret{ptr(secret(1)), nil} {
 		b.Run(fmt.Sprintf("convergent-check=%v", sec != nil), func(b *testing.B) {
 			pt, chunks, ref := benchmarkPayload(b, 8<<20)
 			st := memStore{}

@@ -463,3 +463,26 @@ func TestPasswordCache(t *testing.T) {
 		t.Fatalf("cache holds %d entries, max 2", len(c.entries))
 	}
 }
+
+func TestPublicKeysCheck(t *testing.T) {
+	good := mustKeys(t, 50).Public()
+	// Low-order X25519 points (RFC 7748 section 6.1; the list from libsodium's blocklist).
+	lowOrder := [][]byte{
+		make([]byte, 32),
+		append([]byte{1}, make([]byte, 31)...),
+		{0xe0, 0xeb, 0x7a, 0x7c, 0x3b, 0x41, 0xb8, 0xae, 0x16, 0x56, 0xe3, 0xfa, 0xf1, 0x9f, 0xc4, 0x6a,
+			0xda, 0x09, 0x8d, 0xeb, 0x9c, 0x32, 0xb1, 0xfd, 0x86, 0x62, 0x05, 0x16, 0x5f, 0x49, 0xb8, 0x00},
+	}
+	for i, p := range lowOrder {
+		k := PublicKeys{Signing: good.Signing, Encryption: p}
+		if err := k.Check(); !errors.Is(err, ErrMalformed) {
+			t.Errorf("low-order point %d accepted: %v", i, err)
+		}
+	}
+	if err := (PublicKeys{Signing: good.Signing[:31], Encryption: good.Encryption}).Check(); !errors.Is(err, ErrMalformed) {
+		t.Errorf("short signing key accepted: %v", err)
+	}
+	if err := good.Check(); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -97,7 +97,8 @@ func (p PublicKeys) Equal(o PublicKeys) bool {
 	return bytes.Equal(p.Signing, o.Signing) && bytes.Equal(p.Encryption, o.Encryption)
 }
 
-// Check reports whether p has well-formed keys: the right sizes and an X25519 key HPKE accepts.
+// Check reports whether p has well-formed keys: the right sizes and an X25519 key that is not
+// of low order.
 // (An Ed25519 key that is not a curve point is caught by the proof of possession, which can
 // never verify under it.)
 func (p PublicKeys) Check() error {
@@ -107,8 +108,14 @@ func (p PublicKeys) Check() error {
 	if len(p.Encryption) != EncryptionKeySize {
 		return fmt.Errorf("%w: encryption key is %d bytes, want %d", ErrMalformed, len(p.Encryption), EncryptionKeySize)
 	}
-	if _, err := hpkeKEM().NewPublicKey(p.Encryption); err != nil {
+	pub, err := ecdh.X25519().NewPublicKey(p.Encryption)
+	if err != nil {
 		return fmt.Errorf("%w: encryption key: %v", ErrMalformed, err)
+	}
+	// A low-order point makes every Diffie-Hellman with it zero (RFC 7748 section 6.1), so no
+	// one could ever encrypt to it; a CA must not certify one.
+	if _, err := lowOrderProbe.ECDH(pub); err != nil {
+		return fmt.Errorf("%w: encryption key is a low-order point", ErrMalformed)
 	}
 	return nil
 }
@@ -165,5 +172,14 @@ func Verify(pub ed25519.PublicKey, context string, msg, sig []byte) error {
 	}
 	return nil
 }
+
+// lowOrderProbe is a fixed, public X25519 scalar used only to detect low-order points.
+var lowOrderProbe = func() *ecdh.PrivateKey {
+	k, err := ecdh.X25519().NewPrivateKey([]byte("epost/v1/x25519-low-order-probe!"))
+	if err != nil {
+		panic(err) // unreachable: every 32-byte string is an X25519 scalar
+	}
+	return k
+}()
 
 func hpkeKEM() hpke.KEM { return hpke.DHKEM(ecdh.X25519()) }
