@@ -137,3 +137,13 @@ func ParseResponse(data []byte) (*Response, error) {
 	}
 	return &Response{Cert: cert, CA: ca, Descriptor: j.Descriptor, Revocations: j.Revocations, ConvergenceKey: conv}, nil
 }
+
+// WriteFile writes the response to a new file with mode 0600 (it holds the convergence secret);
+// it refuses to overwrite an existing file.
+func (r *Response) WriteFile(path string) error {
+	data, err := r.Marshal()
+	if err != nil {
+		return err
+	}
+	return writeNew(path, data, 0o600)
+}

@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"math/big"
 	"sync"
 	"time"
 
@@ -172,6 +173,19 @@ func (t *Trust) checkTime(cert *x509.Certificate, node ids.ID, now time.Time) er
 			t.ca.NotBefore.UTC().Format(f), t.ca.NotAfter.UTC().Format(f), now.UTC().Format(f))
 	}
 	return nil
+}
+
+// Verifier adapts VerifyPeer to a transport that wants a one-argument check, reading the time
+// from now at every call.
+func (t *Trust) Verifier(now func() time.Time) func(*x509.Certificate) (ids.ID, error) {
+	return func(c *x509.Certificate) (ids.ID, error) { return t.VerifyPeer(c, now()) }
+}
+
+// IsRecordRevoked reports whether a CA-issued record with this serial (a user record, say) is on
+// the revocation list; its signature fits the revocation hook of such records' Verify methods.
+func (t *Trust) IsRecordRevoked(serial uint64) bool {
+	_, revoked := t.Revocations().IsRevoked(new(big.Int).SetUint64(serial), ids.Zero)
+	return revoked
 }
 
 // PeerID verifies the peer certificate of an established TLS connection and returns the peer's
