@@ -84,7 +84,7 @@ type Response struct {
 	CA             *x509.Certificate
 	Descriptor     []byte // signed, byte for byte as the CA wrote it
 	Revocations    []byte // signed
-	ConvergenceKey []byte
+	ConvergenceKey ConvergenceKey
 }
 
 type responseJSON struct {
@@ -106,7 +106,7 @@ func (r *Response) Marshal() ([]byte, error) {
 		CACertificate:  string(encodeCert(r.CA.Raw)),
 		Descriptor:     r.Descriptor,
 		Revocations:    r.Revocations,
-		ConvergenceKey: hex.EncodeToString(r.ConvergenceKey),
+		ConvergenceKey: hex.EncodeToString(r.ConvergenceKey[:]),
 	})
 }
 

@@ -91,7 +91,7 @@ func TestInitNodeLocal(t *testing.T) {
 	if fi, err := os.Stat(n.DataDir()); err != nil || !fi.IsDir() {
 		t.Fatalf("data dir: %v", err)
 	}
-	if string(n.ConvergenceKey) != string(r.convergenceKey) {
+	if n.ConvergenceKey != r.convergenceKey {
 		t.Fatal("convergence key not handed over")
 	}
 	// The CA recorded the certificate.

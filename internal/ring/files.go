@@ -198,27 +198,31 @@ func loadCert(path string) (*x509.Certificate, error) {
 	return c, nil
 }
 
-// ConvergenceKeySize is the length of a ring's convergence secret.
-const ConvergenceKeySize = 32
+// ConvergenceKey is a ring's convergence secret: the key of POST's keyed convergent encryption
+// (content.Secret(k) converts it), so that identical content is stored once inside a ring while
+// outsiders cannot confirm guesses. Every node of the ring holds it; the descriptor never does.
+type ConvergenceKey [32]byte
 
-func encodeConvergenceKey(k []byte) []byte { return []byte(hex.EncodeToString(k) + "\n") }
+func encodeConvergenceKey(k ConvergenceKey) []byte { return []byte(hex.EncodeToString(k[:]) + "\n") }
 
-func decodeConvergenceKey(data []byte) ([]byte, error) {
-	k, err := hex.DecodeString(strings.TrimSpace(string(data)))
-	if err != nil || len(k) != ConvergenceKeySize {
-		return nil, fmt.Errorf("convergence key: want %d hex-encoded bytes", ConvergenceKeySize)
+func decodeConvergenceKey(data []byte) (ConvergenceKey, error) {
+	var k ConvergenceKey
+	b, err := hex.DecodeString(strings.TrimSpace(string(data)))
+	if err != nil || len(b) != len(k) {
+		return k, fmt.Errorf("convergence key: want %d hex-encoded bytes", len(k))
 	}
+	copy(k[:], b)
 	return k, nil
 }
 
-func loadConvergenceKey(path string) ([]byte, error) {
+func loadConvergenceKey(path string) (ConvergenceKey, error) {
 	data, err := readSmall(path)
 	if err != nil {
-		return nil, err
+		return ConvergenceKey{}, err
 	}
 	k, err := decodeConvergenceKey(data)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+		return k, fmt.Errorf("%s: %w", path, err)
 	}
 	return k, nil
 }

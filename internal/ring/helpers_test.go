@@ -42,7 +42,7 @@ func newTestNode(t testing.TB, r *Ring, v Validity) *Node {
 
 func mustCAKey(t testing.TB, r *Ring) ed25519.PrivateKey {
 	t.Helper()
-	k, err := r.caKey()
+	k, err := r.CAKey()
 	if err != nil {
 		t.Fatal(err)
 	}

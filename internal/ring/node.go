@@ -70,7 +70,7 @@ type Node struct {
 	Creds          tls.Certificate // Cert and Key, for Trust.TLSConfig
 	Descriptor     *Descriptor
 	Trust          *Trust
-	ConvergenceKey []byte // POST's keyed convergent-encryption secret, shared by the ring
+	ConvergenceKey ConvergenceKey // POST's keyed convergent-encryption secret, shared by the ring
 }
 
 // DataDir returns the node's data directory as a path usable from the current directory.

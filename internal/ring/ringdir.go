@@ -29,7 +29,7 @@ type Ring struct {
 	Trust      *Trust // holds the current revocation list
 
 	descriptorRaw  []byte // signed bytes, handed to nodes verbatim
-	convergenceKey []byte
+	convergenceKey ConvergenceKey
 }
 
 // Create makes a new ring in dir (created with mode 0700 if missing): CA key and certificate,
@@ -64,8 +64,8 @@ func Create(dir string, p Params, now time.Time) (*Ring, error) {
 	if err != nil {
 		return nil, err
 	}
-	conv := make([]byte, ConvergenceKeySize)
-	if _, err := rand.Read(conv); err != nil {
+	var conv ConvergenceKey
+	if _, err := rand.Read(conv[:]); err != nil {
 		return nil, err
 	}
 	keyPEM, err := encodeKey(caKey)
@@ -136,26 +136,18 @@ func loadTrustFiles(dir string) (ca *x509.Certificate, d *Descriptor, dRaw []byt
 	return ca, d, dRaw, t, nil
 }
 
-// caKey reads the CA's private key and checks that it belongs to the CA certificate.
-func (r *Ring) caKey() (ed25519.PrivateKey, error) {
+// CAKey reads the CA's private key from the ring directory and checks that it belongs to the CA
+// certificate. Only CA-side commands call it (enrolling nodes, revoking, signing user records);
+// callers should use the key and drop it rather than keep it in a long-lived structure.
+func (r *Ring) CAKey() (ed25519.PrivateKey, error) {
 	k, err := loadKey(filepath.Join(r.Dir, FileCAKey))
 	if err != nil {
-		return nil, fmt.Errorf("ring CA key (only the CA machine can enroll or revoke): %w", err)
+		return nil, fmt.Errorf("ring CA key (only the CA machine can enroll, revoke or sign): %w", err)
 	}
 	if !k.Public().(ed25519.PublicKey).Equal(r.Trust.caPub) {
 		return nil, fmt.Errorf("ring CA key %s does not match %s", filepath.Join(r.Dir, FileCAKey), FileCACert)
 	}
 	return k, nil
-}
-
-// SignWithCA signs a document of the given type with the ring's CA key, for CA-signed records
-// defined elsewhere (user records). Verify with Open and r.CA's public key.
-func (r *Ring) SignWithCA(typ string, v any) ([]byte, error) {
-	k, err := r.caKey()
-	if err != nil {
-		return nil, err
-	}
-	return Sign(k, typ, v)
 }
 
 // Issued is one line of the CA's issuance log (issued.jsonl): the only record that maps a node
@@ -179,7 +171,7 @@ func (r *Ring) Enroll(req *Request, v Validity, now time.Time) (*Response, error
 	if err != nil {
 		return nil, err
 	}
-	k, err := r.caKey()
+	k, err := r.CAKey()
 	if err != nil {
 		return nil, err
 	}
@@ -241,7 +233,7 @@ func (r *Ring) Revoke(serial *big.Int, node ids.ID, reason string, now time.Time
 	if _, done := cur.IsRevoked(serial, node); done {
 		return nil, fmt.Errorf("revoke: already revoked (list version %d)", cur.Version)
 	}
-	k, err := r.caKey()
+	k, err := r.CAKey()
 	if err != nil {
 		return nil, err
 	}
