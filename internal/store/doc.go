@@ -27,10 +27,12 @@
 // # Concurrency
 //
 // A Store is safe for concurrent use by any number of goroutines. Reads (Get, Has, Meta, Range,
-// Summarize, Stats) run on bbolt's MVCC snapshots and never wait for writers. Writes are
-// serialized by bbolt's single write transaction, but large payload files are written and
-// fsynced before that transaction begins, so concurrent writers overlap their file I/O. PutBatch
-// commits many objects with one index fsync; prefer it when writes can be grouped.
+// Summarize, Stats) run on bbolt's MVCC snapshots and never wait for writers. Writes go through
+// a group commit (commit.go): writes that arrive while a commit is in progress share the next
+// transaction and its fsync, and a failing write is retried alone so it cannot spoil the others.
+// Large payload files are written and fsynced before the index transaction begins, so
+// concurrent writers overlap their file I/O too. PutBatch commits many objects with one index
+// fsync and writes their payload files in parallel; prefer it when writes can be grouped.
 //
 // Two rules for callers:
 //   - A Precondition runs inside the write transaction. It must be fast and must not call the

@@ -3,6 +3,8 @@ package store
 import (
 	"crypto/sha256"
 	"fmt"
+	"slices"
+	"sync"
 )
 
 // A Precondition decides, inside the write transaction, whether incoming may replace stored
@@ -68,11 +70,9 @@ func (s *Store) PutBatch(objs []Object, cond Precondition) (results []error, err
 		if o.Size > int64(s.opts.InlineMax) {
 			s.pin(o.Hash)
 			files = append(files, o.Hash)
-			if err := s.writeBlob(o.Hash, o.Payload); err != nil {
-				results[i] = fmt.Errorf("store put %s: %w", o.Key, err)
-			}
 		}
 	}
+	s.writeBlobs(prepared, results)
 	if len(files) > 0 {
 		// One directory fsync makes every rename above durable, and it also covers a file
 		// found in place for dedup whose writer may not have synced the directory yet.
@@ -81,7 +81,10 @@ func (s *Store) PutBatch(objs []Object, cond Precondition) (results []error, err
 		}
 	}
 
+	prepErrs := slices.Clone(results)
 	err = s.update(func(w *writeTx) error {
+		// This may run more than once (see update); start from the preparation's verdicts.
+		copy(results, prepErrs)
 		for i := range prepared {
 			if results[i] != nil {
 				continue
@@ -136,4 +139,42 @@ func (s *Store) prepare(obj *Object) (Object, error) {
 	// Keep what the index can represent, so Meta returns exactly what was stored.
 	o.Expiry = clampExpiry(o.Expiry)
 	return o, nil
+}
+
+// blobWriters bounds the payload files one PutBatch writes at once. Writing them in parallel
+// lets the disk merge their fsyncs instead of paying one full flush after another.
+const blobWriters = 8
+
+// writeBlobs writes the payload files of the large objects among objs (each distinct payload
+// once), recording failures in results.
+func (s *Store) writeBlobs(objs []Object, results []error) {
+	var (
+		wg     sync.WaitGroup
+		sem    = make(chan struct{}, blobWriters)
+		seen   = map[Hash]bool{}
+		failMu sync.Mutex
+		failed = map[Hash]error{}
+	)
+	for i := range objs {
+		o := &objs[i]
+		if results[i] != nil || o.Size <= int64(s.opts.InlineMax) || seen[o.Hash] {
+			continue
+		}
+		seen[o.Hash] = true
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			if err := s.writeBlob(o.Hash, o.Payload); err != nil {
+				failMu.Lock()
+				failed[o.Hash] = err
+				failMu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	for i := range objs {
+		if err, ok := failed[objs[i].Hash]; ok && results[i] == nil && objs[i].Size > int64(s.opts.InlineMax) {
+			results[i] = fmt.Errorf("store put %s: %w", objs[i].Key, err)
+		}
+	}
 }

@@ -29,6 +29,8 @@ type Store struct {
 	// while holding a transaction.
 	mu   sync.Mutex
 	pins map[Hash]int
+
+	group committer
 }
 
 // Open opens (creating if needed) the store in dir and repairs what a crash may have left
@@ -129,29 +131,6 @@ func (s *Store) now() time.Time { return s.opts.Now() }
 // view runs a read transaction, translating bbolt's closed-database error into ErrClosed.
 func (s *Store) view(fn func(*bolt.Tx) error) error {
 	return mapClosed(s.db.View(fn))
-}
-
-// update runs fn in a write transaction and commits it (bbolt fsyncs the commit), then
-// removes the payload files whose last reference the transaction dropped. Removing after the
-// commit means a crash can leave an orphan file (repaired at Open) but never a dangling
-// reference.
-func (s *Store) update(fn func(w *writeTx) error) error {
-	var freed []Hash
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		w := newWriteTx(tx)
-		if err := fn(w); err != nil {
-			return err
-		}
-		freed = w.freed
-		return w.flushStats()
-	})
-	if err != nil {
-		return mapClosed(err)
-	}
-	for _, h := range freed {
-		s.removeBlobIfUnused(h)
-	}
-	return nil
 }
 
 func mapClosed(err error) error {

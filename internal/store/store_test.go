@@ -547,3 +547,33 @@ func slicesContain(pool [][]byte, b []byte) bool {
 	}
 	return false
 }
+
+// TestGroupCommitIsolatesFailures runs writes that fail (deletes of missing keys, stale
+// sequences) concurrently with writes that succeed, so they share group commits: every write
+// must get its own verdict and the index must count exactly the successful ones.
+func TestGroupCommitIsolatesFailures(t *testing.T) {
+	s := openTest(t, "", Options{InlineMax: 256})
+	const goroutines, each = 8, 40
+	var wg sync.WaitGroup
+	for g := range goroutines {
+		wg.Go(func() {
+			for i := range each {
+				k := keyOf(ringA, string(rune(g*1000+i)))
+				if err := s.Put(Object{Meta: Meta{Key: k, Seq: 2}, Payload: make([]byte, 300+i%2)}); err != nil {
+					t.Errorf("Put: %v", err)
+				}
+				if err := s.PutIfSeqGreater(Object{Meta: Meta{Key: k, Seq: 1}}); !errors.Is(err, ErrPrecondition) {
+					t.Errorf("stale PutIfSeqGreater: %v", err)
+				}
+				if err := s.Delete(keyOf(ringB, string(rune(g*1000+i)))); !errors.Is(err, ErrNotFound) {
+					t.Errorf("Delete of missing key: %v", err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	st := mustStats(t, s)
+	if st.Objects != goroutines*each || st.Payloads != 2 || len(blobFiles(t, s)) != 2 {
+		t.Fatalf("stats %+v, %d files", st, len(blobFiles(t, s)))
+	}
+}
