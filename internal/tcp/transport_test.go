@@ -148,8 +148,8 @@ func TestKeepaliveHoldsIdleConnection(t *testing.T) {
 	ca := newTestCA(t, "ring")
 	a, b := newNode(t, ca, "a"), newNode(t, ca, "b")
 	pingPong(t, a, b)
-	// Without keepalives each side's 400 ms read deadline would close the connection.
-	time.Sleep(1200 * time.Millisecond)
+	// Without keepalives each side's 1 s read deadline would close the connection.
+	time.Sleep(2500 * time.Millisecond)
 	pingPong(t, a, b)
 	if s := a.Stats(); s.ConnsOutbound != 1 || s.ConnsOpen != 1 {
 		t.Fatalf("connection did not survive idle period: %+v\n%s", s, a.logs.String())
