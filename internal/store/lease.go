@@ -13,15 +13,22 @@ import (
 // Leases. Every object may carry an expiry (the zero Time: never expires). PAST refreshes the
 // leases of objects still referenced; CollectExpired moves the others to the trash.
 
-// maxExpiry is the latest instant the index can represent (int64 nanoseconds, year 2262).
-var maxExpiry = time.Unix(0, 1<<63-1).UTC()
+// The index keeps expiries as int64 nanoseconds since 1970, which spans the years 1678-2262.
+var (
+	minExpiry = time.Unix(0, -1<<63+1).UTC() // not -1<<63: that one would read back as "never"
+	maxExpiry = time.Unix(0, 1<<63-1).UTC()
+)
 
+// clampExpiry maps t into the representable range, keeping the zero Time (forever) as is; a
+// clamped time means the same as the original for any clock this software will see.
 func clampExpiry(t time.Time) time.Time {
-	if t.IsZero() {
+	switch {
+	case t.IsZero():
 		return t
-	}
-	if t.After(maxExpiry) {
+	case t.After(maxExpiry):
 		return maxExpiry
+	case t.Before(minExpiry):
+		return minExpiry
 	}
 	return t.Round(0).UTC()
 }

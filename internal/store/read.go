@@ -15,8 +15,9 @@ import (
 // (ErrCorrupt if it does not match or is missing; ErrNotFound if there is no such object).
 func (s *Store) Get(k ids.Key) (Object, error) {
 	// A file payload is read after the index transaction ends, so a concurrent replace or
-	// purge can remove the file in between. Then the index has moved on: look again.
-	for attempt := 0; ; attempt++ {
+	// purge can remove the file in between; then the index has moved on and a second look
+	// finds the new state. A file that stays missing while the index refers to it is damage.
+	for attempt := 1; ; attempt++ {
 		obj, file, err := s.getIndexed(k)
 		if err != nil || !file {
 			return obj, err
@@ -26,8 +27,8 @@ func (s *Store) Get(k ids.Key) (Object, error) {
 			obj.Payload = data
 			return obj, nil
 		}
-		if errors.Is(err, fs.ErrNotExist) && attempt < 3 {
-			if now, err2 := s.Meta(k); err2 != nil || now.Hash != obj.Hash {
+		if errors.Is(err, fs.ErrNotExist) {
+			if attempt < 3 {
 				continue
 			}
 			err = fmt.Errorf("%w: payload file %s is missing", ErrCorrupt, obj.Hash)

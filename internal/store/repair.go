@@ -3,6 +3,7 @@ package store
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -142,10 +143,10 @@ func (s *Store) checkBlob(h Hash, size int64) error {
 		return nil
 	}
 	_, err := s.readBlob(h, size)
-	if err != nil {
-		return fmt.Errorf("%w: %v", ErrCorrupt, err)
+	if err != nil && !errors.Is(err, ErrCorrupt) {
+		err = fmt.Errorf("%w: payload file %s: %v", ErrCorrupt, h, err)
 	}
-	return nil
+	return err
 }
 
 // damagedKeys lists the objects (live and trashed) whose payload is in bad.

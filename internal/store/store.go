@@ -90,6 +90,12 @@ func (s *Store) initIndex() error {
 		m := tx.Bucket(bucketMeta)
 		switch v := m.Get(metaFormat); {
 		case v == nil:
+			// A new index. If payload files exist, the old index is gone: repair would delete
+			// every file as an orphan, so stop and let a human decide.
+			if es, err := os.ReadDir(s.blobDir); err != nil || len(es) > 0 {
+				return fmt.Errorf("index.db is new but %s holds %d payload files (was index.db lost?); "+
+					"move the blobs directory away to start empty, or restore index.db (%v)", s.blobDir, len(es), err)
+			}
 			return m.Put(metaFormat, []byte{formatVersion})
 		case len(v) != 1 || v[0] != formatVersion:
 			return fmt.Errorf("index format %v is not the supported version %d; use a matching epost release", v, formatVersion)

@@ -577,3 +577,40 @@ func TestGroupCommitIsolatesFailures(t *testing.T) {
 		t.Fatalf("stats %+v, %d files", st, len(blobFiles(t, s)))
 	}
 }
+
+func TestOpenRefusesLostIndex(t *testing.T) {
+	dir := t.TempDir()
+	s := openTest(t, dir, Options{})
+	mustPut(t, s, Object{Meta: Meta{Key: keyOf(ringA, "big")}, Payload: make([]byte, DefaultInlineMax+1)})
+	s.Close()
+	if err := os.Remove(dir + "/index.db"); err != nil {
+		t.Fatal(err)
+	}
+	if s, err := Open(dir, Options{Logger: quietLog}); err == nil {
+		s.Close()
+		t.Fatal("Open with a lost index and payload files present succeeded")
+	}
+	if len(blobFiles(t, s)) != 1 {
+		t.Fatal("payload files were touched")
+	}
+}
+
+func TestExpiryClamping(t *testing.T) {
+	s := openTest(t, "", Options{})
+	cases := []struct {
+		in, want time.Time
+	}{
+		{time.Time{}, time.Time{}},
+		{time.Date(1, 1, 1, 0, 0, 0, 1, time.UTC), minExpiry},
+		{time.Date(1500, 1, 1, 0, 0, 0, 0, time.UTC), minExpiry},
+		{time.Date(1969, 12, 31, 23, 59, 59, 0, time.FixedZone("x", 3600)), time.Date(1969, 12, 31, 22, 59, 59, 0, time.UTC)},
+		{time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC), maxExpiry},
+	}
+	for i, c := range cases {
+		k := keyOf(ringA, string(rune(i)))
+		mustPut(t, s, Object{Meta: Meta{Key: k, Expiry: c.in}})
+		if m, _ := s.Meta(k); !m.Expiry.Equal(c.want) || m.Expiry.IsZero() != c.want.IsZero() {
+			t.Fatalf("expiry %v stored as %v, want %v", c.in, m.Expiry, c.want)
+		}
+	}
+}
