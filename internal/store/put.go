@@ -81,6 +81,9 @@ func (s *Store) PutBatch(objs []Object, cond Precondition) (results []error, err
 		}
 	}
 
+	if !slices.Contains(results, nil) {
+		return results, nil // nothing left to commit; spare the fsync
+	}
 	prepErrs := slices.Clone(results)
 	err = s.update(func(w *writeTx) error {
 		// This may run more than once (see update); start from the preparation's verdicts.

@@ -336,3 +336,71 @@ func (c *recount) checkPayloads(files map[Hash]int64, bad map[Hash]error, verify
 	}
 	return nil
 }
+
+// Scrub reads and verifies every payload, live and trashed, and returns the objects whose
+// payload is missing or does not hash to its name: rot found before a Get trips over it. It
+// reads in chunks and may run alongside any other method; PAST runs it now and then and
+// re-fetches what it reports from other replicas.
+func (s *Store) Scrub() ([]Damage, error) {
+	bad := map[Hash]error{}
+	var after []byte
+	for {
+		type fileRef struct {
+			h    Hash
+			size int64
+		}
+		var files []fileRef
+		n := 0
+		err := s.view(func(tx *bolt.Tx) error {
+			c := tx.Bucket(bucketPayload).Cursor()
+			var k, v []byte
+			if after == nil {
+				k, v = c.First()
+			} else if k, v = c.Seek(after); k != nil && string(k) == string(after) {
+				k, v = c.Next()
+			}
+			for ; k != nil && n < chunkSize; k, v = c.Next() {
+				n++
+				after = append(after[:0], k...)
+				var h Hash
+				copy(h[:], k)
+				p, err := decodePayloadEntry(h, v)
+				switch {
+				case err != nil:
+					bad[h] = err
+				case p.loc == inFile:
+					files = append(files, fileRef{h, p.size})
+				case Hash(sha256.Sum256(p.data)) != h:
+					bad[h] = fmt.Errorf("%w: inline payload does not hash to %s", ErrCorrupt, h)
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, fmt.Errorf("store scrub: %w", err)
+		}
+		for _, f := range files {
+			_, err := s.readBlob(f.h, f.size)
+			if err == nil {
+				continue
+			}
+			if errors.Is(err, os.ErrNotExist) {
+				err = fmt.Errorf("%w: payload file %s is missing", ErrCorrupt, f.h)
+			}
+			bad[f.h] = err
+		}
+		if n < chunkSize {
+			break
+		}
+	}
+	if len(bad) == 0 {
+		return nil, nil
+	}
+	// A payload purged while we looked is not damage: damagedKeys only names payloads that
+	// objects still refer to.
+	var r RepairReport
+	if err := s.damagedKeys(bad, &r); err != nil {
+		return nil, fmt.Errorf("store scrub: %w", mapClosed(err))
+	}
+	return r.Damaged, nil
+}

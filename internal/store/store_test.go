@@ -449,6 +449,10 @@ func TestOpenRepairs(t *testing.T) {
 			t.Fatal("debris survived Open")
 		}
 		checkObject(t, s, good)
+		// Scrub finds both at run time, whatever Open was asked to verify.
+		if dmg, err := s.Scrub(); err != nil || len(dmg) != 2 {
+			t.Fatalf("Scrub = %+v, %v; want the lost and the rotten object", dmg, err)
+		}
 		if _, err := s.Get(rotten.Key); !errors.Is(err, ErrCorrupt) {
 			t.Fatalf("Get of rotten payload: %v, want ErrCorrupt", err)
 		}
@@ -469,6 +473,9 @@ func TestOpenRepairs(t *testing.T) {
 	s = openTest(t, dir, Options{InlineMax: 100, VerifyPayloads: true})
 	if rep := s.Repairs(); len(rep.Damaged)+len(rep.Fixed)+rep.Orphans+rep.TempFiles != 0 {
 		t.Fatalf("report after healing: %+v", rep)
+	}
+	if dmg, err := s.Scrub(); err != nil || len(dmg) != 0 {
+		t.Fatalf("Scrub after healing = %+v, %v", dmg, err)
 	}
 }
 
