@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"runtime/pprof"
 	"time"
 
 	"epost/internal/sim"
@@ -42,10 +43,11 @@ func runSimRoute(args []string) error {
 	fs.DurationVar(&c.Duration, "duration", time.Hour, "length of the churn phase (virtual time)")
 	fs.IntVar(&c.LeafSet, "leafset", 24, "leaf-set size L")
 	seed := fs.Uint64("seed", 1, "random seed; the same seed gives the same output")
-	fs.DurationVar(&c.JoinSpacing, "join-spacing", 20*time.Millisecond, "virtual time between two joins")
+	fs.DurationVar(&c.JoinSpacing, "join-spacing", 10*time.Millisecond, "virtual time between two joins")
 	fs.Float64Var(&c.LookupRate, "lookup-rate", 1000, "lookups issued per virtual second")
 	fs.DurationVar(&c.RepairTime, "repair", 2*time.Minute, "virtual time allowed for repair after a failure")
 	quiet := fs.Bool("quiet", false, "no progress notes on stderr")
+	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile to this file")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -53,6 +55,17 @@ func runSimRoute(args []string) error {
 		return fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
 	c.Seed = *seed
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
 	start := time.Now()
 	p := progress(*quiet)
 	if _, err := sim.RunRoute(c, os.Stdout, p); err != nil {

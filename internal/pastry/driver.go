@@ -135,3 +135,4 @@ func (d *Driver) flushLocked() {
 		}
 	}
 }
+

@@ -22,6 +22,8 @@ type LeafSet struct {
 	half  int
 	left  []Handle
 	right []Handle
+	ldist []ids.ID // ldist[i] is the counter-clockwise distance from self to left[i]
+	rdist []ids.ID // rdist[i] is the clockwise distance from self to right[i]
 }
 
 // NewLeafSet makes an empty leaf set of size l (l/2 per side).
@@ -36,30 +38,39 @@ func (l *LeafSet) Left() []Handle { return l.left }
 // Right returns the clockwise side, nearest first. The slice must not be modified.
 func (l *LeafSet) Right() []Handle { return l.right }
 
-// insertSide puts h into side ordered by dist(self, x), keeping at most half entries.
-func (l *LeafSet) insertSide(side []Handle, h Handle, dist func(a, b ids.ID) ids.ID) ([]Handle, bool) {
+// insertSide puts h into side ordered by dist(self, x), keeping at most half entries. dists
+// caches each member's distance so that the common case, a candidate farther than the whole
+// side, costs one subtraction and one comparison.
+func (l *LeafSet) insertSide(side []Handle, dists []ids.ID, h Handle, dist func(a, b ids.ID) ids.ID) ([]Handle, []ids.ID, bool) {
 	d := dist(l.self, h.ID)
-	pos := len(side)
-	for i, x := range side {
-		if x.ID == h.ID {
-			if x.Addr != h.Addr {
-				side[i].Addr = h.Addr
-			}
-			return side, false
+	if len(side) >= l.half && !ids.Less(d, dists[len(dists)-1]) {
+		if side[len(side)-1].ID == h.ID {
+			side[len(side)-1].Addr = h.Addr
 		}
-		if pos == len(side) && ids.Less(d, dist(l.self, x.ID)) {
+		return side, dists, false
+	}
+	pos := len(side)
+	for i := range side {
+		if side[i].ID == h.ID {
+			side[i].Addr = h.Addr
+			return side, dists, false
+		}
+		if pos == len(side) && ids.Less(d, dists[i]) {
 			pos = i
 		}
 	}
 	if pos >= l.half {
-		return side, false
+		return side, dists, false
 	}
 	if len(side) < l.half {
 		side = append(side, Handle{})
+		dists = append(dists, ids.ID{})
 	}
 	copy(side[pos+1:], side[pos:len(side)-1])
+	copy(dists[pos+1:], dists[pos:len(dists)-1])
 	side[pos] = h
-	return side, true
+	dists[pos] = d
+	return side, dists, true
 }
 
 func ccw(a, b ids.ID) ids.ID { return ids.Sub(a, b) }
@@ -70,8 +81,8 @@ func (l *LeafSet) Add(h Handle) bool {
 		return false
 	}
 	var a, b bool
-	l.right, a = l.insertSide(l.right, h, ids.Clockwise)
-	l.left, b = l.insertSide(l.left, h, ccw)
+	l.right, l.rdist, a = l.insertSide(l.right, l.rdist, h, ids.Clockwise)
+	l.left, l.ldist, b = l.insertSide(l.left, l.ldist, h, ccw)
 	return a || b
 }
 
@@ -83,25 +94,26 @@ func (l *LeafSet) WouldAdd(id ids.ID) bool {
 	if len(l.right) < l.half || len(l.left) < l.half {
 		return true
 	}
-	return ids.Less(ids.Clockwise(l.self, id), ids.Clockwise(l.self, l.right[len(l.right)-1].ID)) ||
-		ids.Less(ccw(l.self, id), ccw(l.self, l.left[len(l.left)-1].ID))
+	return ids.Less(ids.Clockwise(l.self, id), l.rdist[len(l.rdist)-1]) ||
+		ids.Less(ccw(l.self, id), l.ldist[len(l.ldist)-1])
 }
 
-func removeFrom(side []Handle, id ids.ID) ([]Handle, bool) {
+func removeFrom(side []Handle, dists []ids.ID, id ids.ID) ([]Handle, []ids.ID, bool) {
 	for i, x := range side {
 		if x.ID == id {
 			copy(side[i:], side[i+1:])
-			return side[:len(side)-1], true
+			copy(dists[i:], dists[i+1:])
+			return side[:len(side)-1], dists[:len(dists)-1], true
 		}
 	}
-	return side, false
+	return side, dists, false
 }
 
 // Remove drops id from both sides; it reports whether the set changed.
 func (l *LeafSet) Remove(id ids.ID) bool {
 	var a, b bool
-	l.left, a = removeFrom(l.left, id)
-	l.right, b = removeFrom(l.right, id)
+	l.left, l.ldist, a = removeFrom(l.left, l.ldist, id)
+	l.right, l.rdist, b = removeFrom(l.right, l.rdist, id)
 	return a || b
 }
 

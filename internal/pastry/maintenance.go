@@ -84,11 +84,40 @@ func (n *Node) Tick(now time.Time) {
 	}
 }
 
+// leafCheckEvery is how often leaf members' timers are examined; probe timeouts are therefore
+// accurate to this much.
+const leafCheckEvery = 200 * time.Millisecond
+
+// leafSendSlack is how late a routine probe may be sent, so that members' timers are
+// examined in batches rather than one scan per member.
+const leafSendSlack = 2 * time.Second
+
+// eachLeaf calls f once for every leaf member (a member on both sides once), without allocating.
+func (n *Node) eachLeaf(f func(h Handle)) {
+	for _, h := range n.leaf.right {
+		f(h)
+	}
+	for _, h := range n.leaf.left {
+		if !containsID(n.leaf.right, h.ID) {
+			f(h)
+		}
+	}
+}
+
 // checkLeaves probes leaf members not heard from lately and declares dead those that stay
 // silent through retries and indirect probes.
 func (n *Node) checkLeaves() {
+	if n.now.Before(n.leafCheckAt) {
+		return
+	}
+	// The next examination is due when the earliest member timer expires: probe timeouts are
+	// examined promptly, new probes may wait a little so that scans stay rare.
+	dueSend, dueTimeout := n.now.Add(n.cfg.ProbeInterval), n.now.Add(n.cfg.ProbeInterval)
+	defer func() {
+		n.leafCheckAt = earlierOf(laterOf(dueSend, n.now.Add(leafSendSlack)), laterOf(dueTimeout, n.now.Add(leafCheckEvery)))
+	}()
 	var gone []Handle
-	for _, h := range n.leaf.Members() {
+	n.eachLeaf(func(h Handle) {
 		p, ok := n.peers[h.ID]
 		if !ok {
 			p = &peer{h: h}
@@ -96,28 +125,33 @@ func (n *Node) checkLeaves() {
 		}
 		if p.probeSeq != 0 {
 			if n.now.Before(p.probeAt) {
-				continue
+				dueTimeout = earlierOf(dueTimeout, p.probeAt)
+				return
 			}
 			p.tries++
 			if p.tries > n.cfg.ProbeRetries {
 				gone = append(gone, h)
-				continue
+				return
 			}
-			p.suspected = true
+			n.setSuspected(p, true)
 			if p.tries == 1 {
 				n.probeIndirectly(h)
 			}
 			p.probeSeq = n.probe(h, false)
 			p.probeAt = n.now.Add(n.cfg.ProbeTimeout << p.tries)
-			continue
+			dueTimeout = earlierOf(dueTimeout, p.probeAt)
+			return
 		}
-		if n.now.Sub(p.lastHeard) >= n.cfg.ProbeInterval {
-			withLeaf := p.leafVerAck != n.leafVer
-			p.leafVerAck = n.leafVer
-			p.probeSeq = n.probe(h, withLeaf)
-			p.probeAt = n.now.Add(n.cfg.ProbeTimeout)
+		if next := p.lastHeard.Add(n.cfg.ProbeInterval); n.now.Before(next) {
+			dueSend = earlierOf(dueSend, next)
+			return
 		}
-	}
+		withLeaf := p.leafVerAck != n.leafVer
+		p.leafVerAck = n.leafVer
+		p.probeSeq = n.probe(h, withLeaf)
+		p.probeAt = n.now.Add(n.cfg.ProbeTimeout)
+		dueTimeout = earlierOf(dueTimeout, p.probeAt)
+	})
 	for _, h := range gone {
 		n.declareDead(h)
 	}
@@ -163,7 +197,7 @@ func (n *Node) suspect(id ids.ID) {
 	if p.suspected {
 		return
 	}
-	p.suspected = true
+	n.setSuspected(p, true)
 	if !n.leaf.Contains(id) {
 		n.suspects = append(n.suspects, id)
 	}
@@ -171,6 +205,7 @@ func (n *Node) suspect(id ids.ID) {
 		p.tries = 1
 		p.probeSeq = n.probe(p.h, false)
 		p.probeAt = n.now.Add(n.cfg.ProbeTimeout)
+		n.leafCheckAt = earlierOf(n.leafCheckAt, p.probeAt)
 		if n.leaf.Contains(id) {
 			n.probeIndirectly(p.h)
 		}
@@ -215,6 +250,9 @@ func (n *Node) checkSuspects() {
 
 // declareDead removes a node from every table, remembers it for healing, and starts repair.
 func (n *Node) declareDead(h Handle) {
+	if p, ok := n.peers[h.ID]; ok {
+		n.setSuspected(p, false)
+	}
 	delete(n.peers, h.ID)
 	n.dead.add(h, n.now, n.cfg.MaxDeadRemember)
 	if row := n.table.Remove(h.ID); row >= 0 {
@@ -270,4 +308,18 @@ func (n *Node) heal() {
 		to = n.dead.list[i-len(n.bootstrap)].h
 	}
 	n.send(to, &message{Type: mJoinRequest, Flag: true})
+}
+
+func earlierOf(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
+}
+
+func laterOf(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
 }

@@ -185,16 +185,18 @@ type Node struct {
 	awaitingAck map[ids.ID]bool
 	buffered    []*message // deliveries held until ready
 
-	leafVer  uint64
-	dead     deadList
-	pending  map[uint64]*pendingHop
-	pendingQ []uint64 // pending keys in send order, so timeouts are handled deterministically
-	suspects []ids.ID // suspected nodes outside the leaf set, in suspicion order
-	seq      uint64
-	nextRT   time.Time
-	nextHeal time.Time
-	indirect []indirectReq        // indirect probes we run for others
-	measured map[ids.ID]time.Time // candidates probed for RTT, to contest a table slot once
+	leafVer     uint64
+	leafCheckAt time.Time // next examination of leaf members' probe timers
+	dead        deadList
+	pending     map[uint64]*pendingHop
+	pendingQ    []uint64 // pending keys in send order, so timeouts are handled deterministically
+	suspects    []ids.ID // suspected nodes outside the leaf set, in suspicion order
+	nSuspected  int      // peers whose suspected flag is set
+	seq         uint64
+	nextRT      time.Time
+	nextHeal    time.Time
+	indirect    []indirectReq        // indirect probes we run for others
+	measured    map[ids.ID]time.Time // candidates probed for RTT, to contest a table slot once
 
 	out    []Outgoing
 	events []Event
@@ -398,14 +400,16 @@ func (n *Node) leafWithSelf() []Handle {
 
 // heard records that h is alive: it answered or sent us something.
 func (n *Node) heard(h Handle) {
-	n.dead.remove(h.ID)
+	if len(n.dead.list) > 0 {
+		n.dead.remove(h.ID)
+	}
 	if p, ok := n.peers[h.ID]; ok {
 		p.lastHeard = n.now
 		p.tries = 0
 		p.probeSeq = 0
 		p.h.Addr = h.Addr
 		if p.suspected {
-			p.suspected = false
+			n.setSuspected(p, false)
 			if !n.leaf.Contains(h.ID) {
 				delete(n.peers, h.ID)
 			}
@@ -421,21 +425,22 @@ func (n *Node) add(h Handle, rtt time.Duration, direct bool) {
 		return
 	}
 	if !direct {
-		if n.dead.has(h.ID) {
+		if len(n.dead.list) > 0 && n.dead.has(h.ID) {
 			return
 		}
-		if p, ok := n.peers[h.ID]; ok && p.suspected {
+		if n.suspected(h.ID) {
 			return
 		}
 	}
-	if n.leaf.Add(h) {
+	if n.leaf.WouldAdd(h.ID) && n.leaf.Add(h) {
 		n.leafChanged()
 		p, ok := n.peers[h.ID]
 		if !ok {
 			p = &peer{h: h}
 			n.peers[h.ID] = p
 		}
-		if direct {
+		if direct || n.phase != phaseReady {
+			// A joiner's announce verifies its members; no separate probe needed.
 			p.lastHeard = n.now
 		}
 		if n.phase == phaseAnnounced && !n.awaitingAck[h.ID] {
@@ -448,6 +453,7 @@ func (n *Node) add(h Handle, rtt time.Duration, direct bool) {
 
 func (n *Node) leafChanged() {
 	n.leafVer++
+	n.leafCheckAt = time.Time{} // verify new members at the next tick
 	n.events = append(n.events, Event{Kind: EventLeafSetChanged})
 }
 
@@ -458,7 +464,7 @@ func (n *Node) considerCandidates(hs []Handle) {
 		if h.ID == n.self.ID || h.ID.IsZero() || h.Addr == "" {
 			continue
 		}
-		if n.dead.has(h.ID) {
+		if len(n.dead.list) > 0 && n.dead.has(h.ID) {
 			continue
 		}
 		occ, _, ok := n.table.SlotOccupant(h.ID)
@@ -549,7 +555,7 @@ func (n *Node) onIndirectReply(m *message) {
 		p.probeSeq = 0
 		p.indirect = 0
 		if p.suspected {
-			p.suspected = false
+			n.setSuspected(p, false)
 		}
 	}
 }

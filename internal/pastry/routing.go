@@ -7,8 +7,23 @@ import (
 )
 
 func (n *Node) suspected(id ids.ID) bool {
+	if n.nSuspected == 0 {
+		return false // the common case, without a map lookup
+	}
 	p, ok := n.peers[id]
 	return ok && p.suspected
+}
+
+func (n *Node) setSuspected(p *peer, v bool) {
+	if p.suspected == v {
+		return
+	}
+	p.suspected = v
+	if v {
+		n.nSuspected++
+	} else {
+		n.nSuspected--
+	}
 }
 
 // nextHop picks where a message for key goes from here: the closest leaf-set member when key is

@@ -62,7 +62,7 @@ func (c *RouteConfig) Validate() error {
 		return errors.New("--leafset must be an even number of at least 2")
 	}
 	if c.JoinSpacing <= 0 {
-		c.JoinSpacing = 20 * time.Millisecond
+		c.JoinSpacing = 10 * time.Millisecond
 	}
 	if c.LookupRate <= 0 {
 		c.LookupRate = 1000
