@@ -14,13 +14,14 @@ import (
 // Driver runs under simnet (single event loop) and the real TLS transport (many goroutines);
 // a mutex serialises access to the node.
 type Driver struct {
-	mu      sync.Mutex
-	node    *Node
-	tr      transport.Transport
-	clock   transport.Clock
-	tick    time.Duration
-	timer   transport.Timer
-	stopped bool
+	mu       sync.Mutex
+	node     *Node
+	tr       transport.Transport
+	clock    transport.Clock
+	tick     time.Duration
+	timer    transport.Timer
+	stopped  bool
+	deferred []func()
 
 	// OnEvent receives application events, outside the lock, in order. It may call Route and
 	// Send. It must not block for long: the driver's caller (event loop or network goroutine)
@@ -83,6 +84,13 @@ func (d *Driver) Handle(from transport.From, frame []byte) {
 	d.flushLocked()
 }
 
+// Ready reports whether the node has joined.
+func (d *Driver) Ready() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.node.Ready()
+}
+
 // Route sends payload to the node responsible for key.
 func (d *Driver) Route(key ids.ID, payload []byte) {
 	d.mu.Lock()
@@ -96,6 +104,15 @@ func (d *Driver) Send(to Handle, payload []byte) {
 	d.node.Send(d.clock.Now(), to, payload)
 	d.flushLocked()
 }
+
+// Defer queues f to run after the current Step or Tick has finished and the node is unlocked.
+// It is meant for the Forwarder, which runs inside Step and may not call into the node: it
+// can Defer work (sending a reply, routing a new message) instead. Outside a Forwarder, f runs
+// after the next flush.
+func (d *Driver) Defer(f func()) { d.deferred = append(d.deferred, f) }
+
+// Self is this node's handle.
+func (d *Driver) Self() Handle { return d.node.self }
 
 // With runs f with the node locked, for inspection (status, tests).
 func (d *Driver) With(f func(n *Node)) {
@@ -120,6 +137,8 @@ func (d *Driver) flushLocked() {
 	out := d.node.TakeOutbox()
 	events := d.node.TakeEvents()
 	self := d.node.self.Addr
+	deferred := d.deferred
+	d.deferred = nil
 	d.mu.Unlock()
 	for _, o := range out {
 		if o.To.Addr == self || o.To.Addr == "" {
@@ -133,5 +152,8 @@ func (d *Driver) flushLocked() {
 		for _, e := range events {
 			d.OnEvent(e)
 		}
+	}
+	for _, f := range deferred {
+		f()
 	}
 }

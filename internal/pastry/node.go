@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"time"
 
 	"epost/internal/ids"
@@ -573,3 +574,27 @@ func (n *Node) Awaiting() []ids.ID {
 
 // Phase is the join phase, for diagnostics.
 func (n *Node) Phase() int { return int(n.phase) }
+
+// ReplicaSet returns up to k nodes, this node included, numerically closest to key among the
+// leaf set, closest first. It is meaningful only when InRange(key): replication layers (PAST)
+// store an object on the k nodes closest to its key.
+func (n *Node) ReplicaSet(key ids.ID, k int) []Handle {
+	cands := append(n.leaf.Members(), n.self)
+	slices.SortFunc(cands, func(a, b Handle) int {
+		if a.ID == b.ID {
+			return 0
+		}
+		if ids.Closer(key, a.ID, b.ID) {
+			return -1
+		}
+		return 1
+	})
+	return cands[:min(k, len(cands))]
+}
+
+// InRange reports whether key falls within the leaf set's range, so that this node can tell
+// which nodes are responsible for it.
+func (n *Node) InRange(key ids.ID) bool { return n.leaf.InRange(key) }
+
+// LeafMembers returns every leaf-set member once (a copy).
+func (n *Node) LeafMembers() []Handle { return n.leaf.Members() }
