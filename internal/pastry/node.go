@@ -466,6 +466,9 @@ func (n *Node) considerCandidates(hs []Handle) {
 			continue
 		}
 		if len(n.dead.list) > 0 && n.dead.has(h.ID) {
+			// Someone alive lists a node we declared dead: after a partition this is how the
+			// halves find each other again. Probe it; its answer brings it back.
+			n.recheck(h)
 			continue
 		}
 		occ, _, ok := n.table.SlotOccupant(h.ID)
@@ -484,6 +487,19 @@ func (n *Node) measure(h Handle) {
 	}
 	if len(n.measured) >= 4096 {
 		clear(n.measured) // forget old measurements rather than grow without bound
+	}
+	n.measured[h.ID] = n.now
+	n.probe(h, false)
+}
+
+// recheck probes a node we declared dead that others still list, at most once per probe
+// interval per node.
+func (n *Node) recheck(h Handle) {
+	if at, ok := n.measured[h.ID]; ok && n.now.Sub(at) < n.cfg.ProbeInterval {
+		return
+	}
+	if len(n.measured) >= 4096 {
+		clear(n.measured)
 	}
 	n.measured[h.ID] = n.now
 	n.probe(h, false)

@@ -130,6 +130,16 @@ func (n *Node) checkPending() {
 	}
 	n.pendingQ = kept
 	for _, p := range expired {
+		if p.tries == 0 {
+			// One silent hop may be a lost frame: resend to the same node once before
+			// suspecting it and routing around it.
+			if h, ok := n.handleOf(p.next); ok {
+				n.seq++
+				p.m.Seq = n.seq
+				n.forwardTo(h, p.m, 1)
+				continue
+			}
+		}
 		n.suspect(p.next)
 		if p.tries >= n.cfg.MaxReroutes {
 			n.stats.Dropped++

@@ -298,3 +298,6 @@ func less(a, b *event) bool {
 	}
 	return a.seq < b.seq
 }
+
+// SetLoss changes the probability that a message is lost.
+func (n *Network) SetLoss(p float64) { n.cfg.Loss = p }
