@@ -42,7 +42,10 @@ type conn struct {
 
 	mu     sync.Mutex
 	closed bool
-	nc     net.Conn
+	nc     net.Conn // the TLS connection: reader and writer use it
+	// raw is the TCP connection under nc; close closes it rather than nc, because tls.Conn.Close
+	// sends close_notify and can block for seconds on a peer that does not read.
+	raw net.Conn
 	// advertised is the listening address from the peer's hello (From.Addr); set with nc.
 	advertised string
 	queue      [][]byte
@@ -104,13 +107,13 @@ func (c *conn) close(reason error) {
 	c.once.Do(func() {
 		c.mu.Lock()
 		c.closed = true
-		nc := c.nc
+		raw := c.raw
 		dropped := len(c.queue)
 		c.queue = nil
 		c.mu.Unlock()
 		close(c.done)
-		if nc != nil {
-			nc.Close()
+		if raw != nil {
+			raw.Close()
 		}
 		if dropped > 0 {
 			c.t.st.droppedUnsent.Add(uint64(dropped))

@@ -101,8 +101,8 @@ func (t *Transport) Send(to ids.ID, addr string, frame []byte) error {
 	}
 	// A connection can close between lookup and enqueue; the second round dials afresh.
 	for range 2 {
-		c, err := t.connFor(to, addr)
-		if err != nil {
+		c, queued, err := t.connFor(to, addr, frame)
+		if err != nil || queued {
 			return err
 		}
 		err = c.enqueue(frame)
@@ -117,29 +117,32 @@ func (t *Transport) Send(to ids.ID, addr string, frame []byte) error {
 	return fmt.Errorf("%w: connection to %s keeps closing", transport.ErrUnreachable, to.Short())
 }
 
-// connFor returns the pooled connection to `to`, starting a dial if there is none.
-func (t *Transport) connFor(to ids.ID, addr string) (*conn, error) {
+// connFor returns the pooled connection to `to`. If there is none it starts a dial, with frame
+// already queued (queued is true), so that a Send to a new peer is accepted even when the dial
+// fails at once.
+func (t *Transport) connFor(to ids.ID, addr string, frame []byte) (c *conn, queued bool, err error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.closed {
-		return nil, transport.ErrClosed
+		return nil, false, transport.ErrClosed
 	}
 	if c := t.pool[to]; c != nil {
-		return c, nil
+		return c, false, nil
 	}
 	if addr == "" {
-		return nil, fmt.Errorf("%w: no connection to %s and no address", transport.ErrUnreachable, to.Short())
+		return nil, false, fmt.Errorf("%w: no connection to %s and no address", transport.ErrUnreachable, to.Short())
 	}
 	if b := t.backoff[to]; b != nil && t.clock.Now().Before(b.until) {
-		return nil, fmt.Errorf("%w: %s failed %d times, next dial in %v", transport.ErrUnreachable,
+		return nil, false, fmt.Errorf("%w: %s failed %d times, next dial in %v", transport.ErrUnreachable,
 			to.Short(), b.failures, b.until.Sub(t.clock.Now()).Round(time.Millisecond))
 	}
-	c := newConn(t, to, addr, true)
+	c = newConn(t, to, addr, true)
+	c.queue, c.qFrames, c.qBytes = append(c.queue, frame), 1, len(frame) // c is not shared yet
 	t.pool[to] = c
 	t.all[c] = struct{}{}
 	t.wg.Add(1)
 	go t.dial(c)
-	return c, nil
+	return c, true, nil
 }
 
 // Close stops the listener, closes every connection and waits for all goroutines.
@@ -226,7 +229,7 @@ func (t *Transport) serveInbound(nc net.Conn) {
 		return
 	}
 	c := newConn(t, peer, nc.RemoteAddr().String(), false)
-	t.start(c, tc, br, bw, h.addr)
+	t.start(c, nc, tc, br, bw, h.addr)
 }
 
 // dial runs the client side for a pooled connection created by connFor.
@@ -283,7 +286,7 @@ func (t *Transport) dialOnce(c *conn) error {
 	if advertised == "" {
 		advertised = c.addr
 	}
-	if !t.start(c, tc, br, bw, advertised) {
+	if !t.start(c, nc, tc, br, bw, advertised) {
 		return transport.ErrClosed
 	}
 	return nil
@@ -333,9 +336,9 @@ func (t *Transport) refused(remote net.Addr, reason error) {
 }
 
 // start registers an authenticated connection and starts its reader and writer; advertised is the
-// address from the peer's hello, reported as From.Addr. It reports
-// false (and closes tc) if the transport or the connection was closed meanwhile.
-func (t *Transport) start(c *conn, tc *tls.Conn, br *bufio.Reader, bw *bufio.Writer, advertised string) bool {
+// address from the peer's hello, reported as From.Addr; raw is the TCP connection under tc. It
+// reports false (and closes raw) if the transport or the connection was closed meanwhile.
+func (t *Transport) start(c *conn, raw net.Conn, tc *tls.Conn, br *bufio.Reader, bw *bufio.Writer, advertised string) bool {
 	now := t.clock.Now().UnixNano()
 	c.lastData.Store(now)
 	c.lastSend.Store(now)
@@ -346,11 +349,12 @@ func (t *Transport) start(c *conn, tc *tls.Conn, br *bufio.Reader, bw *bufio.Wri
 		// Closed meanwhile: close() saw no socket, so closing it is ours to do.
 		c.mu.Unlock()
 		t.mu.Unlock()
-		tc.Close()
+		raw.Close()
 		c.close(transport.ErrClosed)
 		return false
 	}
 	c.nc = tc
+	c.raw = raw
 	c.advertised = advertised
 	c.mu.Unlock()
 	var replaced *conn
