@@ -144,7 +144,8 @@ func (r *Reader) Uvarint() uint64 {
 		return 0
 	}
 	v, n := binary.Uvarint(r.B)
-	if n <= 0 {
+	if n <= 0 || (n > 1 && r.B[n-1] == 0) {
+		// Overlong encodings are refused so that every value has exactly one encoding.
 		r.Fail("bad varint")
 		return 0
 	}
