@@ -32,6 +32,15 @@ const (
 
 // Config configures a Transport. ID, VerifyPeer, Handler and a certificate (Certificate or
 // TLSConfig.Certificates) are required; zero durations and sizes take the defaults above.
+//
+// With the ring package (n a loaded *ring.Node):
+//
+//	tcp.Config{ListenAddr: n.Config.Listen, ID: n.ID, Certificate: n.Creds,
+//		VerifyPeer: n.Trust.Verifier(clock.Now), Handler: h, Logger: log}
+//
+// Memory bounds: per peer, QueueBytes of queued frames; per connection, one inbound frame of at
+// most MaxFrame while it is read and delivered. With MaxInbound connections (plus outbound ones)
+// the worst case is (peers × QueueBytes) + (connections × MaxFrame).
 type Config struct {
 	// ListenAddr is the TCP address to listen on, e.g. ":7946" or "127.0.0.1:0".
 	ListenAddr string
