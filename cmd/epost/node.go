@@ -1,0 +1,138 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	"epost/internal/daemon"
+)
+
+// "epost node run": the node daemon. The runtime itself lives in internal/daemon so that the
+// demo and tests can run nodes in one process; this file only parses flags, sets up logging and
+// waits for a signal.
+
+func init() {
+	register("node run", "run a node until SIGINT/SIGTERM (epost status --dir asks it)", runNodeRun)
+}
+
+// hiddenRunFlags are protocol timers meant for tests and measurements; -h does not list them.
+// Each may also be set by an environment variable (EPOST_PROBE_INTERVAL, ...), which a flag
+// overrides.
+var hiddenRunFlags = map[string]bool{}
+
+// durationFlag registers a hidden duration flag whose default comes from an environment
+// variable when set.
+func durationFlag(fs *flag.FlagSet, p *time.Duration, name, usage string) error {
+	env := "EPOST_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
+	if v := os.Getenv(env); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			return fmt.Errorf("%s=%q: %v (want a duration such as 500ms)", env, v, err)
+		}
+		*p = d
+	}
+	fs.DurationVar(p, name, *p, usage+" (or $"+env+"; for tests)")
+	hiddenRunFlags[name] = true
+	return nil
+}
+
+func runNodeRun(args []string) error { return nodeRun(args, os.Stderr) }
+
+func nodeRun(args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("node run", flag.ContinueOnError)
+	dir := fs.String("dir", "", "node directory made by \"epost node init\" (or node request/accept)")
+	level := fs.String("log-level", "info", "log level: debug, info, warn or error")
+	jsonLogs := fs.Bool("log-json", false, "log JSON lines instead of text")
+	advertise := fs.String("advertise", "", "HOST:PORT peers dial to reach this node (default: the config's listen address)")
+	seed := fs.Uint64("seed", 0, "overlay random seed (0: random, logged at start)")
+	var t daemon.Timers
+	for _, f := range []struct {
+		p           *time.Duration
+		name, usage string
+	}{
+		{&t.Tick, "tick", "overlay timer tick"},
+		{&t.ProbeInterval, "probe-interval", "probe a leaf-set member not heard from for this long"},
+		{&t.ProbeTimeout, "probe-timeout", "first probe timeout (doubles per retry)"},
+		{&t.JoinTimeout, "join-timeout", "retry a join after this long without a reply"},
+		{&t.HealInterval, "heal-interval", "re-join through bootstrap nodes this often (partition healing)"},
+		{&t.BootstrapBackoff, "bootstrap-backoff", "first wait when no bootstrap node answers (doubles)"},
+		{&t.BootstrapMaxBackoff, "bootstrap-max-backoff", "longest wait between bootstrap attempts"},
+		{&t.DialTimeout, "dial-timeout", "TCP connect and bootstrap probe timeout"},
+		{&t.Keepalive, "keepalive", "transport keepalive interval"},
+		{&t.PeersSave, "peers-save-interval", "rewrite peers.json at most this often"},
+	} {
+		if err := durationFlag(fs, f.p, f.name, f.usage); err != nil {
+			return err
+		}
+	}
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: epost node run --dir NODEDIR [flags]\n\nRuns the node until SIGINT or SIGTERM.\n\n")
+		var names []string
+		fs.VisitAll(func(f *flag.Flag) {
+			if !hiddenRunFlags[f.Name] {
+				names = append(names, f.Name)
+			}
+		})
+		sort.Strings(names)
+		for _, n := range names {
+			f := fs.Lookup(n)
+			fmt.Fprintf(fs.Output(), "  --%s\n    \t%s\n", n, f.Usage)
+		}
+	}
+	if err := ringParse(fs, args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil // -h: the usage was printed
+		}
+		return err
+	}
+	if err := ringRequire([2]string{"dir", *dir}); err != nil {
+		return err
+	}
+	log, err := newLogger(stderr, *level, *jsonLogs)
+	if err != nil {
+		return err
+	}
+
+	n, err := daemon.Open(daemon.Options{Dir: *dir, Logger: log, Timers: t, Advertise: *advertise, Seed: *seed})
+	if err != nil {
+		return err
+	}
+	// Signals are caught before Start so that an early SIGTERM still shuts down cleanly.
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	if err := n.Start(); err != nil {
+		return err
+	}
+	sig := <-sigs
+	log.Info("signal received, shutting down", "signal", sig.String())
+	// A second signal while stopping means the user wants out now.
+	go func() {
+		<-sigs
+		log.Warn("second signal: exiting without a clean shutdown")
+		os.Exit(1)
+	}()
+	return n.Stop()
+}
+
+// newLogger builds the slog logger of "node run": text (or JSON) lines on stderr.
+func newLogger(w io.Writer, level string, asJSON bool) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, errors.New("--log-level " + level + ": want debug, info, warn or error")
+	}
+	opts := &slog.HandlerOptions{Level: l}
+	if asJSON {
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return slog.New(slog.NewTextHandler(w, opts)), nil
+}

@@ -1,0 +1,98 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"epost/internal/daemon"
+)
+
+func init() {
+	register("status", "ask a running node for its state (ring, leaf set, peers, traffic)", runStatus)
+}
+
+func runStatus(args []string) error { return status(args, os.Stdout) }
+
+func status(args []string, out io.Writer) error {
+	fs := flag.NewFlagSet("status", flag.ContinueOnError)
+	dir := fs.String("dir", "", "node directory of the running node")
+	asJSON := fs.Bool("json", false, "print the full status as JSON")
+	timeout := fs.Duration("timeout", 5*time.Second, "how long to wait for the node's answer")
+	if err := ringParse(fs, args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil // -h: the usage was printed
+		}
+		return err
+	}
+	if err := ringRequire([2]string{"dir", *dir}); err != nil {
+		return err
+	}
+	st, err := daemon.Query(*dir, *timeout)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		enc := json.NewEncoder(out)
+		enc.SetIndent("", "  ")
+		return enc.Encode(st)
+	}
+	printStatus(out, st)
+	return nil
+}
+
+// printStatus is the at-a-glance form: a few aligned lines, short ids.
+func printStatus(out io.Writer, st *daemon.Status) {
+	short := func(hex string) string {
+		if len(hex) > 8 {
+			return hex[:8]
+		}
+		return hex
+	}
+	state := "READY"
+	if !st.Ready {
+		state = "not ready (" + st.Phase + ")"
+	}
+	fmt.Fprintf(out, "node      %s  ring %q %s  pid %d\n", short(st.NodeID), st.RingName, short(st.RingID), st.PID)
+	fmt.Fprintf(out, "state     %s, up %s\n", state, (time.Duration(st.UptimeSeconds * float64(time.Second))).Round(time.Second))
+	addr := st.Listen
+	if st.Advertise != "" && st.Advertise != st.Listen {
+		addr += " (advertised as " + st.Advertise + ")"
+	}
+	fmt.Fprintf(out, "listen    %s\n", addr)
+	ls := make([]string, len(st.LeafSet))
+	for i, id := range st.LeafSet {
+		ls[i] = short(id)
+	}
+	fmt.Fprintf(out, "leaf set  %d of %d: %s\n", len(st.LeafSet), st.LeafSetSize, orDash(strings.Join(ls, " ")))
+	fmt.Fprintf(out, "routing   %d table entries, %d known nodes, %d remembered on disk\n",
+		st.RoutingTableEntries, st.KnownPeers, st.RememberedPeers)
+	t := st.Transport
+	fmt.Fprintf(out, "peers     %d open connections\n", st.Peers)
+	fmt.Fprintf(out, "traffic   in %d frames / %s, out %d frames / %s\n", t.FramesIn, bytesHuman(t.BytesIn), t.FramesOut, bytesHuman(t.BytesOut))
+	fmt.Fprintf(out, "refused   %d handshakes, %d failed dials\n", t.RejectedHandshakes, t.DialFailures)
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func bytesHuman(b uint64) string {
+	switch {
+	case b >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", float64(b)/(1<<30))
+	case b >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20))
+	case b >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(b)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", b)
+}

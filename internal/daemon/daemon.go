@@ -1,0 +1,325 @@
+package daemon
+
+import (
+	crand "crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"epost/internal/ids"
+	"epost/internal/pastry"
+	"epost/internal/ring"
+	"epost/internal/tcp"
+	"epost/internal/transport"
+)
+
+// Timers are the protocol and runtime intervals. Zero fields take the defaults (DefaultTimers);
+// tests shorten them so that joins and failure detection take seconds, not minutes.
+type Timers struct {
+	Tick          time.Duration // pastry driver tick
+	ProbeInterval time.Duration // pastry: probe a leaf member not heard from for this long
+	ProbeTimeout  time.Duration // pastry: first probe timeout, doubling per retry
+	JoinTimeout   time.Duration // pastry: retry the join after this long without a reply
+	HealInterval  time.Duration // pastry: periodic re-join through bootstrap and once-dead nodes
+
+	BootstrapBackoff    time.Duration // first wait after no bootstrap candidate answered
+	BootstrapMaxBackoff time.Duration // the wait doubles up to this
+	DialTimeout         time.Duration // bootstrap probe and tcp connect
+
+	Keepalive time.Duration // tcp keepalive; the read timeout is three of these
+	PeersSave time.Duration // peers.json is rewritten at most this often
+}
+
+// DefaultTimers are the production values.
+func DefaultTimers() Timers {
+	p := pastry.DefaultConfig()
+	return Timers{
+		Tick:                250 * time.Millisecond,
+		ProbeInterval:       p.ProbeInterval,
+		ProbeTimeout:        p.ProbeTimeout,
+		JoinTimeout:         p.JoinTimeout,
+		HealInterval:        p.HealInterval,
+		BootstrapBackoff:    time.Second,
+		BootstrapMaxBackoff: 30 * time.Second,
+		DialTimeout:         5 * time.Second,
+		Keepalive:           tcp.DefaultKeepaliveInterval,
+		PeersSave:           3 * time.Second,
+	}
+}
+
+func (t Timers) withDefaults() Timers {
+	d := DefaultTimers()
+	for _, f := range []struct{ p, d *time.Duration }{
+		{&t.Tick, &d.Tick}, {&t.ProbeInterval, &d.ProbeInterval}, {&t.ProbeTimeout, &d.ProbeTimeout},
+		{&t.JoinTimeout, &d.JoinTimeout}, {&t.HealInterval, &d.HealInterval},
+		{&t.BootstrapBackoff, &d.BootstrapBackoff}, {&t.BootstrapMaxBackoff, &d.BootstrapMaxBackoff},
+		{&t.DialTimeout, &d.DialTimeout}, {&t.Keepalive, &d.Keepalive}, {&t.PeersSave, &d.PeersSave},
+	} {
+		if *f.p <= 0 {
+			*f.p = *f.d
+		}
+	}
+	if t.BootstrapMaxBackoff < t.BootstrapBackoff {
+		t.BootstrapMaxBackoff = t.BootstrapBackoff
+	}
+	return t
+}
+
+// Options configure a Node.
+type Options struct {
+	Dir       string       // enrolled node directory
+	Logger    *slog.Logger // nil discards logs
+	Timers    Timers
+	Advertise string // address peers dial; default the config's listen address
+	// Seed seeds the overlay's randomness (jitter, probe targets); 0 picks a random seed, which
+	// is logged so that a run can be replayed as far as the network allows.
+	Seed uint64
+	// NoControl skips the control socket (in-process rings that query Status directly).
+	NoControl bool
+}
+
+// ErrStopped is returned by Start after Stop.
+var ErrStopped = errors.New("daemon: node stopped")
+
+// Node is one running ePOST node. Start and Stop may be called from any goroutine; Status is
+// safe for concurrent use.
+type Node struct {
+	opts   Options
+	log    *slog.Logger
+	rn     *ring.Node
+	timers Timers
+
+	started time.Time
+	seed    uint64
+
+	mu      sync.Mutex // guards tr, drv, ctl, stopped
+	tr      *tcp.Transport
+	rt      *resolvingTransport
+	drv     *pastry.Driver
+	ctl     net.Listener
+	stopped bool
+
+	self      pastry.Handle
+	cur       atomic.Pointer[pastry.Driver] // n.drv, for the transport handler without n.mu
+	book      *addrBook
+	peers     *peerStore
+	leafDirty atomic.Bool
+	joined    atomic.Bool   // the driver has been started (joining or ready)
+	stop      chan struct{} // closed by Stop; ends the bootstrap and saver goroutines
+	wg        sync.WaitGroup
+}
+
+// Open loads and verifies the node directory (descriptor signature, certificate chain) without
+// touching the network. A certificate that peers will refuse (expired, revoked) is logged, not
+// fatal: the node still starts, and its log says why nobody talks to it.
+func Open(opts Options) (*Node, error) {
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	rn, err := ring.LoadNode(opts.Dir)
+	if err != nil {
+		return nil, err
+	}
+	seed := opts.Seed
+	if seed == 0 {
+		var b [8]byte
+		_, _ = crand.Read(b[:]) // crypto/rand.Read never fails on supported platforms
+		seed = binary.LittleEndian.Uint64(b[:]) | 1
+	}
+	n := &Node{
+		opts:   opts,
+		log:    log,
+		rn:     rn,
+		timers: opts.Timers.withDefaults(),
+		seed:   seed,
+		book:   newAddrBook(),
+		stop:   make(chan struct{}),
+	}
+	n.peers = newPeerStore(filepath.Join(rn.DataDir(), FilePeers), rn.ID)
+	if err := rn.CheckOwnCert(time.Now()); err != nil {
+		log.Warn("own certificate will be refused by peers: "+err.Error()+"; re-enroll the node (epost node init or node request/accept)",
+			"node", rn.ID.Short())
+	}
+	return n, nil
+}
+
+// ID is the node's id.
+func (n *Node) ID() ids.ID { return n.rn.ID }
+
+// Ring is the loaded node directory.
+func (n *Node) Ring() *ring.Node { return n.rn }
+
+// ControlPath is the control socket's path.
+func (n *Node) ControlPath() string { return ControlPath(n.opts.Dir) }
+
+// Start opens the control socket and the transport and begins joining in the background; it
+// returns once the node is listening. Use Ready or Status to learn when it has joined.
+func (n *Node) Start() error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.stopped {
+		return ErrStopped
+	}
+	if n.tr != nil {
+		return errors.New("daemon: node already started")
+	}
+	n.started = time.Now()
+	cfg := n.rn.Config
+	d := n.rn.Descriptor
+	if !n.opts.NoControl {
+		ln, err := listenControl(n.opts.Dir)
+		if err != nil {
+			return err
+		}
+		n.ctl = ln
+	}
+	advertise := n.opts.Advertise
+	if advertise == "" {
+		advertise = cfg.Listen
+	}
+	if host, _, err := net.SplitHostPort(advertise); err == nil {
+		if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+			n.log.Warn("advertised address " + advertise + " is a wildcard that peers cannot dial: listen on this machine's routable address, or pass --advertise HOST:PORT")
+		}
+	}
+
+	n.self = pastry.Handle{ID: n.rn.ID, Addr: advertise}
+	// The driver needs the transport and the transport needs a handler: the resolving wrapper
+	// is made first and given the tcp transport once it exists, and the handler finds the
+	// current driver through n.cur (a founder may replace its driver, see join).
+	n.rt = &resolvingTransport{book: n.book, log: n.log, probe: n.probeAddr, pending: map[string]*pendingProbe{}}
+	drv := n.newDriver(n.seed)
+	tr, err := tcp.New(tcp.Config{
+		ListenAddr:        cfg.Listen,
+		AdvertiseAddr:     advertise,
+		ID:                n.rn.ID,
+		Certificate:       n.rn.Creds,
+		VerifyPeer:        n.rn.Trust.Verifier(time.Now),
+		Handler:           n.handle,
+		Logger:            n.log,
+		DialTimeout:       n.timers.DialTimeout,
+		KeepaliveInterval: n.timers.Keepalive,
+		ReadTimeout:       3 * n.timers.Keepalive,
+		MaxBackoff:        n.timers.BootstrapMaxBackoff,
+	})
+	if err != nil {
+		n.closeControlLocked()
+		return fmt.Errorf("start transport: %w (is another node using %s?)", err, cfg.Listen)
+	}
+	n.rt.tr = tr
+	n.tr, n.drv = tr, drv
+	n.cur.Store(drv)
+	n.log.Info("node starting", "node", n.rn.ID.Short(), "ring", d.Name, "ring_id", d.RingID.Short(),
+		"listen", cfg.Listen, "advertise", advertise, "leaf_set", d.LeafSet, "seed", n.seed,
+		"probe_interval", n.timers.ProbeInterval, "control", n.controlPathIfAny())
+
+	if n.ctl != nil {
+		n.wg.Add(1)
+		go n.serveControl(n.ctl)
+	}
+	n.wg.Add(2)
+	go n.join(advertise)
+	go n.savePeersLoop()
+	return nil
+}
+
+func (n *Node) controlPathIfAny() string {
+	if n.ctl == nil {
+		return ""
+	}
+	return n.ControlPath()
+}
+
+// newDriver makes an overlay driver for this node (not started).
+func (n *Node) newDriver(seed uint64) *pastry.Driver {
+	d := n.rn.Descriptor
+	pcfg := pastry.DefaultConfig()
+	pcfg.Ring = d.RingID
+	pcfg.LeafSetSize = d.LeafSet
+	pcfg.ProbeInterval = n.timers.ProbeInterval
+	pcfg.ProbeTimeout = n.timers.ProbeTimeout
+	pcfg.JoinTimeout = n.timers.JoinTimeout
+	pcfg.HealInterval = n.timers.HealInterval
+	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+	drv := pastry.NewDriver(pcfg, n.self, rng, nil, n.rt, transport.RealClock{}, n.timers.Tick)
+	drv.OnEvent = n.onEvent
+	drv.OnReject = func(from transport.From, err error) {
+		n.log.Warn("pastry: refused frame", "peer", from.ID.Short(), "addr", from.Addr, "err", err)
+	}
+	drv.OnSendError = func(to pastry.Handle, err error) {
+		n.log.Debug("pastry: send failed", "peer", to.ID.Short(), "addr", to.Addr, "err", err)
+	}
+	return drv
+}
+
+// handle is the transport handler. It learns each authenticated peer's advertised address, so
+// that a later send to that address by Pastry (which knows only the address of a bootstrap
+// node) reaches the right id, and hands the frame to the current driver.
+func (n *Node) handle(from transport.From, frame []byte) {
+	n.book.learn(from.Addr, from.ID)
+	if drv := n.cur.Load(); drv != nil {
+		drv.Handle(from, frame)
+	}
+}
+
+func (n *Node) onEvent(e pastry.Event) {
+	switch e.Kind {
+	case pastry.EventReady:
+		n.log.Info("joined the ring: ready", "node", n.rn.ID.Short(), "after", time.Since(n.started).Round(time.Millisecond))
+		n.leafDirty.Store(true)
+	case pastry.EventLeafSetChanged:
+		n.leafDirty.Store(true)
+	}
+}
+
+// Ready reports whether the node has joined the ring.
+func (n *Node) Ready() bool {
+	n.mu.Lock()
+	drv := n.drv
+	n.mu.Unlock()
+	return drv != nil && n.joined.Load() && drv.Ready()
+}
+
+// Stop leaves the ring: stops the overlay, saves the remembered peers, closes the transport and
+// removes the control socket. It is idempotent.
+func (n *Node) Stop() error {
+	n.mu.Lock()
+	if n.stopped {
+		n.mu.Unlock()
+		return nil
+	}
+	n.stopped = true
+	close(n.stop)
+	drv, tr := n.drv, n.tr
+	n.closeControlLocked()
+	n.mu.Unlock()
+
+	if drv != nil {
+		drv.Stop()
+	}
+	n.wg.Wait()
+	if drv != nil && n.joined.Load() {
+		n.savePeers(drv)
+	}
+	var err error
+	if tr != nil {
+		err = tr.Close()
+	}
+	n.log.Info("node stopped", "node", n.rn.ID.Short())
+	return err
+}
+
+func (n *Node) closeControlLocked() {
+	if n.ctl != nil {
+		n.ctl.Close() // a Unix listener removes its socket file on Close
+		n.ctl = nil
+	}
+}

@@ -1,0 +1,134 @@
+package daemon
+
+import (
+	"os"
+	"slices"
+	"time"
+
+	"epost/internal/ids"
+	"epost/internal/pastry"
+)
+
+// Status is a node's state as reported by "epost status --json". Field names are part of the
+// command-line contract (DESIGN.md): node_id, ring_id, ready, leaf_set, routing_table_entries
+// and peers stay; others may be added.
+type Status struct {
+	NodeID   string `json:"node_id"` // hex, 64 digits
+	RingID   string `json:"ring_id"`
+	RingName string `json:"ring_name"`
+	Ready    bool   `json:"ready"`
+	// Phase is "starting" (probing bootstrap nodes), "joining", "announced" or "ready".
+	Phase  string `json:"phase"`
+	Listen string `json:"listen"`
+	// Advertise is the address peers dial (the listen address unless --advertise).
+	Advertise     string  `json:"advertise"`
+	PID           int     `json:"pid"`
+	UptimeSeconds float64 `json:"uptime_seconds"`
+
+	// LeafSet lists the leaf set's distinct node ids (hex): the clockwise side nearest first,
+	// then the rest of the counter-clockwise side (in a small ring a node is on both sides).
+	// LeafSetAddrs has their addresses in the same order.
+	LeafSet             []string `json:"leaf_set"`
+	LeafSetAddrs        []string `json:"leaf_set_addrs"`
+	LeafSetSize         int      `json:"leaf_set_size"` // configured L
+	RoutingTableEntries int      `json:"routing_table_entries"`
+	// Peers is the number of open, authenticated transport connections. KnownPeers counts the
+	// distinct nodes in the leaf set and routing table, RememberedPeers those in peers.json.
+	Peers           int64 `json:"peers"`
+	KnownPeers      int   `json:"known_peers"`
+	RememberedPeers int   `json:"remembered_peers"`
+
+	Transport TransportStatus `json:"transport"`
+	Overlay   OverlayStatus   `json:"overlay"`
+}
+
+// TransportStatus are the tcp counters since start. Bytes count data-frame payloads.
+type TransportStatus struct {
+	FramesIn           uint64 `json:"frames_in"`
+	FramesOut          uint64 `json:"frames_out"`
+	BytesIn            uint64 `json:"bytes_in"`
+	BytesOut           uint64 `json:"bytes_out"`
+	ConnsOpen          int64  `json:"conns_open"`
+	RejectedHandshakes uint64 `json:"rejected_handshakes"`
+	DialFailures       uint64 `json:"dial_failures"`
+	Dropped            uint64 `json:"dropped"` // back-pressure and unsent at close
+	ProtocolErrors     uint64 `json:"protocol_errors"`
+}
+
+// OverlayStatus are Pastry's counters since start.
+type OverlayStatus struct {
+	Sent     uint64 `json:"sent"`
+	Received uint64 `json:"received"`
+	Rejected uint64 `json:"rejected"`
+	Rerouted uint64 `json:"rerouted"`
+	Dropped  uint64 `json:"dropped"`
+}
+
+var phaseNames = []string{"idle", "joining", "announced", "ready"}
+
+// Status reports the node's current state.
+func (n *Node) Status() Status {
+	d := n.rn.Descriptor
+	s := Status{
+		NodeID:      n.rn.ID.String(),
+		RingID:      d.RingID.String(),
+		RingName:    d.Name,
+		Listen:      n.rn.Config.Listen,
+		Advertise:   n.advertised(),
+		PID:         os.Getpid(),
+		LeafSetSize: d.LeafSet,
+		Phase:       "starting",
+		LeafSet:     []string{},
+	}
+	n.mu.Lock()
+	drv, tr, started := n.drv, n.tr, n.started
+	n.mu.Unlock()
+	if !started.IsZero() {
+		s.UptimeSeconds = time.Since(started).Round(time.Millisecond).Seconds()
+	}
+	if tr != nil {
+		ts := tr.Stats()
+		s.Peers = ts.ConnsOpen
+		s.Transport = TransportStatus{
+			FramesIn: ts.FramesIn, FramesOut: ts.FramesOut, BytesIn: ts.BytesIn, BytesOut: ts.BytesOut,
+			ConnsOpen: ts.ConnsOpen, RejectedHandshakes: ts.RejectedHandshakes, DialFailures: ts.DialFailures,
+			Dropped: ts.DroppedBackpressure + ts.DroppedUnsent, ProtocolErrors: ts.ProtocolErrors + ts.FramesTooLong,
+		}
+	}
+	if drv != nil && n.joined.Load() {
+		known := map[ids.ID]bool{}
+		drv.With(func(pn *pastry.Node) {
+			s.Ready = pn.Ready()
+			if p := pn.Phase(); p >= 0 && p < len(phaseNames) {
+				s.Phase = phaseNames[p]
+			}
+			for _, h := range pn.LeafMembers() {
+				s.LeafSet = append(s.LeafSet, h.ID.String())
+				s.LeafSetAddrs = append(s.LeafSetAddrs, h.Addr)
+				known[h.ID] = true
+			}
+			t := pn.Table()
+			s.RoutingTableEntries = t.Len()
+			for r := 0; r < t.Rows(); r++ {
+				for _, h := range t.Row(r) {
+					known[h.ID] = true
+				}
+			}
+			st := pn.Stats()
+			s.Overlay = OverlayStatus{Sent: st.Sent, Received: st.Received, Rejected: st.Rejected,
+				Rerouted: st.Rerouted, Dropped: st.Dropped}
+		})
+		s.KnownPeers = len(known)
+	}
+	if rem, err := n.peers.load(); err == nil {
+		s.RememberedPeers = len(rem)
+	}
+	return s
+}
+
+// SortedLeafSet returns the leaf set's ids in ascending order, for comparisons.
+func (s Status) SortedLeafSet() []string {
+	l := slices.Clone(s.LeafSet)
+	slices.Sort(l)
+	return l
+}
