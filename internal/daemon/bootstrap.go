@@ -299,6 +299,11 @@ func (n *Node) join(self string) {
 					bs = append(bs, a)
 				}
 			}
+			for _, r := range results {
+				if r.err != nil && !r.c.remembered {
+					n.log.Info(fmt.Sprintf("bootstrap %s unreachable: %v; joining through %s instead", r.c.addr, r.err, strings.Join(up, ",")))
+				}
+			}
 			n.log.Info("bootstrap answered, joining", "via", strings.Join(up, ","), "round", round)
 			n.startOverlay(bs)
 			if len(n.rn.Config.Bootstrap) == 0 {
