@@ -1,0 +1,368 @@
+package past
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"epost/internal/ids"
+	"epost/internal/pastry"
+)
+
+// The client side: operations this node started, their retries and their results.
+
+type opKind uint8
+
+const (
+	opInsert opKind = iota + 1
+	opLookup
+	opRefresh
+)
+
+type opPhase uint8
+
+const (
+	phaseLocating opPhase = iota // routed request in flight
+	phaseDirect                  // talking to replicas directly
+)
+
+// replicaState is what one replica said to an operation.
+type replicaState struct {
+	h        pastry.Handle
+	answered bool
+	err      error // nil: acknowledged
+}
+
+type op struct {
+	id       uint64
+	kind     opKind
+	key      ids.Key
+	obj      Object
+	expiry   int64
+	phase    opPhase
+	tries    int
+	deadline time.Time
+	replicas []replicaState
+	next     int // lookup: replica asked last
+
+	onInsert  func(InsertResult)
+	onLookup  func(Object, error)
+	onRefresh func(error)
+}
+
+// Refusal is one replica's answer other than an acknowledgement.
+type Refusal struct {
+	Replica pastry.Handle
+	Err     error
+}
+
+// InsertResult is the outcome of Insert.
+type InsertResult struct {
+	Key      ids.Key
+	Acked    int // replicas that acknowledged after their durable write
+	Needed   int // Quorum(Replicas)
+	Replicas int // size of the replica set the root named (0: the root never answered)
+	Refusals []Refusal
+	Err      error // nil when Acked >= Needed
+}
+
+func (n *Node) newOp(kind opKind, key ids.Key) *op {
+	n.nextOp++
+	o := &op{id: n.nextOp, kind: kind, key: key, tries: 1, deadline: n.now.Add(n.cfg.RequestTimeout)}
+	n.ops[o.id] = o
+	n.opQ = append(n.opQ, o.id)
+	return o
+}
+
+func (n *Node) finish(o *op, f func()) {
+	delete(n.ops, o.id)
+	n.done = append(n.done, f)
+}
+
+// Insert stores obj on the k replicas of its key; cb runs once a majority acknowledged, or
+// with an error saying how many did and why the others did not.
+func (n *Node) Insert(now time.Time, obj Object, cb func(InsertResult)) {
+	n.now = now
+	if cb == nil {
+		cb = func(InsertResult) {}
+	}
+	if err := Validate(&obj, n.cfg.Ring, now); err != nil {
+		n.done = append(n.done, func() { cb(InsertResult{Key: obj.Key, Err: fmt.Errorf("past insert %s: %w", obj.Key, err)}) })
+		return
+	}
+	o := n.newOp(opInsert, obj.Key)
+	o.obj, o.onInsert = obj, cb
+	n.route(obj.Key.ID, &message{Type: mLocate, Op: o.id, Key: obj.Key})
+	n.flushLocal()
+}
+
+// Lookup fetches the object under key from its nearest replica, falling back to the others.
+func (n *Node) Lookup(now time.Time, key ids.Key, cb func(Object, error)) {
+	n.now = now
+	if cb == nil {
+		cb = func(Object, error) {}
+	}
+	o := n.newOp(opLookup, key)
+	o.onLookup = cb
+	n.route(key.ID, &message{Type: mLookup, Op: o.id, Key: key, Origin: n.self})
+	n.flushLocal()
+}
+
+// Refresh extends the leases of keys on all their replicas to expiry (capped by each
+// replica's MaxLease). cb gets nil, or an error naming the keys no root held or that timed out.
+func (n *Node) Refresh(now time.Time, keys []ids.Key, expiry time.Time, cb func(error)) {
+	n.now = now
+	if cb == nil {
+		cb = func(error) {}
+	}
+	if len(keys) == 0 {
+		n.done = append(n.done, func() { cb(nil) })
+		return
+	}
+	agg := &refreshAgg{left: len(keys), cb: cb}
+	for _, k := range keys {
+		o := n.newOp(opRefresh, k)
+		o.expiry = unixNano(expiry)
+		o.onRefresh = agg.one(k)
+		n.route(k.ID, &message{Type: mRefresh, Op: o.id, Key: k, Flag: true, Expiry: o.expiry})
+	}
+	n.flushLocal()
+}
+
+type refreshAgg struct {
+	left   int
+	failed []string
+	cb     func(error)
+}
+
+func (a *refreshAgg) one(k ids.Key) func(error) {
+	return func(err error) {
+		if err != nil {
+			a.failed = append(a.failed, fmt.Sprintf("%s: %v", k, err))
+		}
+		a.left--
+		if a.left == 0 {
+			if len(a.failed) > 0 {
+				a.cb(fmt.Errorf("past refresh: %d keys failed: %s", len(a.failed), strings.Join(a.failed, "; ")))
+				return
+			}
+			a.cb(nil)
+		}
+	}
+}
+
+func (n *Node) onLocateReply(from pastry.Handle, m *message) {
+	o, ok := n.ops[m.Op]
+	if !ok || o.kind != opInsert || o.phase != phaseLocating || m.Key != o.key {
+		return
+	}
+	if m.Code != codeOK {
+		n.finishInsert(o, m.Code.err())
+		return
+	}
+	seen := map[ids.ID]bool{}
+	for _, h := range m.Handles {
+		if len(o.replicas) == n.cfg.Replicas {
+			break // a root cannot make us write to more than k nodes
+		}
+		if h.ID.IsZero() || h.Addr == "" || seen[h.ID] {
+			continue
+		}
+		seen[h.ID] = true
+		o.replicas = append(o.replicas, replicaState{h: h})
+	}
+	if len(o.replicas) == 0 {
+		return // retried on timeout
+	}
+	o.phase, o.tries, o.deadline = phaseDirect, 1, n.now.Add(n.cfg.RequestTimeout)
+	for _, r := range o.replicas {
+		n.send(r.h, &message{Type: mStore, Op: o.id, Objects: []Object{o.obj}}, false)
+	}
+}
+
+func (n *Node) onStoreAck(from pastry.Handle, m *message) {
+	o, ok := n.ops[m.Op]
+	if !ok || o.kind != opInsert || o.phase != phaseDirect || m.Key != o.key {
+		return
+	}
+	answered, acked := 0, 0
+	for i := range o.replicas {
+		r := &o.replicas[i]
+		if r.h.ID == from.ID && !r.answered {
+			r.answered = true
+			if m.Code != codeOK {
+				r.err = fmt.Errorf("%w (%s)", m.Code.err(), m.Detail)
+			}
+		}
+		if r.answered {
+			answered++
+			if r.err == nil {
+				acked++
+			}
+		}
+	}
+	if acked >= Quorum(len(o.replicas)) || answered == len(o.replicas) {
+		n.finishInsert(o, nil)
+	}
+}
+
+// finishInsert reports the insert's outcome: success with a majority, else how many
+// acknowledged and why the others did not.
+func (n *Node) finishInsert(o *op, cause error) {
+	res := InsertResult{Key: o.key, Replicas: len(o.replicas), Needed: Quorum(len(o.replicas))}
+	var why []string
+	for _, r := range o.replicas {
+		switch {
+		case r.answered && r.err == nil:
+			res.Acked++
+		case r.answered:
+			res.Refusals = append(res.Refusals, Refusal{Replica: r.h, Err: r.err})
+			why = append(why, fmt.Sprintf("%s refused: %v", r.h.ID.Short(), r.err))
+		default:
+			res.Refusals = append(res.Refusals, Refusal{Replica: r.h, Err: ErrTimeout})
+			why = append(why, fmt.Sprintf("%s: no answer", r.h.ID.Short()))
+		}
+	}
+	switch {
+	case cause != nil:
+		res.Err = fmt.Errorf("past insert %s: %w", o.key, cause)
+	case len(o.replicas) == 0:
+		res.Err = fmt.Errorf("past insert %s: %w: the key's root did not answer after %d tries", o.key, ErrTimeout, o.tries)
+	case res.Acked < res.Needed:
+		res.Err = fmt.Errorf("past insert %s: %w: %d of %d replicas acknowledged, %d needed: %s",
+			o.key, ErrQuorum, res.Acked, res.Replicas, res.Needed, strings.Join(why, "; "))
+		if len(res.Refusals) > 0 && res.Acked == 0 {
+			// Every replica refused for the same kind of reason: let errors.Is see it.
+			res.Err = fmt.Errorf("%w: %w", res.Err, res.Refusals[0].Err)
+		}
+	}
+	cb := o.onInsert
+	n.finish(o, func() { cb(res) })
+}
+
+func (n *Node) onLookupReply(from pastry.Handle, m *message) {
+	o, ok := n.ops[m.Op]
+	if !ok || o.kind != opLookup || m.Key != o.key {
+		return
+	}
+	if m.Code == codeOK && len(m.Objects) == 1 {
+		obj := m.Objects[0]
+		// Believe no replica: the object must pass the same checks a replica makes.
+		if obj.Key == o.key && Validate(&obj, n.cfg.Ring, n.now) == nil {
+			cb := o.onLookup
+			n.finish(o, func() { cb(obj, nil) })
+			return
+		}
+	}
+	if o.phase == phaseLocating {
+		if len(m.Handles) == 0 && m.Code == codeNotFound {
+			n.finishLookup(o, nil)
+			return
+		}
+		for _, h := range m.Handles {
+			if len(o.replicas) < maxHandles && !h.ID.IsZero() && h.Addr != "" && h.ID != from.ID {
+				o.replicas = append(o.replicas, replicaState{h: h})
+			}
+		}
+		o.phase, o.next = phaseDirect, -1
+	} else {
+		for i := range o.replicas {
+			if o.replicas[i].h.ID == from.ID {
+				o.replicas[i].answered = true
+			}
+		}
+	}
+	n.askNextReplica(o)
+}
+
+// askNextReplica sends a direct lookup to the next replica not yet asked.
+func (n *Node) askNextReplica(o *op) {
+	o.next++
+	if o.next >= len(o.replicas) {
+		n.finishLookup(o, nil)
+		return
+	}
+	o.deadline = n.now.Add(n.cfg.RequestTimeout)
+	n.send(o.replicas[o.next].h, &message{Type: mLookup, Op: o.id, Key: o.key}, false)
+}
+
+func (n *Node) finishLookup(o *op, cause error) {
+	err := fmt.Errorf("past lookup %s: %w", o.key, ErrNotFound)
+	if cause != nil {
+		err = fmt.Errorf("past lookup %s: %w", o.key, cause)
+	} else {
+		for _, r := range o.replicas {
+			if !r.answered {
+				err = fmt.Errorf("past lookup %s: %w (some replicas did not answer: %w)", o.key, ErrNotFound, ErrTimeout)
+				break
+			}
+		}
+	}
+	cb := o.onLookup
+	n.finish(o, func() { cb(Object{}, err) })
+}
+
+func (n *Node) onRefreshReply(from pastry.Handle, m *message) {
+	o, ok := n.ops[m.Op]
+	if !ok || o.kind != opRefresh || m.Key != o.key {
+		return
+	}
+	cb := o.onRefresh
+	err := m.Code.err()
+	n.finish(o, func() { cb(err) })
+}
+
+// checkOps retries or gives up on operations past their deadline.
+func (n *Node) checkOps() {
+	kept := n.opQ[:0]
+	var due []*op
+	for _, id := range n.opQ {
+		o, ok := n.ops[id]
+		if !ok {
+			continue
+		}
+		kept = append(kept, id)
+		if !n.now.Before(o.deadline) {
+			due = append(due, o)
+		}
+	}
+	n.opQ = kept
+	for _, o := range due {
+		n.timeout(o)
+	}
+}
+
+func (n *Node) timeout(o *op) {
+	if o.kind == opLookup && o.phase == phaseDirect {
+		n.askNextReplica(o) // that replica stays unanswered: reported as a timeout
+		return
+	}
+	if o.tries >= n.cfg.Retries {
+		switch o.kind {
+		case opInsert:
+			n.finishInsert(o, nil)
+		case opLookup:
+			n.finishLookup(o, ErrTimeout)
+		case opRefresh:
+			cb := o.onRefresh
+			n.finish(o, func() { cb(ErrTimeout) })
+		}
+		return
+	}
+	o.tries++
+	o.deadline = n.now.Add(n.cfg.RequestTimeout)
+	switch {
+	case o.kind == opInsert && o.phase == phaseDirect:
+		for _, r := range o.replicas {
+			if !r.answered {
+				n.send(r.h, &message{Type: mStore, Op: o.id, Objects: []Object{o.obj}}, false)
+			}
+		}
+	case o.kind == opInsert:
+		n.route(o.key.ID, &message{Type: mLocate, Op: o.id, Key: o.key})
+	case o.kind == opLookup:
+		n.route(o.key.ID, &message{Type: mLookup, Op: o.id, Key: o.key, Origin: n.self})
+	case o.kind == opRefresh:
+		n.route(o.key.ID, &message{Type: mRefresh, Op: o.id, Key: o.key, Flag: true, Expiry: o.expiry})
+	}
+}

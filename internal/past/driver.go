@@ -1,0 +1,180 @@
+package past
+
+import (
+	"sync"
+	"time"
+
+	"epost/internal/ids"
+	"epost/internal/pastry"
+	"epost/internal/transport"
+)
+
+// Driver runs a PAST Node on a pastry.Driver and a clock. The same Driver runs under simnet
+// (one event loop) and the real network (many goroutines); a mutex serialises access to the
+// node, and the pastry driver is only called with that mutex released.
+//
+// Install HandleEvent as (or call it from) the pastry driver's OnEvent, and Forward as its
+// Forwarder if the overlay was built with one (lookups are then answered by the first replica
+// on the route).
+type Driver struct {
+	mu    sync.Mutex
+	node  *Node
+	pd    *pastry.Driver
+	clock transport.Clock
+	tick  time.Duration
+	timer transport.Timer
+	stop  bool
+
+	// OnReject is told about PAST payloads that could not be decoded.
+	OnReject func(from pastry.Handle, err error)
+}
+
+// NewDriver wires node to the overlay driver pd. Call Start once the overlay is running.
+func NewDriver(node *Node, pd *pastry.Driver, clock transport.Clock, tick time.Duration) *Driver {
+	if tick <= 0 {
+		tick = time.Second
+	}
+	return &Driver{node: node, pd: pd, clock: clock, tick: tick}
+}
+
+// Start begins ticking.
+func (d *Driver) Start() {
+	d.mu.Lock()
+	d.timer = d.clock.AfterFunc(d.tick, d.onTick)
+	d.mu.Unlock()
+}
+
+// Stop stops ticking; further events are ignored.
+func (d *Driver) Stop() {
+	d.mu.Lock()
+	d.stop = true
+	if d.timer != nil {
+		d.timer.Stop()
+	}
+	d.mu.Unlock()
+}
+
+// Node gives locked access to the node, for inspection.
+func (d *Driver) With(f func(n *Node)) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	f(d.node)
+}
+
+func (d *Driver) onTick() {
+	d.mu.Lock()
+	if d.stop {
+		d.mu.Unlock()
+		return
+	}
+	d.node.Tick(d.clock.Now())
+	d.timer = d.clock.AfterFunc(d.tick, d.onTick)
+	d.flushLocked(false)
+}
+
+// HandleEvent takes the overlay's application events. It calls back into the pastry driver
+// (With, Route, Send), so it must run outside the pastry driver's lock, as OnEvent does.
+func (d *Driver) HandleEvent(e pastry.Event) {
+	switch e.Kind {
+	case pastry.EventReady, pastry.EventLeafSetChanged:
+		var left, right []pastry.Handle
+		ready := false
+		d.pd.With(func(n *pastry.Node) {
+			ready = n.Ready()
+			left = append(left, n.LeafSet().Left()...)
+			right = append(right, n.LeafSet().Right()...)
+		})
+		if !ready {
+			return // a joining node's leaf set is partial; EventReady follows
+		}
+		d.mu.Lock()
+		if d.stop {
+			d.mu.Unlock()
+			return
+		}
+		d.node.SetLeafSet(d.clock.Now(), left, right)
+		d.flushLocked(false)
+	case pastry.EventDeliver, pastry.EventDirect:
+		if len(e.Payload) == 0 || e.Payload[0] != appTag {
+			return // another application's message
+		}
+		d.mu.Lock()
+		if d.stop {
+			d.mu.Unlock()
+			return
+		}
+		var err error
+		if e.Kind == pastry.EventDeliver {
+			err = d.node.Deliver(d.clock.Now(), e.Origin, e.Payload)
+		} else {
+			err = d.node.Direct(d.clock.Now(), e.Origin, e.Payload)
+		}
+		d.flushLocked(false)
+		if err != nil && d.OnReject != nil {
+			d.OnReject(e.Origin, err)
+		}
+	}
+}
+
+// Forward is a pastry.Forwarder. It runs inside the pastry driver's Step, so what it sends
+// goes out through pastry.Driver.Defer.
+func (d *Driver) Forward(key ids.ID, payload []byte, next pastry.Handle) ([]byte, bool) {
+	if len(payload) == 0 || payload[0] != appTag {
+		return payload, true
+	}
+	d.mu.Lock()
+	if d.stop {
+		d.mu.Unlock()
+		return payload, true
+	}
+	cont := d.node.Forward(d.clock.Now(), payload)
+	d.flushLocked(true)
+	return payload, cont
+}
+
+// Insert, Lookup and Refresh start operations; their callbacks run on the driver's caller
+// (event loop or network goroutine) without locks held, and may start further operations.
+func (d *Driver) Insert(obj Object, cb func(InsertResult)) {
+	d.mu.Lock()
+	d.node.Insert(d.clock.Now(), obj, cb)
+	d.flushLocked(false)
+}
+
+// Lookup: see Node.Lookup.
+func (d *Driver) Lookup(key ids.Key, cb func(Object, error)) {
+	d.mu.Lock()
+	d.node.Lookup(d.clock.Now(), key, cb)
+	d.flushLocked(false)
+}
+
+// Refresh: see Node.Refresh.
+func (d *Driver) Refresh(keys []ids.Key, expiry time.Time, cb func(error)) {
+	d.mu.Lock()
+	d.node.Refresh(d.clock.Now(), keys, expiry, cb)
+	d.flushLocked(false)
+}
+
+// flushLocked sends the outbox and runs completed callbacks; it is called with d.mu held and
+// releases it. deferred: we are inside pastry's Step (Forward) and must not call into it.
+func (d *Driver) flushLocked(deferred bool) {
+	out := d.node.TakeOutbox()
+	done := d.node.TakeDone()
+	d.mu.Unlock()
+	send := func() {
+		for _, o := range out {
+			if o.Route {
+				d.pd.Route(o.Key, o.Payload)
+			} else {
+				d.pd.Send(o.To, o.Payload)
+			}
+		}
+		for _, f := range done {
+			f()
+		}
+	}
+	if deferred {
+		d.pd.Defer(send)
+		return
+	}
+	send()
+}

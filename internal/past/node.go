@@ -1,0 +1,383 @@
+package past
+
+import (
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"time"
+
+	"epost/internal/ids"
+	"epost/internal/pastry"
+	"epost/internal/store"
+)
+
+// Config holds PAST's parameters. Zero fields take the defaults of DefaultConfig.
+type Config struct {
+	Ring     ids.RingID
+	Replicas int // k: copies of each object (ring descriptor; default 3)
+
+	RequestTimeout time.Duration // wait for a reply before retrying
+	Retries        int           // attempts per request before giving up
+	MaxLease       time.Duration // longest lease a replica grants from now
+
+	MaintenanceInterval time.Duration // periodic replica maintenance (ePOST: 10 min)
+	MaintenanceDelay    time.Duration // maintenance this long after a leaf-set change
+	MaxKeysPerExchange  int           // keys offered or fetched per exchange (ePOST: 1,000)
+	MaxTransferBytes    int           // payload bytes per fetch reply
+	DropGrace           time.Duration // keep objects we are no longer responsible for this long
+	GCInterval          time.Duration // expire leases and purge the trash this often
+}
+
+// DefaultConfig returns ePOST's parameters where it had them.
+func DefaultConfig() Config {
+	return Config{
+		Replicas:            3,
+		RequestTimeout:      3 * time.Second,
+		Retries:             3,
+		MaxLease:            60 * 24 * time.Hour, // ePOST leases were 28 days, refreshed daily
+		MaintenanceInterval: 10 * time.Minute,
+		MaintenanceDelay:    2 * time.Second,
+		MaxKeysPerExchange:  maxKeys,
+		MaxTransferBytes:    MaxObjectSize + MaxObjectSize/2,
+		DropGrace:           time.Hour,
+		GCInterval:          10 * time.Minute,
+	}
+}
+
+func (c *Config) fill() {
+	d := DefaultConfig()
+	set := func(v *time.Duration, def time.Duration) {
+		if *v <= 0 {
+			*v = def
+		}
+	}
+	if c.Replicas <= 0 {
+		c.Replicas = d.Replicas
+	}
+	if c.Retries <= 0 {
+		c.Retries = d.Retries
+	}
+	if c.MaxKeysPerExchange <= 0 || c.MaxKeysPerExchange > maxKeys {
+		c.MaxKeysPerExchange = d.MaxKeysPerExchange
+	}
+	if c.MaxTransferBytes <= 0 {
+		c.MaxTransferBytes = d.MaxTransferBytes
+	}
+	set(&c.RequestTimeout, d.RequestTimeout)
+	set(&c.MaxLease, d.MaxLease)
+	set(&c.MaintenanceInterval, d.MaintenanceInterval)
+	set(&c.MaintenanceDelay, d.MaintenanceDelay)
+	set(&c.DropGrace, d.DropGrace)
+	set(&c.GCInterval, d.GCInterval)
+}
+
+// Quorum is the number of acknowledgements an insert to a replica set of n nodes needs: a
+// majority, floor(n/2)+1. Two majorities of one replica set always share a node, so after
+// two acknowledged versions of a signed object at least one replica has seen both.
+func Quorum(n int) int { return n/2 + 1 }
+
+// Outgoing is a message the driver must route (to the node responsible for Key) or send (to To).
+type Outgoing struct {
+	Route       bool
+	Key         ids.ID
+	To          pastry.Handle
+	Payload     []byte
+	Maintenance bool // replica maintenance traffic, for statistics
+}
+
+// Stats are counters for measurement.
+type Stats struct {
+	Stored, Refused       uint64 // writes this replica accepted / refused (validation, staleness)
+	Repaired              uint64 // objects obtained through maintenance
+	Dropped               uint64 // objects moved to the trash after responsibility moved away
+	Expired, Purged       uint64
+	SyncRounds            uint64
+	MaintMsgs, MaintBytes uint64 // maintenance messages and bytes sent
+	BadMessages           uint64 // undecodable or unexpected messages
+}
+
+// Node is one node's PAST state. It is not safe for concurrent use (Driver locks it).
+//
+// Contract for drivers: pass every PAST payload to Deliver (routed, arrived here) or Direct,
+// every leaf-set change to SetLeafSet, and call Tick periodically; after each call route or
+// send everything TakeOutbox returns, in order, then run the functions TakeDone returns
+// (completed operations' callbacks), outside any lock. Store writes happen inside the calls,
+// before the acknowledgements they allow are put in the outbox.
+type Node struct {
+	cfg  Config
+	self pastry.Handle
+	st   Store
+	rng  *rand.Rand
+	now  time.Time
+
+	left, right []pastry.Handle // leaf set snapshot, nearest first
+	ready       bool
+
+	ops    map[uint64]*op
+	opQ    []uint64 // op ids in creation order, for deterministic timeout handling
+	nextOp uint64
+
+	round     uint64
+	nextRound time.Time
+	nextGC    time.Time
+	fetching  map[ids.Key]time.Time // maintenance fetches in flight, until their deadline
+	notMine   map[ids.Key]time.Time // held objects outside our arc, since when
+
+	local []localMsg // messages to ourselves, handled after the current call
+	out   []Outgoing
+	done  []func()
+	stats Stats
+}
+
+type localMsg struct {
+	routed bool
+	m      *message
+}
+
+// NewNode makes a PAST node for the overlay node self, persisting through st.
+func NewNode(cfg Config, self pastry.Handle, st Store, rng *rand.Rand) *Node {
+	cfg.fill()
+	return &Node{cfg: cfg, self: self, st: st, rng: rng, ops: make(map[uint64]*op),
+		fetching: make(map[ids.Key]time.Time), notMine: make(map[ids.Key]time.Time)}
+}
+
+// Config returns the node's parameters with defaults filled in.
+func (n *Node) Config() Config { return n.cfg }
+
+// Stats returns the counters.
+func (n *Node) Stats() Stats { return n.stats }
+
+// TakeOutbox returns the messages to route or send and empties the outbox.
+func (n *Node) TakeOutbox() []Outgoing {
+	o := n.out
+	n.out = nil
+	return o
+}
+
+// TakeDone returns completed operations' callbacks, to be run outside locks.
+func (n *Node) TakeDone() []func() {
+	d := n.done
+	n.done = nil
+	return d
+}
+
+// SetLeafSet gives the node the overlay's current leaf set: left counter-clockwise and right
+// clockwise, nearest first (pastry.LeafSet's Left and Right). It schedules maintenance.
+func (n *Node) SetLeafSet(now time.Time, left, right []pastry.Handle) {
+	n.now = now
+	n.left = slices.Clone(left)
+	n.right = slices.Clone(right)
+	n.ready = true
+	if due := now.Add(n.cfg.MaintenanceDelay); n.nextRound.IsZero() || due.Before(n.nextRound) {
+		n.nextRound = due
+	}
+	n.flushLocal()
+}
+
+// Deliver handles a PAST payload routed to a key this node is the root of. origin is the node
+// that routed it.
+func (n *Node) Deliver(now time.Time, origin pastry.Handle, payload []byte) error {
+	n.now = now
+	m, err := decodeMessage(payload)
+	if err != nil {
+		n.stats.BadMessages++
+		return err
+	}
+	err = n.handle(origin, m, true)
+	n.flushLocal()
+	return err
+}
+
+// Direct handles a PAST payload sent straight to this node by from.
+func (n *Node) Direct(now time.Time, from pastry.Handle, payload []byte) error {
+	n.now = now
+	m, err := decodeMessage(payload)
+	if err != nil {
+		n.stats.BadMessages++
+		return err
+	}
+	err = n.handle(from, m, false)
+	n.flushLocal()
+	return err
+}
+
+// Forward is pastry's Forward upcall for PAST payloads passing through this node: a lookup
+// for an object held here is answered at once (PAST without caching) and not routed further.
+// It reports whether the message should continue.
+func (n *Node) Forward(now time.Time, payload []byte) bool {
+	n.now = now
+	m, err := decodeMessage(payload)
+	if err != nil || m.Type != mLookup || m.Origin.ID.IsZero() || m.Origin.Addr == "" {
+		return true
+	}
+	obj, err := n.st.Get(m.Key)
+	if err != nil || obj.Expired(now) {
+		return true
+	}
+	n.send(m.Origin, &message{Type: mLookupReply, Op: m.Op, Key: m.Key, Code: codeOK, Objects: []Object{obj}}, false)
+	n.flushLocal()
+	return false
+}
+
+// Tick runs timers: request timeouts, maintenance rounds, lease expiry and trash purging.
+func (n *Node) Tick(now time.Time) {
+	n.now = now
+	n.checkOps()
+	if n.ready && !now.Before(n.nextRound) {
+		n.syncRound()
+		n.nextRound = now.Add(jitter(n.rng, n.cfg.MaintenanceInterval))
+	}
+	if !now.Before(n.nextGC) {
+		if !n.nextGC.IsZero() {
+			n.collect()
+		}
+		n.nextGC = now.Add(jitter(n.rng, n.cfg.GCInterval))
+	}
+	for k, deadline := range n.fetching {
+		if now.After(deadline) {
+			delete(n.fetching, k) // order-independent: only forgets
+		}
+	}
+	n.flushLocal()
+}
+
+// collect moves expired objects to the trash and purges old trash.
+func (n *Node) collect() {
+	if c, err := n.st.CollectExpired(n.now); err == nil {
+		n.stats.Expired += uint64(c)
+	}
+	if c, err := n.st.PurgeTrash(n.now); err == nil {
+		n.stats.Purged += uint64(c)
+	}
+}
+
+func jitter(r *rand.Rand, d time.Duration) time.Duration {
+	return d/2 + time.Duration(r.Int64N(int64(d)))
+}
+
+func (n *Node) handle(from pastry.Handle, m *message, routed bool) error {
+	switch m.Type {
+	case mLocate:
+		n.onLocate(from, m)
+	case mLocateReply:
+		n.onLocateReply(from, m)
+	case mStore:
+		n.onStore(from, m)
+	case mStoreAck:
+		n.onStoreAck(from, m)
+	case mLookup:
+		n.onLookup(from, m, routed)
+	case mLookupReply:
+		n.onLookupReply(from, m)
+	case mRefresh:
+		n.onRefresh(from, m, routed)
+	case mRefreshReply:
+		n.onRefreshReply(from, m)
+	case mSyncRequest:
+		n.onSyncRequest(from, m)
+	case mSyncOffer:
+		n.onSyncOffer(from, m)
+	case mFetch:
+		n.onFetch(from, m)
+	case mFetchReply:
+		n.onFetchReply(from, m)
+	default:
+		n.stats.BadMessages++
+		return fmt.Errorf("past: unexpected %s", m.Type)
+	}
+	return nil
+}
+
+// send queues m for h; messages to ourselves are handled locally (the overlay does not send
+// to self).
+func (n *Node) send(h pastry.Handle, m *message, maint bool) {
+	if h.ID == n.self.ID {
+		n.local = append(n.local, localMsg{m: m})
+		return
+	}
+	p := m.encode(nil)
+	if maint {
+		n.stats.MaintMsgs++
+		n.stats.MaintBytes += uint64(len(p))
+	}
+	n.out = append(n.out, Outgoing{To: h, Payload: p, Maintenance: maint})
+}
+
+// route queues m for the node responsible for key.
+func (n *Node) route(key ids.ID, m *message) {
+	n.out = append(n.out, Outgoing{Route: true, Key: key, Payload: m.encode(nil)})
+}
+
+// flushLocal handles messages this node sent itself, until none are left.
+func (n *Node) flushLocal() {
+	for i := 0; i < len(n.local); i++ {
+		_ = n.handle(n.self, n.local[i].m, n.local[i].routed)
+	}
+	n.local = n.local[:0]
+}
+
+// replicaSet is the k nodes closest to key among the leaf set and self, closest first (the
+// same rule as pastry.Node.ReplicaSet, on our snapshot).
+func (n *Node) replicaSet(key ids.ID) []pastry.Handle {
+	cands := make([]pastry.Handle, 0, len(n.left)+len(n.right)+1)
+	cands = append(cands, n.self)
+	seen := map[ids.ID]bool{n.self.ID: true}
+	for _, side := range [2][]pastry.Handle{n.right, n.left} {
+		for _, h := range side {
+			if !seen[h.ID] {
+				seen[h.ID] = true
+				cands = append(cands, h)
+			}
+		}
+	}
+	slices.SortFunc(cands, func(a, b pastry.Handle) int {
+		if a.ID == b.ID {
+			return 0
+		}
+		if ids.Closer(key, a.ID, b.ID) {
+			return -1
+		}
+		return 1
+	})
+	return cands[:min(n.cfg.Replicas, len(cands))]
+}
+
+// accept validates obj as every replica must and stores it durably. It returns nil when the
+// object (or this very version) is now stored, else why not.
+func (n *Node) accept(obj Object) error {
+	if err := Validate(&obj, n.cfg.Ring, n.now); err != nil {
+		n.stats.Refused++
+		return err
+	}
+	// A replica grants at most MaxLease from now: leases bound how long storage is promised.
+	if limit := n.now.Add(n.cfg.MaxLease); obj.Expiry.IsZero() || obj.Expiry.After(limit) {
+		obj.Expiry = limit
+	}
+	obj.Payload = slices.Clip(obj.Payload)
+	var cond store.Precondition
+	if meta, err := n.st.Meta(obj.Key); err == nil {
+		same := Type(obj.Type) == TypeContent ||
+			(meta.Seq == obj.Seq && meta.Hash == hashOf(obj.Payload) && string(meta.Aux) == string(obj.Aux))
+		if same {
+			// Content objects are immutable and a signed version resent is a retry: both only
+			// extend the lease, so inserts are idempotent.
+			if _, err := n.st.UpdateExpiry(obj.Key, obj.Expiry); err != nil {
+				return fmt.Errorf("%w: %v", ErrStore, err)
+			}
+			return nil
+		}
+	}
+	if Type(obj.Type) == TypeSigned {
+		cond = store.SeqGreater // atomic with the write: no rollback, even under races
+	}
+	if err := n.st.PutIf(obj, cond); err != nil {
+		n.stats.Refused++
+		if errors.Is(err, store.ErrPrecondition) {
+			return fmt.Errorf("%w: %v", ErrStale, err)
+		}
+		return fmt.Errorf("%w: %v", ErrStore, err)
+	}
+	n.stats.Stored++
+	return nil
+}

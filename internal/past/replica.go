@@ -1,0 +1,97 @@
+package past
+
+import (
+	"crypto/sha256"
+
+	"epost/internal/pastry"
+	"epost/internal/store"
+)
+
+// The replica and root side of inserts, lookups and refreshes.
+
+func hashOf(b []byte) store.Hash { return sha256.Sum256(b) }
+
+// onLocate answers, as the key's root, with the replica set seen from here.
+func (n *Node) onLocate(from pastry.Handle, m *message) {
+	if m.Key.Ring != n.cfg.Ring {
+		n.send(from, &message{Type: mLocateReply, Op: m.Op, Key: m.Key, Code: codeWrongRing}, false)
+		return
+	}
+	n.send(from, &message{Type: mLocateReply, Op: m.Op, Key: m.Key, Handles: n.replicaSet(m.Key.ID)}, false)
+}
+
+// onStore validates and stores each object, then acknowledges each, after the durable write.
+func (n *Node) onStore(from pastry.Handle, m *message) {
+	for _, obj := range m.Objects {
+		err := n.accept(obj)
+		ack := &message{Type: mStoreAck, Op: m.Op, Key: obj.Key, Code: codeOK}
+		if err != nil {
+			ack.Code = codeOf(err)
+			ack.Detail = truncate(err.Error(), maxDetail)
+		}
+		n.send(from, ack, false)
+	}
+}
+
+// onLookup answers a lookup routed here (as root) or sent here directly (as a replica asked
+// by a client whose root lacked the object).
+func (n *Node) onLookup(from pastry.Handle, m *message, routed bool) {
+	to := from
+	if !m.Origin.ID.IsZero() && m.Origin.Addr != "" {
+		to = m.Origin // a routed lookup names its origin so that a forwarder can answer too
+	}
+	reply := &message{Type: mLookupReply, Op: m.Op, Key: m.Key}
+	obj, err := n.st.Get(m.Key)
+	switch {
+	case err == nil && !obj.Expired(n.now):
+		reply.Objects = []Object{obj}
+	case routed:
+		// The root lacks it (not yet repaired, or lost): name the replica set so the client
+		// can ask the others, nearest to the key first.
+		reply.Code = codeNotFound
+		for _, h := range n.replicaSet(m.Key.ID) {
+			if h.ID != n.self.ID {
+				reply.Handles = append(reply.Handles, h)
+			}
+		}
+	default:
+		reply.Code = codeNotFound
+	}
+	n.send(to, reply, false)
+}
+
+// onRefresh extends a lease. The root passes a routed refresh on to the rest of the replica
+// set and answers the client; replicas missing the refresh are healed by maintenance, since an
+// object whose lease ran out here is fetched again from a replica that has the longer lease.
+func (n *Node) onRefresh(from pastry.Handle, m *message, routed bool) {
+	if m.Key.Ring != n.cfg.Ring {
+		if routed {
+			n.send(from, &message{Type: mRefreshReply, Op: m.Op, Key: m.Key, Code: codeWrongRing}, false)
+		}
+		return
+	}
+	exp := fromUnixNano(m.Expiry)
+	if limit := n.now.Add(n.cfg.MaxLease); exp.IsZero() || exp.After(limit) {
+		exp = limit
+	}
+	c := codeOK
+	if _, err := n.st.UpdateExpiry(m.Key, exp); err != nil {
+		c = codeNotFound
+	}
+	if !routed || !m.Flag {
+		return
+	}
+	for _, h := range n.replicaSet(m.Key.ID) {
+		if h.ID != n.self.ID {
+			n.send(h, &message{Type: mRefresh, Key: m.Key, Expiry: m.Expiry}, false)
+		}
+	}
+	n.send(from, &message{Type: mRefreshReply, Op: m.Op, Key: m.Key, Code: c}, false)
+}
+
+func truncate(s string, max int) string {
+	if len(s) > max {
+		return s[:max]
+	}
+	return s
+}
