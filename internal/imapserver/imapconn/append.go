@@ -70,6 +70,18 @@ func (c *Conn) handleAppend(tag string, dec *imapwire.Decoder) error {
 	}
 
 	if lit.Size() > appendLimit {
+		if nonSync {
+			// epost: the client is already sending the literal; answering
+			// NO and reading on would parse message bytes as commands
+			// (RFC 7888 section 4 lets the server close instead).
+			c.writeStatusResp(tag, &imap.StatusResponse{
+				Type: imap.StatusResponseTypeNo,
+				Code: imap.ResponseCodeTooBig,
+				Text: fmt.Sprintf("Message larger than the %v byte limit", appendLimit),
+			})
+			c.Bye("Message too big")
+			return errHangUp
+		}
 		return &imap.Error{
 			Type: imap.StatusResponseTypeNo,
 			Code: imap.ResponseCodeTooBig,
@@ -81,7 +93,7 @@ func (c *Conn) handleAppend(tag string, dec *imapwire.Decoder) error {
 	}
 
 	c.setReadTimeout(literalReadTimeout)
-	defer c.setReadTimeout(cmdReadTimeout)
+	defer c.setReadTimeout(c.server.options.cmdTimeout())
 
 	if err := c.checkState(imap.ConnStateAuthenticated); err != nil {
 		io.Copy(io.Discard, lit)

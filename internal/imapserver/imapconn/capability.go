@@ -45,6 +45,7 @@ func (c *Conn) availableCaps() []imap.Cap {
 			imap.CapLiteralMinus,
 		}...)
 	}
+	addAvailableCaps(&caps, available, []imap.Cap{imap.CapID}) // epost: any state
 	if c.canStartTLS() {
 		caps = append(caps, imap.CapStartTLS)
 	}
@@ -93,6 +94,7 @@ func (c *Conn) availableCaps() []imap.Cap {
 			imap.CapCreateSpecialUse,
 			imap.CapLiteralPlus,
 			imap.CapUnauthenticate,
+			imap.CapCondStore, // epost
 		})
 
 		if appendLimitSession, ok := c.session.(SessionAppendLimit); ok {

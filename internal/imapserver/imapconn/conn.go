@@ -46,6 +46,34 @@ type Conn struct {
 
 	state   imap.ConnState
 	session Session
+
+	unknownCmds int // epost: unknown commands seen before authentication
+}
+
+// epost: maxUnknownBeforeAuth is how many unknown commands a client may send
+// before logging in. go-imap hangs up on the first, to blunt cross-protocol
+// attacks; clients that probe with a command we lack (or send ID) deserve a
+// BAD instead, and a handful is still no attack surface.
+const maxUnknownBeforeAuth = 3
+
+// errHangUp makes readCommand end the connection without a further reply.
+var errHangUp = errors.New("imapconn: hang up")
+
+// CondStoreEnabled reports whether CONDSTORE is on for this connection
+// (RFC 7162 section 3.1: by ENABLE or by any CONDSTORE-enabling command).
+func (c *Conn) CondStoreEnabled() bool {
+	c.mutex.Lock()
+	defer c.mutex.Unlock()
+	return c.enabled.Has(imap.CapCondStore)
+}
+
+func (c *Conn) enableCondStore() {
+	if !c.server.options.caps().Has(imap.CapCondStore) {
+		return
+	}
+	c.mutex.Lock()
+	c.enabled[imap.CapCondStore] = struct{}{}
+	c.mutex.Unlock()
 }
 
 func newConn(c net.Conn, server *Server) *Conn {
@@ -169,9 +197,9 @@ func (c *Conn) serve() {
 		var readTimeout time.Duration
 		switch c.state {
 		case imap.ConnStateAuthenticated, imap.ConnStateSelected:
-			readTimeout = idleReadTimeout
+			readTimeout = c.server.options.idleTimeout()
 		default:
-			readTimeout = cmdReadTimeout
+			readTimeout = c.server.options.cmdTimeout()
 		}
 		c.setReadTimeout(readTimeout)
 
@@ -183,7 +211,7 @@ func (c *Conn) serve() {
 			break
 		}
 
-		c.setReadTimeout(cmdReadTimeout)
+		c.setReadTimeout(c.server.options.cmdTimeout())
 		if err := c.readCommand(dec); err != nil {
 			if !errors.Is(err, net.ErrClosed) {
 				c.server.logger().Printf("failed to read command: %v", err)
@@ -276,8 +304,11 @@ func (c *Conn) readCommand(dec *imapwire.Decoder) error {
 		err = c.handleMove(dec, numKind)
 	case "SEARCH", "UID SEARCH":
 		err = c.handleSearch(tag, dec, numKind)
+	case "ID":
+		err = c.handleID(dec)
 	default:
-		if c.state == imap.ConnStateNotAuthenticated {
+		c.unknownCmds++
+		if c.state == imap.ConnStateNotAuthenticated && c.unknownCmds > maxUnknownBeforeAuth {
 			// Don't allow a single unknown command before authentication to
 			// mitigate cross-protocol attacks:
 			// https://www-archive.mozilla.org/projects/netlib/portbanning
@@ -290,6 +321,10 @@ func (c *Conn) readCommand(dec *imapwire.Decoder) error {
 		}
 	}
 
+	if errors.Is(err, errHangUp) {
+		c.state = imap.ConnStateLogout
+		return nil
+	}
 	dec.DiscardLine()
 
 	var (
@@ -420,7 +455,10 @@ func (c *Conn) canAuth() bool {
 		return false
 	}
 	_, isTLS := c.conn.(*tls.Conn)
-	return isTLS || c.server.options.InsecureAuth
+	if isTLS || c.server.options.InsecureAuth {
+		return true
+	}
+	return c.server.options.AuthAllowed != nil && c.server.options.AuthAllowed(c.conn)
 }
 
 func (c *Conn) writeStatusResp(tag string, statusResp *imap.StatusResponse) error {
@@ -604,6 +642,21 @@ func (w *UpdateWriter) WriteNumRecent(n uint32) error {
 // WriteMailboxFlags writes a FLAGS response.
 func (w *UpdateWriter) WriteMailboxFlags(flags []imap.Flag) error {
 	return w.conn.writeFlags(flags)
+}
+
+// WriteMessageFlagsModSeq writes a FETCH response with FLAGS and, when
+// CONDSTORE is enabled, MODSEQ (RFC 7162 section 3.2.4). epost addition.
+func (w *UpdateWriter) WriteMessageFlagsModSeq(seqNum uint32, uid imap.UID, flags []imap.Flag, modSeq uint64) error {
+	fetchWriter := &FetchWriter{conn: w.conn}
+	respWriter := fetchWriter.CreateMessage(seqNum)
+	if uid != 0 {
+		respWriter.WriteUID(uid)
+	}
+	respWriter.WriteFlags(flags)
+	if modSeq != 0 && w.conn.CondStoreEnabled() {
+		respWriter.WriteModSeq(modSeq)
+	}
+	return respWriter.Close()
 }
 
 // WriteMessageFlags writes a FETCH response with FLAGS.

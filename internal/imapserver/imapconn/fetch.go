@@ -75,6 +75,27 @@ func (c *Conn) handleFetch(dec *imapwire.Decoder, numKind NumKind) error {
 		}
 	}
 
+	// epost: fetch-modifiers, RFC 7162 section 3.1.4.1 (CHANGEDSINCE).
+	if dec.SP() {
+		err := dec.ExpectList(func() error {
+			var name string
+			if !dec.ExpectAtom(&name) || !dec.ExpectSP() {
+				return dec.Err()
+			}
+			if !strings.EqualFold(name, "CHANGEDSINCE") {
+				return newClientBugError("Unknown FETCH modifier")
+			}
+			if !dec.ExpectModSeq(&options.ChangedSince) {
+				return dec.Err()
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		options.ModSeq = true
+	}
+
 	if !dec.ExpectCRLF() {
 		return dec.Err()
 	}
@@ -85,6 +106,9 @@ func (c *Conn) handleFetch(dec *imapwire.Decoder, numKind NumKind) error {
 
 	if numKind == NumKindUID {
 		options.UID = true
+	}
+	if options.ModSeq {
+		c.enableCondStore()
 	}
 
 	w := &FetchWriter{conn: c, options: writerOptions}
@@ -108,6 +132,8 @@ func handleFetchAtt(dec *imapwire.Decoder, attName string, options *imap.FetchOp
 		options.RFC822Size = true
 	case "UID":
 		options.UID = true
+	case "MODSEQ": // epost: RFC 7162 section 3.1.5
+		options.ModSeq = true
 	case "RFC822": // equivalent to BODY[]
 		bs := &imap.FetchItemBodySection{}
 		writerOptions.obsolete[bs] = attName
@@ -364,6 +390,13 @@ func (w *FetchResponseWriter) WriteFlags(flags []imap.Flag) {
 	w.enc.Atom("FLAGS").SP().List(len(flags), func(i int) {
 		w.enc.Flag(flags[i])
 	})
+}
+
+// WriteModSeq writes the message's modification sequence (RFC 7162
+// section 3.1.5). epost addition.
+func (w *FetchResponseWriter) WriteModSeq(modSeq uint64) {
+	w.writeItemSep()
+	w.enc.Atom("MODSEQ").SP().Special('(').ModSeq(modSeq).Special(')')
 }
 
 // WriteRFC822Size writes the message's full size.

@@ -80,6 +80,10 @@ func (c *Conn) handleSearch(tag string, dec *imapwire.Decoder, numKind NumKind) 
 		options.ReturnAll = true
 	}
 
+	if hasModSeqCriterion(&criteria) {
+		c.enableCondStore()
+	}
+
 	data, err := c.session.Search(numKind, &criteria, &options)
 	if err != nil {
 		return err
@@ -88,7 +92,7 @@ func (c *Conn) handleSearch(tag string, dec *imapwire.Decoder, numKind NumKind) 
 	if c.enabled.Has(imap.CapIMAP4rev2) || extended {
 		return c.writeESearch(tag, data, &options, numKind)
 	} else {
-		return c.writeSearch(data.All)
+		return c.writeSearch(data.All, data.ModSeq)
 	}
 }
 
@@ -117,6 +121,9 @@ func (c *Conn) writeESearch(tag string, data *imap.SearchData, options *imap.Sea
 	if options.ReturnCount {
 		enc.SP().Atom("COUNT").SP().Number(data.Count)
 	}
+	if data.ModSeq != 0 { // epost: RFC 7162 section 3.1.5 (ESEARCH form)
+		enc.SP().Atom("MODSEQ").SP().ModSeq(data.ModSeq)
+	}
 	return enc.CRLF()
 }
 
@@ -131,7 +138,24 @@ func isNumSetEmpty(numSet imap.NumSet) bool {
 	}
 }
 
-func (c *Conn) writeSearch(numSet imap.NumSet) error {
+func hasModSeqCriterion(c *imap.SearchCriteria) bool {
+	if c.ModSeq != nil {
+		return true
+	}
+	for i := range c.Not {
+		if hasModSeqCriterion(&c.Not[i]) {
+			return true
+		}
+	}
+	for i := range c.Or {
+		if hasModSeqCriterion(&c.Or[i][0]) || hasModSeqCriterion(&c.Or[i][1]) {
+			return true
+		}
+	}
+	return false
+}
+
+func (c *Conn) writeSearch(numSet imap.NumSet, modSeq uint64) error {
 	enc := newResponseEncoder(c)
 	defer enc.end()
 
@@ -153,6 +177,9 @@ func (c *Conn) writeSearch(numSet imap.NumSet) error {
 	}
 	if !ok {
 		return fmt.Errorf("imapserver: failed to enumerate message numbers in SEARCH response")
+	}
+	if modSeq != 0 { // epost: RFC 7162 section 3.1.5
+		enc.SP().Special('(').Atom("MODSEQ").SP().ModSeq(modSeq).Special(')')
 	}
 	return enc.CRLF()
 }
@@ -326,6 +353,23 @@ func readSearchKeyWithAtom(criteria *imap.SearchCriteria, dec *imapwire.Decoder,
 			return err
 		}
 		criteria.Or = append(criteria.Or, or)
+	case "MODSEQ": // epost
+		if !dec.ExpectSP() {
+			return dec.Err()
+		}
+		// Optional entry-name SP entry-type-req; per-flag modseqs are not
+		// kept, so they are read and ignored.
+		var entry, typ string
+		if dec.Quoted(&entry) {
+			if !dec.ExpectSP() || !dec.ExpectAtom(&typ) || !dec.ExpectSP() {
+				return dec.Err()
+			}
+		}
+		var modSeq uint64
+		if !dec.ExpectModSeq(&modSeq) {
+			return dec.Err()
+		}
+		criteria.ModSeq = &imap.SearchCriteriaModSeq{ModSeq: modSeq}
 	case "$":
 		criteria.UID = append(criteria.UID, imap.SearchRes())
 	default:

@@ -2,6 +2,7 @@ package imapconn
 
 import (
 	"fmt"
+	"strings"
 
 	"epost/internal/imapserver/imapconn/internal/imapwire"
 	"github.com/emersion/go-imap/v2"
@@ -9,7 +10,28 @@ import (
 
 func (c *Conn) handleSelect(tag string, dec *imapwire.Decoder, readOnly bool) error {
 	var mailbox string
-	if !dec.ExpectSP() || !dec.ExpectMailbox(&mailbox) || !dec.ExpectCRLF() {
+	if !dec.ExpectSP() || !dec.ExpectMailbox(&mailbox) {
+		return dec.Err()
+	}
+	// epost: select-params, RFC 7162 section 3.1.8.
+	var condStore bool
+	if dec.SP() {
+		err := dec.ExpectList(func() error {
+			var name string
+			if !dec.ExpectAtom(&name) {
+				return dec.Err()
+			}
+			if !strings.EqualFold(name, "CONDSTORE") {
+				return newClientBugError("Unknown SELECT parameter")
+			}
+			condStore = true
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	if !dec.ExpectCRLF() {
 		return dec.Err()
 	}
 
@@ -32,7 +54,10 @@ func (c *Conn) handleSelect(tag string, dec *imapwire.Decoder, readOnly bool) er
 		}
 	}
 
-	options := imap.SelectOptions{ReadOnly: readOnly}
+	if condStore {
+		c.enableCondStore()
+	}
+	options := imap.SelectOptions{ReadOnly: readOnly, CondStore: condStore}
 	data, err := c.session.Select(mailbox, &options)
 	if err != nil {
 		return err
@@ -62,6 +87,17 @@ func (c *Conn) handleSelect(tag string, dec *imapwire.Decoder, readOnly bool) er
 	}
 	if err := c.writePermanentFlags(data.PermanentFlags); err != nil {
 		return err
+	}
+	if data.HighestModSeq != 0 && c.server.options.caps().Has(imap.CapCondStore) {
+		// epost: RFC 7162 section 3.1.2.1.
+		err := c.writeStatusResp("", &imap.StatusResponse{
+			Type: imap.StatusResponseTypeOK,
+			Code: imap.ResponseCode(fmt.Sprintf("HIGHESTMODSEQ %d", data.HighestModSeq)),
+			Text: "Highest",
+		})
+		if err != nil {
+			return err
+		}
 	}
 	if data.List != nil {
 		if err := c.writeList(data.List); err != nil {

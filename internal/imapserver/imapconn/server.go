@@ -9,6 +9,7 @@ import (
 	"log"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/emersion/go-imap/v2"
@@ -49,6 +50,19 @@ type Options struct {
 	// InsecureAuth allows clients to authenticate without TLS. In this mode,
 	// the server is susceptible to man-in-the-middle attacks.
 	InsecureAuth bool
+	// epost: AuthAllowed, if set, decides whether LOGIN and AUTHENTICATE
+	// are allowed on a connection that is not TLS (for example loopback).
+	AuthAllowed func(net.Conn) bool
+	// epost: MaxConns bounds concurrent connections; 0 means no bound.
+	MaxConns int
+	// epost: CommandTimeout bounds the wait for a command line before
+	// login; IdleTimeout the wait between commands after login and during
+	// IDLE (RFC 9051 section 5.4 asks for at least 30 minutes). Zero means
+	// the defaults, 30 s and 35 min.
+	CommandTimeout, IdleTimeout time.Duration
+	// epost: ID is the server's answer to the ID command (RFC 2971); nil
+	// answers NIL.
+	ID map[string]string
 	// Raw ingress and egress data will be written to this writer, if any.
 	// Note, this may include sensitive information such as credentials used
 	// during authentication.
@@ -68,6 +82,20 @@ func (options *Options) wrapReadWriter(rw io.ReadWriter) io.ReadWriter {
 	}
 }
 
+func (options *Options) cmdTimeout() time.Duration {
+	if options.CommandTimeout > 0 {
+		return options.CommandTimeout
+	}
+	return cmdReadTimeout
+}
+
+func (options *Options) idleTimeout() time.Duration {
+	if options.IdleTimeout > 0 {
+		return options.IdleTimeout
+	}
+	return idleReadTimeout
+}
+
 func (options *Options) caps() imap.CapSet {
 	if options.Caps != nil {
 		return options.Caps
@@ -80,6 +108,7 @@ type Server struct {
 	options Options
 
 	listenerWaitGroup sync.WaitGroup
+	active            atomic.Int64 // epost: open connections, for MaxConns
 
 	mutex     sync.Mutex
 	listeners map[net.Listener]struct{}
@@ -149,7 +178,19 @@ func (s *Server) Serve(ln net.Listener) error {
 		}
 
 		delay = 0
-		go newConn(conn, s).serve()
+		// epost: refuse connections beyond MaxConns with a BYE
+		// (RFC 9051 section 7.1.5) instead of queueing them.
+		if n := s.active.Add(1); s.options.MaxConns > 0 && n > int64(s.options.MaxConns) {
+			s.active.Add(-1)
+			conn.SetWriteDeadline(time.Now().Add(time.Second))
+			io.WriteString(conn, "* BYE Too many connections, try again later\r\n")
+			conn.Close()
+			continue
+		}
+		go func() {
+			defer s.active.Add(-1)
+			newConn(conn, s).serve()
+		}()
 	}
 }
 

@@ -57,6 +57,9 @@ func (c *Conn) writeStatus(data *imap.StatusData, options *imap.StatusOptions) e
 	if options.NumMessages {
 		listEnc.Item().Atom("MESSAGES").SP().Number(*data.NumMessages)
 	}
+	if options.HighestModSeq { // epost
+		listEnc.Item().Atom("HIGHESTMODSEQ").SP().ModSeq(data.HighestModSeq)
+	}
 	if options.UIDNext {
 		listEnc.Item().Atom("UIDNEXT").SP().UID(data.UIDNext)
 	}
@@ -97,6 +100,8 @@ func readStatusItem(dec *imapwire.Decoder, options *imap.StatusOptions) error {
 		return dec.Err()
 	}
 	switch strings.ToUpper(name) {
+	case "HIGHESTMODSEQ": // epost
+		options.HighestModSeq = true
 	case "MESSAGES":
 		options.NumMessages = true
 	case "UIDNEXT":

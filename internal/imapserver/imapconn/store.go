@@ -13,7 +13,31 @@ func (c *Conn) handleStore(dec *imapwire.Decoder, numKind NumKind) error {
 		numSet imap.NumSet
 		item   string
 	)
-	if !dec.ExpectSP() || !dec.ExpectNumSet(numKind.wire(), &numSet) || !dec.ExpectSP() || !dec.ExpectAtom(&item) || !dec.ExpectSP() {
+	if !dec.ExpectSP() || !dec.ExpectNumSet(numKind.wire(), &numSet) || !dec.ExpectSP() {
+		return dec.Err()
+	}
+	// epost: store-modifiers, RFC 7162 section 3.1.3.
+	var options imap.StoreOptions
+	hasMods, err := dec.List(func() error {
+		var name string
+		if !dec.ExpectAtom(&name) || !dec.ExpectSP() {
+			return dec.Err()
+		}
+		if !strings.EqualFold(name, "UNCHANGEDSINCE") {
+			return newClientBugError("Unknown STORE modifier")
+		}
+		if !dec.ExpectModSeq(&options.UnchangedSince) {
+			return dec.Err()
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if hasMods && !dec.ExpectSP() {
+		return dec.Err()
+	}
+	if !dec.ExpectAtom(&item) || !dec.ExpectSP() {
 		return dec.Err()
 	}
 	var flags []imap.Flag
@@ -68,8 +92,10 @@ func (c *Conn) handleStore(dec *imapwire.Decoder, numKind NumKind) error {
 		return err
 	}
 
+	if hasMods {
+		c.enableCondStore()
+	}
 	w := &FetchWriter{conn: c}
-	options := imap.StoreOptions{}
 	return c.session.Store(w, numSet, &imap.StoreFlags{
 		Op:     op,
 		Silent: silent,
