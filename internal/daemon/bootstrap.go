@@ -192,7 +192,7 @@ func explainHandshake(err error) error {
 	switch {
 	case strings.Contains(s, "bad certificate"), strings.Contains(s, "certificate required"),
 		strings.Contains(s, "unknown certificate"), errors.Is(err, io.EOF), strings.Contains(s, "connection reset"):
-		return fmt.Errorf("the peer refused our certificate (%v): check its log; is this node enrolled in that ring, its certificate valid and not revoked?", err)
+		return fmt.Errorf("the peer refused our certificate (%v): check the peer's log, and that this node is enrolled in that ring with a valid, unrevoked certificate", err)
 	}
 	return err
 }

@@ -145,8 +145,8 @@ func Open(opts Options) (*Node, error) {
 	}
 	n.peers = newPeerStore(filepath.Join(rn.DataDir(), FilePeers), rn.ID)
 	if err := rn.CheckOwnCert(time.Now()); err != nil {
-		log.Warn("own certificate will be refused by peers: "+err.Error()+"; re-enroll the node (epost node init or node request/accept)",
-			"node", rn.ID.Short())
+		log.Warn("own certificate will be refused by peers: "+err.Error(),
+			"node", rn.ID.Short(), "fix", "re-enroll the node (epost node init, or node request and node accept)")
 	}
 	return n, nil
 }
