@@ -220,7 +220,9 @@ func (r *testRing) multicastAndCheck(topic ids.Key, label string, count int, wan
 		sent = append(sent, p)
 		r.net.RunFor(200 * time.Millisecond)
 	}
-	r.net.RunFor(5 * time.Second)
+	// Pastry may take a few seconds to route around nodes that crashed recently (hop
+	// timeouts, then reroutes), so allow for that before counting.
+	r.net.RunFor(15 * time.Second)
 	bad := 0
 	for _, m := range want {
 		if !m.node.alive {
@@ -246,4 +248,54 @@ func (r *testRing) multicastAndCheck(topic ids.Key, label string, count int, wan
 	if bad > 5 {
 		r.t.Errorf("%s: %d missing or duplicate deliveries in all", label, bad)
 	}
+}
+
+// treeWhole reports whether every live member's chain of parents leads, through live nodes
+// that agree they are parent and child, to the live node closest to the topic.
+func (r *testRing) treeWhole(topic ids.Key, members []*member) bool {
+	byID := map[ids.ID]*testNode{}
+	for _, tn := range r.liveNodes() {
+		byID[tn.ep.ID()] = tn
+	}
+	root := r.closestLive(topic.ID)
+	for _, m := range members {
+		if !m.node.alive {
+			continue
+		}
+		tn := m.node
+		for hops := 0; ; hops++ {
+			st, ok := tn.sc.State(topic)
+			if !ok || hops > 64 {
+				return false
+			}
+			if st.Root {
+				if tn != root {
+					return false
+				}
+				break
+			}
+			p := byID[st.Parent.ID]
+			if p == nil {
+				return false
+			}
+			pst, ok := p.sc.State(topic)
+			if !ok || !slices.ContainsFunc(pst.Children, func(h pastry.Handle) bool { return h.ID == tn.ep.ID() }) {
+				return false
+			}
+			tn = p
+		}
+	}
+	return true
+}
+
+// awaitWhole runs the network until the tree is whole again and returns how long that took.
+func (r *testRing) awaitWhole(topic ids.Key, members []*member, limit time.Duration) (time.Duration, bool) {
+	start := r.net.Elapsed()
+	for r.net.Elapsed()-start < limit {
+		if r.treeWhole(topic, members) {
+			return r.net.Elapsed() - start, true
+		}
+		r.net.RunFor(250 * time.Millisecond)
+	}
+	return limit, false
 }
