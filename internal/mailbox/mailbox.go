@@ -78,6 +78,8 @@ type FolderInfo struct {
 	Name       string
 	SpecialUse imap.MailboxAttr // "" or one of \Sent \Drafts \Trash \Junk \Archive \All \Flagged
 	Subscribed bool
+	// UIDValidity is only set by Folder.Info.
+	UIDValidity uint32
 }
 
 // Status is a folder's counters (RFC 3501 section 6.3.10, RFC 7162 section

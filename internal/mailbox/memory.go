@@ -288,7 +288,7 @@ func (f *memFolder) Watch() (<-chan struct{}, func()) {
 func (f *memFolder) Info() FolderInfo {
 	f.store.mu.RLock()
 	defer f.store.mu.RUnlock()
-	return FolderInfo{Name: f.name, SpecialUse: f.use, Subscribed: f.store.subscribed[f.name]}
+	return FolderInfo{Name: f.name, SpecialUse: f.use, Subscribed: f.store.subscribed[f.name], UIDValidity: f.uidValidity}
 }
 
 // Status implements Folder.

@@ -163,6 +163,13 @@ func bodyStructure(raw textproto.Header, r io.Reader, parent string, depth int) 
 		}
 	}
 	typ, sub, _ := strings.Cut(mediaType, "/")
+	if strings.EqualFold(typ, "text") && params["charset"] == "" {
+		// RFC 2045 section 5.2: text defaults to charset us-ascii.
+		if params == nil {
+			params = map[string]string{}
+		}
+		params["charset"] = "us-ascii"
+	}
 
 	if typ == "multipart" && params["boundary"] != "" && depth < maxParseDepth {
 		bs := &imap.BodyStructureMultiPart{Subtype: sub}

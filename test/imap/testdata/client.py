@@ -1,0 +1,408 @@
+"""IMAP client checks against the epost IMAP server, with imaplib only.
+
+Usage: client.py HOST PORT USER PASSWORD TEST
+Exit status 0 and a last line "ok TEST" on success.
+"""
+import imaplib
+import re
+import socket
+import sys
+import threading
+import time
+
+# imaplib predates these states for ID and knows no QRESYNC-era commands.
+imaplib.Commands["ID"] = ("NONAUTH", "AUTH", "SELECTED")
+imaplib.Commands["ENABLE"] = ("AUTH",)
+
+HOST, PORT, USER, PASSWORD, TEST = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
+
+MULTIPART = (
+    b"From: Alice Example <alice@example.org>\r\n"
+    b"To: Bob <bob@example.org>, carol@example.org\r\n"
+    b"Cc: dave@example.org\r\n"
+    b"Subject: Quarterly report\r\n"
+    b"Date: Mon, 02 Jan 2006 15:04:05 -0700\r\n"
+    b"Message-ID: <report-1@example.org>\r\n"
+    b"MIME-Version: 1.0\r\n"
+    b"Content-Type: multipart/mixed; boundary=\"outer\"\r\n"
+    b"\r\n"
+    b"preamble\r\n"
+    b"--outer\r\n"
+    b"Content-Type: multipart/alternative; boundary=\"alt\"\r\n"
+    b"\r\n"
+    b"--alt\r\n"
+    b"Content-Type: text/plain; charset=utf-8\r\n"
+    b"Content-Transfer-Encoding: quoted-printable\r\n"
+    b"\r\n"
+    b"The numbers are in: revenue grew by zebrafish percent.\r\n"
+    b"--alt\r\n"
+    b"Content-Type: text/html; charset=utf-8\r\n"
+    b"\r\n"
+    b"<p>The numbers are in.</p>\r\n"
+    b"--alt--\r\n"
+    b"--outer\r\n"
+    b"Content-Type: application/pdf; name=\"report.pdf\"\r\n"
+    b"Content-Disposition: attachment; filename=\"report.pdf\"\r\n"
+    b"Content-Transfer-Encoding: base64\r\n"
+    b"\r\n"
+    b"JVBERi0xLjQKJcfsj6IK\r\n"
+    b"--outer\r\n"
+    b"Content-Type: message/rfc822\r\n"
+    b"\r\n"
+    b"From: Eve <eve@example.net>\r\n"
+    b"To: alice@example.org\r\n"
+    b"Subject: Forwarded inner\r\n"
+    b"\r\n"
+    b"Inner body line\r\n"
+    b"--outer--\r\n"
+)
+
+
+def simple(subject, body=b"hello\r\n", extra=b""):
+    return (b"From: sender@example.org\r\nTo: " + USER.encode() + b"\r\nSubject: " + subject +
+            b"\r\n" + extra + b"\r\n" + body)
+
+
+def connect():
+    c = imaplib.IMAP4(HOST, PORT)
+    c.login(USER, PASSWORD)
+    return c
+
+
+def check(cond, what):
+    if not cond:
+        raise AssertionError(what)
+
+
+def ok(typ, data, what):
+    check(typ == "OK", "%s: %s %r" % (what, typ, data))
+    return data
+
+
+def fetch_one(c, uid, items):
+    data = ok(*c.uid("FETCH", str(uid), items), "fetch " + items)
+    parts = [d for d in data if d is not None]
+    return parts
+
+
+def fresh_folder(c, name):
+    c.delete(name)
+    ok(*c.create(name), "create " + name)
+    ok(*c.select(name), "select " + name)
+
+
+def append_uid(c, folder, flags, msg):
+    # imaplib's append rewrites line ends to CRLF; send the literal as is.
+    args = [folder] + ([flags] if flags else [])
+    c.literal = msg
+    typ, data = c._command_complete("APPEND", c._command("APPEND", *args))
+    ok(typ, data, "append")
+    m = re.search(rb"APPENDUID (\d+) (\d+)", data[0])
+    check(m, "APPENDUID in %r" % data)
+    return int(m.group(2))
+
+
+def t_login_list():
+    c = connect()
+    caps = tuple(ok(*c.capability(), "capability")[0].decode().upper().split())
+    for cap in ("IMAP4REV1", "IMAP4REV2", "IDLE", "MOVE", "UIDPLUS", "SPECIAL-USE", "CONDSTORE", "NAMESPACE", "ESEARCH", "LITERAL+", "ENABLE", "UNSELECT", "LIST-STATUS", "ID"):
+        check(cap in caps, "capability %s in %r" % (cap, caps))
+    check(any(x.startswith("APPENDLIMIT=") for x in caps), "APPENDLIMIT in %r" % (caps,))
+    data = ok(*c.list(), "list")
+    text = b"\n".join(data)
+    for use, name in ((b"\\Sent", b"Sent"), (b"\\Drafts", b"Drafts"), (b"\\Trash", b"Trash"), (b"\\Junk", b"Junk"), (b"\\Archive", b"Archive")):
+        check(re.search(rb"\(.*" + re.escape(use) + rb".*\) \"/\" \"?" + name, text), "special-use %r in %r" % (use, text))
+    check(b"INBOX" in text, "INBOX listed")
+    ok(*c.namespace(), "namespace")
+    c.logout()
+    # A wrong password is refused without dropping the server.
+    c = imaplib.IMAP4(HOST, PORT)
+    try:
+        c.login(USER, "wrong")
+        raise AssertionError("wrong password accepted")
+    except imaplib.IMAP4.error:
+        pass
+    c.login(USER, PASSWORD)
+    c.logout()
+
+
+def t_id_before_login():
+    c = imaplib.IMAP4(HOST, PORT)
+    typ, data = c.xatom("ID", '("name" "imaplib" "version" "3")')
+    check(typ == "OK", "ID: %s %r" % (typ, data))
+    check(any(b"epost" in d for d in c.untagged_responses.get("ID", [])), "server ID %r" % c.untagged_responses)
+    # Unknown commands get BAD and the connection lives on.
+    try:
+        c.xatom("FROBNICATE")
+        raise AssertionError("unknown command accepted")
+    except imaplib.IMAP4.error as e:
+        check("BAD" in str(e) or "Unknown" in str(e), "BAD reply: %s" % e)
+    c.login(USER, PASSWORD)
+    typ, data = c.xatom("ID", "NIL")
+    check(typ == "OK", "ID after login")
+    c.logout()
+
+
+def t_append_fetch():
+    c = connect()
+    fresh_folder(c, "Reports")
+    uid = append_uid(c, "Reports", r"(\Flagged $Important)", MULTIPART)
+    ok(*c.select("Reports"), "select")
+    parts = fetch_one(c, uid, "(UID FLAGS RFC822.SIZE INTERNALDATE ENVELOPE)")
+    head = parts[0] if isinstance(parts[0], bytes) else parts[0][0]
+    check(b"\\Flagged" in head and b"$Important" in head, "flags in %r" % head)
+    check(b"RFC822.SIZE %d" % len(MULTIPART) in head, "size in %r" % head)
+    check(b'"Quarterly report"' in head, "subject in envelope %r" % head)
+    check(b'("Alice Example" NIL "alice@example.org" NIL)' in head or b'("Alice Example" NIL "alice" "example.org")' in head, "from in envelope %r" % head)
+    check(b'"<report-1@example.org>"' in head, "message-id %r" % head)
+
+    parts = fetch_one(c, uid, "(BODYSTRUCTURE)")
+    bs = parts[0] if isinstance(parts[0], bytes) else b"".join(p if isinstance(p, bytes) else b"".join(p) for p in parts)
+    for needle in (b'("text" "plain" ("charset" "utf-8") NIL NIL "quoted-printable"',
+                   b'"alternative"', b'"mixed"', b'"application" "pdf"', b'("attachment" ("filename" "report.pdf"))',
+                   b'"message" "rfc822"', b'"Forwarded inner"', b'("text" "html"'):
+        check(needle.lower() in bs.lower(), "%r in BODYSTRUCTURE %r" % (needle, bs))
+
+    parts = fetch_one(c, uid, "(BODY.PEEK[HEADER])")
+    hdr = parts[0][1]
+    check(hdr == MULTIPART[:MULTIPART.index(b"\r\n\r\n") + 4], "header bytes %r" % hdr)
+    parts = fetch_one(c, uid, "(BODY.PEEK[]<0.100>)")
+    check(parts[0][1] == MULTIPART[:100], "partial 0.100 %r" % (parts[0],))
+    check(b"BODY[]<0>" in parts[0][0], "partial origin in %r" % parts[0][0])
+    parts = fetch_one(c, uid, "(BODY.PEEK[]<100.50>)")
+    check(parts[0][1] == MULTIPART[100:150], "partial 100.50")
+    parts = fetch_one(c, uid, "(BODY.PEEK[1.1])")
+    check(b"zebrafish" in parts[0][1], "part 1.1 %r" % (parts[0],))
+    parts = fetch_one(c, uid, "(BODY.PEEK[3.HEADER])")
+    check(b"Subject: Forwarded inner" in parts[0][1], "part 3 header %r" % (parts[0],))
+    # PEEK left \Seen alone; BODY[] sets it.
+    parts = fetch_one(c, uid, "(FLAGS)")
+    check(b"\\Seen" not in parts[0], "seen not set by peek")
+    parts = fetch_one(c, uid, "(BODY[])")
+    check(parts[0][1] == MULTIPART, "full body byte-exact")
+    parts = fetch_one(c, uid, "(FLAGS)")
+    check(b"\\Seen" in parts[0], "seen set by BODY[] %r" % parts)
+    # EXAMINE is read-only.
+    ok(*c.select("Reports", readonly=True), "examine")
+    typ, data = c.uid("STORE", str(uid), "+FLAGS", r"(\Deleted)")
+    check(typ == "NO", "store in examine refused: %s %r" % (typ, data))
+    c.logout()
+
+
+def t_store_copy_move_expunge():
+    c = connect()
+    fresh_folder(c, "Work")
+    c.delete("Work2")
+    ok(*c.create("Work2"), "create Work2")
+    uids = [append_uid(c, "Work", None, simple(b"msg %d" % i)) for i in range(5)]
+    ok(*c.select("Work"), "select")
+    data = ok(*c.uid("STORE", "%d:%d" % (uids[0], uids[1]), "+FLAGS", r"(\Seen $Label1 custom_kw)"), "store")
+    check(any(b"$Label1" in d for d in data), "store reply %r" % data)
+    data = ok(*c.uid("SEARCH", "KEYWORD", "custom_kw"), "search keyword")
+    check(data[0].split() == [str(uids[0]).encode(), str(uids[1]).encode()], "keyword search %r" % data)
+    data = ok(*c.uid("SEARCH", "UNSEEN"), "search unseen")
+    check(len(data[0].split()) == 3, "unseen %r" % data)
+    ok(*c.uid("STORE", str(uids[0]), "-FLAGS", "($Label1)"), "remove kw")
+    parts = fetch_one(c, uids[0], "(FLAGS)")
+    check(b"$Label1" not in parts[0] and b"custom_kw" in parts[0], "flags after -FLAGS %r" % parts)
+
+    typ, data = c.uid("COPY", "%d" % uids[2], "Work2")
+    ok(typ, data, "copy")
+    check(c.response("COPYUID")[1][0], "COPYUID after COPY")
+    typ, data = c.uid("COPY", "%d" % uids[2], "NoSuchFolder")
+    check(typ == "NO" and c.response("TRYCREATE")[1][0] is not None, "TRYCREATE %s %r" % (typ, data))
+
+    typ, data = c.uid("MOVE", "%d" % uids[3], "Work2")
+    ok(typ, data, "move")
+    check(c.response("COPYUID")[1][0], "COPYUID after MOVE")
+    data = ok(*c.uid("SEARCH", "ALL"), "search all")
+    check(str(uids[3]).encode() not in data[0].split(), "moved gone %r" % data)
+
+    ok(*c.uid("STORE", str(uids[4]), "+FLAGS.SILENT", r"(\Deleted)"), "delete flag")
+    typ, data = c.expunge()
+    ok(typ, data, "expunge")
+    data = ok(*c.uid("SEARCH", "ALL"), "search all")
+    check(data[0].split() == [str(u).encode() for u in uids[:3]], "after expunge %r" % data)
+    st = ok(*c.status("Work2", "(MESSAGES UIDNEXT UIDVALIDITY UNSEEN)"), "status")
+    check(b"MESSAGES 2" in st[0], "status %r" % st)
+    c.logout()
+
+
+def t_search():
+    c = connect()
+    fresh_folder(c, "Search")
+    u1 = append_uid(c, "Search", None, simple(b"Invoice 42", b"Please pay the invoice for the aardvark.\r\n", b"X-Tag: blue\r\n"))
+    u2 = append_uid(c, "Search", r"(\Flagged)", simple(b"Lunch?", b"Shall we eat at noon?\r\n"))
+    u3 = append_uid(c, "Search", None, simple(b"=?utf-8?q?Gr=C3=BC=C3=9Fe?=", b"Gr\xc3\xbc\xc3\x9fe aus K\xc3\xb6ln\r\n",
+                                              b"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n"))
+    ok(*c.select("Search"), "select")
+    def s(*crit):
+        return [int(x) for x in ok(*c.uid("SEARCH", *crit), "search %r" % (crit,))[0].split()]
+    check(s("SUBJECT", "invoice") == [u1], "subject")
+    check(s("BODY", "aardvark") == [u1], "body")
+    check(s("TEXT", "noon") == [u2], "text")
+    check(s("FLAGGED") == [u2], "flagged")
+    check(s("HEADER", "X-Tag", "blue") == [u1], "header")
+    check(s("FROM", "sender@example.org") == [u1, u2, u3], "from")
+    check(s("NOT", "FLAGGED") == [u1, u3], "not")
+    check(s("OR", "SUBJECT", "lunch", "BODY", "aardvark") == [u1, u2], "or")
+    c.literal = "Grüße".encode()
+    typ, data = c.uid("SEARCH", "CHARSET", "UTF-8", "SUBJECT")
+    check(typ == "OK" and [int(x) for x in data[0].split()] == [u3], "utf-8 subject search %s %r" % (typ, data))
+    c.literal = "köln".encode()
+    typ, data = c.uid("SEARCH", "CHARSET", "UTF-8", "BODY")
+    check(typ == "OK" and [int(x) for x in data[0].split()] == [u3], "utf-8 body search %s %r" % (typ, data))
+    c.logout()
+
+
+def t_utf8_headers():
+    c = connect()
+    fresh_folder(c, "Intl")
+    raw = ("From: =?utf-8?q?J=C3=BCrgen?= <juergen@example.de>\r\nTo: Zoë <zoe@example.fr>\r\n"
+           "Subject: Grüße aus Köln\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nHallo Zoë\r\n").encode("utf-8")
+    uid = append_uid(c, "Intl", None, raw)
+    ok(*c.select("Intl"), "select")
+    parts = fetch_one(c, uid, "(ENVELOPE BODY.PEEK[])")
+    flat = b"".join(p if isinstance(p, bytes) else b"".join(p) for p in parts)
+    check("Grüße aus Köln".encode() in flat, "raw utf-8 subject in envelope %r" % flat)
+    check(raw in flat, "body byte-exact")
+    c.logout()
+
+
+def t_big_attachment():
+    import base64, os
+    c = connect()
+    fresh_folder(c, "Big")
+    blob = os.urandom(20 * 1024 * 1024)
+    b64 = base64.encodebytes(blob).replace(b"\n", b"\r\n")
+    raw = (b"From: a@example.org\r\nSubject: big\r\nMIME-Version: 1.0\r\n"
+           b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nsee attached\r\n"
+           b"--b\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\n" + b64 + b"--b--\r\n")
+    check(len(raw) > 20 * 1024 * 1024, "message over 20 MB")
+    t0 = time.time()
+    uid = append_uid(c, "Big", None, raw)
+    ok(*c.select("Big"), "select")
+    parts = fetch_one(c, uid, "(RFC822.SIZE BODY.PEEK[])")
+    check(parts[0][1] == raw, "20 MB byte-exact round trip")
+    parts = fetch_one(c, uid, "(BODY.PEEK[2])")
+    check(base64.decodebytes(parts[0][1]) == blob, "attachment part decodes to the original")
+    print("big round trip %.2fs" % (time.time() - t0))
+    c.logout()
+
+
+def t_malformed():
+    c = connect()
+    fresh_folder(c, "Broken")
+    samples = [
+        b"no header separator at all, just text",
+        b"Subject: unterminated multipart\r\nContent-Type: multipart/mixed; boundary=zz\r\n\r\n--zz\r\nContent-Type: text/plain\r\n\r\ntruncated",
+        b"Content-Type: multipart/mixed\r\n\r\nmultipart without boundary\r\n",
+        b"Subject: =?bogus?x?\xff\xfe?=\r\nFrom: <<<@@@>>>\r\nDate: yesterday-ish\r\n\r\n\x00\x01\xff binary \r\n",
+        b"Content-Type: message/rfc822\r\n\r\nContent-Type: multipart/alternative; boundary=q\r\n\r\n--q\r\n",
+        b"\r\n",
+        b"Bare-LF: yes\nSubject: lf only\n\nbody\n",
+    ]
+    uids = [append_uid(c, "Broken", None, m) for m in samples]
+    ok(*c.select("Broken"), "select")
+    for uid, m in zip(uids, samples):
+        parts = fetch_one(c, uid, "(ENVELOPE BODYSTRUCTURE RFC822.SIZE BODY.PEEK[])")
+        body = [p for p in parts if isinstance(p, tuple) and b"BODY[]" in p[0]]
+        check(body and body[-1][1] == m, "malformed message %d byte-exact: %r" % (uid, parts))
+    ok(*c.uid("SEARCH", "TEXT", "binary"), "search over malformed")
+    c.logout()
+
+
+def t_idle():
+    c = connect()
+    fresh_folder(c, "Watched")
+    ok(*c.select("Watched"), "select")
+    tag = c._new_tag().decode()
+    c.send(("%s IDLE\r\n" % tag).encode())
+    line = c.readline()
+    check(line.startswith(b"+"), "idle continuation %r" % line)
+    delay = {}
+
+    def deliver():
+        time.sleep(0.2)
+        d = connect()
+        delay["t0"] = time.time()
+        d.append("Watched", None, None, simple(b"wake up"))
+        d.logout()
+
+    th = threading.Thread(target=deliver)
+    th.start()
+    c.sock.settimeout(3)
+    line = c.readline()
+    woke = time.time()
+    th.join()
+    check(re.match(rb"\* 1 EXISTS", line), "EXISTS during IDLE, got %r" % line)
+    lag = woke - delay["t0"]
+    check(lag < 1.0, "IDLE woke after %.3fs" % lag)
+    c.send(b"DONE\r\n")
+    while True:
+        line = c.readline()
+        if line.startswith(tag.encode()):
+            check(b"OK" in line, "idle done %r" % line)
+            break
+    print("idle wake-up %.1f ms" % (lag * 1000))
+    c.sock.settimeout(None)
+    c.logout()
+
+
+def t_condstore():
+    c = connect()
+    c.delete("Sync")
+    ok(*c.create("Sync"), "create")
+    uid = append_uid(c, "Sync", None, simple(b"modseq"))
+    typ, data = c._simple_command("ENABLE", "CONDSTORE")
+    ok(typ, data, "enable")
+    check(c.untagged_responses.get("ENABLED") and b"CONDSTORE" in c.untagged_responses["ENABLED"][0], "ENABLED %r" % c.untagged_responses)
+    typ, data = c._simple_command("SELECT", "Sync", "(CONDSTORE)")
+    ok(typ, data, "select condstore")
+    c.state = "SELECTED"  # imaplib only tracks its own select()
+    check(any(b"HIGHESTMODSEQ" in x for x in c.untagged_responses.get("OK", [])), "HIGHESTMODSEQ on select %r" % c.untagged_responses)
+    parts = fetch_one(c, uid, "(FLAGS MODSEQ)")
+    m = re.search(rb"MODSEQ \((\d+)\)", parts[0])
+    check(m, "MODSEQ in %r" % parts)
+    m1 = int(m.group(1))
+    data = ok(*c.uid("STORE", str(uid), "+FLAGS", r"(\Answered)"), "store")
+    m = re.search(rb"MODSEQ \((\d+)\)", b" ".join(data))
+    check(m and int(m.group(1)) > m1, "modseq grew %r" % data)
+    m2 = int(m.group(1))
+    typ, data = c.uid("STORE", str(uid), "(UNCHANGEDSINCE %d)" % m1, "+FLAGS", r"(\Seen)")
+    check(typ == "OK" and c.response("MODIFIED")[1][0] == str(uid).encode(), "UNCHANGEDSINCE conflict %s %r" % (typ, data))
+    data = ok(*c.uid("FETCH", "1:*", "(FLAGS)", "(CHANGEDSINCE %d)" % m1), "changedsince")
+    check(any(d and b"MODSEQ (%d)" % m2 in d for d in data), "changedsince result %r" % data)
+    data = ok(*c.uid("FETCH", "1:*", "(FLAGS)", "(CHANGEDSINCE %d)" % m2), "changedsince none")
+    check(data == [None], "nothing changed since %d: %r" % (m2, data))
+    st = ok(*c.status("Sync", "(HIGHESTMODSEQ)"), "status")
+    check(b"HIGHESTMODSEQ %d" % m2 in st[0], "status highestmodseq %r" % st)
+    data = ok(*c.uid("SEARCH", "MODSEQ", str(m2)), "search modseq")
+    check(data[0].split()[0] == str(uid).encode() and b"MODSEQ" in data[0], "search modseq %r" % data)
+    c.logout()
+
+
+def t_recent():
+    c = connect()
+    fresh_folder(c, "Fresh")
+    c.close()
+    d = connect()
+    d.append("Fresh", None, None, simple(b"new one"))
+    d.logout()
+    typ, data = c.select("Fresh")
+    check(c.untagged_responses.get("RECENT") == [b"1"], "RECENT 1 %r" % c.untagged_responses)
+    data = ok(*c.search(None, "RECENT"), "search recent")
+    check(data[0] == b"1", "recent search %r" % data)
+    # A second session does not see it as recent (RFC 3501 section 2.3.2).
+    e = connect()
+    e.select("Fresh")
+    check(e.untagged_responses.get("RECENT") == [b"0"], "RECENT 0 in second session %r" % e.untagged_responses)
+    e.logout()
+    c.logout()
+
+
+TESTS = {name[2:]: fn for name, fn in globals().items() if name.startswith("t_")}
+
+if __name__ == "__main__":
+    TESTS[TEST]()
+    print("ok", TEST)
