@@ -26,7 +26,7 @@ func runSimStore(args []string) error {
 	seed := fs.Uint64("seed", 1, "random seed; the same seed gives the same output")
 	fs.IntVar(&c.Replicas, "replicas", 3, "replicas per object (k)")
 	fs.IntVar(&c.LeafSet, "leafset", 24, "leaf-set size L")
-	fs.DurationVar(&c.FailSpacing, "fail-spacing", 20*time.Second, "sequential mode: virtual time between two failures")
+	fs.DurationVar(&c.FailSpacing, "fail-spacing", 10*time.Second, "sequential mode: virtual time between two failures")
 	fs.DurationVar(&c.RepairTime, "repair", 2*time.Minute, "virtual time allowed for repair after the failures")
 	fs.Float64Var(&c.InsertRate, "insert-rate", 500, "inserts per virtual second")
 	quiet := fs.Bool("quiet", false, "no progress notes on stderr")

@@ -128,8 +128,8 @@ func (n *Node) syncRound() {
 
 // onSyncRequest offers the requester what it lacks on its arc.
 func (n *Node) onSyncRequest(from pastry.Handle, m *message) {
-	if m.Arc.Ring != n.cfg.Ring || !n.isNeighbour(from.ID) {
-		return // only leaf-set members share responsibility with us
+	if m.Arc.Ring != n.cfg.Ring || !n.inLeafRange(from.ID) {
+		return // only nodes that belong in our leaf set share responsibility with us
 	}
 	b := &bloom{bits: m.Bloom, salt: m.Salt}
 	var count, digest uint64
@@ -159,16 +159,14 @@ func (n *Node) onSyncRequest(from pastry.Handle, m *message) {
 	n.send(from, &message{Type: mSyncOffer, Op: m.Op, Key: ids.Key{Ring: n.cfg.Ring}, Keys: offer, Flag: more}, true)
 }
 
-// isNeighbour reports whether id is in our leaf set.
-func (n *Node) isNeighbour(id ids.ID) bool {
-	for _, side := range [2][]pastry.Handle{n.right, n.left} {
-		for _, h := range side {
-			if h.ID == id {
-				return true
-			}
-		}
+// inLeafRange reports whether id lies within our leaf set's range: a leaf member, or a node
+// that would be one (a newcomer we have not heard of yet must still get its answer).
+func (n *Node) inLeafRange(id ids.ID) bool {
+	if len(n.left) < n.cfg.Replicas || len(n.right) < n.cfg.Replicas {
+		return true
 	}
-	return false
+	lo, hi := n.left[len(n.left)-1].ID, n.right[len(n.right)-1].ID
+	return id == lo || ids.Between(lo, id, hi)
 }
 
 // onSyncOffer fetches the offered versions we lack, each from one neighbour only.

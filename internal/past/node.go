@@ -119,6 +119,7 @@ type Node struct {
 	nextOp uint64
 
 	round     uint64
+	followUps int // quick extra rounds left after a leaf-set change
 	nextRound time.Time
 	nextGC    time.Time
 	fetching  map[ids.Key]time.Time // maintenance fetches in flight, until their deadline
@@ -128,6 +129,8 @@ type Node struct {
 	out   []Outgoing
 	done  []func()
 	stats Stats
+
+	skipClientCheck bool // tests: play a writer that sends what replicas must refuse
 }
 
 type localMsg struct {
@@ -172,6 +175,7 @@ func (n *Node) SetLeafSet(now time.Time, left, right []pastry.Handle) {
 	if due := now.Add(n.cfg.MaintenanceDelay); n.nextRound.IsZero() || due.Before(n.nextRound) {
 		n.nextRound = due
 	}
+	n.followUps = 2
 	n.flushLocal()
 }
 
@@ -227,6 +231,12 @@ func (n *Node) Tick(now time.Time) {
 	if n.ready && !now.Before(n.nextRound) {
 		n.syncRound()
 		n.nextRound = now.Add(jitter(n.rng, n.cfg.MaintenanceInterval))
+		if n.followUps > 0 {
+			// Neighbours learn of a change at different times, and one that did not yet know
+			// us ignored our request: ask again once their views have settled.
+			n.followUps--
+			n.nextRound = now.Add(followUpDelay + jitter(n.rng, followUpDelay))
+		}
 	}
 	if !now.Before(n.nextGC) {
 		if !n.nextGC.IsZero() {
@@ -251,6 +261,11 @@ func (n *Node) collect() {
 		n.stats.Purged += uint64(c)
 	}
 }
+
+// followUpDelay spaces the extra maintenance rounds after a leaf-set change: long enough for
+// neighbours' failure detection to agree (pastry probes leaf members every few seconds once
+// suspicious), short against the maintenance interval.
+const followUpDelay = 10 * time.Second
 
 func jitter(r *rand.Rand, d time.Duration) time.Duration {
 	return d/2 + time.Duration(r.Int64N(int64(d)))

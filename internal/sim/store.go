@@ -81,7 +81,7 @@ func (c *StoreConfig) Validate() error {
 		c.InsertRate = 500
 	}
 	if c.FailSpacing <= 0 {
-		c.FailSpacing = 20 * time.Second
+		c.FailSpacing = 10 * time.Second
 	}
 	if c.RepairTime <= 0 {
 		c.RepairTime = 2 * time.Minute
