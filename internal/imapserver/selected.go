@@ -34,6 +34,10 @@ type selected struct {
 
 	searchRes []imap.UID // SEARCH SAVE result, "$" (RFC 5182)
 
+	// rev2 is set once the client enabled IMAP4rev2, which has no \Recent
+	// (RFC 9051 appendix E).
+	rev2 bool
+
 	// pendingExpunge is set when sync saw expunges it could not report
 	// yet (during FETCH, STORE or SEARCH).
 	pendingExpunge bool
@@ -82,6 +86,7 @@ func (s *session) Select(name string, options *imap.SelectOptions) (*imap.Select
 	if !options.ReadOnly {
 		sel.claimRecent()
 	}
+	sel.rev2 = s.conn.EnabledCaps().Has(imap.CapIMAP4rev2)
 	s.sel = sel
 
 	flags := []imap.Flag{imap.FlagSeen, imap.FlagAnswered, imap.FlagFlagged, imap.FlagDeleted, imap.FlagDraft}
@@ -252,7 +257,7 @@ func (s *session) sync(w *imapconn.UpdateWriter, allowExpunge bool) error {
 
 // flags returns a message's flags as this session shows them.
 func (sel *selected) flags(m *mailbox.Summary) []imap.Flag {
-	if !sel.recent[m.UID] {
+	if sel.rev2 || !sel.recent[m.UID] {
 		return m.Flags
 	}
 	return append(slices.Clone(m.Flags), mailbox.FlagRecent)

@@ -1,0 +1,189 @@
+package imap_test
+
+import (
+	"bufio"
+	"crypto/tls"
+	"net"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"epost/internal/imapserver"
+
+	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapclient"
+)
+
+func clientTLS() *tls.Config { return &tls.Config{InsecureSkipVerify: true} } // self-signed test cert
+
+// TestTLS logs in over implicit TLS and over STARTTLS, with plaintext login
+// forbidden (AllowPlaintextAuth false does not matter on loopback, so the
+// policy itself is tested in TestPlaintextPolicy).
+func TestTLS(t *testing.T) {
+	cfg := selfSigned(t)
+	implicit := startServer(t, imapserver.Config{TLS: cfg}, true)
+	c, err := imapclient.DialTLS(implicit.addr, &imapclient.Options{TLSConfig: clientTLS()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Login(testUser, testPassword).Wait(); err != nil {
+		t.Fatalf("login over TLS: %v", err)
+	}
+	c.Close()
+
+	plain := startServer(t, imapserver.Config{TLS: cfg}, false)
+	c, err = imapclient.DialStartTLS(plain.addr, &imapclient.Options{TLSConfig: clientTLS()})
+	if err != nil {
+		t.Fatalf("STARTTLS: %v", err)
+	}
+	if err := c.Login(testUser, testPassword).Wait(); err != nil {
+		t.Fatalf("login after STARTTLS: %v", err)
+	}
+	c.Close()
+}
+
+// TestPlaintextPolicy: a connection that is neither loopback nor TLS gets
+// LOGINDISABLED and a refused LOGIN (RFC 9051 section 6.2.3). The server
+// sees the client through a net.Pipe whose address is not loopback.
+func TestPlaintextPolicy(t *testing.T) {
+	for _, allow := range []bool{false, true} {
+		s := startServer(t, imapserver.Config{AllowPlaintextAuth: allow}, false)
+		ln := newPipeListener()
+		go s.srv.Serve(ln)
+		conn := ln.dial()
+		r := bufio.NewReader(conn)
+		greeting, _ := r.ReadString('\n')
+		if got := strings.Contains(greeting, "LOGINDISABLED"); got == allow {
+			t.Errorf("allow=%v: greeting %q", allow, greeting)
+		}
+		conn.Write([]byte("a LOGIN \"" + testUser + "\" \"" + testPassword + "\"\r\n"))
+		resp, _ := r.ReadString('\n')
+		if got := strings.HasPrefix(resp, "a OK"); got != allow {
+			t.Errorf("allow=%v: login reply %q", allow, resp)
+		}
+		conn.Close()
+	}
+}
+
+// TestMaxConns: connections beyond the limit get BYE at once.
+func TestMaxConns(t *testing.T) {
+	s := startServer(t, imapserver.Config{MaxConns: 2}, false)
+	var conns []net.Conn
+	for i := 0; i < 3; i++ {
+		c, err := net.Dial("tcp", s.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		conns = append(conns, c)
+		line, _ := bufio.NewReader(c).ReadString('\n')
+		if want := i < 2; strings.HasPrefix(line, "* OK") != want {
+			t.Errorf("conn %d: %q", i, line)
+		}
+	}
+}
+
+// TestIdleTimeout: a silent client is dropped after CommandTimeout.
+func TestIdleTimeout(t *testing.T) {
+	s := startServer(t, imapserver.Config{CommandTimeout: 200 * time.Millisecond}, false)
+	c, err := net.Dial("tcp", s.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	r := bufio.NewReader(c)
+	r.ReadString('\n')
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	start := time.Now()
+	if _, err := r.ReadString('\n'); err == nil {
+		// a BYE line is fine too; the connection must then close
+		_, err = r.ReadString('\n')
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("silent connection kept for %v", d)
+	}
+}
+
+// TestAppendLimit: an APPEND over the limit gets NO [TOOBIG]; a LITERAL+
+// one over the limit ends the connection instead of being parsed as
+// commands.
+func TestAppendLimit(t *testing.T) {
+	s := startServer(t, imapserver.Config{AppendLimit: 1000}, false)
+	c, err := imapclient.DialInsecure(s.addr, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Login(testUser, testPassword).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if !c.Caps().Has("APPENDLIMIT=1000") {
+		t.Errorf("caps %v", c.Caps())
+	}
+	cmd := c.Append("INBOX", 2000, nil)
+	cmd.Write(make([]byte, 2000))
+	cmd.Close()
+	if _, err := cmd.Wait(); err == nil || !strings.Contains(err.Error(), "TOOBIG") {
+		t.Errorf("oversized append: %v", err)
+	}
+
+	raw, err := net.Dial("tcp", s.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	r := bufio.NewReader(raw)
+	r.ReadString('\n')
+	raw.Write([]byte("a LOGIN \"" + testUser + "\" \"" + testPassword + "\"\r\n"))
+	r.ReadString('\n')
+	raw.Write([]byte("b APPEND INBOX {2000+}\r\n" + strings.Repeat("c NOOP\r\n", 250)))
+	raw.SetReadDeadline(time.Now().Add(5 * time.Second))
+	var lines []string
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			break
+		}
+		lines = append(lines, line)
+	}
+	got := strings.Join(lines, "")
+	if !strings.Contains(got, "b NO [TOOBIG]") || strings.Contains(got, "c OK") {
+		t.Errorf("LITERAL+ overflow: %q", got)
+	}
+}
+
+// TestGoClientRoundTrip checks go-imap's own client sees the same thing as
+// imaplib: APPEND, FETCH of the parse cache, and IDLE-free polling.
+func TestGoClientRoundTrip(t *testing.T) {
+	s := startServer(t, imapserver.Config{}, false)
+	c, err := imapclient.DialInsecure(s.addr, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Login(testUser, testPassword).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	raw := []byte("Subject: hello\r\nFrom: a@example.org\r\n\r\nbody\r\n")
+	cmd := c.Append("INBOX", int64(len(raw)), &imap.AppendOptions{Flags: []imap.Flag{"$Kw"}})
+	cmd.Write(raw)
+	cmd.Close()
+	ad, err := cmd.Wait()
+	if err != nil || ad.UID != 1 {
+		t.Fatalf("append %+v %v", ad, err)
+	}
+	if _, err := c.Select("INBOX", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	msgs, err := c.Fetch(imap.SeqSetNum(1), &imap.FetchOptions{
+		Envelope: true, Flags: true, BodySection: []*imap.FetchItemBodySection{{Peek: true}},
+	}).Collect()
+	if err != nil || len(msgs) != 1 {
+		t.Fatalf("fetch %v %v", msgs, err)
+	}
+	m := msgs[0]
+	if m.Envelope.Subject != "hello" || !slices.Contains(m.Flags, "$Kw") || string(m.FindBodySection(&imap.FetchItemBodySection{})) != string(raw) {
+		t.Errorf("fetched %+v", m)
+	}
+}
