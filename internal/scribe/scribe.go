@@ -12,6 +12,31 @@
 // the clock, starts goroutines or touches the network itself, and it never trusts a peer:
 // every message is decoded by a bounds-checked codec, and bad bytes are counted and dropped.
 //
+// Wiring, with other applications on the same Pastry node (see package appmux):
+//
+//	mux := appmux.New()
+//	var sc *scribe.Scribe
+//	drv := pastry.NewDriver(pcfg, self, rng, mux.Forward, tr, clock, tick)
+//	drv.OnEvent = mux.OnEvent
+//	sc = scribe.New(scribe.Config{Ring: pcfg.Ring, Now: clock.Now, Rand: rng2}, drv)
+//	mux.Register(appmux.TagScribe, sc)
+//	stop := sc.RunTicker(clock, time.Second)
+//
+// Presence, the way POST uses it: the recipient's node subscribes to the user's topic,
+// NewTopic(ring, "presence:"+address), with an App whose AnycastAccept files the
+// notification carried in the payload and returns true. A sender anycasts the notification
+// to that topic: the result names the node that took it, or says ErrNoMember (the user is
+// offline; keep the notification replicated for later). No one polls.
+//
+// Protocol, per topic and node: a SUBSCRIBE routed toward the topic grafts each node on its
+// route as a forwarder until it meets the tree (Forward); the receiving parent acknowledges
+// with its depth. Each child sends its parent one heartbeat per HeartbeatInterval for all
+// topics they share, and the parent answers with its depth per topic; a child whose parent
+// is silent for ParentTimeout re-subscribes (Pastry routes around the dead node), a parent
+// drops children silent for ChildTimeout, and a depth beyond MaxDepth reveals a loop, which
+// the child breaks by re-subscribing. On every leaf-set change each node checks whether it
+// has become, or stopped being, the node closest to its topics and re-anchors the tree.
+//
 // Locking: Scribe has one mutex. It is never held while calling the Overlay or an App, so the
 // lock order is always "pastry driver, then scribe" (Forward runs inside the driver's lock).
 package scribe

@@ -158,6 +158,25 @@ func TestRepairAfterFailures(t *testing.T) {
 		}
 	}
 	t.Logf("crashed %d nodes: %d forwarders of the tree, then members and others", len(kill), forwarders)
+
+	// Anycasts issued at once may meet dead tree nodes: each must still get exactly one
+	// answer, a live member or a timeout, never silence.
+	for _, m := range members {
+		m.accept = true
+	}
+	results := make([]int, 10)
+	timeouts := 0
+	for i, src := range r.pick(10) {
+		src.sc.Anycast(topic, []byte("now"), func(res AnycastResult) {
+			results[i]++
+			switch {
+			case errors.Is(res.Err, ErrAnycastTimeout):
+				timeouts++
+			case res.Err != nil:
+				t.Errorf("anycast during repair: %v", res.Err)
+			}
+		})
+	}
 	start := r.scribeSent()
 	took, ok := r.awaitWhole(topic, members, 90*time.Second)
 	if !ok {
@@ -165,6 +184,20 @@ func TestRepairAfterFailures(t *testing.T) {
 	}
 	t.Logf("repair: tree whole again after %v (parent timeout %v), %d scribe messages meanwhile",
 		took, r.scfg.HeartbeatInterval*3+r.scfg.HeartbeatInterval/5, r.scribeSent()-start)
+	r.settle(r.scfg.AnycastTimeout)
+	for i, n := range results {
+		if n != 1 {
+			t.Errorf("anycast %d issued during repair got %d results, want 1", i, n)
+		}
+	}
+	t.Logf("anycasts issued right after the crash: %d of 10 timed out (a dead node on the search path)", timeouts)
+	for i, src := range r.pick(10) {
+		src.sc.Anycast(topic, []byte("later"), func(res AnycastResult) {
+			if res.Err != nil {
+				t.Errorf("anycast %d after repair: %v", i, res.Err)
+			}
+		})
+	}
 	r.multicastAndCheck(topic, "after", 5, members, nil)
 }
 
