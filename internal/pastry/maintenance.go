@@ -69,6 +69,7 @@ func (n *Node) Tick(now time.Time) {
 	}
 	n.checkPending()
 	n.checkLeaves()
+	n.checkTable()
 	n.checkSuspects()
 	n.expireIndirect()
 	if n.phase != phaseReady {
@@ -182,6 +183,39 @@ func (n *Node) expireIndirect() {
 	n.indirect = kept
 }
 
+// checkTable probes routing-table entries not heard from lately, so that entries of nodes
+// that left are found and replaced before a message needs them (each stale entry otherwise
+// costs a message a hop timeout). A silent entry becomes a suspect, probed with retries.
+func (n *Node) checkTable() {
+	if n.now.Before(n.tableCheckAt) {
+		return
+	}
+	n.tableCheckAt = n.now.Add(tableCheckEvery)
+	var silent []ids.ID
+	n.table.eachEntry(func(e *tableEntry) {
+		switch {
+		case !e.probeAt.IsZero():
+			if !n.now.Before(e.probeAt) {
+				e.probeAt = time.Time{}
+				silent = append(silent, e.h.ID)
+			}
+		case n.now.Sub(e.heard) >= n.cfg.TableProbeInterval:
+			if n.leaf.Contains(e.h.ID) {
+				e.heard = n.now // watched through the leaf set
+				return
+			}
+			n.probe(e.h, false)
+			e.probeAt = n.now.Add(2 * n.cfg.ProbeTimeout)
+		}
+	})
+	for _, id := range silent {
+		n.suspect(id)
+	}
+}
+
+// tableCheckEvery is how often routing-table entries' liveness timers are examined.
+const tableCheckEvery = 2 * time.Second
+
 // suspect starts probing a node that failed to acknowledge a hop. Leaf members are handled by
 // checkLeaves; others get direct probes only.
 func (n *Node) suspect(id ids.ID) {
@@ -250,6 +284,9 @@ func (n *Node) checkSuspects() {
 
 // declareDead removes a node from every table, remembers it for healing, and starts repair.
 func (n *Node) declareDead(h Handle) {
+	if len(n.joining) > 0 {
+		delete(n.joining, h.ID)
+	}
 	if p, ok := n.peers[h.ID]; ok {
 		n.setSuspected(p, false)
 	}

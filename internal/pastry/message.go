@@ -9,7 +9,8 @@ import (
 
 // Wire format of every overlay message (version 1), big-endian:
 //
-//	version u8 | type u8 | ring id [32] | sender id [32] | sender addr (uvarint len + bytes) | body
+//	version u8 | type u8 | ring id [32] | sender id [32] | sender addr (uvarint len + bytes) |
+//	sender flags u8 (bit 0: the sender is ready) | body
 //
 // The body depends on the type; see encode. The sender's id must equal the id the transport
 // authenticated; Step rejects the message otherwise.
@@ -68,6 +69,7 @@ type message struct {
 	Type    msgType
 	Ring    ids.ID
 	From    Handle
+	Ready   bool     // the sender has joined; a joining node gets no deliveries yet
 	Seq     uint64   // route message id, probe sequence, request nonce
 	Time    int64    // probe send time (nanoseconds of the sender's clock), echoed in the reply
 	Key     ids.ID   // route key
@@ -115,6 +117,7 @@ func (m *message) encode(buf []byte) []byte {
 	w.U8(uint8(m.Type))
 	w.ID(m.Ring)
 	writeHandle(&w, m.From)
+	w.U8(b2u(m.Ready))
 	switch m.Type {
 	case mJoinRequest:
 		w.U8(b2u(m.Flag))
@@ -169,6 +172,7 @@ func decodeMessage(b []byte) (*message, error) {
 	}
 	m.Ring = r.ID()
 	m.From = readHandle(r)
+	m.Ready = readBool(r)
 	switch m.Type {
 	case mJoinRequest:
 		m.Flag = readBool(r)

@@ -38,6 +38,8 @@ type Config struct {
 	ProbeRetries   int           // direct probes before a member is declared dead
 	IndirectProbes int           // leaf members asked to probe a suspect for us
 
+	TableProbeInterval time.Duration // a routing-table entry not heard from for this long is probed
+
 	HopTimeout  time.Duration // wait for a hop acknowledgement when the RTT is unknown
 	MaxReroutes int           // attempts to route around failed next hops
 
@@ -51,18 +53,19 @@ type Config struct {
 // DefaultConfig returns the parameters ePOST shipped with, adjusted where measurement said so.
 func DefaultConfig() Config {
 	return Config{
-		LeafSetSize:     24,
-		ProbeInterval:   20 * time.Second,
-		ProbeTimeout:    800 * time.Millisecond,
-		ProbeRetries:    3,
-		IndirectProbes:  3,
-		HopTimeout:      time.Second,
-		MaxReroutes:     6,
-		JoinTimeout:     5 * time.Second,
-		TableInterval:   15 * time.Minute,
-		HealInterval:    5 * time.Minute,
-		DeadRetention:   24 * time.Hour,
-		MaxDeadRemember: 64,
+		LeafSetSize:        24,
+		ProbeInterval:      20 * time.Second,
+		ProbeTimeout:       800 * time.Millisecond,
+		ProbeRetries:       3,
+		IndirectProbes:     3,
+		TableProbeInterval: 90 * time.Second,
+		HopTimeout:         time.Second,
+		MaxReroutes:        10,
+		JoinTimeout:        5 * time.Second,
+		TableInterval:      15 * time.Minute,
+		HealInterval:       5 * time.Minute,
+		DeadRetention:      24 * time.Hour,
+		MaxDeadRemember:    64,
 	}
 }
 
@@ -84,6 +87,9 @@ func (c *Config) fill() {
 		c.IndirectProbes = 0
 	} else if c.IndirectProbes == 0 {
 		c.IndirectProbes = d.IndirectProbes
+	}
+	if c.TableProbeInterval <= 0 {
+		c.TableProbeInterval = d.TableProbeInterval
 	}
 	if c.HopTimeout <= 0 {
 		c.HopTimeout = d.HopTimeout
@@ -186,18 +192,20 @@ type Node struct {
 	awaitingAck map[ids.ID]bool
 	buffered    []*message // deliveries held until ready
 
-	leafVer     uint64
-	leafCheckAt time.Time // next examination of leaf members' probe timers
-	dead        deadList
-	pending     map[uint64]*pendingHop
-	pendingQ    []uint64 // pending keys in send order, so timeouts are handled deterministically
-	suspects    []ids.ID // suspected nodes outside the leaf set, in suspicion order
-	nSuspected  int      // peers whose suspected flag is set
-	seq         uint64
-	nextRT      time.Time
-	nextHeal    time.Time
-	indirect    []indirectReq        // indirect probes we run for others
-	measured    map[ids.ID]time.Time // candidates probed for RTT, to contest a table slot once
+	leafVer      uint64
+	leafCheckAt  time.Time // next examination of leaf members' probe timers
+	tableCheckAt time.Time // next examination of routing-table entries' liveness
+	dead         deadList
+	pending      map[uint64]*pendingHop
+	pendingQ     []uint64            // pending keys in send order, so timeouts are handled deterministically
+	suspects     []ids.ID            // suspected nodes outside the leaf set, in suspicion order
+	nSuspected   int                 // peers whose suspected flag is set
+	joining      map[ids.ID]struct{} // nodes heard from that have not finished joining
+	seq          uint64
+	nextRT       time.Time
+	nextHeal     time.Time
+	indirect     []indirectReq        // indirect probes we run for others
+	measured     map[ids.ID]time.Time // candidates probed for RTT, to contest a table slot once
 
 	out    []Outgoing
 	events []Event
@@ -228,6 +236,7 @@ func NewNode(cfg Config, self Handle, rng *rand.Rand, forward Forwarder) *Node {
 		dead:        deadList{byID: make(map[ids.ID]int)},
 		pending:     make(map[uint64]*pendingHop),
 		measured:    make(map[ids.ID]time.Time),
+		joining:     make(map[ids.ID]struct{}),
 	}
 }
 
@@ -287,6 +296,9 @@ func (n *Node) becomeReady() {
 	}
 	n.phase = phaseReady
 	n.events = append(n.events, Event{Kind: EventReady})
+	// Tell the leaf set at once that deliveries may come here now (every message carries
+	// the ready flag; a probe is the smallest).
+	n.eachLeaf(func(h Handle) { n.probe(h, false) })
 	held := n.buffered
 	n.buffered = nil
 	for _, m := range held {
@@ -302,6 +314,7 @@ func jitter(r *rand.Rand, d time.Duration) time.Duration {
 func (n *Node) send(h Handle, m *message) {
 	m.Ring = n.cfg.Ring
 	m.From = n.self
+	m.Ready = n.phase == phaseReady
 	frame := m.encode(make([]byte, 0, 96+len(m.Payload)+len(m.Handles)*48))
 	n.stats.Sent++
 	n.stats.SentBytes += uint64(len(frame))
@@ -345,7 +358,7 @@ func (n *Node) Step(now time.Time, from transport.From, frame []byte) error {
 		m.From.Addr = from.Addr
 	}
 	n.stats.Received++
-	n.heard(m.From)
+	n.heard(m.From, m.Ready)
 	switch m.Type {
 	case mJoinRequest:
 		n.onJoinRequest(m)
@@ -400,9 +413,16 @@ func (n *Node) leafWithSelf() []Handle {
 }
 
 // heard records that h is alive: it answered or sent us something.
-func (n *Node) heard(h Handle) {
+func (n *Node) heard(h Handle, ready bool) {
 	if len(n.dead.list) > 0 {
 		n.dead.remove(h.ID)
+	}
+	if ready {
+		if len(n.joining) > 0 {
+			delete(n.joining, h.ID)
+		}
+	} else {
+		n.joining[h.ID] = struct{}{}
 	}
 	if p, ok := n.peers[h.ID]; ok {
 		p.lastHeard = n.now
@@ -417,6 +437,10 @@ func (n *Node) heard(h Handle) {
 		}
 	}
 	n.add(h, 0, true)
+	if e := n.table.entry(h.ID); e != nil {
+		e.heard = n.now
+		e.probeAt = time.Time{}
+	}
 }
 
 // add offers h to the leaf set and routing table. A node learned second-hand (direct=false)
@@ -440,13 +464,11 @@ func (n *Node) add(h Handle, rtt time.Duration, direct bool) {
 			p = &peer{h: h}
 			n.peers[h.ID] = p
 		}
-		if direct || n.phase != phaseReady {
-			// A joiner's announce verifies its members; no separate probe needed.
+		if direct {
 			p.lastHeard = n.now
 		}
 		if n.phase == phaseAnnounced && !n.awaitingAck[h.ID] {
-			n.awaitingAck[h.ID] = true
-			n.send(h, &message{Type: mAnnounce, Flag: true})
+			n.announce(h, p)
 		}
 	}
 	n.table.Consider(h, rtt)

@@ -14,6 +14,16 @@ func (n *Node) suspected(id ids.ID) bool {
 	return ok && p.suspected
 }
 
+// isJoining reports whether id is a node that has announced itself but not finished joining:
+// it routes, but deliveries must not go to it yet (consistent join).
+func (n *Node) isJoining(id ids.ID) bool {
+	if len(n.joining) == 0 {
+		return false
+	}
+	_, ok := n.joining[id]
+	return ok
+}
+
 func (n *Node) setSuspected(p *peer, v bool) {
 	if p.suspected == v {
 		return
@@ -31,7 +41,7 @@ func (n *Node) setSuspected(p *peer, v bool) {
 // else any known node that is closer and shares as long a prefix (Pastry's rare case).
 // Suspected nodes and exclude are skipped. local is true when this node is the destination.
 func (n *Node) nextHop(key ids.ID, exclude ids.ID) (next Handle, local bool) {
-	usable := func(id ids.ID) bool { return id != exclude && !n.suspected(id) }
+	usable := func(id ids.ID) bool { return id != exclude && !n.suspected(id) && !n.isJoining(id) }
 	if n.leaf.InRange(key) {
 		best := n.self
 		for _, side := range [2][]Handle{n.leaf.right, n.leaf.left} {
@@ -67,7 +77,10 @@ func (n *Node) nextHop(key ids.ID, exclude ids.ID) (next Handle, local bool) {
 }
 
 // routeMsg moves a route message one step: deliver here or forward with a hop acknowledgement.
-func (n *Node) routeMsg(m *message) {
+func (n *Node) routeMsg(m *message) { n.route(m, 0) }
+
+// route is routeMsg for the tries-th attempt at this node.
+func (n *Node) route(m *message, tries int) {
 	var exclude ids.ID
 	if m.Kind != kindApp {
 		exclude = m.Origin.ID // a joiner is never its own join's destination
@@ -87,9 +100,11 @@ func (n *Node) routeMsg(m *message) {
 			m.Payload = p
 		}
 	case kindJoin:
-		n.sendJoinRows(m.Origin)
+		if tries == 0 {
+			n.sendJoinRows(m.Origin)
+		}
 	}
-	n.forwardTo(next, m, 0)
+	n.forwardTo(next, m, tries)
 }
 
 func (n *Node) hopTimeout(id ids.ID) time.Duration {
@@ -148,16 +163,7 @@ func (n *Node) checkPending() {
 		n.stats.Rerouted++
 		n.seq++
 		p.m.Seq = n.seq
-		var exclude ids.ID
-		if p.m.Kind != kindApp {
-			exclude = p.m.Origin.ID
-		}
-		next, local := n.nextHop(p.m.Key, exclude)
-		if local {
-			n.deliverLocal(p.m)
-			continue
-		}
-		n.forwardTo(next, p.m, p.tries+1)
+		n.route(p.m, p.tries+1)
 	}
 }
 
@@ -170,6 +176,12 @@ func (n *Node) deliverLocal(m *message) {
 		n.send(m.Origin, &message{Type: mJoinReply, Handles: n.leafWithSelf()})
 	default:
 		if n.phase != phaseReady {
+			// Not joined yet: the right destination is the closest node that is ready, which
+			// is some leaf member (our flag tells it not to send the message back).
+			if next, local := n.nextHop(m.Key, n.self.ID); !local && next.ID != n.self.ID {
+				n.forwardTo(next, m, 0)
+				return
+			}
 			if len(n.buffered) < 4096 {
 				n.buffered = append(n.buffered, m)
 			} else {
@@ -211,10 +223,14 @@ func (n *Node) onJoinReply(m *message) {
 	}
 	n.phase = phaseAnnounced
 	n.joinAt = n.now.Add(n.cfg.JoinTimeout)
-	for _, h := range n.leaf.Members() {
-		n.awaitingAck[h.ID] = true
-		n.send(h, &message{Type: mAnnounce, Flag: true})
-	}
+	n.eachLeaf(func(h Handle) {
+		p, ok := n.peers[h.ID]
+		if !ok {
+			p = &peer{h: h}
+			n.peers[h.ID] = p
+		}
+		n.announce(h, p)
+	})
 	n.table.Each(func(h Handle, _ time.Duration) {
 		if !n.leaf.Contains(h.ID) {
 			n.send(h, &message{Type: mAnnounce})
@@ -222,6 +238,23 @@ func (n *Node) onJoinReply(m *message) {
 	})
 	n.checkJoined()
 }
+
+// announce asks leaf member h to confirm us. The announce doubles as a liveness probe: a
+// member that does not answer is probed and, if silent, declared dead, which is what lets a
+// join finish when the leaf set it was given names a node that just failed.
+func (n *Node) announce(h Handle, p *peer) {
+	n.awaitingAck[h.ID] = true
+	n.send(h, &message{Type: mAnnounce, Flag: true})
+	p.lastHeard = n.now
+	if p.probeSeq == 0 {
+		p.probeSeq = announceProbe
+		p.probeAt = n.now.Add(2 * n.cfg.ProbeTimeout)
+		n.leafCheckAt = earlierOf(n.leafCheckAt, p.probeAt)
+	}
+}
+
+// announceProbe marks a peer whose outstanding "probe" is our announce.
+const announceProbe = ^uint64(0)
 
 // checkJoined makes a joining node ready once every current leaf member has confirmed it;
 // members that left the leaf set (a closer node displaced them) no longer count.

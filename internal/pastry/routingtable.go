@@ -8,8 +8,10 @@ import (
 
 // tableEntry is one routing-table slot: a node and its measured round-trip time (0: unknown).
 type tableEntry struct {
-	h   Handle
-	rtt time.Duration
+	h       Handle
+	rtt     time.Duration
+	heard   time.Time // last time the node was heard from (zero: only heard of)
+	probeAt time.Time // an outstanding liveness probe times out then (zero: none)
 }
 
 // RoutingTable is Pastry's prefix table with b = 4: row r holds, for each digit d, a node that
@@ -92,6 +94,29 @@ func (t *RoutingTable) Remove(id ids.ID) int {
 	t.rows[r][c] = tableEntry{}
 	t.count--
 	return r
+}
+
+// entry returns id's slot if id holds it.
+func (t *RoutingTable) entry(id ids.ID) *tableEntry {
+	r, c := t.slot(id)
+	if r < 0 || t.rows[r] == nil || t.rows[r][c].h.ID != id {
+		return nil
+	}
+	return &t.rows[r][c]
+}
+
+// eachEntry calls f with a pointer to every filled slot, in table order.
+func (t *RoutingTable) eachEntry(f func(e *tableEntry)) {
+	for _, rw := range t.rows {
+		if rw == nil {
+			continue
+		}
+		for i := range rw {
+			if !rw[i].h.ID.IsZero() {
+				f(&rw[i])
+			}
+		}
+	}
 }
 
 // RTT returns the measured RTT to id if id is in the table.

@@ -27,6 +27,7 @@ type simRing struct {
 	dirty bool     // live needs rebuilding
 
 	onDeliver func(sn *simNode, e pastry.Event)
+	onForward func(sn *simNode, payload []byte, next pastry.Handle) // diagnostics
 	rejects   uint64
 }
 
@@ -38,6 +39,7 @@ type simNode struct {
 	ready   bool
 	readyAt time.Duration
 	joinAt  time.Duration
+	diedAt  time.Duration
 }
 
 func newSimRing(seed uint64, cfg pastry.Config, tick time.Duration) *simRing {
@@ -69,7 +71,14 @@ func (r *simRing) addNode() *simNode {
 func (r *simRing) startNode(sn *simNode, bootstrap []string) {
 	self := pastry.Handle{ID: sn.ep.ID(), Addr: sn.ep.LocalAddr()}
 	nodeRng := rand.New(rand.NewPCG(r.rng.Uint64(), uint64(sn.idx)))
-	sn.drv = pastry.NewDriver(r.cfg, self, nodeRng, nil, sn.ep, sn.ep.Clock(), r.tick)
+	var fwd pastry.Forwarder
+	if r.onForward != nil {
+		fwd = func(key ids.ID, payload []byte, next pastry.Handle) ([]byte, bool) {
+			r.onForward(sn, payload, next)
+			return payload, true
+		}
+	}
+	sn.drv = pastry.NewDriver(r.cfg, self, nodeRng, fwd, sn.ep, sn.ep.Clock(), r.tick)
 	sn.drv.OnEvent = func(e pastry.Event) {
 		switch e.Kind {
 		case pastry.EventReady:
@@ -90,6 +99,7 @@ func (r *simRing) startNode(sn *simNode, bootstrap []string) {
 // crash kills a node: no goodbye, its timers stop, frames to it vanish.
 func (r *simRing) crash(sn *simNode) {
 	sn.alive = false
+	sn.diedAt = r.net.Elapsed()
 	sn.ready = false
 	sn.drv.Stop()
 	sn.ep.Crash()
