@@ -98,7 +98,8 @@ func (d *Driver) Route(key ids.ID, payload []byte) {
 	d.flushLocked()
 }
 
-// Send sends payload directly to one node.
+// Send sends payload directly to one node. A send to this node itself is dropped: an
+// application handles its own messages locally.
 func (d *Driver) Send(to Handle, payload []byte) {
 	d.mu.Lock()
 	d.node.Send(d.clock.Now(), to, payload)
@@ -110,6 +111,13 @@ func (d *Driver) Send(to Handle, payload []byte) {
 // can Defer work (sending a reply, routing a new message) instead. Outside a Forwarder, f runs
 // after the next flush.
 func (d *Driver) Defer(f func()) { d.deferred = append(d.deferred, f) }
+
+// SetForwarder installs the Forward upcall (for applications wired after the driver is made).
+func (d *Driver) SetForwarder(f Forwarder) {
+	d.mu.Lock()
+	d.node.forward = f
+	d.mu.Unlock()
+}
 
 // Self is this node's handle.
 func (d *Driver) Self() Handle { return d.node.self }

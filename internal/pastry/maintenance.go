@@ -292,6 +292,7 @@ func (n *Node) declareDead(h Handle) {
 	}
 	delete(n.peers, h.ID)
 	n.dead.add(h, n.now, n.cfg.MaxDeadRemember)
+	n.events = append(n.events, Event{Kind: EventNodeFailed, Origin: h})
 	if row := n.table.Remove(h.ID); row >= 0 {
 		// Lazy repair: ask another node of the same row for its entry in that slot's row.
 		if row2 := n.table.Row(row); len(row2) > 0 {

@@ -128,6 +128,7 @@ const (
 	EventDirect                              // a direct message arrived
 	EventLeafSetChanged                      // the leaf set changed
 	EventReady                               // the node finished joining
+	EventNodeFailed                          // a node was declared dead (Origin)
 )
 
 // Event is an application upcall, queued by the node and dispatched by the driver.
@@ -614,10 +615,18 @@ func (n *Node) Awaiting() []ids.ID {
 func (n *Node) Phase() int { return int(n.phase) }
 
 // ReplicaSet returns up to k nodes, this node included, numerically closest to key among the
-// leaf set, closest first. It is meaningful only when InRange(key): replication layers (PAST)
-// store an object on the k nodes closest to its key.
+// leaf set, closest first; suspected nodes are left out, as routing leaves them out. It is
+// meaningful only when InRange(key): replication layers (PAST) store an object on the k
+// nodes closest to its key.
 func (n *Node) ReplicaSet(key ids.ID, k int) []Handle {
-	cands := append(n.leaf.Members(), n.self)
+	cands := n.leaf.Members()
+	kept := cands[:0]
+	for _, h := range cands {
+		if !n.suspected(h.ID) {
+			kept = append(kept, h)
+		}
+	}
+	cands = append(kept, n.self)
 	slices.SortFunc(cands, func(a, b Handle) int {
 		if a.ID == b.ID {
 			return 0
@@ -628,6 +637,13 @@ func (n *Node) ReplicaSet(key ids.ID, k int) []Handle {
 		return 1
 	})
 	return cands[:min(k, len(cands))]
+}
+
+// IsClosest reports whether this node is where a message for key would be delivered now:
+// the root of key, by the same rule routing uses.
+func (n *Node) IsClosest(key ids.ID) bool {
+	_, local := n.nextHop(key, ids.Zero)
+	return local
 }
 
 // InRange reports whether key falls within the leaf set's range, so that this node can tell
