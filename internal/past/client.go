@@ -17,6 +17,7 @@ const (
 	opInsert opKind = iota + 1
 	opLookup
 	opRefresh
+	opDelete
 )
 
 type opPhase uint8
@@ -44,10 +45,14 @@ type op struct {
 	deadline time.Time
 	replicas []replicaState
 	next     int // lookup: replica asked last
+	dedupe   bool
+	probing  bool   // dedupe: the root holds it; ask replicas to extend instead of sending bytes
+	proof    []byte // delete
 
 	onInsert  func(InsertResult)
 	onLookup  func(Object, error)
 	onRefresh func(error)
+	onDelete  func(error)
 }
 
 // Refusal is one replica's answer other than an acknowledgement.
@@ -86,7 +91,7 @@ func (n *Node) Insert(now time.Time, obj Object, cb func(InsertResult)) {
 	if cb == nil {
 		cb = func(InsertResult) {}
 	}
-	if err := Validate(&obj, n.cfg.Ring, now); err != nil && !n.skipClientCheck {
+	if err := ValidateWith(&obj, n.cfg.Ring, now, &n.cfg.Policy); err != nil && !n.skipClientCheck {
 		n.done = append(n.done, func() { cb(InsertResult{Key: obj.Key, Err: fmt.Errorf("past insert %s: %w", obj.Key, err)}) })
 		return
 	}
@@ -94,6 +99,59 @@ func (n *Node) Insert(now time.Time, obj Object, cb func(InsertResult)) {
 	o.obj, o.onInsert = obj, cb
 	n.route(obj.Key.ID, &message{Type: mLocate, Op: o.id, Key: obj.Key})
 	n.flushLocal()
+}
+
+// InsertDedupe is Insert for content objects that are often stored already (attachments
+// sent again, the same part to many recipients): ePOST looked a chunk up before inserting it
+// and refreshed its lease instead of storing it again. Here the look-up rides on the locate:
+// the root says whether it holds the object, and if it does the client asks each replica to
+// extend the lease of its copy and sends the bytes only to replicas that lack one. The
+// outcome and quorum rule are Insert's; the latency is an insert's, not a lookup's plus an
+// insert's.
+func (n *Node) InsertDedupe(now time.Time, obj Object, cb func(InsertResult)) {
+	if Type(obj.Type) != TypeContent {
+		n.Insert(now, obj, cb)
+		return
+	}
+	n.now = now
+	if cb == nil {
+		cb = func(InsertResult) {}
+	}
+	if err := ValidateWith(&obj, n.cfg.Ring, now, &n.cfg.Policy); err != nil {
+		n.done = append(n.done, func() { cb(InsertResult{Key: obj.Key, Err: fmt.Errorf("past insert %s: %w", obj.Key, err)}) })
+		return
+	}
+	o := n.newOp(opInsert, obj.Key)
+	o.obj, o.onInsert, o.dedupe = obj, cb, true
+	n.route(obj.Key.ID, &message{Type: mLocate, Op: o.id, Key: obj.Key, Flag: true})
+	n.flushLocal()
+}
+
+// Delete asks the replicas of key to move it to their trash; proof authorises it (only
+// pending objects can be deleted, with DropProof by their recipient). cb gets nil when the
+// root deleted it or never had it.
+func (n *Node) Delete(now time.Time, key ids.Key, proof []byte, cb func(error)) {
+	n.now = now
+	if cb == nil {
+		cb = func(error) {}
+	}
+	o := n.newOp(opDelete, key)
+	o.onDelete, o.proof = cb, proof
+	n.route(key.ID, &message{Type: mDelete, Op: o.id, Key: key, Flag: true, Proof: proof})
+	n.flushLocal()
+}
+
+func (n *Node) onDeleteReply(from pastry.Handle, m *message) {
+	o, ok := n.ops[m.Op]
+	if !ok || o.kind != opDelete || m.Key != o.key {
+		return
+	}
+	err := m.Code.err()
+	if m.Code == codeNotFound {
+		err = nil // nothing left to drop
+	}
+	cb := o.onDelete
+	n.finish(o, func() { cb(err) })
 }
 
 // Lookup fetches the object under key from its nearest replica, falling back to the others.
@@ -175,14 +233,37 @@ func (n *Node) onLocateReply(from pastry.Handle, m *message) {
 		return // retried on timeout
 	}
 	o.phase, o.tries, o.deadline = phaseDirect, 1, n.now.Add(n.cfg.RequestTimeout)
+	o.probing = o.dedupe && m.Flag
 	for _, r := range o.replicas {
-		n.send(r.h, &message{Type: mStore, Op: o.id, Objects: []Object{o.obj}}, false)
+		n.sendStore(o, r.h)
 	}
+}
+
+// sendStore sends the object to one replica, or, when probing, only its header: a replica
+// holding the object extends its lease and acknowledges, one lacking it says not-found and
+// gets the bytes (onStoreAck).
+func (n *Node) sendStore(o *op, h pastry.Handle) {
+	if o.probing {
+		hdr := o.obj
+		hdr.Payload = nil
+		n.send(h, &message{Type: mStore, Op: o.id, Flag: true, Objects: []Object{hdr}}, false)
+		return
+	}
+	n.send(h, &message{Type: mStore, Op: o.id, Objects: []Object{o.obj}}, false)
 }
 
 func (n *Node) onStoreAck(from pastry.Handle, m *message) {
 	o, ok := n.ops[m.Op]
 	if !ok || o.kind != opInsert || o.phase != phaseDirect || m.Key != o.key {
+		return
+	}
+	if o.probing && m.Code == codeNotFound {
+		// This replica lacks the object: send it the bytes after all.
+		for _, r := range o.replicas {
+			if r.h.ID == from.ID && !r.answered {
+				n.send(r.h, &message{Type: mStore, Op: o.id, Objects: []Object{o.obj}}, false)
+			}
+		}
 		return
 	}
 	answered, acked := 0, 0
@@ -248,7 +329,7 @@ func (n *Node) onLookupReply(from pastry.Handle, m *message) {
 	if m.Code == codeOK && len(m.Objects) == 1 {
 		obj := m.Objects[0]
 		// Believe no replica: the object must pass the same checks a replica makes.
-		if obj.Key == o.key && Validate(&obj, n.cfg.Ring, n.now) == nil {
+		if obj.Key == o.key && ValidateWith(&obj, n.cfg.Ring, n.now, &n.cfg.Policy) == nil {
 			cb := o.onLookup
 			n.finish(o, func() { cb(obj, nil) })
 			return
@@ -346,6 +427,9 @@ func (n *Node) timeout(o *op) {
 		case opRefresh:
 			cb := o.onRefresh
 			n.finish(o, func() { cb(ErrTimeout) })
+		case opDelete:
+			cb := o.onDelete
+			n.finish(o, func() { cb(ErrTimeout) })
 		}
 		return
 	}
@@ -353,16 +437,19 @@ func (n *Node) timeout(o *op) {
 	o.deadline = n.now.Add(n.cfg.RequestTimeout)
 	switch {
 	case o.kind == opInsert && o.phase == phaseDirect:
+		o.probing = false // a retry carries the bytes
 		for _, r := range o.replicas {
 			if !r.answered {
 				n.send(r.h, &message{Type: mStore, Op: o.id, Objects: []Object{o.obj}}, false)
 			}
 		}
 	case o.kind == opInsert:
-		n.route(o.key.ID, &message{Type: mLocate, Op: o.id, Key: o.key})
+		n.route(o.key.ID, &message{Type: mLocate, Op: o.id, Key: o.key, Flag: o.dedupe})
 	case o.kind == opLookup:
 		n.route(o.key.ID, &message{Type: mLookup, Op: o.id, Key: o.key, Origin: n.self})
 	case o.kind == opRefresh:
 		n.route(o.key.ID, &message{Type: mRefresh, Op: o.id, Key: o.key, Flag: true, Expiry: o.expiry})
+	case o.kind == opDelete:
+		n.route(o.key.ID, &message{Type: mDelete, Op: o.id, Key: o.key, Flag: true, Proof: o.proof})
 	}
 }

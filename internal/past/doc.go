@@ -25,6 +25,14 @@
 //   - Maintenance (maintenance.go): on leaf-set changes and periodically each node pulls what it
 //     lacks from its neighbours, comparing a count and digest, then a Bloom filter, of the keys
 //     it is responsible for; at most MaxKeysPerExchange keys per exchange (ePOST: 1,000).
+//   - Deduplicating insert (InsertDedupe): the locate asks the root whether it holds the
+//     content object; if so replicas are asked to extend their copy's lease and only those
+//     lacking it get the bytes (ePOST looked chunks up before inserting them).
+//   - POST's types (types.go): TypeRecord (CA-signed identity records, serial = sequence
+//     number, revocation checked on store) and TypePending (sealed notifications, immutable,
+//     key bound to recipient and id, payload hash in Aux), which only their recipient can
+//     delete (Delete with a DropProof). An Observer hears what a replica stores and drops,
+//     so POST can act as the holder of pending notifications.
 //   - Validation (object.go) runs at every replica on every write, inserts and maintenance
 //     transfers alike: ring, size, content hash, owner signature and no-rollback of sequence
 //     numbers (ePOST weakness 3: replicas accepted any overwrite).

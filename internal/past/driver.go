@@ -4,8 +4,10 @@ import (
 	"sync"
 	"time"
 
+	"epost/internal/appmux"
 	"epost/internal/ids"
 	"epost/internal/pastry"
+	"epost/internal/store"
 	"epost/internal/transport"
 )
 
@@ -177,4 +179,62 @@ func (d *Driver) flushLocked(deferred bool) {
 		return
 	}
 	send()
+}
+
+// InsertDedupe: see Node.InsertDedupe.
+func (d *Driver) InsertDedupe(obj Object, cb func(InsertResult)) {
+	d.mu.Lock()
+	d.node.InsertDedupe(d.clock.Now(), obj, cb)
+	d.flushLocked(false)
+}
+
+// Delete: see Node.Delete.
+func (d *Driver) Delete(key ids.Key, proof []byte, cb func(error)) {
+	d.mu.Lock()
+	d.node.Delete(d.clock.Now(), key, proof, cb)
+	d.flushLocked(false)
+}
+
+// LocalGet reads a live object from this node's own store (no network): holders use it to
+// act on what they hold.
+func (d *Driver) LocalGet(key ids.Key) (Object, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	obj, err := d.node.st.Get(key)
+	if err != nil || obj.Expired(d.clock.Now()) {
+		return Object{}, false
+	}
+	return obj, true
+}
+
+// LocalMetas lists the live objects of type t in this node's own store, for an application
+// rebuilding its index after a restart.
+func (d *Driver) LocalMetas(t Type) []store.Meta {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var out []store.Meta
+	now := d.clock.Now()
+	for meta, err := range d.node.st.Range(store.WholeRing(d.node.cfg.Ring)) {
+		if err != nil {
+			break
+		}
+		if Type(meta.Type) == t && !meta.Expired(now) {
+			out = append(out, meta)
+		}
+	}
+	return out
+}
+
+// App returns the driver as an appmux application (tag appmux.TagPast).
+func (d *Driver) App() appmux.App { return muxApp{d} }
+
+type muxApp struct{ d *Driver }
+
+func (a muxApp) Forward(key ids.ID, payload []byte, next pastry.Handle) ([]byte, bool) {
+	return a.d.Forward(key, payload, next)
+}
+
+func (a muxApp) HandleEvent(e pastry.Event) bool {
+	a.d.HandleEvent(e)
+	return (e.Kind == pastry.EventDeliver || e.Kind == pastry.EventDirect) && len(e.Payload) > 0 && e.Payload[0] == appTag
 }

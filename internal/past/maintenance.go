@@ -105,6 +105,9 @@ func (n *Node) syncRound() {
 	for _, k := range drop {
 		if n.st.Delete(k) == nil {
 			n.stats.Dropped++
+			if n.cfg.Observer != nil {
+				n.cfg.Observer.Removed(k)
+			}
 		}
 		delete(n.notMine, k)
 	}

@@ -5,16 +5,17 @@ import (
 	"fmt"
 	"time"
 
+	"epost/internal/appmux"
 	"epost/internal/ids"
 	"epost/internal/pastry"
 	"epost/internal/store"
 	"epost/internal/wire"
 )
 
-// Every PAST payload starts with appTag and a version, so that a node multiplexing several
-// applications on one overlay can tell PAST's messages apart (pastry has no application ids).
+// Every PAST payload starts with appTag (appmux.TagPast, shared with Scribe and POST on one
+// Pastry node through package appmux) and a version.
 const (
-	appTag      = 'P'
+	appTag      = appmux.TagPast
 	wireVersion = 1
 )
 
@@ -25,6 +26,7 @@ const (
 	maxKeys        = 1000 // ePOST: at most 1,000 keys per maintenance exchange
 	maxObjects     = 1000
 	maxDetail      = 256
+	maxProof       = 256
 	maxBloomBytes  = 64 << 10
 	maxAuxLen      = store.DefaultMaxAux
 	minHandleLen   = ids.Bytes + 1
@@ -49,11 +51,13 @@ const (
 	mSyncOffer                       // maintenance: (key, seq) on your arc your filter lacks
 	mFetch                           // maintenance: send me these keys
 	mFetchReply                      // maintenance: objects
+	mDelete                          // routed (Flag: root, pass it on) or direct: drop Key, authorised by Proof
+	mDeleteReply                     // root -> client: Code for Key
 	mLast
 )
 
 var msgTypeNames = [...]string{"?", "locate", "locate-reply", "store", "store-ack", "lookup", "lookup-reply",
-	"refresh", "refresh-reply", "sync-request", "sync-offer", "fetch", "fetch-reply"}
+	"refresh", "refresh-reply", "sync-request", "sync-offer", "fetch", "fetch-reply", "delete", "delete-reply"}
 
 func (t msgType) String() string {
 	if int(t) < len(msgTypeNames) {
@@ -77,11 +81,15 @@ const (
 	codeBadType
 	codeNotFound
 	codeStoreFailed
+	codeConflict
+	codeForbidden
+	codeRevoked
+	codeNoCA
 	codeLast
 )
 
 var codeErrs = [...]error{nil, ErrWrongRing, ErrTooLarge, ErrHashMismatch, ErrBadSignature, ErrNotOwner,
-	ErrStale, ErrExpired, ErrBadType, ErrNotFound, ErrStore}
+	ErrStale, ErrExpired, ErrBadType, ErrNotFound, ErrStore, ErrConflict, ErrForbidden, ErrRevoked, ErrNoCA}
 
 func codeOf(err error) code {
 	for c := codeWrongRing; c < codeLast; c++ {
@@ -118,6 +126,7 @@ type message struct {
 	Expiry  int64 // refresh: new lease (unix ns, 0 = none)
 	Objects []Object
 	Keys    []KeySeq
+	Proof   []byte // delete: the owner's authorisation
 	// Sync request.
 	Arc    store.Arc
 	Count  uint64
@@ -186,7 +195,8 @@ func (m *message) encode(buf []byte) []byte {
 	case mLocate:
 		w.ID(m.Key.Ring)
 		w.ID(m.Key.ID)
-	case mLocateReply, mLookup, mLookupReply, mStoreAck, mRefreshReply:
+		w.U8(b2u(m.Flag))
+	case mLocateReply, mLookup, mLookupReply, mStoreAck, mRefreshReply, mDeleteReply:
 		w.ID(m.Key.Ring)
 		w.ID(m.Key.ID)
 		w.U8(uint8(m.Code))
@@ -202,6 +212,7 @@ func (m *message) encode(buf []byte) []byte {
 			writeObject(&w, &m.Objects[i])
 		}
 	case mStore, mFetchReply:
+		w.U8(b2u(m.Flag))
 		w.Uvarint(uint64(len(m.Objects)))
 		for i := range m.Objects {
 			writeObject(&w, &m.Objects[i])
@@ -211,6 +222,11 @@ func (m *message) encode(buf []byte) []byte {
 		w.ID(m.Key.ID)
 		w.U8(b2u(m.Flag))
 		w.I64(m.Expiry)
+	case mDelete:
+		w.ID(m.Key.Ring)
+		w.ID(m.Key.ID)
+		w.U8(b2u(m.Flag))
+		w.Bytes(m.Proof)
 	case mSyncRequest:
 		w.ID(m.Arc.Ring)
 		w.ID(m.Arc.From)
@@ -248,7 +264,8 @@ func decodeMessage(b []byte) (*message, error) {
 	switch m.Type {
 	case mLocate:
 		m.Key.Ring, m.Key.ID = r.ID(), r.ID()
-	case mLocateReply, mLookup, mLookupReply, mStoreAck, mRefreshReply:
+		m.Flag = readBool(r)
+	case mLocateReply, mLookup, mLookupReply, mStoreAck, mRefreshReply, mDeleteReply:
 		m.Key.Ring, m.Key.ID = r.ID(), r.ID()
 		m.Code = code(r.U8())
 		m.Flag = readBool(r)
@@ -260,11 +277,16 @@ func decodeMessage(b []byte) (*message, error) {
 		}
 		m.Objects = readObjects(r, 1)
 	case mStore, mFetchReply:
+		m.Flag = readBool(r)
 		m.Objects = readObjects(r, maxObjects)
 	case mRefresh:
 		m.Key.Ring, m.Key.ID = r.ID(), r.ID()
 		m.Flag = readBool(r)
 		m.Expiry = r.I64()
+	case mDelete:
+		m.Key.Ring, m.Key.ID = r.ID(), r.ID()
+		m.Flag = readBool(r)
+		m.Proof = r.Bytes(maxProof, "proof")
 	case mSyncRequest:
 		m.Arc = store.Arc{Ring: r.ID(), From: r.ID(), To: r.ID()}
 		m.Count, m.Digest, m.Salt = r.U64(), r.U64(), r.U64()

@@ -27,6 +27,24 @@ type Config struct {
 	MaxTransferBytes    int           // payload bytes per fetch reply
 	DropGrace           time.Duration // keep objects we are no longer responsible for this long
 	GCInterval          time.Duration // expire leases and purge the trash this often
+
+	// Policy judges POST's object types (records need the ring CA key). Without a CA key
+	// replicas refuse records.
+	Policy Policy
+	// Observer, if set, hears of objects this replica stored or dropped (see Observer).
+	Observer Observer
+}
+
+// Observer is told what a replica's store gains and loses, so an application on the same
+// node can act as a holder (POST's pending notifications). Its methods run inside the PAST
+// node's step with the node locked: they must not call into PAST or the overlay, and must
+// not block; queue work and do it later.
+type Observer interface {
+	// Stored: a new object or version was written durably (insert or maintenance).
+	Stored(meta store.Meta)
+	// Removed: an object left the live store (deleted by its owner, or handed off). Lease
+	// expiry is not reported; check with Driver.LocalGet before acting on a remembered key.
+	Removed(key ids.Key)
 }
 
 // DefaultConfig returns ePOST's parameters where it had them.
@@ -297,6 +315,10 @@ func (n *Node) handle(from pastry.Handle, m *message, routed bool) error {
 		n.onFetch(from, m)
 	case mFetchReply:
 		n.onFetchReply(from, m)
+	case mDelete:
+		n.onDelete(from, m, routed)
+	case mDeleteReply:
+		n.onDeleteReply(from, m)
 	default:
 		n.stats.BadMessages++
 		return fmt.Errorf("past: unexpected %s", m.Type)
@@ -361,9 +383,13 @@ func (n *Node) replicaSet(key ids.ID) []pastry.Handle {
 // accept validates obj as every replica must and stores it durably. It returns nil when the
 // object (or this very version) is now stored, else why not.
 func (n *Node) accept(obj Object) error {
-	if err := Validate(&obj, n.cfg.Ring, n.now); err != nil {
+	if err := ValidateWith(&obj, n.cfg.Ring, n.now, &n.cfg.Policy); err != nil {
 		n.stats.Refused++
 		return err
+	}
+	if Type(obj.Type) == TypeRecord && n.cfg.Policy.Revoked != nil && n.cfg.Policy.Revoked(obj.Seq) {
+		n.stats.Refused++
+		return ErrRevoked
 	}
 	// A replica grants at most MaxLease from now: leases bound how long storage is promised.
 	if limit := n.now.Add(n.cfg.MaxLease); obj.Expiry.IsZero() || obj.Expiry.After(limit) {
@@ -374,6 +400,12 @@ func (n *Node) accept(obj Object) error {
 	if meta, err := n.st.Meta(obj.Key); err == nil {
 		same := Type(obj.Type) == TypeContent ||
 			(meta.Seq == obj.Seq && meta.Hash == hashOf(obj.Payload) && string(meta.Aux) == string(obj.Aux))
+		if !same && Type(obj.Type) == TypePending {
+			// Immutable, and the key binds only recipient and id: a second, different
+			// notification under the same id is refused, never swapped in.
+			n.stats.Refused++
+			return ErrConflict
+		}
 		if same {
 			// Content objects are immutable and a signed version resent is a retry: both only
 			// extend the lease, so inserts are idempotent.
@@ -383,7 +415,7 @@ func (n *Node) accept(obj Object) error {
 			return nil
 		}
 	}
-	if Type(obj.Type) == TypeSigned {
+	if t := Type(obj.Type); t == TypeSigned || t == TypeRecord {
 		cond = store.SeqGreater // atomic with the write: no rollback, even under races
 	}
 	if err := n.st.PutIf(obj, cond); err != nil {
@@ -394,5 +426,8 @@ func (n *Node) accept(obj Object) error {
 		return fmt.Errorf("%w: %v", ErrStore, err)
 	}
 	n.stats.Stored++
+	if n.cfg.Observer != nil {
+		n.cfg.Observer.Stored(obj.Meta)
+	}
 	return nil
 }

@@ -17,12 +17,24 @@ func (n *Node) onLocate(from pastry.Handle, m *message) {
 		n.send(from, &message{Type: mLocateReply, Op: m.Op, Key: m.Key, Code: codeWrongRing}, false)
 		return
 	}
-	n.send(from, &message{Type: mLocateReply, Op: m.Op, Key: m.Key, Handles: n.replicaSet(m.Key.ID)}, false)
+	reply := &message{Type: mLocateReply, Op: m.Op, Key: m.Key, Handles: n.replicaSet(m.Key.ID)}
+	if m.Flag {
+		// A deduplicating insert asks whether we hold it already (content objects only:
+		// their key names their bytes).
+		if meta, err := n.st.Meta(m.Key); err == nil && Type(meta.Type) == TypeContent && !meta.Expired(n.now) {
+			reply.Flag = true
+		}
+	}
+	n.send(from, reply, false)
 }
 
 // onStore validates and stores each object, then acknowledges each, after the durable write.
 func (n *Node) onStore(from pastry.Handle, m *message) {
 	for _, obj := range m.Objects {
+		if m.Flag {
+			n.onStoreProbe(from, m, obj)
+			continue
+		}
 		err := n.accept(obj)
 		ack := &message{Type: mStoreAck, Op: m.Op, Key: obj.Key, Code: codeOK}
 		if err != nil {
@@ -31,6 +43,59 @@ func (n *Node) onStore(from pastry.Handle, m *message) {
 		}
 		n.send(from, ack, false)
 	}
+}
+
+// onStoreProbe extends the lease of a content object we hold, in place of storing the bytes
+// again (InsertDedupe), or says we lack it.
+func (n *Node) onStoreProbe(from pastry.Handle, m *message, hdr Object) {
+	ack := &message{Type: mStoreAck, Op: m.Op, Key: hdr.Key, Code: codeNotFound}
+	meta, err := n.st.Meta(hdr.Key)
+	if err == nil && Type(meta.Type) == TypeContent && Type(hdr.Type) == TypeContent && hdr.Key.Ring == n.cfg.Ring && !meta.Expired(n.now) {
+		exp := hdr.Expiry
+		if limit := n.now.Add(n.cfg.MaxLease); exp.IsZero() || exp.After(limit) {
+			exp = limit
+		}
+		if _, err := n.st.UpdateExpiry(hdr.Key, exp); err == nil {
+			ack.Code = codeOK
+		} else {
+			ack.Code = codeStoreFailed
+		}
+	}
+	n.send(from, ack, false)
+}
+
+// onDelete drops a pending object whose recipient authorised it. The root passes a routed
+// delete on to the replica set, like a refresh; a replica that misses it may offer the
+// object back through maintenance, and the recipient, who files each notification once,
+// then drops it again.
+func (n *Node) onDelete(from pastry.Handle, m *message, routed bool) {
+	c := codeOK
+	meta, err := n.st.Meta(m.Key)
+	switch {
+	case m.Key.Ring != n.cfg.Ring:
+		c = codeWrongRing
+	case err != nil:
+		c = codeNotFound
+	default:
+		if err := checkDrop(&meta, m.Proof); err != nil {
+			c = codeForbidden
+		} else if err := n.st.Delete(m.Key); err != nil {
+			c = codeStoreFailed
+		} else if n.cfg.Observer != nil {
+			n.cfg.Observer.Removed(m.Key)
+		}
+	}
+	if !routed || !m.Flag {
+		return
+	}
+	if c == codeOK || c == codeNotFound {
+		for _, h := range n.replicaSet(m.Key.ID) {
+			if h.ID != n.self.ID {
+				n.send(h, &message{Type: mDelete, Key: m.Key, Proof: m.Proof}, false)
+			}
+		}
+	}
+	n.send(from, &message{Type: mDeleteReply, Op: m.Op, Key: m.Key, Code: c}, false)
 }
 
 // onLookup answers a lookup routed here (as root) or sent here directly (as a replica asked
