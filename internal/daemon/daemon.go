@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"math/rand/v2"
 	"net"
@@ -125,6 +126,9 @@ func Open(opts Options) (*Node, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	rn, err := ring.LoadNode(opts.Dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%w: is %s a node directory? Make one with epost node init (or node request and node accept)", err, opts.Dir)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -219,7 +223,7 @@ func (n *Node) Start() error {
 	n.cur.Store(drv)
 	n.log.Info("node starting", "node", n.rn.ID.Short(), "ring", d.Name, "ring_id", d.RingID.Short(),
 		"listen", cfg.Listen, "advertise", advertise, "leaf_set", d.LeafSet, "seed", n.seed,
-		"probe_interval", n.timers.ProbeInterval, "control", n.controlPathIfAny())
+		"probe_interval", n.timers.ProbeInterval.String(), "control", n.controlPathIfAny())
 
 	if n.ctl != nil {
 		n.wg.Add(1)
