@@ -126,6 +126,10 @@ type node struct {
 	seed   uint64
 	logPth string
 
+	// logMark is the log's length when the current process started: waitLog looks only at
+	// what this run wrote.
+	logMark int
+
 	mu   sync.Mutex
 	cmd  *exec.Cmd
 	done chan struct{}
@@ -156,6 +160,7 @@ func (n *node) start(extra ...string) {
 		n.t.Fatal(err)
 	}
 	n.seed++
+	n.logMark = len(n.log())
 	args := append([]string{"node", "run", "--dir", n.dir, "--seed", strconv.FormatUint(n.seed, 10)}, fastFlags...)
 	cmd := exec.Command(bin, append(args, extra...)...)
 	cmd.Stderr, cmd.Stdout = logf, logf
@@ -358,12 +363,13 @@ func shortIDs(hex []string) string {
 	return "[" + strings.Join(s, " ") + "]"
 }
 
-// waitLog waits until the node's log contains every one of substrings.
+// waitLog waits until the log of the node's current run contains every one of substrings.
 func (n *node) waitLog(timeout time.Duration, substrings ...string) {
 	n.t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
 		log := n.log()
+		log = log[min(n.logMark, len(log)):]
 		missing := ""
 		for _, s := range substrings {
 			if !strings.Contains(log, s) {
