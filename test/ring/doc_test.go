@@ -12,7 +12,7 @@ import (
 )
 
 // docPath is the "Create your own ring" section pasted into the README.
-const docPath = "../../docs/ring-setup.md"
+const docPath = "../../README.md"
 
 // codeBlocks returns the ```sh blocks of md, with their indentation removed.
 func codeBlocks(md string) []string {
@@ -29,7 +29,7 @@ func codeBlocks(md string) []string {
 	return out
 }
 
-// TestRingSetupDoc runs the commands of docs/ring-setup.md exactly as written, in a shell with
+// TestRingSetupDoc runs the commands of the README's "Create your own ring" section exactly as written, in a shell with
 // HOME set to a temporary directory and the freshly built epost first on PATH; only the example
 // ports are replaced by free ones. Then the three nodes must form a ring, and the remote
 // enrollment commands must work too. If the doc and the program drift apart, this fails.
