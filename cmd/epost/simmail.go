@@ -1,0 +1,55 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"runtime/pprof"
+	"time"
+
+	"epost/internal/sim"
+)
+
+func init() {
+	register("sim mail", "simulate POST end to end: users, messages, offline recipients, delivery", runSimMail)
+}
+
+func runSimMail(args []string) error {
+	fs := flag.NewFlagSet("sim mail", flag.ContinueOnError)
+	var c sim.MailConfig
+	fs.IntVar(&c.Nodes, "nodes", 200, "number of nodes (each runs Pastry, PAST, Scribe and POST)")
+	fs.IntVar(&c.Users, "users", 50, "users, each on a random node")
+	fs.IntVar(&c.Messages, "messages", 5000, "messages between random users")
+	fs.Float64Var(&c.Offline, "offline", 0.3, "fraction of the user-hosting nodes offline while messages are sent; they return afterwards")
+	seed := fs.Uint64("seed", 1, "random seed; the same seed gives the same output")
+	fs.Float64Var(&c.SendRate, "send-rate", 100, "messages per virtual second")
+	fs.Float64Var(&c.Attachment, "attachment", 0.1, "probability that a message carries one of four shared 64 KiB attachments")
+	fs.IntVar(&c.Replicas, "replicas", 3, "replicas per object (k)")
+	quiet := fs.Bool("quiet", false, "no progress notes on stderr")
+	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile to this file")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	c.Seed = *seed
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	start := time.Now()
+	p := progress(*quiet)
+	if _, err := sim.RunMail(c, os.Stdout, p); err != nil {
+		return err
+	}
+	p(peakNote(start))
+	return nil
+}

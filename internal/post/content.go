@@ -1,0 +1,93 @@
+package post
+
+import (
+	"fmt"
+	"sync"
+
+	"epost/internal/content"
+	"epost/internal/ids"
+	"epost/internal/past"
+)
+
+// Put stores data in the ring's content store: cut into chunks of at most ChunkSize bytes,
+// each encrypted with keyed convergent encryption (package content) and inserted as a PAST
+// content object at the hash of its ciphertext. A chunk the ring already holds is not sent
+// again: its lease is extended (InsertDedupe), so identical parts are stored once per ring.
+// cb gets the reference (which holds the keys: keep it secret) once every chunk is stored.
+func (n *Node) Put(data []byte, cb func(content.Ref, error)) {
+	chunks, ref, err := content.EncryptChunked(n.cfg.Secret, n.cfg.Ring, data, n.cfg.ChunkSize)
+	if err != nil {
+		cb(content.Ref{}, err)
+		return
+	}
+	lease := n.now().Add(n.cfg.ContentLease)
+	var mu sync.Mutex
+	var first error
+	j := newJoin(len(chunks), func() {
+		if first != nil {
+			cb(content.Ref{}, first)
+			return
+		}
+		cb(ref, nil)
+	})
+	for _, c := range chunks {
+		n.st.InsertDedupe(past.NewContent(n.cfg.Ring, c.Ciphertext, lease), func(r past.InsertResult) {
+			n.mu.Lock()
+			if r.Err != nil {
+				n.stats.ChunksPutFailed++
+			} else {
+				n.stats.ChunksPut++
+			}
+			n.mu.Unlock()
+			if r.Err != nil {
+				mu.Lock()
+				if first == nil {
+					first = fmt.Errorf("post put: %w", r.Err)
+				}
+				mu.Unlock()
+			}
+			j.one()
+		})
+	}
+}
+
+// Get fetches, decrypts and verifies (every chunk and the whole) the payload ref names.
+func (n *Node) Get(ref content.Ref, cb func([]byte, error)) {
+	if err := ref.Validate(); err != nil {
+		cb(nil, err)
+		return
+	}
+	var mu sync.Mutex
+	got := make(map[ids.Key][]byte, len(ref.Chunks))
+	errs := make(map[ids.Key]error)
+	j := newJoin(len(ref.Chunks), func() {
+		data, err := content.Assemble(&n.cfg.Secret, ref, func(k ids.Key) ([]byte, error) {
+			if e := errs[k]; e != nil {
+				return nil, e
+			}
+			return got[k], nil
+		})
+		cb(data, err)
+	})
+	for _, e := range ref.Chunks {
+		n.st.Lookup(e.Location, func(obj past.Object, err error) {
+			mu.Lock()
+			if err != nil {
+				errs[e.Location] = err
+			} else {
+				got[e.Location] = obj.Payload
+			}
+			mu.Unlock()
+			j.one()
+		})
+	}
+}
+
+// refKeys lists the locations of a ref's chunks.
+func refKeys(ref content.Ref) []ids.Key {
+	out := make([]ids.Key, 0, len(ref.Chunks))
+	for _, e := range ref.Chunks {
+		out = append(out, e.Location)
+	}
+	return out
+}

@@ -1,0 +1,511 @@
+package post
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"time"
+
+	"epost/internal/appmux"
+	"epost/internal/content"
+	"epost/internal/identity"
+	"epost/internal/ids"
+	"epost/internal/past"
+	"epost/internal/pastry"
+	"epost/internal/scribe"
+	"epost/internal/store"
+)
+
+// Delivery (fixes ePOST weakness 5, the one-minute presence poll):
+//
+//  1. The sender looks up and verifies each recipient's record (unknown or revoked: refused,
+//     before anything is accepted), stores the parts (Put), and builds per recipient a
+//     notification, signed and sealed to the recipient.
+//  2. It inserts the sealed notification as a PAST TypePending object at
+//     PendingKey(recipient, id) with the long pending lease; the send is accepted for that
+//     recipient only once a quorum of replicas acknowledged it durably.
+//  3. At the same time it anycasts the notification to the recipient's presence topic, where
+//     only the recipient's own node (the member) accepts it: an online recipient files it at
+//     once.
+//  4. Every holder (replica) of a pending object subscribes to the recipient's presence topic
+//     (PAST's Observer tells it what it stores, inserts and repairs alike). When the
+//     recipient's node comes online it multicasts a signed "online" on its topic, and holders
+//     push their pending notifications straight to it. A holder whose notification is still
+//     held after HolderDelay anycasts it itself (the sender may have died before pushing).
+//  5. The recipient decrypts, verifies the sender against the sender's CA-certified record
+//     and the revocation list, and files the notification into INBOX exactly once (the INBOX
+//     entries are the durable received set; the entry is the receipt), refreshes the parts'
+//     leases and deletes the pending object with a proof signed by its own key; holders move
+//     it to the trash.
+
+// Status is the outcome of a send for one recipient.
+type Status uint8
+
+const (
+	Accepted         Status = iota + 1 // stored, replicated, pending until the recipient files it
+	UnknownRecipient                   // no certified record in the ring
+	RevokedRecipient                   // the recipient's record is revoked
+	Failed                             // could not be stored; try again (Err says why)
+)
+
+func (s Status) String() string {
+	switch s {
+	case Accepted:
+		return "accepted"
+	case UnknownRecipient:
+		return "unknown-recipient"
+	case RevokedRecipient:
+		return "revoked-recipient"
+	case Failed:
+		return "failed"
+	}
+	return "?"
+}
+
+// Result is a send's outcome for one recipient.
+type Result struct {
+	To     string
+	Status Status
+	ID     NotificationID
+	Err    error
+}
+
+// Send sends a message of parts (MIME parts; each stored once in the ring) from the local
+// user from to each recipient. cb gets one Result per recipient, in order, once every
+// recipient's outcome is known. "Accepted" means the notification is durably replicated.
+func (u *User) Send(to []string, parts [][]byte, cb func([]Result)) {
+	nids := make([]NotificationID, len(to))
+	for i := range nids {
+		if _, err := io.ReadFull(u.n.cfg.Rand, nids[i][:]); err != nil {
+			res := make([]Result, len(to))
+			for i := range res {
+				res[i] = Result{To: to[i], Status: Failed, Err: err}
+			}
+			cb(res)
+			return
+		}
+	}
+	u.SendWithIDs(to, nids, parts, cb)
+}
+
+// SendWithIDs is Send with the notification ids chosen by the caller, one per recipient. A
+// retried submission with the same ids lands on the same pending objects (PAST keeps the
+// first and refuses a different one) and the recipient files each id once, so retries after
+// a crash never duplicate mail.
+func (u *User) SendWithIDs(to []string, nids []NotificationID, parts [][]byte, cb func([]Result)) {
+	n := u.n
+	res := make([]Result, len(to))
+	if len(nids) != len(to) {
+		for i := range res {
+			res[i] = Result{To: to[i], Status: Failed, Err: fmt.Errorf("post: %d ids for %d recipients", len(nids), len(to))}
+		}
+		cb(res)
+		return
+	}
+	recs := make([]*identity.Record, len(to))
+	refs := make([]content.Ref, len(parts))
+	var partErr error
+	var size uint64
+	for _, p := range parts {
+		size += uint64(len(p))
+	}
+	if len(parts) > MaxParts {
+		for i := range res {
+			res[i] = Result{To: to[i], Status: Failed, Err: fmt.Errorf("%w: %d parts, at most %d", ErrMalformed, len(parts), MaxParts)}
+		}
+		cb(res)
+		return
+	}
+	stage2 := func() {
+		j := newJoin(len(to), func() { cb(res) })
+		for i := range to {
+			if res[i].Status != 0 {
+				j.one()
+				continue
+			}
+			if partErr != nil {
+				res[i] = Result{To: to[i], Status: Failed, Err: partErr}
+				j.one()
+				continue
+			}
+			u.notify(recs[i], nids[i], refs, size, func(r Result) {
+				n.mu.Lock()
+				res[i] = r
+				n.mu.Unlock()
+				j.one()
+			})
+		}
+	}
+	j := newJoin(len(to)+len(parts), stage2)
+	for i, addr := range to {
+		res[i].To = addr
+		n.LookupRecord(addr, func(rec *identity.Record, _ identity.SignedRecord, err error) {
+			n.mu.Lock()
+			switch {
+			case errors.Is(err, ErrRevokedRecipient):
+				res[i] = Result{To: addr, Status: RevokedRecipient, Err: err}
+				n.stats.Refused++
+			case errors.Is(err, ErrUnknownRecipient):
+				res[i] = Result{To: addr, Status: UnknownRecipient, Err: err}
+				n.stats.Refused++
+			case err != nil:
+				res[i] = Result{To: addr, Status: Failed, Err: err}
+			default:
+				recs[i] = rec
+			}
+			n.mu.Unlock()
+			j.one()
+		})
+	}
+	for i, p := range parts {
+		n.Put(p, func(ref content.Ref, err error) {
+			n.mu.Lock()
+			if err != nil && partErr == nil {
+				partErr = err
+			}
+			refs[i] = ref
+			n.mu.Unlock()
+			j.one()
+		})
+	}
+}
+
+// notify builds, stores and pushes the notification for one verified recipient.
+func (u *User) notify(rec *identity.Record, id NotificationID, refs []content.Ref, size uint64, cb func(Result)) {
+	n := u.n
+	note := &Notification{ID: id, From: u.addr, To: rec.Address, Time: n.now(), Size: size, Parts: refs, SenderRecord: u.record}
+	sealed, err := sealNotification(note, u.keys, n.cfg.Ring, rec.Keys.Encryption)
+	if err != nil {
+		cb(Result{To: rec.Address, Status: Failed, ID: id, Err: err})
+		return
+	}
+	obj := past.NewPending(n.cfg.Ring, rec.Address, rec.Keys.Signing, id, sealed, n.now().Add(n.cfg.PendingLease))
+	n.mu.Lock()
+	n.stats.Sent++
+	n.mu.Unlock()
+	n.st.Insert(obj, func(r past.InsertResult) {
+		if r.Err != nil {
+			cb(Result{To: rec.Address, Status: Failed, ID: id, Err: r.Err})
+			return
+		}
+		n.mu.Lock()
+		n.stats.Accepted++
+		n.mu.Unlock()
+		cb(Result{To: rec.Address, Status: Accepted, ID: id})
+	})
+	// Push at once; if nobody takes it the pending copy waits for the recipient.
+	m := &postMsg{Type: mNotify, Recipient: rec.Address, ID: id, Sealed: sealed}
+	_ = n.topics.Anycast(n.presence(rec.Address), m.encode(), func(scribe.AnycastResult) {})
+}
+
+// subscribe joins addr's presence topic once (as member for a local user, as holder, or both).
+func (n *Node) subscribe(addr string) {
+	n.mu.Lock()
+	if n.subs[addr] {
+		n.mu.Unlock()
+		return
+	}
+	n.subs[addr] = true
+	n.mu.Unlock()
+	if err := n.topics.Subscribe(n.presence(addr), presenceApp{n: n, addr: addr}); err != nil {
+		n.cfg.Log.Warn("post: presence subscribe failed", "address", addr, "err", err)
+	}
+}
+
+// unsubscribeIfIdle leaves addr's topic when this node neither hosts the user nor holds
+// anything for them.
+func (n *Node) unsubscribeIfIdle(addr string) {
+	n.mu.Lock()
+	_, local := n.users[addr]
+	idle := !local && len(n.held[addr]) == 0 && n.subs[addr]
+	if idle {
+		delete(n.subs, addr)
+		delete(n.held, addr)
+	}
+	n.mu.Unlock()
+	if idle {
+		_ = n.topics.Unsubscribe(n.presence(addr))
+	}
+}
+
+// presenceApp is the Scribe application of one presence topic on this node.
+type presenceApp struct {
+	n    *Node
+	addr string
+}
+
+// Deliver gets "online" announcements: holders push what they hold.
+func (a presenceApp) Deliver(topic ids.Key, payload []byte) {
+	m, err := decodePostMsg(payload)
+	if err != nil || m.Type != mOnline || m.Recipient != a.addr {
+		return
+	}
+	a.n.onOnline(m)
+}
+
+// AnycastAccept takes a pushed notification if this node hosts the recipient and it opens
+// and verifies.
+func (a presenceApp) AnycastAccept(topic ids.Key, payload []byte) bool {
+	m, err := decodePostMsg(payload)
+	if err != nil || m.Type != mNotify || m.Recipient != a.addr {
+		return false
+	}
+	return a.n.receive(m)
+}
+
+// App returns the node's appmux application (tag appmux.TagPost): direct pushes from holders.
+func (n *Node) App() appmux.App { return postApp{n} }
+
+type postApp struct{ n *Node }
+
+func (a postApp) Forward(key ids.ID, payload []byte, next pastry.Handle) ([]byte, bool) {
+	return payload, true
+}
+
+func (a postApp) HandleEvent(e pastry.Event) bool {
+	if (e.Kind != pastry.EventDirect && e.Kind != pastry.EventDeliver) || len(e.Payload) == 0 || e.Payload[0] != appmux.TagPost {
+		return false
+	}
+	m, err := decodePostMsg(e.Payload)
+	if err != nil || m.Type != mNotify {
+		a.n.mu.Lock()
+		a.n.stats.Rejected++
+		a.n.mu.Unlock()
+		return true
+	}
+	a.n.receive(m)
+	return true
+}
+
+// receive handles a notification pushed to this node; it reports whether a local user took
+// it (it verified, and is filed or being filed).
+func (n *Node) receive(m *postMsg) bool {
+	n.mu.Lock()
+	u, ok := n.users[m.Recipient]
+	n.mu.Unlock()
+	if !ok {
+		return false
+	}
+	note, err := openNotification(m.Sealed, m.ID, u.keys, u.addr, n.senderCheck(), n.now())
+	if err != nil {
+		n.mu.Lock()
+		n.stats.Rejected++
+		n.mu.Unlock()
+		n.cfg.Log.Warn("post: notification rejected", "user", u.addr, "err", err)
+		return false
+	}
+	u.file(note, n.cfg.MaxFilingRetries)
+	return true
+}
+
+// file appends a verified notification to INBOX unless it is there already.
+func (u *User) file(note *Notification, tries int) {
+	n := u.n
+	n.mu.Lock()
+	inbox := u.logs[InboxLog]
+	if inbox == nil || !inbox.loaded {
+		u.waiting = append(u.waiting, func() { u.file(note, tries) })
+		n.mu.Unlock()
+		return
+	}
+	if u.recv[note.ID] {
+		n.stats.Duplicates++
+		n.mu.Unlock()
+		u.drop(note) // a holder still has it: tell it again
+		return
+	}
+	if u.filing[note.ID] {
+		n.stats.Duplicates++
+		n.mu.Unlock()
+		return
+	}
+	u.filing[note.ID] = true
+	n.mu.Unlock()
+	f := &Filed{User: u.addr, ID: note.ID, From: note.From, Time: note.Time, Size: note.Size, Parts: note.Parts, FiledAt: n.now()}
+	u.Append(InboxLog, EncodeFiled(f), func(_ uint64, err error) {
+		n.mu.Lock()
+		delete(u.filing, note.ID)
+		if err != nil {
+			n.mu.Unlock()
+			if tries > 1 {
+				n.after(n.cfg.RetryDelay, func() { u.file(note, tries-1) })
+			}
+			return
+		}
+		u.recv[note.ID] = true
+		n.stats.Filed++
+		onFiled := n.OnFiled
+		n.mu.Unlock()
+		f.FiledAt = n.now()
+		if onFiled != nil {
+			onFiled(*f)
+		}
+		var keys []ids.Key
+		for _, p := range note.Parts {
+			keys = append(keys, refKeys(p)...)
+		}
+		if len(keys) > 0 {
+			n.st.Refresh(keys, n.now().Add(n.cfg.ContentLease), nil)
+		}
+		u.drop(note)
+	})
+}
+
+// drop tells the holders to move the pending copy to the trash.
+func (u *User) drop(note *Notification) {
+	key := past.PendingKey(u.n.cfg.Ring, u.addr, note.ID)
+	proof, err := past.DropProof(u.keys, key)
+	if err != nil {
+		return
+	}
+	u.n.st.Delete(key, proof, nil)
+}
+
+// Holder side. PAST's observer calls run inside PAST's lock: queue them and act later.
+
+// Stored implements past.Observer.
+func (n *Node) Stored(meta store.Meta) {
+	if past.Type(meta.Type) != past.TypePending {
+		return
+	}
+	n.queueObserved(observed{meta: meta})
+}
+
+// Removed implements past.Observer.
+func (n *Node) Removed(key ids.Key) {
+	n.queueObserved(observed{meta: store.Meta{Key: key}, removed: true})
+}
+
+func (n *Node) queueObserved(o observed) {
+	n.mu.Lock()
+	first := len(n.observed) == 0
+	n.observed = append(n.observed, o)
+	n.mu.Unlock()
+	if first {
+		n.after(0, n.drainObserved)
+	}
+}
+
+func (n *Node) drainObserved() {
+	n.mu.Lock()
+	obs := n.observed
+	n.observed = nil
+	n.mu.Unlock()
+	for _, o := range obs {
+		if o.removed {
+			n.mu.Lock()
+			var addr string
+			for a, keys := range n.held {
+				if keys[o.meta.Key] {
+					delete(keys, o.meta.Key)
+					addr = a
+					break
+				}
+			}
+			n.mu.Unlock()
+			if addr != "" {
+				n.unsubscribeIfIdle(addr)
+			}
+			continue
+		}
+		p, err := past.DecodePending(o.meta.Aux)
+		if err != nil {
+			continue
+		}
+		n.hold(p.Recipient, o.meta.Key)
+	}
+}
+
+// hold indexes a pending object and subscribes to its recipient's presence.
+func (n *Node) hold(addr string, key ids.Key) {
+	n.mu.Lock()
+	if n.held[addr] == nil {
+		n.held[addr] = map[ids.Key]bool{}
+	}
+	n.held[addr][key] = true
+	n.mu.Unlock()
+	n.subscribe(addr)
+	n.after(n.cfg.HolderDelay, func() { n.offer(addr, key) })
+}
+
+// RebuildHolderIndex re-reads the pending objects in this node's store (after a restart).
+func (n *Node) RebuildHolderIndex() {
+	for _, meta := range n.st.LocalMetas(past.TypePending) {
+		if p, err := past.DecodePending(meta.Aux); err == nil {
+			n.hold(p.Recipient, meta.Key)
+		}
+	}
+}
+
+// offer anycasts a notification this node still holds, for when the sender died before
+// pushing it or its push was lost.
+func (n *Node) offer(addr string, key ids.Key) {
+	obj, ok := n.st.LocalGet(key)
+	if !ok {
+		return
+	}
+	p, err := past.DecodePending(obj.Aux)
+	if err != nil {
+		return
+	}
+	n.mu.Lock()
+	n.stats.HolderOffers++
+	n.mu.Unlock()
+	m := &postMsg{Type: mNotify, Recipient: addr, ID: p.ID, Sealed: obj.Payload}
+	_ = n.topics.Anycast(n.presence(addr), m.encode(), func(scribe.AnycastResult) {})
+}
+
+// onOnline pushes what this node holds for the announcing recipient, if the announcement is
+// signed by the key the pending objects name and is fresh.
+func (n *Node) onOnline(m *postMsg) {
+	if d := n.now().Sub(time.Unix(0, m.Time)); d > n.cfg.OnlineMaxAge || d < -n.cfg.OnlineMaxAge {
+		return
+	}
+	n.mu.Lock()
+	keys := make([]ids.Key, 0, len(n.held[m.Recipient]))
+	for k := range n.held[m.Recipient] {
+		keys = append(keys, k)
+	}
+	n.mu.Unlock()
+	slices.SortFunc(keys, func(a, b ids.Key) int { return ids.Cmp(a.ID, b.ID) }) // deterministic order
+	msg := onlineMessage(m.Recipient, m.Handle, m.Time)
+	var verifiedKey []byte
+	self := n.ov.Self()
+	for _, k := range keys {
+		obj, ok := n.st.LocalGet(k)
+		if !ok {
+			n.mu.Lock()
+			delete(n.held[m.Recipient], k)
+			n.mu.Unlock()
+			continue
+		}
+		p, err := past.DecodePending(obj.Aux)
+		if err != nil {
+			continue
+		}
+		if !bytes.Equal(verifiedKey, p.RecipientKey) {
+			if identity.Verify(p.RecipientKey, contextOnline, msg, m.Sig) != nil {
+				continue
+			}
+			verifiedKey = p.RecipientKey
+		}
+		push := &postMsg{Type: mNotify, Recipient: m.Recipient, ID: p.ID, Sealed: obj.Payload}
+		n.mu.Lock()
+		n.stats.Pushed++
+		n.mu.Unlock()
+		if m.Handle.ID == self.ID {
+			n.receive(push)
+		} else {
+			n.ov.Send(m.Handle, push.encode())
+		}
+	}
+	n.unsubscribeIfIdle(m.Recipient)
+}
+
+func sortBackup(es []backupEntry) {
+	slices.SortFunc(es, func(a, b backupEntry) int { return ids.Cmp(a.Head.ID, b.Head.ID) })
+}
+
+func unmarshalRef(b []byte) (content.Ref, error) { return content.UnmarshalRef(b) }

@@ -1,0 +1,492 @@
+package post
+
+import (
+	"errors"
+	"fmt"
+	"io"
+
+	"epost/internal/content"
+	"epost/internal/ids"
+	"epost/internal/past"
+)
+
+// Log errors.
+var (
+	ErrLogExists   = errors.New("post: log already exists")
+	ErrNoLog       = errors.New("post: log not found")
+	ErrLogNotReady = errors.New("post: log not open")
+	ErrTooBig      = errors.New("post: log entry too large")
+)
+
+// Well-known log names.
+const (
+	RootLog  = "root"  // lists the user's folders (entries: "+name")
+	InboxLog = "INBOX" // filed notifications (EncodeFiled); doubles as the received set
+)
+
+const (
+	logNamePrefix = "epost/v1/log/"
+	backupName    = "epost/v1/log-backup"
+)
+
+// logState is one log of a local user: the committed head and, as a local cache, every
+// entry's body and location.
+type logState struct {
+	name    string
+	key     ids.Key
+	logKey  [32]byte
+	wrapped []byte
+	loaded  bool
+	opening bool
+	seq     uint64 // highest head sequence number written or seen
+	head    headState
+	payload []byte // committed head payload, for backups
+	bodies  [][]byte
+	locs    []ids.ID
+
+	queue    []pendingAppend
+	writing  bool
+	snap     *pendingSnapshot // written with the next head
+	snapping bool
+	waiters  []func(error) // OpenLog callers while opening
+}
+
+type pendingAppend struct {
+	body []byte
+	cb   func(uint64, error)
+}
+
+type pendingSnapshot struct {
+	index uint64
+	ref   []byte
+}
+
+// LogHead describes a log's committed head.
+type LogHead struct {
+	Key           ids.Key
+	Seq           uint64
+	Count         uint64
+	SnapshotIndex uint64
+}
+
+func (u *User) headKey(name string) ids.Key {
+	return past.SignedKey(u.n.cfg.Ring, u.keys.Public().Signing, []byte(logNamePrefix+name))
+}
+
+// CreateLog creates an empty log. It is the only way a head comes to exist, and it refuses
+// when a head exists already or when the lookup was inconclusive: a "not found" can be a
+// routing artifact, and writing an empty head over a real one would lose the folder (ePOST
+// never created a user's logs after the node's first start, for the same reason). Creating
+// any log but the root log also lists it in the root log.
+func (u *User) CreateLog(name string, cb func(error)) {
+	if cb == nil {
+		cb = func(error) {}
+	}
+	u.n.mu.Lock()
+	if _, ok := u.logs[name]; ok {
+		u.n.mu.Unlock()
+		cb(fmt.Errorf("%w: %s", ErrLogExists, name))
+		return
+	}
+	l := &logState{name: name, key: u.headKey(name), opening: true}
+	u.logs[name] = l
+	u.n.mu.Unlock()
+	fail := func(err error) {
+		u.n.mu.Lock()
+		delete(u.logs, name)
+		u.n.mu.Unlock()
+		cb(err)
+	}
+	u.n.st.Lookup(l.key, func(_ past.Object, err error) {
+		switch {
+		case err == nil:
+			fail(fmt.Errorf("%w: %s", ErrLogExists, name))
+			return
+		case !errors.Is(err, past.ErrNotFound) || errors.Is(err, past.ErrTimeout):
+			fail(fmt.Errorf("%w: create log %s: %v", ErrInconclusive, name, err))
+			return
+		}
+		if _, err := io.ReadFull(u.n.cfg.Rand, l.logKey[:]); err != nil {
+			fail(err)
+			return
+		}
+		wrapped, err := wrapLogKey(u.keys.Public().Encryption, l.key, &l.logKey)
+		if err != nil {
+			fail(err)
+			return
+		}
+		l.wrapped = wrapped
+		payload, err := encodeHead(&l.logKey, u.n.cfg.Rand, l.key, wrapped, &headState{})
+		if err != nil {
+			fail(err)
+			return
+		}
+		obj := past.NewSigned(u.keys.SigningKey(), u.n.cfg.Ring, []byte(logNamePrefix+name), 1, payload, u.n.now().Add(u.n.cfg.ContentLease))
+		u.n.st.Insert(obj, func(r past.InsertResult) {
+			if r.Err != nil {
+				// A replica that refused as stale holds a head: the log exists.
+				fail(fmt.Errorf("post: create log %s: %w", name, r.Err))
+				return
+			}
+			u.n.mu.Lock()
+			l.seq, l.payload, l.loaded, l.opening = 1, payload, true, false
+			u.n.mu.Unlock()
+			if name != RootLog {
+				u.Append(RootLog, []byte("+"+name), nil)
+			}
+			cb(nil)
+			u.flushLog(l)
+		})
+	})
+}
+
+// OpenLog loads an existing log from the ring: head, then the snapshot and the entries after
+// it (walking the hash chain back from the newest). It never creates anything.
+func (u *User) OpenLog(name string, cb func(error)) {
+	if cb == nil {
+		cb = func(error) {}
+	}
+	u.n.mu.Lock()
+	l, ok := u.logs[name]
+	switch {
+	case ok && l.loaded:
+		u.n.mu.Unlock()
+		cb(nil)
+		return
+	case ok && l.opening:
+		l.waiters = append(l.waiters, cb)
+		u.n.mu.Unlock()
+		return
+	case !ok:
+		l = &logState{name: name, key: u.headKey(name)}
+		u.logs[name] = l
+	}
+	l.opening = true
+	l.waiters = append(l.waiters, cb)
+	u.n.mu.Unlock()
+	finish := func(err error) {
+		u.n.mu.Lock()
+		l.opening = false
+		if err == nil {
+			l.loaded = true
+		}
+		ws := l.waiters
+		l.waiters = nil
+		u.n.mu.Unlock()
+		for _, w := range ws {
+			w(err)
+		}
+		if err == nil {
+			u.flushLog(l)
+		}
+	}
+	u.n.st.Lookup(l.key, func(obj past.Object, err error) {
+		if err != nil {
+			if errors.Is(err, past.ErrTimeout) {
+				finish(fmt.Errorf("%w: open log %s: %v", ErrInconclusive, name, err))
+			} else {
+				finish(fmt.Errorf("%w: %s", ErrNoLog, name))
+			}
+			return
+		}
+		key, wrapped, st, err := decodeHead(u.keys, l.key, obj.Payload)
+		if err != nil {
+			finish(fmt.Errorf("post: open log %s: %w", name, err))
+			return
+		}
+		u.replay(l, st, func(bodies [][]byte, locs []ids.ID, err error) {
+			if err != nil {
+				finish(fmt.Errorf("post: replay log %s: %w", name, err))
+				return
+			}
+			u.n.mu.Lock()
+			l.logKey, l.wrapped, l.head, l.seq, l.payload = key, wrapped, *st, obj.Seq, obj.Payload
+			l.bodies, l.locs = bodies, locs
+			u.n.mu.Unlock()
+			u.onLogLoaded(l)
+			finish(nil)
+		})
+	})
+}
+
+// replay rebuilds all bodies of a log from its head: inline entries, then the chain back to
+// the snapshot, then the snapshot. Every entry's index and link is checked.
+func (u *User) replay(l *logState, st *headState, cb func([][]byte, []ids.ID, error)) {
+	bodies := make([][]byte, st.Count)
+	locs := make([]ids.ID, st.Count)
+	next := st.Newest
+	for i := len(st.Inline) - 1; i >= 0; i-- {
+		idx, p, body, err := openEntry(&l.logKey, l.key, st.Inline[i])
+		if err != nil || idx != st.InlineFrom+uint64(i) || ids.Hash(st.Inline[i]) != next {
+			cb(nil, nil, fmt.Errorf("%w: inline entry %d", ErrMalformed, st.InlineFrom+uint64(i)))
+			return
+		}
+		bodies[idx], locs[idx] = body, next
+		next = p
+	}
+	lowest := st.InlineFrom
+	if len(st.Inline) == 0 {
+		lowest = st.Count
+	}
+	var walk func(idx uint64, loc ids.ID)
+	loadSnap := func() {
+		if st.SnapshotIndex == 0 {
+			cb(bodies, locs, nil)
+			return
+		}
+		ref, err := content.UnmarshalRef(st.Snapshot)
+		if err != nil {
+			cb(nil, nil, err)
+			return
+		}
+		u.n.Get(ref, func(data []byte, err error) {
+			if err != nil {
+				cb(nil, nil, fmt.Errorf("snapshot: %w", err))
+				return
+			}
+			snap, err := decodeSnapshot(data, st.SnapshotIndex)
+			if err != nil {
+				cb(nil, nil, err)
+				return
+			}
+			copy(bodies, snap)
+			cb(bodies, locs, nil) // locations before the snapshot are not needed again
+		})
+	}
+	walk = func(idx uint64, loc ids.ID) {
+		// idx is the index of the entry at loc; stop at the snapshot.
+		if idx+1 <= st.SnapshotIndex || idx == ^uint64(0) {
+			loadSnap()
+			return
+		}
+		u.n.st.Lookup(ids.Key{Ring: u.n.cfg.Ring, ID: loc}, func(obj past.Object, err error) {
+			if err != nil {
+				cb(nil, nil, fmt.Errorf("entry %d: %w", idx, err))
+				return
+			}
+			i, p, body, err := openEntry(&l.logKey, l.key, obj.Payload)
+			if err != nil || i != idx {
+				cb(nil, nil, fmt.Errorf("%w: entry %d", ErrMalformed, idx))
+				return
+			}
+			bodies[idx], locs[idx] = body, loc
+			walk(idx-1, p)
+		})
+	}
+	if lowest == 0 || lowest <= st.SnapshotIndex {
+		loadSnap()
+		return
+	}
+	walk(lowest-1, next)
+}
+
+// Append adds an entry to a log this node has open (CreateLog or OpenLog); an entry is never
+// appended to a log whose head was not found. Appends are batched: entries queued while a
+// head write is in flight go out together with the next one. cb gets the entry's index once
+// the head naming it is acknowledged by a quorum.
+func (u *User) Append(name string, body []byte, cb func(uint64, error)) {
+	if cb == nil {
+		cb = func(uint64, error) {}
+	}
+	if len(body) > maxEntryBody {
+		cb(0, fmt.Errorf("%w: %d bytes, at most %d", ErrTooBig, len(body), maxEntryBody))
+		return
+	}
+	u.n.mu.Lock()
+	l, ok := u.logs[name]
+	if !ok {
+		u.n.mu.Unlock()
+		cb(0, fmt.Errorf("%w: %s", ErrLogNotReady, name))
+		return
+	}
+	l.queue = append(l.queue, pendingAppend{body: append([]byte(nil), body...), cb: cb})
+	u.n.mu.Unlock()
+	u.flushLog(l)
+}
+
+// flushLog writes the queued entries (and a finished snapshot) with one new head.
+func (u *User) flushLog(l *logState) {
+	n := u.n
+	n.mu.Lock()
+	if !l.loaded || l.writing || (len(l.queue) == 0 && l.snap == nil) || n.stop {
+		n.mu.Unlock()
+		return
+	}
+	var batch []pendingAppend
+	size := 0
+	for len(l.queue) > 0 && len(batch) < maxBatch && (len(batch) == 0 || size+len(l.queue[0].body) < maxInline/2) {
+		batch = append(batch, l.queue[0])
+		size += len(l.queue[0].body)
+		l.queue = l.queue[1:]
+	}
+	st := l.head
+	st.Inline = nil
+	st.InlineFrom = st.Count
+	prev := st.Newest
+	var cts [][]byte
+	var locs []ids.ID
+	for i, a := range batch {
+		ct, err := sealEntry(&l.logKey, n.cfg.Rand, l.key, st.Count+uint64(i), prev, a.body)
+		if err != nil {
+			n.mu.Unlock()
+			for _, a := range batch {
+				a.cb(0, err)
+			}
+			return
+		}
+		prev = ids.Hash(ct)
+		cts = append(cts, ct)
+		locs = append(locs, prev)
+	}
+	st.Count += uint64(len(batch))
+	st.Newest = prev
+	st.Inline = cts
+	snap := l.snap
+	if snap != nil {
+		st.SnapshotIndex, st.Snapshot = snap.index, snap.ref
+	}
+	payload, err := encodeHead(&l.logKey, n.cfg.Rand, l.key, l.wrapped, &st)
+	if err != nil {
+		n.mu.Unlock()
+		for _, a := range batch {
+			a.cb(0, err)
+		}
+		return
+	}
+	l.seq++
+	seq := l.seq
+	l.writing = true
+	n.stats.LogHeadWrites++
+	n.mu.Unlock()
+
+	lease := n.now().Add(n.cfg.ContentLease)
+	var headErr error
+	j := newJoin(1+len(cts), func() {
+		n.mu.Lock()
+		l.writing = false
+		if headErr == nil {
+			first := l.head.Count
+			l.head = st
+			l.payload = payload
+			l.bodies = append(l.bodies, bodiesOf(batch)...)
+			l.locs = append(l.locs, locs...)
+			if snap != nil && l.snap == snap {
+				l.snap = nil
+			}
+			n.stats.LogAppends += uint64(len(batch))
+			needSnap := !l.snapping && l.snap == nil && st.Count/uint64(n.cfg.SnapshotEvery) > st.SnapshotIndex/uint64(n.cfg.SnapshotEvery)
+			if needSnap {
+				l.snapping = true
+			}
+			n.mu.Unlock()
+			for i, a := range batch {
+				a.cb(first+uint64(i), nil)
+			}
+			if needSnap {
+				u.snapshot(l)
+			}
+		} else {
+			// Put the batch back in front: the next head carries it with a higher seq.
+			l.queue = append(batch, l.queue...)
+			n.mu.Unlock()
+			n.cfg.Log.Warn("post: log head write failed; retrying", "log", l.name, "err", headErr)
+			n.after(n.cfg.RetryDelay, func() { u.flushLog(l) })
+			return
+		}
+		u.flushLog(l)
+	})
+	obj := past.NewSigned(u.keys.SigningKey(), n.cfg.Ring, []byte(logNamePrefix+l.name), seq, payload, lease)
+	n.st.Insert(obj, func(r past.InsertResult) {
+		n.mu.Lock()
+		headErr = r.Err
+		n.mu.Unlock()
+		j.one()
+	})
+	for _, ct := range cts {
+		u.insertEntry(ct, n.cfg.MaxFilingRetries, j.one)
+	}
+}
+
+// insertEntry stores an entry, retrying: the next head drops its inline copy, so the entry
+// must be in the ring before that head is written.
+func (u *User) insertEntry(ct []byte, tries int, done func()) {
+	n := u.n
+	obj := past.NewContent(n.cfg.Ring, ct, n.now().Add(n.cfg.ContentLease))
+	n.st.Insert(obj, func(r past.InsertResult) {
+		if r.Err != nil && tries > 1 {
+			n.after(n.cfg.RetryDelay, func() { u.insertEntry(ct, tries-1, done) })
+			return
+		}
+		done()
+	})
+}
+
+func bodiesOf(b []pendingAppend) [][]byte {
+	out := make([][]byte, len(b))
+	for i, a := range b {
+		out[i] = a.body
+	}
+	return out
+}
+
+// snapshot stores all bodies so far as one content payload; the next head names it, and
+// replay then starts there instead of walking the whole chain.
+func (u *User) snapshot(l *logState) {
+	n := u.n
+	n.mu.Lock()
+	idx := l.head.Count
+	data := encodeSnapshot(l.bodies[:idx])
+	n.mu.Unlock()
+	n.Put(data, func(ref content.Ref, err error) {
+		n.mu.Lock()
+		l.snapping = false
+		if err != nil {
+			n.mu.Unlock()
+			n.cfg.Log.Warn("post: log snapshot failed", "log", l.name, "err", err)
+			return
+		}
+		raw, _ := ref.MarshalBinary()
+		l.snap = &pendingSnapshot{index: idx, ref: raw}
+		n.stats.Snapshots++
+		n.mu.Unlock()
+		u.flushLog(l)
+	})
+}
+
+// Entries returns the bodies of entries since index since (local cache of an open log).
+func (u *User) Entries(name string, since uint64) ([][]byte, error) {
+	u.n.mu.Lock()
+	defer u.n.mu.Unlock()
+	l, ok := u.logs[name]
+	if !ok || !l.loaded {
+		return nil, fmt.Errorf("%w: %s", ErrLogNotReady, name)
+	}
+	if since >= uint64(len(l.bodies)) {
+		return nil, nil
+	}
+	return append([][]byte(nil), l.bodies[since:]...), nil
+}
+
+// Head describes the committed head of an open log.
+func (u *User) Head(name string) (LogHead, error) {
+	u.n.mu.Lock()
+	defer u.n.mu.Unlock()
+	l, ok := u.logs[name]
+	if !ok || !l.loaded {
+		return LogHead{}, fmt.Errorf("%w: %s", ErrLogNotReady, name)
+	}
+	return LogHead{Key: l.key, Seq: l.seq, Count: l.head.Count, SnapshotIndex: l.head.SnapshotIndex}, nil
+}
+
+// Logs lists the names of the user's open logs.
+func (u *User) Logs() []string {
+	u.n.mu.Lock()
+	defer u.n.mu.Unlock()
+	var out []string
+	for name, l := range u.logs {
+		if l.loaded {
+			out = append(out, name)
+		}
+	}
+	return out
+}

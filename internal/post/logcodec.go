@@ -1,0 +1,258 @@
+package post
+
+import (
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/sha256"
+	"fmt"
+	"io"
+
+	"epost/internal/content"
+	"epost/internal/identity"
+	"epost/internal/ids"
+	"epost/internal/wire"
+)
+
+// Single-writer logs (ePOST's folders), on PAST:
+//
+//   - Entry: a content object (TypeContent, key = SHA-256 of its bytes) holding
+//     nonce || AES-256-GCM(log key, nonce, {index, previous entry's location, body}), with the
+//     head key as associated data. The location of entry i-1 inside entry i links the chain.
+//   - Head: a TypeSigned object owned by the user's signing key, named "epost/v1/log/"+name.
+//     Its payload holds the log key wrapped to the owner (HPKE to the user's own X25519 key)
+//     and, encrypted under the log key, the entry count, the newest entry's location, the
+//     latest snapshot (a content.Ref of all bodies before SnapshotIndex) and inline copies of
+//     the entries written together with this head. PAST's no-rollback rule makes the head's
+//     sequence number only grow.
+//
+// Appends write the new entries and the head at the same time (one round trip, not two); the
+// inline copies make that safe: an entry whose own insert was not yet acknowledged can be
+// recovered from the head, and the next head is written only after they were.
+
+const (
+	headV         = 1
+	entryV        = 1
+	maxEntryBody  = 256 << 10
+	maxInline     = 512 << 10
+	maxBatch      = 256
+	nonceSize     = 12
+	hpkeInfoLog   = "epost/v1/log-key"
+	labelEntryAAD = "epost/v1/log-entry\x00"
+	labelHeadAAD  = "epost/v1/log-head\x00"
+)
+
+// headState is the decrypted part of a head.
+type headState struct {
+	Count         uint64
+	Newest        ids.ID // location id of entry Count-1 (zero when empty)
+	SnapshotIndex uint64 // entries before this index are in Snapshot
+	Snapshot      []byte // content.Ref encoding, or empty
+	Inline        [][]byte
+	InlineFrom    uint64 // index of Inline[0]
+}
+
+func logAEAD(key *[32]byte) cipher.AEAD {
+	b, _ := aes.NewCipher(key[:]) // 32-byte key: never fails
+	g, _ := cipher.NewGCM(b)
+	return g
+}
+
+func seal(key *[32]byte, rand io.Reader, pt, aad []byte) ([]byte, error) {
+	out := make([]byte, nonceSize, nonceSize+len(pt)+16)
+	if _, err := io.ReadFull(rand, out); err != nil {
+		return nil, err
+	}
+	return logAEAD(key).Seal(out, out[:nonceSize], pt, aad), nil
+}
+
+func open(key *[32]byte, ct, aad []byte) ([]byte, error) {
+	if len(ct) < nonceSize+16 {
+		return nil, fmt.Errorf("%w: ciphertext of %d bytes", ErrMalformed, len(ct))
+	}
+	pt, err := logAEAD(key).Open(nil, ct[:nonceSize], ct[nonceSize:], aad)
+	if err != nil {
+		return nil, fmt.Errorf("%w: log data does not authenticate", ErrMalformed)
+	}
+	return pt, nil
+}
+
+func entryAAD(head ids.Key) []byte {
+	b := append([]byte(labelEntryAAD), head.Ring[:]...)
+	return append(b, head.ID[:]...)
+}
+
+// sealEntry encrypts entry index with its predecessor's location.
+func sealEntry(key *[32]byte, rand io.Reader, head ids.Key, index uint64, prev ids.ID, body []byte) ([]byte, error) {
+	w := wire.Writer{}
+	w.U8(entryV)
+	w.U64(index)
+	w.ID(prev)
+	w.Bytes(body)
+	return seal(key, rand, w.B, entryAAD(head))
+}
+
+// openEntry decrypts an entry and returns its index, predecessor and body.
+func openEntry(key *[32]byte, head ids.Key, ct []byte) (uint64, ids.ID, []byte, error) {
+	pt, err := open(key, ct, entryAAD(head))
+	if err != nil {
+		return 0, ids.ID{}, nil, err
+	}
+	r := wire.NewReader(pt)
+	if v := r.U8(); r.Err() == nil && v != entryV {
+		return 0, ids.ID{}, nil, fmt.Errorf("%w: entry version %d", ErrMalformed, v)
+	}
+	idx := r.U64()
+	prev := r.ID()
+	body := r.Bytes(maxEntryBody, "body")
+	if err := r.Done(); err != nil {
+		return 0, ids.ID{}, nil, fmt.Errorf("%w: entry: %v", ErrMalformed, err)
+	}
+	return idx, prev, body, nil
+}
+
+func headAAD(head ids.Key) []byte {
+	b := append([]byte(labelHeadAAD), head.Ring[:]...)
+	return append(b, head.ID[:]...)
+}
+
+// encodeHead makes a head payload: wrapped key in clear, state sealed under the log key.
+func encodeHead(key *[32]byte, rand io.Reader, head ids.Key, wrapped []byte, st *headState) ([]byte, error) {
+	w := wire.Writer{}
+	w.U64(st.Count)
+	w.ID(st.Newest)
+	w.U64(st.SnapshotIndex)
+	w.Bytes(st.Snapshot)
+	w.U64(st.InlineFrom)
+	w.Uvarint(uint64(len(st.Inline)))
+	for _, e := range st.Inline {
+		w.Bytes(e)
+	}
+	sealed, err := seal(key, rand, w.B, headAAD(head))
+	if err != nil {
+		return nil, err
+	}
+	out := wire.Writer{}
+	out.U8(headV)
+	out.Bytes(wrapped)
+	out.Bytes(sealed)
+	return out.B, nil
+}
+
+// decodeHead unwraps the log key with the owner's keys and decrypts the state.
+func decodeHead(keys *identity.Keys, head ids.Key, payload []byte) (key [32]byte, wrapped []byte, st *headState, err error) {
+	r := wire.NewReader(payload)
+	if v := r.U8(); r.Err() == nil && v != headV {
+		return key, nil, nil, fmt.Errorf("%w: head version %d", ErrMalformed, v)
+	}
+	wrapped = r.Bytes(256, "wrapped key")
+	sealed := r.Bytes(maxInline+64<<10, "state")
+	if err := r.Done(); err != nil {
+		return key, nil, nil, fmt.Errorf("%w: head: %v", ErrMalformed, err)
+	}
+	k, err := keys.Open(wrapped, []byte(hpkeInfoLog), headAAD(head))
+	if err != nil {
+		return key, nil, nil, err
+	}
+	if len(k) != 32 {
+		return key, nil, nil, fmt.Errorf("%w: log key of %d bytes", ErrMalformed, len(k))
+	}
+	copy(key[:], k)
+	pt, err := open(&key, sealed, headAAD(head))
+	if err != nil {
+		return key, nil, nil, err
+	}
+	st, err = decodeHeadState(pt)
+	return key, wrapped, st, err
+}
+
+func decodeHeadState(pt []byte) (*headState, error) {
+	r := wire.NewReader(pt)
+	st := &headState{Count: r.U64(), Newest: r.ID(), SnapshotIndex: r.U64()}
+	st.Snapshot = r.Bytes(maxInline, "snapshot ref")
+	st.InlineFrom = r.U64()
+	n := r.Count(maxBatch, 1, "inline entries")
+	for i := 0; i < n && r.Err() == nil; i++ {
+		st.Inline = append(st.Inline, r.Bytes(maxInline, "inline entry"))
+	}
+	if err := r.Done(); err != nil {
+		return nil, fmt.Errorf("%w: head state: %v", ErrMalformed, err)
+	}
+	if st.SnapshotIndex > st.Count || st.InlineFrom+uint64(len(st.Inline)) != st.Count && len(st.Inline) > 0 {
+		return nil, fmt.Errorf("%w: head state indices inconsistent", ErrMalformed)
+	}
+	if len(st.Snapshot) > 0 {
+		if _, err := content.UnmarshalRef(st.Snapshot); err != nil {
+			return nil, fmt.Errorf("%w: snapshot ref: %v", ErrMalformed, err)
+		}
+	}
+	return st, nil
+}
+
+// wrapLogKey encrypts a new log key to the owner.
+func wrapLogKey(owner []byte, head ids.Key, key *[32]byte) ([]byte, error) {
+	return identity.SealTo(owner, []byte(hpkeInfoLog), key[:], headAAD(head))
+}
+
+// encodeSnapshot lists bodies; decodeSnapshot reads it back.
+func encodeSnapshot(bodies [][]byte) []byte {
+	w := wire.Writer{}
+	w.Uvarint(uint64(len(bodies)))
+	for _, b := range bodies {
+		w.Bytes(b)
+	}
+	return w.B
+}
+
+func decodeSnapshot(b []byte, want uint64) ([][]byte, error) {
+	r := wire.NewReader(b)
+	n := r.Count(1<<24, 1, "snapshot entries")
+	out := make([][]byte, 0, n)
+	for i := 0; i < n && r.Err() == nil; i++ {
+		out = append(out, r.Bytes(maxEntryBody, "snapshot entry"))
+	}
+	if err := r.Done(); err != nil {
+		return nil, fmt.Errorf("%w: snapshot: %v", ErrMalformed, err)
+	}
+	if uint64(len(out)) != want {
+		return nil, fmt.Errorf("%w: snapshot has %d entries, head says %d", ErrMalformed, len(out), want)
+	}
+	return out, nil
+}
+
+// backup lists every log head of a user: (head key, seq, SHA-256 of the head payload).
+type backupEntry struct {
+	Head ids.Key
+	Seq  uint64
+	Hash [32]byte
+}
+
+func encodeBackup(es []backupEntry) []byte {
+	w := wire.Writer{}
+	w.Uvarint(uint64(len(es)))
+	for _, e := range es {
+		w.ID(e.Head.Ring)
+		w.ID(e.Head.ID)
+		w.U64(e.Seq)
+		w.B = append(w.B, e.Hash[:]...)
+	}
+	return w.B
+}
+
+func decodeBackup(b []byte) ([]backupEntry, error) {
+	r := wire.NewReader(b)
+	n := r.Count(1<<16, 2*ids.Bytes+8+32, "backup entries")
+	out := make([]backupEntry, 0, n)
+	for i := 0; i < n && r.Err() == nil; i++ {
+		e := backupEntry{Head: ids.Key{Ring: r.ID(), ID: r.ID()}, Seq: r.U64()}
+		for j := range e.Hash {
+			e.Hash[j] = r.U8()
+		}
+		out = append(out, e)
+	}
+	if err := r.Done(); err != nil {
+		return nil, fmt.Errorf("%w: backup: %v", ErrMalformed, err)
+	}
+	return out, nil
+}
+
+func sum(b []byte) [32]byte { return sha256.Sum256(b) }

@@ -1,0 +1,315 @@
+package post
+
+import (
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+
+	"epost/internal/content"
+	"epost/internal/identity"
+	"epost/internal/ids"
+	"epost/internal/past"
+	"epost/internal/pastry"
+	"epost/internal/scribe"
+	"epost/internal/store"
+	"epost/internal/transport"
+)
+
+// Store is what POST needs from PAST; *past.Driver implements it.
+type Store interface {
+	Insert(obj past.Object, cb func(past.InsertResult))
+	InsertDedupe(obj past.Object, cb func(past.InsertResult))
+	Lookup(key ids.Key, cb func(past.Object, error))
+	Refresh(keys []ids.Key, expiry time.Time, cb func(error))
+	Delete(key ids.Key, proof []byte, cb func(error))
+	LocalGet(key ids.Key) (past.Object, bool)
+	LocalMetas(t past.Type) []store.Meta
+}
+
+// Topics is what POST needs from Scribe; *scribe.Scribe implements it.
+type Topics interface {
+	Subscribe(topic ids.Key, app scribe.App) error
+	Unsubscribe(topic ids.Key) error
+	Multicast(topic ids.Key, payload []byte) error
+	Anycast(topic ids.Key, payload []byte, result func(scribe.AnycastResult)) error
+}
+
+// Overlay is what POST needs from Pastry; *pastry.Driver implements it.
+type Overlay interface {
+	Send(to pastry.Handle, payload []byte)
+	Self() pastry.Handle
+}
+
+// Config holds POST's parameters. Zero durations take the defaults of DefaultConfig.
+type Config struct {
+	Ring    ids.RingID
+	CA      ed25519.PublicKey        // ring CA: certifies user records
+	Revoked func(serial uint64) bool // ring.Trust.IsRecordRevoked
+	Secret  content.Secret           // the ring's convergence secret
+	Clock   transport.Clock          // injected time
+	Rand    io.Reader                // injected randomness: notification ids, log keys, nonces
+	Log     *slog.Logger
+
+	ContentLease     time.Duration // lease of parts, entries, heads (ePOST: 28 days)
+	PendingLease     time.Duration // lease of pending notifications (ePOST: 28 days)
+	RefreshInterval  time.Duration // the owner refreshes everything reachable (ePOST: daily)
+	BackupInterval   time.Duration // signed backup of all heads (ePOST: 6 h)
+	SnapshotEvery    int           // entries between log snapshots (ePOST: 500)
+	OnlineInterval   time.Duration // re-announce presence (a safety net; pushes are immediate)
+	OnlineMaxAge     time.Duration // holders ignore older announcements
+	HolderDelay      time.Duration // a holder offers a still-held notification itself after this
+	RecordCacheTTL   time.Duration // verified recipient records are reused this long
+	RetryDelay       time.Duration // filing or opening a log that failed is retried after this
+	ChunkSize        int           // content chunk plaintext size (default content.DefaultChunkSize)
+	MaxFilingRetries int
+}
+
+// DefaultConfig returns ePOST's parameters where it had them.
+func DefaultConfig() Config {
+	return Config{
+		ContentLease:     28 * 24 * time.Hour,
+		PendingLease:     28 * 24 * time.Hour,
+		RefreshInterval:  24 * time.Hour,
+		BackupInterval:   6 * time.Hour,
+		SnapshotEvery:    500,
+		OnlineInterval:   10 * time.Minute,
+		OnlineMaxAge:     15 * time.Minute,
+		HolderDelay:      30 * time.Second,
+		RecordCacheTTL:   10 * time.Minute,
+		RetryDelay:       5 * time.Second,
+		ChunkSize:        content.DefaultChunkSize,
+		MaxFilingRetries: 10,
+	}
+}
+
+func (c *Config) fill() {
+	d := DefaultConfig()
+	for _, p := range []struct{ v, d *time.Duration }{
+		{&c.ContentLease, &d.ContentLease}, {&c.PendingLease, &d.PendingLease},
+		{&c.RefreshInterval, &d.RefreshInterval}, {&c.BackupInterval, &d.BackupInterval},
+		{&c.OnlineInterval, &d.OnlineInterval}, {&c.OnlineMaxAge, &d.OnlineMaxAge},
+		{&c.HolderDelay, &d.HolderDelay}, {&c.RecordCacheTTL, &d.RecordCacheTTL},
+		{&c.RetryDelay, &d.RetryDelay},
+	} {
+		if *p.v <= 0 {
+			*p.v = *p.d
+		}
+	}
+	if c.SnapshotEvery <= 0 {
+		c.SnapshotEvery = d.SnapshotEvery
+	}
+	if c.ChunkSize <= 0 || c.ChunkSize > content.MaxPlain {
+		c.ChunkSize = d.ChunkSize
+	}
+	if c.MaxFilingRetries <= 0 {
+		c.MaxFilingRetries = d.MaxFilingRetries
+	}
+	if c.Log == nil {
+		c.Log = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Stats are counters for measurement and status pages.
+type Stats struct {
+	Sent, Accepted, Refused      uint64 // notifications: built, quorum-stored, refused recipients
+	Filed, Duplicates            uint64 // notifications filed; arrivals of already-filed ones
+	Rejected                     uint64 // notifications that failed verification
+	Pushed, HolderOffers         uint64 // pushes by holders on "online"; holder anycasts
+	PendingHeld                  int    // pending notifications this node holds now
+	ChunksPut, ChunksPutFailed   uint64
+	LogAppends, LogHeadWrites    uint64
+	Snapshots, Backups, Refreshs uint64
+}
+
+// Node is POST on one Pastry node: the local users' sending, receiving and logs, and the
+// holder role for pending notifications stored here. It is safe for concurrent use: one
+// mutex guards its state and is never held while calling PAST, Scribe or Pastry, whose
+// callbacks may run synchronously.
+type Node struct {
+	mu     sync.Mutex
+	cfg    Config
+	st     Store
+	topics Topics
+	ov     Overlay
+	stop   bool
+
+	users    map[string]*User
+	subs     map[string]bool             // presence topics subscribed, by address
+	held     map[string]map[ids.Key]bool // holder index: recipient -> pending keys
+	records  map[string]cachedRecord
+	observed []observed // from PAST's observer, handled outside its lock
+	stats    Stats
+
+	// OnFiled, if set, hears of every message filed into a local user's INBOX, once per
+	// notification (the IMAP layer wakes IDLE here). It runs without locks held.
+	OnFiled func(f Filed)
+}
+
+type cachedRecord struct {
+	sr  identity.SignedRecord
+	at  time.Time
+	err error
+}
+
+type observed struct {
+	meta    store.Meta
+	removed bool
+}
+
+// New makes the POST node. Install n.App() in the node's appmux under appmux.TagPost, and
+// n as the PAST Config.Observer (before the PAST node is made: see Observer).
+func New(cfg Config, st Store, topics Topics, ov Overlay) *Node {
+	cfg.fill()
+	return &Node{cfg: cfg, st: st, topics: topics, ov: ov, users: map[string]*User{},
+		subs: map[string]bool{}, held: map[string]map[ids.Key]bool{}, records: map[string]cachedRecord{}}
+}
+
+// Config returns the parameters with defaults filled in.
+func (n *Node) Config() Config { return n.cfg }
+
+// Stats returns the counters.
+func (n *Node) Stats() Stats {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	s := n.stats
+	for _, m := range n.held {
+		s.PendingHeld += len(m)
+	}
+	return s
+}
+
+// Stop makes the node inert: timers and callbacks that fire later do nothing.
+func (n *Node) Stop() {
+	n.mu.Lock()
+	n.stop = true
+	n.mu.Unlock()
+}
+
+func (n *Node) stopped() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.stop
+}
+
+func (n *Node) now() time.Time { return n.cfg.Clock.Now() }
+
+func (n *Node) after(d time.Duration, f func()) {
+	n.cfg.Clock.AfterFunc(d, func() {
+		if !n.stopped() {
+			f()
+		}
+	})
+}
+
+func (n *Node) presence(addr string) ids.Key {
+	return scribe.NewTopic(n.cfg.Ring, "presence:"+addr)
+}
+
+func (n *Node) senderCheck() *SenderCheck {
+	return &SenderCheck{Ring: n.cfg.Ring, CA: n.cfg.CA, Revoked: n.cfg.Revoked}
+}
+
+// PublishRecord stores a user's CA-signed record at RecordKey(ring, address) as a PAST
+// TypeRecord object; replicas check the CA signature, the key and that the serial does not go
+// back. The daemon calls it when a user's node starts (AddUser does it too).
+func PublishRecord(st Store, sr identity.SignedRecord, lease time.Time, cb func(error)) {
+	obj, err := past.NewRecord(sr, lease)
+	if err != nil {
+		cb(err)
+		return
+	}
+	st.Insert(obj, func(r past.InsertResult) {
+		if errors.Is(r.Err, past.ErrStale) && r.Acked == 0 {
+			r.Err = nil // a newer record is already published
+		}
+		cb(r.Err)
+	})
+}
+
+// Recipient lookup errors.
+var (
+	ErrUnknownRecipient = errors.New("post: recipient has no certified record in this ring")
+	ErrRevokedRecipient = errors.New("post: recipient's record is revoked")
+	ErrInconclusive     = errors.New("post: lookup inconclusive (replicas did not answer); try again")
+)
+
+// LookupRecord finds and verifies the record of addr (CA signature, validity, revocation,
+// address and ring), from a short cache or the ring.
+func (n *Node) LookupRecord(addr string, cb func(*identity.Record, identity.SignedRecord, error)) {
+	addr, err := identity.NormalizeAddress(addr)
+	if err != nil {
+		cb(nil, identity.SignedRecord{}, fmt.Errorf("%w: %v", ErrUnknownRecipient, err))
+		return
+	}
+	verify := func(sr identity.SignedRecord) (*identity.Record, error) {
+		rec, err := sr.Verify(n.cfg.CA, n.now(), n.cfg.Revoked)
+		switch {
+		case errors.Is(err, identity.ErrRevoked):
+			return nil, fmt.Errorf("%w: %s: %v", ErrRevokedRecipient, addr, err)
+		case err != nil:
+			return nil, fmt.Errorf("%w: %s: %v", ErrUnknownRecipient, addr, err)
+		case rec.Address != addr || rec.Ring != n.cfg.Ring:
+			return nil, fmt.Errorf("%w: record at %s is for %s", ErrUnknownRecipient, addr, rec.Address)
+		}
+		return rec, nil
+	}
+	n.mu.Lock()
+	c, ok := n.records[addr]
+	n.mu.Unlock()
+	if ok && n.now().Sub(c.at) < n.cfg.RecordCacheTTL && c.err == nil {
+		rec, err := verify(c.sr) // again: it may have expired or been revoked since
+		cb(rec, c.sr, err)
+		return
+	}
+	n.st.Lookup(identity.RecordKey(n.cfg.Ring, addr), func(obj past.Object, err error) {
+		if err != nil {
+			if errors.Is(err, past.ErrTimeout) {
+				cb(nil, identity.SignedRecord{}, fmt.Errorf("%w: record of %s: %v", ErrInconclusive, addr, err))
+				return
+			}
+			cb(nil, identity.SignedRecord{}, fmt.Errorf("%w: %s", ErrUnknownRecipient, addr))
+			return
+		}
+		sr, derr := identity.DecodeSignedRecord(obj.Payload)
+		if derr != nil {
+			cb(nil, identity.SignedRecord{}, fmt.Errorf("%w: %s: %v", ErrUnknownRecipient, addr, derr))
+			return
+		}
+		rec, verr := verify(sr)
+		if verr == nil {
+			n.mu.Lock()
+			n.records[addr] = cachedRecord{sr: sr, at: n.now()}
+			n.mu.Unlock()
+		}
+		cb(rec, sr, verr)
+	})
+}
+
+// join runs done once all n tasks reported; each task gets its index.
+type join struct {
+	mu   sync.Mutex
+	left int
+	done func()
+}
+
+func newJoin(n int, done func()) *join {
+	j := &join{left: n, done: done}
+	if n == 0 {
+		done()
+	}
+	return j
+}
+
+func (j *join) one() {
+	j.mu.Lock()
+	j.left--
+	last := j.left == 0
+	j.mu.Unlock()
+	if last {
+		j.done()
+	}
+}

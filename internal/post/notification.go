@@ -1,0 +1,253 @@
+package post
+
+import (
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"time"
+
+	"epost/internal/content"
+	"epost/internal/identity"
+	"epost/internal/ids"
+	"epost/internal/wire"
+)
+
+// A notification tells a recipient that a message is waiting and how to read it: the parts'
+// references (locations and content keys) and who sent it. The sender signs it with its
+// certified signing key, with the recipient's address inside what is signed, then encrypts it
+// to the recipient's HPKE key (RFC 9180 base mode does not authenticate the sender; the
+// signature inside does, and cannot be re-encrypted to someone else because the recipient is
+// named in it). The sender's CA-signed record travels inside, so the recipient can check the
+// sender's key against the ring CA and the revocation list without a round trip.
+
+// Limits of decoded notifications.
+const (
+	MaxParts          = 64
+	maxNotification   = 400 << 10
+	notificationV     = 1
+	contextNotify     = "epost/v1/post-notification"
+	hpkeInfoNotify    = "epost/v1/post-notification"
+	maxRecordEncoding = 2048
+)
+
+// Errors of notification handling.
+var (
+	ErrMalformed     = errors.New("post: malformed")
+	ErrUnknownSender = errors.New("post: sender's record is not certified by the ring CA")
+	ErrRevokedSender = errors.New("post: sender's record is revoked")
+	ErrNotForUs      = errors.New("post: notification is addressed to someone else")
+)
+
+// NotificationID names one notification (one message to one recipient).
+type NotificationID [16]byte
+
+// Notification is the plaintext a recipient gets.
+type Notification struct {
+	ID           NotificationID
+	From, To     string // normalized addresses
+	Time         time.Time
+	Size         uint64 // sum of the parts' sizes
+	Parts        []content.Ref
+	SenderRecord identity.SignedRecord
+}
+
+func (n *Notification) encode() ([]byte, error) {
+	if len(n.Parts) > MaxParts {
+		return nil, fmt.Errorf("%w: %d parts, at most %d", ErrMalformed, len(n.Parts), MaxParts)
+	}
+	w := wire.Writer{}
+	w.U8(notificationV)
+	w.B = append(w.B, n.ID[:]...)
+	w.String(n.From)
+	w.String(n.To)
+	w.I64(n.Time.UnixNano())
+	w.U64(n.Size)
+	w.Uvarint(uint64(len(n.Parts)))
+	for _, p := range n.Parts {
+		b, err := p.MarshalBinary()
+		if err != nil {
+			return nil, err
+		}
+		w.Bytes(b)
+	}
+	w.Bytes(n.SenderRecord.Encode())
+	return w.B, nil
+}
+
+func readID(r *wire.Reader) (id NotificationID) {
+	for i := range id {
+		id[i] = r.U8()
+	}
+	return id
+}
+
+// decodeNotification parses encode's output; it never panics.
+func decodeNotification(b []byte) (*Notification, error) {
+	if len(b) > maxNotification {
+		return nil, fmt.Errorf("%w: notification of %d bytes", ErrMalformed, len(b))
+	}
+	r := wire.NewReader(b)
+	if v := r.U8(); r.Err() == nil && v != notificationV {
+		return nil, fmt.Errorf("%w: notification version %d", ErrMalformed, v)
+	}
+	n := &Notification{ID: readID(r), From: r.String(254, "from"), To: r.String(254, "to")}
+	n.Time = time.Unix(0, r.I64()).UTC()
+	n.Size = r.U64()
+	cnt := r.Count(MaxParts, 4, "parts")
+	for i := 0; i < cnt && r.Err() == nil; i++ {
+		raw := r.Bytes(maxNotification, "part")
+		if r.Err() != nil {
+			break
+		}
+		ref, err := content.UnmarshalRef(raw)
+		if err != nil {
+			return nil, fmt.Errorf("%w: part %d: %v", ErrMalformed, i, err)
+		}
+		n.Parts = append(n.Parts, ref)
+	}
+	rec := r.Bytes(maxRecordEncoding, "sender record")
+	if err := r.Done(); err != nil {
+		return nil, fmt.Errorf("%w: notification: %v", ErrMalformed, err)
+	}
+	sr, err := identity.DecodeSignedRecord(rec)
+	if err != nil {
+		return nil, fmt.Errorf("%w: sender record: %v", ErrMalformed, err)
+	}
+	n.SenderRecord = sr
+	var sum uint64
+	for _, p := range n.Parts {
+		sum += p.Size
+	}
+	if sum != n.Size {
+		return nil, fmt.Errorf("%w: parts sum to %d bytes, size says %d", ErrMalformed, sum, n.Size)
+	}
+	return n, nil
+}
+
+// sealNotification signs n with the sender's keys and encrypts it to the recipient's HPKE key.
+// The bundle is bound (as HPKE aad) to the ring and the notification id, which travel in clear
+// next to it.
+func sealNotification(n *Notification, sender *identity.Keys, ring ids.RingID, recipientEnc []byte) ([]byte, error) {
+	body, err := n.encode()
+	if err != nil {
+		return nil, err
+	}
+	sig, err := identity.Sign(sender, contextNotify, body)
+	if err != nil {
+		return nil, err
+	}
+	w := wire.Writer{}
+	w.Bytes(body)
+	w.Bytes(sig)
+	return identity.SealTo(recipientEnc, []byte(hpkeInfoNotify), w.B, notifyAAD(ring, n.ID))
+}
+
+func notifyAAD(ring ids.RingID, id NotificationID) []byte {
+	b := append([]byte("epost/v1/post-notification\x00"), ring[:]...)
+	return append(b, id[:]...)
+}
+
+// SenderCheck verifies a sender's record: the CA's signature, validity, revocation.
+type SenderCheck struct {
+	Ring    ids.RingID
+	CA      ed25519.PublicKey
+	Revoked func(serial uint64) bool
+}
+
+// openNotification decrypts a bundle with the recipient's keys and checks everything: the
+// signature by the sender's certified key (record verified against the CA and the
+// revocation list, for the sender's address), the recipient address and the id.
+func openNotification(bundle []byte, id NotificationID, keys *identity.Keys, recipient string, chk *SenderCheck, now time.Time) (*Notification, error) {
+	pt, err := keys.Open(bundle, []byte(hpkeInfoNotify), notifyAAD(chk.Ring, id))
+	if err != nil {
+		return nil, err
+	}
+	r := wire.NewReader(pt)
+	body := r.Bytes(maxNotification, "body")
+	sig := r.Bytes(ed25519.SignatureSize, "signature")
+	if err := r.Done(); err != nil {
+		return nil, fmt.Errorf("%w: signed notification: %v", ErrMalformed, err)
+	}
+	n, err := decodeNotification(body)
+	if err != nil {
+		return nil, err
+	}
+	rec, err := n.SenderRecord.Verify(chk.CA, now, chk.Revoked)
+	switch {
+	case errors.Is(err, identity.ErrRevoked):
+		return nil, fmt.Errorf("%w: %s: %v", ErrRevokedSender, n.From, err)
+	case err != nil:
+		return nil, fmt.Errorf("%w: %s: %v", ErrUnknownSender, n.From, err)
+	}
+	if rec.Address != n.From || rec.Ring != chk.Ring {
+		return nil, fmt.Errorf("%w: record is for %s, notification claims %s", ErrUnknownSender, rec.Address, n.From)
+	}
+	if err := identity.Verify(rec.Keys.Signing, contextNotify, body, sig); err != nil {
+		return nil, fmt.Errorf("%w: signature of %s: %v", ErrUnknownSender, n.From, err)
+	}
+	if n.To != recipient {
+		return nil, fmt.Errorf("%w: to %s, we are %s", ErrNotForUs, n.To, recipient)
+	}
+	if n.ID != id {
+		return nil, fmt.Errorf("%w: id inside differs from the id outside", ErrMalformed)
+	}
+	return n, nil
+}
+
+// Filed is what the recipient's INBOX log holds for a message, and what OnFiled reports.
+type Filed struct {
+	User    string // recipient (local user)
+	ID      NotificationID
+	From    string
+	Time    time.Time // the sender's time
+	Size    uint64
+	Parts   []content.Ref
+	FiledAt time.Time
+}
+
+const filedV = 1
+
+// EncodeFiled is the INBOX entry body of a filed message.
+func EncodeFiled(f *Filed) []byte {
+	w := wire.Writer{}
+	w.U8(filedV)
+	w.B = append(w.B, f.ID[:]...)
+	w.String(f.From)
+	w.I64(f.Time.UnixNano())
+	w.I64(f.FiledAt.UnixNano())
+	w.U64(f.Size)
+	w.Uvarint(uint64(len(f.Parts)))
+	for _, p := range f.Parts {
+		b, _ := p.MarshalBinary() // parts come from a decoded, validated notification
+		w.Bytes(b)
+	}
+	return w.B
+}
+
+// DecodeFiled parses an INBOX entry body.
+func DecodeFiled(b []byte) (*Filed, error) {
+	r := wire.NewReader(b)
+	if v := r.U8(); r.Err() == nil && v != filedV {
+		return nil, fmt.Errorf("%w: filed entry version %d", ErrMalformed, v)
+	}
+	f := &Filed{ID: readID(r), From: r.String(254, "from")}
+	f.Time = time.Unix(0, r.I64()).UTC()
+	f.FiledAt = time.Unix(0, r.I64()).UTC()
+	f.Size = r.U64()
+	cnt := r.Count(MaxParts, 4, "parts")
+	for i := 0; i < cnt && r.Err() == nil; i++ {
+		raw := r.Bytes(maxNotification, "part")
+		if r.Err() != nil {
+			break
+		}
+		ref, err := content.UnmarshalRef(raw)
+		if err != nil {
+			return nil, fmt.Errorf("%w: part %d: %v", ErrMalformed, i, err)
+		}
+		f.Parts = append(f.Parts, ref)
+	}
+	if err := r.Done(); err != nil {
+		return nil, fmt.Errorf("%w: filed entry: %v", ErrMalformed, err)
+	}
+	return f, nil
+}

@@ -1,0 +1,270 @@
+package post
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"epost/internal/identity"
+	"epost/internal/ids"
+	"epost/internal/past"
+	"epost/internal/pastry"
+)
+
+// User is a local user on this node: keys (opened with the password), certified record,
+// logs, and the received set (the INBOX log's notification ids: durable, since the INBOX log
+// is). A User outlives a restart of the overlay node as the node's local cache would: Resume
+// attaches it to the new Node.
+type User struct {
+	n         *Node
+	addr      string
+	keys      *identity.Keys
+	record    identity.SignedRecord
+	logs      map[string]*logState
+	recv      map[NotificationID]bool
+	filing    map[NotificationID]bool
+	waiting   []func() // deliveries that arrived before INBOX was open
+	online    bool
+	backupSeq uint64
+}
+
+// Address is the user's normalized address.
+func (u *User) Address() string { return u.addr }
+
+// Keys are the user's private keys.
+func (u *User) Keys() *identity.Keys { return u.keys }
+
+// ErrUserKeys: the keys do not match the record.
+var ErrUserKeys = errors.New("post: keys do not match the user's record")
+
+// AddUser brings a local user online on this node. fresh says this is the user's first start
+// (user add just ran): only then are the root and INBOX logs created; otherwise they are
+// opened, and a log that cannot be found is retried, never re-created. It publishes the
+// record, subscribes to the user's presence topic and, once INBOX is open, announces the user
+// online so that holders push pending notifications at once.
+func (n *Node) AddUser(keys *identity.Keys, sr identity.SignedRecord, fresh bool, cb func(*User, error)) {
+	if cb == nil {
+		cb = func(*User, error) {}
+	}
+	rec, err := sr.Verify(n.cfg.CA, n.now(), n.cfg.Revoked)
+	if err != nil {
+		cb(nil, err)
+		return
+	}
+	if !rec.Keys.Equal(keys.Public()) || rec.Ring != n.cfg.Ring {
+		cb(nil, ErrUserKeys)
+		return
+	}
+	u := &User{n: n, addr: rec.Address, keys: keys, record: sr, logs: map[string]*logState{},
+		recv: map[NotificationID]bool{}, filing: map[NotificationID]bool{}}
+	n.mu.Lock()
+	if _, ok := n.users[u.addr]; ok {
+		n.mu.Unlock()
+		cb(nil, fmt.Errorf("post: user %s already on this node", u.addr))
+		return
+	}
+	n.users[u.addr] = u
+	n.mu.Unlock()
+	n.subscribe(u.addr)
+	PublishRecord(n.st, sr, n.now().Add(n.cfg.ContentLease), func(err error) {
+		if err != nil {
+			n.cfg.Log.Warn("post: publishing record failed", "user", u.addr, "err", err)
+		}
+	})
+	if fresh {
+		u.CreateLog(RootLog, func(err error) {
+			if err != nil {
+				cb(u, err)
+				return
+			}
+			u.CreateLog(InboxLog, func(err error) {
+				if err == nil {
+					u.onLogLoaded(u.logs[InboxLog])
+				}
+				cb(u, err)
+			})
+		})
+		return
+	}
+	u.openWithRetry(RootLog, func(error) {})
+	u.openWithRetry(InboxLog, func(err error) { cb(u, err) })
+}
+
+// Resume attaches a user whose state this node kept (its local cache) after the overlay node
+// restarted: subscribe, announce, restart timers.
+func (n *Node) Resume(u *User) {
+	n.mu.Lock()
+	u.n = n
+	n.users[u.addr] = u
+	u.online = false
+	// What was in flight died with the old node; queued appends are written again.
+	u.filing = map[NotificationID]bool{}
+	for _, l := range u.logs {
+		l.writing, l.snapping = false, false
+	}
+	n.mu.Unlock()
+	n.subscribe(u.addr)
+	u.goOnline()
+}
+
+func (u *User) openWithRetry(name string, cb func(error)) {
+	u.OpenLog(name, func(err error) {
+		if err != nil && !u.n.stopped() {
+			u.n.cfg.Log.Warn("post: cannot open log yet; retrying (never re-created)", "user", u.addr, "log", name, "err", err)
+			u.n.mu.Lock()
+			if l := u.logs[name]; l != nil && !l.loaded {
+				delete(u.logs, name)
+			}
+			u.n.mu.Unlock()
+			u.n.after(u.n.cfg.RetryDelay, func() { u.openWithRetry(name, cb) })
+			return
+		}
+		cb(err)
+	})
+}
+
+// onLogLoaded rebuilds the received set when INBOX is open and starts the user.
+func (u *User) onLogLoaded(l *logState) {
+	if l == nil || l.name != InboxLog {
+		return
+	}
+	u.n.mu.Lock()
+	for _, b := range l.bodies {
+		if f, err := DecodeFiled(b); err == nil {
+			u.recv[f.ID] = true
+		}
+	}
+	w := u.waiting
+	u.waiting = nil
+	u.n.mu.Unlock()
+	for _, f := range w {
+		f()
+	}
+	u.goOnline()
+}
+
+// goOnline announces the user's node on its presence topic and starts the periodic tasks.
+func (u *User) goOnline() {
+	n := u.n
+	n.mu.Lock()
+	if u.online {
+		n.mu.Unlock()
+		return
+	}
+	u.online = true
+	n.mu.Unlock()
+	u.announce()
+	var reannounce, backup, refresh func()
+	reannounce = func() { u.announce(); n.after(n.cfg.OnlineInterval, reannounce) }
+	backup = func() { u.Backup(nil); n.after(n.cfg.BackupInterval, backup) }
+	refresh = func() { u.RefreshLeases(nil); n.after(n.cfg.RefreshInterval, refresh) }
+	n.after(n.cfg.OnlineInterval, reannounce)
+	n.after(n.cfg.BackupInterval, backup)
+	n.after(n.cfg.RefreshInterval, refresh)
+}
+
+func (u *User) announce() {
+	n := u.n
+	self := n.ov.Self()
+	t := n.now().UnixNano()
+	sig, err := identity.Sign(u.keys, contextOnline, onlineMessage(u.addr, self, t))
+	if err != nil {
+		return
+	}
+	m := &postMsg{Type: mOnline, Recipient: u.addr, Handle: self, Time: t, Sig: sig}
+	if err := n.topics.Multicast(n.presence(u.addr), m.encode()); err != nil {
+		n.cfg.Log.Warn("post: presence multicast failed", "user", u.addr, "err", err)
+	}
+	// This node may hold some of the user's pending notifications itself.
+	n.onOnline(m)
+}
+
+// Backup writes a signed object listing every open log's head (key, seq, payload hash),
+// under a well-known name owned by the user, with a sequence number that only grows.
+func (u *User) Backup(cb func(error)) {
+	if cb == nil {
+		cb = func(error) {}
+	}
+	n := u.n
+	n.mu.Lock()
+	var es []backupEntry
+	for _, l := range u.logs {
+		if l.loaded {
+			es = append(es, backupEntry{Head: l.key, Seq: l.seq, Hash: sum(l.payload)})
+		}
+	}
+	seq := max(u.backupSeq+1, uint64(n.now().Unix()))
+	u.backupSeq = seq
+	n.stats.Backups++
+	n.mu.Unlock()
+	sortBackup(es)
+	obj := past.NewSigned(u.keys.SigningKey(), n.cfg.Ring, []byte(backupName), seq, encodeBackup(es), n.now().Add(n.cfg.ContentLease))
+	n.st.Insert(obj, func(r past.InsertResult) { cb(r.Err) })
+}
+
+// BackupKey is where a user's head backup lives.
+func (u *User) BackupKey() ids.Key {
+	return past.SignedKey(u.n.cfg.Ring, u.keys.Public().Signing, []byte(backupName))
+}
+
+// RefreshLeases extends the lease of everything reachable from the user's logs: heads,
+// entries, snapshots, the backup and the parts of filed messages (ePOST: daily, 28 days).
+func (u *User) RefreshLeases(cb func(error)) {
+	if cb == nil {
+		cb = func(error) {}
+	}
+	n := u.n
+	n.mu.Lock()
+	keys := []ids.Key{u.BackupKey(), identity.RecordKey(n.cfg.Ring, u.addr)}
+	for _, l := range u.logs {
+		if !l.loaded {
+			continue
+		}
+		keys = append(keys, l.key)
+		for _, loc := range l.locs {
+			if !loc.IsZero() {
+				keys = append(keys, ids.Key{Ring: n.cfg.Ring, ID: loc})
+			}
+		}
+		if l.head.SnapshotIndex > 0 {
+			if ref, err := unmarshalRef(l.head.Snapshot); err == nil {
+				keys = append(keys, refKeys(ref)...)
+			}
+		}
+		if l.name == InboxLog {
+			for _, b := range l.bodies {
+				if f, err := DecodeFiled(b); err == nil {
+					for _, p := range f.Parts {
+						keys = append(keys, refKeys(p)...)
+					}
+				}
+			}
+		}
+	}
+	n.stats.Refreshs++
+	n.mu.Unlock()
+	n.st.Refresh(dedupeKeys(keys), n.now().Add(n.cfg.ContentLease), cb)
+}
+
+func dedupeKeys(ks []ids.Key) []ids.Key {
+	seen := make(map[ids.Key]bool, len(ks))
+	out := ks[:0]
+	for _, k := range ks {
+		if !seen[k] {
+			seen[k] = true
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+// User returns the local user with this address.
+func (n *Node) User(addr string) (*User, bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	u, ok := n.users[addr]
+	return u, ok
+}
+
+var _ = pastry.Handle{}
+var _ = time.Second

@@ -1,0 +1,526 @@
+package sim
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"math/rand/v2"
+	"slices"
+	"time"
+
+	"epost/internal/appmux"
+	"epost/internal/content"
+	"epost/internal/identity"
+	"epost/internal/ids"
+	"epost/internal/past"
+	"epost/internal/pastry"
+	"epost/internal/post"
+	"epost/internal/scribe"
+	"epost/internal/store"
+)
+
+// MailConfig is the `epost sim mail` experiment: POST end to end (PAST, Scribe and POST on
+// every node of a simulated ring), users on random nodes, random messages between them, and a
+// fraction of the recipients' nodes offline at send time that come back afterwards.
+type MailConfig struct {
+	Nodes    int
+	Users    int
+	Messages int
+	Offline  float64 // fraction of the user-hosting nodes offline while messages are sent
+	Seed     uint64
+
+	SendRate     float64       // messages per virtual second
+	OfflineAfter time.Duration // virtual time between the last send and the offline nodes' return
+	Replicas     int
+	LeafSet      int
+	JoinSpacing  time.Duration
+	Tick         time.Duration // pastry tick
+	PastTick     time.Duration
+	MinBody      int
+	MaxBody      int
+	Attachment   float64 // probability that a message carries one of a few shared attachments
+	AttachSize   int
+	Marker       string // put in every body; no store may contain it in the clear
+	Post         post.Config
+}
+
+// Validate checks the flags and fills defaults.
+func (c *MailConfig) Validate() error {
+	if c.Nodes < 2 || c.Users < 2 {
+		return errors.New("--nodes and --users must be at least 2")
+	}
+	if c.Messages < 0 {
+		return errors.New("--messages must not be negative")
+	}
+	if c.Offline < 0 || c.Offline >= 1 {
+		return errors.New("--offline must be a fraction in [0, 1)")
+	}
+	if c.SendRate <= 0 {
+		c.SendRate = 100
+	}
+	if c.OfflineAfter <= 0 {
+		c.OfflineAfter = 30 * time.Second
+	}
+	if c.Replicas == 0 {
+		c.Replicas = 3
+	}
+	if c.LeafSet == 0 {
+		c.LeafSet = 24
+	}
+	if c.JoinSpacing <= 0 {
+		c.JoinSpacing = 20 * time.Millisecond
+	}
+	if c.Tick <= 0 {
+		c.Tick = 500 * time.Millisecond
+	}
+	if c.PastTick <= 0 {
+		c.PastTick = 250 * time.Millisecond
+	}
+	if c.MinBody <= 0 {
+		c.MinBody = 512
+	}
+	if c.MaxBody < c.MinBody {
+		c.MaxBody = max(4<<10, c.MinBody)
+	}
+	if c.Attachment < 0 || c.Attachment > 1 {
+		return errors.New("attachment probability must be in [0, 1]")
+	}
+	if c.AttachSize <= 0 {
+		c.AttachSize = 64 << 10
+	}
+	if c.Marker == "" {
+		c.Marker = "EPOST-SIM-PLAINTEXT-MARKER"
+	}
+	return nil
+}
+
+// MailResult is one phase's summary. latency: send to filed, for recipients online at send
+// time; pickup: from the recipient node's return (its overlay node ready again) to filed.
+type MailResult struct {
+	Phase      string
+	Messages   int
+	Filed      int
+	Duplicates int
+	Lost       int
+	LatP50     float64
+	LatP99     float64
+	PickupP99  float64
+	Refused    int // sends not accepted
+	Leaks      int // stores holding the plaintext marker (final phase)
+	Objects    int // live PAST objects in all stores (final phase)
+	final      bool
+}
+
+func (r MailResult) String() string {
+	s := fmt.Sprintf("phase=%s messages=%d filed=%d duplicates=%d lost=%d latency_p50_ms=%.0f latency_p99_ms=%.0f pickup_p99_ms=%.0f",
+		r.Phase, r.Messages, r.Filed, r.Duplicates, r.Lost, r.LatP50, r.LatP99, r.PickupP99)
+	if r.final {
+		s += fmt.Sprintf(" not_accepted=%d plaintext_leaks=%d objects=%d", r.Refused, r.Leaks, r.Objects)
+	}
+	return s
+}
+
+type mailNode struct {
+	sn      *simNode
+	st      *past.MemStore
+	pd      *past.Driver
+	sc      *scribe.Scribe
+	post    *post.Node
+	stopSc  func()
+	users   []*simUser
+	offline bool
+	backAt  time.Duration // when its overlay node was ready again
+}
+
+type simUser struct {
+	addr string
+	keys *identity.Keys
+	rec  identity.SignedRecord
+	node *mailNode
+	u    *post.User
+}
+
+type simMsg struct {
+	from, to *simUser
+	sentAt   time.Duration
+	offline  bool // recipient offline at send time
+	id       post.NotificationID
+	accepted bool
+	result   bool // send answered
+	filedAt  time.Duration
+	filed    int
+}
+
+type mailRun struct {
+	cfg    MailConfig
+	ring   *simRing
+	rng    *rand.Rand
+	ringID ids.RingID
+	caPub  ed25519.PublicKey
+	secret content.Secret
+	nodes  []*mailNode // by simNode.idx
+	users  []*simUser
+	msgs   []*simMsg
+	byID   map[post.NotificationID]*simMsg
+	dups   int
+}
+
+// observerShim lets PAST be built before the POST node it reports to.
+type observerShim struct{ n *post.Node }
+
+func (o *observerShim) Stored(m store.Meta) {
+	if o.n != nil {
+		o.n.Stored(m)
+	}
+}
+
+func (o *observerShim) Removed(k ids.Key) {
+	if o.n != nil {
+		o.n.Removed(k)
+	}
+}
+
+// RunMail runs the experiment, writing one summary line per phase to out.
+func RunMail(cfg MailConfig, out io.Writer, progress func(string)) ([]MailResult, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if progress == nil {
+		progress = func(string) {}
+	}
+	pc := pastry.Config{Ring: ids.RingIDOf("sim-mail"), LeafSetSize: cfg.LeafSet}
+	run := &mailRun{cfg: cfg, ring: newSimRing(cfg.Seed, pc, cfg.Tick), rng: rand.New(rand.NewPCG(cfg.Seed, 0x3a11)),
+		ringID: pc.Ring, byID: map[post.NotificationID]*simMsg{}}
+	var seed [32]byte
+	fill(run.rng, seed[:])
+	caKey := ed25519.NewKeyFromSeed(seed[:])
+	run.caPub = caKey.Public().(ed25519.PublicKey)
+	fill(run.rng, run.secret[:])
+	var results []MailResult
+	emit := func(r MailResult) {
+		results = append(results, r)
+		fmt.Fprintln(out, r.String())
+	}
+	r := run.ring
+
+	for i := 0; i < cfg.Nodes; i++ {
+		if i > 0 {
+			r.net.RunFor(cfg.JoinSpacing)
+		}
+		run.addNode()
+	}
+	for wait := 0; wait < 300; wait++ {
+		if _, ready := r.countAlive(); ready == len(r.nodes) {
+			break
+		}
+		r.net.RunFor(time.Second)
+	}
+	r.net.RunFor(10 * time.Second)
+	progress(fmt.Sprintf("ring of %d nodes built", cfg.Nodes))
+
+	// Users on random nodes, keys from the seeded generator, records signed by the CA.
+	keyRand := rand.NewChaCha8(seed2(run.rng))
+	pending := 0
+	for i := 0; i < cfg.Users; i++ {
+		mn := run.nodes[run.rng.IntN(len(run.nodes))]
+		keys, err := identity.NewKeys(keyRand)
+		if err != nil {
+			return nil, err
+		}
+		addr := fmt.Sprintf("user%d@sim.example", i)
+		nb := r.net.Now().Add(-time.Hour).Truncate(time.Second)
+		rec := identity.Record{Ring: run.ringID, Address: addr, Keys: keys.Public(), Serial: uint64(i + 1), NotBefore: nb, NotAfter: nb.Add(365 * 24 * time.Hour)}
+		sr, err := identity.SignRecord(rec, caKey)
+		if err != nil {
+			return nil, err
+		}
+		su := &simUser{addr: addr, keys: keys, rec: sr, node: mn}
+		mn.users = append(mn.users, su)
+		run.users = append(run.users, su)
+		pending++
+		mn.post.AddUser(keys, sr, true, func(u *post.User, err error) {
+			pending--
+			if err != nil {
+				progress(fmt.Sprintf("user %s: %v", addr, err))
+				return
+			}
+			su.u = u
+		})
+		r.net.RunFor(50 * time.Millisecond)
+	}
+	for wait := 0; wait < 120 && pending > 0; wait++ {
+		r.net.RunFor(time.Second)
+	}
+	for _, su := range run.users {
+		if su.u == nil {
+			return nil, fmt.Errorf("seed %d: user %s could not be created", cfg.Seed, su.addr)
+		}
+	}
+	r.net.RunFor(10 * time.Second)
+	progress(fmt.Sprintf("%d users created", cfg.Users))
+
+	// Take a fraction of the user-hosting nodes offline.
+	var hosts []*mailNode
+	for _, mn := range run.nodes {
+		if len(mn.users) > 0 {
+			hosts = append(hosts, mn)
+		}
+	}
+	run.rng.Shuffle(len(hosts), func(i, j int) { hosts[i], hosts[j] = hosts[j], hosts[i] })
+	nOff := int(math.Round(cfg.Offline * float64(len(hosts))))
+	if nOff >= len(hosts) {
+		nOff = len(hosts) - 1
+	}
+	offline := hosts[:nOff]
+	for _, mn := range offline {
+		run.crash(mn)
+	}
+	r.net.RunFor(time.Minute) // failure detection and tree repair settle
+	progress(fmt.Sprintf("%d of %d user nodes offline", nOff, len(hosts)))
+
+	// Messages from online users to anyone.
+	var senders []*simUser
+	for _, su := range run.users {
+		if !su.node.offline {
+			senders = append(senders, su)
+		}
+	}
+	interval := time.Duration(float64(time.Second) / cfg.SendRate)
+	attachments := make([][]byte, 4)
+	for i := range attachments {
+		attachments[i] = make([]byte, cfg.AttachSize)
+		fill(run.rng, attachments[i])
+	}
+	mark := r.net.Elapsed()
+	for i := 0; i < cfg.Messages; i++ {
+		from := senders[run.rng.IntN(len(senders))]
+		to := run.users[run.rng.IntN(len(run.users))]
+		for to == from {
+			to = run.users[run.rng.IntN(len(run.users))]
+		}
+		body := make([]byte, cfg.MinBody+run.rng.IntN(cfg.MaxBody-cfg.MinBody+1))
+		for j := range body {
+			body[j] = 'a' + byte(run.rng.IntN(26))
+		}
+		copy(body[len(body)/3:], fmt.Sprintf(" %s %d ", cfg.Marker, i))
+		parts := [][]byte{body}
+		if run.rng.Float64() < cfg.Attachment {
+			parts = append(parts, attachments[run.rng.IntN(len(attachments))])
+		}
+		m := &simMsg{from: from, to: to, sentAt: r.net.Elapsed(), offline: to.node.offline}
+		fill(run.rng, m.id[:])
+		run.byID[m.id] = m
+		run.msgs = append(run.msgs, m)
+		from.u.SendWithIDs([]string{to.addr}, []post.NotificationID{m.id}, parts, func(res []post.Result) {
+			m.result = true
+			if res[0].Status == post.Accepted {
+				m.accepted = true
+			} else {
+				progress(fmt.Sprintf("send %d to %s: %s %v", i, to.addr, res[0].Status, res[0].Err))
+			}
+		})
+		r.net.RunFor(interval)
+	}
+	for wait := 0; wait < 60 && !run.allAnswered(); wait++ {
+		r.net.RunFor(time.Second)
+	}
+	r.net.RunFor(20 * time.Second)
+	emit(run.measure("send", func(m *simMsg) bool { return !m.offline }))
+	progress(fmt.Sprintf("sent %d messages in %s virtual", cfg.Messages, r.net.Elapsed()-mark))
+
+	// The offline nodes come back.
+	r.net.RunFor(cfg.OfflineAfter)
+	for _, mn := range offline {
+		run.restart(mn)
+		r.net.RunFor(2 * time.Second)
+	}
+	r.net.RunFor(2 * time.Minute)
+	emit(run.measure("return", func(m *simMsg) bool { return m.offline }))
+	res := run.measure("total", func(*simMsg) bool { return true })
+	res.final = true
+	res.Leaks, res.Objects = run.scanStores()
+	emit(res)
+	return results, nil
+}
+
+func fill(r *rand.Rand, b []byte) {
+	for i := range b {
+		b[i] = byte(r.Uint32())
+	}
+}
+
+func seed2(r *rand.Rand) (s [32]byte) {
+	fill(r, s[:])
+	return s
+}
+
+func (run *mailRun) allAnswered() bool {
+	for _, m := range run.msgs {
+		if !m.result {
+			return false
+		}
+	}
+	return true
+}
+
+// addNode joins a node and attaches PAST, Scribe and POST to it through one appmux.
+func (run *mailRun) addNode() *mailNode {
+	sn := run.ring.addNode()
+	mn := &mailNode{sn: sn}
+	for len(run.nodes) <= sn.idx {
+		run.nodes = append(run.nodes, nil)
+	}
+	run.nodes[sn.idx] = mn
+	clock := sn.ep.Clock()
+	mn.st = past.NewMemStore(clock.Now, 0)
+	run.attach(mn)
+	return mn
+}
+
+// attach builds the applications on mn's (new) pastry driver; the store survives restarts.
+func (run *mailRun) attach(mn *mailNode) {
+	sn := mn.sn
+	clock := sn.ep.Clock()
+	mux := appmux.New()
+	sn.drv.SetForwarder(mux.Forward)
+	obs := &observerShim{}
+	pcfg := past.DefaultConfig()
+	pcfg.Ring = run.ringID
+	pcfg.Replicas = run.cfg.Replicas
+	pcfg.Policy = past.Policy{CA: run.caPub}
+	pcfg.Observer = obs
+	pn := past.NewNode(pcfg, sn.drv.Self(), mn.st, rand.New(rand.NewPCG(run.rng.Uint64(), uint64(sn.idx))))
+	mn.pd = past.NewDriver(pn, sn.drv, clock, run.cfg.PastTick)
+	mn.sc = scribe.New(scribe.Config{Ring: run.ringID, Now: clock.Now, Rand: rand.New(rand.NewPCG(run.rng.Uint64(), uint64(sn.idx)))}, sn.drv)
+	pc := run.cfg.Post
+	pc.Ring, pc.CA, pc.Secret, pc.Clock = run.ringID, run.caPub, run.secret, clock
+	pc.Rand = rand.NewChaCha8(seed2(run.rng))
+	if pc.HolderDelay == 0 {
+		pc.HolderDelay = 10 * time.Second
+	}
+	mn.post = post.New(pc, mn.pd, mn.sc, sn.drv)
+	obs.n = mn.post
+	mn.post.OnFiled = run.onFiled(mn)
+	_ = mux.Register(appmux.TagPast, mn.pd.App())
+	_ = mux.Register(appmux.TagScribe, mn.sc)
+	_ = mux.Register(appmux.TagPost, mn.post.App())
+	prev := sn.drv.OnEvent
+	sn.drv.OnEvent = func(e pastry.Event) {
+		prev(e)
+		mux.OnEvent(e)
+	}
+	mn.pd.Start()
+	mn.stopSc = mn.sc.RunTicker(clock, time.Second)
+	if sn.ready {
+		mn.pd.HandleEvent(pastry.Event{Kind: pastry.EventReady})
+		mn.sc.HandleEvent(pastry.Event{Kind: pastry.EventReady})
+	}
+}
+
+func (run *mailRun) crash(mn *mailNode) {
+	mn.offline = true
+	mn.post.Stop()
+	mn.pd.Stop()
+	mn.sc.Stop()
+	mn.stopSc()
+	run.ring.crash(mn.sn)
+}
+
+// restart brings a crashed node back with the same id and store: it rejoins, and once ready
+// its users are resumed from the node's local state.
+func (run *mailRun) restart(mn *mailNode) {
+	r := run.ring
+	sn := mn.sn
+	sn.ep.Recover()
+	sn.alive = true
+	r.dirty = true
+	r.startNode(sn, r.nearbyBootstrap(sn.ep))
+	run.attach(mn)
+	mn.post.RebuildHolderIndex()
+	resumed := false
+	prev := sn.drv.OnEvent
+	sn.drv.OnEvent = func(e pastry.Event) {
+		prev(e)
+		if e.Kind == pastry.EventReady && !resumed {
+			resumed = true
+			mn.offline = false
+			mn.backAt = r.net.Elapsed()
+			for _, su := range mn.users {
+				mn.post.Resume(su.u)
+			}
+		}
+	}
+}
+
+func (run *mailRun) onFiled(mn *mailNode) func(post.Filed) {
+	return func(f post.Filed) {
+		m := run.byID[f.ID]
+		if m == nil {
+			return
+		}
+		m.filed++
+		if m.filed == 1 {
+			m.filedAt = run.ring.net.Elapsed()
+		} else {
+			run.dups++
+		}
+	}
+}
+
+func (run *mailRun) measure(phase string, sel func(*simMsg) bool) MailResult {
+	res := MailResult{Phase: phase}
+	var lat, pick []float64
+	for _, m := range run.msgs {
+		if !sel(m) {
+			continue
+		}
+		res.Messages++
+		if !m.accepted {
+			res.Refused++
+		}
+		if m.filed > 0 {
+			res.Filed++
+			res.Duplicates += m.filed - 1
+			if m.offline {
+				pick = append(pick, float64(m.filedAt-m.to.node.backAt)/float64(time.Millisecond))
+			} else {
+				lat = append(lat, float64(m.filedAt-m.sentAt)/float64(time.Millisecond))
+			}
+		} else {
+			res.Lost++
+		}
+	}
+	res.LatP50, res.LatP99 = pct(lat, 0.5), pct(lat, 0.99)
+	res.PickupP99 = pct(pick, 0.99)
+	return res
+}
+
+func pct(xs []float64, p float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	slices.Sort(xs)
+	i := int(math.Ceil(p*float64(len(xs)))) - 1
+	return xs[max(0, min(i, len(xs)-1))]
+}
+
+// scanStores counts stores holding the plaintext marker and all live objects.
+func (run *mailRun) scanStores() (leaks, objects int) {
+	marker := []byte(run.cfg.Marker)
+	for _, mn := range run.nodes {
+		found := false
+		mn.st.Keys(func(k ids.Key) {
+			objects++
+			if o, err := mn.st.Get(k); err == nil && (bytes.Contains(o.Payload, marker) || bytes.Contains(o.Aux, marker)) {
+				found = true
+			}
+		})
+		if found {
+			leaks++
+		}
+	}
+	return leaks, objects
+}
