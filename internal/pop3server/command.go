@@ -59,7 +59,9 @@ func parseCommand(line string) (command, error) {
 		}
 		return cmd, nil
 	}
-	cmd.Args = strings.Fields(rest)
+	if f := strings.Fields(rest); len(f) > 0 {
+		cmd.Args = f
+	}
 	return cmd, nil
 }
 

@@ -15,6 +15,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"log/slog"
 	"math/big"
 	"net"
@@ -47,6 +48,9 @@ type harness struct {
 	outbox *smtpserver.DirOutbox
 	sub    *memSubmitter
 	tls    *tls.Config
+	// certPEM is the servers' self-signed certificate, for clients that
+	// must be told to trust it.
+	certPEM []byte
 
 	// Addresses: SMTP with STARTTLS, SMTP implicit TLS, SMTP with a small
 	// SIZE, POP3 with STLS, POP3 implicit TLS.
@@ -55,7 +59,8 @@ type harness struct {
 
 func newHarness(t testing.TB) *harness {
 	t.Helper()
-	h := &harness{t: t, stores: make(map[string]*mailbox.Memory), tls: selfSigned(t)}
+	h := &harness{t: t, stores: make(map[string]*mailbox.Memory)}
+	h.tls, h.certPEM = selfSigned(t)
 	for _, u := range []string{alice, bob} {
 		h.stores[u] = h.users.Add(u, password)
 	}
@@ -213,7 +218,7 @@ func (m *memSubmitter) Submit(_ context.Context, env smtpserver.Envelope, raw []
 }
 
 // selfSigned makes a throwaway certificate for 127.0.0.1.
-func selfSigned(tb testing.TB) *tls.Config {
+func selfSigned(tb testing.TB) (*tls.Config, []byte) {
 	tb.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -231,7 +236,8 @@ func selfSigned(tb testing.TB) *tls.Config {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	return &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}
+	cfg := &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}
+	return cfg, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 }
 
 // runPython runs one named check of testdata/clients.py against h.
