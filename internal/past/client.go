@@ -46,6 +46,7 @@ type op struct {
 	replicas []replicaState
 	next     int // lookup: replica asked last
 	dedupe   bool
+	hinted   bool   // stores sent to a cached replica set
 	probing  bool   // dedupe: the root holds it; ask replicas to extend instead of sending bytes
 	proof    []byte // delete
 
@@ -97,6 +98,15 @@ func (n *Node) Insert(now time.Time, obj Object, cb func(InsertResult)) {
 	}
 	o := n.newOp(opInsert, obj.Key)
 	o.obj, o.onInsert = obj, cb
+	if c, ok := n.located[obj.Key]; ok && n.now.Before(c.until) {
+		o.phase, o.hinted = phaseDirect, true
+		for _, h := range c.replicas {
+			o.replicas = append(o.replicas, replicaState{h: h})
+			n.send(h, &message{Type: mStore, Op: o.id, Hint: true, Objects: []Object{o.obj}}, false)
+		}
+		n.flushLocal()
+		return
+	}
 	n.route(obj.Key.ID, &message{Type: mLocate, Op: o.id, Key: obj.Key})
 	n.flushLocal()
 }
@@ -234,6 +244,13 @@ func (n *Node) onLocateReply(from pastry.Handle, m *message) {
 	}
 	o.phase, o.tries, o.deadline = phaseDirect, 1, n.now.Add(n.cfg.RequestTimeout)
 	o.probing = o.dedupe && m.Flag
+	if n.cfg.LocateCacheTTL > 0 && !o.dedupe {
+		c := located{until: n.now.Add(n.cfg.LocateCacheTTL)}
+		for _, r := range o.replicas {
+			c.replicas = append(c.replicas, r.h)
+		}
+		n.located[o.key] = c
+	}
 	for _, r := range o.replicas {
 		n.sendStore(o, r.h)
 	}
@@ -255,6 +272,14 @@ func (n *Node) sendStore(o *op, h pastry.Handle) {
 func (n *Node) onStoreAck(from pastry.Handle, m *message) {
 	o, ok := n.ops[m.Op]
 	if !ok || o.kind != opInsert || o.phase != phaseDirect || m.Key != o.key {
+		return
+	}
+	if o.hinted && m.Code == codeNotResponsible {
+		// The cached replica set is out of date: locate the key again.
+		delete(n.located, o.key)
+		o.hinted, o.phase, o.replicas, o.tries = false, phaseLocating, nil, 1
+		o.deadline = n.now.Add(n.cfg.RequestTimeout)
+		n.route(o.key.ID, &message{Type: mLocate, Op: o.id, Key: o.key})
 		return
 	}
 	if o.probing && m.Code == codeNotFound {
@@ -291,6 +316,12 @@ func (n *Node) onStoreAck(from pastry.Handle, m *message) {
 // acknowledged and why the others did not.
 func (n *Node) finishInsert(o *op, cause error) {
 	res := InsertResult{Key: o.key, Replicas: len(o.replicas), Needed: Quorum(len(o.replicas))}
+	for _, r := range o.replicas {
+		if (r.answered && r.err != nil) || cause != nil || len(o.replicas) == 0 {
+			delete(n.located, o.key) // a replica refused us: locate afresh next time
+			break
+		}
+	}
 	var why []string
 	for _, r := range o.replicas {
 		switch {
@@ -310,6 +341,7 @@ func (n *Node) finishInsert(o *op, cause error) {
 	case len(o.replicas) == 0:
 		res.Err = fmt.Errorf("past insert %s: %w: the key's root did not answer after %d tries", o.key, ErrTimeout, o.tries)
 	case res.Acked < res.Needed:
+		delete(n.located, o.key)
 		res.Err = fmt.Errorf("past insert %s: %w: %d of %d replicas acknowledged, %d needed: %s",
 			o.key, ErrQuorum, res.Acked, res.Replicas, res.Needed, strings.Join(why, "; "))
 		if len(res.Refusals) > 0 && res.Acked == 0 {

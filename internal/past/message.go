@@ -85,11 +85,12 @@ const (
 	codeForbidden
 	codeRevoked
 	codeNoCA
+	codeNotResponsible
 	codeLast
 )
 
 var codeErrs = [...]error{nil, ErrWrongRing, ErrTooLarge, ErrHashMismatch, ErrBadSignature, ErrNotOwner,
-	ErrStale, ErrExpired, ErrBadType, ErrNotFound, ErrStore, ErrConflict, ErrForbidden, ErrRevoked, ErrNoCA}
+	ErrStale, ErrExpired, ErrBadType, ErrNotFound, ErrStore, ErrConflict, ErrForbidden, ErrRevoked, ErrNoCA, ErrNotResponsible}
 
 func codeOf(err error) code {
 	for c := codeWrongRing; c < codeLast; c++ {
@@ -127,6 +128,7 @@ type message struct {
 	Objects []Object
 	Keys    []KeySeq
 	Proof   []byte // delete: the owner's authorisation
+	Hint    bool   // store: sent to a cached replica set without a locate; refuse if not a replica
 	// Sync request.
 	Arc    store.Arc
 	Count  uint64
@@ -212,7 +214,7 @@ func (m *message) encode(buf []byte) []byte {
 			writeObject(&w, &m.Objects[i])
 		}
 	case mStore, mFetchReply:
-		w.U8(b2u(m.Flag))
+		w.U8(b2u(m.Flag) | b2u(m.Hint)<<1)
 		w.Uvarint(uint64(len(m.Objects)))
 		for i := range m.Objects {
 			writeObject(&w, &m.Objects[i])
@@ -277,7 +279,11 @@ func decodeMessage(b []byte) (*message, error) {
 		}
 		m.Objects = readObjects(r, 1)
 	case mStore, mFetchReply:
-		m.Flag = readBool(r)
+		f := r.U8()
+		if f > 3 {
+			r.Fail("store flags %d", f)
+		}
+		m.Flag, m.Hint = f&1 != 0, f&2 != 0
 		m.Objects = readObjects(r, maxObjects)
 	case mRefresh:
 		m.Key.Ring, m.Key.ID = r.ID(), r.ID()

@@ -28,6 +28,13 @@ type Config struct {
 	DropGrace           time.Duration // keep objects we are no longer responsible for this long
 	GCInterval          time.Duration // expire leases and purge the trash this often
 
+	// LocateCacheTTL: a client that wrote a key reuses the replica set the root named for
+	// this long and sends the next version straight to it (a single writer rewriting its
+	// log head saves the locate round trip). Replicas refuse such hinted stores unless they
+	// are among the key's k closest by their own view, and the client then locates again.
+	// Zero: off.
+	LocateCacheTTL time.Duration
+
 	// Policy judges POST's object types (records need the ring CA key). Without a CA key
 	// replicas refuse records.
 	Policy Policy
@@ -141,6 +148,7 @@ type Node struct {
 	nextRound time.Time
 	nextGC    time.Time
 	fetching  map[ids.Key]time.Time // maintenance fetches in flight, until their deadline
+	located   map[ids.Key]located   // LocateCacheTTL: replica sets of keys we wrote
 	notMine   map[ids.Key]time.Time // held objects outside our arc, since when
 
 	local []localMsg // messages to ourselves, handled after the current call
@@ -149,6 +157,11 @@ type Node struct {
 	stats Stats
 
 	skipClientCheck bool // tests: play a writer that sends what replicas must refuse
+}
+
+type located struct {
+	replicas []pastry.Handle
+	until    time.Time
 }
 
 type localMsg struct {
@@ -160,7 +173,7 @@ type localMsg struct {
 func NewNode(cfg Config, self pastry.Handle, st Store, rng *rand.Rand) *Node {
 	cfg.fill()
 	return &Node{cfg: cfg, self: self, st: st, rng: rng, ops: make(map[uint64]*op),
-		fetching: make(map[ids.Key]time.Time), notMine: make(map[ids.Key]time.Time)}
+		fetching: make(map[ids.Key]time.Time), notMine: make(map[ids.Key]time.Time), located: make(map[ids.Key]located)}
 }
 
 // Config returns the node's parameters with defaults filled in.

@@ -3,6 +3,7 @@ package past
 import (
 	"crypto/sha256"
 
+	"epost/internal/ids"
 	"epost/internal/pastry"
 	"epost/internal/store"
 )
@@ -35,6 +36,10 @@ func (n *Node) onStore(from pastry.Handle, m *message) {
 			n.onStoreProbe(from, m, obj)
 			continue
 		}
+		if m.Hint && !n.isReplica(obj.Key) {
+			n.send(from, &message{Type: mStoreAck, Op: m.Op, Key: obj.Key, Code: codeNotResponsible}, false)
+			continue
+		}
 		err := n.accept(obj)
 		ack := &message{Type: mStoreAck, Op: m.Op, Key: obj.Key, Code: codeOK}
 		if err != nil {
@@ -43,6 +48,16 @@ func (n *Node) onStore(from pastry.Handle, m *message) {
 		}
 		n.send(from, ack, false)
 	}
+}
+
+// isReplica reports whether this node is among key's k closest by its own leaf-set view.
+func (n *Node) isReplica(key ids.Key) bool {
+	for _, h := range n.replicaSet(key.ID) {
+		if h.ID == n.self.ID {
+			return true
+		}
+	}
+	return false
 }
 
 // onStoreProbe extends the lease of a content object we hold, in place of storing the bytes

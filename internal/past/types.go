@@ -43,6 +43,9 @@ var (
 	ErrForbidden = errors.New("past: delete not authorised by the object's owner")
 	ErrRevoked   = errors.New("past: record revoked by the ring CA")
 	ErrNoCA      = errors.New("past: replica has no ring CA key to check records with")
+	// ErrNotResponsible: a store sent to a cached replica set reached a node that is no
+	// longer among the key's k closest; the client locates the key again.
+	ErrNotResponsible = errors.New("past: not a replica of this key")
 )
 
 const pendingKeyDomain = "epost-past-pending-v1\x00"

@@ -195,9 +195,29 @@ func (u *User) notify(rec *identity.Record, id NotificationID, refs []content.Re
 		n.mu.Unlock()
 		cb(Result{To: rec.Address, Status: Accepted, ID: id})
 	})
-	// Push at once; if nobody takes it the pending copy waits for the recipient.
+	// Push at once; if nobody takes it the pending copy waits for the recipient. The node
+	// that accepted the last anycast for this recipient is tried directly first (a push lost
+	// there is covered by the pending copy like any other).
 	m := &postMsg{Type: mNotify, Recipient: rec.Address, ID: id, Sealed: sealed}
-	_ = n.topics.Anycast(n.presence(rec.Address), m.encode(), func(scribe.AnycastResult) {})
+	n.mu.Lock()
+	h, ok := n.seen[rec.Address]
+	n.mu.Unlock()
+	if ok && n.now().Before(h.until) {
+		n.ov.Send(h.h, m.encode())
+		return
+	}
+	_ = n.topics.Anycast(n.presence(rec.Address), m.encode(), func(r scribe.AnycastResult) {
+		if r.Err == nil && !r.Member.ID.IsZero() {
+			n.mu.Lock()
+			n.seen[rec.Address] = seenAt{h: r.Member, until: n.now().Add(n.cfg.PresenceCacheTTL)}
+			n.mu.Unlock()
+		}
+	})
+}
+
+type seenAt struct {
+	h     pastry.Handle
+	until time.Time
 }
 
 // subscribe joins addr's presence topic once (as member for a local user, as holder, or both).

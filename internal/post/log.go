@@ -46,6 +46,9 @@ type logState struct {
 
 	queue    []pendingAppend
 	writing  bool
+	tail     [][]byte // entries from tailFrom on, not all stored on their own yet
+	tailFrom uint64
+	acked    map[uint64]bool
 	snap     *pendingSnapshot // written with the next head
 	snapping bool
 	waiters  []func(error) // OpenLog callers while opening
@@ -304,7 +307,10 @@ func (u *User) Append(name string, body []byte, cb func(uint64, error)) {
 	u.flushLog(l)
 }
 
-// flushLog writes the queued entries (and a finished snapshot) with one new head.
+// flushLog writes the queued entries (and a finished snapshot) with one new head. The head
+// carries inline copies of every entry from the oldest one whose own insert is not yet
+// acknowledged (the tail), so appends complete when the head is acknowledged and never wait
+// for the entries' inserts; a head never drops an entry that is not stored on its own.
 func (u *User) flushLog(l *logState) {
 	n := u.n
 	n.mu.Lock()
@@ -312,16 +318,22 @@ func (u *User) flushLog(l *logState) {
 		n.mu.Unlock()
 		return
 	}
+	tailBytes := 0
+	for _, ct := range l.tail {
+		tailBytes += len(ct)
+	}
+	if tailBytes >= maxInline/2 {
+		n.mu.Unlock() // wait for entry inserts to catch up (insertEntry calls us again)
+		return
+	}
 	var batch []pendingAppend
-	size := 0
-	for len(l.queue) > 0 && len(batch) < maxBatch && (len(batch) == 0 || size+len(l.queue[0].body) < maxInline/2) {
+	size := tailBytes
+	for len(l.queue) > 0 && len(batch)+len(l.tail) < maxBatch && (len(batch) == 0 || size+len(l.queue[0].body) < maxInline/2) {
 		batch = append(batch, l.queue[0])
 		size += len(l.queue[0].body)
 		l.queue = l.queue[1:]
 	}
 	st := l.head
-	st.Inline = nil
-	st.InlineFrom = st.Count
 	prev := st.Newest
 	var cts [][]byte
 	var locs []ids.ID
@@ -338,9 +350,13 @@ func (u *User) flushLog(l *logState) {
 		cts = append(cts, ct)
 		locs = append(locs, prev)
 	}
+	if len(l.tail) == 0 {
+		l.tailFrom = st.Count
+	}
+	st.InlineFrom = l.tailFrom
+	st.Inline = append(append([][]byte(nil), l.tail...), cts...)
 	st.Count += uint64(len(batch))
 	st.Newest = prev
-	st.Inline = cts
 	snap := l.snap
 	if snap != nil {
 		st.SnapshotIndex, st.Snapshot = snap.index, snap.ref
@@ -359,65 +375,71 @@ func (u *User) flushLog(l *logState) {
 	n.stats.LogHeadWrites++
 	n.mu.Unlock()
 
-	lease := n.now().Add(n.cfg.ContentLease)
-	var headErr error
-	j := newJoin(1+len(cts), func() {
+	obj := past.NewSigned(u.keys.SigningKey(), n.cfg.Ring, []byte(logNamePrefix+l.name), seq, payload, n.now().Add(n.cfg.ContentLease))
+	n.st.Insert(obj, func(r past.InsertResult) {
 		n.mu.Lock()
 		l.writing = false
-		if headErr == nil {
-			first := l.head.Count
-			l.head = st
-			l.payload = payload
-			l.bodies = append(l.bodies, bodiesOf(batch)...)
-			l.locs = append(l.locs, locs...)
-			if snap != nil && l.snap == snap {
-				l.snap = nil
-			}
-			n.stats.LogAppends += uint64(len(batch))
-			needSnap := !l.snapping && l.snap == nil && st.Count/uint64(n.cfg.SnapshotEvery) > st.SnapshotIndex/uint64(n.cfg.SnapshotEvery)
-			if needSnap {
-				l.snapping = true
-			}
-			n.mu.Unlock()
-			for i, a := range batch {
-				a.cb(first+uint64(i), nil)
-			}
-			if needSnap {
-				u.snapshot(l)
-			}
-		} else {
+		if r.Err != nil {
 			// Put the batch back in front: the next head carries it with a higher seq.
 			l.queue = append(batch, l.queue...)
 			n.mu.Unlock()
-			n.cfg.Log.Warn("post: log head write failed; retrying", "log", l.name, "err", headErr)
+			n.cfg.Log.Warn("post: log head write failed; retrying", "log", l.name, "err", r.Err)
 			n.after(n.cfg.RetryDelay, func() { u.flushLog(l) })
 			return
 		}
+		first := l.head.Count
+		l.head = st
+		l.payload = payload
+		l.bodies = append(l.bodies, bodiesOf(batch)...)
+		l.locs = append(l.locs, locs...)
+		l.tail = append(l.tail, cts...)
+		if snap != nil && l.snap == snap {
+			l.snap = nil
+		}
+		n.stats.LogAppends += uint64(len(batch))
+		needSnap := !l.snapping && l.snap == nil && st.Count/uint64(n.cfg.SnapshotEvery) > st.SnapshotIndex/uint64(n.cfg.SnapshotEvery)
+		if needSnap {
+			l.snapping = true
+		}
+		n.mu.Unlock()
+		for i, ct := range cts {
+			u.insertEntry(l, first+uint64(i), ct, n.cfg.MaxFilingRetries)
+		}
+		for i, a := range batch {
+			a.cb(first+uint64(i), nil)
+		}
+		if needSnap {
+			u.snapshot(l)
+		}
 		u.flushLog(l)
 	})
-	obj := past.NewSigned(u.keys.SigningKey(), n.cfg.Ring, []byte(logNamePrefix+l.name), seq, payload, lease)
-	n.st.Insert(obj, func(r past.InsertResult) {
-		n.mu.Lock()
-		headErr = r.Err
-		n.mu.Unlock()
-		j.one()
-	})
-	for _, ct := range cts {
-		u.insertEntry(ct, n.cfg.MaxFilingRetries, j.one)
-	}
 }
 
-// insertEntry stores an entry, retrying: the next head drops its inline copy, so the entry
-// must be in the ring before that head is written.
-func (u *User) insertEntry(ct []byte, tries int, done func()) {
+// insertEntry stores an entry on its own, retrying; once it is acknowledged the next head
+// need not carry it inline.
+func (u *User) insertEntry(l *logState, idx uint64, ct []byte, tries int) {
 	n := u.n
 	obj := past.NewContent(n.cfg.Ring, ct, n.now().Add(n.cfg.ContentLease))
 	n.st.Insert(obj, func(r past.InsertResult) {
 		if r.Err != nil && tries > 1 {
-			n.after(n.cfg.RetryDelay, func() { u.insertEntry(ct, tries-1, done) })
+			n.after(n.cfg.RetryDelay, func() { u.insertEntry(l, idx, ct, tries-1) })
 			return
 		}
-		done()
+		if r.Err != nil {
+			return // stays inline in every head from now on
+		}
+		n.mu.Lock()
+		if l.acked == nil {
+			l.acked = map[uint64]bool{}
+		}
+		l.acked[idx] = true
+		for len(l.tail) > 0 && l.acked[l.tailFrom] {
+			delete(l.acked, l.tailFrom)
+			l.tail = l.tail[1:]
+			l.tailFrom++
+		}
+		n.mu.Unlock()
+		u.flushLog(l)
 	})
 }
 

@@ -64,6 +64,7 @@ type Config struct {
 	HolderDelay      time.Duration // a holder offers a still-held notification itself after this
 	RecordCacheTTL   time.Duration // verified recipient records are reused this long
 	RetryDelay       time.Duration // filing or opening a log that failed is retried after this
+	PresenceCacheTTL time.Duration // a recipient's node found by anycast is pushed to directly this long
 	ChunkSize        int           // content chunk plaintext size (default content.DefaultChunkSize)
 	MaxFilingRetries int
 }
@@ -81,6 +82,7 @@ func DefaultConfig() Config {
 		HolderDelay:      30 * time.Second,
 		RecordCacheTTL:   10 * time.Minute,
 		RetryDelay:       5 * time.Second,
+		PresenceCacheTTL: 2 * time.Minute,
 		ChunkSize:        content.DefaultChunkSize,
 		MaxFilingRetries: 10,
 	}
@@ -93,7 +95,7 @@ func (c *Config) fill() {
 		{&c.RefreshInterval, &d.RefreshInterval}, {&c.BackupInterval, &d.BackupInterval},
 		{&c.OnlineInterval, &d.OnlineInterval}, {&c.OnlineMaxAge, &d.OnlineMaxAge},
 		{&c.HolderDelay, &d.HolderDelay}, {&c.RecordCacheTTL, &d.RecordCacheTTL},
-		{&c.RetryDelay, &d.RetryDelay},
+		{&c.RetryDelay, &d.RetryDelay}, {&c.PresenceCacheTTL, &d.PresenceCacheTTL},
 	} {
 		if *p.v <= 0 {
 			*p.v = *p.d
@@ -141,7 +143,8 @@ type Node struct {
 	subs     map[string]bool             // presence topics subscribed, by address
 	held     map[string]map[ids.Key]bool // holder index: recipient -> pending keys
 	records  map[string]cachedRecord
-	observed []observed // from PAST's observer, handled outside its lock
+	seen     map[string]seenAt // recipients' nodes, from anycast results
+	observed []observed        // from PAST's observer, handled outside its lock
 	stats    Stats
 
 	// OnFiled, if set, hears of every message filed into a local user's INBOX, once per
@@ -165,7 +168,7 @@ type observed struct {
 func New(cfg Config, st Store, topics Topics, ov Overlay) *Node {
 	cfg.fill()
 	return &Node{cfg: cfg, st: st, topics: topics, ov: ov, users: map[string]*User{},
-		subs: map[string]bool{}, held: map[string]map[ids.Key]bool{}, records: map[string]cachedRecord{}}
+		subs: map[string]bool{}, held: map[string]map[ids.Key]bool{}, records: map[string]cachedRecord{}, seen: map[string]seenAt{}}
 }
 
 // Config returns the parameters with defaults filled in.

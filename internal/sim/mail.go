@@ -144,14 +144,15 @@ type simUser struct {
 }
 
 type simMsg struct {
-	from, to *simUser
-	sentAt   time.Duration
-	offline  bool // recipient offline at send time
-	id       post.NotificationID
-	accepted bool
-	result   bool // send answered
-	filedAt  time.Duration
-	filed    int
+	from, to   *simUser
+	sentAt     time.Duration
+	offline    bool // recipient offline at send time
+	id         post.NotificationID
+	accepted   bool
+	result     bool // send answered
+	filedAt    time.Duration
+	acceptedAt time.Duration
+	filed      int
 }
 
 type mailRun struct {
@@ -316,6 +317,7 @@ func RunMail(cfg MailConfig, out io.Writer, progress func(string)) ([]MailResult
 		run.msgs = append(run.msgs, m)
 		from.u.SendWithIDs([]string{to.addr}, []post.NotificationID{m.id}, parts, func(res []post.Result) {
 			m.result = true
+			m.acceptedAt = r.net.Elapsed()
 			if res[0].Status == post.Accepted {
 				m.accepted = true
 			} else {
@@ -392,6 +394,7 @@ func (run *mailRun) attach(mn *mailNode) {
 	pcfg.Replicas = run.cfg.Replicas
 	pcfg.Policy = past.Policy{CA: run.caPub}
 	pcfg.Observer = obs
+	pcfg.LocateCacheTTL = 30 * time.Second
 	pn := past.NewNode(pcfg, sn.drv.Self(), mn.st, rand.New(rand.NewPCG(run.rng.Uint64(), uint64(sn.idx))))
 	mn.pd = past.NewDriver(pn, sn.drv, clock, run.cfg.PastTick)
 	mn.sc = scribe.New(scribe.Config{Ring: run.ringID, Now: clock.Now, Rand: rand.New(rand.NewPCG(run.rng.Uint64(), uint64(sn.idx)))}, sn.drv)
