@@ -3,8 +3,14 @@ package pop3server
 import (
 	"bufio"
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"io"
 	"log/slog"
+	"math/big"
 	"net"
 	"strconv"
 	"strings"
@@ -115,6 +121,48 @@ func TestPlaintextPolicy(t *testing.T) {
 		}
 		a.Close()
 	}
+
+	// After STLS (RFC 2595 section 4) the remote client may log in, and
+	// a command pipelined behind STLS in clear text is thrown away.
+	s, _ := newTestServer(t, Config{TLS: selfSigned(t)})
+	a, b := net.Pipe()
+	go s.handle(remoteConn{b}, false)
+	c := &client{t: t, conn: a, r: bufio.NewReader(a)}
+	c.cmd("")
+	a.SetDeadline(time.Now().Add(5 * time.Second))
+	a.Write([]byte("STLS\r\nUSER injected\r\n"))
+	if got := c.cmd(""); !strings.HasPrefix(got, "+OK") {
+		t.Fatalf("STLS: %q", got)
+	}
+	tc := tls.Client(a, &tls.Config{InsecureSkipVerify: true})
+	c = &client{t: t, conn: tc, r: bufio.NewReader(tc)}
+	if got := c.cmd("PASS " + testPass); !strings.HasPrefix(got, "-ERR send USER first") {
+		t.Errorf("pipelined USER survived STLS: %q", got)
+	}
+	c.cmd("USER " + testUser)
+	if got := c.cmd("PASS " + testPass); !strings.HasPrefix(got, "+OK") {
+		t.Errorf("PASS over STLS: %q", got)
+	}
+	c.cmd("CAPA")
+	if caps := strings.Join(c.multi(), " "); strings.Contains(caps, "STLS") {
+		t.Errorf("STLS offered twice: %q", caps)
+	}
+	a.Close()
+}
+
+// selfSigned makes a throwaway server certificate.
+func selfSigned(t testing.TB) *tls.Config {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		DNSNames: []string{"node.test"}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}
 }
 
 func TestSession(t *testing.T) {

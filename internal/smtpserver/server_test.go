@@ -3,10 +3,16 @@ package smtpserver
 import (
 	"bufio"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"math/big"
 	"net"
 	"strings"
 	"sync"
@@ -260,6 +266,42 @@ func TestPlaintextPolicy(t *testing.T) {
 		}
 		c.Close()
 	}
+
+	// After STARTTLS (RFC 3207) the same remote client may log in.
+	e := start(t, Config{TLS: selfSigned(t)})
+	ln := remoteListener{make(chan net.Conn)}
+	go e.srv.Serve(ln)
+	a, b := net.Pipe()
+	ln.conns <- remoteConn{b}
+	c, err := smtp.NewClientStartTLS(a, &tls.Config{InsecureSkipVerify: true})
+	if err != nil {
+		t.Fatalf("STARTTLS: %v", err)
+	}
+	defer c.Close()
+	if err := c.Auth(sasl.NewPlainClient("", user, pass)); err != nil {
+		t.Errorf("AUTH after STARTTLS: %v", err)
+	}
+	if err := send(c, []string{"bob@example.org"}, testMsg); err != nil {
+		t.Errorf("send after STARTTLS: %v", err)
+	}
+	if got := string(e.ring.got[0]); !strings.Contains(got, "with ESMTPSA") || !strings.Contains(got, "[192.0.2.7]") {
+		t.Errorf("trace field after STARTTLS: %q", got[:150])
+	}
+}
+
+// selfSigned makes a throwaway server certificate.
+func selfSigned(t testing.TB) *tls.Config {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		DNSNames: []string{"node.test"}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}
 }
 
 // TestMaxConns: a connection over the limit gets 421 at once.
