@@ -6,22 +6,21 @@ import (
 	"io"
 	"slices"
 
-	"epost/internal/imapserver/imapconn"
 	"epost/internal/mailbox"
 
 	"github.com/emersion/go-imap/v2"
+	imapsrv "github.com/emersion/go-imap/v2/imapserver"
 )
 
-// Fetch implements imapconn.Session (RFC 3501 section 6.4.5, RFC 9051
-// section 6.4.5, RFC 3516 BINARY, RFC 7162 MODSEQ and CHANGEDSINCE).
+// Fetch implements imapsrv.Session (RFC 3501 section 6.4.5, RFC 9051
+// section 6.4.5, RFC 3516 BINARY).
 // ENVELOPE and BODYSTRUCTURE come from the parse cache; BODY[] and its
 // partial forms are served straight from the stored bytes.
-func (s *session) Fetch(w *imapconn.FetchWriter, numSet imap.NumSet, options *imap.FetchOptions) error {
+func (s *session) Fetch(w *imapsrv.FetchWriter, numSet imap.NumSet, options *imap.FetchOptions) error {
 	sel := s.sel
 	if sel == nil {
 		return errNotSelected
 	}
-	condStore := s.conn.CondStoreEnabled()
 	// Reading a body without .PEEK sets \Seen (RFC 3501 section 6.4.5).
 	setSeen := false
 	if !sel.readOnly {
@@ -42,9 +41,6 @@ func (s *session) Fetch(w *imapconn.FetchWriter, numSet imap.NumSet, options *im
 		} else if err != nil {
 			return storeError(err)
 		}
-		if options.ChangedSince != 0 && msg.ModSeq <= options.ChangedSince {
-			continue
-		}
 		flagsChanged := false
 		if setSeen && !slices.Contains(msg.Flags, imap.FlagSeen) {
 			res, err := sel.folder.ChangeFlags([]imap.UID{uid}, mailbox.FlagsAdd, []imap.Flag{imap.FlagSeen}, 0)
@@ -57,14 +53,14 @@ func (s *session) Fetch(w *imapconn.FetchWriter, numSet imap.NumSet, options *im
 				flagsChanged = true
 			}
 		}
-		if err := s.fetchOne(w, uint32(i+1), msg, options, condStore, flagsChanged); err != nil {
+		if err := s.fetchOne(w, uint32(i+1), msg, options, flagsChanged); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func (s *session) fetchOne(w *imapconn.FetchWriter, seq uint32, msg *mailbox.Message, options *imap.FetchOptions, condStore, flagsChanged bool) error {
+func (s *session) fetchOne(w *imapsrv.FetchWriter, seq uint32, msg *mailbox.Message, options *imap.FetchOptions, flagsChanged bool) error {
 	sel := s.sel
 	rw := w.CreateMessage(seq)
 	defer func() {
@@ -77,10 +73,6 @@ func (s *session) fetchOne(w *imapconn.FetchWriter, seq uint32, msg *mailbox.Mes
 	}
 	if options.Flags || flagsChanged {
 		rw.WriteFlags(sel.flags(&msg.Summary))
-	}
-	// RFC 7162 section 3.2.4: with CONDSTORE on, FLAGS travel with MODSEQ.
-	if options.ModSeq || (condStore && (options.Flags || flagsChanged)) {
-		rw.WriteModSeq(msg.ModSeq)
 	}
 	if options.RFC822Size {
 		rw.WriteRFC822Size(msg.Size)
@@ -109,7 +101,7 @@ func (s *session) fetchOne(w *imapconn.FetchWriter, seq uint32, msg *mailbox.Mes
 			}
 		}
 		for _, section := range options.BinarySection {
-			b := imapconn.ExtractBinarySection(io.NewSectionReader(content, 0, content.Size()), section)
+			b := imapsrv.ExtractBinarySection(io.NewSectionReader(content, 0, content.Size()), section)
 			wc := rw.WriteBinarySection(section, int64(len(b)))
 			if _, err := wc.Write(b); err != nil {
 				return err
@@ -119,7 +111,7 @@ func (s *session) fetchOne(w *imapconn.FetchWriter, seq uint32, msg *mailbox.Mes
 			}
 		}
 		for _, section := range options.BinarySectionSize {
-			n := imapconn.ExtractBinarySectionSize(io.NewSectionReader(content, 0, content.Size()), section)
+			n := imapsrv.ExtractBinarySectionSize(io.NewSectionReader(content, 0, content.Size()), section)
 			rw.WriteBinarySectionSize(section, n)
 		}
 	}
@@ -132,7 +124,7 @@ func (s *session) fetchOne(w *imapconn.FetchWriter, seq uint32, msg *mailbox.Mes
 // top-level header and its top-level text are byte ranges of the stored
 // message, streamed without copying; other sections are extracted by MIME
 // parsing.
-func writeBodySection(rw *imapconn.FetchResponseWriter, section *imap.FetchItemBodySection, content mailbox.Content, headerSize int64) error {
+func writeBodySection(rw *imapsrv.FetchResponseWriter, section *imap.FetchItemBodySection, content mailbox.Content, headerSize int64) error {
 	var start, end int64 = 0, content.Size()
 	direct := len(section.Part) == 0 && len(section.HeaderFields) == 0 && len(section.HeaderFieldsNot) == 0
 	switch {
@@ -142,7 +134,7 @@ func writeBodySection(rw *imapconn.FetchResponseWriter, section *imap.FetchItemB
 	case direct && section.Specifier == imap.PartSpecifierText:
 		start = min(headerSize, end)
 	default:
-		b := imapconn.ExtractBodySection(io.NewSectionReader(content, 0, content.Size()), section)
+		b := imapsrv.ExtractBodySection(io.NewSectionReader(content, 0, content.Size()), section)
 		wc := rw.WriteBodySection(section, int64(len(b)))
 		if _, err := io.Copy(wc, bytes.NewReader(b)); err != nil {
 			return err

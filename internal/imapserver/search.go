@@ -10,19 +10,19 @@ import (
 	"strings"
 	"time"
 
-	"epost/internal/imapserver/imapconn"
 	"epost/internal/mailbox"
 
 	"github.com/emersion/go-imap/v2"
+	imapsrv "github.com/emersion/go-imap/v2/imapserver"
 	gomessage "github.com/emersion/go-message"
 	"github.com/emersion/go-message/textproto"
 )
 
-// Search implements imapconn.Session (RFC 3501 section 6.4.4, RFC 9051
-// section 6.4.4 with ESEARCH return options, RFC 5182 SAVE, RFC 7162 MODSEQ).
+// Search implements imapsrv.Session (RFC 3501 section 6.4.4, RFC 9051
+// section 6.4.4 with ESEARCH return options, RFC 5182 SAVE).
 // Matching is case-insensitive substring matching on decoded header values
 // and decoded text, as RFC 3501 requires.
-func (s *session) Search(kind imapconn.NumKind, criteria *imap.SearchCriteria, options *imap.SearchOptions) (*imap.SearchData, error) {
+func (s *session) Search(kind imapsrv.NumKind, criteria *imap.SearchCriteria, options *imap.SearchOptions) (*imap.SearchData, error) {
 	sel := s.sel
 	if sel == nil {
 		return nil, errNotSelected
@@ -50,7 +50,7 @@ func (s *session) Search(kind imapconn.NumKind, criteria *imap.SearchCriteria, o
 		}
 		matched = append(matched, uid)
 		num := uint32(i + 1)
-		if kind == imapconn.NumKindUID {
+		if kind == imapsrv.NumKindUID {
 			num = uint32(uid)
 			uids.AddNum(uid)
 		} else {
@@ -61,11 +61,8 @@ func (s *session) Search(kind imapconn.NumKind, criteria *imap.SearchCriteria, o
 		}
 		data.Max = num
 		data.Count++
-		if criteria.ModSeq != nil && m.ModSeq > data.ModSeq {
-			data.ModSeq = m.ModSeq
-		}
 	}
-	if kind == imapconn.NumKindUID {
+	if kind == imapsrv.NumKindUID {
 		data.All = uids
 	} else {
 		data.All = seqs
@@ -208,9 +205,6 @@ func (c *candidate) match(cr *imap.SearchCriteria) bool {
 		return false
 	}
 	if cr.Smaller > 0 && c.sum.Size >= cr.Smaller {
-		return false
-	}
-	if cr.ModSeq != nil && c.sum.ModSeq < cr.ModSeq.ModSeq {
 		return false
 	}
 	// RFC 3501: date criteria disregard time and timezone.

@@ -1,14 +1,15 @@
 package imapserver
 
 import (
+	"cmp"
 	"errors"
 	"slices"
 	"sort"
 
-	"epost/internal/imapserver/imapconn"
 	"epost/internal/mailbox"
 
 	"github.com/emersion/go-imap/v2"
+	imapsrv "github.com/emersion/go-imap/v2/imapserver"
 )
 
 // selected is the client's view of its selected folder. The view is the
@@ -23,7 +24,9 @@ type selected struct {
 	recent map[imap.UID]bool // \Recent in this session (RFC 3501 section 2.3.2)
 
 	// modSeq is the folder's HIGHESTMODSEQ when the client was last brought
-	// up to date; flag changes above it are reported on the next sync.
+	// up to date; flag changes above it are reported on the next sync. (The
+	// store's modification sequences serve only this here: CONDSTORE is
+	// not offered, see the package comment.)
 	modSeq uint64
 	// own holds modseqs of flag changes this session already reported in
 	// its own FETCH responses, so that sync does not repeat them.
@@ -43,7 +46,7 @@ type selected struct {
 	pendingExpunge bool
 }
 
-// Select implements imapconn.Session (SELECT and EXAMINE).
+// Select implements imapsrv.Session (SELECT and EXAMINE).
 func (s *session) Select(name string, options *imap.SelectOptions) (*imap.SelectData, error) {
 	s.unselect()
 	f, err := s.store.Folder(name)
@@ -109,7 +112,6 @@ func (s *session) Select(name string, options *imap.SelectOptions) (*imap.Select
 		FirstUnseenSeqNum: firstUnseen,
 		UIDNext:           st.UIDNext,
 		UIDValidity:       st.UIDValidity,
-		HighestModSeq:     st.HighestModSeq,
 	}, nil
 }
 
@@ -121,7 +123,7 @@ func (sel *selected) claimRecent() {
 	}
 }
 
-// Unselect implements imapconn.Session (UNSELECT, CLOSE).
+// Unselect implements imapsrv.Session (UNSELECT, CLOSE).
 func (s *session) Unselect() error {
 	s.unselect()
 	return nil
@@ -134,10 +136,10 @@ func (s *session) unselect() {
 	}
 }
 
-// Poll implements imapconn.Session: after each command, report what changed
+// Poll implements imapsrv.Session: after each command, report what changed
 // (RFC 3501 section 7: unsolicited responses). It costs nothing when the
 // folder's watch has not fired.
-func (s *session) Poll(w *imapconn.UpdateWriter, allowExpunge bool) error {
+func (s *session) Poll(w *imapsrv.UpdateWriter, allowExpunge bool) error {
 	if s.sel == nil {
 		return nil
 	}
@@ -152,9 +154,9 @@ func (s *session) Poll(w *imapconn.UpdateWriter, allowExpunge bool) error {
 	}
 }
 
-// Idle implements imapconn.Session (RFC 2177): every change to the selected
+// Idle implements imapsrv.Session (RFC 2177): every change to the selected
 // folder is pushed the moment its watch fires.
-func (s *session) Idle(w *imapconn.UpdateWriter, stop <-chan struct{}) error {
+func (s *session) Idle(w *imapsrv.UpdateWriter, stop <-chan struct{}) error {
 	if s.sel == nil {
 		<-stop
 		return nil
@@ -178,7 +180,7 @@ func (s *session) Idle(w *imapconn.UpdateWriter, stop <-chan struct{}) error {
 // messages gone (only where allowed: not during FETCH, STORE, SEARCH, RFC
 // 3501 section 7.4.1), FETCH FLAGS for changed flags, EXISTS and RECENT for
 // new messages.
-func (s *session) sync(w *imapconn.UpdateWriter, allowExpunge bool) error {
+func (s *session) sync(w *imapsrv.UpdateWriter, allowExpunge bool) error {
 	sel := s.sel
 	st, err := sel.folder.Status()
 	if errors.Is(err, mailbox.ErrNoFolder) {
@@ -228,7 +230,7 @@ func (s *session) sync(w *imapconn.UpdateWriter, allowExpunge bool) error {
 		if m == nil || m.ModSeq <= sel.modSeq || sel.own[uid] == m.ModSeq {
 			continue
 		}
-		if err := w.WriteMessageFlagsModSeq(uint32(i+1), uid, sel.flags(m), m.ModSeq); err != nil {
+		if err := w.WriteMessageFlags(uint32(i+1), uid, sel.flags(m)); err != nil {
 			return err
 		}
 	}
@@ -343,9 +345,9 @@ var errReadOnly = &imap.Error{Type: imap.StatusResponseTypeNo, Code: "READ-ONLY"
 
 var errNotSelected = &imap.Error{Type: imap.StatusResponseTypeBad, Text: "No folder selected"}
 
-// Store implements imapconn.Session (RFC 3501 section 6.4.6, RFC 7162
-// section 3.1.3 for UNCHANGEDSINCE).
-func (s *session) Store(w *imapconn.FetchWriter, numSet imap.NumSet, flags *imap.StoreFlags, options *imap.StoreOptions) error {
+// Store implements imapsrv.Session (RFC 3501 section 6.4.6). Without
+// .SILENT every addressed message's flags are reported, changed or not.
+func (s *session) Store(w *imapsrv.FetchWriter, numSet imap.NumSet, flags *imap.StoreFlags, _ *imap.StoreOptions) error {
 	sel := s.sel
 	if sel == nil {
 		return errNotSelected
@@ -360,70 +362,40 @@ func (s *session) Store(w *imapconn.FetchWriter, numSet imap.NumSet, flags *imap
 	case imap.StoreFlagsDel:
 		op = mailbox.FlagsRemove
 	}
-	idx := sel.resolve(numSet)
-	res, err := sel.folder.ChangeFlags(sel.uidsOf(idx), op, flags.Flags, options.UnchangedSince)
+	res, err := sel.folder.ChangeFlags(sel.uidsOf(sel.resolve(numSet)), op, flags.Flags, 0)
 	if err != nil {
 		return storeError(err)
 	}
-	condStore := s.conn.CondStoreEnabled()
+	// Our own change is reported here, not again by the next sync.
+	for _, m := range res.Changed {
+		sel.own[m.UID] = m.ModSeq
+	}
+	if flags.Silent {
+		return nil
+	}
+	all := append(res.Changed, res.Unchanged...)
+	slices.SortFunc(all, func(a, b mailbox.Summary) int { return cmp.Compare(a.UID, b.UID) })
 	_, byUID := numSet.(imap.UIDSet)
-	report := func(m mailbox.Summary, changed bool) error {
-		if flags.Silent && !(condStore && changed) {
-			return nil
-		}
+	for _, m := range all {
 		seq := sel.seqOf(m.UID)
 		if seq == 0 {
-			return nil
+			continue
 		}
 		rw := w.CreateMessage(seq)
 		if byUID {
 			rw.WriteUID(m.UID)
 		}
-		// RFC 7162 section 3.1.3: with .SILENT, changed messages still
-		// get their new MODSEQ.
-		if !flags.Silent {
-			rw.WriteFlags(sel.flags(&m))
-		}
-		if condStore {
-			rw.WriteModSeq(m.ModSeq)
-		}
-		return rw.Close()
-	}
-	all := append(res.Changed, res.Unchanged...)
-	slices.SortFunc(all, func(a, b mailbox.Summary) int { return int(a.UID) - int(b.UID) })
-	for _, m := range res.Changed {
-		sel.own[m.UID] = m.ModSeq
-	}
-	for _, m := range all {
-		changed := slices.ContainsFunc(res.Changed, func(c mailbox.Summary) bool { return c.UID == m.UID })
-		if err := report(m, changed); err != nil {
+		rw.WriteFlags(sel.flags(&m))
+		if err := rw.Close(); err != nil {
 			return err
 		}
-	}
-	if len(res.Modified) > 0 {
-		var set imap.NumSet
-		if byUID {
-			var us imap.UIDSet
-			us.AddNum(res.Modified...)
-			set = us
-		} else {
-			var ss imap.SeqSet
-			for _, uid := range res.Modified {
-				if seq := sel.seqOf(uid); seq != 0 {
-					ss.AddNum(seq)
-				}
-			}
-			set = ss
-		}
-		return &imap.Error{Type: imap.StatusResponseTypeOK, Code: imap.ResponseCode("MODIFIED " + set.String()),
-			Text: "Some messages were changed by someone else and were left alone"}
 	}
 	return nil
 }
 
-// Expunge implements imapconn.Session (EXPUNGE, UID EXPUNGE of RFC 4315,
+// Expunge implements imapsrv.Session (EXPUNGE, UID EXPUNGE of RFC 4315,
 // and CLOSE, whose writer discards the responses).
-func (s *session) Expunge(w *imapconn.ExpungeWriter, uids *imap.UIDSet) error {
+func (s *session) Expunge(w *imapsrv.ExpungeWriter, uids *imap.UIDSet) error {
 	sel := s.sel
 	if sel == nil {
 		return errNotSelected
@@ -473,7 +445,7 @@ func (sel *selected) removeFromView(gone []imap.UID, write func(uint32) error) e
 	return nil
 }
 
-// Copy implements imapconn.Session (RFC 4315 COPYUID).
+// Copy implements imapsrv.Session (RFC 4315 COPYUID).
 func (s *session) Copy(numSet imap.NumSet, dest string) (*imap.CopyData, error) {
 	sel := s.sel
 	if sel == nil {
@@ -497,9 +469,9 @@ func copyData(res mailbox.CopyResult) *imap.CopyData {
 	return data
 }
 
-// Move implements imapconn.SessionMove (RFC 6851: COPYUID first, then the
+// Move implements imapsrv.SessionMove (RFC 6851: COPYUID first, then the
 // EXPUNGEs).
-func (s *session) Move(w *imapconn.MoveWriter, numSet imap.NumSet, dest string) error {
+func (s *session) Move(w *imapsrv.MoveWriter, numSet imap.NumSet, dest string) error {
 	sel := s.sel
 	if sel == nil {
 		return errNotSelected

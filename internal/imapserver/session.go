@@ -7,18 +7,19 @@ import (
 	"slices"
 	"strings"
 
-	"epost/internal/imapserver/imapconn"
 	"epost/internal/mailbox"
 
 	"github.com/emersion/go-imap/v2"
+	imapsrv "github.com/emersion/go-imap/v2/imapserver"
 )
 
 // session is one client connection's state. See the package comment for
 // the concurrency rules.
 type session struct {
-	srv  *Server
-	conn *imapconn.Conn
-	log  *slog.Logger
+	srv   *Server
+	front *frontConn
+	conn  *imapsrv.Conn
+	log   *slog.Logger
 
 	user  string
 	store mailbox.Store
@@ -26,11 +27,12 @@ type session struct {
 }
 
 var (
-	_ imapconn.SessionIMAP4rev2   = (*session)(nil)
-	_ imapconn.SessionAppendLimit = (*session)(nil)
+	_ imapsrv.SessionIMAP4rev2      = (*session)(nil)
+	_ imapsrv.SessionAppendLimit    = (*session)(nil)
+	_ imapsrv.SessionUnauthenticate = (*session)(nil)
 )
 
-// Close implements imapconn.Session.
+// Close implements imapsrv.Session.
 func (s *session) Close() error {
 	s.unselect()
 	if s.user != "" {
@@ -39,14 +41,24 @@ func (s *session) Close() error {
 	return nil
 }
 
-// Login implements imapconn.Session (LOGIN, and AUTHENTICATE PLAIN through
-// imapconn's default SASL server).
+// errPrivacyRequired refuses a login in clear text from another machine
+// (RFC 9051 section 6.2.3, RFC 5530 PRIVACYREQUIRED).
+var errPrivacyRequired = &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodePrivacyRequired,
+	Text: "Log in over TLS: use STARTTLS or the implicit-TLS port"}
+
+// Login implements imapsrv.Session (LOGIN, and AUTHENTICATE PLAIN through
+// the engine's default SASL server). It is where the plaintext-login
+// policy is enforced: the engine sees no TLS (see Server) and allows both.
 func (s *session) Login(username, password string) error {
+	if !s.front.authAllowed() {
+		s.log.Warn("imap plaintext login refused", "user", username)
+		return errPrivacyRequired
+	}
 	store, err := s.srv.cfg.Auth.Authenticate(username, password)
 	if err != nil {
 		s.log.Warn("imap login failed", "user", username, "err", err)
 		if errors.Is(err, mailbox.ErrAuthFailed) {
-			return imapconn.ErrAuthFailed
+			return imapsrv.ErrAuthFailed
 		}
 		return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeUnavailable,
 			Text: "Your mail store cannot be opened right now; try again later"}
@@ -63,10 +75,20 @@ func (s *session) Login(username, password string) error {
 	return nil
 }
 
-// AppendLimit implements imapconn.SessionAppendLimit (RFC 7889).
+// Unauthenticate implements imapsrv.SessionUnauthenticate (RFC 8437): back
+// to the not-authenticated state, folder closed, store let go.
+func (s *session) Unauthenticate() error {
+	s.unselect()
+	s.log.Info("imap logout without disconnect")
+	s.user, s.store = "", nil
+	s.log = s.srv.log.With("remote", s.front.RemoteAddr().String())
+	return nil
+}
+
+// AppendLimit implements imapsrv.SessionAppendLimit (RFC 7889).
 func (s *session) AppendLimit() uint32 { return s.srv.cfg.AppendLimit }
 
-// Namespace implements imapconn.SessionNamespace (RFC 2342): one personal
+// Namespace implements imapsrv.SessionNamespace (RFC 2342): one personal
 // namespace, no others.
 func (s *session) Namespace() (*imap.NamespaceData, error) {
 	return &imap.NamespaceData{Personal: []imap.NamespaceDescriptor{{Prefix: "", Delim: mailbox.Delim}}}, nil
@@ -104,7 +126,7 @@ func (s *session) destFolder(name string) (mailbox.Folder, error) {
 	return f, storeError(err)
 }
 
-// Create implements imapconn.Session.
+// Create implements imapsrv.Session.
 func (s *session) Create(name string, options *imap.CreateOptions) error {
 	// RFC 3501 section 6.3.3: a trailing delimiter only declares intent
 	// to create children.
@@ -124,7 +146,7 @@ func (s *session) Create(name string, options *imap.CreateOptions) error {
 	return storeError(s.store.Create(name, use))
 }
 
-// Delete implements imapconn.Session.
+// Delete implements imapsrv.Session.
 func (s *session) Delete(name string) error {
 	if s.sel != nil && s.sel.folder.Info().Name == name {
 		s.unselect()
@@ -132,24 +154,24 @@ func (s *session) Delete(name string) error {
 	return storeError(s.store.Delete(name))
 }
 
-// Rename implements imapconn.Session.
+// Rename implements imapsrv.Session.
 func (s *session) Rename(oldName, newName string, _ *imap.RenameOptions) error {
 	return storeError(s.store.Rename(oldName, newName))
 }
 
-// Subscribe implements imapconn.Session.
+// Subscribe implements imapsrv.Session.
 func (s *session) Subscribe(name string) error {
 	return storeError(s.store.SetSubscribed(name, true))
 }
 
-// Unsubscribe implements imapconn.Session.
+// Unsubscribe implements imapsrv.Session.
 func (s *session) Unsubscribe(name string) error {
 	return storeError(s.store.SetSubscribed(name, false))
 }
 
-// List implements imapconn.Session: LIST, LSUB, LIST-EXTENDED (RFC 5258),
+// List implements imapsrv.Session: LIST, LSUB, LIST-EXTENDED (RFC 5258),
 // SPECIAL-USE (RFC 6154) and LIST-STATUS (RFC 5819).
-func (s *session) List(w *imapconn.ListWriter, ref string, patterns []string, options *imap.ListOptions) error {
+func (s *session) List(w *imapsrv.ListWriter, ref string, patterns []string, options *imap.ListOptions) error {
 	if options == nil {
 		options = &imap.ListOptions{}
 	}
@@ -171,7 +193,7 @@ func (s *session) List(w *imapconn.ListWriter, ref string, patterns []string, op
 		return false
 	}
 	for _, fi := range infos {
-		if !slices.ContainsFunc(patterns, func(p string) bool { return imapconn.MatchList(fi.Name, mailbox.Delim, ref, p) }) {
+		if !slices.ContainsFunc(patterns, func(p string) bool { return imapsrv.MatchList(fi.Name, mailbox.Delim, ref, p) }) {
 			continue
 		}
 		if options.SelectSubscribed && !fi.Subscribed {
@@ -204,7 +226,7 @@ func (s *session) List(w *imapconn.ListWriter, ref string, patterns []string, op
 	return nil
 }
 
-// Status implements imapconn.Session (RFC 3501 section 6.3.10, RFC 8438
+// Status implements imapsrv.Session (RFC 3501 section 6.3.10, RFC 8438
 // SIZE, RFC 7162 HIGHESTMODSEQ).
 func (s *session) Status(name string, options *imap.StatusOptions) (*imap.StatusData, error) {
 	f, err := s.store.Folder(name)
@@ -235,13 +257,10 @@ func (s *session) Status(name string, options *imap.StatusOptions) (*imap.Status
 		limit := s.srv.cfg.AppendLimit
 		data.AppendLimit = &limit
 	}
-	if options.HighestModSeq {
-		data.HighestModSeq = st.HighestModSeq
-	}
 	return data, nil
 }
 
-// Append implements imapconn.Session. The literal is read whole (its size
+// Append implements imapsrv.Session. The literal is read whole (its size
 // is already bounded by AppendLimit) and stored byte for byte.
 func (s *session) Append(name string, r imap.LiteralReader, options *imap.AppendOptions) (*imap.AppendData, error) {
 	f, err := s.destFolder(name)

@@ -3,6 +3,7 @@ package imap_test
 import (
 	"bufio"
 	"crypto/tls"
+	"io"
 	"net"
 	"slices"
 	"strings"
@@ -105,9 +106,10 @@ func TestIdleTimeout(t *testing.T) {
 	}
 }
 
-// TestAppendLimit: an APPEND over the limit gets NO [TOOBIG]; a LITERAL+
-// one over the limit ends the connection instead of being parsed as
-// commands.
+// TestAppendLimit: an APPEND over the limit gets NO [TOOBIG]. With LITERAL+
+// the client sends the message anyway: it is dropped, never parsed as
+// commands, and the session goes on; a LITERAL+ literal over 1 MiB ends the
+// connection instead (RFC 7888 section 4).
 func TestAppendLimit(t *testing.T) {
 	s := startServer(t, imapserver.Config{AppendLimit: 1000}, false)
 	c, err := imapclient.DialInsecure(s.addr, nil)
@@ -127,29 +129,92 @@ func TestAppendLimit(t *testing.T) {
 	if _, err := cmd.Wait(); err == nil || !strings.Contains(err.Error(), "TOOBIG") {
 		t.Errorf("oversized append: %v", err)
 	}
+	if err := c.Noop().Wait(); err != nil {
+		t.Errorf("session after refused append: %v", err)
+	}
 
 	raw, err := net.Dial("tcp", s.addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer raw.Close()
+	raw.SetDeadline(time.Now().Add(10 * time.Second))
 	r := bufio.NewReader(raw)
 	r.ReadString('\n')
 	raw.Write([]byte("a LOGIN \"" + testUser + "\" \"" + testPassword + "\"\r\n"))
 	r.ReadString('\n')
-	raw.Write([]byte("b APPEND INBOX {2000+}\r\n" + strings.Repeat("c NOOP\r\n", 250)))
-	raw.SetReadDeadline(time.Now().Add(5 * time.Second))
-	var lines []string
+	// Synchronizing: refused before the client sends the message.
+	raw.Write([]byte("s APPEND INBOX {2000}\r\n"))
+	if line, _ := r.ReadString('\n'); !strings.HasPrefix(line, "s NO [TOOBIG]") {
+		t.Errorf("synchronizing literal over the limit: %q", line)
+	}
+	raw.Write([]byte("b APPEND INBOX {2000+}\r\n" + strings.Repeat("c NOOP\r\n", 250) + "\r\nd NOOP\r\n"))
+	var got string
+	for !strings.HasPrefix(got, "d ") {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			t.Fatalf("LITERAL+ overflow: %v after %q", err, got)
+		}
+		if strings.HasPrefix(line, "b ") || strings.HasPrefix(line, "c ") || strings.HasPrefix(line, "d ") {
+			got = line + got
+		}
+	}
+	if !strings.Contains(got, "b NO [TOOBIG]") || strings.Contains(got, "c OK") || !strings.HasPrefix(got, "d OK") {
+		t.Errorf("LITERAL+ overflow: %q", got)
+	}
+
+	go raw.Write([]byte("e APPEND INBOX {2000000+}\r\n" + strings.Repeat("f NOOP\r\n", 1000)))
+	var rest []string
 	for {
 		line, err := r.ReadString('\n')
 		if err != nil {
 			break
 		}
-		lines = append(lines, line)
+		rest = append(rest, line)
 	}
-	got := strings.Join(lines, "")
-	if !strings.Contains(got, "b NO [TOOBIG]") || strings.Contains(got, "c OK") {
-		t.Errorf("LITERAL+ overflow: %q", got)
+	all := strings.Join(rest, "")
+	if !strings.Contains(all, "e NO [TOOBIG]") || !strings.Contains(all, "* BYE") || strings.Contains(all, "f OK") {
+		t.Errorf("huge LITERAL+ literal: %q", all)
+	}
+}
+
+// TestStartTLSPolicy: a remote plaintext client is offered STARTTLS and
+// LOGINDISABLED, and is refused LOGIN; after STARTTLS it may log in.
+func TestStartTLSPolicy(t *testing.T) {
+	s := startServer(t, imapserver.Config{TLS: selfSigned(t)}, false)
+	ln := newPipeListener()
+	go s.srv.Serve(ln)
+	conn := ln.dial()
+	defer conn.Close()
+	r := bufio.NewReader(conn)
+	greeting, _ := r.ReadString('\n')
+	for _, want := range []string{"STARTTLS", "LOGINDISABLED", " ID"} {
+		if !strings.Contains(greeting, want) {
+			t.Errorf("greeting lacks %s: %q", want, greeting)
+		}
+	}
+	if strings.Contains(greeting, "AUTH=") {
+		t.Errorf("greeting offers AUTH: %q", greeting)
+	}
+	io.WriteString(conn, "a LOGIN \""+testUser+"\" \""+testPassword+"\"\r\n")
+	if line, _ := r.ReadString('\n'); !strings.HasPrefix(line, "a NO [PRIVACYREQUIRED]") {
+		t.Errorf("plaintext login: %q", line)
+	}
+	io.WriteString(conn, "b STARTTLS\r\n")
+	if line, _ := r.ReadString('\n'); !strings.HasPrefix(line, "b OK") {
+		t.Fatalf("STARTTLS: %q", line)
+	}
+	tc := tls.Client(conn, clientTLS())
+	r = bufio.NewReader(tc)
+	io.WriteString(tc, "c CAPABILITY\r\n")
+	caps, _ := r.ReadString('\n')
+	r.ReadString('\n')
+	if !strings.Contains(caps, "AUTH=PLAIN") || strings.Contains(caps, "STARTTLS") || strings.Contains(caps, "LOGINDISABLED") {
+		t.Errorf("capabilities over TLS: %q", caps)
+	}
+	io.WriteString(tc, "d LOGIN \""+testUser+"\" \""+testPassword+"\"\r\n")
+	if line, _ := r.ReadString('\n'); !strings.HasPrefix(line, "d OK") {
+		t.Errorf("login over STARTTLS: %q", line)
 	}
 }
 

@@ -79,6 +79,15 @@ def ok(typ, data, what):
     return data
 
 
+def expect_bad(c, *cmd):
+    try:
+        typ, data = c._simple_command(*cmd)
+    except imaplib.IMAP4.error as e:
+        check("BAD" in str(e), "%r: %s" % (cmd, e))
+        return
+    raise AssertionError("%r accepted: %s %r" % (cmd, typ, data))
+
+
 def fetch_one(c, uid, items):
     data = ok(*c.uid("FETCH", str(uid), items), "fetch " + items)
     parts = [d for d in data if d is not None]
@@ -105,9 +114,11 @@ def append_uid(c, folder, flags, msg):
 def t_login_list():
     c = connect()
     caps = tuple(ok(*c.capability(), "capability")[0].decode().upper().split())
-    for cap in ("IMAP4REV1", "IMAP4REV2", "IDLE", "MOVE", "UIDPLUS", "SPECIAL-USE", "CONDSTORE", "NAMESPACE", "ESEARCH", "LITERAL+", "ENABLE", "UNSELECT", "LIST-STATUS", "ID"):
+    for cap in ("IMAP4REV1", "IMAP4REV2", "IDLE", "MOVE", "UIDPLUS", "SPECIAL-USE", "NAMESPACE", "ESEARCH", "LITERAL+", "ENABLE", "UNSELECT", "LIST-STATUS", "ID"):
         check(cap in caps, "capability %s in %r" % (cap, caps))
     check(any(x.startswith("APPENDLIMIT=") for x in caps), "APPENDLIMIT in %r" % (caps,))
+    # The server logs in over loopback, so it offers login (no LOGINDISABLED).
+    check("LOGINDISABLED" not in caps, "LOGINDISABLED in %r" % (caps,))
     data = ok(*c.list(), "list")
     text = b"\n".join(data)
     for use, name in ((b"\\Sent", b"Sent"), (b"\\Drafts", b"Drafts"), (b"\\Trash", b"Trash"), (b"\\Junk", b"Junk"), (b"\\Archive", b"Archive")):
@@ -349,36 +360,28 @@ def t_idle():
     c.logout()
 
 
-def t_condstore():
+def t_no_condstore():
+    # CONDSTORE and QRESYNC (RFC 7162) are not offered: the protocol engine
+    # (go-imap v2.0.0-beta.8) cannot parse or answer them. The server must
+    # then neither advertise nor enable them, and refuse their syntax.
     c = connect()
+    caps = tuple(ok(*c.capability(), "capability")[0].decode().upper().split())
+    for cap in ("CONDSTORE", "QRESYNC"):
+        check(cap not in caps, "%s advertised in %r" % (cap, caps))
     c.delete("Sync")
     ok(*c.create("Sync"), "create")
     uid = append_uid(c, "Sync", None, simple(b"modseq"))
-    typ, data = c._simple_command("ENABLE", "CONDSTORE")
+    typ, data = c._simple_command("ENABLE", "CONDSTORE", "QRESYNC")
     ok(typ, data, "enable")
-    check(c.untagged_responses.get("ENABLED") and b"CONDSTORE" in c.untagged_responses["ENABLED"][0], "ENABLED %r" % c.untagged_responses)
-    typ, data = c._simple_command("SELECT", "Sync", "(CONDSTORE)")
-    ok(typ, data, "select condstore")
-    c.state = "SELECTED"  # imaplib only tracks its own select()
-    check(any(b"HIGHESTMODSEQ" in x for x in c.untagged_responses.get("OK", [])), "HIGHESTMODSEQ on select %r" % c.untagged_responses)
-    parts = fetch_one(c, uid, "(FLAGS MODSEQ)")
-    m = re.search(rb"MODSEQ \((\d+)\)", parts[0])
-    check(m, "MODSEQ in %r" % parts)
-    m1 = int(m.group(1))
-    data = ok(*c.uid("STORE", str(uid), "+FLAGS", r"(\Answered)"), "store")
-    m = re.search(rb"MODSEQ \((\d+)\)", b" ".join(data))
-    check(m and int(m.group(1)) > m1, "modseq grew %r" % data)
-    m2 = int(m.group(1))
-    typ, data = c.uid("STORE", str(uid), "(UNCHANGEDSINCE %d)" % m1, "+FLAGS", r"(\Seen)")
-    check(typ == "OK" and c.response("MODIFIED")[1][0] == str(uid).encode(), "UNCHANGEDSINCE conflict %s %r" % (typ, data))
-    data = ok(*c.uid("FETCH", "1:*", "(FLAGS)", "(CHANGEDSINCE %d)" % m1), "changedsince")
-    check(any(d and b"MODSEQ (%d)" % m2 in d for d in data), "changedsince result %r" % data)
-    data = ok(*c.uid("FETCH", "1:*", "(FLAGS)", "(CHANGEDSINCE %d)" % m2), "changedsince none")
-    check(data == [None], "nothing changed since %d: %r" % (m2, data))
-    st = ok(*c.status("Sync", "(HIGHESTMODSEQ)"), "status")
-    check(b"HIGHESTMODSEQ %d" % m2 in st[0], "status highestmodseq %r" % st)
-    data = ok(*c.uid("SEARCH", "MODSEQ", str(m2)), "search modseq")
-    check(data[0].split()[0] == str(uid).encode() and b"MODSEQ" in data[0], "search modseq %r" % data)
+    check(c.untagged_responses.get("ENABLED") == [b""], "nothing enabled %r" % c.untagged_responses)
+    expect_bad(c, "SELECT", "Sync", "(CONDSTORE)")
+    ok(*c.select("Sync"), "select")
+    check(not any(b"HIGHESTMODSEQ" in x for x in c.untagged_responses.get("OK", [])), "no HIGHESTMODSEQ %r" % c.untagged_responses)
+    expect_bad(c, "UID", "FETCH", str(uid), "(FLAGS MODSEQ)")
+    expect_bad(c, "UID", "STORE", str(uid), "(UNCHANGEDSINCE 1)", "+FLAGS", r"(\Seen)")
+    # The session goes on normally.
+    parts = fetch_one(c, uid, "(FLAGS)")
+    check(b"\\Seen" not in parts[0], "flags untouched %r" % parts)
     c.logout()
 
 
