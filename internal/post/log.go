@@ -197,6 +197,9 @@ func (u *User) OpenLog(name string, cb func(error)) {
 			finish(fmt.Errorf("post: open log %s: %w", name, err))
 			return
 		}
+		u.n.mu.Lock()
+		l.logKey = key // replay decrypts entries with it
+		u.n.mu.Unlock()
 		u.replay(l, st, func(bodies [][]byte, locs []ids.ID, err error) {
 			if err != nil {
 				finish(fmt.Errorf("post: replay log %s: %w", name, err))
