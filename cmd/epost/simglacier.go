@@ -1,0 +1,66 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"runtime/pprof"
+	"time"
+
+	"epost/internal/sim"
+)
+
+func init() {
+	register("sim glacier", "simulate Glacier on a Pastry ring: erasure-coded inserts, mass failure, fragment rebuild", runSimGlacier)
+}
+
+func runSimGlacier(args []string) error {
+	fs := flag.NewFlagSet("sim glacier", flag.ContinueOnError)
+	var c sim.GlacierConfig
+	fs.IntVar(&c.Nodes, "nodes", 1000, "number of nodes; each joins through the protocol")
+	fs.IntVar(&c.Objects, "objects", 20000, "objects (aggregates) erasure-coded and inserted")
+	fs.Float64Var(&c.Fail, "fail", 0, "fraction of the nodes that fail at once after the inserts")
+	fs.StringVar(&c.FailMode, "fail-mode", "random", "random | correlated (the nodes nearest a point of the latency space)")
+	frags := fs.String("fragments", "48/5", "N/M: N fragments per object, any M rebuild it")
+	seed := fs.Uint64("seed", 1, "random seed; the same seed gives the same output")
+	fs.IntVar(&c.MinSize, "min-size", 1024, "smallest object in bytes")
+	fs.IntVar(&c.MaxSize, "max-size", 2048, "largest object in bytes")
+	fs.IntVar(&c.LeafSet, "leafset", 24, "leaf-set size L")
+	fs.DurationVar(&c.SyncInterval, "sync", 3*time.Minute, "Glacier maintenance round (virtual; ePOST: 1h)")
+	fs.DurationVar(&c.GoneAfter, "gone-after", 10*time.Minute, "an absent node's fragments are re-coded after this (virtual; ePOST: 14 days)")
+	fs.IntVar(&c.MaxRebuilds, "max-rebuilds", 100, "fragments re-coded per node per round")
+	fs.DurationVar(&c.RepairTime, "repair", 4*time.Hour, "longest virtual time allowed for repair")
+	fs.IntVar(&c.Sample, "sample", 200, "objects retrieved through the overlay after repair")
+	fs.Float64Var(&c.InsertRate, "insert-rate", 500, "objects inserted per virtual second")
+	quiet := fs.Bool("quiet", false, "no progress notes on stderr")
+	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile to this file")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	var err error
+	if c.N, c.M, err = parseFragments(*frags); err != nil {
+		return err
+	}
+	c.Seed = *seed
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	start := time.Now()
+	p := progress(*quiet)
+	if _, err := sim.RunGlacier(c, os.Stdout, p); err != nil {
+		return err
+	}
+	p(peakNote(start))
+	return nil
+}

@@ -1,0 +1,163 @@
+package glacier
+
+import (
+	"sync"
+	"time"
+
+	"epost/internal/appmux"
+	"epost/internal/ids"
+	"epost/internal/pastry"
+	"epost/internal/transport"
+)
+
+// Driver runs a Glacier Node on a pastry.Driver and a clock, under simnet (one event loop) or
+// the real network (many goroutines): a mutex serialises access to the node, and the pastry
+// driver is only called with that mutex released.
+//
+// Install HandleEvent as (or call it from) the pastry driver's OnEvent, or register App() with
+// an appmux.Mux. Glacier needs no Forward upcall.
+type Driver struct {
+	mu    sync.Mutex
+	node  *Node
+	pd    *pastry.Driver
+	clock transport.Clock
+	tick  time.Duration
+	timer transport.Timer
+	stop  bool
+
+	// OnReject is told about Glacier payloads that could not be decoded.
+	OnReject func(from pastry.Handle, err error)
+}
+
+// NewDriver wires node to the overlay driver pd. Call Start once the overlay is running.
+func NewDriver(node *Node, pd *pastry.Driver, clock transport.Clock, tick time.Duration) *Driver {
+	if tick <= 0 {
+		tick = time.Second
+	}
+	return &Driver{node: node, pd: pd, clock: clock, tick: tick}
+}
+
+// Start begins ticking.
+func (d *Driver) Start() {
+	d.mu.Lock()
+	d.timer = d.clock.AfterFunc(d.tick, d.onTick)
+	d.mu.Unlock()
+}
+
+// Stop stops ticking; further events are ignored.
+func (d *Driver) Stop() {
+	d.mu.Lock()
+	d.stop = true
+	if d.timer != nil {
+		d.timer.Stop()
+	}
+	d.mu.Unlock()
+}
+
+// With runs f with the node locked, for inspection.
+func (d *Driver) With(f func(n *Node)) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	f(d.node)
+}
+
+func (d *Driver) onTick() {
+	d.mu.Lock()
+	if d.stop {
+		d.mu.Unlock()
+		return
+	}
+	d.node.Tick(d.clock.Now())
+	d.timer = d.clock.AfterFunc(d.tick, d.onTick)
+	d.flushLocked()
+}
+
+// HandleEvent takes the overlay's application events; it must run outside the pastry
+// driver's lock, as OnEvent does.
+func (d *Driver) HandleEvent(e pastry.Event) {
+	switch e.Kind {
+	case pastry.EventReady, pastry.EventLeafSetChanged:
+		var left, right []pastry.Handle
+		ready := false
+		d.pd.With(func(n *pastry.Node) {
+			ready = n.Ready()
+			left = append(left, n.LeafSet().Left()...)
+			right = append(right, n.LeafSet().Right()...)
+		})
+		if !ready {
+			return
+		}
+		d.mu.Lock()
+		if d.stop {
+			d.mu.Unlock()
+			return
+		}
+		d.node.SetLeafSet(d.clock.Now(), left, right)
+		d.flushLocked()
+	case pastry.EventDeliver, pastry.EventDirect:
+		if len(e.Payload) == 0 || e.Payload[0] != appTag {
+			return
+		}
+		d.mu.Lock()
+		if d.stop {
+			d.mu.Unlock()
+			return
+		}
+		var err error
+		if e.Kind == pastry.EventDeliver {
+			err = d.node.Deliver(d.clock.Now(), e.Origin, e.Key, e.Payload)
+		} else {
+			err = d.node.Direct(d.clock.Now(), e.Origin, e.Payload)
+		}
+		d.flushLocked()
+		if err != nil && d.OnReject != nil {
+			d.OnReject(e.Origin, err)
+		}
+	}
+}
+
+// Insert: see Node.Insert. Callbacks run on the driver's caller without locks held.
+func (d *Driver) Insert(man *Manifest, frags [][]byte, cb func(InsertResult)) {
+	d.mu.Lock()
+	d.node.Insert(d.clock.Now(), man, frags, cb)
+	d.flushLocked()
+}
+
+// Retrieve: see Node.Retrieve.
+func (d *Driver) Retrieve(key ids.ID, cb func([]byte, *Manifest, error)) {
+	d.mu.Lock()
+	d.node.Retrieve(d.clock.Now(), key, cb)
+	d.flushLocked()
+}
+
+// flushLocked sends the outbox and runs completed callbacks; called with d.mu held, it
+// releases it.
+func (d *Driver) flushLocked() {
+	out := d.node.TakeOutbox()
+	done := d.node.TakeDone()
+	d.mu.Unlock()
+	for _, o := range out {
+		if o.Route {
+			d.pd.Route(o.Key, o.Payload)
+		} else {
+			d.pd.Send(o.To, o.Payload)
+		}
+	}
+	for _, f := range done {
+		f()
+	}
+}
+
+// App returns the driver as an appmux application (tag appmux.TagGlacier).
+func (d *Driver) App() appmux.App { return muxApp{d} }
+
+type muxApp struct{ d *Driver }
+
+func (a muxApp) Forward(key ids.ID, payload []byte, next pastry.Handle) ([]byte, bool) {
+	return payload, true
+}
+
+func (a muxApp) HandleEvent(e pastry.Event) bool {
+	a.d.HandleEvent(e)
+	return (e.Kind == pastry.EventDeliver || e.Kind == pastry.EventDirect) && len(e.Payload) > 0 && e.Payload[0] == appTag
+}

@@ -1,0 +1,222 @@
+package glacier
+
+import (
+	"crypto/ed25519"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"time"
+
+	"epost/internal/ids"
+	"epost/internal/wire"
+)
+
+// Limits on what a manifest may describe; they bound decoding and storage.
+const (
+	MaxObjectSize = 1 << 20 // an aggregate (ePOST: at most 512,000 bytes); one PAST object
+	MaxNameLen    = 256
+)
+
+// Domain separation: no hash or signature made for one purpose is valid for another (and none
+// made for PAST's signed objects is valid here).
+const (
+	objectKeyDomain = "epost-glacier-object-v1\x00"
+	manifestDomain  = "epost-glacier-manifest-v1\x00"
+)
+
+// Manifest errors. Holders send them back as codes (message.go).
+var (
+	ErrBadManifest  = errors.New("glacier: manifest malformed or signature invalid")
+	ErrBadFragment  = errors.New("glacier: fragment does not match its manifest")
+	ErrWrongParams  = errors.New("glacier: manifest's n/m differ from the ring's")
+	ErrWrongRing    = errors.New("glacier: manifest belongs to another ring")
+	ErrExpired      = errors.New("glacier: manifest expired")
+	ErrHashMismatch = errors.New("glacier: decoded object does not match the manifest's hash")
+)
+
+// ObjectKey is the key of the object name owned by owner in ring:
+// SHA-256(domain || ring || owner public key || name).
+//
+// Why owner-bound keys rather than K = hash(aggregate): a holder sees one fragment, never the
+// object, so it cannot check a content hash; what it can check alone is that the manifest is
+// signed by the key it names and that this key and the name hash to K. Then only the owner can
+// make any manifest valid at K, so nobody can squat on an object's n positions with a
+// different fragment set, and the owner can publish new versions (longer leases, a repacked
+// aggregate) that holders order by version. The object's content is still pinned by
+// ObjectHash, which every reader checks after decoding.
+func ObjectKey(ring ids.RingID, owner ed25519.PublicKey, name []byte) ids.ID {
+	h := sha256.New()
+	h.Write([]byte(objectKeyDomain))
+	h.Write(ring[:])
+	h.Write(owner)
+	h.Write(name)
+	var id ids.ID
+	h.Sum(id[:0])
+	return id
+}
+
+// FragmentKey is where fragment i of n of object k lives: k + i·2^256/n.
+func FragmentKey(k ids.ID, i, n int) ids.ID { return ids.Add(k, ids.Fraction(i, n)) }
+
+// Manifest describes one version of an erasure-coded object; signed by its owner, it travels
+// with every fragment so that each holder can check its fragment on its own.
+type Manifest struct {
+	Ring       ids.RingID
+	Owner      ed25519.PublicKey
+	Name       []byte
+	Version    uint64 // grows with every re-signing (lease extension, repack)
+	Expiry     int64  // unix nanoseconds; holders drop the fragments after it
+	Size       uint32 // object bytes
+	N, M       uint16
+	ObjectHash [32]byte   // SHA-256 of the object
+	FragHashes [][32]byte // SHA-256 of each of the n fragments
+	Sig        []byte
+
+	key ids.ID // ObjectKey, memoised by NewManifest and verification (then immutable)
+}
+
+// Key is the object key K the manifest is bound to.
+func (m *Manifest) Key() ids.ID {
+	if !m.key.IsZero() {
+		return m.key
+	}
+	return ObjectKey(m.Ring, m.Owner, m.Name)
+}
+
+// FragmentKey is the key of fragment i of this object.
+func (m *Manifest) FragmentKey(i int) ids.ID { return FragmentKey(m.Key(), i, int(m.N)) }
+
+// ExpiryTime is Expiry as a time.
+func (m *Manifest) ExpiryTime() time.Time { return time.Unix(0, m.Expiry) }
+
+// NewManifest encodes obj with c and returns the fragments and the manifest signed by priv.
+func NewManifest(c *Codec, priv ed25519.PrivateKey, ring ids.RingID, name []byte, version uint64, expiry time.Time, obj []byte) (*Manifest, [][]byte, error) {
+	if len(obj) > MaxObjectSize {
+		return nil, nil, fmt.Errorf("glacier: object of %d bytes exceeds %d", len(obj), MaxObjectSize)
+	}
+	if len(name) > MaxNameLen {
+		return nil, nil, fmt.Errorf("glacier: name of %d bytes exceeds %d", len(name), MaxNameLen)
+	}
+	frags, err := c.Encode(obj)
+	if err != nil {
+		return nil, nil, err
+	}
+	m := &Manifest{Ring: ring, Owner: priv.Public().(ed25519.PublicKey), Name: append([]byte(nil), name...),
+		Version: version, Expiry: expiry.UnixNano(), Size: uint32(len(obj)), N: uint16(c.n), M: uint16(c.m),
+		ObjectHash: sha256.Sum256(obj), FragHashes: make([][32]byte, c.n)}
+	for i, f := range frags {
+		m.FragHashes[i] = sha256.Sum256(f)
+	}
+	m.Sig = ed25519.Sign(priv, m.signedBytes())
+	m.key = ObjectKey(ring, m.Owner, m.Name)
+	return m, frags, nil
+}
+
+// signedBytes is what the owner signs: the domain and every field but the signature.
+func (m *Manifest) signedBytes() []byte {
+	w := wire.Writer{B: make([]byte, 0, len(manifestDomain)+160+len(m.Name)+32*len(m.FragHashes))}
+	w.B = append(w.B, manifestDomain...)
+	m.encodeBody(&w)
+	return w.B
+}
+
+func (m *Manifest) encodeBody(w *wire.Writer) {
+	w.ID(m.Ring)
+	w.Bytes(m.Owner)
+	w.Bytes(m.Name)
+	w.U64(m.Version)
+	w.I64(m.Expiry)
+	w.U32(m.Size)
+	w.U16(m.N)
+	w.U16(m.M)
+	w.B = append(w.B, m.ObjectHash[:]...)
+	w.Uvarint(uint64(len(m.FragHashes)))
+	for _, h := range m.FragHashes {
+		w.B = append(w.B, h[:]...)
+	}
+}
+
+// Encode appends the manifest's wire form to w.
+func (m *Manifest) Encode(w *wire.Writer) {
+	m.encodeBody(w)
+	w.Bytes(m.Sig)
+}
+
+// Bytes is the manifest's wire form.
+func (m *Manifest) Bytes() []byte {
+	w := wire.Writer{}
+	m.Encode(&w)
+	return w.B
+}
+
+// DecodeManifest reads a manifest from r (shape only; call Verify before trusting it).
+func DecodeManifest(r *wire.Reader) *Manifest {
+	m := &Manifest{}
+	m.Ring = r.ID()
+	m.Owner = r.Bytes(ed25519.PublicKeySize, "owner key")
+	m.Name = r.Bytes(MaxNameLen, "name")
+	m.Version = r.U64()
+	m.Expiry = r.I64()
+	m.Size = r.U32()
+	m.N = r.U16()
+	m.M = r.U16()
+	m.ObjectHash = [32]byte(r.ID())
+	nh := r.Count(MaxFragments, 32, "fragment hashes")
+	if r.Err() == nil {
+		m.FragHashes = make([][32]byte, nh)
+		for i := range m.FragHashes {
+			m.FragHashes[i] = [32]byte(r.ID())
+		}
+	}
+	m.Sig = r.Bytes(ed25519.SignatureSize, "signature")
+	return m
+}
+
+// Verify checks the manifest's shape and its owner's signature. It does not check the ring,
+// the ring's n/m or the expiry; holders do (Node.checkManifest).
+func (m *Manifest) Verify() error {
+	switch {
+	case len(m.Owner) != ed25519.PublicKeySize || len(m.Sig) != ed25519.SignatureSize:
+		return fmt.Errorf("%w: owner key or signature has the wrong length", ErrBadManifest)
+	case m.M < 1 || m.N < m.M || int(m.N) > MaxFragments:
+		return fmt.Errorf("%w: fragments %d/%d", ErrBadManifest, m.N, m.M)
+	case len(m.FragHashes) != int(m.N):
+		return fmt.Errorf("%w: %d fragment hashes for n = %d", ErrBadManifest, len(m.FragHashes), m.N)
+	case m.Size > MaxObjectSize:
+		return fmt.Errorf("%w: object size %d", ErrBadManifest, m.Size)
+	case len(m.Name) > MaxNameLen:
+		return fmt.Errorf("%w: name too long", ErrBadManifest)
+	}
+	if !ed25519.Verify(m.Owner, m.signedBytes(), m.Sig) {
+		return fmt.Errorf("%w: signature", ErrBadManifest)
+	}
+	m.key = ObjectKey(m.Ring, m.Owner, m.Name)
+	return nil
+}
+
+// CheckFragment reports whether data is fragment i of the object the manifest describes.
+func (m *Manifest) CheckFragment(i int, data []byte) error {
+	if i < 0 || i >= len(m.FragHashes) {
+		return fmt.Errorf("%w: index %d of %d", ErrBadFragment, i, len(m.FragHashes))
+	}
+	if len(data) != FragmentSize(int(m.Size), int(m.M)) {
+		return fmt.Errorf("%w: fragment %d is %d bytes, want %d", ErrBadFragment, i, len(data), FragmentSize(int(m.Size), int(m.M)))
+	}
+	if sha256.Sum256(data) != m.FragHashes[i] {
+		return fmt.Errorf("%w: fragment %d hash", ErrBadFragment, i)
+	}
+	return nil
+}
+
+// SameContent reports whether two manifests describe the same fragments (versions may differ).
+func (m *Manifest) SameContent(o *Manifest) bool {
+	if m.Size != o.Size || m.N != o.N || m.M != o.M || m.ObjectHash != o.ObjectHash || len(m.FragHashes) != len(o.FragHashes) {
+		return false
+	}
+	for i := range m.FragHashes {
+		if m.FragHashes[i] != o.FragHashes[i] {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,181 @@
+package glacier
+
+import (
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+
+	"epost/internal/ids"
+	"epost/internal/wire"
+)
+
+// Fragment is one held fragment: fragment Index of the object its manifest describes.
+type Fragment struct {
+	Manifest *Manifest
+	Index    int
+	Data     []byte
+}
+
+// Key is where the fragment lives: FragmentKey(K, Index, n).
+func (f *Fragment) Key() ids.ID { return f.Manifest.FragmentKey(f.Index) }
+
+// ErrNotFound is returned for fragments a store does not hold.
+var ErrNotFound = errors.New("glacier: fragment not found")
+
+// Store is a node's local fragment storage, keyed by fragment key. Put returns only once the
+// fragment is durable: a holder acknowledges right after it. Methods are called from the
+// node's Step and Tick, one at a time.
+type Store interface {
+	Put(fk ids.ID, f Fragment) error
+	Get(fk ids.ID) (Fragment, error)
+	Delete(fk ids.ID) error
+	// Range calls f for every held fragment in increasing key order until f returns false.
+	// f must not modify the store.
+	Range(f func(fk ids.ID, fr *Fragment) bool)
+	Len() int
+}
+
+// MemStore is an in-memory Store for the simulator and tests ("durable" means "in the map").
+// It is not safe for concurrent use.
+type MemStore struct {
+	m      map[ids.ID]*Fragment
+	sorted []ids.ID
+	bytes  int64
+}
+
+// NewMemStore returns an empty store.
+func NewMemStore() *MemStore { return &MemStore{m: make(map[ids.ID]*Fragment)} }
+
+// Put implements Store.
+func (s *MemStore) Put(fk ids.ID, f Fragment) error {
+	if old, ok := s.m[fk]; ok {
+		s.bytes -= int64(len(old.Data))
+	} else {
+		i, _ := slices.BinarySearchFunc(s.sorted, fk, ids.Cmp)
+		s.sorted = slices.Insert(s.sorted, i, fk)
+	}
+	f.Data = slices.Clip(f.Data)
+	s.m[fk] = &f
+	s.bytes += int64(len(f.Data))
+	return nil
+}
+
+// Get implements Store.
+func (s *MemStore) Get(fk ids.ID) (Fragment, error) {
+	f, ok := s.m[fk]
+	if !ok {
+		return Fragment{}, ErrNotFound
+	}
+	return *f, nil
+}
+
+// Delete implements Store.
+func (s *MemStore) Delete(fk ids.ID) error {
+	f, ok := s.m[fk]
+	if !ok {
+		return ErrNotFound
+	}
+	s.bytes -= int64(len(f.Data))
+	delete(s.m, fk)
+	if i, found := slices.BinarySearchFunc(s.sorted, fk, ids.Cmp); found {
+		s.sorted = slices.Delete(s.sorted, i, i+1)
+	}
+	return nil
+}
+
+// Range implements Store.
+func (s *MemStore) Range(f func(fk ids.ID, fr *Fragment) bool) {
+	for _, k := range s.sorted {
+		if !f(k, s.m[k]) {
+			return
+		}
+	}
+}
+
+// Len implements Store.
+func (s *MemStore) Len() int { return len(s.m) }
+
+// Bytes is the fragment data held.
+func (s *MemStore) Bytes() int64 { return s.bytes }
+
+// ManifestCache remembers manifests whose signature was verified, keyed by the SHA-256 of their
+// wire form. Verification is a pure function of those bytes, so a hit needs neither decoding
+// nor a signature check, and every fragment of one object held here shares one decoded
+// manifest. The simulator shares one cache among all its nodes, which saves memory and CPU and
+// changes no outcome; a real node has its own. Safe for concurrent use.
+type ManifestCache struct {
+	mu  sync.Mutex
+	max int
+	m   map[[32]byte]*Manifest
+}
+
+// NewManifestCache returns a cache of at most max manifests (0: 65,536).
+func NewManifestCache(max int) *ManifestCache {
+	if max <= 0 {
+		max = 1 << 16
+	}
+	return &ManifestCache{max: max, m: make(map[[32]byte]*Manifest)}
+}
+
+// Verified decodes a manifest's wire form and checks its signature, through the cache (c may
+// be nil: no caching).
+func (c *ManifestCache) Verified(raw []byte) (*Manifest, error) {
+	var h [32]byte
+	if c != nil {
+		h = sha256.Sum256(raw)
+		c.mu.Lock()
+		hit := c.m[h]
+		c.mu.Unlock()
+		if hit != nil {
+			return hit, nil
+		}
+	}
+	r := wire.NewReader(raw)
+	m := DecodeManifest(r)
+	if err := r.Done(); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadManifest, err)
+	}
+	if err := m.Verify(); err != nil {
+		return nil, err
+	}
+	if c != nil {
+		c.mu.Lock()
+		if len(c.m) >= c.max {
+			for k := range c.m { // evict one arbitrary entry: it only costs a re-verification
+				delete(c.m, k)
+				break
+			}
+		}
+		c.m[h] = m
+		c.mu.Unlock()
+	}
+	return m, nil
+}
+
+// skipManifest advances r over a manifest's wire form without decoding it and returns those
+// bytes (nil after an error).
+func skipManifest(r *wire.Reader) []byte {
+	start := r.B
+	skip := func(n int) {
+		if r.Err() == nil {
+			r.B = r.B[n:]
+		}
+	}
+	r.ID()
+	skip(r.Len(64, "owner key"))
+	skip(r.Len(MaxNameLen, "name"))
+	r.U64()
+	r.I64()
+	r.U32()
+	r.U16()
+	r.U16()
+	r.ID()
+	skip(32 * r.Count(MaxFragments, 32, "fragment hashes"))
+	skip(r.Len(64, "signature"))
+	if r.Err() != nil {
+		return nil
+	}
+	return start[:len(start)-len(r.B):len(start)-len(r.B)]
+}
