@@ -69,6 +69,12 @@ func nodeRun(args []string, stderr io.Writer) error {
 		{&t.DialTimeout, "dial-timeout", "TCP connect and bootstrap probe timeout"},
 		{&t.Keepalive, "keepalive", "transport keepalive interval"},
 		{&t.PeersSave, "peers-save-interval", "rewrite peers.json at most this often"},
+		{&t.PastTick, "past-tick", "PAST timer tick"},
+		{&t.PastRequestTimeout, "past-request-timeout", "PAST: retry a request after this long without a reply"},
+		{&t.PastMaintenance, "past-maintenance-interval", "PAST: periodic replica maintenance"},
+		{&t.PastMaintenanceDelay, "past-maintenance-delay", "PAST: maintenance this long after a leaf-set change"},
+		{&t.PastDropGrace, "past-drop-grace", "PAST: keep objects this node is no longer a replica of this long"},
+		{&t.PastGC, "past-gc-interval", "PAST: expire leases and purge the trash this often"},
 	} {
 		if err := durationFlag(fs, f.p, f.name, f.usage); err != nil {
 			return err

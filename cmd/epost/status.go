@@ -76,6 +76,12 @@ func printStatus(out io.Writer, st *daemon.Status) {
 	fmt.Fprintf(out, "peers     %d open connections\n", st.Peers)
 	fmt.Fprintf(out, "traffic   in %d frames / %s, out %d frames / %s\n", t.FramesIn, bytesHuman(t.BytesIn), t.FramesOut, bytesHuman(t.BytesOut))
 	fmt.Fprintf(out, "refused   %d handshakes, %d failed dials\n", t.RejectedHandshakes, t.DialFailures)
+	p := st.Past
+	fmt.Fprintf(out, "past      %d objects / %s held (k=%d), trash %d / %s\n", p.Objects, bytesHuman(uint64(max(p.Bytes, 0))),
+		p.Replicas, p.TrashObjects, bytesHuman(uint64(max(p.TrashBytes, 0))))
+	fmt.Fprintf(out, "replica   %d stored, %d refused, %d repaired, %d handed off, %d maintenance rounds\n",
+		p.Stored, p.Refused, p.Repaired, p.Dropped, p.SyncRounds)
+	fmt.Fprintf(out, "client    %d inserts (%d failed), %d lookups (%d failed)\n", p.Inserts, p.InsertsFailed, p.Lookups, p.LookupsFailed)
 }
 
 func orDash(s string) string {

@@ -14,9 +14,12 @@ import (
 	"sync/atomic"
 	"time"
 
+	"epost/internal/appmux"
 	"epost/internal/ids"
+	"epost/internal/past"
 	"epost/internal/pastry"
 	"epost/internal/ring"
+	"epost/internal/store"
 	"epost/internal/tcp"
 	"epost/internal/transport"
 )
@@ -36,11 +39,19 @@ type Timers struct {
 
 	Keepalive time.Duration // tcp keepalive; the read timeout is three of these
 	PeersSave time.Duration // peers.json is rewritten at most this often
+
+	PastTick             time.Duration // PAST driver tick (request timeouts are checked on it)
+	PastRequestTimeout   time.Duration // PAST: wait for a reply this long before retrying
+	PastMaintenance      time.Duration // PAST: periodic replica maintenance round
+	PastMaintenanceDelay time.Duration // PAST: maintenance this long after a leaf-set change
+	PastDropGrace        time.Duration // PAST: keep objects no longer ours this long
+	PastGC               time.Duration // PAST: expire leases and purge the trash this often
 }
 
 // DefaultTimers are the production values.
 func DefaultTimers() Timers {
 	p := pastry.DefaultConfig()
+	pc := past.DefaultConfig()
 	return Timers{
 		Tick:                250 * time.Millisecond,
 		ProbeInterval:       p.ProbeInterval,
@@ -52,6 +63,13 @@ func DefaultTimers() Timers {
 		DialTimeout:         5 * time.Second,
 		Keepalive:           tcp.DefaultKeepaliveInterval,
 		PeersSave:           3 * time.Second,
+
+		PastTick:             250 * time.Millisecond,
+		PastRequestTimeout:   pc.RequestTimeout,
+		PastMaintenance:      pc.MaintenanceInterval,
+		PastMaintenanceDelay: pc.MaintenanceDelay,
+		PastDropGrace:        pc.DropGrace,
+		PastGC:               pc.GCInterval,
 	}
 }
 
@@ -62,6 +80,9 @@ func (t Timers) withDefaults() Timers {
 		{&t.JoinTimeout, &d.JoinTimeout}, {&t.HealInterval, &d.HealInterval},
 		{&t.BootstrapBackoff, &d.BootstrapBackoff}, {&t.BootstrapMaxBackoff, &d.BootstrapMaxBackoff},
 		{&t.DialTimeout, &d.DialTimeout}, {&t.Keepalive, &d.Keepalive}, {&t.PeersSave, &d.PeersSave},
+		{&t.PastTick, &d.PastTick}, {&t.PastRequestTimeout, &d.PastRequestTimeout},
+		{&t.PastMaintenance, &d.PastMaintenance}, {&t.PastMaintenanceDelay, &d.PastMaintenanceDelay},
+		{&t.PastDropGrace, &d.PastDropGrace}, {&t.PastGC, &d.PastGC},
 	} {
 		if *f.p <= 0 {
 			*f.p = *f.d
@@ -109,6 +130,10 @@ type Node struct {
 
 	self      pastry.Handle
 	cur       atomic.Pointer[pastry.Driver] // n.drv, for the transport handler without n.mu
+	apps      atomic.Pointer[apps]          // the applications on n.drv
+	store     *store.Store                  // opened by Start, closed by Stop
+	queue     *appQueue
+	ops       opCounters
 	book      *addrBook
 	peers     *peerStore
 	leafDirty atomic.Bool
@@ -146,6 +171,7 @@ func Open(opts Options) (*Node, error) {
 		seed:   seed,
 		book:   newAddrBook(),
 		stop:   make(chan struct{}),
+		queue:  newAppQueue(),
 	}
 	n.peers = newPeerStore(filepath.Join(rn.DataDir(), FilePeers), rn.ID)
 	if err := rn.CheckOwnCert(time.Now()); err != nil {
@@ -195,6 +221,13 @@ func (n *Node) Start() error {
 		}
 	}
 
+	st, err := n.openStore()
+	if err != nil {
+		n.closeControlLocked()
+		return err
+	}
+	n.store = st
+
 	n.self = pastry.Handle{ID: n.rn.ID, Addr: advertise}
 	// The driver needs the transport and the transport needs a handler: the resolving wrapper
 	// is made first and given the tcp transport once it exists, and the handler finds the
@@ -216,6 +249,9 @@ func (n *Node) Start() error {
 	})
 	if err != nil {
 		n.closeControlLocked()
+		n.apps.Load().stop()
+		_ = st.Close()
+		n.store = nil
 		return fmt.Errorf("start transport: %w (is another node using %s?)", err, cfg.Listen)
 	}
 	n.rt.tr = tr
@@ -229,9 +265,13 @@ func (n *Node) Start() error {
 		n.wg.Add(1)
 		go n.serveControl(n.ctl)
 	}
-	n.wg.Add(2)
+	n.wg.Add(3)
 	go n.join(advertise)
 	go n.savePeersLoop()
+	go func() {
+		defer n.wg.Done()
+		n.queue.run(n.stop)
+	}()
 	return nil
 }
 
@@ -242,7 +282,8 @@ func (n *Node) controlPathIfAny() string {
 	return n.ControlPath()
 }
 
-// newDriver makes an overlay driver for this node (not started).
+// newDriver makes an overlay driver for this node (not started) and the applications on it
+// (started, waiting for the overlay's events), and makes them current.
 func (n *Node) newDriver(seed uint64) *pastry.Driver {
 	d := n.rn.Descriptor
 	pcfg := pastry.DefaultConfig()
@@ -253,8 +294,16 @@ func (n *Node) newDriver(seed uint64) *pastry.Driver {
 	pcfg.JoinTimeout = n.timers.JoinTimeout
 	pcfg.HealInterval = n.timers.HealInterval
 	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
-	drv := pastry.NewDriver(pcfg, n.self, rng, nil, n.rt, transport.RealClock{}, n.timers.Tick)
-	drv.OnEvent = n.onEvent
+	mux := appmux.New()
+	drv := pastry.NewDriver(pcfg, n.self, rng, mux.Forward, n.rt, transport.RealClock{}, n.timers.Tick)
+	a := n.newApps(mux, drv, seed)
+	if old := n.apps.Swap(a); old != nil {
+		old.stop()
+	}
+	drv.OnEvent = func(e pastry.Event) {
+		n.onEvent(e)
+		n.queue.push(a, e)
+	}
 	drv.OnReject = func(from transport.From, err error) {
 		n.log.Warn("pastry: refused frame", "peer", from.ID.Short(), "addr", from.Addr, "err", err)
 	}
@@ -302,13 +351,18 @@ func (n *Node) Stop() error {
 	}
 	n.stopped = true
 	close(n.stop)
-	drv, tr := n.drv, n.tr
+	drv, tr, st := n.drv, n.tr, n.store
 	n.closeControlLocked()
 	n.mu.Unlock()
 
 	if drv != nil {
 		drv.Stop()
 	}
+	if a := n.apps.Load(); a != nil {
+		a.stop()
+	}
+	// Control requests waiting for PAST give up on n.stop, and the application queue's worker
+	// ends, so nothing writes to the store once Wait returns.
 	n.wg.Wait()
 	if drv != nil && n.joined.Load() {
 		n.savePeers(drv)
@@ -316,6 +370,11 @@ func (n *Node) Stop() error {
 	var err error
 	if tr != nil {
 		err = tr.Close()
+	}
+	if st != nil {
+		if cerr := st.Close(); cerr != nil && err == nil {
+			err = cerr
+		}
 	}
 	n.log.Info("node stopped", "node", n.rn.ID.Short())
 	return err

@@ -13,14 +13,25 @@
 // bootstrap address, which the transport needs: tcp authenticates every peer against the id it
 // expects, while Pastry addresses a bootstrap node by address alone (ids.Zero).
 //
+// # Applications
+//
+// PAST runs on every node (apps.go): replicated objects on the k nodes closest to each key, k
+// from the ring descriptor, persisted in the node's durable store, which fsyncs before a
+// replica acknowledges. Applications share the overlay through appmux; their messages are
+// handled on one worker goroutine fed by a bounded queue, never on the transport's delivery
+// goroutine. The control socket exposes PAST to operators and tests (epost object).
+//
 // # Files
 //
-//	NODEDIR/control.sock    Unix socket, mode 0600, JSON status requests (see control.go)
+//	NODEDIR/control.sock    Unix socket, mode 0600, JSON requests (see control.go)
 //	DATADIR/peers.json      remembered peers, rewritten atomically after leaf-set changes
+//	DATADIR/store/          the object store (internal/store): PAST's replicas
 //
 // # What it must never do
 //
-// It never trusts a peer beyond what tcp and pastry have checked, never blocks the transport's
-// delivery goroutine on disk or socket I/O, and never leaves the control socket behind on a
-// clean stop.
+// It never trusts a peer beyond what tcp and pastry have checked, never writes to disk on the
+// transport's delivery goroutine (one exception to "never blocks": PAST's Forward upcall reads
+// the store there, and waits for PAST's lock while the worker holds it for a write), never
+// acknowledges an insert the store has not made durable, and never leaves the control socket
+// behind on a clean stop.
 package daemon

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"epost/internal/ids"
+	"epost/internal/past"
 	"epost/internal/pastry"
 )
 
@@ -40,6 +41,72 @@ type Status struct {
 
 	Transport TransportStatus `json:"transport"`
 	Overlay   OverlayStatus   `json:"overlay"`
+	Past      PastStatus      `json:"past"`
+}
+
+// PastStatus is the node's PAST replica and client state. Objects and bytes come from the
+// store (live objects, payload bytes); the counters are since start.
+type PastStatus struct {
+	Replicas     int   `json:"replicas"` // k, from the ring descriptor
+	Objects      int64 `json:"objects"`
+	Bytes        int64 `json:"bytes"`
+	TrashObjects int64 `json:"trash_objects"`
+	TrashBytes   int64 `json:"trash_bytes"`
+
+	// As a replica: writes stored and refused (inserts and maintenance transfers alike).
+	Stored  uint64 `json:"stored"`
+	Refused uint64 `json:"refused"`
+	// Maintenance: objects fetched from neighbours, handed off after responsibility moved,
+	// expired and purged; rounds run, and the messages and bytes they sent.
+	Repaired   uint64 `json:"repaired"`
+	Dropped    uint64 `json:"dropped"`
+	Expired    uint64 `json:"expired"`
+	Purged     uint64 `json:"purged"`
+	SyncRounds uint64 `json:"sync_rounds"`
+	MaintMsgs  uint64 `json:"maintenance_messages"`
+	MaintBytes uint64 `json:"maintenance_bytes"`
+	// BadMessages are PAST messages that did not decode; QueueDropped messages for the node's
+	// applications dropped because their queue was full (overload); QueueLen is its length now.
+	BadMessages  uint64 `json:"bad_messages"`
+	QueueDropped uint64 `json:"queue_dropped"`
+	QueueLen     int    `json:"queue_len"`
+
+	// As a client (operations started on this node, e.g. by epost object): inserts and
+	// lookups, and how many of them failed.
+	Inserts       uint64 `json:"inserts"`
+	InsertsFailed uint64 `json:"inserts_failed"`
+	Lookups       uint64 `json:"lookups"`
+	LookupsFailed uint64 `json:"lookups_failed"`
+}
+
+// pastStatus fills the PAST section.
+func (n *Node) pastStatus() PastStatus {
+	p := PastStatus{
+		Replicas:      n.rn.Descriptor.Replicas,
+		QueueDropped:  n.queue.dropped.Load(),
+		QueueLen:      n.queue.len(),
+		Inserts:       n.ops.inserts.Load(),
+		InsertsFailed: n.ops.insertsFailed.Load(),
+		Lookups:       n.ops.lookups.Load(),
+		LookupsFailed: n.ops.lookupsFailed.Load(),
+	}
+	n.mu.Lock()
+	st := n.store
+	n.mu.Unlock()
+	if st != nil {
+		if ss, err := st.Stats(); err == nil {
+			p.Objects, p.Bytes, p.TrashObjects, p.TrashBytes = ss.Objects, ss.Bytes, ss.TrashObjects, ss.TrashBytes
+		}
+	}
+	if a := n.apps.Load(); a != nil {
+		a.past.With(func(pn *past.Node) {
+			s := pn.Stats()
+			p.Stored, p.Refused, p.Repaired, p.Dropped = s.Stored, s.Refused, s.Repaired, s.Dropped
+			p.Expired, p.Purged, p.SyncRounds = s.Expired, s.Purged, s.SyncRounds
+			p.MaintMsgs, p.MaintBytes, p.BadMessages = s.MaintMsgs, s.MaintBytes, s.BadMessages
+		})
+	}
+	return p
 }
 
 // TransportStatus are the tcp counters since start. Bytes count data-frame payloads.
@@ -123,6 +190,7 @@ func (n *Node) Status() Status {
 	if rem, err := n.peers.load(); err == nil {
 		s.RememberedPeers = len(rem)
 	}
+	s.Past = n.pastStatus()
 	return s
 }
 

@@ -1,0 +1,188 @@
+package daemon
+
+import (
+	"crypto/ed25519"
+	"fmt"
+	"math/rand/v2"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+
+	"epost/internal/appmux"
+	"epost/internal/past"
+	"epost/internal/pastry"
+	"epost/internal/store"
+	"epost/internal/transport"
+)
+
+// Applications on the overlay.
+//
+// Every application shares the node's one pastry.Driver through appmux: the driver's Forwarder
+// is the mux's Forward (it runs inside Pastry's Step, on the transport's delivery goroutine, and
+// must stay quick), and its OnEvent hands events to an appQueue whose single worker goroutine
+// passes them to the mux. The worker exists because applications write to disk when a message
+// arrives (a PAST replica fsyncs an object before acknowledging it) and tcp's Handler must not
+// block: a stalled Handler stalls every connection's reader, Pastry's probes included, and the
+// node would be declared dead by its neighbours while it waits for its disk.
+//
+// To add an application (Scribe, POST): build it in newApps next to PAST, register it under its
+// appmux tag before the overlay starts, give apps a field for it, and stop it in apps.stop.
+
+// FileStore is the object store's directory inside the node's data directory.
+const FileStore = "store"
+
+// apps are the applications running on one pastry.Driver. A founder that founds its ring anew
+// replaces its driver (see founderWatch), and with it the apps; the store outlives them.
+type apps struct {
+	mux  *appmux.Mux
+	past *past.Driver
+	// Scribe and POST go here once they run on the daemon:
+	//	scribe *scribe.Scribe   // appmux.TagScribe
+	//	post   *post.Node       // appmux.TagPost
+}
+
+// openStore opens the node's durable object store (DATADIR/store). Every write the store
+// acknowledges has been fsynced, which is what lets a PAST replica acknowledge an insert.
+func (n *Node) openStore() (*store.Store, error) {
+	dir := filepath.Join(n.rn.DataDir(), FileStore)
+	st, err := store.Open(dir, store.Options{Logger: n.log})
+	if err != nil {
+		return nil, fmt.Errorf("open object store %s: %w (is another epost process using this node directory? Otherwise move the store aside and let replica maintenance refill it)", dir, err)
+	}
+	r := st.Repairs()
+	if r.TempFiles > 0 || r.Orphans > 0 || len(r.Fixed) > 0 || len(r.Damaged) > 0 {
+		n.log.Warn("object store repaired at open (debris of a crash)", "store", dir,
+			"temp_files", r.TempFiles, "orphan_payloads", r.Orphans, "fixed", len(r.Fixed), "damaged", len(r.Damaged))
+	}
+	// A damaged copy would look held to replica maintenance, which would then never fetch a
+	// good one: drop it, and the neighbours' offers bring the object back.
+	for _, dmg := range r.Damaged {
+		if dmg.InTrash {
+			continue
+		}
+		if err := st.Delete(dmg.Key); err != nil {
+			n.log.Warn("could not drop damaged object", "key", dmg.Key.Full(), "err", err)
+		} else {
+			n.log.Warn("dropped damaged object; replica maintenance will fetch a good copy", "key", dmg.Key.Full(), "cause", dmg.Err)
+		}
+	}
+	return st, nil
+}
+
+// newApps builds the applications for the overlay driver pd and registers them with mux,
+// which must be pd's Forwarder. They start at once; their events arrive through n.queue.
+func (n *Node) newApps(mux *appmux.Mux, pd *pastry.Driver, seed uint64) *apps {
+	d := n.rn.Descriptor
+	cfg := past.DefaultConfig()
+	cfg.Ring = d.RingID
+	cfg.Replicas = d.Replicas
+	cfg.RequestTimeout = n.timers.PastRequestTimeout
+	cfg.MaintenanceInterval = n.timers.PastMaintenance
+	cfg.MaintenanceDelay = n.timers.PastMaintenanceDelay
+	cfg.DropGrace = n.timers.PastDropGrace
+	cfg.GCInterval = n.timers.PastGC
+	if caPub, ok := n.rn.Trust.CA().PublicKey.(ed25519.PublicKey); ok {
+		cfg.Policy.CA = caPub // replicas accept CA-signed user records (POST)
+	}
+	cfg.Policy.Revoked = n.rn.Trust.IsRecordRevoked
+	rng := rand.New(rand.NewPCG(seed^0x7061737421, seed))
+	pn := past.NewNode(cfg, n.self, n.store, rng)
+	pdrv := past.NewDriver(pn, pd, transport.RealClock{}, n.timers.PastTick)
+	pdrv.OnReject = func(from pastry.Handle, err error) {
+		n.log.Debug("past: refused message", "peer", from.ID.Short(), "err", err)
+	}
+	a := &apps{mux: mux, past: pdrv}
+	// Registration cannot fail on a fresh mux with distinct tags.
+	_ = mux.Register(appmux.TagPast, pdrv.App())
+	mux.OnUnknown = func(e pastry.Event) { n.queue.unknown.Add(1) }
+	pdrv.Start()
+	return a
+}
+
+// stop ends the applications' timers; events still queued for them are ignored.
+func (a *apps) stop() {
+	a.past.Stop()
+}
+
+// queuedEvent is an overlay event and the applications it is for.
+type queuedEvent struct {
+	apps *apps
+	e    pastry.Event
+}
+
+// appQueue carries overlay events from the transport's delivery goroutine (and whoever else
+// flushes the Pastry driver) to one worker goroutine, in order. Pushing never blocks: an
+// application's own sends flush the driver and push from the worker itself, so a blocking push
+// could deadlock. When the queue holds maxQueuedEvents events or maxQueuedBytes payload bytes,
+// further messages are dropped and counted, as a lossy network would drop them; PAST retries
+// its requests and maintenance repairs the rest. Events without a payload (ready, leaf-set
+// changes) are never dropped: they are tiny and rare, and a missed one would delay repair.
+type appQueue struct {
+	mu     sync.Mutex
+	events []queuedEvent
+	bytes  int
+	wake   chan struct{} // capacity 1: a pending wake-up
+
+	dropped atomic.Uint64 // messages dropped because the queue was full
+	unknown atomic.Uint64 // messages for no registered application
+}
+
+const (
+	maxQueuedEvents = 16384
+	maxQueuedBytes  = 128 << 20
+)
+
+func newAppQueue() *appQueue { return &appQueue{wake: make(chan struct{}, 1)} }
+
+// push queues e for a; it never blocks.
+func (q *appQueue) push(a *apps, e pastry.Event) {
+	q.mu.Lock()
+	if len(e.Payload) > 0 && (len(q.events) >= maxQueuedEvents || q.bytes+len(e.Payload) > maxQueuedBytes) {
+		q.mu.Unlock()
+		q.dropped.Add(1)
+		return
+	}
+	q.events = append(q.events, queuedEvent{apps: a, e: e})
+	q.bytes += len(e.Payload)
+	q.mu.Unlock()
+	select {
+	case q.wake <- struct{}{}:
+	default:
+	}
+}
+
+// run hands queued events to their applications until stop closes.
+func (q *appQueue) run(stop <-chan struct{}) {
+	for {
+		select {
+		case <-stop:
+			return
+		case <-q.wake:
+		}
+		for {
+			q.mu.Lock()
+			batch := q.events
+			q.events = nil
+			q.bytes = 0
+			q.mu.Unlock()
+			if len(batch) == 0 {
+				break
+			}
+			for _, qe := range batch {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				qe.apps.mux.OnEvent(qe.e)
+			}
+		}
+	}
+}
+
+// len is the number of queued events.
+func (q *appQueue) len() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.events)
+}
