@@ -280,8 +280,12 @@ func printSummary(w io.Writer, name string, s *daemon.BulkSummary) error {
 	if s == nil {
 		return errors.New("the node's answer has no summary")
 	}
-	fmt.Fprintf(w, "%s count=%d ok=%d failed=%d bytes=%d seconds=%.3f per_second=%.1f p50_ms=%.2f p99_ms=%.2f max_ms=%.2f concurrency=%d seed=%d\n",
-		name, s.Count, s.OK, s.Failed, s.Bytes, s.Seconds, s.PerSecond, s.P50Millis, s.P99Millis, s.MaxMillis, s.Concurrency, s.Seed)
+	seed := ""
+	if s.Seed != 0 {
+		seed = fmt.Sprintf(" seed=%d", s.Seed)
+	}
+	fmt.Fprintf(w, "%s count=%d ok=%d failed=%d bytes=%d seconds=%.3f per_second=%.1f p50_ms=%.2f p99_ms=%.2f max_ms=%.2f concurrency=%d%s\n",
+		name, s.Count, s.OK, s.Failed, s.Bytes, s.Seconds, s.PerSecond, s.P50Millis, s.P99Millis, s.MaxMillis, s.Concurrency, seed)
 	if s.Failed > 0 {
 		return fmt.Errorf("%d of %d operations failed (see the lines above)", s.Failed, s.Count)
 	}
