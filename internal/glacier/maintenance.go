@@ -206,7 +206,7 @@ func (n *Node) syncRound() {
 	for j := 1; j < n.cfg.N; j++ {
 		r := req
 		r.Offset, r.Want = uint16(j), want
-		start := ids.Add(FragmentKey(mine.From, j, n.cfg.N), ids.ID{31: 1})
+		start := ids.Add(ids.Add(mine.From, n.frac[j]), ids.ID{31: 1})
 		n.route(start, &r, true)
 	}
 }
@@ -224,23 +224,38 @@ func (n *Node) onSyncRequest(m *message) {
 	b := &bloom{bits: m.Bloom, salt: m.Salt}
 	want := min(int(m.Want), maxOffers)
 	var offers []Offer
-	n.st.Range(func(fk ids.ID, f *Fragment) bool {
+	now := n.now.UnixNano()
+	check := func(fk ids.ID, f *Fragment) bool {
 		if len(offers) >= want {
 			return false
 		}
-		if f.Manifest.Expiry <= n.now.UnixNano() {
+		if f.Manifest.Expiry <= now {
 			return true
 		}
 		s := (f.Index - j + n.cfg.N) % n.cfg.N
 		p := fk
 		if j != 0 {
-			p = FragmentKey(f.Manifest.Key(), s, n.cfg.N)
+			p = ids.Add(f.Manifest.Key(), n.frac[s])
 		}
 		if a.contains(p) && !b.has(p, f.Manifest.Version) {
 			offers = append(offers, Offer{Key: f.Manifest.Key(), Index: uint16(s), SrcIndex: uint16(f.Index), Version: f.Manifest.Version})
 		}
 		return true
-	})
+	}
+	if a.whole() {
+		n.st.Range(check)
+	} else {
+		// Only fragments near the requester's arc shifted by j can map into it: fragment
+		// i+j sits F(j) clockwise of fragment i, up to one unit of rounding (slack 2).
+		start := ids.Sub(ids.Add(a.From, n.frac[j]), slack)
+		end := ids.Add(ids.Add(a.To, n.frac[j]), slack)
+		n.st.Ascend(start, func(fk ids.ID, f *Fragment) bool {
+			if !ids.Between(start, fk, end) {
+				return false
+			}
+			return check(fk, f)
+		})
+	}
 	if len(offers) > 0 {
 		n.send(m.Requester, &message{Type: mSyncOffer, Op: m.Op, Offers: offers}, true)
 	}
@@ -251,13 +266,16 @@ func (n *Node) onSyncRequest(m *message) {
 	if mine.whole() {
 		return
 	}
-	start, end := FragmentKey(a.From, j, n.cfg.N), FragmentKey(a.To, j, n.cfg.N)
+	start, end := ids.Add(a.From, n.frac[j]), ids.Add(a.To, n.frac[j])
 	if mine.To != end && ids.Between(start, mine.To, end) {
 		next := *m
 		next.Hops++
 		n.send(n.right[0], &next, true)
 	}
 }
+
+// slack covers the rounding of Fraction: F(i) - F(j) and F(i-j) differ by at most one.
+var slack = ids.ID{31: 2}
 
 // rebuild is one missing fragment being restored.
 type rebuild struct {

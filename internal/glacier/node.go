@@ -141,6 +141,7 @@ type Stats struct {
 type Node struct {
 	cfg   Config
 	codec *Codec
+	frac  []ids.ID // frac[i] = i·2^256/n
 	self  pastry.Handle
 	st    Store
 	rng   *rand.Rand
@@ -185,7 +186,11 @@ func NewNode(cfg Config, self pastry.Handle, st Store, rng *rand.Rand) (*Node, e
 	if err != nil {
 		return nil, err
 	}
-	return &Node{cfg: cfg, codec: c, self: self, st: st, rng: rng, seen: make(map[ids.ID]seenNode),
+	frac := make([]ids.ID, cfg.N)
+	for i := range frac {
+		frac[i] = ids.Fraction(i, cfg.N)
+	}
+	return &Node{cfg: cfg, codec: c, frac: frac, self: self, st: st, rng: rng, seen: make(map[ids.ID]seenNode),
 		ops: make(map[uint64]*op), rebuilds: make(map[ids.ID]*rebuild), rbByOp: make(map[uint64]ids.ID),
 		notMine: make(map[ids.ID]time.Time)}, nil
 }

@@ -1,6 +1,7 @@
 package glacier
 
 import (
+	"crypto/ed25519"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -34,6 +35,8 @@ type Store interface {
 	// Range calls f for every held fragment in increasing key order until f returns false.
 	// f must not modify the store.
 	Range(f func(fk ids.ID, fr *Fragment) bool)
+	// Ascend is Range going clockwise from the first key after from, once around the ring.
+	Ascend(from ids.ID, f func(fk ids.ID, fr *Fragment) bool)
 	Len() int
 }
 
@@ -41,23 +44,34 @@ type Store interface {
 // It is not safe for concurrent use.
 type MemStore struct {
 	m      map[ids.ID]*Fragment
-	sorted []ids.ID
+	sorted []memEntry // by key
 	bytes  int64
+}
+
+type memEntry struct {
+	fk ids.ID
+	f  *Fragment
 }
 
 // NewMemStore returns an empty store.
 func NewMemStore() *MemStore { return &MemStore{m: make(map[ids.ID]*Fragment)} }
 
+func (s *MemStore) search(fk ids.ID) (int, bool) {
+	return slices.BinarySearchFunc(s.sorted, fk, func(e memEntry, k ids.ID) int { return ids.Cmp(e.fk, k) })
+}
+
 // Put implements Store.
 func (s *MemStore) Put(fk ids.ID, f Fragment) error {
-	if old, ok := s.m[fk]; ok {
-		s.bytes -= int64(len(old.Data))
-	} else {
-		i, _ := slices.BinarySearchFunc(s.sorted, fk, ids.Cmp)
-		s.sorted = slices.Insert(s.sorted, i, fk)
-	}
 	f.Data = slices.Clip(f.Data)
-	s.m[fk] = &f
+	p := &f
+	i, found := s.search(fk)
+	if found {
+		s.bytes -= int64(len(s.sorted[i].f.Data))
+		s.sorted[i].f = p
+	} else {
+		s.sorted = slices.Insert(s.sorted, i, memEntry{fk, p})
+	}
+	s.m[fk] = p
 	s.bytes += int64(len(f.Data))
 	return nil
 }
@@ -79,7 +93,7 @@ func (s *MemStore) Delete(fk ids.ID) error {
 	}
 	s.bytes -= int64(len(f.Data))
 	delete(s.m, fk)
-	if i, found := slices.BinarySearchFunc(s.sorted, fk, ids.Cmp); found {
+	if i, found := s.search(fk); found {
 		s.sorted = slices.Delete(s.sorted, i, i+1)
 	}
 	return nil
@@ -87,8 +101,22 @@ func (s *MemStore) Delete(fk ids.ID) error {
 
 // Range implements Store.
 func (s *MemStore) Range(f func(fk ids.ID, fr *Fragment) bool) {
-	for _, k := range s.sorted {
-		if !f(k, s.m[k]) {
+	for _, e := range s.sorted {
+		if !f(e.fk, e.f) {
+			return
+		}
+	}
+}
+
+// Ascend implements Store.
+func (s *MemStore) Ascend(from ids.ID, f func(fk ids.ID, fr *Fragment) bool) {
+	i, found := s.search(from)
+	if found {
+		i++
+	}
+	for k := 0; k < len(s.sorted); k++ {
+		e := s.sorted[(i+k)%len(s.sorted)]
+		if !f(e.fk, e.f) {
 			return
 		}
 	}
@@ -164,7 +192,7 @@ func skipManifest(r *wire.Reader) []byte {
 		}
 	}
 	r.ID()
-	skip(r.Len(64, "owner key"))
+	skip(r.Len(ed25519.PublicKeySize, "owner key"))
 	skip(r.Len(MaxNameLen, "name"))
 	r.U64()
 	r.I64()
@@ -173,9 +201,9 @@ func skipManifest(r *wire.Reader) []byte {
 	r.U16()
 	r.ID()
 	skip(32 * r.Count(MaxFragments, 32, "fragment hashes"))
-	skip(r.Len(64, "signature"))
+	skip(r.Len(ed25519.SignatureSize, "signature"))
 	if r.Err() != nil {
 		return nil
 	}
-	return start[:len(start)-len(r.B):len(start)-len(r.B)]
+	return start[: len(start)-len(r.B) : len(start)-len(r.B)]
 }
