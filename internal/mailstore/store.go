@@ -1,0 +1,915 @@
+package mailstore
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"epost/internal/content"
+	"epost/internal/mailbox"
+	"epost/internal/post"
+	"epost/internal/transport"
+
+	"github.com/emersion/go-imap/v2"
+)
+
+// Config is what Open needs.
+type Config struct {
+	Address  string   // the user's normalized address (names the cache)
+	Logs     Logs     // the user's POST session (*post.User), already added or resumed
+	Contents Contents // the node's content store (*post.Node)
+	Clock    transport.Clock
+	// Drive, if set, is called in a loop while an operation waits for the ring (simnet:
+	// run the virtual network a little). Nil on a real network.
+	Drive func()
+	// Rand names new folder logs; nil means crypto/rand.
+	Rand io.Reader
+	// CacheFile is the local encrypted cache of the folder state; "" disables it.
+	CacheFile string
+	// CacheKey encrypts the cache; derive it with CacheKey(keys).
+	CacheKey [32]byte
+	// Timeout bounds each operation's wait for the ring; 0 means 2 minutes.
+	Timeout time.Duration
+	// ContentCacheBytes bounds the in-memory cache of message bytes; 0 means 64 MiB.
+	ContentCacheBytes int64
+	// CacheDelay is how long after a change the cache file is written; 0 means 5 s.
+	CacheDelay time.Duration
+	Log        *slog.Logger
+}
+
+// Store is one user's mail store on POST. It implements mailbox.Store.
+//
+// Locking: wmu serialises writers and is held while they wait for the ring, so that each
+// writer sees every earlier write applied (UNCHANGEDSINCE and UIDs are decided on that
+// state). mu guards the replayed state; it is held only for short sections and never while
+// calling POST or waiting, because POST's callbacks (filings, fetches) take it, and under
+// simnet they run on the goroutine that waits. Lock order: wmu, then mu, then wl.
+type Store struct {
+	cfg Config
+	w   waiter
+
+	wmu sync.Mutex
+
+	mu      sync.RWMutex
+	root    *rootState
+	folders map[string]*folder // by log name; deleted ones removed
+	closed  bool
+
+	wl       sync.Mutex
+	watchers map[*folderState]map[chan struct{}]struct{}
+
+	contents *contentCache
+
+	cmu        sync.Mutex
+	cacheTimer transport.Timer
+	dirty      bool
+}
+
+var _ mailbox.Store = (*Store)(nil)
+
+// folder is a Folder value: it stays valid across renames (the log never changes).
+type folder struct {
+	s *Store
+	f *folderState
+}
+
+var _ mailbox.Folder = (*folder)(nil)
+
+// Open loads the user's folders: from the local cache when it matches the logs, else by
+// replaying them, then applies whatever the logs hold beyond the cache. It opens every folder
+// log, and writes INBOX's header (its UIDVALIDITY) the first time.
+func Open(ctx context.Context, cfg Config) (*Store, error) {
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 2 * time.Minute
+	}
+	if cfg.Rand == nil {
+		cfg.Rand = rand.Reader
+	}
+	if cfg.ContentCacheBytes <= 0 {
+		cfg.ContentCacheBytes = 64 << 20
+	}
+	if cfg.CacheDelay <= 0 {
+		cfg.CacheDelay = 5 * time.Second
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	s := &Store{cfg: cfg, w: waiter{clock: cfg.Clock, drive: cfg.Drive, timeout: cfg.Timeout},
+		root: newRootState(), folders: map[string]*folder{}, watchers: map[*folderState]map[chan struct{}]struct{}{},
+		contents: newContentCache(cfg.ContentCacheBytes)}
+	cached := s.loadCache()
+
+	if err := s.w.openLogs(ctx, cfg.Logs, []string{post.RootLog, post.InboxLog}); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	if cached != nil && s.matches(post.RootLog, cached.root.Applied, cached.root.LastHash) {
+		s.root = cached.root
+	} else if cached != nil {
+		cfg.Log.Info("mailstore: local cache does not match the root log; replaying", "user", cfg.Address)
+		cached = nil
+	}
+	s.syncRootLocked()
+	var logs []string
+	for log := range s.folders {
+		logs = append(logs, log)
+	}
+	s.mu.Unlock()
+	if err := s.w.openLogs(ctx, cfg.Logs, logs); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	for log, fo := range s.folders {
+		if cached != nil {
+			if cf := cached.folders[log]; cf != nil && s.matches(log, cf.Applied, cf.LastHash) {
+				cf.Name, cf.Use = fo.f.Name, fo.f.Use
+				fo.f = cf
+			}
+		}
+		s.syncLocked(fo.f)
+	}
+	inbox := s.folders[post.InboxLog].f
+	s.mu.Unlock()
+
+	if inbox.UIDValidity == 0 {
+		s.wmu.Lock()
+		_, err := s.w.appendAll(ctx, cfg.Logs, post.InboxLog, [][]byte{(&entry{Kind: kindHeader, UIDValidity: s.nextUIDValidity()}).encode()})
+		s.mu.Lock()
+		s.syncLocked(inbox)
+		s.mu.Unlock()
+		s.wmu.Unlock()
+		if err != nil {
+			return nil, fmt.Errorf("mailstore: write INBOX header: %w", err)
+		}
+	}
+	s.markDirty()
+	s.prefetchMissing()
+	return s, nil
+}
+
+// matches says whether a cached replay of applied entries with the given last-entry hash
+// is a prefix of the log as it is now.
+func (s *Store) matches(log string, applied uint64, last [32]byte) bool {
+	if applied == 0 {
+		return true
+	}
+	e, err := s.cfg.Logs.Entries(log, applied-1)
+	return err == nil && len(e) > 0 && sha256.Sum256(e[0]) == last
+}
+
+// syncRootLocked applies new root entries and brings the folder table in line.
+func (s *Store) syncRootLocked() {
+	bodies, _ := s.cfg.Logs.Entries(post.RootLog, s.root.Applied)
+	for _, b := range bodies {
+		s.root.apply(b)
+	}
+	for log, fe := range s.root.Folders {
+		fo := s.folders[log]
+		if fo == nil {
+			fo = &folder{s: s, f: newFolderState(log, fe.Name, fe.Use)}
+			s.folders[log] = fo
+		}
+		fo.f.Name, fo.f.Use = fe.Name, fe.Use
+	}
+	for log, fo := range s.folders {
+		if s.root.Folders[log] == nil {
+			fo.f.deleted = true
+			delete(s.folders, log)
+		}
+	}
+}
+
+// syncLocked applies new entries of a folder log and reports whether anything changed.
+func (s *Store) syncLocked(f *folderState) bool {
+	if f.deleted {
+		return false
+	}
+	bodies, err := s.cfg.Logs.Entries(f.Log, f.Applied)
+	if err != nil {
+		return false
+	}
+	changed := false
+	for _, b := range bodies {
+		if f.apply(b) {
+			changed = true
+		}
+	}
+	return changed
+}
+
+// refresh applies whatever POST appended to f's log (filings land in INBOX without us) and
+// signals watchers.
+func (s *Store) refresh(f *folderState) {
+	s.mu.Lock()
+	changed := s.syncLocked(f)
+	s.mu.Unlock()
+	if changed {
+		s.changed(f)
+	}
+}
+
+// changed is called after a visible change to f.
+func (s *Store) changed(f *folderState) {
+	s.notify(f)
+	s.markDirty()
+	if f.Log == post.InboxLog {
+		s.prefetchMissing()
+	}
+}
+
+// Filed tells the store that POST filed a message into INBOX (wire it to post.Node.OnFiled
+// through Users.OnFiled). It may run on a network goroutine; it never blocks on the ring.
+func (s *Store) Filed() {
+	s.mu.RLock()
+	fo := s.folders[post.InboxLog]
+	s.mu.RUnlock()
+	if fo != nil {
+		s.refresh(fo.f)
+	}
+}
+
+func (s *Store) notify(f *folderState) {
+	s.wl.Lock()
+	defer s.wl.Unlock()
+	for ch := range s.watchers[f] {
+		select {
+		case ch <- struct{}{}:
+		default: // a signal is already pending
+		}
+	}
+}
+
+func (s *Store) ctx() (context.Context, context.CancelFunc) {
+	return context.WithCancel(context.Background())
+}
+
+// nextUIDValidity is larger than every UIDVALIDITY this user's folders ever had, so a
+// folder deleted and made again under the same name never repeats one (RFC 3501 section
+// 2.3.1.1).
+func (s *Store) nextUIDValidity() uint32 {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	v := max(uint32(s.cfg.Clock.Now().Unix()), s.root.MaxUIDValidity+1)
+	for _, fo := range s.folders {
+		v = max(v, fo.f.UIDValidity+1)
+	}
+	return v
+}
+
+// canonical maps INBOX to its one spelling (RFC 3501 section 5.1).
+func canonical(name string) string {
+	if strings.EqualFold(name, mailbox.Inbox) {
+		return mailbox.Inbox
+	}
+	if head, rest, ok := strings.Cut(name, string(mailbox.Delim)); ok && strings.EqualFold(head, mailbox.Inbox) {
+		return mailbox.Inbox + string(mailbox.Delim) + rest
+	}
+	return name
+}
+
+func validName(name string) bool {
+	d := string(mailbox.Delim)
+	if name == "" || len(name) > 512 || strings.HasPrefix(name, d) || strings.HasSuffix(name, d) || strings.Contains(name, d+d) {
+		return false
+	}
+	for _, r := range name {
+		if r < 0x20 || r == 0x7f || r == '*' || r == '%' {
+			return false
+		}
+	}
+	return true
+}
+
+func (s *Store) byNameLocked(name string) *folder {
+	for _, fo := range s.folders {
+		if fo.f.Name == name {
+			return fo
+		}
+	}
+	return nil
+}
+
+// Folders implements mailbox.Store.
+func (s *Store) Folders() ([]mailbox.FolderInfo, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	l := make([]mailbox.FolderInfo, 0, len(s.folders))
+	for _, fo := range s.folders {
+		l = append(l, mailbox.FolderInfo{Name: fo.f.Name, SpecialUse: fo.f.Use, Subscribed: s.root.Subscribed[fo.f.Name]})
+	}
+	sort.Slice(l, func(i, j int) bool {
+		if (l[i].Name == mailbox.Inbox) != (l[j].Name == mailbox.Inbox) {
+			return l[i].Name == mailbox.Inbox
+		}
+		return l[i].Name < l[j].Name
+	})
+	return l, nil
+}
+
+// Folder implements mailbox.Store.
+func (s *Store) Folder(name string) (mailbox.Folder, error) {
+	s.mu.RLock()
+	fo := s.byNameLocked(canonical(name))
+	s.mu.RUnlock()
+	if fo == nil {
+		return nil, mailbox.ErrNoFolder
+	}
+	return fo, nil
+}
+
+// Create implements mailbox.Store: a new POST log whose first entry fixes UIDVALIDITY, then
+// the root entry that names it (a crash between them leaves an unnamed empty log, never a
+// name without a log).
+func (s *Store) Create(name string, use imap.MailboxAttr) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	_, err := s.createLocked(name, use)
+	return err
+}
+
+func (s *Store) createLocked(name string, use imap.MailboxAttr) (*folder, error) {
+	name = canonical(name)
+	if !validName(name) {
+		return nil, mailbox.ErrBadName
+	}
+	s.mu.RLock()
+	exists := s.byNameLocked(name) != nil
+	s.mu.RUnlock()
+	if exists {
+		return nil, mailbox.ErrFolderExists
+	}
+	var rnd [12]byte
+	if _, err := io.ReadFull(s.cfg.Rand, rnd[:]); err != nil {
+		return nil, fmt.Errorf("mailstore: create %s: %w", name, err)
+	}
+	log := "mail/" + hex.EncodeToString(rnd[:])
+	ctx, cancel := s.ctx()
+	defer cancel()
+	var cerr error
+	if err := s.w.await(ctx, "create folder "+name, func(done func()) {
+		s.cfg.Logs.CreateLog(log, func(err error) { cerr = err; done() })
+	}); err != nil {
+		return nil, err
+	}
+	if cerr != nil {
+		return nil, fmt.Errorf("mailstore: create %s: %w", name, cerr)
+	}
+	uv := s.nextUIDValidity()
+	if _, err := s.w.appendAll(ctx, s.cfg.Logs, log, [][]byte{(&entry{Kind: kindHeader, UIDValidity: uv}).encode()}); err != nil {
+		return nil, fmt.Errorf("mailstore: create %s: %w", name, err)
+	}
+	if _, err := s.w.appendAll(ctx, s.cfg.Logs, post.RootLog, [][]byte{(&entry{Kind: kindCreate, Name: name, Log: log, Use: string(use), UIDValidity: uv}).encode()}); err != nil {
+		return nil, fmt.Errorf("mailstore: create %s: %w", name, err)
+	}
+	s.mu.Lock()
+	s.syncRootLocked()
+	fo := s.folders[log]
+	if fo != nil {
+		s.syncLocked(fo.f)
+	}
+	s.mu.Unlock()
+	s.markDirty()
+	if fo == nil {
+		return nil, fmt.Errorf("mailstore: create %s: folder missing after replay", name)
+	}
+	return fo, nil
+}
+
+// Delete implements mailbox.Store. The folder's log is dropped from the root log; its
+// entries and parts are no longer refreshed and expire with their leases.
+func (s *Store) Delete(name string) error {
+	name = canonical(name)
+	if name == mailbox.Inbox {
+		return mailbox.ErrInboxReserved
+	}
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	s.mu.RLock()
+	fo := s.byNameLocked(name)
+	s.mu.RUnlock()
+	if fo == nil {
+		return mailbox.ErrNoFolder
+	}
+	if err := s.writeRoot(&entry{Kind: kindDelete, Log: fo.f.Log}); err != nil {
+		return err
+	}
+	s.notify(fo.f)
+	return nil
+}
+
+// writeRoot appends root entries and applies them.
+func (s *Store) writeRoot(es ...*entry) error {
+	bodies := make([][]byte, len(es))
+	for i, e := range es {
+		bodies[i] = e.encode()
+	}
+	ctx, cancel := s.ctx()
+	defer cancel()
+	if _, err := s.w.appendAll(ctx, s.cfg.Logs, post.RootLog, bodies); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.syncRootLocked()
+	s.mu.Unlock()
+	s.markDirty()
+	return nil
+}
+
+// Rename implements mailbox.Store (RFC 3501 section 6.3.5). Renaming INBOX makes a new
+// folder and moves INBOX's messages there; INBOX stays, empty.
+func (s *Store) Rename(oldName, newName string) error {
+	oldName, newName = canonical(oldName), canonical(newName)
+	if !validName(newName) {
+		return mailbox.ErrBadName
+	}
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	s.mu.RLock()
+	fo := s.byNameLocked(oldName)
+	clash := s.byNameLocked(newName) != nil
+	s.mu.RUnlock()
+	switch {
+	case fo == nil:
+		return mailbox.ErrNoFolder
+	case clash:
+		return mailbox.ErrFolderExists
+	}
+	if oldName == mailbox.Inbox {
+		dest, err := s.createLocked(newName, "")
+		if err != nil {
+			return err
+		}
+		s.refresh(fo.f)
+		s.mu.RLock()
+		uids := make([]imap.UID, len(fo.f.Msgs))
+		for i, m := range fo.f.Msgs {
+			uids[i] = m.UID
+		}
+		s.mu.RUnlock()
+		_, err = s.copyLocked(fo, uids, dest, true)
+		return err
+	}
+	var es []*entry
+	prefix := oldName + string(mailbox.Delim)
+	s.mu.RLock()
+	for _, sub := range s.folders {
+		if sub.f.Name == oldName || strings.HasPrefix(sub.f.Name, prefix) {
+			nn := newName + strings.TrimPrefix(sub.f.Name, oldName)
+			es = append(es, &entry{Kind: kindRename, Log: sub.f.Log, Name: nn})
+			if s.root.Subscribed[sub.f.Name] {
+				es = append(es, &entry{Kind: kindSubscribe, Name: sub.f.Name}, &entry{Kind: kindSubscribe, Name: nn, On: true})
+			}
+		}
+	}
+	s.mu.RUnlock()
+	return s.writeRoot(es...)
+}
+
+// SetSubscribed implements mailbox.Store; a name may be subscribed without existing
+// (RFC 3501 section 6.3.6).
+func (s *Store) SetSubscribed(name string, subscribed bool) error {
+	name = canonical(name)
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	s.mu.RLock()
+	same := s.root.Subscribed[name] == subscribed
+	s.mu.RUnlock()
+	if same {
+		return nil
+	}
+	return s.writeRoot(&entry{Kind: kindSubscribe, Name: name, On: subscribed})
+}
+
+// Close writes the local cache. The store must not be used afterwards.
+func (s *Store) Close() error {
+	s.cmu.Lock()
+	if s.cacheTimer != nil {
+		s.cacheTimer.Stop()
+		s.cacheTimer = nil
+	}
+	s.dirty = false
+	s.cmu.Unlock()
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
+	return s.writeCache()
+}
+
+// Folder methods.
+
+// Info implements mailbox.Folder.
+func (fo *folder) Info() mailbox.FolderInfo {
+	s := fo.s
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return mailbox.FolderInfo{Name: fo.f.Name, SpecialUse: fo.f.Use, Subscribed: s.root.Subscribed[fo.f.Name], UIDValidity: fo.f.UIDValidity}
+}
+
+// Status implements mailbox.Folder.
+func (fo *folder) Status() (mailbox.Status, error) {
+	fo.s.refresh(fo.f)
+	s, f := fo.s, fo.f
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if f.deleted {
+		return mailbox.Status{}, mailbox.ErrNoFolder
+	}
+	st := mailbox.Status{UIDValidity: f.UIDValidity, UIDNext: f.UIDNext, HighestModSeq: f.ModSeq, Messages: uint32(len(f.Msgs))}
+	for _, m := range f.Msgs {
+		if !slices.Contains(m.Flags, imap.FlagSeen) {
+			st.Unseen++
+		}
+		if slices.Contains(m.Flags, imap.FlagDeleted) {
+			st.Deleted++
+		}
+		if m.UID >= f.recentFrom {
+			st.Recent++
+		}
+		st.Size += m.Size
+	}
+	return st, nil
+}
+
+// List implements mailbox.Folder.
+func (fo *folder) List() ([]mailbox.Summary, error) {
+	fo.s.refresh(fo.f)
+	s, f := fo.s, fo.f
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if f.deleted {
+		return nil, mailbox.ErrNoFolder
+	}
+	l := make([]mailbox.Summary, len(f.Msgs))
+	for i, m := range f.Msgs {
+		l[i] = m.summary()
+	}
+	return l, nil
+}
+
+// snapshot returns a copy of one message's fields.
+func (fo *folder) snapshot(uid imap.UID) (message, error) {
+	s, f := fo.s, fo.f
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if f.deleted {
+		return message{}, mailbox.ErrNoFolder
+	}
+	m := f.find(uid)
+	if m == nil {
+		return message{}, mailbox.ErrNoMessage
+	}
+	c := *m
+	c.Flags = slices.Clone(m.Flags)
+	return c, nil
+}
+
+// Message implements mailbox.Folder. A filed message's structure is computed from its bytes
+// on first use (usually already done by the prefetch that follows a filing).
+func (fo *folder) Message(uid imap.UID) (*mailbox.Message, error) {
+	m, err := fo.snapshot(uid)
+	if err != nil {
+		return nil, err
+	}
+	if m.Structure == nil {
+		raw, err := fo.s.content(&m)
+		if err != nil {
+			return nil, err
+		}
+		m.Structure = mailbox.Parse(raw)
+		fo.s.setStructure(fo.f, uid, m.Structure)
+	}
+	return &mailbox.Message{Summary: m.summary(), Structure: m.Structure}, nil
+}
+
+func (s *Store) setStructure(f *folderState, uid imap.UID, st *mailbox.Structure) {
+	s.mu.Lock()
+	if m := f.find(uid); m != nil && m.Structure == nil {
+		m.Structure = st
+	}
+	s.mu.Unlock()
+	s.markDirty()
+}
+
+// Content implements mailbox.Folder: the pieces fetched, each verified by the content store,
+// and put together; the result is exactly the bytes received.
+func (fo *folder) Content(uid imap.UID) (mailbox.Content, error) {
+	m, err := fo.snapshot(uid)
+	if err != nil {
+		return nil, err
+	}
+	raw, err := fo.s.content(&m)
+	if err != nil {
+		return nil, err
+	}
+	return byteContent{raw}, nil
+}
+
+type byteContent struct{ b []byte }
+
+func (c byteContent) ReadAt(p []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, errors.New("mailstore: negative offset")
+	}
+	if off >= int64(len(c.b)) {
+		return 0, io.EOF
+	}
+	n := copy(p, c.b[off:])
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+func (c byteContent) Size() int64 { return int64(len(c.b)) }
+
+// content returns a message's bytes, from the memory cache or the ring.
+func (s *Store) content(m *message) ([]byte, error) {
+	key := segmentsKey(m.Segments)
+	if b, ok := s.contents.get(key); ok {
+		return b, nil
+	}
+	var refs []*content.Ref
+	for _, sg := range m.Segments {
+		if sg.Ref != nil {
+			refs = append(refs, sg.Ref)
+		}
+	}
+	ctx, cancel := s.ctx()
+	defer cancel()
+	got, err := s.w.getAll(ctx, s.cfg.Contents, refs)
+	if err != nil {
+		return nil, fmt.Errorf("mailstore: message %d: %w", m.UID, err)
+	}
+	raw, err := assemble(m.Segments, got, m.Size)
+	if err != nil {
+		return nil, fmt.Errorf("mailstore: message %d: %w", m.UID, err)
+	}
+	s.contents.put(key, raw)
+	return raw, nil
+}
+
+// assemble concatenates segments; got holds the fetched refs in order.
+func assemble(segs []segment, got [][]byte, size int64) ([]byte, error) {
+	raw := make([]byte, 0, size)
+	i := 0
+	for _, sg := range segs {
+		if sg.Ref == nil {
+			raw = append(raw, sg.Inline...)
+			continue
+		}
+		if i >= len(got) || uint64(len(got[i])) != sg.Ref.Size {
+			return nil, errors.New("part size differs from its reference")
+		}
+		raw = append(raw, got[i]...)
+		i++
+	}
+	if int64(len(raw)) != size {
+		return nil, fmt.Errorf("assembled %d bytes, record says %d", len(raw), size)
+	}
+	return raw, nil
+}
+
+// segmentsKey identifies a message's bytes: equal keys, equal bytes (refs carry the
+// payload hash), so copies share one cache slot.
+func segmentsKey(segs []segment) [32]byte {
+	h := sha256.New()
+	for _, sg := range segs {
+		if sg.Ref != nil {
+			h.Write([]byte{1})
+			h.Write(sg.Ref.Hash[:])
+		} else {
+			sum := sha256.Sum256(sg.Inline)
+			h.Write([]byte{0})
+			h.Write(sum[:])
+		}
+	}
+	var k [32]byte
+	h.Sum(k[:0])
+	return k
+}
+
+// prefetchMissing computes, in the background, the parse cache of INBOX messages that POST
+// filed (their records carry no structure): IMAP clients ask for ENVELOPE right after IDLE
+// wakes them. It uses callbacks only, never waits.
+func (s *Store) prefetchMissing() {
+	s.mu.Lock()
+	fo := s.folders[post.InboxLog]
+	if fo == nil || s.closed {
+		s.mu.Unlock()
+		return
+	}
+	var todo []message
+	for _, m := range fo.f.Msgs {
+		if m.Structure == nil && !m.prefetching {
+			m.prefetching = true
+			todo = append(todo, *m)
+		}
+	}
+	s.mu.Unlock()
+	for i := range todo {
+		m := &todo[i]
+		var refs []*content.Ref
+		for _, sg := range m.Segments {
+			if sg.Ref != nil {
+				refs = append(refs, sg.Ref)
+			}
+		}
+		got := make([][]byte, len(refs))
+		var mu sync.Mutex
+		left := len(refs)
+		finish := func(err error) {
+			if err == nil {
+				raw, aerr := assemble(m.Segments, got, m.Size)
+				if aerr == nil {
+					s.contents.put(segmentsKey(m.Segments), raw)
+					s.setStructure(fo.f, m.UID, mailbox.Parse(raw))
+					return
+				}
+				err = aerr
+			}
+			s.cfg.Log.Warn("mailstore: prefetch failed; will fetch on demand", "user", s.cfg.Address, "uid", m.UID, "err", err)
+		}
+		if left == 0 {
+			finish(nil)
+			continue
+		}
+		var first error
+		for j, r := range refs {
+			s.cfg.Contents.Get(*r, func(data []byte, err error) {
+				mu.Lock()
+				got[j] = data
+				if err != nil && first == nil {
+					first = err
+				}
+				left--
+				last := left == 0
+				mu.Unlock()
+				if last {
+					finish(first)
+				}
+			})
+		}
+	}
+}
+
+// ChangeFlags implements mailbox.Folder.
+func (fo *folder) ChangeFlags(uids []imap.UID, op mailbox.FlagOp, flags []imap.Flag, unchangedSince uint64) (mailbox.FlagResult, error) {
+	s, f := fo.s, fo.f
+	flags = normalizeFlags(flags)
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	s.refresh(f)
+	var res mailbox.FlagResult
+	var change []imap.UID
+	s.mu.RLock()
+	if f.deleted {
+		s.mu.RUnlock()
+		return res, mailbox.ErrNoFolder
+	}
+	seen := map[imap.UID]bool{}
+	for _, uid := range uids {
+		m := f.find(uid)
+		if m == nil || seen[uid] {
+			continue
+		}
+		seen[uid] = true
+		// RFC 7162 section 3.1.3: UNCHANGEDSINCE fails messages changed after the bound.
+		if unchangedSince != 0 && m.ModSeq > unchangedSince {
+			res.Modified = append(res.Modified, uid)
+			continue
+		}
+		if slices.Equal(combineFlags(m.Flags, op, flags), m.Flags) {
+			res.Unchanged = append(res.Unchanged, m.summary())
+			continue
+		}
+		change = append(change, uid)
+	}
+	s.mu.RUnlock()
+	if len(change) > 0 {
+		var bodies [][]byte
+		for c := range slices.Chunk(change, maxUIDsInEntry/2) {
+			bodies = append(bodies, (&entry{Kind: kindFlags, Op: uint8(op), Flags: flags, UIDs: c}).encode())
+		}
+		ctx, cancel := s.ctx()
+		defer cancel()
+		if _, err := s.w.appendAll(ctx, s.cfg.Logs, f.Log, bodies); err != nil {
+			return mailbox.FlagResult{}, err
+		}
+		s.mu.Lock()
+		s.syncLocked(f)
+		for _, uid := range change {
+			if m := f.find(uid); m != nil {
+				res.Changed = append(res.Changed, m.summary())
+			}
+		}
+		s.mu.Unlock()
+		s.changed(f)
+	}
+	s.mu.RLock()
+	res.ModSeq = f.ModSeq
+	s.mu.RUnlock()
+	return res, nil
+}
+
+// Expunge implements mailbox.Folder.
+func (fo *folder) Expunge(uids []imap.UID) ([]imap.UID, error) {
+	s := fo.s
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	return fo.expungeLocked(uids)
+}
+
+func (fo *folder) expungeLocked(uids []imap.UID) ([]imap.UID, error) {
+	s, f := fo.s, fo.f
+	s.refresh(f)
+	s.mu.RLock()
+	if f.deleted {
+		s.mu.RUnlock()
+		return nil, mailbox.ErrNoFolder
+	}
+	var present []imap.UID
+	for _, uid := range uids {
+		if f.find(uid) != nil {
+			present = append(present, uid)
+		}
+	}
+	s.mu.RUnlock()
+	slices.Sort(present)
+	present = slices.Compact(present)
+	if len(present) == 0 {
+		return nil, nil
+	}
+	var bodies [][]byte
+	for c := range slices.Chunk(present, maxUIDsInEntry/2) {
+		bodies = append(bodies, (&entry{Kind: kindExpunge, UIDs: c}).encode())
+	}
+	ctx, cancel := s.ctx()
+	defer cancel()
+	if _, err := s.w.appendAll(ctx, s.cfg.Logs, f.Log, bodies); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	s.syncLocked(f)
+	s.mu.Unlock()
+	s.changed(f)
+	return present, nil
+}
+
+// Expunged implements mailbox.Folder.
+func (fo *folder) Expunged(since uint64) ([]imap.UID, error) {
+	s, f := fo.s, fo.f
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if f.deleted {
+		return nil, mailbox.ErrNoFolder
+	}
+	var l []imap.UID
+	for _, t := range f.Expunged {
+		if t.ModSeq > since {
+			l = append(l, t.UID)
+		}
+	}
+	slices.Sort(l)
+	return l, nil
+}
+
+// ClaimRecent implements mailbox.Folder.
+func (fo *folder) ClaimRecent() (from, to imap.UID) {
+	s, f := fo.s, fo.f
+	s.refresh(f)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	from, to = f.recentFrom, f.UIDNext
+	f.recentFrom = f.UIDNext
+	return from, to
+}
+
+// Watch implements mailbox.Folder.
+func (fo *folder) Watch() (<-chan struct{}, func()) {
+	s := fo.s
+	ch := make(chan struct{}, 1)
+	s.wl.Lock()
+	if s.watchers[fo.f] == nil {
+		s.watchers[fo.f] = map[chan struct{}]struct{}{}
+	}
+	s.watchers[fo.f][ch] = struct{}{}
+	s.wl.Unlock()
+	var once sync.Once
+	return ch, func() {
+		once.Do(func() {
+			s.wl.Lock()
+			delete(s.watchers[fo.f], ch)
+			s.wl.Unlock()
+		})
+	}
+}

@@ -1,0 +1,217 @@
+package mailstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"epost/internal/content"
+	"epost/internal/transport"
+)
+
+// POST's API is callback-based: callbacks run on the network's goroutines (tcp) or inside
+// the simulator's event loop (simnet). The mail servers want blocking calls, so every call
+// goes through await, which waits for the callback, the context, or a deadline on the
+// injected clock.
+//
+// Under simnet nothing runs unless someone drives the network: Config.Drive is then called
+// in a loop while waiting (the test's goroutine is the network's, so no data races). On a
+// real network Drive is nil and await blocks on a channel.
+
+// Logs is what a Store needs from the user's POST session; *post.User implements it.
+// Callbacks may run synchronously or on another goroutine.
+type Logs interface {
+	CreateLog(name string, cb func(error))
+	OpenLog(name string, cb func(error))
+	Append(name string, body []byte, cb func(uint64, error))
+	Entries(name string, since uint64) ([][]byte, error)
+}
+
+// Contents is the ring's content store; *post.Node implements it.
+type Contents interface {
+	Put(data []byte, cb func(content.Ref, error))
+	Get(ref content.Ref, cb func([]byte, error))
+}
+
+// ErrTimeout: the ring did not answer in time. The operation may still complete later (a
+// queued log append is retried by POST), so a client that retries can see it done.
+var ErrTimeout = errors.New("mailstore: the ring did not answer in time; try again")
+
+// waiter bundles what await needs.
+type waiter struct {
+	clock   transport.Clock
+	drive   func()
+	timeout time.Duration
+}
+
+// await starts op, which must call done exactly once (from any goroutine, possibly before op
+// returns), and waits for it.
+func (w *waiter) await(ctx context.Context, what string, op func(done func())) error {
+	ch := make(chan struct{})
+	var once sync.Once
+	op(func() { once.Do(func() { close(ch) }) })
+	return w.wait(ctx, what, ch)
+}
+
+func (w *waiter) wait(ctx context.Context, what string, ch <-chan struct{}) error {
+	select {
+	case <-ch:
+		return nil
+	default:
+	}
+	expired := make(chan struct{})
+	var once sync.Once
+	t := w.clock.AfterFunc(w.timeout, func() { once.Do(func() { close(expired) }) })
+	defer t.Stop()
+	for {
+		if w.drive == nil {
+			select {
+			case <-ch:
+				return nil
+			case <-expired:
+				return fmt.Errorf("%s: %w", what, ErrTimeout)
+			case <-ctx.Done():
+				return fmt.Errorf("%s: %w", what, ctx.Err())
+			}
+		}
+		select {
+		case <-ch:
+			return nil
+		case <-expired:
+			return fmt.Errorf("%s: %w", what, ErrTimeout)
+		case <-ctx.Done():
+			return fmt.Errorf("%s: %w", what, ctx.Err())
+		default:
+			w.drive()
+		}
+	}
+}
+
+// openLogs opens logs in parallel.
+func (w *waiter) openLogs(ctx context.Context, logs Logs, names []string) error {
+	var mu sync.Mutex
+	var first error
+	left := len(names)
+	return errors.Join(w.await(ctx, "open folder logs", func(done func()) {
+		if left == 0 {
+			done()
+			return
+		}
+		for _, name := range names {
+			logs.OpenLog(name, func(err error) {
+				mu.Lock()
+				if err != nil && first == nil {
+					first = fmt.Errorf("open log %s: %w", name, err)
+				}
+				left--
+				last := left == 0
+				mu.Unlock()
+				if last {
+					done()
+				}
+			})
+		}
+	}), func() error { mu.Lock(); defer mu.Unlock(); return first }())
+}
+
+// appendAll appends bodies to one log, queued together (POST batches them into one head
+// write, in this order), and returns their indices once all are durable.
+func (w *waiter) appendAll(ctx context.Context, logs Logs, name string, bodies [][]byte) ([]uint64, error) {
+	idx := make([]uint64, len(bodies))
+	errs := make([]error, len(bodies))
+	var mu sync.Mutex
+	left := len(bodies)
+	err := w.await(ctx, "append to "+name, func(done func()) {
+		if left == 0 {
+			done()
+			return
+		}
+		for i, b := range bodies {
+			logs.Append(name, b, func(at uint64, err error) {
+				mu.Lock()
+				idx[i], errs[i] = at, err
+				left--
+				last := left == 0
+				mu.Unlock()
+				if last {
+					done()
+				}
+			})
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return idx, nil
+}
+
+// putAll stores pieces in the content store in parallel.
+func (w *waiter) putAll(ctx context.Context, cs Contents, pieces [][]byte) ([]content.Ref, error) {
+	refs := make([]content.Ref, len(pieces))
+	errs := make([]error, len(pieces))
+	var mu sync.Mutex
+	left := len(pieces)
+	err := w.await(ctx, "store message parts", func(done func()) {
+		if left == 0 {
+			done()
+			return
+		}
+		for i, p := range pieces {
+			cs.Put(p, func(ref content.Ref, err error) {
+				mu.Lock()
+				refs[i], errs[i] = ref, err
+				left--
+				last := left == 0
+				mu.Unlock()
+				if last {
+					done()
+				}
+			})
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	return refs, errors.Join(errs...)
+}
+
+// getAll fetches refs in parallel.
+func (w *waiter) getAll(ctx context.Context, cs Contents, refs []*content.Ref) ([][]byte, error) {
+	out := make([][]byte, len(refs))
+	errs := make([]error, len(refs))
+	var mu sync.Mutex
+	left := len(refs)
+	err := w.await(ctx, "fetch message parts", func(done func()) {
+		if left == 0 {
+			done()
+			return
+		}
+		for i, r := range refs {
+			cs.Get(*r, func(data []byte, err error) {
+				mu.Lock()
+				out[i], errs[i] = data, err
+				left--
+				last := left == 0
+				mu.Unlock()
+				if last {
+					done()
+				}
+			})
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	return out, errors.Join(errs...)
+}

@@ -1,0 +1,187 @@
+package mailstore
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"time"
+
+	"epost/internal/mailbox"
+
+	"github.com/emersion/go-imap/v2"
+)
+
+// Append implements mailbox.Folder: the message is split (splitMessage), its large pieces
+// stored as content objects, and one insert entry written; the UID is known once the entry
+// is durable and replayed.
+func (fo *folder) Append(raw []byte, flags []imap.Flag, date time.Time) (imap.UID, error) {
+	s, f := fo.s, fo.f
+	structure := mailbox.Parse(raw) // outside the locks: the only expensive step
+	if date.IsZero() {
+		date = s.cfg.Clock.Now()
+	}
+	ctx, cancel := s.ctx()
+	defer cancel()
+	segs, err := s.storePieces(ctx, splitMessage(raw))
+	if err != nil {
+		return 0, fmt.Errorf("mailstore: append: %w", err)
+	}
+	rec := record{Date: date.Round(time.Second).UTC(), Size: int64(len(raw)), Flags: normalizeFlags(flags), Segments: segs,
+		Structure: encodeStructure(structure)}
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	s.mu.RLock()
+	deleted := f.deleted
+	s.mu.RUnlock()
+	if deleted {
+		return 0, mailbox.ErrNoFolder
+	}
+	uids, err := fo.insertLocked([]record{rec})
+	if err != nil {
+		return 0, err
+	}
+	s.contents.put(segmentsKey(segs), raw)
+	return uids[0], nil
+}
+
+// storePieces makes segments of pieces: small ones inline, the others content objects
+// (stored in parallel; identical ones exist once in the ring).
+func (s *Store) storePieces(ctx context.Context, pieces [][]byte) ([]segment, error) {
+	segs := make([]segment, len(pieces))
+	var big [][]byte
+	var at []int
+	for i, p := range pieces {
+		if len(p) <= maxInline {
+			segs[i] = segment{Inline: slices.Clone(p)}
+			continue
+		}
+		big = append(big, p)
+		at = append(at, i)
+	}
+	refs, err := s.w.putAll(ctx, s.cfg.Contents, big)
+	if err != nil {
+		return nil, err
+	}
+	for j, i := range at {
+		r := refs[j]
+		segs[i] = segment{Ref: &r}
+	}
+	return segs, nil
+}
+
+// insertLocked writes insert entries for recs (batched under the entry size limit) and
+// returns the UIDs they got, in order. The caller holds wmu.
+func (fo *folder) insertLocked(recs []record) ([]imap.UID, error) {
+	s, f := fo.s, fo.f
+	var bodies [][]byte
+	var counts []int
+	var batch []record
+	flush := func() {
+		if len(batch) > 0 {
+			bodies = append(bodies, (&entry{Kind: kindInsert, Records: batch}).encode())
+			counts = append(counts, len(batch))
+			batch = nil
+		}
+	}
+	size := 0
+	for _, r := range recs {
+		one := (&entry{Kind: kindInsert, Records: []record{r}}).encode()
+		if len(one) > maxEntryBytes {
+			// A structure too large to keep: the parse cache is computed from the bytes
+			// when needed instead.
+			r.Structure = nil
+			one = (&entry{Kind: kindInsert, Records: []record{r}}).encode()
+			if len(one) > maxEntryBytes {
+				return nil, fmt.Errorf("mailstore: message record of %d bytes: %w", len(one), mailbox.ErrTooBig)
+			}
+		}
+		if size+len(one) > maxEntryBytes {
+			flush()
+			size = 0
+		}
+		batch = append(batch, r)
+		size += len(one)
+	}
+	flush()
+	ctx, cancel := s.ctx()
+	defer cancel()
+	idx, err := s.w.appendAll(ctx, s.cfg.Logs, f.Log, bodies)
+	if err != nil {
+		return nil, fmt.Errorf("mailstore: insert into %s: %w", f.Name, err)
+	}
+	s.mu.Lock()
+	s.syncLocked(f)
+	var uids []imap.UID
+	for i, at := range idx {
+		got := f.insertedBy(at)
+		if len(got) != counts[i] {
+			s.mu.Unlock()
+			return nil, fmt.Errorf("mailstore: insert into %s: entry %d replayed as %d messages, want %d", f.Name, at, len(got), counts[i])
+		}
+		uids = append(uids, got...)
+	}
+	s.mu.Unlock()
+	s.changed(f)
+	return uids, nil
+}
+
+// Copy implements mailbox.Folder: the copies' records name the same content (no upload).
+func (fo *folder) Copy(uids []imap.UID, dest mailbox.Folder) (mailbox.CopyResult, error) {
+	d, ok := dest.(*folder)
+	if !ok || d.s != fo.s {
+		return mailbox.CopyResult{}, fmt.Errorf("mailstore: copy across stores: %w", mailbox.ErrNoFolder)
+	}
+	fo.s.wmu.Lock()
+	defer fo.s.wmu.Unlock()
+	return fo.s.copyLocked(fo, uids, d, false)
+}
+
+// Move implements mailbox.Folder (RFC 6851): insert into dest, then expunge here. The two
+// logs cannot change atomically; a crash between the steps leaves a copy, never a loss.
+func (fo *folder) Move(uids []imap.UID, dest mailbox.Folder) (mailbox.CopyResult, error) {
+	d, ok := dest.(*folder)
+	if !ok || d.s != fo.s {
+		return mailbox.CopyResult{}, fmt.Errorf("mailstore: move across stores: %w", mailbox.ErrNoFolder)
+	}
+	fo.s.wmu.Lock()
+	defer fo.s.wmu.Unlock()
+	return fo.s.copyLocked(fo, uids, d, true)
+}
+
+func (s *Store) copyLocked(src *folder, uids []imap.UID, dest *folder, move bool) (mailbox.CopyResult, error) {
+	s.refresh(src.f)
+	sorted := slices.Clone(uids)
+	slices.Sort(sorted)
+	sorted = slices.Compact(sorted)
+	s.mu.RLock()
+	if src.f.deleted || dest.f.deleted {
+		s.mu.RUnlock()
+		return mailbox.CopyResult{}, mailbox.ErrNoFolder
+	}
+	res := mailbox.CopyResult{UIDValidity: dest.f.UIDValidity}
+	var recs []record
+	for _, uid := range sorted {
+		m := src.f.find(uid)
+		if m == nil {
+			continue
+		}
+		recs = append(recs, record{Date: m.Date, Size: m.Size, Flags: slices.Clone(m.Flags), Segments: m.Segments,
+			Structure: encodeStructure(m.Structure)})
+		res.SourceUIDs = append(res.SourceUIDs, uid)
+	}
+	s.mu.RUnlock()
+	if len(recs) == 0 {
+		return res, nil
+	}
+	destUIDs, err := dest.insertLocked(recs)
+	if err != nil {
+		return mailbox.CopyResult{}, err
+	}
+	res.DestUIDs = destUIDs
+	if move {
+		if _, err := src.expungeLocked(res.SourceUIDs); err != nil {
+			return mailbox.CopyResult{}, fmt.Errorf("mailstore: move: copied, but expunge failed: %w", err)
+		}
+	}
+	return res, nil
+}
