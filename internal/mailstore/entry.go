@@ -88,9 +88,9 @@ type record struct {
 type entry struct {
 	Kind entryKind
 
-	UIDValidity uint32     // header, create
-	Records     []record   // insert
-	Op          uint8      // flags: mailbox.FlagOp
+	UIDValidity uint32   // header, create
+	Records     []record // insert
+	Op          uint8    // flags: mailbox.FlagOp
 	Flags       []imap.Flag
 	UIDs        []imap.UID // flags, expunge
 

@@ -21,7 +21,7 @@ type structureJSON struct {
 
 type bodyJSON struct {
 	// Multipart when set.
-	Children []*bodyJSON                    `json:"c,omitempty"`
+	Children []*bodyJSON                     `json:"c,omitempty"`
 	MultiExt *imap.BodyStructureMultiPartExt `json:"mx,omitempty"`
 
 	Type        string                           `json:"t,omitempty"`
