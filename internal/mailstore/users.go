@@ -1,0 +1,270 @@
+package mailstore
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"epost/internal/identity"
+	"epost/internal/mailbox"
+	"epost/internal/post"
+	"epost/internal/transport"
+)
+
+// PostNode is what the mail layer needs from the node's POST instance; *post.Node
+// implements it.
+type PostNode interface {
+	AddUser(keys *identity.Keys, sr identity.SignedRecord, fresh bool, cb func(*post.User, error))
+	User(addr string) (*post.User, bool)
+	LookupRecord(addr string, cb func(*identity.Record, identity.SignedRecord, error))
+	Contents
+}
+
+// UsersConfig configures Users.
+type UsersConfig struct {
+	// NodeDir holds the users' files (post.UserDir: sealed keys, record) and their caches.
+	NodeDir string
+	Node    PostNode
+	// Passwords makes repeated logins cheap; nil means a private cache of 16 users.
+	Passwords *identity.PasswordCache
+	// HasDomain says whether a mail domain is the ring's (ring.Descriptor.HasDomain).
+	HasDomain func(domain string) bool
+	Clock     transport.Clock
+	Drive     func() // see Config.Drive
+	Rand      io.Reader
+	// Timeout bounds each wait for the ring (login, an operation); 0 means 2 minutes.
+	Timeout time.Duration
+	// RetryDelay spaces Submit's retries of recipients POST could not reach; 0 means 2 s.
+	RetryDelay time.Duration
+	// MaxMessageBytes bounds submitted messages; 0 means 64 MiB.
+	MaxMessageBytes int64
+	Log             *slog.Logger
+}
+
+// Users is the node's mail layer for its local users: the mailbox.Authenticator of the IMAP
+// and POP3 servers (through smtpserver.MailboxAuth also SMTP's), which starts a user's POST
+// session and store at the first login, and the source of the SMTP Submitter and
+// Recipients. It is safe for concurrent use.
+type Users struct {
+	cfg UsersConfig
+	w   waiter
+
+	mu       sync.Mutex
+	sessions map[string]*session
+}
+
+type session struct {
+	ready chan struct{} // closed when started (or failed)
+	err   error
+	user  *post.User
+	store *Store
+}
+
+var _ mailbox.Authenticator = (*Users)(nil)
+
+// startedMarker, in the user's directory, says the user's logs were created: later starts
+// open them (post.AddUser with fresh false) instead of creating them.
+const startedMarker = "mail.started"
+
+// CacheFileName is the local cache's file in the user's directory.
+const CacheFileName = "mail.cache"
+
+// NewUsers returns the mail layer of a node.
+func NewUsers(cfg UsersConfig) (*Users, error) {
+	if cfg.Rand == nil {
+		cfg.Rand = rand.Reader
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 2 * time.Minute
+	}
+	if cfg.RetryDelay <= 0 {
+		cfg.RetryDelay = 2 * time.Second
+	}
+	if cfg.MaxMessageBytes <= 0 {
+		cfg.MaxMessageBytes = 64 << 20
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Passwords == nil {
+		pc, err := identity.NewPasswordCache(cfg.Rand, 16)
+		if err != nil {
+			return nil, err
+		}
+		cfg.Passwords = pc
+	}
+	if cfg.Node == nil || cfg.Clock == nil || cfg.NodeDir == "" {
+		return nil, errors.New("mailstore: UsersConfig needs Node, Clock and NodeDir")
+	}
+	return &Users{cfg: cfg, w: waiter{clock: cfg.Clock, drive: cfg.Drive, timeout: cfg.Timeout}, sessions: map[string]*session{}}, nil
+}
+
+// Authenticate implements mailbox.Authenticator: username is the user's address, and the
+// password is right exactly when it opens the user's sealed key file (identity.OpenPrivate,
+// behind the PasswordCache). The first successful login starts the user's POST session
+// (which needs the private keys) and opens the store, creating the special-use folders
+// (RFC 6154); later logins share that store.
+func (us *Users) Authenticate(username, password string) (mailbox.Store, error) {
+	addr, err := identity.NormalizeAddress(username)
+	if err != nil {
+		return nil, fmt.Errorf("user %q: %w", username, mailbox.ErrAuthFailed)
+	}
+	su, err := post.LoadStoredUser(us.cfg.NodeDir, addr)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("user %q: %w", addr, mailbox.ErrAuthFailed)
+		}
+		return nil, fmt.Errorf("mailstore: user %s: %w", addr, err)
+	}
+	keys, sealedAddr, err := us.cfg.Passwords.Open(su.Sealed, []byte(password))
+	if err != nil || sealedAddr != addr {
+		return nil, fmt.Errorf("user %q: %w", addr, mailbox.ErrAuthFailed)
+	}
+	sess, err := us.start(addr, keys, su.Record)
+	if err != nil {
+		return nil, err
+	}
+	return sess.store, nil
+}
+
+// start returns the user's running session, starting it once however many logins race.
+func (us *Users) start(addr string, keys *identity.Keys, rec identity.SignedRecord) (*session, error) {
+	us.mu.Lock()
+	sess, ok := us.sessions[addr]
+	if !ok {
+		sess = &session{ready: make(chan struct{})}
+		us.sessions[addr] = sess
+	}
+	us.mu.Unlock()
+	if ok {
+		if err := us.w.wait(context.Background(), "wait for "+addr+"'s session", sess.ready); err != nil {
+			return nil, err
+		}
+		if sess.err != nil {
+			return nil, sess.err
+		}
+		return sess, nil
+	}
+	sess.user, sess.store, sess.err = us.startSession(addr, keys, rec)
+	if sess.err != nil {
+		us.mu.Lock()
+		delete(us.sessions, addr) // the next login tries again
+		us.mu.Unlock()
+	}
+	close(sess.ready)
+	return sess, sess.err
+}
+
+func (us *Users) startSession(addr string, keys *identity.Keys, rec identity.SignedRecord) (*post.User, *Store, error) {
+	ctx := context.Background()
+	dir := post.UserDir(us.cfg.NodeDir, addr)
+	marker := filepath.Join(dir, startedMarker)
+	u, ok := us.cfg.Node.User(addr)
+	if !ok {
+		_, statErr := os.Stat(marker)
+		fresh := errors.Is(statErr, fs.ErrNotExist)
+		var amu sync.Mutex
+		var added *post.User
+		var addErr error
+		werr := us.w.await(ctx, "start "+addr+"'s POST session", func(done func()) {
+			us.cfg.Node.AddUser(keys, rec, fresh, func(pu *post.User, err error) {
+				amu.Lock()
+				added, addErr = pu, err
+				amu.Unlock()
+				done()
+			})
+		})
+		if werr != nil {
+			// POST keeps trying to open the logs; the next login picks the user up.
+			return nil, nil, fmt.Errorf("mailstore: %w", werr)
+		}
+		amu.Lock()
+		u = added
+		amu.Unlock()
+		if addErr != nil && fresh && errors.Is(addErr, post.ErrLogExists) && u != nil {
+			// Created before, marker lost (a crash between the two): open instead.
+			us.cfg.Log.Info("mailstore: user's logs exist already; opening them", "user", addr)
+		} else if addErr != nil {
+			return nil, nil, fmt.Errorf("mailstore: start %s: %w", addr, addErr)
+		}
+		if fresh {
+			if err := os.WriteFile(marker, nil, 0o600); err != nil {
+				return nil, nil, fmt.Errorf("mailstore: %w", err)
+			}
+		}
+	}
+	st, err := Open(ctx, Config{
+		Address: addr, Logs: u, Contents: us.cfg.Node, Clock: us.cfg.Clock, Drive: us.cfg.Drive, Rand: us.cfg.Rand,
+		CacheFile: filepath.Join(dir, CacheFileName), CacheKey: CacheKey(keys), Timeout: us.cfg.Timeout, Log: us.cfg.Log,
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := mailbox.EnsureSpecialUse(st); err != nil {
+		return nil, nil, fmt.Errorf("mailstore: special-use folders of %s: %w", addr, err)
+	}
+	return u, st, nil
+}
+
+// session returns a started session, or nil.
+func (us *Users) session(addr string) *session {
+	us.mu.Lock()
+	defer us.mu.Unlock()
+	sess := us.sessions[addr]
+	if sess == nil {
+		return nil
+	}
+	select {
+	case <-sess.ready:
+		if sess.err == nil {
+			return sess
+		}
+	default:
+	}
+	return nil
+}
+
+// Store returns the open store of a logged-in user.
+func (us *Users) Store(addr string) (*Store, bool) {
+	if sess := us.session(addr); sess != nil {
+		return sess.store, true
+	}
+	return nil, false
+}
+
+// OnFiled is for post.Node.OnFiled: it wakes the recipient's INBOX watchers (IMAP IDLE).
+// It never blocks on the ring.
+func (us *Users) OnFiled(f post.Filed) {
+	if sess := us.session(f.User); sess != nil {
+		sess.store.Filed()
+	}
+}
+
+// Close writes every open store's cache.
+func (us *Users) Close() error {
+	us.mu.Lock()
+	var stores []*Store
+	for _, sess := range us.sessions {
+		select {
+		case <-sess.ready:
+			if sess.err == nil {
+				stores = append(stores, sess.store)
+			}
+		default:
+		}
+	}
+	us.mu.Unlock()
+	var errs []error
+	for _, st := range stores {
+		errs = append(errs, st.Close())
+	}
+	return errors.Join(errs...)
+}
