@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"slices"
 	"testing"
@@ -53,7 +54,12 @@ func (w *testWorld) liveKeys() map[ids.Key]bool {
 // shows the exact bytes and his IDLE watch fires; unknown recipients are refused; the same
 // attachment appended to two folders and submitted is stored once.
 func TestUsersSubmitDeliver(t *testing.T) {
-	const seed = 23
+	for _, seed := range []uint64{23, 24} {
+		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) { testUsersSubmitDeliver(t, seed) })
+	}
+}
+
+func testUsersSubmitDeliver(t *testing.T, seed uint64) {
 	w := newTestWorld(t, seed, 12)
 	alice := w.newUser("alice@ring.example", 1)
 	bob := w.newUser("bob@ring.example", 2)
@@ -193,6 +199,17 @@ func TestUsersSubmitDeliver(t *testing.T) {
 	w.runUntil(time.Minute, func() bool { l, _ := inboxB.List(); return len(l) == 1 })
 	if l, _ := inboxB.List(); len(l) != 1 || l[0].UID != 2 {
 		w.fail("bob's INBOX after the second message: %+v", l)
+	}
+	// Every chunk a folder references is live in the ring (what LiveKeys hands to Refresh).
+	live := w.liveKeys()
+	keys := ua.sessions["alice@ring.example"].store.LiveKeys()
+	if len(keys) < attChunks {
+		w.fail("alice's live keys: %d", len(keys))
+	}
+	for _, k := range append(keys, ub.sessions["bob@ring.example"].store.LiveKeys()...) {
+		if !live[k] {
+			w.fail("referenced chunk %s is in no store", k.ID.Short())
+		}
 	}
 	if err := ua.Close(); err != nil {
 		w.fail("close: %v", err)

@@ -90,7 +90,12 @@ func appendBase64Lines(dst, src []byte) []byte {
 // and MODSEQ, copy, move, expunge, and everything identical after a restart on another node
 // with the cache deleted, and again with the cache.
 func TestStoreOnRing(t *testing.T) {
-	const seed = 7
+	for _, seed := range []uint64{7, 8, 9} {
+		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) { testStoreOnRing(t, seed) })
+	}
+}
+
+func testStoreOnRing(t *testing.T, seed uint64) {
 	start := time.Now()
 	w := newTestWorld(t, seed, 12)
 	alice := w.newUser("alice@ring.example", 1)
