@@ -198,6 +198,37 @@ func testStoreOnRing(t *testing.T, seed uint64) {
 	if err := s.Rename("Projects/2026", "Old/2026"); err != nil {
 		w.fail("rename: %v", err)
 	}
+	// RFC 3501 section 6.3.4/6.3.5: a folder made again gets a larger UIDVALIDITY; renaming
+	// INBOX moves its messages and leaves it empty with its UIDVALIDITY.
+	oldUV := mustFolder(w, s, "Junk").Info().UIDValidity
+	if err := s.Delete("Junk"); err != nil {
+		w.fail("delete: %v", err)
+	}
+	if _, err := s.Folder("Junk"); err != mailbox.ErrNoFolder {
+		w.fail("deleted folder still there: %v", err)
+	}
+	if err := s.Create("Junk", imap.MailboxAttrJunk); err != nil {
+		w.fail("create again: %v", err)
+	}
+	if uv := mustFolder(w, s, "Junk").Info().UIDValidity; uv <= oldUV {
+		w.fail("UIDVALIDITY %d after re-creation, was %d", uv, oldUV)
+	}
+	inboxUV := inbox.Info().UIDValidity
+	if err := s.Rename("INBOX", "Old mail"); err != nil {
+		w.fail("rename INBOX: %v", err)
+	}
+	if st, _ := inbox.Status(); st.Messages != 0 || st.UIDValidity != inboxUV || st.UIDNext != 5 {
+		w.fail("INBOX after rename %+v", st)
+	}
+	if st, _ := mustFolder(w, s, "Old mail").Status(); st.Messages != 2 {
+		w.fail("renamed INBOX %+v", st)
+	}
+	if b := readAll(w, mustFolder(w, s, "Old mail"), 2); !bytes.Equal(b, msgs[3]) {
+		w.fail("message moved by the INBOX rename differs")
+	}
+	if _, err := inbox.Append(msgs[0], nil, time.Time{}); err != nil {
+		w.fail("append after rename: %v", err)
+	}
 	want := snapshotStore(w, s)
 	t.Logf("state:\n%s", want)
 	if err := s.Close(); err != nil {
@@ -226,7 +257,7 @@ func testStoreOnRing(t *testing.T, seed uint64) {
 			w.fail("state after restart (cache %v) differs:\n got %s\nwant %s", useCache, got, want)
 		}
 		in2 := mustFolder(w, s2, mailbox.Inbox)
-		if b := readAll(w, in2, 4); !bytes.Equal(b, msgs[3]) {
+		if b := readAll(w, in2, 5); !bytes.Equal(b, msgs[0]) {
 			w.fail("attachment message after restart differs")
 		}
 		s2.Close()
