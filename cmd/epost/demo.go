@@ -1,34 +1,430 @@
 package main
 
 import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/base32"
+	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/smtp"
 	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
 	"time"
 
-	"epost/internal/sim"
+	"epost/internal/daemon"
+	"epost/internal/ring"
 )
 
+// "epost demo": a whole ring on this machine, ready for a mail client. The nodes are daemon
+// nodes in this process, each with its own node directory and TLS listener on loopback, so
+// node-to-node traffic is the same TLS 1.3 a real ring uses. Two users, alice and bob, live on
+// two different nodes; each gets IMAP, SMTP and POP3 on their own node.
+//
+// Layout of DIR (kept across runs with --dir; a temporary directory otherwise):
+//
+//	DIR/ring/            the ring (CA key, descriptor)
+//	DIR/nodeN/           node directories (config.json holds the ports chosen at first start)
+//	DIR/USER.password    the users' generated passwords (0600)
+//	DIR/logs/nodeN.log   the nodes' logs
+//	DIR/demo.json        written once the ring is ready: addresses, passwords, endpoints
+
 func init() {
-	register("demo", "run the main job (for now: a 1,000-node simulated ring)", runDemo)
+	register("demo", "run the main job: a whole ring on this machine with two mail users, until Ctrl-C", runDemo)
 }
 
-// runDemo is the README's "run the main job" command. Until the mail layer exists it runs the
-// overlay simulator on a ring large enough to show routing, failure and repair at a glance.
+const demoDomain = "demo.example"
+
+// demoUsers are the demo's users and the nodes they live on (never node0, the founder).
+var demoUsers = []struct {
+	name string
+	node int
+}{{"alice", 1}, {"bob", 2}}
+
+// DemoUser is one user's entry in demo.json.
+type DemoUser struct {
+	Address  string `json:"address"`
+	Password string `json:"password"`
+	IMAP     string `json:"imap"`
+	SMTP     string `json:"smtp"`
+	POP3     string `json:"pop3"`
+}
+
+// DemoFile is demo.json.
+type DemoFile struct {
+	Users []DemoUser `json:"users"`
+}
+
 func runDemo(args []string) error {
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
-	nodes := fs.Int("nodes", 1000, "nodes in the simulated ring")
-	seed := fs.Uint64("seed", 1, "random seed")
+	dir := fs.String("dir", "", "keep the ring here across runs (default: a temporary directory removed at exit)")
+	nodes := fs.Int("nodes", 5, "nodes in the ring (at least 3)")
+	seed := fs.Uint64("seed", 0, "overlay random seed (0: random, printed)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	fmt.Fprintf(os.Stderr, "epost demo: the mail layer is not built yet, so the demo runs the Pastry simulator:\n"+
-		"  %d nodes join one after another, 5,000 lookups, 30%% of the nodes fail, repair, lookups again.\n\n", *nodes)
-	start := time.Now()
-	c := sim.RouteConfig{Nodes: *nodes, Lookups: 5000, Fail: 0.3, Seed: *seed}
-	if _, err := sim.RunRoute(c, os.Stdout, progress(false)); err != nil {
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if *nodes < 3 {
+		return errors.New("--nodes must be at least 3 (the two users live on nodes of their own)")
+	}
+	if *seed == 0 {
+		*seed = uint64(time.Now().UnixNano()) | 1
+	}
+	out := os.Stdout
+	root := *dir
+	if root == "" {
+		tmp, err := os.MkdirTemp("", "epost-demo-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(tmp)
+		root = tmp
+	} else if err := os.MkdirAll(root, 0o700); err != nil {
 		return err
 	}
-	fmt.Fprintln(os.Stderr, peakNote(start))
-	return nil
+	root, _ = filepath.Abs(root)
+
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		<-sigs
+		cancel()
+		<-sigs
+		fmt.Fprintln(os.Stderr, "second signal: exiting without a clean shutdown")
+		os.Exit(1)
+	}()
+
+	// demo.json announces a ready ring: a stale one from the last run must not.
+	if err := os.Remove(filepath.Join(root, "demo.json")); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	fresh, err := demoSetup(root, *nodes)
+	if err != nil {
+		return err
+	}
+	n := demoNodeCount(root)
+	if fresh {
+		fmt.Fprintf(out, "epost demo: created a ring of %d nodes in %s (seed %d)\n", n, root, *seed)
+	} else {
+		fmt.Fprintf(out, "epost demo: reusing the ring of %d nodes in %s (seed %d)\n", n, root, *seed)
+	}
+
+	// Start every node.
+	if err := os.MkdirAll(filepath.Join(root, "logs"), 0o700); err != nil {
+		return err
+	}
+	var running []*daemon.Node
+	defer func() {
+		for i := len(running) - 1; i >= 0; i-- {
+			running[i].Stop()
+		}
+	}()
+	for i := range n {
+		logf, err := os.OpenFile(filepath.Join(root, "logs", fmt.Sprintf("node%d.log", i)), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+		if err != nil {
+			return err
+		}
+		defer logf.Close()
+		log := slog.New(slog.NewTextHandler(logf, &slog.HandlerOptions{Level: slog.LevelInfo}))
+		nd, err := daemon.Open(daemon.Options{Dir: demoNodeDir(root, i), Logger: log, Timers: demoTimers(), Seed: *seed + uint64(i)})
+		if err != nil {
+			return err
+		}
+		if err := nd.Start(); err != nil {
+			return fmt.Errorf("node%d: %w (its log: %s)", i, err, logf.Name())
+		}
+		running = append(running, nd)
+	}
+	fmt.Fprintf(out, "waiting for the nodes to join (logs in %s) ...\n", filepath.Join(root, "logs"))
+	start := time.Now()
+	for !allReady(running) {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(200 * time.Millisecond):
+		}
+		if time.Since(start) > 2*time.Minute {
+			return fmt.Errorf("the ring did not form within 2 minutes; see the logs in %s", filepath.Join(root, "logs"))
+		}
+	}
+	fmt.Fprintf(out, "ring ready: %d nodes joined in %s\n", n, time.Since(start).Round(100*time.Millisecond))
+
+	// Bring the users online (their nodes open their keys with the passwords) and send bob
+	// his welcome mail through alice's SMTP server, once.
+	var users []DemoUser
+	for _, du := range demoUsers {
+		addr := du.name + "@" + demoDomain
+		pw, err := os.ReadFile(filepath.Join(root, du.name+".password"))
+		if err != nil {
+			return fmt.Errorf("%w (the demo directory is incomplete; remove %s and start again)", err, root)
+		}
+		password := strings.TrimSpace(string(pw))
+		nd := running[du.node]
+		if _, err := nd.Login(addr, password); err != nil {
+			return fmt.Errorf("bring %s online: %w", addr, err)
+		}
+		a := nd.MailAddrs()
+		users = append(users, DemoUser{Address: addr, Password: password, IMAP: a.IMAP, SMTP: a.SMTP, POP3: a.POP3})
+	}
+	welcomed := filepath.Join(root, "welcome.sent")
+	if _, err := os.Stat(welcomed); err != nil {
+		if err := sendWelcome(users[0], users[1]); err != nil {
+			return fmt.Errorf("send the welcome mail: %w", err)
+		}
+		if err := os.WriteFile(welcomed, []byte(time.Now().UTC().Format(time.RFC3339)+"\n"), 0o600); err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "sent %s a welcome mail from %s\n", users[1].Address, users[0].Address)
+	}
+	data, _ := json.MarshalIndent(DemoFile{Users: users}, "", "  ")
+	if err := writeFileSync(filepath.Join(root, "demo.json"), append(data, '\n')); err != nil {
+		return err
+	}
+
+	printDemoUsers(out, users, root)
+	fmt.Fprintln(out, "\nlive status (Ctrl-C stops the ring):")
+	last, lastAt := "", time.Time{}
+	for {
+		line := demoStatusLine(running)
+		if line != last || time.Since(lastAt) > 30*time.Second {
+			fmt.Fprintf(out, "  %s  %s\n", time.Now().Format("15:04:05"), line)
+			last, lastAt = line, time.Now()
+		}
+		select {
+		case <-ctx.Done():
+			fmt.Fprintln(out, "stopping the ring ...")
+			if *dir != "" {
+				fmt.Fprintf(out, "state kept in %s: run epost demo --dir %s to continue with the same ring, users and passwords\n", root, *dir)
+			}
+			return nil
+		case <-time.After(3 * time.Second):
+		}
+	}
+}
+
+// demoTimers are quicker than production so the ring forms and heals in seconds on one machine.
+func demoTimers() daemon.Timers {
+	return daemon.Timers{
+		Tick:                 100 * time.Millisecond,
+		ProbeInterval:        time.Second,
+		ProbeTimeout:         300 * time.Millisecond,
+		JoinTimeout:          2 * time.Second,
+		BootstrapBackoff:     250 * time.Millisecond,
+		BootstrapMaxBackoff:  2 * time.Second,
+		DialTimeout:          2 * time.Second,
+		Keepalive:            2 * time.Second,
+		PeersSave:            time.Second,
+		PastTick:             100 * time.Millisecond,
+		PastRequestTimeout:   time.Second,
+		PastMaintenanceDelay: time.Second,
+		PostHolderDelay:      5 * time.Second,
+		PostRetryDelay:       time.Second,
+	}
+}
+
+func demoNodeDir(root string, i int) string { return filepath.Join(root, fmt.Sprintf("node%d", i)) }
+
+func demoNodeCount(root string) int {
+	n := 0
+	for {
+		if _, err := os.Stat(filepath.Join(demoNodeDir(root, n), "config.json")); err != nil {
+			return n
+		}
+		n++
+	}
+}
+
+// demoSetup creates the ring, nodes and users on the first start (ports picked free now and
+// kept in the node configs) and reports whether it did; a later start finds them in place.
+func demoSetup(root string, nodes int) (fresh bool, err error) {
+	ringDir := filepath.Join(root, "ring")
+	if _, err := os.Stat(filepath.Join(ringDir, ring.FileDescriptor)); err == nil {
+		if demoNodeCount(root) < 3 {
+			return false, fmt.Errorf("%s holds a ring but not its nodes; remove the directory and start again", root)
+		}
+		return false, nil
+	}
+	now := time.Now()
+	if err := ringInit([]string{"--dir", ringDir, "--name", "demo", "--domain", demoDomain}, io.Discard, now); err != nil {
+		return false, err
+	}
+	ports, err := freeLoopbackPorts(nodes + 3*len(demoUsers))
+	if err != nil {
+		return false, err
+	}
+	mailPorts := map[int][]string{}
+	for i, du := range demoUsers {
+		mailPorts[du.node] = ports[nodes+3*i : nodes+3*i+3]
+	}
+	for i := range nodes {
+		args := []string{"--ring", ringDir, "--dir", demoNodeDir(root, i), "--listen", ports[i]}
+		if i > 0 {
+			args = append(args, "--bootstrap", ports[0])
+		}
+		mp := mailPorts[i]
+		if mp == nil {
+			mp = []string{"", "", ""}
+		}
+		args = append(args, "--imap", mp[0], "--smtp", mp[1], "--pop3", mp[2])
+		if err := nodeInit(args, io.Discard, now); err != nil {
+			return false, fmt.Errorf("node%d: %w", i, err)
+		}
+	}
+	for _, du := range demoUsers {
+		var b [10]byte
+		if _, err := rand.Read(b[:]); err != nil {
+			return false, err
+		}
+		pwFile := filepath.Join(root, du.name+".password")
+		pw := strings.ToLower(base32.StdEncoding.EncodeToString(b[:]))
+		if err := os.WriteFile(pwFile, []byte(pw+"\n"), 0o600); err != nil {
+			return false, err
+		}
+		if err := userAdd([]string{"--ring", ringDir, "--node", demoNodeDir(root, du.node),
+			"--address", du.name + "@" + demoDomain, "--password-file", pwFile}, io.Discard, now); err != nil {
+			return false, err
+		}
+	}
+	return true, nil
+}
+
+// freeLoopbackPorts returns n loopback addresses that were free a moment ago.
+func freeLoopbackPorts(n int) ([]string, error) {
+	var lns []net.Listener
+	defer func() {
+		for _, ln := range lns {
+			ln.Close()
+		}
+	}()
+	var out []string
+	for range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, fmt.Errorf("pick a free port: %w", err)
+		}
+		lns = append(lns, ln)
+		out = append(out, ln.Addr().String())
+	}
+	return out, nil
+}
+
+func allReady(ns []*daemon.Node) bool {
+	for _, n := range ns {
+		if !n.Ready() {
+			return false
+		}
+	}
+	return true
+}
+
+// sendWelcome sends to's welcome mail through from's SMTP server, over STARTTLS with AUTH
+// PLAIN, as a mail client would (the node's certificate is self-signed, so it is not checked).
+func sendWelcome(from, to DemoUser) error {
+	c, err := smtp.Dial(from.SMTP)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	host, _, _ := net.SplitHostPort(from.SMTP)
+	if err := c.StartTLS(&tls.Config{ServerName: host, InsecureSkipVerify: true}); err != nil {
+		return err
+	}
+	if err := c.Auth(smtp.PlainAuth("", from.Address, from.Password, host)); err != nil {
+		return err
+	}
+	if err := c.Mail(from.Address); err != nil {
+		return err
+	}
+	if err := c.Rcpt(to.Address); err != nil {
+		return err
+	}
+	w, err := c.Data()
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "From: %s\r\nTo: %s\r\nSubject: Welcome to ePOST\r\nDate: %s\r\nMessage-ID: <welcome.%d@%s>\r\n\r\n"+
+		"Hello %s,\r\n\r\nthis message crossed a peer-to-peer ring: stored encrypted and replicated on its\r\n"+
+		"nodes, and filed into your INBOX by your own node.\r\n",
+		from.Address, to.Address, time.Now().Format(time.RFC1123Z), time.Now().UnixNano(), demoDomain, strings.Split(to.Address, "@")[0])
+	if err := w.Close(); err != nil {
+		return err
+	}
+	return c.Quit()
+}
+
+func printDemoUsers(out io.Writer, users []DemoUser, root string) {
+	fmt.Fprintf(out, "\nmail accounts (also in %s):\n", filepath.Join(root, "demo.json"))
+	for _, u := range users {
+		fmt.Fprintf(out, "\n  %s   password: %s\n", u.Address, u.Password)
+		fmt.Fprintf(out, "    IMAP  %s  (STARTTLS; plain login allowed on loopback)\n", u.IMAP)
+		fmt.Fprintf(out, "    SMTP  %s  (submission, STARTTLS, AUTH PLAIN)\n", u.SMTP)
+		fmt.Fprintf(out, "    POP3  %s  (STLS)\n", u.POP3)
+		fmt.Fprintf(out, "    user name: %s (the node's certificate is self-signed: accept it once)\n", u.Address)
+	}
+	if len(users) >= 2 {
+		a, b := users[0], users[1]
+		fmt.Fprintf(out, "\nsend a mail from %s to %s:\n", a.Address, b.Address)
+		fmt.Fprintf(out, "  %s\n", swaksLine(a, b))
+		fmt.Fprintf(out, "\nand one back:\n  %s\n", swaksLine(b, a))
+	}
+}
+
+func swaksLine(from, to DemoUser) string {
+	return fmt.Sprintf(`swaks --server %s --tls --auth PLAIN --auth-user %s --auth-password %s --from %s --to %s --header "Subject: hi" --body "hello from %s"`,
+		from.SMTP, from.Address, from.Password, from.Address, to.Address, strings.Split(from.Address, "@")[0])
+}
+
+// demoStatusLine is one line of live status: nodes ready, stored objects, and per user the
+// messages filed since start.
+func demoStatusLine(ns []*daemon.Node) string {
+	ready, objects, pending, outbox := 0, int64(0), 0, 0
+	var users []string
+	for _, n := range ns {
+		st := n.Status()
+		if st.Ready {
+			ready++
+		}
+		objects += st.Past.Objects
+		pending += st.Mail.PendingHeld
+		outbox += st.Mail.Outbox
+		for _, u := range st.Mail.Users {
+			users = append(users, fmt.Sprintf("%s %d", strings.Split(u.Address, "@")[0], u.Filed))
+		}
+	}
+	return fmt.Sprintf("nodes ready %d/%d | filed since start: %s | pending deliveries %d | outbox %d | objects stored %d",
+		ready, len(ns), strings.Join(users, ", "), pending, outbox, objects)
+}
+
+// writeFileSync writes path through a temporary file, fsynced, renamed into place.
+func writeFileSync(path string, data []byte) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
 }

@@ -82,6 +82,21 @@ func printStatus(out io.Writer, st *daemon.Status) {
 	fmt.Fprintf(out, "replica   %d stored, %d refused, %d repaired, %d handed off, %d maintenance rounds\n",
 		p.Stored, p.Refused, p.Repaired, p.Dropped, p.SyncRounds)
 	fmt.Fprintf(out, "client    %d inserts (%d failed), %d lookups (%d failed)\n", p.Inserts, p.InsertsFailed, p.Lookups, p.LookupsFailed)
+	m := st.Mail
+	if m.Servers != (daemon.MailAddrs{}) {
+		fmt.Fprintf(out, "mail      IMAP %s  SMTP %s  POP3 %s\n", orOff(m.Servers.IMAP), orOff(m.Servers.SMTP), orOff(m.Servers.POP3))
+	}
+	var users []string
+	for _, u := range m.Users {
+		state := "waiting for first login"
+		if u.Online {
+			state = fmt.Sprintf("online, %d filed", u.Filed)
+		}
+		users = append(users, fmt.Sprintf("%s (%s)", u.Address, state))
+	}
+	fmt.Fprintf(out, "users     %s\n", orDash(strings.Join(users, ", ")))
+	fmt.Fprintf(out, "delivery  %d filed here, %d sent (%d stored, %d refused), %d pending held for offline users, %d in outbox\n",
+		m.Filed, m.Sent, m.Accepted, m.Refused, m.PendingHeld, m.Outbox)
 }
 
 func orDash(s string) string {

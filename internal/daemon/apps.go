@@ -2,15 +2,21 @@ package daemon
 
 import (
 	"crypto/ed25519"
+	crand "crypto/rand"
 	"fmt"
 	"math/rand/v2"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"epost/internal/appmux"
+	"epost/internal/content"
+	"epost/internal/ids"
 	"epost/internal/past"
 	"epost/internal/pastry"
+	"epost/internal/post"
+	"epost/internal/scribe"
 	"epost/internal/store"
 	"epost/internal/transport"
 )
@@ -25,8 +31,12 @@ import (
 // block: a stalled Handler stalls every connection's reader, Pastry's probes included, and the
 // node would be declared dead by its neighbours while it waits for its disk.
 //
-// To add an application (Scribe, POST): build it in newApps next to PAST, register it under its
-// appmux tag before the overlay starts, give apps a field for it, and stop it in apps.stop.
+// To add an application: build it in newApps next to PAST, Scribe and POST, register it under
+// its appmux tag before the overlay starts, give apps a field for it, and stop it in apps.stop.
+//
+// POST's callbacks (PAST replies, Scribe deliveries) run on the worker goroutine or on timer
+// goroutines; the mail servers wait for them through blocking wrappers (mailstore's waiter,
+// mail.go's await) on their own connection goroutines, never on the worker.
 
 // FileStore is the object store's directory inside the node's data directory.
 const FileStore = "store"
@@ -34,11 +44,27 @@ const FileStore = "store"
 // apps are the applications running on one pastry.Driver. A founder that founds its ring anew
 // replaces its driver (see founderWatch), and with it the apps; the store outlives them.
 type apps struct {
-	mux  *appmux.Mux
-	past *past.Driver
-	// Scribe and POST go here once they run on the daemon:
-	//	scribe *scribe.Scribe   // appmux.TagScribe
-	//	post   *post.Node       // appmux.TagPost
+	mux        *appmux.Mux
+	past       *past.Driver
+	scribe     *scribe.Scribe // appmux.TagScribe: presence topics for POST
+	stopScribe func()         // ends Scribe's ticker
+	post       *post.Node     // appmux.TagPost: mail delivery and the local users' logs
+}
+
+// observerShim lets PAST be built before the POST node it reports stored and dropped objects
+// to (POST's holder index of pending notifications).
+type observerShim struct{ n atomic.Pointer[post.Node] }
+
+func (o *observerShim) Stored(m store.Meta) {
+	if n := o.n.Load(); n != nil {
+		n.Stored(m)
+	}
+}
+
+func (o *observerShim) Removed(k ids.Key) {
+	if n := o.n.Load(); n != nil {
+		n.Removed(k)
+	}
 }
 
 // openStore opens the node's durable object store (DATADIR/store). Every write the store
@@ -85,22 +111,68 @@ func (n *Node) newApps(mux *appmux.Mux, pd *pastry.Driver, seed uint64) *apps {
 		cfg.Policy.CA = caPub // replicas accept CA-signed user records (POST)
 	}
 	cfg.Policy.Revoked = n.rn.Trust.IsRecordRevoked
+	obs := &observerShim{}
+	cfg.Observer = obs
+	// A client that wrote a key (a log head, a pending notification) rewrites it at the
+	// replicas it found, without another route to the root, for this long.
+	cfg.LocateCacheTTL = 30 * time.Second
 	rng := rand.New(rand.NewPCG(seed^0x7061737421, seed))
 	pn := past.NewNode(cfg, n.self, n.store, rng)
 	pdrv := past.NewDriver(pn, pd, transport.RealClock{}, n.timers.PastTick)
 	pdrv.OnReject = func(from pastry.Handle, err error) {
 		n.log.Debug("past: refused message", "peer", from.ID.Short(), "err", err)
 	}
-	a := &apps{mux: mux, past: pdrv}
+	sc := scribe.New(scribe.Config{Ring: d.RingID, Now: time.Now,
+		Rand: rand.New(rand.NewPCG(seed^0x73637269, seed))}, pd)
+	pst := post.New(n.postConfig(), pdrv, sc, pd)
+	obs.n.Store(pst)
+	pst.OnFiled = n.mail.onFiled
+	a := &apps{mux: mux, past: pdrv, scribe: sc, post: pst}
 	// Registration cannot fail on a fresh mux with distinct tags.
 	_ = mux.Register(appmux.TagPast, pdrv.App())
+	_ = mux.Register(appmux.TagScribe, sc)
+	_ = mux.Register(appmux.TagPost, pst.App())
 	mux.OnUnknown = func(e pastry.Event) { n.queue.unknown.Add(1) }
 	pdrv.Start()
+	a.stopScribe = sc.RunTicker(transport.RealClock{}, time.Second)
+	// Users already online on a replaced driver (a founder founding its ring anew) move to the
+	// new POST node; their logs and received sets live on in their post.User.
+	pst.RebuildHolderIndex()
+	n.mail.resumeAll(pst)
 	return a
+}
+
+// postConfig is POST's configuration on this node: the ring's CA and revocations, the ring's
+// convergence secret, the wall clock, and a durable received journal per user in the user's
+// directory (a notification counts as filed once it is on this node's disk).
+func (n *Node) postConfig() post.Config {
+	pc := post.DefaultConfig()
+	pc.Ring = n.rn.Descriptor.RingID
+	if caPub, ok := n.rn.Trust.CA().PublicKey.(ed25519.PublicKey); ok {
+		pc.CA = caPub
+	}
+	pc.Revoked = n.rn.Trust.IsRecordRevoked
+	pc.Secret = content.Secret(n.rn.ConvergenceKey)
+	pc.Clock = transport.RealClock{}
+	pc.Rand = crand.Reader
+	pc.Log = n.log
+	if n.timers.PostHolderDelay > 0 {
+		pc.HolderDelay = n.timers.PostHolderDelay
+	}
+	if n.timers.PostRetryDelay > 0 {
+		pc.RetryDelay = n.timers.PostRetryDelay
+	}
+	pc.Journals = func(addr string) (post.Journal, error) {
+		return post.OpenFileJournal(filepath.Join(post.UserDir(n.opts.Dir, addr), post.FileReceivedJournal))
+	}
+	return pc
 }
 
 // stop ends the applications' timers; events still queued for them are ignored.
 func (a *apps) stop() {
+	a.post.Stop()
+	a.scribe.Stop()
+	a.stopScribe()
 	a.past.Stop()
 }
 

@@ -46,6 +46,10 @@ type Timers struct {
 	PastMaintenanceDelay time.Duration // PAST: maintenance this long after a leaf-set change
 	PastDropGrace        time.Duration // PAST: keep objects no longer ours this long
 	PastGC               time.Duration // PAST: expire leases and purge the trash this often
+
+	// POST; zero keeps post.DefaultConfig's value (these have no defaults of their own here).
+	PostHolderDelay time.Duration // a holder offers a still-held notification itself after this
+	PostRetryDelay  time.Duration // filing or opening a log that failed is retried after this
 }
 
 // DefaultTimers are the production values.
@@ -132,6 +136,8 @@ type Node struct {
 	cur       atomic.Pointer[pastry.Driver] // n.drv, for the transport handler without n.mu
 	apps      atomic.Pointer[apps]          // the applications on n.drv
 	store     *store.Store                  // opened by Start, closed by Stop
+	mail      *mailUsers                    // the node's users (NODEDIR/users)
+	servers   *mailServers                  // IMAP/SMTP/POP3, when the node has users; guarded by mu
 	queue     *appQueue
 	ops       opCounters
 	book      *addrBook
@@ -174,6 +180,9 @@ func Open(opts Options) (*Node, error) {
 		queue:  newAppQueue(),
 	}
 	n.peers = newPeerStore(filepath.Join(rn.DataDir(), FilePeers), rn.ID)
+	if n.mail, err = newMailUsers(n); err != nil {
+		return nil, err
+	}
 	if err := rn.CheckOwnCert(time.Now()); err != nil {
 		log.Warn("own certificate will be refused by peers: "+err.Error(),
 			"node", rn.ID.Short(), "fix", "re-enroll the node (epost node init, or node request and node accept)")
@@ -227,6 +236,12 @@ func (n *Node) Start() error {
 		return err
 	}
 	n.store = st
+	if err := n.startMail(); err != nil {
+		n.closeControlLocked()
+		_ = st.Close()
+		n.store = nil
+		return err
+	}
 
 	n.self = pastry.Handle{ID: n.rn.ID, Addr: advertise}
 	// The driver needs the transport and the transport needs a handler: the resolving wrapper
@@ -249,6 +264,8 @@ func (n *Node) Start() error {
 	})
 	if err != nil {
 		n.closeControlLocked()
+		n.servers.close()
+		n.servers = nil
 		n.apps.Load().stop()
 		_ = st.Close()
 		n.store = nil
@@ -328,6 +345,7 @@ func (n *Node) onEvent(e pastry.Event) {
 	case pastry.EventReady:
 		n.log.Info("joined the ring: ready", "node", n.rn.ID.Short(), "after", time.Since(n.started).Round(time.Millisecond))
 		n.leafDirty.Store(true)
+		go n.mail.publishAll()
 	case pastry.EventLeafSetChanged:
 		n.leafDirty.Store(true)
 	}
@@ -351,9 +369,12 @@ func (n *Node) Stop() error {
 	}
 	n.stopped = true
 	close(n.stop)
-	drv, tr, st := n.drv, n.tr, n.store
+	drv, tr, st, ms := n.drv, n.tr, n.store, n.servers
 	n.closeControlLocked()
 	n.mu.Unlock()
+
+	// Mail clients first: nothing new reaches POST once the overlay stops.
+	ms.close()
 
 	if drv != nil {
 		drv.Stop()
@@ -364,6 +385,7 @@ func (n *Node) Stop() error {
 	// Control requests waiting for PAST give up on n.stop, and the application queue's worker
 	// ends, so nothing writes to the store once Wait returns.
 	n.wg.Wait()
+	n.mail.closeAll()
 	if drv != nil && n.joined.Load() {
 		n.savePeers(drv)
 	}

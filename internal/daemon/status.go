@@ -42,6 +42,59 @@ type Status struct {
 	Transport TransportStatus `json:"transport"`
 	Overlay   OverlayStatus   `json:"overlay"`
 	Past      PastStatus      `json:"past"`
+	Mail      MailStatus      `json:"mail"`
+}
+
+// MailStatus is the node's mail side: its servers, its users, and POST's counters since start.
+type MailStatus struct {
+	Servers MailAddrs        `json:"servers"` // bound addresses; empty when off
+	Users   []MailUserStatus `json:"users"`
+	// Filed counts messages filed into local users' INBOXes; Sent notifications built by
+	// local senders, Accepted those the ring stored, Refused those for unknown recipients.
+	Filed    uint64 `json:"filed"`
+	Sent     uint64 `json:"sent"`
+	Accepted uint64 `json:"accepted"`
+	Refused  uint64 `json:"refused"`
+	// PendingHeld are pending notifications (mail for recipients not online yet) this node
+	// holds as a replica; Outbox messages queued for recipients outside the ring.
+	PendingHeld int `json:"pending_held"`
+	Outbox      int `json:"outbox"`
+}
+
+// MailUserStatus is one user of the node.
+type MailUserStatus struct {
+	Address string `json:"address"`
+	Online  bool   `json:"online"` // logged in since the node started: keys open, mail filed at once
+	Filed   uint64 `json:"filed"`
+}
+
+// mailStatus fills the mail section.
+func (n *Node) mailStatus() MailStatus {
+	m := MailStatus{Users: []MailUserStatus{}}
+	n.mu.Lock()
+	ms := n.servers
+	n.mu.Unlock()
+	if ms != nil {
+		m.Servers = ms.addrs
+		if ms.outbox != nil {
+			if p, err := ms.outbox.Pending(); err == nil {
+				m.Outbox = len(p)
+			}
+		}
+	}
+	for _, addr := range n.mail.addresses() {
+		u := n.mail.user(addr)
+		u.mu.Lock()
+		online := u.store != nil
+		u.mu.Unlock()
+		m.Users = append(m.Users, MailUserStatus{Address: addr, Online: online, Filed: u.filed.Load()})
+	}
+	m.Filed = n.mail.filed.Load()
+	if a := n.apps.Load(); a != nil {
+		ps := a.post.Stats()
+		m.Sent, m.Accepted, m.Refused, m.PendingHeld = ps.Sent, ps.Accepted, ps.Refused, ps.PendingHeld
+	}
+	return m
 }
 
 // PastStatus is the node's PAST replica and client state. Objects and bytes come from the
@@ -191,6 +244,7 @@ func (n *Node) Status() Status {
 		s.RememberedPeers = len(rem)
 	}
 	s.Past = n.pastStatus()
+	s.Mail = n.mailStatus()
 	return s
 }
 

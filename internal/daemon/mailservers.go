@@ -1,0 +1,353 @@
+package daemon
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"epost/internal/identity"
+	"epost/internal/imapserver"
+	"epost/internal/mailbox"
+	"epost/internal/pop3server"
+	"epost/internal/post"
+	"epost/internal/smtpserver"
+)
+
+// The mail servers: IMAP, SMTP submission and POP3 for the node's users, on the config's
+// --imap, --smtp and --pop3 addresses, started when the node has at least one user. Clear-text
+// logins are accepted only from loopback (the servers' default); remote clients use STARTTLS
+// (STLS for POP3) with the certificate the node made for itself (FileMailCert). Recipients
+// outside the ring go to a durable outbox (DATADIR/outbox) that the ring's SMTP gateway will
+// drain; until a gateway runs they wait there.
+
+// Files of the mail servers.
+const (
+	FileMailCert = "mail-tls.crt" // NODEDIR: the servers' self-signed certificate (PEM)
+	FileMailKey  = "mail-tls.key" // NODEDIR, 0600: its private key (PEM)
+	FileOutbox   = "outbox"       // DATADIR: mail for recipients outside the ring
+)
+
+// mailServers are the running listeners.
+type mailServers struct {
+	imap   *imapserver.Server
+	smtp   *smtpserver.Server
+	pop3   *pop3server.Server
+	outbox *smtpserver.DirOutbox
+	addrs  MailAddrs
+}
+
+// MailAddrs are the bound addresses of the mail servers ("" when off).
+type MailAddrs struct {
+	IMAP string `json:"imap,omitempty"`
+	SMTP string `json:"smtp,omitempty"`
+	POP3 string `json:"pop3,omitempty"`
+}
+
+// startMail starts the servers configured for this node, if it has users. Called by Start
+// with n.mu held.
+func (n *Node) startMail() error {
+	cfg := n.rn.Config
+	if len(n.mail.addresses()) == 0 {
+		if cfg.IMAP != "" || cfg.SMTP != "" || cfg.POP3 != "" {
+			n.log.Info("no users on this node yet: mail servers stay off (add one with epost user add, then restart the node)")
+		}
+		return nil
+	}
+	if cfg.IMAP == "" && cfg.SMTP == "" && cfg.POP3 == "" {
+		n.log.Warn("this node has users but no IMAP, SMTP or POP3 address in its config: its users cannot reach their mail (set them with epost node init --imap/--smtp/--pop3)")
+		return nil
+	}
+	tlsCfg, err := loadOrMakeMailTLS(n.opts.Dir)
+	if err != nil {
+		return err
+	}
+	ms := &mailServers{}
+	fail := func(err error) error {
+		ms.close()
+		return err
+	}
+	domain := "localhost"
+	if len(n.rn.Descriptor.Domains) > 0 {
+		domain = n.rn.Descriptor.Domains[0]
+	}
+	auth := mailAuth{n.mail}
+	if cfg.IMAP != "" {
+		ln, err := listenMail("IMAP", cfg.IMAP, "--imap")
+		if err != nil {
+			return fail(err)
+		}
+		s, err := imapserver.New(imapserver.Config{Auth: auth, TLS: tlsCfg, Logger: n.log, Version: "epost"})
+		if err != nil {
+			ln.Close()
+			return fail(err)
+		}
+		ms.imap, ms.addrs.IMAP = s, ln.Addr().String()
+		go s.Serve(ln)
+	}
+	if cfg.SMTP != "" {
+		ob, err := smtpserver.OpenDirOutbox(filepath.Join(n.rn.DataDir(), FileOutbox), time.Now)
+		if err != nil {
+			return fail(fmt.Errorf("open the outbox: %w", err))
+		}
+		ms.outbox = ob
+		ln, err := listenMail("SMTP", cfg.SMTP, "--smtp")
+		if err != nil {
+			return fail(err)
+		}
+		s, err := smtpserver.New(smtpserver.Config{
+			Domain:     domain,
+			Auth:       smtpAuth{n.mail},
+			Recipients: recipients{n},
+			Submitter:  submitter{n},
+			Outbox:     loggedOutbox{ob, n},
+			TLS:        tlsCfg,
+			Logger:     n.log,
+		})
+		if err != nil {
+			ln.Close()
+			return fail(err)
+		}
+		ms.smtp, ms.addrs.SMTP = s, ln.Addr().String()
+		go s.Serve(ln)
+	}
+	if cfg.POP3 != "" {
+		ln, err := listenMail("POP3", cfg.POP3, "--pop3")
+		if err != nil {
+			return fail(err)
+		}
+		s, err := pop3server.New(pop3server.Config{Auth: auth, TLS: tlsCfg, Logger: n.log})
+		if err != nil {
+			ln.Close()
+			return fail(err)
+		}
+		ms.pop3, ms.addrs.POP3 = s, ln.Addr().String()
+		go s.Serve(ln)
+	}
+	n.servers = ms
+	n.log.Info("mail servers listening", "imap", ms.addrs.IMAP, "smtp", ms.addrs.SMTP, "pop3", ms.addrs.POP3,
+		"users", strings.Join(n.mail.addresses(), ","), "certificate", filepath.Join(n.opts.Dir, FileMailCert))
+	return nil
+}
+
+func listenMail(what, addr, flag string) (net.Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("%s on %s: %w (is another program using the port? Pick another with epost node init %s, or edit config.json)", what, addr, err, flag)
+	}
+	return ln, nil
+}
+
+func (ms *mailServers) close() {
+	if ms == nil {
+		return
+	}
+	if ms.imap != nil {
+		ms.imap.Close()
+	}
+	if ms.smtp != nil {
+		ms.smtp.Close()
+	}
+	if ms.pop3 != nil {
+		ms.pop3.Close()
+	}
+}
+
+// MailAddrs returns the mail servers' bound addresses (empty when they are off).
+func (n *Node) MailAddrs() MailAddrs {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.servers == nil {
+		return MailAddrs{}
+	}
+	return n.servers.addrs
+}
+
+// mailAuth is the IMAP and POP3 Authenticator: the user name is the address.
+type mailAuth struct{ m *mailUsers }
+
+func (a mailAuth) Authenticate(username, password string) (mailbox.Store, error) {
+	return a.m.login(username, password)
+}
+
+// smtpAuth is the SMTP Authenticator: logging in also brings the user online, which sending
+// needs (the user's keys sign the notifications).
+type smtpAuth struct{ m *mailUsers }
+
+func (a smtpAuth) Authenticate(username, password string) (string, error) {
+	if _, err := a.m.login(username, password); err != nil {
+		return "", err
+	}
+	return identity.NormalizeAddress(username)
+}
+
+// recipients classifies RCPT TO: an address in one of the ring's domains is a ring user if
+// the ring holds a valid record for it; any other address is outside the ring.
+type recipients struct{ n *Node }
+
+func (r recipients) Classify(ctx context.Context, address string) (smtpserver.RecipientClass, error) {
+	addr, err := identity.NormalizeAddress(address)
+	if err != nil {
+		return smtpserver.NoSuchUser, nil
+	}
+	domain := addr[strings.LastIndexByte(addr, '@')+1:]
+	if !r.n.rn.Descriptor.HasDomain(domain) {
+		return smtpserver.Outside, nil
+	}
+	err = await(ctx, func(done func(error)) {
+		r.n.apps.Load().post.LookupRecord(addr, func(_ *identity.Record, _ identity.SignedRecord, err error) { done(err) })
+	})
+	switch {
+	case err == nil:
+		return smtpserver.RingUser, nil
+	case errors.Is(err, post.ErrUnknownRecipient), errors.Is(err, post.ErrRevokedRecipient):
+		return smtpserver.NoSuchUser, nil
+	}
+	return smtpserver.NoSuchUser, err
+}
+
+// submitter hands a message to POST: the message is stored in the ring's content store and a
+// pending notification per recipient is replicated before Submit returns, so the 250 follows
+// durability in the ring (DESIGN.md: never acknowledge first).
+type submitter struct{ n *Node }
+
+func (s submitter) Submit(ctx context.Context, env smtpserver.Envelope, raw []byte) error {
+	u := s.n.mail.user(env.From)
+	var pu *post.User
+	if u != nil {
+		u.mu.Lock()
+		pu = u.pu
+		u.mu.Unlock()
+	}
+	if pu == nil {
+		return fmt.Errorf("%s is not online on this node; log in again and resend", env.From)
+	}
+	body := append([]byte(nil), raw...) // POST keeps the parts until they are stored
+	var results []post.Result
+	err := await(ctx, func(done func(error)) {
+		pu.Send(env.To, [][]byte{body}, func(res []post.Result) {
+			results = res
+			done(nil)
+		})
+	})
+	if err != nil {
+		return err
+	}
+	var refused, failed []string
+	for _, r := range results {
+		switch r.Status {
+		case post.Accepted:
+		case post.UnknownRecipient, post.RevokedRecipient:
+			refused = append(refused, fmt.Sprintf("%s: %s", r.To, r.Status))
+		default:
+			failed = append(failed, fmt.Sprintf("%s: %v", r.To, r.Err))
+		}
+	}
+	switch {
+	case len(failed) > 0:
+		return fmt.Errorf("the ring did not store the message for %s; try again", strings.Join(failed, "; "))
+	case len(refused) > 0:
+		return fmt.Errorf("%w: %s", smtpserver.ErrRejected, strings.Join(refused, "; "))
+	}
+	s.n.log.Info("message submitted to the ring", "from", env.From, "to", strings.Join(env.To, ","), "size", len(raw))
+	return nil
+}
+
+// loggedOutbox is the DirOutbox, saying in the log where mail for outside addresses went.
+type loggedOutbox struct {
+	ob *smtpserver.DirOutbox
+	n  *Node
+}
+
+func (o loggedOutbox) Stage(env smtpserver.Envelope, raw []byte) (smtpserver.StagedMessage, error) {
+	st, err := o.ob.Stage(env, raw)
+	if err != nil {
+		return nil, err
+	}
+	return loggedStaged{st, o.n, env}, nil
+}
+
+type loggedStaged struct {
+	smtpserver.StagedMessage
+	n   *Node
+	env smtpserver.Envelope
+}
+
+func (s loggedStaged) Commit() (string, error) {
+	id, err := s.StagedMessage.Commit()
+	if err == nil {
+		s.n.log.Info("recipients outside the ring: message queued in the outbox for the ring's SMTP gateway (none drains it yet; it waits there)",
+			"id", id, "from", s.env.From, "to", strings.Join(s.env.To, ","),
+			"outbox", filepath.Join(s.n.rn.DataDir(), FileOutbox))
+	}
+	return id, err
+}
+
+// loadOrMakeMailTLS loads the node's mail certificate, making a self-signed one (ECDSA P-256,
+// for localhost and 127.0.0.1, ten years) on first use. Clients must trust it once; its
+// fingerprint is the certificate file's, e.g. openssl x509 -fingerprint -in mail-tls.crt.
+func loadOrMakeMailTLS(dir string) (*tls.Config, error) {
+	certPath, keyPath := filepath.Join(dir, FileMailCert), filepath.Join(dir, FileMailKey)
+	cert, err := tls.LoadX509KeyPair(certPath, keyPath)
+	if errors.Is(err, os.ErrNotExist) {
+		if err := makeMailCert(certPath, keyPath); err != nil {
+			return nil, fmt.Errorf("make the mail servers' certificate: %w", err)
+		}
+		cert, err = tls.LoadX509KeyPair(certPath, keyPath)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("mail servers' certificate %s: %w (delete %s and %s to make a new one)", certPath, err, certPath, keyPath)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
+}
+
+func makeMailCert(certPath, keyPath string) error {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 120))
+	if err != nil {
+		return err
+	}
+	host, _ := os.Hostname()
+	names := []string{"localhost"}
+	if host != "" && host != "localhost" {
+		names = append(names, host)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: serial,
+		Subject:      pkix.Name{CommonName: "epost mail (self-signed)"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(10 * 365 * 24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		DNSNames:     names,
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return err
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		return err
+	}
+	// Key first: a certificate without its key would be unusable.
+	if err := writeFileAtomic(keyPath, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
+		return err
+	}
+	return writeFileAtomic(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
+}
