@@ -25,6 +25,7 @@ func runSimMail(args []string) error {
 	fs.Float64Var(&c.SendRate, "send-rate", 100, "messages per virtual second")
 	fs.Float64Var(&c.Attachment, "attachment", 0.1, "probability that a message carries one of four shared 64 KiB attachments")
 	fs.IntVar(&c.Replicas, "replicas", 3, "replicas per object (k)")
+	fs.BoolVar(&c.Stages, "stages", false, "report on stderr when each delivery stage is reached (p50/p99 after the send)")
 	quiet := fs.Bool("quiet", false, "no progress notes on stderr")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile to this file")
 	if err := fs.Parse(args); err != nil {

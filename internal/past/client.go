@@ -48,6 +48,7 @@ type op struct {
 	dedupe   bool
 	hinted   bool   // stores sent to a cached replica set
 	probing  bool   // dedupe: the root holds it; ask replicas to extend instead of sending bytes
+	reported bool   // dedupe: the result went out at quorum; still sending bytes to replicas that lack them
 	proof    []byte // delete
 
 	onInsert  func(InsertResult)
@@ -244,7 +245,8 @@ func (n *Node) onLocateReply(from pastry.Handle, m *message) {
 	}
 	o.phase, o.tries, o.deadline = phaseDirect, 1, n.now.Add(n.cfg.RequestTimeout)
 	o.probing = o.dedupe && m.Flag
-	if n.cfg.LocateCacheTTL > 0 && !o.dedupe {
+	if n.cfg.LocateCacheTTL > 0 && Type(o.obj.Type) == TypeSigned {
+		// Only keys a writer rewrites (log heads, backups) are worth remembering.
 		c := located{until: n.now.Add(n.cfg.LocateCacheTTL)}
 		for _, r := range o.replicas {
 			c.replicas = append(c.replicas, r.h)
@@ -292,6 +294,11 @@ func (n *Node) onStoreAck(from pastry.Handle, m *message) {
 		return
 	}
 	answered, acked := 0, 0
+	defer func() {
+		if o.reported && answered == len(o.replicas) {
+			delete(n.ops, o.id) // every replica has answered the reported dedupe insert
+		}
+	}()
 	for i := range o.replicas {
 		r := &o.replicas[i]
 		if r.h.ID == from.ID && !r.answered {
@@ -307,14 +314,34 @@ func (n *Node) onStoreAck(from pastry.Handle, m *message) {
 			}
 		}
 	}
+	if o.reported {
+		return
+	}
+	if o.probing && acked >= Quorum(len(o.replicas)) && answered < len(o.replicas) {
+		// A replica that has not answered yet may lack the object and need the bytes (see
+		// the not-found case above): report now, and keep the operation until it answers
+		// or times out, as Insert's own stores to every replica outlive its result.
+		n.report(o, nil)
+		o.reported = true
+		return
+	}
 	if acked >= Quorum(len(o.replicas)) || answered == len(o.replicas) {
 		n.finishInsert(o, nil)
 	}
 }
 
-// finishInsert reports the insert's outcome: success with a majority, else how many
-// acknowledged and why the others did not.
+// finishInsert reports the insert's outcome and forgets the operation.
 func (n *Node) finishInsert(o *op, cause error) {
+	delete(n.ops, o.id)
+	if o.reported {
+		return
+	}
+	n.report(o, cause)
+}
+
+// report queues the insert's outcome: success with a majority, else how many acknowledged
+// and why the others did not.
+func (n *Node) report(o *op, cause error) {
 	res := InsertResult{Key: o.key, Replicas: len(o.replicas), Needed: Quorum(len(o.replicas))}
 	for _, r := range o.replicas {
 		if (r.answered && r.err != nil) || cause != nil || len(o.replicas) == 0 {
@@ -350,7 +377,7 @@ func (n *Node) finishInsert(o *op, cause error) {
 		}
 	}
 	cb := o.onInsert
-	n.finish(o, func() { cb(res) })
+	n.done = append(n.done, func() { cb(res) })
 }
 
 func (n *Node) onLookupReply(from pastry.Handle, m *message) {
@@ -451,6 +478,10 @@ func (n *Node) timeout(o *op) {
 		return
 	}
 	if o.tries >= n.cfg.Retries {
+		if o.reported {
+			delete(n.ops, o.id) // the replicas still silent are left to maintenance
+			return
+		}
 		switch o.kind {
 		case opInsert:
 			n.finishInsert(o, nil)

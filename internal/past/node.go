@@ -275,6 +275,11 @@ func (n *Node) Tick(now time.Time) {
 		}
 		n.nextGC = now.Add(jitter(n.rng, n.cfg.GCInterval))
 	}
+	for k, c := range n.located {
+		if !now.Before(c.until) {
+			delete(n.located, k) // order-independent: only forgets
+		}
+	}
 	for k, deadline := range n.fetching {
 		if now.After(deadline) {
 			delete(n.fetching, k) // order-independent: only forgets

@@ -21,24 +21,30 @@ import (
 // Delivery (fixes ePOST weakness 5, the one-minute presence poll):
 //
 //  1. The sender looks up and verifies each recipient's record (unknown or revoked: refused,
-//     before anything is accepted), stores the parts (Put), and builds per recipient a
+//     before anything is accepted) and stores the parts (Put), both at once; at the same
+//     time it finds the recipient's node (whereIs: a cached answer, a verified "online"
+//     announcement it saw as a holder, or an anycast probe on the recipient's presence
+//     topic that only the recipient's own node accepts). It then builds per recipient a
 //     notification, signed and sealed to the recipient.
 //  2. It inserts the sealed notification as a PAST TypePending object at
 //     PendingKey(recipient, id) with the long pending lease; the send is accepted for that
-//     recipient only once a quorum of replicas acknowledged it durably.
-//  3. At the same time it anycasts the notification to the recipient's presence topic, where
-//     only the recipient's own node (the member) accepts it: an online recipient files it at
-//     once.
+//     recipient only once a quorum of replicas acknowledged the parts and this copy durably.
+//  3. At the same time (the parts are stored, so the recipient may file it) it pushes the
+//     notification straight to the recipient's node, or anycasts it on the presence topic
+//     when the probe found nobody: an online recipient files it at once.
 //  4. Every holder (replica) of a pending object subscribes to the recipient's presence topic
 //     (PAST's Observer tells it what it stores, inserts and repairs alike). When the
 //     recipient's node comes online it multicasts a signed "online" on its topic, and holders
 //     push their pending notifications straight to it. A holder whose notification is still
 //     held after HolderDelay anycasts it itself (the sender may have died before pushing).
 //  5. The recipient decrypts, verifies the sender against the sender's CA-certified record
-//     and the revocation list, and files the notification into INBOX exactly once (the INBOX
-//     entries are the durable received set; the entry is the receipt), refreshes the parts'
-//     leases and deletes the pending object with a proof signed by its own key; holders move
-//     it to the trash.
+//     and the revocation list, and files the notification exactly once into its received
+//     set: its journal on the node's disk (filed: IMAP shows it), then the INBOX log in the
+//     ring (see Journal and file). Once the INBOX head naming it is quorum-acknowledged it
+//     refreshes the parts' leases and deletes the pending object with a proof signed by its
+//     own key (the receipt); holders move it to the trash. Until then the pending copy
+//     stays, so a crash anywhere on the way means a re-delivery, which the received set
+//     turns into a no-op.
 
 // Status is the outcome of a send for one recipient.
 type Status uint8
@@ -119,6 +125,11 @@ func (u *User) SendWithIDs(to []string, nids []NotificationID, parts [][]byte, c
 		return
 	}
 	stage2 := func() {
+		if partErr == nil {
+			for _, id := range nids {
+				n.trace(id, StageParts)
+			}
+		}
 		j := newJoin(len(to), func() { cb(res) })
 		for i := range to {
 			if res[i].Status != 0 {
@@ -139,6 +150,13 @@ func (u *User) SendWithIDs(to []string, nids []NotificationID, parts [][]byte, c
 		}
 	}
 	j := newJoin(len(to)+len(parts), stage2)
+	for _, addr := range to {
+		// Find the recipient's node while the record is looked up and the parts are stored,
+		// so that the push, once the parts are in, is one direct message.
+		if a, err := identity.NormalizeAddress(addr); err == nil {
+			n.whereIs(a, nil)
+		}
+	}
 	for i, addr := range to {
 		res[i].To = addr
 		n.LookupRecord(addr, func(rec *identity.Record, _ identity.SignedRecord, err error) {
@@ -156,6 +174,9 @@ func (u *User) SendWithIDs(to []string, nids []NotificationID, parts [][]byte, c
 				recs[i] = rec
 			}
 			n.mu.Unlock()
+			if rec != nil {
+				n.trace(nids[i], StageRecord)
+			}
 			j.one()
 		})
 	}
@@ -193,26 +214,93 @@ func (u *User) notify(rec *identity.Record, id NotificationID, refs []content.Re
 		n.mu.Lock()
 		n.stats.Accepted++
 		n.mu.Unlock()
+		n.trace(id, StageAccepted)
 		cb(Result{To: rec.Address, Status: Accepted, ID: id})
 	})
-	// Push at once; if nobody takes it the pending copy waits for the recipient. The node
-	// that accepted the last anycast for this recipient is tried directly first (a push lost
-	// there is covered by the pending copy like any other).
-	m := &postMsg{Type: mNotify, Recipient: rec.Address, ID: id, Sealed: sealed}
+	// Push at once, concurrently with the pending insert: the parts are stored, so the
+	// recipient may file it. A push that is lost or refused is covered by the pending copy,
+	// which its holders push when the recipient announces itself or offer after HolderDelay.
+	n.trace(id, StagePushed)
+	n.push(&postMsg{Type: mNotify, Recipient: rec.Address, ID: id, Sealed: sealed})
+}
+
+// push sends a notification to its recipient's node: straight to it when this node hosts the
+// recipient or knows (or is finding out, whereIs) where it is, else by anycast on the
+// recipient's presence topic, where only the recipient's node accepts it.
+func (n *Node) push(m *postMsg) {
 	n.mu.Lock()
-	h, ok := n.seen[rec.Address]
+	_, local := n.users[m.Recipient]
 	n.mu.Unlock()
-	if ok && n.now().Before(h.until) {
-		n.ov.Send(h.h, m.encode())
+	if local {
+		n.receive(m)
 		return
 	}
-	_ = n.topics.Anycast(n.presence(rec.Address), m.encode(), func(r scribe.AnycastResult) {
-		if r.Err == nil && !r.Member.ID.IsZero() {
-			n.mu.Lock()
-			n.seen[rec.Address] = seenAt{h: r.Member, until: n.now().Add(n.cfg.PresenceCacheTTL)}
-			n.mu.Unlock()
+	n.whereIs(m.Recipient, func(h pastry.Handle, ok bool) {
+		if ok {
+			n.ov.Send(h, m.encode())
+			return
+		}
+		// Nobody took the probe: the recipient is probably offline, but the tree may be
+		// under repair. Anycasting the notification itself costs little and covers that.
+		_ = n.topics.Anycast(n.presence(m.Recipient), m.encode(), func(r scribe.AnycastResult) {
+			n.sawMember(m.Recipient, r)
+		})
+	})
+}
+
+// whereIs tells cb (if not nil) which node hosts addr's user: at once from the cache, else
+// once an anycast probe on addr's presence topic is answered (one probe per address at a
+// time; ok is false when no member took it).
+func (n *Node) whereIs(addr string, cb func(h pastry.Handle, ok bool)) {
+	n.mu.Lock()
+	if s, ok := n.seen[addr]; ok && n.now().Before(s.until) {
+		n.mu.Unlock()
+		if cb != nil {
+			cb(s.h, true)
+		}
+		return
+	}
+	waiting, probing := n.where[addr]
+	if cb != nil {
+		waiting = append(waiting, cb)
+	}
+	n.where[addr] = waiting
+	n.mu.Unlock()
+	if probing {
+		return
+	}
+	m := &postMsg{Type: mWhere, Recipient: addr}
+	err := n.topics.Anycast(n.presence(addr), m.encode(), func(r scribe.AnycastResult) {
+		h, ok := n.sawMember(addr, r)
+		n.mu.Lock()
+		ws := n.where[addr]
+		delete(n.where, addr)
+		n.mu.Unlock()
+		for _, w := range ws {
+			w(h, ok)
 		}
 	})
+	if err != nil {
+		n.mu.Lock()
+		ws := n.where[addr]
+		delete(n.where, addr)
+		n.mu.Unlock()
+		for _, w := range ws {
+			w(pastry.Handle{}, false)
+		}
+	}
+}
+
+// sawMember caches the node that accepted an anycast for addr (the answer's authenticated
+// sender, not a claim in a message).
+func (n *Node) sawMember(addr string, r scribe.AnycastResult) (pastry.Handle, bool) {
+	if r.Err != nil || r.Member.ID.IsZero() {
+		return pastry.Handle{}, false
+	}
+	n.mu.Lock()
+	n.seen[addr] = seenAt{h: r.Member, until: n.now().Add(n.cfg.PresenceCacheTTL)}
+	n.mu.Unlock()
+	return r.Member, true
 }
 
 type seenAt struct {
@@ -269,10 +357,20 @@ func (a presenceApp) Deliver(topic ids.Key, payload []byte) {
 // and verifies.
 func (a presenceApp) AnycastAccept(topic ids.Key, payload []byte) bool {
 	m, err := decodePostMsg(payload)
-	if err != nil || m.Type != mNotify || m.Recipient != a.addr {
+	if err != nil || m.Recipient != a.addr {
 		return false
 	}
-	return a.n.receive(m)
+	switch m.Type {
+	case mNotify:
+		return a.n.receive(m)
+	case mWhere:
+		a.n.mu.Lock()
+		u, ok := a.n.users[m.Recipient]
+		ok = ok && u.online
+		a.n.mu.Unlock()
+		return ok
+	}
+	return false
 }
 
 // App returns the node's appmux application (tag appmux.TagPost): direct pushes from holders.
@@ -316,11 +414,16 @@ func (n *Node) receive(m *postMsg) bool {
 		n.cfg.Log.Warn("post: notification rejected", "user", u.addr, "err", err)
 		return false
 	}
+	n.trace(note.ID, StageReceived)
 	u.file(note, n.cfg.MaxFilingRetries)
 	return true
 }
 
-// file appends a verified notification to INBOX unless it is there already.
+// file puts a verified notification into the user's received set unless it is there
+// already. With a journal it is filed once the journal has it on disk, and the INBOX head
+// write and the receipt follow (see Journal for why that is safe); without one it is filed
+// once the INBOX head naming it is quorum-acknowledged. Either way the receipt (the drop of
+// the pending copy) is sent only after the INBOX head write.
 func (u *User) file(note *Notification, tries int) {
 	n := u.n
 	n.mu.Lock()
@@ -332,8 +435,11 @@ func (u *User) file(note *Notification, tries int) {
 	}
 	if u.recv[note.ID] {
 		n.stats.Duplicates++
+		logged := u.logged[note.ID]
 		n.mu.Unlock()
-		u.drop(note) // a holder still has it: tell it again
+		if logged {
+			u.drop(note.ID) // a holder still has it: tell it again
+		} // else its INBOX head write is under way, and the receipt follows it
 		return
 	}
 	if u.filing[note.ID] {
@@ -342,44 +448,99 @@ func (u *User) file(note *Notification, tries int) {
 		return
 	}
 	u.filing[note.ID] = true
+	j := u.journal
 	n.mu.Unlock()
 	f := &Filed{User: u.addr, ID: note.ID, From: note.From, Time: note.Time, Size: note.Size, Parts: note.Parts, FiledAt: n.now()}
-	u.Append(InboxLog, EncodeFiled(f), func(_ uint64, err error) {
-		n.mu.Lock()
-		delete(u.filing, note.ID)
+	entry := EncodeFiled(f)
+	if j != nil {
+		err := j.Record(note.ID, entry)
+		if err == nil {
+			u.filed(f)
+			u.logEntry(note.ID, entry, note.Parts, tries)
+			return
+		}
+		n.cfg.Log.Warn("post: received journal write failed; filing through the ring log", "user", u.addr, "err", err)
+	}
+	u.Append(InboxLog, entry, func(_ uint64, err error) {
 		if err != nil {
+			n.mu.Lock()
+			delete(u.filing, note.ID)
 			n.mu.Unlock()
 			if tries > 1 {
 				n.after(n.cfg.RetryDelay, func() { u.file(note, tries-1) })
 			}
 			return
 		}
-		u.recv[note.ID] = true
-		n.stats.Filed++
-		onFiled := n.OnFiled
-		n.mu.Unlock()
 		f.FiledAt = n.now()
-		if onFiled != nil {
-			onFiled(*f)
-		}
-		var keys []ids.Key
-		for _, p := range note.Parts {
-			keys = append(keys, refKeys(p)...)
-		}
-		if len(keys) > 0 {
-			n.st.Refresh(keys, n.now().Add(n.cfg.ContentLease), nil)
-		}
-		u.drop(note)
+		u.filed(f)
+		u.afterLogged(note.ID, note.Parts)
 	})
 }
 
-// drop tells the holders to move the pending copy to the trash.
-func (u *User) drop(note *Notification) {
-	key := past.PendingKey(u.n.cfg.Ring, u.addr, note.ID)
+// filed adds f to the received set and reports it.
+func (u *User) filed(f *Filed) {
+	n := u.n
+	n.mu.Lock()
+	delete(u.filing, f.ID)
+	u.recv[f.ID] = true
+	n.stats.Filed++
+	onFiled := n.OnFiled
+	n.mu.Unlock()
+	n.trace(f.ID, StageFiled)
+	if onFiled != nil {
+		onFiled(*f)
+	}
+}
+
+// logEntry appends a journaled entry to INBOX (locally visible at once: Entries shows it)
+// and sends the receipt once the head naming it is acknowledged. If every try fails the
+// entry stays in the journal, the pending copy stays with its holders, and the next start
+// appends it again.
+func (u *User) logEntry(id NotificationID, entry []byte, parts []content.Ref, tries int) {
+	n := u.n
+	u.appendLocal(InboxLog, entry, func(_ uint64, err error) {
+		if err != nil {
+			if tries > 1 {
+				n.after(n.cfg.RetryDelay, func() { u.logEntry(id, entry, parts, tries-1) })
+			}
+			return
+		}
+		u.afterLogged(id, parts)
+	})
+}
+
+// afterLogged runs once id's INBOX entry is in the ring: the journal forgets it, the parts'
+// leases are extended and the holders are told to drop the pending copy.
+func (u *User) afterLogged(id NotificationID, parts []content.Ref) {
+	n := u.n
+	n.mu.Lock()
+	u.logged[id] = true
+	j := u.journal
+	n.mu.Unlock()
+	n.trace(id, StageLogged)
+	if j != nil {
+		if err := j.Forget(id); err != nil {
+			n.cfg.Log.Warn("post: received journal", "user", u.addr, "err", err)
+		}
+	}
+	var keys []ids.Key
+	for _, p := range parts {
+		keys = append(keys, refKeys(p)...)
+	}
+	if len(keys) > 0 {
+		n.st.Refresh(keys, n.now().Add(n.cfg.ContentLease), nil)
+	}
+	u.drop(id)
+}
+
+// drop tells the holders to move the pending copy to the trash (the receipt).
+func (u *User) drop(id NotificationID) {
+	key := past.PendingKey(u.n.cfg.Ring, u.addr, id)
 	proof, err := past.DropProof(u.keys, key)
 	if err != nil {
 		return
 	}
+	u.n.trace(id, StageDropped)
 	u.n.st.Delete(key, proof, nil)
 }
 
@@ -510,6 +671,10 @@ func (n *Node) onOnline(m *postMsg) {
 				continue
 			}
 			verifiedKey = p.RecipientKey
+			// Signed by the recipient: mail this node sends them goes straight there too.
+			n.mu.Lock()
+			n.seen[m.Recipient] = seenAt{h: m.Handle, until: n.now().Add(n.cfg.PresenceCacheTTL)}
+			n.mu.Unlock()
 		}
 		push := &postMsg{Type: mNotify, Recipient: m.Recipient, ID: p.ID, Sealed: obj.Payload}
 		n.mu.Lock()

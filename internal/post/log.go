@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 
 	"epost/internal/content"
 	"epost/internal/ids"
@@ -45,6 +46,7 @@ type logState struct {
 	locs    []ids.ID
 
 	queue    []pendingAppend
+	inflight []pendingAppend // the batch whose head write is under way
 	writing  bool
 	tail     [][]byte // entries from tailFrom on, not all stored on their own yet
 	tailFrom uint64
@@ -55,8 +57,9 @@ type logState struct {
 }
 
 type pendingAppend struct {
-	body []byte
-	cb   func(uint64, error)
+	body  []byte
+	cb    func(uint64, error)
+	local bool // durable on this node already (journaled): Entries shows it before its head
 }
 
 type pendingSnapshot struct {
@@ -291,6 +294,16 @@ func (u *User) replay(l *logState, st *headState, cb func([][]byte, []ids.ID, er
 // head write is in flight go out together with the next one. cb gets the entry's index once
 // the head naming it is acknowledged by a quorum.
 func (u *User) Append(name string, body []byte, cb func(uint64, error)) {
+	u.appendEntry(name, body, false, cb)
+}
+
+// appendLocal is Append for an entry this node holds durably already (the journal): Entries
+// shows it at once, at the index it will have in the log.
+func (u *User) appendLocal(name string, body []byte, cb func(uint64, error)) {
+	u.appendEntry(name, body, true, cb)
+}
+
+func (u *User) appendEntry(name string, body []byte, local bool, cb func(uint64, error)) {
 	if cb == nil {
 		cb = func(uint64, error) {}
 	}
@@ -305,7 +318,7 @@ func (u *User) Append(name string, body []byte, cb func(uint64, error)) {
 		cb(0, fmt.Errorf("%w: %s", ErrLogNotReady, name))
 		return
 	}
-	l.queue = append(l.queue, pendingAppend{body: append([]byte(nil), body...), cb: cb})
+	l.queue = append(l.queue, pendingAppend{body: append([]byte(nil), body...), cb: cb, local: local})
 	u.n.mu.Unlock()
 	u.flushLog(l)
 }
@@ -375,13 +388,19 @@ func (u *User) flushLog(l *logState) {
 	l.seq++
 	seq := l.seq
 	l.writing = true
+	l.inflight = batch
 	n.stats.LogHeadWrites++
 	n.mu.Unlock()
 
 	obj := past.NewSigned(u.keys.SigningKey(), n.cfg.Ring, []byte(logNamePrefix+l.name), seq, payload, n.now().Add(n.cfg.ContentLease))
 	n.st.Insert(obj, func(r past.InsertResult) {
 		n.mu.Lock()
+		if !l.writing || len(l.inflight) != len(batch) || (len(batch) > 0 && &l.inflight[0] != &batch[0]) {
+			n.mu.Unlock()
+			return // a restart (Resume) requeued this batch; its new write decides
+		}
 		l.writing = false
+		l.inflight = nil
 		if r.Err != nil {
 			// Put the batch back in front: the next head carries it with a higher seq.
 			l.queue = append(batch, l.queue...)
@@ -478,7 +497,10 @@ func (u *User) snapshot(l *logState) {
 	})
 }
 
-// Entries returns the bodies of entries since index since (local cache of an open log).
+// Entries returns the bodies of entries since index since (local cache of an open log): the
+// committed entries, then those this node holds durably (journaled INBOX entries) that wait
+// for their head write, each at the index it will have in the log (appends are committed in
+// order).
 func (u *User) Entries(name string, since uint64) ([][]byte, error) {
 	u.n.mu.Lock()
 	defer u.n.mu.Unlock()
@@ -486,10 +508,24 @@ func (u *User) Entries(name string, since uint64) ([][]byte, error) {
 	if !ok || !l.loaded {
 		return nil, fmt.Errorf("%w: %s", ErrLogNotReady, name)
 	}
-	if since >= uint64(len(l.bodies)) {
-		return nil, nil
+	var out [][]byte
+	idx := uint64(0)
+	add := func(b []byte) {
+		if idx >= since {
+			out = append(out, b)
+		}
+		idx++
 	}
-	return append([][]byte(nil), l.bodies[since:]...), nil
+	for _, b := range l.bodies {
+		add(b)
+	}
+	for _, a := range append(slices.Clip(l.inflight), l.queue...) {
+		if !a.local {
+			break // a later local entry's index depends on this one: not yet
+		}
+		add(a.body)
+	}
+	return out, nil
 }
 
 // Head describes the committed head of an open log.
@@ -513,5 +549,6 @@ func (u *User) Logs() []string {
 			out = append(out, name)
 		}
 	}
+	slices.Sort(out)
 	return out
 }

@@ -67,6 +67,15 @@ type Config struct {
 	PresenceCacheTTL time.Duration // a recipient's node found by anycast is pushed to directly this long
 	ChunkSize        int           // content chunk plaintext size (default content.DefaultChunkSize)
 	MaxFilingRetries int
+
+	// Journals, if set, opens a local user's durable received set (see Journal): with it a
+	// notification is filed once it is on the node's disk, and the INBOX head write and the
+	// receipt follow. Without it, a notification is filed when its INBOX head is written.
+	Journals func(addr string) (Journal, error)
+
+	// Trace, if set, hears each stage a delivery reaches on this node (measurement: the
+	// simulator's per-stage latencies). It runs without POST's lock held and must not block.
+	Trace func(id NotificationID, s Stage)
 }
 
 // DefaultConfig returns ePOST's parameters where it had them.
@@ -143,8 +152,9 @@ type Node struct {
 	subs     map[string]bool             // presence topics subscribed, by address
 	held     map[string]map[ids.Key]bool // holder index: recipient -> pending keys
 	records  map[string]cachedRecord
-	seen     map[string]seenAt // recipients' nodes, from anycast results
-	observed []observed        // from PAST's observer, handled outside its lock
+	seen     map[string]seenAt                      // recipients' nodes, from anycast results and announcements
+	where    map[string][]func(pastry.Handle, bool) // probes in flight: who waits for the answer
+	observed []observed                             // from PAST's observer, handled outside its lock
 	stats    Stats
 
 	// OnFiled, if set, hears of every message filed into a local user's INBOX, once per
@@ -168,7 +178,8 @@ type observed struct {
 func New(cfg Config, st Store, topics Topics, ov Overlay) *Node {
 	cfg.fill()
 	return &Node{cfg: cfg, st: st, topics: topics, ov: ov, users: map[string]*User{},
-		subs: map[string]bool{}, held: map[string]map[ids.Key]bool{}, records: map[string]cachedRecord{}, seen: map[string]seenAt{}}
+		subs: map[string]bool{}, held: map[string]map[ids.Key]bool{}, records: map[string]cachedRecord{}, seen: map[string]seenAt{},
+		where: map[string][]func(pastry.Handle, bool){}}
 }
 
 // Config returns the parameters with defaults filled in.

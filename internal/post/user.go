@@ -3,17 +3,18 @@ package post
 import (
 	"errors"
 	"fmt"
-	"time"
+	"maps"
+	"slices"
 
 	"epost/internal/identity"
 	"epost/internal/ids"
 	"epost/internal/past"
-	"epost/internal/pastry"
 )
 
 // User is a local user on this node: keys (opened with the password), certified record,
-// logs, and the received set (the INBOX log's notification ids: durable, since the INBOX log
-// is). A User outlives a restart of the overlay node as the node's local cache would: Resume
+// logs, and the received set: the notification ids of the INBOX log (durable, since the log
+// is) and of the journal (durable on this node's disk, on their way to the log). A User
+// outlives a restart of the overlay node as the node's local cache would: Resume
 // attaches it to the new Node.
 type User struct {
 	n         *Node
@@ -21,8 +22,10 @@ type User struct {
 	keys      *identity.Keys
 	record    identity.SignedRecord
 	logs      map[string]*logState
-	recv      map[NotificationID]bool
+	recv      map[NotificationID]bool // the received set: journaled or in the INBOX log
+	logged    map[NotificationID]bool // in the ring's INBOX log: the receipt may be sent
 	filing    map[NotificationID]bool
+	journal   Journal  // nil: filed only once in the INBOX log
 	waiting   []func() // deliveries that arrived before INBOX was open
 	online    bool
 	backupSeq uint64
@@ -56,7 +59,15 @@ func (n *Node) AddUser(keys *identity.Keys, sr identity.SignedRecord, fresh bool
 		return
 	}
 	u := &User{n: n, addr: rec.Address, keys: keys, record: sr, logs: map[string]*logState{},
-		recv: map[NotificationID]bool{}, filing: map[NotificationID]bool{}}
+		recv: map[NotificationID]bool{}, logged: map[NotificationID]bool{}, filing: map[NotificationID]bool{}}
+	if n.cfg.Journals != nil {
+		j, err := n.cfg.Journals(rec.Address)
+		if err != nil {
+			cb(nil, fmt.Errorf("post: received journal of %s: %w", rec.Address, err))
+			return
+		}
+		u.journal = j
+	}
 	n.mu.Lock()
 	if _, ok := n.users[u.addr]; ok {
 		n.mu.Unlock()
@@ -97,9 +108,14 @@ func (n *Node) Resume(u *User) {
 	u.n = n
 	n.users[u.addr] = u
 	u.online = false
-	// What was in flight died with the old node; queued appends are written again.
+	// What was in flight died with the old node: the batch whose head write had no answer
+	// goes back in front of the queue and is written again with a higher sequence number
+	// (at the same indices, so a head that did reach the replicas is rewritten, not
+	// duplicated).
 	u.filing = map[NotificationID]bool{}
 	for _, l := range u.logs {
+		l.queue = append(l.inflight, l.queue...)
+		l.inflight = nil
 		l.writing, l.snapping = false, false
 	}
 	n.mu.Unlock()
@@ -123,7 +139,8 @@ func (u *User) openWithRetry(name string, cb func(error)) {
 	})
 }
 
-// onLogLoaded rebuilds the received set when INBOX is open and starts the user.
+// onLogLoaded rebuilds the received set when INBOX is open, replays the journal and starts
+// the user.
 func (u *User) onLogLoaded(l *logState) {
 	if l == nil || l.name != InboxLog {
 		return
@@ -132,8 +149,12 @@ func (u *User) onLogLoaded(l *logState) {
 	for _, b := range l.bodies {
 		if f, err := DecodeFiled(b); err == nil {
 			u.recv[f.ID] = true
+			u.logged[f.ID] = true
 		}
 	}
+	u.n.mu.Unlock()
+	u.replayJournal()
+	u.n.mu.Lock()
 	w := u.waiting
 	u.waiting = nil
 	u.n.mu.Unlock()
@@ -141,6 +162,35 @@ func (u *User) onLogLoaded(l *logState) {
 		f()
 	}
 	u.goOnline()
+}
+
+// replayJournal finishes what a crash interrupted: journaled entries INBOX lacks are
+// appended again, and those it has are forgotten and their receipts sent again.
+func (u *User) replayJournal() {
+	if u.journal == nil {
+		return
+	}
+	es, err := u.journal.Entries()
+	if err != nil {
+		u.n.cfg.Log.Warn("post: cannot read the received journal", "user", u.addr, "err", err)
+		return
+	}
+	for _, e := range es {
+		f, err := DecodeFiled(e.Entry)
+		if err != nil || f.ID != e.ID {
+			u.n.cfg.Log.Warn("post: skipping a damaged journal entry", "user", u.addr, "err", err)
+			continue
+		}
+		u.n.mu.Lock()
+		logged := u.logged[f.ID]
+		u.recv[f.ID] = true
+		u.n.mu.Unlock()
+		if logged {
+			u.afterLogged(f.ID, f.Parts)
+			continue
+		}
+		u.logEntry(f.ID, e.Entry, f.Parts, u.n.cfg.MaxFilingRetries)
+	}
 }
 
 // goOnline announces the user's node on its presence topic and starts the periodic tasks.
@@ -216,7 +266,8 @@ func (u *User) RefreshLeases(cb func(error)) {
 	n := u.n
 	n.mu.Lock()
 	keys := []ids.Key{u.BackupKey(), identity.RecordKey(n.cfg.Ring, u.addr)}
-	for _, l := range u.logs {
+	for _, name := range slices.Sorted(maps.Keys(u.logs)) { // deterministic order of refreshes
+		l := u.logs[name]
 		if !l.loaded {
 			continue
 		}
@@ -265,6 +316,3 @@ func (n *Node) User(addr string) (*User, bool) {
 	u, ok := n.users[addr]
 	return u, ok
 }
-
-var _ = pastry.Handle{}
-var _ = time.Second

@@ -16,6 +16,7 @@ const (
 	postV   = 1
 	mNotify = 1 // a sealed notification for Recipient, pushed by a sender or a holder
 	mOnline = 2 // the recipient's node is online at Handle (signed by the recipient)
+	mWhere  = 3 // anycast probe: the node hosting Recipient accepts it, and so names itself
 )
 
 type postMsg struct {
@@ -67,6 +68,7 @@ func decodePostMsg(b []byte) (*postMsg, error) {
 		m.Handle.Addr = r.String(256, "address")
 		m.Time = r.I64()
 		m.Sig = r.Bytes(64, "signature")
+	case mWhere:
 	default:
 		if r.Err() == nil {
 			return nil, fmt.Errorf("%w: POST message type %d", ErrMalformed, m.Type)

@@ -45,6 +45,9 @@ type MailConfig struct {
 	AttachSize   int
 	Marker       string // put in every body; no store may contain it in the clear
 	Post         post.Config
+	// Stages: report, through progress, when each delivery stage was first reached (p50 and
+	// p99 after the send, online recipients only): where the latency goes.
+	Stages bool
 }
 
 // Validate checks the flags and fills defaults.
@@ -131,6 +134,7 @@ type mailNode struct {
 	post    *post.Node
 	stopSc  func()
 	users   []*simUser
+	journal map[string]*post.MemJournal // the users' received journals: on "disk", they survive crashes
 	offline bool
 	backAt  time.Duration // when its overlay node was ready again
 }
@@ -153,6 +157,7 @@ type simMsg struct {
 	filedAt    time.Duration
 	acceptedAt time.Duration
 	filed      int
+	stages     [16]time.Duration // first time each post.Stage was reached, +1ns so zero means never
 }
 
 type mailRun struct {
@@ -331,6 +336,9 @@ func RunMail(cfg MailConfig, out io.Writer, progress func(string)) ([]MailResult
 	}
 	r.net.RunFor(20 * time.Second)
 	emit(run.measure("send", func(m *simMsg) bool { return !m.offline }))
+	if cfg.Stages {
+		progress(run.stageReport())
+	}
 	progress(fmt.Sprintf("sent %d messages in %s virtual", cfg.Messages, r.net.Elapsed()-mark))
 
 	// The offline nodes come back.
@@ -403,6 +411,22 @@ func (run *mailRun) attach(mn *mailNode) {
 	pc.Rand = rand.NewChaCha8(seed2(run.rng))
 	if pc.HolderDelay == 0 {
 		pc.HolderDelay = 10 * time.Second
+	}
+	if run.cfg.Stages {
+		pc.Trace = func(id post.NotificationID, s post.Stage) {
+			if m := run.byID[id]; m != nil && int(s) < len(m.stages) && m.stages[s] == 0 {
+				m.stages[s] = run.ring.net.Elapsed() + 1
+			}
+		}
+	}
+	pc.Journals = func(addr string) (post.Journal, error) {
+		if mn.journal == nil {
+			mn.journal = map[string]*post.MemJournal{}
+		}
+		if mn.journal[addr] == nil {
+			mn.journal[addr] = &post.MemJournal{}
+		}
+		return mn.journal[addr], nil
 	}
 	mn.post = post.New(pc, mn.pd, mn.sc, sn.drv)
 	obs.n = mn.post
@@ -499,6 +523,23 @@ func (run *mailRun) measure(phase string, sel func(*simMsg) bool) MailResult {
 	res.LatP50, res.LatP99 = pct(lat, 0.5), pct(lat, 0.99)
 	res.PickupP99 = pct(pick, 0.99)
 	return res
+}
+
+// stageReport gives, per delivery stage, p50 and p99 of the time from the send to that stage
+// (online recipients).
+func (run *mailRun) stageReport() string {
+	var b bytes.Buffer
+	b.WriteString("stages (ms after send, p50/p99):")
+	for _, s := range post.Stages() {
+		var xs []float64
+		for _, m := range run.msgs {
+			if !m.offline && m.stages[s] > 0 {
+				xs = append(xs, float64(m.stages[s]-1-m.sentAt)/float64(time.Millisecond))
+			}
+		}
+		fmt.Fprintf(&b, " %s=%.0f/%.0f(n=%d)", s, pct(xs, 0.5), pct(xs, 0.99), len(xs))
+	}
+	return b.String()
 }
 
 func pct(xs []float64, p float64) float64 {

@@ -13,6 +13,7 @@ import (
 
 	"epost/internal/identity"
 	"epost/internal/ids"
+	"epost/internal/past"
 	"epost/internal/pastry"
 	"epost/internal/post"
 )
@@ -263,4 +264,106 @@ func TestMailLogsCreateSnapshotReplay(t *testing.T) {
 	if len(got) != entries || !strings.HasPrefix(string(got[entries-1]), "entry 22") {
 		w.fail("replayed %d entries", len(got))
 	}
+}
+
+// The same seed gives byte-identical summary lines: nothing in the run may depend on map
+// iteration order, wall-clock time or unseeded randomness.
+func TestMailSameSeedSameSummary(t *testing.T) {
+	const seed = 12
+	cfg := MailConfig{Nodes: 40, Users: 8, Messages: 150, Offline: 0.3, Seed: seed, Attachment: 0.2}
+	var a, b bytes.Buffer
+	if _, err := RunMail(cfg, &a, nil); err != nil {
+		t.Fatalf("seed %d: %v", seed, err)
+	}
+	if _, err := RunMail(cfg, &b, nil); err != nil {
+		t.Fatalf("seed %d: %v", seed, err)
+	}
+	if a.String() != b.String() {
+		t.Fatalf("seed %d: two runs differ:\n%s\n%s", seed, a.String(), b.String())
+	}
+	t.Logf("seed %d:\n%s", seed, a.String())
+}
+
+// The recipient's node crashes right after a notification is filed (journaled, shown) and
+// before its INBOX head write. The user is then opened from the ring on another node with
+// the same journal (the user's directory): replay appends the entry, the holders' re-push
+// of the pending copy is recognised, and the message is in INBOX exactly once; the pending
+// copy is dropped only after that.
+func TestMailJournalCrashBeforeHeadWrite(t *testing.T) {
+	w := newWorld(t, 24, 30, nil)
+	a := w.addUser(0, "a@sim.example", 1)
+	b := w.addUser(1, "b@sim.example", 2)
+	var filed []post.Filed
+	crashed := false
+	b.node.post.OnFiled = func(f post.Filed) {
+		filed = append(filed, f)
+		if !crashed {
+			crashed = true
+			w.run.crash(b.node) // before the INBOX head write starts
+		}
+	}
+	var res []post.Result
+	a.u.Send([]string{b.addr}, [][]byte{[]byte("journaled, then the node died")}, func(r []post.Result) { res = r })
+	w.wait(time.Minute, func() bool { return res != nil && crashed })
+	if !crashed || res == nil || res[0].Status != post.Accepted {
+		w.fail("filed %v, send %v", crashed, res)
+	}
+	key := pendingKeyOf(w, b, filed[0].ID)
+	j := b.node.journal[b.addr]
+	if es, _ := j.Entries(); len(es) != 1 {
+		w.fail("journal holds %d entries, want 1", len(es))
+	}
+	if holders(w, key) == 0 {
+		w.fail("the pending copy was dropped before the INBOX head write")
+	}
+
+	// The user's directory moves to node 7 (a replacement machine): open from the ring.
+	other := w.run.nodes[7]
+	if other.journal == nil {
+		other.journal = map[string]*post.MemJournal{}
+	}
+	other.journal[b.addr] = j
+	var u2 *post.User
+	var err error
+	done := false
+	refiled := 0
+	other.post.OnFiled = func(post.Filed) { refiled++ }
+	other.post.AddUser(b.keys, b.rec, false, func(u *post.User, e error) { u2, err, done = u, e, true })
+	w.wait(2*time.Minute, func() bool { return done })
+	if err != nil || u2 == nil {
+		w.fail("open b elsewhere: %v", err)
+	}
+	w.wait(2*time.Minute, func() bool { return holders(w, key) == 0 })
+	w.run.ring.net.RunFor(30 * time.Second)
+	got, _ := u2.Entries(post.InboxLog, 0)
+	if len(got) != 1 || refiled != 0 {
+		w.fail("INBOX has %d entries (want 1), filed again %d times (want 0)", len(got), refiled)
+	}
+	if f, err := post.DecodeFiled(got[0]); err != nil || f.ID != filed[0].ID {
+		w.fail("INBOX entry %v, %v", f, err)
+	}
+	if es, _ := j.Entries(); len(es) != 0 {
+		w.fail("journal still holds %d entries", len(es))
+	}
+	if n := holders(w, key); n != 0 {
+		w.fail("%d holders still keep the pending copy", n)
+	}
+	if other.post.Stats().Duplicates == 0 {
+		w.fail("the holders' re-push was never seen")
+	}
+}
+
+func pendingKeyOf(w *world, su *simUser, id post.NotificationID) ids.Key {
+	return past.PendingKey(w.run.ringID, su.addr, id)
+}
+
+// holders counts live stores holding key.
+func holders(w *world, key ids.Key) int {
+	n := 0
+	for _, mn := range w.run.nodes {
+		if !mn.offline && mn.st.Has(key) {
+			n++
+		}
+	}
+	return n
 }

@@ -1,0 +1,281 @@
+package post
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+)
+
+// A Journal is one user's durable local received set on their node: the notifications this
+// node has filed whose INBOX entry is not yet in the ring's INBOX log. With a journal, a
+// notification counts as filed (OnFiled, Entries, what IMAP shows) as soon as Record returns,
+// and the INBOX head write, the parts' lease refresh and the receipt (the drop of the pending
+// copy) follow asynchronously. That is safe because:
+//
+//   - the pending copy stays with its holders until the receipt, and the receipt is sent only
+//     after the INBOX head naming the entry is quorum-acknowledged;
+//   - a crash after Record and before the head write loses nothing: on restart the journal is
+//     replayed, every entry the ring's INBOX lacks is appended again, and a re-delivered
+//     pending copy finds its id in the received set and is not filed a second time;
+//   - a crash after the head write and before Forget only leaves an entry that replay finds
+//     in INBOX already: it is forgotten and the receipt is sent again (drops are idempotent).
+//
+// Without a journal (Config.Journals nil), a notification is filed when its INBOX head write
+// is acknowledged, as before.
+type Journal interface {
+	// Record durably stores entry (an EncodeFiled body) under id: it returns only once the
+	// entry would survive a crash of the node (fsync).
+	Record(id NotificationID, entry []byte) error
+	// Forget says id's entry is now in the ring's INBOX log. It need not be durable: an entry
+	// forgotten too late is found in INBOX on replay and forgotten again.
+	Forget(id NotificationID) error
+	// Entries lists the entries recorded and not forgotten, in the order they were recorded.
+	Entries() ([]JournalEntry, error)
+}
+
+// JournalEntry is one recorded, not yet forgotten, entry of a Journal.
+type JournalEntry struct {
+	ID    NotificationID
+	Entry []byte
+}
+
+// MemJournal is a Journal in memory, for tests and the simulator, where it stands for a disk
+// that survives the node's crash (keep it across restarts as the node's local state).
+type MemJournal struct {
+	mu      sync.Mutex
+	entries []JournalEntry
+}
+
+// Record implements Journal.
+func (j *MemJournal) Record(id NotificationID, entry []byte) error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.entries = append(j.entries, JournalEntry{ID: id, Entry: slices.Clone(entry)})
+	return nil
+}
+
+// Forget implements Journal.
+func (j *MemJournal) Forget(id NotificationID) error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.entries = slices.DeleteFunc(j.entries, func(e JournalEntry) bool { return e.ID == id })
+	return nil
+}
+
+// Entries implements Journal.
+func (j *MemJournal) Entries() ([]JournalEntry, error) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return slices.Clone(j.entries), nil
+}
+
+// FileJournal is a Journal in an append-only file (the real node's: FileReceivedJournal
+// under the user's directory). Each record is [length u32][crc32c u32][kind u8][id][entry];
+// a torn record at the end (a crash mid-write) is ignored, since Record had not returned.
+// The file is emptied when every entry is forgotten, and compacted when it is opened.
+type FileJournal struct {
+	mu      sync.Mutex
+	path    string
+	f       *os.File
+	live    []JournalEntry
+	records int // records in the file, live or forgotten
+}
+
+// FileReceivedJournal is the name of the journal file in a user's directory (UserDir).
+const FileReceivedJournal = "received.journal"
+
+const (
+	journalAdd    = 1
+	journalForget = 2
+	maxJournalRec = 1 + len(NotificationID{}) + maxEntryBody
+)
+
+var crcTable = crc32.MakeTable(crc32.Castagnoli)
+
+// ErrJournalCorrupt: a journal record in the middle of the file is damaged.
+var ErrJournalCorrupt = errors.New("post: received journal is damaged; restore the user directory from backup")
+
+// OpenFileJournal opens (or creates, mode 0600) the journal at path, reads what it holds and
+// rewrites it compacted.
+func OpenFileJournal(path string) (*FileJournal, error) {
+	data, err := os.ReadFile(path)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("post: journal %s: %w", path, err)
+	}
+	live, err := parseJournal(data)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrJournalCorrupt, path, err)
+	}
+	j := &FileJournal{path: path, live: live}
+	// Compact: write the live entries to a new file, sync it, and rename it into place.
+	var buf bytes.Buffer
+	for _, e := range live {
+		buf.Write(journalRecord(journalAdd, e.ID, e.Entry))
+	}
+	tmp := path + ".tmp"
+	if err := writeSynced(tmp, buf.Bytes()); err != nil {
+		return nil, err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return nil, fmt.Errorf("post: journal %s: %w", path, err)
+	}
+	if err := syncDir(filepath.Dir(path)); err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("post: journal %s: %w", path, err)
+	}
+	j.f, j.records = f, len(live)
+	return j, nil
+}
+
+// parseJournal reads records up to the first torn one at the end; damage before the end is
+// an error (it cannot come from a crash, since records are only appended).
+func parseJournal(data []byte) ([]JournalEntry, error) {
+	var live []JournalEntry
+	for off := 0; off < len(data); {
+		if len(data)-off < 8 {
+			break // torn header at the end
+		}
+		n := int(binary.BigEndian.Uint32(data[off:]))
+		sum := binary.BigEndian.Uint32(data[off+4:])
+		if n < 1+len(NotificationID{}) || n > maxJournalRec {
+			return nil, fmt.Errorf("record at %d has length %d", off, n)
+		}
+		if len(data)-off-8 < n {
+			break // torn body at the end
+		}
+		rec := data[off+8 : off+8+n]
+		if crc32.Checksum(rec, crcTable) != sum {
+			if off+8+n == len(data) {
+				break // the last record was being written
+			}
+			return nil, fmt.Errorf("record at %d: checksum mismatch", off)
+		}
+		var id NotificationID
+		copy(id[:], rec[1:])
+		switch rec[0] {
+		case journalAdd:
+			live = append(live, JournalEntry{ID: id, Entry: slices.Clone(rec[1+len(id):])})
+		case journalForget:
+			live = slices.DeleteFunc(live, func(e JournalEntry) bool { return e.ID == id })
+		default:
+			return nil, fmt.Errorf("record at %d has kind %d", off, rec[0])
+		}
+		off += 8 + n
+	}
+	return live, nil
+}
+
+func journalRecord(kind byte, id NotificationID, entry []byte) []byte {
+	rec := make([]byte, 8, 8+1+len(id)+len(entry))
+	rec = append(rec, kind)
+	rec = append(rec, id[:]...)
+	rec = append(rec, entry...)
+	binary.BigEndian.PutUint32(rec, uint32(len(rec)-8))
+	binary.BigEndian.PutUint32(rec[4:], crc32.Checksum(rec[8:], crcTable))
+	return rec
+}
+
+// Record implements Journal: the record is written and synced before it returns.
+func (j *FileJournal) Record(id NotificationID, entry []byte) error {
+	if len(entry) > maxEntryBody {
+		return fmt.Errorf("%w: journal entry of %d bytes", ErrTooBig, len(entry))
+	}
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.f == nil {
+		return fmt.Errorf("post: journal %s is closed", j.path)
+	}
+	if _, err := j.f.Write(journalRecord(journalAdd, id, entry)); err != nil {
+		return fmt.Errorf("post: journal %s: %w", j.path, err)
+	}
+	if err := j.f.Sync(); err != nil {
+		return fmt.Errorf("post: journal %s: %w", j.path, err)
+	}
+	j.live = append(j.live, JournalEntry{ID: id, Entry: slices.Clone(entry)})
+	j.records++
+	return nil
+}
+
+// Forget implements Journal. It does not sync (see Journal); once nothing is live the file is
+// emptied.
+func (j *FileJournal) Forget(id NotificationID) error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.f == nil {
+		return fmt.Errorf("post: journal %s is closed", j.path)
+	}
+	before := len(j.live)
+	j.live = slices.DeleteFunc(j.live, func(e JournalEntry) bool { return e.ID == id })
+	if len(j.live) == before {
+		return nil
+	}
+	if len(j.live) == 0 {
+		// Every entry is in the ring: start over. A crash before this reaches the disk
+		// replays entries INBOX has, which are forgotten again.
+		if err := j.f.Truncate(0); err != nil {
+			return fmt.Errorf("post: journal %s: %w", j.path, err)
+		}
+		j.records = 0
+		return nil
+	}
+	if _, err := j.f.Write(journalRecord(journalForget, id, nil)); err != nil {
+		return fmt.Errorf("post: journal %s: %w", j.path, err)
+	}
+	j.records++
+	return nil
+}
+
+// Entries implements Journal.
+func (j *FileJournal) Entries() ([]JournalEntry, error) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return slices.Clone(j.live), nil
+}
+
+// Close closes the file.
+func (j *FileJournal) Close() error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.f == nil {
+		return nil
+	}
+	err := j.f.Close()
+	j.f = nil
+	return err
+}
+
+func writeSynced(path string, data []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("post: %w", err)
+	}
+	_, werr := f.Write(data)
+	serr := f.Sync()
+	cerr := f.Close()
+	if err := errors.Join(werr, serr, cerr); err != nil {
+		return fmt.Errorf("post: write %s: %w", path, err)
+	}
+	return nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("post: %w", err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("post: sync %s: %w", dir, err)
+	}
+	return nil
+}

@@ -1,0 +1,66 @@
+package post
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// The file journal keeps what Record returned for across a reopen (a crash), drops what was
+// forgotten, ignores a record torn at the end, and refuses damage in the middle.
+func TestFileJournalSurvivesReopen(t *testing.T) {
+	path := filepath.Join(t.TempDir(), FileReceivedJournal)
+	j, err := OpenFileJournal(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := []NotificationID{{1}, {2}, {3}}
+	for i, id := range ids {
+		if err := j.Record(id, []byte{byte('a' + i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := j.Forget(ids[1]); err != nil {
+		t.Fatal(err)
+	}
+	j.Close()
+	// A crash in the middle of the next record leaves a torn tail.
+	f, _ := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+	f.Write(journalRecord(journalAdd, NotificationID{4}, []byte("torn"))[:10])
+	f.Close()
+
+	j, err = OpenFileJournal(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	es, _ := j.Entries()
+	if len(es) != 2 || es[0].ID != ids[0] || string(es[0].Entry) != "a" || es[1].ID != ids[2] || string(es[1].Entry) != "c" {
+		t.Fatalf("after reopen: %+v", es)
+	}
+	// Forgetting everything empties the file.
+	j.Forget(ids[0])
+	j.Forget(ids[2])
+	if st, _ := os.Stat(path); st.Size() != 0 {
+		t.Fatalf("journal of %d bytes with nothing live", st.Size())
+	}
+	j.Record(NotificationID{5}, []byte("e"))
+	j.Record(NotificationID{6}, []byte("f"))
+	j.Close()
+	// Damage before the last record is not a crash: refuse, never silently lose entries.
+	data, _ := os.ReadFile(path)
+	data[9] ^= 0xff
+	os.WriteFile(path, data, 0o600)
+	if _, err := OpenFileJournal(path); !errors.Is(err, ErrJournalCorrupt) {
+		t.Fatalf("damaged journal: %v", err)
+	}
+}
+
+// parseJournal never panics on arbitrary bytes.
+func FuzzParseJournal(f *testing.F) {
+	f.Add(journalRecord(journalAdd, NotificationID{1}, []byte("x")))
+	f.Add(append(journalRecord(journalAdd, NotificationID{1}, []byte("x")), journalRecord(journalForget, NotificationID{1}, nil)...))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		_, _ = parseJournal(b)
+	})
+}
