@@ -193,6 +193,7 @@ func runDemo(args []string) error {
 	if err := writeFileSync(filepath.Join(root, "demo.json"), append(data, '\n')); err != nil {
 		return err
 	}
+	defer os.Remove(filepath.Join(root, "demo.json")) // the ring is not ready once stopped
 
 	printDemoUsers(out, users, root)
 	fmt.Fprintln(out, "\nlive status (Ctrl-C stops the ring):")
@@ -221,7 +222,7 @@ func demoTimers() daemon.Timers {
 		Tick:                 100 * time.Millisecond,
 		ProbeInterval:        time.Second,
 		ProbeTimeout:         300 * time.Millisecond,
-		JoinTimeout:          2 * time.Second,
+		JoinTimeout:          time.Second,
 		BootstrapBackoff:     250 * time.Millisecond,
 		BootstrapMaxBackoff:  2 * time.Second,
 		DialTimeout:          2 * time.Second,

@@ -1,0 +1,236 @@
+// Package demo tests "epost demo" the way the README tells a user to run it: the real binary
+// as a process, the swaks line it prints, and Python's imaplib and poplib as the mail clients.
+// It then restarts the demo on the same directory and reads the mail again.
+package demo
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var bin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "epost-demo-test-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	bin = filepath.Join(dir, "epost")
+	build := exec.Command("go", "build", "-o", bin, "epost/cmd/epost")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build epost:", err)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+type demoUser struct {
+	Address  string `json:"address"`
+	Password string `json:"password"`
+	IMAP     string `json:"imap"`
+	SMTP     string `json:"smtp"`
+	POP3     string `json:"pop3"`
+}
+
+// demo is one running "epost demo" process.
+type demo struct {
+	t    *testing.T
+	cmd  *exec.Cmd
+	mu   sync.Mutex
+	out  strings.Builder
+	done chan struct{}
+}
+
+func startDemo(t *testing.T, dir string, seed uint64) *demo {
+	t.Helper()
+	d := &demo{t: t, done: make(chan struct{})}
+	d.cmd = exec.Command(bin, "demo", "--dir", dir, "--seed", strconv.FormatUint(seed, 10))
+	stdout, err := d.cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.cmd.Stderr = d.cmd.Stdout
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			d.mu.Lock()
+			d.out.WriteString(sc.Text() + "\n")
+			d.mu.Unlock()
+		}
+		d.cmd.Wait()
+		close(d.done)
+	}()
+	t.Cleanup(func() {
+		d.cmd.Process.Kill()
+		<-d.done
+	})
+	return d
+}
+
+func (d *demo) output() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.out.String()
+}
+
+// ready waits for DIR/demo.json and returns its users.
+func (d *demo) ready(dir string) []demoUser {
+	d.t.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	for time.Now().Before(deadline) {
+		select {
+		case <-d.done:
+			d.t.Fatalf("epost demo exited early:\n%s", d.output())
+		default:
+		}
+		if data, err := os.ReadFile(filepath.Join(dir, "demo.json")); err == nil {
+			var f struct{ Users []demoUser }
+			if err := json.Unmarshal(data, &f); err != nil {
+				d.t.Fatalf("demo.json: %v\n%s", err, data)
+			}
+			return f.Users
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	d.t.Fatalf("no demo.json after 2 minutes; output:\n%s\nlogs in %s/logs", d.output(), dir)
+	return nil
+}
+
+// stop interrupts the demo as Ctrl-C would and waits for it to exit.
+func (d *demo) stop() {
+	d.t.Helper()
+	d.cmd.Process.Signal(syscall.SIGINT)
+	select {
+	case <-d.done:
+	case <-time.After(30 * time.Second):
+		d.t.Fatalf("epost demo did not stop within 30 s of SIGINT:\n%s", d.output())
+	}
+}
+
+// readScript logs in as the user over IMAP (STARTTLS) and POP3 (STLS) and prints how many
+// messages carry the token: "imap=N pop3=M".
+const readScript = `
+import imaplib, poplib, ssl, sys, time
+host_imap, host_pop, user, pw, token = sys.argv[1:6]
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+h, p = host_imap.rsplit(':', 1)
+found = 0
+deadline = time.time() + 60
+while True:
+    m = imaplib.IMAP4(h, int(p)); m.starttls(ssl_context=ctx); m.login(user, pw); m.select('INBOX')
+    typ, data = m.search(None, 'ALL')
+    found = 0
+    for num in data[0].split():
+        typ, msg = m.fetch(num, '(RFC822)')
+        if token.encode() in msg[0][1]:
+            found += 1
+    m.logout()
+    if found or time.time() > deadline:
+        break
+    time.sleep(1)
+h, p = host_pop.rsplit(':', 1)
+P = poplib.POP3(h, int(p)); P.stls(context=ctx); P.user(user); P.pass_(pw)
+popfound = 0
+for i in range(1, P.stat()[0] + 1):
+    if token.encode() in b'\r\n'.join(P.retr(i)[1]):
+        popfound += 1
+P.quit()
+print('imap=%d pop3=%d' % (found, popfound))
+`
+
+func readMail(t *testing.T, u demoUser, token string) string {
+	t.Helper()
+	out, err := exec.Command("python3", "-c", readScript, u.IMAP, u.POP3, u.Address, u.Password, token).CombinedOutput()
+	if err != nil {
+		t.Fatalf("reading %s's mail: %v\n%s", u.Address, err, out)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+func TestDemoSwaksIMAPPOP3Restart(t *testing.T) {
+	for _, tool := range []string{"swaks", "python3"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s is not installed; this test sends with swaks and reads with Python's imaplib/poplib (apt-get install swaks python3)", tool)
+		}
+	}
+	seed := rand.Uint64()
+	if s := os.Getenv("EPOST_TEST_SEED"); s != "" {
+		seed, _ = strconv.ParseUint(s, 10, 64)
+	}
+	t.Logf("seed %d (rerun with EPOST_TEST_SEED=%d)", seed, seed)
+	dir := t.TempDir()
+	start := time.Now()
+	d := startDemo(t, dir, seed)
+	users := d.ready(dir)
+	t.Logf("demo ready in %s", time.Since(start).Round(time.Millisecond))
+	if len(users) != 2 {
+		t.Fatalf("demo.json has %d users, want 2", len(users))
+	}
+	bob := users[1]
+
+	// The welcome mail is there.
+	if got := readMail(t, bob, "Welcome to ePOST"); got != "imap=1 pop3=1" {
+		t.Fatalf("bob's welcome mail: %s, want imap=1 pop3=1\n%s", got, d.output())
+	}
+
+	// Send with the swaks line the demo printed, made unique by a token in the subject.
+	var line string
+	for _, l := range strings.Split(d.output(), "\n") {
+		if l = strings.TrimSpace(l); strings.HasPrefix(l, "swaks ") && strings.Contains(l, "--to "+bob.Address) {
+			line = l
+			break
+		}
+	}
+	if line == "" {
+		t.Fatalf("the demo printed no swaks line for mail to %s:\n%s", bob.Address, d.output())
+	}
+	token := fmt.Sprintf("demo-test-%d", seed)
+	line = strings.Replace(line, `"Subject: hi"`, `"Subject: hi `+token+`"`, 1)
+	sent := time.Now()
+	if out, err := exec.Command("sh", "-c", line).CombinedOutput(); err != nil {
+		t.Fatalf("%s: %v\n%s", line, err, out)
+	}
+	if got := readMail(t, bob, token); got != "imap=1 pop3=1" {
+		t.Fatalf("after swaks: %s, want imap=1 pop3=1\n%s", got, d.output())
+	}
+	t.Logf("swaks to IMAP and POP3 read: %s", time.Since(sent).Round(time.Millisecond))
+
+	// Restart on the same directory: same users, passwords and mail.
+	d.stop()
+	if _, err := os.Stat(filepath.Join(dir, "demo.json")); err == nil {
+		t.Fatal("demo.json still there after the demo stopped")
+	}
+	start = time.Now()
+	d2 := startDemo(t, dir, seed+1)
+	users2 := d2.ready(dir)
+	t.Logf("demo restarted and ready in %s", time.Since(start).Round(time.Millisecond))
+	if len(users2) != 2 || users2[1] != bob {
+		t.Fatalf("after restart demo.json says %+v, want the same users, passwords and ports as %+v", users2, users)
+	}
+	if got := readMail(t, bob, token); got != "imap=1 pop3=1" {
+		t.Fatalf("after restart: %s, want imap=1 pop3=1\n%s", got, d2.output())
+	}
+	if got := readMail(t, bob, "Welcome to ePOST"); got != "imap=1 pop3=1" {
+		t.Fatalf("welcome mail after restart: %s, want imap=1 pop3=1 (sent once)", got)
+	}
+	d2.stop()
+}
