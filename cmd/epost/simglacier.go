@@ -30,6 +30,7 @@ func runSimGlacier(args []string) error {
 	fs.DurationVar(&c.GoneAfter, "gone-after", 10*time.Minute, "an absent node's fragments are re-coded after this (virtual; ePOST: 14 days)")
 	fs.IntVar(&c.MaxRebuilds, "max-rebuilds", 100, "fragments re-coded per node per round")
 	fs.DurationVar(&c.RepairTime, "repair", 4*time.Hour, "longest virtual time allowed for repair")
+	fs.DurationVar(&c.Steady, "steady", 0, "failure-free phase of this virtual length after the inserts, to measure maintenance traffic at rest; 0: none")
 	fs.IntVar(&c.Sample, "sample", 200, "objects retrieved through the overlay after repair")
 	fs.Float64Var(&c.InsertRate, "insert-rate", 500, "objects inserted per virtual second")
 	quiet := fs.Bool("quiet", false, "no progress notes on stderr")

@@ -34,6 +34,7 @@ type GlacierConfig struct {
 	GoneAfter    time.Duration // absent this long: positions re-coded
 	MaxRebuilds  int           // per node per round
 	RepairTime   time.Duration // longest virtual time allowed for repair
+	Steady       time.Duration // if > 0, a failure-free phase of this length after the inserts (maintenance traffic at rest)
 	Sample       int           // objects retrieved through the protocol after repair
 	Tick         time.Duration // pastry driver tick
 	GlacierTick  time.Duration
@@ -229,6 +230,12 @@ func RunGlacier(cfg GlacierConfig, out io.Writer, progress func(string)) ([]Glac
 	emit(res)
 	note(fmt.Sprintf("inserted %d objects (%d failed)", cfg.Objects, run.failed+run.pending))
 
+	if cfg.Steady > 0 {
+		m = run.mark()
+		run.ring.net.RunFor(cfg.Steady)
+		emit(run.measure("steady", m, 0))
+		note("steady phase done")
+	}
 	if cfg.Fail > 0 {
 		m = run.mark()
 		run.fail()
