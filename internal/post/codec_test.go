@@ -123,6 +123,7 @@ func TestLogCodec(t *testing.T) {
 func FuzzDecodePostMsg(f *testing.F) {
 	f.Add((&postMsg{Type: mNotify, Recipient: "a@x.org", Sealed: []byte("abc")}).encode())
 	f.Add((&postMsg{Type: mOnline, Recipient: "a@x.org", Sig: make([]byte, 64)}).encode())
+	f.Add((&postMsg{Type: mWhere, Recipient: "a@x.org"}).encode())
 	f.Fuzz(func(t *testing.T, b []byte) {
 		if m, err := decodePostMsg(b); err == nil {
 			if _, err := decodePostMsg(m.encode()); err != nil {
