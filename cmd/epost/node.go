@@ -75,6 +75,8 @@ func nodeRun(args []string, stderr io.Writer) error {
 		{&t.PastMaintenanceDelay, "past-maintenance-delay", "PAST: maintenance this long after a leaf-set change"},
 		{&t.PastDropGrace, "past-drop-grace", "PAST: keep objects this node is no longer a replica of this long"},
 		{&t.PastGC, "past-gc-interval", "PAST: expire leases and purge the trash this often"},
+		{&t.PostHolderDelay, "post-holder-delay", "POST: a holder offers a pending notification itself after this"},
+		{&t.PostRetryDelay, "post-retry-delay", "POST: retry a failed filing or log open after this"},
 	} {
 		if err := durationFlag(fs, f.p, f.name, f.usage); err != nil {
 			return err

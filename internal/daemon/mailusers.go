@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -222,29 +223,9 @@ func (m *mailUsers) online(ctx context.Context, u *mailUser, keys *identity.Keys
 	pu := u.pu
 	u.mu.Unlock()
 	if pu == nil {
-		pn := m.n.apps.Load().post
-		if existing, ok := pn.User(addr); ok {
-			pu = existing // an earlier login got this far and then timed out
-		} else {
-			_, statErr := os.Stat(marker)
-			fresh := errors.Is(statErr, os.ErrNotExist)
-			var got *post.User
-			err := await(ctx, func(done func(error)) {
-				pn.AddUser(keys, u.stored.Record, fresh, func(pu *post.User, err error) {
-					got = pu
-					done(err)
-				})
-			})
-			if err != nil {
-				return nil, fmt.Errorf("user %s: bringing the user online in the ring: %w; try again", addr, err)
-			}
-			pu = got
-			if fresh {
-				if err := writeMarker(marker); err != nil {
-					return nil, err
-				}
-				m.n.log.Info("user's logs created in the ring", "user", addr)
-			}
+		var err error
+		if pu, err = m.addUser(ctx, u, keys, marker); err != nil {
+			return nil, fmt.Errorf("user %s: bringing the user online in the ring: %w; try again", addr, err)
 		}
 		u.mu.Lock()
 		u.pu = pu
@@ -268,6 +249,73 @@ func (m *mailUsers) online(ctx context.Context, u *mailUser, keys *identity.Keys
 	st.Filed() // a filing between Open's replay and u.store being set
 	m.n.log.Info("user online", "user", addr)
 	return st, nil
+}
+
+// addUser adds u to POST. On the user's very first start (no marker file) it creates the
+// root and INBOX logs; a creation that failed because some replica did not answer (a node
+// down but not yet declared dead) is retried until ctx ends, creating only the logs still
+// missing. Later starts open the logs, which POST retries by itself.
+func (m *mailUsers) addUser(ctx context.Context, u *mailUser, keys *identity.Keys, marker string) (*post.User, error) {
+	addr := u.stored.Address
+	_, statErr := os.Stat(marker)
+	fresh := errors.Is(statErr, os.ErrNotExist)
+	pn := m.n.apps.Load().post
+	pu, ok := pn.User(addr)
+	if !ok {
+		var got *post.User
+		err := await(ctx, func(done func(error)) {
+			pn.AddUser(keys, u.stored.Record, fresh, func(pu *post.User, err error) {
+				got = pu
+				done(err)
+			})
+		})
+		if err == nil {
+			return got, m.created(fresh, addr, marker)
+		}
+		if got == nil || !fresh {
+			return nil, err
+		}
+		m.n.log.Warn("creating the user's logs failed; retrying", "user", addr, "err", err)
+		pu = got
+	} else if !fresh {
+		return pu, nil // an earlier login timed out while POST kept opening the logs
+	}
+	for {
+		missing := 0
+		for _, name := range []string{post.RootLog, post.InboxLog} {
+			if slices.Contains(pu.Logs(), name) {
+				continue
+			}
+			missing++
+			err := await(ctx, func(done func(error)) { pu.CreateLog(name, done) })
+			if err == nil || errors.Is(err, post.ErrLogExists) {
+				missing--
+				continue
+			}
+			m.n.log.Warn("creating a log failed; retrying", "user", addr, "log", name, "err", err)
+		}
+		if missing == 0 {
+			pn.Resume(pu) // announce the user online now that INBOX exists
+			return pu, m.created(true, addr, marker)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// created writes the marker after a fresh user's logs were created.
+func (m *mailUsers) created(fresh bool, addr, marker string) error {
+	if !fresh {
+		return nil
+	}
+	if err := writeMarker(marker); err != nil {
+		return err
+	}
+	m.n.log.Info("user's logs created in the ring", "user", addr)
+	return nil
 }
 
 func writeMarker(path string) error {
