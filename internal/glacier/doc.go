@@ -58,9 +58,9 @@
 // recomputes only the missing fragment (Codec.Rebuild) and checks it against the manifest
 // before storing it.
 //
-// Bounds. Per node and round: n-1 requests of one filter each (≈ 10 bits × fragments held:
-// about 1.2 KB with 48/5 at 50 fragments per object per node... see docs/bench-glacier.md for
-// measured bytes); offers capped per peer at max(16, 3·MaxRebuildsPerRound/(n-1)); at most
+// Bounds. Per node and round: n-1 requests of one filter each (10 bits per fragment held in
+// the arc: about 1.2 KB for 48/5 at 1,000 nodes × 20,000 objects; measured in
+// docs/bench-glacier.md), each passed on at most MaxWalk times; offers capped per peer at max(16, 3·MaxRebuildsPerRound/(n-1)); at most
 // MaxRebuildsPerRound (ePOST: 100) re-codings, each reading m fragments, i.e. one object's
 // size; hand-off copies are cheap and capped separately. In a steady state offers are empty
 // but for the 1% Bloom false positives, which the next round's salt corrects.
