@@ -143,7 +143,9 @@ func (n *Node) newApps(mux *appmux.Mux, pd *pastry.Driver, seed uint64) *apps {
 }
 
 // postConfig is POST's configuration on this node: the ring's CA and revocations, the ring's
-// convergence secret and the wall clock.
+// convergence secret, the wall clock, and a durable received journal per user in the user's
+// directory (a notification counts as filed once it is on this node's disk; the INBOX head
+// write and the receipt follow).
 func (n *Node) postConfig() post.Config {
 	pc := post.DefaultConfig()
 	pc.Ring = n.rn.Descriptor.RingID
@@ -161,9 +163,9 @@ func (n *Node) postConfig() post.Config {
 	if n.timers.PostRetryDelay > 0 {
 		pc.RetryDelay = n.timers.PostRetryDelay
 	}
-	// When post's received journal lands: pc.Journals opens
-	// post.UserDir(n.opts.Dir, addr)/post.FileReceivedJournal, so a message counts as filed
-	// once it is on this node's disk. Until then it is filed when its INBOX head is written.
+	pc.Journals = func(addr string) (post.Journal, error) {
+		return post.OpenFileJournal(filepath.Join(post.UserDir(n.opts.Dir, addr), post.FileReceivedJournal))
+	}
 	return pc
 }
 
