@@ -145,6 +145,15 @@ func (m *mailUsers) onFiled(f post.Filed) {
 	m.n.log.Info("message filed", "user", f.User, "from", f.From, "size", f.Size)
 	if st != nil {
 		st.Filed()
+		// With a received journal POST reports the filing before it appends the INBOX entry
+		// (on the same call chain, right after this returns), so the store may not see it yet.
+		// Look again shortly after: Filed only replays entries it has not applied.
+		go func() {
+			for _, d := range []time.Duration{time.Millisecond, 20 * time.Millisecond, 500 * time.Millisecond} {
+				time.Sleep(d)
+				st.Filed()
+			}
+		}()
 	}
 }
 
