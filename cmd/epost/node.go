@@ -54,6 +54,10 @@ func nodeRun(args []string, stderr io.Writer) error {
 	jsonLogs := fs.Bool("log-json", false, "log JSON lines instead of text")
 	advertise := fs.String("advertise", "", "HOST:PORT peers dial to reach this node (default: the config's listen address)")
 	seed := fs.Uint64("seed", 0, "overlay random seed (0: random, logged at start)")
+	var tlsAddrs daemon.MailAddrs
+	fs.StringVar(&tlsAddrs.IMAP, "imaps", "", "also serve IMAP with implicit TLS on HOST:PORT (e.g. 127.0.0.1:993)")
+	fs.StringVar(&tlsAddrs.SMTP, "smtps", "", "also serve SMTP submission with implicit TLS on HOST:PORT (e.g. 127.0.0.1:465)")
+	fs.StringVar(&tlsAddrs.POP3, "pop3s", "", "also serve POP3 with implicit TLS on HOST:PORT (e.g. 127.0.0.1:995)")
 	var t daemon.Timers
 	for _, f := range []struct {
 		p           *time.Duration
@@ -110,7 +114,7 @@ func nodeRun(args []string, stderr io.Writer) error {
 		return err
 	}
 
-	n, err := daemon.Open(daemon.Options{Dir: *dir, Logger: log, Timers: t, Advertise: *advertise, Seed: *seed})
+	n, err := daemon.Open(daemon.Options{Dir: *dir, Logger: log, Timers: t, Advertise: *advertise, Seed: *seed, ImplicitTLS: tlsAddrs})
 	if err != nil {
 		return err
 	}

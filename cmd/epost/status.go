@@ -86,6 +86,9 @@ func printStatus(out io.Writer, st *daemon.Status) {
 	if m.Servers != (daemon.MailAddrs{}) {
 		fmt.Fprintf(out, "mail      IMAP %s  SMTP %s  POP3 %s\n", orOff(m.Servers.IMAP), orOff(m.Servers.SMTP), orOff(m.Servers.POP3))
 	}
+	if m.ServersTLS != (daemon.MailAddrs{}) {
+		fmt.Fprintf(out, "mail TLS  IMAPS %s  SMTPS %s  POP3S %s\n", orOff(m.ServersTLS.IMAP), orOff(m.ServersTLS.SMTP), orOff(m.ServersTLS.POP3))
+	}
 	var users []string
 	for _, u := range m.Users {
 		state := "waiting for first login"

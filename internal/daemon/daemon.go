@@ -109,6 +109,10 @@ type Options struct {
 	Seed uint64
 	// NoControl skips the control socket (in-process rings that query Status directly).
 	NoControl bool
+	// ImplicitTLS are optional extra listeners speaking TLS from the first byte (RFC 8314),
+	// next to the config's STARTTLS ones; "" leaves one off. They start only when the node
+	// has users.
+	ImplicitTLS MailAddrs
 }
 
 // ErrStopped is returned by Start after Stop.

@@ -42,11 +42,12 @@ const (
 
 // mailServers are the running listeners.
 type mailServers struct {
-	imap   *imapserver.Server
-	smtp   *smtpserver.Server
-	pop3   *pop3server.Server
-	outbox *smtpserver.DirOutbox
-	addrs  MailAddrs
+	imap     *imapserver.Server
+	smtp     *smtpserver.Server
+	pop3     *pop3server.Server
+	outbox   *smtpserver.DirOutbox
+	addrs    MailAddrs // STARTTLS listeners
+	tlsAddrs MailAddrs // implicit-TLS listeners
 }
 
 // MailAddrs are the bound addresses of the mail servers ("" when off).
@@ -136,8 +137,42 @@ func (n *Node) startMail() error {
 		ms.pop3, ms.addrs.POP3 = s, ln.Addr().String()
 		go s.Serve(ln)
 	}
+	// Implicit TLS (RFC 8314): the same servers on extra listeners.
+	var imaps, smtps, pop3s func(net.Listener) error
+	if ms.imap != nil {
+		imaps = ms.imap.ServeTLS
+	}
+	if ms.smtp != nil {
+		smtps = ms.smtp.ServeTLS
+	}
+	if ms.pop3 != nil {
+		pop3s = ms.pop3.ServeTLS
+	}
+	for _, l := range []struct {
+		what, addr string
+		serve      func(net.Listener) error
+		bound      *string
+	}{
+		{"IMAPS", n.opts.ImplicitTLS.IMAP, imaps, &ms.tlsAddrs.IMAP},
+		{"SMTPS", n.opts.ImplicitTLS.SMTP, smtps, &ms.tlsAddrs.SMTP},
+		{"POP3S", n.opts.ImplicitTLS.POP3, pop3s, &ms.tlsAddrs.POP3},
+	} {
+		if l.addr == "" {
+			continue
+		}
+		if l.serve == nil {
+			return fail(fmt.Errorf("%s on %s: the plain server is off in the node's config; give it an address too", l.what, l.addr))
+		}
+		ln, err := listenMail(l.what, l.addr, "--"+strings.ToLower(l.what))
+		if err != nil {
+			return fail(err)
+		}
+		*l.bound = ln.Addr().String()
+		go l.serve(ln)
+	}
 	n.servers = ms
 	n.log.Info("mail servers listening", "imap", ms.addrs.IMAP, "smtp", ms.addrs.SMTP, "pop3", ms.addrs.POP3,
+		"imaps", ms.tlsAddrs.IMAP, "smtps", ms.tlsAddrs.SMTP, "pop3s", ms.tlsAddrs.POP3,
 		"users", strings.Join(n.mail.addresses(), ","), "certificate", filepath.Join(n.opts.Dir, FileMailCert))
 	return nil
 }

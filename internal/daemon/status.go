@@ -47,8 +47,9 @@ type Status struct {
 
 // MailStatus is the node's mail side: its servers, its users, and POST's counters since start.
 type MailStatus struct {
-	Servers MailAddrs        `json:"servers"` // bound addresses; empty when off
-	Users   []MailUserStatus `json:"users"`
+	Servers    MailAddrs        `json:"servers"`     // bound STARTTLS listeners; empty when off
+	ServersTLS MailAddrs        `json:"servers_tls"` // bound implicit-TLS listeners (--imaps ...)
+	Users      []MailUserStatus `json:"users"`
 	// Filed counts messages filed into local users' INBOXes; Sent notifications built by
 	// local senders, Accepted those the ring stored, Refused those for unknown recipients.
 	Filed    uint64 `json:"filed"`
@@ -75,7 +76,7 @@ func (n *Node) mailStatus() MailStatus {
 	ms := n.servers
 	n.mu.Unlock()
 	if ms != nil {
-		m.Servers = ms.addrs
+		m.Servers, m.ServersTLS = ms.addrs, ms.tlsAddrs
 		if ms.outbox != nil {
 			if p, err := ms.outbox.Pending(); err == nil {
 				m.Outbox = len(p)

@@ -115,6 +115,7 @@ type node struct {
 	seed   uint64
 	imap   string
 	smtp   string
+	extra  []string // more "node run" flags
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -134,7 +135,7 @@ func (n *node) start() {
 	}
 	n.seed++
 	args := append([]string{"node", "run", "--dir", n.dir, "--seed", strconv.FormatUint(n.seed, 10)}, fastFlags...)
-	cmd := exec.Command(bin, args...)
+	cmd := exec.Command(bin, append(args, n.extra...)...)
 	cmd.Stderr, cmd.Stdout = logf, logf
 	if err := cmd.Start(); err != nil {
 		logf.Close()
@@ -178,6 +179,10 @@ type status struct {
 	Mail  struct {
 		Filed       uint64 `json:"filed"`
 		PendingHeld int    `json:"pending_held"`
+		Outbox      int    `json:"outbox"`
+		ServersTLS  struct {
+			IMAP string `json:"imap"`
+		} `json:"servers_tls"`
 	} `json:"mail"`
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/smtp"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -56,6 +57,13 @@ func countInbox(t *testing.T, r *ring, user, token string) int {
 	if err != nil {
 		t.Fatalf("imap dial %s: %v", n.imap, err)
 	}
+	return countOn(t, r, c, user, token)
+}
+
+// countOn is countInbox on a connected client.
+func countOn(t *testing.T, r *ring, c *imapclient.Client, user, token string) int {
+	t.Helper()
+	n := r.home[user]
 	defer c.Close()
 	if err := c.Login(user, r.pw[user]).Wait(); err != nil {
 		t.Fatalf("imap login %s: %v\nlog %s:\n%s", user, err, n.logPth, tail(n.logPth))
@@ -104,12 +112,16 @@ func waitInbox(t *testing.T, r *ring, user, token string, limit time.Duration) t
 }
 
 // TestMailAcrossOutagesAndCrash: alice mails bob while bob's node is down, and bob finds the
-// message exactly once after his node returns; then alice's node is killed with SIGKILL right
-// after the SMTP 250, and bob still gets that message. No node's files hold the plaintext.
+// message exactly once after his node returns; then, with bob's node down again, alice's node
+// is killed with SIGKILL right after the SMTP 250, and bob still gets that message when his
+// node returns. Mail for an outside address waits in the outbox; bob's node also serves
+// implicit-TLS IMAP. At the end no node's files hold the plaintext of the messages.
 func TestMailAcrossOutagesAndCrash(t *testing.T) {
 	seed := testSeed(t)
 	r := newRing(t, seed, 5, "alice", "bob")
 	alice, bob := "alice@e2e.example", "bob@e2e.example"
+	imaps := freePorts(t, 1)[0]
+	r.home[bob].extra = []string{"--imaps", imaps}
 	for _, n := range r.nodes {
 		n.start()
 	}
@@ -138,13 +150,38 @@ func TestMailAcrossOutagesAndCrash(t *testing.T) {
 		t.Fatalf("after the holders' retries bob's INBOX holds the message %d times, want 1", got)
 	}
 
-	// 2. Alice's node dies right after the 250.
+	// Mail for an address outside the ring waits in alice's node's outbox for a gateway.
+	send(t, r, alice, "carol@elsewhere.example", "to the internet", "outside the ring")
+	if st, _ := r.home[alice].status(); st.Mail.Outbox != 1 {
+		t.Fatalf("alice's node reports %d messages in its outbox, want 1", st.Mail.Outbox)
+	}
+	if !strings.Contains(tail(r.home[alice].logPth), "outbox") {
+		t.Fatalf("alice's node's log does not say where the outside mail went:\n%s", tail(r.home[alice].logPth))
+	}
+
+	// 2. Alice's node dies right after the 250, while bob's node is down too: only the
+	// ring's replicas hold the message, and they deliver it when bob's node returns.
 	aliceNode := r.home[alice]
+	bobNode.stop(syscall.SIGTERM)
 	tok2 := "crash-" + r.marker
 	send(t, r, alice, bob, "sender crashed", "body "+r.marker+" "+tok2)
 	aliceNode.stop(syscall.SIGKILL)
+	bobNode.start()
+	waitReady(t, bobNode)
 	took = waitInbox(t, r, bob, tok2, 60*time.Second)
-	t.Logf("alice's node killed after the 250: message in bob's INBOX after %v", took.Round(time.Millisecond))
+	t.Logf("alice's node killed after the 250 with bob's node down: in bob's INBOX %v after his node was ready", took.Round(time.Millisecond))
+
+	// Bob's node also serves IMAP with implicit TLS (--imaps); both messages are there.
+	if st, _ := r.home[bob].status(); st.Mail.ServersTLS.IMAP != imaps {
+		t.Fatalf("bob's node reports implicit-TLS IMAP on %q, want %s", st.Mail.ServersTLS.IMAP, imaps)
+	}
+	c, err := imapclient.DialTLS(imaps, &imapclient.Options{TLSConfig: &tls.Config{InsecureSkipVerify: true}})
+	if err != nil {
+		t.Fatalf("imaps dial %s: %v", imaps, err)
+	}
+	if got := countOn(t, r, c, bob, r.marker); got != 2 {
+		t.Fatalf("over implicit TLS bob's INBOX holds %d messages with the marker, want 2", got)
+	}
 
 	// 3. No node's files hold the plaintext.
 	for _, n := range r.nodes {
