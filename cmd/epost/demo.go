@@ -233,6 +233,7 @@ func demoTimers() daemon.Timers {
 		PastMaintenanceDelay: time.Second,
 		PostHolderDelay:      5 * time.Second,
 		PostRetryDelay:       time.Second,
+		PostOnlineInterval:   30 * time.Second,
 	}
 }
 

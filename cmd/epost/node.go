@@ -81,6 +81,7 @@ func nodeRun(args []string, stderr io.Writer) error {
 		{&t.PastGC, "past-gc-interval", "PAST: expire leases and purge the trash this often"},
 		{&t.PostHolderDelay, "post-holder-delay", "POST: a holder offers a pending notification itself after this"},
 		{&t.PostRetryDelay, "post-retry-delay", "POST: retry a failed filing or log open after this"},
+		{&t.PostOnlineInterval, "post-online-interval", "POST: re-announce the node's online users this often"},
 	} {
 		if err := durationFlag(fs, f.p, f.name, f.usage); err != nil {
 			return err

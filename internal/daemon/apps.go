@@ -138,7 +138,9 @@ func (n *Node) newApps(mux *appmux.Mux, pd *pastry.Driver, seed uint64) *apps {
 	// Users already online on a replaced driver (a founder founding its ring anew) move to the
 	// new POST node; their logs and received sets live on in their post.User.
 	pst.RebuildHolderIndex()
-	n.mail.resumeAll(pst)
+	if old := n.apps.Load(); old != nil {
+		n.mail.resumeAll(old.post, pst)
+	}
 	return a
 }
 
@@ -162,6 +164,9 @@ func (n *Node) postConfig() post.Config {
 	}
 	if n.timers.PostRetryDelay > 0 {
 		pc.RetryDelay = n.timers.PostRetryDelay
+	}
+	if n.timers.PostOnlineInterval > 0 {
+		pc.OnlineInterval = n.timers.PostOnlineInterval
 	}
 	pc.Journals = func(addr string) (post.Journal, error) {
 		return post.OpenFileJournal(filepath.Join(post.UserDir(n.opts.Dir, addr), post.FileReceivedJournal))

@@ -50,6 +50,9 @@ type Timers struct {
 	// POST; zero keeps post.DefaultConfig's value (these have no defaults of their own here).
 	PostHolderDelay time.Duration // a holder offers a still-held notification itself after this
 	PostRetryDelay  time.Duration // filing or opening a log that failed is retried after this
+	// PostOnlineInterval: a user's node re-announces the user online this often, the safety
+	// net that has holders push mail whose first announcement they missed.
+	PostOnlineInterval time.Duration
 }
 
 // DefaultTimers are the production values.

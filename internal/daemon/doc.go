@@ -15,17 +15,32 @@
 //
 // # Applications
 //
-// PAST runs on every node (apps.go): replicated objects on the k nodes closest to each key, k
-// from the ring descriptor, persisted in the node's durable store, which fsyncs before a
-// replica acknowledges. Applications share the overlay through appmux; their messages are
-// handled on one worker goroutine fed by a bounded queue, never on the transport's delivery
-// goroutine. The control socket exposes PAST to operators and tests (epost object).
+// PAST, Scribe and POST run on every node (apps.go): replicated objects on the k nodes closest
+// to each key, k from the ring descriptor, persisted in the node's durable store, which fsyncs
+// before a replica acknowledges; topic trees (POST's presence); and mail delivery with the
+// holder role for pending notifications. Applications share the overlay through appmux; their
+// messages are handled on one worker goroutine fed by a bounded queue, never on the
+// transport's delivery goroutine. The control socket exposes PAST to operators and tests
+// (epost object).
+//
+// # Mail
+//
+// The node's users are the directories "epost user add" made under NODEDIR/users. Their
+// records are published in PAST once the node is ready; their keys open at their first login
+// (mailusers.go), which brings them online in POST and opens their mail store
+// (internal/mailstore). When the node has users it serves IMAP, SMTP submission and POP3 on
+// the config's addresses (mailservers.go): STARTTLS with a certificate the node makes for
+// itself, clear-text logins only from loopback, optional implicit-TLS listeners, and mail for
+// addresses outside the ring in a durable outbox for the ring's gateway.
 //
 // # Files
 //
 //	NODEDIR/control.sock    Unix socket, mode 0600, JSON requests (see control.go)
 //	DATADIR/peers.json      remembered peers, rewritten atomically after leaf-set changes
 //	DATADIR/store/          the object store (internal/store): PAST's replicas
+//	DATADIR/outbox/         mail for recipients outside the ring (smtpserver.DirOutbox)
+//	NODEDIR/mail-tls.crt    the mail servers' self-signed certificate; mail-tls.key (0600)
+//	NODEDIR/users/ADDR/     a user: sealed keys, record, received journal, mail cache
 //
 // # What it must never do
 //

@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -22,7 +21,6 @@ import (
 	"epost/internal/imapserver"
 	"epost/internal/mailbox"
 	"epost/internal/pop3server"
-	"epost/internal/post"
 	"epost/internal/smtpserver"
 )
 
@@ -109,13 +107,14 @@ func (n *Node) startMail() error {
 			return fail(err)
 		}
 		s, err := smtpserver.New(smtpserver.Config{
-			Domain:     domain,
-			Auth:       smtpAuth{n.mail},
-			Recipients: recipients{n},
-			Submitter:  submitter{n},
-			Outbox:     loggedOutbox{ob, n},
-			TLS:        tlsCfg,
-			Logger:     n.log,
+			Domain:        domain,
+			Auth:          smtpAuth{n.mail},
+			Recipients:    n.mail.glue.Recipients(),
+			Submitter:     n.mail.glue.Submitter(),
+			Outbox:        loggedOutbox{ob, n},
+			TLS:           tlsCfg,
+			Logger:        n.log,
+			SubmitTimeout: loginTimeout,
 		})
 		if err != nil {
 			ln.Close()
@@ -226,78 +225,6 @@ func (a smtpAuth) Authenticate(username, password string) (string, error) {
 		return "", err
 	}
 	return identity.NormalizeAddress(username)
-}
-
-// recipients classifies RCPT TO: an address in one of the ring's domains is a ring user if
-// the ring holds a valid record for it; any other address is outside the ring.
-type recipients struct{ n *Node }
-
-func (r recipients) Classify(ctx context.Context, address string) (smtpserver.RecipientClass, error) {
-	addr, err := identity.NormalizeAddress(address)
-	if err != nil {
-		return smtpserver.NoSuchUser, nil
-	}
-	domain := addr[strings.LastIndexByte(addr, '@')+1:]
-	if !r.n.rn.Descriptor.HasDomain(domain) {
-		return smtpserver.Outside, nil
-	}
-	err = await(ctx, func(done func(error)) {
-		r.n.apps.Load().post.LookupRecord(addr, func(_ *identity.Record, _ identity.SignedRecord, err error) { done(err) })
-	})
-	switch {
-	case err == nil:
-		return smtpserver.RingUser, nil
-	case errors.Is(err, post.ErrUnknownRecipient), errors.Is(err, post.ErrRevokedRecipient):
-		return smtpserver.NoSuchUser, nil
-	}
-	return smtpserver.NoSuchUser, err
-}
-
-// submitter hands a message to POST: the message is stored in the ring's content store and a
-// pending notification per recipient is replicated before Submit returns, so the 250 follows
-// durability in the ring (DESIGN.md: never acknowledge first).
-type submitter struct{ n *Node }
-
-func (s submitter) Submit(ctx context.Context, env smtpserver.Envelope, raw []byte) error {
-	u := s.n.mail.user(env.From)
-	var pu *post.User
-	if u != nil {
-		u.mu.Lock()
-		pu = u.pu
-		u.mu.Unlock()
-	}
-	if pu == nil {
-		return fmt.Errorf("%s is not online on this node; log in again and resend", env.From)
-	}
-	body := append([]byte(nil), raw...) // POST keeps the parts until they are stored
-	var results []post.Result
-	err := await(ctx, func(done func(error)) {
-		pu.Send(env.To, [][]byte{body}, func(res []post.Result) {
-			results = res
-			done(nil)
-		})
-	})
-	if err != nil {
-		return err
-	}
-	var refused, failed []string
-	for _, r := range results {
-		switch r.Status {
-		case post.Accepted:
-		case post.UnknownRecipient, post.RevokedRecipient:
-			refused = append(refused, fmt.Sprintf("%s: %s", r.To, r.Status))
-		default:
-			failed = append(failed, fmt.Sprintf("%s: %v", r.To, r.Err))
-		}
-	}
-	switch {
-	case len(failed) > 0:
-		return fmt.Errorf("the ring did not store the message for %s; try again", strings.Join(failed, "; "))
-	case len(refused) > 0:
-		return fmt.Errorf("%w: %s", smtpserver.ErrRejected, strings.Join(refused, "; "))
-	}
-	s.n.log.Info("message submitted to the ring", "from", env.From, "to", strings.Join(env.To, ","), "size", len(raw))
-	return nil
 }
 
 // loggedOutbox is the DirOutbox, saying in the log where mail for outside addresses went.

@@ -84,13 +84,9 @@ func (n *Node) mailStatus() MailStatus {
 		}
 	}
 	for _, addr := range n.mail.addresses() {
-		u := n.mail.user(addr)
-		u.mu.Lock()
-		online := u.store != nil
-		u.mu.Unlock()
-		m.Users = append(m.Users, MailUserStatus{Address: addr, Online: online, Filed: u.filed.Load()})
+		m.Users = append(m.Users, MailUserStatus{Address: addr, Online: n.mail.online(addr), Filed: n.mail.filed[addr].Load()})
 	}
-	m.Filed = n.mail.filed.Load()
+	m.Filed = n.mail.filedAll.Load()
 	if a := n.apps.Load(); a != nil {
 		ps := a.post.Stats()
 		m.Sent, m.Accepted, m.Refused, m.PendingHeld = ps.Sent, ps.Accepted, ps.Refused, ps.PendingHeld
