@@ -9,9 +9,11 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
+	"epost/internal/daemon"
 	"epost/internal/identity"
 	"epost/internal/post"
 	"epost/internal/ring"
@@ -124,9 +126,13 @@ func userAdd(args []string, out io.Writer, now time.Time) error {
 	if generated {
 		fmt.Fprintf(out, "password: %s\n(keep it: it unlocks the user's keys and is not stored anywhere)\n", password)
 	}
-	fmt.Fprintln(out, "mail client settings (the node publishes the user's record when it runs):")
+	fmt.Fprintln(out, "mail client settings:")
 	fmt.Fprintf(out, "  user name: %s\n", addr)
-	fmt.Fprintf(out, "  IMAP: %s\n  SMTP: %s (submission, AUTH PLAIN)\n  POP3: %s\n", orOff(node.Config.IMAP), orOff(node.Config.SMTP), orOff(node.Config.POP3))
+	fmt.Fprintf(out, "  IMAP: %s (STARTTLS)\n  SMTP: %s (submission, STARTTLS, AUTH PLAIN)\n  POP3: %s (STLS)\n", orOff(node.Config.IMAP), orOff(node.Config.SMTP), orOff(node.Config.POP3))
+	fmt.Fprintf(out, "(re)start the node (epost node run --dir %s) to serve them: it publishes the user's record,\n"+
+		"makes itself a TLS certificate (%s, accept it once in the mail client) and accepts\n"+
+		"clear-text logins only from this machine; the user's keys open at the first login\n",
+		*nodeDir, filepath.Join(*nodeDir, daemon.FileMailCert))
 	return nil
 }
 
