@@ -3,6 +3,7 @@ package past
 import (
 	"bufio"
 	"bytes"
+	"epost/test/cluster"
 	"fmt"
 	"os"
 	"os/exec"
@@ -30,30 +31,30 @@ type acked struct {
 // bulkPut runs "epost object bulk-put" through n in the background. Every acknowledged key is
 // sent on out as soon as the command prints it; the result is sent on done when it exits.
 type bulkRun struct {
-	node   *node
+	node   *cluster.Node
 	stderr bytes.Buffer
 	done   chan error
 }
 
-func (n *node) bulkPut(count int, size string, seed uint64, out chan<- acked) *bulkRun {
-	n.t.Helper()
-	cmd := exec.Command(bin, "object", "bulk-put", "--dir", n.dir, "--count", strconv.Itoa(count), "--size", size,
+func bulkPut(t *testing.T, n *cluster.Node, count int, size string, seed uint64, out chan<- acked) *bulkRun {
+	t.Helper()
+	cmd := exec.Command(cluster.Bin, "object", "bulk-put", "--dir", n.Dir, "--count", strconv.Itoa(count), "--size", size,
 		"--concurrency", "8", "--seed", strconv.FormatUint(seed, 10), "--timeout", "60s")
 	r := &bulkRun{node: n, done: make(chan error, 1)}
 	cmd.Stderr = &r.stderr
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
-		n.t.Fatal(err)
+		t.Fatal(err)
 	}
 	if err := cmd.Start(); err != nil {
-		n.t.Fatal(err)
+		t.Fatal(err)
 	}
 	go func() {
 		sc := bufio.NewScanner(stdout)
 		for sc.Scan() {
 			f := strings.Fields(sc.Text())
 			if len(f) >= 2 {
-				out <- acked{key: f[0], sha256: f[1], via: n.name}
+				out <- acked{key: f[0], sha256: f[1], via: n.Name}
 			}
 		}
 		r.done <- cmd.Wait()
@@ -62,10 +63,10 @@ func (n *node) bulkPut(count int, size string, seed uint64, out chan<- acked) *b
 }
 
 // held lists the keys n's store holds ("epost object held").
-func (n *node) held() (map[string]bool, error) {
-	out, err := epostErr("object", "held", "--dir", n.dir, "--timeout", "10s")
+func held(n *cluster.Node) (map[string]bool, error) {
+	out, err := cluster.RunErr("object", "held", "--dir", n.Dir, "--timeout", "10s")
 	if err != nil {
-		return nil, fmt.Errorf("%s: object held: %v: %s", n.name, err, strings.TrimSpace(out))
+		return nil, fmt.Errorf("%s: object held: %v: %s", n.Name, err, strings.TrimSpace(out))
 	}
 	keys := map[string]bool{}
 	for _, l := range strings.Split(out, "\n") {
@@ -77,13 +78,13 @@ func (n *node) held() (map[string]bool, error) {
 }
 
 // closest returns the k nodes of live whose ids are numerically closest to key.
-func closest(key ids.ID, live []*node, k int) []*node {
+func closest(key ids.ID, live []*cluster.Node, k int) []*cluster.Node {
 	s := slices.Clone(live)
-	slices.SortFunc(s, func(a, b *node) int {
+	slices.SortFunc(s, func(a, b *cluster.Node) int {
 		switch {
-		case a.id == b.id:
+		case a.ID == b.ID:
 			return 0
-		case ids.Closer(key, a.id, b.id):
+		case ids.Closer(key, a.ID, b.ID):
 			return -1
 		}
 		return 1
@@ -93,7 +94,7 @@ func closest(key ids.ID, live []*node, k int) []*node {
 
 // waitReplicated polls the held listings of every live node until each of keys is held by its
 // k closest live nodes, and returns how long that took.
-func waitReplicated(t *testing.T, keys []string, live []*node, k int, timeout time.Duration) time.Duration {
+func waitReplicated(t *testing.T, keys []string, live []*cluster.Node, k int, timeout time.Duration) time.Duration {
 	t.Helper()
 	start := time.Now()
 	parsed := make([]ids.ID, len(keys))
@@ -106,7 +107,7 @@ func waitReplicated(t *testing.T, keys []string, live []*node, k int, timeout ti
 	}
 	var missing []string
 	for {
-		holds := make(map[*node]map[string]bool, len(live))
+		holds := make(map[*cluster.Node]map[string]bool, len(live))
 		var mu sync.Mutex
 		var wg sync.WaitGroup
 		var errs []error
@@ -114,7 +115,7 @@ func waitReplicated(t *testing.T, keys []string, live []*node, k int, timeout ti
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				h, err := n.held()
+				h, err := held(n)
 				mu.Lock()
 				defer mu.Unlock()
 				if err != nil {
@@ -136,7 +137,7 @@ func waitReplicated(t *testing.T, keys []string, live []*node, k int, timeout ti
 				if !holds[n][key] {
 					short = true
 					if len(missing) < 5 {
-						missing = append(missing, key[:8]+" not on "+n.name)
+						missing = append(missing, key[:8]+" not on "+n.Name)
 					}
 				}
 			}
@@ -156,7 +157,7 @@ func waitReplicated(t *testing.T, keys []string, live []*node, k int, timeout ti
 }
 
 // bulkGet looks every key up through n and checks each object's SHA-256 against want.
-func bulkGet(t *testing.T, n *node, want map[string]string) {
+func bulkGet(t *testing.T, n *cluster.Node, want map[string]string) {
 	t.Helper()
 	var keys bytes.Buffer
 	for k := range want {
@@ -166,9 +167,9 @@ func bulkGet(t *testing.T, n *node, want map[string]string) {
 	if err := os.WriteFile(f, keys.Bytes(), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	out, err := epostErr("object", "bulk-get", "--dir", n.dir, "--keys", f, "--concurrency", "16", "--timeout", "60s")
+	out, err := cluster.RunErr("object", "bulk-get", "--dir", n.Dir, "--keys", f, "--concurrency", "16", "--timeout", "60s")
 	if err != nil {
-		t.Fatalf("bulk-get through %s: %v\n%s", n.name, err, lastLines(out, 20))
+		t.Fatalf("bulk-get through %s: %v\n%s", n.Name, err, lastLines(out, 20))
 	}
 	got := 0
 	for _, l := range strings.Split(out, "\n") {
@@ -177,12 +178,12 @@ func bulkGet(t *testing.T, n *node, want map[string]string) {
 			continue
 		}
 		if w, ok := want[fs[0]]; !ok || w != fs[1] {
-			t.Errorf("lookup of %s through %s returned content with SHA-256 %s, want %s", fs[0][:8], n.name, fs[1], w)
+			t.Errorf("lookup of %s through %s returned content with SHA-256 %s, want %s", fs[0][:8], n.Name, fs[1], w)
 		}
 		got++
 	}
 	if got != len(want) {
-		t.Fatalf("lookups through %s found %d of %d objects", n.name, got, len(want))
+		t.Fatalf("lookups through %s found %d of %d objects", n.Name, got, len(want))
 	}
 }
 

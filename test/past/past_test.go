@@ -1,6 +1,7 @@
 package past
 
 import (
+	"epost/test/cluster"
 	"math/rand/v2"
 	"os"
 	"strings"
@@ -18,27 +19,27 @@ import (
 func TestInsertsSurviveCrashes(t *testing.T) {
 	began := time.Now()
 	c := newCluster(t, "pasttest", 8, nil)
-	rng := rand.New(rand.NewPCG(c.seed, c.seed^0x5eed))
+	rng := rand.New(rand.NewPCG(c.Seed, c.Seed^0x5eed))
 	const k = 3 // the ring descriptor's default replication factor
-	for _, n := range c.nodes {
-		n.start()
+	for _, n := range c.Nodes {
+		n.Start()
 	}
-	took := c.waitConverged(c.nodes, 60*time.Second)
+	took := c.WaitConverged(c.Nodes, 60*time.Second)
 	t.Logf("8 nodes ready after %v", took.Round(time.Millisecond))
 
 	// Insert through nodes 1 and 2; kill two of the other six.
-	via := c.nodes[:2]
-	others := c.nodes[2:]
+	via := c.Nodes[:2]
+	others := c.Nodes[2:]
 	perm := rng.Perm(len(others))
-	victims := []*node{others[perm[0]], others[perm[1]]}
-	t.Logf("inserting through %s and %s; will kill %s (%s) and %s (%s)", via[0].name, via[1].name,
-		victims[0].name, victims[0].id.Short(), victims[1].name, victims[1].id.Short())
+	victims := []*cluster.Node{others[perm[0]], others[perm[1]]}
+	t.Logf("inserting through %s and %s; will kill %s (%s) and %s (%s)", via[0].Name, via[1].Name,
+		victims[0].Name, victims[0].ID.Short(), victims[1].Name, victims[1].ID.Short())
 
 	const total, each = 1000, 500
 	results := make(chan acked, total)
 	runs := []*bulkRun{
-		via[0].bulkPut(each, "1KiB", c.seed+1, results),
-		via[1].bulkPut(each, "1KiB", c.seed+2, results),
+		bulkPut(t, via[0], each, "1KiB", c.Seed+1, results),
+		bulkPut(t, via[1], each, "1KiB", c.Seed+2, results),
 	}
 	want := map[string]string{} // acknowledged key -> SHA-256 of its content
 	killAt := []int{total / 5, total / 2}
@@ -56,12 +57,12 @@ func TestInsertsSurviveCrashes(t *testing.T) {
 				if len(want) == at {
 					if i == 0 {
 						var err error
-						if snapshot, err = victims[0].held(); err != nil {
+						if snapshot, err = held(victims[0]); err != nil {
 							t.Fatal(err)
 						}
 					}
-					victims[i].kill9()
-					t.Logf("SIGKILL %s after %d acknowledged inserts (%v)", victims[i].name, at, time.Since(insertStart).Round(time.Millisecond))
+					victims[i].Kill9()
+					t.Logf("SIGKILL %s after %d acknowledged inserts (%v)", victims[i].Name, at, time.Since(insertStart).Round(time.Millisecond))
 				}
 			}
 		case <-time.After(90 * time.Second):
@@ -86,23 +87,23 @@ func TestInsertsSurviveCrashes(t *testing.T) {
 		t.Fatalf("only %d of %d inserts acknowledged; with two of eight nodes down most inserts must still reach a majority", len(want), total)
 	}
 	if len(snapshot) == 0 {
-		t.Fatalf("%s held nothing before it was killed", victims[0].name)
+		t.Fatalf("%s held nothing before it was killed", victims[0].Name)
 	}
 
-	var live []*node
-	for _, n := range c.nodes {
+	var live []*cluster.Node
+	for _, n := range c.Nodes {
 		if n != victims[0] && n != victims[1] {
 			live = append(live, n)
 		}
 	}
-	took = c.waitConverged(live, 30*time.Second)
+	took = c.WaitConverged(live, 30*time.Second)
 	t.Logf("failures detected: 6 live nodes converged after %v", took.Round(time.Millisecond))
 
 	// Every acknowledged object is retrievable, with the right content, through a survivor that
 	// was not used for the inserts (lookups route through the ring like anyone else's).
 	reader := others[perm[2]]
 	bulkGet(t, reader, want)
-	t.Logf("all %d acknowledged objects retrieved through %s", len(want), reader.name)
+	t.Logf("all %d acknowledged objects retrieved through %s", len(want), reader.Name)
 
 	keys := make([]string, 0, len(want))
 	for key := range want {
@@ -113,11 +114,11 @@ func TestInsertsSurviveCrashes(t *testing.T) {
 
 	// Restart the first victim: same directory, same id, same store.
 	back := victims[0]
-	back.start()
+	back.Start()
 	live = append(live, back)
-	took = c.waitConverged(live, 30*time.Second)
-	t.Logf("%s restarted and rejoined after %v", back.name, took.Round(time.Millisecond))
-	after, err := back.held()
+	took = c.WaitConverged(live, 30*time.Second)
+	t.Logf("%s restarted and rejoined after %v", back.Name, took.Round(time.Millisecond))
+	after, err := held(back)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,19 +129,19 @@ func TestInsertsSurviveCrashes(t *testing.T) {
 		}
 	}
 	if lost > 0 {
-		t.Fatalf("%s lost %d of the %d objects it held before SIGKILL: its store did not survive the crash", back.name, lost, len(snapshot))
+		t.Fatalf("%s lost %d of the %d objects it held before SIGKILL: its store did not survive the crash", back.Name, lost, len(snapshot))
 	}
-	t.Logf("%s kept all %d objects it held before the kill", back.name, len(snapshot))
+	t.Logf("%s kept all %d objects it held before the kill", back.Name, len(snapshot))
 	bulkGet(t, back, want)
 	took = waitReplicated(t, keys, live, k, 60*time.Second)
-	t.Logf("with %s back, every acknowledged object on its %d closest live nodes after %v", back.name, k, took.Round(time.Millisecond))
+	t.Logf("with %s back, every acknowledged object on its %d closest live nodes after %v", back.Name, k, took.Round(time.Millisecond))
 
-	st, err := back.status()
+	st, err := back.Status()
 	if err != nil {
 		t.Fatal(err)
 	}
 	if st.Past.Replicas != k || st.Past.Objects < int64(len(snapshot)) || st.Past.BadMessages != 0 {
-		t.Errorf("%s: implausible past status %+v", back.name, st.Past)
+		t.Errorf("%s: implausible past status %+v", back.Name, st.Past)
 	}
 	t.Logf("total %v", time.Since(began).Round(time.Millisecond))
 }
@@ -157,11 +158,11 @@ func logRun(t *testing.T, r *bulkRun, err error) {
 		}
 	}
 	if summary == "" {
-		t.Fatalf("bulk-put through %s ended without a summary (%v):\n%s", r.node.name, err, lastLines(out, 20))
+		t.Fatalf("bulk-put through %s ended without a summary (%v):\n%s", r.node.Name, err, lastLines(out, 20))
 	}
-	t.Logf("%s: %s", r.node.name, summary)
+	t.Logf("%s: %s", r.node.Name, summary)
 	if err != nil {
-		t.Logf("%s: failed inserts:\n%s", r.node.name, lastLines(out, 10))
+		t.Logf("%s: failed inserts:\n%s", r.node.Name, lastLines(out, 10))
 	}
 }
 
@@ -171,48 +172,48 @@ func logRun(t *testing.T, r *bulkRun, err error) {
 func TestPutGetCommands(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t, "pastcli", 4, nil)
-	for _, n := range c.nodes {
-		n.start()
+	for _, n := range c.Nodes {
+		n.Start()
 	}
-	c.waitConverged(c.nodes, 60*time.Second)
-	a, b := c.nodes[0], c.nodes[3]
+	c.WaitConverged(c.Nodes, 60*time.Second)
+	a, b := c.Nodes[0], c.Nodes[3]
 
 	file := t.TempDir() + "/hello.txt"
 	content := "hello from a file\n"
 	if err := os.WriteFile(file, []byte(content), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	key := strings.TrimSpace(epost(t, "object", "put", "--dir", a.dir, "--file", file))
+	key := strings.TrimSpace(cluster.Run(t, "object", "put", "--dir", a.Dir, "--file", file))
 	if len(key) != 64 {
 		t.Fatalf("put printed %q, want a 64-digit key", key)
 	}
-	if got := epost(t, "object", "get", key, "--dir", b.dir); got != content {
+	if got := cluster.Run(t, "object", "get", key, "--dir", b.Dir); got != content {
 		t.Fatalf("get through another node: %q, want %q", got, content)
 	}
 	out := t.TempDir() + "/out"
-	epost(t, "object", "get", "--dir", a.dir, "--out", out, key)
+	cluster.Run(t, "object", "get", "--dir", a.Dir, "--out", out, key)
 	if got, err := os.ReadFile(out); err != nil || string(got) != content {
 		t.Fatalf("get --out: %q, %v", got, err)
 	}
 
-	cmd := epostCmd("object", "put", "--dir", b.dir, "-")
+	cmd := cluster.Cmd("object", "put", "--dir", b.Dir, "-")
 	cmd.Stdin = strings.NewReader("from stdin")
 	o, err := cmd.Output()
 	if err != nil {
 		t.Fatalf("put from stdin: %v", err)
 	}
-	if got := epost(t, "object", "get", "--dir", a.dir, strings.TrimSpace(string(o))); got != "from stdin" {
+	if got := cluster.Run(t, "object", "get", "--dir", a.Dir, strings.TrimSpace(string(o))); got != "from stdin" {
 		t.Fatalf("get of the stdin object: %q", got)
 	}
 
 	missing := strings.Repeat("ab", 32)
-	if o, err := epostErr("object", "get", "--dir", a.dir, missing); err == nil || !strings.Contains(o, "no replica holds it") {
+	if o, err := cluster.RunErr("object", "get", "--dir", a.Dir, missing); err == nil || !strings.Contains(o, "no replica holds it") {
 		t.Errorf("get of a missing key: %v, %q", err, o)
 	}
-	if o, err := epostErr("object", "put", "--dir", t.TempDir(), "--file", file); err == nil || !strings.Contains(o, "no node running in") {
+	if o, err := cluster.RunErr("object", "put", "--dir", t.TempDir(), "--file", file); err == nil || !strings.Contains(o, "no node running in") {
 		t.Errorf("put without a node: %v, %q", err, o)
 	}
-	st := epost(t, "status", "--dir", b.dir)
+	st := cluster.Run(t, "status", "--dir", b.Dir)
 	if !strings.Contains(st, "past      ") || !strings.Contains(st, "(k=3)") {
 		t.Errorf("status lacks the past lines:\n%s", st)
 	}

@@ -1,6 +1,7 @@
 package ring
 
 import (
+	"epost/test/cluster"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -50,7 +51,7 @@ func TestRingSetupDoc(t *testing.T) {
 		t.Fatalf("%s: %d sh blocks between the test markers, want 3 (init, run, status)", docPath, len(blocks))
 	}
 	script := strings.Join(blocks, "\n")
-	ports := freePorts(t, 3)
+	ports := cluster.FreePorts(t, 3)
 	for i, p := range ports {
 		script = strings.ReplaceAll(script, "127.0.0.1:700"+string(rune('1'+i)), p)
 	}
@@ -65,13 +66,11 @@ func TestRingSetupDoc(t *testing.T) {
 	}
 
 	ringHome := filepath.Join(home, "epost-ring")
-	c := &cluster{t: t, root: ringHome, ringDir: filepath.Join(ringHome, "ring")}
+	c := cluster.Attach(t, ringHome, filepath.Join(ringHome, "ring"))
 	for i, name := range []string{"node1", "node2", "node3"} {
-		n := &node{t: t, name: name, dir: filepath.Join(ringHome, name), addr: ports[i], logPth: filepath.Join(ringHome, name+".log")}
-		n.loadID()
-		c.nodes = append(c.nodes, n)
+		c.Adopt(name, filepath.Join(ringHome, name), ports[i], filepath.Join(ringHome, name+".log"))
 	}
-	took := c.waitConverged(c.nodes, 30*time.Second)
+	took := c.WaitConverged(c.Nodes, 30*time.Second)
 	t.Logf("the doc's three nodes converged %v after its commands ran", took.Round(time.Millisecond))
 
 	// The remote enrollment block, run on one machine: the "carry" steps become a copy, and the
@@ -107,7 +106,7 @@ func TestRingSetupDoc(t *testing.T) {
 func runShell(t *testing.T, home, script string) (string, int) {
 	t.Helper()
 	cmd := exec.Command("bash", "-c", script)
-	cmd.Env = append(os.Environ(), "HOME="+home, "PATH="+filepath.Dir(bin)+string(os.PathListSeparator)+os.Getenv("PATH"))
+	cmd.Env = append(os.Environ(), "HOME="+home, "PATH="+filepath.Dir(cluster.Bin)+string(os.PathListSeparator)+os.Getenv("PATH"))
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	// A file, not a pipe: the background jobs inherit it, and Wait would wait for a pipe's
 	// writers, which run until the test ends.

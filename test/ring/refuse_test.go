@@ -2,6 +2,7 @@ package ring
 
 import (
 	"crypto/tls"
+	"epost/test/cluster"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,30 +17,30 @@ import (
 // log line that says why, and never appear in a leaf set.
 func TestRefusesBadCertificates(t *testing.T) {
 	t.Parallel()
-	c := newCluster(t, "good", 3, nil)
-	ports := freePorts(t, 3)
-	boot := c.nodes[0].addr
+	c := cluster.New(t, "good", 3, nil)
+	ports := cluster.FreePorts(t, 3)
+	boot := c.Nodes[0].Addr
 
 	// Expired: valid for a month, two years ago.
-	expired := c.addNode("expired", ports[0], true, "--not-before", "2020-01-01T00:00:00Z", "--not-after", "2020-02-01T00:00:00Z")
+	expired := c.AddNode("expired", ports[0], true, "--not-before", "2020-01-01T00:00:00Z", "--not-after", "2020-02-01T00:00:00Z")
 	// Revoked: enrolled, then revoked by node id; the new list is copied to every node dir.
-	revoked := c.addNode("revoked", ports[1], true)
-	epost(t, "ring", "revoke", "--dir", c.ringDir, "--node-id", revoked.id.String(), "--reason", "test")
-	list, err := os.ReadFile(filepath.Join(c.ringDir, ring.FileRevocations))
+	revoked := c.AddNode("revoked", ports[1], true)
+	cluster.Run(t, "ring", "revoke", "--dir", c.RingDir, "--node-id", revoked.ID.String(), "--reason", "test")
+	list, err := os.ReadFile(filepath.Join(c.RingDir, ring.FileRevocations))
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, n := range c.nodes {
-		if err := os.WriteFile(filepath.Join(n.dir, ring.FileRevocations), list, 0o644); err != nil {
+	for _, n := range c.Nodes {
+		if err := os.WriteFile(filepath.Join(n.Dir, ring.FileRevocations), list, 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
 	// Foreign: a node of another ring (its own CA) told to bootstrap through a good node.
-	other := newCluster(t, "other", 1, nil)
-	foreign := other.addNode("foreign", ports[2], false)
+	other := cluster.New(t, "other", 1, nil)
+	foreign := other.AddNode("foreign", ports[2], false)
 	{
 		// Point the foreign node at the good ring; node init took no bootstrap for it.
-		cfgPath := filepath.Join(foreign.dir, ring.FileNodeConfig)
+		cfgPath := filepath.Join(foreign.Dir, ring.FileNodeConfig)
 		b, err := os.ReadFile(cfgPath)
 		if err != nil {
 			t.Fatal(err)
@@ -50,19 +51,19 @@ func TestRefusesBadCertificates(t *testing.T) {
 		}
 	}
 
-	good := c.nodes[:3]
+	good := c.Nodes[:3]
 	for _, n := range good {
-		n.start()
+		n.Start()
 	}
-	c.waitConverged(good, 30*time.Second)
-	for _, n := range []*node{expired, revoked, foreign} {
-		n.start()
+	c.WaitConverged(good, 30*time.Second)
+	for _, n := range []*cluster.Node{expired, revoked, foreign} {
+		n.Start()
 	}
-	expired.waitLog(10*time.Second, "own certificate will be refused by peers", "expired")
+	expired.WaitLog(10*time.Second, "own certificate will be refused by peers", "expired")
 
 	// A raw TLS client with no certificate, and one presenting the foreign node's certificate
 	// without checking the server (so the refusal is the server's, with its reason).
-	for _, creds := range []*tls.Certificate{nil, &loadNode(t, foreign.dir).Creds} {
+	for _, creds := range []*tls.Certificate{nil, &loadNode(t, foreign.Dir).Creds} {
 		cfg := &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS13}
 		if creds != nil {
 			cfg.Certificates = []tls.Certificate{*creds}
@@ -79,47 +80,47 @@ func TestRefusesBadCertificates(t *testing.T) {
 		}
 	}
 
-	bootNode := c.nodes[0]
-	bootNode.waitLog(20*time.Second,
-		"reason=\"tls handshake: peer certificate refused: ring: certificate outside its validity period: node "+expired.id.Short()+": expired",
-		"reason=\"tls handshake: peer certificate refused: ring: certificate revoked: node "+revoked.id.Short(),
-		"reason=\"tls handshake: peer certificate refused: ring: certificate belongs to another ring: node "+foreign.id.Short(),
+	bootNode := c.Nodes[0]
+	bootNode.WaitLog(20*time.Second,
+		"reason=\"tls handshake: peer certificate refused: ring: certificate outside its validity period: node "+expired.ID.Short()+": expired",
+		"reason=\"tls handshake: peer certificate refused: ring: certificate revoked: node "+revoked.ID.Short(),
+		"reason=\"tls handshake: peer certificate refused: ring: certificate belongs to another ring: node "+foreign.ID.Short(),
 		"reason=\"tls handshake: tls: client didn't provide a certificate\"",
 	)
 	// The foreign node, for its part, refuses the good node and says so while it retries.
-	foreign.waitLog(10*time.Second, "bootstrap "+boot+" unreachable", "certificate belongs to another ring")
+	foreign.WaitLog(10*time.Second, "bootstrap "+boot+" unreachable", "certificate belongs to another ring")
 
 	// None of them is ever in a leaf set, and the good ring is unchanged.
-	bad := map[string]string{expired.id.String(): "expired", revoked.id.String(): "revoked", foreign.id.String(): "foreign"}
+	bad := map[string]string{expired.ID.String(): "expired", revoked.ID.String(): "revoked", foreign.ID.String(): "foreign"}
 	deadline := time.Now().Add(3 * time.Second)
 	for time.Now().Before(deadline) {
 		for _, n := range good {
-			st, err := n.status()
+			st, err := n.Status()
 			if err != nil {
 				t.Fatal(err)
 			}
 			for _, id := range st.LeafSet {
 				if what, ok := bad[id]; ok {
-					t.Fatalf("%s has the %s node in its leaf set", n.name, what)
+					t.Fatalf("%s has the %s node in its leaf set", n.Name, what)
 				}
 			}
 			// The bad nodes know only the bootstrap node's address, so it alone refuses them.
 			if n == bootNode && st.Transport.RejectedHandshakes < 4 {
-				t.Fatalf("%s: rejected_handshakes is %d, want at least 4", n.name, st.Transport.RejectedHandshakes)
+				t.Fatalf("%s: rejected_handshakes is %d, want at least 4", n.Name, st.Transport.RejectedHandshakes)
 			}
 		}
 		time.Sleep(300 * time.Millisecond)
 	}
-	for _, n := range []*node{expired, revoked, foreign} {
-		st, err := n.status()
+	for _, n := range []*cluster.Node{expired, revoked, foreign} {
+		st, err := n.Status()
 		if err != nil {
 			t.Fatal(err)
 		}
 		if st.Ready || len(st.LeafSet) != 0 {
-			t.Errorf("%s: ready=%v leaf set %v; want not ready, empty", n.name, st.Ready, shortIDs(st.LeafSet))
+			t.Errorf("%s: ready=%v leaf set %v; want not ready, empty", n.Name, st.Ready, cluster.ShortIDs(st.LeafSet))
 		}
 	}
-	c.waitConverged(good, 5*time.Second)
+	c.WaitConverged(good, 5*time.Second)
 }
 
 func loadNode(t *testing.T, dir string) *ring.Node {
