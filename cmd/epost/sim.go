@@ -42,21 +42,48 @@ func runSimRoute(args []string) error {
 	fs.DurationVar(&c.Churn, "churn", 0, "median session length for a churn phase (e.g. 30m); 0: none")
 	fs.DurationVar(&c.Duration, "duration", time.Hour, "length of the churn phase (virtual time)")
 	fs.IntVar(&c.LeafSet, "leafset", 24, "leaf-set size L")
-	seed := fs.Uint64("seed", 1, "random seed; the same seed gives the same output")
 	fs.DurationVar(&c.JoinSpacing, "join-spacing", 10*time.Millisecond, "virtual time between two joins")
 	fs.Float64Var(&c.LookupRate, "lookup-rate", 1000, "lookups issued per virtual second")
 	fs.DurationVar(&c.RepairTime, "repair", 2*time.Minute, "virtual time allowed for repair after a failure")
-	quiet := fs.Bool("quiet", false, "no progress notes on stderr")
-	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile to this file")
+	sf := addSimFlags(fs)
+	return sf.run(fs, args, func(seed uint64) error {
+		c.Seed = seed
+		return nil
+	}, func(p func(string)) error {
+		_, err := sim.RunRoute(c, os.Stdout, p)
+		return err
+	})
+}
+
+// simFlags are the flags every `epost sim` experiment shares.
+type simFlags struct {
+	seed       *uint64
+	quiet      *bool
+	cpuprofile *string
+}
+
+func addSimFlags(fs *flag.FlagSet) simFlags {
+	return simFlags{
+		seed:       fs.Uint64("seed", 1, "random seed; the same seed gives the same output"),
+		quiet:      fs.Bool("quiet", false, "no progress notes on stderr"),
+		cpuprofile: fs.String("cpuprofile", "", "write a CPU profile to this file"),
+	}
+}
+
+// run parses args, lets prepare check the flags and take the seed, then runs the experiment
+// with an optional CPU profile, progress notes on stderr and a closing time/memory note.
+func (sf simFlags) run(fs *flag.FlagSet, args []string, prepare func(seed uint64) error, experiment func(progress func(string)) error) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
-	c.Seed = *seed
-	if *cpuprofile != "" {
-		f, err := os.Create(*cpuprofile)
+	if err := prepare(*sf.seed); err != nil {
+		return err
+	}
+	if *sf.cpuprofile != "" {
+		f, err := os.Create(*sf.cpuprofile)
 		if err != nil {
 			return err
 		}
@@ -67,8 +94,8 @@ func runSimRoute(args []string) error {
 		defer pprof.StopCPUProfile()
 	}
 	start := time.Now()
-	p := progress(*quiet)
-	if _, err := sim.RunRoute(c, os.Stdout, p); err != nil {
+	p := progress(*sf.quiet)
+	if err := experiment(p); err != nil {
 		return err
 	}
 	p(peakNote(start))

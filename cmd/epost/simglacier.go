@@ -2,9 +2,7 @@ package main
 
 import (
 	"flag"
-	"fmt"
 	"os"
-	"runtime/pprof"
 	"time"
 
 	"epost/internal/sim"
@@ -22,7 +20,6 @@ func runSimGlacier(args []string) error {
 	fs.Float64Var(&c.Fail, "fail", 0, "fraction of the nodes that fail at once after the inserts")
 	fs.StringVar(&c.FailMode, "fail-mode", "random", "random | correlated (the nodes nearest a point of the latency space)")
 	frags := fs.String("fragments", "48/5", "N/M: N fragments per object, any M rebuild it")
-	seed := fs.Uint64("seed", 1, "random seed; the same seed gives the same output")
 	fs.IntVar(&c.MinSize, "min-size", 1024, "smallest object in bytes")
 	fs.IntVar(&c.MaxSize, "max-size", 2048, "largest object in bytes")
 	fs.IntVar(&c.LeafSet, "leafset", 24, "leaf-set size L")
@@ -33,35 +30,16 @@ func runSimGlacier(args []string) error {
 	fs.DurationVar(&c.Steady, "steady", 0, "failure-free phase of this virtual length after the inserts, to measure maintenance traffic at rest; 0: none")
 	fs.IntVar(&c.Sample, "sample", 200, "objects retrieved through the overlay after repair")
 	fs.Float64Var(&c.InsertRate, "insert-rate", 500, "objects inserted per virtual second")
-	quiet := fs.Bool("quiet", false, "no progress notes on stderr")
-	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile to this file")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments %q", fs.Args())
-	}
-	var err error
-	if c.N, c.M, err = parseFragments(*frags); err != nil {
-		return err
-	}
-	c.Seed = *seed
-	if *cpuprofile != "" {
-		f, err := os.Create(*cpuprofile)
-		if err != nil {
+	sf := addSimFlags(fs)
+	return sf.run(fs, args, func(seed uint64) error {
+		var err error
+		if c.N, c.M, err = parseFragments(*frags); err != nil {
 			return err
 		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return err
-		}
-		defer pprof.StopCPUProfile()
-	}
-	start := time.Now()
-	p := progress(*quiet)
-	if _, err := sim.RunGlacier(c, os.Stdout, p); err != nil {
+		c.Seed = seed
+		return nil
+	}, func(p func(string)) error {
+		_, err := sim.RunGlacier(c, os.Stdout, p)
 		return err
-	}
-	p(peakNote(start))
-	return nil
+	})
 }

@@ -2,10 +2,7 @@ package main
 
 import (
 	"flag"
-	"fmt"
 	"os"
-	"runtime/pprof"
-	"time"
 
 	"epost/internal/sim"
 )
@@ -21,36 +18,16 @@ func runSimMail(args []string) error {
 	fs.IntVar(&c.Users, "users", 50, "users, each on a random node")
 	fs.IntVar(&c.Messages, "messages", 5000, "messages between random users")
 	fs.Float64Var(&c.Offline, "offline", 0.3, "fraction of the user-hosting nodes offline while messages are sent; they return afterwards")
-	seed := fs.Uint64("seed", 1, "random seed; the same seed gives the same output")
 	fs.Float64Var(&c.SendRate, "send-rate", 100, "messages per virtual second")
 	fs.Float64Var(&c.Attachment, "attachment", 0.1, "probability that a message carries one of four shared 64 KiB attachments")
 	fs.IntVar(&c.Replicas, "replicas", 3, "replicas per object (k)")
 	fs.BoolVar(&c.Stages, "stages", false, "report on stderr when each delivery stage is reached (p50/p99 after the send)")
-	quiet := fs.Bool("quiet", false, "no progress notes on stderr")
-	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile to this file")
-	if err := fs.Parse(args); err != nil {
+	sf := addSimFlags(fs)
+	return sf.run(fs, args, func(seed uint64) error {
+		c.Seed = seed
+		return nil
+	}, func(p func(string)) error {
+		_, err := sim.RunMail(c, os.Stdout, p)
 		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments %q", fs.Args())
-	}
-	c.Seed = *seed
-	if *cpuprofile != "" {
-		f, err := os.Create(*cpuprofile)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return err
-		}
-		defer pprof.StopCPUProfile()
-	}
-	start := time.Now()
-	p := progress(*quiet)
-	if _, err := sim.RunMail(c, os.Stdout, p); err != nil {
-		return err
-	}
-	p(peakNote(start))
-	return nil
+	})
 }

@@ -2,9 +2,7 @@ package main
 
 import (
 	"flag"
-	"fmt"
 	"os"
-	"runtime/pprof"
 	"time"
 
 	"epost/internal/sim"
@@ -23,37 +21,17 @@ func runSimStore(args []string) error {
 	fs.StringVar(&c.FailMode, "fail-mode", "sequential", "sequential (one after another, repair in between) | random (all at once) | correlated (a region of the latency space)")
 	fs.DurationVar(&c.Churn, "churn", 0, "median session length for a churn phase (e.g. 30m); 0: none")
 	fs.DurationVar(&c.Duration, "duration", time.Hour, "length of the churn phase (virtual time)")
-	seed := fs.Uint64("seed", 1, "random seed; the same seed gives the same output")
 	fs.IntVar(&c.Replicas, "replicas", 3, "replicas per object (k)")
 	fs.IntVar(&c.LeafSet, "leafset", 24, "leaf-set size L")
 	fs.DurationVar(&c.FailSpacing, "fail-spacing", 10*time.Second, "sequential mode: virtual time between two failures")
 	fs.DurationVar(&c.RepairTime, "repair", 2*time.Minute, "virtual time allowed for repair after the failures")
 	fs.Float64Var(&c.InsertRate, "insert-rate", 500, "inserts per virtual second")
-	quiet := fs.Bool("quiet", false, "no progress notes on stderr")
-	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile to this file")
-	if err := fs.Parse(args); err != nil {
+	sf := addSimFlags(fs)
+	return sf.run(fs, args, func(seed uint64) error {
+		c.Seed = seed
+		return nil
+	}, func(p func(string)) error {
+		_, err := sim.RunStore(c, os.Stdout, p)
 		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments %q", fs.Args())
-	}
-	c.Seed = *seed
-	if *cpuprofile != "" {
-		f, err := os.Create(*cpuprofile)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return err
-		}
-		defer pprof.StopCPUProfile()
-	}
-	start := time.Now()
-	p := progress(*quiet)
-	if _, err := sim.RunStore(c, os.Stdout, p); err != nil {
-		return err
-	}
-	p(peakNote(start))
-	return nil
+	})
 }
