@@ -3,6 +3,7 @@ package demo
 import (
 	"crypto/tls"
 	"encoding/json"
+	"epost/test/cluster"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -43,7 +44,7 @@ func TestBenchMail(t *testing.T) {
 	perConn := envInt("EPOST_BENCH_PER_CONN", 50)
 	dir := t.TempDir()
 	d := &demo{t: t, done: make(chan struct{})}
-	d.cmd = exec.Command(bin, "demo", "--dir", dir, "--nodes", strconv.Itoa(nodes), "--seed", "1")
+	d.cmd = exec.Command(cluster.Bin, "demo", "--dir", dir, "--nodes", strconv.Itoa(nodes), "--seed", "1")
 	startDemoCmd(t, d)
 	users := d.ready(dir)
 	alice, bob := users[0], users[1]
@@ -175,7 +176,7 @@ func ringStorage(t *testing.T, dir string, nodes int) storage {
 	t.Helper()
 	var s storage
 	for i := range nodes {
-		out, err := exec.Command(bin, "status", "--dir", filepath.Join(dir, fmt.Sprintf("node%d", i)), "--json").Output()
+		out, err := exec.Command(cluster.Bin, "status", "--dir", filepath.Join(dir, fmt.Sprintf("node%d", i)), "--json").Output()
 		if err != nil {
 			t.Fatalf("status node%d: %v", i, err)
 		}

@@ -6,6 +6,7 @@ package demo
 import (
 	"bufio"
 	"encoding/json"
+	"epost/test/cluster"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -19,26 +20,7 @@ import (
 	"time"
 )
 
-var bin string
-
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "epost-demo-test-bin-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	bin = filepath.Join(dir, "epost")
-	build := exec.Command("go", "build", "-o", bin, "epost/cmd/epost")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build epost:", err)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { cluster.Main(m) }
 
 type demoUser struct {
 	Address  string `json:"address"`
@@ -60,7 +42,7 @@ type demo struct {
 func startDemo(t *testing.T, dir string, seed uint64) *demo {
 	t.Helper()
 	d := &demo{t: t, done: make(chan struct{})}
-	d.cmd = exec.Command(bin, "demo", "--dir", dir, "--seed", strconv.FormatUint(seed, 10))
+	d.cmd = exec.Command(cluster.Bin, "demo", "--dir", dir, "--seed", strconv.FormatUint(seed, 10))
 	stdout, err := d.cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -7,9 +7,8 @@ package e2e
 import (
 	"bytes"
 	"encoding/json"
+	"epost/test/cluster"
 	"fmt"
-	"math/rand/v2"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,26 +20,7 @@ import (
 	"time"
 )
 
-var bin string
-
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "epost-e2e-bin-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	bin = filepath.Join(dir, "epost")
-	build := exec.Command("go", "build", "-o", bin, "epost/cmd/epost")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build epost:", err)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { cluster.Main(m) }
 
 // fastFlags shorten the protocol timers so that joins, failure detection, repair and the
 // holders' pushes take seconds.
@@ -64,48 +44,11 @@ var fastFlags = []string{
 	"--post-online-interval", "5s",
 }
 
-func testSeed(t *testing.T) uint64 {
-	t.Helper()
-	seed := rand.Uint64()
-	if s := os.Getenv("EPOST_TEST_SEED"); s != "" {
-		v, err := strconv.ParseUint(s, 10, 64)
-		if err != nil {
-			t.Fatalf("EPOST_TEST_SEED=%q: %v", s, err)
-		}
-		seed = v
-	}
-	t.Logf("seed %d (rerun with EPOST_TEST_SEED=%d)", seed, seed)
-	return seed
-}
+func testSeed(t *testing.T) uint64 { return cluster.Seed(t) }
 
-func epost(t *testing.T, args ...string) string {
-	t.Helper()
-	cmd := exec.Command(bin, args...)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("epost %s: %v\n%s%s", strings.Join(args, " "), err, stdout.String(), stderr.String())
-	}
-	return stdout.String()
-}
+func epost(t *testing.T, args ...string) string { return cluster.Run(t, args...) }
 
-func freePorts(t *testing.T, n int) []string {
-	t.Helper()
-	var lns []net.Listener
-	var addrs []string
-	for range n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		lns = append(lns, ln)
-		addrs = append(addrs, ln.Addr().String())
-	}
-	for _, ln := range lns {
-		ln.Close()
-	}
-	return addrs
-}
+func freePorts(t *testing.T, n int) []string { return cluster.FreePorts(t, n) }
 
 // node is one node directory and, while running, its process.
 type node struct {
@@ -136,7 +79,7 @@ func (n *node) start() {
 	}
 	n.seed++
 	args := append([]string{"node", "run", "--dir", n.dir, "--seed", strconv.FormatUint(n.seed, 10)}, fastFlags...)
-	cmd := exec.Command(bin, append(args, n.extra...)...)
+	cmd := exec.Command(cluster.Bin, append(args, n.extra...)...)
 	cmd.Stderr, cmd.Stdout = logf, logf
 	if err := cmd.Start(); err != nil {
 		logf.Close()
@@ -188,7 +131,7 @@ type status struct {
 }
 
 func (n *node) status() (status, bool) {
-	out, err := exec.Command(bin, "status", "--dir", n.dir, "--json").Output()
+	out, err := exec.Command(cluster.Bin, "status", "--dir", n.dir, "--json").Output()
 	if err != nil {
 		return status{}, false
 	}
