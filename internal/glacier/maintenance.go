@@ -1,6 +1,7 @@
 package glacier
 
 import (
+	"epost/internal/bloom"
 	"slices"
 	"time"
 
@@ -182,14 +183,14 @@ func (n *Node) syncRound() {
 		return // alone: nobody to compare with
 	}
 	salt := n.rng.Uint64()
-	b := newBloom(len(held), salt)
+	b := bloom.New(len(held), salt, maxBloomBytes)
 	for _, e := range held {
-		b.add(e.fk, e.ver)
+		b.Add(e.fk, e.ver)
 	}
 	// Each peer may offer a share of this round's budget, with slack because offers overlap
 	// (every surviving fragment of an object offers the same missing position).
 	want := uint16(min(maxOffers, max(16, (3*n.cfg.MaxRebuildsPerRound+n.cfg.N-2)/max(1, n.cfg.N-1))))
-	req := message{Type: mSyncRequest, Op: n.round, Requester: n.self, From: mine.From, To: mine.To, Salt: salt, Bloom: b.bits}
+	req := message{Type: mSyncRequest, Op: n.round, Requester: n.self, From: mine.From, To: mine.To, Salt: salt, Bloom: b.Bits}
 	// Offset 0: our immediate neighbours, for hand-off of fragments in our arc.
 	hand := req
 	hand.Want = uint16(min(maxOffers, n.cfg.MaxHandoffsPerRound))
@@ -221,7 +222,7 @@ func (n *Node) onSyncRequest(m *message) {
 	}
 	a := arc{m.From, m.To}
 	j := int(m.Offset)
-	b := &bloom{bits: m.Bloom, salt: m.Salt}
+	b := &bloom.Filter{Bits: m.Bloom, Salt: m.Salt}
 	want := min(int(m.Want), maxOffers)
 	var offers []Offer
 	now := n.now.UnixNano()
@@ -237,7 +238,7 @@ func (n *Node) onSyncRequest(m *message) {
 		if j != 0 {
 			p = ids.Add(f.Manifest.Key(), n.frac[s])
 		}
-		if a.contains(p) && !b.has(p, f.Manifest.Version) {
+		if a.contains(p) && !b.Has(p, f.Manifest.Version) {
 			offers = append(offers, Offer{Key: f.Manifest.Key(), Index: uint16(s), SrcIndex: uint16(f.Index), Version: f.Manifest.Version})
 		}
 		return true

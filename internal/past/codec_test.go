@@ -123,31 +123,6 @@ func TestMidpointAndArc(t *testing.T) {
 	}
 }
 
-func TestBloomHasNoFalseNegatives(t *testing.T) {
-	rng := rand.New(rand.NewPCG(4, 4))
-	b := newBloom(500, 42)
-	var in []ids.ID
-	for i := 0; i < 500; i++ {
-		id := ids.Hash(randomPayload(rng, 8))
-		in = append(in, id)
-		b.add(id, uint64(i))
-	}
-	for i, id := range in {
-		if !b.has(id, uint64(i)) {
-			t.Fatalf("false negative for %d", i)
-		}
-	}
-	fp := 0
-	for i := 0; i < 5000; i++ {
-		if b.has(ids.Hash(randomPayload(rng, 8)), 0) {
-			fp++
-		}
-	}
-	if fp > 150 {
-		t.Fatalf("%d false positives of 5000, want about 1%%", fp)
-	}
-}
-
 // MemStore.Range must yield exactly the keys on the arc, wrapping or not, in clockwise order.
 func TestMemStoreRange(t *testing.T) {
 	rng := rand.New(rand.NewPCG(5, 5))

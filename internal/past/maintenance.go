@@ -1,6 +1,7 @@
 package past
 
 import (
+	"epost/internal/bloom"
 	"epost/internal/ids"
 	"epost/internal/pastry"
 	"epost/internal/store"
@@ -116,11 +117,11 @@ func (n *Node) syncRound() {
 		return
 	}
 	salt := n.rng.Uint64()
-	b := newBloom(len(mine), salt)
+	b := bloom.New(len(mine), salt, maxBloomBytes)
 	for _, e := range mine {
-		b.add(e.ID, e.Seq)
+		b.Add(e.ID, e.Seq)
 	}
-	req := &message{Type: mSyncRequest, Op: n.round, Arc: arc, Count: uint64(len(mine)), Digest: digest, Salt: salt, Bloom: b.bits}
+	req := &message{Type: mSyncRequest, Op: n.round, Arc: arc, Count: uint64(len(mine)), Digest: digest, Salt: salt, Bloom: b.Bits}
 	p := req.encode(nil)
 	for _, h := range peers {
 		n.stats.MaintMsgs++
@@ -134,7 +135,7 @@ func (n *Node) onSyncRequest(from pastry.Handle, m *message) {
 	if m.Arc.Ring != n.cfg.Ring || !n.inLeafRange(from.ID) {
 		return // only nodes that belong in our leaf set share responsibility with us
 	}
-	b := &bloom{bits: m.Bloom, salt: m.Salt}
+	b := &bloom.Filter{Bits: m.Bloom, Salt: m.Salt}
 	var count, digest uint64
 	var offer []KeySeq
 	more := false
@@ -147,7 +148,7 @@ func (n *Node) onSyncRequest(from pastry.Handle, m *message) {
 		}
 		count++
 		digest ^= digestOf(meta.Key.ID, meta.Seq)
-		if b.has(meta.Key.ID, meta.Seq) {
+		if b.Has(meta.Key.ID, meta.Seq) {
 			continue
 		}
 		if len(offer) < n.cfg.MaxKeysPerExchange {
