@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"sync"
 	"time"
 
 	"epost/internal/appmux"
@@ -455,8 +456,11 @@ func (u *User) file(note *Notification, tries int) {
 	if j != nil {
 		err := j.Record(note.ID, entry)
 		if err == nil {
-			u.filed(f)
-			u.logEntry(note.ID, entry, note.Parts, tries)
+			// In the received set now (a re-delivery is a duplicate), but reported only once
+			// Entries shows the entry, so that whoever OnFiled wakes finds it.
+			u.received(f.ID)
+			var once sync.Once
+			u.logEntry(note.ID, entry, note.Parts, tries, func() { once.Do(func() { u.reportFiled(f) }) })
 			return
 		}
 		n.cfg.Log.Warn("post: received journal write failed; filing through the ring log", "user", u.addr, "err", err)
@@ -472,18 +476,26 @@ func (u *User) file(note *Notification, tries int) {
 			return
 		}
 		f.FiledAt = n.now()
-		u.filed(f)
+		u.received(f.ID)
+		u.reportFiled(f) // the head write is acknowledged: Entries shows it
 		u.afterLogged(note.ID, note.Parts)
 	})
 }
 
-// filed adds f to the received set and reports it.
-func (u *User) filed(f *Filed) {
+// received adds id to the received set.
+func (u *User) received(id NotificationID) {
 	n := u.n
 	n.mu.Lock()
-	delete(u.filing, f.ID)
-	u.recv[f.ID] = true
+	delete(u.filing, id)
+	u.recv[id] = true
 	n.stats.Filed++
+	n.mu.Unlock()
+}
+
+// reportFiled tells OnFiled; Entries(InboxLog) shows f's entry already.
+func (u *User) reportFiled(f *Filed) {
+	n := u.n
+	n.mu.Lock()
 	onFiled := n.OnFiled
 	n.mu.Unlock()
 	n.trace(f.ID, StageFiled)
@@ -492,16 +504,17 @@ func (u *User) filed(f *Filed) {
 	}
 }
 
-// logEntry appends a journaled entry to INBOX (locally visible at once: Entries shows it)
-// and sends the receipt once the head naming it is acknowledged. If every try fails the
-// entry stays in the journal, the pending copy stays with its holders, and the next start
-// appends it again.
-func (u *User) logEntry(id NotificationID, entry []byte, parts []content.Ref, tries int) {
+// logEntry appends a journaled entry to INBOX (locally visible, Entries shows it, once the
+// entries queued before it are: then shown runs) and sends the receipt once the head naming
+// it is acknowledged. If every try fails the entry stays in the journal, the pending copy
+// stays with its holders, and the next start appends it again. shown may be nil; it must be
+// safe to call more than once (each try may show the entry).
+func (u *User) logEntry(id NotificationID, entry []byte, parts []content.Ref, tries int, shown func()) {
 	n := u.n
-	u.appendLocal(InboxLog, entry, func(_ uint64, err error) {
+	u.appendLocal(InboxLog, entry, shown, func(_ uint64, err error) {
 		if err != nil {
 			if tries > 1 {
-				n.after(n.cfg.RetryDelay, func() { u.logEntry(id, entry, parts, tries-1) })
+				n.after(n.cfg.RetryDelay, func() { u.logEntry(id, entry, parts, tries-1, shown) })
 			}
 			return
 		}

@@ -15,9 +15,10 @@ import (
 
 // A Journal is one user's durable local received set on their node: the notifications this
 // node has filed whose INBOX entry is not yet in the ring's INBOX log. With a journal, a
-// notification counts as filed (OnFiled, Entries, what IMAP shows) as soon as Record returns,
-// and the INBOX head write, the parts' lease refresh and the receipt (the drop of the pending
-// copy) follow asynchronously. That is safe because:
+// notification counts as filed (Entries and what IMAP shows, then OnFiled) as soon as Record
+// returns and its entry is queued for the INBOX log behind any earlier append, and the INBOX
+// head write, the parts' lease refresh and the receipt (the drop of the pending copy) follow
+// asynchronously. That is safe because:
 //
 //   - the pending copy stays with its holders until the receipt, and the receipt is sent only
 //     after the INBOX head naming the entry is quorum-acknowledged;

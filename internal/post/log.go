@@ -60,6 +60,8 @@ type pendingAppend struct {
 	body  []byte
 	cb    func(uint64, error)
 	local bool // durable on this node already (journaled): Entries shows it before its head
+	// shown, if set, runs once Entries shows this local entry (see revealLocked).
+	shown func()
 }
 
 type pendingSnapshot struct {
@@ -294,16 +296,19 @@ func (u *User) replay(l *logState, st *headState, cb func([][]byte, []ids.ID, er
 // head write is in flight go out together with the next one. cb gets the entry's index once
 // the head naming it is acknowledged by a quorum.
 func (u *User) Append(name string, body []byte, cb func(uint64, error)) {
-	u.appendEntry(name, body, false, cb)
+	u.appendEntry(name, body, false, nil, cb)
 }
 
 // appendLocal is Append for an entry this node holds durably already (the journal): Entries
-// shows it at once, at the index it will have in the log.
-func (u *User) appendLocal(name string, body []byte, cb func(uint64, error)) {
-	u.appendEntry(name, body, true, cb)
+// shows it, at the index it will have in the log, as soon as every entry queued before it is
+// shown too (at once, unless an ordinary append waits for its head write ahead of it).
+// shown, if not nil, runs (without locks held) once Entries shows the entry, before the head
+// write starts; if the entry fails before it is shown, shown never runs.
+func (u *User) appendLocal(name string, body []byte, shown func(), cb func(uint64, error)) {
+	u.appendEntry(name, body, true, shown, cb)
 }
 
-func (u *User) appendEntry(name string, body []byte, local bool, cb func(uint64, error)) {
+func (u *User) appendEntry(name string, body []byte, local bool, shown func(), cb func(uint64, error)) {
 	if cb == nil {
 		cb = func(uint64, error) {}
 	}
@@ -318,9 +323,35 @@ func (u *User) appendEntry(name string, body []byte, local bool, cb func(uint64,
 		cb(0, fmt.Errorf("%w: %s", ErrLogNotReady, name))
 		return
 	}
-	l.queue = append(l.queue, pendingAppend{body: append([]byte(nil), body...), cb: cb, local: local})
+	l.queue = append(l.queue, pendingAppend{body: append([]byte(nil), body...), cb: cb, local: local, shown: shown})
+	reveal := l.revealLocked()
 	u.n.mu.Unlock()
+	runAll(reveal)
 	u.flushLog(l)
+}
+
+// revealLocked takes the shown callbacks of the local entries Entries now shows: the local
+// entries at the front of the uncommitted ones (in flight, then queued). Each runs once.
+func (l *logState) revealLocked() []func() {
+	var out []func()
+	for _, q := range [][]pendingAppend{l.inflight, l.queue} {
+		for i := range q {
+			if !q[i].local {
+				return out
+			}
+			if q[i].shown != nil {
+				out = append(out, q[i].shown)
+				q[i].shown = nil
+			}
+		}
+	}
+	return out
+}
+
+func runAll(fs []func()) {
+	for _, f := range fs {
+		f()
+	}
 }
 
 // flushLog writes the queued entries (and a finished snapshot) with one new head. The head
@@ -423,7 +454,17 @@ func (u *User) flushLog(l *logState) {
 		if needSnap {
 			l.snapping = true
 		}
+		// Entries shows this batch now, and the local entries queued behind it.
+		var reveal []func()
+		for i := range batch {
+			if batch[i].shown != nil {
+				reveal = append(reveal, batch[i].shown)
+				batch[i].shown = nil
+			}
+		}
+		reveal = append(reveal, l.revealLocked()...)
 		n.mu.Unlock()
+		runAll(reveal)
 		for i, ct := range cts {
 			u.insertEntry(l, first+uint64(i), ct, n.cfg.MaxFilingRetries)
 		}

@@ -158,7 +158,11 @@ type Node struct {
 	stats    Stats
 
 	// OnFiled, if set, hears of every message filed into a local user's INBOX, once per
-	// notification (the IMAP layer wakes IDLE here). It runs without locks held.
+	// notification (the IMAP layer wakes IDLE here). It runs without locks held, and only
+	// once the user's Entries(InboxLog) shows the filed entry (journaled: on the node's disk
+	// and queued for its head write; otherwise: in the ring), so a reader woken by it, such
+	// as a mailstore replay, always finds the message: no need to look again later. It
+	// must not block.
 	OnFiled func(f Filed)
 }
 

@@ -189,7 +189,7 @@ func (u *User) replayJournal() {
 			u.afterLogged(f.ID, f.Parts)
 			continue
 		}
-		u.logEntry(f.ID, e.Entry, f.Parts, u.n.cfg.MaxFilingRetries)
+		u.logEntry(f.ID, e.Entry, f.Parts, u.n.cfg.MaxFilingRetries, nil) // reported before the crash
 	}
 }
 

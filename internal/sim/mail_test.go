@@ -367,3 +367,46 @@ func holders(w *world, key ids.Key) int {
 	}
 	return n
 }
+
+// OnFiled is reported only once Entries(InboxLog) shows the filed entry, so a reader it wakes
+// (IMAP IDLE rereading INBOX) finds the message at once; also when the journaled entry is
+// queued behind an ordinary INBOX append still waiting for its head write.
+func TestMailOnFiledAfterEntriesShowIt(t *testing.T) {
+	w := newWorld(t, 25, 30, nil)
+	a := w.addUser(0, "a@sim.example", 1)
+	b := w.addUser(1, "b@sim.example", 2)
+	filed := 0
+	appended := false
+	b.node.post.OnFiled = func(f post.Filed) {
+		filed++
+		es, err := b.u.Entries(post.InboxLog, 0)
+		found := false
+		for _, e := range es {
+			if g, err := post.DecodeFiled(e); err == nil && g.ID == f.ID {
+				found = true
+			}
+		}
+		if err != nil || !found {
+			w.fail("OnFiled for %x before Entries shows it (%d entries, %v)", f.ID[:4], len(es), err)
+		}
+		if !appended {
+			// An ordinary append now queues behind this entry and ahead of the next one.
+			appended = true
+			b.u.Append(post.InboxLog, []byte("mailstore flags entry"), nil)
+		}
+	}
+	res := w.send(a, []string{b.addr, b.addr, b.addr}, [][]byte{[]byte("watch INBOX")})
+	for _, r := range res {
+		if r.Status != post.Accepted {
+			w.fail("send: %v", r)
+		}
+	}
+	w.wait(time.Minute, func() bool { return filed == 3 })
+	if filed != 3 {
+		w.fail("filed %d of 3", filed)
+	}
+	w.run.ring.net.RunFor(10 * time.Second)
+	if got := len(w.inbox(b)); got != 4 {
+		w.fail("INBOX has %d entries, want 4", got)
+	}
+}
