@@ -70,8 +70,8 @@ type session struct {
 
 var _ mailbox.Authenticator = (*Users)(nil)
 
-// startedMarker, in the user's directory, says the user's logs were created: later starts
-// open them (post.AddUser with fresh false) instead of creating them.
+// startedMarker, in the user's directory, says the user's logs were created or found: later
+// starts only open them (post.AddUser with fresh false), never create them.
 const startedMarker = "mail.started"
 
 // CacheFileName is the local cache's file in the user's directory.
@@ -167,38 +167,35 @@ func (us *Users) startSession(addr string, keys *identity.Keys, rec identity.Sig
 	ctx := context.Background()
 	dir := post.UserDir(us.cfg.NodeDir, addr)
 	marker := filepath.Join(dir, startedMarker)
-	u, ok := us.cfg.Node.User(addr)
-	if !ok {
-		_, statErr := os.Stat(marker)
-		fresh := errors.Is(statErr, fs.ErrNotExist)
-		var amu sync.Mutex
-		var added *post.User
-		var addErr error
-		werr := us.w.await(ctx, "start "+addr+"'s POST session", func(done func()) {
-			us.cfg.Node.AddUser(keys, rec, fresh, func(pu *post.User, err error) {
-				amu.Lock()
-				added, addErr = pu, err
-				amu.Unlock()
-				done()
-			})
+	_, statErr := os.Stat(marker)
+	fresh := errors.Is(statErr, fs.ErrNotExist)
+	// AddUser is idempotent: it returns a user already started on this node, joins a start
+	// still under way (a login that timed out), and after a start that failed, starts over,
+	// creating on a fresh start only the logs certainly missing.
+	var amu sync.Mutex
+	var added *post.User
+	var addedErr error
+	werr := us.w.await(ctx, "start "+addr+"'s POST session", func(done func()) {
+		us.cfg.Node.AddUser(keys, rec, fresh, func(pu *post.User, err error) {
+			amu.Lock()
+			added, addedErr = pu, err
+			amu.Unlock()
+			done()
 		})
-		if werr != nil {
-			// POST keeps trying to open the logs; the next login picks the user up.
-			return nil, nil, fmt.Errorf("mailstore: %w", werr)
-		}
-		amu.Lock()
-		u = added
-		amu.Unlock()
-		if addErr != nil && fresh && errors.Is(addErr, post.ErrLogExists) && u != nil {
-			// Created before, marker lost (a crash between the two): open instead.
-			us.cfg.Log.Info("mailstore: user's logs exist already; opening them", "user", addr)
-		} else if addErr != nil {
-			return nil, nil, fmt.Errorf("mailstore: start %s: %w", addr, addErr)
-		}
-		if fresh {
-			if err := os.WriteFile(marker, nil, 0o600); err != nil {
-				return nil, nil, fmt.Errorf("mailstore: %w", err)
-			}
+	})
+	if werr != nil {
+		// POST goes on with the start; the next login joins it.
+		return nil, nil, fmt.Errorf("mailstore: %w", werr)
+	}
+	amu.Lock()
+	u, addErr := added, addedErr
+	amu.Unlock()
+	if addErr != nil {
+		return nil, nil, fmt.Errorf("mailstore: start %s: %w; try again", addr, addErr)
+	}
+	if fresh {
+		if err := os.WriteFile(marker, nil, 0o600); err != nil {
+			return nil, nil, fmt.Errorf("mailstore: %w", err)
 		}
 	}
 	st, err := Open(ctx, Config{

@@ -99,11 +99,17 @@ func (u *User) CreateLog(name string, cb func(error)) {
 	l := &logState{name: name, key: u.headKey(name), opening: true}
 	u.logs[name] = l
 	u.n.mu.Unlock()
+	// OpenLog calls made while the log is being created wait for the outcome.
 	fail := func(err error) {
 		u.n.mu.Lock()
 		delete(u.logs, name)
+		ws := l.waiters
+		l.waiters, l.opening = nil, false
 		u.n.mu.Unlock()
 		cb(err)
+		for _, w := range ws {
+			w(err)
+		}
 	}
 	u.n.st.Lookup(l.key, func(_ past.Object, err error) {
 		switch {
@@ -138,11 +144,16 @@ func (u *User) CreateLog(name string, cb func(error)) {
 			}
 			u.n.mu.Lock()
 			l.seq, l.payload, l.loaded, l.opening = 1, payload, true, false
+			ws := l.waiters
+			l.waiters = nil
 			u.n.mu.Unlock()
 			if name != RootLog {
 				u.Append(RootLog, []byte("+"+name), nil)
 			}
 			cb(nil)
+			for _, w := range ws {
+				w(nil)
+			}
 			u.flushLog(l)
 		})
 	})

@@ -3,8 +3,10 @@ package post
 import (
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"slices"
+	"sync"
 
 	"epost/internal/identity"
 	"epost/internal/ids"
@@ -28,6 +30,8 @@ type User struct {
 	journal   Journal  // nil: filed only once in the INBOX log
 	waiting   []func() // deliveries that arrived before INBOX was open
 	online    bool
+	started   bool                 // AddUser finished: root and INBOX are open
+	starters  []func(*User, error) // AddUser callers waiting for the start under way
 	backupSeq uint64
 }
 
@@ -40,11 +44,20 @@ func (u *User) Keys() *identity.Keys { return u.keys }
 // ErrUserKeys: the keys do not match the record.
 var ErrUserKeys = errors.New("post: keys do not match the user's record")
 
-// AddUser brings a local user online on this node. fresh says this is the user's first start
-// (user add just ran): only then are the root and INBOX logs created; otherwise they are
-// opened, and a log that cannot be found is retried, never re-created. It publishes the
-// record, subscribes to the user's presence topic and, once INBOX is open, announces the user
-// online so that holders push pending notifications at once.
+// AddUser brings a local user online on this node and calls cb once the user's root and INBOX
+// logs are open (or the start failed). It publishes the record, subscribes to the user's
+// presence topic and, once INBOX is open, announces the user online so that holders push
+// pending notifications at once.
+//
+// fresh says the user's logs may not exist yet (no start has succeeded before): each log is
+// then created if, and only if, CreateLog finds its absence certain (every replica answered
+// "not found"), and opened if a head exists, so a fresh start that failed half-way (a replica
+// that died unnoticed, say) is finished by the next one. Otherwise the logs are only opened,
+// retrying a log that cannot be found, never re-creating it.
+//
+// AddUser is idempotent: for a user already started on this node cb gets it at once, and a
+// call while a start is under way waits for that start's outcome. A start that fails leaves
+// nothing behind (the user is not on this node, cb gets a nil User), so it can be retried.
 func (n *Node) AddUser(keys *identity.Keys, sr identity.SignedRecord, fresh bool, cb func(*User, error)) {
 	if cb == nil {
 		cb = func(*User, error) {}
@@ -58,24 +71,36 @@ func (n *Node) AddUser(keys *identity.Keys, sr identity.SignedRecord, fresh bool
 		cb(nil, ErrUserKeys)
 		return
 	}
+	n.mu.Lock()
+	if u, ok := n.users[rec.Address]; ok {
+		switch {
+		case !u.keys.Public().Equal(keys.Public()):
+			n.mu.Unlock()
+			cb(nil, fmt.Errorf("post: user %s already on this node with other keys", rec.Address))
+		case u.started:
+			n.mu.Unlock()
+			cb(u, nil)
+		default:
+			u.starters = append(u.starters, cb)
+			n.mu.Unlock()
+		}
+		return
+	}
 	u := &User{n: n, addr: rec.Address, keys: keys, record: sr, logs: map[string]*logState{},
-		recv: map[NotificationID]bool{}, logged: map[NotificationID]bool{}, filing: map[NotificationID]bool{}}
+		recv: map[NotificationID]bool{}, logged: map[NotificationID]bool{}, filing: map[NotificationID]bool{},
+		starters: []func(*User, error){cb}}
+	n.users[u.addr] = u
+	n.mu.Unlock()
 	if n.cfg.Journals != nil {
 		j, err := n.cfg.Journals(rec.Address)
 		if err != nil {
-			cb(nil, fmt.Errorf("post: received journal of %s: %w", rec.Address, err))
+			u.finishStart(fmt.Errorf("post: received journal of %s: %w", rec.Address, err))
 			return
 		}
+		n.mu.Lock()
 		u.journal = j
-	}
-	n.mu.Lock()
-	if _, ok := n.users[u.addr]; ok {
 		n.mu.Unlock()
-		cb(nil, fmt.Errorf("post: user %s already on this node", u.addr))
-		return
 	}
-	n.users[u.addr] = u
-	n.mu.Unlock()
 	n.subscribe(u.addr)
 	PublishRecord(n.st, sr, n.now().Add(n.cfg.ContentLease), func(err error) {
 		if err != nil {
@@ -83,22 +108,97 @@ func (n *Node) AddUser(keys *identity.Keys, sr identity.SignedRecord, fresh bool
 		}
 	})
 	if fresh {
-		u.CreateLog(RootLog, func(err error) {
+		u.ensureLog(RootLog, func(err error) {
 			if err != nil {
-				cb(u, err)
+				u.finishStart(err)
 				return
 			}
-			u.CreateLog(InboxLog, func(err error) {
-				if err == nil {
-					u.onLogLoaded(u.logs[InboxLog])
-				}
-				cb(u, err)
-			})
+			u.ensureLog(InboxLog, u.finishStart)
 		})
 		return
 	}
-	u.openWithRetry(RootLog, func(error) {})
-	u.openWithRetry(InboxLog, func(err error) { cb(u, err) })
+	var mu sync.Mutex
+	var first error
+	j := newJoin(2, func() { u.finishStart(first) })
+	for _, name := range []string{RootLog, InboxLog} {
+		u.openWithRetry(name, func(err error) {
+			mu.Lock()
+			if first == nil {
+				first = err
+			}
+			mu.Unlock()
+			j.one()
+		})
+	}
+}
+
+// ensureLog creates a log whose absence is certain and opens one that exists (CreateLog
+// refuses to write a head over one that may exist). If INBOX was created here, or found on a
+// fresh start, the root log may still lack its "+INBOX" entry: add it.
+func (u *User) ensureLog(name string, cb func(error)) {
+	u.CreateLog(name, func(err error) {
+		switch {
+		case err == nil && name == InboxLog:
+			u.onLogLoaded(u.logs[InboxLog])
+		case errors.Is(err, ErrLogExists):
+			u.OpenLog(name, func(err error) {
+				if err == nil && name != RootLog {
+					u.listInRoot(name)
+				}
+				cb(err)
+			})
+			return
+		}
+		cb(err)
+	})
+}
+
+// listInRoot appends "+name" to the root log unless it lists name already (a fresh start
+// that created the log and failed before its root entry).
+func (u *User) listInRoot(name string) {
+	es, err := u.Entries(RootLog, 0)
+	if err != nil {
+		return
+	}
+	for _, e := range es {
+		if string(e) == "+"+name {
+			return
+		}
+	}
+	u.Append(RootLog, []byte("+"+name), nil)
+}
+
+// finishStart ends AddUser: the user is started, or (err) taken off this node altogether, its
+// journal closed, so that the next AddUser starts over.
+func (u *User) finishStart(err error) {
+	n := u.n
+	n.mu.Lock()
+	cbs := u.starters
+	u.starters = nil
+	var j Journal
+	if err == nil {
+		u.started = true
+	} else {
+		if n.users[u.addr] == u {
+			delete(n.users, u.addr)
+		}
+		u.waiting = nil // their pending copies stay with the holders
+		j, u.journal = u.journal, nil
+	}
+	n.mu.Unlock()
+	res := u
+	if err != nil {
+		res = nil
+		n.unsubscribeIfIdle(u.addr)
+		if c, ok := j.(io.Closer); ok {
+			if cerr := c.Close(); cerr != nil {
+				n.cfg.Log.Warn("post: closing the received journal", "user", u.addr, "err", cerr)
+			}
+		}
+	}
+	for _, cb := range cbs {
+		cb(res, err)
+	}
 }
 
 // Resume attaches a user whose state this node kept (its local cache) after the overlay node

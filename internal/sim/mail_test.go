@@ -227,16 +227,23 @@ func TestMailLogsCreateSnapshotReplay(t *testing.T) {
 	if !errors.Is(err, post.ErrLogExists) {
 		w.fail("second create of INBOX: %v", err)
 	}
-	// The same user on another node (a node restarted without its cache) must find, not create.
+	// The same user on another node (a node restarted without its cache) must find and open
+	// the logs, not create them again.
+	before, _ := a.u.Head(post.InboxLog)
 	other := w.run.nodes[5].post
 	var u2 *post.User
 	done = false
 	other.AddUser(a.keys, a.rec, true, func(u *post.User, e error) { u2, err, done = u, e, true })
 	w.wait(time.Minute, func() bool { return done })
-	if !errors.Is(err, post.ErrLogExists) {
+	if err != nil || u2 == nil {
 		w.fail("fresh start over existing logs: %v", err)
 	}
-	_ = u2
+	if h, err := u2.Head(post.InboxLog); err != nil || h.Seq != before.Seq || h.Key != before.Key {
+		w.fail("fresh start over existing logs opened INBOX head %+v (%v), want %+v", h, err, before)
+	}
+	if root, _ := u2.Entries(post.RootLog, 0); len(root) != 1 || string(root[0]) != "+INBOX" {
+		w.fail("root log %q after a fresh start over existing logs", root)
+	}
 
 	const entries = 23
 	for i := 0; i < entries; i++ {
