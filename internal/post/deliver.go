@@ -35,8 +35,10 @@ import (
 //     when the probe found nobody: an online recipient files it at once.
 //  4. Every holder (replica) of a pending object subscribes to the recipient's presence topic
 //     (PAST's Observer tells it what it stores, inserts and repairs alike). When the
-//     recipient's node comes online it multicasts a signed "online" on its topic, and holders
-//     push their pending notifications straight to it. A holder whose notification is still
+//     recipient's node comes online it multicasts a signed "online" on its topic (again after
+//     2 s, 5 s, 15 s and 1 min, in case the tree was still under repair, then every 10 min:
+//     OnlineBackoff, OnlineInterval), and holders push their pending notifications straight
+//     to it. A holder whose notification is still
 //     held after HolderDelay anycasts it itself (the sender may have died before pushing).
 //  5. The recipient decrypts, verifies the sender against the sender's CA-certified record
 //     and the revocation list, and files the notification exactly once into its received

@@ -54,12 +54,17 @@ type Config struct {
 	Rand    io.Reader                // injected randomness: notification ids, log keys, nonces
 	Log     *slog.Logger
 
-	ContentLease     time.Duration // lease of parts, entries, heads (ePOST: 28 days)
-	PendingLease     time.Duration // lease of pending notifications (ePOST: 28 days)
-	RefreshInterval  time.Duration // the owner refreshes everything reachable (ePOST: daily)
-	BackupInterval   time.Duration // signed backup of all heads (ePOST: 6 h)
-	SnapshotEvery    int           // entries between log snapshots (ePOST: 500)
-	OnlineInterval   time.Duration // re-announce presence (a safety net; pushes are immediate)
+	ContentLease    time.Duration // lease of parts, entries, heads (ePOST: 28 days)
+	PendingLease    time.Duration // lease of pending notifications (ePOST: 28 days)
+	RefreshInterval time.Duration // the owner refreshes everything reachable (ePOST: daily)
+	BackupInterval  time.Duration // signed backup of all heads (ePOST: 6 h)
+	SnapshotEvery   int           // entries between log snapshots (ePOST: 500)
+	OnlineInterval  time.Duration // re-announce presence (a safety net; pushes are immediate)
+	// OnlineBackoff lists when, counted from going online, a user's node announces itself
+	// again before settling on OnlineInterval: the first announcement is lost when the
+	// presence tree is still being repaired (the node just came back), and holders push only
+	// on an announcement. Increasing; nil means DefaultConfig's; empty (non-nil) means none.
+	OnlineBackoff    []time.Duration
 	OnlineMaxAge     time.Duration // holders ignore older announcements
 	HolderDelay      time.Duration // a holder offers a still-held notification itself after this
 	RecordCacheTTL   time.Duration // verified recipient records are reused this long
@@ -87,6 +92,7 @@ func DefaultConfig() Config {
 		BackupInterval:   6 * time.Hour,
 		SnapshotEvery:    500,
 		OnlineInterval:   10 * time.Minute,
+		OnlineBackoff:    []time.Duration{2 * time.Second, 5 * time.Second, 15 * time.Second, time.Minute},
 		OnlineMaxAge:     15 * time.Minute,
 		HolderDelay:      30 * time.Second,
 		RecordCacheTTL:   10 * time.Minute,
@@ -109,6 +115,9 @@ func (c *Config) fill() {
 		if *p.v <= 0 {
 			*p.v = *p.d
 		}
+	}
+	if c.OnlineBackoff == nil {
+		c.OnlineBackoff = d.OnlineBackoff
 	}
 	if c.SnapshotEvery <= 0 {
 		c.SnapshotEvery = d.SnapshotEvery

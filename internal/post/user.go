@@ -304,11 +304,29 @@ func (u *User) goOnline() {
 	u.online = true
 	n.mu.Unlock()
 	u.announce()
-	var reannounce, backup, refresh func()
-	reannounce = func() { u.announce(); n.after(n.cfg.OnlineInterval, reannounce) }
+	// Announce again on a backoff (OnlineBackoff), then every OnlineInterval: a few extra
+	// multicasts per start, so that an announcement lost to a presence tree under repair
+	// delays pushes by seconds, not by OnlineInterval.
+	var reannounce func(i int)
+	reannounce = func(i int) {
+		u.announce()
+		d := n.cfg.OnlineInterval
+		if i+1 < len(n.cfg.OnlineBackoff) {
+			d = n.cfg.OnlineBackoff[i+1] - n.cfg.OnlineBackoff[i]
+		}
+		if d <= 0 {
+			d = n.cfg.OnlineInterval // a backoff list that is not increasing
+		}
+		n.after(d, func() { reannounce(i + 1) })
+	}
+	if len(n.cfg.OnlineBackoff) > 0 {
+		n.after(n.cfg.OnlineBackoff[0], func() { reannounce(0) })
+	} else {
+		n.after(n.cfg.OnlineInterval, func() { reannounce(0) })
+	}
+	var backup, refresh func()
 	backup = func() { u.Backup(nil); n.after(n.cfg.BackupInterval, backup) }
 	refresh = func() { u.RefreshLeases(nil); n.after(n.cfg.RefreshInterval, refresh) }
-	n.after(n.cfg.OnlineInterval, reannounce)
 	n.after(n.cfg.BackupInterval, backup)
 	n.after(n.cfg.RefreshInterval, refresh)
 }

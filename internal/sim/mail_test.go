@@ -417,3 +417,61 @@ func TestMailOnFiledAfterEntriesShowIt(t *testing.T) {
 		w.fail("INBOX has %d entries, want 4", got)
 	}
 }
+
+// The recipient's node comes back while its presence tree is under repair, so its first
+// "online" never reaches the holders of its pending copy (here: they are cut off for the
+// moment it announces). The re-announcements on a backoff reach them, and the message is
+// filed within seconds of the node's return, not at the next OnlineInterval.
+func TestMailPresenceFirstAnnouncementMissed(t *testing.T) {
+	w := newWorld(t, 26, 30, nil)
+	a := w.addUser(0, "a@sim.example", 1)
+	b := w.addUser(1, "b@sim.example", 2)
+	w.run.crash(b.node)
+	w.run.ring.net.RunFor(time.Minute)
+	res := w.send(a, []string{b.addr}, [][]byte{[]byte("are you there?")})
+	if res[0].Status != post.Accepted {
+		w.fail("send: %v", res[0])
+	}
+	// The sender's push and the holders' own offers (HolderDelay) found nobody.
+	w.run.ring.net.RunFor(30 * time.Second)
+	key := pendingKeyOf(w, b, res[0].ID)
+	var cut []*mailNode
+	for _, mn := range w.run.nodes {
+		if !mn.offline && mn.st.Has(key) {
+			cut = append(cut, mn)
+		}
+	}
+	if len(cut) == 0 {
+		w.fail("nobody holds the pending copy")
+	}
+	net := w.run.ring.net
+	w.run.restart(b.node)
+	sn := b.node.sn
+	resume := sn.drv.OnEvent
+	cutOff := false
+	sn.drv.OnEvent = func(e pastry.Event) {
+		if e.Kind == pastry.EventReady && !cutOff {
+			// Resume announces now: the holders miss it.
+			cutOff = true
+			for _, mn := range cut {
+				mn.sn.ep.SetPartition(1)
+			}
+			net.AfterFunc(time.Second, func() {
+				for _, mn := range cut {
+					mn.sn.ep.SetPartition(0)
+				}
+			})
+		}
+		resume(e)
+	}
+	filed := func() bool { e, _ := b.u.Entries(post.InboxLog, 0); return len(e) == 1 }
+	w.wait(2*time.Minute, func() bool { return cutOff && filed() })
+	if !cutOff || !filed() {
+		w.fail("not filed within 2 minutes of the restart (back: %v)", cutOff)
+	}
+	if took := net.Elapsed() - b.node.backAt; took > 10*time.Second {
+		w.fail("filed %v after the recipient's node returned, want a few seconds", took)
+	} else {
+		t.Logf("seed %d: filed %v after the recipient's node returned (%d holders cut off at its first announcement)", w.seed, took, len(cut))
+	}
+}
