@@ -22,8 +22,8 @@ import (
 // PostNode is what the mail layer needs from the node's POST instance; *post.Node
 // implements it.
 type PostNode interface {
+	// AddUser starts the user, or returns the user started already (see post.Node.AddUser).
 	AddUser(keys *identity.Keys, sr identity.SignedRecord, fresh bool, cb func(*post.User, error))
-	User(addr string) (*post.User, bool)
 	LookupRecord(addr string, cb func(*identity.Record, identity.SignedRecord, error))
 	Contents
 }
@@ -238,7 +238,8 @@ func (us *Users) Store(addr string) (*Store, bool) {
 }
 
 // OnFiled is for post.Node.OnFiled: it wakes the recipient's INBOX watchers (IMAP IDLE).
-// It never blocks on the ring.
+// It never blocks on the ring. POST reports a filing only once the user's INBOX entries show
+// it, so this one replay finds the message: there is nothing to look at again later.
 func (us *Users) OnFiled(f post.Filed) {
 	if sess := us.session(f.User); sess != nil {
 		sess.store.Filed()

@@ -133,8 +133,8 @@ func (n *Node) AddUser(keys *identity.Keys, sr identity.SignedRecord, fresh bool
 }
 
 // ensureLog creates a log whose absence is certain and opens one that exists (CreateLog
-// refuses to write a head over one that may exist). If INBOX was created here, or found on a
-// fresh start, the root log may still lack its "+INBOX" entry: add it.
+// refuses to write a head over one that may exist). A log other than root found this way may
+// come from a start that failed before listing it in the root log: list it.
 func (u *User) ensureLog(name string, cb func(error)) {
 	u.CreateLog(name, func(err error) {
 		switch {
