@@ -115,18 +115,9 @@ func (m *mailUsers) onFiled(f post.Filed) {
 		c.Add(1)
 	}
 	m.n.log.Info("message filed", "user", f.User, "from", f.From, "size", f.Size)
+	// POST reports a filing only once its INBOX entry is visible (post.Node.OnFiled), so one
+	// replay in the store finds it and wakes IDLE.
 	m.glue.OnFiled(f)
-	// With a received journal POST reports the filing before it appends the INBOX entry (on
-	// the same call chain, right after this returns), so the store may not see it yet and an
-	// IDLE would sleep until the next change. Look again shortly after.
-	if st, ok := m.glue.Store(f.User); ok {
-		go func() {
-			for _, d := range []time.Duration{time.Millisecond, 20 * time.Millisecond, 500 * time.Millisecond} {
-				time.Sleep(d)
-				st.Filed()
-			}
-		}()
-	}
 }
 
 // resumeAll moves the users online on the old POST node to a new one (a founder founding its
