@@ -12,7 +12,7 @@ func TestPythonClient(t *testing.T) {
 	s := startServer(t, imapserver.Config{}, false)
 	for _, name := range []string{
 		"login_list", "id_before_login", "append_fetch", "store_copy_move_expunge",
-		"search", "utf8_headers", "malformed", "idle", "no_condstore", "recent", "big_attachment",
+		"search", "utf8_headers", "malformed", "idle", "no_condstore", "recent", "big_attachment", "extensions",
 	} {
 		t.Run(name, func(t *testing.T) { runPython(t, s.addr, name) })
 	}

@@ -404,6 +404,43 @@ def t_recent():
     c.logout()
 
 
+def t_extensions():
+    """AUTHENTICATE PLAIN (RFC 4616), ENABLE IMAP4rev2, LIST-STATUS (RFC 5819), ESEARCH
+    (RFC 4731), UNSELECT (RFC 3691) and LITERAL+ (RFC 7888), each as a client sends it."""
+    c = imaplib.IMAP4(HOST, PORT)
+    ok(*c.authenticate("PLAIN", lambda _: ("\0%s\0%s" % (USER, PASSWORD)).encode()), "authenticate plain")
+    fresh_folder(c, "Ext")
+    for i in range(3):
+        append_uid(c, "Ext", r"(\Seen)" if i == 0 else None, simple(b"ext %d" % i))
+    typ, data = c._simple_command("LIST", '""', '"Ext"', "RETURN", "(STATUS (MESSAGES UNSEEN))")
+    ok(typ, data, "list-status")
+    st = b" ".join(x for x in c.untagged_responses.pop("STATUS", []) if x)
+    check(re.search(rb"MESSAGES 3", st) and re.search(rb"UNSEEN 2", st), "LIST-STATUS gave %r" % st)
+    ok(*c.select("Ext"), "select Ext")
+    typ, data = c._simple_command("UID", "SEARCH", "RETURN", "(MIN MAX COUNT)", "ALL")
+    ok(typ, data, "esearch")
+    es = b" ".join(x for x in c.untagged_responses.pop("ESEARCH", []) if x)
+    check(re.search(rb"COUNT 3", es) and re.search(rb"MIN \d+", es) and re.search(rb"MAX \d+", es), "ESEARCH gave %r" % es)
+    typ, data = c._simple_command("UNSELECT")
+    ok(typ, data, "unselect")
+    check(c.state == "SELECTED", "imaplib tracks state itself")
+    c.state = "AUTH"
+    # After UNSELECT no mailbox is selected: FETCH must be refused, the session kept.
+    typ, data = c._simple_command("NOOP")
+    ok(typ, data, "noop after unselect")
+    # LITERAL+: a non-synchronizing literal in APPEND, sent without waiting for "+".
+    msg = simple(b"literal plus")
+    tag = c._new_tag()
+    c.send(tag + b" APPEND Ext {" + str(len(msg)).encode() + b"+}\r\n" + msg + b"\r\n")
+    while True:
+        line = c._get_line()
+        if line.startswith(tag):
+            check(b" OK" in line, "LITERAL+ append: %r" % line)
+            break
+    ok(*c._simple_command("ENABLE", "IMAP4rev2"), "enable imap4rev2")
+    c.logout()
+
+
 TESTS = {name[2:]: fn for name, fn in globals().items() if name.startswith("t_")}
 
 if __name__ == "__main__":
