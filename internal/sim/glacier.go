@@ -3,12 +3,12 @@ package sim
 import (
 	"crypto/ed25519"
 	"crypto/sha256"
+	"epost/internal/simnet"
 	"errors"
 	"fmt"
 	"io"
 	"math"
 	"math/rand/v2"
-	"slices"
 	"time"
 
 	"epost/internal/glacier"
@@ -337,23 +337,7 @@ func (run *glacierRun) fail() {
 		}
 	}
 	k := int(math.Round(run.cfg.Fail * float64(len(alive))))
-	if run.cfg.FailMode == "correlated" {
-		cx, cy := run.rng.Float64(), run.rng.Float64()
-		slices.SortStableFunc(alive, func(a, b *simGlacier) int {
-			da := math.Hypot(a.sn.ep.X-cx, a.sn.ep.Y-cy)
-			db := math.Hypot(b.sn.ep.X-cx, b.sn.ep.Y-cy)
-			switch {
-			case da < db:
-				return -1
-			case da > db:
-				return 1
-			}
-			return 0
-		})
-	} else {
-		run.rng.Shuffle(len(alive), func(i, j int) { alive[i], alive[j] = alive[j], alive[i] })
-	}
-	for _, sg := range alive[:k] {
+	for _, sg := range pickVictims(alive, k, run.cfg.FailMode == "correlated", run.rng, func(sg *simGlacier) *simnet.Endpoint { return sg.sn.ep }) {
 		sg.drv.Stop()
 		r.crash(sg.sn)
 	}

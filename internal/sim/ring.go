@@ -6,6 +6,7 @@ package sim
 import (
 	"encoding/binary"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"slices"
 	"time"
@@ -225,4 +226,28 @@ func expectedLeafSet(live []ids.ID, self ids.ID, half int) []ids.ID {
 	}
 	slices.SortFunc(out, ids.Cmp)
 	return out
+}
+
+// pickVictims orders alive for a failure of k nodes at once and returns the first k: the k
+// nearest to a random point of the latency space when correlated (a site going dark), else k
+// at random. It draws from rng the same way for every experiment, so a seed's output is stable.
+func pickVictims[T any](alive []T, k int, correlated bool, rng *rand.Rand, ep func(T) *simnet.Endpoint) []T {
+	if correlated {
+		cx, cy := rng.Float64(), rng.Float64()
+		slices.SortStableFunc(alive, func(a, b T) int {
+			ea, eb := ep(a), ep(b)
+			da := math.Hypot(ea.X-cx, ea.Y-cy)
+			db := math.Hypot(eb.X-cx, eb.Y-cy)
+			switch {
+			case da < db:
+				return -1
+			case da > db:
+				return 1
+			}
+			return 0
+		})
+	} else {
+		rng.Shuffle(len(alive), func(i, j int) { alive[i], alive[j] = alive[j], alive[i] })
+	}
+	return alive[:k]
 }

@@ -323,25 +323,7 @@ func (run *routeRun) fail() {
 		}
 	}
 	k := int(math.Round(run.cfg.Fail * float64(len(alive))))
-	switch run.cfg.FailMode {
-	case "correlated":
-		// A site goes dark: the k nodes nearest to a random point of the latency space.
-		cx, cy := r.rng.Float64(), r.rng.Float64()
-		slices.SortStableFunc(alive, func(a, b *simNode) int {
-			da := math.Hypot(a.ep.X-cx, a.ep.Y-cy)
-			db := math.Hypot(b.ep.X-cx, b.ep.Y-cy)
-			switch {
-			case da < db:
-				return -1
-			case da > db:
-				return 1
-			}
-			return 0
-		})
-	default:
-		r.rng.Shuffle(len(alive), func(i, j int) { alive[i], alive[j] = alive[j], alive[i] })
-	}
-	for _, sn := range alive[:k] {
+	for _, sn := range pickVictims(alive, k, run.cfg.FailMode == "correlated", r.rng, func(sn *simNode) *simnet.Endpoint { return sn.ep }) {
 		r.crash(sn)
 	}
 }

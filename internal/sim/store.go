@@ -1,6 +1,7 @@
 package sim
 
 import (
+	"epost/internal/simnet"
 	"errors"
 	"fmt"
 	"io"
@@ -328,23 +329,8 @@ func (run *storeRun) fail(progress func(string)) {
 			}
 		}
 		return
-	case "correlated":
-		cx, cy := run.rng.Float64(), run.rng.Float64()
-		slices.SortStableFunc(alive, func(a, b *simPast) int {
-			da := math.Hypot(a.sn.ep.X-cx, a.sn.ep.Y-cy)
-			db := math.Hypot(b.sn.ep.X-cx, b.sn.ep.Y-cy)
-			switch {
-			case da < db:
-				return -1
-			case da > db:
-				return 1
-			}
-			return 0
-		})
-	default:
-		run.rng.Shuffle(len(alive), func(i, j int) { alive[i], alive[j] = alive[j], alive[i] })
 	}
-	for _, sp := range alive[:k] {
+	for _, sp := range pickVictims(alive, k, run.cfg.FailMode == "correlated", run.rng, func(sp *simPast) *simnet.Endpoint { return sp.sn.ep }) {
 		run.crash(sp)
 	}
 	// Let the overlay notice before the "fail" line; repair gets its own phase.
