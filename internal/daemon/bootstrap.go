@@ -1,15 +1,11 @@
 package daemon
 
 import (
-	"bufio"
 	"context"
-	"crypto/tls"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"slices"
 	"strings"
 	"sync"
@@ -129,61 +125,17 @@ func (r *resolvingTransport) resolve(addr string) {
 	}
 }
 
-// probeAddr learns the node id at addr with a TLS handshake under the ring's trust rules,
-// followed by the hello exchange of tcp's wire format (internal/tcp/doc.go, "Wire format"), so
-// that the peer sees an ordinary, authenticated connection that closes, not a refused one. It
-// can go away once tcp.Transport.Send accepts a zero id.
+// probeAddr learns the node id at addr (tcp's Identify: TLS under the ring's trust rules and
+// the hello exchange), with refusals turned into advice.
 func (n *Node) probeAddr(ctx context.Context, addr string) (ids.ID, error) {
-	ctx, cancel := context.WithTimeout(ctx, n.timers.DialTimeout)
-	defer cancel()
-	var d net.Dialer
-	raw, err := d.DialContext(ctx, "tcp", addr)
+	id, err := n.rt.tr.Identify(ctx, addr)
 	if err != nil {
-		return ids.Zero, err
-	}
-	defer raw.Close()
-	if dl, ok := ctx.Deadline(); ok {
-		_ = raw.SetDeadline(dl)
-	}
-	var got ids.ID
-	cfg := n.rn.Trust.TLSConfig(n.rn.Creds, time.Now)
-	trust := n.rn.Trust
-	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
-		id, err := trust.PeerID(cs, time.Now())
-		if err != nil {
-			return fmt.Errorf("peer certificate refused: %w", err)
+		if errors.Is(err, tcp.ErrOwnID) {
+			return ids.Zero, errors.New("that address is this node itself")
 		}
-		if id == n.rn.ID {
-			return errors.New("that address is this node itself")
-		}
-		got = id
-		return nil
-	}
-	tc := tls.Client(raw, cfg)
-	if err := tc.HandshakeContext(ctx); err != nil {
 		return ids.Zero, explainHandshake(err)
 	}
-	// Hello: uint32 BE length (kind byte + payload), kind 2, uint16 BE version 1, our address.
-	self := n.advertised()
-	hello := make([]byte, 0, 5+2+len(self))
-	hello = binary.BigEndian.AppendUint32(hello, uint32(1+2+len(self)))
-	hello = append(hello, 2)
-	hello = binary.BigEndian.AppendUint16(hello, 1)
-	hello = append(hello, self...)
-	if _, err := tc.Write(hello); err != nil {
-		return ids.Zero, explainHandshake(err)
-	}
-	// The peer's hello proves it accepted our certificate too (TLS 1.3 clients finish the
-	// handshake before the server has checked them).
-	br := bufio.NewReaderSize(tc, 512)
-	var hdr [5]byte
-	if _, err := io.ReadFull(br, hdr[:]); err != nil {
-		return ids.Zero, explainHandshake(err)
-	}
-	if l := binary.BigEndian.Uint32(hdr[:4]); hdr[4] != 2 || l < 3 || l > 1+2+255 {
-		return ids.Zero, fmt.Errorf("%s does not speak the epost node protocol (first frame kind %d, length %d)", addr, hdr[4], l)
-	}
-	return got, nil
+	return id, nil
 }
 
 // explainHandshake turns the usual refusals into advice.

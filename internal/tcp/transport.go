@@ -458,3 +458,28 @@ func (t *Transport) runMaintenance() {
 		c.close(errIdle)
 	}
 }
+
+// Identify learns which node listens at addr: a TLS handshake under the ring's trust rules
+// and the hello exchange, on a connection that is then closed. The overlay uses it for
+// bootstrap addresses, whose node id it does not know yet (Send needs the id it must find
+// there). The peer sees an ordinary authenticated connection, not a refused one.
+func (t *Transport) Identify(ctx context.Context, addr string) (ids.ID, error) {
+	ctx, cancel := context.WithTimeout(ctx, t.cfg.DialTimeout)
+	defer cancel()
+	d := net.Dialer{}
+	nc, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return ids.Zero, err
+	}
+	defer nc.Close()
+	stop := context.AfterFunc(ctx, func() { nc.Close() })
+	defer stop()
+	var got ids.ID
+	tc := tls.Client(nc, t.connTLS(addr, nil, &got))
+	// handshake also waits for the peer's hello, which proves the peer accepted our
+	// certificate (a TLS 1.3 client finishes its handshake before the server has checked it).
+	if _, _, _, err := t.handshake(nc, tc); err != nil {
+		return ids.Zero, err
+	}
+	return got, nil
+}
