@@ -1,0 +1,596 @@
+package glacier
+
+// Aggregation: an owner's small PAST objects (content chunks, log entries, head backups) are
+// packed into aggregates before Glacier erasure-codes them, because one object costs n
+// fragments, n manifests and n sync entries whatever its size (ePOST: flush every 12 h,
+// aggregates of at most 512,000 bytes or 50 objects, repacked when less than 80% is live).
+//
+// Aggregator is a state machine like Node: time is passed in, it does no I/O, and what it
+// returns is what the caller must insert (an *Aggregate carries the manifest inputs: Name,
+// Version, Expiry and the Blob). It is not safe for concurrent use.
+//
+// Chain. Aggregate seq s of an owner is the Glacier object named "agg/<s>", key
+// ObjectKey(ring, owner, name); its blob links to aggregate s-1's key, so the owner needs to
+// record only the newest key (Head) in its log and can rebuild the member index by walking back
+// (ChainWalk). For the walk to reach every live member, no aggregate may expire before an older
+// one: an aggregate's lease is the latest expiry of its live members or its predecessor's lease,
+// whichever is later (the reference's "max of its members'", plus the predecessor so that the
+// chain cannot break in the middle). A dead aggregate thus lingers as a header-only shell until
+// everything older is gone.
+//
+// Repack. An aggregate whose live fraction (by member bytes) falls below RepackBelow is
+// re-encoded with only its live members under the same name and key at the next version, so
+// the chain links stay valid and Glacier holders replace the old version by version order. The
+// old version is then replaceable. Refreshed expiries are kept in memory and written into the
+// table of contents at the next repack; between repacks they survive a restart only if the
+// caller re-applies them (Refresh), since a lease renewal reuses the blob.
+
+import (
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"epost/internal/ids"
+	"epost/internal/wire"
+)
+
+// Aggregation defaults (ePOST's figures) and hard limits.
+const (
+	DefaultAggregateBytes   = 512_000
+	DefaultAggregateObjects = 50
+	DefaultAggregateAge     = 12 * time.Hour
+	DefaultRepackBelow      = 0.8
+	MaxAggregateMembers     = 1024 // bounds decoding; any configured count must not exceed it
+
+	aggregateFormat = 1
+	aggHeaderSize   = 1 + ids.Bytes + 8 + ids.Bytes + 2 // format, ring, seq, prev, count
+	aggEntrySize    = ids.Bytes + 1 + 8 + 4 + 4         // id, flags, expiry, offset, length
+	aggFlagContent  = 1                                 // member key id is the SHA-256 of its bytes
+)
+
+// Aggregation errors.
+var (
+	ErrBadAggregate   = errors.New("glacier: aggregate malformed")
+	ErrMemberTooLarge = errors.New("glacier: object too large for an aggregate")
+	ErrNotMember      = errors.New("glacier: no such member in the aggregate")
+)
+
+// AggregatorConfig sets an owner's aggregation.
+type AggregatorConfig struct {
+	Ring        ids.RingID
+	Owner       ed25519.PublicKey // aggregate keys are bound to it (ObjectKey)
+	MaxBytes    int               // encoded aggregate size bound
+	MaxObjects  int               // member count bound
+	MaxAge      time.Duration     // a pending member waits at most this long
+	RepackBelow float64           // repack when live bytes / member bytes < this
+}
+
+// DefaultAggregatorConfig is ePOST's aggregation for ring and owner.
+func DefaultAggregatorConfig(ring ids.RingID, owner ed25519.PublicKey) AggregatorConfig {
+	return AggregatorConfig{Ring: ring, Owner: owner, MaxBytes: DefaultAggregateBytes,
+		MaxObjects: DefaultAggregateObjects, MaxAge: DefaultAggregateAge, RepackBelow: DefaultRepackBelow}
+}
+
+func (c AggregatorConfig) validate() error {
+	switch {
+	case len(c.Owner) != ed25519.PublicKeySize:
+		return fmt.Errorf("glacier aggregator: owner key of %d bytes", len(c.Owner))
+	case c.MaxBytes < aggHeaderSize+aggEntrySize+1 || c.MaxBytes > MaxObjectSize:
+		return fmt.Errorf("glacier aggregator: MaxBytes %d not in %d..%d", c.MaxBytes, aggHeaderSize+aggEntrySize+1, MaxObjectSize)
+	case c.MaxObjects < 1 || c.MaxObjects > MaxAggregateMembers:
+		return fmt.Errorf("glacier aggregator: MaxObjects %d not in 1..%d", c.MaxObjects, MaxAggregateMembers)
+	case c.MaxAge <= 0:
+		return fmt.Errorf("glacier aggregator: MaxAge %v must be positive", c.MaxAge)
+	case !(c.RepackBelow > 0 && c.RepackBelow <= 1):
+		return fmt.Errorf("glacier aggregator: RepackBelow %v not in (0, 1]", c.RepackBelow)
+	}
+	return nil
+}
+
+// AggregateName is the Glacier object name of aggregate seq: "agg/<seq>".
+func AggregateName(seq uint64) []byte { return strconv.AppendUint([]byte("agg/"), seq, 10) }
+
+// AggregateKey is the object key of the owner's aggregate seq in ring.
+func AggregateKey(ring ids.RingID, owner ed25519.PublicKey, seq uint64) ids.ID {
+	return ObjectKey(ring, owner, AggregateName(seq))
+}
+
+// Member is an object handed to the Aggregator.
+type Member struct {
+	Key         ids.Key
+	Data        []byte
+	Expiry      time.Time
+	ContentHash bool // Key.ID == ids.Hash(Data); checked on Add and on every decode
+}
+
+// TOCEntry is one member in an aggregate's table of contents; its ring is the aggregate's.
+type TOCEntry struct {
+	ID          ids.ID
+	ContentHash bool
+	Expiry      int64 // unix nanoseconds, as of packing
+	Offset      uint32
+	Length      uint32
+}
+
+// Aggregate is one version of an aggregate: what the blob holds (Ring, Seq, Prev, TOC) and,
+// when it comes from an Aggregator, the manifest inputs (Key, Name, Version, Expiry).
+//
+// Encoding, format 1 (big-endian, exactly 75 + 49·n + data bytes):
+//
+//	u8  format (1)
+//	32  ring id
+//	u64 seq (≥ 1)
+//	32  key of aggregate seq-1 (zero for the first)
+//	u16 n (0..MaxAggregateMembers)
+//	n × { 32 member id, u8 flags (1: content hash), i64 expiry, u32 offset, u32 length }
+//	the members' bytes, in TOC order, without gaps
+type Aggregate struct {
+	Ring ids.RingID
+	Seq  uint64
+	Prev ids.ID
+	TOC  []TOCEntry
+	Blob []byte
+
+	Key     ids.ID
+	Name    []byte
+	Version uint64
+	Expiry  time.Time
+}
+
+// Member returns a copy of the bytes of the member with key k.
+func (g *Aggregate) Member(k ids.Key) ([]byte, error) {
+	if k.Ring == g.Ring {
+		data := g.Blob[len(g.Blob)-g.dataLen():]
+		for _, e := range g.TOC {
+			if e.ID == k.ID {
+				return append([]byte(nil), data[e.Offset:e.Offset+e.Length]...), nil
+			}
+		}
+	}
+	return nil, fmt.Errorf("%w: %s in aggregate %d", ErrNotMember, k, g.Seq)
+}
+
+func (g *Aggregate) dataLen() int {
+	n := 0
+	for _, e := range g.TOC {
+		n += int(e.Length)
+	}
+	return n
+}
+
+// encodeAggregate builds the blob and TOC of members.
+func encodeAggregate(ring ids.RingID, seq uint64, prev ids.ID, members []Member) ([]byte, []TOCEntry) {
+	size := aggHeaderSize + aggEntrySize*len(members)
+	for _, m := range members {
+		size += len(m.Data)
+	}
+	w := wire.Writer{B: make([]byte, 0, size)}
+	w.U8(aggregateFormat)
+	w.ID(ring)
+	w.U64(seq)
+	w.ID(prev)
+	w.U16(uint16(len(members)))
+	toc := make([]TOCEntry, len(members))
+	off := uint32(0)
+	for i, m := range members {
+		toc[i] = TOCEntry{ID: m.Key.ID, ContentHash: m.ContentHash, Expiry: m.Expiry.UnixNano(), Offset: off, Length: uint32(len(m.Data))}
+		off += uint32(len(m.Data))
+		w.ID(m.Key.ID)
+		flags := uint8(0)
+		if m.ContentHash {
+			flags = aggFlagContent
+		}
+		w.U8(flags)
+		w.I64(toc[i].Expiry)
+		w.U32(toc[i].Offset)
+		w.U32(toc[i].Length)
+	}
+	for _, m := range members {
+		w.B = append(w.B, m.Data...)
+	}
+	return w.B, toc
+}
+
+// DecodeAggregate parses and checks a blob: the TOC must describe the data exactly, member ids
+// must be distinct and content-hash members must hash to their ids. The result shares blob's
+// memory; Key, Name, Version and Expiry are left zero (they live in the manifest).
+func DecodeAggregate(blob []byte) (*Aggregate, error) {
+	bad := func(format string, args ...any) (*Aggregate, error) {
+		return nil, fmt.Errorf("%w: %s", ErrBadAggregate, fmt.Sprintf(format, args...))
+	}
+	if len(blob) > MaxObjectSize {
+		return bad("%d bytes exceed %d", len(blob), MaxObjectSize)
+	}
+	r := wire.NewReader(blob)
+	if f := r.U8(); r.Err() == nil && f != aggregateFormat {
+		return bad("format %d", f)
+	}
+	g := &Aggregate{Ring: r.ID(), Seq: r.U64(), Prev: r.ID()}
+	n := int(r.U16())
+	if err := r.Err(); err != nil {
+		return bad("header: %v", err)
+	}
+	if g.Seq == 0 {
+		return bad("seq 0")
+	}
+	if n > MaxAggregateMembers || n*aggEntrySize > len(r.B) {
+		return bad("%d members in %d bytes", n, len(r.B))
+	}
+	g.TOC = make([]TOCEntry, n)
+	seen := make(map[ids.ID]struct{}, n)
+	off := uint64(0)
+	for i := range g.TOC {
+		e := TOCEntry{ID: r.ID()}
+		flags := r.U8()
+		e.Expiry, e.Offset, e.Length = r.I64(), r.U32(), r.U32()
+		if flags&^aggFlagContent != 0 {
+			return bad("member %d flags %#x", i, flags)
+		}
+		e.ContentHash = flags == aggFlagContent
+		if uint64(e.Offset) != off {
+			return bad("member %d at offset %d, expected %d", i, e.Offset, off)
+		}
+		if _, dup := seen[e.ID]; dup {
+			return bad("member %s twice", e.ID.Short())
+		}
+		seen[e.ID] = struct{}{}
+		off += uint64(e.Length)
+		g.TOC[i] = e
+	}
+	if err := r.Err(); err != nil {
+		return bad("table of contents: %v", err)
+	}
+	if off != uint64(len(r.B)) {
+		return bad("members take %d bytes, %d follow the table", off, len(r.B))
+	}
+	data := r.B
+	for _, e := range g.TOC {
+		if e.ContentHash && ids.Hash(data[e.Offset:e.Offset+e.Length]) != e.ID {
+			return bad("member %s does not hash to its key", e.ID.Short())
+		}
+	}
+	g.Blob = blob
+	return g, nil
+}
+
+// Repack is the result of repacking one aggregate: Old is the version that New (same key and
+// name, next version, live members only) replaces once inserted.
+type Repack struct {
+	Old, New *Aggregate
+}
+
+// Aggregator packs an owner's small objects into a chain of aggregates and tracks which
+// members are still live. See the comment at the top of aggregate.go.
+type Aggregator struct {
+	cfg          AggregatorConfig
+	pending      []Member
+	pendingData  int
+	pendingSince time.Time
+	nextSeq      uint64
+	aggs         []*aggState // ascending seq; aggs[i].agg.Prev is aggs[i-1]'s key
+	byKey        map[ids.ID]*aggState
+	index        map[ids.Key]ids.ID // member key → aggregate key
+}
+
+type aggState struct {
+	agg    *Aggregate       // current version
+	expiry map[ids.ID]int64 // members' expiries, raised by Refresh
+	leased int64            // Expiry of the current manifest version
+}
+
+// NewAggregator returns an empty Aggregator; Restore fills one from a ChainWalk.
+func NewAggregator(cfg AggregatorConfig) (*Aggregator, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	return &Aggregator{cfg: cfg, nextSeq: 1, byKey: make(map[ids.ID]*aggState), index: make(map[ids.Key]ids.ID)}, nil
+}
+
+// Head is the key of the newest aggregate (zero if none): what the owner records in its log.
+func (a *Aggregator) Head() ids.ID {
+	if len(a.aggs) == 0 {
+		return ids.Zero
+	}
+	return a.aggs[len(a.aggs)-1].agg.Key
+}
+
+// Pending is the number of members waiting for the next flush.
+func (a *Aggregator) Pending() int { return len(a.pending) }
+
+// Locate returns the key of the aggregate holding member k.
+func (a *Aggregator) Locate(k ids.Key) (ids.ID, bool) {
+	g, ok := a.index[k]
+	return g, ok
+}
+
+// Aggregate returns the current version of the aggregate with key g.
+func (a *Aggregator) Aggregate(g ids.ID) (*Aggregate, bool) {
+	s, ok := a.byKey[g]
+	if !ok {
+		return nil, false
+	}
+	return s.agg, true
+}
+
+func (a *Aggregator) pendingSize() int {
+	return aggHeaderSize + aggEntrySize*len(a.pending) + a.pendingData
+}
+
+// Add queues m and returns the aggregates the bounds flushed (none, one, or two when the
+// previous batch had to close first and m filled the next). A content-hash object already
+// aggregated is only refreshed; a re-added key replaces its pending copy, or moves to the new
+// batch (its old copy counts as dead).
+func (a *Aggregator) Add(now time.Time, m Member) ([]*Aggregate, error) {
+	switch {
+	case m.Key.Ring != a.cfg.Ring:
+		return nil, fmt.Errorf("glacier aggregate add %s: ring is not %s", m.Key, a.cfg.Ring.Short())
+	case !m.Expiry.After(now):
+		return nil, fmt.Errorf("glacier aggregate add %s: %w", m.Key, ErrExpired)
+	case m.ContentHash && ids.Hash(m.Data) != m.Key.ID:
+		return nil, fmt.Errorf("glacier aggregate add %s: %w: bytes do not hash to the key", m.Key, ErrBadAggregate)
+	case aggHeaderSize+aggEntrySize+len(m.Data) > a.cfg.MaxBytes:
+		return nil, fmt.Errorf("glacier aggregate add %s: %w: %d bytes, at most %d", m.Key, ErrMemberTooLarge, len(m.Data), a.cfg.MaxBytes-aggHeaderSize-aggEntrySize)
+	}
+	if m.ContentHash {
+		if _, ok := a.index[m.Key]; ok {
+			a.Refresh(m.Key, m.Expiry)
+			return nil, nil
+		}
+	}
+	a.dropPending(m.Key)
+	var out []*Aggregate
+	if len(a.pending) > 0 && a.pendingSize()+aggEntrySize+len(m.Data) > a.cfg.MaxBytes {
+		out = append(out, a.flush(now))
+	}
+	if len(a.pending) == 0 {
+		a.pendingSince = now
+	}
+	m.Data = append([]byte(nil), m.Data...)
+	a.pending = append(a.pending, m)
+	a.pendingData += len(m.Data)
+	if len(a.pending) >= a.cfg.MaxObjects || a.pendingSize()+aggEntrySize+1 > a.cfg.MaxBytes {
+		out = append(out, a.flush(now))
+	}
+	return out, nil
+}
+
+func (a *Aggregator) dropPending(k ids.Key) bool {
+	for i, p := range a.pending {
+		if p.Key == k {
+			a.pendingData -= len(p.Data)
+			a.pending = append(a.pending[:i], a.pending[i+1:]...)
+			return true
+		}
+	}
+	return false
+}
+
+// Tick flushes the pending batch once its oldest member has waited MaxAge.
+func (a *Aggregator) Tick(now time.Time) *Aggregate {
+	if len(a.pending) == 0 || now.Sub(a.pendingSince) < a.cfg.MaxAge {
+		return nil
+	}
+	return a.flush(now)
+}
+
+// Flush closes the pending batch now (nil if it is empty), e.g. before a planned shutdown.
+func (a *Aggregator) Flush(now time.Time) *Aggregate {
+	if len(a.pending) == 0 {
+		return nil
+	}
+	return a.flush(now)
+}
+
+func (a *Aggregator) flush(now time.Time) *Aggregate {
+	seq := a.nextSeq
+	a.nextSeq++
+	prev, prevLease := ids.Zero, int64(0)
+	if n := len(a.aggs); n > 0 {
+		prev, prevLease = a.aggs[n-1].agg.Key, a.aggs[n-1].leased
+	}
+	blob, toc := encodeAggregate(a.cfg.Ring, seq, prev, a.pending)
+	g := &Aggregate{Ring: a.cfg.Ring, Seq: seq, Prev: prev, TOC: toc, Blob: blob,
+		Key: AggregateKey(a.cfg.Ring, a.cfg.Owner, seq), Name: AggregateName(seq), Version: 1}
+	s := &aggState{agg: g, expiry: make(map[ids.ID]int64, len(toc)), leased: prevLease}
+	for _, e := range toc {
+		s.expiry[e.ID] = e.Expiry
+		s.leased = max(s.leased, e.Expiry)
+		a.index[ids.Key{Ring: a.cfg.Ring, ID: e.ID}] = g.Key
+	}
+	g.Expiry = time.Unix(0, s.leased)
+	a.aggs = append(a.aggs, s)
+	a.byKey[g.Key] = s
+	a.pending, a.pendingData = nil, 0
+	return g
+}
+
+// Refresh raises member k's expiry (never lowers it); false if k is unknown.
+func (a *Aggregator) Refresh(k ids.Key, expiry time.Time) bool {
+	for i := range a.pending {
+		if a.pending[i].Key == k {
+			if expiry.After(a.pending[i].Expiry) {
+				a.pending[i].Expiry = expiry
+			}
+			return true
+		}
+	}
+	g, ok := a.index[k]
+	if !ok {
+		return false
+	}
+	s := a.byKey[g]
+	s.expiry[k.ID] = max(s.expiry[k.ID], expiry.UnixNano())
+	return true
+}
+
+// Forget marks member k dead now (deleted by its owner); false if k is unknown.
+func (a *Aggregator) Forget(k ids.Key) bool {
+	if a.dropPending(k) {
+		return true
+	}
+	if _, ok := a.index[k]; !ok {
+		return false
+	}
+	delete(a.index, k)
+	return true
+}
+
+// live reports whether member id of s is live at now: not expired and still indexed to s.
+func (a *Aggregator) live(s *aggState, id ids.ID, now int64) bool {
+	return s.expiry[id] > now && a.index[ids.Key{Ring: a.cfg.Ring, ID: id}] == s.agg.Key
+}
+
+// LiveFraction is the fraction of aggregate g's member bytes that is live at now (1 for an
+// aggregate without members, which has nothing to reclaim); false if g is unknown.
+func (a *Aggregator) LiveFraction(g ids.ID, now time.Time) (float64, bool) {
+	s, ok := a.byKey[g]
+	if !ok {
+		return 0, false
+	}
+	live, total := a.liveBytes(s, now.UnixNano())
+	if total == 0 {
+		return 1, true
+	}
+	return float64(live) / float64(total), true
+}
+
+func (a *Aggregator) liveBytes(s *aggState, now int64) (live, total int) {
+	for _, e := range s.agg.TOC {
+		total += int(e.Length)
+		if a.live(s, e.ID, now) {
+			live += int(e.Length)
+		}
+	}
+	return live, total
+}
+
+// wantLeases is the lease each aggregate needs at now: the latest expiry of its live members
+// or its predecessor's lease, whichever is later.
+func (a *Aggregator) wantLeases(now int64) []int64 {
+	want := make([]int64, len(a.aggs))
+	prev := int64(0)
+	for i, s := range a.aggs {
+		w := prev
+		for _, e := range s.agg.TOC {
+			if a.live(s, e.ID, now) {
+				w = max(w, s.expiry[e.ID])
+			}
+		}
+		want[i], prev = w, w
+	}
+	return want
+}
+
+// Renewals returns a new version (same blob, longer Expiry) of every aggregate whose lease no
+// longer covers its live members or its predecessor, and records it as current: the caller
+// must insert each, in order, before relying on the longer lease.
+func (a *Aggregator) Renewals(now time.Time) []*Aggregate {
+	var out []*Aggregate
+	for i, w := range a.wantLeases(now.UnixNano()) {
+		s := a.aggs[i]
+		if w <= s.leased {
+			continue
+		}
+		g := *s.agg
+		g.Version++
+		g.Expiry = time.Unix(0, w)
+		s.agg, s.leased = &g, w
+		out = append(out, &g)
+	}
+	return out
+}
+
+// Repack re-encodes every aggregate whose live fraction is below RepackBelow with only its
+// live members (expired and forgotten ones are dropped) and records the new versions as
+// current; the caller must insert each New, after which Old is replaceable.
+func (a *Aggregator) Repack(now time.Time) []Repack {
+	t := now.UnixNano()
+	want := a.wantLeases(t)
+	var out []Repack
+	for i, s := range a.aggs {
+		live, total := a.liveBytes(s, t)
+		if total == 0 || float64(live) >= a.cfg.RepackBelow*float64(total) {
+			continue
+		}
+		old := s.agg
+		data := old.Blob[len(old.Blob)-total:]
+		var members []Member
+		for _, e := range old.TOC {
+			if a.live(s, e.ID, t) {
+				members = append(members, Member{Key: ids.Key{Ring: a.cfg.Ring, ID: e.ID}, Data: data[e.Offset : e.Offset+e.Length],
+					Expiry: time.Unix(0, s.expiry[e.ID]), ContentHash: e.ContentHash})
+			} else {
+				delete(s.expiry, e.ID)
+			}
+		}
+		blob, toc := encodeAggregate(old.Ring, old.Seq, old.Prev, members)
+		lease := max(s.leased, want[i])
+		g := &Aggregate{Ring: old.Ring, Seq: old.Seq, Prev: old.Prev, TOC: toc, Blob: blob,
+			Key: old.Key, Name: old.Name, Version: old.Version + 1, Expiry: time.Unix(0, lease)}
+		s.agg, s.leased = g, lease
+		out = append(out, Repack{Old: old, New: g})
+	}
+	return out
+}
+
+// ChainWalk rebuilds an owner's aggregates by walking back from the newest: Want names the
+// next aggregate to retrieve from Glacier, Feed hands over its blob with its manifest's version
+// and expiry. Each blob must be the one named by the link that led to it, with a lower seq.
+type ChainWalk struct {
+	ring  ids.RingID
+	owner ed25519.PublicKey
+	want  ids.ID
+	found []*Aggregate // newest first
+}
+
+// Walk starts a walk back from head (the key recorded by the owner).
+func (a *Aggregator) Walk(head ids.ID) *ChainWalk {
+	return &ChainWalk{ring: a.cfg.Ring, owner: a.cfg.Owner, want: head}
+}
+
+// Want is the key of the aggregate to fetch next; false once the first aggregate is in.
+func (w *ChainWalk) Want() (ids.ID, bool) { return w.want, !w.want.IsZero() }
+
+// Feed takes the blob of the aggregate Want named and advances to its predecessor.
+func (w *ChainWalk) Feed(blob []byte, version uint64, expiry time.Time) error {
+	if w.want.IsZero() {
+		return errors.New("glacier chain walk: fed after the walk ended")
+	}
+	g, err := DecodeAggregate(blob)
+	if err != nil {
+		return fmt.Errorf("glacier chain walk %s: %w", w.want.Short(), err)
+	}
+	key := AggregateKey(w.ring, w.owner, g.Seq)
+	if g.Ring != w.ring || key != w.want {
+		return fmt.Errorf("glacier chain walk %s: %w: blob is aggregate %d of another ring or owner", w.want.Short(), ErrBadAggregate, g.Seq)
+	}
+	if n := len(w.found); n > 0 && g.Seq >= w.found[n-1].Seq {
+		return fmt.Errorf("glacier chain walk %s: %w: seq %d after %d", w.want.Short(), ErrBadAggregate, g.Seq, w.found[n-1].Seq)
+	}
+	g.Key, g.Name, g.Version, g.Expiry = key, AggregateName(g.Seq), version, expiry
+	w.found = append(w.found, g)
+	w.want = g.Prev
+	return nil
+}
+
+// Restore loads the aggregates of a walk into an Aggregator that has none yet. It may be called
+// on a walk that stopped early (an aggregate lost), keeping what was found.
+func (a *Aggregator) Restore(w *ChainWalk) error {
+	if len(a.aggs) != 0 || len(a.pending) != 0 {
+		return errors.New("glacier aggregator: restore into a used aggregator")
+	}
+	for i := len(w.found) - 1; i >= 0; i-- {
+		g := w.found[i]
+		s := &aggState{agg: g, expiry: make(map[ids.ID]int64, len(g.TOC)), leased: g.Expiry.UnixNano()}
+		for _, e := range g.TOC {
+			s.expiry[e.ID] = e.Expiry
+			a.index[ids.Key{Ring: a.cfg.Ring, ID: e.ID}] = g.Key
+		}
+		a.aggs = append(a.aggs, s)
+		a.byKey[g.Key] = s
+		a.nextSeq = g.Seq + 1
+	}
+	return nil
+}
