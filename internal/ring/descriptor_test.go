@@ -20,8 +20,8 @@ func TestDescriptorSignVerify(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.Name != "acme" || got.RingID != d.RingID || got.Replicas != 3 || got.FragmentsTotal != 48 ||
-		got.FragmentsNeeded != 5 || got.LeafSet != 24 || len(got.Domains) != 2 || !got.Created.Equal(d.Created) {
+	if got.Name != "acme" || got.RingID != d.RingID || got.Replicas != 3 || got.FragmentsTotal != DefaultFragmentsTotal ||
+		got.FragmentsNeeded != DefaultFragmentsNeeded || got.LeafSet != 24 || len(got.Domains) != 2 || !got.Created.Equal(d.Created) {
 		t.Fatalf("round trip: %+v", got)
 	}
 	if _, err := VerifyDescriptor(caPub, raw); !errors.Is(err, ErrBadSignature) {
