@@ -23,7 +23,9 @@ package glacier
 // the chain links stay valid and Glacier holders replace the old version by version order. The
 // old version is then replaceable. Refreshed expiries are kept in memory and written into the
 // table of contents at the next repack; between repacks they survive a restart only if the
-// caller re-applies them (Refresh), since a lease renewal reuses the blob.
+// caller re-applies them (Refresh), since a lease renewal reuses the blob. Likewise a Forget
+// reaches the chain only when the aggregate is repacked; a restored index may still name a
+// deleted member until then, and the owner's log is what knows it was deleted.
 
 import (
 	"crypto/ed25519"
@@ -425,16 +427,13 @@ func (a *Aggregator) Refresh(k ids.Key, expiry time.Time) bool {
 	return true
 }
 
-// Forget marks member k dead now (deleted by its owner); false if k is unknown.
+// Forget marks member k dead now (deleted by its owner), pending or aggregated; false if k is
+// unknown.
 func (a *Aggregator) Forget(k ids.Key) bool {
-	if a.dropPending(k) {
-		return true
-	}
-	if _, ok := a.index[k]; !ok {
-		return false
-	}
+	pending := a.dropPending(k)
+	_, indexed := a.index[k]
 	delete(a.index, k)
-	return true
+	return pending || indexed
 }
 
 // live reports whether member id of s is live at now: not expired and still indexed to s.
@@ -503,13 +502,14 @@ func (a *Aggregator) Renewals(now time.Time) []*Aggregate {
 }
 
 // Repack re-encodes every aggregate whose live fraction is below RepackBelow with only its
-// live members (expired and forgotten ones are dropped) and records the new versions as
-// current; the caller must insert each New, after which Old is replaceable.
+// live members (expired and forgotten ones are dropped, and leave the index) and records the
+// new versions as current; the caller must insert each New, after which Old is replaceable.
+// A repacked version keeps its lease; Renewals extends leases (when both return the same
+// aggregate, inserting the later, higher version suffices).
 func (a *Aggregator) Repack(now time.Time) []Repack {
 	t := now.UnixNano()
-	want := a.wantLeases(t)
 	var out []Repack
-	for i, s := range a.aggs {
+	for _, s := range a.aggs {
 		live, total := a.liveBytes(s, t)
 		if total == 0 || float64(live) >= a.cfg.RepackBelow*float64(total) {
 			continue
@@ -523,16 +523,39 @@ func (a *Aggregator) Repack(now time.Time) []Repack {
 					Expiry: time.Unix(0, s.expiry[e.ID]), ContentHash: e.ContentHash})
 			} else {
 				delete(s.expiry, e.ID)
+				if k := (ids.Key{Ring: a.cfg.Ring, ID: e.ID}); a.index[k] == old.Key {
+					delete(a.index, k)
+				}
 			}
 		}
 		blob, toc := encodeAggregate(old.Ring, old.Seq, old.Prev, members)
-		lease := max(s.leased, want[i])
 		g := &Aggregate{Ring: old.Ring, Seq: old.Seq, Prev: old.Prev, TOC: toc, Blob: blob,
-			Key: old.Key, Name: old.Name, Version: old.Version + 1, Expiry: time.Unix(0, lease)}
-		s.agg, s.leased = g, lease
+			Key: old.Key, Name: old.Name, Version: old.Version + 1, Expiry: old.Expiry}
+		s.agg = g
 		out = append(out, Repack{Old: old, New: g})
 	}
 	return out
+}
+
+// Expire forgets the oldest aggregates whose lease has run out at now (Glacier holders drop
+// their fragments) and the members indexed to them, and returns their keys. Leases never
+// decrease along the chain, so these are always a prefix of it and the rest stays walkable.
+func (a *Aggregator) Expire(now time.Time) []ids.ID {
+	t := now.UnixNano()
+	var gone []ids.ID
+	for len(a.aggs) > 0 && a.aggs[0].leased <= t {
+		s := a.aggs[0]
+		for _, e := range s.agg.TOC {
+			if k := (ids.Key{Ring: a.cfg.Ring, ID: e.ID}); a.index[k] == s.agg.Key {
+				delete(a.index, k)
+			}
+		}
+		delete(a.byKey, s.agg.Key)
+		a.aggs[0] = nil
+		a.aggs = a.aggs[1:]
+		gone = append(gone, s.agg.Key)
+	}
+	return gone
 }
 
 // ChainWalk rebuilds an owner's aggregates by walking back from the newest: Want names the
