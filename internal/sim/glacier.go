@@ -3,6 +3,7 @@ package sim
 import (
 	"crypto/ed25519"
 	"crypto/sha256"
+	"epost/internal/ring"
 	"epost/internal/simnet"
 	"errors"
 	"fmt"
@@ -60,7 +61,7 @@ func (c *GlacierConfig) Validate() error {
 		return fmt.Errorf("--fail-mode %q: want random or correlated", c.FailMode)
 	}
 	if c.N == 0 && c.M == 0 {
-		c.N, c.M = 48, 5
+		c.N, c.M = ring.DefaultFragmentsTotal, ring.DefaultFragmentsNeeded
 	}
 	if c.M < 1 || c.N < c.M || c.N > glacier.MaxFragments {
 		return fmt.Errorf("--fragments %d/%d: want N/M with 1 <= M <= N <= %d", c.N, c.M, glacier.MaxFragments)

@@ -377,5 +377,3 @@ func (run *routeRun) churn(progress func(string)) RouteResult {
 	res.LeafSetsOK = r.leafSetAccuracy()
 	return res
 }
-
-var _ = simnet.Epoch
