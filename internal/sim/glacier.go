@@ -282,12 +282,7 @@ func (run *glacierRun) addNode() *simGlacier {
 }
 
 func (run *glacierRun) randomLive() *simGlacier {
-	for {
-		sg := run.peers[run.rng.IntN(len(run.peers))]
-		if sg.sn.alive && sg.sn.ready {
-			return sg
-		}
-	}
+	return randomLive(run.rng, run.peers, func(sg *simGlacier) *simNode { return sg.sn })
 }
 
 // insertAll erasure-codes and inserts the objects from random live nodes at InsertRate, then
@@ -298,13 +293,7 @@ func (run *glacierRun) insertAll() {
 	expiry := r.net.Now().Add(60 * 24 * time.Hour)
 	for i := 0; i < run.cfg.Objects; i++ {
 		size := run.cfg.MinSize + run.rng.IntN(run.cfg.MaxSize-run.cfg.MinSize+1)
-		obj := make([]byte, size)
-		for j := 0; j < size; j += 8 {
-			v := run.rng.Uint64()
-			for b := 0; b < 8 && j+b < size; b++ {
-				obj[j+b] = byte(v >> (8 * b))
-			}
-		}
+		obj := randomBytes(run.rng, size)
 		man, frags, err := glacier.NewManifest(run.codec, run.owner, r.cfg.Ring, fmt.Appendf(nil, "aggregate-%d", i), 1, expiry, obj)
 		if err != nil {
 			panic(err) // sizes were validated

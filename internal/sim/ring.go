@@ -251,3 +251,25 @@ func pickVictims[T any](alive []T, k int, correlated bool, rng *rand.Rand, ep fu
 	}
 	return alive[:k]
 }
+
+// randomBytes draws n pseudo-random bytes from rng, eight per draw (the experiments' payloads).
+func randomBytes(rng *rand.Rand, n int) []byte {
+	b := make([]byte, n)
+	for j := 0; j < n; j += 8 {
+		v := rng.Uint64()
+		for k := 0; k < 8 && j+k < n; k++ {
+			b[j+k] = byte(v >> (8 * k))
+		}
+	}
+	return b
+}
+
+// randomLive picks a random peer whose node is alive and ready (there must be one).
+func randomLive[T any](rng *rand.Rand, peers []T, node func(T) *simNode) T {
+	for {
+		p := peers[rng.IntN(len(peers))]
+		if sn := node(p); sn.alive && sn.ready {
+			return p
+		}
+	}
+}

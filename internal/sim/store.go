@@ -269,12 +269,7 @@ func (run *storeRun) crash(sp *simPast) {
 
 // randomLive picks a live, ready node.
 func (run *storeRun) randomLive() *simPast {
-	for {
-		sp := run.peers[run.rng.IntN(len(run.peers))]
-		if sp.sn.alive && sp.sn.ready {
-			return sp
-		}
-	}
+	return randomLive(run.rng, run.peers, func(sp *simPast) *simNode { return sp.sn })
 }
 
 // insertAll inserts the objects from random live nodes at InsertRate, then waits for answers.
@@ -284,13 +279,7 @@ func (run *storeRun) insertAll() {
 	lease := r.net.Now().Add(28 * 24 * time.Hour)
 	for i := 0; i < run.cfg.Objects; i++ {
 		size := run.cfg.MinPayload + run.rng.IntN(run.cfg.MaxPayload-run.cfg.MinPayload+1)
-		payload := make([]byte, size)
-		for j := 0; j < size; j += 8 {
-			v := run.rng.Uint64()
-			for b := 0; b < 8 && j+b < size; b++ {
-				payload[j+b] = byte(v >> (8 * b))
-			}
-		}
+		payload := randomBytes(run.rng, size)
 		obj := past.NewContent(run.ringID, payload, lease)
 		run.objects = append(run.objects, obj.Key)
 		run.pending++
