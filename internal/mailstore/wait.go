@@ -154,51 +154,30 @@ func (w *waiter) appendAll(ctx context.Context, logs Logs, name string, bodies [
 
 // putAll stores pieces in the content store in parallel.
 func (w *waiter) putAll(ctx context.Context, cs Contents, pieces [][]byte) ([]content.Ref, error) {
-	refs := make([]content.Ref, len(pieces))
-	errs := make([]error, len(pieces))
-	var mu sync.Mutex
-	left := len(pieces)
-	err := w.await(ctx, "store message parts", func(done func()) {
-		if left == 0 {
-			done()
-			return
-		}
-		for i, p := range pieces {
-			cs.Put(p, func(ref content.Ref, err error) {
-				mu.Lock()
-				refs[i], errs[i] = ref, err
-				left--
-				last := left == 0
-				mu.Unlock()
-				if last {
-					done()
-				}
-			})
-		}
-	})
-	if err != nil {
-		return nil, err
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	return refs, errors.Join(errs...)
+	return fanOut(w, ctx, "store message parts", pieces, cs.Put)
 }
 
 // getAll fetches refs in parallel.
 func (w *waiter) getAll(ctx context.Context, cs Contents, refs []*content.Ref) ([][]byte, error) {
-	out := make([][]byte, len(refs))
-	errs := make([]error, len(refs))
+	return fanOut(w, ctx, "fetch message parts", refs, func(r *content.Ref, cb func([]byte, error)) { cs.Get(*r, cb) })
+}
+
+// fanOut starts one callback-style call per input at once and waits (under w's deadline) for
+// all of them; results keep the inputs' order, and the errors are joined.
+func fanOut[In, Out any](w *waiter, ctx context.Context, what string, in []In, call func(In, func(Out, error))) ([]Out, error) {
+	out := make([]Out, len(in))
+	errs := make([]error, len(in))
 	var mu sync.Mutex
-	left := len(refs)
-	err := w.await(ctx, "fetch message parts", func(done func()) {
+	left := len(in)
+	err := w.await(ctx, what, func(done func()) {
 		if left == 0 {
 			done()
 			return
 		}
-		for i, r := range refs {
-			cs.Get(*r, func(data []byte, err error) {
+		for i, x := range in {
+			call(x, func(v Out, err error) {
 				mu.Lock()
-				out[i], errs[i] = data, err
+				out[i], errs[i] = v, err
 				left--
 				last := left == 0
 				mu.Unlock()
