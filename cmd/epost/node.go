@@ -82,6 +82,12 @@ func nodeRun(args []string, stderr io.Writer) error {
 		{&t.PostHolderDelay, "post-holder-delay", "POST: a holder offers a pending notification itself after this"},
 		{&t.PostRetryDelay, "post-retry-delay", "POST: retry a failed filing or log open after this"},
 		{&t.PostOnlineInterval, "post-online-interval", "POST: re-announce the node's online users this often"},
+		{&t.GlacierTick, "glacier-tick", "Glacier timer tick"},
+		{&t.GlacierRequestTimeout, "glacier-request-timeout", "Glacier: ask elsewhere after this long without a fragment reply"},
+		{&t.GlacierSync, "glacier-sync-interval", "Glacier: maintenance round (Bloom-filter sync between fragment holders)"},
+		{&t.GlacierSyncDelay, "glacier-sync-delay", "Glacier: maintenance this long after a leaf-set change"},
+		{&t.GlacierGoneAfter, "glacier-gone-after", "Glacier: re-code an absent node's fragments only after this"},
+		{&t.ArchiveFlush, "archive-flush", "an object waits at most this long before it is aggregated and erasure-coded into Glacier"},
 	} {
 		if err := durationFlag(fs, f.p, f.name, f.usage); err != nil {
 			return err

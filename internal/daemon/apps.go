@@ -12,6 +12,7 @@ import (
 
 	"epost/internal/appmux"
 	"epost/internal/content"
+	"epost/internal/glacier"
 	"epost/internal/ids"
 	"epost/internal/past"
 	"epost/internal/pastry"
@@ -49,6 +50,7 @@ type apps struct {
 	scribe     *scribe.Scribe // appmux.TagScribe: presence topics for POST
 	stopScribe func()         // ends Scribe's ticker
 	post       *post.Node     // appmux.TagPost: mail delivery and the local users' logs
+	glacier    *glacier.Driver // appmux.TagGlacier: erasure-coded fragments; POST's archive
 }
 
 // observerShim lets PAST be built before the POST node it reports stored and dropped objects
@@ -124,16 +126,25 @@ func (n *Node) newApps(mux *appmux.Mux, pd *pastry.Driver, seed uint64) *apps {
 	}
 	sc := scribe.New(scribe.Config{Ring: d.RingID, Now: time.Now,
 		Rand: rand.New(rand.NewPCG(seed^0x73637269, seed))}, pd)
-	pst := post.New(n.postConfig(), pdrv, sc, pd)
+	gdrv, err := n.newGlacier(pd, seed)
+	if err != nil {
+		// The descriptor was verified at start; its n/m are checked there too.
+		panic(fmt.Sprintf("daemon: glacier: %v", err))
+	}
+	pc := n.postConfig()
+	pc.Archive = gdrv
+	pst := post.New(pc, pdrv, sc, pd)
 	obs.n.Store(pst)
 	pst.OnFiled = n.mail.onFiled
-	a := &apps{mux: mux, past: pdrv, scribe: sc, post: pst}
+	a := &apps{mux: mux, past: pdrv, scribe: sc, post: pst, glacier: gdrv}
 	// Registration cannot fail on a fresh mux with distinct tags.
 	_ = mux.Register(appmux.TagPast, pdrv.App())
 	_ = mux.Register(appmux.TagScribe, sc)
 	_ = mux.Register(appmux.TagPost, pst.App())
+	_ = mux.Register(appmux.TagGlacier, gdrv.App())
 	mux.OnUnknown = func(e pastry.Event) { n.queue.unknown.Add(1) }
 	pdrv.Start()
+	gdrv.Start()
 	a.stopScribe = sc.RunTicker(transport.RealClock{}, time.Second)
 	// Users already online on a replaced driver (a founder founding its ring anew) move to the
 	// new POST node; their logs and received sets live on in their post.User.
@@ -168,14 +179,63 @@ func (n *Node) postConfig() post.Config {
 	if n.timers.PostOnlineInterval > 0 {
 		pc.OnlineInterval = n.timers.PostOnlineInterval
 	}
+	pc.ArchiveFlush = n.timers.ArchiveFlush
 	pc.Journals = func(addr string) (post.Journal, error) {
 		return post.OpenFileJournal(filepath.Join(post.UserDir(n.opts.Dir, addr), post.FileReceivedJournal))
 	}
 	return pc
 }
 
+// FileFragments is Glacier's fragment store inside the node's data directory.
+const FileFragments = "glacier.db"
+
+// openFragments opens the node's durable Glacier fragment store (DATADIR/glacier.db).
+func (n *Node) openFragments() (*glacier.DiskStore, error) {
+	path := filepath.Join(n.rn.DataDir(), FileFragments)
+	fr, err := glacier.OpenDiskStore(path)
+	if err != nil {
+		return nil, fmt.Errorf("open fragment store: %w (is another epost process using this node directory? Otherwise move it aside and let Glacier maintenance refill it)", err)
+	}
+	return fr, nil
+}
+
+// closeStores closes the object and fragment stores after a failed start.
+func (n *Node) closeStores() {
+	if n.store != nil {
+		_ = n.store.Close()
+		n.store = nil
+	}
+	if n.frags != nil {
+		_ = n.frags.Close()
+		n.frags = nil
+	}
+}
+
+// newGlacier builds Glacier with the ring's n/m on the overlay driver pd.
+func (n *Node) newGlacier(pd *pastry.Driver, seed uint64) (*glacier.Driver, error) {
+	d := n.rn.Descriptor
+	cfg := glacier.DefaultConfig()
+	cfg.Ring = d.RingID
+	cfg.N, cfg.M = d.FragmentsTotal, d.FragmentsNeeded
+	cfg.RequestTimeout = n.timers.GlacierRequestTimeout
+	cfg.SyncInterval = n.timers.GlacierSync
+	cfg.SyncDelay = n.timers.GlacierSyncDelay
+	cfg.GoneAfter = n.timers.GlacierGoneAfter
+	rng := rand.New(rand.NewPCG(seed^0x676c6163, seed))
+	gn, err := glacier.NewNode(cfg, n.self, n.frags, rng)
+	if err != nil {
+		return nil, err
+	}
+	gd := glacier.NewDriver(gn, pd, transport.RealClock{}, n.timers.GlacierTick)
+	gd.OnReject = func(from pastry.Handle, err error) {
+		n.log.Debug("glacier: refused message", "peer", from.ID.Short(), "err", err)
+	}
+	return gd, nil
+}
+
 // stop ends the applications' timers; events still queued for them are ignored.
 func (a *apps) stop() {
+	a.glacier.Stop()
 	a.post.Stop()
 	a.scribe.Stop()
 	a.stopScribe()

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"epost/internal/appmux"
+	"epost/internal/glacier"
+	"epost/internal/post"
 	"epost/internal/ids"
 	"epost/internal/past"
 	"epost/internal/pastry"
@@ -53,12 +55,20 @@ type Timers struct {
 	// PostOnlineInterval: a user's node re-announces the user online this often, the safety
 	// net that has holders push mail whose first announcement they missed.
 	PostOnlineInterval time.Duration
+
+	GlacierTick           time.Duration // Glacier driver tick (request timeouts, rounds, expiry)
+	GlacierRequestTimeout time.Duration // Glacier: wait for fragment replies this long
+	GlacierSync           time.Duration // Glacier: maintenance round (ePOST: hourly)
+	GlacierSyncDelay      time.Duration // Glacier: first round after a leaf-set change
+	GlacierGoneAfter      time.Duration // Glacier: re-code an absent node's fragments after this (ePOST: 14 days)
+	ArchiveFlush          time.Duration // POST: an object waits at most this long for its aggregate
 }
 
 // DefaultTimers are the production values.
 func DefaultTimers() Timers {
 	p := pastry.DefaultConfig()
 	pc := past.DefaultConfig()
+	gc := glacier.DefaultConfig()
 	return Timers{
 		Tick:                250 * time.Millisecond,
 		ProbeInterval:       p.ProbeInterval,
@@ -77,6 +87,13 @@ func DefaultTimers() Timers {
 		PastMaintenanceDelay: pc.MaintenanceDelay,
 		PastDropGrace:        pc.DropGrace,
 		PastGC:               pc.GCInterval,
+
+		GlacierTick:           time.Second,
+		GlacierRequestTimeout: gc.RequestTimeout,
+		GlacierSync:           gc.SyncInterval,
+		GlacierSyncDelay:      gc.SyncDelay,
+		GlacierGoneAfter:      gc.GoneAfter,
+		ArchiveFlush:          post.DefaultConfig().ArchiveFlush,
 	}
 }
 
@@ -90,6 +107,9 @@ func (t Timers) withDefaults() Timers {
 		{&t.PastTick, &d.PastTick}, {&t.PastRequestTimeout, &d.PastRequestTimeout},
 		{&t.PastMaintenance, &d.PastMaintenance}, {&t.PastMaintenanceDelay, &d.PastMaintenanceDelay},
 		{&t.PastDropGrace, &d.PastDropGrace}, {&t.PastGC, &d.PastGC},
+		{&t.GlacierTick, &d.GlacierTick}, {&t.GlacierRequestTimeout, &d.GlacierRequestTimeout},
+		{&t.GlacierSync, &d.GlacierSync}, {&t.GlacierSyncDelay, &d.GlacierSyncDelay},
+		{&t.GlacierGoneAfter, &d.GlacierGoneAfter}, {&t.ArchiveFlush, &d.ArchiveFlush},
 	} {
 		if *f.p <= 0 {
 			*f.p = *f.d
@@ -143,6 +163,7 @@ type Node struct {
 	cur       atomic.Pointer[pastry.Driver] // n.drv, for the transport handler without n.mu
 	apps      atomic.Pointer[apps]          // the applications on n.drv
 	store     *store.Store                  // opened by Start, closed by Stop
+	frags     *glacier.DiskStore            // Glacier's fragments; opened by Start, closed by Stop
 	mail      *mailUsers                    // the node's users (NODEDIR/users)
 	servers   *mailServers                  // IMAP/SMTP/POP3, when the node has users; guarded by mu
 	queue     *appQueue
@@ -243,10 +264,17 @@ func (n *Node) Start() error {
 		return err
 	}
 	n.store = st
-	if err := n.startMail(); err != nil {
+	frags, err := n.openFragments()
+	if err != nil {
 		n.closeControlLocked()
 		_ = st.Close()
 		n.store = nil
+		return err
+	}
+	n.frags = frags
+	if err := n.startMail(); err != nil {
+		n.closeControlLocked()
+		n.closeStores()
 		return err
 	}
 
@@ -274,8 +302,7 @@ func (n *Node) Start() error {
 		n.servers.close()
 		n.servers = nil
 		n.apps.Load().stop()
-		_ = st.Close()
-		n.store = nil
+		n.closeStores()
 		return fmt.Errorf("start transport: %w (is another node using %s?)", err, cfg.Listen)
 	}
 	n.rt.tr = tr
@@ -376,7 +403,7 @@ func (n *Node) Stop() error {
 	}
 	n.stopped = true
 	close(n.stop)
-	drv, tr, st, ms := n.drv, n.tr, n.store, n.servers
+	drv, tr, st, fr, ms := n.drv, n.tr, n.store, n.frags, n.servers
 	n.closeControlLocked()
 	n.mu.Unlock()
 
@@ -402,6 +429,11 @@ func (n *Node) Stop() error {
 	}
 	if st != nil {
 		if cerr := st.Close(); cerr != nil && err == nil {
+			err = cerr
+		}
+	}
+	if fr != nil {
+		if cerr := fr.Close(); cerr != nil && err == nil {
 			err = cerr
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"time"
 
+	"epost/internal/glacier"
 	"epost/internal/ids"
 	"epost/internal/past"
 	"epost/internal/pastry"
@@ -42,7 +43,43 @@ type Status struct {
 	Transport TransportStatus `json:"transport"`
 	Overlay   OverlayStatus   `json:"overlay"`
 	Past      PastStatus      `json:"past"`
+	Glacier   GlacierStatus   `json:"glacier"`
 	Mail      MailStatus      `json:"mail"`
+}
+
+// GlacierStatus is the node's Glacier side: the fragments it holds for the ring, its
+// maintenance, and the archive of its own users (POST's aggregates in Glacier).
+type GlacierStatus struct {
+	N         int   `json:"n"` // fragments per object, from the ring descriptor
+	M         int   `json:"m"` // fragments that rebuild one
+	Fragments int   `json:"fragments"`
+	Bytes     int64 `json:"bytes"`
+	// As a holder: fragments stored and refused, re-coded from m others, copied from a
+	// neighbour, dropped (no longer ours) and expired; maintenance rounds, messages and bytes.
+	Stored     uint64 `json:"stored"`
+	Refused    uint64 `json:"refused"`
+	Rebuilt    uint64 `json:"rebuilt"`
+	HandedOff  uint64 `json:"handed_off"`
+	Dropped    uint64 `json:"dropped"`
+	Expired    uint64 `json:"expired"`
+	SyncRounds uint64 `json:"sync_rounds"`
+	MaintMsgs  uint64 `json:"maintenance_messages"`
+	MaintBytes uint64 `json:"maintenance_bytes"`
+
+	Archive ArchiveStatus `json:"archive"`
+}
+
+// ArchiveStatus is the archive of the node's online users: what waits for an aggregate, what
+// is being inserted, and what was restored from Glacier after PAST lost it.
+type ArchiveStatus struct {
+	Pending    int    `json:"pending"`    // objects waiting for their aggregate
+	Inserting  int    `json:"inserting"`  // aggregate and root inserts in flight or waiting to retry
+	Aggregates int    `json:"aggregates"` // aggregates in the users' chains
+	Recovering int    `json:"recovering"` // users whose index is being rebuilt from Glacier
+	Kept       uint64 `json:"kept"`       // objects added since start
+	Flushed    uint64 `json:"flushed"`    // aggregates stored since start
+	Failed     uint64 `json:"failed"`     // aggregate inserts that failed (retried)
+	Restored   uint64 `json:"restored"`   // objects restored into PAST from Glacier since start
 }
 
 // MailStatus is the node's mail side: its servers, its users, and POST's counters since start.
@@ -241,6 +278,7 @@ func (n *Node) Status() Status {
 		s.RememberedPeers = len(rem)
 	}
 	s.Past = n.pastStatus()
+	s.Glacier = n.glacierStatus()
 	s.Mail = n.mailStatus()
 	return s
 }
@@ -250,4 +288,31 @@ func (s Status) SortedLeafSet() []string {
 	l := slices.Clone(s.LeafSet)
 	slices.Sort(l)
 	return l
+}
+
+// glacierStatus fills the glacier section.
+func (n *Node) glacierStatus() GlacierStatus {
+	d := n.rn.Descriptor
+	g := GlacierStatus{N: d.FragmentsTotal, M: d.FragmentsNeeded}
+	n.mu.Lock()
+	fr := n.frags
+	n.mu.Unlock()
+	if fr != nil {
+		g.Fragments, g.Bytes = fr.Len(), fr.Bytes()
+	}
+	a := n.apps.Load()
+	if a == nil {
+		return g
+	}
+	a.glacier.With(func(gn *glacier.Node) {
+		st := gn.Stats()
+		g.Stored, g.Refused, g.Rebuilt, g.HandedOff = st.Stored, st.Refused, st.Rebuilt, st.HandedOff
+		g.Dropped, g.Expired, g.SyncRounds = st.Dropped, st.Expired, st.SyncRounds
+		g.MaintMsgs, g.MaintBytes = st.MaintMsgs, st.MaintBytes
+	})
+	ps := a.post.Stats()
+	g.Archive = ArchiveStatus{Pending: ps.ArchivePending, Inserting: ps.ArchiveInserting,
+		Aggregates: ps.ArchiveAggregates, Recovering: ps.ArchiveRecovering, Kept: ps.ArchiveKept,
+		Flushed: ps.ArchiveFlushed, Failed: ps.ArchiveFailed, Restored: ps.ArchiveRestored}
+	return g
 }

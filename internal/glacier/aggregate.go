@@ -63,7 +63,7 @@ var (
 type AggregatorConfig struct {
 	Ring        ids.RingID
 	Owner       ed25519.PublicKey // aggregate keys are bound to it (ObjectKey)
-	MaxBytes    int               // encoded aggregate size bound
+	MaxBytes    int               // encoded aggregate size bound; a larger member (up to MaxObjectSize) goes alone
 	MaxObjects  int               // member count bound
 	MaxAge      time.Duration     // a pending member waits at most this long
 	RepackBelow float64           // repack when live bytes / member bytes < this
@@ -301,6 +301,9 @@ func (a *Aggregator) Head() ids.ID {
 // Pending is the number of members waiting for the next flush.
 func (a *Aggregator) Pending() int { return len(a.pending) }
 
+// Aggregates is the number of aggregates in the chain (not expired).
+func (a *Aggregator) Aggregates() int { return len(a.aggs) }
+
 // Locate returns the key of the aggregate holding member k.
 func (a *Aggregator) Locate(k ids.Key) (ids.ID, bool) {
 	g, ok := a.index[k]
@@ -332,8 +335,8 @@ func (a *Aggregator) Add(now time.Time, m Member) ([]*Aggregate, error) {
 		return nil, fmt.Errorf("glacier aggregate add %s: %w", m.Key, ErrExpired)
 	case m.ContentHash && ids.Hash(m.Data) != m.Key.ID:
 		return nil, fmt.Errorf("glacier aggregate add %s: %w: bytes do not hash to the key", m.Key, ErrBadAggregate)
-	case aggHeaderSize+aggEntrySize+len(m.Data) > a.cfg.MaxBytes:
-		return nil, fmt.Errorf("glacier aggregate add %s: %w: %d bytes, at most %d", m.Key, ErrMemberTooLarge, len(m.Data), a.cfg.MaxBytes-aggHeaderSize-aggEntrySize)
+	case aggHeaderSize+aggEntrySize+len(m.Data) > MaxObjectSize:
+		return nil, fmt.Errorf("glacier aggregate add %s: %w: %d bytes, at most %d", m.Key, ErrMemberTooLarge, len(m.Data), MaxObjectSize-aggHeaderSize-aggEntrySize)
 	}
 	if m.ContentHash {
 		if _, ok := a.index[m.Key]; ok {

@@ -118,8 +118,13 @@ func TestAggregateFlushBounds(t *testing.T) {
 	if a.Flush(aggT0) != nil || a.Tick(aggT0.Add(24*time.Hour)) != nil {
 		t.Fatal("an empty batch flushed")
 	}
-	if _, err := a.Add(aggT0, Member{Key: ids.Key{Ring: testRingID}, Data: make([]byte, DefaultAggregateBytes), Expiry: exp}); !errors.Is(err, ErrMemberTooLarge) {
+	if _, err := a.Add(aggT0, Member{Key: ids.Key{Ring: testRingID}, Data: make([]byte, MaxObjectSize), Expiry: exp}); !errors.Is(err, ErrMemberTooLarge) {
 		t.Fatalf("oversized member: %v", err)
+	}
+	// A member above MaxBytes but within a Glacier object (a 1 MiB PAST chunk) goes alone.
+	big := make([]byte, DefaultAggregateBytes+1)
+	if out, err := a.Add(aggT0, Member{Key: ids.Key{Ring: testRingID, ID: ids.Hash(big)}, Data: big, Expiry: exp, ContentHash: true}); err != nil || len(out) != 1 || len(out[0].TOC) != 1 {
+		t.Fatalf("large member: %v, %d aggregates", err, len(out))
 	}
 	if _, err := a.Add(aggT0, Member{Key: ids.Key{Ring: testRingID, ID: ids.HashString("x")}, Data: []byte("y"), Expiry: exp, ContentHash: true}); err == nil {
 		t.Fatal("content-hash member with the wrong key accepted")

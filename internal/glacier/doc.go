@@ -32,7 +32,7 @@
 // InsertAcks acknowledgements (default min(n, 3m): 15 of 48, ePOST's figure; at least m+1), and
 // keeps collecting and resending until all n are placed or its retries run out; maintenance
 // fills any gap. Retrieve routes fetches to m+1 random fragment keys, asks further positions
-// for every miss or timeout, checks each fragment against the first valid manifest bound to K,
+// for every miss or timeout, checks each fragment against the newest valid manifest bound to K,
 // decodes from m and checks the object hash.
 //
 // # Maintenance (maintenance.go)

@@ -123,6 +123,9 @@ func (d *Driver) Insert(man *Manifest, frags [][]byte, cb func(InsertResult)) {
 	d.flushLocked()
 }
 
+// Codec is the ring's erasure code (immutable: safe to use without the lock).
+func (d *Driver) Codec() *Codec { return d.node.Codec() }
+
 // Retrieve: see Node.Retrieve.
 func (d *Driver) Retrieve(key ids.ID, cb func([]byte, *Manifest, error)) {
 	d.mu.Lock()

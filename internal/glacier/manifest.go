@@ -13,7 +13,7 @@ import (
 
 // Limits on what a manifest may describe; they bound decoding and storage.
 const (
-	MaxObjectSize = 1 << 20 // an aggregate (ePOST: at most 512,000 bytes); one PAST object
+	MaxObjectSize = 2 << 20 // an aggregate (ePOST: at most 512,000 bytes), or one PAST object of up to 1 MiB with its wrapping
 	MaxNameLen    = 256
 )
 

@@ -568,8 +568,9 @@ type retrieveOp struct {
 }
 
 // Retrieve fetches any m valid fragments of object key, decodes them and checks the result
-// against the manifest's object hash. Each fragment is checked against the first valid
-// manifest found (signed by the owner bound to key); fragments of other content are ignored.
+// against the manifest's object hash. Each fragment is checked against the newest valid
+// manifest found so far (signed by the owner bound to key); fragments of older versions are
+// ignored once a newer one is seen.
 func (n *Node) Retrieve(now time.Time, key ids.ID, cb func(obj []byte, man *Manifest, err error)) {
 	n.now = now
 	n.nextOp++
@@ -607,9 +608,16 @@ func (n *Node) onRetrieveReply(o *op, m *message) {
 		if err != nil || man.Key() != r.key {
 			return false
 		}
-		if r.man == nil {
+		switch {
+		case r.man == nil:
 			r.man = man
-		} else if !r.man.SameContent(man) {
+		case r.man.SameContent(man):
+		case man.Version > r.man.Version:
+			// A newer version (a mutable object: a renewed lease, a repack): start over with
+			// it, so a reader does not settle for a version being replaced.
+			clear(r.got)
+			r.have, r.man = 0, man
+		default:
 			return false
 		}
 		return r.man.CheckFragment(idx, m.Data) == nil

@@ -199,7 +199,7 @@ func (us *Users) startSession(addr string, keys *identity.Keys, rec identity.Sig
 		}
 	}
 	st, err := Open(ctx, Config{
-		Address: addr, Logs: u, Contents: us.cfg.Node, Clock: us.cfg.Clock, Drive: us.cfg.Drive, Rand: us.cfg.Rand,
+		Address: addr, Logs: u, Contents: u, Clock: us.cfg.Clock, Drive: us.cfg.Drive, Rand: us.cfg.Rand,
 		CacheFile: filepath.Join(dir, CacheFileName), CacheKey: CacheKey(keys), Timeout: us.cfg.Timeout, Log: us.cfg.Log,
 	})
 	if err != nil {

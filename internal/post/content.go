@@ -14,7 +14,10 @@ import (
 // content object at the hash of its ciphertext. A chunk the ring already holds is not sent
 // again: its lease is extended (InsertDedupe), so identical parts are stored once per ring.
 // cb gets the reference (which holds the keys: keep it secret) once every chunk is stored.
-func (n *Node) Put(data []byte, cb func(content.Ref, error)) {
+func (n *Node) Put(data []byte, cb func(content.Ref, error)) { n.put(data, nil, cb) }
+
+// put is Put; keep, if set, hears of every chunk object once it is stored.
+func (n *Node) put(data []byte, keep func(past.Object), cb func(content.Ref, error)) {
 	chunks, ref, err := content.EncryptChunked(n.cfg.Secret, n.cfg.Ring, data, n.cfg.ChunkSize)
 	if err != nil {
 		cb(content.Ref{}, err)
@@ -31,7 +34,11 @@ func (n *Node) Put(data []byte, cb func(content.Ref, error)) {
 		cb(ref, nil)
 	})
 	for _, c := range chunks {
-		n.st.InsertDedupe(past.NewContent(n.cfg.Ring, c.Ciphertext, lease), func(r past.InsertResult) {
+		obj := past.NewContent(n.cfg.Ring, c.Ciphertext, lease)
+		n.st.InsertDedupe(obj, func(r past.InsertResult) {
+			if r.Err == nil && keep != nil {
+				keep(obj)
+			}
 			n.mu.Lock()
 			if r.Err != nil {
 				n.stats.ChunksPutFailed++
@@ -70,7 +77,7 @@ func (n *Node) Get(ref content.Ref, cb func([]byte, error)) {
 		cb(data, err)
 	})
 	for _, e := range ref.Chunks {
-		n.st.Lookup(e.Location, func(obj past.Object, err error) {
+		n.lookup(e.Location, func(obj past.Object, err error) {
 			mu.Lock()
 			if err != nil {
 				errs[e.Location] = err

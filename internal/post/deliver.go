@@ -545,6 +545,7 @@ func (u *User) afterLogged(id NotificationID, parts []content.Ref) {
 	if len(keys) > 0 {
 		n.st.Refresh(keys, n.now().Add(n.cfg.ContentLease), nil)
 	}
+	u.keepRefs(parts)
 	u.drop(id)
 }
 

@@ -111,7 +111,7 @@ func (u *User) CreateLog(name string, cb func(error)) {
 			w(err)
 		}
 	}
-	u.n.st.Lookup(l.key, func(_ past.Object, err error) {
+	u.n.lookup(l.key, func(_ past.Object, err error) {
 		switch {
 		case err == nil:
 			fail(fmt.Errorf("%w: %s", ErrLogExists, name))
@@ -142,6 +142,7 @@ func (u *User) CreateLog(name string, cb func(error)) {
 				fail(fmt.Errorf("post: create log %s: %w", name, r.Err))
 				return
 			}
+			u.keep(obj)
 			u.n.mu.Lock()
 			l.seq, l.payload, l.loaded, l.opening = 1, payload, true, false
 			ws := l.waiters
@@ -199,7 +200,7 @@ func (u *User) OpenLog(name string, cb func(error)) {
 			u.flushLog(l)
 		}
 	}
-	u.n.st.Lookup(l.key, func(obj past.Object, err error) {
+	u.n.lookup(l.key, func(obj past.Object, err error) {
 		if err != nil {
 			if errors.Is(err, past.ErrTimeout) {
 				finish(fmt.Errorf("%w: open log %s: %v", ErrInconclusive, name, err))
@@ -281,7 +282,7 @@ func (u *User) replay(l *logState, st *headState, cb func([][]byte, []ids.ID, er
 			loadSnap()
 			return
 		}
-		u.n.st.Lookup(ids.Key{Ring: u.n.cfg.Ring, ID: loc}, func(obj past.Object, err error) {
+		u.n.lookup(ids.Key{Ring: u.n.cfg.Ring, ID: loc}, func(obj past.Object, err error) {
 			if err != nil {
 				cb(nil, nil, fmt.Errorf("entry %d: %w", idx, err))
 				return
@@ -443,6 +444,9 @@ func (u *User) flushLog(l *logState) {
 		}
 		l.writing = false
 		l.inflight = nil
+		if r.Err == nil {
+			defer u.keep(obj) // after the unlock below
+		}
 		if r.Err != nil {
 			// Put the batch back in front: the next head carries it with a higher seq.
 			l.queue = append(batch, l.queue...)
@@ -502,6 +506,7 @@ func (u *User) insertEntry(l *logState, idx uint64, ct []byte, tries int) {
 		if r.Err != nil {
 			return // stays inline in every head from now on
 		}
+		u.keep(obj)
 		n.mu.Lock()
 		if l.acked == nil {
 			l.acked = map[uint64]bool{}
@@ -533,7 +538,7 @@ func (u *User) snapshot(l *logState) {
 	idx := l.head.Count
 	data := encodeSnapshot(l.bodies[:idx])
 	n.mu.Unlock()
-	n.Put(data, func(ref content.Ref, err error) {
+	u.Put(data, func(ref content.Ref, err error) {
 		n.mu.Lock()
 		l.snapping = false
 		if err != nil {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"epost/internal/content"
+	"epost/internal/glacier"
 	"epost/internal/identity"
 	"epost/internal/ids"
 	"epost/internal/past"
@@ -78,6 +79,13 @@ type Config struct {
 	// receipt follow. Without it, a notification is filed when its INBOX head is written.
 	Journals func(addr string) (Journal, error)
 
+	// Archive, if set, is Glacier: local users' objects are aggregated and erasure-coded
+	// there too, and PAST misses fall back to it (archive.go). ArchiveFlush bounds how long an
+	// object waits for its aggregate (ePOST: 12 h; default 10 min, the window in which a
+	// massive failure can still take the newest mail with it).
+	Archive      Archive
+	ArchiveFlush time.Duration
+
 	// Trace, if set, hears each stage a delivery reaches on this node (measurement: the
 	// simulator's per-stage latencies). It runs without POST's lock held and must not block.
 	Trace func(id NotificationID, s Stage)
@@ -100,6 +108,7 @@ func DefaultConfig() Config {
 		PresenceCacheTTL: 2 * time.Minute,
 		ChunkSize:        content.DefaultChunkSize,
 		MaxFilingRetries: 10,
+		ArchiveFlush:     10 * time.Minute,
 	}
 }
 
@@ -111,6 +120,7 @@ func (c *Config) fill() {
 		{&c.OnlineInterval, &d.OnlineInterval}, {&c.OnlineMaxAge, &d.OnlineMaxAge},
 		{&c.HolderDelay, &d.HolderDelay}, {&c.RecordCacheTTL, &d.RecordCacheTTL},
 		{&c.RetryDelay, &d.RetryDelay}, {&c.PresenceCacheTTL, &d.PresenceCacheTTL},
+		{&c.ArchiveFlush, &d.ArchiveFlush},
 	} {
 		if *p.v <= 0 {
 			*p.v = *p.d
@@ -143,6 +153,13 @@ type Stats struct {
 	ChunksPut, ChunksPutFailed   uint64
 	LogAppends, LogHeadWrites    uint64
 	Snapshots, Backups, Refreshs uint64
+
+	// The archive (Glacier): members waiting for their aggregate, aggregate and root inserts
+	// in flight, aggregates indexed, users whose index is being recovered (all local online
+	// users, now); objects kept, aggregates stored, failed inserts, objects restored into
+	// PAST from Glacier, index recoveries started (since start).
+	ArchivePending, ArchiveInserting, ArchiveAggregates, ArchiveRecovering         int
+	ArchiveKept, ArchiveFlushed, ArchiveFailed, ArchiveRestored, ArchiveRecoveries uint64
 }
 
 // Node is POST on one Pastry node: the local users' sending, receiving and logs, and the
@@ -165,6 +182,8 @@ type Node struct {
 	where    map[string][]func(pastry.Handle, bool) // probes in flight: who waits for the answer
 	observed []observed                             // from PAST's observer, handled outside its lock
 	stats    Stats
+	aggCache map[ids.ID]cachedAgg // archive: aggregates retrieved lately
+	aggWait  map[ids.ID][]func(*glacier.Aggregate, error)
 
 	// OnFiled, if set, hears of every message filed into a local user's INBOX, once per
 	// notification (the IMAP layer wakes IDLE here). It runs without locks held, and only
@@ -192,7 +211,8 @@ func New(cfg Config, st Store, topics Topics, ov Overlay) *Node {
 	cfg.fill()
 	return &Node{cfg: cfg, st: st, topics: topics, ov: ov, users: map[string]*User{},
 		subs: map[string]bool{}, held: map[string]map[ids.Key]bool{}, records: map[string]cachedRecord{}, seen: map[string]seenAt{},
-		where: map[string][]func(pastry.Handle, bool){}}
+		where: map[string][]func(pastry.Handle, bool){}, aggCache: map[ids.ID]cachedAgg{},
+		aggWait: map[ids.ID][]func(*glacier.Aggregate, error){}}
 }
 
 // Config returns the parameters with defaults filled in.
@@ -205,6 +225,16 @@ func (n *Node) Stats() Stats {
 	s := n.stats
 	for _, m := range n.held {
 		s.PendingHeld += len(m)
+	}
+	for _, u := range n.users {
+		if a := u.arch; a != nil {
+			s.ArchivePending += a.agg.Pending() + len(a.backlog)
+			s.ArchiveInserting += a.inserting
+			s.ArchiveAggregates += a.agg.Aggregates()
+			if !a.ready {
+				s.ArchiveRecovering++
+			}
+		}
 	}
 	return s
 }

@@ -33,6 +33,7 @@ type User struct {
 	started   bool                 // AddUser finished: root and INBOX are open
 	starters  []func(*User, error) // AddUser callers waiting for the start under way
 	backupSeq uint64
+	arch      *userArchive // nil without Config.Archive
 }
 
 // Address is the user's normalized address.
@@ -107,6 +108,25 @@ func (n *Node) AddUser(keys *identity.Keys, sr identity.SignedRecord, fresh bool
 			n.cfg.Log.Warn("post: publishing record failed", "user", u.addr, "err", err)
 		}
 	})
+	if n.archiveOn() {
+		if err := u.newArchive(); err != nil {
+			u.finishStart(fmt.Errorf("post: archive of %s: %w", rec.Address, err))
+			return
+		}
+		if fresh {
+			// A first start here may be a node that lost its disk: find the archive before
+			// deciding that a log is missing and creating it.
+			u.recoverArchive(func() { u.openLogs(fresh) })
+			return
+		}
+		u.recoverArchive(nil)
+	}
+	u.openLogs(fresh)
+}
+
+// openLogs opens (fresh: creates where certainly missing) the root and INBOX logs and
+// finishes the start.
+func (u *User) openLogs(fresh bool) {
 	if fresh {
 		u.ensureLog(RootLog, func(err error) {
 			if err != nil {
@@ -324,6 +344,11 @@ func (u *User) goOnline() {
 	} else {
 		n.after(n.cfg.OnlineInterval, func() { reannounce(0) })
 	}
+	if n.archiveOn() {
+		var tick func()
+		tick = func() { u.archiveTick(); n.after(n.archiveTickEvery(), tick) }
+		n.after(n.archiveTickEvery(), tick)
+	}
 	var backup, refresh func()
 	backup = func() { u.Backup(nil); n.after(n.cfg.BackupInterval, backup) }
 	refresh = func() { u.RefreshLeases(nil); n.after(n.cfg.RefreshInterval, refresh) }
@@ -367,7 +392,12 @@ func (u *User) Backup(cb func(error)) {
 	n.mu.Unlock()
 	sortBackup(es)
 	obj := past.NewSigned(u.keys.SigningKey(), n.cfg.Ring, []byte(backupName), seq, encodeBackup(es), n.now().Add(n.cfg.ContentLease))
-	n.st.Insert(obj, func(r past.InsertResult) { cb(r.Err) })
+	n.st.Insert(obj, func(r past.InsertResult) {
+		if r.Err == nil {
+			u.keep(obj)
+		}
+		cb(r.Err)
+	})
 }
 
 // BackupKey is where a user's head backup lives.
@@ -412,7 +442,10 @@ func (u *User) RefreshLeases(cb func(error)) {
 	}
 	n.stats.Refreshs++
 	n.mu.Unlock()
-	n.st.Refresh(dedupeKeys(keys), n.now().Add(n.cfg.ContentLease), cb)
+	keys = dedupeKeys(keys)
+	exp := n.now().Add(n.cfg.ContentLease)
+	u.archiveRefresh(keys, exp)
+	n.st.Refresh(keys, exp, cb)
 }
 
 func dedupeKeys(ks []ids.Key) []ids.Key {
