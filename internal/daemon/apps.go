@@ -47,9 +47,9 @@ const FileStore = "store"
 type apps struct {
 	mux        *appmux.Mux
 	past       *past.Driver
-	scribe     *scribe.Scribe // appmux.TagScribe: presence topics for POST
-	stopScribe func()         // ends Scribe's ticker
-	post       *post.Node     // appmux.TagPost: mail delivery and the local users' logs
+	scribe     *scribe.Scribe  // appmux.TagScribe: presence topics for POST
+	stopScribe func()          // ends Scribe's ticker
+	post       *post.Node      // appmux.TagPost: mail delivery and the local users' logs
 	glacier    *glacier.Driver // appmux.TagGlacier: erasure-coded fragments; POST's archive
 }
 

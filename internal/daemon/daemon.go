@@ -16,10 +16,10 @@ import (
 
 	"epost/internal/appmux"
 	"epost/internal/glacier"
-	"epost/internal/post"
 	"epost/internal/ids"
 	"epost/internal/past"
 	"epost/internal/pastry"
+	"epost/internal/post"
 	"epost/internal/ring"
 	"epost/internal/store"
 	"epost/internal/tcp"
