@@ -301,6 +301,10 @@ func (a *Aggregator) Head() ids.ID {
 // Pending is the number of members waiting for the next flush.
 func (a *Aggregator) Pending() int { return len(a.pending) }
 
+// Reserve makes the next aggregate's seq at least next: after a walk that could not reach the
+// newest aggregate, a new one must not reuse a seq (and key) the ring may still hold.
+func (a *Aggregator) Reserve(next uint64) { a.nextSeq = max(a.nextSeq, next) }
+
 // Aggregates is the number of aggregates in the chain (not expired).
 func (a *Aggregator) Aggregates() int { return len(a.aggs) }
 

@@ -101,6 +101,11 @@ func (c *Config) fill() error {
 	return nil
 }
 
+// ErrNoObject is returned by a retrieve when the holder of every fragment position answered
+// that it holds no fragment of the object: it was never stored, or has expired everywhere.
+// A retrieve that did not hear from every position returns ErrTooFewFragments instead.
+var ErrNoObject = errors.New("glacier: no fragment of the object at any position")
+
 // ErrQuorum is returned by an insert that too few holders acknowledged.
 var ErrQuorum = errors.New("glacier: too few fragments acknowledged")
 
@@ -548,7 +553,7 @@ func (n *Node) checkOps() {
 		case o.retrieve != nil:
 			o.retrieve.outstanding = 0
 			if !n.askMore(o) {
-				n.failRetrieve(o, fmt.Errorf("%w: %d of %d valid", ErrTooFewFragments, o.retrieve.have, n.cfg.M))
+				n.failRetrieve(o, n.retrieveErr(o.retrieve))
 				keep = keep[:len(keep)-1]
 			}
 		}
@@ -564,6 +569,7 @@ type retrieveOp struct {
 	man         *Manifest
 	got         [][]byte
 	have        int
+	notFound    int // positions whose holder answered that it has no fragment of the object
 	cb          func([]byte, *Manifest, error)
 }
 
@@ -625,9 +631,11 @@ func (n *Node) onRetrieveReply(o *op, m *message) {
 	if !ok {
 		if m.Code == codeOK {
 			n.stats.BadReplies++
+		} else if m.Code == codeNotFound && idx < n.cfg.N && r.got[idx] == nil {
+			r.notFound++
 		}
 		if !n.askMore(o) {
-			n.failRetrieve(o, fmt.Errorf("%w: %d of %d valid", ErrTooFewFragments, r.have, n.cfg.M))
+			n.failRetrieve(o, n.retrieveErr(r))
 		}
 		return
 	}
@@ -644,6 +652,16 @@ func (n *Node) onRetrieveReply(o *op, m *message) {
 	delete(n.ops, o.id)
 	man, cb := r.man, r.cb
 	n.done = append(n.done, func() { cb(obj, man, err) })
+}
+
+// retrieveErr is the error of a retrieve that ran out of positions: ErrNoObject when every
+// position's holder answered that it has nothing (the object does not exist, as far as the
+// ring can tell), else ErrTooFewFragments (some holders did not answer, or too few had it).
+func (n *Node) retrieveErr(r *retrieveOp) error {
+	if r.notFound >= n.cfg.N && r.have == 0 && r.man == nil {
+		return fmt.Errorf("%w: all %d positions answered", ErrNoObject, n.cfg.N)
+	}
+	return fmt.Errorf("%w: %d of %d valid, %d of %d positions had none", ErrTooFewFragments, r.have, n.cfg.M, r.notFound, n.cfg.N)
 }
 
 func (n *Node) failRetrieve(o *op, err error) {

@@ -312,7 +312,10 @@ func (n *Node) archiveTickEvery() time.Duration {
 }
 
 // recoverArchive rebuilds u's index from Glacier: the root, forward probes past it, then the
-// chain back. done runs once the archive is ready (found, partly found, or none).
+// chain back. done runs once the archive is ready (found, or certainly absent) or, if Glacier
+// gives no clear answer, after recoverPatience attempts; the recovery then goes on in the
+// background, and nothing is archived until it ends (a new aggregate must never take the seq
+// of one the ring may still hold).
 func (u *User) recoverArchive(done func()) {
 	n := u.n
 	n.mu.Lock()
@@ -321,28 +324,55 @@ func (u *User) recoverArchive(done func()) {
 		u.arch.onReady = append(u.arch.onReady, done)
 	}
 	n.mu.Unlock()
+	u.recoverAttempt(0, time.Now())
+}
+
+// recoverPatience is how many inconclusive attempts a waiting start sits through.
+const recoverPatience = 3
+
+func (u *User) recoverAttempt(attempt int, start time.Time) {
+	n := u.n
 	owner := u.keys.Public().Signing
-	start := time.Now()
 	found := map[uint64]retrieved{}
+	retry := func(what string, err error) {
+		d := min(n.cfg.RetryDelay<<min(attempt, 6), time.Minute)
+		n.cfg.Log.Warn("post: archive recovery inconclusive; retrying", "user", u.addr, "step", what, "attempt", attempt+1, "retry_in", d, "err", err)
+		var cbs []func()
+		if attempt+1 == recoverPatience {
+			n.mu.Lock()
+			cbs, u.arch.onReady = u.arch.onReady, nil
+			n.mu.Unlock()
+		}
+		for _, f := range cbs {
+			f() // the start goes on; archiving waits for the recovery
+		}
+		n.after(d, func() { u.recoverAttempt(attempt+1, start) })
+	}
 	var probe func(seq, from uint64)
 	probe = func(seq, from uint64) {
 		n.cfg.Archive.Retrieve(glacier.AggregateKey(n.cfg.Ring, owner, seq), func(blob []byte, man *glacier.Manifest, err error) {
-			if err == nil {
+			switch {
+			case err == nil:
 				found[seq] = retrieved{blob, man}
 				probe(seq+1, from)
-				return
+			case errors.Is(err, glacier.ErrNoObject):
+				if seq == from && from > 1 {
+					// The aggregate the root names has expired everywhere: so has everything
+					// older (leases never decrease along the chain). Nothing to restore, but
+					// new aggregates go after it.
+					u.archiveReady(nil, from, start, nil)
+					return
+				}
+				u.walkArchive(seq-1, found, start, func(err error) { retry("chain", err) })
+			default:
+				retry(fmt.Sprintf("aggregate %d", seq), err)
 			}
-			newest := seq - 1
-			if newest < from && from > 1 {
-				// The aggregate the root names is missing: look below it before giving up.
-				newest = from - 1
-			}
-			u.walkArchive(newest, found, start)
 		})
 	}
 	n.cfg.Archive.Retrieve(glacier.ObjectKey(n.cfg.Ring, owner, []byte(archiveRootName)), func(blob []byte, man *glacier.Manifest, err error) {
 		from := uint64(1)
-		if err == nil {
+		switch {
+		case err == nil:
 			if seq, derr := decodeRoot(blob); derr == nil && seq > 0 {
 				from = seq
 				n.mu.Lock()
@@ -351,6 +381,10 @@ func (u *User) recoverArchive(done func()) {
 			} else {
 				n.cfg.Log.Warn("post: archive root unreadable; probing from the first aggregate", "user", u.addr, "err", derr)
 			}
+		case errors.Is(err, glacier.ErrNoObject):
+		default:
+			retry("root", err)
+			return
 		}
 		probe(from, from)
 	})
@@ -361,8 +395,10 @@ type retrieved struct {
 	man  *glacier.Manifest
 }
 
-// walkArchive walks u's chain back from aggregate newest and makes the archive ready.
-func (u *User) walkArchive(newest uint64, found map[uint64]retrieved, start time.Time) {
+// walkArchive walks u's chain back from aggregate newest and makes the archive ready; an
+// aggregate that cannot be retrieved (but may exist) calls fail instead. One that exists
+// nowhere any more (expired) ends the walk: what was found is restored.
+func (u *User) walkArchive(newest uint64, found map[uint64]retrieved, start time.Time, fail func(error)) {
 	n := u.n
 	owner := u.keys.Public().Signing
 	n.mu.Lock()
@@ -392,11 +428,14 @@ func (u *User) walkArchive(newest uint64, found map[uint64]retrieved, start time
 			}
 		}
 		n.cfg.Archive.Retrieve(want, func(blob []byte, man *glacier.Manifest, err error) {
-			if err != nil {
+			switch {
+			case err == nil:
+				feed(retrieved{blob, man})
+			case errors.Is(err, glacier.ErrNoObject):
 				u.archiveReady(w, newest, start, fmt.Errorf("aggregate %s: %w", want.Short(), err))
-				return
+			default:
+				fail(fmt.Errorf("aggregate %s: %w", want.Short(), err))
 			}
-			feed(retrieved{blob, man})
 		})
 	}
 	step()
@@ -406,10 +445,17 @@ func (u *User) archiveReady(w *glacier.ChainWalk, newest uint64, start time.Time
 	n := u.n
 	n.mu.Lock()
 	a := u.arch
-	if err := a.agg.Restore(w); err != nil {
-		werr = errors.Join(werr, err)
+	if a.ready {
+		n.mu.Unlock()
+		return
+	}
+	if w != nil {
+		if err := a.agg.Restore(w); err != nil {
+			werr = errors.Join(werr, err)
+		}
 	}
 	a.newest = max(a.newest, newest)
+	a.agg.Reserve(a.newest + 1)
 	a.ready = true
 	backlog, cbs := a.backlog, a.onReady
 	a.backlog, a.onReady = nil, nil
@@ -473,7 +519,7 @@ func (n *Node) restore(key ids.Key, perr error, cb func(past.Object, error)) {
 		if err == nil {
 			var obj past.Object
 			if obj, err = n.fromAggregate(agg, key); err == nil {
-				n.cfg.Log.Info("post: restored an object from Glacier", "user", u.addr, "key", key.Full(), "past", perr)
+				n.cfg.Log.Debug("post: restored an object from Glacier", "user", u.addr, "key", key.Full(), "past", perr)
 				n.st.Insert(obj, func(r past.InsertResult) {
 					n.mu.Lock()
 					if r.Err == nil {
