@@ -2,7 +2,12 @@ package glacier
 
 import (
 	"bytes"
+	"crypto/ed25519"
+	"errors"
 	"testing"
+	"time"
+
+	"epost/internal/ids"
 )
 
 // Insert places every fragment at its key, reports success after the quorum, and any m of
@@ -65,5 +70,64 @@ func TestRebuildOnlyAfterGone(t *testing.T) {
 		if c == 0 {
 			t.Fatalf("seed %d: fragment %d still missing after GoneAfter: %v", seed, i, h)
 		}
+	}
+}
+
+// A retrieve tells "nobody has it" (every position answered none: ErrNoObject) from "some
+// holders are silent" (ErrTooFewFragments), and prefers the newest version it meets.
+func TestRetrieveAbsenceAndVersions(t *testing.T) {
+	const seed = 13
+	cfg := testConfig()
+	r := newTestRing(t, seed, 30, cfg)
+	_, err := r.retrieve(ObjectKey(cfg.Ring, testKey(r.seed).Public().(ed25519.PublicKey), []byte("never stored")))
+	if !errors.Is(err, ErrNoObject) {
+		t.Fatalf("seed %d: retrieve of a never stored object: %v, want ErrNoObject", seed, err)
+	}
+	man, res := r.insert("c", randBytes(r.rng, 2000))
+	if res.Err != nil {
+		t.Fatalf("seed %d: insert: %v", seed, res.Err)
+	}
+	// Version 2 with other content reaches only some positions; a reader meeting both takes 2.
+	c, _ := NewCodec(cfg.N, cfg.M)
+	v2 := randBytes(r.rng, 2500)
+	man2, frags2, err := NewManifest(c, testKey(r.seed), cfg.Ring, []byte("c"), 2, r.net.Now().Add(30*24*time.Hour), v2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range frags2 {
+		if i%4 == 0 { // a quarter of the positions keep version 1
+			frags2[i] = nil
+		}
+	}
+	done := false
+	r.liveNode().drv.Insert(man2, frags2, func(InsertResult) { done = true })
+	for i := 0; i < 100 && !done; i++ {
+		r.net.RunFor(100 * time.Millisecond)
+	}
+	for i := 0; i < 5; i++ {
+		if got, err := r.retrieve(man2.Key()); err != nil || !bytes.Equal(got, v2) {
+			t.Fatalf("seed %d: retrieve after version 2: err %v, got version 2: %v", seed, err, bytes.Equal(got, v2))
+		}
+	}
+	// Silence every holder but m-1: too few, and not "absent".
+	kept := 0
+	for _, tn := range r.nodes {
+		held := false
+		tn.st.Range(func(fk ids.ID, f *Fragment) bool {
+			held = held || f.Manifest.Key() == man.Key()
+			return !held
+		})
+		if !held {
+			continue
+		}
+		if kept < cfg.M-1 {
+			kept++
+			continue
+		}
+		r.crash(tn)
+	}
+	_, err = r.retrieve(man.Key())
+	if !errors.Is(err, ErrTooFewFragments) || errors.Is(err, ErrNoObject) {
+		t.Fatalf("seed %d: retrieve with %d of %d holders left: %v, want ErrTooFewFragments", seed, kept, cfg.M, err)
 	}
 }
