@@ -82,6 +82,15 @@ func printStatus(out io.Writer, st *daemon.Status) {
 	fmt.Fprintf(out, "replica   %d stored, %d refused, %d repaired, %d handed off, %d maintenance rounds\n",
 		p.Stored, p.Refused, p.Repaired, p.Dropped, p.SyncRounds)
 	fmt.Fprintf(out, "client    %d inserts (%d failed), %d lookups (%d failed)\n", p.Inserts, p.InsertsFailed, p.Lookups, p.LookupsFailed)
+	g := st.Glacier
+	fmt.Fprintf(out, "glacier   %d fragments / %s held (%d/%d), %d stored, %d rebuilt, %d handed off, %d maintenance rounds\n",
+		g.Fragments, bytesHuman(uint64(max(g.Bytes, 0))), g.N, g.M, g.Stored, g.Rebuilt, g.HandedOff, g.SyncRounds)
+	a := g.Archive
+	fmt.Fprintf(out, "archive   %d aggregates, %d objects waiting, %d inserting, %d restored from glacier", a.Aggregates, a.Pending, a.Inserting, a.Restored)
+	if a.Recovering > 0 {
+		fmt.Fprintf(out, ", %d users' index being recovered", a.Recovering)
+	}
+	fmt.Fprintln(out)
 	m := st.Mail
 	if m.Servers != (daemon.MailAddrs{}) {
 		fmt.Fprintf(out, "mail      IMAP %s  SMTP %s  POP3 %s\n", orOff(m.Servers.IMAP), orOff(m.Servers.SMTP), orOff(m.Servers.POP3))
