@@ -41,22 +41,15 @@ var homeIdx = []int{1, 2, 3, 4, 5, 6}
 // key files onto them, and every user then reads every message sent to them, byte for byte.
 func TestDisasterSevenOfTwelve(t *testing.T) {
 	began := time.Now()
-	mail := map[int][2]string{}
-	extra := map[int][]string{}
-	for i := range ringSize {
-		extra[i] = noMail
-	}
-	for _, i := range homeIdx {
-		f, imap, smtp := mailPorts(t)
-		extra[i], mail[i] = f, [2]string{imap, smtp}
-	}
-	c := cluster.New(t, "glacier", ringSize, extra)
+	// node1 founds the ring; the others join through it.
+	c := cluster.New(t, "glacier", 1, map[int][]string{0: noMail})
 	c.RunFlags = append(slices.Clone(runFlags), glacierFlags...)
-	rng := rand.New(rand.NewPCG(c.Seed, 0x91ac1e5))
-	nodes := make([]*mailNode, len(c.Nodes))
-	for i, n := range c.Nodes {
-		nodes[i] = &mailNode{Node: n, imap: mail[i][0], smtp: mail[i][1]}
+	pool := &portPool{t: t, used: map[string]bool{c.Nodes[0].Addr: true}}
+	nodes := []*mailNode{{Node: c.Nodes[0]}}
+	for i := 1; i < ringSize; i++ {
+		nodes = append(nodes, pool.enroll(c, fmt.Sprintf("node%d", i+1), !slices.Contains(homeIdx, i)))
 	}
+	rng := rand.New(rand.NewPCG(c.Seed, 0x91ac1e5))
 
 	// The victims: three or four homes and the rest from the nodes without users.
 	var homes, victims []*mailNode
@@ -122,9 +115,7 @@ func TestDisasterSevenOfTwelve(t *testing.T) {
 	// files onto one of them before it starts.
 	var fresh []*mailNode
 	for i := range killed {
-		f, imap, smtp := mailPorts(t)
-		nd := c.AddNode(fmt.Sprintf("node%d", ringSize+1+i), cluster.FreePorts(t, 1)[0], true, f...)
-		fresh = append(fresh, &mailNode{Node: nd, imap: imap, smtp: smtp})
+		fresh = append(fresh, pool.enroll(c, fmt.Sprintf("node%d", ringSize+1+i), false))
 	}
 	for j, dead := range deadHomes {
 		for _, u := range users {

@@ -151,7 +151,8 @@ func inboxSubjects(u *user, timeout time.Duration) (map[string][]imap.UID, error
 }
 
 // verifyInbox checks the messages of want not yet in verified against u's INBOX: each must be
-// there exactly once, and its BODY[] must end with exactly what was submitted. It marks the
+// there exactly once, its BODY[] must end with exactly what was submitted, and INBOX must hold
+// no more messages than want. It marks the
 // messages it verified and describes the others in missing (nil when none).
 func verifyInbox(u *user, want []*message, verified map[string]bool, timeout time.Duration) (missing []string, err error) {
 	c, sel, err := imapSession(u, timeout)
@@ -172,6 +173,10 @@ func verifyInbox(u *user, want []*message, verified map[string]bool, timeout tim
 				uids[m.Envelope.Subject] = append(uids[m.Envelope.Subject], m.UID)
 			}
 		}
+	}
+	// Nothing else may be there: no message filed twice, no entry restored twice.
+	if n := int(sel.NumMessages); n > len(want) {
+		missing = append(missing, fmt.Sprintf("INBOX holds %d messages, want %d", n, len(want)))
 	}
 	for _, m := range want {
 		if verified[m.subject] {

@@ -49,10 +49,37 @@ type user struct {
 	backup   string
 }
 
-// mailPorts returns "node init" flags giving a node its own IMAP, SMTP and POP3 ports.
-func mailPorts(t *testing.T) (flags []string, imap, smtp string) {
-	p := cluster.FreePorts(t, 3)
-	return []string{"--imap", p[0], "--smtp", p[1], "--pop3", p[2]}, p[0], p[1]
+// portPool hands out loopback ports, each at most once in the test: cluster.FreePorts
+// closes its listeners, so two calls may return the same port, and a node's mail port must
+// not be another node's listen port.
+type portPool struct {
+	t    *testing.T
+	used map[string]bool
+}
+
+func (p *portPool) take(n int) []string {
+	p.t.Helper()
+	var out []string
+	for len(out) < n {
+		for _, a := range cluster.FreePorts(p.t, n-len(out)) {
+			if !p.used[a] {
+				p.used[a] = true
+				out = append(out, a)
+			}
+		}
+	}
+	return out
+}
+
+// enroll adds a node that joins through node1, with mail servers unless noServers.
+func (p *portPool) enroll(c *cluster.Cluster, name string, noServers bool) *mailNode {
+	p.t.Helper()
+	a := p.take(4)
+	if noServers {
+		return &mailNode{Node: c.AddNode(name, a[0], true, noMail...)}
+	}
+	nd := c.AddNode(name, a[0], true, "--imap", a[1], "--smtp", a[2], "--pop3", a[3])
+	return &mailNode{Node: nd, imap: a[1], smtp: a[2]}
 }
 
 // noMail is the "node init" flags of a node without mail servers.
