@@ -2,8 +2,8 @@
 // ring of twelve "epost node run" on loopback with mail users, mail sent over SMTP submission
 // and read over IMAP, then seven nodes killed with SIGKILL and their directories deleted at
 // once, and every message read back, byte for byte, by users whose keys were restored from a
-// backup onto fresh nodes. It must never reach into a node's files other than a user's key
-// files, which a user can back up and restore by hand.
+// backup onto fresh nodes. Besides wiping the dead nodes' directories it touches no node's
+// files but a user's key files, which a user can back up and restore by hand.
 package glacier
 
 import (
@@ -283,7 +283,7 @@ func waitRecovered(t *testing.T, users []*user, msgs []*message, live []*mailNod
 			var b strings.Builder
 			for _, u := range users {
 				if m := missing[u]; done[u].IsZero() {
-					fmt.Fprintf(&b, "\n  %s at %s: %d of %d not read back", u.addr, u.home.Name, len(m), len(to(u, msgs)))
+					fmt.Fprintf(&b, "\n  %s at %s: %d of %d messages read back; problems:", u.addr, u.home.Name, len(verified[u]), len(to(u, msgs)))
 					for _, s := range m[:min(len(m), 8)] {
 						b.WriteString("\n    " + s)
 					}
