@@ -31,6 +31,8 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"fmt"
+	"math"
+	"slices"
 	"strconv"
 	"time"
 
@@ -493,14 +495,27 @@ func (a *Aggregator) wantLeases(now int64) []int64 {
 // longer covers its live members or its predecessor, and records it as current: the caller
 // must insert each, in order, before relying on the longer lease.
 func (a *Aggregator) Renewals(now time.Time) []*Aggregate {
+	return a.RenewalsDue(now, time.Duration(math.MaxInt64))
+}
+
+// RenewalsDue is Renewals restricted to aggregates whose lease ends within the given time of
+// now: members' leases are raised daily, and renewing every aggregate daily would cost one
+// manifest per fragment per aggregate per day, so an owner renews when a lease is, say, half
+// run out. The Blob of a returned aggregate is nil if it was released: a renewal needs only a
+// new manifest version (RenewManifest), not the members.
+func (a *Aggregator) RenewalsDue(now time.Time, within time.Duration) []*Aggregate {
+	horizon := now.Add(within).UnixNano()
+	if within > time.Duration(math.MaxInt64-now.UnixNano()) {
+		horizon = math.MaxInt64
+	}
 	var out []*Aggregate
 	for i, w := range a.wantLeases(now.UnixNano()) {
 		s := a.aggs[i]
-		if w <= s.leased {
+		if w <= s.leased || s.leased >= horizon {
 			continue
 		}
 		g := *s.agg
-		g.Version++
+		g.Version = nextVersion(g.Version, now)
 		g.Expiry = time.Unix(0, w)
 		s.agg, s.leased = &g, w
 		out = append(out, &g)
@@ -513,16 +528,18 @@ func (a *Aggregator) Renewals(now time.Time) []*Aggregate {
 // new versions as current; the caller must insert each New, after which Old is replaceable.
 // A repacked version keeps its lease; Renewals extends leases (when both return the same
 // aggregate, inserting the later, higher version suffices).
+//
+// Aggregates whose blob was released are skipped: NeedBlobs lists them, and SetBlob gives
+// them back (retrieved from Glacier) for the next Repack.
 func (a *Aggregator) Repack(now time.Time) []Repack {
 	t := now.UnixNano()
 	var out []Repack
 	for _, s := range a.aggs {
-		live, total := a.liveBytes(s, t)
-		if total == 0 || float64(live) >= a.cfg.RepackBelow*float64(total) {
+		if !a.repackable(s, t) || s.agg.Blob == nil {
 			continue
 		}
 		old := s.agg
-		data := old.Blob[len(old.Blob)-total:]
+		data := old.Blob[len(old.Blob)-old.dataLen():]
 		var members []Member
 		for _, e := range old.TOC {
 			if a.live(s, e.ID, t) {
@@ -537,11 +554,61 @@ func (a *Aggregator) Repack(now time.Time) []Repack {
 		}
 		blob, toc := encodeAggregate(old.Ring, old.Seq, old.Prev, members)
 		g := &Aggregate{Ring: old.Ring, Seq: old.Seq, Prev: old.Prev, TOC: toc, Blob: blob,
-			Key: old.Key, Name: old.Name, Version: old.Version + 1, Expiry: old.Expiry}
+			Key: old.Key, Name: old.Name, Version: nextVersion(old.Version, now), Expiry: old.Expiry}
 		s.agg = g
 		out = append(out, Repack{Old: old, New: g})
 	}
 	return out
+}
+
+// nextVersion is the version after v at now: v+1, or the clock in nanoseconds if that is
+// higher, so that an owner that restarts from an older record of its versions (its state file
+// lags behind a renewal it made) still writes a version above the one Glacier holds.
+func nextVersion(v uint64, now time.Time) uint64 {
+	return max(v+1, uint64(max(now.UnixNano(), 0)))
+}
+
+func (a *Aggregator) repackable(s *aggState, t int64) bool {
+	live, total := a.liveBytes(s, t)
+	return total > 0 && float64(live) < a.cfg.RepackBelow*float64(total)
+}
+
+// NeedBlobs lists the aggregates Repack would repack at now but whose blob was released.
+func (a *Aggregator) NeedBlobs(now time.Time) []ids.ID {
+	t := now.UnixNano()
+	var out []ids.ID
+	for _, s := range a.aggs {
+		if s.agg.Blob == nil && a.repackable(s, t) {
+			out = append(out, s.agg.Key)
+		}
+	}
+	return out
+}
+
+// Release drops aggregate g's blob from memory once Glacier holds it (the owner keeps only
+// tables of contents; Repack and Member need the blob back through SetBlob).
+func (a *Aggregator) Release(g ids.ID) {
+	if s, ok := a.byKey[g]; ok {
+		s.agg.Blob = nil
+	}
+}
+
+// SetBlob gives aggregate g its blob back (retrieved from Glacier). The blob must be the one
+// its table of contents describes.
+func (a *Aggregator) SetBlob(g ids.ID, blob []byte) error {
+	s, ok := a.byKey[g]
+	if !ok {
+		return fmt.Errorf("glacier aggregator: no aggregate %s", g.Short())
+	}
+	d, err := DecodeAggregate(blob)
+	if err != nil {
+		return err
+	}
+	if d.Ring != s.agg.Ring || d.Seq != s.agg.Seq || d.Prev != s.agg.Prev || !slices.Equal(d.TOC, s.agg.TOC) {
+		return fmt.Errorf("glacier aggregator: %w: blob is not aggregate %d's current version", ErrBadAggregate, s.agg.Seq)
+	}
+	s.agg.Blob = blob
+	return nil
 }
 
 // Expire forgets the oldest aggregates whose lease has run out at now (Glacier holders drop
@@ -621,6 +688,128 @@ func (a *Aggregator) Restore(w *ChainWalk) error {
 		a.aggs = append(a.aggs, s)
 		a.byKey[g.Key] = s
 		a.nextSeq = g.Seq + 1
+	}
+	return nil
+}
+
+// aggStateFormat is the format of State's encoding.
+const aggStateFormat = 1
+
+// State encodes what the Aggregator knows of the chain, without the members' bytes: every
+// aggregate's header, version, lease and table of contents, each member's raised expiry and
+// whether the index points at it, and the next seq. Pending members are not included. An
+// owner keeps it on disk, so that a restart does not have to read the whole chain back from
+// Glacier (LoadState); Glacier stays the truth (see Walk) when the disk is lost.
+//
+// Encoding, format 1 (big-endian): u8 format, 32 ring, u64 next seq, uvarint count, then per
+// aggregate: u64 seq, 32 prev, u64 version, i64 expiry, i64 lease, u16 n, and n × { 32 id,
+// u8 flags, i64 packed expiry, u32 offset, u32 length, i64 expiry now, u8 indexed here }.
+func (a *Aggregator) State() []byte {
+	n := 0
+	for _, s := range a.aggs {
+		n += 66 + len(s.agg.TOC)*(aggEntrySize+9)
+	}
+	w := wire.Writer{B: make([]byte, 0, 45+n)}
+	w.U8(aggStateFormat)
+	w.ID(a.cfg.Ring)
+	w.U64(a.nextSeq)
+	w.Uvarint(uint64(len(a.aggs)))
+	for _, s := range a.aggs {
+		g := s.agg
+		w.U64(g.Seq)
+		w.ID(g.Prev)
+		w.U64(g.Version)
+		w.I64(g.Expiry.UnixNano())
+		w.I64(s.leased)
+		w.U16(uint16(len(g.TOC)))
+		for _, e := range g.TOC {
+			w.ID(e.ID)
+			flags := uint8(0)
+			if e.ContentHash {
+				flags = aggFlagContent
+			}
+			w.U8(flags)
+			w.I64(e.Expiry)
+			w.U32(e.Offset)
+			w.U32(e.Length)
+			w.I64(s.expiry[e.ID])
+			here := uint8(0)
+			if a.index[ids.Key{Ring: a.cfg.Ring, ID: e.ID}] == g.Key {
+				here = 1
+			}
+			w.U8(here)
+		}
+	}
+	return w.B
+}
+
+// LoadState fills an Aggregator that has nothing yet from State's encoding. The aggregates
+// come back without their blobs (see Release).
+func (a *Aggregator) LoadState(b []byte) error {
+	if len(a.aggs) != 0 || len(a.pending) != 0 {
+		return errors.New("glacier aggregator: load state into a used aggregator")
+	}
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: state: %s", ErrBadAggregate, fmt.Sprintf(format, args...))
+	}
+	r := wire.NewReader(b)
+	if f := r.U8(); r.Err() == nil && f != aggStateFormat {
+		return bad("format %d", f)
+	}
+	ring, next := r.ID(), r.U64()
+	count := r.Count(1<<24, 66, "aggregates")
+	if err := r.Err(); err != nil {
+		return bad("%v", err)
+	}
+	if ring != a.cfg.Ring {
+		return bad("ring %s, not %s", ring.Short(), a.cfg.Ring.Short())
+	}
+	var aggs []*aggState
+	index := map[ids.Key]ids.ID{}
+	lastSeq := uint64(0)
+	for range count {
+		g := &Aggregate{Ring: ring, Seq: r.U64(), Prev: r.ID(), Version: r.U64()}
+		g.Expiry = time.Unix(0, r.I64())
+		s := &aggState{agg: g, leased: r.I64()}
+		n := int(r.U16())
+		if r.Err() == nil && (n > MaxAggregateMembers || g.Seq <= lastSeq || g.Seq >= next) {
+			return bad("aggregate seq %d (after %d, next %d) with %d members", g.Seq, lastSeq, next, n)
+		}
+		lastSeq = g.Seq
+		g.Key, g.Name = AggregateKey(ring, a.cfg.Owner, g.Seq), AggregateName(g.Seq)
+		g.TOC = make([]TOCEntry, 0, n)
+		s.expiry = make(map[ids.ID]int64, n)
+		off := uint32(0)
+		for range n {
+			e := TOCEntry{ID: r.ID()}
+			flags := r.U8()
+			e.ContentHash = flags == aggFlagContent
+			e.Expiry, e.Offset, e.Length = r.I64(), r.U32(), r.U32()
+			exp, here := r.I64(), r.U8()
+			if r.Err() != nil {
+				break
+			}
+			if flags&^aggFlagContent != 0 || e.Offset != off || here > 1 {
+				return bad("aggregate %d member %s", g.Seq, e.ID.Short())
+			}
+			off += e.Length
+			g.TOC = append(g.TOC, e)
+			s.expiry[e.ID] = exp
+			if here == 1 {
+				index[ids.Key{Ring: ring, ID: e.ID}] = g.Key
+			}
+		}
+		if err := r.Err(); err != nil {
+			return bad("aggregate %d: %v", g.Seq, err)
+		}
+		aggs = append(aggs, s)
+	}
+	if err := r.Done(); err != nil {
+		return bad("%v", err)
+	}
+	a.nextSeq, a.aggs, a.index = next, aggs, index
+	for _, s := range aggs {
+		a.byKey[s.agg.Key] = s
 	}
 	return nil
 }
