@@ -72,8 +72,16 @@
 // positions fall into its neighbours' arcs and are rebuilt. Fragments outside a node's arc are
 // kept for DropGrace, long enough for the new owner to copy them.
 //
-// Leases: each manifest's signed Expiry; holders drop expired fragments, and the owner extends
-// a lease by inserting a new version of the manifest (same fragments, higher version).
+// Leases: each manifest's signed Expiry; holders drop expired fragments (by the manifest they
+// hold). The owner extends a lease by renewal (Node.Renew, RenewManifest): it routes only a
+// new manifest (same content, higher version, later expiry; about 100 bytes + 32·n) to each of
+// the n fragment keys, not the n fragments. A holder checks it exactly as a store's manifest;
+// if it holds a fragment of the same content there under a lower version, it rewrites the
+// fragment durably with the new manifest, keeping the data, and then acknowledges (an equal
+// version is a retry: OK; a higher one: stale). A holder with nothing of that content there
+// answers not-found: maintenance rebuilds the position from the renewed others, and brings a
+// holder that missed the renewal to the new version, since its filters compare (key, version)
+// (at the price of a re-coding from m fragments). Success and retries are as for an insert.
 //
 // What the package must never do: acknowledge a fragment before the Store has it durably,
 // store a fragment that does not verify against a manifest signed by the owner its key is

@@ -123,6 +123,13 @@ func (d *Driver) Insert(man *Manifest, frags [][]byte, cb func(InsertResult)) {
 	d.flushLocked()
 }
 
+// Renew: see Node.Renew. Callbacks run on the driver's caller without locks held.
+func (d *Driver) Renew(man *Manifest, cb func(InsertResult)) {
+	d.mu.Lock()
+	d.node.Renew(d.clock.Now(), man, cb)
+	d.flushLocked()
+}
+
 // Codec is the ring's erasure code (immutable: safe to use without the lock).
 func (d *Driver) Codec() *Codec { return d.node.Codec() }
 

@@ -220,3 +220,27 @@ func (m *Manifest) SameContent(o *Manifest) bool {
 	}
 	return true
 }
+
+// RenewManifest returns a copy of old with a new version and expiry, signed by priv: the same
+// object and fragments under a longer lease (Node.Renew sends it to the holders, who keep their
+// fragment data). priv must be old's owner; the version and the expiry must both grow, so that
+// holders order the renewal after old and a renewal never shortens a lease.
+func RenewManifest(old *Manifest, priv ed25519.PrivateKey, version uint64, expiry time.Time) (*Manifest, error) {
+	k := old.Key().Short()
+	switch {
+	case len(priv) != ed25519.PrivateKeySize || !priv.Public().(ed25519.PublicKey).Equal(old.Owner):
+		return nil, fmt.Errorf("glacier: renew %s: the key is not the manifest's owner", k)
+	case version <= old.Version:
+		return nil, fmt.Errorf("glacier: renew %s: version %d is not after %d", k, version, old.Version)
+	case expiry.UnixNano() <= old.Expiry:
+		return nil, fmt.Errorf("glacier: renew %s: expiry %s is not after %s", k, expiry.UTC(), old.ExpiryTime().UTC())
+	}
+	m := *old
+	m.Owner = append(ed25519.PublicKey(nil), old.Owner...)
+	m.Name = append([]byte(nil), old.Name...)
+	m.FragHashes = append([][32]byte(nil), old.FragHashes...)
+	m.Version, m.Expiry = version, expiry.UnixNano()
+	m.Sig = ed25519.Sign(priv, m.signedBytes())
+	m.key = ObjectKey(m.Ring, m.Owner, m.Name)
+	return &m, nil
+}

@@ -138,6 +138,8 @@ func FuzzMessage(f *testing.F) {
 		{Type: mFetchReply, Op: 8, Index: 3, Code: codeNotFound},
 		{Type: mSyncRequest, Op: 9, Requester: pastry.Handle{ID: man.Key(), Addr: "a:1"}, From: man.Key(), Offset: 3, Want: 16, Salt: 5, Bloom: []byte{1, 2, 3}},
 		{Type: mSyncOffer, Op: 9, Offers: []Offer{{Key: man.Key(), Index: 1, SrcIndex: 4, Version: 3}}},
+		{Type: mRenew, Op: 10, Index: 5, Manifest: man},
+		{Type: mRenewAck, Op: 10, Index: 5, Code: codeStale},
 	} {
 		f.Add(m.encode())
 	}

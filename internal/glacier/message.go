@@ -34,10 +34,12 @@ const (
 	mFetchReply                     // Code; Manifest, Index, Data when found
 	mSyncRequest                    // maintenance: requester's arc, offset, Bloom filter of (fragment key, version)
 	mSyncOffer                      // maintenance: fragments the requester should hold and lacks
+	mRenew                          // routed to a fragment key: a newer manifest of the same fragments (Manifest, Index; no data)
+	mRenewAck                       // holder -> renewer, after the durable write: Code
 	mLast
 )
 
-var msgTypeNames = [...]string{"?", "store", "store-ack", "fetch", "fetch-reply", "sync-request", "sync-offer"}
+var msgTypeNames = [...]string{"?", "store", "store-ack", "fetch", "fetch-reply", "sync-request", "sync-offer", "renew", "renew-ack"}
 
 func (t msgType) String() string {
 	if int(t) < len(msgTypeNames) {
@@ -142,9 +144,12 @@ func (m *message) encode() []byte {
 		w.U16(m.Index)
 		m.Manifest.Encode(&w)
 		w.Bytes(m.Data)
-	case mStoreAck:
+	case mStoreAck, mRenewAck:
 		w.U16(m.Index)
 		w.U8(uint8(m.Code))
+	case mRenew:
+		w.U16(m.Index)
+		m.Manifest.Encode(&w)
 	case mFetch:
 		w.ID(m.Key)
 		w.U16(m.Index)
@@ -201,9 +206,12 @@ func decodeMessage(b []byte) (*message, error) {
 		m.Index = r.U16()
 		m.RawMan = skipManifest(r)
 		m.Data = r.Bytes(MaxObjectSize, "fragment")
-	case mStoreAck:
+	case mStoreAck, mRenewAck:
 		m.Index = r.U16()
 		m.Code = code(r.U8())
+	case mRenew:
+		m.Index = r.U16()
+		m.RawMan = skipManifest(r)
 	case mFetch:
 		m.Key = r.ID()
 		m.Index = r.U16()

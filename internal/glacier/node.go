@@ -109,10 +109,13 @@ var ErrNoObject = errors.New("glacier: no fragment of the object at any position
 // ErrQuorum is returned by an insert that too few holders acknowledged.
 var ErrQuorum = errors.New("glacier: too few fragments acknowledged")
 
-// InsertResult reports an insert: the fragments acknowledged when it completed.
+// InsertResult reports an insert or a renewal: the fragments acknowledged when it completed.
 type InsertResult struct {
 	Acks int
-	Err  error
+	// Missing (renewal only) counts positions whose holder answered that it holds no fragment
+	// of this content there; maintenance rebuilds them from the others, under the new manifest.
+	Missing int
+	Err     error
 }
 
 // Outgoing is a message the driver must route (to the node responsible for Key) or send.
@@ -133,6 +136,7 @@ type Stats struct {
 	SyncRounds              uint64
 	MaintMsgs, MaintBytes   uint64 // maintenance messages and bytes sent (sync, offers, rebuild fetches)
 	Dropped, Expired        uint64
+	Renewed, RenewRefused   uint64 // manifests swapped on renewal / renewals refused or not applicable here
 	BadMessages, BadReplies uint64
 }
 
@@ -263,6 +267,10 @@ func (n *Node) handle(from pastry.Handle, key ids.ID, m *message, routed bool) {
 		n.onSyncRequest(m)
 	case mSyncOffer:
 		n.onSyncOffer(from, m)
+	case mRenew:
+		n.onRenew(from, key, m, routed)
+	case mRenewAck:
+		n.onRenewAck(m)
 	default:
 		n.stats.BadMessages++
 	}
@@ -445,6 +453,12 @@ type insertOp struct {
 	firstErr error
 	cb       func(InsertResult)
 	reported bool
+
+	// A renewal sends the manifest alone. Refusals are counted once per position (a resend
+	// may draw the same answer again, or an OK once maintenance has restored the fragment).
+	renew   bool
+	refusal []code // by position: codeOK while no refusal is counted
+	missing int    // refusals that were codeNotFound
 }
 
 // Insert stores the fragments of the object man describes (frags from NewManifest): each is
@@ -468,6 +482,14 @@ func (n *Node) Insert(now time.Time, man *Manifest, frags [][]byte, cb func(Inse
 
 func (n *Node) sendFragments(o *op) {
 	in := o.insert
+	if in.renew {
+		for i := range n.cfg.N {
+			if !in.acked[i] {
+				n.route(in.man.FragmentKey(i), &message{Type: mRenew, Op: o.id, Index: uint16(i), Manifest: in.man}, false)
+			}
+		}
+		return
+	}
 	for i, f := range in.frags {
 		if !in.acked[i] {
 			n.route(in.man.FragmentKey(i), &message{Type: mStore, Op: o.id, Index: uint16(i), Manifest: in.man, Data: f}, false)
@@ -477,7 +499,7 @@ func (n *Node) sendFragments(o *op) {
 
 func (n *Node) onStoreAck(m *message) {
 	o := n.ops[m.Op]
-	if o == nil || o.insert == nil || int(m.Index) >= n.cfg.N {
+	if o == nil || o.insert == nil || o.insert.renew || int(m.Index) >= n.cfg.N {
 		n.stats.BadReplies++
 		return
 	}
@@ -511,7 +533,7 @@ func (n *Node) reportInsert(o *op) {
 		return
 	}
 	in.reported = true
-	res := InsertResult{Acks: in.acks}
+	res := InsertResult{Acks: in.acks, Missing: in.missing}
 	if in.acks < n.cfg.InsertAcks {
 		res.Err = fmt.Errorf("%w: %d of %d needed", ErrQuorum, in.acks, n.cfg.InsertAcks)
 		if in.firstErr != nil {
@@ -520,6 +542,107 @@ func (n *Node) reportInsert(o *op) {
 	}
 	cb := in.cb
 	n.done = append(n.done, func() { cb(res) })
+}
+
+// Renew extends the lease of an object already stored: man (from RenewManifest) is routed,
+// without fragment data, to each of the object's n fragment keys, and every holder of a
+// fragment of the same content swaps its manifest and acknowledges after the durable write.
+// Success, retries and ErrQuorum are as for Insert; InsertResult.Missing counts positions
+// whose holder had no fragment of this content (maintenance rebuilds them under man).
+// Cost: n manifests (about 100 bytes + 32·n each) instead of n fragments.
+func (n *Node) Renew(now time.Time, man *Manifest, cb func(InsertResult)) {
+	n.now = now
+	if int(man.N) != n.cfg.N || int(man.M) != n.cfg.M {
+		n.done = append(n.done, func() { cb(InsertResult{Err: ErrWrongParams}) })
+		return
+	}
+	n.nextOp++
+	o := &op{id: n.nextOp, deadline: now.Add(n.cfg.RequestTimeout), insert: &insertOp{man: man, renew: true,
+		acked: make([]bool, n.cfg.N), refusal: make([]code, n.cfg.N), cb: cb}}
+	n.ops[o.id] = o
+	n.opQ = append(n.opQ, o.id)
+	n.sendFragments(o)
+	n.flushLocal()
+}
+
+// onRenew: an owner's newer manifest for the fragment we hold at the key it was routed to.
+// It is checked exactly as a store's manifest; the fragment we hold must be of the same
+// content (its hash is then the new manifest's too, so the data need not travel again).
+func (n *Node) onRenew(from pastry.Handle, key ids.ID, m *message, routed bool) {
+	err := func() error {
+		man, err := n.checkManifest(m.RawMan)
+		if err != nil {
+			return err
+		}
+		idx := int(m.Index)
+		if idx >= n.cfg.N || (routed && FragmentKey(man.Key(), idx, n.cfg.N) != key) {
+			return fmt.Errorf("%w: routed to the wrong key", ErrBadFragment)
+		}
+		fk := FragmentKey(man.Key(), idx, n.cfg.N)
+		old, err := n.st.Get(fk)
+		switch {
+		case err != nil:
+			return ErrNotFound
+		case old.Manifest.Version > man.Version:
+			return ErrStale
+		case old.Index != idx || old.Manifest.Key() != man.Key() || !old.Manifest.SameContent(man):
+			return ErrNotFound // not this content: maintenance rebuilds it from the renewed others
+		case old.Manifest.Version == man.Version:
+			return nil // a retry: idempotent
+		}
+		if err := n.st.Put(fk, Fragment{Manifest: man, Index: idx, Data: old.Data}); err != nil {
+			return fmt.Errorf("%w: %v", ErrStore, err)
+		}
+		n.stats.Renewed++
+		return nil
+	}()
+	if err != nil {
+		n.stats.RenewRefused++
+	}
+	n.send(from, &message{Type: mRenewAck, Op: m.Op, Index: m.Index, Code: codeOf(err)}, false)
+}
+
+func (n *Node) onRenewAck(m *message) {
+	o := n.ops[m.Op]
+	if o == nil || o.insert == nil || !o.insert.renew || int(m.Index) >= n.cfg.N {
+		n.stats.BadReplies++
+		return
+	}
+	in, i := o.insert, int(m.Index)
+	if in.acked[i] {
+		return
+	}
+	if m.Code != codeOK {
+		if in.refusal[i] == codeOK {
+			in.refusal[i] = m.Code
+			in.refused++
+			if m.Code == codeNotFound {
+				in.missing++
+			}
+		}
+		if in.firstErr == nil {
+			in.firstErr = m.Code.err()
+		}
+		if n.cfg.N-in.refused < n.cfg.InsertAcks {
+			n.reportInsert(o)
+		}
+		return
+	}
+	if in.refusal[i] != codeOK { // restored since it refused
+		in.refused--
+		if in.refusal[i] == codeNotFound {
+			in.missing--
+		}
+		in.refusal[i] = codeOK
+	}
+	in.acked[i] = true
+	in.acks++
+	if in.acks >= n.cfg.InsertAcks {
+		n.reportInsert(o)
+	}
+	if in.acks == n.cfg.N {
+		n.finish(o)
+	}
 }
 
 func (n *Node) finish(o *op) {
