@@ -180,11 +180,18 @@ func (n *Node) postConfig() post.Config {
 		pc.OnlineInterval = n.timers.PostOnlineInterval
 	}
 	pc.ArchiveFlush = n.timers.ArchiveFlush
+	pc.ArchiveFile = func(addr string) string {
+		return filepath.Join(post.UserDir(n.opts.Dir, addr), FileArchiveState)
+	}
 	pc.Journals = func(addr string) (post.Journal, error) {
 		return post.OpenFileJournal(filepath.Join(post.UserDir(n.opts.Dir, addr), post.FileReceivedJournal))
 	}
 	return pc
 }
+
+// FileArchiveState is a user's archive state (tables of contents of the user's aggregates in
+// Glacier) inside the user's directory; without it a start reads them back from Glacier.
+const FileArchiveState = "archive.state"
 
 // FileFragments is Glacier's fragment store inside the node's data directory.
 const FileFragments = "glacier.db"

@@ -78,6 +78,7 @@ type ArchiveStatus struct {
 	Recovering int    `json:"recovering"` // users whose index is being rebuilt from Glacier
 	Kept       uint64 `json:"kept"`       // objects added since start
 	Flushed    uint64 `json:"flushed"`    // aggregates stored since start
+	Renewed    uint64 `json:"renewed"`    // aggregate leases renewed since start
 	Failed     uint64 `json:"failed"`     // aggregate inserts that failed (retried)
 	Restored   uint64 `json:"restored"`   // objects restored into PAST from Glacier since start
 }
@@ -313,6 +314,6 @@ func (n *Node) glacierStatus() GlacierStatus {
 	ps := a.post.Stats()
 	g.Archive = ArchiveStatus{Pending: ps.ArchivePending, Inserting: ps.ArchiveInserting,
 		Aggregates: ps.ArchiveAggregates, Recovering: ps.ArchiveRecovering, Kept: ps.ArchiveKept,
-		Flushed: ps.ArchiveFlushed, Failed: ps.ArchiveFailed, Restored: ps.ArchiveRestored}
+		Flushed: ps.ArchiveFlushed, Renewed: ps.ArchiveRenewed, Failed: ps.ArchiveFailed, Restored: ps.ArchiveRestored}
 	return g
 }

@@ -307,6 +307,17 @@ func (a *Aggregator) Pending() int { return len(a.pending) }
 // newest aggregate, a new one must not reuse a seq (and key) the ring may still hold.
 func (a *Aggregator) Reserve(next uint64) { a.nextSeq = max(a.nextSeq, next) }
 
+// NextSeq is the seq the next aggregate will take.
+func (a *Aggregator) NextSeq() uint64 { return a.nextSeq }
+
+// Holds reports whether member k is pending or indexed (aggregated and not forgotten).
+func (a *Aggregator) Holds(k ids.Key) bool {
+	if _, ok := a.index[k]; ok {
+		return true
+	}
+	return slices.ContainsFunc(a.pending, func(m Member) bool { return m.Key == k })
+}
+
 // Aggregates is the number of aggregates in the chain (not expired).
 func (a *Aggregator) Aggregates() int { return len(a.aggs) }
 

@@ -85,6 +85,9 @@ type Config struct {
 	// massive failure can still take the newest mail with it).
 	Archive      Archive
 	ArchiveFlush time.Duration
+	// ArchiveFile, if set, names a local user's archive state file (archive.go): with it a
+	// restart does not read the user's whole archive back from Glacier.
+	ArchiveFile func(addr string) string
 
 	// Trace, if set, hears each stage a delivery reaches on this node (measurement: the
 	// simulator's per-stage latencies). It runs without POST's lock held and must not block.
@@ -158,8 +161,9 @@ type Stats struct {
 	// in flight, aggregates indexed, users whose index is being recovered (all local online
 	// users, now); objects kept, aggregates stored, failed inserts, objects restored into
 	// PAST from Glacier, index recoveries started (since start).
-	ArchivePending, ArchiveInserting, ArchiveAggregates, ArchiveRecovering         int
-	ArchiveKept, ArchiveFlushed, ArchiveFailed, ArchiveRestored, ArchiveRecoveries uint64
+	ArchivePending, ArchiveInserting, ArchiveAggregates, ArchiveRecovering      int
+	ArchiveKept, ArchiveFlushed, ArchiveRenewed, ArchiveFailed, ArchiveRestored uint64
+	ArchiveRecoveries                                                           uint64
 }
 
 // Node is POST on one Pastry node: the local users' sending, receiving and logs, and the
@@ -229,7 +233,10 @@ func (n *Node) Stats() Stats {
 	for _, u := range n.users {
 		if a := u.arch; a != nil {
 			s.ArchivePending += a.agg.Pending() + len(a.backlog)
-			s.ArchiveInserting += a.inserting
+			s.ArchiveInserting += len(a.queue) + a.roots
+			if a.busy {
+				s.ArchiveInserting++
+			}
 			s.ArchiveAggregates += a.agg.Aggregates()
 			if !a.ready {
 				s.ArchiveRecovering++

@@ -207,6 +207,9 @@ func (u *User) finishStart(err error) {
 	}
 	n.mu.Unlock()
 	res := u
+	if err == nil {
+		u.archiveReconcile()
+	}
 	if err != nil {
 		res = nil
 		n.unsubscribeIfIdle(u.addr)
@@ -412,8 +415,23 @@ func (u *User) RefreshLeases(cb func(error)) {
 		cb = func(error) {}
 	}
 	n := u.n
+	keys := append(u.reachableKeys(), identity.RecordKey(n.cfg.Ring, u.addr))
 	n.mu.Lock()
-	keys := []ids.Key{u.BackupKey(), identity.RecordKey(n.cfg.Ring, u.addr)}
+	n.stats.Refreshs++
+	n.mu.Unlock()
+	keys = dedupeKeys(keys)
+	exp := n.now().Add(n.cfg.ContentLease)
+	u.archiveRefresh(keys, exp)
+	n.st.Refresh(keys, exp, cb)
+}
+
+// reachableKeys lists what the user's open logs reach: the head backup, heads, entries,
+// snapshots and the parts of messages filed into INBOX.
+func (u *User) reachableKeys() []ids.Key {
+	n := u.n
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	keys := []ids.Key{u.BackupKey()}
 	for _, name := range slices.Sorted(maps.Keys(u.logs)) { // deterministic order of refreshes
 		l := u.logs[name]
 		if !l.loaded {
@@ -440,12 +458,7 @@ func (u *User) RefreshLeases(cb func(error)) {
 			}
 		}
 	}
-	n.stats.Refreshs++
-	n.mu.Unlock()
-	keys = dedupeKeys(keys)
-	exp := n.now().Add(n.cfg.ContentLease)
-	u.archiveRefresh(keys, exp)
-	n.st.Refresh(keys, exp, cb)
+	return dedupeKeys(keys)
 }
 
 func dedupeKeys(ks []ids.Key) []ids.Key {

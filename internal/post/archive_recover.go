@@ -1,0 +1,345 @@
+package post
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"time"
+
+	"epost/internal/glacier"
+	"epost/internal/ids"
+	"epost/internal/wire"
+)
+
+// Starting a user's archive: from the state file when the node has one and Glacier holds
+// nothing newer, else from Glacier alone (the root, forward probes past it, the chain back).
+
+// recoverArchive makes u's archive ready. done runs once it is (loaded, found, or certainly
+// absent) or, if Glacier gives no clear answer, after recoverPatience attempts; the recovery
+// then goes on in the background, and nothing is archived until it ends (a new aggregate must
+// never take the seq of one the ring may still hold).
+func (u *User) recoverArchive(done func()) {
+	n := u.n
+	n.mu.Lock()
+	n.stats.ArchiveRecoveries++
+	if done != nil {
+		u.arch.onReady = append(u.arch.onReady, done)
+	}
+	file := u.arch.file
+	n.mu.Unlock()
+	start := time.Now()
+	if file != "" {
+		b, err := os.ReadFile(file)
+		switch {
+		case err == nil:
+			if err := u.loadArchiveState(b); err == nil {
+				u.checkLoaded(0, start)
+				return
+			} else {
+				n.cfg.Log.Warn("post: archive state file unusable; reading the archive from Glacier", "user", u.addr, "file", file, "err", err)
+				u.resetArchive()
+			}
+		case !errors.Is(err, fs.ErrNotExist):
+			n.cfg.Log.Warn("post: cannot read the archive state file; reading the archive from Glacier", "user", u.addr, "file", file, "err", err)
+		}
+	}
+	u.recoverAttempt(0, start)
+}
+
+// recoverPatience is how many inconclusive attempts a waiting start sits through.
+const recoverPatience = 3
+
+// inconclusive schedules again after a step that got no clear answer from Glacier; after
+// recoverPatience attempts the start waiting for the archive goes on without it.
+func (u *User) inconclusive(attempt int, what string, err error, again func()) {
+	n := u.n
+	d := min(n.cfg.RetryDelay<<min(attempt, 6), time.Minute)
+	n.cfg.Log.Warn("post: archive recovery inconclusive; retrying", "user", u.addr, "step", what, "attempt", attempt+1, "retry_in", d, "err", err)
+	var cbs []func()
+	if attempt+1 == recoverPatience {
+		n.mu.Lock()
+		cbs, u.arch.onReady = u.arch.onReady, nil
+		n.mu.Unlock()
+	}
+	for _, f := range cbs {
+		f() // the start goes on; archiving waits for the recovery
+	}
+	n.after(d, again)
+}
+
+// checkLoaded makes sure Glacier holds no aggregate newer than the loaded state (one stored
+// before a crash that kept it from the file), then makes the archive ready.
+func (u *User) checkLoaded(attempt int, start time.Time) {
+	n := u.n
+	n.mu.Lock()
+	next := u.arch.agg.NextSeq()
+	n.mu.Unlock()
+	n.cfg.Archive.Retrieve(glacier.AggregateKey(n.cfg.Ring, u.keys.Public().Signing, next), func(_ []byte, _ *glacier.Manifest, err error) {
+		switch {
+		case errors.Is(err, glacier.ErrNoObject):
+			u.archiveReady(nil, next-1, nil, start, nil, "state file")
+		case err == nil:
+			n.cfg.Log.Warn("post: Glacier holds an aggregate newer than the archive state file; reading the archive from Glacier", "user", u.addr, "seq", next)
+			u.resetArchive()
+			u.recoverAttempt(0, start)
+		default:
+			u.inconclusive(attempt, fmt.Sprintf("aggregate %d after the state file", next), err, func() { u.checkLoaded(attempt+1, start) })
+		}
+	})
+}
+
+// resetArchive empties the aggregator (a state file that turned out stale or unusable).
+func (u *User) resetArchive() {
+	cfg := glacier.DefaultAggregatorConfig(u.n.cfg.Ring, u.keys.Public().Signing)
+	cfg.MaxAge = u.n.cfg.ArchiveFlush
+	agg, err := glacier.NewAggregator(cfg)
+	if err != nil {
+		panic(err) // the same configuration was accepted by newArchive
+	}
+	u.n.mu.Lock()
+	u.arch.agg, u.arch.newest, u.arch.rootVer = agg, 0, 0
+	u.n.mu.Unlock()
+}
+
+func (u *User) recoverAttempt(attempt int, start time.Time) {
+	n := u.n
+	owner := u.keys.Public().Signing
+	found := map[uint64]retrieved{}
+	retry := func(what string, err error) {
+		u.inconclusive(attempt, what, err, func() { u.recoverAttempt(attempt+1, start) })
+	}
+	var probe func(seq, from uint64)
+	probe = func(seq, from uint64) {
+		n.cfg.Archive.Retrieve(glacier.AggregateKey(n.cfg.Ring, owner, seq), func(blob []byte, man *glacier.Manifest, err error) {
+			switch {
+			case err == nil:
+				found[seq] = retrieved{blob, man}
+				probe(seq+1, from)
+			case errors.Is(err, glacier.ErrNoObject):
+				if seq == from && from > 1 {
+					// The aggregate the root names has expired everywhere: so has everything
+					// older (leases never decrease along the chain). Nothing to restore, but
+					// new aggregates go after it.
+					u.archiveReady(nil, from, nil, start, nil, "Glacier")
+					return
+				}
+				u.walkArchive(seq-1, found, start, func(err error) { retry("chain", err) })
+			default:
+				retry(fmt.Sprintf("aggregate %d", seq), err)
+			}
+		})
+	}
+	n.cfg.Archive.Retrieve(glacier.ObjectKey(n.cfg.Ring, owner, []byte(archiveRootName)), func(blob []byte, man *glacier.Manifest, err error) {
+		from := uint64(1)
+		switch {
+		case err == nil:
+			if seq, derr := decodeRoot(blob); derr == nil && seq > 0 {
+				from = seq
+				n.mu.Lock()
+				u.arch.rootVer = max(u.arch.rootVer, man.Version)
+				n.mu.Unlock()
+			} else {
+				n.cfg.Log.Warn("post: archive root unreadable; probing from the first aggregate", "user", u.addr, "err", derr)
+			}
+		case errors.Is(err, glacier.ErrNoObject):
+		default:
+			retry("root", err)
+			return
+		}
+		probe(from, from)
+	})
+}
+
+type retrieved struct {
+	blob []byte
+	man  *glacier.Manifest
+}
+
+// walkArchive walks u's chain back from aggregate newest and makes the archive ready; an
+// aggregate that cannot be retrieved (but may exist) calls fail instead. One that exists
+// nowhere any more (expired) ends the walk: what was found is restored.
+func (u *User) walkArchive(newest uint64, found map[uint64]retrieved, start time.Time, fail func(error)) {
+	n := u.n
+	owner := u.keys.Public().Signing
+	n.mu.Lock()
+	w := u.arch.agg.Walk(ids.Zero)
+	if newest > 0 {
+		w = u.arch.agg.Walk(glacier.AggregateKey(n.cfg.Ring, owner, newest))
+	}
+	n.mu.Unlock()
+	mans := map[ids.ID]*glacier.Manifest{}
+	var step func()
+	step = func() {
+		want, ok := w.Want()
+		if !ok {
+			u.archiveReady(w, newest, mans, start, nil, "Glacier")
+			return
+		}
+		feed := func(r retrieved) {
+			if err := w.Feed(r.blob, r.man.Version, r.man.ExpiryTime()); err != nil {
+				u.archiveReady(w, newest, mans, start, err, "Glacier")
+				return
+			}
+			mans[want] = r.man
+			step()
+		}
+		for _, r := range found {
+			if r.man.Key() == want {
+				feed(r)
+				return
+			}
+		}
+		n.cfg.Archive.Retrieve(want, func(blob []byte, man *glacier.Manifest, err error) {
+			switch {
+			case err == nil:
+				feed(retrieved{blob, man})
+			case errors.Is(err, glacier.ErrNoObject):
+				u.archiveReady(w, newest, mans, start, fmt.Errorf("aggregate %s: %w", want.Short(), err), "Glacier")
+			default:
+				fail(fmt.Errorf("aggregate %s: %w", want.Short(), err))
+			}
+		})
+	}
+	step()
+}
+
+// archiveReady ends a recovery: the walk w (nil: none) is loaded, blobs are released, and
+// what was kept meanwhile is aggregated.
+func (u *User) archiveReady(w *glacier.ChainWalk, newest uint64, mans map[ids.ID]*glacier.Manifest, start time.Time, werr error, from string) {
+	n := u.n
+	n.mu.Lock()
+	a := u.arch
+	if a.ready {
+		n.mu.Unlock()
+		return
+	}
+	if w != nil {
+		if err := a.agg.Restore(w); err != nil {
+			werr = errors.Join(werr, err)
+		}
+		for k, m := range mans {
+			a.mans[k] = m
+			a.agg.Release(k)
+		}
+		a.dirty = true
+	}
+	a.newest = max(a.newest, newest)
+	a.agg.Reserve(a.newest + 1)
+	a.ready = true
+	backlog, cbs := a.backlog, a.onReady
+	a.backlog, a.onReady = nil, nil
+	count := a.agg.Aggregates()
+	n.mu.Unlock()
+	if werr != nil {
+		n.cfg.Log.Warn("post: archive index restored only in part", "user", u.addr, "newest", newest, "aggregates", count, "err", werr)
+	} else if newest > 0 {
+		n.cfg.Log.Info("post: archive index ready", "user", u.addr, "from", from, "aggregates", count, "newest", newest, "took", time.Since(start).Round(time.Millisecond))
+	}
+	var out []*glacier.Aggregate
+	for _, m := range backlog {
+		n.mu.Lock()
+		gs, err := a.agg.Add(n.now(), m)
+		n.stats.ArchiveKept++
+		n.mu.Unlock()
+		if err != nil {
+			n.cfg.Log.Warn("post: cannot archive object", "user", u.addr, "key", m.Key.Full(), "err", err)
+			continue
+		}
+		out = append(out, gs...)
+	}
+	u.enqueueInserts(out)
+	u.runQueue() // saves the state
+	for _, f := range cbs {
+		f()
+	}
+}
+
+// The state file: magic, newest stored seq, root version, then glacier.Aggregator.State.
+const archiveStateMagic = "epost/v1/archive-state\x00"
+
+// saveArchive writes the state file when the archive is idle (nothing queued or in flight:
+// the aggregator then describes only what Glacier holds) and changed.
+func (u *User) saveArchive() {
+	n := u.n
+	n.mu.Lock()
+	a := u.arch
+	file := a.file
+	n.mu.Unlock()
+	if file == "" {
+		return
+	}
+	a.saveMu.Lock()
+	defer a.saveMu.Unlock()
+	n.mu.Lock()
+	if !a.ready || a.busy || len(a.queue) > 0 || !a.dirty {
+		n.mu.Unlock()
+		return
+	}
+	w := wire.Writer{}
+	w.B = append(w.B, archiveStateMagic...)
+	w.U64(a.newest)
+	w.U64(a.rootVer)
+	w.B = append(w.B, a.agg.State()...)
+	a.dirty = false
+	n.mu.Unlock()
+	if err := writeAtomic(file, w.B); err != nil {
+		n.mu.Lock()
+		a.dirty = true
+		n.mu.Unlock()
+		n.cfg.Log.Warn("post: cannot save the archive state (the next start reads it from Glacier)", "user", u.addr, "err", err)
+	}
+}
+
+func (u *User) loadArchiveState(b []byte) error {
+	if len(b) < len(archiveStateMagic)+16 || string(b[:len(archiveStateMagic)]) != archiveStateMagic {
+		return fmt.Errorf("%w: archive state file", ErrMalformed)
+	}
+	r := wire.NewReader(b[len(archiveStateMagic):])
+	newest, rootVer := r.U64(), r.U64()
+	n := u.n
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if err := u.arch.agg.LoadState(r.B); err != nil {
+		return err
+	}
+	u.arch.newest, u.arch.rootVer = newest, rootVer
+	return nil
+}
+
+// writeAtomic replaces path with data: a synced temporary file renamed over it, then the
+// directory synced.
+func writeAtomic(path string, data []byte) error {
+	tmp := path + ".tmp"
+	if err := writeSynced(tmp, data); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("post: %w", err)
+	}
+	return syncDir(filepath.Dir(path))
+}
+
+// archiveReconcile archives the user's reachable objects that the archive lacks: what a crash
+// took before it reached an aggregate, or what was written before the archive existed.
+func (u *User) archiveReconcile() {
+	n := u.n
+	if !n.archiveOn() {
+		return
+	}
+	n.mu.Lock()
+	a := u.arch
+	if a == nil {
+		n.mu.Unlock()
+		return
+	}
+	if !a.ready {
+		a.onReady = append(a.onReady, u.archiveReconcile)
+		n.mu.Unlock()
+		return
+	}
+	n.mu.Unlock()
+	keys := u.reachableKeys()
+	u.keepKeys(keys[1:]) // not the CA-signed record: the user's key backup has it
+}

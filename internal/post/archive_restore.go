@@ -1,0 +1,163 @@
+package post
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"time"
+
+	"epost/internal/glacier"
+	"epost/internal/ids"
+	"epost/internal/past"
+	"epost/internal/wire"
+)
+
+// lookup is PAST's Lookup with the archive behind it: on a miss, a local user whose archive
+// holds key restores it from Glacier (see the top of this file).
+func (n *Node) lookup(key ids.Key, cb func(past.Object, error)) {
+	n.st.Lookup(key, func(obj past.Object, err error) {
+		if err == nil || !n.archiveOn() {
+			cb(obj, err)
+			return
+		}
+		n.restore(key, err, cb)
+	})
+}
+
+func (n *Node) restore(key ids.Key, perr error, cb func(past.Object, error)) {
+	n.mu.Lock()
+	var u *User
+	var g ids.ID
+	for _, addr := range slices.Sorted(maps.Keys(n.users)) {
+		c := n.users[addr]
+		if c.arch == nil || !c.arch.ready {
+			continue
+		}
+		if k, ok := c.arch.agg.Locate(key); ok {
+			u, g = c, k
+			break
+		}
+	}
+	n.mu.Unlock()
+	if u == nil {
+		cb(past.Object{}, perr)
+		return
+	}
+	u.fetchAggregate(g, func(agg *glacier.Aggregate, err error) {
+		if err == nil {
+			var obj past.Object
+			if obj, err = n.fromAggregate(agg, key); err == nil {
+				n.cfg.Log.Debug("post: restored an object from Glacier", "user", u.addr, "key", key.Full(), "past", perr)
+				n.st.Insert(obj, func(r past.InsertResult) {
+					n.mu.Lock()
+					if r.Err == nil {
+						n.stats.ArchiveRestored++
+					}
+					n.mu.Unlock()
+					if r.Err != nil {
+						n.cfg.Log.Warn("post: re-inserting a restored object failed", "key", key.Full(), "err", r.Err)
+					}
+				})
+				cb(obj, nil)
+				return
+			}
+		}
+		cb(past.Object{}, fmt.Errorf("%w (archive: %v)", perr, err))
+	})
+}
+
+// fromAggregate extracts member key from agg and checks it as a PAST replica would.
+func (n *Node) fromAggregate(agg *glacier.Aggregate, key ids.Key) (past.Object, error) {
+	data, err := agg.Member(key)
+	if err != nil {
+		return past.Object{}, err
+	}
+	var obj past.Object
+	i := slices.IndexFunc(agg.TOC, func(e glacier.TOCEntry) bool { return e.ID == key.ID })
+	if agg.TOC[i].ContentHash {
+		obj = past.NewContent(n.cfg.Ring, slices.Clone(data), n.now().Add(n.cfg.ContentLease))
+	} else if obj, err = decodeArchived(key, data); err != nil {
+		return past.Object{}, err
+	}
+	if obj.Key != key {
+		return past.Object{}, fmt.Errorf("%w: archived object is not %s", ErrMalformed, key.Full())
+	}
+	if err := past.Validate(&obj, n.cfg.Ring, n.now()); err != nil {
+		return past.Object{}, err
+	}
+	return obj, nil
+}
+
+// fetchAggregate retrieves aggregate g of u from Glacier, through a short cache.
+func (u *User) fetchAggregate(g ids.ID, cb func(*glacier.Aggregate, error)) {
+	n := u.n
+	now := n.now()
+	n.mu.Lock()
+	if c, ok := n.aggCache[g]; ok && now.Sub(c.at) < aggCacheTTL {
+		n.mu.Unlock()
+		cb(c.agg, nil)
+		return
+	}
+	if ws, ok := n.aggWait[g]; ok {
+		n.aggWait[g] = append(ws, cb)
+		n.mu.Unlock()
+		return
+	}
+	n.aggWait[g] = []func(*glacier.Aggregate, error){cb}
+	n.mu.Unlock()
+	n.cfg.Archive.Retrieve(g, func(blob []byte, man *glacier.Manifest, err error) {
+		var agg *glacier.Aggregate
+		if err == nil {
+			agg, err = glacier.DecodeAggregate(blob)
+		}
+		n.mu.Lock()
+		ws := n.aggWait[g]
+		delete(n.aggWait, g)
+		if err == nil {
+			if len(n.aggCache) >= aggCacheMax {
+				for k, c := range n.aggCache {
+					if now.Sub(c.at) >= aggCacheTTL || len(n.aggCache) >= aggCacheMax {
+						delete(n.aggCache, k)
+					}
+				}
+			}
+			n.aggCache[g] = cachedAgg{agg: agg, at: n.now()}
+		}
+		n.mu.Unlock()
+		for _, w := range ws {
+			w(agg, err)
+		}
+	})
+}
+
+// encodeArchived is the member form of a non-content object: type, seq, expiry, aux, payload.
+func encodeArchived(obj *past.Object) []byte {
+	w := wire.Writer{B: make([]byte, 0, 32+len(obj.Aux)+len(obj.Payload))}
+	w.U8(obj.Type)
+	w.U64(obj.Seq)
+	exp := int64(0)
+	if !obj.Expiry.IsZero() {
+		exp = obj.Expiry.UnixNano()
+	}
+	w.I64(exp)
+	w.Bytes(obj.Aux)
+	w.B = append(w.B, obj.Payload...)
+	return w.B
+}
+
+func decodeArchived(key ids.Key, b []byte) (past.Object, error) {
+	r := wire.NewReader(b)
+	obj := past.Object{}
+	obj.Key = key
+	obj.Type = r.U8()
+	obj.Seq = r.U64()
+	if exp := r.I64(); exp != 0 {
+		obj.Expiry = time.Unix(0, exp)
+	}
+	obj.Aux = r.Bytes(past.MaxObjectSize, "aux")
+	if err := r.Err(); err != nil {
+		return past.Object{}, fmt.Errorf("%w: archived object: %v", ErrMalformed, err)
+	}
+	obj.Payload = slices.Clone(r.B)
+	return obj, nil
+}
