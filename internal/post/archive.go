@@ -71,8 +71,6 @@ type Archive interface {
 const (
 	archiveRootName  = "root"
 	archiveRootMagic = "epost/v1/archive-root\x00"
-	// archiveMaint is how often renewals, repacks and expiry run (cheap, in memory).
-	archiveMaint = time.Hour
 	// aggCacheTTL keeps a retrieved aggregate for the lookups that follow (a recovering user
 	// reads many members of the same aggregate in a row).
 	aggCacheTTL = time.Minute
@@ -432,7 +430,7 @@ func (u *User) archiveTick() {
 		ops = append(ops, archOp{g: g})
 	}
 	var fetch []ids.ID
-	if now.Sub(a.lastMaint) >= archiveMaint {
+	if now.Sub(a.lastMaint) >= n.archiveMaintEvery() {
 		a.lastMaint = now
 		for _, k := range a.agg.Expire(now) {
 			delete(a.mans, k)
@@ -485,6 +483,10 @@ func (u *User) archiveRefresh(keys []ids.Key, expiry time.Time) {
 	}
 	u.arch.dirty = true
 }
+
+// archiveMaintEvery is how often renewals, repacks and expiry run: hourly, or more often when
+// leases are short (tests, the simulator).
+func (n *Node) archiveMaintEvery() time.Duration { return min(time.Hour, n.cfg.ContentLease/16) }
 
 // archiveTickEvery is the period of archiveTick.
 func (n *Node) archiveTickEvery() time.Duration {

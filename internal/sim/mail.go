@@ -13,6 +13,7 @@ import (
 
 	"epost/internal/appmux"
 	"epost/internal/content"
+	"epost/internal/glacier"
 	"epost/internal/identity"
 	"epost/internal/ids"
 	"epost/internal/past"
@@ -45,6 +46,12 @@ type MailConfig struct {
 	AttachSize   int
 	Marker       string // put in every body; no store may contain it in the clear
 	Post         post.Config
+	// Glacier runs Glacier on every node (fragments in memory, surviving crashes like the
+	// PAST store) and makes it the users' archive; GlacierN/M are its code (default 64/8),
+	// Glacier its other parameters (zero: glacier.DefaultConfig).
+	Glacier            bool
+	GlacierN, GlacierM int
+	GlacierConfig      glacier.Config
 	// Stages: report, through progress, when each delivery stage was first reached (p50 and
 	// p99 after the send, online recipients only): where the latency goes.
 	Stages bool
@@ -94,7 +101,15 @@ func (c *MailConfig) Validate() error {
 	if c.AttachSize <= 0 {
 		c.AttachSize = 64 << 10
 	}
-	if c.Marker == "" {
+	if c.Glacier {
+		if c.GlacierN == 0 && c.GlacierM == 0 {
+			c.GlacierN, c.GlacierM = 64, 8
+		}
+		if c.GlacierM < 1 || c.GlacierN < c.GlacierM || c.GlacierN > glacier.MaxFragments {
+			return fmt.Errorf("glacier fragments %d/%d: want 1 <= m <= n <= %d", c.GlacierN, c.GlacierM, glacier.MaxFragments)
+		}
+	}
+		if c.Marker == "" {
 		c.Marker = "EPOST-SIM-PLAINTEXT-MARKER"
 	}
 	return nil
@@ -129,6 +144,8 @@ func (r MailResult) String() string {
 type mailNode struct {
 	sn      *simNode
 	st      *past.MemStore
+	gst     *glacier.MemStore // nil without Glacier
+	gd      *glacier.Driver
 	pd      *past.Driver
 	sc      *scribe.Scribe
 	post    *post.Node
@@ -386,6 +403,9 @@ func (run *mailRun) addNode() *mailNode {
 	run.nodes[sn.idx] = mn
 	clock := sn.ep.Clock()
 	mn.st = past.NewMemStore(clock.Now, 0)
+	if run.cfg.Glacier {
+		mn.gst = glacier.NewMemStore()
+	}
 	run.attach(mn)
 	return mn
 }
@@ -428,12 +448,25 @@ func (run *mailRun) attach(mn *mailNode) {
 		}
 		return mn.journal[addr], nil
 	}
+	if run.cfg.Glacier {
+		gc := run.cfg.GlacierConfig
+		gc.Ring, gc.N, gc.M = run.ringID, run.cfg.GlacierN, run.cfg.GlacierM
+		gn, err := glacier.NewNode(gc, sn.drv.Self(), mn.gst, rand.New(rand.NewPCG(run.rng.Uint64(), uint64(sn.idx))))
+		if err != nil {
+			panic(err) // checked by Validate
+		}
+		mn.gd = glacier.NewDriver(gn, sn.drv, clock, run.cfg.PastTick)
+		pc.Archive = mn.gd
+	}
 	mn.post = post.New(pc, mn.pd, mn.sc, sn.drv)
 	obs.n = mn.post
 	mn.post.OnFiled = run.onFiled(mn)
 	_ = mux.Register(appmux.TagPast, mn.pd.App())
 	_ = mux.Register(appmux.TagScribe, mn.sc)
 	_ = mux.Register(appmux.TagPost, mn.post.App())
+	if mn.gd != nil {
+		_ = mux.Register(appmux.TagGlacier, mn.gd.App())
+	}
 	prev := sn.drv.OnEvent
 	sn.drv.OnEvent = func(e pastry.Event) {
 		prev(e)
@@ -441,6 +474,12 @@ func (run *mailRun) attach(mn *mailNode) {
 	}
 	mn.pd.Start()
 	mn.stopSc = mn.sc.RunTicker(clock, time.Second)
+	if mn.gd != nil {
+		mn.gd.Start()
+		if sn.ready {
+			mn.gd.HandleEvent(pastry.Event{Kind: pastry.EventReady})
+		}
+	}
 	if sn.ready {
 		mn.pd.HandleEvent(pastry.Event{Kind: pastry.EventReady})
 		mn.sc.HandleEvent(pastry.Event{Kind: pastry.EventReady})
@@ -450,6 +489,9 @@ func (run *mailRun) attach(mn *mailNode) {
 func (run *mailRun) crash(mn *mailNode) {
 	mn.offline = true
 	mn.post.Stop()
+	if mn.gd != nil {
+		mn.gd.Stop()
+	}
 	mn.pd.Stop()
 	mn.sc.Stop()
 	mn.stopSc()
