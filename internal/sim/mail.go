@@ -109,7 +109,7 @@ func (c *MailConfig) Validate() error {
 			return fmt.Errorf("glacier fragments %d/%d: want 1 <= m <= n <= %d", c.GlacierN, c.GlacierM, glacier.MaxFragments)
 		}
 	}
-		if c.Marker == "" {
+	if c.Marker == "" {
 		c.Marker = "EPOST-SIM-PLAINTEXT-MARKER"
 	}
 	return nil
