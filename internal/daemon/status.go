@@ -79,6 +79,7 @@ type ArchiveStatus struct {
 	Kept       uint64 `json:"kept"`       // objects added since start
 	Flushed    uint64 `json:"flushed"`    // aggregates stored since start
 	Renewed    uint64 `json:"renewed"`    // aggregate leases renewed since start
+	Repacked   uint64 `json:"repacked"`   // mostly dead aggregates rewritten with their live members
 	Failed     uint64 `json:"failed"`     // aggregate inserts that failed (retried)
 	Restored   uint64 `json:"restored"`   // objects restored into PAST from Glacier since start
 }
@@ -314,6 +315,6 @@ func (n *Node) glacierStatus() GlacierStatus {
 	ps := a.post.Stats()
 	g.Archive = ArchiveStatus{Pending: ps.ArchivePending, Inserting: ps.ArchiveInserting,
 		Aggregates: ps.ArchiveAggregates, Recovering: ps.ArchiveRecovering, Kept: ps.ArchiveKept,
-		Flushed: ps.ArchiveFlushed, Renewed: ps.ArchiveRenewed, Failed: ps.ArchiveFailed, Restored: ps.ArchiveRestored}
+		Flushed: ps.ArchiveFlushed, Renewed: ps.ArchiveRenewed, Repacked: ps.ArchiveRepacked, Failed: ps.ArchiveFailed, Restored: ps.ArchiveRestored}
 	return g
 }

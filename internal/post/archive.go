@@ -102,8 +102,9 @@ type userArchive struct {
 
 // archOp is an aggregate version to store: all fragments (insert) or a new manifest (renew).
 type archOp struct {
-	g     *glacier.Aggregate
-	renew bool
+	g      *glacier.Aggregate
+	renew  bool
+	repack bool // an insert of a repacked version
 }
 
 type cachedAgg struct {
@@ -344,9 +345,12 @@ func (u *User) opDone(op archOp, man *glacier.Manifest, r glacier.InsertResult) 
 	if cur, ok := a.agg.Aggregate(g.Key); ok && cur.Version == g.Version {
 		a.agg.Release(g.Key)
 	}
-	if op.renew {
+	switch {
+	case op.renew:
 		n.stats.ArchiveRenewed++
-	} else {
+	case op.repack:
+		n.stats.ArchiveRepacked++
+	default:
 		n.stats.ArchiveFlushed++
 	}
 	advance := !op.renew && g.Seq > a.newest
@@ -440,7 +444,7 @@ func (u *User) archiveTick() {
 			ops = append(ops, archOp{g: g, renew: true})
 		}
 		for _, rp := range a.agg.Repack(now) {
-			ops = append(ops, archOp{g: rp.New})
+			ops = append(ops, archOp{g: rp.New, repack: true})
 		}
 		for _, k := range a.agg.NeedBlobs(now) {
 			if len(fetch)+len(a.fetching) < repackFetches && !a.fetching[k] {

@@ -163,7 +163,7 @@ type Stats struct {
 	// PAST from Glacier, index recoveries started (since start).
 	ArchivePending, ArchiveInserting, ArchiveAggregates, ArchiveRecovering      int
 	ArchiveKept, ArchiveFlushed, ArchiveRenewed, ArchiveFailed, ArchiveRestored uint64
-	ArchiveRecoveries                                                           uint64
+	ArchiveRepacked, ArchiveRecoveries                                          uint64
 }
 
 // Node is POST on one Pastry node: the local users' sending, receiving and logs, and the

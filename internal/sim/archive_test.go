@@ -48,7 +48,8 @@ func newArchiveWorld(t *testing.T, seed uint64, nodes int) *world {
 func archiveStats(mn *mailNode) post.Stats { return mn.post.Stats() }
 
 // The archive end to end in virtual time: mail is aggregated into Glacier, aggregate leases
-// are renewed (by manifest) for hours beyond their first lease, then 60% of the nodes fail at
+// are renewed (by manifest) for hours beyond their first lease, aggregates of superseded heads
+// are repacked (their blobs fetched back from Glacier), then 60% of the nodes fail at
 // once, the recipient's home among them, and the recipient, started from its keys alone on a
 // surviving node, reads every message back: heads, entries and parts that PAST lost come from
 // Glacier.
@@ -79,10 +80,10 @@ func TestMailArchiveRenewAndDisaster(t *testing.T) {
 	w.run.ring.net.RunFor(5 * time.Hour)
 	w.wait(5*time.Minute, func() bool { s := archiveStats(home); return s.ArchivePending == 0 && s.ArchiveInserting == 0 })
 	st := archiveStats(home)
-	if st.ArchiveFlushed == 0 || st.ArchiveRenewed == 0 || st.ArchiveFailed != 0 || st.ArchivePending != 0 || st.ArchiveInserting != 0 {
+	if st.ArchiveFlushed == 0 || st.ArchiveRenewed == 0 || st.ArchiveRepacked == 0 || st.ArchiveFailed != 0 || st.ArchivePending != 0 || st.ArchiveInserting != 0 {
 		w.fail("archive after 5 h: %+v", st)
 	}
-	t.Logf("seed %d: b's archive after 5 h: %d aggregates stored, %d renewed, %d in the chain", seed, st.ArchiveFlushed, st.ArchiveRenewed, st.ArchiveAggregates)
+	t.Logf("seed %d: b's archive after 5 h: %d aggregates stored, %d renewed, %d repacked, %d in the chain", seed, st.ArchiveFlushed, st.ArchiveRenewed, st.ArchiveRepacked, st.ArchiveAggregates)
 
 	// The disaster: 60% of the nodes, b's home among them, fail at once and never return.
 	var live []*mailNode
