@@ -146,4 +146,25 @@ func TestMailArchiveRenewAndDisaster(t *testing.T) {
 		w.fail("nothing restored from Glacier: PAST lost nothing? %+v", st)
 	}
 	t.Logf("seed %d: after 60%% failure, %d objects restored from Glacier on b's new node", seed, st.ArchiveRestored)
+
+	// Life goes on among the survivors: new mail is archived, and leases keep being renewed
+	// although most fragment positions are held by nodes that have nothing yet (their old
+	// holders are not gone for GoneAfter, so nothing is rebuilt): renewals must not stall
+	// the archive.
+	before := archiveStats(other)
+	for i := range 3 {
+		res := w.send(a, []string{b.addr}, [][]byte{[]byte(fmt.Sprintf("after %d", i))})
+		if len(res) != 1 || res[0].Err != nil {
+			w.fail("send after the disaster: %+v", res)
+		}
+	}
+	w.run.ring.net.RunFor(3 * time.Hour)
+	w.wait(5*time.Minute, func() bool { s := archiveStats(other); return s.ArchivePending == 0 && s.ArchiveInserting == 0 })
+	after := archiveStats(other)
+	if after.ArchiveFlushed <= before.ArchiveFlushed || after.ArchiveRenewed <= before.ArchiveRenewed || after.ArchivePending != 0 || after.ArchiveInserting != 0 {
+		w.fail("archive among the survivors: before %+v, after %+v", before, after)
+	}
+	if got, err := u.Entries(post.InboxLog, 0); len(got) != msgs+3 {
+		w.fail("%d messages in b's INBOX after the disaster (%v), want %d", len(got), err, msgs+3)
+	}
 }
