@@ -91,6 +91,11 @@ func TestDisasterSevenOfTwelve(t *testing.T) {
 
 	took = waitArchived(t, homes, 3*time.Minute)
 	t.Logf("archived in Glacier after %v:%s", took.Round(time.Millisecond), glacierStatuses(homes))
+	logical := 0
+	for _, m := range msgs {
+		logical += len(m.raw)
+	}
+	t.Logf("storage: %s", storageSummary(nodes, logical))
 
 	// The disaster: seven nodes die at once and their disks with them.
 	killedAt := time.Now()

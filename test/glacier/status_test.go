@@ -102,3 +102,30 @@ func waitArchived(t *testing.T, homes []*mailNode, timeout time.Duration) time.D
 		time.Sleep(time.Second)
 	}
 }
+
+// storageSummary totals PAST's and Glacier's bytes over nodes against the logical bytes of the
+// mail submitted: the cost of durability, as measured on a real ring.
+func storageSummary(nodes []*mailNode, logical int) string {
+	var past, glacier, frags int64
+	for _, n := range nodes {
+		out, err := cluster.RunErr("status", "--dir", n.Dir, "--json", "--timeout", "2s")
+		if err != nil {
+			return fmt.Sprintf("status of %s: %v", n.Name, err)
+		}
+		var st struct {
+			Past    struct{ Bytes int64 } `json:"past"`
+			Glacier struct {
+				Bytes     int64 `json:"bytes"`
+				Fragments int64 `json:"fragments"`
+			} `json:"glacier"`
+		}
+		if err := json.Unmarshal([]byte(out), &st); err != nil {
+			return fmt.Sprintf("status of %s: %v", n.Name, err)
+		}
+		past += st.Past.Bytes
+		glacier += st.Glacier.Bytes
+		frags += st.Glacier.Fragments
+	}
+	return fmt.Sprintf("mail submitted %d bytes; PAST holds %d bytes (%.1fx), Glacier %d bytes in %d fragments (%.1fx, manifests included)",
+		logical, past, float64(past)/float64(logical), glacier, frags, float64(glacier)/float64(logical))
+}
