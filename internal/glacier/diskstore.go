@@ -21,10 +21,13 @@ import (
 // Layout: bucket "fragments" maps the 32-byte big-endian fragment key (so bbolt's byte order
 // is the circle's order) to a value
 //
-//	format (1 byte) | index (u16) | manifest wire form (uvarint length, bytes) | data (the rest)
+//	format (1 byte) | index (u16) | manifest wire form (uvarint length, bytes) |
+//	proof length (1 byte, ProofLen(n)) | proof (32 bytes each) | data (the rest)
 //
-// and bucket "meta" holds the file's format, which Open checks, so that an older release
-// refuses a newer file instead of dropping every entry it cannot read.
+// and bucket "meta" holds the file's format, which Open checks, so that a release refuses a
+// file of another format instead of dropping every entry it cannot read. Format 2 (Merkle
+// manifests and inclusion proofs) replaced 1 (manifests listing every fragment hash); a file
+// of format 1 is refused with a request to move it aside: no deployment holds one.
 //
 // Concurrency: safe for concurrent use. Writers (Put, Delete, dropping damaged entries,
 // Close) are serialised by mu, so that reading the old value, committing and updating the
@@ -49,11 +52,11 @@ var (
 )
 
 const (
-	diskFormat      = 1 // of the file (meta) and of every value
+	diskFormat      = 2 // of the file (meta) and of every value
 	diskLockTimeout = time.Second
 	// maxManifestWire bounds a stored manifest's wire form: far above the largest valid one
-	// (256 fragment hashes are 8 KiB), it only stops a damaged length from meaning much.
-	maxManifestWire = 64 << 10
+	// (≈ 500 bytes with a name of MaxNameLen), it only stops a damaged length from meaning much.
+	maxManifestWire = 4 << 10
 )
 
 // OpenDiskStore opens (creating) the fragment store in the bbolt file at path. Only one
@@ -89,6 +92,8 @@ func (s *DiskStore) init() error {
 			if err := meta.Put(metaFormat, []byte{diskFormat}); err != nil {
 				return err
 			}
+		case len(v) == 1 && v[0] < diskFormat:
+			return fmt.Errorf("fragment store format %d predates Merkle manifests (format %d) and cannot be read: move the file aside (its fragments are rebuilt by maintenance from the other holders) and restart", v[0], diskFormat)
 		case len(v) != 1 || v[0] != diskFormat:
 			return fmt.Errorf("fragment store format %v is not the supported version %d; use a matching epost release", v, diskFormat)
 		}
@@ -159,14 +164,15 @@ func (s *DiskStore) Put(fk ids.ID, f Fragment) error {
 	return nil
 }
 
-// Get implements Store. It checks the data against the manifest's hash; a damaged entry is
+// Get implements Store. It checks the data and its proof against the manifest's fragment
+// root; a damaged entry is
 // dropped and reported as an error wrapping ErrNotFound, so that maintenance fetches a good
 // copy from the other holders.
 //
 // The manifest's signature is not verified again: it was verified when the fragment was
 // accepted, these bytes come from our own disk, and Range would otherwise pay an ed25519
 // verification per held fragment on every maintenance round. Decoding (bounds and shape)
-// and the data hash catch damage to everything but fields outside the hashes (version,
+// and the proof check catch damage to everything but fields outside the root (version,
 // expiry, name); whoever we serve the manifest to verifies it before trusting it.
 func (s *DiskStore) Get(fk ids.ID) (Fragment, error) {
 	var raw []byte
@@ -182,7 +188,7 @@ func (s *DiskStore) Get(fk ids.ID) (Fragment, error) {
 	}
 	f, err := decodeDiskEntry(fk[:], raw)
 	if err == nil {
-		err = f.Manifest.CheckFragment(f.Index, f.Data)
+		err = f.Manifest.CheckFragment(f.Index, f.Data, f.Proof)
 	}
 	if err != nil {
 		derr := s.dropDamaged([]damagedEntry{{bytes.Clone(fk[:]), raw}})
@@ -304,17 +310,18 @@ func (s *DiskStore) dropDamaged(es []damagedEntry) error {
 
 func encodeDiskEntry(f *Fragment) []byte {
 	man := f.Manifest.Bytes()
-	w := wire.Writer{B: make([]byte, 0, 1+2+3+len(man)+len(f.Data))}
+	w := wire.Writer{B: make([]byte, 0, 1+2+3+len(man)+1+32*len(f.Proof)+len(f.Data))}
 	w.U8(diskFormat)
 	w.U16(uint16(f.Index))
 	w.Bytes(man)
+	writeProof(&w, f.Proof)
 	w.B = append(w.B, f.Data...)
 	return w.B
 }
 
-// diskHeader reads a value up to its data and returns the index, the manifest's wire form
-// and the data (aliasing v), or an error; it never panics.
-func diskHeader(v []byte) (idx int, man, data []byte, err error) {
+// diskHeader reads a value up to its proof and returns the index, the manifest's wire form
+// and the rest (proof and data, aliasing v), or an error; it never panics.
+func diskHeader(v []byte) (idx int, man, rest []byte, err error) {
 	r := wire.NewReader(v)
 	if fm := r.U8(); r.Err() == nil && fm != diskFormat {
 		return 0, nil, nil, fmt.Errorf("%w: value format %d", wire.ErrMalformed, fm)
@@ -327,10 +334,23 @@ func diskHeader(v []byte) (idx int, man, data []byte, err error) {
 	return idx, r.B[:n:n], r.B[n:], nil
 }
 
+// diskData splits the rest of a value into the proof's wire form and the data.
+func diskData(rest []byte) (proof, data []byte, err error) {
+	if len(rest) < 1 || int(rest[0]) > maxProofLen || len(rest) < 1+32*int(rest[0]) {
+		return nil, nil, fmt.Errorf("%w: proof", wire.ErrMalformed)
+	}
+	end := 1 + 32*int(rest[0])
+	return rest[:end:end], rest[end:], nil
+}
+
 // diskDataLen is the data length a value holds, as Put and the open scan counted it (0 for a
 // value damaged since, which only skews Bytes until the next Open).
 func diskDataLen(v []byte) int64 {
-	_, _, data, err := diskHeader(v)
+	_, _, rest, err := diskHeader(v)
+	if err != nil {
+		return 0
+	}
+	_, data, err := diskData(rest)
 	if err != nil {
 		return 0
 	}
@@ -338,12 +358,12 @@ func diskDataLen(v []byte) int64 {
 }
 
 // decodeDiskEntry decodes one entry into a Fragment that owns its memory. It checks the
-// manifest's shape but neither its signature nor the data's hash (see Get).
+// manifest's shape and the proof's length but neither the signature nor the proof (see Get).
 func decodeDiskEntry(k, v []byte) (Fragment, error) {
 	if len(k) != ids.Bytes {
 		return Fragment{}, fmt.Errorf("%w: key of %d bytes", wire.ErrMalformed, len(k))
 	}
-	idx, raw, data, err := diskHeader(v)
+	idx, raw, rest, err := diskHeader(v)
 	if err != nil {
 		return Fragment{}, err
 	}
@@ -354,10 +374,15 @@ func decodeDiskEntry(k, v []byte) (Fragment, error) {
 	}
 	switch {
 	case len(m.Owner) != ed25519.PublicKeySize || len(m.Sig) != ed25519.SignatureSize,
-		m.M < 1 || m.N < m.M || int(m.N) > MaxFragments || len(m.FragHashes) != int(m.N):
+		m.M < 1 || m.N < m.M || int(m.N) > MaxFragments:
 		return Fragment{}, fmt.Errorf("%w: manifest shape", ErrBadManifest)
 	case idx >= int(m.N):
 		return Fragment{}, fmt.Errorf("%w: index %d of %d", ErrBadFragment, idx, m.N)
 	}
-	return Fragment{Manifest: m, Index: idx, Data: bytes.Clone(data)}, nil
+	pr := wire.NewReader(rest)
+	proof := readProof(pr, int(m.N))
+	if err := pr.Err(); err != nil {
+		return Fragment{}, err
+	}
+	return Fragment{Manifest: m, Index: idx, Data: bytes.Clone(pr.B), Proof: proof}, nil
 }

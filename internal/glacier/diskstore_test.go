@@ -38,16 +38,17 @@ func testFragments(t testing.TB, objects int) (fks []ids.ID, frs []Fragment) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		_, proofs := merkleTree(frags)
 		for i, d := range frags {
 			fks = append(fks, man.FragmentKey(i))
-			frs = append(frs, Fragment{Manifest: man, Index: i, Data: d})
+			frs = append(frs, Fragment{Manifest: man, Index: i, Data: d, Proof: proofs[i]})
 		}
 	}
 	return fks, frs
 }
 
 func sameFragment(a, b Fragment) bool {
-	return a.Index == b.Index && bytes.Equal(a.Data, b.Data) && bytes.Equal(a.Manifest.Bytes(), b.Manifest.Bytes())
+	return a.Index == b.Index && bytes.Equal(a.Data, b.Data) && slices.Equal(a.Proof, b.Proof) && bytes.Equal(a.Manifest.Bytes(), b.Manifest.Bytes())
 }
 
 // contents is everything Range yields, in order.
@@ -418,7 +419,8 @@ func BenchmarkDiskStorePut(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	f := Fragment{Manifest: man, Index: 0, Data: frags[0]}
+	_, proofs := merkleTree(frags)
+	f := Fragment{Manifest: man, Index: 0, Data: frags[0], Proof: proofs[0]}
 	b.SetBytes(int64(len(f.Data)))
 	for b.Loop() {
 		var fk ids.ID

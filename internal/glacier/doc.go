@@ -16,14 +16,20 @@
 //
 // # Manifests (manifest.go)
 //
-// Each version of an object has a manifest: ring, owner public key, name, version, expiry,
-// object size and SHA-256, n, m and the SHA-256 of every fragment, signed by the owner with
-// Ed25519 under a domain separator (ePOST weakness 4: its manifests were not really signed).
+// Each version of an object has a manifest (format 2): ring, owner public key, name, version,
+// expiry, object size and SHA-256, n, m and the root of a Merkle tree over the n fragments
+// (merkle.go: leaf i = SHA-256(leaf domain ‖ i ‖ fragment i), inner nodes SHA-256(node domain ‖
+// left ‖ right), leaves padded to a power of two with a fixed empty leaf), signed by the owner
+// with Ed25519 under a domain separator (ePOST weakness 4: its manifests were not really
+// signed). A manifest is about 220 bytes whatever n; format 1 listed all n fragment hashes
+// (2 KiB at n = 64), which with small objects made manifests most of what was stored and sent.
 // The object key is K = SHA-256(domain ‖ ring ‖ owner ‖ name) (see ObjectKey for why owner-bound
-// rather than a content hash). The manifest travels with every fragment, and a holder accepts
-// a fragment only if the signature verifies, the ring and n/m are the ring's, the lease has not
-// run out, the fragment was routed to K + i·2^256/n and its hash is the manifest's. Holders keep
-// the highest version; equal versions are idempotent retries.
+// rather than a content hash). The manifest travels, and is stored, with every fragment and
+// that fragment's inclusion proof (ceil(log2 n) sibling hashes: 192 bytes at n = 64), and a
+// holder accepts a fragment only if the signature verifies, the ring and n/m are the ring's,
+// the lease has not run out, the fragment was routed to K + i·2^256/n and its proof leads from
+// it to the manifest's root. Readers, rebuilders and DiskStore.Get check the same. Holders
+// keep the highest version; equal versions are idempotent retries.
 //
 // # Insert and retrieve (node.go)
 //
@@ -54,9 +60,10 @@
 // request to its right neighbour when the shifted arc extends beyond its own (at most MaxWalk
 // steps). Offset 0 goes to X's two immediate neighbours: after a join, they hand over the
 // fragments in X's new arc by plain copy. For each offered position X fetches m fragments
-// (from the offerers, then from the object's other positions through the overlay), decodes,
-// recomputes only the missing fragment (Codec.Rebuild) and checks it against the manifest
-// before storing it.
+// (from the offerers, then from the object's other positions through the overlay), each
+// checked by its proof, decodes, checks the object hash, re-encodes all n fragments, rebuilds
+// the Merkle tree, checks that its root is the manifest's and stores the missing fragment with
+// its proof from that tree: exactly what the inserter would have sent.
 //
 // Bounds. Per node and round: n-1 requests of one filter each (10 bits per fragment held in
 // the arc: about 1.2 KB for 48/5 at 1,000 nodes × 20,000 objects; measured in
@@ -74,10 +81,10 @@
 //
 // Leases: each manifest's signed Expiry; holders drop expired fragments (by the manifest they
 // hold). The owner extends a lease by renewal (Node.Renew, RenewManifest): it routes only a
-// new manifest (same content, higher version, later expiry; about 100 bytes + 32·n) to each of
+// new manifest (same content, higher version, later expiry; about 220 bytes) to each of
 // the n fragment keys, not the n fragments. A holder checks it exactly as a store's manifest;
 // if it holds a fragment of the same content there under a lower version, it rewrites the
-// fragment durably with the new manifest, keeping the data, and then acknowledges (an equal
+// fragment durably with the new manifest, keeping the data and proof, and then acknowledges (an equal
 // version is a retry: OK; a higher one: stale). A holder with nothing of that content there
 // answers not-found: maintenance rebuilds the position from the renewed others, and brings a
 // holder that missed the renewal to the new version, since its filters compare (key, version)

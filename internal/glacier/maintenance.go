@@ -1,10 +1,12 @@
 package glacier
 
 import (
-	"epost/internal/bloom"
+	"crypto/sha256"
+	"fmt"
 	"slices"
 	"time"
 
+	"epost/internal/bloom"
 	"epost/internal/ids"
 	"epost/internal/pastry"
 )
@@ -22,9 +24,10 @@ import (
 //     version) pairs we hold in our arc; the peer offers the positions in our arc, of objects
 //     it holds a fragment of, that the filter lacks. Offset 0 goes to our two immediate
 //     neighbours and hands over fragments they hold in our arc (after a join).
-//   - For an offered position we rebuild: fetch m fragments from the offerers, decode, re-encode
-//     only the missing fragment (Codec.Rebuild), check it against the signed manifest, store it.
-//     At most MaxRebuildsPerRound per round.
+//   - For an offered position we rebuild: fetch m fragments (each checked by its proof against
+//     the signed manifest's root) from the offerers, decode, check the object hash, re-encode
+//     all n fragments, rebuild the Merkle tree, check its root is the manifest's and store the
+//     missing fragment with its proof from that tree. At most MaxRebuildsPerRound per round.
 
 // seenNode remembers when a node was last in our leaf set.
 type seenNode struct {
@@ -390,7 +393,7 @@ func (n *Node) onRebuildReply(fk ids.ID, m *message) {
 	if ok {
 		var err error
 		man, err = n.checkManifest(m.RawMan)
-		ok = err == nil && man.Key() == rb.key && man.CheckFragment(idx, m.Data) == nil
+		ok = err == nil && man.Key() == rb.key && man.CheckFragment(idx, m.Data, m.Proof) == nil
 	}
 	if ok && rb.man != nil && !rb.man.SameContent(man) {
 		ok = man.Version > rb.man.Version && rb.have == 0
@@ -406,7 +409,7 @@ func (n *Node) onRebuildReply(fk ids.ID, m *message) {
 		rb.man = man
 	}
 	if idx == rb.idx {
-		if n.accept(rb.man, idx, m.Data) == nil {
+		if n.accept(rb.man, idx, m.Data, m.Proof) == nil {
 			n.stats.HandedOff++
 		}
 		n.endRebuild(fk)
@@ -418,11 +421,35 @@ func (n *Node) onRebuildReply(fk ids.ID, m *message) {
 		n.askSources(rb)
 		return
 	}
-	data, err := n.codec.Rebuild(rb.got, int(rb.man.Size), rb.idx)
-	if err == nil && n.accept(rb.man, rb.idx, data) == nil {
+	data, proof, err := n.recode(rb.man, rb.got, rb.idx)
+	if err == nil && n.accept(rb.man, rb.idx, data, proof) == nil {
 		n.stats.Rebuilt++
 	}
 	n.endRebuild(fk)
+}
+
+// recode restores fragment idx of man, with its inclusion proof, from m proven fragments: it
+// decodes the object, checks its hash, re-encodes all n fragments and rebuilds the Merkle
+// tree, whose root must be the manifest's. The proof comes from that tree, so the holder ends
+// up with exactly what the inserter would have sent it. (Codec.Rebuild would produce the
+// fragment alone, but the proof needs the sibling leaves, which are all fragments' hashes.)
+func (n *Node) recode(man *Manifest, got [][]byte, idx int) ([]byte, [][32]byte, error) {
+	obj, err := n.codec.Decode(got, int(man.Size))
+	if err != nil {
+		return nil, nil, err
+	}
+	if sha256.Sum256(obj) != man.ObjectHash {
+		return nil, nil, ErrHashMismatch
+	}
+	frags, err := n.codec.Encode(obj)
+	if err != nil {
+		return nil, nil, err
+	}
+	root, proofs := merkleTree(frags)
+	if root != man.FragRoot {
+		return nil, nil, fmt.Errorf("%w: re-encoded fragments do not lead to the manifest's root", ErrBadFragment)
+	}
+	return frags[idx], proofs[idx], nil
 }
 
 func (n *Node) endRebuild(fk ids.ID) {

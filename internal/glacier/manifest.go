@@ -21,8 +21,13 @@ const (
 // made for PAST's signed objects is valid here).
 const (
 	objectKeyDomain = "epost-glacier-object-v1\x00"
-	manifestDomain  = "epost-glacier-manifest-v1\x00"
+	manifestDomain  = "epost-glacier-manifest-v2\x00"
 )
+
+// manifestFormat is the first byte of a manifest's wire form. Format 1 (no such byte, a list
+// of n fragment hashes, domain "-manifest-v1") was replaced by 2 (a Merkle root, merkle.go);
+// an encoding of another format is refused by DecodeManifest.
+const manifestFormat = 2
 
 // Manifest errors. Holders send them back as codes (message.go).
 var (
@@ -59,7 +64,8 @@ func ObjectKey(ring ids.RingID, owner ed25519.PublicKey, name []byte) ids.ID {
 func FragmentKey(k ids.ID, i, n int) ids.ID { return ids.Add(k, ids.Fraction(i, n)) }
 
 // Manifest describes one version of an erasure-coded object; signed by its owner, it travels
-// with every fragment so that each holder can check its fragment on its own.
+// with every fragment, and with the fragment's inclusion proof (merkle.go) lets each holder
+// check its fragment on its own. Its size does not depend on n.
 type Manifest struct {
 	Ring       ids.RingID
 	Owner      ed25519.PublicKey
@@ -68,8 +74,8 @@ type Manifest struct {
 	Expiry     int64  // unix nanoseconds; holders drop the fragments after it
 	Size       uint32 // object bytes
 	N, M       uint16
-	ObjectHash [32]byte   // SHA-256 of the object
-	FragHashes [][32]byte // SHA-256 of each of the n fragments
+	ObjectHash [32]byte // SHA-256 of the object
+	FragRoot   [32]byte // Merkle root over the n fragments (merkle.go)
 	Sig        []byte
 
 	key ids.ID // ObjectKey, memoised by NewManifest and verification (then immutable)
@@ -103,10 +109,7 @@ func NewManifest(c *Codec, priv ed25519.PrivateKey, ring ids.RingID, name []byte
 	}
 	m := &Manifest{Ring: ring, Owner: priv.Public().(ed25519.PublicKey), Name: append([]byte(nil), name...),
 		Version: version, Expiry: expiry.UnixNano(), Size: uint32(len(obj)), N: uint16(c.n), M: uint16(c.m),
-		ObjectHash: sha256.Sum256(obj), FragHashes: make([][32]byte, c.n)}
-	for i, f := range frags {
-		m.FragHashes[i] = sha256.Sum256(f)
-	}
+		ObjectHash: sha256.Sum256(obj), FragRoot: merkleRoot(frags)}
 	m.Sig = ed25519.Sign(priv, m.signedBytes())
 	m.key = ObjectKey(ring, m.Owner, m.Name)
 	return m, frags, nil
@@ -114,13 +117,14 @@ func NewManifest(c *Codec, priv ed25519.PrivateKey, ring ids.RingID, name []byte
 
 // signedBytes is what the owner signs: the domain and every field but the signature.
 func (m *Manifest) signedBytes() []byte {
-	w := wire.Writer{B: make([]byte, 0, len(manifestDomain)+160+len(m.Name)+32*len(m.FragHashes))}
+	w := wire.Writer{B: make([]byte, 0, len(manifestDomain)+160+len(m.Name))}
 	w.B = append(w.B, manifestDomain...)
 	m.encodeBody(&w)
 	return w.B
 }
 
 func (m *Manifest) encodeBody(w *wire.Writer) {
+	w.U8(manifestFormat)
 	w.ID(m.Ring)
 	w.Bytes(m.Owner)
 	w.Bytes(m.Name)
@@ -130,10 +134,7 @@ func (m *Manifest) encodeBody(w *wire.Writer) {
 	w.U16(m.N)
 	w.U16(m.M)
 	w.B = append(w.B, m.ObjectHash[:]...)
-	w.Uvarint(uint64(len(m.FragHashes)))
-	for _, h := range m.FragHashes {
-		w.B = append(w.B, h[:]...)
-	}
+	w.B = append(w.B, m.FragRoot[:]...)
 }
 
 // Encode appends the manifest's wire form to w.
@@ -152,6 +153,9 @@ func (m *Manifest) Bytes() []byte {
 // DecodeManifest reads a manifest from r (shape only; call Verify before trusting it).
 func DecodeManifest(r *wire.Reader) *Manifest {
 	m := &Manifest{}
+	if f := r.U8(); f != manifestFormat && r.Err() == nil {
+		r.Fail("manifest format %d, want %d (written by an older release?)", f, manifestFormat)
+	}
 	m.Ring = r.ID()
 	m.Owner = r.Bytes(ed25519.PublicKeySize, "owner key")
 	m.Name = r.Bytes(MaxNameLen, "name")
@@ -161,13 +165,7 @@ func DecodeManifest(r *wire.Reader) *Manifest {
 	m.N = r.U16()
 	m.M = r.U16()
 	m.ObjectHash = [32]byte(r.ID())
-	nh := r.Count(MaxFragments, 32, "fragment hashes")
-	if r.Err() == nil {
-		m.FragHashes = make([][32]byte, nh)
-		for i := range m.FragHashes {
-			m.FragHashes[i] = [32]byte(r.ID())
-		}
-	}
+	m.FragRoot = [32]byte(r.ID())
 	m.Sig = r.Bytes(ed25519.SignatureSize, "signature")
 	return m
 }
@@ -180,8 +178,6 @@ func (m *Manifest) Verify() error {
 		return fmt.Errorf("%w: owner key or signature has the wrong length", ErrBadManifest)
 	case m.M < 1 || m.N < m.M || int(m.N) > MaxFragments:
 		return fmt.Errorf("%w: fragments %d/%d", ErrBadManifest, m.N, m.M)
-	case len(m.FragHashes) != int(m.N):
-		return fmt.Errorf("%w: %d fragment hashes for n = %d", ErrBadManifest, len(m.FragHashes), m.N)
 	case m.Size > MaxObjectSize:
 		return fmt.Errorf("%w: object size %d", ErrBadManifest, m.Size)
 	case len(m.Name) > MaxNameLen:
@@ -194,31 +190,28 @@ func (m *Manifest) Verify() error {
 	return nil
 }
 
-// CheckFragment reports whether data is fragment i of the object the manifest describes.
-func (m *Manifest) CheckFragment(i int, data []byte) error {
-	if i < 0 || i >= len(m.FragHashes) {
-		return fmt.Errorf("%w: index %d of %d", ErrBadFragment, i, len(m.FragHashes))
+// CheckFragment reports whether data, with its inclusion proof, is fragment i of the object
+// the manifest describes: the proof must have ProofLen(n) hashes and lead from data's leaf to
+// FragRoot.
+func (m *Manifest) CheckFragment(i int, data []byte, proof [][32]byte) error {
+	if i < 0 || i >= int(m.N) {
+		return fmt.Errorf("%w: index %d of %d", ErrBadFragment, i, m.N)
 	}
 	if len(data) != FragmentSize(int(m.Size), int(m.M)) {
 		return fmt.Errorf("%w: fragment %d is %d bytes, want %d", ErrBadFragment, i, len(data), FragmentSize(int(m.Size), int(m.M)))
 	}
-	if sha256.Sum256(data) != m.FragHashes[i] {
-		return fmt.Errorf("%w: fragment %d hash", ErrBadFragment, i)
+	if len(proof) != ProofLen(int(m.N)) {
+		return fmt.Errorf("%w: fragment %d has a proof of %d hashes, want %d", ErrBadFragment, i, len(proof), ProofLen(int(m.N)))
+	}
+	if rootFromProof(i, data, proof) != m.FragRoot {
+		return fmt.Errorf("%w: fragment %d does not lead to the manifest's root", ErrBadFragment, i)
 	}
 	return nil
 }
 
 // SameContent reports whether two manifests describe the same fragments (versions may differ).
 func (m *Manifest) SameContent(o *Manifest) bool {
-	if m.Size != o.Size || m.N != o.N || m.M != o.M || m.ObjectHash != o.ObjectHash || len(m.FragHashes) != len(o.FragHashes) {
-		return false
-	}
-	for i := range m.FragHashes {
-		if m.FragHashes[i] != o.FragHashes[i] {
-			return false
-		}
-	}
-	return true
+	return m.Size == o.Size && m.N == o.N && m.M == o.M && m.ObjectHash == o.ObjectHash && m.FragRoot == o.FragRoot
 }
 
 // RenewManifest returns a copy of old with a new version and expiry, signed by priv: the same
@@ -238,7 +231,6 @@ func RenewManifest(old *Manifest, priv ed25519.PrivateKey, version uint64, expir
 	m := *old
 	m.Owner = append(ed25519.PublicKey(nil), old.Owner...)
 	m.Name = append([]byte(nil), old.Name...)
-	m.FragHashes = append([][32]byte(nil), old.FragHashes...)
 	m.Version, m.Expiry = version, expiry.UnixNano()
 	m.Sig = ed25519.Sign(priv, m.signedBytes())
 	m.key = ObjectKey(m.Ring, m.Owner, m.Name)

@@ -31,29 +31,29 @@ func TestManifestRoundTripAndChecks(t *testing.T) {
 	if got.Key() != man.Key() || !got.SameContent(man) {
 		t.Fatalf("seed %d: round trip changed the manifest", seed)
 	}
-	if err := got.CheckFragment(3, frags[3]); err != nil {
+	_, proofs := merkleTree(frags)
+	if err := got.CheckFragment(3, frags[3], proofs[3]); err != nil {
 		t.Fatalf("seed %d: good fragment refused: %v", seed, err)
 	}
 	bad := bytes.Clone(frags[3])
 	bad[0] ^= 1
-	if err := got.CheckFragment(3, bad); !errors.Is(err, ErrBadFragment) {
+	if err := got.CheckFragment(3, bad, proofs[3]); !errors.Is(err, ErrBadFragment) {
 		t.Fatalf("seed %d: corrupted fragment: %v", seed, err)
 	}
-	if err := got.CheckFragment(4, frags[3]); !errors.Is(err, ErrBadFragment) {
+	if err := got.CheckFragment(4, frags[3], proofs[3]); !errors.Is(err, ErrBadFragment) {
 		t.Fatalf("seed %d: fragment under another index: %v", seed, err)
 	}
 	// Any change to a signed field breaks the signature; so does a stranger's signature.
 	for name, mutate := range map[string]func(m *Manifest){
 		"version": func(m *Manifest) { m.Version++ },
 		"expiry":  func(m *Manifest) { m.Expiry++ },
-		"hash":    func(m *Manifest) { m.FragHashes[0][0] ^= 1 },
+		"root":    func(m *Manifest) { m.FragRoot[0] ^= 1 },
 		"name":    func(m *Manifest) { m.Name = []byte("other") },
 		"owner": func(m *Manifest) {
 			m.Owner = testKey(seed + 1).Public().(ed25519.PublicKey)
 		},
 	} {
 		forged := *man
-		forged.FragHashes = append([][32]byte(nil), man.FragHashes...)
 		mutate(&forged)
 		if _, err := NewManifestCache(0).Verified(forged.Bytes()); !errors.Is(err, ErrBadManifest) {
 			t.Fatalf("seed %d: forged %s accepted: %v", seed, name, err)
@@ -74,8 +74,9 @@ func TestHolderRefusesForgeries(t *testing.T) {
 	}
 	_, man, frags := testManifest(t, seed)
 	client := pastry.Handle{ID: man.Key(), Addr: "c"}
+	_, proofs := merkleTree(frags)
 	store := func(m *Manifest, idx int, data []byte) code {
-		p := (&message{Type: mStore, Op: 1, Index: uint16(idx), Manifest: m, Data: data}).encode()
+		p := (&message{Type: mStore, Op: 1, Index: uint16(idx), Manifest: m, Proof: proofs[idx], Data: data}).encode()
 		if err := n.Deliver(time.Unix(1e9, 0), client, m.FragmentKey(idx), p); err != nil {
 			t.Fatalf("seed %d: deliver: %v", seed, err)
 		}
@@ -130,11 +131,15 @@ func FuzzManifest(f *testing.F) {
 func FuzzMessage(f *testing.F) {
 	c, _ := NewCodec(12, 3)
 	man, frags, _ := NewManifest(c, testKey(1), testRingID, []byte("n"), 1, time.Unix(2e9, 0), []byte("hello world"))
+	_, proofs := merkleTree(frags)
+	c1, _ := NewCodec(1, 1)
+	man1, frags1, _ := NewManifest(c1, testKey(1), testRingID, []byte("n"), 1, time.Unix(2e9, 0), []byte("one"))
 	for _, m := range []*message{
-		{Type: mStore, Op: 7, Index: 2, Manifest: man, Data: frags[2]},
+		{Type: mStore, Op: 7, Index: 2, Manifest: man, Proof: proofs[2], Data: frags[2]},
+		{Type: mStore, Op: 7, Index: 0, Manifest: man1, Proof: [][32]byte{}, Data: frags1[0]},
 		{Type: mStoreAck, Op: 7, Index: 2, Code: codeBadFragment},
 		{Type: mFetch, Op: 8, Key: man.Key(), Index: 3, Maint: true},
-		{Type: mFetchReply, Op: 8, Index: 3, Manifest: man, Data: frags[3]},
+		{Type: mFetchReply, Op: 8, Index: 3, Manifest: man, Proof: proofs[3], Data: frags[3]},
 		{Type: mFetchReply, Op: 8, Index: 3, Code: codeNotFound},
 		{Type: mSyncRequest, Op: 9, Requester: pastry.Handle{ID: man.Key(), Addr: "a:1"}, From: man.Key(), Offset: 3, Want: 16, Salt: 5, Bloom: []byte{1, 2, 3}},
 		{Type: mSyncOffer, Op: 9, Offers: []Offer{{Key: man.Key(), Index: 1, SrcIndex: 4, Version: 3}}},

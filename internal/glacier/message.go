@@ -10,10 +10,11 @@ import (
 	"epost/internal/wire"
 )
 
-// Every Glacier payload starts with appTag (appmux.TagGlacier) and a version byte.
+// Every Glacier payload starts with appTag (appmux.TagGlacier) and a version byte. Version 2:
+// Merkle manifests, fragments travel with their inclusion proof.
 const (
 	appTag      = appmux.TagGlacier
-	wireVersion = 1
+	wireVersion = 2
 )
 
 // Bounds on decoded messages, so that a forged length or count is refused before allocating.
@@ -28,10 +29,10 @@ const (
 type msgType uint8
 
 const (
-	mStore       msgType = iota + 1 // routed to a fragment key: hold this fragment (Manifest, Index, Data)
+	mStore       msgType = iota + 1 // routed to a fragment key: hold this fragment (Manifest, Index, Proof, Data)
 	mStoreAck                       // holder -> inserter, after the durable write: Code
 	mFetch                          // routed to a fragment key, or direct to a holder: send fragment Index of Key
-	mFetchReply                     // Code; Manifest, Index, Data when found
+	mFetchReply                     // Code; Manifest, Index, Proof, Data when found
 	mSyncRequest                    // maintenance: requester's arc, offset, Bloom filter of (fragment key, version)
 	mSyncOffer                      // maintenance: fragments the requester should hold and lacks
 	mRenew                          // routed to a fragment key: a newer manifest of the same fragments (Manifest, Index; no data)
@@ -107,9 +108,10 @@ type message struct {
 	Code     code
 	Key      ids.ID // object key (fetch)
 	Index    uint16
-	Maint    bool      // fetch: for maintenance (a rebuild), counted as such by both sides
-	Manifest *Manifest // to encode
-	RawMan   []byte    // decoded: the manifest's wire form, verified by the node through its cache
+	Maint    bool       // fetch: for maintenance (a rebuild), counted as such by both sides
+	Manifest *Manifest  // to encode
+	RawMan   []byte     // decoded: the manifest's wire form, verified by the node through its cache
+	Proof    [][32]byte // the fragment's inclusion proof; decoded: ProofLen(n) hashes for the manifest's n
 	Data     []byte
 
 	// sync-request
@@ -134,7 +136,7 @@ func readHandle(r *wire.Reader) pastry.Handle {
 }
 
 func (m *message) encode() []byte {
-	w := wire.Writer{B: make([]byte, 0, 64+len(m.Data)+len(m.Bloom)+len(m.Offers)*44)}
+	w := wire.Writer{B: make([]byte, 0, 300+32*len(m.Proof)+len(m.Data)+len(m.Bloom)+len(m.Offers)*44)}
 	w.U8(appTag)
 	w.U8(wireVersion)
 	w.U8(uint8(m.Type))
@@ -143,6 +145,7 @@ func (m *message) encode() []byte {
 	case mStore:
 		w.U16(m.Index)
 		m.Manifest.Encode(&w)
+		writeProof(&w, m.Proof)
 		w.Bytes(m.Data)
 	case mStoreAck, mRenewAck:
 		w.U16(m.Index)
@@ -160,6 +163,7 @@ func (m *message) encode() []byte {
 		w.U8(b2u(m.Maint))
 		if m.Code == codeOK {
 			m.Manifest.Encode(&w)
+			writeProof(&w, m.Proof)
 			w.Bytes(m.Data)
 		}
 	case mSyncRequest:
@@ -204,14 +208,15 @@ func decodeMessage(b []byte) (*message, error) {
 	switch m.Type {
 	case mStore:
 		m.Index = r.U16()
-		m.RawMan = skipManifest(r)
+		raw, n := skipManifest(r)
+		m.RawMan, m.Proof = raw, readProof(r, n)
 		m.Data = r.Bytes(MaxObjectSize, "fragment")
 	case mStoreAck, mRenewAck:
 		m.Index = r.U16()
 		m.Code = code(r.U8())
 	case mRenew:
 		m.Index = r.U16()
-		m.RawMan = skipManifest(r)
+		m.RawMan, _ = skipManifest(r)
 	case mFetch:
 		m.Key = r.ID()
 		m.Index = r.U16()
@@ -221,7 +226,8 @@ func decodeMessage(b []byte) (*message, error) {
 		m.Index = r.U16()
 		m.Maint = readBool(r)
 		if m.Code == codeOK && r.Err() == nil {
-			m.RawMan = skipManifest(r)
+			raw, n := skipManifest(r)
+			m.RawMan, m.Proof = raw, readProof(r, n)
 			m.Data = r.Bytes(MaxObjectSize, "fragment")
 		}
 	case mSyncRequest:

@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"math/rand/v2"
+	"slices"
 	"testing"
 	"time"
 
@@ -231,7 +232,7 @@ func TestRenew(t *testing.T) {
 			t.Fatalf("seed %d: fragment %d held %d times before, %d after the renewal", seed, i, len(v1[i]), len(v2[i]))
 		}
 		h := v2[i][0]
-		if h.tn != v1[i][0].tn || h.f.Manifest.Version != 2 || !bytes.Equal(h.f.Data, v1[i][0].f.Data) || h.f.Manifest.CheckFragment(i, h.f.Data) != nil {
+		if h.tn != v1[i][0].tn || h.f.Manifest.Version != 2 || !bytes.Equal(h.f.Data, v1[i][0].f.Data) || h.f.Manifest.CheckFragment(i, h.f.Data, h.f.Proof) != nil {
 			t.Fatalf("seed %d: fragment %d after the renewal: version %d, data kept %v", seed, i, h.f.Manifest.Version, bytes.Equal(h.f.Data, v1[i][0].f.Data))
 		}
 	}
@@ -326,13 +327,15 @@ func TestRenewThenMaintenance(t *testing.T) {
 			t.Fatalf("seed %d: fragment %d missing after maintenance", seed, i)
 		}
 		for _, h := range after[i] {
-			if h.f.Manifest.Version != 2 || h.f.Manifest.CheckFragment(i, h.f.Data) != nil {
-				t.Fatalf("seed %d: fragment %d after maintenance: version %d, valid %v", seed, i, h.f.Manifest.Version, h.f.Manifest.CheckFragment(i, h.f.Data) == nil)
+			if h.f.Manifest.Version != 2 || h.f.Manifest.CheckFragment(i, h.f.Data, h.f.Proof) != nil {
+				t.Fatalf("seed %d: fragment %d after maintenance: version %d, valid %v", seed, i, h.f.Manifest.Version, h.f.Manifest.CheckFragment(i, h.f.Data, h.f.Proof) == nil)
 			}
 		}
 	}
 	if h := after[0][0]; h.tn != lost.tn {
 		t.Fatalf("seed %d: fragment 0 rebuilt elsewhere than at its holder", seed)
+	} else if !bytes.Equal(h.f.Data, lost.f.Data) || !slices.Equal(h.f.Proof, lost.f.Proof) || !bytes.Equal(h.f.Manifest.Bytes(), man2.Bytes()) {
+		t.Fatalf("seed %d: rebuilt fragment 0 differs from what the inserter sent (data %v, proof %v)", seed, bytes.Equal(h.f.Data, lost.f.Data), slices.Equal(h.f.Proof, lost.f.Proof))
 	}
 	if got, gotMan, err := r.retrieveMan(man.Key()); err != nil || !bytes.Equal(got, obj) || gotMan.Version != 2 {
 		t.Fatalf("seed %d: retrieve after maintenance: err %v, equal %v", seed, err, bytes.Equal(got, obj))

@@ -12,11 +12,13 @@ import (
 	"epost/internal/wire"
 )
 
-// Fragment is one held fragment: fragment Index of the object its manifest describes.
+// Fragment is one held fragment: fragment Index of the object its manifest describes, with
+// its inclusion proof (ProofLen(n) sibling hashes from its leaf up to Manifest.FragRoot).
 type Fragment struct {
 	Manifest *Manifest
 	Index    int
 	Data     []byte
+	Proof    [][32]byte
 }
 
 // Key is where the fragment lives: FragmentKey(K, Index, n).
@@ -183,13 +185,16 @@ func (c *ManifestCache) Verified(raw []byte) (*Manifest, error) {
 }
 
 // skipManifest advances r over a manifest's wire form without decoding it and returns those
-// bytes (nil after an error).
-func skipManifest(r *wire.Reader) []byte {
+// bytes (nil after an error) and the n it states (unchecked: 0 or above MaxFragments possible).
+func skipManifest(r *wire.Reader) ([]byte, int) {
 	start := r.B
 	skip := func(n int) {
 		if r.Err() == nil {
 			r.B = r.B[n:]
 		}
+	}
+	if f := r.U8(); f != manifestFormat && r.Err() == nil {
+		r.Fail("manifest format %d, want %d", f, manifestFormat)
 	}
 	r.ID()
 	skip(r.Len(ed25519.PublicKeySize, "owner key"))
@@ -197,13 +202,42 @@ func skipManifest(r *wire.Reader) []byte {
 	r.U64()
 	r.I64()
 	r.U32()
+	n := int(r.U16())
 	r.U16()
-	r.U16()
-	r.ID()
-	skip(32 * r.Count(MaxFragments, 32, "fragment hashes"))
+	r.ID() // object hash
+	r.ID() // fragment root
 	skip(r.Len(ed25519.SignatureSize, "signature"))
+	if r.Err() != nil {
+		return nil, 0
+	}
+	return start[: len(start)-len(r.B) : len(start)-len(r.B)], n
+}
+
+// writeProof appends an inclusion proof: a count byte and the hashes.
+func writeProof(w *wire.Writer, proof [][32]byte) {
+	w.U8(uint8(len(proof)))
+	for i := range proof {
+		w.B = append(w.B, proof[i][:]...)
+	}
+}
+
+// readProof reads an inclusion proof for a manifest of n fragments: its length must be
+// ProofLen(n), for a valid n (nil after an error).
+func readProof(r *wire.Reader, n int) [][32]byte {
+	c := int(r.U8())
 	if r.Err() != nil {
 		return nil
 	}
-	return start[: len(start)-len(r.B) : len(start)-len(r.B)]
+	if n < 1 || n > MaxFragments || c != ProofLen(n) {
+		r.Fail("proof of %d hashes for n = %d, want %d", c, n, ProofLen(n))
+		return nil
+	}
+	p := make([][32]byte, c)
+	for i := range p {
+		p[i] = [32]byte(r.ID())
+	}
+	if r.Err() != nil {
+		return nil
+	}
+	return p
 }

@@ -110,7 +110,7 @@ func (c *GlacierConfig) Validate() error {
 // decoded from m of those fragments and checked against the manifest's hash (decoded counts
 // the successes, so restorable == decoded demonstrates it); lost = objects - restorable.
 // full: objects with all n fragments on live nodes. overhead: fragment bytes on live nodes /
-// object bytes; overhead_manifests adds the manifest stored with every fragment.
+// object bytes; overhead_manifests adds the manifest and inclusion proof stored with every fragment.
 // predicted_loss: objects × P[Binomial(n, 1-fail) < m]. repair_bytes: maintenance bytes sent
 // during the phase (sync requests, offers, rebuild fetches and replies).
 type GlacierResult struct {
@@ -463,8 +463,8 @@ func (run *glacierRun) measure(phase string, m glacierMark, fail float64) Glacie
 				return true
 			}
 			stored += int64(len(f.Data))
-			manBytes += int64(run.objects[i].manBytes)
-			if f.Manifest.CheckFragment(f.Index, f.Data) != nil || f.Manifest.ObjectHash != run.objects[i].hash {
+			manBytes += int64(run.objects[i].manBytes + 32*len(f.Proof))
+			if f.Manifest.CheckFragment(f.Index, f.Data, f.Proof) != nil || f.Manifest.ObjectHash != run.objects[i].hash {
 				return true // never happens: holders check; counted as absent if it did
 			}
 			if frags[i] == nil {
