@@ -126,6 +126,6 @@ func storageSummary(nodes []*mailNode, logical int) string {
 		glacier += st.Glacier.Bytes
 		frags += st.Glacier.Fragments
 	}
-	return fmt.Sprintf("mail submitted %d bytes; PAST holds %d bytes (%.1fx), Glacier %d bytes in %d fragments (%.1fx, manifests included)",
+	return fmt.Sprintf("mail submitted %d bytes; PAST holds %d bytes (%.1fx), Glacier %d bytes of fragment data in %d fragments (%.1fx; each fragment also stores a 235-byte manifest and a 192-byte proof)",
 		logical, past, float64(past)/float64(logical), glacier, frags, float64(glacier)/float64(logical))
 }
