@@ -233,7 +233,17 @@ func RunGlacier(cfg GlacierConfig, out io.Writer, progress func(string)) ([]Glac
 
 	if cfg.Steady > 0 {
 		m = run.mark()
-		run.ring.net.RunFor(cfg.Steady)
+		// In sync-interval steps, so that long phases show progress; the events run are the
+		// same as in one step.
+		for left := cfg.Steady; left > 0; {
+			d := min(left, cfg.SyncInterval)
+			run.ring.net.RunFor(d)
+			left -= d
+			maint, _ := run.counters()
+			el := run.ring.net.Elapsed() - m.at
+			note(fmt.Sprintf("steady: %s virtual, %d maintenance bytes, %.0f per node per virtual hour",
+				el.Round(time.Second), maint-m.maint, float64(maint-m.maint)/el.Hours()/float64(max(1, m.nodes))))
+		}
 		emit(run.measure("steady", m, 0))
 		note("steady phase done")
 	}
