@@ -60,6 +60,7 @@ type simFlags struct {
 	seed       *uint64
 	quiet      *bool
 	cpuprofile *string
+	memprofile *string
 }
 
 func addSimFlags(fs *flag.FlagSet) simFlags {
@@ -67,6 +68,7 @@ func addSimFlags(fs *flag.FlagSet) simFlags {
 		seed:       fs.Uint64("seed", 1, "random seed; the same seed gives the same output"),
 		quiet:      fs.Bool("quiet", false, "no progress notes on stderr"),
 		cpuprofile: fs.String("cpuprofile", "", "write a CPU profile to this file"),
+		memprofile: fs.String("memprofile", "", "write a heap profile (memory in use at the end) to this file"),
 	}
 }
 
@@ -99,5 +101,16 @@ func (sf simFlags) run(fs *flag.FlagSet, args []string, prepare func(seed uint64
 		return err
 	}
 	p(peakNote(start))
+	if *sf.memprofile != "" {
+		f, err := os.Create(*sf.memprofile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		runtime.GC()
+		if err := pprof.WriteHeapProfile(f); err != nil {
+			return err
+		}
+	}
 	return nil
 }

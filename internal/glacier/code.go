@@ -30,7 +30,11 @@ func NewCodec(n, m int) (*Codec, error) {
 	if m < 1 || n < m || n > MaxFragments {
 		return nil, fmt.Errorf("glacier: fragments %d/%d: want 1 <= m <= n <= %d", n, m, MaxFragments)
 	}
-	enc, err := reedsolomon.New(m, n-m)
+	// No inversion cache: reedsolomon caches the inverted matrix of every combination of
+	// fragments it decoded from, without bound, and Glacier's readers and rebuilders draw
+	// random combinations (C(64, 8) of them): the cache grew a simulated node to gigabytes.
+	// Inverting an m×m matrix costs microseconds next to decoding the object.
+	enc, err := reedsolomon.New(m, n-m, reedsolomon.WithInversionCache(false))
 	if err != nil {
 		return nil, fmt.Errorf("glacier: reedsolomon %d/%d: %w", n, m, err)
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"math/rand/v2"
+	"runtime"
 	"testing"
 )
 
@@ -65,5 +66,45 @@ func TestCodecAnyM(t *testing.T) {
 		if _, err := NewCodec(bad[0], bad[1]); err == nil {
 			t.Fatalf("NewCodec(%d, %d) accepted", bad[0], bad[1])
 		}
+	}
+}
+
+// Decoding from ever new combinations of fragments must not retain memory (reedsolomon's
+// inversion cache kept one matrix per combination, without bound).
+func TestDecodeRetainsNothing(t *testing.T) {
+	const seed = 71
+	c, err := NewCodec(64, 8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := rand.New(rand.NewPCG(seed, 1))
+	obj := randBytes(r, 4000)
+	frags, err := c.Encode(obj)
+	if err != nil {
+		t.Fatal(err)
+	}
+	decode := func() {
+		got := make([][]byte, len(frags))
+		for _, i := range r.Perm(len(frags))[:8] {
+			got[i] = frags[i]
+		}
+		if out, err := c.Decode(got, len(obj)); err != nil || !bytes.Equal(out, obj) {
+			t.Fatalf("seed %d: decode: %v", seed, err)
+		}
+	}
+	for range 100 {
+		decode()
+	}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	for range 3000 {
+		decode()
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	runtime.KeepAlive(c) // the codec (and any cache in it) must be alive when measured
+	if grew := int64(after.HeapAlloc) - int64(before.HeapAlloc); grew > 1<<20 {
+		t.Fatalf("seed %d: 3,000 decodes from random fragment sets retained %d bytes", seed, grew)
 	}
 }
