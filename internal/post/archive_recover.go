@@ -4,8 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"epost/internal/glacier"
@@ -256,8 +258,13 @@ func (u *User) archiveReady(w *glacier.ChainWalk, newest uint64, mans map[ids.ID
 	}
 }
 
-// The state file: magic, newest stored seq, root version, then glacier.Aggregator.State.
-const archiveStateMagic = "epost/v1/archive-state\x00"
+// The state file: magic, newest stored seq, root version, glacier.Aggregator.State (length
+// first), then the stored manifests (count, then each length first: about 235 bytes each), so
+// that a renewal after a restart re-signs the manifest instead of fetching the aggregate.
+const archiveStateMagic = "epost/v2/archive-state\x00"
+
+// maxStateBytes bounds what loadArchiveState accepts of each part.
+const maxStateBytes = 1 << 30
 
 // saveArchive writes the state file when the archive is idle (nothing queued or in flight:
 // the aggregator then describes only what Glacier holds) and changed.
@@ -281,7 +288,12 @@ func (u *User) saveArchive() {
 	w.B = append(w.B, archiveStateMagic...)
 	w.U64(a.newest)
 	w.U64(a.rootVer)
-	w.B = append(w.B, a.agg.State()...)
+	w.Bytes(a.agg.State())
+	keys := slices.SortedFunc(maps.Keys(a.mans), ids.Cmp)
+	w.Uvarint(uint64(len(keys)))
+	for _, k := range keys {
+		w.Bytes(a.mans[k].Bytes())
+	}
 	a.dirty = false
 	n.mu.Unlock()
 	if err := writeAtomic(file, w.B); err != nil {
@@ -298,11 +310,34 @@ func (u *User) loadArchiveState(b []byte) error {
 	}
 	r := wire.NewReader(b[len(archiveStateMagic):])
 	newest, rootVer := r.U64(), r.U64()
+	state := r.Bytes(maxStateBytes, "aggregator state")
+	count := r.Count(maxStateBytes, 100, "manifests")
+	mans := make(map[ids.ID]*glacier.Manifest, count)
+	for range count {
+		raw := r.Bytes(maxStateBytes, "manifest")
+		if r.Err() != nil {
+			break
+		}
+		mr := wire.NewReader(raw)
+		m := glacier.DecodeManifest(mr)
+		if err := mr.Done(); err != nil {
+			return fmt.Errorf("%w: archive state manifest: %v", ErrMalformed, err)
+		}
+		mans[m.Key()] = m
+	}
+	if err := r.Done(); err != nil {
+		return fmt.Errorf("%w: archive state file: %v", ErrMalformed, err)
+	}
 	n := u.n
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if err := u.arch.agg.LoadState(r.B); err != nil {
+	if err := u.arch.agg.LoadState(state); err != nil {
 		return err
+	}
+	for k, m := range mans {
+		if _, ok := u.arch.agg.Aggregate(k); ok {
+			u.arch.mans[k] = m
+		}
 	}
 	u.arch.newest, u.arch.rootVer = newest, rootVer
 	return nil
