@@ -2,7 +2,6 @@ package sim
 
 import (
 	"bytes"
-	"crypto/ed25519"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -10,8 +9,6 @@ import (
 	"time"
 
 	"epost/internal/glacier"
-	"epost/internal/ids"
-	"epost/internal/pastry"
 	"epost/internal/post"
 )
 
@@ -30,19 +27,7 @@ func newArchiveWorld(t *testing.T, seed uint64, nodes int) *world {
 	cfg.Post.BackupInterval = time.Hour
 	cfg.Post.ArchiveFlush = time.Minute
 	cfg.Post.Log = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	pc := pastry.Config{Ring: ids.RingIDOf("sim-mail"), LeafSetSize: cfg.LeafSet}
-	run := &mailRun{cfg: cfg, ring: newSimRing(seed, pc, cfg.Tick), rng: rand.New(rand.NewPCG(seed, 1)), ringID: pc.Ring, byID: map[post.NotificationID]*simMsg{}}
-	var s [32]byte
-	fill(run.rng, s[:])
-	w := &world{t: t, seed: seed, run: run, caKey: ed25519.NewKeyFromSeed(s[:])}
-	run.caPub = w.caKey.Public().(ed25519.PublicKey)
-	fill(run.rng, run.secret[:])
-	for i := 0; i < nodes; i++ {
-		run.ring.net.RunFor(20 * time.Millisecond)
-		run.addNode()
-	}
-	run.ring.net.RunFor(30 * time.Second)
-	return w
+	return newWorldCfg(t, seed, nodes, cfg)
 }
 
 func archiveStats(mn *mailNode) post.Stats { return mn.post.Stats() }

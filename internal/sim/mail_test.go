@@ -59,6 +59,12 @@ func newWorld(t *testing.T, seed uint64, nodes int, revoked func(uint64) bool) *
 	cfg.Post.Revoked = revoked
 	cfg.Post.SnapshotEvery = 10
 	cfg.Post.Log = slog.New(slog.NewTextHandler(testWriter{t}, nil))
+	return newWorldCfg(t, seed, nodes, cfg)
+}
+
+// newWorldCfg builds a world of nodes nodes running cfg (validated).
+func newWorldCfg(t *testing.T, seed uint64, nodes int, cfg MailConfig) *world {
+	t.Helper()
 	pc := pastry.Config{Ring: ids.RingIDOf("sim-mail"), LeafSetSize: cfg.LeafSet}
 	run := &mailRun{cfg: cfg, ring: newSimRing(seed, pc, cfg.Tick), rng: rand.New(rand.NewPCG(seed, 1)), ringID: pc.Ring, byID: map[post.NotificationID]*simMsg{}}
 	var s [32]byte
