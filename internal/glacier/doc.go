@@ -87,8 +87,10 @@
 // fragment durably with the new manifest, keeping the data and proof, and then acknowledges (an equal
 // version is a retry: OK; a higher one: stale). A holder with nothing of that content there
 // answers not-found: maintenance rebuilds the position from the renewed others, and brings a
-// holder that missed the renewal to the new version, since its filters compare (key, version)
-// (at the price of a re-coding from m fragments). Success and retries are as for an insert.
+// holder that missed the renewal to the new version, since its filters compare (key, version):
+// a holder offered a newer version of a fragment it holds fetches one fragment for its
+// manifest and, if the content is the same, swaps the manifest in (Stats.Refreshed; a changed
+// content, i.e. a repack, is re-coded from m). Success and retries are as for an insert.
 //
 // What the package must never do: acknowledge a fragment before the Store has it durably,
 // store a fragment that does not verify against a manifest signed by the owner its key is

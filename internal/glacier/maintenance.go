@@ -297,6 +297,10 @@ type rebuild struct {
 	have        int
 	deadline    time.Time
 	started     time.Time
+	// stale is this node's own older version of the fragment, when it holds one: a renewal
+	// it missed changes only the manifest, so one fetched fragment (for its manifest) is
+	// enough, unless the content changed too (a repack).
+	stale *Fragment
 }
 
 type source struct {
@@ -315,8 +319,14 @@ func (n *Node) onSyncOffer(from pastry.Handle, m *message) {
 		if !mine.contains(fk) {
 			continue
 		}
-		if f, err := n.st.Get(fk); err == nil && f.Manifest.Version >= o.Version {
-			continue
+		var stale *Fragment
+		if f, err := n.st.Get(fk); err == nil {
+			if f.Manifest.Version >= o.Version {
+				continue
+			}
+			if f.Manifest.Key() == o.Key && f.Index == int(o.Index) {
+				stale = &f
+			}
 		}
 		src := source{h: from, idx: int(o.SrcIndex)}
 		if rb := n.rebuilds[fk]; rb != nil {
@@ -331,7 +341,7 @@ func (n *Node) onSyncOffer(from pastry.Handle, m *message) {
 			}
 			continue
 		}
-		handoff := src.idx == int(o.Index)
+		handoff := src.idx == int(o.Index) || stale != nil // cheap: a copy, or a manifest
 		if handoff && n.handoffs <= 0 || !handoff && n.budget <= 0 {
 			continue
 		}
@@ -342,7 +352,7 @@ func (n *Node) onSyncOffer(from pastry.Handle, m *message) {
 		}
 		n.nextOp++
 		rb := &rebuild{op: n.nextOp, key: o.Key, idx: int(o.Index), version: o.Version, sources: []source{src},
-			got: make([][]byte, n.cfg.N), started: n.now, order: n.rng.Perm(n.cfg.N)}
+			got: make([][]byte, n.cfg.N), started: n.now, order: n.rng.Perm(n.cfg.N), stale: stale}
 		n.rebuilds[fk] = rb
 		n.rbByOp[rb.op] = fk
 		n.rbQ = append(n.rbQ, fk)
@@ -356,6 +366,9 @@ func (n *Node) onSyncOffer(from pastry.Handle, m *message) {
 // the other positions of the object are asked through the overlay, like a reader would.
 func (n *Node) askSources(rb *rebuild) {
 	need := n.cfg.M - rb.have
+	if rb.stale != nil {
+		need = 1 // its manifest
+	}
 	for rb.asked < len(rb.sources) && rb.outstanding < need {
 		s := rb.sources[rb.asked]
 		rb.asked++
@@ -394,6 +407,19 @@ func (n *Node) onRebuildReply(fk ids.ID, m *message) {
 		var err error
 		man, err = n.checkManifest(m.RawMan)
 		ok = err == nil && man.Key() == rb.key && man.CheckFragment(idx, m.Data, m.Proof) == nil
+	}
+	if ok && rb.stale != nil {
+		old := rb.stale
+		rb.stale = nil
+		if man.SameContent(old.Manifest) && man.Version > old.Manifest.Version {
+			// Only the manifest changed (a renewal this node missed): swap it in.
+			if err := n.st.Put(fk, Fragment{Manifest: man, Index: old.Index, Data: old.Data, Proof: old.Proof}); err == nil {
+				n.stats.Refreshed++
+			}
+			n.endRebuild(fk)
+			return
+		}
+		// New content (a repack): rebuild from m fragments after all, this one included.
 	}
 	if ok && rb.man != nil && !rb.man.SameContent(man) {
 		ok = man.Version > rb.man.Version && rb.have == 0

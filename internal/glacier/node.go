@@ -137,6 +137,7 @@ type Stats struct {
 	MaintMsgs, MaintBytes   uint64 // maintenance messages and bytes sent (sync, offers, rebuild fetches)
 	Dropped, Expired        uint64
 	Renewed, RenewRefused   uint64 // manifests swapped on renewal / renewals refused or not applicable here
+	Refreshed               uint64 // manifests swapped by maintenance (a renewal this node missed)
 	BadMessages, BadReplies uint64
 }
 

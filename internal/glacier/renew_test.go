@@ -340,6 +340,11 @@ func TestRenewThenMaintenance(t *testing.T) {
 	if got, gotMan, err := r.retrieveMan(man.Key()); err != nil || !bytes.Equal(got, obj) || gotMan.Version != 2 {
 		t.Fatalf("seed %d: retrieve after maintenance: err %v, equal %v", seed, err, bytes.Equal(got, obj))
 	}
+	// The holder that missed the renewal only swapped its manifest (one fetch, no decode);
+	// the lost fragment 0 was the one rebuild.
+	if refreshed, rebuilt := r.statsSum(func(s Stats) uint64 { return s.Refreshed }), r.statsSum(func(s Stats) uint64 { return s.Rebuilt }); refreshed != 1 || rebuilt != 1 {
+		t.Fatalf("seed %d: maintenance refreshed %d manifests and rebuilt %d fragments, want 1 and 1", seed, refreshed, rebuilt)
+	}
 }
 
 // Holders collect fragments by the renewed manifest's expiry: after the first lease ends and
