@@ -77,6 +77,8 @@ const (
 	aggCacheMax = 16
 	// repackFetches bounds the blobs fetched back from Glacier per round for repacks.
 	repackFetches = 4
+	// keepFetches bounds the ring lookups keepKeys has in flight.
+	keepFetches = 16
 )
 
 // userArchive is a user's aggregation state. Guarded by the node's mutex.
@@ -179,30 +181,49 @@ func (u *User) keepRefs(refs []content.Ref) {
 }
 
 // keepKeys archives the objects at keys that the archive does not have yet, from this node's
-// store or the ring.
+// store or the ring, with at most keepFetches ring lookups in flight (a first start over a
+// large mailbox must not fire them all at once).
 func (u *User) keepKeys(keys []ids.Key) {
 	n := u.n
 	if !n.archiveOn() {
 		return
 	}
-	for _, k := range keys {
-		n.mu.Lock()
-		has := u.arch != nil && u.arch.ready && u.arch.agg.Holds(k)
-		n.mu.Unlock()
-		if has {
-			continue
-		}
-		if obj, ok := n.st.LocalGet(k); ok {
-			u.keep(obj)
-			continue
-		}
-		n.st.Lookup(k, func(obj past.Object, err error) {
-			if err != nil {
-				n.cfg.Log.Warn("post: cannot fetch an object to archive it", "user", u.addr, "key", k.Full(), "err", err)
+	var mu sync.Mutex
+	next := 0
+	var pump func()
+	pump = func() {
+		for {
+			mu.Lock()
+			if next >= len(keys) {
+				mu.Unlock()
 				return
 			}
-			u.keep(obj)
-		})
+			k := keys[next]
+			next++
+			mu.Unlock()
+			n.mu.Lock()
+			has := u.arch != nil && u.arch.ready && u.arch.agg.Holds(k)
+			n.mu.Unlock()
+			if has {
+				continue
+			}
+			if obj, ok := n.st.LocalGet(k); ok {
+				u.keep(obj)
+				continue
+			}
+			n.st.Lookup(k, func(obj past.Object, err error) {
+				if err != nil {
+					n.cfg.Log.Warn("post: cannot fetch an object to archive it", "user", u.addr, "key", k.Full(), "err", err)
+				} else {
+					u.keep(obj)
+				}
+				pump() // this lookup's slot goes to the next key
+			})
+			return
+		}
+	}
+	for range keepFetches {
+		pump()
 	}
 }
 
