@@ -1,7 +1,6 @@
 package glacier
 
 import (
-	"sync"
 	"time"
 
 	"epost/internal/appmux"
@@ -17,13 +16,10 @@ import (
 // Install HandleEvent as (or call it from) the pastry driver's OnEvent, or register App() with
 // an appmux.Mux. Glacier needs no Forward upcall.
 type Driver struct {
-	mu    sync.Mutex
+	loop  *transport.Loop // its Mu guards node
 	node  *Node
 	pd    *pastry.Driver
 	clock transport.Clock
-	tick  time.Duration
-	timer transport.Timer
-	stop  bool
 
 	// OnReject is told about Glacier payloads that could not be decoded.
 	OnReject func(from pastry.Handle, err error)
@@ -31,45 +27,22 @@ type Driver struct {
 
 // NewDriver wires node to the overlay driver pd. Call Start once the overlay is running.
 func NewDriver(node *Node, pd *pastry.Driver, clock transport.Clock, tick time.Duration) *Driver {
-	if tick <= 0 {
-		tick = time.Second
-	}
-	return &Driver{node: node, pd: pd, clock: clock, tick: tick}
+	d := &Driver{node: node, pd: pd, clock: clock}
+	d.loop = transport.NewLoop(clock, tick, func(now time.Time) { d.node.Tick(now) }, d.flushLocked)
+	return d
 }
 
 // Start begins ticking.
-func (d *Driver) Start() {
-	d.mu.Lock()
-	d.timer = d.clock.AfterFunc(d.tick, d.onTick)
-	d.mu.Unlock()
-}
+func (d *Driver) Start() { d.loop.Start() }
 
 // Stop stops ticking; further events are ignored.
-func (d *Driver) Stop() {
-	d.mu.Lock()
-	d.stop = true
-	if d.timer != nil {
-		d.timer.Stop()
-	}
-	d.mu.Unlock()
-}
+func (d *Driver) Stop() { d.loop.Stop() }
 
 // With runs f with the node locked, for inspection.
 func (d *Driver) With(f func(n *Node)) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
+	d.loop.Mu.Lock()
+	defer d.loop.Mu.Unlock()
 	f(d.node)
-}
-
-func (d *Driver) onTick() {
-	d.mu.Lock()
-	if d.stop {
-		d.mu.Unlock()
-		return
-	}
-	d.node.Tick(d.clock.Now())
-	d.timer = d.clock.AfterFunc(d.tick, d.onTick)
-	d.flushLocked()
 }
 
 // HandleEvent takes the overlay's application events; it must run outside the pastry
@@ -77,19 +50,13 @@ func (d *Driver) onTick() {
 func (d *Driver) HandleEvent(e pastry.Event) {
 	switch e.Kind {
 	case pastry.EventReady, pastry.EventLeafSetChanged:
-		var left, right []pastry.Handle
-		ready := false
-		d.pd.With(func(n *pastry.Node) {
-			ready = n.Ready()
-			left = append(left, n.LeafSet().Left()...)
-			right = append(right, n.LeafSet().Right()...)
-		})
+		left, right, ready := d.pd.ReadyLeafSet()
 		if !ready {
 			return
 		}
-		d.mu.Lock()
-		if d.stop {
-			d.mu.Unlock()
+		d.loop.Mu.Lock()
+		if d.loop.Stopped() {
+			d.loop.Mu.Unlock()
 			return
 		}
 		d.node.SetLeafSet(d.clock.Now(), left, right)
@@ -98,9 +65,9 @@ func (d *Driver) HandleEvent(e pastry.Event) {
 		if len(e.Payload) == 0 || e.Payload[0] != appTag {
 			return
 		}
-		d.mu.Lock()
-		if d.stop {
-			d.mu.Unlock()
+		d.loop.Mu.Lock()
+		if d.loop.Stopped() {
+			d.loop.Mu.Unlock()
 			return
 		}
 		var err error
@@ -118,14 +85,14 @@ func (d *Driver) HandleEvent(e pastry.Event) {
 
 // Insert: see Node.Insert. Callbacks run on the driver's caller without locks held.
 func (d *Driver) Insert(man *Manifest, frags [][]byte, cb func(InsertResult)) {
-	d.mu.Lock()
+	d.loop.Mu.Lock()
 	d.node.Insert(d.clock.Now(), man, frags, cb)
 	d.flushLocked()
 }
 
 // Renew: see Node.Renew. Callbacks run on the driver's caller without locks held.
 func (d *Driver) Renew(man *Manifest, cb func(InsertResult)) {
-	d.mu.Lock()
+	d.loop.Mu.Lock()
 	d.node.Renew(d.clock.Now(), man, cb)
 	d.flushLocked()
 }
@@ -135,7 +102,7 @@ func (d *Driver) Codec() *Codec { return d.node.Codec() }
 
 // Retrieve: see Node.Retrieve.
 func (d *Driver) Retrieve(key ids.ID, cb func([]byte, *Manifest, error)) {
-	d.mu.Lock()
+	d.loop.Mu.Lock()
 	d.node.Retrieve(d.clock.Now(), key, cb)
 	d.flushLocked()
 }
@@ -145,7 +112,7 @@ func (d *Driver) Retrieve(key ids.ID, cb func([]byte, *Manifest, error)) {
 func (d *Driver) flushLocked() {
 	out := d.node.TakeOutbox()
 	done := d.node.TakeDone()
-	d.mu.Unlock()
+	d.loop.Mu.Unlock()
 	for _, o := range out {
 		if o.Route {
 			d.pd.Route(o.Key, o.Payload)

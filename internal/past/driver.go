@@ -1,7 +1,6 @@
 package past
 
 import (
-	"sync"
 	"time"
 
 	"epost/internal/appmux"
@@ -19,13 +18,10 @@ import (
 // Forwarder if the overlay was built with one (lookups are then answered by the first replica
 // on the route).
 type Driver struct {
-	mu    sync.Mutex
+	loop  *transport.Loop // its Mu guards node
 	node  *Node
 	pd    *pastry.Driver
 	clock transport.Clock
-	tick  time.Duration
-	timer transport.Timer
-	stop  bool
 
 	// OnReject is told about PAST payloads that could not be decoded.
 	OnReject func(from pastry.Handle, err error)
@@ -33,45 +29,22 @@ type Driver struct {
 
 // NewDriver wires node to the overlay driver pd. Call Start once the overlay is running.
 func NewDriver(node *Node, pd *pastry.Driver, clock transport.Clock, tick time.Duration) *Driver {
-	if tick <= 0 {
-		tick = time.Second
-	}
-	return &Driver{node: node, pd: pd, clock: clock, tick: tick}
+	d := &Driver{node: node, pd: pd, clock: clock}
+	d.loop = transport.NewLoop(clock, tick, func(now time.Time) { d.node.Tick(now) }, func() { d.flushLocked(false) })
+	return d
 }
 
 // Start begins ticking.
-func (d *Driver) Start() {
-	d.mu.Lock()
-	d.timer = d.clock.AfterFunc(d.tick, d.onTick)
-	d.mu.Unlock()
-}
+func (d *Driver) Start() { d.loop.Start() }
 
 // Stop stops ticking; further events are ignored.
-func (d *Driver) Stop() {
-	d.mu.Lock()
-	d.stop = true
-	if d.timer != nil {
-		d.timer.Stop()
-	}
-	d.mu.Unlock()
-}
+func (d *Driver) Stop() { d.loop.Stop() }
 
 // Node gives locked access to the node, for inspection.
 func (d *Driver) With(f func(n *Node)) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
+	d.loop.Mu.Lock()
+	defer d.loop.Mu.Unlock()
 	f(d.node)
-}
-
-func (d *Driver) onTick() {
-	d.mu.Lock()
-	if d.stop {
-		d.mu.Unlock()
-		return
-	}
-	d.node.Tick(d.clock.Now())
-	d.timer = d.clock.AfterFunc(d.tick, d.onTick)
-	d.flushLocked(false)
 }
 
 // HandleEvent takes the overlay's application events. It calls back into the pastry driver
@@ -79,19 +52,13 @@ func (d *Driver) onTick() {
 func (d *Driver) HandleEvent(e pastry.Event) {
 	switch e.Kind {
 	case pastry.EventReady, pastry.EventLeafSetChanged:
-		var left, right []pastry.Handle
-		ready := false
-		d.pd.With(func(n *pastry.Node) {
-			ready = n.Ready()
-			left = append(left, n.LeafSet().Left()...)
-			right = append(right, n.LeafSet().Right()...)
-		})
+		left, right, ready := d.pd.ReadyLeafSet()
 		if !ready {
 			return // a joining node's leaf set is partial; EventReady follows
 		}
-		d.mu.Lock()
-		if d.stop {
-			d.mu.Unlock()
+		d.loop.Mu.Lock()
+		if d.loop.Stopped() {
+			d.loop.Mu.Unlock()
 			return
 		}
 		d.node.SetLeafSet(d.clock.Now(), left, right)
@@ -100,9 +67,9 @@ func (d *Driver) HandleEvent(e pastry.Event) {
 		if len(e.Payload) == 0 || e.Payload[0] != appTag {
 			return // another application's message
 		}
-		d.mu.Lock()
-		if d.stop {
-			d.mu.Unlock()
+		d.loop.Mu.Lock()
+		if d.loop.Stopped() {
+			d.loop.Mu.Unlock()
 			return
 		}
 		var err error
@@ -124,9 +91,9 @@ func (d *Driver) Forward(key ids.ID, payload []byte, next pastry.Handle) ([]byte
 	if len(payload) == 0 || payload[0] != appTag {
 		return payload, true
 	}
-	d.mu.Lock()
-	if d.stop {
-		d.mu.Unlock()
+	d.loop.Mu.Lock()
+	if d.loop.Stopped() {
+		d.loop.Mu.Unlock()
 		return payload, true
 	}
 	cont := d.node.Forward(d.clock.Now(), payload)
@@ -137,21 +104,21 @@ func (d *Driver) Forward(key ids.ID, payload []byte, next pastry.Handle) ([]byte
 // Insert, Lookup and Refresh start operations; their callbacks run on the driver's caller
 // (event loop or network goroutine) without locks held, and may start further operations.
 func (d *Driver) Insert(obj Object, cb func(InsertResult)) {
-	d.mu.Lock()
+	d.loop.Mu.Lock()
 	d.node.Insert(d.clock.Now(), obj, cb)
 	d.flushLocked(false)
 }
 
 // Lookup: see Node.Lookup.
 func (d *Driver) Lookup(key ids.Key, cb func(Object, error)) {
-	d.mu.Lock()
+	d.loop.Mu.Lock()
 	d.node.Lookup(d.clock.Now(), key, cb)
 	d.flushLocked(false)
 }
 
 // Refresh: see Node.Refresh.
 func (d *Driver) Refresh(keys []ids.Key, expiry time.Time, cb func(error)) {
-	d.mu.Lock()
+	d.loop.Mu.Lock()
 	d.node.Refresh(d.clock.Now(), keys, expiry, cb)
 	d.flushLocked(false)
 }
@@ -161,7 +128,7 @@ func (d *Driver) Refresh(keys []ids.Key, expiry time.Time, cb func(error)) {
 func (d *Driver) flushLocked(deferred bool) {
 	out := d.node.TakeOutbox()
 	done := d.node.TakeDone()
-	d.mu.Unlock()
+	d.loop.Mu.Unlock()
 	send := func() {
 		for _, o := range out {
 			if o.Route {
@@ -183,14 +150,14 @@ func (d *Driver) flushLocked(deferred bool) {
 
 // InsertDedupe: see Node.InsertDedupe.
 func (d *Driver) InsertDedupe(obj Object, cb func(InsertResult)) {
-	d.mu.Lock()
+	d.loop.Mu.Lock()
 	d.node.InsertDedupe(d.clock.Now(), obj, cb)
 	d.flushLocked(false)
 }
 
 // Delete: see Node.Delete.
 func (d *Driver) Delete(key ids.Key, proof []byte, cb func(error)) {
-	d.mu.Lock()
+	d.loop.Mu.Lock()
 	d.node.Delete(d.clock.Now(), key, proof, cb)
 	d.flushLocked(false)
 }
@@ -198,8 +165,8 @@ func (d *Driver) Delete(key ids.Key, proof []byte, cb func(error)) {
 // LocalGet reads a live object from this node's own store (no network): holders use it to
 // act on what they hold.
 func (d *Driver) LocalGet(key ids.Key) (Object, bool) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
+	d.loop.Mu.Lock()
+	defer d.loop.Mu.Unlock()
 	obj, err := d.node.st.Get(key)
 	if err != nil || obj.Expired(d.clock.Now()) {
 		return Object{}, false
@@ -210,8 +177,8 @@ func (d *Driver) LocalGet(key ids.Key) (Object, bool) {
 // LocalMetas lists the live objects of type t in this node's own store, for an application
 // rebuilding its index after a restart.
 func (d *Driver) LocalMetas(t Type) []store.Meta {
-	d.mu.Lock()
-	defer d.mu.Unlock()
+	d.loop.Mu.Lock()
+	defer d.loop.Mu.Unlock()
 	var out []store.Meta
 	now := d.clock.Now()
 	for meta, err := range d.node.st.Range(store.WholeRing(d.node.cfg.Ring)) {

@@ -129,6 +129,19 @@ func (d *Driver) With(f func(n *Node)) {
 	f(d.node)
 }
 
+// ReadyLeafSet returns copies of the leaf set's two sides, and false while the node is not
+// ready (a joining node's leaf set is partial; EventReady follows): what an application
+// needs on EventReady and EventLeafSetChanged.
+func (d *Driver) ReadyLeafSet() (left, right []Handle, ready bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !d.node.Ready() {
+		return nil, nil, false
+	}
+	ls := d.node.LeafSet()
+	return append([]Handle(nil), ls.Left()...), append([]Handle(nil), ls.Right()...), true
+}
+
 // Stop stops ticking and ignores further frames. The transport is the caller's to close.
 func (d *Driver) Stop() {
 	d.mu.Lock()
