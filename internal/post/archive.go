@@ -116,11 +116,16 @@ type cachedAgg struct {
 
 func (n *Node) archiveOn() bool { return n.cfg.Archive != nil }
 
-// newArchive sets up u's archive (not ready until recoverArchive ends).
-func (u *User) newArchive() error {
+// newAggregator is an empty aggregator for u's objects.
+func (u *User) newAggregator() (*glacier.Aggregator, error) {
 	cfg := glacier.DefaultAggregatorConfig(u.n.cfg.Ring, u.keys.Public().Signing)
 	cfg.MaxAge = u.n.cfg.ArchiveFlush
-	agg, err := glacier.NewAggregator(cfg)
+	return glacier.NewAggregator(cfg)
+}
+
+// newArchive sets up u's archive (not ready until recoverArchive ends).
+func (u *User) newArchive() error {
+	agg, err := u.newAggregator()
 	if err != nil {
 		return err
 	}
@@ -161,14 +166,21 @@ func (u *User) keep(obj past.Object) {
 		n.mu.Unlock()
 		return
 	}
-	out, err := a.agg.Add(n.now(), m)
+	n.mu.Unlock()
+	u.enqueueInserts(u.aggregate(m))
+}
+
+// aggregate adds m to u's archive, which is ready, and returns the aggregates it filled.
+func (u *User) aggregate(m glacier.Member) []*glacier.Aggregate {
+	n := u.n
+	n.mu.Lock()
+	out, err := u.arch.agg.Add(n.now(), m)
 	n.stats.ArchiveKept++
 	n.mu.Unlock()
 	if err != nil {
-		n.cfg.Log.Warn("post: cannot archive object", "user", u.addr, "key", obj.Key.Full(), "err", err)
-		return
+		n.cfg.Log.Warn("post: cannot archive object", "user", u.addr, "key", m.Key.Full(), "err", err)
 	}
-	u.enqueueInserts(out)
+	return out
 }
 
 // keepRefs archives the chunks of refs (parts of a message just filed).

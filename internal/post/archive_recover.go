@@ -94,9 +94,7 @@ func (u *User) checkLoaded(attempt int, start time.Time) {
 
 // resetArchive empties the aggregator (a state file that turned out stale or unusable).
 func (u *User) resetArchive() {
-	cfg := glacier.DefaultAggregatorConfig(u.n.cfg.Ring, u.keys.Public().Signing)
-	cfg.MaxAge = u.n.cfg.ArchiveFlush
-	agg, err := glacier.NewAggregator(cfg)
+	agg, err := u.newAggregator()
 	if err != nil {
 		panic(err) // the same configuration was accepted by newArchive
 	}
@@ -241,15 +239,7 @@ func (u *User) archiveReady(w *glacier.ChainWalk, newest uint64, mans map[ids.ID
 	}
 	var out []*glacier.Aggregate
 	for _, m := range backlog {
-		n.mu.Lock()
-		gs, err := a.agg.Add(n.now(), m)
-		n.stats.ArchiveKept++
-		n.mu.Unlock()
-		if err != nil {
-			n.cfg.Log.Warn("post: cannot archive object", "user", u.addr, "key", m.Key.Full(), "err", err)
-			continue
-		}
-		out = append(out, gs...)
+		out = append(out, u.aggregate(m)...)
 	}
 	u.enqueueInserts(out)
 	u.runQueue() // saves the state
