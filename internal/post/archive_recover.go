@@ -100,6 +100,7 @@ func (u *User) resetArchive() {
 	}
 	u.n.mu.Lock()
 	u.arch.agg, u.arch.newest, u.arch.rootVer = agg, 0, 0
+	u.arch.mans = map[ids.ID]*glacier.Manifest{} // the file's manifests go with it
 	u.n.mu.Unlock()
 }
 
