@@ -50,15 +50,8 @@ func (c *GlacierConfig) Validate() error {
 	if c.Objects < 0 {
 		return errors.New("--objects must not be negative")
 	}
-	if c.Fail < 0 || c.Fail >= 1 {
-		return errors.New("--fail must be a fraction in [0, 1)")
-	}
-	switch c.FailMode {
-	case "":
-		c.FailMode = "random"
-	case "random", "correlated":
-	default:
-		return fmt.Errorf("--fail-mode %q: want random or correlated", c.FailMode)
+	if err := checkFailure(c.Fail, &c.FailMode, "random", "correlated"); err != nil {
+		return err
 	}
 	if c.N == 0 && c.M == 0 {
 		c.N, c.M = ring.DefaultFragmentsTotal, ring.DefaultFragmentsNeeded

@@ -5,10 +5,12 @@ package sim
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"time"
 
 	"epost/internal/ids"
@@ -272,4 +274,20 @@ func randomLive[T any](rng *rand.Rand, peers []T, node func(T) *simNode) T {
 			return p
 		}
 	}
+}
+
+// checkFailure checks the --fail and --fail-mode flags every experiment shares: fail a
+// fraction in [0, 1), mode one of modes (modes[0] when empty).
+func checkFailure(fail float64, mode *string, modes ...string) error {
+	if fail < 0 || fail >= 1 {
+		return errors.New("--fail must be a fraction in [0, 1)")
+	}
+	if *mode == "" {
+		*mode = modes[0]
+	}
+	if !slices.Contains(modes, *mode) {
+		want := strings.Join(modes[:len(modes)-1], ", ") + " or " + modes[len(modes)-1]
+		return fmt.Errorf("--fail-mode %q: want %s", *mode, want)
+	}
+	return nil
 }

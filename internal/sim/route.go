@@ -39,15 +39,8 @@ func (c *RouteConfig) Validate() error {
 	if c.Lookups < 0 {
 		return errors.New("--lookups must not be negative")
 	}
-	if c.Fail < 0 || c.Fail >= 1 {
-		return errors.New("--fail must be a fraction in [0, 1)")
-	}
-	switch c.FailMode {
-	case "":
-		c.FailMode = "random"
-	case "random", "correlated":
-	default:
-		return fmt.Errorf("--fail-mode %q: want random or correlated", c.FailMode)
+	if err := checkFailure(c.Fail, &c.FailMode, "random", "correlated"); err != nil {
+		return err
 	}
 	if c.Churn < 0 || c.Duration < 0 {
 		return errors.New("--churn and --duration must not be negative")

@@ -47,15 +47,8 @@ func (c *StoreConfig) Validate() error {
 	if c.Objects < 0 {
 		return errors.New("--objects must not be negative")
 	}
-	if c.Fail < 0 || c.Fail >= 1 {
-		return errors.New("--fail must be a fraction in [0, 1)")
-	}
-	switch c.FailMode {
-	case "":
-		c.FailMode = "sequential"
-	case "sequential", "random", "correlated":
-	default:
-		return fmt.Errorf("--fail-mode %q: want sequential, random or correlated", c.FailMode)
+	if err := checkFailure(c.Fail, &c.FailMode, "sequential", "random", "correlated"); err != nil {
+		return err
 	}
 	if c.Churn < 0 || c.Duration < 0 {
 		return errors.New("--churn and --duration must not be negative")
