@@ -26,6 +26,12 @@ func runSimStore(args []string) error {
 	fs.DurationVar(&c.FailSpacing, "fail-spacing", 10*time.Second, "sequential mode: virtual time between two failures")
 	fs.DurationVar(&c.RepairTime, "repair", 2*time.Minute, "virtual time allowed for repair after the failures")
 	fs.Float64Var(&c.InsertRate, "insert-rate", 500, "inserts per virtual second")
+	fs.IntVar(&c.Mutable, "mutable", 0, "signed (mutable) objects inserted besides the content objects, rewritten during churn")
+	fs.Float64Var(&c.UpdateRate, "update-rate", 2, "rewrites of mutable objects per virtual second during churn")
+	fs.IntVar(&c.Lookups, "lookups", 0, "lookups, one at a time, after the inserts and after the churn (half of mutable objects)")
+	fs.Float64Var(&c.LookupRate, "lookup-rate", 2, "lookups per virtual second during churn")
+	fs.Float64Var(&c.Restart, "restart", 0, "share of the nodes crashed by churn that restart with their store instead of being replaced")
+	fs.DurationVar(&c.Downtime, "downtime", 2*time.Minute, "median downtime of a node that restarts (--restart)")
 	sf := addSimFlags(fs)
 	return sf.run(fs, args, func(seed uint64) error {
 		c.Seed = seed

@@ -156,9 +156,10 @@ func (n *Node) newApps(mux *appmux.Mux, pd *pastry.Driver, seed uint64) *apps {
 }
 
 // postConfig is POST's configuration on this node: the ring's CA and revocations, the ring's
-// convergence secret, the wall clock, and a durable received journal per user in the user's
-// directory (a notification counts as filed once it is on this node's disk; the INBOX head
-// write and the receipt follow).
+// convergence secret, the wall clock, and per user in the user's directory a durable received
+// journal (a notification counts as filed once it is on this node's disk; the INBOX head
+// write and the receipt follow) and the record of the last head written per log (the writer
+// never opens a log from an older one).
 func (n *Node) postConfig() post.Config {
 	pc := post.DefaultConfig()
 	pc.Ring = n.rn.Descriptor.RingID
@@ -185,6 +186,9 @@ func (n *Node) postConfig() post.Config {
 	}
 	pc.Journals = func(addr string) (post.Journal, error) {
 		return post.OpenFileJournal(filepath.Join(post.UserDir(n.opts.Dir, addr), post.FileReceivedJournal))
+	}
+	pc.HeadRecords = func(addr string) (post.HeadRecords, error) {
+		return post.OpenFileHeadRecords(filepath.Join(post.UserDir(n.opts.Dir, addr), post.FileHeadRecordsName))
 	}
 	return pc
 }

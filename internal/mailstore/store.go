@@ -167,8 +167,22 @@ func (s *Store) matches(log string, applied uint64, last [32]byte) bool {
 	return err == nil && len(e) > 0 && sha256.Sum256(e[0]) == last
 }
 
+// diverged says whether the log, open, no longer has the applied entries as its prefix.
+func (s *Store) diverged(log string, applied uint64, last [32]byte) bool {
+	if applied == 0 {
+		return false
+	}
+	e, err := s.cfg.Logs.Entries(log, applied-1)
+	return err == nil && (len(e) == 0 || sha256.Sum256(e[0]) != last)
+}
+
 // syncRootLocked applies new root entries and brings the folder table in line.
 func (s *Store) syncRootLocked() {
+	if s.diverged(post.RootLog, s.root.Applied, s.root.LastHash) {
+		// The log was rebuilt under us (POST merged a fork): replay it from the start.
+		s.cfg.Log.Warn("mailstore: the root log changed below what was applied; replaying it", "user", s.cfg.Address)
+		s.root = newRootState()
+	}
 	bodies, _ := s.cfg.Logs.Entries(post.RootLog, s.root.Applied)
 	for _, b := range bodies {
 		s.root.apply(b)
@@ -194,11 +208,18 @@ func (s *Store) syncLocked(f *folderState) bool {
 	if f.deleted {
 		return false
 	}
+	changed := false
+	if s.diverged(f.Log, f.Applied, f.LastHash) {
+		// The log was rebuilt under us (POST merged a fork): replay it from the start.
+		s.cfg.Log.Warn("mailstore: a folder log changed below what was applied; replaying it", "user", s.cfg.Address, "folder", f.Name)
+		fresh := newFolderState(f.Log, f.Name, f.Use)
+		*f = *fresh
+		changed = true
+	}
 	bodies, err := s.cfg.Logs.Entries(f.Log, f.Applied)
 	if err != nil {
-		return false
+		return changed
 	}
-	changed := false
 	for _, b := range bodies {
 		if f.apply(b) {
 			changed = true

@@ -44,15 +44,19 @@ type op struct {
 	tries    int
 	deadline time.Time
 	replicas []replicaState
-	next     int // lookup: replica asked last
 	dedupe   bool
-	hinted   bool   // stores sent to a cached replica set
-	probing  bool   // dedupe: the root holds it; ask replicas to extend instead of sending bytes
-	reported bool   // dedupe: the result went out at quorum; still sending bytes to replicas that lack them
-	proof    []byte // delete
+	hinted   bool    // stores sent to a cached replica set
+	probing  bool    // dedupe: the root holds it; ask replicas to extend instead of sending bytes
+	reported bool    // dedupe: the result went out at quorum; still sending bytes to replicas that lack them
+	proof    []byte  // delete
+	newer    *Object // insert: the newest version a stale refusal showed us
+	// straggling: a signed insert had its majority and waits StragglerWait for the other
+	// replicas, one of which may hold a newer version (a stale refusal the writer must see).
+	straggling bool
 
 	onInsert  func(InsertResult)
-	onLookup  func(Object, error)
+	onLookup  func(LookupResult)
+	read      *readState // lookup: what the replicas said
 	onRefresh func(error)
 	onDelete  func(error)
 }
@@ -71,6 +75,10 @@ type InsertResult struct {
 	Replicas int // size of the replica set the root named (0: the root never answered)
 	Refusals []Refusal
 	Err      error // nil when Acked >= Needed
+	// Newer is the newest version of a mutable object that replicas refused this one for
+	// (ErrStale): they hold a higher sequence number, or a different version at this one.
+	// It passed the checks a replica makes. Nil when no replica refused as stale.
+	Newer *Object
 }
 
 func (n *Node) newOp(kind opKind, key ids.Key) *op {
@@ -163,18 +171,6 @@ func (n *Node) onDeleteReply(from pastry.Handle, m *message) {
 	}
 	cb := o.onDelete
 	n.finish(o, func() { cb(err) })
-}
-
-// Lookup fetches the object under key from its nearest replica, falling back to the others.
-func (n *Node) Lookup(now time.Time, key ids.Key, cb func(Object, error)) {
-	n.now = now
-	if cb == nil {
-		cb = func(Object, error) {}
-	}
-	o := n.newOp(opLookup, key)
-	o.onLookup = cb
-	n.route(key.ID, &message{Type: mLookup, Op: o.id, Key: key, Origin: n.self})
-	n.flushLocal()
 }
 
 // Refresh extends the leases of keys on all their replicas to expiry (capped by each
@@ -293,6 +289,13 @@ func (n *Node) onStoreAck(from pastry.Handle, m *message) {
 		}
 		return
 	}
+	if m.Code == codeStale && len(m.Objects) == 1 {
+		cur := m.Objects[0]
+		if cur.Key == o.key && ValidateWith(&cur, n.cfg.Ring, n.now, &n.cfg.Policy) == nil &&
+			(o.newer == nil || cur.Seq > o.newer.Seq) {
+			o.newer = &cur
+		}
+	}
 	answered, acked := 0, 0
 	defer func() {
 		if o.reported && answered == len(o.replicas) {
@@ -325,6 +328,15 @@ func (n *Node) onStoreAck(from pastry.Handle, m *message) {
 		o.reported = true
 		return
 	}
+	if acked >= Quorum(len(o.replicas)) && answered < len(o.replicas) && Type(o.obj.Type) == TypeSigned {
+		if !o.straggling {
+			o.straggling = true
+			if d := n.now.Add(n.stragglerWait()); d.Before(o.deadline) {
+				o.deadline = d
+			}
+		}
+		return
+	}
 	if acked >= Quorum(len(o.replicas)) || answered == len(o.replicas) {
 		n.finishInsert(o, nil)
 	}
@@ -342,7 +354,7 @@ func (n *Node) finishInsert(o *op, cause error) {
 // report queues the insert's outcome: success with a majority, else how many acknowledged
 // and why the others did not.
 func (n *Node) report(o *op, cause error) {
-	res := InsertResult{Key: o.key, Replicas: len(o.replicas), Needed: Quorum(len(o.replicas))}
+	res := InsertResult{Key: o.key, Replicas: len(o.replicas), Needed: Quorum(len(o.replicas)), Newer: o.newer}
 	for _, r := range o.replicas {
 		if (r.answered && r.err != nil) || cause != nil || len(o.replicas) == 0 {
 			delete(n.located, o.key) // a replica refused us: locate afresh next time
@@ -380,68 +392,6 @@ func (n *Node) report(o *op, cause error) {
 	n.done = append(n.done, func() { cb(res) })
 }
 
-func (n *Node) onLookupReply(from pastry.Handle, m *message) {
-	o, ok := n.ops[m.Op]
-	if !ok || o.kind != opLookup || m.Key != o.key {
-		return
-	}
-	if m.Code == codeOK && len(m.Objects) == 1 {
-		obj := m.Objects[0]
-		// Believe no replica: the object must pass the same checks a replica makes.
-		if obj.Key == o.key && ValidateWith(&obj, n.cfg.Ring, n.now, &n.cfg.Policy) == nil {
-			cb := o.onLookup
-			n.finish(o, func() { cb(obj, nil) })
-			return
-		}
-	}
-	if o.phase == phaseLocating {
-		if len(m.Handles) == 0 && m.Code == codeNotFound {
-			n.finishLookup(o, nil)
-			return
-		}
-		for _, h := range m.Handles {
-			if len(o.replicas) < maxHandles && !h.ID.IsZero() && h.Addr != "" && h.ID != from.ID {
-				o.replicas = append(o.replicas, replicaState{h: h})
-			}
-		}
-		o.phase, o.next = phaseDirect, -1
-	} else {
-		for i := range o.replicas {
-			if o.replicas[i].h.ID == from.ID {
-				o.replicas[i].answered = true
-			}
-		}
-	}
-	n.askNextReplica(o)
-}
-
-// askNextReplica sends a direct lookup to the next replica not yet asked.
-func (n *Node) askNextReplica(o *op) {
-	o.next++
-	if o.next >= len(o.replicas) {
-		n.finishLookup(o, nil)
-		return
-	}
-	o.deadline = n.now.Add(n.cfg.RequestTimeout)
-	n.send(o.replicas[o.next].h, &message{Type: mLookup, Op: o.id, Key: o.key}, false)
-}
-
-func (n *Node) finishLookup(o *op, cause error) {
-	err := fmt.Errorf("past lookup %s: %w", o.key, ErrNotFound)
-	if cause != nil {
-		err = fmt.Errorf("past lookup %s: %w", o.key, cause)
-	} else {
-		for _, r := range o.replicas {
-			if !r.answered {
-				err = fmt.Errorf("past lookup %s: %w (some replicas did not answer: %w)", o.key, ErrNotFound, ErrTimeout)
-				break
-			}
-		}
-	}
-	cb := o.onLookup
-	n.finish(o, func() { cb(Object{}, err) })
-}
-
 func (n *Node) onRefreshReply(from pastry.Handle, m *message) {
 	o, ok := n.ops[m.Op]
 	if !ok || o.kind != opRefresh || m.Key != o.key {
@@ -474,7 +424,11 @@ func (n *Node) checkOps() {
 
 func (n *Node) timeout(o *op) {
 	if o.kind == opLookup && o.phase == phaseDirect {
-		n.askNextReplica(o) // that replica stays unanswered: reported as a timeout
+		n.lookupTimeout(o)
+		return
+	}
+	if o.straggling {
+		n.finishInsert(o, nil) // a majority acknowledged; the silent rest is left to maintenance
 		return
 	}
 	if o.tries >= n.cfg.Retries {
@@ -486,7 +440,7 @@ func (n *Node) timeout(o *op) {
 		case opInsert:
 			n.finishInsert(o, nil)
 		case opLookup:
-			n.finishLookup(o, ErrTimeout)
+			n.failLookup(o, ErrTimeout)
 		case opRefresh:
 			cb := o.onRefresh
 			n.finish(o, func() { cb(ErrTimeout) })

@@ -205,3 +205,10 @@ func (a muxApp) HandleEvent(e pastry.Event) bool {
 	a.d.HandleEvent(e)
 	return (e.Kind == pastry.EventDeliver || e.Kind == pastry.EventDirect) && len(e.Payload) > 0 && e.Payload[0] == appTag
 }
+
+// LookupLatest: see Node.LookupLatest.
+func (d *Driver) LookupLatest(key ids.Key, cb func(LookupResult)) {
+	d.loop.Mu.Lock()
+	d.node.LookupLatest(d.clock.Now(), key, cb)
+	d.flushLocked(false)
+}

@@ -18,8 +18,11 @@ type Config struct {
 	Replicas int // k: copies of each object (ring descriptor; default 3)
 
 	RequestTimeout time.Duration // wait for a reply before retrying
-	Retries        int           // attempts per request before giving up
-	MaxLease       time.Duration // longest lease a replica grants from now
+	// StragglerWait: a lookup of a mutable object that heard from a majority of the replica
+	// set waits this much longer for the rest (zero: RequestTimeout/4).
+	StragglerWait time.Duration
+	Retries       int           // attempts per request before giving up
+	MaxLease      time.Duration // longest lease a replica grants from now
 
 	MaintenanceInterval time.Duration // periodic replica maintenance (ePOST: 10 min)
 	MaintenanceDelay    time.Duration // maintenance this long after a leaf-set change
@@ -120,6 +123,12 @@ type Stats struct {
 	SyncRounds            uint64
 	MaintMsgs, MaintBytes uint64 // maintenance messages and bytes sent
 	BadMessages           uint64 // undecodable or unexpected messages
+	// LookupMsgs counts lookup traffic where it arrives: routed lookups at every hop they
+	// pass (Forward) and at the root, direct lookups, replies and read repairs.
+	LookupMsgs uint64
+	// ReadRepairs: newest versions this node sent to replicas that answered a lookup with
+	// an older one or none; Forks: lookups that met two versions at one sequence number.
+	ReadRepairs, Forks uint64
 }
 
 // Node is one node's PAST state. It is not safe for concurrent use (Driver locks it).
@@ -238,16 +247,19 @@ func (n *Node) Direct(now time.Time, from pastry.Handle, payload []byte) error {
 }
 
 // Forward is pastry's Forward upcall for PAST payloads passing through this node: a lookup
-// for an object held here is answered at once (PAST without caching) and not routed further.
-// It reports whether the message should continue.
+// for an immutable object held here is answered at once (PAST without caching) and not routed
+// further. A copy of a mutable object here may be stale (left from when this node was a
+// replica): it never answers; the lookup goes on to the replica set (lookup.go). It reports
+// whether the message should continue.
 func (n *Node) Forward(now time.Time, payload []byte) bool {
 	n.now = now
 	m, err := decodeMessage(payload)
 	if err != nil || m.Type != mLookup || m.Origin.ID.IsZero() || m.Origin.Addr == "" {
 		return true
 	}
+	n.stats.LookupMsgs++
 	obj, err := n.st.Get(m.Key)
-	if err != nil || obj.Expired(now) {
+	if err != nil || obj.Expired(now) || mutable(Type(obj.Type)) {
 		return true
 	}
 	n.send(m.Origin, &message{Type: mLookupReply, Op: m.Op, Key: m.Key, Code: codeOK, Objects: []Object{obj}}, false)
@@ -318,8 +330,10 @@ func (n *Node) handle(from pastry.Handle, m *message, routed bool) error {
 	case mStoreAck:
 		n.onStoreAck(from, m)
 	case mLookup:
+		n.stats.LookupMsgs++
 		n.onLookup(from, m, routed)
 	case mLookupReply:
+		n.stats.LookupMsgs++
 		n.onLookupReply(from, m)
 	case mRefresh:
 		n.onRefresh(from, m, routed)

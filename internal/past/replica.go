@@ -45,6 +45,13 @@ func (n *Node) onStore(from pastry.Handle, m *message) {
 		if err != nil {
 			ack.Code = codeOf(err)
 			ack.Detail = truncate(err.Error(), maxDetail)
+			if ack.Code == codeStale {
+				// Show the writer the version that beat it, so that it can read it and
+				// continue from it instead of guessing (package post's log writer).
+				if cur, err := n.st.Get(obj.Key); err == nil && !cur.Expired(n.now) {
+					ack.Objects = []Object{cur}
+				}
+			}
 		}
 		n.send(from, ack, false)
 	}
@@ -113,29 +120,35 @@ func (n *Node) onDelete(from pastry.Handle, m *message, routed bool) {
 	n.send(from, &message{Type: mDeleteReply, Op: m.Op, Key: m.Key, Code: c}, false)
 }
 
-// onLookup answers a lookup routed here (as root) or sent here directly (as a replica asked
-// by a client whose root lacked the object).
+// onLookup answers a lookup routed here (as root) or sent here directly (as a replica the
+// root passed it on to, or the client asked). The root names its replica set, and passes the
+// lookup on to the others, whenever they must answer too: it lacks the object, or the object
+// is mutable and the newest version may be elsewhere (lookup.go). A replica's answer to a
+// lookup passed on by the root is flagged, so the client can tell it from the root's.
 func (n *Node) onLookup(from pastry.Handle, m *message, routed bool) {
 	to := from
 	if !m.Origin.ID.IsZero() && m.Origin.Addr != "" {
 		to = m.Origin // a routed lookup names its origin so that a forwarder can answer too
 	}
-	reply := &message{Type: mLookupReply, Op: m.Op, Key: m.Key}
+	reply := &message{Type: mLookupReply, Op: m.Op, Key: m.Key, Flag: !routed && m.Flag}
 	obj, err := n.st.Get(m.Key)
-	switch {
-	case err == nil && !obj.Expired(n.now):
+	found := err == nil && !obj.Expired(n.now)
+	if found {
 		reply.Objects = []Object{obj}
-	case routed:
-		// The root lacks it (not yet repaired, or lost): name the replica set so the client
-		// can ask the others, nearest to the key first.
+	} else {
 		reply.Code = codeNotFound
+	}
+	if routed && (!found || mutable(Type(obj.Type))) {
+		// Nearest to the key first.
 		for _, h := range n.replicaSet(m.Key.ID) {
-			if h.ID != n.self.ID {
-				reply.Handles = append(reply.Handles, h)
+			if h.ID == n.self.ID {
+				continue
+			}
+			reply.Handles = append(reply.Handles, h)
+			if h.ID != to.ID { // a client that is a replica asks itself
+				n.send(h, &message{Type: mLookup, Op: m.Op, Key: m.Key, Origin: to, Flag: true}, false)
 			}
 		}
-	default:
-		reply.Code = codeNotFound
 	}
 	n.send(to, reply, false)
 }

@@ -1,6 +1,7 @@
 package post
 
 import (
+	"crypto/sha256"
 	"fmt"
 	"maps"
 	"slices"
@@ -24,21 +25,74 @@ func (n *Node) lookup(key ids.Key, cb func(past.Object, error)) {
 	})
 }
 
-func (n *Node) restore(key ids.Key, perr error, cb func(past.Object, error)) {
+// lookupLatest is PAST's LookupLatest with the archive behind it: on a miss a local user's
+// archive restores the object (as lookup does), and with deep a mutable object found in PAST
+// is also compared with the version the archive holds: the newer wins, and goes back into
+// PAST. A node without its own record of a log's head (a lost disk) opens it this way, so
+// that it never starts from an older head than one the ring or Glacier still has.
+func (n *Node) lookupLatest(key ids.Key, deep bool, cb func(past.LookupResult)) {
+	n.st.LookupLatest(key, func(r past.LookupResult) {
+		if !n.archiveOn() {
+			cb(r)
+			return
+		}
+		if r.Err != nil {
+			n.restore(key, r.Err, func(obj past.Object, err error) {
+				if err == nil {
+					r.Object, r.Err = obj, nil
+					r.Versions = []past.Version{{Seq: obj.Seq, Hash: sha256.Sum256(obj.Payload), Holders: 0, Object: obj}}
+				}
+				cb(r)
+			})
+			return
+		}
+		if !deep {
+			cb(r)
+			return
+		}
+		u, g := n.archiveHolding(key)
+		if u == nil {
+			cb(r)
+			return
+		}
+		u.fetchAggregate(g, func(agg *glacier.Aggregate, err error) {
+			if err != nil {
+				n.cfg.Log.Warn("post: cannot compare a head with its archived version", "key", key.Full(), "err", err)
+				cb(r)
+				return
+			}
+			obj, err := n.fromAggregate(agg, key)
+			if err != nil || obj.Seq <= r.Object.Seq {
+				cb(r)
+				return
+			}
+			n.cfg.Log.Warn("post: Glacier holds a newer version than PAST's replicas; restoring it", "key", key.Full(), "past_seq", r.Object.Seq, "glacier_seq", obj.Seq)
+			n.st.Insert(obj, nil)
+			r.Versions = append([]past.Version{{Seq: obj.Seq, Hash: sha256.Sum256(obj.Payload), Object: obj}}, r.Versions...)
+			r.Object = obj
+			cb(r)
+		})
+	})
+}
+
+// archiveHolding names the local user whose archive indexes key, and the aggregate.
+func (n *Node) archiveHolding(key ids.Key) (*User, ids.ID) {
 	n.mu.Lock()
-	var u *User
-	var g ids.ID
+	defer n.mu.Unlock()
 	for _, addr := range slices.Sorted(maps.Keys(n.users)) {
 		c := n.users[addr]
 		if c.arch == nil || !c.arch.ready {
 			continue
 		}
-		if k, ok := c.arch.agg.Locate(key); ok {
-			u, g = c, k
-			break
+		if g, ok := c.arch.agg.Locate(key); ok {
+			return c, g
 		}
 	}
-	n.mu.Unlock()
+	return nil, ids.ID{}
+}
+
+func (n *Node) restore(key ids.Key, perr error, cb func(past.Object, error)) {
+	u, g := n.archiveHolding(key)
 	if u == nil {
 		cb(past.Object{}, perr)
 		return

@@ -40,6 +40,7 @@ type logState struct {
 	loaded  bool
 	opening bool
 	seq     uint64 // highest head sequence number written or seen
+	headSeq uint64 // sequence number of the committed head (payload)
 	head    headState
 	payload []byte // committed head payload, for backups
 	bodies  [][]byte
@@ -54,6 +55,11 @@ type logState struct {
 	snap     *pendingSnapshot // written with the next head
 	snapping bool
 	waiters  []func(error) // OpenLog callers while opening
+
+	republish bool // the ring holds less than the committed head: write it again
+	absorbing bool // reloading the log after the ring showed a newer head
+	damaged   bool // opened with entries missing: no snapshot bakes the gap in
+	forks     int  // forks merged since the log was opened
 }
 
 type pendingAppend struct {
@@ -92,6 +98,12 @@ func (u *User) CreateLog(name string, cb func(error)) {
 	}
 	u.n.mu.Lock()
 	if _, ok := u.logs[name]; ok {
+		u.n.mu.Unlock()
+		cb(fmt.Errorf("%w: %s", ErrLogExists, name))
+		return
+	}
+	if _, ok := u.records[name]; ok {
+		// This node wrote a head of it already: it exists, whatever the ring says now.
 		u.n.mu.Unlock()
 		cb(fmt.Errorf("%w: %s", ErrLogExists, name))
 		return
@@ -135,16 +147,24 @@ func (u *User) CreateLog(name string, cb func(error)) {
 			fail(err)
 			return
 		}
+		if err := u.saveHead(name, 1, payload); err != nil {
+			fail(err)
+			return
+		}
 		obj := past.NewSigned(u.keys.SigningKey(), u.n.cfg.Ring, []byte(logNamePrefix+name), 1, payload, u.n.now().Add(u.n.cfg.ContentLease))
 		u.n.st.Insert(obj, func(r past.InsertResult) {
-			if r.Err != nil {
-				// A replica that refused as stale holds a head: the log exists.
+			if r.Err != nil || r.Newer != nil {
+				// A replica that refused as stale holds a head: the log exists. (Our record
+				// says so too from now on, so the next start opens it.)
+				if r.Err == nil {
+					r.Err = fmt.Errorf("%w: a replica holds head seq %d", ErrLogExists, r.Newer.Seq)
+				}
 				fail(fmt.Errorf("post: create log %s: %w", name, r.Err))
 				return
 			}
 			u.keep(obj)
 			u.n.mu.Lock()
-			l.seq, l.payload, l.loaded, l.opening = 1, payload, true, false
+			l.seq, l.headSeq, l.payload, l.loaded, l.opening = 1, 1, payload, true, false
 			ws := l.waiters
 			l.waiters = nil
 			u.n.mu.Unlock()
@@ -160,8 +180,10 @@ func (u *User) CreateLog(name string, cb func(error)) {
 	})
 }
 
-// OpenLog loads an existing log from the ring: head, then the snapshot and the entries after
-// it (walking the hash chain back from the newest). It never creates anything.
+// OpenLog loads an existing log: the newest of the head versions the ring's replica set holds
+// and the node's own record (logopen.go), then the snapshot and the entries after it
+// (walking the hash chain back from the newest). It never creates anything, and never opens
+// from a head older than one this node wrote.
 func (u *User) OpenLog(name string, cb func(error)) {
 	if cb == nil {
 		cb = func(error) {}
@@ -200,107 +222,185 @@ func (u *User) OpenLog(name string, cb func(error)) {
 			u.flushLog(l)
 		}
 	}
-	u.n.lookup(l.key, func(obj past.Object, err error) {
-		if err != nil {
-			if errors.Is(err, past.ErrTimeout) {
-				finish(fmt.Errorf("%w: open log %s: %v", ErrInconclusive, name, err))
+	u.openAttempt(l, finish)
+}
+
+// openAttempt reads the head from the ring (and, without a record of our own, compares it
+// with Glacier's copy) and builds the log from the ring's versions and our record.
+func (u *User) openAttempt(l *logState, finish func(error)) {
+	name := l.name
+	u.n.mu.Lock()
+	rec, hasRec := u.records[name]
+	allowGaps := u.gapTries[name] >= maxGapTries
+	u.n.mu.Unlock()
+	u.n.lookupLatest(l.key, !hasRec, func(r past.LookupResult) {
+		var cands []headCand
+		ringSeq := uint64(0)
+		if r.Err == nil {
+			for _, v := range r.Versions {
+				cands = append(cands, headCand{seq: v.Seq, payload: v.Object.Payload, from: "ring"})
+				ringSeq = max(ringSeq, v.Seq)
+			}
+			if len(cands) == 0 {
+				cands = append(cands, headCand{seq: r.Object.Seq, payload: r.Object.Payload, from: "ring"})
+				ringSeq = r.Object.Seq
+			}
+			if r.Fork {
+				u.n.cfg.Log.Error("post: FORK: the head's replicas hold two versions at one sequence number", "user", u.addr, "log", name, "versions", len(r.Versions))
+			}
+		}
+		if hasRec {
+			cands = append(cands, headCand{seq: rec.Seq, payload: rec.Payload, from: "record"})
+		}
+		if len(cands) == 0 {
+			if errors.Is(r.Err, past.ErrTimeout) {
+				finish(fmt.Errorf("%w: open log %s: %v", ErrInconclusive, name, r.Err))
 			} else {
 				finish(fmt.Errorf("%w: %s", ErrNoLog, name))
 			}
 			return
 		}
-		key, wrapped, st, err := decodeHead(u.keys, l.key, obj.Payload)
-		if err != nil {
-			finish(fmt.Errorf("post: open log %s: %w", name, err))
-			return
+		if hasRec && ringSeq < rec.Seq {
+			u.n.cfg.Log.Warn("post: the ring's replicas hold an older head than this node wrote; opening from the node's record and writing it back",
+				"user", u.addr, "log", name, "ring_seq", ringSeq, "record_seq", rec.Seq, "ring", r.Err)
 		}
-		u.n.mu.Lock()
-		l.logKey = key // replay decrypts entries with it
-		u.n.mu.Unlock()
-		u.replay(l, st, func(bodies [][]byte, locs []ids.ID, err error) {
+		u.loadLog(l, cands, allowGaps, func(ll *loadedLog, err error) {
 			if err != nil {
+				u.n.mu.Lock()
+				if errors.Is(err, past.ErrNotFound) && !errors.Is(err, past.ErrTimeout) {
+					u.gapTries[name]++
+				}
+				u.n.mu.Unlock()
 				finish(fmt.Errorf("post: replay log %s: %w", name, err))
 				return
 			}
 			u.n.mu.Lock()
-			l.logKey, l.wrapped, l.head, l.seq, l.payload = key, wrapped, *st, obj.Seq, obj.Payload
-			l.bodies, l.locs = bodies, locs
+			l.loaded = true // applyLoaded's queue work needs it; finish confirms
+			u.applyLoadedLocked(l, ll, ringSeq)
+			inline := l.tailEntries()
 			u.n.mu.Unlock()
+			if ll.missing > 0 {
+				u.n.cfg.Log.Error("post: DAMAGED LOG: entries missing from PAST and Glacier; opened without them",
+					"user", u.addr, "log", name, "missing_entries", ll.missing, "count", ll.st.Count)
+			}
 			u.onLogLoaded(l)
+			u.storeTail(l, inline)
 			finish(nil)
 		})
 	})
 }
 
-// replay rebuilds all bodies of a log from its head: inline entries, then the chain back to
-// the snapshot, then the snapshot. Every entry's index and link is checked.
-func (u *User) replay(l *logState, st *headState, cb func([][]byte, []ids.ID, error)) {
-	bodies := make([][]byte, st.Count)
-	locs := make([]ids.ID, st.Count)
-	next := st.Newest
-	for i := len(st.Inline) - 1; i >= 0; i-- {
-		idx, p, body, err := openEntry(&l.logKey, l.key, st.Inline[i])
-		if err != nil || idx != st.InlineFrom+uint64(i) || ids.Hash(st.Inline[i]) != next {
-			cb(nil, nil, fmt.Errorf("%w: inline entry %d", ErrMalformed, st.InlineFrom+uint64(i)))
-			return
-		}
-		bodies[idx], locs[idx] = body, next
-		next = p
+// maxGapTries is how many opens must meet an entry missing from PAST and Glacier (every
+// replica answered "not found") before a log is opened without the entries behind it.
+const maxGapTries = 3
+
+// applyLoadedLocked installs a rebuilt log: its state and entries, its inline tail (still to
+// be stored on their own), the entries of forks to append again (in front of the queue), and
+// a sequence number above everything seen. ringSeq is the newest version the ring showed.
+func (u *User) applyLoadedLocked(l *logState, ll *loadedLog, ringSeq uint64) {
+	l.logKey, l.wrapped, l.head, l.payload = ll.logKey, ll.wrapped, ll.st, ll.payload
+	l.headSeq = ll.seq
+	l.seq = max(l.seq, ll.maxSeq)
+	l.bodies, l.locs = ll.bodies, ll.locs
+	l.tail, l.tailFrom, l.acked = nil, ll.st.Count, nil
+	if len(ll.st.Inline) > 0 {
+		l.tail = slices.Clone(ll.st.Inline)
+		l.tailFrom = ll.st.InlineFrom
 	}
-	lowest := st.InlineFrom
-	if len(st.Inline) == 0 {
-		lowest = st.Count
+	if ll.missing > 0 {
+		l.damaged = true
 	}
-	var walk func(idx uint64, loc ids.ID)
-	loadSnap := func() {
-		if st.SnapshotIndex == 0 {
-			cb(bodies, locs, nil)
-			return
-		}
-		ref, err := content.UnmarshalRef(st.Snapshot)
-		if err != nil {
-			cb(nil, nil, err)
-			return
-		}
-		u.n.Get(ref, func(data []byte, err error) {
-			if err != nil {
-				cb(nil, nil, fmt.Errorf("snapshot: %w", err))
-				return
-			}
-			snap, err := decodeSnapshot(data, st.SnapshotIndex)
-			if err != nil {
-				cb(nil, nil, err)
-				return
-			}
-			copy(bodies, snap)
-			cb(bodies, locs, nil) // locations before the snapshot are not needed again
-		})
+	l.forks += ll.forks
+	var extra []pendingAppend
+	for _, b := range ll.extra {
+		extra = append(extra, pendingAppend{body: b, cb: func(uint64, error) {}})
 	}
-	walk = func(idx uint64, loc ids.ID) {
-		// idx is the index of the entry at loc; stop at the snapshot.
-		if idx+1 <= st.SnapshotIndex || idx == ^uint64(0) {
-			loadSnap()
-			return
-		}
-		u.n.lookup(ids.Key{Ring: u.n.cfg.Ring, ID: loc}, func(obj past.Object, err error) {
-			if err != nil {
-				cb(nil, nil, fmt.Errorf("entry %d: %w", idx, err))
-				return
-			}
-			i, p, body, err := openEntry(&l.logKey, l.key, obj.Payload)
-			if err != nil || i != idx {
-				cb(nil, nil, fmt.Errorf("%w: entry %d", ErrMalformed, idx))
-				return
-			}
-			bodies[idx], locs[idx] = body, loc
-			walk(idx-1, p)
-		})
+	l.queue = append(extra, l.queue...)
+	if ringSeq < ll.seq || ll.forks > 0 || len(ll.extra) > 0 {
+		l.republish = true
+		u.n.stats.Republished++
 	}
-	if lowest == 0 || lowest <= st.SnapshotIndex {
-		loadSnap()
+	if l.name == InboxLog {
+		for _, b := range l.bodies {
+			if f, err := DecodeFiled(b); err == nil {
+				u.recv[f.ID] = true
+				u.logged[f.ID] = true
+			}
+		}
+	}
+}
+
+// tailEntry is an entry a head carries inline, not yet stored on its own.
+type tailEntry struct {
+	idx uint64
+	ct  []byte
+}
+
+func (l *logState) tailEntries() []tailEntry {
+	var out []tailEntry
+	for i, ct := range l.tail {
+		out = append(out, tailEntry{idx: l.tailFrom + uint64(i), ct: ct})
+	}
+	return out
+}
+
+// storeTail stores on their own the entries a reopened head carried inline (the writer
+// before us may have stopped before their inserts were acknowledged); until they are, every
+// head carries them.
+func (u *User) storeTail(l *logState, es []tailEntry) {
+	for _, e := range es {
+		u.insertEntry(l, e.idx, e.ct, u.n.cfg.MaxFilingRetries)
+	}
+}
+
+// absorb continues from a head newer than ours that a replica showed us (a refused write):
+// the log is rebuilt from that head and the one we committed, forks merged, and the writes
+// queued meanwhile go on above it. It never re-signs our state over the newer head.
+func (u *User) absorb(l *logState, newer past.Object) {
+	n := u.n
+	n.mu.Lock()
+	if l.absorbing || !l.loaded {
+		n.mu.Unlock()
 		return
 	}
-	walk(lowest-1, next)
+	l.absorbing = true
+	l.seq = max(l.seq, newer.Seq)
+	n.stats.Absorbed++
+	cands := []headCand{{seq: newer.Seq, payload: newer.Payload, from: "ring"}, {seq: l.headSeq, payload: l.payload, from: "local"}}
+	n.mu.Unlock()
+	n.cfg.Log.Warn("post: the ring holds a newer head than this node's; continuing from it", "user", u.addr, "log", l.name, "ring_seq", newer.Seq, "our_seq", l.headSeq)
+	u.loadLog(l, cands, false, func(ll *loadedLog, err error) {
+		if err != nil {
+			n.mu.Lock()
+			l.absorbing = false
+			n.mu.Unlock()
+			n.cfg.Log.Warn("post: cannot read the newer head's log yet; retrying", "user", u.addr, "log", l.name, "err", err)
+			n.after(n.cfg.RetryDelay, func() { u.absorb(l, newer) })
+			return
+		}
+		n.mu.Lock()
+		u.applyLoadedLocked(l, ll, newer.Seq)
+		l.absorbing = false
+		inline := l.tailEntries()
+		n.mu.Unlock()
+		u.storeTail(l, inline)
+		u.flushLog(l)
+	})
+}
+
+// saveHead records a head version on the node's disk before it is sent (HeadRecords).
+func (u *User) saveHead(name string, seq uint64, payload []byte) error {
+	if u.heads == nil {
+		return nil
+	}
+	if err := u.heads.Save(name, seq, payload); err != nil {
+		return fmt.Errorf("post: recording head %d of log %s: %w", seq, name, err)
+	}
+	u.n.mu.Lock()
+	u.records[name] = HeadRecord{Seq: seq, Payload: payload}
+	u.n.stats.HeadRecords++
+	u.n.mu.Unlock()
+	return nil
 }
 
 // Append adds an entry to a log this node has open (CreateLog or OpenLog); an entry is never
@@ -373,7 +473,7 @@ func runAll(fs []func()) {
 func (u *User) flushLog(l *logState) {
 	n := u.n
 	n.mu.Lock()
-	if !l.loaded || l.writing || (len(l.queue) == 0 && l.snap == nil) || n.stop {
+	if !l.loaded || l.writing || l.absorbing || (len(l.queue) == 0 && l.snap == nil && !l.republish) || n.stop {
 		n.mu.Unlock()
 		return
 	}
@@ -431,10 +531,29 @@ func (u *User) flushLog(l *logState) {
 	l.seq++
 	seq := l.seq
 	l.writing = true
+	l.republish = false
 	l.inflight = batch
 	n.stats.LogHeadWrites++
 	n.mu.Unlock()
 
+	// requeue puts the batch back in front: the next head carries it with a higher seq.
+	requeue := func() {
+		l.writing = false
+		l.inflight = nil
+		l.queue = append(batch, l.queue...)
+		if len(batch) == 0 {
+			l.republish = true
+		}
+	}
+	// Write-ahead: the node's record knows this version before any replica can hold it.
+	if err := u.saveHead(l.name, seq, payload); err != nil {
+		n.mu.Lock()
+		requeue()
+		n.mu.Unlock()
+		n.cfg.Log.Error("post: cannot record a log head on this node's disk; not writing it", "user", u.addr, "log", l.name, "err", err)
+		n.after(n.cfg.RetryDelay, func() { u.flushLog(l) })
+		return
+	}
 	obj := past.NewSigned(u.keys.SigningKey(), n.cfg.Ring, []byte(logNamePrefix+l.name), seq, payload, n.now().Add(n.cfg.ContentLease))
 	n.st.Insert(obj, func(r past.InsertResult) {
 		n.mu.Lock()
@@ -442,21 +561,32 @@ func (u *User) flushLog(l *logState) {
 			n.mu.Unlock()
 			return // a restart (Resume) requeued this batch; its new write decides
 		}
-		l.writing = false
-		l.inflight = nil
-		if r.Err == nil {
-			defer u.keep(obj) // after the unlock below
+		// A replica holds a version we did not write over: a higher sequence number, or
+		// another version at ours. Never bump past it blindly: read it and continue from it.
+		newer := r.Newer
+		if newer != nil && newer.Seq < seq || newer != nil && newer.Seq == seq && sum(newer.Payload) == sum(payload) {
+			newer = nil
 		}
 		if r.Err != nil {
-			// Put the batch back in front: the next head carries it with a higher seq.
-			l.queue = append(batch, l.queue...)
+			requeue()
 			n.mu.Unlock()
+			if newer != nil {
+				u.absorb(l, *newer)
+				return
+			}
 			n.cfg.Log.Warn("post: log head write failed; retrying", "log", l.name, "err", r.Err)
 			n.after(n.cfg.RetryDelay, func() { u.flushLog(l) })
 			return
 		}
+		l.writing = false
+		l.inflight = nil
+		defer u.keep(obj) // after the unlock below
+		if newer != nil {
+			defer u.absorb(l, *newer) // our head is committed; merge the other one over it
+		}
 		first := l.head.Count
 		l.head = st
+		l.headSeq = seq
 		l.payload = payload
 		l.bodies = append(l.bodies, bodiesOf(batch)...)
 		l.locs = append(l.locs, locs...)
@@ -465,7 +595,7 @@ func (u *User) flushLog(l *logState) {
 			l.snap = nil
 		}
 		n.stats.LogAppends += uint64(len(batch))
-		needSnap := !l.snapping && l.snap == nil && st.Count/uint64(n.cfg.SnapshotEvery) > st.SnapshotIndex/uint64(n.cfg.SnapshotEvery)
+		needSnap := !l.snapping && !l.damaged && l.snap == nil && st.Count/uint64(n.cfg.SnapshotEvery) > st.SnapshotIndex/uint64(n.cfg.SnapshotEvery)
 		if needSnap {
 			l.snapping = true
 		}

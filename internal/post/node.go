@@ -25,6 +25,7 @@ type Store interface {
 	Insert(obj past.Object, cb func(past.InsertResult))
 	InsertDedupe(obj past.Object, cb func(past.InsertResult))
 	Lookup(key ids.Key, cb func(past.Object, error))
+	LookupLatest(key ids.Key, cb func(past.LookupResult))
 	Refresh(keys []ids.Key, expiry time.Time, cb func(error))
 	Delete(key ids.Key, proof []byte, cb func(error))
 	LocalGet(key ids.Key) (past.Object, bool)
@@ -78,6 +79,11 @@ type Config struct {
 	// notification is filed once it is on the node's disk, and the INBOX head write and the
 	// receipt follow. Without it, a notification is filed when its INBOX head is written.
 	Journals func(addr string) (Journal, error)
+	// HeadRecords, if set, opens a local user's durable record of the last head written per
+	// log (see HeadRecords): the writer saves each head there before sending it, and opens a
+	// log only from that head or a newer one. Without it a restarted node has only the ring
+	// and Glacier to go by.
+	HeadRecords func(addr string) (HeadRecords, error)
 
 	// Archive, if set, is Glacier: local users' objects are aggregated and erasure-coded
 	// there too, and PAST misses fall back to it (archive.go). ArchiveFlush bounds how long an
@@ -155,6 +161,8 @@ type Stats struct {
 	PendingHeld                  int    // pending notifications this node holds now
 	ChunksPut, ChunksPutFailed   uint64
 	LogAppends, LogHeadWrites    uint64
+	HeadRecords                  uint64 // head versions recorded on this node's disk before they were sent
+	Forks, Absorbed, Republished uint64 // log forks merged; newer heads continued from; heads written back
 	Snapshots, Backups, Refreshs uint64
 
 	// The archive (Glacier): members waiting for their aggregate, aggregate and root inserts

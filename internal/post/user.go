@@ -27,8 +27,11 @@ type User struct {
 	recv      map[NotificationID]bool // the received set: journaled or in the INBOX log
 	logged    map[NotificationID]bool // in the ring's INBOX log: the receipt may be sent
 	filing    map[NotificationID]bool
-	journal   Journal  // nil: filed only once in the INBOX log
-	waiting   []func() // deliveries that arrived before INBOX was open
+	journal   Journal // nil: filed only once in the INBOX log
+	heads     HeadRecords
+	records   map[string]HeadRecord // the newest head this node wrote per log (heads)
+	gapTries  map[string]int        // opens of a log that met an entry missing everywhere
+	waiting   []func()              // deliveries that arrived before INBOX was open
 	online    bool
 	started   bool                 // AddUser finished: root and INBOX are open
 	starters  []func(*User, error) // AddUser callers waiting for the start under way
@@ -89,7 +92,7 @@ func (n *Node) AddUser(keys *identity.Keys, sr identity.SignedRecord, fresh bool
 	}
 	u := &User{n: n, addr: rec.Address, keys: keys, record: sr, logs: map[string]*logState{},
 		recv: map[NotificationID]bool{}, logged: map[NotificationID]bool{}, filing: map[NotificationID]bool{},
-		starters: []func(*User, error){cb}}
+		records: map[string]HeadRecord{}, gapTries: map[string]int{}, starters: []func(*User, error){cb}}
 	n.users[u.addr] = u
 	n.mu.Unlock()
 	if n.cfg.Journals != nil {
@@ -100,6 +103,23 @@ func (n *Node) AddUser(keys *identity.Keys, sr identity.SignedRecord, fresh bool
 		}
 		n.mu.Lock()
 		u.journal = j
+		n.mu.Unlock()
+	}
+	if n.cfg.HeadRecords != nil {
+		h, err := n.cfg.HeadRecords(rec.Address)
+		var recs map[string]HeadRecord
+		if err == nil {
+			recs, err = h.Load()
+		}
+		if err != nil {
+			u.finishStart(fmt.Errorf("post: head records of %s: %w", rec.Address, err))
+			return
+		}
+		n.mu.Lock()
+		u.heads = h
+		if recs != nil {
+			u.records = recs
+		}
 		n.mu.Unlock()
 	}
 	n.subscribe(u.addr)
@@ -204,6 +224,14 @@ func (u *User) finishStart(err error) {
 		}
 		u.waiting = nil // their pending copies stay with the holders
 		j, u.journal = u.journal, nil
+		if c, ok := u.heads.(io.Closer); ok {
+			defer func() {
+				if err := c.Close(); err != nil {
+					n.cfg.Log.Warn("post: closing the head records", "user", u.addr, "err", err)
+				}
+			}()
+		}
+		u.heads = nil
 	}
 	n.mu.Unlock()
 	res := u

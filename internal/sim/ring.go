@@ -31,7 +31,10 @@ type simRing struct {
 
 	onDeliver func(sn *simNode, e pastry.Event)
 	onForward func(sn *simNode, payload []byte, next pastry.Handle) // diagnostics
-	rejects   uint64
+	// forward, if set, is the applications' Forward upcall on sn (PAST answers lookups on
+	// the route, as it does on a real node).
+	forward func(sn *simNode, key ids.ID, payload []byte, next pastry.Handle) ([]byte, bool)
+	rejects uint64
 }
 
 type simNode struct {
@@ -75,7 +78,12 @@ func (r *simRing) startNode(sn *simNode, bootstrap []string) {
 	self := pastry.Handle{ID: sn.ep.ID(), Addr: sn.ep.LocalAddr()}
 	nodeRng := rand.New(rand.NewPCG(r.rng.Uint64(), uint64(sn.idx)))
 	var fwd pastry.Forwarder
-	if r.onForward != nil {
+	switch {
+	case r.forward != nil:
+		fwd = func(key ids.ID, payload []byte, next pastry.Handle) ([]byte, bool) {
+			return r.forward(sn, key, payload, next)
+		}
+	case r.onForward != nil:
 		fwd = func(key ids.ID, payload []byte, next pastry.Handle) ([]byte, bool) {
 			r.onForward(sn, payload, next)
 			return payload, true

@@ -1,6 +1,7 @@
 package sim
 
 import (
+	"crypto/ed25519"
 	"epost/internal/simnet"
 	"errors"
 	"fmt"
@@ -37,6 +38,19 @@ type StoreConfig struct {
 	MaxPayload  int
 	Protocol    pastry.Config
 	Past        past.Config
+
+	// Mutable signed objects (storelookup.go): how many, rewritten at UpdateRate per
+	// virtual second during churn; Lookups sequential lookups after the inserts and after
+	// the churn, and LookupRate lookups per virtual second during the churn.
+	Mutable    int
+	UpdateRate float64
+	Lookups    int
+	LookupRate float64
+	// Restart is the share of nodes crashed by churn that come back with their store (a
+	// process restart) after an exponential Downtime (median), instead of a fresh node
+	// joining in their place.
+	Restart  float64
+	Downtime time.Duration
 }
 
 // Validate checks the flags and fills defaults.
@@ -92,6 +106,15 @@ func (c *StoreConfig) Validate() error {
 	if c.MaxPayload < c.MinPayload {
 		c.MaxPayload = max(4<<10, c.MinPayload)
 	}
+	if c.Mutable < 0 || c.Lookups < 0 || c.UpdateRate < 0 || c.LookupRate < 0 {
+		return errors.New("--mutable, --lookups, --update-rate and --lookup-rate must not be negative")
+	}
+	if c.Restart < 0 || c.Restart > 1 {
+		return errors.New("--restart must be a fraction in [0, 1]")
+	}
+	if c.Downtime <= 0 {
+		c.Downtime = 2 * time.Minute
+	}
 	return nil
 }
 
@@ -140,6 +163,9 @@ type storeRun struct {
 	failed  int // inserts that reported an error
 	pending int // inserts not yet answered
 	ringID  ids.RingID
+
+	owner    ed25519.PrivateKey // owner of the mutable objects
+	mutables []*mutableObj
 }
 
 type simPast struct {
@@ -160,6 +186,13 @@ func RunStore(cfg StoreConfig, out io.Writer, progress func(string)) ([]StoreRes
 	pc := cfg.Protocol
 	pc.LeafSetSize = cfg.LeafSet
 	run := &storeRun{cfg: cfg, ring: newSimRing(cfg.Seed, pc, cfg.Tick), rng: rand.New(rand.NewPCG(cfg.Seed, 0x5707e)), ringID: pc.Ring}
+	// Lookups are answered on the route, as on a real node (daemon: appmux's Forward).
+	run.ring.forward = func(sn *simNode, key ids.ID, payload []byte, next pastry.Handle) ([]byte, bool) {
+		if sn.idx < len(run.peers) && run.peers[sn.idx] != nil && run.peers[sn.idx].sn == sn {
+			return run.peers[sn.idx].drv.Forward(key, payload, next)
+		}
+		return payload, true
+	}
 	var results []StoreResult
 	emit := func(r StoreResult) {
 		results = append(results, r)
@@ -193,6 +226,16 @@ func RunStore(cfg StoreConfig, out io.Writer, progress func(string)) ([]StoreRes
 	res.insertPhase, res.InsertsFailed = true, run.failed+run.pending
 	emit(res)
 	progress(fmt.Sprintf("inserted %d objects (%d failed), %s wall", cfg.Objects, run.failed+run.pending, time.Since(start).Round(time.Millisecond)))
+	if cfg.Mutable > 0 {
+		run.insertMutable(cfg.Mutable)
+		progress(fmt.Sprintf("inserted %d mutable objects, %s wall", cfg.Mutable, time.Since(start).Round(time.Millisecond)))
+	}
+	lookups := func(phase string) {
+		if cfg.Lookups > 0 {
+			fmt.Fprintln(out, run.lookupPhase(phase).String())
+		}
+	}
+	lookups("lookup")
 
 	if cfg.Fail > 0 {
 		m = run.mark()
@@ -210,11 +253,17 @@ func RunStore(cfg StoreConfig, out io.Writer, progress func(string)) ([]StoreRes
 	}
 	if cfg.Churn > 0 {
 		m = run.mark()
+		traffic := run.churnTraffic(run.ring.net.Elapsed() + cfg.Duration)
 		run.churn(progress)
 		emit(run.measure("churn", m))
+		if cfg.LookupRate > 0 || cfg.UpdateRate > 0 {
+			fmt.Fprintln(out, run.concurrentResult(traffic, "churn-lookup").String())
+		}
+		lookups("lookup-after-churn")
 		m = run.mark()
 		run.ring.net.RunFor(cfg.RepairTime)
 		emit(run.measure("churn-repair", m))
+		lookups("lookup-after-repair")
 	}
 	return results, nil
 }
@@ -230,29 +279,46 @@ func (run *storeRun) predict(r *StoreResult) {
 
 // addNode joins a node and attaches a PAST instance with an in-memory store to it.
 func (run *storeRun) addNode() *simPast {
-	r := run.ring
-	sn := r.addNode()
+	sn := run.ring.addNode()
+	sp := &simPast{sn: sn, st: past.NewMemStore(sn.ep.Clock().Now, 0)}
+	run.attach(sp)
+	for len(run.peers) <= sn.idx {
+		run.peers = append(run.peers, nil)
+	}
+	run.peers[sn.idx] = sp
+	return sp
+}
+
+// attach builds a PAST node on sp's (new) pastry driver, over sp's store.
+func (run *storeRun) attach(sp *simPast) {
+	sn := sp.sn
 	clock := sn.ep.Clock()
-	st := past.NewMemStore(clock.Now, 0)
 	pcfg := run.cfg.Past
 	pcfg.Ring = run.ringID
 	pcfg.Replicas = run.cfg.Replicas
-	node := past.NewNode(pcfg, sn.drv.Self(), st, rand.New(rand.NewPCG(run.rng.Uint64(), uint64(sn.idx))))
-	sp := &simPast{sn: sn, st: st, drv: past.NewDriver(node, sn.drv, clock, run.cfg.PastTick)}
+	node := past.NewNode(pcfg, sn.drv.Self(), sp.st, rand.New(rand.NewPCG(run.rng.Uint64(), uint64(sn.idx))))
+	sp.drv = past.NewDriver(node, sn.drv, clock, run.cfg.PastTick)
 	prev := sn.drv.OnEvent
 	sn.drv.OnEvent = func(e pastry.Event) {
 		prev(e)
 		sp.drv.HandleEvent(e)
 	}
-	for len(run.peers) <= sn.idx {
-		run.peers = append(run.peers, nil)
-	}
-	run.peers[sn.idx] = sp
 	sp.drv.Start()
 	if sn.ready { // the founder is ready at once, before we could listen
 		sp.drv.HandleEvent(pastry.Event{Kind: pastry.EventReady})
 	}
-	return sp
+}
+
+// restart brings a crashed node back with the same id and store (a process restart): it
+// rejoins, and its store holds whatever it held when it died, stale versions included.
+func (run *storeRun) restart(sp *simPast) {
+	r := run.ring
+	sn := sp.sn
+	sn.ep.Recover()
+	sn.alive = true
+	r.dirty = true
+	r.startNode(sn, r.nearbyBootstrap(sn.ep))
+	run.attach(sp)
 }
 
 func (run *storeRun) crash(sp *simPast) {
@@ -333,6 +399,17 @@ func (run *storeRun) churn(progress func(string)) {
 				return
 			}
 			run.crash(sp)
+			if run.cfg.Restart > 0 && run.rng.Float64() < run.cfg.Restart {
+				down := time.Duration(run.rng.ExpFloat64() * float64(run.cfg.Downtime) / math.Ln2)
+				r.net.AfterFunc(down, func() {
+					if r.net.Elapsed() >= end {
+						return
+					}
+					run.restart(sp)
+					schedule(sp)
+				})
+				return
+			}
 			r.net.AfterFunc(time.Duration(run.rng.Int64N(int64(30*time.Second))), func() {
 				if r.net.Elapsed() >= end {
 					return

@@ -1,0 +1,235 @@
+package post
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+)
+
+// HeadRecords is a user's durable record, on the user's own node, of the last head the node
+// wrote for each of the user's logs: the writer's memory that survives a crash (DESIGN.md,
+// layer 8: the writer never goes backwards).
+//
+// The record is written ahead: a head version is saved here before it is sent to any replica,
+// so after a crash the node knows every version the ring may hold from it. A log is then
+// opened from the newer of the record and what the ring's replica set holds, never from an
+// older one; when the ring holds less (its replicas lost it, or hold stale copies), the node
+// writes its recorded state back. Without a record (a node that lost its disk) the ring and
+// Glacier are the only sources, and the newest version found wins.
+type HeadRecords interface {
+	// Save durably records version seq of log name's head with its payload: it returns only
+	// once the record would survive a crash of the node (fsync). A lower seq than the one
+	// recorded is ignored.
+	Save(name string, seq uint64, payload []byte) error
+	// Load returns the newest record of every log.
+	Load() (map[string]HeadRecord, error)
+}
+
+// HeadRecord is the last head version a node wrote for one log.
+type HeadRecord struct {
+	Seq     uint64
+	Payload []byte
+}
+
+// MemHeadRecords keeps head records in memory: for tests and the simulator, where it stands
+// for the node's disk (keep it across a simulated process restart).
+type MemHeadRecords struct {
+	mu   sync.Mutex
+	recs map[string]HeadRecord
+	// Saves counts Save calls (measurement).
+	Saves int
+}
+
+// Save implements HeadRecords.
+func (m *MemHeadRecords) Save(name string, seq uint64, payload []byte) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.Saves++
+	if m.recs == nil {
+		m.recs = map[string]HeadRecord{}
+	}
+	if r, ok := m.recs[name]; ok && r.Seq > seq {
+		return nil
+	}
+	m.recs[name] = HeadRecord{Seq: seq, Payload: slices.Clone(payload)}
+	return nil
+}
+
+// Load implements HeadRecords.
+func (m *MemHeadRecords) Load() (map[string]HeadRecord, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return maps.Clone(m.recs), nil
+}
+
+// FileHeadRecords keeps head records in an append-only file in the user's directory
+// (FileHeadRecordsName). Each record is [length u32][crc32c u32][name length u16][name]
+// [seq u64][payload]; a torn record at the end (a crash mid-write) is ignored, since Save had
+// not returned. When the file holds many times more records than logs it is rewritten with
+// the newest record of each log (into a new file, synced, renamed into place): its size is
+// bounded by the number of logs times the size of a head, not by the mailbox.
+type FileHeadRecords struct {
+	mu      sync.Mutex
+	path    string
+	f       *os.File
+	recs    map[string]HeadRecord
+	records int // records in the file
+	size    int64
+}
+
+// FileHeadRecordsName is the head record file in a user's directory (UserDir).
+const FileHeadRecordsName = "heads.log"
+
+// ErrHeadRecordsCorrupt: a head record in the middle of the file is damaged.
+var ErrHeadRecordsCorrupt = errors.New("post: head record file is damaged; move it aside (the logs are then opened from the ring and Glacier alone)")
+
+const maxHeadRecord = 2 + 1024 + 8 + maxInline + 128<<10
+
+// OpenFileHeadRecords opens (or creates, mode 0600) the head records at path.
+func OpenFileHeadRecords(path string) (*FileHeadRecords, error) {
+	data, err := os.ReadFile(path)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("post: head records %s: %w", path, err)
+	}
+	recs, err := parseHeadRecords(data)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrHeadRecordsCorrupt, path, err)
+	}
+	h := &FileHeadRecords{path: path, recs: recs}
+	if err := h.compact(); err != nil {
+		return nil, err
+	}
+	return h, nil
+}
+
+func parseHeadRecords(data []byte) (map[string]HeadRecord, error) {
+	recs := map[string]HeadRecord{}
+	for off := 0; off < len(data); {
+		if len(data)-off < 8 {
+			break // torn header at the end
+		}
+		size := int(binary.BigEndian.Uint32(data[off:]))
+		sum := binary.BigEndian.Uint32(data[off+4:])
+		if size < 2+8 || size > maxHeadRecord {
+			return nil, fmt.Errorf("record at %d has length %d", off, size)
+		}
+		if len(data)-off-8 < size {
+			break // torn body at the end
+		}
+		rec := data[off+8 : off+8+size]
+		if crc32.Checksum(rec, crcTable) != sum {
+			if off+8+size == len(data) {
+				break // the last record was being written
+			}
+			return nil, fmt.Errorf("record at %d: checksum mismatch", off)
+		}
+		nl := int(binary.BigEndian.Uint16(rec))
+		if 2+nl+8 > len(rec) {
+			return nil, fmt.Errorf("record at %d: name of %d bytes", off, nl)
+		}
+		name := string(rec[2 : 2+nl])
+		seq := binary.BigEndian.Uint64(rec[2+nl:])
+		if r, ok := recs[name]; !ok || seq >= r.Seq {
+			recs[name] = HeadRecord{Seq: seq, Payload: slices.Clone(rec[2+nl+8:])}
+		}
+		off += 8 + size
+	}
+	return recs, nil
+}
+
+func headRecord(name string, seq uint64, payload []byte) []byte {
+	b := make([]byte, 8, 8+2+len(name)+8+len(payload))
+	b = binary.BigEndian.AppendUint16(b, uint16(len(name)))
+	b = append(b, name...)
+	b = binary.BigEndian.AppendUint64(b, seq)
+	b = append(b, payload...)
+	binary.BigEndian.PutUint32(b, uint32(len(b)-8))
+	binary.BigEndian.PutUint32(b[4:], crc32.Checksum(b[8:], crcTable))
+	return b
+}
+
+// compact writes the newest record of each log to a new file and renames it into place.
+// Called with h.mu held (or before h is shared).
+func (h *FileHeadRecords) compact() error {
+	var buf bytes.Buffer
+	for _, name := range slices.Sorted(maps.Keys(h.recs)) {
+		r := h.recs[name]
+		buf.Write(headRecord(name, r.Seq, r.Payload))
+	}
+	tmp := h.path + ".tmp"
+	if err := writeSynced(tmp, buf.Bytes()); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, h.path); err != nil {
+		return fmt.Errorf("post: head records %s: %w", h.path, err)
+	}
+	if err := syncDir(filepath.Dir(h.path)); err != nil {
+		return err
+	}
+	if h.f != nil {
+		_ = h.f.Close()
+	}
+	f, err := os.OpenFile(h.path, os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("post: head records %s: %w", h.path, err)
+	}
+	h.f, h.records, h.size = f, len(h.recs), int64(buf.Len())
+	return nil
+}
+
+// Save implements HeadRecords: the record is appended and synced before it returns.
+func (h *FileHeadRecords) Save(name string, seq uint64, payload []byte) error {
+	if len(name) > 1024 || 2+len(name)+8+len(payload) > maxHeadRecord {
+		return fmt.Errorf("%w: head record of %d bytes", ErrTooBig, len(payload))
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.f == nil {
+		return fmt.Errorf("post: head records %s are closed", h.path)
+	}
+	if r, ok := h.recs[name]; ok && r.Seq > seq {
+		return nil
+	}
+	rec := headRecord(name, seq, payload)
+	if _, err := h.f.Write(rec); err != nil {
+		return fmt.Errorf("post: head records %s: %w", h.path, err)
+	}
+	if err := h.f.Sync(); err != nil {
+		return fmt.Errorf("post: head records %s: %w", h.path, err)
+	}
+	h.recs[name] = HeadRecord{Seq: seq, Payload: slices.Clone(payload)}
+	h.records++
+	h.size += int64(len(rec))
+	if h.records > 64 && h.records > 8*len(h.recs) {
+		if err := h.compact(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Load implements HeadRecords.
+func (h *FileHeadRecords) Load() (map[string]HeadRecord, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return maps.Clone(h.recs), nil
+}
+
+// Close closes the file.
+func (h *FileHeadRecords) Close() error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.f == nil {
+		return nil
+	}
+	err := h.f.Close()
+	h.f = nil
+	return err
+}

@@ -1,0 +1,70 @@
+package post
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// The file keeps the newest record per log across reopenings, ignores a torn record at the
+// end (a crash during Save), refuses damage in the middle, and stays small however many
+// heads are written.
+func TestFileHeadRecords(t *testing.T) {
+	path := filepath.Join(t.TempDir(), FileHeadRecordsName)
+	h, err := OpenFileHeadRecords(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for seq := uint64(1); seq <= 500; seq++ {
+		for _, name := range []string{RootLog, InboxLog, "Sent"} {
+			if err := h.Save(name, seq, fmt.Appendf(nil, "%s head %d", name, seq)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := h.Save(InboxLog, 3, []byte("older")); err != nil { // ignored: lower seq
+		t.Fatal(err)
+	}
+	if err := h.Close(); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Size() > 8<<10 {
+		t.Fatalf("1,500 saves of 3 logs left a %d-byte file: not compacted", fi.Size())
+	}
+	// A torn record at the end.
+	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	torn := headRecord(InboxLog, 900, []byte("torn"))
+	if _, err := f.Write(torn[:len(torn)-2]); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	h, err = OpenFileHeadRecords(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs, _ := h.Load()
+	for _, name := range []string{RootLog, InboxLog, "Sent"} {
+		if r := recs[name]; r.Seq != 500 || string(r.Payload) != fmt.Sprintf("%s head 500", name) {
+			t.Fatalf("%s: got seq %d %q after reopening, want 500", name, r.Seq, r.Payload)
+		}
+	}
+	h.Close()
+	// Damage in the middle is refused, not silently skipped.
+	data, _ := os.ReadFile(path)
+	data = append(data, headRecord("x", 1, []byte("y"))...)
+	data[10] ^= 0xff
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := OpenFileHeadRecords(path); err == nil {
+		t.Fatal("a damaged record in the middle was accepted")
+	}
+}
