@@ -112,4 +112,3 @@ func TestStaleRefusalShowsTheNewerVersion(t *testing.T) {
 		r.fail("stale insert: err %v, newer %+v", res.Err, res.Newer)
 	}
 }
-
