@@ -219,7 +219,9 @@ func (u *User) keepKeys(keys []ids.Key) {
 			if has {
 				continue
 			}
-			if obj, ok := n.st.LocalGet(k); ok {
+			// A local copy of a mutable object (a head) may be stale: only immutable ones
+			// are taken from this node's store; the ring gives the newest of the others.
+			if obj, ok := n.st.LocalGet(k); ok && past.Type(obj.Type) == past.TypeContent {
 				u.keep(obj)
 				continue
 			}

@@ -327,6 +327,11 @@ func (u *User) applyLoadedLocked(l *logState, ll *loadedLog, ringSeq uint64) {
 				u.logged[f.ID] = true
 			}
 		}
+		for _, b := range ll.extra {
+			if f, err := DecodeFiled(b); err == nil {
+				u.recv[f.ID] = true // filed again from a fork: not a second time
+			}
+		}
 	}
 }
 
@@ -385,6 +390,26 @@ func (u *User) absorb(l *logState, newer past.Object) {
 		n.mu.Unlock()
 		u.storeTail(l, inline)
 		u.flushLog(l)
+	})
+}
+
+// readNewer reads the head after a write of seq (attempted) was refused as stale, and
+// continues from the newer version if the ring has one (absorb); otherwise the write is
+// retried. Our own attempt, where it landed, is not newer: the retry rewrites it.
+func (u *User) readNewer(l *logState, seq uint64, attempted []byte) {
+	n := u.n
+	n.st.LookupLatest(l.key, func(r past.LookupResult) {
+		n.mu.Lock()
+		ours := l.payload
+		n.mu.Unlock()
+		for _, v := range r.Versions {
+			if v.Seq >= seq && v.Hash != sum(ours) && v.Hash != sum(attempted) {
+				u.absorb(l, v.Object)
+				return
+			}
+		}
+		n.cfg.Log.Warn("post: log head write refused as stale, but no newer head found; retrying", "user", u.addr, "log", l.name, "seq", seq, "lookup", r.Err)
+		n.after(n.cfg.RetryDelay, func() { u.flushLog(l) })
 	})
 }
 
@@ -572,6 +597,11 @@ func (u *User) flushLog(l *logState) {
 			n.mu.Unlock()
 			if newer != nil {
 				u.absorb(l, *newer)
+				return
+			}
+			if errors.Is(r.Err, past.ErrStale) {
+				// Refused as stale without being shown the newer version: read it.
+				u.readNewer(l, seq, payload)
 				return
 			}
 			n.cfg.Log.Warn("post: log head write failed; retrying", "log", l.name, "err", r.Err)
