@@ -209,14 +209,26 @@ func (u *User) OpenLog(name string, cb func(error)) {
 	finish := func(err error) {
 		u.n.mu.Lock()
 		l.opening = false
+		var failed []pendingAppend
 		if err == nil {
 			l.loaded = true
+		} else {
+			// Nothing is left behind: the next OpenLog starts afresh, and appends queued
+			// meanwhile fail now rather than wait for a head that never comes.
+			l.loaded = false
+			if u.logs[name] == l {
+				delete(u.logs, name)
+			}
+			failed, l.queue = l.queue, nil
 		}
 		ws := l.waiters
 		l.waiters = nil
 		u.n.mu.Unlock()
 		for _, w := range ws {
 			w(err)
+		}
+		for _, a := range failed {
+			a.cb(0, fmt.Errorf("%w: %s: %v", ErrLogNotReady, name, err))
 		}
 		if err == nil {
 			u.flushLog(l)

@@ -151,7 +151,8 @@ type mailNode struct {
 	post    *post.Node
 	stopSc  func()
 	users   []*simUser
-	journal map[string]*post.MemJournal // the users' received journals: on "disk", they survive crashes
+	journal map[string]*post.MemJournal     // the users' received journals: on "disk", they survive crashes
+	heads   map[string]*post.MemHeadRecords // the users' head records: on "disk" too
 	offline bool
 	backAt  time.Duration // when its overlay node was ready again
 }
@@ -447,6 +448,15 @@ func (run *mailRun) attach(mn *mailNode) {
 			mn.journal[addr] = &post.MemJournal{}
 		}
 		return mn.journal[addr], nil
+	}
+	pc.HeadRecords = func(addr string) (post.HeadRecords, error) {
+		if mn.heads == nil {
+			mn.heads = map[string]*post.MemHeadRecords{}
+		}
+		if mn.heads[addr] == nil {
+			mn.heads[addr] = &post.MemHeadRecords{}
+		}
+		return mn.heads[addr], nil
 	}
 	if run.cfg.Glacier {
 		gc := run.cfg.GlacierConfig
