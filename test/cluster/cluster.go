@@ -291,6 +291,20 @@ func (c *Cluster) AddNode(name, addr string, bootstrap bool, extra ...string) *N
 		args = append(args, "--bootstrap", c.Nodes[0].Addr)
 	}
 	Run(c.t, append(args, extra...)...)
+	return c.adopt(nd)
+}
+
+// AdoptEnrolled adds a node that the test enrolled itself with "epost node init" (to choose
+// nodes by their ids among several enrolled, say) as AddNode would have: with a seed of its
+// own, a log file beside the others, and its log's tail shown when the test fails.
+func (c *Cluster) AdoptEnrolled(name, dir, addr string) *Node {
+	c.t.Helper()
+	return c.adopt(&Node{t: c.t, c: c, Name: name, Dir: dir, Addr: addr,
+		logPth: filepath.Join(c.Root, name+".log"), seed: c.Seed + uint64(len(c.Nodes))*1000})
+}
+
+func (c *Cluster) adopt(nd *Node) *Node {
+	c.t.Helper()
 	nd.loadID()
 	c.Nodes = append(c.Nodes, nd)
 	c.t.Cleanup(func() {
