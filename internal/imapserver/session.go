@@ -110,6 +110,8 @@ func storeError(err error) error {
 		return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeCannot, Text: "INBOX cannot be deleted"}
 	case errors.Is(err, mailbox.ErrTooBig):
 		return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeTooBig, Text: "Message too big"}
+	case errors.Is(err, mailbox.ErrUnavailable):
+		return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeUnavailable, Text: "The ring did not answer in time; try again"}
 	}
 	return err // imapconn logs it and answers NO [SERVERBUG]
 }

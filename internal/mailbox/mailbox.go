@@ -43,6 +43,9 @@ var (
 	ErrInboxReserved = errors.New("mailbox: INBOX cannot be deleted")
 	ErrAuthFailed    = errors.New("mailbox: invalid user name or password")
 	ErrTooBig        = errors.New("mailbox: message too big")
+	// ErrUnavailable: the store could not reach what it needs right now (the ring did not
+	// answer in time); nothing was changed that a retry would duplicate.
+	ErrUnavailable = errors.New("mailbox: temporarily unavailable; try again")
 )
 
 // Inbox is the one folder every store has (RFC 3501 section 5.1: the name is

@@ -382,6 +382,9 @@ func (s *Store) createLocked(name string, use imap.MailboxAttr) (*folder, error)
 	}); err != nil {
 		return nil, err
 	}
+	if errors.Is(cerr, post.ErrInconclusive) {
+		return nil, fmt.Errorf("%w: create %s: %v", mailbox.ErrUnavailable, name, cerr)
+	}
 	if cerr != nil {
 		return nil, fmt.Errorf("mailstore: create %s: %w", name, cerr)
 	}

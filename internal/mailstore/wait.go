@@ -2,6 +2,7 @@ package mailstore
 
 import (
 	"context"
+	"epost/internal/mailbox"
 	"errors"
 	"fmt"
 	"sync"
@@ -37,7 +38,14 @@ type Contents interface {
 
 // ErrTimeout: the ring did not answer in time. The operation may still complete later (a
 // queued log append is retried by POST), so a client that retries can see it done.
-var ErrTimeout = errors.New("mailstore: the ring did not answer in time; try again")
+// It is a mailbox.ErrUnavailable, so servers answer with a temporary failure.
+var ErrTimeout error = timeoutError{}
+
+type timeoutError struct{}
+
+func (timeoutError) Error() string { return "mailstore: the ring did not answer in time; try again" }
+
+func (timeoutError) Is(target error) bool { return target == mailbox.ErrUnavailable }
 
 // waiter bundles what await needs.
 type waiter struct {

@@ -123,12 +123,19 @@ func (u *User) CreateLog(name string, cb func(error)) {
 			w(err)
 		}
 	}
-	u.n.lookup(l.key, func(_ past.Object, err error) {
+	u.n.lookupLatest(l.key, false, func(r past.LookupResult) {
+		err := r.Err
+		// Absent for certain: every replica said so. For a log other than the well-known
+		// root and INBOX (whose names every start of the user tries), a majority saying so
+		// is enough: a head written to this replica set was acknowledged by a majority, and
+		// two majorities share a node; a replica holding one refuses our first head anyway.
+		absent := errors.Is(err, past.ErrNotFound) &&
+			(!errors.Is(err, past.ErrTimeout) || (name != RootLog && name != InboxLog && r.Answered >= past.Quorum(r.Replicas)))
 		switch {
 		case err == nil:
 			fail(fmt.Errorf("%w: %s", ErrLogExists, name))
 			return
-		case !errors.Is(err, past.ErrNotFound) || errors.Is(err, past.ErrTimeout):
+		case !absent:
 			fail(fmt.Errorf("%w: create log %s: %v", ErrInconclusive, name, err))
 			return
 		}
