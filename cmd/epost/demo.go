@@ -17,6 +17,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -128,9 +129,17 @@ func runDemo(args []string) error {
 	}
 	var running []*daemon.Node
 	defer func() {
-		for i := len(running) - 1; i >= 0; i-- {
-			running[i].Stop()
+		// The whole ring stops: the nodes leave together rather than one after another, each
+		// waiting out a hand-over grace to neighbours that are about to go too.
+		var wg sync.WaitGroup
+		for _, nd := range running {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				nd.Stop()
+			}()
 		}
+		wg.Wait()
 	}()
 	for i := range n {
 		logf, err := os.OpenFile(filepath.Join(root, "logs", fmt.Sprintf("node%d.log", i)), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)

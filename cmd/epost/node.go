@@ -73,6 +73,7 @@ func nodeRun(args []string, stderr io.Writer) error {
 		{&t.DialTimeout, "dial-timeout", "TCP connect and bootstrap probe timeout"},
 		{&t.Keepalive, "keepalive", "transport keepalive interval"},
 		{&t.PeersSave, "peers-save-interval", "rewrite peers.json at most this often"},
+		{&t.LeaveGrace, "leave-grace", "on SIGINT/SIGTERM, serve the neighbours' hand-over for at most this long (at most 10s)"},
 		{&t.PastTick, "past-tick", "PAST timer tick"},
 		{&t.PastRequestTimeout, "past-request-timeout", "PAST: retry a request after this long without a reply"},
 		{&t.PastMaintenance, "past-maintenance-interval", "PAST: periodic replica maintenance"},
@@ -133,7 +134,7 @@ func nodeRun(args []string, stderr io.Writer) error {
 		return err
 	}
 	sig := <-sigs
-	log.Info("signal received, shutting down", "signal", sig.String())
+	log.Info("signal received: leaving the ring (a second signal exits at once)", "signal", sig.String())
 	// A second signal while stopping means the user wants out now.
 	go func() {
 		<-sigs

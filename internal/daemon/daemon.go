@@ -41,6 +41,9 @@ type Timers struct {
 
 	Keepalive time.Duration // tcp keepalive; the read timeout is three of these
 	PeersSave time.Duration // peers.json is rewritten at most this often
+	// LeaveGrace bounds how long a clean stop keeps serving the neighbours' hand-over fetches
+	// after telling them it leaves (at most MaxLeaveGrace; see leave.go).
+	LeaveGrace time.Duration
 
 	PastTick             time.Duration // PAST driver tick (request timeouts are checked on it)
 	PastRequestTimeout   time.Duration // PAST: wait for a reply this long before retrying
@@ -80,6 +83,7 @@ func DefaultTimers() Timers {
 		DialTimeout:         5 * time.Second,
 		Keepalive:           tcp.DefaultKeepaliveInterval,
 		PeersSave:           3 * time.Second,
+		LeaveGrace:          2 * time.Second,
 
 		PastTick:             250 * time.Millisecond,
 		PastRequestTimeout:   pc.RequestTimeout,
@@ -104,6 +108,7 @@ func (t Timers) withDefaults() Timers {
 		{&t.JoinTimeout, &d.JoinTimeout}, {&t.HealInterval, &d.HealInterval},
 		{&t.BootstrapBackoff, &d.BootstrapBackoff}, {&t.BootstrapMaxBackoff, &d.BootstrapMaxBackoff},
 		{&t.DialTimeout, &d.DialTimeout}, {&t.Keepalive, &d.Keepalive}, {&t.PeersSave, &d.PeersSave},
+		{&t.LeaveGrace, &d.LeaveGrace},
 		{&t.PastTick, &d.PastTick}, {&t.PastRequestTimeout, &d.PastRequestTimeout},
 		{&t.PastMaintenance, &d.PastMaintenance}, {&t.PastMaintenanceDelay, &d.PastMaintenanceDelay},
 		{&t.PastDropGrace, &d.PastDropGrace}, {&t.PastGC, &d.PastGC},
@@ -118,6 +123,7 @@ func (t Timers) withDefaults() Timers {
 	if t.BootstrapMaxBackoff < t.BootstrapBackoff {
 		t.BootstrapMaxBackoff = t.BootstrapBackoff
 	}
+	t.LeaveGrace = min(t.LeaveGrace, MaxLeaveGrace)
 	return t
 }
 
@@ -393,22 +399,28 @@ func (n *Node) Ready() bool {
 	return drv != nil && n.joined.Load() && drv.Ready()
 }
 
-// Stop leaves the ring: stops the overlay, saves the remembered peers, closes the transport and
-// removes the control socket. It is idempotent.
+// Stop leaves the ring: it tells the neighbours the node is going and serves their hand-over
+// for at most Timers.LeaveGrace (see leave.go), then stops the overlay, saves the remembered
+// peers, closes the stores and the transport and removes the control socket. It is
+// idempotent.
 func (n *Node) Stop() error {
 	n.mu.Lock()
 	if n.stopped {
 		n.mu.Unlock()
 		return nil
 	}
-	n.stopped = true
-	close(n.stop)
+	n.stopped = true // no overlay starts from now on (startOverlay, founderWatch)
 	drv, tr, st, fr, ms := n.drv, n.tr, n.store, n.frags, n.servers
 	n.closeControlLocked()
 	n.mu.Unlock()
 
-	// Mail clients first: nothing new reaches POST once the overlay stops.
+	// Mail clients first: nothing new reaches POST once the node leaves.
 	ms.close()
+
+	// The application queue keeps running through the leave: it carries the neighbours'
+	// fetches to PAST. Everything waiting on n.stop ends after it.
+	n.leave(drv)
+	close(n.stop)
 
 	if drv != nil {
 		drv.Stop()

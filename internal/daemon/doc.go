@@ -33,6 +33,13 @@
 // itself, clear-text logins only from loopback, optional implicit-TLS listeners, and mail for
 // addresses outside the ring in a durable outbox for the ring's gateway.
 //
+// # Stopping
+//
+// Stop (SIGINT or SIGTERM to "epost node run") leaves the ring cleanly (leave.go): the overlay
+// tells the leaf set and routing table that the node is gone, PAST offers the neighbours what
+// they take over and serves their fetches for at most Timers.LeaveGrace, and only then do the
+// applications stop, the peers get saved and the stores and the transport close.
+//
 // # Files
 //
 //	NODEDIR/control.sock    Unix socket, mode 0600, JSON requests (see control.go)

@@ -19,7 +19,8 @@ type Status struct {
 	RingID   string `json:"ring_id"`
 	RingName string `json:"ring_name"`
 	Ready    bool   `json:"ready"`
-	// Phase is "starting" (probing bootstrap nodes), "joining", "announced" or "ready".
+	// Phase is "starting" (probing bootstrap nodes), "joining", "announced", "ready" or "left"
+	// (stopping: the neighbours were told, the hand-over runs).
 	Phase  string `json:"phase"`
 	Listen string `json:"listen"`
 	// Advertise is the address peers dial (the listen address unless --advertise).
@@ -220,7 +221,7 @@ type OverlayStatus struct {
 	Dropped  uint64 `json:"dropped"`
 }
 
-var phaseNames = []string{"idle", "joining", "announced", "ready"}
+var phaseNames = []string{"idle", "joining", "announced", "ready", "left"}
 
 // Status reports the node's current state.
 func (n *Node) Status() Status {

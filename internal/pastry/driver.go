@@ -142,6 +142,20 @@ func (d *Driver) ReadyLeafSet() (left, right []Handle, ready bool) {
 	return append([]Handle(nil), ls.Left()...), append([]Handle(nil), ls.Right()...), true
 }
 
+// Leave takes the node out of the ring (see Node.Leave) and reports how many leaf-set members
+// and other nodes were told. The driver keeps running for the applications' hand-over: direct
+// messages still flow until Stop.
+func (d *Driver) Leave() (leaf, others int) {
+	d.mu.Lock()
+	if d.stopped {
+		d.mu.Unlock()
+		return 0, 0
+	}
+	leaf, others = d.node.Leave(d.clock.Now())
+	d.flushLocked()
+	return leaf, others
+}
+
 // Stop stops ticking and ignores further frames. The transport is the caller's to close.
 func (d *Driver) Stop() {
 	d.mu.Lock()

@@ -51,7 +51,7 @@ func (d *deadList) expire(before time.Time) {
 func (n *Node) Tick(now time.Time) {
 	n.now = now
 	switch n.phase {
-	case phaseIdle:
+	case phaseIdle, phaseLeft:
 		return
 	case phaseJoining:
 		if !now.Before(n.joinAt) {

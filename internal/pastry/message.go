@@ -10,7 +10,7 @@ import (
 // Wire format of every overlay message (version 1), big-endian:
 //
 //	version u8 | type u8 | ring id [32] | sender id [32] | sender addr (uvarint len + bytes) |
-//	sender flags u8 (bit 0: the sender is ready) | body
+//	sender flags u8 (bit 0: the sender is ready; bit 1: the sender has left the ring) | body
 //
 // The body depends on the type; see encode. The sender's id must equal the id the transport
 // authenticated; Step rejects the message otherwise.
@@ -43,12 +43,13 @@ const (
 	mLeafRequest                      // ask for the leaf set
 	mLeafReply                        // the leaf set
 	mDirect                           // application payload sent to one node
+	mLeave                            // the sender leaves the ring (Handles: its leaf set, for repair)
 	mTypeLimit
 )
 
 var msgTypeNames = [...]string{"?", "join-request", "route", "hop-ack", "join-rows", "join-reply",
 	"announce", "announce-ack", "probe", "probe-reply", "indirect-probe", "indirect-reply",
-	"row-request", "row-reply", "leaf-request", "leaf-reply", "direct"}
+	"row-request", "row-reply", "leaf-request", "leaf-reply", "direct", "leave"}
 
 func (t msgType) String() string {
 	if int(t) < len(msgTypeNames) {
@@ -70,6 +71,7 @@ type message struct {
 	Ring    ids.ID
 	From    Handle
 	Ready   bool     // the sender has joined; a joining node gets no deliveries yet
+	Gone    bool     // the sender has left the ring and only finishes its hand-over
 	Seq     uint64   // route message id, probe sequence, request nonce
 	Time    int64    // probe send time (nanoseconds of the sender's clock), echoed in the reply
 	Key     ids.ID   // route key
@@ -117,7 +119,7 @@ func (m *message) encode(buf []byte) []byte {
 	w.U8(uint8(m.Type))
 	w.ID(m.Ring)
 	writeHandle(&w, m.From)
-	w.U8(b2u(m.Ready))
+	w.U8(b2u(m.Ready)*flagReady | b2u(m.Gone)*flagGone)
 	switch m.Type {
 	case mJoinRequest:
 		w.U8(b2u(m.Flag))
@@ -130,7 +132,7 @@ func (m *message) encode(buf []byte) []byte {
 		w.Bytes(m.Payload)
 	case mHopAck:
 		w.U64(m.Seq)
-	case mJoinRows, mJoinReply, mAnnounceAck, mLeafReply:
+	case mJoinRows, mJoinReply, mAnnounceAck, mLeafReply, mLeave:
 		writeHandles(&w, m.Handles)
 	case mAnnounce:
 		w.U8(b2u(m.Flag))
@@ -172,7 +174,11 @@ func decodeMessage(b []byte) (*message, error) {
 	}
 	m.Ring = r.ID()
 	m.From = readHandle(r)
-	m.Ready = readBool(r)
+	flags := r.U8()
+	if flags&^(flagReady|flagGone) != 0 {
+		r.Fail("unknown sender flags %#x", flags)
+	}
+	m.Ready, m.Gone = flags&flagReady != 0, flags&flagGone != 0
 	switch m.Type {
 	case mJoinRequest:
 		m.Flag = readBool(r)
@@ -188,7 +194,7 @@ func decodeMessage(b []byte) (*message, error) {
 		}
 	case mHopAck:
 		m.Seq = r.U64()
-	case mJoinRows, mJoinReply, mAnnounceAck, mLeafReply:
+	case mJoinRows, mJoinReply, mAnnounceAck, mLeafReply, mLeave:
 		m.Handles = readHandles(r)
 	case mAnnounce:
 		m.Flag = readBool(r)
@@ -226,6 +232,12 @@ func decodeMessage(b []byte) (*message, error) {
 	}
 	return m, nil
 }
+
+// Sender flags in the header.
+const (
+	flagReady = 1 << 0
+	flagGone  = 1 << 1
+)
 
 func b2u(b bool) uint8 {
 	if b {

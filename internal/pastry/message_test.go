@@ -4,8 +4,11 @@ import (
 	"errors"
 	"math/rand/v2"
 	"reflect"
+	"slices"
+	"strings"
 	"testing"
 
+	"epost/internal/ids"
 	"epost/internal/wire"
 )
 
@@ -14,7 +17,7 @@ func sampleMessages(r *rand.Rand) []*message {
 	hs := []Handle{h(), h(), h()}
 	var out []*message
 	for t := mJoinRequest; t < mTypeLimit; t++ {
-		m := &message{Type: t, Ring: randID(r), From: h(), Seq: r.Uint64(), Time: r.Int64(), Key: randID(r),
+		m := &message{Type: t, Ring: randID(r), From: h(), Ready: t%2 == 0, Gone: t%3 == 0, Seq: r.Uint64(), Time: r.Int64(), Key: randID(r),
 			Origin: h(), Hops: 3, Kind: kindJoin, Row: 5, Flag: true, Handles: hs, Payload: []byte("payload")}
 		out = append(out, m)
 	}
@@ -31,8 +34,17 @@ func TestMessageRoundTrip(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", m.Type, err)
 		}
-		if got.Type != m.Type || got.Ring != m.Ring || got.From != m.From {
+		if got.Type != m.Type || got.Ring != m.Ring || got.From != m.From || got.Ready != m.Ready || got.Gone != m.Gone {
 			t.Fatalf("%s: header differs", m.Type)
+		}
+		// Sender flags other than ready and gone are refused.
+		flags := 2 + 2*ids.Bytes + 1 + len(m.From.Addr)
+		bad := slices.Clone(b)
+		bad[flags] |= 4
+		if _, err := decodeMessage(bad); !errors.Is(err, wire.ErrMalformed) {
+			t.Fatalf("%s: unknown sender flag accepted: %v", m.Type, err)
+		} else if !strings.Contains(err.Error(), "sender flags") {
+			t.Fatalf("%s: refused for another reason: %v", m.Type, err)
 		}
 		again := got.encode(nil)
 		if !reflect.DeepEqual(again, b) {

@@ -172,6 +172,7 @@ const (
 	phaseJoining                    // join request sent, waiting for the leaf set
 	phaseAnnounced                  // announced, waiting for leaf members to confirm
 	phaseReady
+	phaseLeft // Leave was called: the node is gone (see leave.go)
 )
 
 // Node is one Pastry node's protocol state.
@@ -316,20 +317,27 @@ func (n *Node) send(h Handle, m *message) {
 	m.Ring = n.cfg.Ring
 	m.From = n.self
 	m.Ready = n.phase == phaseReady
+	m.Gone = n.phase == phaseLeft
 	frame := m.encode(make([]byte, 0, 96+len(m.Payload)+len(m.Handles)*48))
 	n.stats.Sent++
 	n.stats.SentBytes += uint64(len(frame))
 	n.out = append(n.out, Outgoing{To: h, Frame: frame, Type: m.Type.String()})
 }
 
-// Route sends payload towards the live node numerically closest to key.
+// Route sends payload towards the live node numerically closest to key. A node that left
+// routes nothing.
 func (n *Node) Route(now time.Time, key ids.ID, payload []byte) {
 	n.now = now
+	if n.phase == phaseLeft {
+		n.stats.Dropped++
+		return
+	}
 	n.seq++
 	n.routeMsg(&message{Type: mRoute, Seq: n.seq, Key: key, Origin: n.self, Kind: kindApp, Payload: payload})
 }
 
-// Send delivers payload to one node directly (EventDirect there).
+// Send delivers payload to one node directly (EventDirect there). A node that left may still
+// send, for its applications' hand-over.
 func (n *Node) Send(now time.Time, to Handle, payload []byte) {
 	n.now = now
 	n.send(to, &message{Type: mDirect, Payload: payload})
@@ -359,6 +367,13 @@ func (n *Node) Step(now time.Time, from transport.From, frame []byte) error {
 		m.From.Addr = from.Addr
 	}
 	n.stats.Received++
+	if n.phase == phaseLeft {
+		n.stepLeft(m)
+		return nil
+	}
+	if m.Gone || m.Type == mLeave {
+		return n.stepGone(from, m)
+	}
 	n.heard(m.From, m.Ready)
 	switch m.Type {
 	case mJoinRequest:

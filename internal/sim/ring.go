@@ -117,6 +117,21 @@ func (r *simRing) crash(sn *simNode) {
 	r.dirty = true
 }
 
+// leave stops a node cleanly: it tells its leaf set and routing table it is gone (see
+// pastry.Node.Leave) and lingers for grace, answering nothing, before its endpoint goes down.
+func (r *simRing) leave(sn *simNode, grace time.Duration) (leaf, others int) {
+	sn.alive = false
+	sn.diedAt = r.net.Elapsed()
+	sn.ready = false
+	r.dirty = true
+	leaf, others = sn.drv.Leave()
+	r.net.AfterFunc(grace, func() {
+		sn.drv.Stop()
+		sn.ep.Crash()
+	})
+	return leaf, others
+}
+
 // nearbyBootstrap picks, among a sample of live ready nodes, the one closest in latency: a
 // newcomer joins through a nearby node, as Pastry assumes.
 func (r *simRing) nearbyBootstrap(to *simnet.Endpoint) []string {
