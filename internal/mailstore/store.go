@@ -382,11 +382,13 @@ func (s *Store) createLocked(name string, use imap.MailboxAttr) (*folder, error)
 	}); err != nil {
 		return nil, err
 	}
-	if errors.Is(cerr, post.ErrInconclusive) {
-		return nil, fmt.Errorf("%w: create %s: %v", mailbox.ErrUnavailable, name, cerr)
+	if cerr != nil {
+		s.cfg.Log.Warn("mailstore: create folder refused", "user", s.cfg.Address, "folder", name, "err", cerr)
 	}
 	if cerr != nil {
-		return nil, fmt.Errorf("mailstore: create %s: %w", name, cerr)
+		// The log's name is new and random: whatever kept it from being made (replicas that
+		// did not answer, or too few acknowledged) is temporary. Nothing was listed yet.
+		return nil, fmt.Errorf("%w: create %s: %v", mailbox.ErrUnavailable, name, cerr)
 	}
 	uv := s.nextUIDValidity()
 	if _, err := s.w.appendAll(ctx, s.cfg.Logs, log, [][]byte{(&entry{Kind: kindHeader, UIDValidity: uv}).encode()}); err != nil {

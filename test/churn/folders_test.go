@@ -57,6 +57,12 @@ func (s *bobSession) refused(what string, err error) {
 	s.st.imapNO++
 	s.st.refused = append(s.st.refused, fmt.Sprintf("round %d %s: %v", s.round, what, err))
 	s.r.t.Logf("round %d: %s: %v", s.round, what, err)
+	// A refusal is allowed (a temporary failure is honest); say why the node refused.
+	for _, line := range strings.Split(s.r.bob.home.LogTail(400), "\n") {
+		if strings.Contains(line, "mailstore:") && (strings.Contains(line, "refused") || strings.Contains(line, "failed")) {
+			s.r.t.Logf("    bob's node: %s", line)
+		}
+	}
 	if s.c != nil && s.c.State() == imap.ConnStateLogout {
 		s.c.Close()
 		s.c = nil
