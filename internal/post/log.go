@@ -51,7 +51,7 @@ type logState struct {
 	writing  bool
 	tail     [][]byte // entries from tailFrom on, not all stored on their own yet
 	tailFrom uint64
-	acked    map[uint64]bool
+	acked    map[ids.ID]bool // tail entries stored on their own, by location
 	snap     *pendingSnapshot // written with the next head
 	snapping bool
 	waiters  []func(error) // OpenLog callers while opening
@@ -688,11 +688,12 @@ func (u *User) insertEntry(l *logState, idx uint64, ct []byte, tries int) {
 		u.keep(obj)
 		n.mu.Lock()
 		if l.acked == nil {
-			l.acked = map[uint64]bool{}
+			l.acked = map[ids.ID]bool{}
 		}
-		l.acked[idx] = true
-		for len(l.tail) > 0 && l.acked[l.tailFrom] {
-			delete(l.acked, l.tailFrom)
+		// By location, not index: a merge may have moved the tail since this insert began.
+		l.acked[obj.Key.ID] = true
+		for len(l.tail) > 0 && l.acked[ids.Hash(l.tail[0])] {
+			delete(l.acked, ids.Hash(l.tail[0]))
 			l.tail = l.tail[1:]
 			l.tailFrom++
 		}
