@@ -419,7 +419,7 @@ func (w *world) restartProcess(mn *mailNode, down, start time.Duration) []error 
 		}
 		started = true
 		mn.offline = false
-		mn.backAt = r.net.Elapsed()
+		mn.backs = append(mn.backs, r.net.Elapsed())
 		for i, su := range mn.users {
 			mn.post.AddUser(su.keys, su.rec, false, func(u *post.User, err error) {
 				left--

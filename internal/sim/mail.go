@@ -55,6 +55,33 @@ type MailConfig struct {
 	// Stages: report, through progress, when each delivery stage was first reached (p50 and
 	// p99 after the send, online recipients only): where the latency goes.
 	Stages bool
+
+	// Churn, restarts, folder operations and the audit (mailchurn.go, mailfolders.go,
+	// mailaudit.go). Churn is the median session of the nodes that host no user
+	// (exponential sessions); an ended session is a process restart (same id and store,
+	// fresh in-memory state) after an exponential downtime of median ChurnDowntime with
+	// probability ChurnRestart, else a fresh node joins in its place. Churn never has more
+	// than MaxDown of the nodes down at once.
+	Churn         time.Duration
+	ChurnRestart  float64
+	ChurnDowntime time.Duration
+	MaxDown       float64
+	// Restarts is the number of process restarts of users' nodes, half during the sends and
+	// half after: the node's PAST store, the users' received journals and head records
+	// survive; POST and its users are built anew (AddUser, not Resume). They alternate a
+	// crash at a random moment and a crash right after a burst of folder operations.
+	Restarts int
+	// FolderOps is the number of folder operations by recipients through the mail store
+	// (internal/mailstore: CREATE, COPY, STORE +FLAGS), half during the sends, half after.
+	// Negative: Messages/10 when Churn or Restarts is set, else none.
+	FolderOps int
+	// Audit restarts every user's node once more at the end, when all has settled, and then
+	// checks INBOX, folders, copies and flags against every acknowledged operation. On
+	// whenever Churn, Restarts or FolderOps is.
+	Audit bool
+	// NoHeadRecords leaves post.Config.HeadRecords nil (the writer then has only the ring
+	// to go by after a restart): to show what the records protect.
+	NoHeadRecords bool
 }
 
 // Validate checks the flags and fills defaults.
@@ -112,6 +139,30 @@ func (c *MailConfig) Validate() error {
 	if c.Marker == "" {
 		c.Marker = "EPOST-SIM-PLAINTEXT-MARKER"
 	}
+	if c.Churn < 0 || c.Restarts < 0 {
+		return errors.New("--churn and --restarts must not be negative")
+	}
+	if c.FolderOps < 0 { // automatic
+		c.FolderOps = 0
+		if c.Churn > 0 || c.Restarts > 0 {
+			c.FolderOps = c.Messages / 10
+		}
+	}
+	if c.ChurnRestart < 0 || c.ChurnRestart > 1 {
+		return errors.New("--churn-restart must be a fraction in [0, 1]")
+	}
+	if c.ChurnDowntime <= 0 {
+		c.ChurnDowntime = 2 * time.Minute
+	}
+	if c.MaxDown <= 0 {
+		c.MaxDown = 0.05
+	}
+	if c.MaxDown >= 1 {
+		return errors.New("--max-down must be a fraction in (0, 1)")
+	}
+	if c.Churn > 0 || c.Restarts > 0 || c.FolderOps > 0 {
+		c.Audit = true
+	}
 	return nil
 }
 
@@ -129,7 +180,11 @@ type MailResult struct {
 	Refused    int // sends not accepted
 	Leaks      int // stores holding the plaintext marker (final phase)
 	Objects    int // live PAST objects in all stores (final phase)
-	final      bool
+	// Audit is the end-of-run check (MailConfig.Audit): in the final phase it replaces
+	// filed, duplicates and lost with what the recipients' INBOX logs hold after the final
+	// restart (lost: accepted and absent; duplicates: extra copies of one notification).
+	Audit *MailAudit
+	final bool
 }
 
 func (r MailResult) String() string {
@@ -137,6 +192,9 @@ func (r MailResult) String() string {
 		r.Phase, r.Messages, r.Filed, r.Duplicates, r.Lost, r.LatP50, r.LatP99, r.PickupP99)
 	if r.final {
 		s += fmt.Sprintf(" not_accepted=%d plaintext_leaks=%d objects=%d", r.Refused, r.Leaks, r.Objects)
+	}
+	if r.Audit != nil {
+		s += " " + r.Audit.String()
 	}
 	return s
 }
@@ -154,7 +212,12 @@ type mailNode struct {
 	journal map[string]*post.MemJournal     // the users' received journals: on "disk", they survive crashes
 	heads   map[string]*post.MemHeadRecords // the users' head records: on "disk" too
 	offline bool
-	backAt  time.Duration // when its overlay node was ready again
+	backs   []time.Duration // when its overlay node was ready again, after each return
+	// restarting: down for a process restart (or churned), back soon; gen counts the
+	// node's POST instances, so that callbacks of an old one are recognised.
+	restarting bool
+	doomed     bool // a crash for a restart is scheduled
+	gen        int
 }
 
 type simUser struct {
@@ -162,10 +225,12 @@ type simUser struct {
 	keys *identity.Keys
 	rec  identity.SignedRecord
 	node *mailNode
-	u    *post.User
+	u    *post.User // nil while its node is down for a process restart
+	mail userMail   // the folder operations' state (mailfolders.go)
 }
 
 type simMsg struct {
+	n          int // index: the body carries " Marker n "
 	from, to   *simUser
 	sentAt     time.Duration
 	offline    bool // recipient offline at send time
@@ -190,6 +255,12 @@ type mailRun struct {
 	msgs   []*simMsg
 	byID   map[post.NotificationID]*simMsg
 	dups   int
+
+	progress func(string)
+	churn    churnState  // mailchurn.go
+	ops      []folderOp  // folder operations acknowledged (mailfolders.go)
+	opRng    *rand.Rand  // folder operations and users' restarts
+	retired  retiredStat // counters of POST and PAST instances gone with a crash
 }
 
 // observerShim lets PAST be built before the POST node it reports to.
@@ -217,12 +288,14 @@ func RunMail(cfg MailConfig, out io.Writer, progress func(string)) ([]MailResult
 	}
 	pc := pastry.Config{Ring: ids.RingIDOf("sim-mail"), LeafSetSize: cfg.LeafSet}
 	run := &mailRun{cfg: cfg, ring: newSimRing(cfg.Seed, pc, cfg.Tick), rng: rand.New(rand.NewPCG(cfg.Seed, 0x3a11)),
-		ringID: pc.Ring, byID: map[post.NotificationID]*simMsg{}}
+		ringID: pc.Ring, byID: map[post.NotificationID]*simMsg{},
+		opRng: rand.New(rand.NewPCG(cfg.Seed, 0xf01d)), churn: churnState{rng: rand.New(rand.NewPCG(cfg.Seed, 0xc4a2))}}
 	var seed [32]byte
 	fill(run.rng, seed[:])
 	caKey := ed25519.NewKeyFromSeed(seed[:])
 	run.caPub = caKey.Public().(ed25519.PublicKey)
 	fill(run.rng, run.secret[:])
+	run.progress = func(s string) { progress(fmt.Sprintf("t=%s %s", run.ring.net.Elapsed().Round(time.Millisecond), s)) }
 	var results []MailResult
 	emit := func(r MailResult) {
 		results = append(results, r)
@@ -304,6 +377,10 @@ func RunMail(cfg MailConfig, out io.Writer, progress func(string)) ([]MailResult
 	}
 	r.net.RunFor(time.Minute) // failure detection and tree repair settle
 	progress(fmt.Sprintf("%d of %d user nodes offline", nOff, len(hosts)))
+	if cfg.Churn > 0 {
+		run.startChurn()
+	}
+	during := run.planActivity(cfg.Messages, cfg.FolderOps/2, cfg.Restarts/2)
 
 	// Messages from online users to anyone.
 	var senders []*simUser
@@ -321,6 +398,14 @@ func RunMail(cfg MailConfig, out io.Writer, progress func(string)) ([]MailResult
 	mark := r.net.Elapsed()
 	for i := 0; i < cfg.Messages; i++ {
 		from := senders[run.rng.IntN(len(senders))]
+		for tries := 0; from.u == nil && tries < 100; tries++ {
+			from = senders[run.rng.IntN(len(senders))] // its node is down for a restart
+		}
+		if from.u == nil {
+			r.net.RunFor(interval)
+			run.activity(during, i)
+			continue
+		}
 		to := run.users[run.rng.IntN(len(run.users))]
 		for to == from {
 			to = run.users[run.rng.IntN(len(run.users))]
@@ -334,7 +419,7 @@ func RunMail(cfg MailConfig, out io.Writer, progress func(string)) ([]MailResult
 		if run.rng.Float64() < cfg.Attachment {
 			parts = append(parts, attachments[run.rng.IntN(len(attachments))])
 		}
-		m := &simMsg{from: from, to: to, sentAt: r.net.Elapsed(), offline: to.node.offline}
+		m := &simMsg{n: i, from: from, to: to, sentAt: r.net.Elapsed(), offline: to.node.offline}
 		fill(run.rng, m.id[:])
 		run.byID[m.id] = m
 		run.msgs = append(run.msgs, m)
@@ -348,6 +433,7 @@ func RunMail(cfg MailConfig, out io.Writer, progress func(string)) ([]MailResult
 			}
 		})
 		r.net.RunFor(interval)
+		run.activity(during, i)
 	}
 	for wait := 0; wait < 60 && !run.allAnswered(); wait++ {
 		r.net.RunFor(time.Second)
@@ -367,9 +453,27 @@ func RunMail(cfg MailConfig, out io.Writer, progress func(string)) ([]MailResult
 	}
 	r.net.RunFor(2 * time.Minute)
 	emit(run.measure("return", func(m *simMsg) bool { return m.offline }))
+	var audit *MailAudit
+	if cfg.Audit {
+		steps := cfg.FolderOps - cfg.FolderOps/2 + cfg.Restarts - cfg.Restarts/2
+		after := run.planActivity(steps, cfg.FolderOps-cfg.FolderOps/2, cfg.Restarts-cfg.Restarts/2)
+		for i := 0; i < steps; i++ {
+			run.activity(after, i)
+			r.net.RunFor(time.Second)
+		}
+		progress(fmt.Sprintf("%d folder operations acknowledged, %d restarts of users' nodes", len(run.ops), run.churn.userRestarts))
+		run.stopChurn()
+		run.settle()
+		run.restartAllUsers()
+		audit = run.audit()
+	}
 	res := run.measure("total", func(*simMsg) bool { return true })
 	res.final = true
 	res.Leaks, res.Objects = run.scanStores()
+	if audit != nil {
+		res.Audit = audit
+		res.Filed, res.Duplicates, res.Lost = audit.filed, audit.dups, audit.lost
+	}
 	emit(res)
 	return results, nil
 }
@@ -449,14 +553,16 @@ func (run *mailRun) attach(mn *mailNode) {
 		}
 		return mn.journal[addr], nil
 	}
-	pc.HeadRecords = func(addr string) (post.HeadRecords, error) {
-		if mn.heads == nil {
-			mn.heads = map[string]*post.MemHeadRecords{}
+	if !run.cfg.NoHeadRecords {
+		pc.HeadRecords = func(addr string) (post.HeadRecords, error) {
+			if mn.heads == nil {
+				mn.heads = map[string]*post.MemHeadRecords{}
+			}
+			if mn.heads[addr] == nil {
+				mn.heads[addr] = &post.MemHeadRecords{}
+			}
+			return mn.heads[addr], nil
 		}
-		if mn.heads[addr] == nil {
-			mn.heads[addr] = &post.MemHeadRecords{}
-		}
-		return mn.heads[addr], nil
 	}
 	if run.cfg.Glacier {
 		gc := run.cfg.GlacierConfig
@@ -497,6 +603,7 @@ func (run *mailRun) attach(mn *mailNode) {
 }
 
 func (run *mailRun) crash(mn *mailNode) {
+	run.retire(mn)
 	mn.offline = true
 	mn.post.Stop()
 	if mn.gd != nil {
@@ -526,7 +633,7 @@ func (run *mailRun) restart(mn *mailNode) {
 		if e.Kind == pastry.EventReady && !resumed {
 			resumed = true
 			mn.offline = false
-			mn.backAt = r.net.Elapsed()
+			mn.backs = append(mn.backs, r.net.Elapsed())
 			for _, su := range mn.users {
 				mn.post.Resume(su.u)
 			}
@@ -563,8 +670,10 @@ func (run *mailRun) measure(phase string, sel func(*simMsg) bool) MailResult {
 		if m.filed > 0 {
 			res.Filed++
 			res.Duplicates += m.filed - 1
-			if m.offline {
-				pick = append(pick, float64(m.filedAt-m.to.node.backAt)/float64(time.Millisecond))
+			// A recipient whose node went down (a restart) between the send and the filing
+			// picked the message up on its return: that is pickup, not latency.
+			if back, ok := m.to.node.backAfter(m.sentAt); m.offline || ok && back <= m.filedAt {
+				pick = append(pick, float64(m.filedAt-back)/float64(time.Millisecond))
 			} else {
 				lat = append(lat, float64(m.filedAt-m.sentAt)/float64(time.Millisecond))
 			}
@@ -603,13 +712,27 @@ func pct(xs []float64, p float64) float64 {
 	return xs[max(0, min(i, len(xs)-1))]
 }
 
-// scanStores counts stores holding the plaintext marker and all live objects.
+// backAfter is when the node was first ready again after t (its return from being
+// offline or restarted), if it was.
+func (mn *mailNode) backAfter(t time.Duration) (time.Duration, bool) {
+	for _, b := range mn.backs {
+		if b >= t {
+			return b, true
+		}
+	}
+	return t, false
+}
+
+// scanStores counts stores holding the plaintext marker (any node's, a dead one's too) and
+// the live objects of the live nodes.
 func (run *mailRun) scanStores() (leaks, objects int) {
 	marker := []byte(run.cfg.Marker)
 	for _, mn := range run.nodes {
 		found := false
 		mn.st.Keys(func(k ids.Key) {
-			objects++
+			if mn.sn.alive {
+				objects++
+			}
 			if o, err := mn.st.Get(k); err == nil && (bytes.Contains(o.Payload, marker) || bytes.Contains(o.Aux, marker)) {
 				found = true
 			}
