@@ -124,6 +124,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	for log := range s.folders {
 		logs = append(logs, log)
 	}
+	slices.Sort(logs) // the same order every time: the simulator replays a seed exactly
 	s.mu.Unlock()
 	if err := s.w.openLogs(ctx, cfg.Logs, logs); err != nil {
 		return nil, err
