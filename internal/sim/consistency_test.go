@@ -479,3 +479,41 @@ func (w *world) readFromRing(su *simUser, writer *mailNode, lg *ledger, key ids.
 	}
 	w.checkLedger(ru, lg, when)
 }
+
+// The writer's record is the one complete copy: every replica of the log's head dies with its
+// disk (replaced, never back) right after the writer's last acknowledged append, and the
+// writer restarts. The ring has no head at all now (its entries, stored on their own, are
+// still there); without the writer's own record of its last head the log could not be opened
+// again (checked: with MailConfig.NoHeadRecords this test fails). With it the log opens from
+// the record, is written back into the ring, and a node given only the user's keys finds
+// every entry afterwards.
+func TestConsistencyHeadLostFromTheRing(t *testing.T) {
+	runCases(t, []consistencyCase{{post.InboxLog, 1107}, {"Work", 1108}}, headLostScenario)
+}
+
+func headLostScenario(t *testing.T, log string, seed uint64) {
+	w := newConsistencyWorld(t, seed)
+	const serial = 5
+	key := w.logHeadKey(userKeys(serial), log)
+	order := w.byCloseness(key)
+	wn := order[12] // far from the head: never one of its replicas
+	u := w.addUser(wn.sn.idx, "u@sim.example", serial)
+	w.startLog(u, log, key)
+	lg := &ledger{name: log}
+	net := w.run.ring.net
+	w.appendN(u, lg, "A", 5)
+	net.RunFor(10 * time.Second) // entries stored on their own
+	for _, mn := range order[:3] {
+		w.run.crash(mn)
+		mn.st = past.NewMemStore(net.Now, time.Hour) // the disk is gone with it
+	}
+	net.RunFor(30 * time.Second)
+	t.Logf("seed %d: every replica of the head died with its disk: copies now: %q", seed, w.headCopies(key))
+	w.restartWriter(wn, u, log, key, "restart")
+	net.RunFor(10 * time.Second)
+	t.Logf("seed %d: head copies after the restart: %s", seed, w.headCopies(key))
+	if w.checkLedger(u, lg, "after the restart") >= 0 {
+		w.appendN(u, lg, "B", 2)
+	}
+	w.readFromRing(u, wn, lg, key)
+}
