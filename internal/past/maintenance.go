@@ -82,7 +82,7 @@ func (n *Node) syncRound() {
 	arc, whole := n.responsibleArc()
 	var mine []KeySeq
 	var digest uint64
-	var drop []ids.Key
+	var drop, handoff []ids.Key
 	for meta, err := range n.st.Range(store.WholeRing(n.cfg.Ring)) {
 		if err != nil {
 			return
@@ -92,6 +92,7 @@ func (n *Node) syncRound() {
 			digest ^= digestOf(meta.Key.ID, meta.Seq)
 			if len(n.notMine) > 0 {
 				delete(n.notMine, meta.Key)
+				delete(n.handedOff, meta.Key)
 			}
 			continue
 		}
@@ -101,8 +102,11 @@ func (n *Node) syncRound() {
 			n.notMine[meta.Key] = n.now
 		case n.now.Sub(since) >= n.cfg.DropGrace:
 			drop = append(drop, meta.Key)
+		case n.now.Sub(since) >= n.cfg.HandoffDelay && !n.handedOff[meta.Key] && len(handoff) < maxHandoffsPerRound:
+			handoff = append(handoff, meta.Key)
 		}
 	}
+	n.handOff(handoff)
 	for _, k := range drop {
 		if n.st.Delete(k) == nil {
 			n.stats.Dropped++
@@ -111,6 +115,7 @@ func (n *Node) syncRound() {
 			}
 		}
 		delete(n.notMine, k)
+		delete(n.handedOff, k)
 	}
 	peers := n.syncPeers()
 	if len(peers) == 0 {
@@ -242,6 +247,33 @@ func (n *Node) onFetchReply(from pastry.Handle, m *message) {
 		delete(n.fetching, obj.Key)
 		if n.accept(obj) == nil {
 			n.stats.Repaired++
+		}
+	}
+}
+
+// maxHandoffsPerRound bounds the hand-off inserts one maintenance round starts.
+const maxHandoffsPerRound = 100
+
+// handOff inserts objects that have been outside our arc for HandoffDelay into their replica
+// set, once each, before DropGrace ends and they are dropped. Usually the replicas hold them
+// already (an insert that only extends leases: InsertDedupe for content objects, an
+// idempotent retry for the rest), but a copy can be stranded: one written while a partition
+// cut the ring (the replica set then was on its side), or one the replica set lost while we
+// were its member. The neighbours' maintenance only reaches nodes near the key; this reaches
+// the key's replica set wherever we are. A stale version of a mutable object is refused by
+// the replicas, as any stale write.
+func (n *Node) handOff(keys []ids.Key) {
+	for _, k := range keys {
+		obj, err := n.st.Get(k)
+		if err != nil || obj.Expired(n.now) {
+			continue
+		}
+		n.handedOff[k] = true
+		n.stats.HandedOff++
+		if Type(obj.Type) == TypeContent {
+			n.InsertDedupe(n.now, obj, nil)
+		} else {
+			n.Insert(n.now, obj, nil)
 		}
 	}
 }

@@ -29,6 +29,7 @@ type Config struct {
 	MaxKeysPerExchange  int           // keys offered or fetched per exchange (ePOST: 1,000)
 	MaxTransferBytes    int           // payload bytes per fetch reply
 	DropGrace           time.Duration // keep objects we are no longer responsible for this long
+	HandoffDelay        time.Duration // insert such objects into their replica set after this (zero: MaintenanceInterval/4)
 	GCInterval          time.Duration // expire leases and purge the trash this often
 
 	// LocateCacheTTL: a client that wrote a key reuses the replica set the root named for
@@ -97,6 +98,9 @@ func (c *Config) fill() {
 	set(&c.MaintenanceInterval, d.MaintenanceInterval)
 	set(&c.MaintenanceDelay, d.MaintenanceDelay)
 	set(&c.DropGrace, d.DropGrace)
+	if c.HandoffDelay <= 0 {
+		c.HandoffDelay = c.MaintenanceInterval / 4
+	}
 	set(&c.GCInterval, d.GCInterval)
 }
 
@@ -129,6 +133,8 @@ type Stats struct {
 	// ReadRepairs: newest versions this node sent to replicas that answered a lookup with
 	// an older one or none; Forks: lookups that met two versions at one sequence number.
 	ReadRepairs, Forks uint64
+	// HandedOff: objects outside our arc inserted into their replica set (handOff).
+	HandedOff uint64
 }
 
 // Node is one node's PAST state. It is not safe for concurrent use (Driver locks it).
@@ -159,6 +165,7 @@ type Node struct {
 	fetching  map[ids.Key]time.Time // maintenance fetches in flight, until their deadline
 	located   map[ids.Key]located   // LocateCacheTTL: replica sets of keys we wrote
 	notMine   map[ids.Key]time.Time // held objects outside our arc, since when
+	handedOff map[ids.Key]bool      // of those, the ones inserted into their replica set
 
 	local []localMsg // messages to ourselves, handled after the current call
 	out   []Outgoing
@@ -182,7 +189,7 @@ type localMsg struct {
 func NewNode(cfg Config, self pastry.Handle, st Store, rng *rand.Rand) *Node {
 	cfg.fill()
 	return &Node{cfg: cfg, self: self, st: st, rng: rng, ops: make(map[uint64]*op),
-		fetching: make(map[ids.Key]time.Time), notMine: make(map[ids.Key]time.Time), located: make(map[ids.Key]located)}
+		fetching: make(map[ids.Key]time.Time), notMine: make(map[ids.Key]time.Time), handedOff: make(map[ids.Key]bool), located: make(map[ids.Key]located)}
 }
 
 // Config returns the node's parameters with defaults filled in.

@@ -51,7 +51,7 @@ type logState struct {
 	writing  bool
 	tail     [][]byte // entries from tailFrom on, not all stored on their own yet
 	tailFrom uint64
-	acked    map[ids.ID]bool // tail entries stored on their own, by location
+	acked    map[ids.ID]bool  // tail entries stored on their own, by location
 	snap     *pendingSnapshot // written with the next head
 	snapping bool
 	waiters  []func(error) // OpenLog callers while opening
@@ -391,18 +391,27 @@ func (u *User) absorb(l *logState, newer past.Object) {
 	l.seq = max(l.seq, newer.Seq)
 	n.stats.Absorbed++
 	cands := []headCand{{seq: newer.Seq, payload: newer.Payload, from: "ring"}, {seq: l.headSeq, payload: l.payload, from: "local"}}
+	allowGaps := u.gapTries[l.name] >= maxGapTries
 	n.mu.Unlock()
 	n.cfg.Log.Warn("post: the ring holds a newer head than this node's; continuing from it", "user", u.addr, "log", l.name, "ring_seq", newer.Seq, "our_seq", l.headSeq)
-	u.loadLog(l, cands, false, func(ll *loadedLog, err error) {
+	u.loadLog(l, cands, allowGaps, func(ll *loadedLog, err error) {
 		if err != nil {
 			n.mu.Lock()
 			l.absorbing = false
+			if errors.Is(err, past.ErrNotFound) && !errors.Is(err, past.ErrTimeout) {
+				u.gapTries[l.name]++
+			}
 			n.mu.Unlock()
 			n.cfg.Log.Warn("post: cannot read the newer head's log yet; retrying", "user", u.addr, "log", l.name, "err", err)
 			n.after(n.cfg.RetryDelay, func() { u.absorb(l, newer) })
 			return
 		}
+		if ll.missing > 0 {
+			n.cfg.Log.Error("post: DAMAGED LOG: the newer head names entries missing from PAST and Glacier; continuing without them",
+				"user", u.addr, "log", l.name, "missing_entries", ll.missing, "count", ll.st.Count)
+		}
 		n.mu.Lock()
+		u.gapTries[l.name] = 0
 		u.applyLoadedLocked(l, ll, newer.Seq)
 		l.absorbing = false
 		inline := l.tailEntries()
