@@ -337,8 +337,20 @@ func (n *Node) LookupRecord(addr string, cb func(*identity.Record, identity.Sign
 		cb(rec, c.sr, err)
 		return
 	}
+	n.lookupRecord(addr, recordTries, verify, cb)
+}
+
+// recordTries is how many times a record lookup that got no clear answer (replicas silent, a
+// loaded ring) is made before the caller hears "inconclusive".
+const recordTries = 3
+
+func (n *Node) lookupRecord(addr string, tries int, verify func(identity.SignedRecord) (*identity.Record, error), cb func(*identity.Record, identity.SignedRecord, error)) {
 	n.st.Lookup(identity.RecordKey(n.cfg.Ring, addr), func(obj past.Object, err error) {
 		if err != nil {
+			if errors.Is(err, past.ErrTimeout) && tries > 1 && !n.stopped() {
+				n.lookupRecord(addr, tries-1, verify, cb)
+				return
+			}
 			if errors.Is(err, past.ErrTimeout) {
 				cb(nil, identity.SignedRecord{}, fmt.Errorf("%w: record of %s: %v", ErrInconclusive, addr, err))
 				return
