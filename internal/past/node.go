@@ -29,6 +29,10 @@ type Config struct {
 	MaxKeysPerExchange  int           // keys offered or fetched per exchange (ePOST: 1,000)
 	MaxTransferBytes    int           // payload bytes per fetch reply
 	DropGrace           time.Duration // keep objects we are no longer responsible for this long
+	// LeaseSlack: a lease extension that would gain less than this is not written (no
+	// fsync): the object keeps a lease about as long, and its owner refreshes daily.
+	// Zero: one hour.
+	LeaseSlack time.Duration
 	HandoffDelay        time.Duration // insert such objects into their replica set after this (zero: MaintenanceInterval/4)
 	GCInterval          time.Duration // expire leases and purge the trash this often
 
@@ -102,6 +106,21 @@ func (c *Config) fill() {
 		c.HandoffDelay = c.MaintenanceInterval / 4
 	}
 	set(&c.GCInterval, d.GCInterval)
+	if c.LeaseSlack <= 0 {
+		c.LeaseSlack = time.Hour
+	}
+}
+
+// extendLease raises key's lease (held, with meta) to expiry, unless that gains less than
+// LeaseSlack: a re-insert or refresh right after the insert (a deduplicated part, the
+// recipient refreshing what it just filed) then costs no write and no fsync.
+func (n *Node) extendLease(key ids.Key, meta store.Meta, expiry time.Time) error {
+	if !meta.Expiry.IsZero() && !expiry.IsZero() && expiry.Sub(meta.Expiry) < n.cfg.LeaseSlack {
+		n.stats.LeaseSkips++
+		return nil
+	}
+	_, err := n.st.UpdateExpiry(key, expiry)
+	return err
 }
 
 // Quorum is the number of acknowledgements an insert to a replica set of n nodes needs: a
@@ -135,6 +154,8 @@ type Stats struct {
 	ReadRepairs, Forks uint64
 	// HandedOff: objects outside our arc inserted into their replica set (handOff).
 	HandedOff uint64
+	// LeaseSkips: lease extensions not written because they gained less than LeaseSlack.
+	LeaseSkips uint64
 }
 
 // Node is one node's PAST state. It is not safe for concurrent use (Driver locks it).
@@ -448,7 +469,7 @@ func (n *Node) accept(obj Object) error {
 		if same {
 			// Content objects are immutable and a signed version resent is a retry: both only
 			// extend the lease, so inserts are idempotent.
-			if _, err := n.st.UpdateExpiry(obj.Key, obj.Expiry); err != nil {
+			if err := n.extendLease(obj.Key, meta, obj.Expiry); err != nil {
 				return fmt.Errorf("%w: %v", ErrStore, err)
 			}
 			return nil

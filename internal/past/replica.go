@@ -77,7 +77,7 @@ func (n *Node) onStoreProbe(from pastry.Handle, m *message, hdr Object) {
 		if limit := n.now.Add(n.cfg.MaxLease); exp.IsZero() || exp.After(limit) {
 			exp = limit
 		}
-		if _, err := n.st.UpdateExpiry(hdr.Key, exp); err == nil {
+		if err := n.extendLease(hdr.Key, meta, exp); err == nil {
 			ack.Code = codeOK
 		} else {
 			ack.Code = codeStoreFailed
@@ -168,8 +168,10 @@ func (n *Node) onRefresh(from pastry.Handle, m *message, routed bool) {
 		exp = limit
 	}
 	c := codeOK
-	if _, err := n.st.UpdateExpiry(m.Key, exp); err != nil {
+	if meta, err := n.st.Meta(m.Key); err != nil || meta.Expired(n.now) {
 		c = codeNotFound
+	} else if err := n.extendLease(m.Key, meta, exp); err != nil {
+		c = codeStoreFailed
 	}
 	if !routed || !m.Flag {
 		return
