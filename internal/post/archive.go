@@ -95,7 +95,10 @@ type userArchive struct {
 	fetching  map[ids.ID]bool // blobs being fetched back for repacks
 	newest    uint64          // highest aggregate seq stored
 	rootVer   uint64
-	roots     int // root inserts in flight or waiting for a retry
+	roots     int       // root inserts in flight or waiting for a retry
+	rootAt    time.Time // when the root was last written
+	rootSeq   uint64    // the newest aggregate it named
+	rootLater bool      // a root write is scheduled (rootSoon)
 	lastMaint time.Time
 	file      string // state file; "" keeps none
 	dirty     bool   // state changed since it was saved
@@ -415,9 +418,47 @@ func (u *User) opDone(op archOp, man *glacier.Manifest, r glacier.InsertResult) 
 	n.cfg.Log.Debug("post: aggregate stored", "user", u.addr, "seq", g.Seq, "version", g.Version, "renewal", op.renew,
 		"bytes", len(g.Blob), "members", len(g.TOC), "acked", r.Acks)
 	if advance {
-		u.writeRoot()
+		u.rootSoon()
 	}
 	u.runQueue()
+}
+
+// rootLag and rootEvery bound how far the archive root may lag behind the newest aggregate:
+// the root is written at most once per ArchiveFlush unless it would name an aggregate more
+// than rootLag behind. A lagging root is safe (recovery probes forward from it until every
+// fragment position says the next aggregate does not exist); writing it after every
+// aggregate cost a second erasure-coded insert (n fragments, n fsyncs) per aggregate.
+const rootLag = 16
+
+func (n *Node) rootEvery() time.Duration { return n.cfg.ArchiveFlush }
+
+// rootSoon writes the root now if it is due, or schedules it.
+func (u *User) rootSoon() {
+	n := u.n
+	n.mu.Lock()
+	a := u.arch
+	since := n.now().Sub(a.rootAt)
+	due := a.rootAt.IsZero() || since >= n.rootEvery() || a.newest >= a.rootSeq+rootLag
+	if !due && a.rootLater {
+		n.mu.Unlock()
+		return
+	}
+	if !due {
+		a.rootLater = true
+		n.mu.Unlock()
+		n.after(n.rootEvery()-since, func() {
+			n.mu.Lock()
+			a.rootLater = false
+			stale := a.newest > a.rootSeq
+			n.mu.Unlock()
+			if stale {
+				u.writeRoot()
+			}
+		})
+		return
+	}
+	n.mu.Unlock()
+	u.writeRoot()
 }
 
 // writeRoot records the newest aggregate's seq in the user's Glacier root object.
@@ -428,6 +469,7 @@ func (u *User) writeRoot() {
 	seq := a.newest
 	v := max(a.rootVer+1, uint64(n.now().UnixNano()))
 	a.rootVer = v
+	a.rootAt, a.rootSeq = n.now(), seq
 	a.roots++
 	exp := n.now().Add(n.cfg.ContentLease)
 	if g, ok := a.agg.Aggregate(a.agg.Head()); ok && g.Expiry.After(exp) {
