@@ -101,7 +101,7 @@ func (n *Node) onDelete(from pastry.Handle, m *message, routed bool) {
 	default:
 		if err := checkDrop(&meta, m.Proof); err != nil {
 			c = codeForbidden
-		} else if err := n.st.Delete(m.Key); err != nil {
+		} else if err := n.deletePending(m.Key); err != nil {
 			c = codeStoreFailed
 		} else if n.cfg.Observer != nil {
 			n.cfg.Observer.Removed(m.Key)
@@ -189,4 +189,15 @@ func truncate(s string, max int) string {
 		return s[:max]
 	}
 	return s
+}
+
+// deletePending drops a pending notification its recipient filed. The drop needs no fsync
+// of its own (LazyStore): if a crash loses it, the notification is offered again and the
+// recipient, who has it in its received set, drops it again.
+func (n *Node) deletePending(k ids.Key) error {
+	if lz, ok := n.st.(LazyStore); ok {
+		lz.DeleteLazy(k)
+		return nil
+	}
+	return n.st.Delete(k)
 }

@@ -34,6 +34,17 @@ type Store interface {
 
 var _ Store = (*store.Store)(nil)
 
+// LazyStore is an optional Store ability (store.Store has it): changes whose loss in a crash
+// is harmless, committed without an fsync of their own (see internal/store's lazy.go). PAST
+// uses it for lease extensions and for the drop of a pending notification its recipient has
+// filed; without it those are ordinary writes.
+type LazyStore interface {
+	DeleteLazy(k ids.Key)
+	UpdateExpiryLazy(k ids.Key, t time.Time)
+}
+
+var _ LazyStore = (*store.Store)(nil)
+
 // MemStore is an in-memory Store with the semantics of internal/store (leases, trash with a
 // grace period, sequence-number preconditions), for the simulator and tests. "Durable" means
 // "in the map". It is not safe for concurrent use.

@@ -55,6 +55,10 @@ func (s *Store) update(fn func(w *writeTx) error) error {
 		batch := g.queue[:n:n]
 		g.queue = g.queue[n:]
 		g.mu.Unlock()
+		if fn := s.takeLazy(); fn != nil {
+			// Lazy changes ride along (lazy.go); nobody waits for them.
+			batch = append([]*commitReq{{fn: fn, wake: make(chan struct{}, 1)}}, batch...)
+		}
 		s.commitGroup(batch)
 		for _, r := range batch {
 			if r != req {

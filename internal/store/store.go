@@ -31,6 +31,10 @@ type Store struct {
 	pins map[Hash]int
 
 	group committer
+
+	lazyMu    sync.Mutex
+	lazy      []lazyOp // lazy.go
+	lazyTimer *time.Timer
 }
 
 // Open opens (creating if needed) the store in dir and repairs what a crash may have left
@@ -106,6 +110,7 @@ func (s *Store) initIndex() error {
 
 // Close releases the directory. Calls after Close return ErrClosed.
 func (s *Store) Close() error {
+	_ = s.FlushLazy()
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("store close %s: %w", s.dir, err)
 	}
