@@ -32,9 +32,9 @@ type Config struct {
 	// LeaseSlack: a lease extension that would gain less than this is not written (no
 	// fsync): the object keeps a lease about as long, and its owner refreshes daily.
 	// Zero: one hour.
-	LeaseSlack time.Duration
-	HandoffDelay        time.Duration // insert such objects into their replica set after this (zero: MaintenanceInterval/4)
-	GCInterval          time.Duration // expire leases and purge the trash this often
+	LeaseSlack   time.Duration
+	HandoffDelay time.Duration // insert such objects into their replica set after this (zero: MaintenanceInterval/4)
+	GCInterval   time.Duration // expire leases and purge the trash this often
 
 	// LocateCacheTTL: a client that wrote a key reuses the replica set the root named for
 	// this long and sends the next version straight to it (a single writer rewriting its
