@@ -124,6 +124,9 @@ func (n *Node) newApps(mux *appmux.Mux, pd *pastry.Driver, seed uint64) *apps {
 	pdrv.OnReject = func(from pastry.Handle, err error) {
 		n.log.Debug("past: refused message", "peer", from.ID.Short(), "err", err)
 	}
+	pdrv.OnStoreError = func(err error) {
+		n.log.Error("past: writing to the object store failed; the acknowledgements that depended on it were not sent", "err", err)
+	}
 	sc := scribe.New(scribe.Config{Ring: d.RingID, Now: time.Now,
 		Rand: rand.New(rand.NewPCG(seed^0x73637269, seed))}, pd)
 	gdrv, err := n.newGlacier(pd, seed)

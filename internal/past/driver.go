@@ -25,11 +25,18 @@ type Driver struct {
 
 	// OnReject is told about PAST payloads that could not be decoded.
 	OnReject func(from pastry.Handle, err error)
+	// OnStoreError is told when committing the node's writes to its store failed; the
+	// messages that depended on them were not sent (persist.go).
+	OnStoreError func(err error)
+
+	wb *writeBack // the node's store, written back in groups (persist.go)
 }
 
 // NewDriver wires node to the overlay driver pd. Call Start once the overlay is running.
 func NewDriver(node *Node, pd *pastry.Driver, clock transport.Clock, tick time.Duration) *Driver {
 	d := &Driver{node: node, pd: pd, clock: clock}
+	d.wb = newWriteBack(node.st)
+	node.st = d.wb
 	d.loop = transport.NewLoop(clock, tick, func(now time.Time) { d.node.Tick(now) }, func() { d.flushLocked(false) })
 	return d
 }
@@ -128,8 +135,24 @@ func (d *Driver) Refresh(keys []ids.Key, expiry time.Time, cb func(error)) {
 func (d *Driver) flushLocked(deferred bool) {
 	out := d.node.TakeOutbox()
 	done := d.node.TakeDone()
+	own, upTo := d.wb.takeStep()
 	d.loop.Mu.Unlock()
 	send := func() {
+		// Persist before sending: what the step acknowledges must be on disk first. A
+		// forwarder's step (deferred: inside pastry's Step) only answers lookups; it waits
+		// for nobody's commit unless it wrote something itself.
+		if deferred && len(own) == 0 {
+			upTo = 0
+		}
+		if err := d.wb.persist(own, upTo); err != nil {
+			out = nil
+			d.loop.Mu.Lock()
+			d.node.stats.StoreFailures++
+			d.loop.Mu.Unlock()
+			if d.OnStoreError != nil {
+				d.OnStoreError(err)
+			}
+		}
 		for _, o := range out {
 			if o.Route {
 				d.pd.Route(o.Key, o.Payload)

@@ -161,6 +161,8 @@ type Stats struct {
 	HandedOff uint64
 	// LeaseSkips: lease extensions not written because they gained less than LeaseSlack.
 	LeaseSkips uint64
+	// StoreFailures: commits of the node's writes that failed (persist.go).
+	StoreFailures uint64
 }
 
 // Node is one node's PAST state. It is not safe for concurrent use (Driver locks it).

@@ -1,0 +1,322 @@
+package past
+
+import (
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"iter"
+	"sync"
+	"time"
+
+	"epost/internal/ids"
+	"epost/internal/store"
+)
+
+// Write-back with group commit: how a replica's writes reach the disk.
+//
+// The node's state machine writes to its Store inside Step, one message at a time, under the
+// driver's lock. If each write went to the disk there and then, every acknowledgement would
+// cost an fsync of its own and all other traffic of the node would wait behind it. Instead the
+// node writes into writeBack: an overlay that records the change in memory (the node's next
+// reads see it at once) and queues it. The driver, once the step is over and its lock
+// released, makes everything queued so far durable, and only then sends what the step put in
+// the outbox (the raft rule: persist before you send). One committer at a time takes all the
+// queued changes and commits them with one store transaction and one fsync (Batcher); changes
+// queued by other goroutines meanwhile go into the next commit. Under load many
+// acknowledgements therefore share one fsync; a lone write costs what it cost before.
+//
+// A step waits for every change queued before its end, not only its own: a retried insert is
+// acknowledged from the overlay's state ("already stored"), and that acknowledgement must not
+// leave before the original write is durable. If a commit fails (a disk error), the steps that
+// queued the failed changes send nothing (their acknowledgements would be lies), the overlay
+// forgets those changes, and the error is logged by the driver.
+//
+// Range (maintenance's inventory) reads the durable store only: a change not yet committed
+// shows up in the next round.
+
+// Batcher is an optional Store ability: commit a batch of changes with one fsync
+// (store.Store.Apply). Without it writeBack commits the changes one by one.
+type Batcher interface {
+	Apply(ops []store.Op) ([]error, error)
+}
+
+var _ Batcher = (*store.Store)(nil)
+
+// stagedState is what the overlay knows of a key with changes not yet committed.
+type stagedState struct {
+	seq     uint64        // the newest queued change of this key
+	deleted bool          // it is deleted
+	obj     *store.Object // it was put (whole object), or nil: the durable object, with expiry
+	expiry  time.Time     // a lease extension on the durable object (obj == nil, !deleted)
+}
+
+type stagedOp struct {
+	seq uint64
+	op  store.Op
+}
+
+// writeBack is the overlay (see above). Its methods that implement Store run under the node's
+// lock; persist runs outside it, on any goroutine.
+type writeBack struct {
+	base Store
+
+	mu         sync.Mutex
+	cond       *sync.Cond
+	keys       map[ids.Key]*stagedState
+	queue      []stagedOp
+	step       []uint64 // changes queued since the driver last took them (takeStep)
+	staged     uint64   // last sequence number queued
+	committed  uint64   // every change up to this one is committed (or failed)
+	failed     map[uint64]error
+	committing bool
+}
+
+func newWriteBack(base Store) *writeBack {
+	w := &writeBack{base: base, keys: map[ids.Key]*stagedState{}, failed: map[uint64]error{}}
+	w.cond = sync.NewCond(&w.mu)
+	return w
+}
+
+func (w *writeBack) enqueue(k ids.Key, op store.Op) *stagedState {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.staged++
+	w.queue = append(w.queue, stagedOp{seq: w.staged, op: op})
+	w.step = append(w.step, w.staged)
+	s := w.keys[k]
+	if s == nil {
+		s = &stagedState{}
+		w.keys[k] = s
+	}
+	s.seq = w.staged
+	return s
+}
+
+func (w *writeBack) lookup(k ids.Key) *stagedState {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.keys[k]
+}
+
+// Get implements Store.
+func (w *writeBack) Get(k ids.Key) (store.Object, error) {
+	s := w.lookup(k)
+	switch {
+	case s == nil:
+		return w.base.Get(k)
+	case s.deleted:
+		return store.Object{}, fmt.Errorf("past store get %s: %w", k, store.ErrNotFound)
+	case s.obj != nil:
+		return *s.obj, nil
+	}
+	obj, err := w.base.Get(k)
+	if err == nil && laterExpiry(s.expiry, obj.Expiry) {
+		obj.Expiry = s.expiry
+	}
+	return obj, err
+}
+
+// Meta implements Store.
+func (w *writeBack) Meta(k ids.Key) (store.Meta, error) {
+	s := w.lookup(k)
+	switch {
+	case s == nil:
+		return w.base.Meta(k)
+	case s.deleted:
+		return store.Meta{}, fmt.Errorf("past store meta %s: %w", k, store.ErrNotFound)
+	case s.obj != nil:
+		return s.obj.Meta, nil
+	}
+	m, err := w.base.Meta(k)
+	if err == nil && laterExpiry(s.expiry, m.Expiry) {
+		m.Expiry = s.expiry
+	}
+	return m, err
+}
+
+// laterExpiry: a is a longer lease than b (zero is forever).
+func laterExpiry(a, b time.Time) bool {
+	switch {
+	case b.IsZero():
+		return false
+	case a.IsZero():
+		return true
+	}
+	return a.After(b)
+}
+
+// PutIf implements Store: cond is judged against the overlay now, and again by the store at
+// commit time.
+func (w *writeBack) PutIf(obj store.Object, cond store.Precondition) error {
+	if len(obj.Payload) > store.DefaultMaxPayload || len(obj.Aux) > store.DefaultMaxAux {
+		return fmt.Errorf("past store put %s: %w", obj.Key, store.ErrTooLarge)
+	}
+	obj.Size = int64(len(obj.Payload))
+	obj.Hash = sha256.Sum256(obj.Payload)
+	if cond != nil {
+		var cur *store.Meta
+		if m, err := w.Meta(obj.Key); err == nil {
+			cur = &m
+		} else if !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+		if err := cond(cur, &obj); err != nil {
+			return fmt.Errorf("past store put %s: %w", obj.Key, err)
+		}
+	}
+	o := obj
+	s := w.enqueue(obj.Key, store.Op{Kind: store.OpPut, Obj: o, Cond: cond})
+	w.mu.Lock()
+	s.deleted, s.obj, s.expiry = false, &o, time.Time{}
+	w.mu.Unlock()
+	return nil
+}
+
+// UpdateExpiry implements Store.
+func (w *writeBack) UpdateExpiry(k ids.Key, t time.Time) (time.Time, error) {
+	m, err := w.Meta(k)
+	if err != nil {
+		return time.Time{}, err
+	}
+	if !laterExpiry(t, m.Expiry) {
+		return m.Expiry, nil
+	}
+	s := w.enqueue(k, store.Op{Kind: store.OpExpiry, Key: k, Expiry: t})
+	w.mu.Lock()
+	if s.obj != nil {
+		o := *s.obj
+		o.Expiry = t
+		s.obj = &o
+	} else {
+		s.expiry = t
+	}
+	w.mu.Unlock()
+	return t, nil
+}
+
+// Delete implements Store.
+func (w *writeBack) Delete(k ids.Key) error {
+	if _, err := w.Meta(k); err != nil {
+		return err
+	}
+	s := w.enqueue(k, store.Op{Kind: store.OpDelete, Key: k})
+	w.mu.Lock()
+	s.deleted, s.obj, s.expiry = true, nil, time.Time{}
+	w.mu.Unlock()
+	return nil
+}
+
+// Range implements Store: the durable store's objects (see above).
+func (w *writeBack) Range(arc store.Arc) iter.Seq2[store.Meta, error] { return w.base.Range(arc) }
+
+// CollectExpired implements Store.
+func (w *writeBack) CollectExpired(now time.Time) (int, error) { return w.base.CollectExpired(now) }
+
+// PurgeTrash implements Store.
+func (w *writeBack) PurgeTrash(now time.Time) (int, error) { return w.base.PurgeTrash(now) }
+
+// takeStep returns the changes queued since the last call and the last sequence number
+// queued: the step that just ended must not send before those are durable. Call it under the
+// node's lock.
+func (w *writeBack) takeStep() (own []uint64, upTo uint64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	own, w.step = w.step, nil
+	return own, w.staged
+}
+
+// persist makes every change up to upTo durable, committing them itself or waiting for the
+// committer, and returns the first failure among own (nil: they are all on disk).
+func (w *writeBack) persist(own []uint64, upTo uint64) error {
+	w.mu.Lock()
+	for w.committed < upTo {
+		if w.committing {
+			w.cond.Wait()
+			continue
+		}
+		w.committing = true
+		batch := w.queue
+		w.queue = nil
+		w.mu.Unlock()
+		results, err := w.commit(batch)
+		w.mu.Lock()
+		for i, so := range batch {
+			ferr := err
+			if ferr == nil {
+				ferr = results[i]
+			}
+			if ferr != nil {
+				w.failed[so.seq] = ferr
+			}
+			k := so.op.Key
+			if so.op.Kind == store.OpPut {
+				k = so.op.Obj.Key
+			}
+			if s := w.keys[k]; s != nil && s.seq == so.seq {
+				delete(w.keys, k) // committed (or failed): the durable store answers again
+			}
+		}
+		if len(batch) > 0 {
+			w.committed = batch[len(batch)-1].seq
+		}
+		w.committing = false
+		w.cond.Broadcast()
+	}
+	var first error
+	for _, s := range own {
+		if err, ok := w.failed[s]; ok {
+			if first == nil {
+				first = err
+			}
+			delete(w.failed, s)
+		}
+	}
+	w.mu.Unlock()
+	return first
+}
+
+// commit applies batch to the durable store: in one transaction if it can batch.
+func (w *writeBack) commit(batch []stagedOp) ([]error, error) {
+	if len(batch) == 0 {
+		return nil, nil
+	}
+	ops := make([]store.Op, len(batch))
+	for i, so := range batch {
+		ops[i] = so.op
+	}
+	if b, ok := w.base.(Batcher); ok {
+		return b.Apply(ops)
+	}
+	results := make([]error, len(ops))
+	for i, op := range ops {
+		switch op.Kind {
+		case store.OpPut:
+			results[i] = w.base.PutIf(op.Obj, op.Cond)
+		case store.OpExpiry:
+			_, results[i] = w.base.UpdateExpiry(op.Key, op.Expiry)
+		case store.OpDelete:
+			results[i] = w.base.Delete(op.Key)
+		}
+	}
+	return results, nil
+}
+
+// DeleteLazy implements LazyStore when the durable store does and no change of k is queued
+// (a lazy change could otherwise be committed before the queued one and be undone by it);
+// otherwise it is a queued delete like any other.
+func (w *writeBack) DeleteLazy(k ids.Key) {
+	if lz, ok := w.base.(LazyStore); ok && w.lookup(k) == nil {
+		lz.DeleteLazy(k)
+		return
+	}
+	_ = w.Delete(k)
+}
+
+// UpdateExpiryLazy implements LazyStore (see DeleteLazy).
+func (w *writeBack) UpdateExpiryLazy(k ids.Key, t time.Time) {
+	if lz, ok := w.base.(LazyStore); ok && w.lookup(k) == nil {
+		lz.UpdateExpiryLazy(k, t)
+		return
+	}
+	_, _ = w.UpdateExpiry(k, t)
+}
