@@ -124,6 +124,7 @@ func (n *Node) newApps(mux *appmux.Mux, pd *pastry.Driver, seed uint64) *apps {
 	pdrv.OnReject = func(from pastry.Handle, err error) {
 		n.log.Debug("past: refused message", "peer", from.ID.Short(), "err", err)
 	}
+	pdrv.Async = true
 	pdrv.OnStoreError = func(err error) {
 		n.log.Error("past: writing to the object store failed; the acknowledgements that depended on it were not sent", "err", err)
 	}

@@ -29,6 +29,12 @@ type Driver struct {
 	// messages that depended on them were not sent (persist.go).
 	OnStoreError func(err error)
 
+	// Async: a step whose messages wait for a commit sends them from a goroutine of its own,
+	// so the caller (a connection's reader) goes on to the next message at once and the
+	// writes of successive messages share commits (persist.go). Off under simnet, whose
+	// event loop must stay one goroutine.
+	Async bool
+
 	wb *writeBack // the node's store, written back in groups (persist.go)
 }
 
@@ -166,6 +172,10 @@ func (d *Driver) flushLocked(deferred bool) {
 	}
 	if deferred {
 		d.pd.Defer(send)
+		return
+	}
+	if d.Async && d.wb.pending(upTo) {
+		go send()
 		return
 	}
 	send()

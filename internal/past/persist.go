@@ -225,6 +225,13 @@ func (w *writeBack) takeStep() (own []uint64, upTo uint64) {
 	return own, w.staged
 }
 
+// pending reports whether changes up to upTo still wait for their commit.
+func (w *writeBack) pending(upTo uint64) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.committed < upTo
+}
+
 // persist makes every change up to upTo durable, committing them itself or waiting for the
 // committer, and returns the first failure among own (nil: they are all on disk).
 func (w *writeBack) persist(own []uint64, upTo uint64) error {
