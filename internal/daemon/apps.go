@@ -245,6 +245,10 @@ func (n *Node) newGlacier(pd *pastry.Driver, seed uint64) (*glacier.Driver, erro
 	gd.OnReject = func(from pastry.Handle, err error) {
 		n.log.Debug("glacier: refused message", "peer", from.ID.Short(), "err", err)
 	}
+	gd.Async = true
+	gd.OnStoreError = func(err error) {
+		n.log.Error("glacier: writing to the fragment store failed; the acknowledgements that depended on it were not sent", "err", err)
+	}
 	return gd, nil
 }
 

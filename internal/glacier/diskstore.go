@@ -164,6 +164,61 @@ func (s *DiskStore) Put(fk ids.ID, f Fragment) error {
 	return nil
 }
 
+// Apply commits a batch of puts and deletes in one transaction (one fsync), in order: the
+// driver's write-back (persist.go). A delete of a key not held is not an error.
+func (s *DiskStore) Apply(ops []FragOp) ([]error, error) {
+	res := make([]error, len(ops))
+	vals := make([][]byte, len(ops))
+	for i, op := range ops {
+		if op.Delete {
+			continue
+		}
+		f := op.Put
+		if f == nil || f.Manifest == nil || f.Index < 0 || f.Index >= MaxFragments {
+			res[i] = fmt.Errorf("glacier store put %s in %s: no manifest or index out of range", op.Key.Short(), s.path)
+			continue
+		}
+		vals[i] = encodeDiskEntry(f)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var dn, dbytes int64
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		dn, dbytes = 0, 0
+		b := tx.Bucket(bucketFragments)
+		for i, op := range ops {
+			if res[i] != nil {
+				continue
+			}
+			old := b.Get(op.Key[:])
+			if old != nil {
+				dn--
+				dbytes -= diskDataLen(old)
+			}
+			if op.Delete {
+				if old != nil {
+					if err := b.Delete(op.Key[:]); err != nil {
+						return err
+					}
+				}
+				continue
+			}
+			if err := b.Put(op.Key[:], vals[i]); err != nil {
+				return err
+			}
+			dn++
+			dbytes += int64(len(op.Put.Data))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("glacier store apply in %s: %w", s.path, err)
+	}
+	s.n.Add(dn)
+	s.bytes.Add(dbytes)
+	return res, nil
+}
+
 // Get implements Store. It checks the data and its proof against the manifest's fragment
 // root; a damaged entry is
 // dropped and reported as an error wrapping ErrNotFound, so that maintenance fetches a good

@@ -23,11 +23,21 @@ type Driver struct {
 
 	// OnReject is told about Glacier payloads that could not be decoded.
 	OnReject func(from pastry.Handle, err error)
+	// OnStoreError is told when committing the node's writes failed; the messages that
+	// depended on them were not sent (persist.go).
+	OnStoreError func(err error)
+	// Async: a step whose messages wait for a commit sends them from a goroutine of its own
+	// (see past.Driver.Async). Off under simnet.
+	Async bool
+
+	wb *writeBack
 }
 
 // NewDriver wires node to the overlay driver pd. Call Start once the overlay is running.
 func NewDriver(node *Node, pd *pastry.Driver, clock transport.Clock, tick time.Duration) *Driver {
 	d := &Driver{node: node, pd: pd, clock: clock}
+	d.wb = newWriteBack(node.st)
+	node.st = d.wb
 	d.loop = transport.NewLoop(clock, tick, func(now time.Time) { d.node.Tick(now) }, d.flushLocked)
 	return d
 }
@@ -112,17 +122,32 @@ func (d *Driver) Retrieve(key ids.ID, cb func([]byte, *Manifest, error)) {
 func (d *Driver) flushLocked() {
 	out := d.node.TakeOutbox()
 	done := d.node.TakeDone()
+	own, upTo := d.wb.q.TakeStep()
 	d.loop.Mu.Unlock()
-	for _, o := range out {
-		if o.Route {
-			d.pd.Route(o.Key, o.Payload)
-		} else {
-			d.pd.Send(o.To, o.Payload)
+	send := func() {
+		// Persist before sending: a holder acknowledges only what is on disk.
+		if err := d.wb.q.Persist(own, upTo); err != nil {
+			out = nil
+			if d.OnStoreError != nil {
+				d.OnStoreError(err)
+			}
+		}
+		for _, o := range out {
+			if o.Route {
+				d.pd.Route(o.Key, o.Payload)
+			} else {
+				d.pd.Send(o.To, o.Payload)
+			}
+		}
+		for _, f := range done {
+			f()
 		}
 	}
-	for _, f := range done {
-		f()
+	if d.Async && d.wb.q.Pending(upTo) {
+		go send()
+		return
 	}
+	send()
 }
 
 // App returns the driver as an appmux application (tag appmux.TagGlacier).

@@ -5,9 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"iter"
-	"sync"
 	"time"
 
+	"epost/internal/groupcommit"
 	"epost/internal/ids"
 	"epost/internal/store"
 )
@@ -44,58 +44,36 @@ var _ Batcher = (*store.Store)(nil)
 
 // stagedState is what the overlay knows of a key with changes not yet committed.
 type stagedState struct {
-	seq     uint64        // the newest queued change of this key
 	deleted bool          // it is deleted
 	obj     *store.Object // it was put (whole object), or nil: the durable object, with expiry
 	expiry  time.Time     // a lease extension on the durable object (obj == nil, !deleted)
 }
 
-type stagedOp struct {
-	seq uint64
-	op  store.Op
-}
-
-// writeBack is the overlay (see above). Its methods that implement Store run under the node's
-// lock; persist runs outside it, on any goroutine.
+// writeBack is the overlay (see above) over a groupcommit.Queue. Its methods that implement
+// Store run under the node's lock; the queue's Persist runs outside it, on any goroutine.
 type writeBack struct {
 	base Store
-
-	mu         sync.Mutex
-	cond       *sync.Cond
-	keys       map[ids.Key]*stagedState
-	queue      []stagedOp
-	step       []uint64 // changes queued since the driver last took them (takeStep)
-	staged     uint64   // last sequence number queued
-	committed  uint64   // every change up to this one is committed (or failed)
-	failed     map[uint64]error
-	committing bool
+	q    *groupcommit.Queue[ids.Key, store.Op, stagedState]
 }
 
 func newWriteBack(base Store) *writeBack {
-	w := &writeBack{base: base, keys: map[ids.Key]*stagedState{}, failed: map[uint64]error{}}
-	w.cond = sync.NewCond(&w.mu)
+	w := &writeBack{base: base}
+	w.q = groupcommit.New[ids.Key, store.Op, stagedState](w.commit, opKey)
 	return w
 }
 
-func (w *writeBack) enqueue(k ids.Key, op store.Op) *stagedState {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.staged++
-	w.queue = append(w.queue, stagedOp{seq: w.staged, op: op})
-	w.step = append(w.step, w.staged)
-	s := w.keys[k]
-	if s == nil {
-		s = &stagedState{}
-		w.keys[k] = s
+func opKey(op *store.Op) ids.Key {
+	if op.Kind == store.OpPut {
+		return op.Obj.Key
 	}
-	s.seq = w.staged
-	return s
+	return op.Key
 }
 
 func (w *writeBack) lookup(k ids.Key) *stagedState {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.keys[k]
+	if s, ok := w.q.Lookup(k); ok {
+		return &s
+	}
+	return nil
 }
 
 // Get implements Store.
@@ -165,10 +143,7 @@ func (w *writeBack) PutIf(obj store.Object, cond store.Precondition) error {
 		}
 	}
 	o := obj
-	s := w.enqueue(obj.Key, store.Op{Kind: store.OpPut, Obj: o, Cond: cond})
-	w.mu.Lock()
-	s.deleted, s.obj, s.expiry = false, &o, time.Time{}
-	w.mu.Unlock()
+	w.q.Stage(store.Op{Kind: store.OpPut, Obj: o, Cond: cond}, stagedState{obj: &o})
 	return nil
 }
 
@@ -181,16 +156,13 @@ func (w *writeBack) UpdateExpiry(k ids.Key, t time.Time) (time.Time, error) {
 	if !laterExpiry(t, m.Expiry) {
 		return m.Expiry, nil
 	}
-	s := w.enqueue(k, store.Op{Kind: store.OpExpiry, Key: k, Expiry: t})
-	w.mu.Lock()
-	if s.obj != nil {
-		o := *s.obj
+	st := stagedState{expiry: t}
+	if cur := w.lookup(k); cur != nil && cur.obj != nil {
+		o := *cur.obj
 		o.Expiry = t
-		s.obj = &o
-	} else {
-		s.expiry = t
+		st = stagedState{obj: &o}
 	}
-	w.mu.Unlock()
+	w.q.Stage(store.Op{Kind: store.OpExpiry, Key: k, Expiry: t}, st)
 	return t, nil
 }
 
@@ -199,10 +171,7 @@ func (w *writeBack) Delete(k ids.Key) error {
 	if _, err := w.Meta(k); err != nil {
 		return err
 	}
-	s := w.enqueue(k, store.Op{Kind: store.OpDelete, Key: k})
-	w.mu.Lock()
-	s.deleted, s.obj, s.expiry = true, nil, time.Time{}
-	w.mu.Unlock()
+	w.q.Stage(store.Op{Kind: store.OpDelete, Key: k}, stagedState{deleted: true})
 	return nil
 }
 
@@ -215,82 +184,13 @@ func (w *writeBack) CollectExpired(now time.Time) (int, error) { return w.base.C
 // PurgeTrash implements Store.
 func (w *writeBack) PurgeTrash(now time.Time) (int, error) { return w.base.PurgeTrash(now) }
 
-// takeStep returns the changes queued since the last call and the last sequence number
-// queued: the step that just ended must not send before those are durable. Call it under the
-// node's lock.
-func (w *writeBack) takeStep() (own []uint64, upTo uint64) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	own, w.step = w.step, nil
-	return own, w.staged
-}
+// takeStep, pending and persist: see groupcommit.Queue.
+func (w *writeBack) takeStep() ([]uint64, uint64)            { return w.q.TakeStep() }
+func (w *writeBack) pending(upTo uint64) bool                { return w.q.Pending(upTo) }
+func (w *writeBack) persist(own []uint64, upTo uint64) error { return w.q.Persist(own, upTo) }
 
-// pending reports whether changes up to upTo still wait for their commit.
-func (w *writeBack) pending(upTo uint64) bool {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.committed < upTo
-}
-
-// persist makes every change up to upTo durable, committing them itself or waiting for the
-// committer, and returns the first failure among own (nil: they are all on disk).
-func (w *writeBack) persist(own []uint64, upTo uint64) error {
-	w.mu.Lock()
-	for w.committed < upTo {
-		if w.committing {
-			w.cond.Wait()
-			continue
-		}
-		w.committing = true
-		batch := w.queue
-		w.queue = nil
-		w.mu.Unlock()
-		results, err := w.commit(batch)
-		w.mu.Lock()
-		for i, so := range batch {
-			ferr := err
-			if ferr == nil {
-				ferr = results[i]
-			}
-			if ferr != nil {
-				w.failed[so.seq] = ferr
-			}
-			k := so.op.Key
-			if so.op.Kind == store.OpPut {
-				k = so.op.Obj.Key
-			}
-			if s := w.keys[k]; s != nil && s.seq == so.seq {
-				delete(w.keys, k) // committed (or failed): the durable store answers again
-			}
-		}
-		if len(batch) > 0 {
-			w.committed = batch[len(batch)-1].seq
-		}
-		w.committing = false
-		w.cond.Broadcast()
-	}
-	var first error
-	for _, s := range own {
-		if err, ok := w.failed[s]; ok {
-			if first == nil {
-				first = err
-			}
-			delete(w.failed, s)
-		}
-	}
-	w.mu.Unlock()
-	return first
-}
-
-// commit applies batch to the durable store: in one transaction if it can batch.
-func (w *writeBack) commit(batch []stagedOp) ([]error, error) {
-	if len(batch) == 0 {
-		return nil, nil
-	}
-	ops := make([]store.Op, len(batch))
-	for i, so := range batch {
-		ops[i] = so.op
-	}
+// commit applies ops to the durable store: in one transaction if it can batch.
+func (w *writeBack) commit(ops []store.Op) ([]error, error) {
 	if b, ok := w.base.(Batcher); ok {
 		return b.Apply(ops)
 	}
