@@ -661,6 +661,14 @@ func (a *Aggregator) Walk(head ids.ID) *ChainWalk {
 // Want is the key of the aggregate to fetch next; false once the first aggregate is in.
 func (w *ChainWalk) Want() (ids.ID, bool) { return w.want, !w.want.IsZero() }
 
+// Oldest is the seq of the last aggregate fed (0: none yet).
+func (w *ChainWalk) Oldest() uint64 {
+	if len(w.found) == 0 {
+		return 0
+	}
+	return w.found[len(w.found)-1].Seq
+}
+
 // Feed takes the blob of the aggregate Want named and advances to its predecessor.
 func (w *ChainWalk) Feed(blob []byte, version uint64, expiry time.Time) error {
 	if w.want.IsZero() {
@@ -695,6 +703,30 @@ func (a *Aggregator) Restore(w *ChainWalk) error {
 		for _, e := range g.TOC {
 			s.expiry[e.ID] = e.Expiry
 			a.index[ids.Key{Ring: a.cfg.Ring, ID: e.ID}] = g.Key
+		}
+		a.aggs = append(a.aggs, s)
+		a.byKey[g.Key] = s
+		a.nextSeq = g.Seq + 1
+	}
+	return nil
+}
+
+// Extend loads the aggregates of a walk that are newer than the Aggregator's (a state file
+// that lagged behind Glacier): the walk starts at the newest aggregate and must have reached
+// the one right after the Aggregator's newest (seq NextSeq). Pending members are kept.
+func (a *Aggregator) Extend(w *ChainWalk) error {
+	if len(w.found) == 0 {
+		return nil
+	}
+	if oldest := w.found[len(w.found)-1]; oldest.Seq != a.nextSeq {
+		return fmt.Errorf("glacier aggregator: extend from aggregate %d, want %d", oldest.Seq, a.nextSeq)
+	}
+	for i := len(w.found) - 1; i >= 0; i-- {
+		g := w.found[i]
+		s := &aggState{agg: g, expiry: make(map[ids.ID]int64, len(g.TOC)), leased: g.Expiry.UnixNano()}
+		for _, e := range g.TOC {
+			s.expiry[e.ID] = e.Expiry
+			a.index[ids.Key{Ring: a.cfg.Ring, ID: e.ID}] = g.Key // a copy in an older one is dead now
 		}
 		a.aggs = append(a.aggs, s)
 		a.byKey[g.Key] = s

@@ -102,6 +102,9 @@ type userArchive struct {
 	lastMaint time.Time
 	file      string // state file; "" keeps none
 	dirty     bool   // state changed since it was saved
+	saved     uint64 // newest aggregate when the file was last written
+	savedAt   time.Time
+	saveLater bool // a save is scheduled
 	saveMu    sync.Mutex
 }
 
@@ -282,7 +285,7 @@ func (u *User) runQueue() {
 	for {
 		if len(a.queue) == 0 {
 			n.mu.Unlock()
-			u.saveArchive()
+			u.saveArchive(false)
 			return
 		}
 		op, a.queue = a.queue[0], a.queue[1:]

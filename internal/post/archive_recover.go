@@ -83,12 +83,62 @@ func (u *User) checkLoaded(attempt int, start time.Time) {
 		case errors.Is(err, glacier.ErrNoObject):
 			u.archiveReady(nil, next-1, nil, start, nil, "state file")
 		case err == nil:
-			n.cfg.Log.Warn("post: Glacier holds an aggregate newer than the archive state file; reading the archive from Glacier", "user", u.addr, "seq", next)
-			u.resetArchive()
-			u.recoverAttempt(0, start)
+			// The file lags (it is saved now and then, not after every aggregate): read
+			// the newer aggregates forward and add them.
+			n.cfg.Log.Info("post: Glacier holds aggregates newer than the archive state file; reading them", "user", u.addr, "from", next)
+			u.extendLoaded(next, next, map[uint64]retrieved{}, attempt, start)
 		default:
 			u.inconclusive(attempt, fmt.Sprintf("aggregate %d after the state file", next), err, func() { u.checkLoaded(attempt+1, start) })
 		}
+	})
+}
+
+// extendLoaded retrieves aggregates seq, seq+1, … (from is the first the loaded state lacks)
+// until Glacier says the next one does not exist, then adds them to the loaded state and makes
+// the archive ready. Anything unclear falls back to reading the whole archive from Glacier.
+func (u *User) extendLoaded(from, seq uint64, found map[uint64]retrieved, attempt int, start time.Time) {
+	n := u.n
+	owner := u.keys.Public().Signing
+	n.cfg.Archive.Retrieve(glacier.AggregateKey(n.cfg.Ring, owner, seq), func(blob []byte, man *glacier.Manifest, err error) {
+		switch {
+		case err == nil:
+			found[seq] = retrieved{blob, man}
+			u.extendLoaded(from, seq+1, found, attempt, start)
+			return
+		case !errors.Is(err, glacier.ErrNoObject):
+			u.inconclusive(attempt, fmt.Sprintf("aggregate %d after the state file", seq), err, func() { u.checkLoaded(attempt+1, start) })
+			return
+		}
+		newest := seq - 1
+		n.mu.Lock()
+		w := u.arch.agg.Walk(glacier.AggregateKey(n.cfg.Ring, owner, newest))
+		n.mu.Unlock()
+		mans := map[ids.ID]*glacier.Manifest{}
+		var werr error
+		for s := newest; s >= from && werr == nil; s-- {
+			r := found[s]
+			werr = w.Feed(r.blob, r.man.Version, r.man.ExpiryTime())
+			mans[r.man.Key()] = r.man
+		}
+		n.mu.Lock()
+		if werr == nil {
+			werr = u.arch.agg.Extend(w)
+		}
+		if werr == nil {
+			for k, m := range mans {
+				u.arch.mans[k] = m
+				u.arch.agg.Release(k)
+			}
+			u.arch.dirty = true
+		}
+		n.mu.Unlock()
+		if werr != nil {
+			n.cfg.Log.Warn("post: the archive state file cannot be brought up to date; reading the archive from Glacier", "user", u.addr, "err", werr)
+			u.resetArchive()
+			u.recoverAttempt(0, start)
+			return
+		}
+		u.archiveReady(nil, newest, nil, start, nil, "state file and Glacier")
 	})
 }
 
@@ -257,9 +307,13 @@ const archiveStateMagic = "epost/v2/archive-state\x00"
 // maxStateBytes bounds what loadArchiveState accepts of each part.
 const maxStateBytes = 1 << 30
 
+// saveAfter is how many aggregates the state file may lag behind before it is written anyway.
+const saveAfter = 64
+
 // saveArchive writes the state file when the archive is idle (nothing queued or in flight:
-// the aggregator then describes only what Glacier holds) and changed.
-func (u *User) saveArchive() {
+// the aggregator then describes only what Glacier holds) and changed; unless force, at most
+// once per ArchiveFlush or saveAfter aggregates.
+func (u *User) saveArchive(force bool) {
 	n := u.n
 	n.mu.Lock()
 	a := u.arch
@@ -275,6 +329,24 @@ func (u *User) saveArchive() {
 		n.mu.Unlock()
 		return
 	}
+	// The file is the whole index (it grows with the mailbox): write it at most once per
+	// ArchiveFlush, or after saveAfter aggregates, not after each. A crash in between only
+	// makes the next start read the newer aggregates from Glacier (extendLoaded).
+	if !force && a.saved+saveAfter > a.newest && n.now().Sub(a.savedAt) < n.cfg.ArchiveFlush {
+		if !a.saveLater {
+			a.saveLater = true
+			wait := n.cfg.ArchiveFlush - n.now().Sub(a.savedAt)
+			n.after(wait, func() {
+				n.mu.Lock()
+				a.saveLater = false
+				n.mu.Unlock()
+				u.saveArchive(false)
+			})
+		}
+		n.mu.Unlock()
+		return
+	}
+	a.saved, a.savedAt = a.newest, n.now()
 	w := wire.Writer{}
 	w.B = append(w.B, archiveStateMagic...)
 	w.U64(a.newest)

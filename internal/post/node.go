@@ -254,8 +254,20 @@ func (n *Node) Stats() Stats {
 	return s
 }
 
-// Stop makes the node inert: timers and callbacks that fire later do nothing.
+// Stop makes the node inert: timers and callbacks that fire later do nothing. Users'
+// archive state files are written first if they changed (and the archive is idle).
 func (n *Node) Stop() {
+	n.mu.Lock()
+	var us []*User
+	for _, u := range n.users {
+		if u.arch != nil {
+			us = append(us, u)
+		}
+	}
+	n.mu.Unlock()
+	for _, u := range us {
+		u.saveArchive(true)
+	}
 	n.mu.Lock()
 	n.stop = true
 	n.mu.Unlock()
