@@ -118,10 +118,18 @@ func (s *Store) markDirty() {
 		return
 	}
 	s.dirty = true
-	s.cacheTimer = s.cfg.Clock.AfterFunc(s.cfg.CacheDelay, func() {
+	// The file is the whole folder state (it grows with the mailbox): write it CacheDelay
+	// after a change, but at most once per CacheEvery, and at Close. A cache that lags only
+	// means the next Open applies more log entries to it.
+	delay := s.cfg.CacheDelay
+	if !s.cacheAt.IsZero() {
+		delay = max(delay, s.cfg.CacheEvery-s.cfg.Clock.Now().Sub(s.cacheAt))
+	}
+	s.cacheTimer = s.cfg.Clock.AfterFunc(delay, func() {
 		s.cmu.Lock()
 		s.dirty = false
 		s.cacheTimer = nil
+		s.cacheAt = s.cfg.Clock.Now()
 		s.cmu.Unlock()
 		if err := s.writeCache(); err != nil {
 			s.cfg.Log.Warn("mailstore: writing local cache failed", "user", s.cfg.Address, "err", err)

@@ -44,6 +44,9 @@ type Config struct {
 	ContentCacheBytes int64
 	// CacheDelay is how long after a change the cache file is written; 0 means 5 s.
 	CacheDelay time.Duration
+	// CacheEvery is the shortest time between two writes of the cache file (it holds every
+	// folder's state, so it grows with the mailbox); 0 means 10 minutes. Close writes it too.
+	CacheEvery time.Duration
 	Log        *slog.Logger
 }
 
@@ -72,6 +75,7 @@ type Store struct {
 
 	cmu        sync.Mutex
 	cacheTimer transport.Timer
+	cacheAt    time.Time // when the cache file was last written
 	dirty      bool
 }
 
@@ -100,6 +104,9 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	}
 	if cfg.CacheDelay <= 0 {
 		cfg.CacheDelay = 5 * time.Second
+	}
+	if cfg.CacheEvery <= 0 {
+		cfg.CacheEvery = 10 * time.Minute
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
