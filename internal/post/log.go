@@ -59,6 +59,8 @@ type logState struct {
 	republish bool // the ring holds less than the committed head: write it again
 	absorbing bool // reloading the log after the ring showed a newer head
 	damaged   bool // opened with entries missing: no snapshot bakes the gap in
+	batching  bool // a FilingBatch timer is armed
+	due       bool // it fired: write the head now
 	forks     int  // forks merged since the log was opened
 }
 
@@ -538,6 +540,23 @@ func (u *User) flushLog(l *logState) {
 		n.mu.Unlock() // wait for entry inserts to catch up (insertEntry calls us again)
 		return
 	}
+	if wait := n.cfg.FilingBatch; wait > 0 && !l.due && l.snap == nil && !l.republish && onlyLocal(l.queue) && len(l.queue) < maxBatch/2 {
+		// Every queued entry is durable on this node already (journaled filings: Entries
+		// shows them, and their pending copies stay with their holders until the receipt),
+		// so nobody waits for this head: let the filings of the next moments share it.
+		if !l.batching {
+			l.batching = true
+			n.after(wait, func() {
+				n.mu.Lock()
+				l.batching, l.due = false, true
+				n.mu.Unlock()
+				u.flushLog(l)
+			})
+		}
+		n.mu.Unlock()
+		return
+	}
+	l.due = false
 	var batch []pendingAppend
 	size := tailBytes
 	for len(l.queue) > 0 && len(batch)+len(l.tail) < maxBatch && (len(batch) == 0 || size+len(l.queue[0].body) < maxInline/2) {
@@ -709,6 +728,16 @@ func (u *User) insertEntry(l *logState, idx uint64, ct []byte, tries int) {
 		n.mu.Unlock()
 		u.flushLog(l)
 	})
+}
+
+// onlyLocal says whether every entry of q is durable on this node already (journaled).
+func onlyLocal(q []pendingAppend) bool {
+	for _, a := range q {
+		if !a.local {
+			return false
+		}
+	}
+	return len(q) > 0
 }
 
 func bodiesOf(b []pendingAppend) [][]byte {

@@ -74,6 +74,11 @@ type Config struct {
 	PresenceCacheTTL time.Duration // a recipient's node found by anycast is pushed to directly this long
 	ChunkSize        int           // content chunk plaintext size (default content.DefaultChunkSize)
 	MaxFilingRetries int
+	// FilingBatch is how long the INBOX head write waits for more filings when every entry
+	// it would carry is in the node's received journal already (nobody waits for it: the
+	// message is shown, and its pending copy stays with its holders until the head is
+	// written). Zero: no waiting (DefaultConfig has 300 ms).
+	FilingBatch time.Duration
 
 	// Journals, if set, opens a local user's durable received set (see Journal): with it a
 	// notification is filed once it is on the node's disk, and the INBOX head write and the
@@ -117,6 +122,7 @@ func DefaultConfig() Config {
 		PresenceCacheTTL: 2 * time.Minute,
 		ChunkSize:        content.DefaultChunkSize,
 		MaxFilingRetries: 10,
+		FilingBatch:      300 * time.Millisecond,
 		ArchiveFlush:     10 * time.Minute,
 	}
 }
