@@ -53,6 +53,7 @@ type logState struct {
 	tailFrom uint64
 	acked    map[ids.ID]bool  // tail entries stored on their own, by location
 	snap     *pendingSnapshot // written with the next head
+	segs     []snapSeg        // the committed head's snapshot segments, oldest first
 	snapping bool
 	waiters  []func(error) // OpenLog callers while opening
 
@@ -75,6 +76,7 @@ type pendingAppend struct {
 type pendingSnapshot struct {
 	index uint64
 	ref   []byte
+	segs  []snapSeg // the chain once this head is written
 }
 
 // LogHead describes a log's committed head.
@@ -323,6 +325,7 @@ func (u *User) applyLoadedLocked(l *logState, ll *loadedLog, ringSeq uint64) {
 	l.headSeq = ll.seq
 	l.seq = max(l.seq, ll.maxSeq)
 	l.bodies, l.locs = ll.bodies, ll.locs
+	l.segs = ll.segs
 	l.tail, l.tailFrom, l.acked = nil, ll.st.Count, nil
 	if len(ll.st.Inline) > 0 {
 		l.tail = slices.Clone(ll.st.Inline)
@@ -668,8 +671,11 @@ func (u *User) flushLog(l *logState) {
 		l.bodies = append(l.bodies, bodiesOf(batch)...)
 		l.locs = append(l.locs, locs...)
 		l.tail = append(l.tail, cts...)
-		if snap != nil && l.snap == snap {
-			l.snap = nil
+		if snap != nil {
+			l.segs = snap.segs
+			if l.snap == snap {
+				l.snap = nil
+			}
 		}
 		n.stats.LogAppends += uint64(len(batch))
 		needSnap := !l.snapping && !l.damaged && l.snap == nil && st.Count/uint64(n.cfg.SnapshotEvery) > st.SnapshotIndex/uint64(n.cfg.SnapshotEvery)
@@ -754,7 +760,19 @@ func (u *User) snapshot(l *logState) {
 	n := u.n
 	n.mu.Lock()
 	idx := l.head.Count
-	data := encodeSnapshot(l.bodies[:idx])
+	// A segment from the last snapshot on, merged with the segments before it while they
+	// are not larger (logcodec.go).
+	segs := slices.Clone(l.segs)
+	from := l.head.SnapshotIndex
+	for len(segs) > 0 && segs[len(segs)-1].to-segs[len(segs)-1].from <= idx-from {
+		from = segs[len(segs)-1].from
+		segs = segs[:len(segs)-1]
+	}
+	var prev []byte
+	if len(segs) > 0 {
+		prev = segs[len(segs)-1].ref
+	}
+	data := encodeSegment(from, prev, l.bodies[from:idx])
 	n.mu.Unlock()
 	u.Put(data, func(ref content.Ref, err error) {
 		n.mu.Lock()
@@ -765,7 +783,7 @@ func (u *User) snapshot(l *logState) {
 			return
 		}
 		raw, _ := ref.MarshalBinary()
-		l.snap = &pendingSnapshot{index: idx, ref: raw}
+		l.snap = &pendingSnapshot{index: idx, ref: raw, segs: append(segs, snapSeg{from: from, to: idx, ref: raw})}
 		n.stats.Snapshots++
 		n.mu.Unlock()
 		u.flushLog(l)
@@ -825,5 +843,21 @@ func (u *User) Logs() []string {
 		}
 	}
 	slices.Sort(out)
+	return out
+}
+
+// SnapshotSegments describes an open log's snapshot chain as [from, to) ranges, oldest
+// first (tests and diagnostics).
+func (u *User) SnapshotSegments(name string) [][2]uint64 {
+	u.n.mu.Lock()
+	defer u.n.mu.Unlock()
+	l, ok := u.logs[name]
+	if !ok {
+		return nil
+	}
+	var out [][2]uint64
+	for _, s := range l.segs {
+		out = append(out, [2]uint64{s.from, s.to})
+	}
 	return out
 }

@@ -193,6 +193,55 @@ func wrapLogKey(owner []byte, head ids.Key, key *[32]byte) ([]byte, error) {
 	return identity.SealTo(owner, []byte(hpkeInfoLog), key[:], headAAD(head))
 }
 
+// Snapshots are segments: each covers the entries [from, to) and names the segment before
+// it (prev, a content.Ref; empty for the one starting at 0), and the head names the newest
+// (to = SnapshotIndex). A new snapshot covers the entries since the last one, merged with
+// the segments before it as long as they are not larger (a binary counter): each entry is
+// rewritten O(log n) times over the log's life instead of once per snapshot, so the cost of
+// a snapshot does not grow with the mailbox, and replay reads O(log n) segments. A snapshot
+// written before segments (a plain list of bodies from 0) reads as one segment without prev.
+const segmentMagic = "epost/v1/log-segment\x00"
+
+// snapSeg is one segment of a log's snapshot chain, as the writer keeps it.
+type snapSeg struct {
+	from, to uint64
+	ref      []byte // content.Ref encoding
+}
+
+func encodeSegment(from uint64, prev []byte, bodies [][]byte) []byte {
+	w := wire.Writer{}
+	w.B = append(w.B, segmentMagic...)
+	w.U64(from)
+	w.Bytes(prev)
+	w.B = append(w.B, encodeSnapshot(bodies)...)
+	return w.B
+}
+
+// decodeSegment reads a segment (or a snapshot of the old format: from 0, no prev) that
+// must end at to.
+func decodeSegment(b []byte, to uint64) (from uint64, prev []byte, bodies [][]byte, err error) {
+	if len(b) < len(segmentMagic) || string(b[:len(segmentMagic)]) != segmentMagic {
+		bodies, err = decodeSnapshot(b, to)
+		return 0, nil, bodies, err
+	}
+	r := wire.NewReader(b[len(segmentMagic):])
+	from = r.U64()
+	prev = r.Bytes(maxInline, "previous segment")
+	if err := r.Err(); err != nil {
+		return 0, nil, nil, fmt.Errorf("%w: snapshot segment: %v", ErrMalformed, err)
+	}
+	if from >= to || (from == 0) != (len(prev) == 0) {
+		return 0, nil, nil, fmt.Errorf("%w: snapshot segment from %d to %d with prev %d bytes", ErrMalformed, from, to, len(prev))
+	}
+	if len(prev) > 0 {
+		if _, err := content.UnmarshalRef(prev); err != nil {
+			return 0, nil, nil, fmt.Errorf("%w: snapshot segment prev: %v", ErrMalformed, err)
+		}
+	}
+	bodies, err = decodeSnapshot(r.B, to-from)
+	return from, prev, bodies, err
+}
+
 // encodeSnapshot lists bodies; decodeSnapshot reads it back.
 func encodeSnapshot(bodies [][]byte) []byte {
 	w := wire.Writer{}

@@ -51,7 +51,8 @@ type loadedLog struct {
 	locs    []ids.ID
 	extra   [][]byte // entries of forked candidates to append again
 	forks   int
-	missing uint64 // entries that could not be found (allowGaps)
+	missing uint64    // entries that could not be found (allowGaps)
+	segs    []snapSeg // the base's snapshot segments, oldest first
 }
 
 // loadLog builds l's state from cands (at least one). allowGaps opens the log even when an
@@ -77,7 +78,7 @@ func (u *User) loadLog(l *logState, cands []headCand, allowGaps bool, cb func(*l
 	for _, c := range cands {
 		ll.maxSeq = max(ll.maxSeq, c.seq)
 	}
-	u.replay(&key, l.key, st, allowGaps, func(bodies [][]byte, locs []ids.ID, missing uint64, err error) {
+	u.replay(&key, l.key, st, allowGaps, &ll.segs, func(bodies [][]byte, locs []ids.ID, missing uint64, err error) {
 		if err != nil {
 			cb(nil, err)
 			return
@@ -108,7 +109,7 @@ func (u *User) mergeForks(l *logState, ll *loadedLog, rest []headCand, cb func(*
 		u.mergeForks(l, ll, rest[1:], cb) // an ancestor of the base
 		return
 	}
-	u.replay(&key, l.key, st, true, func(bodies [][]byte, locs []ids.ID, _ uint64, err error) {
+	u.replay(&key, l.key, st, true, nil, func(bodies [][]byte, locs []ids.ID, _ uint64, err error) {
 		if err != nil {
 			u.n.cfg.Log.Error("post: FORK: cannot read a forked head's entries; they are not merged", "user", u.addr, "log", l.name, "from", c.from, "seq", c.seq, "err", err)
 			u.mergeForks(l, ll, rest[1:], cb)
@@ -168,7 +169,9 @@ func commonPrefix(ab [][]byte, al []ids.ID, bb [][]byte, bl []ids.ID) int {
 // link is checked. An entry missing from PAST is looked for in Glacier (Node.lookup); if it
 // is missing from both, replay fails unless allowGaps, in which case it stops there: the
 // entries before it stay nil and missing counts them.
-func (u *User) replay(key *[32]byte, head ids.Key, st *headState, allowGaps bool, cb func([][]byte, []ids.ID, uint64, error)) {
+//
+// segs, if not nil, receives the snapshot's segments, oldest first.
+func (u *User) replay(key *[32]byte, head ids.Key, st *headState, allowGaps bool, segs *[]snapSeg, cb func([][]byte, []ids.ID, uint64, error)) {
 	bodies := make([][]byte, st.Count)
 	locs := make([]ids.ID, st.Count)
 	next := st.Newest
@@ -185,12 +188,10 @@ func (u *User) replay(key *[32]byte, head ids.Key, st *headState, allowGaps bool
 	if len(st.Inline) == 0 {
 		lowest = st.Count
 	}
-	loadSnap := func() {
-		if st.SnapshotIndex == 0 {
-			cb(bodies, locs, 0, nil)
-			return
-		}
-		ref, err := content.UnmarshalRef(st.Snapshot)
+	// loadSeg reads the snapshot segment at raw, which ends at to, then the ones before it.
+	var loadSeg func(raw []byte, to uint64)
+	loadSeg = func(raw []byte, to uint64) {
+		ref, err := content.UnmarshalRef(raw)
 		if err != nil {
 			cb(nil, nil, 0, err)
 			return
@@ -200,14 +201,28 @@ func (u *User) replay(key *[32]byte, head ids.Key, st *headState, allowGaps bool
 				cb(nil, nil, 0, fmt.Errorf("snapshot: %w", err))
 				return
 			}
-			snap, err := decodeSnapshot(data, st.SnapshotIndex)
+			from, prev, seg, err := decodeSegment(data, to)
 			if err != nil {
 				cb(nil, nil, 0, err)
 				return
 			}
-			copy(bodies, snap)
-			cb(bodies, locs, 0, nil) // locations before the snapshot are not needed again
+			copy(bodies[from:to], seg)
+			if segs != nil {
+				*segs = append([]snapSeg{{from: from, to: to, ref: raw}}, *segs...)
+			}
+			if from == 0 {
+				cb(bodies, locs, 0, nil) // locations before the snapshot are not needed again
+				return
+			}
+			loadSeg(prev, from)
 		})
+	}
+	loadSnap := func() {
+		if st.SnapshotIndex == 0 {
+			cb(bodies, locs, 0, nil)
+			return
+		}
+		loadSeg(st.Snapshot, st.SnapshotIndex)
 	}
 	var walk func(idx uint64, loc ids.ID)
 	walk = func(idx uint64, loc ids.ID) {

@@ -476,6 +476,11 @@ func (u *User) reachableKeys() []ids.Key {
 				keys = append(keys, refKeys(ref)...)
 			}
 		}
+		for _, sg := range l.segs { // the older snapshot segments the newest one chains to
+			if ref, err := unmarshalRef(sg.ref); err == nil {
+				keys = append(keys, refKeys(ref)...)
+			}
+		}
 		if l.name == InboxLog {
 			for _, b := range l.bodies {
 				if f, err := DecodeFiled(b); err == nil {

@@ -646,3 +646,41 @@ func forkScenario(t *testing.T, log string, seed uint64) {
 	w.run.crash(bn)
 	w.readFromRing(a, an, lg, key)
 }
+
+// Snapshots are chains of segments merged like a binary counter: after many snapshots the
+// chain stays short, a restarted writer and a reader from the ring alone get every entry
+// back, and no snapshot rewrote the whole log each time.
+func TestLogSnapshotSegments(t *testing.T) {
+	const seed = 1114
+	cfg := MailConfig{Nodes: 30, Users: 2, Seed: seed}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	cfg.Post.SnapshotEvery = 4
+	w := newWorldCfg(t, seed, 30, cfg)
+	const serial = 8
+	key := w.logHeadKey(userKeys(serial), "Work")
+	order := w.byCloseness(key)
+	wn := order[10]
+	u := w.addUser(wn.sn.idx, "u@sim.example", serial)
+	w.startLog(u, "Work", key)
+	lg := &ledger{name: "Work"}
+	w.appendN(u, lg, "A", 70)
+	w.run.ring.net.RunFor(10 * time.Second)
+	h, err := u.u.Head("Work")
+	if err != nil {
+		t.Fatal(err)
+	}
+	segs := u.u.SnapshotSegments("Work")
+	t.Logf("seed %d: %d entries, snapshot at %d in %d segments %v, %d snapshots written", seed, h.Count, h.SnapshotIndex, len(segs), segs, wn.post.Stats().Snapshots)
+	if h.SnapshotIndex < 60 || len(segs) == 0 || len(segs) > 6 {
+		t.Errorf("seed %d: snapshot at %d in %d segments: want a recent snapshot in a short chain", seed, h.SnapshotIndex, len(segs))
+	}
+	w.restartWriter(wn, u, "Work", key, "restart")
+	w.checkLedger(u, lg, "after the restart")
+	if got := u.u.SnapshotSegments("Work"); len(got) != len(segs) {
+		t.Errorf("seed %d: the reopened log knows %d segments, the writer had %d", seed, len(got), len(segs))
+	}
+	w.appendN(u, lg, "B", 9)
+	w.readFromRing(u, wn, lg, key)
+}
