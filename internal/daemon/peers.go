@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"epost/internal/diskstat"
 	"epost/internal/ids"
 	"epost/internal/pastry"
 	"epost/internal/ring"
@@ -107,6 +108,7 @@ func (s *peerStore) save(peers []Peer, now time.Time) error {
 	if err != nil {
 		return err
 	}
+	diskstat.Peers.Rewrite(len(data)+1, 2) // the file, then its directory
 	return writeFileAtomic(s.path, append(data, '\n'), 0o600)
 }
 

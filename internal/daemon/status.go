@@ -5,6 +5,7 @@ import (
 	"slices"
 	"time"
 
+	"epost/internal/diskstat"
 	"epost/internal/glacier"
 	"epost/internal/ids"
 	"epost/internal/past"
@@ -46,6 +47,19 @@ type Status struct {
 	Past      PastStatus      `json:"past"`
 	Glacier   GlacierStatus   `json:"glacier"`
 	Mail      MailStatus      `json:"mail"`
+	Disk      DiskStatus      `json:"disk"`
+}
+
+// DiskStatus is where this process's disk writes went since it started (issue 12). The counters
+// are per process, not per node: "epost demo" runs all its nodes in one process, so every demo
+// node reports the same sums over all of them. Layers (package diskstat): store_index and
+// store_blobs (PAST replicas' object store), glacier (fragments held), post_journal,
+// post_heads, post_archive (per-user POST state), mail_cache, outbox, peers. A bbolt commit
+// counts two fsyncs; bytes are what each layer handed to write calls. Proc is the kernel's
+// account (/proc/self/io, zero where absent) of the whole process, logs included.
+type DiskStatus struct {
+	Layers map[string]diskstat.Counts `json:"layers"`
+	Proc   diskstat.ProcIO            `json:"proc"`
 }
 
 // GlacierStatus is the node's Glacier side: the fragments it holds for the ring, its
@@ -283,6 +297,8 @@ func (n *Node) Status() Status {
 	s.Past = n.pastStatus()
 	s.Glacier = n.glacierStatus()
 	s.Mail = n.mailStatus()
+	s.Disk.Layers = diskstat.Snapshot()
+	s.Disk.Proc, _ = diskstat.ReadProcIO()
 	return s
 }
 

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"epost/internal/diskstat"
 	"epost/internal/ids"
 	"epost/internal/wire"
 
@@ -83,6 +84,7 @@ func OpenDiskStore(path string) (*DiskStore, error) {
 // dropping entries that do not decode.
 func (s *DiskStore) init() error {
 	err := s.db.Update(func(tx *bolt.Tx) error {
+		diskstat.Glacier.BoltCommit(tx)
 		meta, err := tx.CreateBucketIfNotExists(bucketMeta)
 		if err != nil {
 			return err
@@ -148,6 +150,7 @@ func (s *DiskStore) Put(fk ids.ID, f Fragment) error {
 	defer s.mu.Unlock()
 	var old []byte
 	err := s.db.Update(func(tx *bolt.Tx) error {
+		diskstat.Glacier.BoltCommit(tx)
 		b := tx.Bucket(bucketFragments)
 		old = bytes.Clone(b.Get(fk[:]))
 		return b.Put(fk[:], val)
@@ -184,6 +187,7 @@ func (s *DiskStore) Apply(ops []FragOp) ([]error, error) {
 	defer s.mu.Unlock()
 	var dn, dbytes int64
 	err := s.db.Update(func(tx *bolt.Tx) error {
+		diskstat.Glacier.BoltCommit(tx)
 		dn, dbytes = 0, 0
 		b := tx.Bucket(bucketFragments)
 		for i, op := range ops {
@@ -259,6 +263,7 @@ func (s *DiskStore) Delete(fk ids.ID) error {
 	defer s.mu.Unlock()
 	var old []byte
 	err := s.db.Update(func(tx *bolt.Tx) error {
+		diskstat.Glacier.BoltCommit(tx)
 		b := tx.Bucket(bucketFragments)
 		if old = bytes.Clone(b.Get(fk[:])); old == nil {
 			return nil
@@ -340,6 +345,7 @@ func (s *DiskStore) dropDamaged(es []damagedEntry) error {
 	defer s.mu.Unlock()
 	var dropped []damagedEntry
 	err := s.db.Update(func(tx *bolt.Tx) error {
+		diskstat.Glacier.BoltCommit(tx)
 		b := tx.Bucket(bucketFragments)
 		dropped = dropped[:0]
 		for _, e := range es {

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"sync"
 
+	"epost/internal/diskstat"
 	"epost/internal/identity"
 )
 
@@ -170,6 +171,7 @@ func (s *Store) writeCache() error {
 		return fmt.Errorf("mailstore: cache dir: %w", err)
 	}
 	tmp := s.cfg.CacheFile + ".tmp"
+	diskstat.MailCache.Rewrite(len(out), 0) // no fsync: a lost cache is rebuilt
 	if err := os.WriteFile(tmp, out, 0o600); err != nil {
 		return fmt.Errorf("mailstore: write cache: %w", err)
 	}

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"time"
 
+	"epost/internal/diskstat"
 	"epost/internal/glacier"
 	"epost/internal/ids"
 	"epost/internal/wire"
@@ -359,6 +360,7 @@ func (u *User) saveArchive(force bool) {
 	}
 	a.dirty = false
 	n.mu.Unlock()
+	diskstat.PostArchive.Rewrite(len(w.B), 2) // the file, then its directory
 	if err := writeAtomic(file, w.B); err != nil {
 		n.mu.Lock()
 		a.dirty = true

@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+
+	"epost/internal/diskstat"
 )
 
 // HeadRecords is a user's durable record, on the user's own node, of the last head the node
@@ -164,6 +166,7 @@ func (h *FileHeadRecords) compact() error {
 		buf.Write(headRecord(name, r.Seq, r.Payload))
 	}
 	tmp := h.path + ".tmp"
+	diskstat.PostHeads.Rewrite(buf.Len(), 2) // the file, then its directory
 	if err := writeSynced(tmp, buf.Bytes()); err != nil {
 		return err
 	}
@@ -201,6 +204,7 @@ func (h *FileHeadRecords) Save(name string, seq uint64, payload []byte) error {
 	if _, err := h.f.Write(rec); err != nil {
 		return fmt.Errorf("post: head records %s: %w", h.path, err)
 	}
+	diskstat.PostHeads.Sync(len(rec))
 	if err := h.f.Sync(); err != nil {
 		return fmt.Errorf("post: head records %s: %w", h.path, err)
 	}

@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+
+	"epost/internal/diskstat"
 )
 
 // A Journal is one user's durable local received set on their node: the notifications this
@@ -121,6 +123,7 @@ func OpenFileJournal(path string) (*FileJournal, error) {
 		buf.Write(journalRecord(journalAdd, e.ID, e.Entry))
 	}
 	tmp := path + ".tmp"
+	diskstat.PostJournal.Rewrite(buf.Len(), 2) // the file, then its directory
 	if err := writeSynced(tmp, buf.Bytes()); err != nil {
 		return nil, err
 	}
@@ -199,6 +202,7 @@ func (j *FileJournal) Record(id NotificationID, entry []byte) error {
 	if _, err := j.f.Write(journalRecord(journalAdd, id, entry)); err != nil {
 		return fmt.Errorf("post: journal %s: %w", j.path, err)
 	}
+	diskstat.PostJournal.Sync(8 + 1 + len(id) + len(entry))
 	if err := j.f.Sync(); err != nil {
 		return fmt.Errorf("post: journal %s: %w", j.path, err)
 	}
@@ -229,6 +233,7 @@ func (j *FileJournal) Forget(id NotificationID) error {
 		j.records = 0
 		return nil
 	}
+	diskstat.PostJournal.Write(8 + 1 + len(id))
 	if _, err := j.f.Write(journalRecord(journalForget, id, nil)); err != nil {
 		return fmt.Errorf("post: journal %s: %w", j.path, err)
 	}

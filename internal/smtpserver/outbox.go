@@ -13,6 +13,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"epost/internal/diskstat"
 )
 
 // Outbox takes messages for recipients outside the ring. The SMTP server
@@ -112,6 +114,7 @@ func (o *DirOutbox) Stage(env Envelope, raw []byte) (StagedMessage, error) {
 	}
 	if err == nil {
 		err = f.Sync()
+		diskstat.Outbox.Sync(len(head) + 1 + len(raw))
 	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
@@ -218,6 +221,7 @@ func syncDir(dir string) error {
 		return err
 	}
 	err = d.Sync()
+	diskstat.Outbox.Sync(0)
 	if cerr := d.Close(); err == nil {
 		err = cerr
 	}

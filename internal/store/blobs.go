@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 
 	bolt "go.etcd.io/bbolt"
+
+	"epost/internal/diskstat"
 )
 
 // Payload files. A file's name is the hex SHA-256 of its content, so a file is either
@@ -53,6 +55,7 @@ func (s *Store) writeBlob(h Hash, data []byte) error {
 	_, err = f.Write(data)
 	if err == nil {
 		err = f.Sync()
+		diskstat.StoreBlobs.Sync(len(data))
 	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
@@ -116,6 +119,7 @@ func syncDir(dir string) error {
 		return err
 	}
 	err = d.Sync()
+	diskstat.StoreBlobs.Sync(0)
 	if cerr := d.Close(); err == nil {
 		err = cerr
 	}

@@ -4,6 +4,8 @@ import (
 	"sync"
 
 	bolt "go.etcd.io/bbolt"
+
+	"epost/internal/diskstat"
 )
 
 // Group commit. Every write goes through Store.update, which queues the write and lets one
@@ -84,6 +86,7 @@ func (s *Store) update(fn func(w *writeTx) error) error {
 
 func (s *Store) commitGroup(batch []*commitReq) {
 	err := s.db.Update(func(tx *bolt.Tx) error {
+		diskstat.StoreIndex.BoltCommit(tx)
 		w := newWriteTx(tx)
 		for _, r := range batch {
 			w.freed = nil

@@ -10,6 +10,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"epost/internal/diskstat"
 	"epost/internal/ids"
 )
 
@@ -55,6 +56,7 @@ func (s *Store) repair() error {
 	files := map[Hash]int64{}     // payloads the index expects in files, with their sizes
 	badHashes := map[Hash]error{} // payloads that cannot be served
 	err = s.db.Update(func(tx *bolt.Tx) error {
+		diskstat.StoreIndex.BoltCommit(tx)
 		w := newWriteTx(tx)
 		c := recount{w: w, refs: map[Hash]uint64{}}
 		if err := c.scanObjects(&r); err != nil {

@@ -10,6 +10,8 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
+
+	"epost/internal/diskstat"
 )
 
 // Store is one node's durable object store. See the package comment for the durability and
@@ -86,6 +88,7 @@ func Open(dir string, opts Options) (*Store, error) {
 
 func (s *Store) initIndex() error {
 	return s.db.Update(func(tx *bolt.Tx) error {
+		diskstat.StoreIndex.BoltCommit(tx)
 		for _, name := range allBuckets {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return err

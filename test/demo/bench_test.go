@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"epost/test/cluster"
 	"fmt"
+	"maps"
 	"math"
 	"math/rand/v2"
 	"net"
@@ -14,6 +15,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -33,7 +35,16 @@ import (
 //  2. throughput: EPOST_BENCH_CONNS SMTP connections send concurrently; messages per second
 //     until the last 250 (every 250 follows fsynced replicas);
 //  3. storage: PAST objects and payload bytes held by all nodes (replicas included) after the
-//     deliveries settle, per delivered message.
+//     deliveries settle, per delivered message;
+//  4. with EPOST_BENCH_PRELOAD=N: N more messages to bob as fast as EPOST_BENCH_CONNS
+//     connections (at least 8) go, then the latency phase again on the bigger INBOX.
+//
+// Around phases 1, 2 and 4 (io-latency, io-throughput, io-preload, io-latency-preloaded) it
+// reads the disk counters of "epost status --json" (issue 12) before the phase and after its
+// messages are filed and ioSettle has passed (lazy commits, the mail cache, the archive
+// state), and prints fsyncs and bytes per delivered message, for the whole ring (the demo's
+// nodes share one process, and the counters are per process) and per layer. io-idle is the
+// background: the same counters over ioSettle with no mail, per second.
 func TestBenchMail(t *testing.T) {
 	if os.Getenv("EPOST_BENCH_MAIL") != "1" {
 		t.Skip("a measurement, not a test: run with EPOST_BENCH_MAIL=1 (see docs/bench-mail.md)")
@@ -42,6 +53,7 @@ func TestBenchMail(t *testing.T) {
 	msgs := envInt("EPOST_BENCH_MSGS", 100)
 	conns := envInt("EPOST_BENCH_CONNS", 4)
 	perConn := envInt("EPOST_BENCH_PER_CONN", 50)
+	preload := envInt("EPOST_BENCH_PRELOAD", 0)
 	dir := t.TempDir()
 	d := &demo{t: t, done: make(chan struct{})}
 	d.cmd = exec.Command(cluster.Bin, "demo", "--dir", dir, "--nodes", strconv.Itoa(nodes), "--seed", "1")
@@ -99,72 +111,166 @@ func TestBenchMail(t *testing.T) {
 		defer rmu.Unlock()
 		return bodyN()
 	}
-	sc := dialSMTP(t, alice)
-	var submit, wakeup, total []float64
-	for i := range msgs {
-		t0 := time.Now()
-		sendOn(t, sc, alice.Address, bob.Address, fmt.Sprintf("latency %d", i), body())
-		t250 := time.Now()
-		var tw time.Time
-		for tw.IsZero() {
+	// latency sends n messages one at a time, each after the previous one's EXISTS.
+	latency := func(phase string, n int) {
+		sc := dialSMTP(t, alice)
+		var submit, wakeup, total []float64
+		for i := range n {
+			t0 := time.Now()
+			sendOn(t, sc, alice.Address, bob.Address, fmt.Sprintf("%s %d", phase, i), body())
+			t250 := time.Now()
+			var tw time.Time
+			for tw.IsZero() {
+				select {
+				case e := <-wake:
+					if e.n > have {
+						have, tw = e.n, e.at
+					}
+				case <-time.After(30 * time.Second):
+					t.Fatalf("message %d: no IDLE wake-up within 30 s", i)
+				}
+			}
+			submit = append(submit, ms(t250.Sub(t0)))
+			wakeup = append(wakeup, ms(tw.Sub(t250)))
+			total = append(total, ms(tw.Sub(t0)))
+		}
+		sc.Quit()
+		fmt.Printf("phase=%s nodes=%d messages=%d inbox=%d submit_p50_ms=%.1f submit_p99_ms=%.1f wake_p50_ms=%.1f wake_p99_ms=%.1f total_p50_ms=%.1f total_p99_ms=%.1f\n",
+			phase, nodes, n, have, pct(submit, .5), pct(submit, .99), pct(wakeup, .5), pct(wakeup, .99), pct(total, .5), pct(total, .99))
+	}
+	// concurrent sends n messages over c connections and returns when the last 250 came.
+	concurrent := func(phase string, c, n int) time.Duration {
+		start := time.Now()
+		var wg sync.WaitGroup
+		for k := range c {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				sc := dialSMTP(t, alice)
+				defer sc.Quit()
+				for i := k; i < n; i += c {
+					sendOn(t, sc, alice.Address, bob.Address, fmt.Sprintf("%s %d/%d", phase, k, i), body())
+				}
+			}()
+		}
+		wg.Wait()
+		return time.Since(start)
+	}
+	// filed waits until bob's INBOX holds want messages.
+	filed := func(want uint32) {
+		deadline := time.Now().Add(5 * time.Minute)
+		for have < want && time.Now().Before(deadline) {
 			select {
 			case e := <-wake:
-				if e.n > have {
-					have, tw = e.n, e.at
-				}
-			case <-time.After(30 * time.Second):
-				t.Fatalf("message %d: no IDLE wake-up within 30 s", i)
+				have = max(have, e.n)
+			case <-time.After(time.Second):
 			}
 		}
-		submit = append(submit, ms(t250.Sub(t0)))
-		wakeup = append(wakeup, ms(tw.Sub(t250)))
-		total = append(total, ms(tw.Sub(t0)))
+		if have < want {
+			t.Fatalf("only %d of %d messages in bob's INBOX after 5 minutes", have, want)
+		}
 	}
-	sc.Quit()
-	fmt.Printf("phase=latency nodes=%d messages=%d submit_p50_ms=%.1f submit_p99_ms=%.1f wake_p50_ms=%.1f wake_p99_ms=%.1f total_p50_ms=%.1f total_p99_ms=%.1f\n",
-		nodes, msgs, pct(submit, .5), pct(submit, .99), pct(wakeup, .5), pct(wakeup, .99), pct(total, .5), pct(total, .99))
+
+	io0 := ringDisk(t, dir)
+	time.Sleep(ioSettle)
+	io1 := ringDisk(t, dir)
+	printDisk("io-idle", io0, io1, ioSettle.Seconds(), "s")
+
+	latency("latency", msgs)
+	time.Sleep(ioSettle)
+	io2 := ringDisk(t, dir)
+	printDisk("io-latency", io1, io2, float64(msgs), "msg")
 
 	before := ringStorage(t, dir, nodes)
-	start := time.Now()
-	var wg sync.WaitGroup
-	for k := range conns {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			sc := dialSMTP(t, alice)
-			defer sc.Quit()
-			for i := range perConn {
-				sendOn(t, sc, alice.Address, bob.Address, fmt.Sprintf("throughput %d/%d", k, i), body())
-			}
-		}()
-	}
-	wg.Wait()
-	el := time.Since(start)
 	sent := conns * perConn
+	el := concurrent("throughput", conns, sent)
 	fmt.Printf("phase=throughput nodes=%d connections=%d messages=%d seconds=%.2f msgs_per_s=%.1f\n",
 		nodes, conns, sent, el.Seconds(), float64(sent)/el.Seconds())
 
 	// Let filing, receipts and trash settle, then count what the ring holds.
-	want := have + uint32(sent)
-	deadline := time.Now().Add(2 * time.Minute)
-	for have < want && time.Now().Before(deadline) {
-		select {
-		case e := <-wake:
-			have = max(have, e.n)
-		case <-time.After(time.Second):
-		}
-	}
-	if have < want {
-		t.Fatalf("only %d of %d messages in bob's INBOX after 2 minutes", have, want)
-	}
+	filed(have + uint32(sent))
 	idle.Close()
-	time.Sleep(5 * time.Second)
+	time.Sleep(ioSettle)
+	io3 := ringDisk(t, dir)
+	printDisk(fmt.Sprintf("io-throughput connections=%d", conns), io2, io3, float64(sent), "msg")
 	after := ringStorage(t, dir, nodes)
 	objs := float64(after.objects-before.objects) / float64(sent)
 	bytes := float64(after.bytes-before.bytes) / float64(sent)
 	size := 2000 + 120
 	fmt.Printf("phase=storage nodes=%d messages=%d message_bytes=%d objects_per_msg=%.2f bytes_per_msg=%.0f pending_left=%d\n",
 		nodes, sent, size, objs, bytes, after.pending)
+
+	if preload == 0 {
+		return
+	}
+	if idle, err = c.Idle(); err != nil {
+		t.Fatal(err)
+	}
+	defer idle.Close()
+	io4 := ringDisk(t, dir)
+	pc := max(conns, 8)
+	el = concurrent("preload", pc, preload)
+	filed(have + uint32(preload))
+	fmt.Printf("phase=preload nodes=%d connections=%d messages=%d inbox=%d seconds=%.2f msgs_per_s=%.1f\n",
+		nodes, pc, preload, have, el.Seconds(), float64(preload)/el.Seconds())
+	time.Sleep(ioSettle)
+	io5 := ringDisk(t, dir)
+	printDisk(fmt.Sprintf("io-preload connections=%d", pc), io4, io5, float64(preload), "msg")
+	latency("latency-preloaded", msgs)
+	time.Sleep(ioSettle)
+	io6 := ringDisk(t, dir)
+	printDisk("io-latency-preloaded", io5, io6, float64(msgs), "msg")
+}
+
+// ioSettle is how long a phase's trailing writes get before the disk counters are read: more
+// than the mail cache's delay (5 s) and the store's lazy commits (1 s).
+const ioSettle = 6 * time.Second
+
+// diskSample is the "disk" object of a status (daemon.DiskStatus).
+type diskSample struct {
+	Layers map[string]struct{ Fsyncs, Bytes, Rewrites int64 }
+	Proc   struct {
+		WriteBytes int64 `json:"write_bytes"`
+		Syscw      int64
+	}
+}
+
+// ringDisk reads the disk counters of the demo process (through node0: they are per process).
+func ringDisk(t *testing.T, dir string) diskSample {
+	t.Helper()
+	out, err := exec.Command(cluster.Bin, "status", "--dir", filepath.Join(dir, "node0"), "--json").Output()
+	if err != nil {
+		t.Fatalf("status node0: %v", err)
+	}
+	var st struct{ Disk diskSample }
+	if err := json.Unmarshal(out, &st); err != nil {
+		t.Fatal(err)
+	}
+	return st.Disk
+}
+
+// printDisk prints b - a divided by per (messages, or seconds for io-idle): one phase line with
+// the totals, one line per layer.
+func printDisk(phase string, a, b diskSample, per float64, unit string) {
+	var fs, by int64
+	names := slices.Sorted(maps.Keys(b.Layers))
+	for _, n := range names {
+		fs += b.Layers[n].Fsyncs - a.Layers[n].Fsyncs
+		by += b.Layers[n].Bytes - a.Layers[n].Bytes
+	}
+	count := fmt.Sprintf("msgs=%.0f", per)
+	if unit == "s" {
+		count = fmt.Sprintf("seconds=%.0f", per)
+	}
+	name, _, _ := strings.Cut(phase, " ")
+	fmt.Printf("phase=%s %s fsyncs_per_%s=%.1f bytes_per_%s=%.0f proc_write_bytes_per_%s=%.0f proc_syscw_per_%s=%.1f\n",
+		phase, count, unit, float64(fs)/per, unit, float64(by)/per,
+		unit, float64(b.Proc.WriteBytes-a.Proc.WriteBytes)/per, unit, float64(b.Proc.Syscw-a.Proc.Syscw)/per)
+	for _, n := range names {
+		la, lb := a.Layers[n], b.Layers[n]
+		fmt.Printf("layer=%s phase=%s fsyncs_per_%s=%.2f bytes_per_%s=%.0f rewrites=%d\n",
+			n, name, unit, float64(lb.Fsyncs-la.Fsyncs)/per, unit, float64(lb.Bytes-la.Bytes)/per, lb.Rewrites-la.Rewrites)
+	}
 }
 
 type storage struct {
