@@ -57,12 +57,14 @@ type logState struct {
 	snapping bool
 	waiters  []func(error) // OpenLog callers while opening
 
-	republish bool // the ring holds less than the committed head: write it again
-	absorbing bool // reloading the log after the ring showed a newer head
-	damaged   bool // opened with entries missing: no snapshot bakes the gap in
-	batching  bool // a FilingBatch timer is armed
-	due       bool // it fired: write the head now
-	forks     int  // forks merged since the log was opened
+	republish bool            // the ring holds less than the committed head: write it again
+	absorbing bool            // reloading the log after the ring showed a newer head
+	damaged   bool            // opened with entries missing: no snapshot bakes the gap in
+	batching  bool            // a FilingBatch timer is armed
+	started   map[ids.ID]bool // tail entries whose own insert is under way, by location
+	entryWait bool            // an EntryDelay timer is armed (storeEntries)
+	due       bool            // it fired: write the head now
+	forks     int             // forks merged since the log was opened
 }
 
 type pendingAppend struct {
@@ -373,13 +375,55 @@ func (l *logState) tailEntries() []tailEntry {
 	return out
 }
 
+// storeEntries stores on their own the tail entries not yet being stored: at once when
+// there are EntryBatch of them (or their bytes reach a quarter of the inline limit), or when
+// force, and otherwise after EntryDelay. Until then every head carries them inline, so
+// nothing waits for them; storing them in batches lets the replicas commit many entries
+// with one fsync (PAST's write-back) instead of one each.
+func (u *User) storeEntries(l *logState, force bool) {
+	n := u.n
+	n.mu.Lock()
+	var es []tailEntry
+	bytes := 0
+	for i, ct := range l.tail {
+		loc := ids.Hash(ct)
+		if l.started[loc] {
+			continue
+		}
+		es = append(es, tailEntry{idx: l.tailFrom + uint64(i), ct: ct})
+		bytes += len(ct)
+	}
+	now := force || n.cfg.EntryBatch <= 1 || len(es) >= n.cfg.EntryBatch || bytes >= maxInline/4
+	if len(es) == 0 || !now {
+		if len(es) > 0 && !l.entryWait {
+			l.entryWait = true
+			n.after(n.cfg.EntryDelay, func() {
+				n.mu.Lock()
+				l.entryWait = false
+				n.mu.Unlock()
+				u.storeEntries(l, true)
+			})
+		}
+		n.mu.Unlock()
+		return
+	}
+	if l.started == nil {
+		l.started = map[ids.ID]bool{}
+	}
+	for _, e := range es {
+		l.started[ids.Hash(e.ct)] = true
+	}
+	n.mu.Unlock()
+	for _, e := range es {
+		u.insertEntry(l, e.idx, e.ct, n.cfg.MaxFilingRetries)
+	}
+}
+
 // storeTail stores on their own the entries a reopened head carried inline (the writer
 // before us may have stopped before their inserts were acknowledged); until they are, every
 // head carries them.
-func (u *User) storeTail(l *logState, es []tailEntry) {
-	for _, e := range es {
-		u.insertEntry(l, e.idx, e.ct, u.n.cfg.MaxFilingRetries)
-	}
+func (u *User) storeTail(l *logState, _ []tailEntry) {
+	u.storeEntries(l, true)
 }
 
 // absorb continues from a head newer than ours that a replica showed us (a refused write):
@@ -541,6 +585,7 @@ func (u *User) flushLog(l *logState) {
 	}
 	if tailBytes >= maxInline/2 {
 		n.mu.Unlock() // wait for entry inserts to catch up (insertEntry calls us again)
+		u.storeEntries(l, true)
 		return
 	}
 	if wait := n.cfg.FilingBatch; wait > 0 && !l.due && l.snap == nil && !l.republish && onlyLocal(l.queue) && len(l.queue) < maxBatch/2 {
@@ -693,9 +738,7 @@ func (u *User) flushLog(l *logState) {
 		reveal = append(reveal, l.revealLocked()...)
 		n.mu.Unlock()
 		runAll(reveal)
-		for i, ct := range cts {
-			u.insertEntry(l, first+uint64(i), ct, n.cfg.MaxFilingRetries)
-		}
+		u.storeEntries(l, false)
 		for i, a := range batch {
 			a.cb(first+uint64(i), nil)
 		}
@@ -717,10 +760,14 @@ func (u *User) insertEntry(l *logState, idx uint64, ct []byte, tries int) {
 			return
 		}
 		if r.Err != nil {
-			return // stays inline in every head from now on
+			n.mu.Lock()
+			delete(l.started, obj.Key.ID) // stays inline; a later batch tries again
+			n.mu.Unlock()
+			return
 		}
 		u.keep(obj)
 		n.mu.Lock()
+		delete(l.started, obj.Key.ID)
 		if l.acked == nil {
 			l.acked = map[ids.ID]bool{}
 		}

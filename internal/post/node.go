@@ -79,6 +79,11 @@ type Config struct {
 	// message is shown, and its pending copy stays with its holders until the head is
 	// written). Zero: no waiting (DefaultConfig has 300 ms).
 	FilingBatch time.Duration
+	// EntryBatch and EntryDelay: a log entry is carried inline by every head until it is
+	// stored on its own; entries are stored in batches of EntryBatch, or EntryDelay after
+	// the oldest one waits. EntryBatch 0 or 1: each at once (DefaultConfig: 32 and 5 s).
+	EntryBatch int
+	EntryDelay time.Duration
 
 	// Journals, if set, opens a local user's durable received set (see Journal): with it a
 	// notification is filed once it is on the node's disk, and the INBOX head write and the
@@ -123,6 +128,8 @@ func DefaultConfig() Config {
 		ChunkSize:        content.DefaultChunkSize,
 		MaxFilingRetries: 10,
 		FilingBatch:      300 * time.Millisecond,
+		EntryBatch:       32,
+		EntryDelay:       5 * time.Second,
 		ArchiveFlush:     10 * time.Minute,
 	}
 }
@@ -135,7 +142,7 @@ func (c *Config) fill() {
 		{&c.OnlineInterval, &d.OnlineInterval}, {&c.OnlineMaxAge, &d.OnlineMaxAge},
 		{&c.HolderDelay, &d.HolderDelay}, {&c.RecordCacheTTL, &d.RecordCacheTTL},
 		{&c.RetryDelay, &d.RetryDelay}, {&c.PresenceCacheTTL, &d.PresenceCacheTTL},
-		{&c.ArchiveFlush, &d.ArchiveFlush},
+		{&c.ArchiveFlush, &d.ArchiveFlush}, {&c.EntryDelay, &d.EntryDelay},
 	} {
 		if *p.v <= 0 {
 			*p.v = *p.d
