@@ -7,7 +7,7 @@ import (
 
 // Defaults for Options fields left zero.
 const (
-	DefaultInlineMax   = 32 << 10           // payloads up to this size live inside the index
+	DefaultInlineMax   = 128 << 10          // payloads up to this size live inside the index
 	DefaultMaxPayload  = 1<<20 + 64<<10     // POST chunks are at most 1 MiB; the rest is header slack
 	DefaultMaxAux      = 4 << 10            // Aux is for small per-object metadata, not data
 	DefaultTrashGrace  = 7 * 24 * time.Hour // long enough to undo a wrong expiry over a weekend
