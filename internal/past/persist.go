@@ -88,7 +88,7 @@ func (w *writeBack) Get(k ids.Key) (store.Object, error) {
 		return *s.obj, nil
 	}
 	obj, err := w.base.Get(k)
-	if err == nil && laterExpiry(s.expiry, obj.Expiry) {
+	if err == nil && store.LaterExpiry(s.expiry, obj.Expiry) {
 		obj.Expiry = s.expiry
 	}
 	return obj, err
@@ -106,21 +106,10 @@ func (w *writeBack) Meta(k ids.Key) (store.Meta, error) {
 		return s.obj.Meta, nil
 	}
 	m, err := w.base.Meta(k)
-	if err == nil && laterExpiry(s.expiry, m.Expiry) {
+	if err == nil && store.LaterExpiry(s.expiry, m.Expiry) {
 		m.Expiry = s.expiry
 	}
 	return m, err
-}
-
-// laterExpiry: a is a longer lease than b (zero is forever).
-func laterExpiry(a, b time.Time) bool {
-	switch {
-	case b.IsZero():
-		return false
-	case a.IsZero():
-		return true
-	}
-	return a.After(b)
 }
 
 // PutIf implements Store: cond is judged against the overlay now, and again by the store at
@@ -153,7 +142,7 @@ func (w *writeBack) UpdateExpiry(k ids.Key, t time.Time) (time.Time, error) {
 	if err != nil {
 		return time.Time{}, err
 	}
-	if !laterExpiry(t, m.Expiry) {
+	if !store.LaterExpiry(t, m.Expiry) {
 		return m.Expiry, nil
 	}
 	st := stagedState{expiry: t}

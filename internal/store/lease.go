@@ -33,7 +33,9 @@ func clampExpiry(t time.Time) time.Time {
 	return t.Round(0).UTC()
 }
 
-// laterExpiry reports whether a is a longer lease than b, with the zero Time as forever.
+// LaterExpiry reports whether a is a longer lease than b, with the zero Time as forever.
+func LaterExpiry(a, b time.Time) bool { return laterExpiry(a, b) }
+
 func laterExpiry(a, b time.Time) bool {
 	switch {
 	case b.IsZero():

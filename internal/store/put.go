@@ -92,32 +92,8 @@ func (s *Store) PutBatch(objs []Object, cond Precondition) (results []error, err
 			if results[i] != nil {
 				continue
 			}
-			o := &prepared[i]
-			old, err := w.live(o.Key)
-			if err != nil {
+			if err := applyPut(w, &prepared[i], cond, int64(s.opts.InlineMax), &results[i]); err != nil {
 				return err
-			}
-			if cond != nil {
-				if err := cond(old, o); err != nil {
-					results[i] = fmt.Errorf("store put %s: %w", o.Key, err)
-					continue
-				}
-			}
-			if o.Size > int64(s.opts.InlineMax) {
-				err = w.addRef(o.Hash, o.Size, nil, inFile)
-			} else {
-				err = w.addRef(o.Hash, o.Size, o.Payload, inIndex)
-			}
-			if err != nil {
-				return err
-			}
-			if err := w.putLive(old, &o.Meta); err != nil {
-				return err
-			}
-			if old != nil {
-				if err := w.release(old.Hash); err != nil {
-					return err
-				}
 			}
 		}
 		return nil
