@@ -124,9 +124,9 @@ func (d *Driver) flushLocked() {
 	done := d.node.TakeDone()
 	own, upTo := d.wb.q.TakeStep()
 	d.loop.Mu.Unlock()
-	send := func() {
-		// Persist before sending: a holder acknowledges only what is on disk.
-		if err := d.wb.q.Persist(own, upTo); err != nil {
+	// Persist before sending: a holder acknowledges only what is on disk.
+	d.wb.q.Flush(own, upTo, d.Async, func(err error) {
+		if err != nil {
 			out = nil
 			if d.OnStoreError != nil {
 				d.OnStoreError(err)
@@ -142,12 +142,7 @@ func (d *Driver) flushLocked() {
 		for _, f := range done {
 			f()
 		}
-	}
-	if d.Async && d.wb.q.Pending(upTo) {
-		go send()
-		return
-	}
-	send()
+	})
 }
 
 // App returns the driver as an appmux application (tag appmux.TagGlacier).

@@ -1,6 +1,8 @@
 package glacier
 
 import (
+	"errors"
+
 	"epost/internal/groupcommit"
 	"epost/internal/ids"
 )
@@ -87,7 +89,7 @@ func (w *writeBack) commit(ops []FragOp) ([]error, error) {
 	res := make([]error, len(ops))
 	for i, op := range ops {
 		if op.Delete {
-			if err := w.base.Delete(op.Key); err != nil && err != ErrNotFound {
+			if err := w.base.Delete(op.Key); err != nil && !errors.Is(err, ErrNotFound) {
 				res[i] = err
 			}
 			continue

@@ -148,3 +148,15 @@ func (q *Queue[K, Op, S]) Persist(own []uint64, upTo uint64) error {
 	q.mu.Unlock()
 	return first
 }
+
+// Flush runs send once every op up to upTo is durable, with the first failure among own
+// (nil: they are all on disk): right here, or, when async and a commit is still due, on a
+// goroutine of its own, so that the caller (a connection's reader) goes on at once and the
+// ops of the next messages share the commit.
+func (q *Queue[K, Op, S]) Flush(own []uint64, upTo uint64, async bool, send func(err error)) {
+	if async && q.Pending(upTo) {
+		go func() { send(q.Persist(own, upTo)) }()
+		return
+	}
+	send(q.Persist(own, upTo))
+}

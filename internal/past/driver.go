@@ -141,16 +141,10 @@ func (d *Driver) Refresh(keys []ids.Key, expiry time.Time, cb func(error)) {
 func (d *Driver) flushLocked(deferred bool) {
 	out := d.node.TakeOutbox()
 	done := d.node.TakeDone()
-	own, upTo := d.wb.takeStep()
+	own, upTo := d.wb.q.TakeStep()
 	d.loop.Mu.Unlock()
-	send := func() {
-		// Persist before sending: what the step acknowledges must be on disk first. A
-		// forwarder's step (deferred: inside pastry's Step) only answers lookups; it waits
-		// for nobody's commit unless it wrote something itself.
-		if deferred && len(own) == 0 {
-			upTo = 0
-		}
-		if err := d.wb.persist(own, upTo); err != nil {
+	send := func(err error) {
+		if err != nil {
 			out = nil
 			d.loop.Mu.Lock()
 			d.node.stats.StoreFailures++
@@ -170,15 +164,17 @@ func (d *Driver) flushLocked(deferred bool) {
 			f()
 		}
 	}
+	// Persist before sending: what the step acknowledges must be on disk first. A
+	// forwarder's step (deferred: inside pastry's Step) only answers lookups; it waits for
+	// nobody's commit unless it wrote something itself.
 	if deferred {
-		d.pd.Defer(send)
+		if len(own) == 0 {
+			upTo = 0
+		}
+		d.pd.Defer(func() { send(d.wb.q.Persist(own, upTo)) })
 		return
 	}
-	if d.Async && d.wb.pending(upTo) {
-		go send()
-		return
-	}
-	send()
+	d.wb.q.Flush(own, upTo, d.Async, send)
 }
 
 // InsertDedupe: see Node.InsertDedupe.

@@ -173,11 +173,6 @@ func (w *writeBack) CollectExpired(now time.Time) (int, error) { return w.base.C
 // PurgeTrash implements Store.
 func (w *writeBack) PurgeTrash(now time.Time) (int, error) { return w.base.PurgeTrash(now) }
 
-// takeStep, pending and persist: see groupcommit.Queue.
-func (w *writeBack) takeStep() ([]uint64, uint64)            { return w.q.TakeStep() }
-func (w *writeBack) pending(upTo uint64) bool                { return w.q.Pending(upTo) }
-func (w *writeBack) persist(own []uint64, upTo uint64) error { return w.q.Persist(own, upTo) }
-
 // commit applies ops to the durable store: in one transaction if it can batch.
 func (w *writeBack) commit(ops []store.Op) ([]error, error) {
 	if b, ok := w.base.(Batcher); ok {

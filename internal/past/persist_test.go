@@ -61,8 +61,8 @@ func TestWriteBackGroupsCommits(t *testing.T) {
 	if base.Has(key(0)) {
 		t.Fatal("the write reached the store before persist")
 	}
-	own, upTo := wb.takeStep()
-	if err := wb.persist(own, upTo); err != nil || !base.Has(key(0)) {
+	own, upTo := wb.q.TakeStep()
+	if err := wb.q.Persist(own, upTo); err != nil || !base.Has(key(0)) {
 		t.Fatalf("persist: %v, in store %v", err, base.Has(key(0)))
 	}
 
@@ -75,10 +75,10 @@ func TestWriteBackGroupsCommits(t *testing.T) {
 			defer wg.Done()
 			nodeMu.Lock()
 			err := wb.PutIf(store.Object{Meta: store.Meta{Key: key(i % 64), Seq: uint64(i)}, Payload: []byte{byte(i)}}, nil)
-			own, upTo := wb.takeStep()
+			own, upTo := wb.q.TakeStep()
 			nodeMu.Unlock()
 			if err == nil {
-				err = wb.persist(own, upTo)
+				err = wb.q.Persist(own, upTo)
 			}
 			if err == nil {
 				base.mu.Lock()
@@ -104,9 +104,9 @@ func TestWriteBackGroupsCommits(t *testing.T) {
 	base.fail = errors.New("disk full")
 	nodeMu.Lock()
 	_ = wb.PutIf(store.Object{Meta: store.Meta{Key: key(70)}, Payload: []byte("lost")}, nil)
-	own, upTo = wb.takeStep()
+	own, upTo = wb.q.TakeStep()
 	nodeMu.Unlock()
-	if err := wb.persist(own, upTo); err == nil {
+	if err := wb.q.Persist(own, upTo); err == nil {
 		t.Fatal("a failed commit was reported as durable")
 	}
 	if _, err := wb.Get(key(70)); !errors.Is(err, store.ErrNotFound) {

@@ -302,14 +302,13 @@ func (u *User) openAttempt(l *logState, finish func(error)) {
 			u.n.mu.Lock()
 			l.loaded = true // applyLoaded's queue work needs it; finish confirms
 			u.applyLoadedLocked(l, ll, ringSeq)
-			inline := l.tailEntries()
 			u.n.mu.Unlock()
 			if ll.missing > 0 {
 				u.n.cfg.Log.Error("post: DAMAGED LOG: entries missing from PAST and Glacier; opened without them",
 					"user", u.addr, "log", name, "missing_entries", ll.missing, "count", ll.st.Count)
 			}
 			u.onLogLoaded(l)
-			u.storeTail(l, inline)
+			u.storeEntries(l, true) // the inline tail the last writer left
 			finish(nil)
 		})
 	})
@@ -361,20 +360,6 @@ func (u *User) applyLoadedLocked(l *logState, ll *loadedLog, ringSeq uint64) {
 	}
 }
 
-// tailEntry is an entry a head carries inline, not yet stored on its own.
-type tailEntry struct {
-	idx uint64
-	ct  []byte
-}
-
-func (l *logState) tailEntries() []tailEntry {
-	var out []tailEntry
-	for i, ct := range l.tail {
-		out = append(out, tailEntry{idx: l.tailFrom + uint64(i), ct: ct})
-	}
-	return out
-}
-
 // storeEntries stores on their own the tail entries not yet being stored: at once when
 // there are EntryBatch of them (or their bytes reach a quarter of the inline limit), or when
 // force, and otherwise after EntryDelay. Until then every head carries them inline, so
@@ -383,14 +368,13 @@ func (l *logState) tailEntries() []tailEntry {
 func (u *User) storeEntries(l *logState, force bool) {
 	n := u.n
 	n.mu.Lock()
-	var es []tailEntry
+	var es [][]byte // tail entries (ciphertexts) not yet being stored
 	bytes := 0
-	for i, ct := range l.tail {
-		loc := ids.Hash(ct)
-		if l.started[loc] {
+	for _, ct := range l.tail {
+		if l.started[ids.Hash(ct)] {
 			continue
 		}
-		es = append(es, tailEntry{idx: l.tailFrom + uint64(i), ct: ct})
+		es = append(es, ct)
 		bytes += len(ct)
 	}
 	now := force || n.cfg.EntryBatch <= 1 || len(es) >= n.cfg.EntryBatch || bytes >= maxInline/4
@@ -410,20 +394,13 @@ func (u *User) storeEntries(l *logState, force bool) {
 	if l.started == nil {
 		l.started = map[ids.ID]bool{}
 	}
-	for _, e := range es {
-		l.started[ids.Hash(e.ct)] = true
+	for _, ct := range es {
+		l.started[ids.Hash(ct)] = true
 	}
 	n.mu.Unlock()
-	for _, e := range es {
-		u.insertEntry(l, e.idx, e.ct, n.cfg.MaxFilingRetries)
+	for _, ct := range es {
+		u.insertEntry(l, ct, n.cfg.MaxFilingRetries)
 	}
-}
-
-// storeTail stores on their own the entries a reopened head carried inline (the writer
-// before us may have stopped before their inserts were acknowledged); until they are, every
-// head carries them.
-func (u *User) storeTail(l *logState, _ []tailEntry) {
-	u.storeEntries(l, true)
 }
 
 // absorb continues from a head newer than ours that a replica showed us (a refused write):
@@ -463,9 +440,8 @@ func (u *User) absorb(l *logState, newer past.Object) {
 		u.gapTries[l.name] = 0
 		u.applyLoadedLocked(l, ll, newer.Seq)
 		l.absorbing = false
-		inline := l.tailEntries()
 		n.mu.Unlock()
-		u.storeTail(l, inline)
+		u.storeEntries(l, true)
 		u.flushLog(l)
 	})
 }
@@ -751,12 +727,12 @@ func (u *User) flushLog(l *logState) {
 
 // insertEntry stores an entry on its own, retrying; once it is acknowledged the next head
 // need not carry it inline.
-func (u *User) insertEntry(l *logState, idx uint64, ct []byte, tries int) {
+func (u *User) insertEntry(l *logState, ct []byte, tries int) {
 	n := u.n
 	obj := past.NewContent(n.cfg.Ring, ct, n.now().Add(n.cfg.ContentLease))
 	n.st.Insert(obj, func(r past.InsertResult) {
 		if r.Err != nil && tries > 1 {
-			n.after(n.cfg.RetryDelay, func() { u.insertEntry(l, idx, ct, tries-1) })
+			n.after(n.cfg.RetryDelay, func() { u.insertEntry(l, ct, tries-1) })
 			return
 		}
 		if r.Err != nil {
