@@ -28,8 +28,9 @@ type Layer struct {
 
 // The layers. Names are the keys of Snapshot and of "epost status --json".
 var (
-	// StoreIndex: index.db of the node's object store (PAST replicas), one bbolt commit per
-	// group of writes. StoreBlobs: its payload files above the inline limit and the fsyncs
+	// StoreIndex: the index of the node's object store (PAST replicas): one journal record
+	// and fdatasync per group of writes (index.journal), one bbolt commit per checkpoint
+	// (index.db). StoreBlobs: its payload files above the inline limit and the fsyncs
 	// of their directory.
 	StoreIndex = newLayer("store_index")
 	StoreBlobs = newLayer("store_blobs")

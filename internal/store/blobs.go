@@ -8,8 +8,6 @@ import (
 	"os"
 	"path/filepath"
 
-	bolt "go.etcd.io/bbolt"
-
 	"epost/internal/diskstat"
 )
 
@@ -97,7 +95,7 @@ func (s *Store) removeBlobIfUnused(h Hash) {
 		return
 	}
 	used := true
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *readTx) error {
 		v := tx.Bucket(bucketPayload).Get(h[:])
 		used = v != nil && len(v) > 8 && location(v[8]) == inFile
 		return nil

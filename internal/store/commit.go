@@ -1,16 +1,10 @@
 package store
 
-import (
-	"sync"
-
-	bolt "go.etcd.io/bbolt"
-
-	"epost/internal/diskstat"
-)
+import "sync"
 
 // Group commit. Every write goes through Store.update, which queues the write and lets one
-// writer at a time (the leader) commit everything queued so far in a single bbolt transaction:
-// one fsync for all of them. A lone writer commits at once, so nothing waits for a timer (unlike
+// writer at a time (the leader) commit everything queued so far in a single transaction: one
+// journal record and one fsync for all of them (journal.go). A lone writer commits at once, so nothing waits for a timer (unlike
 // bbolt's DB.Batch); under concurrent load the writes that pile up during one commit share the
 // next. This matters for PAST, whose replicas receive inserts on many goroutines at once.
 //
@@ -24,6 +18,7 @@ const maxGroup = 256
 
 type commitReq struct {
 	fn       func(*writeTx) error
+	run      func() error  // instead of fn: run alone by the leader, between commits (exclusive)
 	wake     chan struct{} // the leader signals completion, or promotion to leader
 	finished bool
 	err      error
@@ -37,44 +32,12 @@ type committer struct {
 }
 
 // update runs fn in a write transaction (possibly shared, see above), waits for the commit
-// (bbolt fsyncs it), then removes payload files whose last reference fn dropped. Removing after
-// the commit means a crash can leave an orphan file (repaired at Open), never a dangling reference.
+// (its journal record is synced), then removes payload files whose last reference fn dropped.
+// Removing after the commit means a crash can leave an orphan file (repaired at Open), never a
+// dangling reference.
 func (s *Store) update(fn func(w *writeTx) error) error {
 	req := &commitReq{fn: fn, wake: make(chan struct{}, 1)}
-	g := &s.group
-	g.mu.Lock()
-	g.queue = append(g.queue, req)
-	lead := !g.leading
-	g.leading = true
-	g.mu.Unlock()
-	if !lead {
-		<-req.wake
-	}
-	if !req.finished {
-		// We lead: commit the queue (which holds our own request), then hand over.
-		g.mu.Lock()
-		n := min(len(g.queue), maxGroup)
-		batch := g.queue[:n:n]
-		g.queue = g.queue[n:]
-		g.mu.Unlock()
-		if fn := s.takeLazy(); fn != nil {
-			// Lazy changes ride along (lazy.go); nobody waits for them.
-			batch = append([]*commitReq{{fn: fn, wake: make(chan struct{}, 1)}}, batch...)
-		}
-		s.commitGroup(batch)
-		for _, r := range batch {
-			if r != req {
-				r.wake <- struct{}{}
-			}
-		}
-		g.mu.Lock()
-		if len(g.queue) > 0 {
-			g.queue[0].wake <- struct{}{} // promote the next waiter; leading stays true
-		} else {
-			g.leading = false
-		}
-		g.mu.Unlock()
-	}
+	s.enqueue(req)
 	if req.err != nil {
 		return req.err
 	}
@@ -84,22 +47,77 @@ func (s *Store) update(fn func(w *writeTx) error) error {
 	return nil
 }
 
-func (s *Store) commitGroup(batch []*commitReq) {
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		diskstat.StoreIndex.BoltCommit(tx)
-		w := newWriteTx(tx)
-		for _, r := range batch {
-			w.freed = nil
-			if err := r.fn(w); err != nil {
-				return err
-			}
-			r.freed = w.freed
+// exclusive runs fn while no commit is in progress (a checkpoint at Close).
+func (s *Store) exclusive(fn func() error) error {
+	req := &commitReq{run: fn, wake: make(chan struct{}, 1)}
+	s.enqueue(req)
+	return req.err
+}
+
+// enqueue queues req and returns once it is done, leading the commits meanwhile if no one else
+// does.
+func (s *Store) enqueue(req *commitReq) {
+	g := &s.group
+	g.mu.Lock()
+	g.queue = append(g.queue, req)
+	lead := !g.leading
+	g.leading = true
+	g.mu.Unlock()
+	if !lead {
+		<-req.wake
+	}
+	if req.finished {
+		return
+	}
+	// We lead: commit the queue (which holds our own request), then hand over.
+	g.mu.Lock()
+	n := min(len(g.queue), maxGroup)
+	batch := g.queue[:n:n]
+	g.queue = g.queue[n:]
+	g.mu.Unlock()
+	var writes, runs []*commitReq
+	for _, r := range batch {
+		if r.run != nil {
+			runs = append(runs, r)
+		} else {
+			writes = append(writes, r)
 		}
-		return w.flushStats()
-	})
+	}
+	if fn := s.takeLazy(); fn != nil {
+		// Lazy changes ride along (lazy.go); nobody waits for them.
+		writes = append([]*commitReq{{fn: fn, wake: make(chan struct{}, 1)}}, writes...)
+	}
+	if len(writes) > 0 {
+		s.commitGroup(writes)
+	}
+	for _, r := range runs {
+		r.finished, r.err = true, r.run()
+	}
+	for _, r := range batch {
+		if r != req {
+			r.wake <- struct{}{}
+		}
+	}
+	if s.checkpointDue() {
+		if err := s.checkpoint(); err != nil {
+			// The overlay and the journal keep everything; the next commit tries again.
+			s.opts.Logger.Warn("store: checkpoint failed", "dir", s.dir, "err", err)
+		}
+	}
+	g.mu.Lock()
+	if len(g.queue) > 0 {
+		g.queue[0].wake <- struct{}{} // promote the next waiter; leading stays true
+	} else {
+		g.leading = false
+	}
+	g.mu.Unlock()
+}
+
+func (s *Store) commitGroup(batch []*commitReq) {
+	err := mapClosed(s.commitLayered(batch))
 	if err == nil || len(batch) == 1 {
 		for _, r := range batch {
-			r.finished, r.err = true, mapClosed(err)
+			r.finished, r.err = true, err
 		}
 		return
 	}
@@ -107,4 +125,42 @@ func (s *Store) commitGroup(batch []*commitReq) {
 		r.freed = nil
 		s.commitGroup([]*commitReq{r})
 	}
+}
+
+// commitLayered runs the batch's writes over the overlay, makes their changes durable in the
+// journal and adds them to the overlay (journal.go).
+func (s *Store) commitLayered(batch []*commitReq) error {
+	base, err := s.db.Begin(false)
+	if err != nil {
+		return err
+	}
+	defer base.Rollback()
+	top := newLayer()
+	w := newLayeredWriteTx(top, s.over, base)
+	before := w.stats
+	for _, r := range batch {
+		w.freed = nil
+		if err := r.fn(w); err != nil {
+			return err
+		}
+		r.freed = w.freed
+	}
+	if w.stats != before {
+		if err := w.flushStats(); err != nil {
+			return err
+		}
+	}
+	if top.empty() {
+		return nil // nothing changed: no record, no fsync
+	}
+	if err := s.journal.appendLayer(top); err != nil {
+		return err
+	}
+	s.overMu.Lock()
+	if s.over.empty() {
+		s.overSince = s.now()
+	}
+	s.over.absorb(top)
+	s.overMu.Unlock()
+	return nil
 }

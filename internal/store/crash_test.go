@@ -32,7 +32,8 @@ const (
 	envCrashSeed = "EPOST_STORE_CRASH_SEED"
 )
 
-var crashOpts = Options{TrashGrace: time.Hour, Now: func() time.Time { return t0 }, Logger: quietLog}
+// A small CheckpointBytes makes the kills land in checkpoints and replays too.
+var crashOpts = Options{TrashGrace: time.Hour, Now: func() time.Time { return t0 }, Logger: quietLog, CheckpointBytes: 512 << 10}
 
 // crashShared are large payloads that many keys share, so dedup and reference counts get
 // exercised by the crashes too.

@@ -9,6 +9,7 @@
 // # Layout on disk
 //
 //	DIR/index.db      bbolt B+tree: index, metadata, reference counts, small payloads
+//	DIR/index.journal changes committed since index.db's last checkpoint (journal.go)
 //	DIR/blobs/HASH    payloads above Options.InlineMax, named by the hex SHA-256 of their bytes
 //	DIR/tmp/          files being written; anything here at Open is debris of a crash
 //
@@ -19,15 +20,17 @@
 //
 // Every mutating method returns only after its change is on disk. A large payload is written to
 // DIR/tmp, fsynced, renamed into DIR/blobs and the directory fsynced before the index transaction
-// that refers to it commits (and bbolt fsyncs on commit). A crash can therefore leave only
-// debris that no index entry refers to: temporary files and orphan payload files, which Open
+// that refers to it commits. An index commit is one record appended to the journal and
+// fdatasynced; checkpoints move the journaled changes into index.db with bbolt's own synced
+// commit (journal.go). A crash can therefore leave only debris that no index entry refers to: temporary files and orphan payload files, which Open
 // removes. Open also reports (Store.Repairs) index entries whose payload is missing or damaged
 // instead of hiding them, and Get verifies the payload hash on every read (ErrCorrupt).
 //
 // # Concurrency
 //
 // A Store is safe for concurrent use by any number of goroutines. Reads (Get, Has, Meta, Range,
-// Summarize, Stats) run on bbolt's MVCC snapshots and never wait for writers. Writes go through
+// Summarize, Stats) see the journaled changes over a bbolt snapshot and wait only for the
+// moment a commit joins them. Writes go through
 // a group commit (commit.go): writes that arrive while a commit is in progress share the next
 // transaction and its fsync, and a failing write is retried alone so it cannot spoil the others.
 // Large payload files are written and fsynced before the index transaction begins, so

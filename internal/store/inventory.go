@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"iter"
 
-	bolt "go.etcd.io/bbolt"
-
 	"epost/internal/ids"
 )
 
@@ -66,7 +64,7 @@ type Summary struct {
 // Summarize counts the live objects on arc and their payload bytes, in one consistent snapshot.
 func (s *Store) Summarize(arc Arc) (Summary, error) {
 	var sum Summary
-	err := s.view(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *readTx) error {
 		c := tx.Bucket(bucketObjects).Cursor()
 		for _, seg := range arc.segments() {
 			err := scanSegment(c, arc.Ring, seg, -1, func(k ids.Key, v []byte) error {
@@ -97,7 +95,7 @@ func (s *Store) Range(arc Arc) iter.Seq2[Meta, error] {
 		for _, seg := range arc.segments() {
 			for {
 				var batch []Meta
-				err := s.view(func(tx *bolt.Tx) error {
+				err := s.view(func(tx *readTx) error {
 					c := tx.Bucket(bucketObjects).Cursor()
 					return scanSegment(c, arc.Ring, seg, chunkSize, func(k ids.Key, v []byte) error {
 						m, err := decodeRecord(k, v)
@@ -125,7 +123,7 @@ func (s *Store) Range(arc Arc) iter.Seq2[Meta, error] {
 }
 
 // scanSegment calls fn for up to limit (unlimited if negative) objects of ring in seg, in order.
-func scanSegment(c *bolt.Cursor, ring ids.RingID, seg segment, limit int, fn func(ids.Key, []byte) error) error {
+func scanSegment(c cursor, ring ids.RingID, seg segment, limit int, fn func(ids.Key, []byte) error) error {
 	start := encodeKey(ids.Key{Ring: ring, ID: seg.lo})
 	k, v := c.Seek(start)
 	if seg.loOpen && k != nil && bytes.Equal(k, start) {

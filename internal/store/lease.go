@@ -5,8 +5,6 @@ import (
 	"iter"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-
 	"epost/internal/ids"
 )
 
@@ -92,7 +90,7 @@ func (s *Store) Expired(now time.Time) iter.Seq2[Meta, error] {
 		var after []byte // expiry-index key last yielded
 		for {
 			var batch []Meta
-			err := s.view(func(tx *bolt.Tx) error {
+			err := s.view(func(tx *readTx) error {
 				c := tx.Bucket(bucketExpiry).Cursor()
 				objects := tx.Bucket(bucketObjects)
 				var k []byte

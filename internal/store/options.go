@@ -12,6 +12,9 @@ const (
 	DefaultMaxAux      = 4 << 10            // Aux is for small per-object metadata, not data
 	DefaultTrashGrace  = 7 * 24 * time.Hour // long enough to undo a wrong expiry over a weekend
 	DefaultLockTimeout = 2 * time.Second
+
+	DefaultCheckpointBytes = 8 << 20 // the overlay's keys and values (journal.go)
+	DefaultCheckpointAge   = time.Minute
 )
 
 // Options tune a Store. The zero value is usable: every zero field takes its default.
@@ -33,6 +36,11 @@ type Options struct {
 	VerifyPayloads bool
 	// LockTimeout bounds the wait for another process's lock on the directory.
 	LockTimeout time.Duration
+	// CheckpointBytes and CheckpointAge bound the committed changes held in memory and in the
+	// journal before a checkpoint writes them into index.db (journal.go): the larger, the fewer
+	// bbolt commits and the longer a replay at Open.
+	CheckpointBytes int
+	CheckpointAge   time.Duration
 	// Logger receives repair findings at Open. Default: slog.Default().
 	Logger *slog.Logger
 }
@@ -55,6 +63,12 @@ func (o Options) withDefaults() Options {
 	}
 	if o.LockTimeout <= 0 {
 		o.LockTimeout = DefaultLockTimeout
+	}
+	if o.CheckpointBytes <= 0 {
+		o.CheckpointBytes = DefaultCheckpointBytes
+	}
+	if o.CheckpointAge <= 0 {
+		o.CheckpointAge = DefaultCheckpointAge
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()

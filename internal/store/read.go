@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"io/fs"
 
-	bolt "go.etcd.io/bbolt"
-
 	"epost/internal/ids"
 )
 
@@ -40,7 +38,7 @@ func (s *Store) Get(k ids.Key) (Object, error) {
 // getIndexed reads k's record and, for inline payloads, the verified payload. file reports that
 // the payload is in a file the caller must read.
 func (s *Store) getIndexed(k ids.Key) (obj Object, file bool, err error) {
-	err = s.view(func(tx *bolt.Tx) error {
+	err = s.view(func(tx *readTx) error {
 		v := tx.Bucket(bucketObjects).Get(encodeKey(k))
 		if v == nil {
 			return ErrNotFound
@@ -77,7 +75,7 @@ func (s *Store) getIndexed(k ids.Key) (obj Object, file bool, err error) {
 // Has reports whether a live object has key k.
 func (s *Store) Has(k ids.Key) (bool, error) {
 	var ok bool
-	err := s.view(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *readTx) error {
 		ok = tx.Bucket(bucketObjects).Get(encodeKey(k)) != nil
 		return nil
 	})
@@ -90,7 +88,7 @@ func (s *Store) Has(k ids.Key) (bool, error) {
 // Meta returns the live object under k without reading its payload.
 func (s *Store) Meta(k ids.Key) (Meta, error) {
 	var m Meta
-	err := s.view(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *readTx) error {
 		v := tx.Bucket(bucketObjects).Get(encodeKey(k))
 		if v == nil {
 			return ErrNotFound

@@ -153,7 +153,7 @@ func (s *Store) checkBlob(h Hash, size int64) error {
 
 // damagedKeys lists the objects (live and trashed) whose payload is in bad.
 func (s *Store) damagedKeys(bad map[Hash]error, r *RepairReport) error {
-	return s.db.View(func(tx *bolt.Tx) error {
+	return s.view(func(tx *readTx) error {
 		for _, trash := range []bool{false, true} {
 			b := tx.Bucket(bucketObjects)
 			if trash {
@@ -241,7 +241,7 @@ func (c *recount) scanTrash(r *RepairReport) error {
 }
 
 // checkTimeIndex makes index b hold exactly the keys in want, rebuilding it if not.
-func (c *recount) checkTimeIndex(b *bolt.Bucket, want map[string]bool, name string, r *RepairReport) error {
+func (c *recount) checkTimeIndex(b bucket, want map[string]bool, name string, r *RepairReport) error {
 	n, ok := 0, true
 	err := b.ForEach(func(k, _ []byte) error {
 		n++
@@ -353,7 +353,7 @@ func (s *Store) Scrub() ([]Damage, error) {
 		}
 		var files []fileRef
 		n := 0
-		err := s.view(func(tx *bolt.Tx) error {
+		err := s.view(func(tx *readTx) error {
 			c := tx.Bucket(bucketPayload).Cursor()
 			var k, v []byte
 			if after == nil {

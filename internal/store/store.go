@@ -34,6 +34,13 @@ type Store struct {
 
 	group committer
 
+	// The overlay (overlay.go, journal.go): committed changes not yet in index.db. Only the
+	// commit leader changes it, under overMu; reads hold overMu for reading.
+	journal   *journal
+	overMu    sync.RWMutex
+	over      *layer
+	overSince time.Time // when the overlay last went from empty to not
+
 	lazyMu    sync.Mutex
 	lazy      []lazyOp // lazy.go
 	lazyTimer *time.Timer
@@ -51,6 +58,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		tmpDir:  filepath.Join(dir, "tmp"),
 		opts:    opts,
 		pins:    make(map[Hash]int),
+		over:    newLayer(),
 	}
 	for _, d := range []string{dir, s.blobDir, s.tmpDir} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
@@ -79,7 +87,12 @@ func Open(dir string, opts Options) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("store open %s: %w", dir, err)
 	}
+	if err := s.openJournal(); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("store open %s: %w", dir, err)
+	}
 	if err := s.repair(); err != nil {
+		s.journal.f.Close()
 		db.Close()
 		return nil, fmt.Errorf("store open %s: repair: %w", dir, err)
 	}
@@ -114,6 +127,11 @@ func (s *Store) initIndex() error {
 // Close releases the directory. Calls after Close return ErrClosed.
 func (s *Store) Close() error {
 	_ = s.FlushLazy()
+	// Without the checkpoint nothing is lost (Open replays the journal); with it Open is quick.
+	if err := s.exclusive(s.checkpoint); err != nil && !errors.Is(err, ErrClosed) {
+		s.opts.Logger.Warn("store: checkpoint at close failed; the journal keeps the changes", "dir", s.dir, "err", err)
+	}
+	_ = s.journal.f.Close()
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("store close %s: %w", s.dir, err)
 	}
@@ -130,7 +148,7 @@ func (s *Store) Repairs() RepairReport { return s.repairs }
 // Stats returns the current counts, consistent with one committed state of the index.
 func (s *Store) Stats() (Stats, error) {
 	var st Stats
-	err := s.view(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *readTx) error {
 		st = decodeStats(tx.Bucket(bucketMeta).Get(metaStats))
 		return nil
 	})
@@ -142,9 +160,14 @@ func (s *Store) Stats() (Stats, error) {
 
 func (s *Store) now() time.Time { return s.opts.Now() }
 
-// view runs a read transaction, translating bbolt's closed-database error into ErrClosed.
-func (s *Store) view(fn func(*bolt.Tx) error) error {
-	return mapClosed(s.db.View(fn))
+// view runs a read transaction over the overlay and index.db, translating bbolt's
+// closed-database error into ErrClosed. fn must be short: it holds up the next commit.
+func (s *Store) view(fn func(*readTx) error) error {
+	s.overMu.RLock()
+	defer s.overMu.RUnlock()
+	return mapClosed(s.db.View(func(tx *bolt.Tx) error {
+		return fn(&readTx{base: tx, layers: []*layer{s.over}})
+	}))
 }
 
 func mapClosed(err error) error {

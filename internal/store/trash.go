@@ -4,8 +4,6 @@ import (
 	"fmt"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-
 	"epost/internal/ids"
 )
 
@@ -38,7 +36,7 @@ func (s *Store) Trashed(k ids.Key) (Meta, time.Time, error) {
 		m  Meta
 		at time.Time
 	)
-	err := s.view(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *readTx) error {
 		v := tx.Bucket(bucketTrash).Get(encodeKey(k))
 		if v == nil {
 			return ErrNotFound
@@ -127,7 +125,7 @@ const chunkSize = 512
 
 // scanTimeIndex returns up to limit keys from a time index (expiry, trashq) whose time is at
 // or before until, oldest first.
-func scanTimeIndex(b *bolt.Bucket, until time.Time, limit int) []ids.Key {
+func scanTimeIndex(b bucket, until time.Time, limit int) []ids.Key {
 	end := sortableTime(until)
 	var keys []ids.Key
 	c := b.Cursor()

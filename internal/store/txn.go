@@ -13,19 +13,32 @@ import (
 // in step: reference counts, the expiry and trash-time indexes, and the statistics. All index
 // invariants are maintained here and nowhere else.
 type writeTx struct {
-	objects, trash, expiry, trashq, payload, meta *bolt.Bucket
+	objects, trash, expiry, trashq, payload, meta bucket
 	stats                                         Stats
 	freed                                         []Hash // file payloads whose last reference went
 }
 
+// newWriteTx writes straight into a bbolt write transaction (Open's repair).
 func newWriteTx(tx *bolt.Tx) *writeTx {
+	return newWriteTxOn(func(name []byte) bucket { return boltBucket{tx.Bucket(name)} })
+}
+
+// newLayeredWriteTx writes into top, reading through top, the overlay and base (commit.go).
+func newLayeredWriteTx(top, over *layer, base *bolt.Tx) *writeTx {
+	layers := []*layer{top, over}
+	return newWriteTxOn(func(name []byte) bucket {
+		return &layered{b: bucketIndex(name), top: top, layers: layers, base: base.Bucket(name)}
+	})
+}
+
+func newWriteTxOn(b func(name []byte) bucket) *writeTx {
 	w := &writeTx{
-		objects: tx.Bucket(bucketObjects),
-		trash:   tx.Bucket(bucketTrash),
-		expiry:  tx.Bucket(bucketExpiry),
-		trashq:  tx.Bucket(bucketTrashQ),
-		payload: tx.Bucket(bucketPayload),
-		meta:    tx.Bucket(bucketMeta),
+		objects: b(bucketObjects),
+		trash:   b(bucketTrash),
+		expiry:  b(bucketExpiry),
+		trashq:  b(bucketTrashQ),
+		payload: b(bucketPayload),
+		meta:    b(bucketMeta),
 	}
 	w.stats = decodeStats(w.meta.Get(metaStats))
 	return w

@@ -1,0 +1,224 @@
+package store
+
+import (
+	"bytes"
+	"math/rand/v2"
+	"os"
+	"slices"
+	"testing"
+	"time"
+
+	"epost/internal/ids"
+)
+
+// TestOverlayMatchesModel drives random puts, deletes, expiries, restores and purges through
+// the overlay with checkpoints at random moments (a tiny CheckpointBytes) and compares every
+// read path with a plain map after each step, including after reopening without Close (the
+// journal replayed) and with it.
+func TestOverlayMatchesModel(t *testing.T) {
+	seed := testSeed(t, 21)
+	r := rand.New(rand.NewPCG(seed, 3))
+	dir := t.TempDir()
+	c := &clock{now: t0}
+	opts := Options{Now: c.Now, Logger: quietLog, TrashGrace: time.Hour, CheckpointBytes: 2 << 10}
+	open := func() *Store {
+		s, err := Open(dir, opts)
+		if err != nil {
+			t.Fatalf("open: %v", err)
+		}
+		return s
+	}
+	s := open()
+	defer func() { s.Close() }()
+	live := map[ids.Key]Object{}
+	var keys []ids.Key
+	pick := func() ids.Key {
+		if len(keys) == 0 || r.IntN(3) == 0 {
+			k := ids.Key{Ring: []ids.RingID{ringA, ringB}[r.IntN(2)], ID: randID(r)}
+			keys = append(keys, k)
+			return k
+		}
+		return keys[r.IntN(len(keys))]
+	}
+	for step := range 1500 {
+		switch op := r.IntN(10); {
+		case op < 5:
+			k := pick()
+			o := Object{Meta: Meta{Key: k, Seq: uint64(step), Expiry: t0.Add(time.Duration(1+r.IntN(100)) * time.Minute)},
+				Payload: randBytes(r, r.IntN(600))}
+			if err := s.Put(o); err != nil {
+				t.Fatalf("step %d put: %v", step, err)
+			}
+			live[k] = o
+		case op < 7:
+			k := pick()
+			err := s.Delete(k)
+			if _, ok := live[k]; ok != (err == nil) {
+				t.Fatalf("step %d delete %s: %v (live %v)", step, k, err, ok)
+			}
+			delete(live, k)
+		case op < 8:
+			c.now = c.now.Add(time.Duration(r.IntN(5)) * time.Minute)
+			n, err := s.CollectExpired(c.now)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := 0
+			for k, o := range live {
+				if !o.Expiry.After(c.now) {
+					delete(live, k)
+					want++
+				}
+			}
+			if n != want {
+				t.Fatalf("step %d: collected %d expired, model has %d", step, n, want)
+			}
+		case op < 9:
+			if _, err := s.PurgeTrash(c.now.Add(2 * time.Hour)); err != nil {
+				t.Fatal(err)
+			}
+		default:
+			switch r.IntN(3) {
+			case 0: // a crash: reopen without Close
+				s.journal.f.Close()
+				s.db.Close()
+			default:
+				s.Close()
+			}
+			s = open()
+			if rep := s.Repairs(); len(rep.Fixed) != 0 || len(rep.Damaged) != 0 {
+				t.Fatalf("step %d: repair after reopen: %+v", step, rep)
+			}
+		}
+		checkModel(t, step, s, live)
+	}
+}
+
+func checkModel(t *testing.T, step int, s *Store, live map[ids.Key]Object) {
+	t.Helper()
+	var want []ids.Key
+	for k := range live {
+		want = append(want, k)
+	}
+	var got []ids.Key
+	for _, ring := range []ids.RingID{ringA, ringB} {
+		for m, err := range s.Range(WholeRing(ring)) {
+			if err != nil {
+				t.Fatalf("step %d range: %v", step, err)
+			}
+			got = append(got, m.Key)
+		}
+	}
+	cmp := func(a, b ids.Key) int { return bytes.Compare(encodeKey(a), encodeKey(b)) }
+	slices.SortFunc(want, cmp)
+	if !slices.IsSortedFunc(got, func(a, b ids.Key) int {
+		if a.Ring != b.Ring {
+			return 0
+		}
+		return cmp(a, b)
+	}) {
+		t.Fatalf("step %d: Range is out of order", step)
+	}
+	slices.SortFunc(got, cmp)
+	if !slices.Equal(got, want) {
+		t.Fatalf("step %d: Range has %d objects, model %d", step, len(got), len(want))
+	}
+	for k, o := range live {
+		g, err := s.Get(k)
+		if err != nil || !bytes.Equal(g.Payload, o.Payload) || g.Seq != o.Seq {
+			t.Fatalf("step %d get %s: %v", step, k, err)
+		}
+	}
+	st := mustStats(t, s)
+	if st.Objects != int64(len(live)) {
+		t.Fatalf("step %d: stats count %d, model %d", step, st.Objects, len(live))
+	}
+	var sum int64
+	for _, ring := range []ids.RingID{ringA, ringB} {
+		su, err := s.Summarize(WholeRing(ring))
+		if err != nil {
+			t.Fatal(err)
+		}
+		sum += su.Count
+	}
+	if sum != int64(len(live)) {
+		t.Fatalf("step %d: Summarize counts %d, model %d", step, sum, len(live))
+	}
+}
+
+// TestJournalTornTail cuts the journal inside its last record: Open keeps every record before
+// it and drops the torn one.
+func TestJournalTornTail(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir, Options{Logger: quietLog})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := keyOf(ringA, "a"), keyOf(ringA, "b")
+	for _, k := range []ids.Key{a, b} {
+		if err := s.Put(Object{Meta: Meta{Key: k}, Payload: []byte(k.String())}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	off := s.journal.off
+	s.journal.f.Close()
+	s.db.Close()
+	if err := os.Truncate(s.journalPath(), off-3); err != nil {
+		t.Fatal(err)
+	}
+	s, err = Open(dir, Options{Logger: quietLog})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if ok, _ := s.Has(a); !ok {
+		t.Fatal("the record before the torn one was lost")
+	}
+	if ok, _ := s.Has(b); ok {
+		t.Fatal("the torn record was applied")
+	}
+	if st := mustStats(t, s); st.Objects != 1 {
+		t.Fatalf("stats count %d objects, want 1", st.Objects)
+	}
+}
+
+// TestJournalCoveredEpochsSkipped: records of an epoch index.db already holds are not applied
+// again, even if the truncate after the checkpoint was lost.
+func TestJournalCoveredEpochsSkipped(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir, Options{Logger: quietLog})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := keyOf(ringA, "a")
+	if err := s.Put(Object{Meta: Meta{Key: a}, Payload: []byte("one")}); err != nil {
+		t.Fatal(err)
+	}
+	saved, err := os.ReadFile(s.journalPath())
+	if err != nil || len(saved) == 0 {
+		t.Fatalf("journal: %d bytes, %v", len(saved), err)
+	}
+	if err := s.exclusive(s.checkpoint); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Delete(a); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.exclusive(s.checkpoint); err != nil {
+		t.Fatal(err)
+	}
+	s.journal.f.Close()
+	s.db.Close()
+	// As if the truncate after the first checkpoint never reached the disk.
+	if err := os.WriteFile(s.journalPath(), saved, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s, err = Open(dir, Options{Logger: quietLog})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if ok, _ := s.Has(a); ok {
+		t.Fatal("a covered journal record brought a deleted object back")
+	}
+}
