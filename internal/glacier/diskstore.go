@@ -1,10 +1,18 @@
 package glacier
 
 import (
+	"cmp"
+	"encoding/binary"
+	"os"
+	"slices"
+	"strings"
+	"syscall"
+
 	"bytes"
 	"crypto/ed25519"
 	"errors"
 	"fmt"
+	"golang.org/x/sys/unix"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -17,18 +25,31 @@ import (
 	berrors "go.etcd.io/bbolt/errors"
 )
 
-// DiskStore is a durable Store in one bbolt file.
+// DiskStore is a durable Store in a bbolt file (the index) and a data file beside it.
 //
 // Layout: bucket "fragments" maps the 32-byte big-endian fragment key (so bbolt's byte order
 // is the circle's order) to a value
 //
 //	format (1 byte) | index (u16) | manifest wire form (uvarint length, bytes) |
-//	proof length (1 byte, ProofLen(n)) | proof (32 bytes each) | data (the rest)
+//	proof length (1 byte, ProofLen(n)) | proof (32 bytes each) | where the data is
 //
-// and bucket "meta" holds the file's format, which Open checks, so that a release refuses a
-// file of another format instead of dropping every entry it cannot read. Format 2 (Merkle
-// manifests and inclusion proofs) replaced 1 (manifests listing every fragment hash); a file
-// of format 1 is refused with a request to move it aside: no deployment holds one.
+// where the data is, in value format 3, offset (u64) and length (u32) in the data file
+// (PATH with ".db" replaced by ".data"), and in value format 2 (written by earlier releases,
+// still read) the data itself, the rest of the value. Bucket "meta" holds the file's format,
+// which Open checks, so that a release refuses a file of another format instead of dropping
+// every entry it cannot read: 3 may hold values of both formats; 2 holds inline values only
+// and becomes 3 at Open; 1 (manifests listing every fragment hash, before Merkle manifests)
+// is refused with a request to move it aside: no deployment holds one.
+//
+// Why a data file. bbolt keeps a leaf's values inside the leaf, and a leaf holds at least two
+// entries, so every fragment put into the B+tree rewrote its neighbours' data too: the
+// index wrote three to four times the fragment bytes it stored (issue 12). The data file is
+// append-only: a batch's fragments are written at its end (each at a 4 KiB boundary) and
+// fdatasynced before the index commit that refers to them, so a crash leaves at most
+// unreferenced bytes, never a reference to missing ones. The space of a deleted or replaced
+// fragment is given back to the file system by punching a hole (fallocate), so the file's
+// size only grows while its blocks follow what is held; Open punches every range that no
+// entry refers to (what a crash between a commit and its punch left) and cuts the tail.
 //
 // Concurrency: safe for concurrent use. Writers (Put, Delete, dropping damaged entries,
 // Close) are serialised by mu, so that reading the old value, committing and updating the
@@ -39,7 +60,9 @@ import (
 type DiskStore struct {
 	path  string
 	db    *bolt.DB
+	data  *os.File
 	mu    sync.Mutex // serialises writers; see the type comment
+	end   int64      // where the next fragment's data goes in the data file; guarded by mu
 	n     atomic.Int64
 	bytes atomic.Int64
 }
@@ -53,7 +76,10 @@ var (
 )
 
 const (
-	diskFormat      = 2 // of the file (meta) and of every value
+	diskFormat      = 3 // of the file (meta)
+	valueInline     = 2 // value format: the data inside the value (earlier releases)
+	valueExternal   = 3 // value format: the data in the data file
+	dataAlign       = 4096
 	diskLockTimeout = time.Second
 	// maxManifestWire bounds a stored manifest's wire form: far above the largest valid one
 	// (≈ 500 bytes with a name of MaxNameLen), it only stops a damaged length from meaning much.
@@ -65,20 +91,32 @@ const (
 func OpenDiskStore(path string) (*DiskStore, error) {
 	// NoSync stays false: every Put commits with an fsync, because a holder acknowledges the
 	// fragment as soon as Put returns.
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: diskLockTimeout})
+	// The map freelist and an unsynced freelist, as in the object store: the freelist of a
+	// file that fragments come and go in is long, and writing it at every commit would cost
+	// pages per commit; Open rebuilds it by a scan instead. Durability is unaffected.
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: diskLockTimeout,
+		FreelistType: bolt.FreelistMapType, NoFreelistSync: true})
 	if errors.Is(err, berrors.ErrTimeout) {
 		return nil, fmt.Errorf("glacier store open %s: the file is locked by another process (is another epost node using it?): %w", path, err)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("glacier store open %s: %w", path, err)
 	}
-	s := &DiskStore{path: path, db: db}
+	data, err := os.OpenFile(dataPath(path), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("glacier store open %s: %w", path, err)
+	}
+	s := &DiskStore{path: path, db: db, data: data}
 	if err := s.init(); err != nil {
+		data.Close()
 		db.Close()
 		return nil, fmt.Errorf("glacier store open %s: %w", path, err)
 	}
 	return s, nil
 }
+
+func dataPath(path string) string { return strings.TrimSuffix(path, ".db") + ".data" }
 
 // init creates the buckets, checks the format and recomputes the counters by one scan,
 // dropping entries that do not decode.
@@ -94,8 +132,13 @@ func (s *DiskStore) init() error {
 			if err := meta.Put(metaFormat, []byte{diskFormat}); err != nil {
 				return err
 			}
-		case len(v) == 1 && v[0] < diskFormat:
-			return fmt.Errorf("fragment store format %d predates Merkle manifests (format %d) and cannot be read: move the file aside (its fragments are rebuilt by maintenance from the other holders) and restart", v[0], diskFormat)
+		case len(v) == 1 && v[0] < valueInline:
+			return fmt.Errorf("fragment store format %d predates Merkle manifests (format %d) and cannot be read: move the file aside (its fragments are rebuilt by maintenance from the other holders) and restart", v[0], valueInline)
+		case len(v) == 1 && v[0] == valueInline:
+			// Its values stay readable; new ones go to the data file.
+			if err := meta.Put(metaFormat, []byte{diskFormat}); err != nil {
+				return err
+			}
 		case len(v) != 1 || v[0] != diskFormat:
 			return fmt.Errorf("fragment store format %v is not the supported version %d; use a matching epost release", v, diskFormat)
 		}
@@ -106,12 +149,17 @@ func (s *DiskStore) init() error {
 		return err
 	}
 	var damaged []damagedEntry
+	var used []extent
 	err = s.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketFragments).ForEach(func(k, v []byte) error {
 			// Count everything as Put would have; dropDamaged subtracts what it drops.
 			s.n.Add(1)
 			s.bytes.Add(diskDataLen(v))
-			if _, err := decodeDiskEntry(k, v); err != nil {
+			if dv, err := parseDiskValue(v); err == nil && dv.external {
+				used = append(used, extent{dv.off, int64(dv.n)})
+			}
+			// The data is not read here: Get checks it against the manifest when it is used.
+			if _, err := s.decode(k, v, false); err != nil {
 				damaged = append(damaged, damagedEntry{bytes.Clone(k), bytes.Clone(v)})
 			}
 			return nil
@@ -120,15 +168,83 @@ func (s *DiskStore) init() error {
 	if err != nil {
 		return fmt.Errorf("scan: %w", err)
 	}
+	if err := s.reclaim(used); err != nil {
+		return err
+	}
 	return s.dropDamaged(damaged)
+}
+
+// extent is a fragment's data in the data file.
+type extent struct{ off, n int64 }
+
+func alignUp(n int64) int64 { return (n + dataAlign - 1) &^ (dataAlign - 1) }
+
+// reclaim punches every range of the data file that no entry uses and cuts the file after
+// the last used one; new data goes after it.
+func (s *DiskStore) reclaim(used []extent) error {
+	slices.SortFunc(used, func(a, b extent) int { return cmp.Compare(a.off, b.off) })
+	var at int64
+	for _, e := range used {
+		if e.off > at {
+			s.punch(at, e.off-at)
+		}
+		at = max(at, alignUp(e.off+e.n))
+	}
+	if err := s.data.Truncate(at); err != nil {
+		return fmt.Errorf("cut the data file: %w", err)
+	}
+	s.end = at
+	return nil
+}
+
+// punch gives the blocks of [off, off+n) back to the file system. Where the file system
+// cannot, the space stays allocated (the data is dead either way): nothing to report.
+func (s *DiskStore) punch(off, n int64) {
+	if n > 0 {
+		_ = unix.Fallocate(int(s.data.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, alignUp(n))
+	}
+}
+
+// writeData appends the data of the batch's puts to the data file, each at a block boundary,
+// fdatasyncs it and returns their offsets (-1 where there is none). The caller holds mu.
+func (s *DiskStore) writeData(ops []FragOp, res []error) ([]int64, error) {
+	offs := make([]int64, len(ops))
+	start, total := s.end, 0
+	for i, op := range ops {
+		offs[i] = -1
+		if res[i] != nil || op.Delete {
+			continue
+		}
+		offs[i] = s.end
+		if _, err := s.data.WriteAt(op.Put.Data, s.end); err != nil {
+			s.punch(start, s.end-start)
+			return nil, fmt.Errorf("write the data file: %w", err)
+		}
+		s.end = alignUp(s.end + int64(len(op.Put.Data)))
+		total += len(op.Put.Data)
+	}
+	if total == 0 {
+		return offs, nil
+	}
+	err := syscall.Fdatasync(int(s.data.Fd()))
+	diskstat.Glacier.Sync(total)
+	if err != nil {
+		s.punch(start, s.end-start)
+		return nil, fmt.Errorf("fdatasync the data file: %w", err)
+	}
+	return offs, nil
 }
 
 // Close closes the file. Later calls fail (Range and Ascend see an empty store).
 func (s *DiskStore) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	derr := s.data.Close()
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("glacier store close %s: %w", s.path, err)
+	}
+	if derr != nil && !errors.Is(derr, os.ErrClosed) {
+		return fmt.Errorf("glacier store close %s: %w", s.path, derr)
 	}
 	return nil
 }
@@ -145,33 +261,18 @@ func (s *DiskStore) Put(fk ids.ID, f Fragment) error {
 	if f.Manifest == nil || f.Index < 0 || f.Index >= MaxFragments {
 		return fmt.Errorf("glacier store put %s in %s: no manifest or index %d out of range", fk.Short(), s.path, f.Index)
 	}
-	val := encodeDiskEntry(&f)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var old []byte
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		diskstat.Glacier.BoltCommit(tx)
-		b := tx.Bucket(bucketFragments)
-		old = bytes.Clone(b.Get(fk[:]))
-		return b.Put(fk[:], val)
-	})
+	res, err := s.Apply([]FragOp{{Key: fk, Put: &f}})
 	if err != nil {
 		return fmt.Errorf("glacier store put %s in %s: %w", fk.Short(), s.path, err)
 	}
-	if old != nil {
-		s.bytes.Add(-diskDataLen(old))
-	} else {
-		s.n.Add(1)
-	}
-	s.bytes.Add(int64(len(f.Data)))
-	return nil
+	return res[0]
 }
 
-// Apply commits a batch of puts and deletes in one transaction (one fsync), in order: the
-// driver's write-back (persist.go). A delete of a key not held is not an error.
+// Apply commits a batch of puts and deletes in one transaction, in order: the driver's
+// write-back (persist.go). The puts' data is written and fdatasynced first, in one flush for
+// the batch, then the index commits. A delete of a key not held is not an error.
 func (s *DiskStore) Apply(ops []FragOp) ([]error, error) {
 	res := make([]error, len(ops))
-	vals := make([][]byte, len(ops))
 	for i, op := range ops {
 		if op.Delete {
 			continue
@@ -179,35 +280,40 @@ func (s *DiskStore) Apply(ops []FragOp) ([]error, error) {
 		f := op.Put
 		if f == nil || f.Manifest == nil || f.Index < 0 || f.Index >= MaxFragments {
 			res[i] = fmt.Errorf("glacier store put %s in %s: no manifest or index out of range", op.Key.Short(), s.path)
-			continue
 		}
-		vals[i] = encodeDiskEntry(f)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	offs, err := s.writeData(ops, res)
+	if err != nil {
+		return nil, fmt.Errorf("glacier store apply in %s: %w", s.path, err)
+	}
 	var dn, dbytes int64
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	var freed []extent
+	err = s.db.Update(func(tx *bolt.Tx) error {
 		diskstat.Glacier.BoltCommit(tx)
-		dn, dbytes = 0, 0
+		dn, dbytes, freed = 0, 0, freed[:0]
 		b := tx.Bucket(bucketFragments)
 		for i, op := range ops {
 			if res[i] != nil {
 				continue
 			}
-			old := b.Get(op.Key[:])
-			if old != nil {
+			if old := b.Get(op.Key[:]); old != nil {
 				dn--
 				dbytes -= diskDataLen(old)
-			}
-			if op.Delete {
-				if old != nil {
+				if dv, err := parseDiskValue(old); err == nil && dv.external {
+					freed = append(freed, extent{dv.off, int64(dv.n)})
+				}
+				if op.Delete {
 					if err := b.Delete(op.Key[:]); err != nil {
 						return err
 					}
 				}
+			}
+			if op.Delete {
 				continue
 			}
-			if err := b.Put(op.Key[:], vals[i]); err != nil {
+			if err := b.Put(op.Key[:], encodeExternalEntry(op.Put, offs[i])); err != nil {
 				return err
 			}
 			dn++
@@ -216,7 +322,15 @@ func (s *DiskStore) Apply(ops []FragOp) ([]error, error) {
 		return nil
 	})
 	if err != nil {
+		for i, off := range offs {
+			if off >= 0 {
+				s.punch(off, int64(len(ops[i].Put.Data)))
+			}
+		}
 		return nil, fmt.Errorf("glacier store apply in %s: %w", s.path, err)
+	}
+	for _, e := range freed {
+		s.punch(e.off, e.n)
 	}
 	s.n.Add(dn)
 	s.bytes.Add(dbytes)
@@ -245,7 +359,7 @@ func (s *DiskStore) Get(fk ids.ID) (Fragment, error) {
 	if raw == nil {
 		return Fragment{}, ErrNotFound
 	}
-	f, err := decodeDiskEntry(fk[:], raw)
+	f, err := s.decode(fk[:], raw, true)
 	if err == nil {
 		err = f.Manifest.CheckFragment(f.Index, f.Data, f.Proof)
 	}
@@ -260,24 +374,21 @@ func (s *DiskStore) Get(fk ids.ID) (Fragment, error) {
 // the node counts only real deletions.
 func (s *DiskStore) Delete(fk ids.ID) error {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	var old []byte
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		diskstat.Glacier.BoltCommit(tx)
-		b := tx.Bucket(bucketFragments)
-		if old = bytes.Clone(b.Get(fk[:])); old == nil {
-			return nil
-		}
-		return b.Delete(fk[:])
+	held := false
+	err := s.db.View(func(tx *bolt.Tx) error {
+		held = tx.Bucket(bucketFragments).Get(fk[:]) != nil
+		return nil
 	})
+	s.mu.Unlock()
 	if err != nil {
 		return fmt.Errorf("glacier store delete %s in %s: %w", fk.Short(), s.path, err)
 	}
-	if old == nil {
+	if !held {
 		return ErrNotFound
 	}
-	s.n.Add(-1)
-	s.bytes.Add(-diskDataLen(old))
+	if _, err := s.Apply([]FragOp{{Key: fk, Delete: true}}); err != nil {
+		return fmt.Errorf("glacier store delete %s: %w", fk.Short(), err)
+	}
 	return nil
 }
 
@@ -313,7 +424,7 @@ func (s *DiskStore) walk(start func(*bolt.Cursor) ([]byte, []byte), wrap bool, f
 		k, v := start(c)
 		first := k // valid for the transaction
 		for k != nil {
-			fr, err := decodeDiskEntry(k, v)
+			fr, err := s.decode(k, v, true)
 			if err != nil {
 				damaged = append(damaged, damagedEntry{bytes.Clone(k), bytes.Clone(v)})
 			} else if !f(ids.ID(k), &fr) {
@@ -348,6 +459,13 @@ func (s *DiskStore) dropDamaged(es []damagedEntry) error {
 		diskstat.Glacier.BoltCommit(tx)
 		b := tx.Bucket(bucketFragments)
 		dropped = dropped[:0]
+		defer func() {
+			for _, e := range dropped {
+				if dv, err := parseDiskValue(e.val); err == nil && dv.external {
+					tx.OnCommit(func() { s.punch(dv.off, int64(dv.n)) })
+				}
+			}
+		}()
 		for _, e := range es {
 			if !bytes.Equal(b.Get(e.key), e.val) {
 				continue
@@ -369,66 +487,127 @@ func (s *DiskStore) dropDamaged(es []damagedEntry) error {
 	return nil
 }
 
-func encodeDiskEntry(f *Fragment) []byte {
-	man := f.Manifest.Bytes()
-	w := wire.Writer{B: make([]byte, 0, 1+2+3+len(man)+1+32*len(f.Proof)+len(f.Data))}
-	w.U8(diskFormat)
-	w.U16(uint16(f.Index))
-	w.Bytes(man)
-	writeProof(&w, f.Proof)
+// encodeInlineEntry is the value of format 2, the data inline (earlier releases; tests).
+func encodeInlineEntry(f *Fragment) []byte {
+	w := encodeEntryHead(f, valueInline, len(f.Data))
 	w.B = append(w.B, f.Data...)
 	return w.B
 }
 
-// diskHeader reads a value up to its proof and returns the index, the manifest's wire form
-// and the rest (proof and data, aliasing v), or an error; it never panics.
-func diskHeader(v []byte) (idx int, man, rest []byte, err error) {
+// encodeExternalEntry is the value of format 3, the data at off in the data file.
+func encodeExternalEntry(f *Fragment, off int64) []byte {
+	w := encodeEntryHead(f, valueExternal, 12)
+	w.U64(uint64(off))
+	w.U32(uint32(len(f.Data)))
+	return w.B
+}
+
+func encodeEntryHead(f *Fragment, format byte, tail int) *wire.Writer {
+	man := f.Manifest.Bytes()
+	w := &wire.Writer{B: make([]byte, 0, 1+2+3+len(man)+1+32*len(f.Proof)+tail)}
+	w.U8(format)
+	w.U16(uint16(f.Index))
+	w.Bytes(man)
+	writeProof(w, f.Proof)
+	return w
+}
+
+// diskValue is a value split into its parts (aliasing it); it never panics.
+type diskValue struct {
+	idx      int
+	man      []byte // the manifest's wire form
+	proof    []byte // the proof's wire form
+	external bool
+	data     []byte // inline
+	off      int64  // external
+	n        int    // external
+}
+
+func parseDiskValue(v []byte) (diskValue, error) {
+	var dv diskValue
 	r := wire.NewReader(v)
-	if fm := r.U8(); r.Err() == nil && fm != diskFormat {
-		return 0, nil, nil, fmt.Errorf("%w: value format %d", wire.ErrMalformed, fm)
+	fm := r.U8()
+	if r.Err() == nil && fm != valueInline && fm != valueExternal {
+		return dv, fmt.Errorf("%w: value format %d", wire.ErrMalformed, fm)
 	}
-	idx = int(r.U16())
+	dv.idx = int(r.U16())
 	n := r.Len(maxManifestWire, "manifest")
 	if err := r.Err(); err != nil {
-		return 0, nil, nil, err
+		return dv, err
 	}
-	return idx, r.B[:n:n], r.B[n:], nil
+	dv.man, v = r.B[:n:n], r.B[n:]
+	if len(v) < 1 || int(v[0]) > maxProofLen || len(v) < 1+32*int(v[0]) {
+		return dv, fmt.Errorf("%w: proof", wire.ErrMalformed)
+	}
+	end := 1 + 32*int(v[0])
+	dv.proof, v = v[:end:end], v[end:]
+	if fm == valueInline {
+		dv.data = v
+		return dv, nil
+	}
+	if len(v) != 12 {
+		return dv, fmt.Errorf("%w: data location", wire.ErrMalformed)
+	}
+	dv.external = true
+	dv.off = int64(binary.BigEndian.Uint64(v))
+	dv.n = int(binary.BigEndian.Uint32(v[8:]))
+	if dv.off < 0 || dv.off%dataAlign != 0 || dv.n > MaxObjectSize {
+		return dv, fmt.Errorf("%w: data location", wire.ErrMalformed)
+	}
+	return dv, nil
 }
 
-// diskData splits the rest of a value into the proof's wire form and the data.
-func diskData(rest []byte) (proof, data []byte, err error) {
-	if len(rest) < 1 || int(rest[0]) > maxProofLen || len(rest) < 1+32*int(rest[0]) {
-		return nil, nil, fmt.Errorf("%w: proof", wire.ErrMalformed)
-	}
-	end := 1 + 32*int(rest[0])
-	return rest[:end:end], rest[end:], nil
-}
-
-// diskDataLen is the data length a value holds, as Put and the open scan counted it (0 for a
-// value damaged since, which only skews Bytes until the next Open).
+// diskDataLen is the data length a value holds or points to, as Put and the open scan
+// counted it (0 for a value damaged since, which only skews Bytes until the next Open).
 func diskDataLen(v []byte) int64 {
-	_, _, rest, err := diskHeader(v)
-	if err != nil {
+	dv, err := parseDiskValue(v)
+	switch {
+	case err != nil:
 		return 0
+	case dv.external:
+		return int64(dv.n)
 	}
-	_, data, err := diskData(rest)
-	if err != nil {
-		return 0
-	}
-	return int64(len(data))
+	return int64(len(dv.data))
 }
 
-// decodeDiskEntry decodes one entry into a Fragment that owns its memory. It checks the
-// manifest's shape and the proof's length but neither the signature nor the proof (see Get).
+// decodeDiskEntry decodes a value of format 2 (inline data) into a Fragment that owns its
+// memory; see decodeEntry.
 func decodeDiskEntry(k, v []byte) (Fragment, error) {
-	if len(k) != ids.Bytes {
-		return Fragment{}, fmt.Errorf("%w: key of %d bytes", wire.ErrMalformed, len(k))
+	dv, err := parseDiskValue(v)
+	if err == nil && dv.external {
+		err = fmt.Errorf("%w: value format %d", wire.ErrMalformed, valueExternal)
 	}
-	idx, raw, rest, err := diskHeader(v)
 	if err != nil {
 		return Fragment{}, err
 	}
-	r := wire.NewReader(raw)
+	return decodeEntry(k, dv, nil)
+}
+
+// decode decodes one entry of either format, reading external data if withData (else the
+// Fragment's Data is nil).
+func (s *DiskStore) decode(k, v []byte, withData bool) (Fragment, error) {
+	dv, err := parseDiskValue(v)
+	if err != nil {
+		return Fragment{}, err
+	}
+	var data []byte
+	if dv.external && withData {
+		data = make([]byte, dv.n)
+		if _, err := s.data.ReadAt(data, dv.off); err != nil {
+			return Fragment{}, fmt.Errorf("%w: read %d bytes at %d of the data file: %v", ErrBadFragment, dv.n, dv.off, err)
+		}
+	}
+	return decodeEntry(k, dv, data)
+}
+
+// decodeEntry builds the Fragment; data is the external data (nil: inline or not read). It
+// checks the manifest's shape and the proof's length but neither the signature nor the proof
+// (see Get).
+func decodeEntry(k []byte, dv diskValue, data []byte) (Fragment, error) {
+	if len(k) != ids.Bytes {
+		return Fragment{}, fmt.Errorf("%w: key of %d bytes", wire.ErrMalformed, len(k))
+	}
+	r := wire.NewReader(dv.man)
 	m := DecodeManifest(r)
 	if err := r.Done(); err != nil {
 		return Fragment{}, err
@@ -437,13 +616,16 @@ func decodeDiskEntry(k, v []byte) (Fragment, error) {
 	case len(m.Owner) != ed25519.PublicKeySize || len(m.Sig) != ed25519.SignatureSize,
 		m.M < 1 || m.N < m.M || int(m.N) > MaxFragments:
 		return Fragment{}, fmt.Errorf("%w: manifest shape", ErrBadManifest)
-	case idx >= int(m.N):
-		return Fragment{}, fmt.Errorf("%w: index %d of %d", ErrBadFragment, idx, m.N)
+	case dv.idx >= int(m.N):
+		return Fragment{}, fmt.Errorf("%w: index %d of %d", ErrBadFragment, dv.idx, m.N)
 	}
-	pr := wire.NewReader(rest)
+	pr := wire.NewReader(dv.proof)
 	proof := readProof(pr, int(m.N))
-	if err := pr.Err(); err != nil {
+	if err := pr.Done(); err != nil {
 		return Fragment{}, err
 	}
-	return Fragment{Manifest: m, Index: idx, Data: bytes.Clone(pr.B), Proof: proof}, nil
+	if !dv.external {
+		data = bytes.Clone(dv.data)
+	}
+	return Fragment{Manifest: m, Index: dv.idx, Data: data, Proof: proof}, nil
 }

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -168,7 +169,7 @@ func TestDiskStoreDamagedDataDropped(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	good := encodeDiskEntry(&frs[1])
+	good := encodeInlineEntry(&frs[1])
 	bad := bytes.Clone(good)
 	bad[len(bad)-1] ^= 1 // the last data byte
 	rawPut(t, s, fks[1][:], bad)
@@ -196,13 +197,13 @@ func TestDiskStoreDamagedDataDropped(t *testing.T) {
 // garbageValues are values that must be refused without panicking.
 func garbageValues(t *testing.T) map[string][]byte {
 	_, frs := testFragments(t, 1)
-	good := encodeDiskEntry(&frs[0])
+	good := encodeInlineEntry(&frs[0])
 	g := map[string][]byte{
 		"empty":          {},
-		"format only":    {diskFormat},
-		"other format":   append([]byte{diskFormat + 1}, good[1:]...),
-		"huge length":    {diskFormat, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01},
-		"index too high": append([]byte{diskFormat, 0, 12}, good[3:]...),
+		"format only":    {valueInline},
+		"other format":   append([]byte{valueExternal + 1}, good[1:]...),
+		"huge length":    {valueInline, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01},
+		"index too high": append([]byte{valueInline, 0, 12}, good[3:]...),
 		"random":         randBytes(rand.New(rand.NewPCG(9, 9)), 300),
 	}
 	for _, n := range []int{2, 3, 5, 40, 100, len(good) - len(frs[0].Data) - 1} {
@@ -255,15 +256,15 @@ func TestDiskStoreGetGarbage(t *testing.T) {
 
 func FuzzDecodeDiskEntry(f *testing.F) {
 	_, frs := testFragments(f, 1)
-	f.Add(encodeDiskEntry(&frs[0]))
-	f.Add([]byte{diskFormat, 0, 0, 0})
+	f.Add(encodeInlineEntry(&frs[0]))
+	f.Add([]byte{valueInline, 0, 0, 0})
 	f.Fuzz(func(t *testing.T, v []byte) {
 		k := make([]byte, ids.Bytes)
 		fr, err := decodeDiskEntry(k, v)
 		if err != nil {
 			return
 		}
-		if got := encodeDiskEntry(&fr); !bytes.Equal(got, v) {
+		if got := encodeInlineEntry(&fr); !bytes.Equal(got, v) {
 			t.Fatalf("decoded entry re-encodes differently")
 		}
 		if diskDataLen(v) != int64(len(fr.Data)) {
@@ -482,4 +483,166 @@ func TestDiskStoreApply(t *testing.T) {
 	if f, err := s2.Get(fks[0]); err != nil || !sameFragment(f, frs[0]) || s2.Len() != len(fks) {
 		t.Fatalf("after persist: %v, Len %d", err, s2.Len())
 	}
+}
+
+// bigFragments are the fragments of one 100 KB object, about 34 KB each.
+func bigFragments(t testing.TB) (fks []ids.ID, frs []Fragment) {
+	t.Helper()
+	c, _ := NewCodec(12, 3)
+	obj := randBytes(rand.New(rand.NewPCG(5, 5)), 100<<10)
+	man, frags, err := NewManifest(c, testKey(1), testRingID, []byte("big"), 1, time.Unix(2e9, 0), obj)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, proofs := merkleTree(frags)
+	for i, d := range frags {
+		fks = append(fks, man.FragmentKey(i))
+		frs = append(frs, Fragment{Manifest: man, Index: i, Data: d, Proof: proofs[i]})
+	}
+	return fks, frs
+}
+
+// allocated is the data file's allocated bytes (its blocks, not its size).
+func allocated(t *testing.T, path string) int64 {
+	t.Helper()
+	var st syscall.Stat_t
+	if err := syscall.Stat(dataPath(path), &st); err != nil {
+		t.Fatal(err)
+	}
+	return st.Blocks * 512
+}
+
+// TestDiskStoreDataFile: fragment data lives in the data file; deleting a fragment gives its
+// blocks back; bytes flipped in the data file are caught by Get and the entry dropped.
+func TestDiskStoreDataFile(t *testing.T) {
+	s, path := openTestDiskStore(t)
+	fks, frs := bigFragments(t)
+	res, err := s.Apply(func() []FragOp {
+		var ops []FragOp
+		for i := range fks {
+			ops = append(ops, FragOp{Key: fks[i], Put: &frs[i]})
+		}
+		return ops
+	}())
+	if err != nil || slices.ContainsFunc(res, func(e error) bool { return e != nil }) {
+		t.Fatalf("apply: %v %v", err, res)
+	}
+	full := allocated(t, path)
+	if full < int64(len(fks))*int64(len(frs[0].Data)) {
+		t.Fatalf("data file holds %d bytes for %d fragments of %d", full, len(fks), len(frs[0].Data))
+	}
+	for _, fk := range fks[:len(fks)/2] {
+		if err := s.Delete(fk); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if half := allocated(t, path); half > full*3/5 {
+		t.Fatalf("after deleting half the fragments the data file still holds %d of %d bytes", half, full)
+	}
+	// Flip a data byte of a held fragment behind the store's back.
+	i := len(fks) - 1
+	var off int64
+	_ = s.db.View(func(tx *bolt.Tx) error {
+		dv, err := parseDiskValue(tx.Bucket(bucketFragments).Get(fks[i][:]))
+		if err != nil || !dv.external {
+			t.Fatalf("value of a new put: %v, external %v", err, dv.external)
+		}
+		off = dv.off
+		return nil
+	})
+	b := make([]byte, 1)
+	s.data.ReadAt(b, off+7)
+	b[0] ^= 1
+	s.data.WriteAt(b, off+7)
+	if _, err := s.Get(fks[i]); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Get of damaged data: %v, want ErrNotFound", err)
+	}
+	if got, err := s.Get(fks[i-1]); err != nil || !sameFragment(got, frs[i-1]) {
+		t.Fatalf("Get of its neighbour: %v", err)
+	}
+}
+
+// TestDiskStoreOpenReclaims: data a crash left behind (written, never committed, or
+// committed away but not yet punched) is given back at Open, and the tail is cut.
+func TestDiskStoreOpenReclaims(t *testing.T) {
+	s, path := openTestDiskStore(t)
+	fks, frs := bigFragments(t)
+	for i := range fks {
+		if err := s.Put(fks[i], frs[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	held := allocated(t, path)
+	// Garbage in the middle (a delete whose punch a crash prevented) and at the end (a batch
+	// whose index commit never happened).
+	if err := s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketFragments).Delete(fks[0][:]) }); err != nil {
+		t.Fatal(err)
+	}
+	junk := bytes.Repeat([]byte{7}, 64<<10)
+	if _, err := s.data.WriteAt(junk, s.end); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s2, err := OpenDiskStore(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	if got := allocated(t, path); got >= held {
+		t.Fatalf("after reopen the data file holds %d bytes, %d before the garbage", got, held)
+	}
+	for i := 1; i < len(fks); i++ {
+		if got, err := s2.Get(fks[i]); err != nil || !sameFragment(got, frs[i]) {
+			t.Fatalf("Get %d after reopen: %v", i, err)
+		}
+	}
+	if s2.Len() != len(fks)-1 {
+		t.Fatalf("Len %d, want %d", s2.Len(), len(fks)-1)
+	}
+}
+
+// TestDiskStoreReadsFormat2: a file written by an earlier release (format 2, data inline) is
+// read, new puts go to the data file, and the file becomes format 3.
+func TestDiskStoreReadsFormat2(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "glacier.db")
+	fks, frs := testFragments(t, 1)
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		m, _ := tx.CreateBucket(bucketMeta)
+		f, _ := tx.CreateBucket(bucketFragments)
+		if err := m.Put(metaFormat, []byte{valueInline}); err != nil {
+			return err
+		}
+		return f.Put(fks[0][:], encodeInlineEntry(&frs[0]))
+	})
+	db.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := OpenDiskStore(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if got, err := s.Get(fks[0]); err != nil || !sameFragment(got, frs[0]) {
+		t.Fatalf("Get of a format 2 value: %v", err)
+	}
+	if err := s.Put(fks[1], frs[1]); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.Get(fks[1]); err != nil || !sameFragment(got, frs[1]) {
+		t.Fatalf("Get of a new value: %v", err)
+	}
+	if s.Len() != 2 || s.Bytes() != int64(len(frs[0].Data)+len(frs[1].Data)) {
+		t.Fatalf("Len %d Bytes %d", s.Len(), s.Bytes())
+	}
+	_ = s.db.View(func(tx *bolt.Tx) error {
+		if v := tx.Bucket(bucketMeta).Get(metaFormat); !bytes.Equal(v, []byte{diskFormat}) {
+			t.Fatalf("file format %v after open, want %d", v, diskFormat)
+		}
+		return nil
+	})
 }

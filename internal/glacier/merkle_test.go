@@ -128,7 +128,7 @@ func TestManifestConstantSize(t *testing.T) {
 	_, proofs := merkleTree(frags)
 	var before, after, wireBefore, wireAfter int
 	for i := range frags {
-		after += len(encodeDiskEntry(&Fragment{Manifest: man, Index: i, Data: frags[i], Proof: proofs[i]}))
+		after += len(encodeInlineEntry(&Fragment{Manifest: man, Index: i, Data: frags[i], Proof: proofs[i]}))
 		before += oldDiskEntryLen(man, frags[i])
 		m := len((&message{Type: mStore, Op: 1, Index: uint16(i), Manifest: man, Proof: proofs[i], Data: frags[i]}).encode())
 		wireAfter += m
