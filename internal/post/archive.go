@@ -122,10 +122,18 @@ type cachedAgg struct {
 
 func (n *Node) archiveOn() bool { return n.cfg.Archive != nil }
 
+// archiveMaxObjects bounds an aggregate's members. ePOST's 50 made a mail user's aggregates
+// about 100 KB (a 2 KB message archives a chunk, an entry and a share of heads), so each
+// aggregate's fixed costs (n fragments to place, each with its manifest and proof, and one
+// index entry per fragment on its holder's disk) were shared by about 40 messages; with 512
+// members, aggregates fill up to their byte bound (512,000) instead.
+const archiveMaxObjects = 512
+
 // newAggregator is an empty aggregator for u's objects.
 func (u *User) newAggregator() (*glacier.Aggregator, error) {
 	cfg := glacier.DefaultAggregatorConfig(u.n.cfg.Ring, u.keys.Public().Signing)
 	cfg.MaxAge = u.n.cfg.ArchiveFlush
+	cfg.MaxObjects = archiveMaxObjects
 	return glacier.NewAggregator(cfg)
 }
 
@@ -229,6 +237,10 @@ func (u *User) keepKeys(keys []ids.Key) {
 			// are taken from this node's store; the ring gives the newest of the others.
 			if obj, ok := n.st.LocalGet(k); ok && past.Type(obj.Type) == past.TypeContent {
 				u.keep(obj)
+				continue
+			}
+			if p, ok := n.carriedPayload(k); ok { // a carried chunk, stored just now
+				u.keep(past.NewContent(n.cfg.Ring, p, n.now().Add(n.cfg.ContentLease)))
 				continue
 			}
 			n.st.Lookup(k, func(obj past.Object, err error) {

@@ -77,6 +77,13 @@ func (n *Node) Get(ref content.Ref, cb func([]byte, error)) {
 		cb(data, err)
 	})
 	for _, e := range ref.Chunks {
+		if p, ok := n.carriedPayload(e.Location); ok { // filed here, not yet stored
+			mu.Lock()
+			got[e.Location] = p
+			mu.Unlock()
+			j.one()
+			continue
+		}
 		n.lookup(e.Location, func(obj past.Object, err error) {
 			mu.Lock()
 			if err != nil {

@@ -26,7 +26,9 @@ import (
 //     time it finds the recipient's node (whereIs: a cached answer, a verified "online"
 //     announcement it saw as a holder, or an anycast probe on the recipient's presence
 //     topic that only the recipient's own node accepts). It then builds per recipient a
-//     notification, signed and sealed to the recipient.
+//     notification, signed and sealed to the recipient. A small message is not Put: its
+//     encrypted chunks travel inside the notifications, and the recipient stores them before
+//     its receipt (carry.go).
 //  2. It inserts the sealed notification as a PAST TypePending object at
 //     PendingKey(recipient, id) with the long pending lease; the send is accepted for that
 //     recipient only once a quorum of replicas acknowledged the parts and this copy durably.
@@ -127,6 +129,19 @@ func (u *User) SendWithIDs(to []string, nids []NotificationID, parts [][]byte, c
 		cb(res)
 		return
 	}
+	// A small message travels inside the notifications (carry.go): no parts to store first.
+	var carried [][]byte
+	carry := n.carryable(len(to), parts)
+	if carry {
+		var err error
+		if refs, carried, err = n.sealParts(parts); err != nil {
+			for i := range res {
+				res[i] = Result{To: to[i], Status: Failed, Err: err}
+			}
+			cb(res)
+			return
+		}
+	}
 	stage2 := func() {
 		if partErr == nil {
 			for _, id := range nids {
@@ -144,7 +159,7 @@ func (u *User) SendWithIDs(to []string, nids []NotificationID, parts [][]byte, c
 				j.one()
 				continue
 			}
-			u.notify(recs[i], nids[i], refs, size, func(r Result) {
+			u.notify(recs[i], nids[i], refs, carried, size, func(r Result) {
 				n.mu.Lock()
 				res[i] = r
 				n.mu.Unlock()
@@ -152,7 +167,11 @@ func (u *User) SendWithIDs(to []string, nids []NotificationID, parts [][]byte, c
 			})
 		}
 	}
-	j := newJoin(len(to)+len(parts), stage2)
+	putting := len(parts)
+	if carry {
+		putting = 0
+	}
+	j := newJoin(len(to)+putting, stage2)
 	for _, addr := range to {
 		// Find the recipient's node while the record is looked up and the parts are stored,
 		// so that the push, once the parts are in, is one direct message.
@@ -183,7 +202,7 @@ func (u *User) SendWithIDs(to []string, nids []NotificationID, parts [][]byte, c
 			j.one()
 		})
 	}
-	for i, p := range parts {
+	for i, p := range parts[:putting] {
 		n.Put(p, func(ref content.Ref, err error) {
 			n.mu.Lock()
 			if err != nil && partErr == nil {
@@ -197,9 +216,9 @@ func (u *User) SendWithIDs(to []string, nids []NotificationID, parts [][]byte, c
 }
 
 // notify builds, stores and pushes the notification for one verified recipient.
-func (u *User) notify(rec *identity.Record, id NotificationID, refs []content.Ref, size uint64, cb func(Result)) {
+func (u *User) notify(rec *identity.Record, id NotificationID, refs []content.Ref, carried [][]byte, size uint64, cb func(Result)) {
 	n := u.n
-	note := &Notification{ID: id, From: u.addr, To: rec.Address, Time: n.now(), Size: size, Parts: refs, SenderRecord: u.record}
+	note := &Notification{ID: id, From: u.addr, To: rec.Address, Time: n.now(), Size: size, Parts: refs, SenderRecord: u.record, Carried: carried}
 	sealed, err := sealNotification(note, u.keys, n.cfg.Ring, rec.Keys.Encryption)
 	if err != nil {
 		cb(Result{To: rec.Address, Status: Failed, ID: id, Err: err})
@@ -417,6 +436,13 @@ func (n *Node) receive(m *postMsg) bool {
 		n.cfg.Log.Warn("post: notification rejected", "user", u.addr, "err", err)
 		return false
 	}
+	if _, err := carriedObjects(n.cfg.Ring, note.Parts, note.Carried); err != nil {
+		n.mu.Lock()
+		n.stats.Rejected++
+		n.mu.Unlock()
+		n.cfg.Log.Warn("post: notification rejected", "user", u.addr, "err", err)
+		return false
+	}
 	n.trace(note.ID, StageReceived)
 	u.file(note, n.cfg.MaxFilingRetries)
 	return true
@@ -436,12 +462,23 @@ func (u *User) file(note *Notification, tries int) {
 		n.mu.Unlock()
 		return
 	}
+	objs, err := carriedObjects(n.cfg.Ring, note.Parts, note.Carried) // checked by receive
+	if err != nil {
+		n.mu.Unlock()
+		return
+	}
 	if u.recv[note.ID] {
 		n.stats.Duplicates++
 		logged := u.logged[note.ID]
 		n.mu.Unlock()
 		if logged {
-			u.drop(note.ID) // a holder still has it: tell it again
+			// A holder still has it: tell it again, once its carried chunks are stored
+			// (they may not be, if this node lost its disk before it stored them).
+			n.storeCarried(objs, tries, func(err error) {
+				if err == nil {
+					u.drop(note.ID)
+				}
+			})
 		} // else its INBOX head write is under way, and the receipt follows it
 		return
 	}
@@ -456,31 +493,42 @@ func (u *User) file(note *Notification, tries int) {
 	f := &Filed{User: u.addr, ID: note.ID, From: note.From, Time: note.Time, Size: note.Size, Parts: note.Parts, FiledAt: n.now()}
 	entry := EncodeFiled(f)
 	if j != nil {
-		err := j.Record(note.ID, entry)
+		err := j.Record(note.ID, entry, note.Carried)
 		if err == nil {
 			// In the received set now (a re-delivery is a duplicate), but reported only once
 			// Entries shows the entry, so that whoever OnFiled wakes finds it.
+			n.holdCarried(objs)
 			u.received(f.ID)
 			var once sync.Once
-			u.logEntry(note.ID, entry, note.Parts, tries, func() { once.Do(func() { u.reportFiled(f) }) })
+			u.logEntry(note.ID, entry, note.Parts, objs, tries, func() { once.Do(func() { u.reportFiled(f) }) })
 			return
 		}
 		n.cfg.Log.Warn("post: received journal write failed; filing through the ring log", "user", u.addr, "err", err)
 	}
-	u.Append(InboxLog, entry, func(_ uint64, err error) {
+	fail := func() {
+		n.mu.Lock()
+		delete(u.filing, note.ID)
+		n.mu.Unlock()
+		if tries > 1 {
+			n.after(n.cfg.RetryDelay, func() { u.file(note, tries-1) })
+		}
+	}
+	// Without a journal the carried chunks are stored before the entry that names them.
+	n.storeCarried(objs, 1, func(err error) {
 		if err != nil {
-			n.mu.Lock()
-			delete(u.filing, note.ID)
-			n.mu.Unlock()
-			if tries > 1 {
-				n.after(n.cfg.RetryDelay, func() { u.file(note, tries-1) })
-			}
+			fail()
 			return
 		}
-		f.FiledAt = n.now()
-		u.received(f.ID)
-		u.reportFiled(f) // the head write is acknowledged: Entries shows it
-		u.afterLogged(note.ID, note.Parts)
+		u.Append(InboxLog, entry, func(_ uint64, err error) {
+			if err != nil {
+				fail()
+				return
+			}
+			f.FiledAt = n.now()
+			u.received(f.ID)
+			u.reportFiled(f) // the head write is acknowledged: Entries shows it
+			u.afterLogged(note.ID, note.Parts, nil)
+		})
 	})
 }
 
@@ -511,22 +559,43 @@ func (u *User) reportFiled(f *Filed) {
 // it is acknowledged. If every try fails the entry stays in the journal, the pending copy
 // stays with its holders, and the next start appends it again. shown may be nil; it must be
 // safe to call more than once (each try may show the entry).
-func (u *User) logEntry(id NotificationID, entry []byte, parts []content.Ref, tries int, shown func()) {
+func (u *User) logEntry(id NotificationID, entry []byte, parts []content.Ref, carried []past.Object, tries int, shown func()) {
 	n := u.n
 	u.appendLocal(InboxLog, entry, shown, func(_ uint64, err error) {
 		if err != nil {
 			if tries > 1 {
-				n.after(n.cfg.RetryDelay, func() { u.logEntry(id, entry, parts, tries-1, shown) })
+				n.after(n.cfg.RetryDelay, func() { u.logEntry(id, entry, parts, carried, tries-1, shown) })
 			}
 			return
 		}
-		u.afterLogged(id, parts)
+		u.afterLogged(id, parts, carried)
 	})
 }
 
-// afterLogged runs once id's INBOX entry is in the ring: the journal forgets it, the parts'
-// leases are extended and the holders are told to drop the pending copy.
-func (u *User) afterLogged(id NotificationID, parts []content.Ref) {
+// afterLogged runs once id's INBOX entry is in the ring: the chunks its notification carried
+// (held on this node, see holdCarried) are stored in the ring, then the journal forgets it,
+// the parts' leases are extended and the holders are told to drop the pending copy. If the
+// chunks cannot be stored the entry stays in the journal and the pending copy with its
+// holders: the next start tries again.
+func (u *User) afterLogged(id NotificationID, parts []content.Ref, carried []past.Object) {
+	n := u.n
+	if len(carried) > 0 {
+		n.storeCarried(carried, n.cfg.MaxFilingRetries, func(err error) {
+			if err != nil {
+				n.cfg.Log.Warn("post: cannot store a message's carried chunks; the next start tries again", "user", u.addr, "err", err)
+				return
+			}
+			u.logged1(id, parts, false) // just stored with a fresh lease
+			n.releaseCarried(carried)
+		})
+		return
+	}
+	u.logged1(id, parts, true)
+}
+
+// logged1 is afterLogged once the carried chunks, if any, are stored; refresh extends the
+// parts' leases.
+func (u *User) logged1(id NotificationID, parts []content.Ref, refresh bool) {
 	n := u.n
 	n.mu.Lock()
 	u.logged[id] = true
@@ -542,7 +611,7 @@ func (u *User) afterLogged(id NotificationID, parts []content.Ref) {
 	for _, p := range parts {
 		keys = append(keys, refKeys(p)...)
 	}
-	if len(keys) > 0 {
+	if len(keys) > 0 && refresh {
 		n.st.Refresh(keys, n.now().Add(n.cfg.ContentLease), nil)
 	}
 	u.keepRefs(parts)

@@ -33,9 +33,10 @@ import (
 // Without a journal (Config.Journals nil), a notification is filed when its INBOX head write
 // is acknowledged, as before.
 type Journal interface {
-	// Record durably stores entry (an EncodeFiled body) under id: it returns only once the
-	// entry would survive a crash of the node (fsync).
-	Record(id NotificationID, entry []byte) error
+	// Record durably stores entry (an EncodeFiled body) under id, with the chunks its
+	// notification carried (nil if none): it returns only once they would survive a crash of
+	// the node (fsync).
+	Record(id NotificationID, entry []byte, carried [][]byte) error
 	// Forget says id's entry is now in the ring's INBOX log. It need not be durable: an entry
 	// forgotten too late is found in INBOX on replay and forgotten again.
 	Forget(id NotificationID) error
@@ -45,8 +46,9 @@ type Journal interface {
 
 // JournalEntry is one recorded, not yet forgotten, entry of a Journal.
 type JournalEntry struct {
-	ID    NotificationID
-	Entry []byte
+	ID      NotificationID
+	Entry   []byte
+	Carried [][]byte // the notification's carried chunks, not yet known to be stored
 }
 
 // MemJournal is a Journal in memory, for tests and the simulator, where it stands for a disk
@@ -57,10 +59,10 @@ type MemJournal struct {
 }
 
 // Record implements Journal.
-func (j *MemJournal) Record(id NotificationID, entry []byte) error {
+func (j *MemJournal) Record(id NotificationID, entry []byte, carried [][]byte) error {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	j.entries = append(j.entries, JournalEntry{ID: id, Entry: slices.Clone(entry)})
+	j.entries = append(j.entries, JournalEntry{ID: id, Entry: slices.Clone(entry), Carried: cloneAll(carried)})
 	return nil
 }
 
@@ -80,7 +82,9 @@ func (j *MemJournal) Entries() ([]JournalEntry, error) {
 }
 
 // FileJournal is a Journal in an append-only file (the real node's: FileReceivedJournal
-// under the user's directory). Each record is [length u32][crc32c u32][kind u8][id][entry];
+// under the user's directory). Each record is [length u32][crc32c u32][kind u8][id][body],
+// the body being the entry, or for kind journalAddCarried [entry length u32][entry] and then
+// each carried chunk as [length u32][chunk];
 // a torn record at the end (a crash mid-write) is ignored, since Record had not returned.
 // The file is emptied when every entry is forgotten, and compacted when it is opened.
 type FileJournal struct {
@@ -95,9 +99,10 @@ type FileJournal struct {
 const FileReceivedJournal = "received.journal"
 
 const (
-	journalAdd    = 1
-	journalForget = 2
-	maxJournalRec = 1 + len(NotificationID{}) + maxEntryBody
+	journalAdd        = 1
+	journalForget     = 2
+	journalAddCarried = 3
+	maxJournalRec     = 1 + len(NotificationID{}) + 4 + maxEntryBody + 4*maxCarriedChunks + MaxCarried
 )
 
 var crcTable = crc32.MakeTable(crc32.Castagnoli)
@@ -120,7 +125,7 @@ func OpenFileJournal(path string) (*FileJournal, error) {
 	// Compact: write the live entries to a new file, sync it, and rename it into place.
 	var buf bytes.Buffer
 	for _, e := range live {
-		buf.Write(journalRecord(journalAdd, e.ID, e.Entry))
+		buf.Write(addRecord(e.ID, e.Entry, e.Carried))
 	}
 	tmp := path + ".tmp"
 	diskstat.PostJournal.Rewrite(buf.Len(), 2) // the file, then its directory
@@ -169,6 +174,12 @@ func parseJournal(data []byte) ([]JournalEntry, error) {
 		switch rec[0] {
 		case journalAdd:
 			live = append(live, JournalEntry{ID: id, Entry: slices.Clone(rec[1+len(id):])})
+		case journalAddCarried:
+			e, err := parseCarried(id, rec[1+len(id):])
+			if err != nil {
+				return nil, fmt.Errorf("record at %d: %v", off, err)
+			}
+			live = append(live, e)
 		case journalForget:
 			live = slices.DeleteFunc(live, func(e JournalEntry) bool { return e.ID == id })
 		default:
@@ -189,8 +200,49 @@ func journalRecord(kind byte, id NotificationID, entry []byte) []byte {
 	return rec
 }
 
+// addRecord is the record that adds an entry.
+func addRecord(id NotificationID, entry []byte, carried [][]byte) []byte {
+	if len(carried) == 0 {
+		return journalRecord(journalAdd, id, entry)
+	}
+	body := binary.BigEndian.AppendUint32(nil, uint32(len(entry)))
+	body = append(body, entry...)
+	for _, c := range carried {
+		body = binary.BigEndian.AppendUint32(body, uint32(len(c)))
+		body = append(body, c...)
+	}
+	return journalRecord(journalAddCarried, id, body)
+}
+
+// parseCarried reads the body of a journalAddCarried record.
+func parseCarried(id NotificationID, b []byte) (JournalEntry, error) {
+	e := JournalEntry{ID: id}
+	next := func() ([]byte, bool) {
+		if len(b) < 4 || uint64(len(b)-4) < uint64(binary.BigEndian.Uint32(b)) {
+			return nil, false
+		}
+		n := int(binary.BigEndian.Uint32(b))
+		v := slices.Clone(b[4 : 4+n])
+		b = b[4+n:]
+		return v, true
+	}
+	entry, ok := next()
+	if !ok {
+		return e, errors.New("truncated entry")
+	}
+	e.Entry = entry
+	for len(b) > 0 {
+		c, ok := next()
+		if !ok {
+			return e, errors.New("truncated carried chunk")
+		}
+		e.Carried = append(e.Carried, c)
+	}
+	return e, nil
+}
+
 // Record implements Journal: the record is written and synced before it returns.
-func (j *FileJournal) Record(id NotificationID, entry []byte) error {
+func (j *FileJournal) Record(id NotificationID, entry []byte, carried [][]byte) error {
 	if len(entry) > maxEntryBody {
 		return fmt.Errorf("%w: journal entry of %d bytes", ErrTooBig, len(entry))
 	}
@@ -199,14 +251,15 @@ func (j *FileJournal) Record(id NotificationID, entry []byte) error {
 	if j.f == nil {
 		return fmt.Errorf("post: journal %s is closed", j.path)
 	}
-	if _, err := j.f.Write(journalRecord(journalAdd, id, entry)); err != nil {
+	rec := addRecord(id, entry, carried)
+	if _, err := j.f.Write(rec); err != nil {
 		return fmt.Errorf("post: journal %s: %w", j.path, err)
 	}
-	diskstat.PostJournal.Sync(8 + 1 + len(id) + len(entry))
+	diskstat.PostJournal.Sync(len(rec))
 	if err := j.f.Sync(); err != nil {
 		return fmt.Errorf("post: journal %s: %w", j.path, err)
 	}
-	j.live = append(j.live, JournalEntry{ID: id, Entry: slices.Clone(entry)})
+	j.live = append(j.live, JournalEntry{ID: id, Entry: slices.Clone(entry), Carried: cloneAll(carried)})
 	j.records++
 	return nil
 }

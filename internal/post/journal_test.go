@@ -15,11 +15,18 @@ func TestFileJournalSurvivesReopen(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ids := []NotificationID{{1}, {2}, {3}}
+	ids := []NotificationID{{1}, {2}, {3}, {7}}
 	for i, id := range ids {
-		if err := j.Record(id, []byte{byte('a' + i)}); err != nil {
+		var carried [][]byte
+		if i >= 2 { // with carried chunks
+			carried = [][]byte{[]byte("chunk-" + string(rune('a'+i))), {}, []byte("z")}
+		}
+		if err := j.Record(id, []byte{byte('a' + i)}, carried); err != nil {
 			t.Fatal(err)
 		}
+	}
+	if err := j.Forget(ids[3]); err != nil {
+		t.Fatal(err)
 	}
 	if err := j.Forget(ids[1]); err != nil {
 		t.Fatal(err)
@@ -34,9 +41,19 @@ func TestFileJournalSurvivesReopen(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	es, _ := j.Entries()
-	if len(es) != 2 || es[0].ID != ids[0] || string(es[0].Entry) != "a" || es[1].ID != ids[2] || string(es[1].Entry) != "c" {
-		t.Fatalf("after reopen: %+v", es)
+	for reopen := range 2 { // the first open compacted the file: read that back too
+		es, _ := j.Entries()
+		if len(es) != 2 || es[0].ID != ids[0] || string(es[0].Entry) != "a" || es[0].Carried != nil ||
+			es[1].ID != ids[2] || string(es[1].Entry) != "c" || len(es[1].Carried) != 3 ||
+			string(es[1].Carried[0]) != "chunk-c" || len(es[1].Carried[1]) != 0 || string(es[1].Carried[2]) != "z" {
+			t.Fatalf("after reopen %d: %+v", reopen, es)
+		}
+		if reopen == 0 {
+			j.Close()
+			if j, err = OpenFileJournal(path); err != nil {
+				t.Fatal(err)
+			}
+		}
 	}
 	// Forgetting everything empties the file.
 	j.Forget(ids[0])
@@ -44,8 +61,8 @@ func TestFileJournalSurvivesReopen(t *testing.T) {
 	if st, _ := os.Stat(path); st.Size() != 0 {
 		t.Fatalf("journal of %d bytes with nothing live", st.Size())
 	}
-	j.Record(NotificationID{5}, []byte("e"))
-	j.Record(NotificationID{6}, []byte("f"))
+	j.Record(NotificationID{5}, []byte("e"), nil)
+	j.Record(NotificationID{6}, []byte("f"), nil)
 	j.Close()
 	// Damage before the last record is not a crash: refuse, never silently lose entries.
 	data, _ := os.ReadFile(path)
@@ -59,6 +76,7 @@ func TestFileJournalSurvivesReopen(t *testing.T) {
 // parseJournal never panics on arbitrary bytes.
 func FuzzParseJournal(f *testing.F) {
 	f.Add(journalRecord(journalAdd, NotificationID{1}, []byte("x")))
+	f.Add(addRecord(NotificationID{2}, []byte("entry"), [][]byte{[]byte("c1"), []byte("c2")}))
 	f.Add(append(journalRecord(journalAdd, NotificationID{1}, []byte("x")), journalRecord(journalForget, NotificationID{1}, nil)...))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		_, _ = parseJournal(b)

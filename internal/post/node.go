@@ -84,6 +84,12 @@ type Config struct {
 	// the oldest one waits. EntryBatch 0 or 1: each at once (DefaultConfig: 32 and 5 s).
 	EntryBatch int
 	EntryDelay time.Duration
+	// CarryMax: a message whose parts total at most this many bytes travels inside its
+	// notifications and its recipients store it (carry.go); 0 means DefaultConfig's
+	// (16 KiB), negative never. CarryBatch: how long a recipient's node collects carried
+	// chunks before it stores them together (DefaultConfig: 50 ms).
+	CarryMax   int
+	CarryBatch time.Duration
 
 	// Journals, if set, opens a local user's durable received set (see Journal): with it a
 	// notification is filed once it is on the node's disk, and the INBOX head write and the
@@ -130,6 +136,8 @@ func DefaultConfig() Config {
 		FilingBatch:      300 * time.Millisecond,
 		EntryBatch:       32,
 		EntryDelay:       5 * time.Second,
+		CarryMax:         16 << 10,
+		CarryBatch:       50 * time.Millisecond,
 		ArchiveFlush:     10 * time.Minute,
 	}
 }
@@ -143,6 +151,7 @@ func (c *Config) fill() {
 		{&c.HolderDelay, &d.HolderDelay}, {&c.RecordCacheTTL, &d.RecordCacheTTL},
 		{&c.RetryDelay, &d.RetryDelay}, {&c.PresenceCacheTTL, &d.PresenceCacheTTL},
 		{&c.ArchiveFlush, &d.ArchiveFlush}, {&c.EntryDelay, &d.EntryDelay},
+		{&c.CarryBatch, &d.CarryBatch},
 	} {
 		if *p.v <= 0 {
 			*p.v = *p.d
@@ -160,6 +169,10 @@ func (c *Config) fill() {
 	if c.MaxFilingRetries <= 0 {
 		c.MaxFilingRetries = d.MaxFilingRetries
 	}
+	if c.CarryMax == 0 {
+		c.CarryMax = d.CarryMax
+	}
+	c.CarryMax = min(c.CarryMax, MaxCarried)
 	if c.Log == nil {
 		c.Log = slog.New(slog.DiscardHandler)
 	}
@@ -210,6 +223,10 @@ type Node struct {
 	aggCache map[ids.ID]cachedAgg // archive: aggregates retrieved lately
 	aggWait  map[ids.ID][]func(*glacier.Aggregate, error)
 
+	carried    map[ids.Key]carriedChunk // carried chunks of filed messages, until stored
+	carryQ     []carrySave              // carried chunks waiting for their batch
+	carryArmed bool
+
 	// OnFiled, if set, hears of every message filed into a local user's INBOX, once per
 	// notification (the IMAP layer wakes IDLE here). It runs without locks held, and only
 	// once the user's Entries(InboxLog) shows the filed entry (journaled: on the node's disk
@@ -236,7 +253,7 @@ func New(cfg Config, st Store, topics Topics, ov Overlay) *Node {
 	cfg.fill()
 	return &Node{cfg: cfg, st: st, topics: topics, ov: ov, users: map[string]*User{},
 		subs: map[string]bool{}, held: map[string]map[ids.Key]bool{}, records: map[string]cachedRecord{}, seen: map[string]seenAt{},
-		where: map[string][]func(pastry.Handle, bool){}, aggCache: map[ids.ID]cachedAgg{},
+		where: map[string][]func(pastry.Handle, bool){}, aggCache: map[ids.ID]cachedAgg{}, carried: map[ids.Key]carriedChunk{},
 		aggWait: map[ids.ID][]func(*glacier.Aggregate, error){}}
 }
 

@@ -22,9 +22,13 @@ import (
 
 // Limits of decoded notifications.
 const (
-	MaxParts          = 64
-	maxNotification   = 400 << 10
-	notificationV     = 1
+	MaxParts        = 64
+	maxNotification = 400 << 10
+	notificationV   = 1 // parts stored in the ring by the sender
+	notificationV2  = 2 // parts carried inside (Carried)
+	// MaxCarried bounds the bytes of chunks a notification carries (Config.CarryMax is at
+	// most this).
+	MaxCarried        = 64 << 10
 	contextNotify     = "epost/v1/post-notification"
 	hpkeInfoNotify    = "epost/v1/post-notification"
 	maxRecordEncoding = 2048
@@ -49,6 +53,10 @@ type Notification struct {
 	Size         uint64 // sum of the parts' sizes
 	Parts        []content.Ref
 	SenderRecord identity.SignedRecord
+	// Carried, when not empty, holds the ciphertext of every chunk of Parts: the sender did
+	// not store them, and the recipient stores them in the ring before its receipt (see
+	// carry.go). Which chunk is which follows from its hash (its PAST key).
+	Carried [][]byte
 }
 
 func (n *Notification) encode() ([]byte, error) {
@@ -56,7 +64,11 @@ func (n *Notification) encode() ([]byte, error) {
 		return nil, fmt.Errorf("%w: %d parts, at most %d", ErrMalformed, len(n.Parts), MaxParts)
 	}
 	w := wire.Writer{}
-	w.U8(notificationV)
+	if len(n.Carried) > 0 {
+		w.U8(notificationV2)
+	} else {
+		w.U8(notificationV)
+	}
 	w.B = append(w.B, n.ID[:]...)
 	w.String(n.From)
 	w.String(n.To)
@@ -71,6 +83,12 @@ func (n *Notification) encode() ([]byte, error) {
 		w.Bytes(b)
 	}
 	w.Bytes(n.SenderRecord.Encode())
+	if len(n.Carried) > 0 {
+		w.Uvarint(uint64(len(n.Carried)))
+		for _, c := range n.Carried {
+			w.Bytes(c)
+		}
+	}
 	return w.B, nil
 }
 
@@ -87,7 +105,8 @@ func decodeNotification(b []byte) (*Notification, error) {
 		return nil, fmt.Errorf("%w: notification of %d bytes", ErrMalformed, len(b))
 	}
 	r := wire.NewReader(b)
-	if v := r.U8(); r.Err() == nil && v != notificationV {
+	v := r.U8()
+	if r.Err() == nil && v != notificationV && v != notificationV2 {
 		return nil, fmt.Errorf("%w: notification version %d", ErrMalformed, v)
 	}
 	n := &Notification{ID: readID(r), From: r.String(254, "from"), To: r.String(254, "to")}
@@ -106,6 +125,18 @@ func decodeNotification(b []byte) (*Notification, error) {
 		n.Parts = append(n.Parts, ref)
 	}
 	rec := r.Bytes(maxRecordEncoding, "sender record")
+	if v == notificationV2 {
+		cnt := r.Count(maxCarriedChunks, 1, "carried chunks")
+		total := 0
+		for i := 0; i < cnt && r.Err() == nil; i++ {
+			c := r.Bytes(MaxCarried, "carried chunk")
+			total += len(c)
+			n.Carried = append(n.Carried, c)
+		}
+		if r.Err() == nil && (cnt == 0 || total > MaxCarried) {
+			return nil, fmt.Errorf("%w: %d carried chunks of %d bytes", ErrMalformed, cnt, total)
+		}
+	}
 	if err := r.Done(); err != nil {
 		return nil, fmt.Errorf("%w: notification: %v", ErrMalformed, err)
 	}

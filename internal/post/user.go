@@ -332,15 +332,21 @@ func (u *User) replayJournal() {
 			u.n.cfg.Log.Warn("post: skipping a damaged journal entry", "user", u.addr, "err", err)
 			continue
 		}
+		carried, err := carriedObjects(u.n.cfg.Ring, f.Parts, e.Carried)
+		if err != nil {
+			u.n.cfg.Log.Warn("post: skipping a damaged journal entry", "user", u.addr, "err", err)
+			continue
+		}
+		u.n.holdCarried(carried)
 		u.n.mu.Lock()
 		logged := u.logged[f.ID]
 		u.recv[f.ID] = true
 		u.n.mu.Unlock()
 		if logged {
-			u.afterLogged(f.ID, f.Parts)
+			u.afterLogged(f.ID, f.Parts, carried)
 			continue
 		}
-		u.logEntry(f.ID, e.Entry, f.Parts, u.n.cfg.MaxFilingRetries, nil) // reported before the crash
+		u.logEntry(f.ID, e.Entry, f.Parts, carried, u.n.cfg.MaxFilingRetries, nil) // reported before the crash
 	}
 }
 

@@ -67,6 +67,7 @@ func (run *mailRun) audit() *MailAudit {
 
 	// INBOX: exactly once, by notification id.
 	counts := map[*simUser]map[post.NotificationID]int{}
+	filed := map[post.NotificationID]*post.Filed{}
 	for _, su := range run.users {
 		c := map[post.NotificationID]int{}
 		counts[su] = c
@@ -84,11 +85,18 @@ func (run *mailRun) audit() *MailAudit {
 		for _, b := range es {
 			if f, err := post.DecodeFiled(b); err == nil {
 				c[f.ID]++
+				filed[f.ID] = f
 			}
 		}
 	}
 	for _, m := range run.msgs {
 		switch c := counts[m.to][m.id]; {
+		case c > 0 && m.accepted && !run.bodyStored(filed[m.id]):
+			// In the INBOX, but its body is on no live node's disk (a recipient that files
+			// a message whose chunks its notification carried stores them itself).
+			a.lost++
+			loss(m.to).lost++
+			note("body", "message %d (accepted at %s) is in the INBOX of %s but its body is stored nowhere", m.n, m.acceptedAt, m.to.addr)
 		case c > 0:
 			a.filed++
 			a.dups += c - 1
@@ -234,4 +242,25 @@ func (run *mailRun) contentIndex(fo mailbox.Folder, uid imap.UID) (int, error) {
 		return -1, fmt.Errorf("marker without an index")
 	}
 	return strconv.Atoi(string(rest[:end]))
+}
+
+// bodyStored reports whether every chunk of f's parts is in a live node's PAST store.
+func (run *mailRun) bodyStored(f *post.Filed) bool {
+	for _, p := range f.Parts {
+		for _, e := range p.Chunks {
+			held := false
+			for _, mn := range run.nodes {
+				if mn != nil && mn.sn.alive {
+					if _, err := mn.st.Get(e.Location); err == nil {
+						held = true
+						break
+					}
+				}
+			}
+			if !held {
+				return false
+			}
+		}
+	}
+	return true
 }

@@ -32,6 +32,25 @@ func TestLazyChanges(t *testing.T) {
 	if ok, _ := s.Has(keyOf(ringA, "a")); ok {
 		t.Fatal("the lazy delete did not ride along with the next commit")
 	}
+	// A lazily dropped object skips the trash, and its payload goes (nothing else shares it).
+	if _, _, err := s.Trashed(keyOf(ringA, "a")); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("a lazily dropped object is in the trash: %v", err)
+	}
+	if st, _ := s.Stats(); st.Payloads != 3 || st.TrashObjects != 0 {
+		t.Fatalf("after a lazy drop: %d payloads, %d trashed, want 3 and 0", st.Payloads, st.TrashObjects)
+	}
+	// A payload another object shares stays.
+	twin := Object{Meta: Meta{Key: keyOf(ringA, "twin"), Expiry: t0.Add(time.Hour)}, Payload: []byte("b")}
+	if err := s.Put(twin); err != nil {
+		t.Fatal(err)
+	}
+	s.DeleteLazy(twin.Key)
+	if err := s.FlushLazy(); err != nil {
+		t.Fatal(err)
+	}
+	if o, err := s.Get(keyOf(ringA, "b")); err != nil || string(o.Payload) != "b" {
+		t.Fatalf("a shared payload went with a lazily dropped object: %v", err)
+	}
 	if m, err := s.Meta(keyOf(ringA, "b")); err != nil || !m.Expiry.Equal(t0.Add(48*time.Hour)) {
 		t.Fatalf("lazy lease extension: %v %v", m.Expiry, err)
 	}
