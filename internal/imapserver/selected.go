@@ -189,6 +189,9 @@ func (s *session) sync(w *imapsrv.UpdateWriter, allowExpunge bool) error {
 	} else if err != nil {
 		return err
 	}
+	if done, err := s.syncSince(w, st, allowExpunge); done || err != nil {
+		return err
+	}
 	list, err := sel.folder.List()
 	if err != nil {
 		return storeError(err)
@@ -255,6 +258,94 @@ func (s *session) sync(w *imapsrv.UpdateWriter, allowExpunge bool) error {
 	sel.modSeq = st.HighestModSeq
 	clear(sel.own)
 	return nil
+}
+
+// syncSince is sync from what changed since the session's modseq (Changed, Expunged) rather
+// than from the whole folder, so that a session IDLE on a large INBOX pays for the new
+// message, not for the mailbox. It reports false, having written nothing, when the changes
+// do not add up to the folder's message count (a change raced with the reads, or a
+// tombstone is gone): sync then compares whole lists.
+func (s *session) syncSince(w *imapsrv.UpdateWriter, st mailbox.Status, allowExpunge bool) (bool, error) {
+	sel := s.sel
+	if st.HighestModSeq < sel.modSeq {
+		return false, nil
+	}
+	gone, err := sel.folder.Expunged(sel.modSeq)
+	if err != nil {
+		return false, storeError(err)
+	}
+	changed, err := sel.folder.Changed(sel.modSeq)
+	if err != nil {
+		return false, storeError(err)
+	}
+	var last imap.UID
+	if n := len(sel.uids); n > 0 {
+		last = sel.uids[n-1]
+	}
+	var goneAt []int // indexes into sel.uids, ascending
+	for _, uid := range gone {
+		if i, ok := slices.BinarySearch(sel.uids, uid); ok {
+			goneAt = append(goneAt, i)
+		}
+	}
+	added := 0
+	for _, m := range changed {
+		if m.UID > last {
+			added++
+		}
+	}
+	if len(sel.uids)-len(goneAt)+added != int(st.Messages) {
+		return false, nil
+	}
+	sel.pendingExpunge = false
+	if len(goneAt) > 0 && !allowExpunge {
+		sel.pendingExpunge = true
+		goneAt = nil
+	}
+	// Highest sequence number first, so that each number is still valid when the client
+	// applies it.
+	for j := len(goneAt) - 1; j >= 0; j-- {
+		i := goneAt[j]
+		uid := sel.uids[i]
+		if err := w.WriteExpunge(uint32(i + 1)); err != nil {
+			return true, err
+		}
+		sel.uids = slices.Delete(sel.uids, i, i+1)
+		delete(sel.recent, uid)
+		delete(sel.own, uid)
+	}
+	for i := range changed {
+		m := &changed[i]
+		if m.UID > last || sel.own[m.UID] == m.ModSeq {
+			continue
+		}
+		seq, ok := slices.BinarySearch(sel.uids, m.UID)
+		if !ok {
+			continue
+		}
+		if err := w.WriteMessageFlags(uint32(seq+1), m.UID, sel.flags(m)); err != nil {
+			return true, err
+		}
+	}
+	for _, m := range changed {
+		if m.UID > last {
+			sel.uids = append(sel.uids, m.UID)
+		}
+	}
+	if added > 0 {
+		if !sel.readOnly {
+			sel.claimRecent()
+		}
+		if err := w.WriteNumMessages(uint32(len(sel.uids))); err != nil {
+			return true, err
+		}
+		if err := w.WriteNumRecent(uint32(len(sel.recent))); err != nil {
+			return true, err
+		}
+	}
+	sel.modSeq = st.HighestModSeq
+	clear(sel.own)
+	return true, nil
 }
 
 // flags returns a message's flags as this session shows them.

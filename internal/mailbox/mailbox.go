@@ -202,6 +202,10 @@ type Folder interface {
 	Copy(uids []imap.UID, dest Folder) (CopyResult, error)
 	// Move copies messages to dest and expunges them here, atomically.
 	Move(uids []imap.UID, dest Folder) (CopyResult, error)
+	// Changed returns the summaries of the messages whose modseq is above
+	// since (added or flagged since), in ascending UID order: what a session
+	// last synchronized at since must learn, without a copy of the rest.
+	Changed(since uint64) ([]Summary, error)
 	// Expunged lists UIDs expunged with a modseq above since, ascending:
 	// what QRESYNC's VANISHED (EARLIER) reports (RFC 7162 section 3.2.5).
 	Expunged(since uint64) ([]imap.UID, error)

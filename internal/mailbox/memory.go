@@ -414,6 +414,22 @@ func (f *memFolder) List() ([]Summary, error) {
 	return l, nil
 }
 
+// Changed implements Folder.
+func (f *memFolder) Changed(since uint64) ([]Summary, error) {
+	f.store.mu.RLock()
+	defer f.store.mu.RUnlock()
+	if f.deleted {
+		return nil, ErrNoFolder
+	}
+	var l []Summary
+	for _, msg := range f.msgs {
+		if msg.ModSeq > since {
+			l = append(l, msg.Summary) // flags slices are replaced, never modified
+		}
+	}
+	return l, nil
+}
+
 func (f *memFolder) get(uid imap.UID) (*memMessage, error) {
 	f.store.mu.RLock()
 	defer f.store.mu.RUnlock()

@@ -590,6 +590,24 @@ func (fo *folder) List() ([]mailbox.Summary, error) {
 	return l, nil
 }
 
+// Changed implements mailbox.Folder.
+func (fo *folder) Changed(since uint64) ([]mailbox.Summary, error) {
+	fo.s.refresh(fo.f)
+	s, f := fo.s, fo.f
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if f.deleted {
+		return nil, mailbox.ErrNoFolder
+	}
+	var l []mailbox.Summary
+	for _, m := range f.Msgs {
+		if m.ModSeq > since {
+			l = append(l, m.summary())
+		}
+	}
+	return l, nil
+}
+
 // snapshot returns a copy of one message's fields.
 func (fo *folder) snapshot(uid imap.UID) (message, error) {
 	s, f := fo.s, fo.f
