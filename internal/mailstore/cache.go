@@ -103,6 +103,7 @@ func (s *Store) loadCache() *loadedCache {
 				m.Structure, _ = decodeStructure(raw)
 			}
 		}
+		f.recount()
 		lc.folders[f.Log] = f
 	}
 	return lc

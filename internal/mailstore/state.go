@@ -65,6 +65,33 @@ type folderState struct {
 	// Node-local, never in the log (RFC 3501 section 2.3.2).
 	recentFrom imap.UID
 	deleted    bool
+
+	// Node-local: Status's counts over Msgs, kept up to date by insert, the flag changes
+	// and expunge (recount after filling Msgs any other way), so that Status does not look
+	// at every message; prefetchFrom: every message below this UID was prefetched or
+	// tried (Store.prefetchMissing).
+	unseen, deletedMsgs uint32
+	size                int64
+	prefetchFrom        imap.UID
+}
+
+// count adds (sign 1) or removes (sign -1) m from the folder's counts.
+func (f *folderState) count(m *message, sign int) {
+	if !slices.Contains(m.Flags, imap.FlagSeen) {
+		f.unseen += uint32(sign)
+	}
+	if slices.Contains(m.Flags, imap.FlagDeleted) {
+		f.deletedMsgs += uint32(sign)
+	}
+	f.size += int64(sign) * m.Size
+}
+
+// recount computes the counts afresh.
+func (f *folderState) recount() {
+	f.unseen, f.deletedMsgs, f.size = 0, 0, 0
+	for _, m := range f.Msgs {
+		f.count(m, 1)
+	}
 }
 
 func newFolderState(log, name string, use imap.MailboxAttr) *folderState {
@@ -120,7 +147,9 @@ func (f *folderState) apply(body []byte) bool {
 			if slices.Equal(next, m.Flags) {
 				continue
 			}
+			f.count(m, -1)
 			m.Flags, m.ModSeq, changed = next, modSeq, true
+			f.count(m, 1)
 		}
 		if changed {
 			f.ModSeq = modSeq
@@ -140,6 +169,7 @@ func (f *folderState) insert(m *message, idx, modSeq uint64) {
 	m.Entry = idx
 	f.ModSeq = modSeq
 	f.Msgs = append(f.Msgs, m)
+	f.count(m, 1)
 }
 
 func (f *folderState) expunge(uids []imap.UID, modSeq uint64) []imap.UID {
@@ -152,6 +182,7 @@ func (f *folderState) expunge(uids []imap.UID, modSeq uint64) []imap.UID {
 	for _, m := range f.Msgs {
 		if drop[m.UID] {
 			gone = append(gone, m.UID)
+			f.count(m, -1)
 			continue
 		}
 		kept = append(kept, m)

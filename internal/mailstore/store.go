@@ -1,6 +1,7 @@
 package mailstore
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -558,19 +559,11 @@ func (fo *folder) Status() (mailbox.Status, error) {
 	if f.deleted {
 		return mailbox.Status{}, mailbox.ErrNoFolder
 	}
-	st := mailbox.Status{UIDValidity: f.UIDValidity, UIDNext: f.UIDNext, HighestModSeq: f.ModSeq, Messages: uint32(len(f.Msgs))}
-	for _, m := range f.Msgs {
-		if !slices.Contains(m.Flags, imap.FlagSeen) {
-			st.Unseen++
-		}
-		if slices.Contains(m.Flags, imap.FlagDeleted) {
-			st.Deleted++
-		}
-		if m.UID >= f.recentFrom {
-			st.Recent++
-		}
-		st.Size += m.Size
-	}
+	st := mailbox.Status{UIDValidity: f.UIDValidity, UIDNext: f.UIDNext, HighestModSeq: f.ModSeq, Messages: uint32(len(f.Msgs)),
+		Unseen: f.unseen, Deleted: f.deletedMsgs, Size: f.size}
+	// Msgs is in UID order: the recent ones are a tail.
+	i, _ := slices.BinarySearchFunc(f.Msgs, f.recentFrom, func(m *message, uid imap.UID) int { return cmp.Compare(m.UID, uid) })
+	st.Recent = uint32(len(f.Msgs) - i)
 	return st, nil
 }
 
@@ -761,12 +754,17 @@ func (s *Store) prefetchMissing() {
 		return
 	}
 	var todo []message
-	for _, m := range fo.f.Msgs {
+	f := fo.f
+	// Every message below prefetchFrom was looked at already (UIDs only grow): only the new
+	// ones are, so a filing into a large INBOX does not walk it.
+	i, _ := slices.BinarySearchFunc(f.Msgs, f.prefetchFrom, func(m *message, uid imap.UID) int { return cmp.Compare(m.UID, uid) })
+	for _, m := range f.Msgs[i:] {
 		if m.Structure == nil && !m.prefetching {
 			m.prefetching = true
 			todo = append(todo, *m)
 		}
 	}
+	f.prefetchFrom = f.UIDNext
 	s.mu.Unlock()
 	for i := range todo {
 		m := &todo[i]

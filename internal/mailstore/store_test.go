@@ -161,6 +161,10 @@ func testStoreOnRing(t *testing.T, seed uint64) {
 	if len(res3.Unchanged) != 1 || len(res3.Changed) != 0 || res3.ModSeq != res2.ModSeq {
 		w.fail("no-op store: %+v", res3)
 	}
+	if _, err := inbox.ChangeFlags([]imap.UID{4}, mailbox.FlagsAdd, []imap.Flag{imap.FlagDeleted}, 0); err != nil {
+		w.fail("flag deleted: %v", err)
+	}
+	snapshotStore(w, s) // checks Status's counts after the flag changes
 
 	// Copy, move, expunge.
 	archive := mustFolder(w, s, "Archive")
@@ -277,8 +281,22 @@ func snapshotStore(w *testWorld, s mailbox.Store) string {
 		st, _ := f.Status()
 		fmt.Fprintf(&b, "%s use=%s sub=%v uv=%d next=%d hms=%d n=%d size=%d\n", fi.Name, fi.SpecialUse, fi.Subscribed, st.UIDValidity, st.UIDNext, st.HighestModSeq, st.Messages, st.Size)
 		l, _ := f.List()
+		var unseen, deleted uint32
+		var size int64
 		for _, m := range l {
 			fmt.Fprintf(&b, "  %d ms=%d %v %s %d\n", m.UID, m.ModSeq, m.Flags, m.InternalDate.UTC().Format(time.RFC3339), m.Size)
+			if !slices.Contains(m.Flags, imap.FlagSeen) {
+				unseen++
+			}
+			if slices.Contains(m.Flags, imap.FlagDeleted) {
+				deleted++
+			}
+			size += m.Size
+		}
+		// Status keeps its counts as the folder changes: they must match the messages.
+		if st.Unseen != unseen || st.Deleted != deleted || st.Size != size || st.Messages != uint32(len(l)) {
+			w.fail("%s: status counts unseen=%d deleted=%d size=%d n=%d, the messages say %d %d %d %d",
+				fi.Name, st.Unseen, st.Deleted, st.Size, st.Messages, unseen, deleted, size, len(l))
 		}
 		ex, _ := f.Expunged(0)
 		fmt.Fprintf(&b, "  expunged %v\n", ex)

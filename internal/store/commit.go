@@ -98,8 +98,11 @@ func (s *Store) enqueue(req *commitReq) {
 			r.wake <- struct{}{}
 		}
 	}
-	if s.checkpointDue() {
-		if err := s.checkpoint(); err != nil {
+	s.overMu.RLock()
+	idle := s.frozen == nil
+	s.overMu.RUnlock()
+	if idle && s.checkpointDue() {
+		if err := s.freeze(); err != nil {
 			// The overlay and the journal keep everything; the next commit tries again.
 			s.opts.Logger.Warn("store: checkpoint failed", "dir", s.dir, "err", err)
 		}
@@ -130,13 +133,16 @@ func (s *Store) commitGroup(batch []*commitReq) {
 // commitLayered runs the batch's writes over the overlay, makes their changes durable in the
 // journal and adds them to the overlay (journal.go).
 func (s *Store) commitLayered(batch []*commitReq) error {
+	s.overMu.RLock()
+	lower := s.layersLocked()
 	base, err := s.db.Begin(false)
+	s.overMu.RUnlock()
 	if err != nil {
 		return err
 	}
 	defer base.Rollback()
 	top := newLayer()
-	w := newLayeredWriteTx(top, s.over, base)
+	w := newLayeredWriteTx(top, lower, base)
 	before := w.stats
 	for _, r := range batch {
 		w.freed = nil
@@ -156,6 +162,10 @@ func (s *Store) commitLayered(batch []*commitReq) error {
 	if err := s.journal.appendLayer(top); err != nil {
 		return err
 	}
+	// Let go of the bbolt snapshot before waiting for overMu: a background checkpoint that
+	// grows index.db waits for every read transaction to end, and a reader holding overMu may
+	// be waiting for that checkpoint to let it begin its own (a lock cycle otherwise).
+	_ = base.Rollback()
 	s.overMu.Lock()
 	if s.over.empty() {
 		s.overSince = s.now()

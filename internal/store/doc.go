@@ -10,6 +10,7 @@
 //
 //	DIR/index.db      bbolt B+tree: index, metadata, reference counts, small payloads
 //	DIR/index.journal changes committed since index.db's last checkpoint (journal.go)
+//	DIR/index.journal.prev the changes a background checkpoint is writing into index.db
 //	DIR/blobs/HASH    payloads above Options.InlineMax, named by the hex SHA-256 of their bytes
 //	DIR/tmp/          files being written; anything here at Open is debris of a crash
 //

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"syscall"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -22,8 +23,9 @@ import (
 // appended to DIR/index.journal as one record and fdatasynced (one flush, about the size of
 // the data), and then join the overlay (overlay.go) that reads see. A checkpoint writes the
 // whole overlay into index.db in one bbolt commit, records there the journal epoch it
-// covers, and empties the journal; it runs when the overlay passes Options.CheckpointBytes or is
-// older than Options.CheckpointAge, at Close, and inside the commit queue so no commit races it.
+// covers, and retires the journal file; it starts when the overlay passes
+// Options.CheckpointBytes or is older than Options.CheckpointAge and runs in the background
+// while commits go on (see freeze below), and runs once more, in the foreground, at Close.
 //
 // index.db is thus only ever changed by synced bbolt commits and is always consistent; the
 // journal holds what came after. Open replays the records whose epoch is newer than the one
@@ -174,11 +176,28 @@ func (s *Store) openJournal() error {
 		f.Close()
 		return err
 	}
-	recs, newest, err := readJournal(f, covered)
+	// A checkpoint that was running in the background when the process stopped left the
+	// records it was writing in the previous journal file: they come first.
+	var recs []*layer
+	newest := covered
+	if pf, err := os.Open(s.prevJournalPath()); err == nil {
+		prs, pn, err := readJournal(pf, covered)
+		pf.Close()
+		if err != nil {
+			f.Close()
+			return err
+		}
+		recs, newest = prs, max(newest, pn)
+	} else if !errors.Is(err, os.ErrNotExist) {
+		f.Close()
+		return err
+	}
+	crs, cn, err := readJournal(f, covered)
 	if err != nil {
 		f.Close()
 		return err
 	}
+	recs, newest = append(recs, crs...), max(newest, cn)
 	if len(recs) > 0 {
 		err := s.db.Update(func(tx *bolt.Tx) error {
 			diskstat.StoreIndex.BoltCommit(tx)
@@ -195,6 +214,10 @@ func (s *Store) openJournal() error {
 		}
 		s.opts.Logger.Info("store: replayed the index journal", "dir", s.dir, "records", len(recs))
 	}
+	if err := os.Remove(s.prevJournalPath()); err != nil && !errors.Is(err, os.ErrNotExist) {
+		f.Close()
+		return err
+	}
 	s.journal = &journal{f: f, epoch: newest + 1}
 	s.journal.restart(newest + 1)
 	if s.journal.off != 0 {
@@ -204,16 +227,109 @@ func (s *Store) openJournal() error {
 	return nil
 }
 
-// checkpoint moves the overlay into index.db. Only the commit leader (or Open and Close, alone)
-// may call it.
+// Checkpoints in the background. A checkpoint of a large overlay is a large bbolt commit
+// (tens of megabytes of pages), and commits must not wait for it: the commit leader freezes
+// the overlay instead (it becomes the layer below a new, empty one, and reads see both),
+// moves the journal file aside as index.journal.prev (its records are the frozen layer's) and
+// starts a new one for the next epoch, and a goroutine writes the frozen layer into index.db
+// and then removes the previous file and the frozen layer. Open replays index.journal.prev
+// before index.journal; a removal lost in a crash leaves records whose epoch index.db covers,
+// which a replay skips. One checkpoint runs at a time; while it does, the new overlay grows.
+
+func (s *Store) prevJournalPath() string { return s.journalPath() + ".prev" }
+
+// rotate moves the journal file aside (to prev) and starts an empty one for the next epoch.
+// The directory is synced before anything is appended to the new file.
+func (j *journal) rotate(cur, prev string) error {
+	if j.broken != nil {
+		return j.broken
+	}
+	if err := os.Rename(cur, prev); err != nil {
+		return fmt.Errorf("%w: %v", errJournal, err)
+	}
+	f, err := os.OpenFile(cur, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err == nil {
+		if err = syncDir(filepath.Dir(cur)); err != nil {
+			f.Close()
+		}
+	}
+	if err != nil {
+		// Put the old file back and keep writing to it (its handle never changed).
+		if rerr := os.Rename(prev, cur); rerr != nil {
+			j.broken = fmt.Errorf("%w: cannot start a new journal (%v) nor restore the old one (%v)", errJournal, err, rerr)
+		}
+		return fmt.Errorf("%w: %v", errJournal, err)
+	}
+	j.f.Close()
+	j.f, j.off = f, 0
+	j.epoch++
+	return nil
+}
+
+// freeze starts a background checkpoint of the overlay. Only the commit leader may call it,
+// and only when no checkpoint is running.
+func (s *Store) freeze() error {
+	if s.over.empty() {
+		return nil
+	}
+	epoch := s.journal.epoch
+	if err := s.journal.rotate(s.journalPath(), s.prevJournalPath()); err != nil {
+		return err
+	}
+	s.overMu.Lock()
+	frozen := s.over
+	s.frozen, s.over = frozen, newLayer()
+	s.overMu.Unlock()
+	s.ckpt.Add(1)
+	go s.checkpointFrozen(frozen, epoch)
+	return nil
+}
+
+// checkpointFrozen writes the frozen layer (the journal's records up to epoch) into index.db,
+// retrying every second while the store is open, then drops the previous journal file and the
+// frozen layer. If the store closes first, the frozen layer stays for Close's checkpoint.
+func (s *Store) checkpointFrozen(frozen *layer, epoch uint64) {
+	defer s.ckpt.Done()
+	for {
+		err := s.db.Update(func(tx *bolt.Tx) error {
+			diskstat.StoreIndex.BoltCommit(tx)
+			if err := frozen.applyTo(tx); err != nil {
+				return err
+			}
+			return tx.Bucket(bucketMeta).Put(metaEpoch, binary.BigEndian.AppendUint64(nil, epoch))
+		})
+		if err == nil {
+			break
+		}
+		s.opts.Logger.Warn("store: background checkpoint failed; the journal keeps the changes", "dir", s.dir, "err", err)
+		select {
+		case <-s.closing:
+			return
+		case <-time.After(time.Second):
+		}
+	}
+	_ = os.Remove(s.prevJournalPath())
+	s.overMu.Lock()
+	s.frozen = nil
+	s.overMu.Unlock()
+}
+
+// checkpoint moves the overlay (and a frozen layer a background checkpoint left) into
+// index.db in the caller's goroutine. Only Close may call it, alone, once no background
+// checkpoint runs.
 func (s *Store) checkpoint() error {
-	over := s.over
-	if over.empty() {
+	over, frozen := s.over, s.frozen
+	if over.empty() && frozen == nil {
 		return nil
 	}
 	epoch := s.journal.epoch
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		diskstat.StoreIndex.BoltCommit(tx)
+		if frozen != nil {
+			if err := frozen.applyTo(tx); err != nil {
+				return err
+			}
+		}
 		if err := over.applyTo(tx); err != nil {
 			return err
 		}
@@ -222,9 +338,10 @@ func (s *Store) checkpoint() error {
 	if err != nil {
 		return fmt.Errorf("store checkpoint: %w", mapClosed(err))
 	}
+	_ = os.Remove(s.prevJournalPath())
 	s.journal.restart(epoch + 1)
 	s.overMu.Lock()
-	s.over = newLayer()
+	s.over, s.frozen = newLayer(), nil
 	s.overMu.Unlock()
 	return nil
 }

@@ -80,8 +80,7 @@ func TestOverlayMatchesModel(t *testing.T) {
 		default:
 			switch r.IntN(3) {
 			case 0: // a crash: reopen without Close
-				s.journal.f.Close()
-				s.db.Close()
+				crash(s)
 			default:
 				s.Close()
 			}
@@ -92,6 +91,15 @@ func TestOverlayMatchesModel(t *testing.T) {
 		}
 		checkModel(t, step, s, live)
 	}
+}
+
+// crash stops s as a crash would, without a checkpoint: a background checkpoint either
+// finished before the index closed or fails (its frozen layer is then only in the journal).
+func crash(s *Store) {
+	s.closeOnce.Do(func() { close(s.closing) })
+	s.db.Close()
+	s.ckpt.Wait()
+	s.journal.f.Close()
 }
 
 func checkModel(t *testing.T, step int, s *Store, live map[ids.Key]Object) {
@@ -161,8 +169,7 @@ func TestJournalTornTail(t *testing.T) {
 		}
 	}
 	off := s.journal.off
-	s.journal.f.Close()
-	s.db.Close()
+	crash(s)
 	if err := os.Truncate(s.journalPath(), off-3); err != nil {
 		t.Fatal(err)
 	}
@@ -207,8 +214,7 @@ func TestJournalCoveredEpochsSkipped(t *testing.T) {
 	if err := s.exclusive(s.checkpoint); err != nil {
 		t.Fatal(err)
 	}
-	s.journal.f.Close()
-	s.db.Close()
+	crash(s)
 	// As if the truncate after the first checkpoint never reached the disk.
 	if err := os.WriteFile(s.journalPath(), saved, 0o600); err != nil {
 		t.Fatal(err)
@@ -220,5 +226,50 @@ func TestJournalCoveredEpochsSkipped(t *testing.T) {
 	defer s.Close()
 	if ok, _ := s.Has(a); ok {
 		t.Fatal("a covered journal record brought a deleted object back")
+	}
+}
+
+// TestJournalPrevReplayedFirst: a crash while a background checkpoint was writing leaves the
+// frozen layer's records in index.journal.prev and the newer ones in index.journal; Open
+// replays both, the older file first, and removes the previous one.
+func TestJournalPrevReplayedFirst(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir, Options{Logger: quietLog})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := keyOf(ringA, "a"), keyOf(ringA, "b")
+	for _, k := range []ids.Key{a, b} {
+		if err := s.Put(Object{Meta: Meta{Key: k}, Payload: []byte("one")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The rotation a freeze does, without the checkpoint that would follow it.
+	if err := s.exclusive(func() error { return s.journal.rotate(s.journalPath(), s.prevJournalPath()) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Delete(a); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Put(Object{Meta: Meta{Key: b}, Payload: []byte("two")}); err != nil {
+		t.Fatal(err)
+	}
+	crash(s)
+	if _, err := os.Stat(s.prevJournalPath()); err != nil {
+		t.Fatalf("no previous journal to replay: %v", err)
+	}
+	s, err = Open(dir, Options{Logger: quietLog})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if ok, _ := s.Has(a); ok {
+		t.Fatal("the older file was replayed after the newer one: a deleted object is back")
+	}
+	if o, err := s.Get(b); err != nil || string(o.Payload) != "two" {
+		t.Fatalf("b after replay: %q %v", o.Payload, err)
+	}
+	if _, err := os.Stat(s.prevJournalPath()); !os.IsNotExist(err) {
+		t.Fatalf("the previous journal is still there after Open: %v", err)
 	}
 }

@@ -39,7 +39,11 @@ type Store struct {
 	journal   *journal
 	overMu    sync.RWMutex
 	over      *layer
+	frozen    *layer    // being written into index.db by a background checkpoint, or nil
 	overSince time.Time // when the overlay last went from empty to not
+	ckpt      sync.WaitGroup
+	closing   chan struct{}
+	closeOnce sync.Once
 
 	lazyMu    sync.Mutex
 	lazy      []lazyOp // lazy.go
@@ -57,6 +61,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		blobDir: filepath.Join(dir, "blobs"),
 		tmpDir:  filepath.Join(dir, "tmp"),
 		opts:    opts,
+		closing: make(chan struct{}),
 		pins:    make(map[Hash]int),
 		over:    newLayer(),
 	}
@@ -127,6 +132,8 @@ func (s *Store) initIndex() error {
 // Close releases the directory. Calls after Close return ErrClosed.
 func (s *Store) Close() error {
 	_ = s.FlushLazy()
+	s.closeOnce.Do(func() { close(s.closing) })
+	s.ckpt.Wait()
 	// Without the checkpoint nothing is lost (Open replays the journal); with it Open is quick.
 	if err := s.exclusive(s.checkpoint); err != nil && !errors.Is(err, ErrClosed) {
 		s.opts.Logger.Warn("store: checkpoint at close failed; the journal keeps the changes", "dir", s.dir, "err", err)
@@ -166,8 +173,18 @@ func (s *Store) view(fn func(*readTx) error) error {
 	s.overMu.RLock()
 	defer s.overMu.RUnlock()
 	return mapClosed(s.db.View(func(tx *bolt.Tx) error {
-		return fn(&readTx{base: tx, layers: []*layer{s.over}})
+		return fn(&readTx{base: tx, layers: s.layersLocked()})
 	}))
+}
+
+// layersLocked lists the committed layers over index.db, newest first; the caller holds
+// overMu (a reader must then begin its bbolt transaction before it lets go, so that a layer
+// dropped after a checkpoint is in what it reads).
+func (s *Store) layersLocked() []*layer {
+	if s.frozen != nil {
+		return []*layer{s.over, s.frozen}
+	}
+	return []*layer{s.over}
 }
 
 func mapClosed(err error) error {

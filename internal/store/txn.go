@@ -24,8 +24,8 @@ func newWriteTx(tx *bolt.Tx) *writeTx {
 }
 
 // newLayeredWriteTx writes into top, reading through top, the overlay and base (commit.go).
-func newLayeredWriteTx(top, over *layer, base *bolt.Tx) *writeTx {
-	layers := []*layer{top, over}
+func newLayeredWriteTx(top *layer, lower []*layer, base *bolt.Tx) *writeTx {
+	layers := append([]*layer{top}, lower...)
 	return newWriteTxOn(func(name []byte) bucket {
 		return &layered{b: bucketIndex(name), top: top, layers: layers, base: base.Bucket(name)}
 	})
