@@ -181,6 +181,8 @@ type PastStatus struct {
 	InsertsFailed uint64 `json:"inserts_failed"`
 	Lookups       uint64 `json:"lookups"`
 	LookupsFailed uint64 `json:"lookups_failed"`
+	// Retries: requests of operations started here sent again after the request timeout.
+	Retries uint64 `json:"retries"`
 }
 
 // pastStatus fills the PAST section.
@@ -208,6 +210,7 @@ func (n *Node) pastStatus() PastStatus {
 			p.Stored, p.Refused, p.Repaired, p.Dropped = s.Stored, s.Refused, s.Repaired, s.Dropped
 			p.Expired, p.Purged, p.SyncRounds = s.Expired, s.Purged, s.SyncRounds
 			p.MaintMsgs, p.MaintBytes, p.BadMessages = s.MaintMsgs, s.MaintBytes, s.BadMessages
+			p.Retries = s.Retries
 		})
 	}
 	return p

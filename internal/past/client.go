@@ -451,6 +451,7 @@ func (n *Node) timeout(o *op) {
 		return
 	}
 	o.tries++
+	n.stats.Retries++
 	o.deadline = n.now.Add(n.cfg.RequestTimeout)
 	switch {
 	case o.kind == opInsert && o.phase == phaseDirect:

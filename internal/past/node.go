@@ -163,6 +163,9 @@ type Stats struct {
 	LeaseSkips uint64
 	// StoreFailures: commits of the node's writes that failed (persist.go).
 	StoreFailures uint64
+	// Retries: requests of this node's operations sent again after RequestTimeout passed
+	// without the replies they needed (a lost message, or a node too busy to answer in time).
+	Retries uint64
 }
 
 // Node is one node's PAST state. It is not safe for concurrent use (Driver locks it).

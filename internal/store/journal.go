@@ -238,6 +238,14 @@ func (s *Store) openJournal() error {
 
 func (s *Store) prevJournalPath() string { return s.journalPath() + ".prev" }
 
+// A background checkpoint writes its layer in parts of about checkpointPart bytes, pausing
+// checkpointPause between them.
+// (Variables, so that tests can cut small layers into many parts.)
+var (
+	checkpointPart  = 2 << 20
+	checkpointPause = 20 * time.Millisecond
+)
+
 // rotate moves the journal file aside (to prev) and starts an empty one for the next epoch.
 // The directory is synced before anything is appended to the new file.
 func (j *journal) rotate(cur, prev string) error {
@@ -288,24 +296,45 @@ func (s *Store) freeze() error {
 // checkpointFrozen writes the frozen layer (the journal's records up to epoch) into index.db,
 // retrying every second while the store is open, then drops the previous journal file and the
 // frozen layer. If the store closes first, the frozen layer stays for Close's checkpoint.
+//
+// The layer goes in parts of checkpointPart bytes, one bbolt commit each, with a pause between
+// them: one commit of tens of megabytes of scattered pages keeps the disk busy long enough to
+// hold up every journal fsync behind it (and on a machine running several nodes, such as the
+// demo, their checkpoints tend to come together). Only the last part records the epoch; if the
+// process stops before it, Open replays the whole epoch again from index.journal.prev, which
+// changes nothing the earlier parts wrote (records hold final values), and until then reads
+// see the frozen layer over the partly written index.
 func (s *Store) checkpointFrozen(frozen *layer, epoch uint64) {
 	defer s.ckpt.Done()
-	for {
+	parts := frozen.split(checkpointPart)
+	for i := 0; i < len(parts); {
+		last := i == len(parts)-1
 		err := s.db.Update(func(tx *bolt.Tx) error {
 			diskstat.StoreIndex.BoltCommit(tx)
-			if err := frozen.applyTo(tx); err != nil {
+			if err := parts[i].applyTo(tx); err != nil {
 				return err
+			}
+			if !last {
+				return nil
 			}
 			return tx.Bucket(bucketMeta).Put(metaEpoch, binary.BigEndian.AppendUint64(nil, epoch))
 		})
+		pause := checkpointPause
 		if err == nil {
+			i++
+		} else {
+			s.opts.Logger.Warn("store: background checkpoint failed; the journal keeps the changes", "dir", s.dir, "err", err)
+			pause = time.Second
+		}
+		if last && err == nil {
 			break
 		}
-		s.opts.Logger.Warn("store: background checkpoint failed; the journal keeps the changes", "dir", s.dir, "err", err)
 		select {
 		case <-s.closing:
-			return
-		case <-time.After(time.Second):
+			if err != nil {
+				return
+			}
+		case <-time.After(pause):
 		}
 	}
 	_ = os.Remove(s.prevJournalPath())

@@ -21,6 +21,9 @@ func TestOverlayMatchesModel(t *testing.T) {
 	dir := t.TempDir()
 	c := &clock{now: t0}
 	opts := Options{Now: c.Now, Logger: quietLog, TrashGrace: time.Hour, CheckpointBytes: 2 << 10}
+	// Background checkpoints in several parts, so that crashes land between them too.
+	defer func(p int, d time.Duration) { checkpointPart, checkpointPause = p, d }(checkpointPart, checkpointPause)
+	checkpointPart, checkpointPause = 300, time.Millisecond
 	open := func() *Store {
 		s, err := Open(dir, opts)
 		if err != nil {
@@ -271,5 +274,36 @@ func TestJournalPrevReplayedFirst(t *testing.T) {
 	}
 	if _, err := os.Stat(s.prevJournalPath()); !os.IsNotExist(err) {
 		t.Fatalf("the previous journal is still there after Open: %v", err)
+	}
+}
+
+// split cuts a layer into parts that together hold every entry once, each bounded in size.
+func TestLayerSplit(t *testing.T) {
+	l := newLayer()
+	r := rand.New(rand.NewPCG(1, 2))
+	for i := range 500 {
+		l.set(i%numBuckets, randBytes(r, 1+r.IntN(40)), entry{v: randBytes(r, r.IntN(200)), del: i%7 == 0})
+	}
+	parts := l.split(1000)
+	seen := 0
+	for _, p := range parts {
+		if p.size > 1000+40+200 {
+			t.Fatalf("a part of %d bytes", p.size)
+		}
+		for b, m := range p.m {
+			for k, e := range m {
+				if o, ok := l.m[b][k]; !ok || o.del != e.del || !bytes.Equal(o.v, e.v) {
+					t.Fatalf("part entry %q differs", k)
+				}
+				seen++
+			}
+		}
+	}
+	total := 0
+	for _, m := range l.m {
+		total += len(m)
+	}
+	if seen != total || len(parts) < 2 {
+		t.Fatalf("%d parts hold %d entries of %d", len(parts), seen, total)
 	}
 }

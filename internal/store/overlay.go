@@ -136,6 +136,28 @@ func (l *layer) applyTo(tx *bolt.Tx) error {
 	return nil
 }
 
+// split cuts l into layers of about max bytes of keys and values each, every bucket's keys in
+// order (so each part touches a run of neighbouring index pages).
+func (l *layer) split(max int) []*layer {
+	var parts []*layer
+	cur, size := newLayer(), 0
+	for b := range l.m {
+		for _, k := range l.keys(b) {
+			e := l.m[b][k]
+			if size > 0 && size+len(k)+len(e.v) > max {
+				parts = append(parts, cur)
+				cur, size = newLayer(), 0
+			}
+			cur.set(b, []byte(k), e)
+			size += len(k) + len(e.v)
+		}
+	}
+	if size > 0 || len(parts) == 0 {
+		parts = append(parts, cur)
+	}
+	return parts
+}
+
 // layered is one bucket seen through layers (newest first) over bbolt. top, if not nil, is
 // layers[0] and takes the writes.
 type layered struct {
