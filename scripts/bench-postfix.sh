@@ -72,10 +72,17 @@ cleanup() {
 	set +e
 	if [ -f "$conf/main.cf" ]; then postfix -c "$conf" stop >/dev/null 2>&1; fi
 	if [ -n "$demo_pid" ]; then
+		if [ "$keep" = 1 ] && [ -x "$dir/bin/epost" ]; then
+			# The nodes' counters (PAST retries, queue and transport drops, disk) die with
+			# the demo: keep them.
+			for nd in "$dir"/epost/node*; do
+				[ -d "$nd" ] && "$dir/bin/epost" status --dir "$nd" --json >"$nd.status.json" 2>/dev/null
+			done
+		fi
 		kill "$demo_pid" 2>/dev/null
 		wait "$demo_pid" 2>/dev/null
 	fi
-	if [ "$keep" = 1 ]; then echo "# kept $dir (logs: postfix/maillog, epost/logs/, epost-demo.out; results.txt)"; else rm -rf "$dir"; fi
+	if [ "$keep" = 1 ]; then echo "# kept $dir (logs: postfix/maillog, epost/logs/, epost-demo.out; epost/node*.status.json; results.txt)"; else rm -rf "$dir"; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
