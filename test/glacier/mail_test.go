@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"crypto/tls"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
 	"net/smtp"
+	"net/textproto"
 	"strings"
 	"time"
 
@@ -78,24 +80,45 @@ func submit(from *user, msgs []*message) error {
 		return fmt.Errorf("smtp auth %s: %w", from.addr, err)
 	}
 	for _, m := range msgs {
-		if err := c.Mail(from.addr); err != nil {
-			return fmt.Errorf("MAIL FROM %s: %w", from.addr, err)
-		}
-		if err := c.Rcpt(m.to.addr); err != nil {
-			return fmt.Errorf("RCPT TO %s: %w", m.to.addr, err)
-		}
-		w, err := c.Data()
-		if err != nil {
-			return fmt.Errorf("DATA %q: %w", m.subject, err)
-		}
-		if _, err := w.Write(m.raw); err != nil {
-			return fmt.Errorf("DATA %q: %w", m.subject, err)
-		}
-		if err := w.Close(); err != nil {
-			return fmt.Errorf("end of DATA %q: %w", m.subject, err)
+		// A 4xx reply (the recipient's record not found in time on a busy ring) is what a
+		// real client retries later: so does this one, a few times, as an MTA would.
+		for try := 1; ; try++ {
+			err := submitOne(c, from, m)
+			var te *textproto.Error
+			if err == nil {
+				break
+			}
+			if !errors.As(err, &te) || te.Code < 400 || te.Code > 499 || try == 5 {
+				return err
+			}
+			if rerr := c.Reset(); rerr != nil {
+				return fmt.Errorf("RSET after %v: %w", err, rerr)
+			}
+			time.Sleep(time.Second)
 		}
 	}
 	return c.Quit()
+}
+
+// submitOne sends m in the open session: MAIL, RCPT, DATA.
+func submitOne(c *smtp.Client, from *user, m *message) error {
+	if err := c.Mail(from.addr); err != nil {
+		return fmt.Errorf("MAIL FROM %s: %w", from.addr, err)
+	}
+	if err := c.Rcpt(m.to.addr); err != nil {
+		return fmt.Errorf("RCPT TO %s: %w", m.to.addr, err)
+	}
+	w, err := c.Data()
+	if err != nil {
+		return fmt.Errorf("DATA %q: %w", m.subject, err)
+	}
+	if _, err := w.Write(m.raw); err != nil {
+		return fmt.Errorf("DATA %q: %w", m.subject, err)
+	}
+	if err := w.Close(); err != nil {
+		return fmt.Errorf("end of DATA %q: %w", m.subject, err)
+	}
+	return nil
 }
 
 // imapSession logs user in at the user's current node over IMAP with STARTTLS and selects
