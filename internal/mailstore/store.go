@@ -1,7 +1,6 @@
 package mailstore
 
 import (
-	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -562,29 +561,23 @@ func (fo *folder) Status() (mailbox.Status, error) {
 	st := mailbox.Status{UIDValidity: f.UIDValidity, UIDNext: f.UIDNext, HighestModSeq: f.ModSeq, Messages: uint32(len(f.Msgs)),
 		Unseen: f.unseen, Deleted: f.deletedMsgs, Size: f.size}
 	// Msgs is in UID order: the recent ones are a tail.
-	i, _ := slices.BinarySearchFunc(f.Msgs, f.recentFrom, func(m *message, uid imap.UID) int { return cmp.Compare(m.UID, uid) })
+	i, _ := f.index(f.recentFrom)
 	st.Recent = uint32(len(f.Msgs) - i)
 	return st, nil
 }
 
 // List implements mailbox.Folder.
 func (fo *folder) List() ([]mailbox.Summary, error) {
-	fo.s.refresh(fo.f)
-	s, f := fo.s, fo.f
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	if f.deleted {
-		return nil, mailbox.ErrNoFolder
-	}
-	l := make([]mailbox.Summary, len(f.Msgs))
-	for i, m := range f.Msgs {
-		l[i] = m.summary()
-	}
-	return l, nil
+	return fo.summaries(func(*message) bool { return true })
 }
 
 // Changed implements mailbox.Folder.
 func (fo *folder) Changed(since uint64) ([]mailbox.Summary, error) {
+	return fo.summaries(func(m *message) bool { return m.ModSeq > since })
+}
+
+// summaries returns the summaries of the messages keep admits, in UID order.
+func (fo *folder) summaries(keep func(*message) bool) ([]mailbox.Summary, error) {
 	fo.s.refresh(fo.f)
 	s, f := fo.s, fo.f
 	s.mu.RLock()
@@ -592,9 +585,9 @@ func (fo *folder) Changed(since uint64) ([]mailbox.Summary, error) {
 	if f.deleted {
 		return nil, mailbox.ErrNoFolder
 	}
-	var l []mailbox.Summary
+	l := []mailbox.Summary{}
 	for _, m := range f.Msgs {
-		if m.ModSeq > since {
+		if keep(m) {
 			l = append(l, m.summary())
 		}
 	}
@@ -757,7 +750,7 @@ func (s *Store) prefetchMissing() {
 	f := fo.f
 	// Every message below prefetchFrom was looked at already (UIDs only grow): only the new
 	// ones are, so a filing into a large INBOX does not walk it.
-	i, _ := slices.BinarySearchFunc(f.Msgs, f.prefetchFrom, func(m *message, uid imap.UID) int { return cmp.Compare(m.UID, uid) })
+	i, _ := f.index(f.prefetchFrom)
 	for _, m := range f.Msgs[i:] {
 		if m.Structure == nil && !m.prefetching {
 			m.prefetching = true

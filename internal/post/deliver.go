@@ -455,15 +455,14 @@ func (n *Node) receive(m *postMsg) bool {
 // the pending copy) is sent only after the INBOX head write.
 func (u *User) file(note *Notification, tries int) {
 	n := u.n
+	objs, err := carriedObjects(n.cfg.Ring, note.Parts, note.Carried) // checked by receive
+	if err != nil {
+		return
+	}
 	n.mu.Lock()
 	inbox := u.logs[InboxLog]
 	if inbox == nil || !inbox.loaded {
 		u.waiting = append(u.waiting, func() { u.file(note, tries) })
-		n.mu.Unlock()
-		return
-	}
-	objs, err := carriedObjects(n.cfg.Ring, note.Parts, note.Carried) // checked by receive
-	if err != nil {
 		n.mu.Unlock()
 		return
 	}

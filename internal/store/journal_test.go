@@ -160,17 +160,8 @@ func checkModel(t *testing.T, step int, s *Store, live map[ids.Key]Object) {
 // TestJournalTornTail cuts the journal inside its last record: Open keeps every record before
 // it and drops the torn one.
 func TestJournalTornTail(t *testing.T) {
-	dir := t.TempDir()
-	s, err := Open(dir, Options{Logger: quietLog})
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, b := keyOf(ringA, "a"), keyOf(ringA, "b")
-	for _, k := range []ids.Key{a, b} {
-		if err := s.Put(Object{Meta: Meta{Key: k}, Payload: []byte(k.String())}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	dir, s, a, b := openWithTwo(t)
+	var err error
 	off := s.journal.off
 	crash(s)
 	if err := os.Truncate(s.journalPath(), off-3); err != nil {
@@ -236,17 +227,8 @@ func TestJournalCoveredEpochsSkipped(t *testing.T) {
 // frozen layer's records in index.journal.prev and the newer ones in index.journal; Open
 // replays both, the older file first, and removes the previous one.
 func TestJournalPrevReplayedFirst(t *testing.T) {
-	dir := t.TempDir()
-	s, err := Open(dir, Options{Logger: quietLog})
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, b := keyOf(ringA, "a"), keyOf(ringA, "b")
-	for _, k := range []ids.Key{a, b} {
-		if err := s.Put(Object{Meta: Meta{Key: k}, Payload: []byte("one")}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	dir, s, a, b := openWithTwo(t)
+	var err error
 	// The rotation a freeze does, without the checkpoint that would follow it.
 	if err := s.exclusive(func() error { return s.journal.rotate(s.journalPath(), s.prevJournalPath()) }); err != nil {
 		t.Fatal(err)
@@ -306,4 +288,21 @@ func TestLayerSplit(t *testing.T) {
 	if seen != total || len(parts) < 2 {
 		t.Fatalf("%d parts hold %d entries of %d", len(parts), seen, total)
 	}
+}
+
+// openWithTwo opens a store in a new directory and puts two objects, a and b, in it.
+func openWithTwo(t *testing.T) (dir string, s *Store, a, b ids.Key) {
+	t.Helper()
+	dir = t.TempDir()
+	s, err := Open(dir, Options{Logger: quietLog})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b = keyOf(ringA, "a"), keyOf(ringA, "b")
+	for _, k := range []ids.Key{a, b} {
+		if err := s.Put(Object{Meta: Meta{Key: k}, Payload: []byte(k.String())}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir, s, a, b
 }
