@@ -83,8 +83,8 @@ func printStatus(out io.Writer, st *daemon.Status) {
 		p.Stored, p.Refused, p.Repaired, p.Dropped, p.SyncRounds)
 	fmt.Fprintf(out, "client    %d inserts (%d failed), %d lookups (%d failed)\n", p.Inserts, p.InsertsFailed, p.Lookups, p.LookupsFailed)
 	g := st.Glacier
-	fmt.Fprintf(out, "glacier   %d fragments / %s held (%d/%d), %d stored, %d rebuilt, %d handed off, %d maintenance rounds\n",
-		g.Fragments, bytesHuman(uint64(max(g.Bytes, 0))), g.N, g.M, g.Stored, g.Rebuilt, g.HandedOff, g.SyncRounds)
+	fmt.Fprintf(out, "glacier   %d fragments / %s held (%d/%d), %d stored, %d rebuilt, %d handed off, %d maintenance rounds, %d inserts placing\n",
+		g.Fragments, bytesHuman(uint64(max(g.Bytes, 0))), g.N, g.M, g.Stored, g.Rebuilt, g.HandedOff, g.SyncRounds, g.Placing)
 	a := g.Archive
 	fmt.Fprintf(out, "archive   %d aggregates, %d objects waiting, %d inserting, %d restored from glacier", a.Aggregates, a.Pending, a.Inserting, a.Restored)
 	if a.Recovering > 0 {

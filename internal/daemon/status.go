@@ -80,6 +80,9 @@ type GlacierStatus struct {
 	SyncRounds uint64 `json:"sync_rounds"`
 	MaintMsgs  uint64 `json:"maintenance_messages"`
 	MaintBytes uint64 `json:"maintenance_bytes"`
+	// Placing counts this node's fragment inserts that reported success and still place the
+	// remaining fragments (an aggregate survives the most node losses once it is done).
+	Placing int `json:"placing"`
 
 	Archive ArchiveStatus `json:"archive"`
 }
@@ -331,6 +334,7 @@ func (n *Node) glacierStatus() GlacierStatus {
 		g.Stored, g.Refused, g.Rebuilt, g.HandedOff = st.Stored, st.Refused, st.Rebuilt, st.HandedOff
 		g.Dropped, g.Expired, g.SyncRounds = st.Dropped, st.Expired, st.SyncRounds
 		g.MaintMsgs, g.MaintBytes = st.MaintMsgs, st.MaintBytes
+		g.Placing = st.Placing
 	})
 	ps := a.post.Stats()
 	g.Archive = ArchiveStatus{Pending: ps.ArchivePending, Inserting: ps.ArchiveInserting,

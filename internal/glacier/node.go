@@ -139,6 +139,10 @@ type Stats struct {
 	Renewed, RenewRefused   uint64 // manifests swapped on renewal / renewals refused or not applicable here
 	Refreshed               uint64 // manifests swapped by maintenance (a renewal this node missed)
 	BadMessages, BadReplies uint64
+	// Placing counts this node's inserts still placing fragments: an insert reports success
+	// at InsertAcks acknowledgements and keeps resending to the other positions until each
+	// holder acknowledged or its retries ran out.
+	Placing int
 }
 
 // Node is one node's Glacier state. It is not safe for concurrent use (Driver locks it).
@@ -212,7 +216,15 @@ func (n *Node) Config() Config { return n.cfg }
 func (n *Node) Codec() *Codec { return n.codec }
 
 // Stats returns the counters.
-func (n *Node) Stats() Stats { return n.stats }
+func (n *Node) Stats() Stats {
+	s := n.stats
+	for _, o := range n.ops {
+		if o.insert != nil && !o.insert.renew {
+			s.Placing++
+		}
+	}
+	return s
+}
 
 // TakeOutbox returns the messages to route or send and empties the outbox.
 func (n *Node) TakeOutbox() []Outgoing {

@@ -93,6 +93,7 @@ type userArchive struct {
 	// renewal after a restart re-derives its manifest from the aggregate's blob.
 	mans      map[ids.ID]*glacier.Manifest
 	fetching  map[ids.ID]bool // blobs being fetched back for repacks
+	keeping   int             // objects keepKeys is fetching from the ring (or waits to retry)
 	newest    uint64          // highest aggregate seq stored
 	rootVer   uint64
 	roots     int       // root inserts in flight or waiting for a retry
@@ -243,20 +244,80 @@ func (u *User) keepKeys(keys []ids.Key) {
 				u.keep(past.NewContent(n.cfg.Ring, p, n.now().Add(n.cfg.ContentLease)))
 				continue
 			}
-			n.st.Lookup(k, func(obj past.Object, err error) {
-				if err != nil {
-					n.cfg.Log.Warn("post: cannot fetch an object to archive it", "user", u.addr, "key", k.Full(), "err", err)
-				} else {
-					u.keep(obj)
-				}
-				pump() // this lookup's slot goes to the next key
-			})
+			u.keepingAdd(1)
+			u.keepFetch(k, 0, func() { pump() }) // this lookup's slot goes to the next key
 			return
 		}
 	}
 	for range keepFetches {
 		pump()
 	}
+}
+
+// keepFetchTries bounds the lookups of an object to archive: a lookup that fails (a timeout
+// during churn, replicas not yet handed the object) is tried again after keepRetryBase,
+// doubling up to keepRetryMax, so that one failed lookup does not leave a filed message
+// outside the archive until the next start.
+const (
+	keepFetchTries = 10
+	keepRetryBase  = time.Second
+	keepRetryMax   = time.Minute
+)
+
+// Archived reports whether u's archive holds the object at k (in an aggregate stored or
+// still filling).
+func (u *User) Archived(k ids.Key) bool {
+	u.n.mu.Lock()
+	defer u.n.mu.Unlock()
+	return u.arch != nil && u.arch.agg.Holds(k)
+}
+
+// current reports whether u is still the node's user (a failed start takes it off).
+func (u *User) current() bool {
+	u.n.mu.Lock()
+	defer u.n.mu.Unlock()
+	return u.n.users[u.addr] == u
+}
+
+func (u *User) keepingAdd(d int) {
+	u.n.mu.Lock()
+	if u.arch != nil {
+		u.arch.keeping += d
+	}
+	u.n.mu.Unlock()
+}
+
+// keepFetch looks k up in the ring and archives it; on a failure it tries again later (done
+// runs after the first attempt, so that the caller's slot is not held through the waits).
+func (u *User) keepFetch(k ids.Key, try int, done func()) {
+	n := u.n
+	n.st.Lookup(k, func(obj past.Object, err error) {
+		switch {
+		case err == nil:
+			u.keep(obj)
+			u.keepingAdd(-1)
+		case try+1 >= keepFetchTries || n.stopped() || !u.current():
+			n.cfg.Log.Warn("post: cannot fetch an object to archive it; the next start tries again", "user", u.addr, "key", k.Full(), "tries", try+1, "err", err)
+			u.keepingAdd(-1)
+		default:
+			n.cfg.Log.Debug("post: cannot fetch an object to archive it yet", "user", u.addr, "key", k.Full(), "try", try+1, "err", err)
+			d := min(keepRetryBase<<try, keepRetryMax)
+			n.after(d, func() {
+				if p, ok := n.carriedPayload(k); ok {
+					u.keep(past.NewContent(n.cfg.Ring, p, n.now().Add(n.cfg.ContentLease)))
+					u.keepingAdd(-1)
+					return
+				}
+				if obj, ok := n.st.LocalGet(k); ok && past.Type(obj.Type) == past.TypeContent {
+					u.keep(obj)
+					u.keepingAdd(-1)
+					return
+				}
+				u.keepFetch(k, try+1, func() {})
+			})
+		}
+		done()
+	})
 }
 
 // Put is Node.Put for u: the chunks also go to u's archive.

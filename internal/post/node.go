@@ -270,7 +270,7 @@ func (n *Node) Stats() Stats {
 	}
 	for _, u := range n.users {
 		if a := u.arch; a != nil {
-			s.ArchivePending += a.agg.Pending() + len(a.backlog)
+			s.ArchivePending += a.agg.Pending() + len(a.backlog) + a.keeping
 			s.ArchiveInserting += len(a.queue) + a.roots
 			if a.busy {
 				s.ArchiveInserting++

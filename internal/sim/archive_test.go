@@ -5,16 +5,25 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"sync"
 	"testing"
 	"time"
 
 	"epost/internal/glacier"
+	"epost/internal/ids"
+	"epost/internal/past"
 	"epost/internal/post"
 )
 
 // newArchiveWorld is newWorld with Glacier on every node as the users' archive, and leases
 // short enough (2 h) that a few virtual hours see every lease renewed several times.
 func newArchiveWorld(t *testing.T, seed uint64, nodes int) *world {
+	t.Helper()
+	return newArchiveWorldWith(t, seed, nodes, nil)
+}
+
+// newArchiveWorldWith is newArchiveWorld with set applied to the configuration last.
+func newArchiveWorldWith(t *testing.T, seed uint64, nodes int, set func(*MailConfig)) *world {
 	t.Helper()
 	cfg := MailConfig{Nodes: nodes, Users: 2, Seed: seed, Glacier: true, GlacierN: 32, GlacierM: 4}
 	cfg.GlacierConfig = glacier.Config{SyncInterval: 10 * time.Minute, SyncDelay: time.Minute, GoneAfter: 30 * 24 * time.Hour, RequestTimeout: 2 * time.Second}
@@ -27,6 +36,9 @@ func newArchiveWorld(t *testing.T, seed uint64, nodes int) *world {
 	cfg.Post.BackupInterval = time.Hour
 	cfg.Post.ArchiveFlush = time.Minute
 	cfg.Post.Log = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	if set != nil {
+		set(&cfg)
+	}
 	return newWorldCfg(t, seed, nodes, cfg)
 }
 
@@ -152,4 +164,68 @@ func TestMailArchiveRenewAndDisaster(t *testing.T) {
 	if got, err := u.Entries(post.InboxLog, 0); len(got) != msgs+3 {
 		w.fail("%d messages in b's INBOX after the disaster (%v), want %d", len(got), err, msgs+3)
 	}
+}
+
+// A filed message's chunks reach the recipient's archive even when the lookups that fetch
+// them fail at first (a timeout during churn): the recipient's node tries again rather than
+// leaving the message outside Glacier until its next start. The recipient's node fails the
+// first two lookups of every key.
+func TestMailArchiveFetchRetried(t *testing.T) {
+	const seed = 43
+	const home = 1
+	var mu sync.Mutex
+	failed := map[ids.Key]int{}
+	w := newArchiveWorldWith(t, seed, 16, func(cfg *MailConfig) {
+		cfg.LookupFault = func(node int, k ids.Key) error {
+			if node != home {
+				return nil
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if failed[k] < 2 {
+				failed[k]++
+				return past.ErrTimeout
+			}
+			return nil
+		}
+	})
+	a := w.addUser(0, "a@sim.example", 1)
+	b := w.addUser(home, "b@sim.example", 2)
+	r := rand.New(rand.NewPCG(seed, 3))
+	const msgs = 6
+	for i := range msgs {
+		// Larger than CarryMax: the chunks are not carried, the recipient fetches them.
+		parts := [][]byte{[]byte(fmt.Sprintf("message %d", i)), make([]byte, 20000+r.IntN(20000))}
+		fill(r, parts[1])
+		if res := w.send(a, []string{b.addr}, parts); len(res) != 1 || res[0].Err != nil {
+			w.fail("send %d: %+v", i, res)
+		}
+	}
+	w.wait(5*time.Minute, func() bool { return len(w.inbox(b)) == msgs })
+	w.wait(10*time.Minute, func() bool {
+		s := archiveStats(b.node)
+		return s.ArchivePending == 0 && s.ArchiveInserting == 0
+	})
+	missing, chunks := 0, 0
+	for _, body := range w.inbox(b) {
+		f, err := post.DecodeFiled(body)
+		if err != nil {
+			w.fail("filed entry: %v", err)
+		}
+		for _, ref := range f.Parts {
+			for _, c := range ref.Chunks {
+				chunks++
+				if !b.u.Archived(c.Location) {
+					missing++
+				}
+			}
+		}
+	}
+	mu.Lock()
+	faults := len(failed)
+	mu.Unlock()
+	if faults == 0 || missing != 0 {
+		w.fail("%d of %d chunks of filed messages not in the archive (%d keys' lookups failed at first)", missing, chunks, faults)
+	}
+	t.Logf("seed %d: %d chunks archived although the first two lookups of each of %d keys failed", seed, chunks, faults)
 }

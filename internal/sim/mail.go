@@ -55,6 +55,9 @@ type MailConfig struct {
 	// Stages: report, through progress, when each delivery stage was first reached (p50 and
 	// p99 after the send, online recipients only): where the latency goes.
 	Stages bool
+	// LookupFault, if set, is asked before each PAST Lookup that a node's POST makes (node:
+	// the node's index); a non-nil error fails that lookup at once, as a timeout would.
+	LookupFault func(node int, key ids.Key) error
 
 	// Churn, restarts, folder operations and the audit (mailchurn.go, mailfolders.go,
 	// mailaudit.go). Churn is the median session of the nodes that host no user
@@ -574,7 +577,11 @@ func (run *mailRun) attach(mn *mailNode) {
 		mn.gd = glacier.NewDriver(gn, sn.drv, clock, run.cfg.PastTick)
 		pc.Archive = mn.gd
 	}
-	mn.post = post.New(pc, mn.pd, mn.sc, sn.drv)
+	var pst post.Store = mn.pd
+	if f := run.cfg.LookupFault; f != nil {
+		pst = &faultyStore{Store: mn.pd, fail: func(k ids.Key) error { return f(sn.idx, k) }}
+	}
+	mn.post = post.New(pc, pst, mn.sc, sn.drv)
 	obs.n = mn.post
 	mn.post.OnFiled = run.onFiled(mn)
 	_ = mux.Register(appmux.TagPast, mn.pd.App())
@@ -742,4 +749,18 @@ func (run *mailRun) scanStores() (leaks, objects int) {
 		}
 	}
 	return leaks, objects
+}
+
+// faultyStore fails the lookups that fail says should fail (MailConfig.LookupFault).
+type faultyStore struct {
+	post.Store
+	fail func(ids.Key) error
+}
+
+func (s *faultyStore) Lookup(k ids.Key, cb func(past.Object, error)) {
+	if err := s.fail(k); err != nil {
+		cb(past.Object{}, err)
+		return
+	}
+	s.Store.Lookup(k, cb)
 }

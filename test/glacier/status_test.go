@@ -17,6 +17,7 @@ type glacierStatus struct {
 	M         int   `json:"m"`
 	Fragments int   `json:"fragments"`
 	Bytes     int64 `json:"bytes"`
+	Placing   int   `json:"placing"`
 	Archive   struct {
 		Pending    int `json:"pending"`
 		Inserting  int `json:"inserting"`
@@ -30,8 +31,8 @@ type glacierStatus struct {
 
 func (g *glacierStatus) String() string {
 	a := g.Archive
-	return fmt.Sprintf("%d/%d fragments=%d bytes=%d pending=%d inserting=%d aggregates=%d flushed=%d failed=%d restored=%d recovering=%d",
-		g.N, g.M, g.Fragments, g.Bytes, a.Pending, a.Inserting, a.Aggregates, a.Flushed, a.Failed, a.Restored, a.Recovering)
+	return fmt.Sprintf("%d/%d fragments=%d bytes=%d placing=%d pending=%d inserting=%d aggregates=%d flushed=%d failed=%d restored=%d recovering=%d",
+		g.N, g.M, g.Fragments, g.Bytes, g.Placing, a.Pending, a.Inserting, a.Aggregates, a.Flushed, a.Failed, a.Restored, a.Recovering)
 }
 
 // glacierOf asks a node for its Glacier status.
@@ -66,8 +67,10 @@ func glacierStatuses(nodes []*mailNode) string {
 	return b.String()
 }
 
-// waitArchived polls the nodes with users until each has nothing pending or being inserted
-// and has flushed at least one aggregate into Glacier, for two polls in a row.
+// waitArchived polls the nodes with users until each has nothing pending or being inserted,
+// has flushed at least one aggregate into Glacier and has placed every fragment of its
+// inserts (an insert is acknowledged at 3m of n fragments; a disaster right then could leave
+// fewer than m of an aggregate alive), for two polls in a row.
 func waitArchived(t *testing.T, homes []*mailNode, timeout time.Duration) time.Duration {
 	t.Helper()
 	start := time.Now()
@@ -80,7 +83,7 @@ func waitArchived(t *testing.T, homes []*mailNode, timeout time.Duration) time.D
 			switch {
 			case err != nil:
 				busy = append(busy, fmt.Sprintf("%s: %v", n.Name, err))
-			case g.Archive.Pending != 0 || g.Archive.Inserting != 0 || g.Archive.Flushed < 1:
+			case g.Archive.Pending != 0 || g.Archive.Inserting != 0 || g.Archive.Flushed < 1 || g.Placing != 0:
 				busy = append(busy, fmt.Sprintf("%s: %v", n.Name, g))
 			}
 		}
