@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"syscall"
@@ -69,8 +70,20 @@ func runDemo(args []string) error {
 	dir := fs.String("dir", "", "keep the ring here across runs (default: a temporary directory removed at exit)")
 	nodes := fs.Int("nodes", 5, "nodes in the ring (at least 3)")
 	seed := fs.Uint64("seed", 0, "overlay random seed (0: random, printed)")
+	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the whole ring (all nodes run in this process) to this file until the demo stops")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q", fs.Args())

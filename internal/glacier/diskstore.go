@@ -81,6 +81,8 @@ const (
 	valueExternal   = 3 // value format: the data in the data file
 	dataAlign       = 4096
 	diskLockTimeout = time.Second
+	// initialMmap is glacier.db's first mapping (address space only: see OpenDiskStore).
+	initialMmap = 1 << 30
 	// maxManifestWire bounds a stored manifest's wire form: far above the largest valid one
 	// (≈ 500 bytes with a name of MaxNameLen), it only stops a damaged length from meaning much.
 	maxManifestWire = 4 << 10
@@ -94,8 +96,10 @@ func OpenDiskStore(path string) (*DiskStore, error) {
 	// The map freelist and an unsynced freelist, as in the object store: the freelist of a
 	// file that fragments come and go in is long, and writing it at every commit would cost
 	// pages per commit; Open rebuilds it by a scan instead. Durability is unaffected.
+	// A large initial mapping (address space, not memory) spares the remaps of a growing file:
+	// each one copies every node the writing transaction has touched out of the old mapping.
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: diskLockTimeout,
-		FreelistType: bolt.FreelistMapType, NoFreelistSync: true})
+		FreelistType: bolt.FreelistMapType, NoFreelistSync: true, InitialMmapSize: initialMmap})
 	if errors.Is(err, berrors.ErrTimeout) {
 		return nil, fmt.Errorf("glacier store open %s: the file is locked by another process (is another epost node using it?): %w", path, err)
 	}

@@ -20,6 +20,10 @@ const (
 	// its journal).
 	DefaultCheckpointBytes = 32 << 20 // the overlay's keys and values (journal.go)
 	DefaultCheckpointAge   = 10 * time.Minute
+
+	// initialMmap is index.db's first mapping: address space only, read-only and shared, so
+	// it costs no memory, and files below it are never remapped.
+	initialMmap = 1 << 30
 )
 
 // Options tune a Store. The zero value is usable: every zero field takes its default.

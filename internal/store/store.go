@@ -80,6 +80,9 @@ func Open(dir string, opts Options) (*Store, error) {
 		// a page write per commit at the cost of a scan at open. Durability is unaffected.
 		FreelistType:   bolt.FreelistMapType,
 		NoFreelistSync: true,
+		// Address space, not memory: a file growing inside the mapping is never remapped (a
+		// remap copies every node the writing transaction touched out of the old mapping).
+		InitialMmapSize: initialMmap,
 	})
 	if errors.Is(err, berrors.ErrTimeout) {
 		return nil, fmt.Errorf("store open %s: the directory is locked by another process (is another epost node using it?): %w", dir, err)
