@@ -334,6 +334,23 @@ func TestRecordVerifyFailures(t *testing.T) {
 			t.Errorf("%s: got %v, want %v", c.name, err, c.want)
 		}
 	}
+	// A RecordCache answers the same, whether the record is new to it or verified before (its
+	// signature good under this CA: the validity window and revocation are checked again).
+	cache := NewRecordCache(4)
+	if _, err := cache.Verify(sr, caPub, t0, never); err != nil {
+		t.Fatal(err)
+	}
+	for round := range 2 {
+		for _, c := range cases {
+			r, err := cache.Verify(c.sr, c.ca, c.now, c.revoked)
+			if c.want == nil && (err != nil || r.Address != "alice@example.com") || c.want != nil && !errors.Is(err, c.want) {
+				t.Errorf("cached, round %d, %s: got %v, want %v", round, c.name, err, c.want)
+			}
+		}
+	}
+	if len(cache.m) > 4 {
+		t.Fatalf("cache holds %d records, limit 4", len(cache.m))
+	}
 	// A user's key cannot stand in for the CA's, even over the same body.
 	userSig, _ := Sign(k, ContextRecord, sr.Body)
 	if _, err := (SignedRecord{sr.Body, userSig}).Verify(caPub, t0, nil); !errors.Is(err, ErrBadSignature) {

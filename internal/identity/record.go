@@ -156,6 +156,18 @@ func SignRecord(rec Record, caKey ed25519.PrivateKey) (SignedRecord, error) {
 // The caller must still check that the record is the one it asked for: that Ring and Address
 // are those it looked up (a valid record stored at the wrong key is still a valid record).
 func (s SignedRecord) Verify(caPub ed25519.PublicKey, now time.Time, revoked func(serial uint64) bool) (*Record, error) {
+	r, err := s.verifySignature(caPub)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.checkValid(now, revoked); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// verifySignature decodes the body and checks the CA's signature over it.
+func (s SignedRecord) verifySignature(caPub ed25519.PublicKey) (*Record, error) {
 	r, err := DecodeRecord(s.Body)
 	if err != nil {
 		return nil, err
@@ -163,16 +175,21 @@ func (s SignedRecord) Verify(caPub ed25519.PublicKey, now time.Time, revoked fun
 	if err := Verify(caPub, ContextRecord, s.Body, s.Signature); err != nil {
 		return nil, fmt.Errorf("identity: record %s serial %d: %w", r.Address, r.Serial, err)
 	}
+	return r, nil
+}
+
+// checkValid checks r's validity window at now and its serial against revoked.
+func (r *Record) checkValid(now time.Time, revoked func(serial uint64) bool) error {
 	if now.Before(r.NotBefore) {
-		return nil, fmt.Errorf("%w: record %s serial %d is valid from %v", ErrNotYetValid, r.Address, r.Serial, r.NotBefore)
+		return fmt.Errorf("%w: record %s serial %d is valid from %v", ErrNotYetValid, r.Address, r.Serial, r.NotBefore)
 	}
 	if now.Unix() > r.NotAfter.Unix() {
-		return nil, fmt.Errorf("%w: record %s serial %d expired at %v; ask the ring administrator to renew it", ErrExpired, r.Address, r.Serial, r.NotAfter)
+		return fmt.Errorf("%w: record %s serial %d expired at %v; ask the ring administrator to renew it", ErrExpired, r.Address, r.Serial, r.NotAfter)
 	}
 	if revoked != nil && revoked(r.Serial) {
-		return nil, fmt.Errorf("%w: record %s serial %d", ErrRevoked, r.Address, r.Serial)
+		return fmt.Errorf("%w: record %s serial %d", ErrRevoked, r.Address, r.Serial)
 	}
-	return r, nil
+	return nil
 }
 
 // Encode is the wire form of a signed record: u32 body length, body, 64-byte signature.

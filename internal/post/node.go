@@ -222,6 +222,7 @@ type Node struct {
 	stats    Stats
 	aggCache map[ids.ID]cachedAgg // archive: aggregates retrieved lately
 	aggWait  map[ids.ID][]func(*glacier.Aggregate, error)
+	recCache *identity.RecordCache // records whose CA signature was checked (recipients, senders)
 
 	carried    map[ids.Key]carriedChunk // carried chunks of filed messages, until stored
 	carryQ     []carrySave              // carried chunks waiting for their batch
@@ -254,7 +255,7 @@ func New(cfg Config, st Store, topics Topics, ov Overlay) *Node {
 	return &Node{cfg: cfg, st: st, topics: topics, ov: ov, users: map[string]*User{},
 		subs: map[string]bool{}, held: map[string]map[ids.Key]bool{}, records: map[string]cachedRecord{}, seen: map[string]seenAt{},
 		where: map[string][]func(pastry.Handle, bool){}, aggCache: map[ids.ID]cachedAgg{}, carried: map[ids.Key]carriedChunk{},
-		aggWait: map[ids.ID][]func(*glacier.Aggregate, error){}}
+		aggWait: map[ids.ID][]func(*glacier.Aggregate, error){}, recCache: identity.NewRecordCache(recordCacheMax)}
 }
 
 // Config returns the parameters with defaults filled in.
@@ -324,7 +325,7 @@ func (n *Node) presence(addr string) ids.Key {
 }
 
 func (n *Node) senderCheck() *SenderCheck {
-	return &SenderCheck{Ring: n.cfg.Ring, CA: n.cfg.CA, Revoked: n.cfg.Revoked}
+	return &SenderCheck{Ring: n.cfg.Ring, CA: n.cfg.CA, Revoked: n.cfg.Revoked, Cache: n.recCache}
 }
 
 // PublishRecord stores a user's CA-signed record at RecordKey(ring, address) as a PAST
@@ -360,7 +361,7 @@ func (n *Node) LookupRecord(addr string, cb func(*identity.Record, identity.Sign
 		return
 	}
 	verify := func(sr identity.SignedRecord) (*identity.Record, error) {
-		rec, err := sr.Verify(n.cfg.CA, n.now(), n.cfg.Revoked)
+		rec, err := n.recCache.Verify(sr, n.cfg.CA, n.now(), n.cfg.Revoked)
 		switch {
 		case errors.Is(err, identity.ErrRevoked):
 			return nil, fmt.Errorf("%w: %s: %v", ErrRevokedRecipient, addr, err)
@@ -381,6 +382,9 @@ func (n *Node) LookupRecord(addr string, cb func(*identity.Record, identity.Sign
 	}
 	n.lookupRecord(addr, recordTries, verify, cb)
 }
+
+// recordCacheMax bounds the records whose CA signature a node remembers as checked.
+const recordCacheMax = 4096
 
 // recordTries is how many times a record lookup that got no clear answer (replicas silent, a
 // loaded ring) is made before the caller hears "inconclusive".

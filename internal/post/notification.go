@@ -183,6 +183,7 @@ type SenderCheck struct {
 	Ring    ids.RingID
 	CA      ed25519.PublicKey
 	Revoked func(serial uint64) bool
+	Cache   *identity.RecordCache // nil: every record's signature is checked again
 }
 
 // openNotification decrypts a bundle with the recipient's keys and checks everything: the
@@ -203,7 +204,7 @@ func openNotification(bundle []byte, id NotificationID, keys *identity.Keys, rec
 	if err != nil {
 		return nil, err
 	}
-	rec, err := n.SenderRecord.Verify(chk.CA, now, chk.Revoked)
+	rec, err := chk.Cache.Verify(n.SenderRecord, chk.CA, now, chk.Revoked)
 	switch {
 	case errors.Is(err, identity.ErrRevoked):
 		return nil, fmt.Errorf("%w: %s: %v", ErrRevokedSender, n.From, err)
