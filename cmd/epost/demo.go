@@ -107,6 +107,7 @@ func runDemo(args []string) error {
 		return err
 	}
 	root, _ = filepath.Abs(root)
+	dumpOnSIGUSR1(root)
 
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
@@ -451,4 +452,23 @@ func writeFileSync(path string, data []byte) error {
 		return err
 	}
 	return os.Rename(tmp, path)
+}
+
+// dumpOnSIGUSR1 writes every goroutine's stack to root/goroutines-TIME.txt on each SIGUSR1:
+// what the ring's nodes wait on during a stall, without stopping them.
+func dumpOnSIGUSR1(root string) {
+	c := make(chan os.Signal, 1)
+	signal.Notify(c, syscall.SIGUSR1)
+	go func() {
+		for range c {
+			name := filepath.Join(root, "goroutines-"+time.Now().UTC().Format("150405.000")+".txt")
+			f, err := os.Create(name)
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "goroutine dump:", err)
+				continue
+			}
+			_ = pprof.Lookup("goroutine").WriteTo(f, 2)
+			f.Close()
+		}
+	}()
 }

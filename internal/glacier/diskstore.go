@@ -396,15 +396,17 @@ func (s *DiskStore) Delete(fk ids.ID) error {
 	return nil
 }
 
-// Range implements Store. It does not hash the data (Get does): maintenance reads only
-// manifests and indexes, and hashing every held byte each round would dominate its cost.
+// Range implements Store. It neither reads nor hashes the data (Get does): maintenance reads
+// only manifests and indexes, and reading every held byte each round would dominate its cost.
 // Entries that do not decode are skipped and dropped after the walk.
 func (s *DiskStore) Range(f func(fk ids.ID, fr *Fragment) bool) {
 	s.walk(func(c *bolt.Cursor) ([]byte, []byte) { return c.First() }, false, f)
 }
 
 // Ascend implements Store, as MemStore does: from the first key strictly after from,
-// clockwise, wrapping around once.
+// clockwise, wrapping around once. Like Range, it leaves the data on disk (a sync request
+// walked with the data read every held fragment's bytes on the node's event loop, stalling
+// all of its PAST and POST traffic for seconds).
 func (s *DiskStore) Ascend(from ids.ID, f func(fk ids.ID, fr *Fragment) bool) {
 	s.walk(func(c *bolt.Cursor) ([]byte, []byte) {
 		k, v := c.Seek(from[:])
@@ -428,7 +430,7 @@ func (s *DiskStore) walk(start func(*bolt.Cursor) ([]byte, []byte), wrap bool, f
 		k, v := start(c)
 		first := k // valid for the transaction
 		for k != nil {
-			fr, err := s.decode(k, v, true)
+			fr, err := s.decode(k, v, false) // manifests and indexes only: walks never need the bytes
 			if err != nil {
 				damaged = append(damaged, damagedEntry{bytes.Clone(k), bytes.Clone(v)})
 			} else if !f(ids.ID(k), &fr) {

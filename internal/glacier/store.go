@@ -35,7 +35,8 @@ type Store interface {
 	Get(fk ids.ID) (Fragment, error)
 	Delete(fk ids.ID) error
 	// Range calls f for every held fragment in increasing key order until f returns false.
-	// f must not modify the store.
+	// f must not modify the store. The fragments' Data may be nil (DiskStore leaves the bytes
+	// on disk): walks read manifests and indexes only; Get has the data.
 	Range(f func(fk ids.ID, fr *Fragment) bool)
 	// Ascend is Range going clockwise from the first key after from, once around the ring.
 	Ascend(from ids.ID, f func(fk ids.ID, fr *Fragment) bool)
