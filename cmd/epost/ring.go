@@ -25,6 +25,7 @@ func init() {
 	register("ring init", "create a ring: CA, signed descriptor, revocation list", runRingInit)
 	register("ring enroll", "sign a node's request file (CA machine), write a response file", runRingEnroll)
 	register("ring revoke", "revoke a node certificate by serial or node id", runRingRevoke)
+	register("ring dns", "print the DNS TXT records that let the global ring admit this ring", runRingDNS)
 	register("node init", "enroll a node with a local ring CA: key, certificate, config", runNodeInit)
 	register("node request", "make a node key and an enrollment request for a remote CA", runNodeRequest)
 	register("node accept", "install the CA's response to a node request", runNodeAccept)
@@ -33,6 +34,7 @@ func init() {
 func runRingInit(args []string) error    { return ringInit(args, os.Stdout, time.Now()) }
 func runRingEnroll(args []string) error  { return ringEnroll(args, os.Stdout, time.Now()) }
 func runRingRevoke(args []string) error  { return ringRevoke(args, os.Stdout, time.Now()) }
+func runRingDNS(args []string) error     { return ringDNS(args, os.Stdout) }
 func runNodeInit(args []string) error    { return nodeInit(args, os.Stdout, time.Now()) }
 func runNodeRequest(args []string) error { return nodeRequest(args, os.Stdout, time.Now()) }
 func runNodeAccept(args []string) error  { return nodeAccept(args, os.Stdout, time.Now()) }
@@ -97,7 +99,7 @@ func parseFragments(s string) (n, m int, err error) {
 func ringInit(args []string, out io.Writer, now time.Time) error {
 	fs := flag.NewFlagSet("ring init", flag.ContinueOnError)
 	dir := fs.String("dir", "", "new ring directory (CA key, descriptor); must not hold a ring yet")
-	name := fs.String("name", "", "ring name; the ring id is derived from it")
+	name := fs.String("name", "", "ring name, a label for people (the ring id is derived from the new CA key)")
 	var domains, bootstrap ringListFlag
 	fs.Var(&domains, "domain", "mail domain of the ring's addresses (repeat or comma-separate for several)")
 	replicas := fs.Int("replicas", ring.DefaultReplicas, "PAST replication factor k")
@@ -132,6 +134,12 @@ func ringInit(args []string, out io.Writer, now time.Time) error {
 	fmt.Fprintf(out, "  parameters       replicas %d, fragments %d/%d, leaf set %d\n", d.Replicas, d.FragmentsTotal, d.FragmentsNeeded, d.LeafSet)
 	fmt.Fprintf(out, "  bootstrap        %s\n", ringOrNone(d.Bootstrap))
 	fmt.Fprintf(out, "  CA fingerprint   %s\n", ring.Fingerprint(r.CA))
+	if len(d.Domains) > 0 {
+		fmt.Fprintf(out, "\nTo federate with other rings, publish in DNS (epost ring dns prints them again):\n")
+		for _, rec := range d.DNSRecords() {
+			fmt.Fprintf(out, "  %s\n", rec)
+		}
+	}
 	fmt.Fprintf(out, "\n%s signs every node and user certificate: keep it private and back up\n", filepath.Join(abs, ring.FileCAKey))
 	fmt.Fprintf(out, "the ring directory (without it no node can ever be enrolled again).\n")
 
@@ -149,6 +157,32 @@ func ringInit(args []string, out io.Writer, now time.Time) error {
 		abs, filepath.Join(parent, "node2"), first)
 	fmt.Fprintf(out, "For a node on another machine: \"epost node request\" there, \"epost ring enroll\" here,\n")
 	fmt.Fprintf(out, "\"epost node accept\" there (each command's -h says more).\n")
+	return nil
+}
+
+// ringDNS prints the ring's federation TXT records, one zone-file line per mail domain.
+func ringDNS(args []string, out io.Writer) error {
+	fs := flag.NewFlagSet("ring dns", flag.ContinueOnError)
+	dir := fs.String("dir", "", "ring directory (or a node directory: both hold the signed descriptor)")
+	if err := ringParse(fs, args); err != nil {
+		return err
+	}
+	if err := ringRequire([2]string{"dir", *dir}); err != nil {
+		return err
+	}
+	d, err := ring.LoadDescriptor(*dir)
+	if err != nil {
+		return err
+	}
+	if !d.Federable() {
+		return fmt.Errorf("ring %q has a version %d descriptor: its id %s is derived from its name, which any ring could claim, so it cannot federate; create a new ring with this epost (ring init)", d.Name, d.Version, d.RingID.Short())
+	}
+	if len(d.Domains) == 0 {
+		return fmt.Errorf("ring %q has no mail domains: nothing to publish", d.Name)
+	}
+	for _, rec := range d.DNSRecords() {
+		fmt.Fprintln(out, rec)
+	}
 	return nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -30,7 +31,7 @@ func cmdNodeRequest(a []string, o *bytes.Buffer) error { return nodeRequest(a, o
 func cmdNodeAccept(a []string, o *bytes.Buffer) error  { return nodeAccept(a, o, ringTestNow) }
 
 func TestRingCommandsRegistered(t *testing.T) {
-	for _, name := range []string{"ring init", "ring enroll", "ring revoke", "node init", "node request", "node accept"} {
+	for _, name := range []string{"ring init", "ring enroll", "ring revoke", "ring dns", "node init", "node request", "node accept"} {
 		if _, ok := commands[name]; !ok {
 			t.Errorf("%q not registered", name)
 		}
@@ -96,6 +97,29 @@ func TestRingInitAndLocalNodeInit(t *testing.T) {
 	args := strings.Fields(next)[3:]
 	if _, err := ringRun(t, cmdNodeInit, args...); err != nil {
 		t.Fatalf("%s: %v", next, err)
+	}
+	// ring dns prints one record per domain, as ring init did, naming the ring's id; the node
+	// directory gives the same answer.
+	for _, dir := range []string{ringDir, filepath.Join(base, "node1")} {
+		dns, err := ringRun(t, func(a []string, o *bytes.Buffer) error { return ringDNS(a, o) }, "--dir", dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lines := strings.Split(strings.TrimSpace(dns), "\n")
+		if len(lines) != 2 || !strings.Contains(out, lines[0]) || !strings.HasPrefix(lines[1], "_epost.mail.acme.example. TXT ") {
+			t.Fatalf("ring dns --dir %s:\n%s\nring init said:\n%s", dir, dns, out)
+		}
+		val, err := strconv.Unquote(strings.TrimPrefix(lines[0], "_epost.acme.example. TXT "))
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := ring.LoadRing(ringDir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if id, err := ring.ParseDNSRecords([]string{val}); err != nil || id != r.Descriptor.RingID {
+			t.Fatalf("record %q names %s (%v), ring id %s", val, id.Short(), err, r.Descriptor.RingID.Short())
+		}
 	}
 	n, err := ring.LoadNode(filepath.Join(base, "node1"))
 	if err != nil {

@@ -13,8 +13,14 @@ import (
 	"epost/internal/ids"
 )
 
-// DescriptorVersion is the format version of descriptors this package writes and reads.
-const DescriptorVersion = 1
+// DescriptorVersion is the format version of descriptors this package writes: 2, whose ring id
+// is derived from the CA's public key (ids.RingIDOfCA). Version 1 descriptors (ring id derived
+// from the name, ids.RingIDOf) are still read: such a ring works on its own but cannot
+// federate, since anyone could claim its id.
+const DescriptorVersion = 2
+
+// descriptorV1 is the earlier format, read but no longer written.
+const descriptorV1 = 1
 
 // Defaults for a new ring. The leaf set of 24 is FreePastry's default. Fragments are 64/8, not
 // ePOST's published 48/5: predicted loss at 60 % simultaneous failure is 2.8e-7 per object
@@ -56,7 +62,7 @@ func DefaultParams(name string, domains ...string) Params {
 type Descriptor struct {
 	Version         int
 	Name            string
-	RingID          ids.RingID // always ids.RingIDOf(Name)
+	RingID          ids.RingID // version 2: ids.RingIDOfCA(the CA key); version 1: ids.RingIDOf(Name)
 	Domains         []string
 	Replicas        int
 	FragmentsTotal  int
@@ -180,12 +186,12 @@ func ValidateAddr(a string) error {
 	return nil
 }
 
-// newDescriptor builds the descriptor for validated params.
-func newDescriptor(p Params, now time.Time) *Descriptor {
+// newDescriptor builds the descriptor for validated params and the ring's CA key.
+func newDescriptor(p Params, caPub ed25519.PublicKey, now time.Time) *Descriptor {
 	return &Descriptor{
 		Version:         DescriptorVersion,
 		Name:            p.Name,
-		RingID:          ids.RingIDOf(p.Name),
+		RingID:          ids.RingIDOfCA(caPub),
 		Domains:         append([]string(nil), p.Domains...),
 		Replicas:        p.Replicas,
 		FragmentsTotal:  p.FragmentsTotal,
@@ -204,6 +210,10 @@ func (d *Descriptor) Params() Params {
 		LeafSet: d.LeafSet, Bootstrap: d.Bootstrap,
 	}
 }
+
+// Federable reports whether the ring's id is bound to its CA key (version 2), which the global
+// ring requires: a version 1 id is the hash of the name, which any CA could claim.
+func (d *Descriptor) Federable() bool { return d.Version >= DescriptorVersion }
 
 // HasDomain reports whether the mail domain belongs to this ring.
 func (d *Descriptor) HasDomain(domain string) bool {
@@ -225,7 +235,8 @@ func SignDescriptor(caKey ed25519.PrivateKey, d *Descriptor) ([]byte, error) {
 }
 
 // VerifyDescriptor checks the CA's signature over the exact bytes of data and then the
-// descriptor's contents (version, ring id derived from the name, parameters).
+// descriptor's contents (version, ring id derived from the CA key, or from the name for
+// version 1, parameters).
 func VerifyDescriptor(caPub ed25519.PublicKey, data []byte) (*Descriptor, error) {
 	body, err := Open(caPub, typeDescriptor, data)
 	if err != nil {
@@ -239,8 +250,8 @@ func VerifyDescriptor(caPub ed25519.PublicKey, data []byte) (*Descriptor, error)
 	if err := json.Unmarshal(body, &v); err != nil {
 		return nil, fmt.Errorf("ring descriptor: %w", err)
 	}
-	if v.Version != DescriptorVersion {
-		return nil, fmt.Errorf("ring descriptor: format version %d, this epost reads %d: upgrade epost", v.Version, DescriptorVersion)
+	if v.Version != DescriptorVersion && v.Version != descriptorV1 {
+		return nil, fmt.Errorf("ring descriptor: format version %d, this epost reads versions %d and %d: upgrade epost", v.Version, descriptorV1, DescriptorVersion)
 	}
 	var j descriptorJSON
 	if err := decodeStrict(body, &j); err != nil {
@@ -255,8 +266,11 @@ func VerifyDescriptor(caPub ed25519.PublicKey, data []byte) (*Descriptor, error)
 		Replicas: j.Replicas, FragmentsTotal: j.FragmentsTotal, FragmentsNeeded: j.FragmentsNeeded,
 		LeafSet: j.LeafSet, Bootstrap: j.Bootstrap, Created: j.Created,
 	}
-	if id != ids.RingIDOf(d.Name) {
+	switch {
+	case d.Version == descriptorV1 && id != ids.RingIDOf(d.Name):
 		return nil, fmt.Errorf("ring descriptor: ring id %s is not the id of name %q", id.Short(), d.Name)
+	case d.Version != descriptorV1 && id != ids.RingIDOfCA(caPub):
+		return nil, fmt.Errorf("ring descriptor: ring id %s is not the id of the CA key that signed it (%s)", id.Short(), ids.RingIDOfCA(caPub).Short())
 	}
 	if err := d.Params().Validate(); err != nil {
 		return nil, fmt.Errorf("ring descriptor: %w", err)

@@ -6,11 +6,13 @@ import (
 	"errors"
 	"strings"
 	"testing"
+
+	"epost/internal/ids"
 )
 
 func TestDescriptorSignVerify(t *testing.T) {
 	_, key := newKey(t)
-	d := newDescriptor(DefaultParams("acme", "acme.example", "mail.acme.example"), testNow)
+	d := newDescriptor(DefaultParams("acme", "acme.example", "mail.acme.example"), key.Public().(ed25519.PublicKey), testNow)
 	raw, err := SignDescriptor(key, d)
 	if err != nil {
 		t.Fatal(err)
@@ -74,13 +76,38 @@ func TestSignatureIsBoundToDocumentType(t *testing.T) {
 func TestVerifyDescriptorChecksContents(t *testing.T) {
 	_, key := newKey(t)
 	pub := key.Public().(ed25519.PublicKey)
-	d := newDescriptor(DefaultParams("acme", "acme.example"), testNow)
+	d := newDescriptor(DefaultParams("acme", "acme.example"), pub, testNow)
+	if d.Version != DescriptorVersion || d.RingID != ids.RingIDOfCA(pub) || !d.Federable() {
+		t.Fatalf("new descriptor: version %d, ring id %s, want %s", d.Version, d.RingID.Short(), ids.RingIDOfCA(pub).Short())
+	}
 
-	wrongID := *d
-	wrongID.RingID[0] ^= 1
-	raw, _ := SignDescriptor(key, &wrongID)
+	// The id is the CA key's: another id, even the one of its name, is refused.
+	for _, id := range []ids.RingID{ids.RingIDOf("acme"), ids.RingIDOfCA(make([]byte, ed25519.PublicKeySize))} {
+		wrongID := *d
+		wrongID.RingID = id
+		raw, _ := SignDescriptor(key, &wrongID)
+		if _, err := VerifyDescriptor(pub, raw); err == nil || !strings.Contains(err.Error(), "not the id of the CA key") {
+			t.Fatalf("ring id %s: %v", id.Short(), err)
+		}
+	}
+	// Two rings of the same name have different ids.
+	_, key2 := newKey(t)
+	if d2 := newDescriptor(DefaultParams("acme", "acme.example"), key2.Public().(ed25519.PublicKey), testNow); d2.RingID == d.RingID {
+		t.Fatal("two rings named acme share a ring id")
+	}
+
+	// Version 1 (the id of the name) still loads, but cannot federate.
+	v1 := *d
+	v1.Version, v1.RingID = descriptorV1, ids.RingIDOf("acme")
+	raw, _ := SignDescriptor(key, &v1)
+	got, err := VerifyDescriptor(pub, raw)
+	if err != nil || got.RingID != ids.RingIDOf("acme") || got.Federable() {
+		t.Fatalf("version 1: %v, %+v", err, got)
+	}
+	v1.RingID = d.RingID
+	raw, _ = SignDescriptor(key, &v1)
 	if _, err := VerifyDescriptor(pub, raw); err == nil || !strings.Contains(err.Error(), "not the id of name") {
-		t.Fatalf("ring id mismatch: %v", err)
+		t.Fatalf("version 1 with another id: %v", err)
 	}
 
 	bad := *d
@@ -91,14 +118,14 @@ func TestVerifyDescriptorChecksContents(t *testing.T) {
 	}
 
 	newer := *d
-	newer.Version = 2
+	newer.Version = DescriptorVersion + 1
 	raw, _ = SignDescriptor(key, &newer)
 	if _, err := VerifyDescriptor(pub, raw); err == nil || !strings.Contains(err.Error(), "upgrade") {
 		t.Fatalf("newer version: %v", err)
 	}
 
 	// A field this version does not know, even when signed, is refused.
-	raw, _ = Sign(key, typeDescriptor, map[string]any{"version": 1, "name": "acme", "surprise": true})
+	raw, _ = Sign(key, typeDescriptor, map[string]any{"version": DescriptorVersion, "name": "acme", "surprise": true})
 	if _, err := VerifyDescriptor(pub, raw); err == nil || !strings.Contains(err.Error(), "unknown field") {
 		t.Fatalf("unknown field: %v", err)
 	}

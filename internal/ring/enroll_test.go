@@ -273,7 +273,7 @@ func TestAcceptRejectsMismatchedResponse(t *testing.T) {
 		{"cert for another key", *foreign, "another node's key"},
 		{"descriptor of another CA", func() Response { x := *good; x.Descriptor = otherResp.Descriptor; return x }(), "bad signature"},
 		{"revocations of another CA", func() Response { x := *good; x.Revocations = otherResp.Revocations; return x }(), "bad signature"},
-		{"cert from another CA", func() Response { x := *good; x.Cert = otherResp.Cert; return x }(), "not signed by this ring's CA"},
+		{"cert from another CA", func() Response { x := *good; x.Cert = otherResp.Cert; return x }(), "belongs to another ring"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -46,11 +46,14 @@ func Create(dir string, p Params, now time.Time) (*Ring, error) {
 	if f, ok := exists(dir, FileCAKey, FileCACert, FileDescriptor, FileRevocations, FileConvergenceKey); ok {
 		return nil, fmt.Errorf("%w: %s exists; choose a new --dir (a ring's CA key is never replaced)", ErrRingExists, filepath.Join(dir, f))
 	}
-	d := newDescriptor(p, now)
-	_, caKey, err := ed25519.GenerateKey(nil)
-	if err != nil {
-		return nil, err
+	var caKey ed25519.PrivateKey
+	for caKey == nil || ids.RingIDOfCA(caKey.Public().(ed25519.PublicKey)) == ids.GlobalRing {
+		var err error
+		if _, caKey, err = ed25519.GenerateKey(nil); err != nil {
+			return nil, err
+		}
 	}
+	d := newDescriptor(p, caKey.Public().(ed25519.PublicKey), now)
 	caDER, err := newCACert(caKey, d, now)
 	if err != nil {
 		return nil, fmt.Errorf("ring init: CA certificate: %w", err)
@@ -105,6 +108,13 @@ func LoadRing(dir string) (*Ring, error) {
 	}
 	return &Ring{Dir: dir, Descriptor: desc, CA: ca, Trust: t,
 		descriptorRaw: descRaw, convergenceKey: conv}, nil
+}
+
+// LoadDescriptor reads and verifies the signed descriptor of a ring or node directory (both
+// hold the CA certificate, the descriptor and the revocation list).
+func LoadDescriptor(dir string) (*Descriptor, error) {
+	_, d, _, _, err := loadTrustFiles(dir)
+	return d, err
 }
 
 // loadTrustFiles reads the public files that ring and node directories share and verifies them

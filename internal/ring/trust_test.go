@@ -22,8 +22,12 @@ func TestVerifyPeer(t *testing.T) {
 	if _, err := r.Revoke(nil, revokedNode.ID, "stolen laptop", testNow); err != nil {
 		t.Fatal(err)
 	}
-	// Same name, different CA: an impostor ring.
-	impostor := newTestNode(t, newTestRing(t, "acme"), Validity{})
+	// Same name, different CA: another ring (its id is its CA key's), and an impostor CA that
+	// claims our ring id.
+	sameName := newTestRing(t, "acme")
+	impostor := newTestNode(t, sameName, Validity{})
+	impPub, _ := newKey(t)
+	claimed := craftCert(t, sameName, impPub, nodeURI(r.Descriptor.RingID, NodeIDFromPublicKey(impPub)), false)
 	// Different name: a legitimate node of another ring.
 	other := newTestNode(t, newTestRing(t, "globex"), Validity{})
 
@@ -47,7 +51,8 @@ func TestVerifyPeer(t *testing.T) {
 		{"not yet valid", future.Cert, testNow, ErrExpired},
 		{"revoked serial", revokedSerial.Cert, testNow, ErrRevoked},
 		{"revoked node id", revokedNode.Cert, testNow, ErrRevoked},
-		{"other CA same name", impostor.Cert, testNow, ErrUnknownCA},
+		{"other CA same name", impostor.Cert, testNow, ErrWrongRing},
+		{"other CA claiming our ring id", claimed, testNow, ErrUnknownCA},
 		{"other ring", other.Cert, testNow, ErrWrongRing},
 		{"our CA, other ring id", wrongRing, testNow, ErrWrongRing},
 		{"node id not hash of key", mismatch, testNow, ErrBadCert},
