@@ -186,6 +186,14 @@ func ringDNS(args []string, out io.Writer) error {
 	return nil
 }
 
+// gatewayRoles is the roles a --gateway flag asks for.
+func gatewayRoles(gateway bool) []ring.Role {
+	if gateway {
+		return []ring.Role{ring.RoleGateway}
+	}
+	return nil
+}
+
 func ringOrNone(l []string) string {
 	if len(l) == 0 {
 		return "(none)"
@@ -253,6 +261,7 @@ func (v *validityFlags) validity(now time.Time) (ring.Validity, error) {
 func nodeInit(args []string, out io.Writer, now time.Time) error {
 	fs := flag.NewFlagSet("node init", flag.ContinueOnError)
 	ringDir := fs.String("ring", "", "ring directory made by \"epost ring init\" (holds the CA key)")
+	gateway := fs.Bool("gateway", false, "make the node one of the ring's gateways (the role is in its certificate: it joins the global ring and carries mail between rings and to the internet)")
 	var nf nodeFlags
 	nf.register(fs)
 	var vf validityFlags
@@ -275,7 +284,7 @@ func nodeInit(args []string, out io.Writer, now time.Time) error {
 	if err != nil {
 		return err
 	}
-	n, err := ring.InitNode(r, nf.dir, cfg, v, now)
+	n, err := ring.InitNode(r, nf.dir, cfg, v, now, gatewayRoles(*gateway)...)
 	if err != nil {
 		return err
 	}
@@ -288,6 +297,9 @@ func printNode(out io.Writer, n *ring.Node, now time.Time) {
 	fmt.Fprintf(out, "Enrolled node %s in ring %q (%s)\n", n.ID, n.Descriptor.Name, n.Descriptor.RingID.Short())
 	fmt.Fprintf(out, "  directory     %s\n", abs)
 	fmt.Fprintf(out, "  listen        %s\n", n.Config.Listen)
+	if ring.HasRole(n.Cert, ring.RoleGateway) {
+		fmt.Fprintf(out, "  role          gateway\n")
+	}
 	fmt.Fprintf(out, "  bootstrap     %s\n", ringOrNone(n.Config.Bootstrap))
 	fmt.Fprintf(out, "  imap %s, smtp %s, pop3 %s\n", ringOrOff(n.Config.IMAP), ringOrOff(n.Config.SMTP), ringOrOff(n.Config.POP3))
 	fmt.Fprintf(out, "  certificate   serial %s, valid %s to %s\n", n.Cert.SerialNumber,
@@ -349,6 +361,7 @@ func ringEnroll(args []string, out io.Writer, now time.Time) error {
 	dir := fs.String("dir", "", "ring directory (holds the CA key)")
 	reqFile := fs.String("request", "", "request file made by \"epost node request\"")
 	outFile := fs.String("out", "", "response file to write (mode 0600; must not exist)")
+	gateway := fs.Bool("gateway", false, "grant the node the gateway role (see node init -h)")
 	var vf validityFlags
 	vf.register(fs)
 	if err := ringParse(fs, args); err != nil {
@@ -373,7 +386,7 @@ func ringEnroll(args []string, out io.Writer, now time.Time) error {
 	if err != nil {
 		return err
 	}
-	resp, err := r.Enroll(req, v, now)
+	resp, err := r.Enroll(req, v, now, gatewayRoles(*gateway)...)
 	if err != nil {
 		return err
 	}

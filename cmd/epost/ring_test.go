@@ -121,6 +121,17 @@ func TestRingInitAndLocalNodeInit(t *testing.T) {
 			t.Fatalf("record %q names %s (%v), ring id %s", val, id.Short(), err, r.Descriptor.RingID.Short())
 		}
 	}
+	// --gateway puts the role in the certificate; without it there is none.
+	if _, err := ringRun(t, cmdNodeInit, "--ring", ringDir, "--dir", filepath.Join(base, "gw"), "--listen", "127.0.0.1:7100", "--gateway"); err != nil {
+		t.Fatal(err)
+	}
+	gw, err := ring.LoadNode(filepath.Join(base, "gw"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !ring.HasRole(gw.Cert, ring.RoleGateway) {
+		t.Fatalf("node init --gateway: roles %v", ring.NodeRoles(gw.Cert))
+	}
 	n, err := ring.LoadNode(filepath.Join(base, "node1"))
 	if err != nil {
 		t.Fatal(err)

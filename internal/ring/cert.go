@@ -1,6 +1,7 @@
 package ring
 
 import (
+	"slices"
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/sha256"
@@ -145,8 +146,35 @@ func (v Validity) resolve(now time.Time) (Validity, error) {
 	return v, nil
 }
 
-// issueNodeCert signs a node certificate binding node id and public key in this ring.
-func issueNodeCert(ca *x509.Certificate, caKey ed25519.PrivateKey, ring *Descriptor, pub ed25519.PublicKey, v Validity) (*x509.Certificate, error) {
+// Role is a duty the ring CA grants a node in its certificate, as the URI epost://role/<name>:
+// only the administrator makes a node a gateway (every user runs a node; a self-declared
+// gateway could attract other users' mail). Peers read it from the certificate they verified.
+type Role string
+
+// RoleGateway: the node joins the global ring for its ring and carries mail between rings and
+// to and from the internet (docs/gateway-design.md).
+const RoleGateway Role = "gateway"
+
+func roleURI(r Role) *url.URL { return &url.URL{Scheme: uriScheme, Host: "role", Path: "/" + string(r)} }
+
+// NodeRoles returns the roles a node certificate carries. Only a certificate the ring's trust
+// verified (Trust.VerifyPeer) makes them true.
+func NodeRoles(cert *x509.Certificate) []Role {
+	var out []Role
+	for _, u := range cert.URIs {
+		if u.Scheme == uriScheme && u.Host == "role" {
+			out = append(out, Role(strings.TrimPrefix(u.Path, "/")))
+		}
+	}
+	return out
+}
+
+// HasRole reports whether cert carries role.
+func HasRole(cert *x509.Certificate, role Role) bool { return slices.Contains(NodeRoles(cert), role) }
+
+// issueNodeCert signs a node certificate binding node id and public key in this ring, with the
+// roles given.
+func issueNodeCert(ca *x509.Certificate, caKey ed25519.PrivateKey, ring *Descriptor, pub ed25519.PublicKey, v Validity, roles []Role) (*x509.Certificate, error) {
 	serial, err := randomSerial()
 	if err != nil {
 		return nil, err
@@ -162,6 +190,14 @@ func issueNodeCert(ca *x509.Certificate, caKey ed25519.PrivateKey, ring *Descrip
 		// Nodes are TLS clients and servers alike: every node dials and accepts.
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 		URIs:        []*url.URL{nodeURI(ring.RingID, node)},
+	}
+	for i, r := range roles {
+		if r != RoleGateway {
+			return nil, fmt.Errorf("node certificate: unknown role %q", r)
+		}
+		if !slices.Contains(roles[:i], r) {
+			tmpl.URIs = append(tmpl.URIs, roleURI(r))
+		}
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, pub, caKey)
 	if err != nil {

@@ -246,7 +246,7 @@ func Accept(dir string, resp *Response) (*Node, error) {
 // InitNode enrolls a node in one step when the CA is on this machine: PrepareNode, MakeRequest,
 // Ring.Enroll and Accept, without the files in between. Only the node's certificate and the
 // ring's public files and convergence secret reach the node directory, never the CA key.
-func InitNode(r *Ring, dir string, cfg NodeConfig, v Validity, now time.Time) (*Node, error) {
+func InitNode(r *Ring, dir string, cfg NodeConfig, v Validity, now time.Time, roles ...Role) (*Node, error) {
 	if abs(dir) == abs(r.Dir) {
 		return nil, fmt.Errorf("node directory %s is the ring directory: give the node its own directory", dir)
 	}
@@ -261,7 +261,7 @@ func InitNode(r *Ring, dir string, cfg NodeConfig, v Validity, now time.Time) (*
 	if err != nil {
 		return nil, err
 	}
-	resp, err := r.Enroll(req, v, now)
+	resp, err := r.Enroll(req, v, now, roles...)
 	if err != nil {
 		return nil, err
 	}

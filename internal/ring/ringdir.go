@@ -12,6 +12,7 @@ import (
 	"math/big"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"epost/internal/ids"
@@ -169,11 +170,13 @@ type Issued struct {
 	NotBefore time.Time `json:"not_before"`
 	NotAfter  time.Time `json:"not_after"`
 	Issued    time.Time `json:"issued"`
+	Roles     []Role    `json:"roles,omitempty"`
 }
 
-// Enroll checks a node's request and issues its certificate, returning the bundle the node
-// installs with Accept. The request's signature has been checked by ParseRequest.
-func (r *Ring) Enroll(req *Request, v Validity, now time.Time) (*Response, error) {
+// Enroll checks a node's request and issues its certificate with the roles given (the
+// administrator's choice, never the node's), returning the bundle the node installs with
+// Accept. The request's signature has been checked by ParseRequest.
+func (r *Ring) Enroll(req *Request, v Validity, now time.Time, roles ...Role) (*Response, error) {
 	if e, revoked := r.Trust.Revocations().IsRevoked(nil, req.NodeID); revoked {
 		return nil, fmt.Errorf("%w: node %s was revoked %s; make a new node key", ErrRevoked, req.NodeID.Short(), e.Revoked.Format(time.RFC3339))
 	}
@@ -185,12 +188,14 @@ func (r *Ring) Enroll(req *Request, v Validity, now time.Time) (*Response, error
 	if err != nil {
 		return nil, err
 	}
-	cert, err := issueNodeCert(r.CA, k, r.Descriptor, req.PublicKey, v)
+	slices.Sort(roles)
+	roles = slices.Compact(roles)
+	cert, err := issueNodeCert(r.CA, k, r.Descriptor, req.PublicKey, v, roles)
 	if err != nil {
 		return nil, err
 	}
 	line, err := json.Marshal(Issued{Serial: cert.SerialNumber.String(), NodeID: req.NodeID.String(),
-		Listen: req.Listen, NotBefore: cert.NotBefore, NotAfter: cert.NotAfter, Issued: now.UTC().Truncate(time.Second)})
+		Listen: req.Listen, NotBefore: cert.NotBefore, NotAfter: cert.NotAfter, Issued: now.UTC().Truncate(time.Second), Roles: roles})
 	if err != nil {
 		return nil, err
 	}

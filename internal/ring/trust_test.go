@@ -3,6 +3,7 @@ package ring
 import (
 	"crypto/x509"
 	"errors"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -119,5 +120,46 @@ func TestUpdateRevocationsKeepsNewest(t *testing.T) {
 	}
 	if v := again.Trust.Revocations().Version; v != 2 {
 		t.Fatalf("revocations version on disk %d, want 2", v)
+	}
+}
+
+// A node is a gateway only when the CA says so in its certificate; the role does not change
+// how its ring's peers verify it, and a role in a certificate of another CA is worth nothing.
+func TestGatewayRole(t *testing.T) {
+	r := newTestRing(t, "acme")
+	plain := newTestNode(t, r, Validity{})
+	gwDir := filepath.Join(t.TempDir(), "gw")
+	gw, err := InitNode(r, gwDir, testConfig("127.0.0.1:7009"), Validity{}, testNow, RoleGateway, RoleGateway)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if HasRole(plain.Cert, RoleGateway) || len(NodeRoles(plain.Cert)) != 0 {
+		t.Fatalf("plain node has roles %v", NodeRoles(plain.Cert))
+	}
+	if roles := NodeRoles(gw.Cert); len(roles) != 1 || roles[0] != RoleGateway {
+		t.Fatalf("gateway roles %v", roles)
+	}
+	for _, n := range []*Node{plain, gw} {
+		if id, err := r.Trust.VerifyPeer(n.Cert, testNow); err != nil || id != n.ID {
+			t.Fatalf("VerifyPeer: %v", err)
+		}
+	}
+	if _, err := InitNode(r, filepath.Join(t.TempDir(), "x"), testConfig("127.0.0.1:7010"), Validity{}, testNow, Role("admin")); err == nil {
+		t.Fatal("unknown role issued")
+	}
+	other := newTestRing(t, "acme")
+	fake, err := InitNode(other, filepath.Join(t.TempDir(), "fake"), testConfig("127.0.0.1:7011"), Validity{}, testNow, RoleGateway)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Trust.VerifyPeer(fake.Cert, testNow); err == nil {
+		t.Fatal("a gateway of another CA verified")
+	}
+	issued, err := r.IssuedCerts()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if last := issued[len(issued)-1]; len(last.Roles) != 1 || last.NodeID != gw.ID.String() {
+		t.Fatalf("issuance log: %+v", last)
 	}
 }
