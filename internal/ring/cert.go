@@ -1,7 +1,6 @@
 package ring
 
 import (
-	"slices"
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/sha256"
@@ -12,6 +11,7 @@ import (
 	"fmt"
 	"math/big"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -155,7 +155,9 @@ type Role string
 // to and from the internet (docs/gateway-design.md).
 const RoleGateway Role = "gateway"
 
-func roleURI(r Role) *url.URL { return &url.URL{Scheme: uriScheme, Host: "role", Path: "/" + string(r)} }
+func roleURI(r Role) *url.URL {
+	return &url.URL{Scheme: uriScheme, Host: "role", Path: "/" + string(r)}
+}
 
 // NodeRoles returns the roles a node certificate carries. Only a certificate the ring's trust
 // verified (Trust.VerifyPeer) makes them true.
