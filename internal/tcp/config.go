@@ -56,6 +56,11 @@ type Config struct {
 	// and returns the node id bound in it. Its error is logged as the reason a connection was
 	// refused, so it should read well ("wrong ring CA", "expired", "revoked").
 	VerifyPeer func(cert *x509.Certificate) (ids.ID, error)
+	// VerifyPeerChain, if set, is used instead of VerifyPeer and sees the whole chain the peer
+	// presented, leaf first: the global ring's members belong to rings whose CAs they have
+	// never seen, so each presents its CA certificate after its own (Certificate then carries
+	// both).
+	VerifyPeerChain func(chain []*x509.Certificate) (ids.ID, error)
 	// TLSConfig is an optional base (cipher preferences, KeyLogWriter in a debugging session).
 	// It is cloned; versions, client authentication and verification are always overridden:
 	// TLS 1.3 only, a certificate required from both sides, checked by VerifyPeer.
@@ -101,8 +106,8 @@ type Config struct {
 
 // withDefaults fills zero fields and checks the required ones.
 func (c Config) withDefaults() (Config, error) {
-	if c.VerifyPeer == nil {
-		return c, errors.New("tcp: Config.VerifyPeer is required")
+	if c.VerifyPeer == nil && c.VerifyPeerChain == nil {
+		return c, errors.New("tcp: Config.VerifyPeer (or VerifyPeerChain) is required")
 	}
 	if c.Handler == nil {
 		return c, errors.New("tcp: Config.Handler is required")

@@ -60,7 +60,13 @@ func (t *Transport) connTLS(addr string, expect *ids.ID, got *ids.ID) *tls.Confi
 		if len(cs.PeerCertificates) == 0 {
 			return ErrNoCertificate
 		}
-		id, err := t.cfg.VerifyPeer(cs.PeerCertificates[0])
+		var id ids.ID
+		var err error
+		if t.cfg.VerifyPeerChain != nil {
+			id, err = t.cfg.VerifyPeerChain(cs.PeerCertificates)
+		} else {
+			id, err = t.cfg.VerifyPeer(cs.PeerCertificates[0])
+		}
 		if err != nil {
 			return fmt.Errorf("peer certificate refused: %w", err)
 		}
