@@ -76,8 +76,12 @@ func startGateway(t *testing.T, name string, domains []string, res TXTResolver, 
 	}
 	tg := &testGateway{name: name, ring: r, node: n, log: &syncBuffer{}, names: map[ids.ID]string{}}
 	tg.g = NewGlobal(GlobalConfig{Self: b, Admission: &Admission{Resolver: res},
-		Log:     slog.New(slog.NewTextHandler(tg.log, nil)),
-		Handler: func(from transport.From, frame []byte) { tg.mu.Lock(); tg.got = append(tg.got, from.ID.Short()+":"+string(frame)); tg.mu.Unlock() }})
+		Log: slog.New(slog.NewTextHandler(tg.log, nil)),
+		Handler: func(from transport.From, frame []byte) {
+			tg.mu.Lock()
+			tg.got = append(tg.got, from.ID.Short()+":"+string(frame))
+			tg.mu.Unlock()
+		}})
 	tr, err := tcp.New(tcp.Config{ListenAddr: "127.0.0.1:0", ID: n.ID,
 		Certificate:     tls.Certificate{Certificate: [][]byte{n.Cert.Raw, r.CA.Raw}, PrivateKey: n.Key},
 		VerifyPeerChain: tg.g.VerifyChain, Handler: tg.g.Handle,
