@@ -58,6 +58,11 @@ func nodeRun(args []string, stderr io.Writer) error {
 	fs.StringVar(&tlsAddrs.IMAP, "imaps", "", "also serve IMAP with implicit TLS on HOST:PORT (e.g. 127.0.0.1:993)")
 	fs.StringVar(&tlsAddrs.SMTP, "smtps", "", "also serve SMTP submission with implicit TLS on HOST:PORT (e.g. 127.0.0.1:465)")
 	fs.StringVar(&tlsAddrs.POP3, "pop3s", "", "also serve POP3 with implicit TLS on HOST:PORT (e.g. 127.0.0.1:995)")
+	globalListen := fs.String("global-listen", "", "gateways only: join the global ring (federation with other rings), listening on HOST:PORT")
+	globalAdvertise := fs.String("global-advertise", "", "HOST:PORT other rings' gateways dial (default: --global-listen)")
+	var globalBootstrap ringListFlag
+	fs.Var(&globalBootstrap, "global-bootstrap", "HOST:PORT of gateways of other rings to join the global ring through (repeat or comma-separate; none: found it)")
+	resolver := fs.String("resolver", "", "DNS server HOST:PORT for federation's _epost records (default: the system's, /etc/resolv.conf)")
 	var t daemon.Timers
 	for _, f := range []struct {
 		p           *time.Duration
@@ -122,7 +127,8 @@ func nodeRun(args []string, stderr io.Writer) error {
 		return err
 	}
 
-	n, err := daemon.Open(daemon.Options{Dir: *dir, Logger: log, Timers: t, Advertise: *advertise, Seed: *seed, ImplicitTLS: tlsAddrs})
+	n, err := daemon.Open(daemon.Options{Dir: *dir, Logger: log, Timers: t, Advertise: *advertise, Seed: *seed, ImplicitTLS: tlsAddrs,
+		GlobalListen: *globalListen, GlobalAdvertise: *globalAdvertise, GlobalBootstrap: globalBootstrap, Resolver: *resolver})
 	if err != nil {
 		return err
 	}

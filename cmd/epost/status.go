@@ -91,6 +91,14 @@ func printStatus(out io.Writer, st *daemon.Status) {
 		fmt.Fprintf(out, ", %d users' index being recovered", a.Recovering)
 	}
 	fmt.Fprintln(out)
+	if g := st.Global; g != nil {
+		state := "joining"
+		if g.Ready {
+			state = "ready"
+		}
+		fmt.Fprintf(out, "global    %s on %s, %d gateways in its leaf set; rings admitted %d, refused %d; refused by peers %d; sent %d frames / %s, received %d / %s\n",
+			state, g.Listen, len(g.LeafSet), g.Admitted, g.Refused, g.RefusedBy, g.SentFrames, bytesHuman(g.SentBytes), g.ReceivedFrames, bytesHuman(g.ReceivedBytes))
+	}
 	m := st.Mail
 	if m.Servers != (daemon.MailAddrs{}) {
 		fmt.Fprintf(out, "mail      IMAP %s  SMTP %s  POP3 %s\n", orOff(m.Servers.IMAP), orOff(m.Servers.SMTP), orOff(m.Servers.POP3))

@@ -62,6 +62,7 @@ func (b *addrBook) lookup(addr string) (ids.ID, bool) {
 // joins end to end).
 type resolvingTransport struct {
 	tr    *tcp.Transport
+	out   transport.Transport // frames go out here when set (the global ring's admission layer), else on tr
 	book  *addrBook
 	log   *slog.Logger
 	probe func(ctx context.Context, addr string) (ids.ID, error)
@@ -80,12 +81,19 @@ type pendingProbe struct {
 func (r *resolvingTransport) LocalAddr() string { return r.tr.LocalAddr() }
 func (r *resolvingTransport) Close() error      { return r.tr.Close() }
 
+func (r *resolvingTransport) send(to ids.ID, addr string, frame []byte) error {
+	if r.out != nil {
+		return r.out.Send(to, addr, frame)
+	}
+	return r.tr.Send(to, addr, frame)
+}
+
 func (r *resolvingTransport) Send(to ids.ID, addr string, frame []byte) error {
 	if !to.IsZero() {
-		return r.tr.Send(to, addr, frame)
+		return r.send(to, addr, frame)
 	}
 	if id, ok := r.book.lookup(addr); ok {
-		return r.tr.Send(id, addr, frame)
+		return r.send(id, addr, frame)
 	}
 	r.mu.Lock()
 	p := r.pending[addr]
@@ -120,7 +128,7 @@ func (r *resolvingTransport) resolve(addr string) {
 	delete(r.pending, addr)
 	r.mu.Unlock()
 	r.book.learn(addr, id)
-	if err := r.tr.Send(id, addr, frame); err != nil {
+	if err := r.send(id, addr, frame); err != nil {
 		r.log.Debug("send after resolve failed", "addr", addr, "peer", id.Short(), "err", err)
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"epost/internal/appmux"
 	"epost/internal/glacier"
 	"epost/internal/ids"
+	"epost/internal/multiring"
 	"epost/internal/past"
 	"epost/internal/pastry"
 	"epost/internal/post"
@@ -142,6 +143,18 @@ type Options struct {
 	// next to the config's STARTTLS ones; "" leaves one off. They start only when the node
 	// has users.
 	ImplicitTLS MailAddrs
+
+	// The global ring (global.go), for a node whose certificate carries the gateway role:
+	// GlobalListen starts it ("" leaves this node out of it); GlobalAdvertise is the address
+	// other gateways dial (default GlobalListen); GlobalBootstrap names gateways of other rings
+	// to join through (none: this gateway founds the global ring). Resolver is the DNS server
+	// (HOST:PORT) admission asks for _epost records ("" the system's); Trusted lists the rings
+	// of a closed federation's trust file.
+	GlobalListen    string
+	GlobalAdvertise string
+	GlobalBootstrap []string
+	Resolver        string
+	Trusted         []multiring.TrustedRing
 }
 
 // ErrStopped is returned by Start after Stop.
@@ -166,6 +179,7 @@ type Node struct {
 	stopped bool
 
 	self      pastry.Handle
+	global    *globalSide                   // the global ring, on a gateway; guarded by mu
 	cur       atomic.Pointer[pastry.Driver] // n.drv, for the transport handler without n.mu
 	apps      atomic.Pointer[apps]          // the applications on n.drv
 	store     *store.Store                  // opened by Start, closed by Stop
@@ -311,6 +325,15 @@ func (n *Node) Start() error {
 		n.closeStores()
 		return fmt.Errorf("start transport: %w (is another node using %s?)", err, cfg.Listen)
 	}
+	if err := n.startGlobal(); err != nil {
+		_ = tr.Close()
+		n.closeControlLocked()
+		n.servers.close()
+		n.servers = nil
+		n.apps.Load().stop()
+		n.closeStores()
+		return err
+	}
 	n.rt.tr = tr
 	n.tr, n.drv = tr, drv
 	n.cur.Store(drv)
@@ -410,7 +433,7 @@ func (n *Node) Stop() error {
 		return nil
 	}
 	n.stopped = true // no overlay starts from now on (startOverlay, founderWatch)
-	drv, tr, st, fr, ms := n.drv, n.tr, n.store, n.frags, n.servers
+	drv, tr, st, fr, ms, gs := n.drv, n.tr, n.store, n.frags, n.servers, n.global
 	n.closeControlLocked()
 	n.mu.Unlock()
 
@@ -425,6 +448,7 @@ func (n *Node) Stop() error {
 	if drv != nil {
 		drv.Stop()
 	}
+	gs.stop()
 	if a := n.apps.Load(); a != nil {
 		a.stop()
 	}

@@ -48,6 +48,8 @@ type Status struct {
 	Glacier   GlacierStatus   `json:"glacier"`
 	Mail      MailStatus      `json:"mail"`
 	Disk      DiskStatus      `json:"disk"`
+	// Global is the node's side of the global ring; absent unless it is a gateway running it.
+	Global *GlobalStatus `json:"global,omitempty"`
 }
 
 // DiskStatus is where this process's disk writes went since it started (issue 12). The counters
@@ -258,8 +260,9 @@ func (n *Node) Status() Status {
 		LeafSet:     []string{},
 	}
 	n.mu.Lock()
-	drv, tr, started := n.drv, n.tr, n.started
+	drv, tr, started, gs := n.drv, n.tr, n.started, n.global
 	n.mu.Unlock()
+	s.Global = gs.status(n.opts.GlobalListen)
 	if !started.IsZero() {
 		s.UptimeSeconds = time.Since(started).Round(time.Millisecond).Seconds()
 	}

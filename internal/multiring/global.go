@@ -108,11 +108,12 @@ func (g *Global) SetTransport(tr transport.Transport) {
 	g.mu.Unlock()
 }
 
-// Close makes the link inert.
-func (g *Global) Close() {
+// Close makes the link inert (the transport under it is its owner's to close).
+func (g *Global) Close() error {
 	g.mu.Lock()
 	g.stopped = true
 	g.mu.Unlock()
+	return nil
 }
 
 // Stats returns the counters.

@@ -1,0 +1,172 @@
+package daemon
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"math/rand/v2"
+	"sync/atomic"
+
+	"epost/internal/appmux"
+	"epost/internal/dnsres"
+	"epost/internal/ids"
+	"epost/internal/multiring"
+	"epost/internal/pastry"
+	"epost/internal/ring"
+	"epost/internal/tcp"
+	"epost/internal/transport"
+)
+
+// The global ring (DESIGN.md layer 11, docs/gateway-design.md): a gateway, a node whose
+// certificate carries the gateway role, runs a second Pastry instance in ring 0 in the same
+// process, on a listener of its own, over the same TLS machinery: it shows [its certificate,
+// its ring's CA certificate] and checks the other gateways' chains (ring.VerifyGatewayChain),
+// and multiring.Global admits only rings whose mail domains DNS (or the trust file) confirms.
+// Ordinary nodes never join it. Nothing of PAST or Glacier runs there.
+
+// GlobalLeafSet is the global ring's leaf-set size: a protocol constant, since no authority
+// signs a descriptor for the global ring.
+const GlobalLeafSet = 16
+
+// globalSide is a gateway's ring-0 stack.
+type globalSide struct {
+	link *multiring.Global
+	tr   *tcp.Transport
+	rt   *resolvingTransport
+	drv  *pastry.Driver
+	cur  atomic.Pointer[pastry.Driver] // drv, for the transport's goroutines (frames may come before drv is made)
+	self pastry.Handle
+}
+
+// startGlobal starts the ring-0 stack when this node is a gateway with a global listener.
+// It runs under n.mu, from Start.
+func (n *Node) startGlobal() error {
+	o := n.opts
+	if o.GlobalListen == "" {
+		return nil
+	}
+	if !ring.HasRole(n.rn.Cert, ring.RoleGateway) {
+		return fmt.Errorf("--global-listen: node %s is not a gateway (its certificate has no gateway role: enroll it with node init --gateway or ring enroll --gateway)", n.rn.ID.Short())
+	}
+	if !n.rn.Descriptor.Federable() {
+		return fmt.Errorf("--global-listen: ring %q has a version %d descriptor, whose id any ring could claim: it cannot federate (create the ring anew with this epost)", n.rn.Descriptor.Name, n.rn.Descriptor.Version)
+	}
+	bundle, err := ring.LoadBundle(o.Dir)
+	if err != nil {
+		return err
+	}
+	advertise := o.GlobalAdvertise
+	if advertise == "" {
+		advertise = o.GlobalListen
+	}
+	gs := &globalSide{self: pastry.Handle{ID: n.rn.ID, Addr: advertise}}
+	book := newAddrBook()
+	gs.link = multiring.NewGlobal(multiring.GlobalConfig{
+		Self:      bundle,
+		Admission: &multiring.Admission{Resolver: &dnsres.Resolver{Server: o.Resolver}, Trusted: o.Trusted},
+		Log:       n.log.With("ring", "global"),
+		Handler: func(from transport.From, frame []byte) {
+			book.learn(from.Addr, from.ID)
+			if drv := gs.cur.Load(); drv != nil {
+				drv.Handle(from, frame)
+			}
+		},
+	})
+	creds := tls.Certificate{Certificate: [][]byte{n.rn.Cert.Raw, n.rn.Trust.CA().Raw}, PrivateKey: n.rn.Key}
+	tr, err := tcp.New(tcp.Config{
+		ListenAddr:        o.GlobalListen,
+		AdvertiseAddr:     advertise,
+		ID:                n.rn.ID,
+		Certificate:       creds,
+		VerifyPeerChain:   gs.link.VerifyChain,
+		Handler:           gs.link.Handle,
+		Logger:            n.log.With("ring", "global"),
+		DialTimeout:       n.timers.DialTimeout,
+		KeepaliveInterval: n.timers.Keepalive,
+		ReadTimeout:       3 * n.timers.Keepalive,
+		MaxBackoff:        n.timers.BootstrapMaxBackoff,
+	})
+	if err != nil {
+		return fmt.Errorf("start the global ring's transport: %w (is something else using %s?)", err, o.GlobalListen)
+	}
+	gs.tr = tr
+	gs.link.SetTransport(tr)
+	gs.rt = &resolvingTransport{tr: tr, out: gs.link, book: book, log: n.log.With("ring", "global"),
+		probe: func(ctx context.Context, addr string) (ids.ID, error) { return tr.Identify(ctx, addr) }, pending: map[string]*pendingProbe{}}
+	pcfg := pastry.DefaultConfig()
+	pcfg.Ring = ids.GlobalRing
+	pcfg.LeafSetSize = GlobalLeafSet
+	pcfg.ProbeInterval = n.timers.ProbeInterval
+	pcfg.ProbeTimeout = n.timers.ProbeTimeout
+	pcfg.JoinTimeout = n.timers.JoinTimeout
+	pcfg.HealInterval = n.timers.HealInterval
+	seed := n.seed ^ 0x676c6f62616c // "global"
+	mux := appmux.New()
+	gs.drv = pastry.NewDriver(pcfg, gs.self, rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)), mux.Forward, gs.rt, transport.RealClock{}, n.timers.Tick)
+	gs.drv.OnEvent = func(e pastry.Event) {
+		if e.Kind == pastry.EventReady {
+			n.log.Info("joined the global ring: ready", "node", n.rn.ID.Short(), "global_advertise", advertise)
+		}
+	}
+	gs.drv.OnReject = func(from transport.From, err error) {
+		n.log.Warn("global ring: pastry refused frame", "peer", from.ID.Short(), "addr", from.Addr, "err", err)
+	}
+	gs.cur.Store(gs.drv)
+	n.global = gs
+	n.log.Info("global ring starting", "node", n.rn.ID.Short(), "listen", o.GlobalListen, "advertise", advertise,
+		"bootstrap", fmt.Sprint(o.GlobalBootstrap), "resolver", resolverName(o.Resolver))
+	gs.drv.Start(o.GlobalBootstrap)
+	return nil
+}
+
+func resolverName(s string) string {
+	if s == "" {
+		return "system"
+	}
+	return s
+}
+
+// stopGlobal stops the ring-0 stack (Stop, after the ring's own overlay).
+func (gs *globalSide) stop() {
+	if gs == nil {
+		return
+	}
+	gs.drv.Stop()
+	_ = gs.link.Close()
+	_ = gs.tr.Close()
+}
+
+// GlobalStatus is a gateway's side of the global ring, in epost status: the rings it admitted
+// and refused, and the traffic that crossed it (only inter-ring traffic ever does).
+type GlobalStatus struct {
+	Listen         string   `json:"listen"`
+	Ready          bool     `json:"ready"`
+	LeafSet        []string `json:"leaf_set"` // node ids (hex) of the global ring's leaf set
+	Admitted       uint64   `json:"admitted"` // admission decisions about other rings since start
+	Refused        uint64   `json:"refused"`
+	RefusedBy      uint64   `json:"refused_by"` // times a peer refused this ring
+	Unadmitted     uint64   `json:"unadmitted_frames"`
+	SentFrames     uint64   `json:"sent_frames"`
+	SentBytes      uint64   `json:"sent_bytes"`
+	ReceivedFrames uint64   `json:"received_frames"`
+	ReceivedBytes  uint64   `json:"received_bytes"`
+}
+
+func (gs *globalSide) status(listen string) *GlobalStatus {
+	if gs == nil {
+		return nil
+	}
+	st := gs.link.Stats()
+	s := &GlobalStatus{Listen: listen, Ready: gs.drv.Ready(), LeafSet: []string{},
+		Admitted: st.Admitted, Refused: st.Refused, RefusedBy: st.RefusedBy, Unadmitted: st.Unadmitted,
+		SentFrames: st.SentFrames, SentBytes: st.SentBytes, ReceivedFrames: st.ReceivedFrames, ReceivedBytes: st.ReceivedBytes}
+	left, right, _ := gs.drv.ReadyLeafSet()
+	seen := map[ids.ID]bool{}
+	for _, h := range append(right, left...) {
+		if !seen[h.ID] {
+			seen[h.ID] = true
+			s.LeafSet = append(s.LeafSet, h.ID.String())
+		}
+	}
+	return s
+}

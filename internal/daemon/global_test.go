@@ -1,0 +1,150 @@
+package daemon
+
+import (
+	"bytes"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"epost/internal/dnstest"
+	"epost/internal/ring"
+)
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// fedRing is a ring of one gateway and, optionally, one ordinary node.
+type fedRing struct {
+	r       *ring.Ring
+	gw      *Node
+	gwLog   *lockedBuffer
+	plain   *Node
+	global  string // the gateway's global-ring address
+	domains []string
+}
+
+func startFedRing(t *testing.T, name string, domains []string, resolver string, globalBootstrap []string, withPlain bool) *fedRing {
+	t.Helper()
+	root := t.TempDir()
+	now := time.Now()
+	r, err := ring.Create(filepath.Join(root, "ring"), ring.DefaultParams(name, domains...), now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addrs := freeAddrs(t, 3)
+	gwDir := filepath.Join(root, "gw")
+	if _, err := ring.InitNode(r, gwDir, ring.NodeConfig{Listen: addrs[0]}, ring.Validity{}, now, ring.RoleGateway); err != nil {
+		t.Fatal(err)
+	}
+	fr := &fedRing{r: r, gwLog: &lockedBuffer{}, global: addrs[2], domains: domains}
+	gw, err := Open(Options{Dir: gwDir, Timers: fastTimers, Seed: 7, NoControl: true,
+		Logger:       slog.New(slog.NewTextHandler(fr.gwLog, nil)),
+		GlobalListen: addrs[2], GlobalBootstrap: globalBootstrap, Resolver: resolver})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := gw.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { gw.Stop() })
+	fr.gw = gw
+	if withPlain {
+		dir := filepath.Join(root, "plain")
+		if _, err := ring.InitNode(r, dir, ring.NodeConfig{Listen: addrs[1], Bootstrap: []string{addrs[0]}}, ring.Validity{}, now); err != nil {
+			t.Fatal(err)
+		}
+		fr.plain = startNode(t, dir, 8)
+	}
+	return fr
+}
+
+func (fr *fedRing) publish(srv *dnstest.Server) {
+	for _, d := range fr.domains {
+		srv.SetTXT(ring.DNSName(d), 10*time.Minute, ring.DNSValue(fr.r.Descriptor.RingID))
+	}
+}
+
+// Gateways of two rings whose DNS confirms their domains form the global ring; a third ring
+// claiming one of their domains is refused by both and never joins, and both sides' logs say
+// why; ordinary nodes stay out of the global ring.
+func TestGlobalRingAdmission(t *testing.T) {
+	srv, err := dnstest.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	acme := startFedRing(t, "acme", []string{"acme.example"}, srv.Addr, nil, true)
+	acme.publish(srv)
+	globex := startFedRing(t, "globex", []string{"globex.example"}, srv.Addr, []string{acme.global}, false)
+	globex.publish(srv)
+	evil := startFedRing(t, "evil", []string{"evil.example", "acme.example"}, srv.Addr, []string{acme.global, globex.global}, false)
+	srv.SetTXT("_epost.evil.example", time.Hour, ring.DNSValue(evil.r.Descriptor.RingID))
+
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		a, g := acme.gw.Status().Global, globex.gw.Status().Global
+		if a != nil && g != nil && a.Ready && g.Ready && slices.Contains(a.LeafSet, globex.gw.ID().String()) && slices.Contains(g.LeafSet, acme.gw.ID().String()) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("acme and globex did not form the global ring: %+v %+v\nacme log:\n%s", a, g, acme.gwLog)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	reason := fmt.Sprintf("domain acme.example: its _epost TXT record names ring %s, not %s", acme.r.Descriptor.RingID.Short(), evil.r.Descriptor.RingID.Short())
+	for !strings.Contains(acme.gwLog.String(), reason) || !strings.Contains(evil.gwLog.String(), reason) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no log says why evil was refused (%q)\nacme:\n%s\nevil:\n%s", reason, acme.gwLog, evil.gwLog)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	time.Sleep(2 * time.Second) // long enough for several join attempts
+	for _, fr := range []*fedRing{acme, globex} {
+		st := fr.gw.Status().Global
+		if slices.Contains(st.LeafSet, evil.gw.ID().String()) {
+			t.Fatalf("%s's global leaf set has the refused ring's gateway: %v", fr.r.Descriptor.Name, st.LeafSet)
+		}
+	}
+	if st := evil.gw.Status().Global; len(st.LeafSet) != 0 || st.RefusedBy == 0 {
+		t.Fatalf("the refused gateway: %+v", st)
+	}
+	if st := acme.gw.Status().Global; st.Refused == 0 || st.Admitted == 0 || st.Unadmitted == 0 {
+		t.Fatalf("acme's global counters: %+v", st)
+	}
+	if acme.plain.Status().Global != nil || acme.plain.global != nil {
+		t.Fatal("an ordinary node runs the global ring")
+	}
+}
+
+// A node without the gateway role cannot start the global ring, and says why.
+func TestGlobalListenNeedsGatewayRole(t *testing.T) {
+	dirs := enroll(t, 1)
+	n, err := Open(Options{Dir: dirs[0], Timers: fastTimers, NoControl: true, GlobalListen: freeAddrs(t, 1)[0]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = n.Start()
+	if err == nil || !strings.Contains(err.Error(), "not a gateway") {
+		t.Fatalf("start with --global-listen: %v", err)
+	}
+	n.Stop()
+}
