@@ -191,3 +191,5 @@ func (p livePost) LookupRecord(addr string, cb func(*identity.Record, identity.S
 func (p livePost) Put(data []byte, cb func(content.Ref, error)) { p.cur().Put(data, cb) }
 
 func (p livePost) Get(ref content.Ref, cb func([]byte, error)) { p.cur().Get(ref, cb) }
+
+func (p livePost) GetForeign(ref content.Ref, cb func([]byte, error)) { p.cur().GetForeign(ref, cb) }

@@ -66,6 +66,18 @@ var errEntry = errors.New("mailstore: malformed log entry")
 type segment struct {
 	Inline []byte       `json:"i,omitempty"`
 	Ref    *content.Ref `json:"r,omitempty"`
+	// Foreign: Ref is a part of a message from another ring (post.Filed.Foreign), read with
+	// Contents.GetForeign.
+	Foreign bool `json:"f,omitempty"`
+}
+
+// get fetches a ref segment's bytes through cs.
+func (s segment) get(cs Contents, cb func([]byte, error)) {
+	if s.Foreign {
+		cs.GetForeign(*s.Ref, cb)
+		return
+	}
+	cs.Get(*s.Ref, cb)
 }
 
 func (s segment) size() int64 {
@@ -160,7 +172,11 @@ func encodeRecord(w *wire.Writer, r *record) {
 	for _, s := range r.Segments {
 		if s.Ref != nil {
 			b, _ := s.Ref.MarshalBinary() // refs come from Put or a validated notification
-			w.U8(1)
+			if s.Foreign {
+				w.U8(2)
+			} else {
+				w.U8(1)
+			}
 			w.Bytes(b)
 		} else {
 			w.U8(0)
@@ -252,12 +268,12 @@ func decodeRecord(r *wire.Reader) record {
 	n := r.Count(maxSegments, 2, "segments")
 	var sum int64
 	for i := 0; i < n && r.Err() == nil; i++ {
-		switch r.U8() {
+		switch kind := r.U8(); kind {
 		case 0:
 			b := r.Bytes(maxEntryBytes, "inline")
 			rec.Segments = append(rec.Segments, segment{Inline: b})
 			sum += int64(len(b))
-		case 1:
+		case 1, 2: // 2: a part of a message from another ring
 			raw := r.Bytes(maxEntryBytes, "ref")
 			if r.Err() != nil {
 				break
@@ -267,7 +283,7 @@ func decodeRecord(r *wire.Reader) record {
 				r.Fail("segment %d: %v", i, err)
 				break
 			}
-			rec.Segments = append(rec.Segments, segment{Ref: &ref})
+			rec.Segments = append(rec.Segments, segment{Ref: &ref, Foreign: kind == 2})
 			sum += int64(ref.Size)
 		default:
 			r.Fail("segment kind")

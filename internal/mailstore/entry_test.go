@@ -26,8 +26,8 @@ func TestEntryRoundTrip(t *testing.T) {
 	st := encodeStructure(mailbox.Parse([]byte("Subject: s\r\n\r\nx")))
 	for _, e := range []*entry{
 		{Kind: kindHeader, UIDValidity: 42},
-		{Kind: kindInsert, Records: []record{{Date: time.Unix(5, 0).UTC(), Size: 2503, Flags: []imap.Flag{"\\Seen", "$x"},
-			Segments: []segment{{Inline: []byte("abc")}, {Ref: testRef(make([]byte, 2500))}}, Structure: st}}},
+		{Kind: kindInsert, Records: []record{{Date: time.Unix(5, 0).UTC(), Size: 2520, Flags: []imap.Flag{"\\Seen", "$x"},
+			Segments: []segment{{Inline: []byte("abc")}, {Ref: testRef(make([]byte, 2500))}, {Ref: testRef([]byte("from another ring")), Foreign: true}}, Structure: st}}},
 		{Kind: kindFlags, Op: uint8(mailbox.FlagsRemove), Flags: []imap.Flag{"a"}, UIDs: []imap.UID{1, 5, 7}},
 		{Kind: kindExpunge, UIDs: []imap.UID{3}},
 		{Kind: kindCreate, Name: "A/B", Log: "mail/00", Use: string(imap.MailboxAttrSent), UIDValidity: 9},
@@ -42,6 +42,9 @@ func TestEntryRoundTrip(t *testing.T) {
 		}
 		if !bytes.Equal(got.encode(), b) {
 			t.Fatalf("kind %d: round trip differs", e.Kind)
+		}
+		if e.Kind == kindInsert && (got.Records[0].Segments[1].Foreign || !got.Records[0].Segments[2].Foreign) {
+			t.Fatal("a foreign part's flag did not survive the round trip")
 		}
 	}
 }

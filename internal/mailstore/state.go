@@ -114,7 +114,7 @@ func (f *folderState) apply(body []byte) bool {
 		}
 		segs := make([]segment, len(filed.Parts))
 		for i := range filed.Parts {
-			segs[i] = segment{Ref: &filed.Parts[i]}
+			segs[i] = segment{Ref: &filed.Parts[i], Foreign: filed.Foreign}
 		}
 		f.insert(&message{Date: filed.FiledAt.Round(time.Second), Size: int64(filed.Size), Segments: segs}, idx, modSeq)
 		return true

@@ -15,7 +15,6 @@ import (
 	"sync"
 	"time"
 
-	"epost/internal/content"
 	"epost/internal/mailbox"
 	"epost/internal/post"
 	"epost/internal/transport"
@@ -676,10 +675,10 @@ func (s *Store) content(m *message) ([]byte, error) {
 	if b, ok := s.contents.get(key); ok {
 		return b, nil
 	}
-	var refs []*content.Ref
+	var refs []segment
 	for _, sg := range m.Segments {
 		if sg.Ref != nil {
-			refs = append(refs, sg.Ref)
+			refs = append(refs, sg)
 		}
 	}
 	ctx, cancel := s.ctx()
@@ -761,10 +760,10 @@ func (s *Store) prefetchMissing() {
 	s.mu.Unlock()
 	for i := range todo {
 		m := &todo[i]
-		var refs []*content.Ref
+		var refs []segment
 		for _, sg := range m.Segments {
 			if sg.Ref != nil {
-				refs = append(refs, sg.Ref)
+				refs = append(refs, sg)
 			}
 		}
 		got := make([][]byte, len(refs))
@@ -788,7 +787,7 @@ func (s *Store) prefetchMissing() {
 		}
 		var first error
 		for j, r := range refs {
-			s.cfg.Contents.Get(*r, func(data []byte, err error) {
+			r.get(s.cfg.Contents, func(data []byte, err error) {
 				mu.Lock()
 				got[j] = data
 				if err != nil && first == nil {

@@ -34,6 +34,8 @@ type Logs interface {
 type Contents interface {
 	Put(data []byte, cb func(content.Ref, error))
 	Get(ref content.Ref, cb func([]byte, error))
+	// GetForeign reads a part of a message from another ring (post.Node.GetForeign).
+	GetForeign(ref content.Ref, cb func([]byte, error))
 }
 
 // ErrTimeout: the ring did not answer in time. The operation may still complete later (a
@@ -165,9 +167,9 @@ func (w *waiter) putAll(ctx context.Context, cs Contents, pieces [][]byte) ([]co
 	return fanOut(w, ctx, "store message parts", pieces, cs.Put)
 }
 
-// getAll fetches refs in parallel.
-func (w *waiter) getAll(ctx context.Context, cs Contents, refs []*content.Ref) ([][]byte, error) {
-	return fanOut(w, ctx, "fetch message parts", refs, func(r *content.Ref, cb func([]byte, error)) { cs.Get(*r, cb) })
+// getAll fetches ref segments in parallel.
+func (w *waiter) getAll(ctx context.Context, cs Contents, segs []segment) ([][]byte, error) {
+	return fanOut(w, ctx, "fetch message parts", segs, func(sg segment, cb func([]byte, error)) { sg.get(cs, cb) })
 }
 
 // fanOut starts one callback-style call per input at once and waits (under w's deadline) for

@@ -326,6 +326,9 @@ func (u *User) Put(data []byte, cb func(content.Ref, error)) { u.n.put(data, u.k
 // Get is Node.Get (with the archive fallback of every local user).
 func (u *User) Get(ref content.Ref, cb func([]byte, error)) { u.n.Get(ref, cb) }
 
+// GetForeign is Node.GetForeign (a part of a message from another ring).
+func (u *User) GetForeign(ref content.Ref, cb func([]byte, error)) { u.n.GetForeign(ref, cb) }
+
 func (u *User) enqueueInserts(gs []*glacier.Aggregate) {
 	if len(gs) == 0 {
 		return

@@ -59,7 +59,13 @@ func (n *Node) put(data []byte, keep func(past.Object), cb func(content.Ref, err
 }
 
 // Get fetches, decrypts and verifies (every chunk and the whole) the payload ref names.
-func (n *Node) Get(ref content.Ref, cb func([]byte, error)) {
+func (n *Node) Get(ref content.Ref, cb func([]byte, error)) { n.get(ref, &n.cfg.Secret, cb) }
+
+// GetForeign is Get for the parts of a message from another ring (Filed.Foreign): they were
+// sealed with that ring's secret, so only the key commitment is checked, not convergence.
+func (n *Node) GetForeign(ref content.Ref, cb func([]byte, error)) { n.get(ref, nil, cb) }
+
+func (n *Node) get(ref content.Ref, secret *content.Secret, cb func([]byte, error)) {
 	if err := ref.Validate(); err != nil {
 		cb(nil, err)
 		return
@@ -68,7 +74,7 @@ func (n *Node) Get(ref content.Ref, cb func([]byte, error)) {
 	got := make(map[ids.Key][]byte, len(ref.Chunks))
 	errs := make(map[ids.Key]error)
 	j := newJoin(len(ref.Chunks), func() {
-		data, err := content.Assemble(&n.cfg.Secret, ref, func(k ids.Key) ([]byte, error) {
+		data, err := content.Assemble(secret, ref, func(k ids.Key) ([]byte, error) {
 			if e := errs[k]; e != nil {
 				return nil, e
 			}

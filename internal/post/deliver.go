@@ -224,6 +224,12 @@ func (u *User) notify(rec *identity.Record, id NotificationID, refs []content.Re
 		cb(Result{To: rec.Address, Status: Failed, ID: id, Err: err})
 		return
 	}
+	n.storePending(rec, id, sealed, cb)
+}
+
+// storePending inserts a sealed notification as rec's pending object and pushes it; cb hears
+// Accepted once the insert is quorum-acknowledged.
+func (n *Node) storePending(rec *identity.Record, id NotificationID, sealed []byte, cb func(Result)) {
 	obj := past.NewPending(n.cfg.Ring, rec.Address, rec.Keys.Signing, id, sealed, n.now().Add(n.cfg.PendingLease))
 	n.mu.Lock()
 	n.stats.Sent++
@@ -428,23 +434,55 @@ func (n *Node) receive(m *postMsg) bool {
 	if !ok {
 		return false
 	}
-	note, err := openNotification(m.Sealed, m.ID, u.keys, u.addr, n.senderCheck(), n.now())
-	if err != nil {
+	reject := func(err error) {
 		n.mu.Lock()
 		n.stats.Rejected++
 		n.mu.Unlock()
 		n.cfg.Log.Warn("post: notification rejected", "user", u.addr, "err", err)
+	}
+	note, body, sig, err := openSealed(m.Sealed, m.ID, u.keys, u.addr, n.cfg.Ring)
+	if err != nil {
+		reject(err)
 		return false
 	}
 	if _, err := carriedObjects(n.cfg.Ring, note.Parts, note.Carried); err != nil {
-		n.mu.Lock()
-		n.stats.Rejected++
-		n.mu.Unlock()
-		n.cfg.Log.Warn("post: notification rejected", "user", u.addr, "err", err)
+		reject(err)
 		return false
 	}
-	n.trace(note.ID, StageReceived)
-	u.file(note, n.cfg.MaxFilingRetries)
+	senderRing, err := recordRing(note.SenderRecord)
+	if err != nil {
+		reject(err)
+		return false
+	}
+	if senderRing == n.cfg.Ring {
+		if err := verifySender(note, body, sig, n.senderCheck(), n.now()); err != nil {
+			reject(err)
+			return false
+		}
+		n.trace(note.ID, StageReceived)
+		u.file(note, n.cfg.MaxFilingRetries)
+		return true
+	}
+	// A sender of another ring: its ring's trust comes from the directory, asynchronously.
+	if n.cfg.ForeignSender == nil || len(note.Carried) > 0 {
+		reject(fmt.Errorf("%w: %s is of ring %s and this node takes no mail from other rings", ErrUnknownSender, note.From, senderRing.Short()))
+		return false
+	}
+	n.cfg.ForeignSender(note.From, senderRing, func(t *RingTrust, err error) {
+		if err == nil && (t == nil || t.Ring != senderRing) {
+			err = fmt.Errorf("the directory names no trust for ring %s", senderRing.Short())
+		}
+		if err == nil {
+			err = verifyForeign(note, body, sig, t, n.recCache, n.now())
+		}
+		if err != nil {
+			reject(fmt.Errorf("%w: sender %s of ring %s: %v", ErrUnknownSender, note.From, senderRing.Short(), err))
+			return
+		}
+		note.foreign = true
+		n.trace(note.ID, StageReceived)
+		u.file(note, n.cfg.MaxFilingRetries)
+	})
 	return true
 }
 
@@ -489,7 +527,7 @@ func (u *User) file(note *Notification, tries int) {
 	u.filing[note.ID] = true
 	j := u.journal
 	n.mu.Unlock()
-	f := &Filed{User: u.addr, ID: note.ID, From: note.From, Time: note.Time, Size: note.Size, Parts: note.Parts, FiledAt: n.now()}
+	f := &Filed{User: u.addr, ID: note.ID, From: note.From, Time: note.Time, Size: note.Size, Parts: note.Parts, FiledAt: n.now(), Foreign: note.foreign}
 	entry := EncodeFiled(f)
 	if j != nil {
 		err := j.Record(note.ID, entry, note.Carried)

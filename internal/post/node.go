@@ -91,6 +91,11 @@ type Config struct {
 	CarryMax   int
 	CarryBatch time.Duration
 
+	// ForeignSender, if set, lets this node's users receive mail from other rings: it names
+	// the trust of ring for the sender's address from (checking that from's domain belongs to
+	// that ring), or an error; cb may run later, on any goroutine. Unset: such mail is refused.
+	ForeignSender func(from string, ring ids.RingID, cb func(*RingTrust, error))
+
 	// Journals, if set, opens a local user's durable received set (see Journal): with it a
 	// notification is filed once it is on the node's disk, and the INBOX head write and the
 	// receipt follow. Without it, a notification is filed when its INBOX head is written.

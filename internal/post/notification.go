@@ -57,6 +57,8 @@ type Notification struct {
 	// not store them, and the recipient stores them in the ring before its receipt (see
 	// carry.go). Which chunk is which follows from its hash (its PAST key).
 	Carried [][]byte
+
+	foreign bool // the sender is of another ring (verified under its trust): parts sealed with its secret
 }
 
 func (n *Notification) encode() ([]byte, error) {
@@ -190,40 +192,66 @@ type SenderCheck struct {
 // signature by the sender's certified key (record verified against the CA and the
 // revocation list, for the sender's address), the recipient address and the id.
 func openNotification(bundle []byte, id NotificationID, keys *identity.Keys, recipient string, chk *SenderCheck, now time.Time) (*Notification, error) {
-	pt, err := keys.Open(bundle, []byte(hpkeInfoNotify), notifyAAD(chk.Ring, id))
+	n, body, sig, err := openSealed(bundle, id, keys, recipient, chk.Ring)
 	if err != nil {
 		return nil, err
+	}
+	if err := verifySender(n, body, sig, chk, now); err != nil {
+		return nil, err
+	}
+	return n, nil
+}
+
+// openSealed decrypts a bundle sealed for ring (the recipient's) and checks its shape, the
+// recipient address and the id; the sender is not checked yet (verifySender, verifyForeign).
+func openSealed(bundle []byte, id NotificationID, keys *identity.Keys, recipient string, ring ids.RingID) (n *Notification, body, sig []byte, err error) {
+	pt, err := keys.Open(bundle, []byte(hpkeInfoNotify), notifyAAD(ring, id))
+	if err != nil {
+		return nil, nil, nil, err
 	}
 	r := wire.NewReader(pt)
-	body := r.Bytes(maxNotification, "body")
-	sig := r.Bytes(ed25519.SignatureSize, "signature")
+	body = r.Bytes(maxNotification, "body")
+	sig = r.Bytes(ed25519.SignatureSize, "signature")
 	if err := r.Done(); err != nil {
-		return nil, fmt.Errorf("%w: signed notification: %v", ErrMalformed, err)
+		return nil, nil, nil, fmt.Errorf("%w: signed notification: %v", ErrMalformed, err)
 	}
-	n, err := decodeNotification(body)
+	if n, err = decodeNotification(body); err != nil {
+		return nil, nil, nil, err
+	}
+	if n.To != recipient {
+		return nil, nil, nil, fmt.Errorf("%w: to %s, we are %s", ErrNotForUs, n.To, recipient)
+	}
+	if n.ID != id {
+		return nil, nil, nil, fmt.Errorf("%w: id inside differs from the id outside", ErrMalformed)
+	}
+	return n, body, sig, nil
+}
+
+// recordRing is the ring a signed record claims (unverified: which trust to verify it under).
+func recordRing(sr identity.SignedRecord) (ids.RingID, error) {
+	rec, err := identity.DecodeRecord(sr.Body)
 	if err != nil {
-		return nil, err
+		return ids.RingID{}, fmt.Errorf("%w: sender record: %v", ErrMalformed, err)
 	}
+	return rec.Ring, nil
+}
+
+// verifySender checks a notification's sender under this ring's CA and revocations.
+func verifySender(n *Notification, body, sig []byte, chk *SenderCheck, now time.Time) error {
 	rec, err := chk.Cache.Verify(n.SenderRecord, chk.CA, now, chk.Revoked)
 	switch {
 	case errors.Is(err, identity.ErrRevoked):
-		return nil, fmt.Errorf("%w: %s: %v", ErrRevokedSender, n.From, err)
+		return fmt.Errorf("%w: %s: %v", ErrRevokedSender, n.From, err)
 	case err != nil:
-		return nil, fmt.Errorf("%w: %s: %v", ErrUnknownSender, n.From, err)
+		return fmt.Errorf("%w: %s: %v", ErrUnknownSender, n.From, err)
 	}
 	if rec.Address != n.From || rec.Ring != chk.Ring {
-		return nil, fmt.Errorf("%w: record is for %s, notification claims %s", ErrUnknownSender, rec.Address, n.From)
+		return fmt.Errorf("%w: record is for %s, notification claims %s", ErrUnknownSender, rec.Address, n.From)
 	}
 	if err := identity.Verify(rec.Keys.Signing, contextNotify, body, sig); err != nil {
-		return nil, fmt.Errorf("%w: signature of %s: %v", ErrUnknownSender, n.From, err)
+		return fmt.Errorf("%w: signature of %s: %v", ErrUnknownSender, n.From, err)
 	}
-	if n.To != recipient {
-		return nil, fmt.Errorf("%w: to %s, we are %s", ErrNotForUs, n.To, recipient)
-	}
-	if n.ID != id {
-		return nil, fmt.Errorf("%w: id inside differs from the id outside", ErrMalformed)
-	}
-	return n, nil
+	return nil
 }
 
 // Filed is what the recipient's INBOX log holds for a message, and what OnFiled reports.
@@ -235,14 +263,25 @@ type Filed struct {
 	Size    uint64
 	Parts   []content.Ref
 	FiledAt time.Time
+	// Foreign: the sender is of another ring, whose secret sealed the parts; read them with
+	// GetForeign (no convergence check). Entry version 2 carries it.
+	Foreign bool
 }
 
-const filedV = 1
+const (
+	filedV  = 1
+	filedV2 = 2 // flags byte after the version
+)
 
 // EncodeFiled is the INBOX entry body of a filed message.
 func EncodeFiled(f *Filed) []byte {
 	w := wire.Writer{}
-	w.U8(filedV)
+	if f.Foreign {
+		w.U8(filedV2)
+		w.U8(remoteFiledFlags)
+	} else {
+		w.U8(filedV)
+	}
 	w.B = append(w.B, f.ID[:]...)
 	w.String(f.From)
 	w.I64(f.Time.UnixNano())
@@ -259,10 +298,17 @@ func EncodeFiled(f *Filed) []byte {
 // DecodeFiled parses an INBOX entry body.
 func DecodeFiled(b []byte) (*Filed, error) {
 	r := wire.NewReader(b)
-	if v := r.U8(); r.Err() == nil && v != filedV {
+	v := r.U8()
+	if r.Err() == nil && v != filedV && v != filedV2 {
 		return nil, fmt.Errorf("%w: filed entry version %d", ErrMalformed, v)
 	}
-	f := &Filed{ID: readID(r), From: r.String(254, "from")}
+	var flags uint8
+	if v == filedV2 {
+		if flags = r.U8(); r.Err() == nil && flags&^remoteFiledFlags != 0 {
+			return nil, fmt.Errorf("%w: filed entry flags %#x", ErrMalformed, flags)
+		}
+	}
+	f := &Filed{ID: readID(r), From: r.String(254, "from"), Foreign: flags&remoteFiledFlags != 0}
 	f.Time = time.Unix(0, r.I64()).UTC()
 	f.FiledAt = time.Unix(0, r.I64()).UTC()
 	f.Size = r.U64()

@@ -55,6 +55,9 @@ type MailConfig struct {
 	// Stages: report, through progress, when each delivery stage was first reached (p50 and
 	// p99 after the send, online recipients only): where the latency goes.
 	Stages bool
+	// RingName names the ring (its id is ids.RingIDOf(RingName)); "" is "sim-mail". Rings
+	// that exchange mail need names of their own.
+	RingName string
 	// LookupFault, if set, is asked before each PAST Lookup that a node's POST makes (node:
 	// the node's index); a non-nil error fails that lookup at once, as a timeout would.
 	LookupFault func(node int, key ids.Key) error
@@ -289,7 +292,7 @@ func RunMail(cfg MailConfig, out io.Writer, progress func(string)) ([]MailResult
 	if progress == nil {
 		progress = func(string) {}
 	}
-	pc := pastry.Config{Ring: ids.RingIDOf("sim-mail"), LeafSetSize: cfg.LeafSet}
+	pc := pastry.Config{Ring: ids.RingIDOf(cfg.ringName()), LeafSetSize: cfg.LeafSet}
 	run := &mailRun{cfg: cfg, ring: newSimRing(cfg.Seed, pc, cfg.Tick), rng: rand.New(rand.NewPCG(cfg.Seed, 0x3a11)),
 		ringID: pc.Ring, byID: map[post.NotificationID]*simMsg{},
 		opRng: rand.New(rand.NewPCG(cfg.Seed, 0xf01d)), churn: churnState{rng: rand.New(rand.NewPCG(cfg.Seed, 0xc4a2))}}
@@ -749,6 +752,13 @@ func (run *mailRun) scanStores() (leaks, objects int) {
 		}
 	}
 	return leaks, objects
+}
+
+func (c *MailConfig) ringName() string {
+	if c.RingName == "" {
+		return "sim-mail"
+	}
+	return c.RingName
 }
 
 // faultyStore fails the lookups that fail says should fail (MailConfig.LookupFault).

@@ -65,7 +65,7 @@ func newWorld(t *testing.T, seed uint64, nodes int, revoked func(uint64) bool) *
 // newWorldCfg builds a world of nodes nodes running cfg (validated).
 func newWorldCfg(t *testing.T, seed uint64, nodes int, cfg MailConfig) *world {
 	t.Helper()
-	pc := pastry.Config{Ring: ids.RingIDOf("sim-mail"), LeafSetSize: cfg.LeafSet}
+	pc := pastry.Config{Ring: ids.RingIDOf(cfg.ringName()), LeafSetSize: cfg.LeafSet}
 	run := &mailRun{cfg: cfg, ring: newSimRing(seed, pc, cfg.Tick), rng: rand.New(rand.NewPCG(seed, 1)), ringID: pc.Ring, byID: map[post.NotificationID]*simMsg{}}
 	var s [32]byte
 	fill(run.rng, s[:])
