@@ -34,6 +34,8 @@ const (
 	TagPast    byte = 0x02
 	TagPost    byte = 0x03
 	TagGlacier byte = 0x04
+	// TagRelay (0x05) is reserved for the relay between gateways (docs/gateway-design.md §9).
+	TagDirectory byte = 0x06 // gateways answering other rings' questions on the global ring
 )
 
 // ErrTagTaken is returned by Register for a tag that already has an application.

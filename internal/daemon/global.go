@@ -3,16 +3,21 @@ package daemon
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"sync/atomic"
+	"time"
 
 	"epost/internal/appmux"
 	"epost/internal/dnsres"
+	"epost/internal/identity"
 	"epost/internal/ids"
 	"epost/internal/multiring"
 	"epost/internal/pastry"
+	"epost/internal/post"
 	"epost/internal/ring"
+	"epost/internal/scribe"
 	"epost/internal/tcp"
 	"epost/internal/transport"
 )
@@ -30,12 +35,15 @@ const GlobalLeafSet = 16
 
 // globalSide is a gateway's ring-0 stack.
 type globalSide struct {
-	link *multiring.Global
-	tr   *tcp.Transport
-	rt   *resolvingTransport
-	drv  *pastry.Driver
-	cur  atomic.Pointer[pastry.Driver] // drv, for the transport's goroutines (frames may come before drv is made)
-	self pastry.Handle
+	link       *multiring.Global
+	sc         *scribe.Scribe       // the global ring's gateway groups
+	dir        *multiring.Directory // other rings' user records, through their gateways
+	stopScribe func()
+	tr         *tcp.Transport
+	rt         *resolvingTransport
+	drv        *pastry.Driver
+	cur        atomic.Pointer[pastry.Driver] // drv, for the transport's goroutines (frames may come before drv is made)
+	self       pastry.Handle
 }
 
 // startGlobal starts the ring-0 stack when this node is a gateway with a global listener.
@@ -103,10 +111,28 @@ func (n *Node) startGlobal() error {
 	seed := n.seed ^ 0x676c6f62616c // "global"
 	mux := appmux.New()
 	gs.drv = pastry.NewDriver(pcfg, gs.self, rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)), mux.Forward, gs.rt, transport.RealClock{}, n.timers.Tick)
+	gs.sc = scribe.New(scribe.Config{Ring: ids.GlobalRing, Now: time.Now, Rand: rand.New(rand.NewPCG(seed^0x73637269, seed))}, gs.drv)
+	_ = mux.Register(appmux.TagScribe, gs.sc)
+	gs.dir = multiring.NewDirectory(multiring.DirectoryConfig{
+		Ring: n.rn.Descriptor.RingID, Global: gs.link, Topics: gs.sc, Ov: gs.drv,
+		Records: func(addr string, cb func(*identity.Record, identity.SignedRecord, error)) {
+			a := n.apps.Load()
+			if a == nil {
+				cb(nil, identity.SignedRecord{}, errors.New("the ring's POST is not running"))
+				return
+			}
+			a.post.LookupRecord(addr, cb)
+		},
+		IsUnknown: func(err error) bool { return errors.Is(err, post.ErrUnknownRecipient) },
+		IsRevoked: func(err error) bool { return errors.Is(err, post.ErrRevokedRecipient) },
+	})
+	_ = mux.Register(appmux.TagDirectory, gs.dir.App())
+	ga := &apps{mux: mux}
 	gs.drv.OnEvent = func(e pastry.Event) {
 		if e.Kind == pastry.EventReady {
 			n.log.Info("joined the global ring: ready", "node", n.rn.ID.Short(), "global_advertise", advertise)
 		}
+		n.queue.push(ga, e)
 	}
 	gs.drv.OnReject = func(from transport.From, err error) {
 		n.log.Warn("global ring: pastry refused frame", "peer", from.ID.Short(), "addr", from.Addr, "err", err)
@@ -116,6 +142,10 @@ func (n *Node) startGlobal() error {
 	n.log.Info("global ring starting", "node", n.rn.ID.Short(), "listen", o.GlobalListen, "advertise", advertise,
 		"bootstrap", fmt.Sprint(o.GlobalBootstrap), "resolver", resolverName(o.Resolver))
 	gs.drv.Start(o.GlobalBootstrap)
+	gs.stopScribe = gs.sc.RunTicker(transport.RealClock{}, time.Second)
+	if err := gs.dir.Start(); err != nil {
+		n.log.Warn("global ring: cannot join this ring's gateway group", "err", err)
+	}
 	return nil
 }
 
@@ -126,11 +156,29 @@ func resolverName(s string) string {
 	return s
 }
 
+// LookupRemoteRecord asks another ring's gateways, over the global ring, for a user record,
+// verified under that ring's CA (a gateway only; ErrNotGateway otherwise).
+func (n *Node) LookupRemoteRecord(r ids.RingID, addr string, cb func(*identity.Record, identity.SignedRecord, error)) {
+	n.mu.Lock()
+	gs := n.global
+	n.mu.Unlock()
+	if gs == nil {
+		cb(nil, identity.SignedRecord{}, ErrNotGateway)
+		return
+	}
+	gs.dir.LookupRecord(r, addr, cb)
+}
+
+// ErrNotGateway: the node does not run the global ring.
+var ErrNotGateway = errors.New("daemon: this node is not a gateway of the global ring")
+
 // stopGlobal stops the ring-0 stack (Stop, after the ring's own overlay).
 func (gs *globalSide) stop() {
 	if gs == nil {
 		return
 	}
+	gs.stopScribe()
+	gs.sc.Stop()
 	gs.drv.Stop()
 	_ = gs.link.Close()
 	_ = gs.tr.Close()

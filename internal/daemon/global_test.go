@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"log/slog"
 	"path/filepath"
@@ -12,6 +13,10 @@ import (
 	"time"
 
 	"epost/internal/dnstest"
+	"epost/internal/identity"
+	"epost/internal/ids"
+	"epost/internal/multiring"
+	"epost/internal/post"
 	"epost/internal/ring"
 )
 
@@ -34,15 +39,16 @@ func (l *lockedBuffer) String() string {
 
 // fedRing is a ring of one gateway and, optionally, one ordinary node.
 type fedRing struct {
-	r       *ring.Ring
-	gw      *Node
-	gwLog   *lockedBuffer
-	plain   *Node
-	global  string // the gateway's global-ring address
-	domains []string
+	r      *ring.Ring
+	gw     *Node
+	gwLog  *lockedBuffer
+	plain  *Node
+	global string // the gateway's global-ring address
 }
 
-func startFedRing(t *testing.T, name string, domains []string, resolver string, globalBootstrap []string, withPlain bool) *fedRing {
+// startFedRing makes and starts a ring; the domains in publish get their _epost records in
+// dns before its gateway starts.
+func startFedRing(t *testing.T, name string, domains []string, dns *dnstest.Server, publish []string, globalBootstrap []string, withPlain bool) *fedRing {
 	t.Helper()
 	root := t.TempDir()
 	now := time.Now()
@@ -50,12 +56,16 @@ func startFedRing(t *testing.T, name string, domains []string, resolver string, 
 	if err != nil {
 		t.Fatal(err)
 	}
+	for _, d := range publish {
+		dns.SetTXT(ring.DNSName(d), 10*time.Minute, ring.DNSValue(r.Descriptor.RingID))
+	}
+	resolver := dns.Addr
 	addrs := freeAddrs(t, 3)
 	gwDir := filepath.Join(root, "gw")
 	if _, err := ring.InitNode(r, gwDir, ring.NodeConfig{Listen: addrs[0]}, ring.Validity{}, now, ring.RoleGateway); err != nil {
 		t.Fatal(err)
 	}
-	fr := &fedRing{r: r, gwLog: &lockedBuffer{}, global: addrs[2], domains: domains}
+	fr := &fedRing{r: r, gwLog: &lockedBuffer{}, global: addrs[2]}
 	gw, err := Open(Options{Dir: gwDir, Timers: fastTimers, Seed: 7, NoControl: true,
 		Logger:       slog.New(slog.NewTextHandler(fr.gwLog, nil)),
 		GlobalListen: addrs[2], GlobalBootstrap: globalBootstrap, Resolver: resolver})
@@ -77,12 +87,6 @@ func startFedRing(t *testing.T, name string, domains []string, resolver string, 
 	return fr
 }
 
-func (fr *fedRing) publish(srv *dnstest.Server) {
-	for _, d := range fr.domains {
-		srv.SetTXT(ring.DNSName(d), 10*time.Minute, ring.DNSValue(fr.r.Descriptor.RingID))
-	}
-}
-
 // Gateways of two rings whose DNS confirms their domains form the global ring; a third ring
 // claiming one of their domains is refused by both and never joins, and both sides' logs say
 // why; ordinary nodes stay out of the global ring.
@@ -92,12 +96,9 @@ func TestGlobalRingAdmission(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer srv.Close()
-	acme := startFedRing(t, "acme", []string{"acme.example"}, srv.Addr, nil, true)
-	acme.publish(srv)
-	globex := startFedRing(t, "globex", []string{"globex.example"}, srv.Addr, []string{acme.global}, false)
-	globex.publish(srv)
-	evil := startFedRing(t, "evil", []string{"evil.example", "acme.example"}, srv.Addr, []string{acme.global, globex.global}, false)
-	srv.SetTXT("_epost.evil.example", time.Hour, ring.DNSValue(evil.r.Descriptor.RingID))
+	acme := startFedRing(t, "acme", []string{"acme.example"}, srv, []string{"acme.example"}, nil, true)
+	globex := startFedRing(t, "globex", []string{"globex.example"}, srv, []string{"globex.example"}, []string{acme.global}, false)
+	evil := startFedRing(t, "evil", []string{"evil.example", "acme.example"}, srv, []string{"evil.example"}, []string{acme.global, globex.global}, false)
 
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -147,4 +148,81 @@ func TestGlobalListenNeedsGatewayRole(t *testing.T) {
 		t.Fatalf("start with --global-listen: %v", err)
 	}
 	n.Stop()
+}
+
+// A gateway asks another ring's gateways for a user record over the global ring and gets it
+// verified under that ring's CA; an unknown user is reported as unknown, a ring that is not
+// admitted is not asked.
+func TestGlobalDirectory(t *testing.T) {
+	srv, err := dnstest.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	acme := startFedRing(t, "acme", []string{"acme.example"}, srv, []string{"acme.example"}, nil, false)
+	globex := startFedRing(t, "globex", []string{"globex.example"}, srv, []string{"globex.example"}, []string{acme.global}, true)
+
+	// bob's record, signed by globex's CA, published in globex's ring.
+	caKey, err := globex.r.CAKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, err := identity.NewKeys(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().Truncate(time.Second)
+	sr, err := identity.SignRecord(identity.Record{Ring: globex.r.Descriptor.RingID, Address: "bob@globex.example", Keys: keys.Public(),
+		Serial: 1, NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour)}, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		errc := make(chan error, 1)
+		if a := globex.gw.apps.Load(); a != nil {
+			post.PublishRecord(a.past, sr, now.Add(24*time.Hour), func(err error) { errc <- err })
+			if err = <-errc; err == nil {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("publishing bob's record in globex: %v", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+
+	type answer struct {
+		rec *identity.Record
+		err error
+	}
+	ask := func(r ids.RingID, addr string) answer {
+		ch := make(chan answer, 1)
+		acme.gw.LookupRemoteRecord(r, addr, func(rec *identity.Record, _ identity.SignedRecord, err error) { ch <- answer{rec, err} })
+		return <-ch
+	}
+	var a answer
+	for {
+		// The first questions may find globex not admitted yet, or its group not formed.
+		if a = ask(globex.r.Descriptor.RingID, "bob@globex.example"); a.err == nil || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if a.err != nil || a.rec.Address != "bob@globex.example" || a.rec.Ring != globex.r.Descriptor.RingID || !bytes.Equal(a.rec.Keys.Signing, keys.Public().Signing) {
+		t.Fatalf("bob's record through the global ring: %+v %v\nacme log:\n%s", a.rec, a.err, acme.gwLog)
+	}
+	if a = ask(globex.r.Descriptor.RingID, "nobody@globex.example"); !errors.Is(a.err, multiring.ErrRemoteUnknown) {
+		t.Fatalf("unknown user: %v", a.err)
+	}
+	if a = ask(ids.RingIDOf("elsewhere"), "x@elsewhere.example"); !errors.Is(a.err, multiring.ErrNotAdmitted) {
+		t.Fatalf("a ring not admitted: %v", a.err)
+	}
+	if plain := globex.plain; !errors.Is(func() error {
+		ch := make(chan error, 1)
+		plain.LookupRemoteRecord(acme.r.Descriptor.RingID, "x@acme.example", func(_ *identity.Record, _ identity.SignedRecord, err error) { ch <- err })
+		return <-ch
+	}(), ErrNotGateway) {
+		t.Fatal("an ordinary node asked another ring")
+	}
 }
