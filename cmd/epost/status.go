@@ -98,6 +98,7 @@ func printStatus(out io.Writer, st *daemon.Status) {
 		}
 		fmt.Fprintf(out, "global    %s on %s, %d gateways in its leaf set; rings admitted %d, refused %d; refused by peers %d; sent %d frames / %s, received %d / %s\n",
 			state, g.Listen, len(g.LeafSet), g.Admitted, g.Refused, g.RefusedBy, g.SentFrames, bytesHuman(g.SentBytes), g.ReceivedFrames, bytesHuman(g.ReceivedBytes))
+		fmt.Fprintf(out, "relay     %d messages handed to other rings, %d taken from them; %d queued (oldest %ds)\n", g.HandoffsOut, g.HandoffsIn, g.QueueEntries, g.QueueOldestS)
 	}
 	m := st.Mail
 	if m.Servers != (daemon.MailAddrs{}) {

@@ -30,11 +30,11 @@ import (
 // Tags of the applications in this repository. Add new applications here so that tags never
 // collide; a tag is part of the wire format and must never be reused for something else.
 const (
-	TagScribe  byte = 0x01
-	TagPast    byte = 0x02
-	TagPost    byte = 0x03
-	TagGlacier byte = 0x04
-	// TagRelay (0x05) is reserved for the relay between gateways (docs/gateway-design.md §9).
+	TagScribe    byte = 0x01
+	TagPast      byte = 0x02
+	TagPost      byte = 0x03
+	TagGlacier   byte = 0x04
+	TagRelay     byte = 0x05 // mail handed between gateways on the global ring
 	TagDirectory byte = 0x06 // gateways answering other rings' questions on the global ring
 )
 

@@ -3,9 +3,11 @@ package daemon
 import (
 	"context"
 	"crypto/tls"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"path/filepath"
 	"sync/atomic"
 	"time"
 
@@ -13,6 +15,7 @@ import (
 	"epost/internal/dnsres"
 	"epost/internal/identity"
 	"epost/internal/ids"
+	"epost/internal/mailqueue"
 	"epost/internal/multiring"
 	"epost/internal/pastry"
 	"epost/internal/post"
@@ -38,7 +41,11 @@ type globalSide struct {
 	link       *multiring.Global
 	sc         *scribe.Scribe       // the global ring's gateway groups
 	dir        *multiring.Directory // other rings' user records, through their gateways
+	relay      *multiring.Relay     // mail handed to and taken from other rings' gateways
+	queue      *mailqueue.Queue     // what this gateway holds until the next hop has it (DATADIR/gwqueue)
+	carrier    *multiring.Carrier   // works the queue
 	stopScribe func()
+	stopLoop   chan struct{}
 	tr         *tcp.Transport
 	rt         *resolvingTransport
 	drv        *pastry.Driver
@@ -127,6 +134,28 @@ func (n *Node) startGlobal() error {
 		IsRevoked: func(err error) bool { return errors.Is(err, post.ErrRevokedRecipient) },
 	})
 	_ = mux.Register(appmux.TagDirectory, gs.dir.App())
+	q, err := mailqueue.Open(filepath.Join(n.rn.DataDir(), FileGatewayQueue), mailqueue.Options{})
+	if err != nil {
+		_ = tr.Close()
+		return fmt.Errorf("gateway queue: %w", err)
+	}
+	gs.queue = q
+	gs.relay = multiring.NewRelay(multiring.RelayConfig{Ring: n.rn.Descriptor.RingID, Global: gs.link, Topics: gs.sc, Ov: gs.drv,
+		Log: n.log.With("ring", "global"),
+		Deliver: func(b *post.RemoteBundle, cb func([]post.Result)) {
+			a := n.apps.Load()
+			if a == nil {
+				res := make([]post.Result, len(b.Notes))
+				for i, note := range b.Notes {
+					res[i] = post.Result{To: note.To, Status: post.Failed, Err: errors.New("the ring's POST is not running")}
+				}
+				cb(res)
+				return
+			}
+			a.post.DeliverRemote(b, cb)
+		}})
+	_ = mux.Register(appmux.TagRelay, gs.relay.App())
+	gs.carrier = &multiring.Carrier{Queue: q, Relay: gs.relay, Log: n.log.With("ring", "global"), Now: time.Now}
 	ga := &apps{mux: mux}
 	gs.drv.OnEvent = func(e pastry.Event) {
 		if e.Kind == pastry.EventReady {
@@ -146,6 +175,19 @@ func (n *Node) startGlobal() error {
 	if err := gs.dir.Start(); err != nil {
 		n.log.Warn("global ring: cannot join this ring's gateway group", "err", err)
 	}
+	gs.stopLoop = make(chan struct{})
+	go func() {
+		t := time.NewTicker(carrierInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-gs.stopLoop:
+				return
+			case <-t.C:
+				gs.carrier.RunOnce(context.Background())
+			}
+		}
+	}()
 	return nil
 }
 
@@ -169,6 +211,43 @@ func (n *Node) LookupRemoteRecord(r ids.RingID, addr string, cb func(*identity.R
 	gs.dir.LookupRecord(r, addr, cb)
 }
 
+// FileGatewayQueue is a gateway's queue directory inside its data directory.
+const FileGatewayQueue = "gwqueue"
+
+// carrierInterval is how often a gateway looks for queue entries due.
+const carrierInterval = 500 * time.Millisecond
+
+// QueueFederated queues a sealed bundle for another ring in this gateway's queue, durably, and
+// returns its entry id; the carrier hands it to a gateway of b.Dest. id may be the origin's
+// entry id ("" makes one); an id already queued or finished here is mailqueue.ErrExists.
+func (n *Node) QueueFederated(id, from string, b *post.RemoteBundle, deadline time.Time) (string, error) {
+	n.mu.Lock()
+	gs := n.global
+	n.mu.Unlock()
+	if gs == nil {
+		return "", ErrNotGateway
+	}
+	h := mailqueue.Header{ID: id, Kind: mailqueue.KindFederation, From: from, Deadline: deadline}
+	for _, note := range b.Notes {
+		h.Rcpts = append(h.Rcpts, mailqueue.Rcpt{Addr: note.To, NID: hex.EncodeToString(note.ID[:]), Ring: b.Dest.String()})
+	}
+	st, err := gs.queue.Stage(h, b.Encode())
+	if err != nil {
+		return "", err
+	}
+	return st.Commit()
+}
+
+// GatewayQueue is the gateway's queue (nil on other nodes), for status and tests.
+func (n *Node) GatewayQueue() *mailqueue.Queue {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.global == nil {
+		return nil
+	}
+	return n.global.queue
+}
+
 // ErrNotGateway: the node does not run the global ring.
 var ErrNotGateway = errors.New("daemon: this node is not a gateway of the global ring")
 
@@ -177,6 +256,7 @@ func (gs *globalSide) stop() {
 	if gs == nil {
 		return
 	}
+	close(gs.stopLoop)
 	gs.stopScribe()
 	gs.sc.Stop()
 	gs.drv.Stop()
@@ -198,6 +278,11 @@ type GlobalStatus struct {
 	SentBytes      uint64   `json:"sent_bytes"`
 	ReceivedFrames uint64   `json:"received_frames"`
 	ReceivedBytes  uint64   `json:"received_bytes"`
+	// Hand-offs of mail to and from other rings' gateways, and this gateway's queue.
+	HandoffsOut  uint64 `json:"handoffs_out"`
+	HandoffsIn   uint64 `json:"handoffs_in"`
+	QueueEntries int    `json:"queue_entries"`
+	QueueOldestS int64  `json:"queue_oldest_seconds"`
 }
 
 func (gs *globalSide) status(listen string) *GlobalStatus {
@@ -208,6 +293,11 @@ func (gs *globalSide) status(listen string) *GlobalStatus {
 	s := &GlobalStatus{Listen: listen, Ready: gs.drv.Ready(), LeafSet: []string{},
 		Admitted: st.Admitted, Refused: st.Refused, RefusedBy: st.RefusedBy, Unadmitted: st.Unadmitted,
 		SentFrames: st.SentFrames, SentBytes: st.SentBytes, ReceivedFrames: st.ReceivedFrames, ReceivedBytes: st.ReceivedBytes}
+	rs := gs.relay.Stats()
+	s.HandoffsOut, s.HandoffsIn, s.QueueEntries = rs.HandoffsOut, rs.HandoffsIn, gs.queue.Len()
+	if t := gs.queue.Oldest(); !t.IsZero() {
+		s.QueueOldestS = int64(time.Since(t) / time.Second)
+	}
 	left, right, _ := gs.drv.ReadyLeafSet()
 	seen := map[ids.ID]bool{}
 	for _, h := range append(right, left...) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -15,7 +16,9 @@ import (
 	"epost/internal/dnstest"
 	"epost/internal/identity"
 	"epost/internal/ids"
+	"epost/internal/mailqueue"
 	"epost/internal/multiring"
+	"epost/internal/past"
 	"epost/internal/post"
 	"epost/internal/ring"
 )
@@ -224,5 +227,111 @@ func TestGlobalDirectory(t *testing.T) {
 		return <-ch
 	}(), ErrNotGateway) {
 		t.Fatal("an ordinary node asked another ring")
+	}
+}
+
+// signUser makes a user's keys and CA-signed record in r.
+func signUser(t *testing.T, r *ring.Ring, addr string, serial uint64) (*identity.Keys, identity.SignedRecord) {
+	t.Helper()
+	caKey, err := r.CAKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, err := identity.NewKeys(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().Truncate(time.Second)
+	sr, err := identity.SignRecord(identity.Record{Ring: r.Descriptor.RingID, Address: addr, Keys: keys.Public(),
+		Serial: serial, NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour)}, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return keys, sr
+}
+
+// A message sealed in ring acme for bob of ring globex, queued on acme's gateway, is handed
+// over the global ring to globex's gateway, which stores it in globex's PAST before it
+// confirms; acme's gateway then finishes the entry as delivered.
+func TestGlobalRelay(t *testing.T) {
+	srv, err := dnstest.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	acme := startFedRing(t, "acme", []string{"acme.example"}, srv, []string{"acme.example"}, nil, false)
+	globex := startFedRing(t, "globex", []string{"globex.example"}, srv, []string{"globex.example"}, []string{acme.global}, true)
+	deadline := time.Now().Add(40 * time.Second)
+
+	_, bobRec := signUser(t, globex.r, "bob@globex.example", 1)
+	for {
+		errc := make(chan error, 1)
+		if a := globex.gw.apps.Load(); a != nil {
+			post.PublishRecord(a.past, bobRec, time.Now().Add(24*time.Hour), func(err error) { errc <- err })
+			if err = <-errc; err == nil {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("publishing bob's record: %v", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	// alice, a user of acme on its gateway's node.
+	aliceKeys, aliceRec := signUser(t, acme.r, "alice@acme.example", 1)
+	if err := os.MkdirAll(post.UserDir(acme.gw.opts.Dir, "alice@acme.example"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	uc := make(chan error, 1)
+	var alice *post.User
+	acme.gw.apps.Load().post.AddUser(aliceKeys, aliceRec, true, func(u *post.User, err error) { alice = u; uc <- err })
+	if err := <-uc; err != nil {
+		t.Fatalf("alice: %v", err)
+	}
+	// bob's record from globex's gateways, then the sealed message.
+	var rec *identity.Record
+	for {
+		ch := make(chan error, 1)
+		acme.gw.LookupRemoteRecord(globex.r.Descriptor.RingID, "bob@globex.example", func(r *identity.Record, _ identity.SignedRecord, err error) {
+			rec = r
+			ch <- err
+		})
+		if err = <-ch; err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("bob's record: %v", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	nid := post.NotificationID{7, 7, 7}
+	bundle, err := alice.SealRemote(globex.r.Descriptor.RingID, []*identity.Record{rec}, []post.NotificationID{nid},
+		[][]byte{[]byte("Subject: across\r\n\r\n"), bytes.Repeat([]byte("body "), 5000)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := acme.gw.QueueFederated("", "alice@acme.example", bundle, time.Now().Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := acme.gw.GatewayQueue()
+	for q.Has(id) != "done" {
+		if time.Now().After(deadline) {
+			_, s, _ := q.Get(id)
+			t.Fatalf("entry not handed over: %+v\nacme log:\n%s", s, acme.gwLog)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if d, _ := q.Finished(id); d.Outcome != "delivered" || len(d.Rcpts) != 1 || d.Rcpts[0].State != mailqueue.Delivered {
+		t.Fatalf("entry finished as %+v", d)
+	}
+	// The pending notification is in globex's PAST.
+	found := make(chan error, 1)
+	globex.plain.apps.Load().past.Lookup(past.PendingKey(globex.r.Descriptor.RingID, "bob@globex.example", nid), func(_ past.Object, err error) { found <- err })
+	if err := <-found; err != nil {
+		t.Fatalf("bob's pending notification in globex: %v", err)
+	}
+	if st := globex.gw.global.relay.Stats(); st.HandoffsIn != 1 {
+		t.Fatalf("globex's relay: %+v", st)
 	}
 }

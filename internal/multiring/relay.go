@@ -1,0 +1,331 @@
+package multiring
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+
+	"epost/internal/appmux"
+	"epost/internal/ids"
+	"epost/internal/mailqueue"
+	"epost/internal/pastry"
+	"epost/internal/post"
+	"epost/internal/scribe"
+	"epost/internal/wire"
+)
+
+// The relay between gateways (docs/gateway-design.md §9), first version: a gateway of ring A
+// hands a queued federation entry (a post.RemoteBundle) to a gateway of its destination ring
+// B in one direct message on the global ring; B's gateway stores it in B's PAST (DeliverRemote)
+// and answers, per recipient, only once the chunks and that recipient's pending notification
+// are quorum-stored there: the entry is durable at the next hop before A marks it delivered.
+// A hand-off repeated after a crash or a lost answer lands on the same keys (the notification
+// ids were fixed when the message was sealed), so the recipient files it once. Bundles larger
+// than one overlay message (MaxRelayBundle) wait for the chunked protocol of the design.
+
+// MaxRelayBundle bounds a bundle handed off in one message.
+const MaxRelayBundle = pastry.MaxPayload - 64<<10
+
+const (
+	relayDeliver = 1
+	relayResult  = 2
+
+	rcptDelivered = 1
+	rcptUnknown   = 2
+	rcptRevoked   = 3
+	rcptFailed    = 4 // temporary
+
+	maxRelayText = 512
+)
+
+// RelayConfig configures a Relay.
+type RelayConfig struct {
+	Ring    ids.RingID
+	Global  *Global
+	Topics  Topics
+	Ov      Overlay
+	Deliver func(b *post.RemoteBundle, cb func([]post.Result)) // this ring's POST (DeliverRemote)
+	Timeout time.Duration                                     // per hand-off (default 30 s)
+	Log     *slog.Logger
+}
+
+// Relay hands bundles to other rings' gateways and takes theirs.
+type Relay struct {
+	cfg     RelayConfig
+	mu      sync.Mutex
+	pending map[string]*relayPending // by entry id
+	stats   RelayStats
+}
+
+// RelayStats count hand-offs, for status.
+type RelayStats struct {
+	HandoffsOut, HandoffsIn uint64
+	BytesOut, BytesIn       uint64
+}
+
+type relayPending struct {
+	to    ids.ID
+	cb    func(map[string]mailqueue.RcptState, error)
+	timer *time.Timer
+}
+
+// NewRelay makes the relay; register App under appmux.TagRelay on the global ring's mux.
+func NewRelay(cfg RelayConfig) *Relay {
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 30 * time.Second
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	return &Relay{cfg: cfg, pending: map[string]*relayPending{}}
+}
+
+// Stats returns the counters.
+func (r *Relay) Stats() RelayStats {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.stats
+}
+
+// HandOff gives entry's bundle to a gateway of dest; cb gets each recipient's state
+// (Delivered, Failed for good, or Pending to retry), or err when no gateway of dest took it.
+func (r *Relay) HandOff(entry string, dest ids.RingID, bundle []byte, cb func(map[string]mailqueue.RcptState, error)) {
+	if len(bundle) > MaxRelayBundle {
+		cb(nil, fmt.Errorf("multiring: a bundle of %d bytes is larger than one hand-off carries (%d)", len(bundle), MaxRelayBundle))
+		return
+	}
+	if r.cfg.Global.foreignTrust(dest) == nil {
+		cb(nil, fmt.Errorf("%w: ring %s", ErrNotAdmitted, dest.Short()))
+		return
+	}
+	err := r.cfg.Topics.Anycast(GatewayTopic(dest), []byte{appmux.TagRelay, 0}, func(res scribe.AnycastResult) {
+		if res.Err != nil {
+			cb(nil, fmt.Errorf("%w: ring %s's gateway group: %v", ErrRemoteUnavailable, dest.Short(), res.Err))
+			return
+		}
+		if got, ok := r.cfg.Global.PeerRing(res.Member.ID); !ok || got != dest {
+			cb(nil, fmt.Errorf("%w: member %s of ring %s's group is not one of its gateways", ErrRemoteUnavailable, res.Member.ID.Short(), dest.Short()))
+			return
+		}
+		r.send(res.Member, entry, bundle, cb)
+	})
+	if err != nil {
+		cb(nil, fmt.Errorf("%w: %v", ErrRemoteUnavailable, err))
+	}
+}
+
+func (r *Relay) send(to pastry.Handle, entry string, bundle []byte, cb func(map[string]mailqueue.RcptState, error)) {
+	r.mu.Lock()
+	if old := r.pending[entry]; old != nil { // a hand-off still waiting: this one replaces it
+		old.timer.Stop()
+		delete(r.pending, entry)
+		defer old.cb(nil, errors.New("multiring: superseded by a new hand-off of the same entry"))
+	}
+	p := &relayPending{to: to.ID, cb: cb}
+	r.pending[entry] = p
+	p.timer = time.AfterFunc(r.cfg.Timeout, func() {
+		if r.take(entry, to.ID) != nil {
+			cb(nil, fmt.Errorf("%w: gateway %s did not confirm within %v", ErrRemoteUnavailable, to.ID.Short(), r.cfg.Timeout))
+		}
+	})
+	r.stats.HandoffsOut++
+	r.stats.BytesOut += uint64(len(bundle))
+	r.mu.Unlock()
+	var w wire.Writer
+	w.U8(appmux.TagRelay)
+	w.U8(relayDeliver)
+	w.String(entry)
+	w.Bytes(bundle)
+	r.cfg.Ov.Send(to, w.B)
+}
+
+func (r *Relay) take(entry string, from ids.ID) *relayPending {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	p := r.pending[entry]
+	if p == nil || p.to != from {
+		return nil
+	}
+	delete(r.pending, entry)
+	p.timer.Stop()
+	return p
+}
+
+// App is the relay's appmux application.
+func (r *Relay) App() appmux.App { return relayApp{r} }
+
+type relayApp struct{ r *Relay }
+
+func (relayApp) Forward(_ ids.ID, payload []byte, _ pastry.Handle) ([]byte, bool) {
+	return payload, true
+}
+
+func (a relayApp) HandleEvent(e pastry.Event) bool {
+	if e.Kind != pastry.EventDirect || len(e.Payload) < 2 || e.Payload[0] != appmux.TagRelay {
+		return false
+	}
+	rd := wire.NewReader(e.Payload[1:])
+	switch rd.U8() {
+	case relayDeliver:
+		entry := rd.String(64, "entry")
+		raw := rd.Bytes(MaxRelayBundle, "bundle")
+		if rd.Done() == nil {
+			a.r.onDeliver(e.Origin, entry, raw)
+		}
+	case relayResult:
+		entry := rd.String(64, "entry")
+		n := rd.Count(1000, 3, "results")
+		states := map[string]mailqueue.RcptState{}
+		for i := 0; i < n && rd.Err() == nil; i++ {
+			addr := rd.String(254, "recipient")
+			code := rd.U8()
+			text := rd.String(maxRelayText, "text")
+			st := mailqueue.RcptState{Addr: addr, State: mailqueue.Pending, Detail: text}
+			switch code {
+			case rcptDelivered:
+				st.State = mailqueue.Delivered
+			case rcptUnknown, rcptRevoked:
+				st.State = mailqueue.Failed
+			}
+			states[addr] = st
+		}
+		if rd.Done() == nil {
+			if p := a.r.take(entry, e.Origin.ID); p != nil {
+				p.cb(states, nil)
+			}
+		}
+	}
+	return true
+}
+
+// onDeliver stores a bundle from a gateway of an admitted ring and answers once it is durable
+// in this ring.
+func (r *Relay) onDeliver(from pastry.Handle, entry string, raw []byte) {
+	peerRing, ok := r.cfg.Global.PeerRing(from.ID)
+	if !ok || !r.cfg.Global.Admitted(peerRing) {
+		return
+	}
+	b, err := post.DecodeRemoteBundle(raw)
+	if err != nil || b.Dest != r.cfg.Ring {
+		r.cfg.Log.Warn("relay: refused a hand-off", "from", from.ID.Short(), "ring", peerRing.Short(), "entry", entry, "err", err)
+		return
+	}
+	r.mu.Lock()
+	r.stats.HandoffsIn++
+	r.stats.BytesIn += uint64(len(raw))
+	r.mu.Unlock()
+	r.cfg.Deliver(b, func(results []post.Result) {
+		var w wire.Writer
+		w.U8(appmux.TagRelay)
+		w.U8(relayResult)
+		w.String(entry)
+		w.Uvarint(uint64(len(results)))
+		for _, res := range results {
+			code, text := byte(rcptFailed), ""
+			switch res.Status {
+			case post.Accepted:
+				code = rcptDelivered
+			case post.UnknownRecipient:
+				code = rcptUnknown
+			case post.RevokedRecipient:
+				code = rcptRevoked
+			}
+			if res.Err != nil {
+				text = res.Err.Error()
+				if len(text) > maxRelayText {
+					text = text[:maxRelayText]
+				}
+			}
+			w.String(res.To)
+			w.U8(code)
+			w.String(text)
+		}
+		r.cfg.Ov.Send(from, w.B)
+	})
+}
+
+// Carrier works a gateway's queue: each due federation entry is handed to its destination
+// ring's gateways, and the recipients' states recorded; an entry with no recipient left
+// pending is finished.
+type Carrier struct {
+	Queue *mailqueue.Queue
+	Relay *Relay
+	Log   *slog.Logger
+	Now   func() time.Time
+	busy  sync.Map // entry ids being handed off
+}
+
+// RunOnce starts a hand-off for every due federation entry not already under way.
+func (c *Carrier) RunOnce(ctx context.Context) {
+	for _, id := range c.Queue.Due(c.Now()) {
+		if _, loaded := c.busy.LoadOrStore(id, true); loaded {
+			continue
+		}
+		h, _, err := c.Queue.Get(id)
+		if err != nil || h.Kind != mailqueue.KindFederation || len(h.Rcpts) == 0 {
+			c.busy.Delete(id)
+			continue
+		}
+		dest, err := ids.Parse(h.Rcpts[0].Ring)
+		if err != nil {
+			c.busy.Delete(id)
+			continue
+		}
+		body, err := c.readBody(id)
+		if err != nil {
+			c.Log.Warn("carrier: cannot read a queued entry", "entry", id, "err", err)
+			c.record(id, nil, err)
+			continue
+		}
+		c.Relay.HandOff(id, dest, body, func(states map[string]mailqueue.RcptState, err error) {
+			c.record(id, states, err)
+		})
+	}
+}
+
+func (c *Carrier) readBody(id string) ([]byte, error) {
+	r, err := c.Queue.Body(id)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	return io.ReadAll(r)
+}
+
+func (c *Carrier) record(id string, states map[string]mailqueue.RcptState, err error) {
+	defer c.busy.Delete(id)
+	s, aerr := c.Queue.Attempted(id, states, err)
+	if aerr != nil {
+		c.Log.Warn("carrier: cannot record an attempt", "entry", id, "err", aerr)
+		return
+	}
+	pending, failed := 0, 0
+	for _, r := range s.Rcpts {
+		switch r.State {
+		case mailqueue.Pending:
+			pending++
+		case mailqueue.Failed:
+			failed++
+		}
+	}
+	if pending > 0 {
+		if err != nil {
+			c.Log.Info("carrier: hand-off to be retried", "entry", id, "attempt", s.Attempts, "next", s.Next.Format(time.RFC3339), "err", err)
+		}
+		return
+	}
+	outcome := "delivered"
+	switch {
+	case failed == len(s.Rcpts):
+		outcome = "failed"
+	case failed > 0:
+		outcome = "partial"
+	}
+	if err := c.Queue.Finish(id, outcome); err != nil {
+		c.Log.Warn("carrier: cannot finish an entry", "entry", id, "err", err)
+	}
+}
