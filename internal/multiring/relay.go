@@ -49,7 +49,7 @@ type RelayConfig struct {
 	Topics  Topics
 	Ov      Overlay
 	Deliver func(b *post.RemoteBundle, cb func([]post.Result)) // this ring's POST (DeliverRemote)
-	Timeout time.Duration                                     // per hand-off (default 30 s)
+	Timeout time.Duration                                      // per hand-off (default 30 s)
 	Log     *slog.Logger
 }
 
