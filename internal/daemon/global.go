@@ -94,6 +94,7 @@ func (n *Node) startGlobal() error {
 		ID:                n.rn.ID,
 		Certificate:       creds,
 		VerifyPeerChain:   gs.link.VerifyChain,
+		OnPeer:            gs.link.OnPeer,
 		Handler:           gs.link.Handle,
 		Logger:            n.log.With("ring", "global"),
 		DialTimeout:       n.timers.DialTimeout,

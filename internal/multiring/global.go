@@ -1,6 +1,7 @@
 package multiring
 
 import (
+	"bytes"
 	"context"
 	"crypto/x509"
 	"errors"
@@ -64,14 +65,16 @@ type globalPeer struct {
 	ring     ids.RingID
 	ca       *x509.Certificate
 	leaf     *x509.Certificate
+	admitted bool      // its ring is admitted and its own certificate is not revoked
 	greeted  bool      // our Hello went out since the connection's peer last asked
 	asked    time.Time // when we last sent Needed
 	lastAddr string
 }
 
 type admittedRing struct {
-	foreign  *ring.Foreign
-	decision Decision
+	foreign    *ring.Foreign
+	decision   Decision
+	descriptor []byte // the signed descriptor the decision was made on
 }
 
 const (
@@ -83,7 +86,10 @@ const (
 	admResult = 3 // admitted, seconds valid, reason
 
 	maxReason = 512
-	askEvery  = time.Second
+	// askEvery: an unadmitted peer is asked for its bundle at most this often.
+	askEvery = time.Minute
+	// maxBundleDomains bounds the domains a ring may claim (each costs a DNS question).
+	maxBundleDomains = 64
 )
 
 // NewGlobal makes the link; SetTransport gives it the transport once that exists (the
@@ -136,7 +142,9 @@ func (g *Global) admittedLocked(id ids.RingID) bool {
 }
 
 // VerifyChain is the transport's VerifyPeerChain: a gateway certificate of some ring (its CA
-// shown after it), not revoked if its ring is known, and not of a ring refused lately.
+// shown after it), not revoked if its ring is known, and not of a ring refused lately. It
+// changes nothing: TLS calls it before the peer has proved it holds the certificate's key
+// (OnPeer records the peer once it has).
 func (g *Global) VerifyChain(chain []*x509.Certificate) (ids.ID, error) {
 	now := g.cfg.Now()
 	p, err := ring.VerifyGatewayChain(chain, now)
@@ -144,25 +152,43 @@ func (g *Global) VerifyChain(chain []*x509.Certificate) (ids.ID, error) {
 		return ids.Zero, err
 	}
 	g.mu.Lock()
-	defer g.mu.Unlock()
-	if r := g.rings[p.Ring]; r != nil && now.Before(r.decision.Until) {
+	r := g.rings[p.Ring]
+	g.mu.Unlock()
+	if r != nil && now.Before(r.decision.Until) {
 		if !r.decision.Admitted && !r.decision.Temporary {
 			return ids.Zero, fmt.Errorf("global ring: ring %s (%s) was refused: %s", p.Ring.Short(), r.decision.Name, r.decision.Reason)
 		}
-		if r.foreign != nil && r.foreign.SameCA(p.CA) {
+		if r.foreign != nil {
 			if _, err := r.foreign.Trust.VerifyPeer(p.Leaf, now); err != nil {
 				return ids.Zero, err
 			}
 		}
 	}
-	pe := g.peers[p.Node]
+	return p.Node, nil
+}
+
+// OnPeer is the transport's OnPeer: a gateway completed a handshake with the chain it
+// showed. A peer of a ring admitted here is admitted at once unless its certificate is revoked.
+func (g *Global) OnPeer(id ids.ID, chain []*x509.Certificate) {
+	now := g.cfg.Now()
+	p, err := ring.VerifyGatewayChain(chain, now)
+	if err != nil || p.Node != id {
+		return
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	pe := g.peers[id]
 	if pe == nil || pe.ring != p.Ring {
 		pe = &globalPeer{ring: p.Ring}
-		g.peers[p.Node] = pe
+		g.peers[id] = pe
 	}
 	pe.ca, pe.leaf = p.CA, p.Leaf
 	pe.greeted = false // a new connection: say who we are again
-	return p.Node, nil
+	pe.admitted = false
+	if r := g.rings[p.Ring]; r != nil && r.foreign != nil && g.admittedLocked(p.Ring) {
+		_, verr := r.foreign.Trust.VerifyPeer(p.Leaf, now)
+		pe.admitted = verr == nil
+	}
 }
 
 // Send sends an overlay frame to a peer of the global ring, with this ring's bundle first if
@@ -175,8 +201,10 @@ func (g *Global) Send(to ids.ID, addr string, frame []byte) error {
 	if pe != nil {
 		pe.greeted, pe.lastAddr = true, addr
 	}
-	g.stats.SentFrames++
-	g.stats.SentBytes += uint64(len(frame) + 1)
+	if tr != nil {
+		g.stats.SentFrames++
+		g.stats.SentBytes += uint64(len(frame) + 1)
+	}
 	g.mu.Unlock()
 	if tr == nil {
 		return transport.ErrClosed
@@ -225,7 +253,7 @@ func (g *Global) Handle(from transport.From, frame []byte) {
 	}
 	switch frame[0] {
 	case chanOverlay:
-		if pe != nil && g.admittedLocked(pe.ring) {
+		if pe != nil && pe.admitted && g.admittedLocked(pe.ring) {
 			g.mu.Unlock()
 			g.cfg.Handler(from, frame[1:])
 			return
@@ -287,36 +315,48 @@ func (g *Global) onAdmission(from transport.From, pe *globalPeer, msg []byte) {
 // admit checks the bundle a peer sent and answers with the decision.
 func (g *Global) admit(from transport.From, pe *globalPeer, raw []byte) {
 	now := g.cfg.Now()
+	b, berr := ring.DecodeBundle(raw)
 	g.mu.Lock()
 	ringID, ca, leaf := pe.ring, pe.ca, pe.leaf
 	known := g.rings[ringID]
 	inFlight := g.checks[ringID]
-	if !inFlight {
+	sameDescriptor := berr == nil && known != nil && known.foreign != nil && bytes.Equal(known.descriptor, b.Descriptor)
+	reuse := sameDescriptor && now.Before(known.decision.Until)
+	if !reuse && !inFlight {
 		g.checks[ringID] = true
 	}
 	g.mu.Unlock()
 	var d Decision
 	var f *ring.Foreign
 	switch {
-	case known != nil && now.Before(known.decision.Until) && known.foreign != nil && known.foreign.SameCA(ca):
+	case reuse:
 		d, f = known.decision, known.foreign
-		if !inFlight {
-			g.doneCheck(ringID)
+		// The bundle may carry a newer revocation list (it only ever moves forward): the
+		// ring's peers admitted under the older one are checked again.
+		if newer, _ := f.Trust.UpdateRevocations(b.Revocations); newer {
+			g.recheckPeers(ringID, f, now)
 		}
 	case inFlight:
 		return // the first Hello's check answers; the peer asks again if it must
 	default:
 		var err error
-		f, err = g.verifyHello(raw, ca, now)
+		f, err = g.verifyHello(b, berr, ca, now)
 		if err != nil {
 			d = Decision{Ring: ringID, Reason: err.Error(), Until: now.Add(DefaultMinTTL)}
 		} else {
+			if known != nil && !sameDescriptor {
+				g.cfg.Admission.Forget(ringID) // a new descriptor: decide on it, not on the old one
+			}
 			ctx, cancel := context.WithTimeout(context.Background(), g.cfg.CheckTimeout)
 			d = g.cfg.Admission.Check(ctx, f)
 			cancel()
 		}
 		g.mu.Lock()
-		g.rings[ringID] = &admittedRing{foreign: f, decision: d}
+		ar := &admittedRing{foreign: f, decision: d}
+		if berr == nil {
+			ar.descriptor = b.Descriptor
+		}
+		g.rings[ringID] = ar
 		if d.Admitted {
 			g.stats.Admitted++
 		} else {
@@ -330,17 +370,25 @@ func (g *Global) admit(from transport.From, pe *globalPeer, raw []byte) {
 			g.cfg.Log.Warn("global ring: ring refused", "ring", ringID.Short(), "name", d.Name, "peer", from.ID.Short(), "reason", d.Reason)
 		}
 	}
-	if f != nil && d.Admitted {
-		// Revocations known now: a revoked gateway is not let in through an admitted ring.
+	// The peer itself: its ring admitted, its certificate not revoked under the newest list.
+	peerOK := d.Admitted && f != nil && f.SameCA(ca)
+	if peerOK {
 		if _, err := f.Trust.VerifyPeer(leaf, now); err != nil {
+			peerOK = false
 			d = Decision{Ring: ringID, Name: d.Name, Reason: err.Error(), Until: d.Until}
 			g.cfg.Log.Warn("global ring: gateway refused", "ring", ringID.Short(), "peer", from.ID.Short(), "reason", err)
 		}
 	}
+	g.mu.Lock()
+	if cur := g.peers[from.ID]; cur == pe {
+		pe.admitted = peerOK
+	}
+	tr := g.tr
+	g.mu.Unlock()
 	var w wire.Writer
 	w.U8(chanAdmission)
 	w.U8(admResult)
-	if d.Admitted {
+	if peerOK {
 		w.U8(1)
 	} else {
 		w.U8(0)
@@ -351,11 +399,23 @@ func (g *Global) admit(from transport.From, pe *globalPeer, raw []byte) {
 		reason = reason[:maxReason]
 	}
 	w.String(reason)
-	g.mu.Lock()
-	tr := g.tr
-	g.mu.Unlock()
 	if tr != nil {
 		_ = tr.Send(from.ID, from.Addr, w.B)
+	}
+}
+
+// recheckPeers drops the admission of the ring's peers whose certificates f now revokes.
+func (g *Global) recheckPeers(id ids.RingID, f *ring.Foreign, now time.Time) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for node, pe := range g.peers {
+		if pe.ring != id || !pe.admitted || pe.leaf == nil {
+			continue
+		}
+		if _, err := f.Trust.VerifyPeer(pe.leaf, now); err != nil {
+			pe.admitted = false
+			g.cfg.Log.Warn("global ring: gateway no longer admitted", "ring", id.Short(), "peer", node.Short(), "reason", err)
+		}
 	}
 }
 
@@ -365,11 +425,11 @@ func (g *Global) doneCheck(id ids.RingID) {
 	g.mu.Unlock()
 }
 
-// verifyHello checks a Hello's bundle: well formed, verified, and of the CA the handshake showed.
-func (g *Global) verifyHello(raw []byte, ca *x509.Certificate, now time.Time) (*ring.Foreign, error) {
-	b, err := ring.DecodeBundle(raw)
-	if err != nil {
-		return nil, err
+// verifyHello checks a Hello's bundle: well formed, verified, of the CA the handshake showed,
+// and claiming a bounded number of domains.
+func (g *Global) verifyHello(b ring.Bundle, decodeErr error, ca *x509.Certificate, now time.Time) (*ring.Foreign, error) {
+	if decodeErr != nil {
+		return nil, decodeErr
 	}
 	f, err := ring.VerifyBundle(b, now)
 	if err != nil {
@@ -377,6 +437,9 @@ func (g *Global) verifyHello(raw []byte, ca *x509.Certificate, now time.Time) (*
 	}
 	if ca == nil || !f.SameCA(ca) {
 		return nil, errors.New("the bundle's CA is not the one of the peer's TLS certificate chain")
+	}
+	if n := len(f.Descriptor.Domains); n > maxBundleDomains {
+		return nil, fmt.Errorf("the ring claims %d mail domains, at most %d are checked", n, maxBundleDomains)
 	}
 	return f, nil
 }

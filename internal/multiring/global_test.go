@@ -2,9 +2,15 @@ package multiring
 
 import (
 	"bytes"
+	"crypto/ed25519"
+	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"fmt"
 	"log/slog"
+	"math/big"
+	"net/url"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -57,16 +63,22 @@ func (tg *testGateway) received() []string {
 
 func startGateway(t *testing.T, name string, domains []string, res TXTResolver, plain bool) *testGateway {
 	t.Helper()
-	dir := t.TempDir()
-	r, err := ring.Create(filepath.Join(dir, "ring"), ring.DefaultParams(name, domains...), time.Now())
+	r, err := ring.Create(filepath.Join(t.TempDir(), "ring"), ring.DefaultParams(name, domains...), time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
+	return startGatewayIn(t, r, res, plain)
+}
+
+// startGatewayIn enrolls a gateway (or, plain, a node without the role) in r and starts its
+// global-ring transport with r's bundle as it is now.
+func startGatewayIn(t *testing.T, r *ring.Ring, res TXTResolver, plain bool) *testGateway {
+	t.Helper()
 	var roles []ring.Role
 	if !plain {
 		roles = append(roles, ring.RoleGateway)
 	}
-	n, err := ring.InitNode(r, filepath.Join(dir, "gw"), ring.NodeConfig{Listen: "127.0.0.1:1"}, ring.Validity{}, time.Now(), roles...)
+	n, err := ring.InitNode(r, filepath.Join(t.TempDir(), "gw"), ring.NodeConfig{Listen: "127.0.0.1:1"}, ring.Validity{}, time.Now(), roles...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,7 +86,12 @@ func startGateway(t *testing.T, name string, domains []string, res TXTResolver, 
 	if err != nil {
 		t.Fatal(err)
 	}
-	tg := &testGateway{name: name, ring: r, node: n, log: &syncBuffer{}, names: map[ids.ID]string{}}
+	return startWithCreds(t, r, n, b, res, tls.Certificate{Certificate: [][]byte{n.Cert.Raw, r.CA.Raw}, PrivateKey: n.Key})
+}
+
+func startWithCreds(t *testing.T, r *ring.Ring, n *ring.Node, b ring.Bundle, res TXTResolver, creds tls.Certificate) *testGateway {
+	t.Helper()
+	tg := &testGateway{name: r.Descriptor.Name, ring: r, node: n, log: &syncBuffer{}, names: map[ids.ID]string{}}
 	tg.g = NewGlobal(GlobalConfig{Self: b, Admission: &Admission{Resolver: res},
 		Log: slog.New(slog.NewTextHandler(tg.log, nil)),
 		Handler: func(from transport.From, frame []byte) {
@@ -82,9 +99,8 @@ func startGateway(t *testing.T, name string, domains []string, res TXTResolver, 
 			tg.got = append(tg.got, from.ID.Short()+":"+string(frame))
 			tg.mu.Unlock()
 		}})
-	tr, err := tcp.New(tcp.Config{ListenAddr: "127.0.0.1:0", ID: n.ID,
-		Certificate:     tls.Certificate{Certificate: [][]byte{n.Cert.Raw, r.CA.Raw}, PrivateKey: n.Key},
-		VerifyPeerChain: tg.g.VerifyChain, Handler: tg.g.Handle,
+	tr, err := tcp.New(tcp.Config{ListenAddr: "127.0.0.1:0", ID: n.ID, Certificate: creds,
+		VerifyPeerChain: tg.g.VerifyChain, OnPeer: tg.g.OnPeer, Handler: tg.g.Handle,
 		Logger: slog.New(slog.NewTextHandler(tg.log, nil))})
 	if err != nil {
 		t.Fatal(err)
@@ -173,5 +189,91 @@ func TestGlobalAdmission(t *testing.T) {
 	}
 	if !strings.Contains(globex.log.String()+plain.log.String(), "is not a gateway") {
 		t.Fatalf("no log says the node is not a gateway:\n%s\n%s", globex.log, plain.log)
+	}
+}
+
+// Someone with a CA of their own issues a gateway certificate for another gateway's public key
+// and tries handshakes with it: they cannot finish one (no private key), and the real
+// gateway's standing is untouched (state is recorded only after a completed handshake).
+func TestGlobalImpersonationAttempt(t *testing.T) {
+	srv, err := dnstest.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	res := &dnsres.Resolver{Server: srv.Addr, Timeout: time.Second}
+	acme := startGateway(t, "acme", []string{"acme.example"}, res, false)
+	globex := startGateway(t, "globex", []string{"globex.example"}, res, false)
+	publish(srv, acme)
+	publish(srv, globex)
+	if !sendUntil(globex, acme, "before", 5*time.Second) {
+		t.Fatal("globex could not reach acme")
+	}
+	// mallory's CA signs a gateway certificate for globex's key, in mallory's ring.
+	mr, err := ring.Create(filepath.Join(t.TempDir(), "mring"), ring.DefaultParams("mallory", "mallory.example"), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	caKey, err := mr.CAKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	victimPub := globex.node.Key.Public().(ed25519.PublicKey)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(99), Subject: pkix.Name{CommonName: "forged"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), KeyUsage: x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		URIs: []*url.URL{{Scheme: "epost", Host: "node", Path: "/" + mr.Descriptor.RingID.String() + "/" + globex.node.ID.String()},
+			{Scheme: "epost", Host: "role", Path: "/gateway"}}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, mr.CA, victimPub, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, mKey, _ := ed25519.GenerateKey(nil) // not the victim's key: the handshake cannot complete
+	mb, _ := ring.LoadBundle(mr.Dir)
+	mallory := startWithCreds(t, mr, globex.node, mb, res, tls.Certificate{Certificate: [][]byte{der, mr.CA.Raw}, PrivateKey: mKey})
+	for range 5 {
+		_ = mallory.g.Send(acme.node.ID, acme.tr.LocalAddr(), []byte("impostor"))
+		time.Sleep(50 * time.Millisecond)
+	}
+	if got, ok := acme.g.PeerRing(globex.node.ID); !ok || got != globex.ring.Descriptor.RingID {
+		t.Fatalf("after the attempts acme thinks globex's gateway is of ring %s (%v)", got.Short(), ok)
+	}
+	if !sendUntil(globex, acme, "after", 5*time.Second) {
+		t.Fatalf("globex was cut off by the impersonation attempts; acme log:\n%s", acme.log)
+	}
+}
+
+// A gateway revoked by its ring's CA, which shows an old revocation list, is cut off once
+// another gateway of its ring shows the newer list.
+func TestGlobalRevokedGateway(t *testing.T) {
+	srv, err := dnstest.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	res := &dnsres.Resolver{Server: srv.Addr, Timeout: time.Second}
+	globex := startGateway(t, "globex", []string{"globex.example"}, res, false)
+	publish(srv, globex)
+	ar, err := ring.Create(filepath.Join(t.TempDir(), "ring"), ring.DefaultParams("acme", "acme.example"), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.SetTXT(ring.DNSName("acme.example"), time.Hour, ring.DNSValue(ar.Descriptor.RingID))
+	bad := startGatewayIn(t, ar, res, false) // its bundle predates its revocation
+	if !sendUntil(bad, globex, "while valid", 5*time.Second) {
+		t.Fatal("the gateway could not reach globex before its revocation")
+	}
+	if _, err := ar.Revoke(nil, bad.node.ID, "stolen", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	good := startGatewayIn(t, ar, res, false) // shows the newer list
+	if !sendUntil(good, globex, "hello", 5*time.Second) {
+		t.Fatal("the good gateway could not reach globex")
+	}
+	if sendUntil(bad, globex, "after revocation", 2*time.Second) {
+		t.Fatal("the revoked gateway still reaches globex")
+	}
+	if !strings.Contains(globex.log.String(), "no longer admitted") {
+		t.Fatalf("globex's log does not say it dropped the revoked gateway:\n%s", globex.log)
 	}
 }

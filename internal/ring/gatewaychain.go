@@ -57,6 +57,10 @@ func VerifyGatewayChain(chain []*x509.Certificate, now time.Time) (GatewayPeer, 
 	return GatewayPeer{Ring: id, Node: node, CA: ca, Leaf: leaf}, nil
 }
 
-// SameCA reports whether f's CA is the certificate c (a bundle must come from the ring whose
-// CA the handshake showed).
-func (f *Foreign) SameCA(c *x509.Certificate) bool { return bytes.Equal(f.Trust.CA().Raw, c.Raw) }
+// SameCA reports whether f's CA has the key of certificate c (a bundle must come from the
+// ring whose CA the handshake showed; a CA certificate re-issued over the same key is the
+// same CA).
+func (f *Foreign) SameCA(c *x509.Certificate) bool {
+	pub, err := caPublicKey(c)
+	return err == nil && bytes.Equal(f.Trust.caPub, pub)
+}

@@ -61,6 +61,11 @@ type Config struct {
 	// never seen, so each presents its CA certificate after its own (Certificate then carries
 	// both).
 	VerifyPeerChain func(chain []*x509.Certificate) (ids.ID, error)
+	// OnPeer, if set, hears of every completed handshake (the peer proved possession of its
+	// key and sent its hello) with the chain it presented, before any frame of that connection
+	// is delivered. State about a peer belongs here, not in VerifyPeer(Chain), which TLS calls
+	// before the peer's signature is checked: anyone can present anyone's certificate.
+	OnPeer func(id ids.ID, chain []*x509.Certificate)
 	// TLSConfig is an optional base (cipher preferences, KeyLogWriter in a debugging session).
 	// It is cloned; versions, client authentication and verification are always overridden:
 	// TLS 1.3 only, a certificate required from both sides, checked by VerifyPeer.

@@ -228,6 +228,7 @@ func (t *Transport) serveInbound(nc net.Conn) {
 		}
 		return
 	}
+	t.onPeer(peer, tc)
 	c := newConn(t, peer, nc.RemoteAddr().String(), false)
 	t.start(c, nc, tc, br, bw, h.addr)
 }
@@ -282,6 +283,7 @@ func (t *Transport) dialOnce(c *conn) error {
 		nc.Close()
 		return err
 	}
+	t.onPeer(got, tc)
 	advertised := h.addr
 	if advertised == "" {
 		advertised = c.addr
@@ -481,5 +483,13 @@ func (t *Transport) Identify(ctx context.Context, addr string) (ids.ID, error) {
 	if _, _, _, err := t.handshake(nc, tc); err != nil {
 		return ids.Zero, err
 	}
+	t.onPeer(got, tc)
 	return got, nil
+}
+
+// onPeer reports a completed handshake to Config.OnPeer.
+func (t *Transport) onPeer(id ids.ID, tc *tls.Conn) {
+	if t.cfg.OnPeer != nil {
+		t.cfg.OnPeer(id, tc.ConnectionState().PeerCertificates)
+	}
 }
