@@ -69,7 +69,11 @@ func Build(r *Report) ([]byte, error) {
 		return nil, errors.New("dsn: a report needs recipients")
 	}
 	action := r.Recipients[0].Action
-	for _, rc := range r.Recipients {
+	rcpts := make([]Recipient, len(r.Recipients))
+	for i, rc := range r.Recipients {
+		// Multi-line SMTP replies arrive with line breaks inside: one line of text each.
+		rc.Diagnostic, rc.RemoteMTA = oneLine(rc.Diagnostic), oneLine(rc.RemoteMTA)
+		rcpts[i] = rc
 		if !statusRE.MatchString(rc.Status) {
 			return nil, fmt.Errorf("dsn: status %q of %s: want class.subject.detail (RFC 3463)", rc.Status, rc.Final)
 		}
@@ -81,7 +85,7 @@ func Build(r *Report) ([]byte, error) {
 		if rc.Action == Failed {
 			action = Failed
 		}
-		if hasCRLF(rc.Final, rc.Original, rc.RemoteMTA, rc.Diagnostic, rc.DiagnosticType) {
+		if hasCRLF(rc.Final, rc.Original, rc.DiagnosticType) {
 			return nil, fmt.Errorf("dsn: a field of %s has a line break", rc.Final)
 		}
 	}
@@ -104,7 +108,7 @@ func Build(r *Report) ([]byte, error) {
 		subject = "Delayed Mail (still being retried)"
 		fmt.Fprintf(&text, "This is the mail system at %s.\r\n\r\nYour message has not been delivered yet to one or more recipients.\r\nNothing needs to be done: delivery is being retried.\r\n\r\n", r.ReportingMTA)
 	}
-	for _, rc := range r.Recipients {
+	for _, rc := range rcpts {
 		fmt.Fprintf(&text, "<%s>: %s (%s)", rc.Final, rc.Action, rc.Status)
 		if rc.Diagnostic != "" {
 			fmt.Fprintf(&text, ": %s", rc.Diagnostic)
@@ -129,7 +133,7 @@ func Build(r *Report) ([]byte, error) {
 	if !r.ArrivalDate.IsZero() {
 		fmt.Fprintf(&st, "Arrival-Date: %s\r\n", r.ArrivalDate.Format(time.RFC1123Z))
 	}
-	for _, rc := range r.Recipients {
+	for _, rc := range rcpts {
 		st.WriteString("\r\n")
 		if rc.Original != "" {
 			fmt.Fprintf(&st, "Original-Recipient: rfc822; %s\r\n", rc.Original)
@@ -185,6 +189,11 @@ func Build(r *Report) ([]byte, error) {
 	fmt.Fprintf(&msg, "Content-Type: %s\r\n\r\n", mime.FormatMediaType("multipart/report", map[string]string{"report-type": "delivery-status", "boundary": mw.Boundary()}))
 	msg.Write(body.Bytes())
 	return msg.Bytes(), nil
+}
+
+// oneLine joins the lines of s with spaces.
+func oneLine(s string) string {
+	return strings.Join(strings.Fields(strings.NewReplacer("\r", " ", "\n", " ").Replace(s)), " ")
 }
 
 func hasCRLF(ss ...string) bool {

@@ -70,11 +70,31 @@ func TestBuildRefuses(t *testing.T) {
 		"no recipients": {ReportingMTA: "gw", From: "m@a", To: "a@a"},
 		"bad status":    {ReportingMTA: "gw", From: "m@a", To: "a@a", Recipients: []Recipient{{Final: "b@b", Action: Failed, Status: "550"}}},
 		"bad action":    {ReportingMTA: "gw", From: "m@a", To: "a@a", Recipients: []Recipient{{Final: "b@b", Action: "lost", Status: "5.0.0"}}},
-		"line break":    {ReportingMTA: "gw", From: "m@a", To: "a@a", Recipients: []Recipient{{Final: "b@b", Action: Failed, Status: "5.0.0", Diagnostic: "x\r\nBcc: evil@x"}}},
+		"line break":    {ReportingMTA: "gw", From: "m@a", To: "a@a", Recipients: []Recipient{{Final: "b@b\r\nBcc: evil@x", Action: Failed, Status: "5.0.0"}}},
 	} {
 		if _, err := Build(r); err == nil {
 			t.Errorf("%s: built", name)
 		}
+	}
+}
+
+// A multi-line SMTP reply (go-smtp joins its lines with LF) becomes one line of diagnostic,
+// and cannot inject fields.
+func TestMultiLineDiagnostic(t *testing.T) {
+	raw, err := Build(&Report{ReportingMTA: "gw", From: "m@acme.example", To: "a@acme.example", Recipients: []Recipient{{Final: "b@gmail.example",
+		Action: Failed, Status: "5.1.1", Diagnostic: "550-5.1.1 The email account that you tried to reach does not exist.\n550 5.1.1 Please try\r\nBcc: evil@x"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := Parse(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := r.Recipients[0].Diagnostic; d != "550-5.1.1 The email account that you tried to reach does not exist. 550 5.1.1 Please try Bcc: evil@x" {
+		t.Fatalf("diagnostic %q", d)
+	}
+	if bytes.Contains(raw, []byte("\r\nBcc:")) {
+		t.Fatal("a field was injected")
 	}
 }
 

@@ -52,10 +52,17 @@ type Result struct {
 	DMARCPolicy dmarc.Policy // the policy that applies (the subdomain policy for a subdomain)
 	FromDomain  string
 	Reason      string // why DMARC failed, or what was wrong with the From field
+	// BadFrom: the message has no single, parseable From address, so DMARC cannot be
+	// evaluated for the domain it claims (RFC 7489 section 6.6.1): such mail is refused, or
+	// a forger could dodge a p=reject policy by breaking the field.
+	BadFrom bool
 }
 
-// Reject reports whether DMARC asks to reject this message (p=reject and a failure).
-func (r *Result) Reject() bool { return r.DMARC == Fail && r.DMARCPolicy == dmarc.PolicyReject }
+// Reject reports whether the message should be refused: DMARC asks to reject it (p=reject and
+// a failure), or its From field cannot be evaluated.
+func (r *Result) Reject() bool {
+	return r.BadFrom || r.DMARC == Fail && r.DMARCPolicy == dmarc.PolicyReject
+}
 
 // Quarantine reports whether DMARC asks to quarantine it.
 func (r *Result) Quarantine() bool { return r.DMARC == Fail && r.DMARCPolicy == dmarc.PolicyQuarantine }
@@ -96,7 +103,7 @@ func (c *Checker) Check(ctx context.Context, ip net.IP, helo, mailFrom string, m
 
 	from, err := fromDomain(msg)
 	if err != nil {
-		r.DMARC, r.Reason = PermError, err.Error()
+		r.DMARC, r.Reason, r.BadFrom = PermError, err.Error(), true
 		return r
 	}
 	r.FromDomain = from
@@ -108,7 +115,8 @@ func (c *Checker) Check(ctx context.Context, ip net.IP, helo, mailFrom string, m
 func fromDomain(msg []byte) (string, error) {
 	tr := textproto.NewReader(bufio.NewReader(bytes.NewReader(msg)))
 	h, err := tr.ReadMIMEHeader()
-	if err != nil && len(h) == 0 {
+	if err != nil {
+		// A malformed header (a line without a colon, say) would hide the fields after it.
 		return "", fmt.Errorf("header: %v", err)
 	}
 	froms := h.Values("From")
@@ -175,6 +183,17 @@ func (c *Checker) dmarc(ctx context.Context, nr dnsres.NetResolver, r *Result) {
 			return
 		}
 	}
+	// Nothing passes aligned. If a check could not be made (DNS trouble), the verdict waits:
+	// a temporary error, not a failure that a p=reject policy would turn into a refusal.
+	temp := r.SPF == spf.TempError
+	for _, d := range r.DKIM {
+		temp = temp || d.Result == TempError
+	}
+	if temp {
+		r.DMARC = TempError
+		r.Reason = fmt.Sprintf("no aligned pass for %s, and a check could not be made (SPF %s; DKIM %v)", r.FromDomain, r.SPF, r.DKIM)
+		return
+	}
 	r.DMARC = Fail
 	r.Reason = fmt.Sprintf("neither SPF (%s for %s) nor a DKIM signature passes aligned with %s", r.SPF, r.SPFDomain, r.FromDomain)
 }
@@ -195,14 +214,33 @@ func (r *Result) Header(authservID string) string {
 
 // StripAuthResults removes the Authentication-Results fields that claim authservID from the
 // message's header (RFC 8601 section 5: a sender must not be able to fake our verdicts), and
-// leaves everything else byte for byte.
+// leaves everything else byte for byte. Lines may end in CRLF or a bare LF (SMTP DATA passes
+// both through).
 func StripAuthResults(msg []byte, authservID string) []byte {
-	end := bytes.Index(msg, []byte("\r\n\r\n"))
-	if end < 0 {
-		end = len(msg)
+	// The header ends at the first empty line.
+	end := len(msg)
+	for i := 0; i < len(msg); {
+		j := bytes.IndexByte(msg[i:], '\n')
+		if j < 0 {
+			break
+		}
+		line := msg[i : i+j+1]
+		if len(bytes.TrimRight(line, "\r\n")) == 0 {
+			end = i
+			break
+		}
+		i += j + 1
+	}
+	var lines [][]byte
+	for rest := msg[:end]; len(rest) > 0; {
+		j := bytes.IndexByte(rest, '\n')
+		if j < 0 {
+			lines, rest = append(lines, rest), nil
+			break
+		}
+		lines, rest = append(lines, rest[:j+1]), rest[j+1:]
 	}
 	var out bytes.Buffer
-	lines := bytes.SplitAfter(msg[:end], []byte("\r\n"))
 	for i := 0; i < len(lines); {
 		// A field is its first line and the folded lines after it.
 		j := i + 1
@@ -213,9 +251,10 @@ func StripAuthResults(msg []byte, authservID string) []byte {
 		if name, value, ok := bytes.Cut(field, []byte(":")); ok && strings.EqualFold(strings.TrimSpace(string(name)), "Authentication-Results") {
 			// The authserv-id is the field's first token; a field too damaged for the parser
 			// still names it there.
-			id, _, err := authres.Parse(strings.TrimSpace(string(value)))
+			v := strings.Join(strings.Fields(string(value)), " ")
+			id, _, err := authres.Parse(v)
 			if err != nil {
-				id = firstToken(string(value))
+				id = firstToken(v)
 			}
 			if strings.EqualFold(id, authservID) {
 				i = j

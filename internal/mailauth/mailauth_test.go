@@ -85,10 +85,22 @@ func TestChecks(t *testing.T) {
 	if r := c.Check(ctx, bad, "x", "alice@sender.example", []byte(msg)); r.DMARC != TempError || r.Reject() {
 		t.Fatalf("DNS failing: %+v", r)
 	}
-	// Two From fields: no DMARC verdict but a permanent error.
-	two := "From: a@sender.example\r\nFrom: b@sender.example\r\n\r\nx\r\n"
-	if r := c.Check(ctx, good, "x", "a@sender.example", []byte(two)); r.DMARC != PermError {
-		t.Fatalf("two From fields: %+v", r)
+	// A From field that cannot be evaluated is refused, or a forger could dodge p=reject by
+	// breaking it: two From fields, none, or a malformed line hiding the one there is.
+	for name, m := range map[string]string{
+		"two From fields": "From: a@sender.example\r\nFrom: b@sender.example\r\n\r\nx\r\n",
+		"no From field":   "Subject: x\r\n\r\nx\r\n",
+		"a line hides it": "Subject: x\r\nno colon here\r\nFrom: a@sender.example\r\n\r\nx\r\n",
+	} {
+		if r := c.Check(ctx, bad, "x", "a@sender.example", []byte(m)); r.DMARC != PermError || !r.BadFrom || !r.Reject() {
+			t.Fatalf("%s: %+v", name, r)
+		}
+	}
+	// SPF and DKIM both unknown for DNS trouble: DMARC waits (temperror), no refusal.
+	srv.Fail("_dmarc.sender.example", 0)
+	srv.Fail("sender.example", 2)
+	if r := c.Check(ctx, good, "x", "alice@sender.example", []byte(msg)); r.DMARC != TempError || r.Reject() {
+		t.Fatalf("SPF temperror, no DKIM: %+v", r)
 	}
 }
 
@@ -105,6 +117,15 @@ func TestStripAuthResults(t *testing.T) {
 		"Subject: hi\r\n\r\nAuthentication-Results: gw1.acme.example; body, not header\r\n"
 	if got != want {
 		t.Fatalf("got\n%q\nwant\n%q", got, want)
+	}
+	// Bare LF line ends (SMTP DATA passes them through) are handled the same way.
+	lf := strings.ReplaceAll(in, "\r\n", "\n")
+	if got := string(StripAuthResults([]byte(lf), "gw1.acme.example")); got != strings.ReplaceAll(want, "\r\n", "\n") {
+		t.Fatalf("LF message: got\n%q", got)
+	}
+	mixed := "Authentication-Results: gw1.acme.example;\n dkim=pass\r\nFrom: a@b\r\n\r\nbody\r\n"
+	if got := string(StripAuthResults([]byte(mixed), "gw1.acme.example")); got != "From: a@b\r\n\r\nbody\r\n" {
+		t.Fatalf("mixed line ends: got %q", got)
 	}
 }
 

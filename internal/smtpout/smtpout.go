@@ -37,7 +37,8 @@ type Config struct {
 	// certificate does not verify); otherwise TLS is opportunistic and certificates are not
 	// checked (RFC 7435), as MTAs do without MTA-STS or DANE.
 	RequireTLS bool
-	// TLSRoots verifies exchangers' certificates when RequireTLS; nil is the system's.
+	// TLSConfig is the base TLS configuration (roots for RequireTLS; nil: the system's).
+	// Without RequireTLS certificates are never checked, whatever it says.
 	TLSConfig *tls.Config
 	// MaxExchangers bounds the addresses tried per delivery (default 5).
 	MaxExchangers int
@@ -56,6 +57,9 @@ type Result struct {
 
 // ErrNullMX: the domain says it takes no mail (RFC 7505).
 var ErrNullMX = errors.New("smtpout: the domain accepts no mail (null MX)")
+
+// ErrNoDomain: the domain has neither mail exchangers nor addresses (permanent, 5.1.2).
+var ErrNoDomain = errors.New("smtpout: the domain has no mail exchanger and no address")
 
 // Deliverer sends messages.
 type Deliverer struct{ cfg Config }
@@ -102,6 +106,7 @@ func (d *Deliverer) Exchangers(ctx context.Context, domain string) ([]exchanger,
 	}
 	var out []exchanger
 	var lastErr error
+	implicit := len(hosts) == 1 && hosts[0] == domain && (mxs == nil)
 	for _, h := range hosts {
 		addrs, _, err := r.Addrs(ctx, h)
 		if err != nil {
@@ -116,6 +121,9 @@ func (d *Deliverer) Exchangers(ctx context.Context, domain string) ([]exchanger,
 		}
 	}
 	if len(out) == 0 {
+		if implicit && errors.Is(lastErr, dnsres.ErrNotFound) {
+			return nil, fmt.Errorf("%w: %s (%v)", ErrNoDomain, domain, lastErr)
+		}
 		if lastErr == nil {
 			lastErr = fmt.Errorf("%w: no address for the exchangers of %s", dnsres.ErrTemporary, domain)
 		}
@@ -132,9 +140,13 @@ func (d *Deliverer) Deliver(ctx context.Context, domain, from string, rcpts []st
 		res[i] = Result{Rcpt: r}
 	}
 	exs, err := d.Exchangers(ctx, domain)
-	if errors.Is(err, ErrNullMX) {
+	if errors.Is(err, ErrNullMX) || errors.Is(err, ErrNoDomain) {
+		enh := "5.1.10"
+		if errors.Is(err, ErrNoDomain) {
+			enh = "5.1.2"
+		}
 		for i := range res {
-			res[i].Permanent, res[i].Enhanced, res[i].Text = true, "5.1.10", err.Error()
+			res[i].Permanent, res[i].Enhanced, res[i].Text = true, enh, err.Error()
 		}
 		return res, nil
 	}
@@ -287,6 +299,7 @@ func (d *Deliverer) dial(ctx context.Context, ex exchanger) (*smtp.Client, error
 		if tc.ServerName == "" {
 			tc.ServerName = ex.host
 		}
+		tc.InsecureSkipVerify = !d.cfg.RequireTLS // opportunistic TLS takes any certificate (RFC 7435)
 	}
 	tconn := tls.Client(conn, tc)
 	if err := tconn.HandshakeContext(ctx); err != nil {

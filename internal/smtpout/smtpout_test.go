@@ -161,9 +161,22 @@ func TestDeliver(t *testing.T) {
 	if !res[0].Permanent || res[0].Enhanced != "5.1.10" {
 		t.Fatalf("null MX: %+v", res[0])
 	}
-	// No such domain at all: retried later (the resolver may be wrong for a while), with why.
+	// No such domain at all: refused for good (5.1.2), not retried for days.
 	res, _ = d.Deliver(ctx, "nowhere.example", "alice@acme.example", []string{"x@nowhere.example"}, msg)
-	if res[0].Delivered || res[0].Permanent || res[0].Text == "" {
+	if res[0].Delivered || !res[0].Permanent || res[0].Enhanced != "5.1.2" {
 		t.Fatalf("unknown domain: %+v", res[0])
+	}
+	// DNS failing: retried later, with why.
+	srv.Fail("dest.example", 2)
+	res, _ = d.Deliver(ctx, "dest.example", "alice@acme.example", []string{"bob@dest.example"}, msg)
+	if res[0].Delivered || res[0].Permanent || res[0].Text == "" {
+		t.Fatalf("DNS failing: %+v", res[0])
+	}
+	srv.Fail("dest.example", 0)
+	// A base TLS configuration does not turn opportunistic TLS into verified TLS: the
+	// exchanger's self-signed certificate is still taken.
+	withBase := New(Config{Resolver: d.cfg.Resolver, HELO: "gw1.acme.example", Port: port, Timeout: 2 * time.Second, TLSConfig: &tls.Config{MinVersion: tls.VersionTLS12}})
+	if res, _ = withBase.Deliver(ctx, "dest.example", "alice@acme.example", []string{"bob@dest.example"}, msg); !res[0].Delivered {
+		t.Fatalf("opportunistic TLS with a base config: %+v", res[0])
 	}
 }
