@@ -136,6 +136,10 @@ type Queue struct {
 	mu      sync.Mutex
 	entries map[string]*entry
 	done    map[string]Done
+	staging map[string]bool // ids staged and not yet committed or aborted
+	// writeMu serializes schedule changes (clone, write, install): the scheduler and a
+	// relay's answer may change one entry at once.
+	writeMu sync.Mutex
 }
 
 type entry struct {
@@ -160,8 +164,8 @@ func Open(dir string, opts Options) (*Queue, error) {
 	if opts.DoneTTL <= 0 {
 		opts.DoneTTL = 7 * 24 * time.Hour
 	}
-	q := &Queue{dir: dir, opts: opts, entries: map[string]*entry{}, done: map[string]Done{}}
-	for _, sub := range []string{"tmp", "q", "s"} {
+	q := &Queue{dir: dir, opts: opts, entries: map[string]*entry{}, done: map[string]Done{}, staging: map[string]bool{}}
+	for _, sub := range []string{"tmp", "q", "s", "bad"} {
 		if err := os.MkdirAll(filepath.Join(dir, sub), 0o700); err != nil {
 			return nil, fmt.Errorf("mailqueue %s: %w", dir, err)
 		}
@@ -217,7 +221,11 @@ func (q *Queue) load() error {
 		}
 		h, err := q.readHeader(id)
 		if err != nil {
-			return fmt.Errorf("entry %s: %w", id, err)
+			// One damaged file must not keep the node from starting: it is set aside in bad/
+			// for the operator (and its recipients get no DSN: nobody can read them).
+			_ = os.Rename(q.path("q", id), q.path("bad", id))
+			_ = os.Remove(q.path("s", id+".json"))
+			continue
 		}
 		s, err := q.readSchedule(id)
 		if err != nil { // the crash came between the schedule and the rename, or damaged it
@@ -258,7 +266,13 @@ func (q *Queue) loadDone() error {
 			kept = append(kept, d)
 		}
 	}
-	if lines := len(bytes.Fields(data)); len(kept) < lines {
+	lines := 0
+	for _, l := range bytes.Split(data, []byte("\n")) {
+		if len(bytes.TrimSpace(l)) > 0 {
+			lines++
+		}
+	}
+	if len(kept) < lines {
 		// Expired or torn lines: rewrite the file with what is kept.
 		var b bytes.Buffer
 		for _, d := range kept {
@@ -340,9 +354,25 @@ func (q *Queue) Stage(h Header, body []byte) (*Staged, error) {
 	if h.Kind != KindFederation && h.Kind != KindInternet {
 		return nil, fmt.Errorf("mailqueue: entry kind %q", h.Kind)
 	}
-	if q.Has(h.ID) != "" {
+	q.mu.Lock()
+	if q.entries[h.ID] != nil || q.staging[h.ID] {
+		q.mu.Unlock()
 		return nil, ErrExists
 	}
+	if _, ok := q.done[h.ID]; ok {
+		q.mu.Unlock()
+		return nil, ErrExists
+	}
+	q.staging[h.ID] = true // reserved until Commit or Abort
+	q.mu.Unlock()
+	staged := false
+	defer func() {
+		if !staged {
+			q.mu.Lock()
+			delete(q.staging, h.ID)
+			q.mu.Unlock()
+		}
+	}()
 	sum := sha256.Sum256(body)
 	h.BodyDigest, h.Size = hex.EncodeToString(sum[:]), int64(len(body))
 	if h.Created.IsZero() {
@@ -372,12 +402,18 @@ func (q *Queue) Stage(h Header, body []byte) (*Staged, error) {
 		_ = os.Remove(tmp)
 		return nil, fmt.Errorf("mailqueue stage: %w", err)
 	}
+	staged = true
 	return &Staged{q: q, h: h}, nil
 }
 
 // Commit queues the staged entry durably, due at once, and returns its id.
 func (s *Staged) Commit() (string, error) {
 	q, id := s.q, s.h.ID
+	if s.done {
+		return "", fmt.Errorf("mailqueue commit %s: already committed or aborted", id)
+	}
+	q.writeMu.Lock()
+	defer q.writeMu.Unlock()
 	sch := freshSchedule(s.h, q.opts.Now())
 	if err := q.writeSchedule(id, sch); err != nil {
 		return "", fmt.Errorf("mailqueue commit %s: %w", id, err)
@@ -391,6 +427,7 @@ func (s *Staged) Commit() (string, error) {
 	}
 	q.mu.Lock()
 	q.entries[id] = &entry{h: s.h, s: sch}
+	delete(q.staging, id)
 	q.mu.Unlock()
 	return id, nil
 }
@@ -400,6 +437,9 @@ func (s *Staged) Abort() {
 	if !s.done {
 		s.done = true
 		_ = os.Remove(s.q.path("tmp", s.h.ID))
+		s.q.mu.Lock()
+		delete(s.q.staging, s.h.ID)
+		s.q.mu.Unlock()
 	}
 }
 
@@ -478,8 +518,12 @@ func cloneSchedule(s Schedule) Schedule {
 	return s
 }
 
-// Body opens an entry's body, checked against its digest as it is read to the end.
+// Body opens an entry's body, checked against its digest as it is read to the end (a reader
+// that stops early is not told).
 func (q *Queue) Body(id string) (io.ReadCloser, error) {
+	if !validID(id) {
+		return nil, ErrNotFound
+	}
 	f, err := os.Open(q.path("q", id))
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, ErrNotFound
@@ -528,6 +572,8 @@ func (b *checkedBody) Close() error { return b.f.Close() }
 // "expired" once the deadline passed. It returns the new schedule; when no recipient is
 // pending the caller should Finish the entry (and send a DSN for those that failed).
 func (q *Queue) Attempted(id string, results map[string]RcptState, attemptErr error) (Schedule, error) {
+	q.writeMu.Lock()
+	defer q.writeMu.Unlock()
 	q.mu.Lock()
 	e := q.entries[id]
 	if e == nil {
@@ -579,6 +625,8 @@ func lastDetail(detail, lastErr string) string {
 
 // Update changes an entry's schedule in place (HandedTo, Warned), durably.
 func (q *Queue) Update(id string, f func(*Schedule)) error {
+	q.writeMu.Lock()
+	defer q.writeMu.Unlock()
 	q.mu.Lock()
 	e := q.entries[id]
 	if e == nil {
@@ -601,6 +649,8 @@ func (q *Queue) Update(id string, f func(*Schedule)) error {
 
 // Finish records the entry's outcome in done.jsonl (synced) and removes it.
 func (q *Queue) Finish(id, outcome string) error {
+	q.writeMu.Lock()
+	defer q.writeMu.Unlock()
 	q.mu.Lock()
 	e := q.entries[id]
 	if e == nil {
@@ -619,6 +669,14 @@ func (q *Queue) Finish(id, outcome string) error {
 	}
 	delete(q.entries, id)
 	q.done[id] = d
+	if len(q.done)%1024 == 0 { // forget what DoneTTL has passed, now and then
+		cutoff := q.opts.Now().Add(-q.opts.DoneTTL)
+		for k, v := range q.done {
+			if v.At.Before(cutoff) {
+				delete(q.done, k)
+			}
+		}
+	}
 	q.mu.Unlock()
 	q.remove(id)
 	return nil
@@ -630,9 +688,13 @@ func (q *Queue) remove(id string) {
 }
 
 func appendSync(path string, data []byte) error {
+	_, statErr := os.Stat(path)
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
 		return err
+	}
+	if os.IsNotExist(statErr) { // a new file: its directory entry must be durable too
+		defer func() { _ = syncDir(filepath.Dir(path)) }()
 	}
 	_, err = f.Write(data)
 	if err == nil {

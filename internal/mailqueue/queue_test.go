@@ -2,11 +2,13 @@ package mailqueue
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -242,5 +244,74 @@ func TestDefaultBackoff(t *testing.T) {
 		if got := DefaultBackoff(tc.kind, tc.attempt); got != tc.want {
 			t.Errorf("%s attempt %d: %v, want %v", tc.kind, tc.attempt, got, tc.want)
 		}
+	}
+}
+
+// Two hand-offs of one id at once: exactly one is queued; the schedule survives concurrent
+// changes whole; a damaged entry is set aside instead of keeping the queue from opening.
+func TestQueueConcurrencyAndDamage(t *testing.T) {
+	dir := t.TempDir()
+	c := &clock{time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)}
+	q := open(t, dir, c)
+	h := header(KindFederation, "a@b.example", "c@b.example")
+	h.ID = NewID()
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	committed, refused := 0, 0
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			st, err := q.Stage(h, []byte("body"))
+			if err == nil {
+				_, err = st.Commit()
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err == nil:
+				committed++
+			case errors.Is(err, ErrExists):
+				refused++
+			default:
+				t.Errorf("stage: %v", err)
+			}
+		}()
+	}
+	wg.Wait()
+	if committed != 1 || refused != 7 {
+		t.Fatalf("%d committed, %d refused; want 1 and 7", committed, refused)
+	}
+	// The scheduler and a relay's answer at once.
+	for i := range 20 {
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			_, _ = q.Attempted(h.ID, map[string]RcptState{"a@b.example": {State: Delivered}}, nil)
+		}()
+		go func() {
+			defer wg.Done()
+			_ = q.Update(h.ID, func(s *Schedule) { s.HandedTo = fmt.Sprint(i) })
+		}()
+	}
+	wg.Wait()
+	q2 := open(t, dir, c)
+	_, s, err := q2.Get(h.ID)
+	if err != nil || s.Rcpts[0].State != Delivered || s.Attempts != 20 {
+		t.Fatalf("schedule after concurrent changes: %+v %v", s, err)
+	}
+	// A damaged entry: set aside in bad/, the rest opens.
+	st, _ := q2.Stage(header(KindInternet, "x@example.org"), []byte("ok"))
+	good, _ := st.Commit()
+	os.WriteFile(filepath.Join(dir, "q", h.ID), []byte("{not json"), 0o600)
+	q3 := open(t, dir, c)
+	if q3.Has(h.ID) != "" || q3.Has(good) != "queued" {
+		t.Fatalf("after damage: %q %q", q3.Has(h.ID), q3.Has(good))
+	}
+	if _, err := os.Stat(filepath.Join(dir, "bad", h.ID)); err != nil {
+		t.Fatalf("damaged entry not set aside: %v", err)
+	}
+	if _, err := q3.Body("../../etc/passwd"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("a path as id: %v", err)
 	}
 }
