@@ -101,11 +101,23 @@ func (r *Resolver) query(ctx context.Context, name string, qtype uint16) ([]dns.
 	default:
 		return nil, 0, fmt.Errorf("%w: %s from %s: %s", ErrTemporary, what, srv, dns.RcodeToString[resp.Rcode])
 	}
+	// Only records of the name asked count, or of the names a CNAME chain in the answer
+	// leads to from it: a server must not be able to slip in records of other names.
+	names := map[string]bool{strings.ToLower(dns.Fqdn(name)): true}
+	for changed := true; changed; {
+		changed = false
+		for _, rr := range resp.Answer {
+			if c, ok := rr.(*dns.CNAME); ok && names[strings.ToLower(c.Hdr.Name)] && !names[strings.ToLower(c.Target)] {
+				names[strings.ToLower(c.Target)] = true
+				changed = true
+			}
+		}
+	}
 	var out []dns.RR
 	var ttl uint32
 	for _, rr := range resp.Answer {
-		if rr.Header().Rrtype != qtype {
-			continue // a CNAME on the way
+		if rr.Header().Rrtype != qtype || !names[strings.ToLower(rr.Header().Name)] {
+			continue
 		}
 		if len(out) == 0 || rr.Header().Ttl < ttl {
 			ttl = rr.Header().Ttl

@@ -104,9 +104,12 @@ func Build(r *Report) ([]byte, error) {
 	subject := "Undelivered Mail Returned to Sender"
 	if action == Failed {
 		fmt.Fprintf(&text, "This is the mail system at %s.\r\n\r\nYour message could not be delivered to one or more recipients.\r\nIt was not delivered and will not be retried.\r\n\r\n", r.ReportingMTA)
-	} else {
+	} else if action == Delayed {
 		subject = "Delayed Mail (still being retried)"
 		fmt.Fprintf(&text, "This is the mail system at %s.\r\n\r\nYour message has not been delivered yet to one or more recipients.\r\nNothing needs to be done: delivery is being retried.\r\n\r\n", r.ReportingMTA)
+	} else {
+		subject = "Successful Mail Delivery Report"
+		fmt.Fprintf(&text, "This is the mail system at %s.\r\n\r\nYour message was delivered to the recipients below (or passed on to a system that does not report further).\r\n\r\n", r.ReportingMTA)
 	}
 	for _, rc := range rcpts {
 		fmt.Fprintf(&text, "<%s>: %s (%s)", rc.Final, rc.Action, rc.Status)

@@ -468,22 +468,52 @@ func (n *Node) receive(m *postMsg) bool {
 		reject(fmt.Errorf("%w: %s is of ring %s and this node takes no mail from other rings", ErrUnknownSender, note.From, senderRing.Short()))
 		return false
 	}
+	u.verifyForeign(note, body, sig, senderRing, foreignTries)
+	return true
+}
+
+// foreignTries bounds the directory questions for one foreign sender's notification (a
+// temporary failure is asked again after RetryDelay, doubling).
+const foreignTries = 5
+
+// ErrForeignRefused is what Config.ForeignSender wraps when the sender's address does not
+// belong to the ring its record names (a permanent refusal); other errors are retried.
+var ErrForeignRefused = errors.New("post: the sender's domain does not belong to the sender's ring")
+
+// verifyForeign checks a sender of another ring through the directory and files the
+// notification once it verifies.
+func (u *User) verifyForeign(note *Notification, body, sig []byte, senderRing ids.RingID, tries int) {
+	n := u.n
+	reject := func(err error) {
+		n.mu.Lock()
+		n.stats.Rejected++
+		n.mu.Unlock()
+		n.cfg.Log.Warn("post: notification rejected", "user", u.addr, "err", fmt.Errorf("%w: sender %s of ring %s: %v", ErrUnknownSender, note.From, senderRing.Short(), err))
+	}
 	n.cfg.ForeignSender(note.From, senderRing, func(t *RingTrust, err error) {
 		if err == nil && (t == nil || t.Ring != senderRing) {
-			err = fmt.Errorf("the directory names no trust for ring %s", senderRing.Short())
+			err = fmt.Errorf("%w: the directory names no trust for ring %s", ErrForeignRefused, senderRing.Short())
+		}
+		if err != nil && !errors.Is(err, ErrForeignRefused) && tries > 1 && !n.stopped() {
+			// The directory could not tell yet (DNS, the gateways): ask again later; the
+			// holders keep the pending copy meanwhile.
+			n.after(n.cfg.RetryDelay*time.Duration(1<<(foreignTries-tries)), func() { u.verifyForeign(note, body, sig, senderRing, tries-1) })
+			return
 		}
 		if err == nil {
 			err = verifyForeign(note, body, sig, t, n.recCache, n.now())
 		}
 		if err != nil {
-			reject(fmt.Errorf("%w: sender %s of ring %s: %v", ErrUnknownSender, note.From, senderRing.Short(), err))
+			reject(err)
+			return
+		}
+		if !u.current() { // taken off this node meanwhile
 			return
 		}
 		note.foreign = true
 		n.trace(note.ID, StageReceived)
 		u.file(note, n.cfg.MaxFilingRetries)
 	})
-	return true
 }
 
 // file puts a verified notification into the user's received set unless it is there

@@ -188,8 +188,7 @@ func (r *Ring) Enroll(req *Request, v Validity, now time.Time, roles ...Role) (*
 	if err != nil {
 		return nil, err
 	}
-	slices.Sort(roles)
-	roles = slices.Compact(roles)
+	roles = slices.Compact(slices.Sorted(slices.Values(roles))) // the caller's slice stays as it was
 	cert, err := issueNodeCert(r.CA, k, r.Descriptor, req.PublicKey, v, roles)
 	if err != nil {
 		return nil, err
