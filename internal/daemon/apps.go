@@ -14,9 +14,11 @@ import (
 	"epost/internal/content"
 	"epost/internal/glacier"
 	"epost/internal/ids"
+	"epost/internal/multiring"
 	"epost/internal/past"
 	"epost/internal/pastry"
 	"epost/internal/post"
+	"epost/internal/ring"
 	"epost/internal/scribe"
 	"epost/internal/store"
 	"epost/internal/transport"
@@ -47,10 +49,11 @@ const FileStore = "store"
 type apps struct {
 	mux        *appmux.Mux
 	past       *past.Driver
-	scribe     *scribe.Scribe  // appmux.TagScribe: presence topics for POST
-	stopScribe func()          // ends Scribe's ticker
-	post       *post.Node      // appmux.TagPost: mail delivery and the local users' logs
-	glacier    *glacier.Driver // appmux.TagGlacier: erasure-coded fragments; POST's archive
+	scribe     *scribe.Scribe      // appmux.TagScribe: presence topics for POST
+	stopScribe func()              // ends Scribe's ticker
+	post       *post.Node          // appmux.TagPost: mail delivery and the local users' logs
+	glacier    *glacier.Driver     // appmux.TagGlacier: erasure-coded fragments; POST's archive
+	link       *multiring.RingLink // appmux.TagDirectory: this ring's nodes and its gateways
 }
 
 // observerShim lets PAST be built before the POST node it reports stored and dropped objects
@@ -146,6 +149,14 @@ func (n *Node) newApps(mux *appmux.Mux, pd *pastry.Driver, seed uint64) *apps {
 	_ = mux.Register(appmux.TagScribe, sc)
 	_ = mux.Register(appmux.TagPost, pst.App())
 	_ = mux.Register(appmux.TagGlacier, gdrv.App())
+	a.link = multiring.NewRingLink(multiring.RingLinkConfig{Ring: d.RingID, Topics: sc, Ov: pd,
+		IsGateway: n.isGatewayPeer, Gateway: n.gatewaySide})
+	_ = mux.Register(appmux.TagDirectory, a.link.App())
+	if n.opts.GlobalListen != "" && ring.HasRole(n.rn.Cert, ring.RoleGateway) {
+		if err := a.link.Serve(); err != nil {
+			n.log.Warn("cannot join this ring's gateway group", "err", err)
+		}
+	}
 	mux.OnUnknown = func(e pastry.Event) { n.queue.unknown.Add(1) }
 	pdrv.Start()
 	gdrv.Start()
@@ -191,6 +202,7 @@ func (n *Node) postConfig() post.Config {
 	pc.Journals = func(addr string) (post.Journal, error) {
 		return post.OpenFileJournal(filepath.Join(post.UserDir(n.opts.Dir, addr), post.FileReceivedJournal))
 	}
+	pc.ForeignSender = n.foreignSender
 	pc.HeadRecords = func(addr string) (post.HeadRecords, error) {
 		return post.OpenFileHeadRecords(filepath.Join(post.UserDir(n.opts.Dir, addr), post.FileHeadRecordsName))
 	}

@@ -180,6 +180,8 @@ type Node struct {
 
 	self      pastry.Handle
 	global    *globalSide                   // the global ring, on a gateway; guarded by mu
+	roles     sync.Map                      // node id -> bool: the peer's certificate carries the gateway role
+	trusts    sync.Map                      // ring id -> cachedTrust: other rings' trust, for foreign senders
 	cur       atomic.Pointer[pastry.Driver] // n.drv, for the transport handler without n.mu
 	apps      atomic.Pointer[apps]          // the applications on n.drv
 	store     *store.Store                  // opened by Start, closed by Stop
@@ -310,6 +312,7 @@ func (n *Node) Start() error {
 		ID:                n.rn.ID,
 		Certificate:       n.rn.Creds,
 		VerifyPeer:        n.rn.Trust.Verifier(time.Now),
+		OnPeer:            n.notePeer,
 		Handler:           n.handle,
 		Logger:            n.log,
 		DialTimeout:       n.timers.DialTimeout,

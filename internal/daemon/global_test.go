@@ -42,11 +42,12 @@ func (l *lockedBuffer) String() string {
 
 // fedRing is a ring of one gateway and, optionally, one ordinary node.
 type fedRing struct {
-	r      *ring.Ring
-	gw     *Node
-	gwLog  *lockedBuffer
-	plain  *Node
-	global string // the gateway's global-ring address
+	r        *ring.Ring
+	gw       *Node
+	gwLog    *lockedBuffer
+	plain    *Node
+	plainLog *lockedBuffer
+	global   string // the gateway's global-ring address
 }
 
 // startFedRing makes and starts a ring; the domains in publish get their _epost records in
@@ -85,7 +86,17 @@ func startFedRing(t *testing.T, name string, domains []string, dns *dnstest.Serv
 		if _, err := ring.InitNode(r, dir, ring.NodeConfig{Listen: addrs[1], Bootstrap: []string{addrs[0]}}, ring.Validity{}, now); err != nil {
 			t.Fatal(err)
 		}
-		fr.plain = startNode(t, dir, 8)
+		fr.plainLog = &lockedBuffer{}
+		plain, err := Open(Options{Dir: dir, Timers: fastTimers, Seed: 8, NoControl: true, Resolver: resolver,
+			Logger: slog.New(slog.NewTextHandler(fr.plainLog, nil))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := plain.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { plain.Stop() })
+		fr.plain = plain
 	}
 	return fr
 }
@@ -333,5 +344,134 @@ func TestGlobalRelay(t *testing.T) {
 	}
 	if st := globex.gw.global.relay.Stats(); st.HandoffsIn != 1 {
 		t.Fatalf("globex's relay: %+v", st)
+	}
+}
+
+// addUser starts a POST user on node n (its directory made first).
+func addUser(t *testing.T, n *Node, keys *identity.Keys, sr identity.SignedRecord, addr string) *post.User {
+	t.Helper()
+	if err := os.MkdirAll(post.UserDir(n.opts.Dir, addr), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		type res struct {
+			u   *post.User
+			err error
+		}
+		ch := make(chan res, 1)
+		n.apps.Load().post.AddUser(keys, sr, true, func(u *post.User, err error) { ch <- res{u, err} })
+		r := <-ch
+		if r.err == nil {
+			return r.u
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("user %s: %v", addr, r.err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// retry calls f until it succeeds or the deadline passes.
+func retry(t *testing.T, deadline time.Time, what string, f func() error) {
+	t.Helper()
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %v", what, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// Mail between two rings of real daemons over TLS, from an ordinary node of acme to a user on
+// an ordinary node of globex: the sender's node gets globex's trust and bob's record through
+// its ring's gateway, seals the message and hands it to the gateway, which queues it and
+// relays it over the global ring to globex's gateway; globex stores it, bob's node is pushed,
+// checks alice under acme's CA (DNS says acme.example is acme's; acme's bundle comes through
+// globex's gateway) and files it once.
+func TestMailBetweenRingsOfDaemons(t *testing.T) {
+	srv, err := dnstest.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	acme := startFedRing(t, "acme", []string{"acme.example"}, srv, []string{"acme.example"}, nil, true)
+	globex := startFedRing(t, "globex", []string{"globex.example"}, srv, []string{"globex.example"}, []string{acme.global}, true)
+	deadline := time.Now().Add(60 * time.Second)
+
+	bobKeys, bobSR := signUser(t, globex.r, "bob@globex.example", 1)
+	bob := addUser(t, globex.plain, bobKeys, bobSR, "bob@globex.example")
+	aliceKeys, aliceSR := signUser(t, acme.r, "alice@acme.example", 1)
+	alice := addUser(t, acme.plain, aliceKeys, aliceSR, "alice@acme.example")
+
+	link := acme.plain.RingLink()
+	var trust *ring.Foreign
+	retry(t, deadline, "globex's trust through acme's gateway", func() error {
+		ch := make(chan error, 1)
+		link.Trust(globex.r.Descriptor.RingID, func(f *ring.Foreign, err error) { trust = f; ch <- err })
+		return <-ch
+	})
+	var rec *identity.Record
+	retry(t, deadline, "bob's record through acme's gateway", func() error {
+		ch := make(chan error, 1)
+		link.LookupRecord(trust, "bob@globex.example", func(r *identity.Record, _ identity.SignedRecord, err error) { rec = r; ch <- err })
+		return <-ch
+	})
+	parts := [][]byte{[]byte("Subject: from acme\r\n\r\n"), bytes.Repeat([]byte("hello globex "), 3000)}
+	nid := post.NotificationID{9, 9}
+	bundle, err := alice.SealRemote(globex.r.Descriptor.RingID, []*identity.Record{rec}, []post.NotificationID{nid}, parts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	entry := mailqueue.NewID()
+	retry(t, deadline, "hand-off to acme's gateway", func() error {
+		ch := make(chan error, 1)
+		link.HandOff(entry, "alice@acme.example", bundle, func(err error) { ch <- err })
+		return <-ch
+	})
+	var entries [][]byte
+	defer func() {
+		if t.Failed() {
+			q := acme.gw.GatewayQueue()
+			h, s, qerr := q.Get(entry)
+			d, done := q.Finished(entry)
+			t.Logf("acme's queue: has %q, %+v %+v %v; finished %v %+v; relay %+v / %+v", q.Has(entry), h, s, qerr, done, d, acme.gw.global.relay.Stats(), globex.gw.global.relay.Stats())
+			t.Logf("acme gateway log:\n%s\nglobex gateway log:\n%s\nglobex plain log:\n%s", acme.gwLog, globex.gwLog, globex.plainLog)
+		}
+	}()
+	retry(t, deadline, "bob's INBOX", func() error {
+		entries, err = bob.Entries(post.InboxLog, 0)
+		if err == nil && len(entries) == 0 {
+			err = errors.New("empty")
+		}
+		return err
+	})
+	f, err := post.DecodeFiled(entries[0])
+	if err != nil || !f.Foreign || f.From != "alice@acme.example" || f.ID != nid || len(entries) != 1 {
+		t.Fatalf("bob's INBOX: %d entries, first %+v %v", len(entries), f, err)
+	}
+	got := make(chan []byte, 1)
+	bob.GetForeign(f.Parts[1], func(d []byte, err error) {
+		if err != nil {
+			t.Errorf("reading the part: %v", err)
+		}
+		got <- d
+	})
+	if d := <-got; !bytes.Equal(d, parts[1]) {
+		t.Fatal("the part read back differs")
+	}
+	// The same hand-off again (the origin did not hear the gateway's answer): nothing new.
+	ch := make(chan error, 1)
+	link.HandOff(entry, "alice@acme.example", bundle, func(err error) { ch <- err })
+	if err := <-ch; err != nil {
+		t.Fatalf("repeated hand-off: %v", err)
+	}
+	time.Sleep(2 * time.Second)
+	if entries, _ = bob.Entries(post.InboxLog, 0); len(entries) != 1 {
+		t.Fatalf("after a repeated hand-off bob has %d entries", len(entries))
 	}
 }

@@ -75,6 +75,18 @@ type admittedRing struct {
 	foreign    *ring.Foreign
 	decision   Decision
 	descriptor []byte // the signed descriptor the decision was made on
+	raw        []byte // the encoded bundle it came in
+}
+
+// BundleOf is an admitted ring's bundle as its gateway showed it (encoded), for this ring's
+// nodes, which verify it themselves.
+func (g *Global) BundleOf(r ids.RingID) ([]byte, bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if !g.admittedLocked(r) || g.rings[r].raw == nil {
+		return nil, false
+	}
+	return g.rings[r].raw, true
 }
 
 const (
@@ -334,6 +346,9 @@ func (g *Global) admit(from transport.From, pe *globalPeer, raw []byte) {
 		// The bundle may carry a newer revocation list (it only ever moves forward): the
 		// ring's peers admitted under the older one are checked again.
 		if newer, _ := f.Trust.UpdateRevocations(b.Revocations); newer {
+			g.mu.Lock()
+			known.raw = raw // the bundle this ring's nodes get carries the newer list too
+			g.mu.Unlock()
 			g.recheckPeers(ringID, f, now)
 		}
 	case inFlight:
@@ -354,7 +369,7 @@ func (g *Global) admit(from transport.From, pe *globalPeer, raw []byte) {
 		g.mu.Lock()
 		ar := &admittedRing{foreign: f, decision: d}
 		if berr == nil {
-			ar.descriptor = b.Descriptor
+			ar.descriptor, ar.raw = b.Descriptor, raw
 		}
 		g.rings[ringID] = ar
 		if d.Admitted {

@@ -1,0 +1,138 @@
+package daemon
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"epost/internal/dnsres"
+	"epost/internal/identity"
+	"epost/internal/ids"
+	"epost/internal/mailqueue"
+	"epost/internal/multiring"
+	"epost/internal/post"
+	"epost/internal/ring"
+)
+
+// This ring's nodes and its gateways (multiring.RingLink): which peers are gateways (the role
+// in the certificate their handshake showed), what a gateway answers, and how a node checks a
+// sender of another ring.
+
+// notePeer is the ring transport's OnPeer: it remembers whether the peer is a gateway.
+func (n *Node) notePeer(id ids.ID, chain []*x509.Certificate) {
+	if len(chain) > 0 {
+		n.roles.Store(id, ring.HasRole(chain[0], ring.RoleGateway))
+	}
+}
+
+func (n *Node) isGatewayPeer(id ids.ID) bool {
+	if id == n.rn.ID {
+		return ring.HasRole(n.rn.Cert, ring.RoleGateway)
+	}
+	v, ok := n.roles.Load(id)
+	return ok && v.(bool)
+}
+
+// gatewaySide is this node's answers to its ring's nodes, when it runs the global ring.
+func (n *Node) gatewaySide() multiring.GatewaySide {
+	n.mu.Lock()
+	gs := n.global
+	n.mu.Unlock()
+	if gs == nil {
+		return nil
+	}
+	return gatewayAnswers{n: n, gs: gs}
+}
+
+type gatewayAnswers struct {
+	n  *Node
+	gs *globalSide
+}
+
+func (g gatewayAnswers) Bundle(r ids.RingID) ([]byte, bool) { return g.gs.link.BundleOf(r) }
+
+func (g gatewayAnswers) LookupRecord(r ids.RingID, addr string, cb func(*identity.Record, identity.SignedRecord, error)) {
+	g.gs.dir.LookupRecord(r, addr, cb)
+}
+
+// federationDeadline is how long a gateway keeps trying to hand a message to another ring.
+const federationDeadline = 5 * 24 * time.Hour
+
+func (g gatewayAnswers) Queue(entry, from string, b *post.RemoteBundle) error {
+	_, err := g.n.QueueFederated(entry, from, b, time.Now().Add(federationDeadline))
+	if errors.Is(err, mailqueue.ErrExists) {
+		return nil // a repeated hand-off: already queued (or done) here
+	}
+	return err
+}
+
+// RingLink is this node's link to its ring's gateways.
+func (n *Node) RingLink() *multiring.RingLink {
+	if a := n.apps.Load(); a != nil {
+		return a.link
+	}
+	return nil
+}
+
+type cachedTrust struct {
+	t     *post.RingTrust
+	until time.Time
+}
+
+// trustTTL bounds how long another ring's trust (its CA and revocations) is used before it is
+// asked again.
+const trustTTL = 10 * time.Minute
+
+// foreignSender is POST's ForeignSender: the sender's domain must name ring r in DNS (its
+// _epost record, through this node's resolver), and r's trust comes from a gateway of this
+// ring (the bundle r showed when the global ring admitted it), verified here.
+func (n *Node) foreignSender(from string, r ids.RingID, cb func(*post.RingTrust, error)) {
+	_, domain, ok := strings.Cut(from, "@")
+	if !ok {
+		cb(nil, fmt.Errorf("%w: sender %q has no domain", post.ErrForeignRefused, from))
+		return
+	}
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		txts, _, err := (&dnsres.Resolver{Server: n.opts.Resolver}).TXT(ctx, strings.TrimSuffix(ring.DNSName(domain), "."))
+		var named ids.RingID
+		if err == nil {
+			named, err = ring.ParseDNSRecords(txts)
+		}
+		switch {
+		case errors.Is(err, dnsres.ErrTemporary):
+			cb(nil, err) // asked again later
+			return
+		case err != nil:
+			cb(nil, fmt.Errorf("%w: %s: %v", post.ErrForeignRefused, domain, err))
+			return
+		case named != r:
+			cb(nil, fmt.Errorf("%w: %s belongs to ring %s, not %s", post.ErrForeignRefused, domain, named.Short(), r.Short()))
+			return
+		}
+		if v, ok := n.trusts.Load(r); ok && time.Now().Before(v.(cachedTrust).until) {
+			cb(v.(cachedTrust).t, nil)
+			return
+		}
+		link := n.RingLink()
+		if link == nil {
+			cb(nil, errors.New("the ring's overlay is not running"))
+			return
+		}
+		link.Trust(r, func(f *ring.Foreign, err error) {
+			if err != nil {
+				cb(nil, err)
+				return
+			}
+			caPub, _ := f.Trust.CA().PublicKey.(ed25519.PublicKey)
+			t := &post.RingTrust{Ring: r, CA: caPub, Revoked: f.Trust.IsRecordRevoked}
+			n.trusts.Store(r, cachedTrust{t: t, until: time.Now().Add(trustTTL)})
+			cb(t, nil)
+		})
+	}()
+}

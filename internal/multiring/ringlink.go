@@ -1,0 +1,357 @@
+package multiring
+
+import (
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"epost/internal/appmux"
+	"epost/internal/identity"
+	"epost/internal/ids"
+	"epost/internal/pastry"
+	"epost/internal/post"
+	"epost/internal/ring"
+	"epost/internal/scribe"
+	"epost/internal/wire"
+)
+
+// The link between a ring's nodes and its gateways (docs/gateway-design.md §5, §6, §7.1),
+// inside the ring: every node can ask a gateway of its ring for another ring's bundle (its CA,
+// descriptor and revocations, as the gateway admitted it), for a user record of another ring
+// (which the gateway gets through the global ring), and can hand it a sealed bundle for
+// another ring, which the gateway queues durably before it confirms. Gateways form the ring's
+// group "gateways" (Scribe anycast); a member that answers must carry the gateway role in the
+// certificate its ring's TLS handshake showed. Nothing a gateway says is taken on trust: a
+// bundle must verify and carry the id asked for (the id is its CA key's), a record must verify
+// under that bundle's CA.
+
+// RingGatewayTopic is ring r's gateway group inside r.
+func RingGatewayTopic(r ids.RingID) ids.Key { return scribe.NewTopic(r, "gateways") }
+
+const (
+	linkQuery  = 1
+	linkAnswer = 2
+
+	linkBundle  = 1
+	linkRecord  = 2
+	linkHandOff = 3
+
+	linkOK          = 1
+	linkUnknown     = 2 // no such user, or a ring the gateway does not know
+	linkUnavailable = 3
+	linkRefused     = 4 // the hand-off was refused for good (too large, malformed)
+
+	maxLinkData = pastry.MaxPayload - 64<<10
+)
+
+// GatewaySide is what a gateway answers with (the daemon's global-ring stack).
+type GatewaySide interface {
+	// Bundle is an admitted ring's bundle, encoded (ring.Bundle.Encode), or false.
+	Bundle(r ids.RingID) ([]byte, bool)
+	LookupRecord(r ids.RingID, addr string, cb func(*identity.Record, identity.SignedRecord, error))
+	// Queue stores a sealed bundle durably for the relay (the entry id is the origin's).
+	Queue(entry, from string, b *post.RemoteBundle) error
+}
+
+// RingLinkConfig configures a RingLink.
+type RingLinkConfig struct {
+	Ring   ids.RingID
+	Topics Topics
+	Ov     Overlay
+	// IsGateway says whether a peer of this ring showed the gateway role in its certificate.
+	IsGateway func(node ids.ID) bool
+	// Gateway is this node's gateway side, nil (or returning nil) on ordinary nodes.
+	Gateway func() GatewaySide
+	Now     func() time.Time
+	Timeout time.Duration // per question (default 10 s)
+}
+
+// RingLink is one node's side of the in-ring link. Register App under appmux.TagDirectory on
+// the ring's mux; a gateway also calls Serve.
+type RingLink struct {
+	cfg RingLinkConfig
+
+	mu      sync.Mutex
+	nextQID uint64
+	pending map[uint64]*linkPending
+	gw      pastry.Handle // the gateway last found
+	gwUntil time.Time
+}
+
+type linkPending struct {
+	to    ids.ID
+	cb    func(status byte, data []byte, err error)
+	timer *time.Timer
+}
+
+// NewRingLink makes the link.
+func NewRingLink(cfg RingLinkConfig) *RingLink {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 10 * time.Second
+	}
+	return &RingLink{cfg: cfg, pending: map[uint64]*linkPending{}}
+}
+
+// Serve joins the ring's gateway group (gateways only).
+func (l *RingLink) Serve() error {
+	return l.cfg.Topics.Subscribe(RingGatewayTopic(l.cfg.Ring), groupMember{})
+}
+
+// gateway finds a gateway of the ring (cached for a minute).
+func (l *RingLink) gateway(cb func(pastry.Handle, error)) {
+	l.mu.Lock()
+	if l.cfg.Now().Before(l.gwUntil) {
+		h := l.gw
+		l.mu.Unlock()
+		cb(h, nil)
+		return
+	}
+	l.mu.Unlock()
+	err := l.cfg.Topics.Anycast(RingGatewayTopic(l.cfg.Ring), []byte{appmux.TagDirectory, 0}, func(res scribe.AnycastResult) {
+		switch {
+		case res.Err != nil:
+			cb(pastry.Handle{}, fmt.Errorf("%w: no gateway of this ring answered: %v", ErrRemoteUnavailable, res.Err))
+		case !l.cfg.IsGateway(res.Member.ID):
+			cb(pastry.Handle{}, fmt.Errorf("%w: node %s answered for the gateways but has no gateway role", ErrRemoteUnavailable, res.Member.ID.Short()))
+		default:
+			l.mu.Lock()
+			l.gw, l.gwUntil = res.Member, l.cfg.Now().Add(time.Minute)
+			l.mu.Unlock()
+			cb(res.Member, nil)
+		}
+	})
+	if err != nil {
+		cb(pastry.Handle{}, fmt.Errorf("%w: %v", ErrRemoteUnavailable, err))
+	}
+}
+
+// ask sends a question to a gateway and hands cb the answer.
+func (l *RingLink) ask(what byte, r ids.RingID, addr, entry string, data []byte, cb func(status byte, data []byte, err error)) {
+	l.gateway(func(gw pastry.Handle, err error) {
+		if err != nil {
+			cb(0, nil, err)
+			return
+		}
+		l.mu.Lock()
+		l.nextQID++
+		qid := l.nextQID
+		p := &linkPending{to: gw.ID, cb: cb}
+		l.pending[qid] = p
+		p.timer = time.AfterFunc(l.cfg.Timeout, func() {
+			if l.take(qid, gw.ID) != nil {
+				l.mu.Lock()
+				l.gwUntil = time.Time{} // find another gateway next time
+				l.mu.Unlock()
+				cb(0, nil, fmt.Errorf("%w: gateway %s did not answer in %v", ErrRemoteUnavailable, gw.ID.Short(), l.cfg.Timeout))
+			}
+		})
+		l.mu.Unlock()
+		var w wire.Writer
+		w.U8(appmux.TagDirectory)
+		w.U8(linkQuery)
+		w.U64(qid)
+		w.U8(what)
+		w.ID(r)
+		w.String(addr)
+		w.String(entry)
+		w.Bytes(data)
+		l.cfg.Ov.Send(gw, w.B)
+	})
+}
+
+func (l *RingLink) take(qid uint64, from ids.ID) *linkPending {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	p := l.pending[qid]
+	if p == nil || p.to != from {
+		return nil
+	}
+	delete(l.pending, qid)
+	p.timer.Stop()
+	return p
+}
+
+// Trust asks a gateway for ring r's bundle and verifies it: r's trust, for checking r's users.
+func (l *RingLink) Trust(r ids.RingID, cb func(*ring.Foreign, error)) {
+	l.ask(linkBundle, r, "", "", nil, func(status byte, data []byte, err error) {
+		switch {
+		case err != nil:
+			cb(nil, err)
+			return
+		case status == linkUnknown:
+			cb(nil, fmt.Errorf("%w: ring %s", ErrNotAdmitted, r.Short()))
+			return
+		case status != linkOK:
+			cb(nil, fmt.Errorf("%w: ring %s's bundle", ErrRemoteUnavailable, r.Short()))
+			return
+		}
+		b, err := ring.DecodeBundle(data)
+		var f *ring.Foreign
+		if err == nil {
+			f, err = ring.VerifyBundle(b, l.cfg.Now())
+		}
+		if err == nil && f.Descriptor.RingID != r {
+			err = fmt.Errorf("the bundle is of ring %s", f.Descriptor.RingID.Short())
+		}
+		if err != nil {
+			cb(nil, fmt.Errorf("%w: ring %s's bundle from the gateway: %v", ErrRemoteUnavailable, r.Short(), err))
+			return
+		}
+		cb(f, nil)
+	})
+}
+
+// LookupRecord asks a gateway for addr's record in ring r, verified under f (r's trust).
+func (l *RingLink) LookupRecord(f *ring.Foreign, addr string, cb func(*identity.Record, identity.SignedRecord, error)) {
+	r := f.Descriptor.RingID
+	l.ask(linkRecord, r, addr, "", nil, func(status byte, data []byte, err error) {
+		switch {
+		case err != nil:
+			cb(nil, identity.SignedRecord{}, err)
+			return
+		case status == linkUnknown:
+			cb(nil, identity.SignedRecord{}, fmt.Errorf("%w: %s", ErrRemoteUnknown, addr))
+			return
+		case status != linkOK:
+			cb(nil, identity.SignedRecord{}, fmt.Errorf("%w: %s", ErrRemoteUnavailable, addr))
+			return
+		}
+		sr, err := identity.DecodeSignedRecord(data)
+		var rec *identity.Record
+		if err == nil {
+			caPub, _ := f.Trust.CA().PublicKey.(ed25519.PublicKey)
+			rec, err = sr.Verify(caPub, l.cfg.Now(), f.Trust.IsRecordRevoked)
+		}
+		switch {
+		case errors.Is(err, identity.ErrRevoked):
+			cb(nil, identity.SignedRecord{}, fmt.Errorf("%w: %s", ErrRemoteRevoked, addr))
+		case err != nil:
+			cb(nil, identity.SignedRecord{}, fmt.Errorf("%w: %s's record does not verify under ring %s's CA: %v", ErrRemoteUnavailable, addr, r.Short(), err))
+		case rec.Address != addr || rec.Ring != r:
+			cb(nil, identity.SignedRecord{}, fmt.Errorf("%w: asked for %s, got %s of ring %s", ErrRemoteUnavailable, addr, rec.Address, rec.Ring.Short()))
+		default:
+			cb(rec, sr, nil)
+		}
+	})
+}
+
+// ErrHandOffRefused: a gateway refused a hand-off for good.
+var ErrHandOffRefused = errors.New("multiring: the gateway refused the message")
+
+// HandOff gives a sealed bundle to a gateway of the ring, which confirms once it queued it
+// durably (from is the sender, for delivery reports; entry the origin's id).
+func (l *RingLink) HandOff(entry, from string, b *post.RemoteBundle, cb func(error)) {
+	data := b.Encode()
+	if len(data) > maxLinkData {
+		cb(fmt.Errorf("%w: %d bytes, at most %d in one hand-off", ErrHandOffRefused, len(data), maxLinkData))
+		return
+	}
+	l.ask(linkHandOff, b.Dest, from, entry, data, func(status byte, detail []byte, err error) {
+		switch {
+		case err != nil:
+			cb(err)
+		case status == linkOK:
+			cb(nil)
+		case status == linkRefused:
+			cb(fmt.Errorf("%w: %s", ErrHandOffRefused, detail))
+		default:
+			cb(fmt.Errorf("%w: the gateway could not queue it: %s", ErrRemoteUnavailable, detail))
+		}
+	})
+}
+
+// App is the link's appmux application (the ring's mux, TagDirectory).
+func (l *RingLink) App() appmux.App { return linkApp{l} }
+
+type linkApp struct{ l *RingLink }
+
+func (linkApp) Forward(_ ids.ID, payload []byte, _ pastry.Handle) ([]byte, bool) {
+	return payload, true
+}
+
+func (a linkApp) HandleEvent(e pastry.Event) bool {
+	if e.Kind != pastry.EventDirect || len(e.Payload) < 2 || e.Payload[0] != appmux.TagDirectory {
+		return false
+	}
+	r := wire.NewReader(e.Payload[1:])
+	switch r.U8() {
+	case linkQuery:
+		qid, what, rid := r.U64(), r.U8(), r.ID()
+		addr := r.String(254, "address")
+		entry := r.String(64, "entry")
+		data := r.Bytes(maxLinkData, "data")
+		if r.Done() == nil {
+			a.l.serve(e.Origin, qid, what, rid, addr, entry, data)
+		}
+	case linkAnswer:
+		qid, status := r.U64(), r.U8()
+		data := r.Bytes(maxLinkData, "data")
+		if r.Done() == nil {
+			if p := a.l.take(qid, e.Origin.ID); p != nil {
+				p.cb(status, data, nil)
+			}
+		}
+	}
+	return true
+}
+
+// serve answers a question on a gateway.
+func (l *RingLink) serve(from pastry.Handle, qid uint64, what byte, r ids.RingID, addr, entry string, data []byte) {
+	answer := func(status byte, data []byte) {
+		var w wire.Writer
+		w.U8(appmux.TagDirectory)
+		w.U8(linkAnswer)
+		w.U64(qid)
+		w.U8(status)
+		w.Bytes(data)
+		l.cfg.Ov.Send(from, w.B)
+	}
+	var gs GatewaySide
+	if l.cfg.Gateway != nil {
+		gs = l.cfg.Gateway()
+	}
+	if gs == nil {
+		answer(linkUnavailable, []byte("not a gateway"))
+		return
+	}
+	switch what {
+	case linkBundle:
+		if b, ok := gs.Bundle(r); ok {
+			answer(linkOK, b)
+		} else {
+			answer(linkUnknown, nil)
+		}
+	case linkRecord:
+		gs.LookupRecord(r, addr, func(_ *identity.Record, sr identity.SignedRecord, err error) {
+			switch {
+			case err == nil:
+				answer(linkOK, sr.Encode())
+			case errors.Is(err, ErrRemoteUnknown), errors.Is(err, ErrNotAdmitted):
+				answer(linkUnknown, nil)
+			default:
+				answer(linkUnavailable, []byte(err.Error()))
+			}
+		})
+	case linkHandOff:
+		b, err := post.DecodeRemoteBundle(data)
+		if err == nil && b.Dest == l.cfg.Ring {
+			err = errors.New("a bundle for this ring itself")
+		}
+		if err != nil {
+			answer(linkRefused, []byte(err.Error()))
+			return
+		}
+		if err := gs.Queue(entry, addr, b); err != nil {
+			answer(linkUnavailable, []byte(err.Error()))
+			return
+		}
+		answer(linkOK, nil)
+	default:
+		answer(linkRefused, []byte("unknown question"))
+	}
+}
