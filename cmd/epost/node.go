@@ -62,7 +62,7 @@ func nodeRun(args []string, stderr io.Writer) error {
 	globalAdvertise := fs.String("global-advertise", "", "HOST:PORT other rings' gateways dial (default: --global-listen)")
 	var globalBootstrap ringListFlag
 	fs.Var(&globalBootstrap, "global-bootstrap", "HOST:PORT of gateways of other rings to join the global ring through (repeat or comma-separate; none: found it)")
-	resolver := fs.String("resolver", "", "DNS server HOST:PORT for federation's _epost records (default: the system's, /etc/resolv.conf)")
+	resolver := fs.String("resolver", "", "DNS server HOST:PORT for federation's _epost records; setting it also lets this node's users send to users of other rings (without it, addresses outside the ring go to the outbox)")
 	var t daemon.Timers
 	for _, f := range []struct {
 		p           *time.Duration

@@ -67,6 +67,7 @@ func newMailUsers(n *Node) (*mailUsers, error) {
 		Clock:     transport.RealClock{},
 		Timeout:   loginTimeout,
 		Log:       n.log,
+		Remote:    n.remote(),
 	})
 	if err != nil {
 		return nil, err

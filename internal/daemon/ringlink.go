@@ -13,6 +13,7 @@ import (
 	"epost/internal/identity"
 	"epost/internal/ids"
 	"epost/internal/mailqueue"
+	"epost/internal/mailstore"
 	"epost/internal/multiring"
 	"epost/internal/post"
 	"epost/internal/ring"
@@ -135,4 +136,109 @@ func (n *Node) foreignSender(from string, r ids.RingID, cb func(*post.RingTrust,
 			cb(t, nil)
 		})
 	}()
+}
+
+// remote is mailstore's Remote when the node is set up for federation (--resolver given): an
+// address outside the ring's domains then costs a DNS question (_epost) at RCPT, which a node
+// without a reachable resolver should not wait on.
+func (n *Node) remote() mailstore.Remote {
+	if n.opts.Resolver == "" {
+		return nil
+	}
+	return remoteRouter{n}
+}
+
+// remoteRouter is mailstore's Remote: users of other rings, through DNS and this ring's
+// gateways.
+type remoteRouter struct{ n *Node }
+
+type cachedForeign struct {
+	f     *ring.Foreign
+	until time.Time
+}
+
+// Route implements mailstore.Remote.
+func (r remoteRouter) Route(ctx context.Context, domain string) (ids.RingID, bool, error) {
+	txts, _, err := (&dnsres.Resolver{Server: r.n.opts.Resolver}).TXT(ctx, strings.TrimSuffix(ring.DNSName(domain), "."))
+	if errors.Is(err, dnsres.ErrNotFound) {
+		return ids.RingID{}, false, nil
+	}
+	if err != nil {
+		return ids.RingID{}, false, err
+	}
+	id, err := ring.ParseDNSRecords(txts)
+	switch {
+	case errors.Is(err, ring.ErrNoDNSRecord):
+		return ids.RingID{}, false, nil
+	case err != nil:
+		return ids.RingID{}, false, err
+	case id == r.n.rn.Descriptor.RingID:
+		return ids.RingID{}, false, nil
+	}
+	return id, true, nil
+}
+
+// foreign is ring id's verified bundle, from this ring's gateways (cached for trustTTL).
+func (r remoteRouter) foreign(ctx context.Context, id ids.RingID) (*ring.Foreign, error) {
+	if v, ok := r.n.foreigns.Load(id); ok && time.Now().Before(v.(cachedForeign).until) {
+		return v.(cachedForeign).f, nil
+	}
+	link := r.n.RingLink()
+	if link == nil {
+		return nil, errors.New("the ring's overlay is not running")
+	}
+	type res struct {
+		f   *ring.Foreign
+		err error
+	}
+	ch := make(chan res, 1)
+	link.Trust(id, func(f *ring.Foreign, err error) { ch <- res{f, err} })
+	select {
+	case v := <-ch:
+		if v.err == nil {
+			r.n.foreigns.Store(id, cachedForeign{f: v.f, until: time.Now().Add(trustTTL)})
+		}
+		return v.f, v.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// Record implements mailstore.Remote.
+func (r remoteRouter) Record(ctx context.Context, id ids.RingID, addr string) (*identity.Record, error) {
+	f, err := r.foreign(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	type res struct {
+		rec *identity.Record
+		err error
+	}
+	ch := make(chan res, 1)
+	r.n.RingLink().LookupRecord(f, addr, func(rec *identity.Record, _ identity.SignedRecord, err error) { ch <- res{rec, err} })
+	select {
+	case v := <-ch:
+		if errors.Is(v.err, multiring.ErrRemoteUnknown) || errors.Is(v.err, multiring.ErrRemoteRevoked) {
+			return nil, fmt.Errorf("%w: %v", mailstore.ErrNoRemoteUser, v.err)
+		}
+		return v.rec, v.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// HandOff implements mailstore.Remote.
+func (r remoteRouter) HandOff(ctx context.Context, entry, from string, b *post.RemoteBundle) error {
+	link := r.n.RingLink()
+	if link == nil {
+		return errors.New("the ring's overlay is not running")
+	}
+	ch := make(chan error, 1)
+	link.HandOff(entry, from, b, func(err error) { ch <- err })
+	select {
+	case err := <-ch:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }

@@ -3,6 +3,7 @@ package mailstore
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"epost/internal/identity"
+	"epost/internal/ids"
 	"epost/internal/mailbox"
 	"epost/internal/post"
 	"epost/internal/smtpserver"
@@ -57,16 +59,35 @@ func (s submitter) Submit(ctx context.Context, env smtpserver.Envelope, raw []by
 	}
 	pieces = cloneAll(pieces) // Submit must not keep raw; POST may hold parts while retrying
 
-	to := make([]string, len(env.To))
-	nids := make([]post.NotificationID, len(env.To))
-	for i, a := range env.To {
+	// Recipients of other rings go through this ring's gateways, one sealed bundle per ring.
+	var local []string
+	remote := map[ids.RingID][]string{}
+	for _, a := range env.To {
+		if r, ok := s.remoteRing(ctx, a); ok {
+			remote[r] = append(remote[r], a)
+		} else {
+			local = append(local, a)
+		}
+	}
+	var refused []post.Result
+	accepted := 0
+	for r, addrs := range remote {
+		n, ref, err := s.submitRemote(ctx, sess, from, r, addrs, pieces)
+		if err != nil {
+			return err
+		}
+		accepted += n
+		refused = append(refused, ref...)
+	}
+
+	to := make([]string, len(local))
+	nids := make([]post.NotificationID, len(local))
+	for i, a := range local {
 		to[i] = a
 		if _, err := io.ReadFull(us.cfg.Rand, nids[i][:]); err != nil {
 			return fmt.Errorf("mailstore: notification id: %w", err)
 		}
 	}
-	var refused []post.Result
-	accepted := 0
 	for attempt := 0; len(to) > 0; attempt++ {
 		if attempt > 0 {
 			if err := us.w.await(ctx, "retry delay", func(done func()) { us.cfg.Clock.AfterFunc(us.cfg.RetryDelay, done) }); err != nil {
@@ -106,6 +127,75 @@ func (s submitter) Submit(ctx context.Context, env smtpserver.Envelope, raw []by
 		s.bounce(sess, env, raw, refused)
 	}
 	return nil
+}
+
+// remoteRing is the other ring addr's domain belongs to, if any.
+func (s submitter) remoteRing(ctx context.Context, addr string) (ids.RingID, bool) {
+	us := s.us
+	domain := strings.ToLower(domainOf(addr))
+	if us.cfg.Remote == nil || us.cfg.HasDomain != nil && us.cfg.HasDomain(domain) {
+		return ids.RingID{}, false
+	}
+	r, ok, err := us.cfg.Remote.Route(ctx, domain)
+	return r, ok && err == nil
+}
+
+// submitRemote seals pieces from the session's user to addrs of ring r and hands the bundle
+// to a gateway of this ring, retrying (the same bundle: the same notification ids) until a
+// gateway holds it or ctx ends. It returns how many recipients were handed over and those
+// refused (unknown in r).
+func (s submitter) submitRemote(ctx context.Context, sess *session, from string, r ids.RingID, addrs []string, pieces [][]byte) (int, []post.Result, error) {
+	us := s.us
+	var recs []*identity.Record
+	var refused []post.Result
+	for _, a := range addrs {
+		addr, err := identity.NormalizeAddress(a)
+		if err != nil {
+			refused = append(refused, post.Result{To: a, Status: post.UnknownRecipient, Err: err})
+			continue
+		}
+		rec, err := us.cfg.Remote.Record(ctx, r, addr)
+		switch {
+		case errors.Is(err, ErrNoRemoteUser):
+			refused = append(refused, post.Result{To: a, Status: post.UnknownRecipient, Err: err})
+			continue
+		case err != nil:
+			return 0, nil, fmt.Errorf("mailstore: record of %s in ring %s: %w", addr, r.Short(), err)
+		}
+		recs = append(recs, rec)
+	}
+	if len(recs) == 0 {
+		return 0, refused, nil
+	}
+	nids := make([]post.NotificationID, len(recs))
+	for i := range nids {
+		if _, err := io.ReadFull(us.cfg.Rand, nids[i][:]); err != nil {
+			return 0, nil, fmt.Errorf("mailstore: notification id: %w", err)
+		}
+	}
+	var entry [16]byte
+	if _, err := io.ReadFull(us.cfg.Rand, entry[:]); err != nil {
+		return 0, nil, fmt.Errorf("mailstore: entry id: %w", err)
+	}
+	bundle, err := sess.user.SealRemote(r, recs, nids, pieces)
+	if err != nil {
+		return 0, nil, fmt.Errorf("mailstore: sealing for ring %s: %w", r.Short(), err)
+	}
+	for attempt := 0; ; attempt++ {
+		if attempt > 0 {
+			if err := us.w.await(ctx, "retry delay", func(done func()) { us.cfg.Clock.AfterFunc(us.cfg.RetryDelay, done) }); err != nil {
+				return 0, nil, fmt.Errorf("mailstore: no gateway took the message for ring %s: %w", r.Short(), err)
+			}
+		}
+		err := us.cfg.Remote.HandOff(ctx, hex.EncodeToString(entry[:]), from, bundle)
+		if err == nil {
+			return len(recs), refused, nil
+		}
+		us.cfg.Log.Warn("mailstore: hand-off to a gateway failed; retrying", "from", from, "ring", r.Short(), "err", err)
+		if ctx.Err() != nil {
+			return 0, nil, fmt.Errorf("mailstore: no gateway took the message for ring %s: %w", r.Short(), err)
+		}
+	}
 }
 
 // wholeBelow: messages smaller than this are submitted as one piece.
@@ -171,7 +261,7 @@ func (r recipients) Classify(ctx context.Context, address string) (smtpserver.Re
 	us := r.us
 	domain := strings.ToLower(domainOf(address))
 	if us.cfg.HasDomain == nil || !us.cfg.HasDomain(domain) {
-		return smtpserver.Outside, nil
+		return r.classifyOther(ctx, domain, address)
 	}
 	addr, err := identity.NormalizeAddress(address)
 	if err != nil {
@@ -190,4 +280,33 @@ func (r recipients) Classify(ctx context.Context, address string) (smtpserver.Re
 		return smtpserver.NoSuchUser, nil
 	}
 	return smtpserver.NoSuchUser, fmt.Errorf("mailstore: look up %s: %w", addr, lerr)
+}
+
+// classifyOther classifies an address outside the ring's domains: a user of another ring
+// (reached through the gateways, so a ring recipient for SMTP), an unknown one there, or the
+// internet.
+func (r recipients) classifyOther(ctx context.Context, domain, address string) (smtpserver.RecipientClass, error) {
+	us := r.us
+	if us.cfg.Remote == nil {
+		return smtpserver.Outside, nil
+	}
+	ring, ok, err := us.cfg.Remote.Route(ctx, domain)
+	switch {
+	case err != nil:
+		return smtpserver.NoSuchUser, fmt.Errorf("mailstore: which ring %s belongs to: %w", domain, err)
+	case !ok:
+		return smtpserver.Outside, nil
+	}
+	addr, err := identity.NormalizeAddress(address)
+	if err != nil {
+		return smtpserver.NoSuchUser, nil
+	}
+	_, err = us.cfg.Remote.Record(ctx, ring, addr)
+	switch {
+	case err == nil:
+		return smtpserver.RingUser, nil
+	case errors.Is(err, ErrNoRemoteUser):
+		return smtpserver.NoSuchUser, nil
+	}
+	return smtpserver.NoSuchUser, fmt.Errorf("mailstore: look up %s in ring %s: %w", addr, ring.Short(), err)
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"epost/internal/identity"
+	"epost/internal/ids"
 	"epost/internal/mailbox"
 	"epost/internal/post"
 	"epost/internal/transport"
@@ -47,7 +48,27 @@ type UsersConfig struct {
 	// MaxMessageBytes bounds submitted messages; 0 means 64 MiB.
 	MaxMessageBytes int64
 	Log             *slog.Logger
+	// Remote, if set, reaches users of other rings (federation): a domain that is not the
+	// ring's own but belongs to another ring is routed there instead of to the outbox.
+	Remote Remote
 }
+
+// Remote is what submission needs to reach users of other rings (the daemon implements it
+// with DNS, its ring's gateways and the global ring).
+type Remote interface {
+	// Route names the other ring a mail domain belongs to; ok is false for a domain of no
+	// ring (the internet).
+	Route(ctx context.Context, domain string) (ring ids.RingID, ok bool, err error)
+	// Record is a user's record in ring r, verified under r's CA; ErrNoRemoteUser when r
+	// has no such user.
+	Record(ctx context.Context, r ids.RingID, addr string) (*identity.Record, error)
+	// HandOff gives a sealed message to a gateway of this ring, which confirms once it holds
+	// it durably; entry is the same for every retry of one message.
+	HandOff(ctx context.Context, entry, from string, b *post.RemoteBundle) error
+}
+
+// ErrNoRemoteUser: the other ring has no such user (or it is revoked).
+var ErrNoRemoteUser = errors.New("mailstore: no such user in that ring")
 
 // Users is the node's mail layer for its local users: the mailbox.Authenticator of the IMAP
 // and POP3 servers (through smtpserver.MailboxAuth also SMTP's), which starts a user's POST

@@ -3,9 +3,11 @@ package e2e
 import (
 	"bytes"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net"
 	"net/smtp"
+	"net/textproto"
 	"strings"
 	"syscall"
 	"testing"
@@ -191,4 +193,66 @@ func TestMailAcrossOutagesAndCrash(t *testing.T) {
 		t.Fatalf("plaintext marker %q found in %v", r.marker, hits)
 	}
 	t.Logf("whole run %v", time.Since(begin).Round(time.Millisecond))
+}
+
+// trySend is send without failing the test: the SMTP error, if any.
+func trySend(r *ring, from, to, subject, body string) error {
+	n := r.home[from]
+	c, err := smtp.Dial(n.smtp)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if err := c.StartTLS(&tls.Config{InsecureSkipVerify: true}); err != nil {
+		return err
+	}
+	host, _, _ := net.SplitHostPort(n.smtp)
+	if err := c.Auth(smtp.PlainAuth("", from, r.pw[from], host)); err != nil {
+		return err
+	}
+	if err := c.Mail(from); err != nil {
+		return err
+	}
+	if err := c.Rcpt(to); err != nil {
+		return err
+	}
+	w, err := c.Data()
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "From: %s\r\nTo: %s\r\nSubject: %s\r\n\r\n%s\r\n", from, to, subject, body)
+	if err := w.Close(); err != nil {
+		return err
+	}
+	return c.Quit()
+}
+
+// sendEventually retries a submission answered 4xx (a temporary failure, as an MTA would)
+// until limit.
+func sendEventually(t *testing.T, r *ring, from, to, subject, body string, limit time.Duration) {
+	t.Helper()
+	start := time.Now()
+	for {
+		err := trySend(r, from, to, subject, body)
+		if err == nil {
+			return
+		}
+		if !isCode(err, 4) || time.Since(start) > limit {
+			n := r.home[from]
+			t.Fatalf("send %s -> %s: %v\nlog %s:\n%s", from, to, err, n.logPth, tail(n.logPth))
+		}
+		time.Sleep(time.Second)
+	}
+}
+
+// isCode reports whether err is an SMTP reply of code (or, for 1-digit codes, of that class).
+func isCode(err error, code int) bool {
+	var te *textproto.Error
+	if !errors.As(err, &te) {
+		return false
+	}
+	if code < 10 {
+		return te.Code/100 == code
+	}
+	return te.Code == code
 }
