@@ -58,6 +58,7 @@ type DemoUser struct {
 	IMAP     string `json:"imap"`
 	SMTP     string `json:"smtp"`
 	POP3     string `json:"pop3"`
+	Ring     string `json:"ring"` // the name of the user's ring
 }
 
 // DemoFile is demo.json.
@@ -71,6 +72,7 @@ func runDemo(args []string) error {
 	nodes := fs.Int("nodes", 5, "nodes in the ring (at least 3)")
 	seed := fs.Uint64("seed", 0, "overlay random seed (0: random, printed)")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the whole ring (all nodes run in this process) to this file until the demo stops")
+	rings := fs.Int("rings", 1, "1: one ring (demo.example); 2: two federated rings (acme.example with alice, globex.example with bob), each with a gateway, a local DNS server confirming their domains, and mail between them")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -90,6 +92,9 @@ func runDemo(args []string) error {
 	}
 	if *nodes < 3 {
 		return errors.New("--nodes must be at least 3 (the two users live on nodes of their own)")
+	}
+	if *rings < 1 || *rings > 2 {
+		return errors.New("--rings must be 1 or 2")
 	}
 	if *seed == 0 {
 		*seed = uint64(time.Now().UnixNano()) | 1
@@ -125,6 +130,9 @@ func runDemo(args []string) error {
 	// demo.json announces a ready ring: a stale one from the last run must not.
 	if err := os.Remove(filepath.Join(root, "demo.json")); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
+	}
+	if *rings == 2 {
+		return runDemoRings(ctx, out, root, *dir != "", *seed)
 	}
 	fresh, err := demoSetup(root, *nodes)
 	if err != nil {
@@ -200,7 +208,7 @@ func runDemo(args []string) error {
 			return fmt.Errorf("bring %s online: %w", addr, err)
 		}
 		a := nd.MailAddrs()
-		users = append(users, DemoUser{Address: addr, Password: password, IMAP: a.IMAP, SMTP: a.SMTP, POP3: a.POP3})
+		users = append(users, DemoUser{Address: addr, Password: password, IMAP: a.IMAP, SMTP: a.SMTP, POP3: a.POP3, Ring: "demo"})
 	}
 	welcomed := filepath.Join(root, "welcome.sent")
 	if _, err := os.Stat(welcomed); err != nil {

@@ -28,6 +28,7 @@ type demoUser struct {
 	IMAP     string `json:"imap"`
 	SMTP     string `json:"smtp"`
 	POP3     string `json:"pop3"`
+	Ring     string `json:"ring"`
 }
 
 // demo is one running "epost demo" process.
@@ -39,10 +40,10 @@ type demo struct {
 	done chan struct{}
 }
 
-func startDemo(t *testing.T, dir string, seed uint64) *demo {
+func startDemo(t *testing.T, dir string, seed uint64, extra ...string) *demo {
 	t.Helper()
 	d := &demo{t: t, done: make(chan struct{})}
-	d.cmd = exec.Command(cluster.Bin, "demo", "--dir", dir, "--seed", strconv.FormatUint(seed, 10))
+	d.cmd = exec.Command(cluster.Bin, append([]string{"demo", "--dir", dir, "--seed", strconv.FormatUint(seed, 10)}, extra...)...)
 	stdout, err := d.cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -215,4 +216,53 @@ func TestDemoSwaksIMAPPOP3Restart(t *testing.T) {
 		t.Fatalf("welcome mail after restart: %s, want imap=1 pop3=1 (sent once)", got)
 	}
 	d2.stop()
+}
+
+// swaksLineTo is the swaks line the demo printed for mail to addr, with token in the subject.
+func swaksLineTo(t *testing.T, d *demo, addr, token string) string {
+	t.Helper()
+	for _, l := range strings.Split(d.output(), "\n") {
+		if l = strings.TrimSpace(l); strings.HasPrefix(l, "swaks ") && strings.Contains(l, "--to "+addr) {
+			return strings.Replace(l, `"Subject: hi"`, `"Subject: hi `+token+`"`, 1)
+		}
+	}
+	t.Fatalf("the demo printed no swaks line for mail to %s:\n%s", addr, d.output())
+	return ""
+}
+
+// TestDemoTwoRings: "epost demo --rings 2" runs acme.example (alice) and globex.example (bob)
+// as two federated rings; the welcome mail crossed from acme to globex, and the swaks lines the
+// demo prints carry mail both ways, read with Python's imaplib and poplib.
+func TestDemoTwoRings(t *testing.T) {
+	for _, tool := range []string{"swaks", "python3"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s is not installed (apt-get install swaks python3)", tool)
+		}
+	}
+	seed := rand.Uint64()
+	if s := os.Getenv("EPOST_TEST_SEED"); s != "" {
+		seed, _ = strconv.ParseUint(s, 10, 64)
+	}
+	t.Logf("seed %d (rerun with EPOST_TEST_SEED=%d)", seed, seed)
+	dir := t.TempDir()
+	d := startDemo(t, dir, seed, "--rings", "2")
+	users := d.ready(dir)
+	if len(users) != 2 || users[0].Ring != "acme" || users[1].Ring != "globex" || users[0].Address != "alice@acme.example" || users[1].Address != "bob@globex.example" {
+		t.Fatalf("demo.json users: %+v", users)
+	}
+	alice, bob := users[0], users[1]
+	if got := readMail(t, bob, "Welcome to ePOST"); got != "imap=1 pop3=1" {
+		t.Fatalf("bob's welcome mail from the other ring: %s, want imap=1 pop3=1\n%s", got, d.output())
+	}
+	for _, c := range []struct{ from, to demoUser }{{alice, bob}, {bob, alice}} {
+		token := fmt.Sprintf("rings-%s-%d", c.from.Ring, seed)
+		line := swaksLineTo(t, d, c.to.Address, token)
+		if out, err := exec.Command("sh", "-c", line).CombinedOutput(); err != nil {
+			t.Fatalf("%s: %v\n%s", line, err, out)
+		}
+		if got := readMail(t, c.to, token); got != "imap=1 pop3=1" {
+			t.Fatalf("%s -> %s: %s, want imap=1 pop3=1\n%s", c.from.Address, c.to.Address, got, d.output())
+		}
+	}
+	d.stop()
 }
