@@ -46,6 +46,7 @@ type globalSide struct {
 	carrier    *multiring.Carrier   // works the queue
 	stopScribe func()
 	stopLoop   chan struct{}
+	kick       chan struct{} // capacity 1: a new entry is queued, run the carrier now
 	tr         *tcp.Transport
 	rt         *resolvingTransport
 	drv        *pastry.Driver
@@ -176,7 +177,7 @@ func (n *Node) startGlobal() error {
 	if err := gs.dir.Start(); err != nil {
 		n.log.Warn("global ring: cannot join this ring's gateway group", "err", err)
 	}
-	gs.stopLoop = make(chan struct{})
+	gs.stopLoop, gs.kick = make(chan struct{}), make(chan struct{}, 1)
 	go func() {
 		t := time.NewTicker(carrierInterval)
 		defer t.Stop()
@@ -185,8 +186,9 @@ func (n *Node) startGlobal() error {
 			case <-gs.stopLoop:
 				return
 			case <-t.C:
-				gs.carrier.RunOnce(context.Background())
+			case <-gs.kick:
 			}
+			gs.carrier.RunOnce(context.Background())
 		}
 	}()
 	return nil
@@ -236,7 +238,14 @@ func (n *Node) QueueFederated(id, from string, b *post.RemoteBundle, deadline ti
 	if err != nil {
 		return "", err
 	}
-	return st.Commit()
+	id, err = st.Commit()
+	if err == nil {
+		select { // hand it over now rather than at the next tick
+		case gs.kick <- struct{}{}:
+		default:
+		}
+	}
+	return id, err
 }
 
 // GatewayQueue is the gateway's queue (nil on other nodes), for status and tests.

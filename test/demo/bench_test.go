@@ -54,9 +54,15 @@ func TestBenchMail(t *testing.T) {
 	conns := envInt("EPOST_BENCH_CONNS", 4)
 	perConn := envInt("EPOST_BENCH_PER_CONN", 50)
 	preload := envInt("EPOST_BENCH_PRELOAD", 0)
+	rings := envInt("EPOST_BENCH_RINGS", 1) // 2: alice and bob in two federated rings (demo --rings 2)
 	dir := t.TempDir()
 	d := &demo{t: t, done: make(chan struct{})}
 	d.cmd = exec.Command(cluster.Bin, "demo", "--dir", dir, "--nodes", strconv.Itoa(nodes), "--seed", "1")
+	if rings == 2 {
+		d.cmd = exec.Command(cluster.Bin, "demo", "--dir", dir, "--rings", "2", "--seed", "1")
+		nodes = 6
+		benchRings = true
+	}
 	startDemoCmd(t, d)
 	users := d.ready(dir)
 	alice, bob := users[0], users[1]
@@ -235,10 +241,21 @@ type diskSample struct {
 	}
 }
 
+// benchRings: the bench runs the two-ring demo (nodes acme/node0-2, globex/node0-2).
+var benchRings bool
+
+// benchNodeDir is the directory of the demo's i-th node.
+func benchNodeDir(dir string, i int) string {
+	if benchRings {
+		return filepath.Join(dir, []string{"acme", "globex"}[i/3], fmt.Sprintf("node%d", i%3))
+	}
+	return filepath.Join(dir, fmt.Sprintf("node%d", i))
+}
+
 // ringDisk reads the disk counters of the demo process (through node0: they are per process).
 func ringDisk(t *testing.T, dir string) diskSample {
 	t.Helper()
-	out, err := exec.Command(cluster.Bin, "status", "--dir", filepath.Join(dir, "node0"), "--json").Output()
+	out, err := exec.Command(cluster.Bin, "status", "--dir", benchNodeDir(dir, 0), "--json").Output()
 	if err != nil {
 		t.Fatalf("status node0: %v", err)
 	}
@@ -282,7 +299,7 @@ func ringStorage(t *testing.T, dir string, nodes int) storage {
 	t.Helper()
 	var s storage
 	for i := range nodes {
-		out, err := exec.Command(cluster.Bin, "status", "--dir", filepath.Join(dir, fmt.Sprintf("node%d", i)), "--json").Output()
+		out, err := exec.Command(cluster.Bin, "status", "--dir", benchNodeDir(dir, i), "--json").Output()
 		if err != nil {
 			t.Fatalf("status node%d: %v", i, err)
 		}
