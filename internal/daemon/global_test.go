@@ -474,4 +474,11 @@ func TestMailBetweenRingsOfDaemons(t *testing.T) {
 	if entries, _ = bob.Entries(post.InboxLog, 0); len(entries) != 1 {
 		t.Fatalf("after a repeated hand-off bob has %d entries", len(entries))
 	}
+	// Each ring kept its data home: no node holds an object or a fragment of the other ring.
+	for _, n := range []*Node{acme.gw, acme.plain, globex.gw, globex.plain} {
+		l, err := n.Locality()
+		if err != nil || l.ForeignObjects != 0 || l.ForeignFragments != 0 {
+			t.Fatalf("node %s of ring %s holds foreign data: %+v %v", n.ID().Short(), n.rn.Descriptor.Name, l, err)
+		}
+	}
 }

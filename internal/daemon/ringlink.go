@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"epost/internal/dnsres"
+	"epost/internal/glacier"
 	"epost/internal/identity"
 	"epost/internal/ids"
 	"epost/internal/mailqueue"
@@ -17,6 +18,7 @@ import (
 	"epost/internal/multiring"
 	"epost/internal/post"
 	"epost/internal/ring"
+	"epost/internal/store"
 )
 
 // This ring's nodes and its gateways (multiring.RingLink): which peers are gateways (the role
@@ -241,4 +243,41 @@ func (r remoteRouter) HandOff(ctx context.Context, entry, from string, b *post.R
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// LocalityStatus is the audit of the autonomy promise (issue 13): every object in this node's
+// store and every Glacier fragment it holds belongs to its own ring.
+type LocalityStatus struct {
+	ForeignObjects   int64     `json:"foreign_objects"`   // objects keyed in another ring
+	ForeignFragments int       `json:"foreign_fragments"` // fragments of another ring's objects
+	CheckedAt        time.Time `json:"checked_at"`
+}
+
+// Locality counts what this node holds of other rings, now (a scan of the store's index).
+func (n *Node) Locality() (LocalityStatus, error) {
+	n.mu.Lock()
+	st, fr := n.store, n.frags
+	n.mu.Unlock()
+	l := LocalityStatus{CheckedAt: time.Now().UTC()}
+	if st == nil {
+		return l, errors.New("daemon: the node is not running")
+	}
+	all, err := st.Stats()
+	if err != nil {
+		return l, err
+	}
+	own, err := st.Summarize(store.WholeRing(n.rn.Descriptor.RingID))
+	if err != nil {
+		return l, err
+	}
+	l.ForeignObjects = all.Objects - own.Count
+	if fr != nil {
+		fr.Range(func(_ ids.ID, f *glacier.Fragment) bool {
+			if f.Manifest.Ring != n.rn.Descriptor.RingID {
+				l.ForeignFragments++
+			}
+			return true
+		})
+	}
+	return l, nil
 }
