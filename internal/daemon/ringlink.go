@@ -239,6 +239,9 @@ func (r remoteRouter) HandOff(ctx context.Context, entry, from string, b *post.R
 	link.HandOff(entry, from, b, func(err error) { ch <- err })
 	select {
 	case err := <-ch:
+		if errors.Is(err, multiring.ErrHandOffRefused) {
+			return fmt.Errorf("%w: %v", mailstore.ErrRemoteRefused, err)
+		}
 		return err
 	case <-ctx.Done():
 		return ctx.Err()

@@ -191,6 +191,9 @@ func (s submitter) submitRemote(ctx context.Context, sess *session, from string,
 		if err == nil {
 			return len(recs), refused, nil
 		}
+		if errors.Is(err, ErrRemoteRefused) { // retrying cannot help: the client hears a 5xx
+			return 0, nil, fmt.Errorf("mailstore: for ring %s: %v: %w", r.Short(), err, smtpserver.ErrRejected)
+		}
 		us.cfg.Log.Warn("mailstore: hand-off to a gateway failed; retrying", "from", from, "ring", r.Short(), "err", err)
 		if ctx.Err() != nil {
 			return 0, nil, fmt.Errorf("mailstore: no gateway took the message for ring %s: %w", r.Short(), err)

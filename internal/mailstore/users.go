@@ -70,6 +70,10 @@ type Remote interface {
 // ErrNoRemoteUser: the other ring has no such user (or it is revoked).
 var ErrNoRemoteUser = errors.New("mailstore: no such user in that ring")
 
+// ErrRemoteRefused: a gateway refused the message for good (too large to carry, say); Remote
+// implementations wrap it.
+var ErrRemoteRefused = errors.New("mailstore: the gateway refused the message")
+
 // Users is the node's mail layer for its local users: the mailbox.Authenticator of the IMAP
 // and POP3 servers (through smtpserver.MailboxAuth also SMTP's), which starts a user's POST
 // session and store at the first login, and the source of the SMTP Submitter and

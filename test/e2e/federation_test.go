@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -96,6 +97,12 @@ func TestMailBetweenRings(t *testing.T) {
 
 	if err := trySend(acme, alice, "nobody@globex.example", "x", "x"); err == nil || !isCode(err, 550) {
 		t.Fatalf("unknown user of the other ring: %v, want 550", err)
+	}
+	// A message larger than one hand-off carries (until the chunked relay exists) is refused
+	// for good, with the reason, rather than retried forever.
+	big := strings.Repeat("0123456789abcdef", 3<<20/16)
+	if err := trySend(acme, alice, bob, "too big", big); err == nil || !isCode(err, 554) {
+		t.Fatalf("a 3 MiB message to another ring: %v, want 554", err)
 	}
 	// Gateways carried ciphertext: no file of any node of either ring holds the messages'
 	// plaintext.
