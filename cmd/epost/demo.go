@@ -150,19 +150,7 @@ func runDemo(args []string) error {
 		return err
 	}
 	var running []*daemon.Node
-	defer func() {
-		// The whole ring stops: the nodes leave together rather than one after another, each
-		// waiting out a hand-over grace to neighbours that are about to go too.
-		var wg sync.WaitGroup
-		for _, nd := range running {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				nd.Stop()
-			}()
-		}
-		wg.Wait()
-	}()
+	defer func() { stopAll(running) }()
 	for i := range n {
 		logf, err := os.OpenFile(filepath.Join(root, "logs", fmt.Sprintf("node%d.log", i)), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
 		if err != nil {
@@ -352,6 +340,20 @@ func freeLoopbackPorts(n int) ([]string, error) {
 		out = append(out, ln.Addr().String())
 	}
 	return out, nil
+}
+
+// stopAll stops the nodes together rather than one after another, each waiting out a
+// hand-over grace to neighbours that are about to go too.
+func stopAll(ns []*daemon.Node) {
+	var wg sync.WaitGroup
+	for _, nd := range ns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			nd.Stop()
+		}()
+	}
+	wg.Wait()
 }
 
 func allReady(ns []*daemon.Node) bool {

@@ -12,7 +12,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"time"
 
 	"epost/internal/daemon"
@@ -71,17 +70,7 @@ func runDemoRings(ctx context.Context, out io.Writer, root string, kept bool, se
 		return err
 	}
 	var running []*daemon.Node
-	defer func() {
-		var wg sync.WaitGroup
-		for _, nd := range running {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				nd.Stop()
-			}()
-		}
-		wg.Wait()
-	}()
+	defer func() { stopAll(running) }()
 	homes := map[string]*daemon.Node{}
 	for ri, sp := range demoRingSpecs {
 		for i := range demoRingNodes {

@@ -602,14 +602,9 @@ func (q *Queue) Attempted(id string, results map[string]RcptState, attemptErr er
 	wait += time.Duration((q.opts.Rand.Float64()*0.2 - 0.1) * float64(wait)) // ±10 %
 	s.Next = now.Add(wait)
 	q.mu.Unlock()
-	if err := q.writeSchedule(id, s); err != nil {
+	if err := q.install(id, s); err != nil {
 		return Schedule{}, err
 	}
-	q.mu.Lock()
-	if e := q.entries[id]; e != nil {
-		e.s = s
-	}
-	q.mu.Unlock()
 	return cloneSchedule(s), nil
 }
 
@@ -636,6 +631,11 @@ func (q *Queue) Update(id string, f func(*Schedule)) error {
 	s := cloneSchedule(e.s)
 	f(&s)
 	q.mu.Unlock()
+	return q.install(id, s)
+}
+
+// install writes an entry's new schedule and makes it current. The caller holds writeMu.
+func (q *Queue) install(id string, s Schedule) error {
 	if err := q.writeSchedule(id, s); err != nil {
 		return err
 	}
