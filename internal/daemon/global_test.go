@@ -433,6 +433,12 @@ func TestMailBetweenRingsOfDaemons(t *testing.T) {
 		link.HandOff(entry, "alice@acme.example", bundle, func(err error) { ch <- err })
 		return <-ch
 	})
+	// The gateway answered once globex stored it: bob's pending notification is there now.
+	found := make(chan error, 1)
+	globex.plain.apps.Load().past.Lookup(past.PendingKey(globex.r.Descriptor.RingID, "bob@globex.example", nid), func(_ past.Object, err error) { found <- err })
+	if err := <-found; err != nil {
+		t.Fatalf("right after the hand-off, bob's pending notification in globex: %v", err)
+	}
 	var entries [][]byte
 	defer func() {
 		if t.Failed() {

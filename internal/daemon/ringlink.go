@@ -65,12 +65,23 @@ func (g gatewayAnswers) LookupRecord(r ids.RingID, addr string, cb func(*identit
 // federationDeadline is how long a gateway keeps trying to hand a message to another ring.
 const federationDeadline = 5 * 24 * time.Hour
 
+// handOffWait is how long a gateway holds its answer to a node's hand-off while it passes the
+// message on: when the other ring stores it within that time, the node's 250 means the message
+// is in the recipient's ring, and a gateway that dies with it in its queue costs nothing (the
+// node, unanswered, hands it to another gateway; the recipient files each id once). Past it
+// the answer is "queued here", and the gateway's queue carries it on.
+const handOffWait = 5 * time.Second
+
 func (g gatewayAnswers) Queue(entry, from string, b *post.RemoteBundle) error {
-	_, err := g.n.QueueFederated(entry, from, b, time.Now().Add(federationDeadline))
+	id, err := g.n.QueueFederated(entry, from, b, time.Now().Add(federationDeadline))
 	if errors.Is(err, mailqueue.ErrExists) {
-		return nil // a repeated hand-off: already queued (or done) here
+		id, err = entry, nil // a repeated hand-off: already queued (or done) here
 	}
-	return err
+	if err != nil {
+		return err
+	}
+	g.gs.carrier.Wait(id, handOffWait)
+	return nil
 }
 
 // RingLink is this node's link to its ring's gateways.

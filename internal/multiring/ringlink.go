@@ -51,7 +51,8 @@ type GatewaySide interface {
 	// Bundle is an admitted ring's bundle, encoded (ring.Bundle.Encode), or false.
 	Bundle(r ids.RingID) ([]byte, bool)
 	LookupRecord(r ids.RingID, addr string, cb func(*identity.Record, identity.SignedRecord, error))
-	// Queue stores a sealed bundle durably for the relay (the entry id is the origin's).
+	// Queue stores a sealed bundle durably for the relay (the entry id is the origin's); it
+	// may block while the message is passed on.
 	Queue(entry, from string, b *post.RemoteBundle) error
 }
 
@@ -346,11 +347,15 @@ func (l *RingLink) serve(from pastry.Handle, qid uint64, what byte, r ids.RingID
 			answer(linkRefused, []byte(err.Error()))
 			return
 		}
-		if err := gs.Queue(entry, addr, b); err != nil {
-			answer(linkUnavailable, []byte(err.Error()))
-			return
-		}
-		answer(linkOK, nil)
+		// Queue may wait for the message to be passed on: not on the event loop that also
+		// carries the relay's answers.
+		go func() {
+			if err := gs.Queue(entry, addr, b); err != nil {
+				answer(linkUnavailable, []byte(err.Error()))
+				return
+			}
+			answer(linkOK, nil)
+		}()
 	default:
 		answer(linkRefused, []byte("unknown question"))
 	}
