@@ -1,12 +1,19 @@
 package e2e
 
 import (
+	"bytes"
+	"crypto/tls"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapclient"
 
 	"epost/internal/dnstest"
 	eposting "epost/internal/ring"
@@ -16,6 +23,14 @@ import (
 // the global ring) and one node per user, its _epost record published in dns. The gateway
 // joins the global ring through globalBootstrap (none: it founds it).
 func newFedRing(t *testing.T, seed uint64, name string, dns *dnstest.Server, globalBootstrap string, users ...string) (*ring, string) {
+	t.Helper()
+	r, globals := newFedRingN(t, seed, name, dns, globalBootstrap, 1, 0, users...)
+	return r, globals[0]
+}
+
+// newFedRingN is newFedRing with gateways gateways (node0..) and extra nodes without users or
+// role after the users' nodes; it returns the gateways' global-ring addresses.
+func newFedRingN(t *testing.T, seed uint64, name string, dns *dnstest.Server, globalBootstrap string, gateways, extra int, users ...string) (*ring, []string) {
 	t.Helper()
 	dir := t.TempDir()
 	domain := name + ".example"
@@ -27,24 +42,33 @@ func newFedRing(t *testing.T, seed uint64, name string, dns *dnstest.Server, glo
 		t.Fatal(err)
 	}
 	dns.SetTXT(eposting.DNSName(domain), 10*time.Minute, eposting.DNSValue(d.RingID))
-	n := 1 + len(users)
-	ports := freePorts(t, n+1+3*len(users))
-	global := ports[n]
+	n := gateways + len(users) + extra
+	ports := freePorts(t, n+gateways+3*len(users))
+	globals := ports[n : n+gateways]
 	for i := range n {
 		nd := &node{t: t, name: fmt.Sprintf("%s-node%d", name, i), dir: filepath.Join(dir, fmt.Sprintf("node%d", i)),
 			logPth: filepath.Join(dir, fmt.Sprintf("node%d.log", i)), seed: seed + uint64(1000*i)}
 		args := []string{"node", "init", "--ring", ringDir, "--dir", nd.dir, "--listen", ports[i]}
 		nd.extra = []string{"--resolver", dns.Addr}
-		if i == 0 {
+		if i > 0 {
+			args = append(args, "--bootstrap", ports[0])
+		}
+		switch u := i - gateways; {
+		case i < gateways:
 			args = append(args, "--gateway", "--imap", "", "--smtp", "", "--pop3", "")
-			nd.extra = append(nd.extra, "--global-listen", global)
-			if globalBootstrap != "" {
-				nd.extra = append(nd.extra, "--global-bootstrap", globalBootstrap)
+			nd.extra = append(nd.extra, "--global-listen", globals[i])
+			if boot := globalBootstrap; boot != "" || i > 0 {
+				if i > 0 {
+					boot = globals[0]
+				}
+				nd.extra = append(nd.extra, "--global-bootstrap", boot)
 			}
-		} else {
-			p := ports[n+1+3*(i-1) : n+1+3*i]
+		case u < len(users):
+			p := ports[n+gateways+3*u : n+gateways+3*u+3]
 			nd.imap, nd.smtp = p[0], p[1]
-			args = append(args, "--bootstrap", ports[0], "--imap", p[0], "--smtp", p[1], "--pop3", p[2])
+			args = append(args, "--imap", p[0], "--smtp", p[1], "--pop3", p[2])
+		default:
+			args = append(args, "--imap", "", "--smtp", "", "--pop3", "")
 		}
 		epost(t, args...)
 		r.nodes = append(r.nodes, nd)
@@ -56,11 +80,11 @@ func newFedRing(t *testing.T, seed uint64, name string, dns *dnstest.Server, glo
 		if err := os.WriteFile(pwFile, []byte(pw+"\n"), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		epost(t, "user", "add", "--ring", ringDir, "--node", r.nodes[i+1].dir, "--address", addr, "--password-file", pwFile)
-		r.pw[addr], r.home[addr] = pw, r.nodes[i+1]
+		epost(t, "user", "add", "--ring", ringDir, "--node", r.nodes[gateways+i].dir, "--address", addr, "--password-file", pwFile)
+		r.pw[addr], r.home[addr] = pw, r.nodes[gateways+i]
 	}
 	r.marker = fmt.Sprintf("E2E-FED-MARKER-%d", seed)
-	return r, global
+	return r, globals
 }
 
 // TestMailBetweenRings: two rings of real node processes, each with a gateway, their domains
@@ -112,6 +136,138 @@ func TestMailBetweenRings(t *testing.T) {
 			if hits := r.scanPlaintext(); len(hits) > 0 {
 				t.Fatalf("plaintext %q found in %v", m, hits)
 			}
+		}
+	}
+}
+
+// inboxTokens logs in over IMAP and counts, for each token, the INBOX messages holding it.
+func inboxTokens(t *testing.T, r *ring, user string, tokens []string) map[string]int {
+	t.Helper()
+	n := r.home[user]
+	c, err := imapclient.DialStartTLS(n.imap, &imapclient.Options{TLSConfig: &tls.Config{InsecureSkipVerify: true}})
+	if err != nil {
+		t.Fatalf("imap dial %s: %v", n.imap, err)
+	}
+	defer c.Close()
+	if err := c.Login(user, r.pw[user]).Wait(); err != nil {
+		t.Fatalf("imap login %s: %v", user, err)
+	}
+	counts := map[string]int{}
+	sel, err := c.Select("INBOX", nil).Wait()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sel.NumMessages > 0 {
+		var seq imap.SeqSet
+		seq.AddRange(1, sel.NumMessages)
+		msgs, err := c.Fetch(seq, &imap.FetchOptions{BodySection: []*imap.FetchItemBodySection{{Peek: true}}}).Collect()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range msgs {
+			body := m.FindBodySection(&imap.FetchItemBodySection{})
+			for _, tok := range tokens {
+				if bytes.Contains(body, []byte(tok+" ")) {
+					counts[tok]++
+				}
+			}
+		}
+	}
+	c.Logout().Wait()
+	return counts
+}
+
+// TestGatewayKilledMidStream: two rings of four node processes, two gateways each; alice and
+// bob write to each other (200 mails each way) while one gateway of each ring is killed with
+// SIGKILL halfway through and not restarted. Every mail that got a 250 arrives exactly once.
+func TestGatewayKilledMidStream(t *testing.T) {
+	seed := testSeed(t)
+	dns, err := dnstest.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dns.Close()
+	acme, acmeGlobals := newFedRingN(t, seed, "acme", dns, "", 2, 1, "alice")
+	globex, _ := newFedRingN(t, seed+7, "globex", dns, acmeGlobals[0], 2, 1, "bob")
+	all := append(append([]*node{}, acme.nodes...), globex.nodes...)
+	for _, n := range all {
+		n.start()
+	}
+	waitReady(t, all...)
+	alice, bob := "alice@acme.example", "bob@globex.example"
+	countInbox(t, globex, bob, "nothing")
+	countInbox(t, acme, alice, "nothing")
+
+	const perWay = 200
+	type way struct {
+		r        *ring
+		from, to string
+		victim   *node // killed halfway
+		sent     []string
+	}
+	ways := []*way{{r: acme, from: alice, to: bob, victim: acme.nodes[seed%2]}, {r: globex, from: bob, to: alice, victim: globex.nodes[(seed/2)%2]}}
+	var wg sync.WaitGroup
+	for wi, w := range ways {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range perWay {
+				if i == perWay/2 {
+					w.victim.stop(syscall.SIGKILL)
+				}
+				tok := fmt.Sprintf("kill-%d-%d-%d", wi, i, seed)
+				start := time.Now()
+				for {
+					err := trySend(w.r, w.from, w.to, "stream", "body "+tok+" end")
+					if err == nil {
+						w.sent = append(w.sent, tok)
+						break
+					}
+					if !isCode(err, 4) && !strings.Contains(err.Error(), "connection") {
+						t.Errorf("%s -> %s #%d: %v", w.from, w.to, i, err)
+						return
+					}
+					if time.Since(start) > 90*time.Second {
+						t.Errorf("%s -> %s #%d: no 250 in 90 s: %v", w.from, w.to, i, err)
+						return
+					}
+					time.Sleep(500 * time.Millisecond)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if t.Failed() {
+		return
+	}
+	for _, w := range ways {
+		rcv := acme
+		if w.to == bob {
+			rcv = globex
+		}
+		deadline := time.Now().Add(2 * time.Minute)
+		for {
+			counts := inboxTokens(t, rcv, w.to, w.sent)
+			missing, dup := 0, 0
+			for _, tok := range w.sent {
+				switch c := counts[tok]; {
+				case c == 0:
+					missing++
+				case c > 1:
+					dup++
+				}
+			}
+			if dup > 0 {
+				t.Fatalf("%s: %d of %d mails filed more than once", w.to, dup, len(w.sent))
+			}
+			if missing == 0 {
+				t.Logf("%s: all %d mails that got a 250 arrived once", w.to, len(w.sent))
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: %d of %d mails that got a 250 never arrived (one gateway of each ring was killed)", w.to, missing, len(w.sent))
+			}
+			time.Sleep(2 * time.Second)
 		}
 	}
 }
