@@ -100,6 +100,9 @@ func printStatus(out io.Writer, st *daemon.Status) {
 			state, g.Listen, len(g.LeafSet), g.Admitted, g.Refused, g.RefusedBy, g.SentFrames, bytesHuman(g.SentBytes), g.ReceivedFrames, bytesHuman(g.ReceivedBytes))
 		fmt.Fprintf(out, "relay     %d messages handed to other rings, %d taken from them; %d queued (oldest %ds)\n", g.HandoffsOut, g.HandoffsIn, g.QueueEntries, g.QueueOldestS)
 	}
+	if l := st.Locality; l != nil {
+		fmt.Fprintf(out, "locality  %d objects and %d Glacier fragments of other rings held here (checked %s)\n", l.ForeignObjects, l.ForeignFragments, l.CheckedAt.Format(time.RFC3339))
+	}
 	m := st.Mail
 	if m.Servers != (daemon.MailAddrs{}) {
 		fmt.Fprintf(out, "mail      IMAP %s  SMTP %s  POP3 %s\n", orOff(m.Servers.IMAP), orOff(m.Servers.SMTP), orOff(m.Servers.POP3))

@@ -179,10 +179,12 @@ type Node struct {
 	stopped bool
 
 	self      pastry.Handle
-	global    *globalSide                   // the global ring, on a gateway; guarded by mu
-	roles     sync.Map                      // node id -> bool: the peer's certificate carries the gateway role
-	trusts    sync.Map                      // ring id -> cachedTrust: other rings' trust, for foreign senders
-	foreigns  sync.Map                      // ring id -> cachedForeign: other rings' bundles, for sending to them
+	global    *globalSide // the global ring, on a gateway; guarded by mu
+	roles     sync.Map    // node id -> bool: the peer's certificate carries the gateway role
+	trusts    sync.Map    // ring id -> cachedTrust: other rings' trust, for foreign senders
+	foreigns  sync.Map    // ring id -> cachedForeign: other rings' bundles, for sending to them
+	locMu     sync.Mutex
+	loc       *LocalityStatus               // the last locality count (Status)
 	cur       atomic.Pointer[pastry.Driver] // n.drv, for the transport handler without n.mu
 	apps      atomic.Pointer[apps]          // the applications on n.drv
 	store     *store.Store                  // opened by Start, closed by Stop

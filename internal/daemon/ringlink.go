@@ -295,3 +295,21 @@ func (n *Node) Locality() (LocalityStatus, error) {
 	}
 	return l, nil
 }
+
+// recentLocality is the last Locality count, made again when it is older than a minute (it
+// scans the store's index); nil while the node is not running.
+func (n *Node) recentLocality() *LocalityStatus {
+	n.locMu.Lock()
+	defer n.locMu.Unlock()
+	if n.loc != nil && time.Since(n.loc.CheckedAt) < time.Minute {
+		c := *n.loc
+		return &c
+	}
+	l, err := n.Locality()
+	if err != nil {
+		return nil
+	}
+	n.loc = &l
+	c := l
+	return &c
+}

@@ -50,6 +50,9 @@ type Status struct {
 	Disk      DiskStatus      `json:"disk"`
 	// Global is the node's side of the global ring; absent unless it is a gateway running it.
 	Global *GlobalStatus `json:"global,omitempty"`
+	// Locality: what this node holds of other rings (always zero; checked at most once a
+	// minute).
+	Locality *LocalityStatus `json:"locality,omitempty"`
 }
 
 // DiskStatus is where this process's disk writes went since it started (issue 12). The counters
@@ -263,6 +266,7 @@ func (n *Node) Status() Status {
 	drv, tr, started, gs := n.drv, n.tr, n.started, n.global
 	n.mu.Unlock()
 	s.Global = gs.status(n.opts.GlobalListen)
+	s.Locality = n.recentLocality()
 	if !started.IsZero() {
 		s.UptimeSeconds = time.Since(started).Round(time.Millisecond).Seconds()
 	}
