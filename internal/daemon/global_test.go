@@ -430,7 +430,7 @@ func TestMailBetweenRingsOfDaemons(t *testing.T) {
 	entry := mailqueue.NewID()
 	retry(t, deadline, "hand-off to acme's gateway", func() error {
 		ch := make(chan error, 1)
-		link.HandOff(entry, "alice@acme.example", bundle, func(err error) { ch <- err })
+		link.HandOff(entry, "alice@acme.example", bundle, func(_ map[string]string, err error) { ch <- err })
 		return <-ch
 	})
 	// The gateway answered once globex stored it: bob's pending notification is there now.
@@ -472,13 +472,34 @@ func TestMailBetweenRingsOfDaemons(t *testing.T) {
 	}
 	// The same hand-off again (the origin did not hear the gateway's answer): nothing new.
 	ch := make(chan error, 1)
-	link.HandOff(entry, "alice@acme.example", bundle, func(err error) { ch <- err })
+	link.HandOff(entry, "alice@acme.example", bundle, func(_ map[string]string, err error) { ch <- err })
 	if err := <-ch; err != nil {
 		t.Fatalf("repeated hand-off: %v", err)
 	}
 	time.Sleep(2 * time.Second)
 	if entries, _ = bob.Entries(post.InboxLog, 0); len(entries) != 1 {
 		t.Fatalf("after a repeated hand-off bob has %d entries", len(entries))
+	}
+	// A recipient globex does not know (its record signed but never published): the gateway's
+	// answer names it, so the sender's node can tell the sender.
+	ghostKeys, ghostSR := signUser(t, globex.r, "ghost@globex.example", 9)
+	_ = ghostKeys
+	ghostRec, err := identity.DecodeRecord(ghostSR.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ghostBundle, err := alice.SealRemote(globex.r.Descriptor.RingID, []*identity.Record{ghostRec}, []post.NotificationID{{8, 8}}, [][]byte{[]byte("hello?")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var refused map[string]string
+	retry(t, deadline, "hand-off for a ghost", func() error {
+		ch := make(chan error, 1)
+		link.HandOff(mailqueue.NewID(), "alice@acme.example", ghostBundle, func(r map[string]string, err error) { refused = r; ch <- err })
+		return <-ch
+	})
+	if refused["ghost@globex.example"] == "" {
+		t.Fatalf("the gateway's answer for an unknown recipient: %v", refused)
 	}
 	// Each ring kept its data home: no node holds an object or a fragment of the other ring.
 	for _, n := range []*Node{acme.gw, acme.plain, globex.gw, globex.plain} {

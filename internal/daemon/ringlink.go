@@ -72,16 +72,28 @@ const federationDeadline = 5 * 24 * time.Hour
 // the answer is "queued here", and the gateway's queue carries it on.
 const handOffWait = 5 * time.Second
 
-func (g gatewayAnswers) Queue(entry, from string, b *post.RemoteBundle) error {
+func (g gatewayAnswers) Queue(entry, from string, b *post.RemoteBundle) (map[string]string, error) {
 	id, err := g.n.QueueFederated(entry, from, b, time.Now().Add(federationDeadline))
 	if errors.Is(err, mailqueue.ErrExists) {
 		id, err = entry, nil // a repeated hand-off: already queued (or done) here
 	}
 	if err != nil {
-		return err
+		return nil, err
 	}
-	g.gs.carrier.Wait(id, handOffWait)
-	return nil
+	if g.gs.carrier.Wait(id, handOffWait) == "" {
+		return nil, nil // still under way: the queue carries it on
+	}
+	d, _ := g.gs.queue.Finished(id)
+	var refused map[string]string
+	for _, r := range d.Rcpts {
+		if r.State == mailqueue.Failed {
+			if refused == nil {
+				refused = map[string]string{}
+			}
+			refused[r.Addr] = r.Detail
+		}
+	}
+	return refused, nil
 }
 
 // RingLink is this node's link to its ring's gateways.
@@ -241,21 +253,25 @@ func (r remoteRouter) Record(ctx context.Context, id ids.RingID, addr string) (*
 }
 
 // HandOff implements mailstore.Remote.
-func (r remoteRouter) HandOff(ctx context.Context, entry, from string, b *post.RemoteBundle) error {
+func (r remoteRouter) HandOff(ctx context.Context, entry, from string, b *post.RemoteBundle) (map[string]string, error) {
 	link := r.n.RingLink()
 	if link == nil {
-		return errors.New("the ring's overlay is not running")
+		return nil, errors.New("the ring's overlay is not running")
 	}
-	ch := make(chan error, 1)
-	link.HandOff(entry, from, b, func(err error) { ch <- err })
+	type res struct {
+		refused map[string]string
+		err     error
+	}
+	ch := make(chan res, 1)
+	link.HandOff(entry, from, b, func(refused map[string]string, err error) { ch <- res{refused, err} })
 	select {
-	case err := <-ch:
-		if errors.Is(err, multiring.ErrHandOffRefused) {
-			return fmt.Errorf("%w: %v", mailstore.ErrRemoteRefused, err)
+	case v := <-ch:
+		if errors.Is(v.err, multiring.ErrHandOffRefused) {
+			return nil, fmt.Errorf("%w: %v", mailstore.ErrRemoteRefused, v.err)
 		}
-		return err
+		return v.refused, v.err
 	case <-ctx.Done():
-		return ctx.Err()
+		return nil, ctx.Err()
 	}
 }
 

@@ -187,9 +187,19 @@ func (s submitter) submitRemote(ctx context.Context, sess *session, from string,
 				return 0, nil, fmt.Errorf("mailstore: no gateway took the message for ring %s: %w", r.Short(), err)
 			}
 		}
-		err := us.cfg.Remote.HandOff(ctx, hex.EncodeToString(entry[:]), from, bundle)
+		gone, err := us.cfg.Remote.HandOff(ctx, hex.EncodeToString(entry[:]), from, bundle)
 		if err == nil {
-			return len(recs), refused, nil
+			// Recipients the other ring refused after RCPT (removed meanwhile): a bounce
+			// notice, or a 554 when nobody was reached.
+			reached := 0
+			for _, rec := range recs {
+				if why, ok := gone[rec.Address]; ok {
+					refused = append(refused, post.Result{To: rec.Address, Status: post.UnknownRecipient, Err: errors.New(why)})
+				} else {
+					reached++
+				}
+			}
+			return reached, refused, nil
 		}
 		if errors.Is(err, ErrRemoteRefused) { // retrying cannot help: the client hears a 5xx
 			return 0, nil, fmt.Errorf("mailstore: for ring %s: %v: %w", r.Short(), err, smtpserver.ErrRejected)

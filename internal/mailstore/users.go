@@ -63,8 +63,9 @@ type Remote interface {
 	// has no such user.
 	Record(ctx context.Context, r ids.RingID, addr string) (*identity.Record, error)
 	// HandOff gives a sealed message to a gateway of this ring, which confirms once it holds
-	// it durably; entry is the same for every retry of one message.
-	HandOff(ctx context.Context, entry, from string, b *post.RemoteBundle) error
+	// it durably; entry is the same for every retry of one message. refused names the
+	// recipients the other ring refused for good, when the gateway knew by then.
+	HandOff(ctx context.Context, entry, from string, b *post.RemoteBundle) (refused map[string]string, err error)
 }
 
 // ErrNoRemoteUser: the other ring has no such user (or it is revoked).

@@ -52,8 +52,9 @@ type GatewaySide interface {
 	Bundle(r ids.RingID) ([]byte, bool)
 	LookupRecord(r ids.RingID, addr string, cb func(*identity.Record, identity.SignedRecord, error))
 	// Queue stores a sealed bundle durably for the relay (the entry id is the origin's); it
-	// may block while the message is passed on.
-	Queue(entry, from string, b *post.RemoteBundle) error
+	// may block while the message is passed on, and then names the recipients the other ring
+	// refused for good (address -> why).
+	Queue(entry, from string, b *post.RemoteBundle) (refused map[string]string, err error)
 }
 
 // RingLinkConfig configures a RingLink.
@@ -244,26 +245,58 @@ func (l *RingLink) LookupRecord(f *ring.Foreign, addr string, cb func(*identity.
 // ErrHandOffRefused: a gateway refused a hand-off for good.
 var ErrHandOffRefused = errors.New("multiring: the gateway refused the message")
 
-// HandOff gives a sealed bundle to a gateway of the ring, which confirms once it queued it
-// durably (from is the sender, for delivery reports; entry the origin's id).
-func (l *RingLink) HandOff(entry, from string, b *post.RemoteBundle, cb func(error)) {
+// HandOff gives a sealed bundle to a gateway of the ring, which confirms once it holds it
+// durably (from is the sender, for delivery reports; entry the origin's id); refused names
+// the recipients the other ring refused for good, when that was known by then.
+func (l *RingLink) HandOff(entry, from string, b *post.RemoteBundle, cb func(refused map[string]string, err error)) {
 	data := b.Encode()
 	if len(data) > maxLinkData {
-		cb(fmt.Errorf("%w: %d bytes, at most %d in one hand-off", ErrHandOffRefused, len(data), maxLinkData))
+		cb(nil, fmt.Errorf("%w: %d bytes, at most %d in one hand-off", ErrHandOffRefused, len(data), maxLinkData))
 		return
 	}
 	l.ask(linkHandOff, b.Dest, from, entry, data, func(status byte, detail []byte, err error) {
 		switch {
 		case err != nil:
-			cb(err)
+			cb(nil, err)
 		case status == linkOK:
-			cb(nil)
+			refused, derr := decodeRefused(detail)
+			if derr != nil {
+				refused = nil // the gateway holds it either way; the list is advice
+			}
+			cb(refused, nil)
 		case status == linkRefused:
-			cb(fmt.Errorf("%w: %s", ErrHandOffRefused, detail))
+			cb(nil, fmt.Errorf("%w: %s", ErrHandOffRefused, detail))
 		default:
-			cb(fmt.Errorf("%w: the gateway could not queue it: %s", ErrRemoteUnavailable, detail))
+			cb(nil, fmt.Errorf("%w: the gateway could not queue it: %s", ErrRemoteUnavailable, detail))
 		}
 	})
+}
+
+func encodeRefused(m map[string]string) []byte {
+	var w wire.Writer
+	w.Uvarint(uint64(len(m)))
+	for addr, why := range m {
+		w.String(addr)
+		if len(why) > maxRelayText {
+			why = why[:maxRelayText]
+		}
+		w.String(why)
+	}
+	return w.B
+}
+
+func decodeRefused(b []byte) (map[string]string, error) {
+	if len(b) == 0 {
+		return nil, nil
+	}
+	r := wire.NewReader(b)
+	n := r.Count(1000, 2, "refused")
+	m := map[string]string{}
+	for i := 0; i < n && r.Err() == nil; i++ {
+		addr := r.String(254, "recipient")
+		m[addr] = r.String(maxRelayText, "reason")
+	}
+	return m, r.Done()
 }
 
 // App is the link's appmux application (the ring's mux, TagDirectory).
@@ -350,11 +383,12 @@ func (l *RingLink) serve(from pastry.Handle, qid uint64, what byte, r ids.RingID
 		// Queue may wait for the message to be passed on: not on the event loop that also
 		// carries the relay's answers.
 		go func() {
-			if err := gs.Queue(entry, addr, b); err != nil {
+			refused, err := gs.Queue(entry, addr, b)
+			if err != nil {
 				answer(linkUnavailable, []byte(err.Error()))
 				return
 			}
-			answer(linkOK, nil)
+			answer(linkOK, encodeRefused(refused))
 		}()
 	default:
 		answer(linkRefused, []byte("unknown question"))
