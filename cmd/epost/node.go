@@ -62,6 +62,8 @@ func nodeRun(args []string, stderr io.Writer) error {
 	globalAdvertise := fs.String("global-advertise", "", "HOST:PORT other rings' gateways dial (default: --global-listen)")
 	var globalBootstrap ringListFlag
 	fs.Var(&globalBootstrap, "global-bootstrap", "HOST:PORT of gateways of other rings to join the global ring through (repeat or comma-separate; none: found it)")
+	outboundPort := fs.Int("outbound-port", 0, "gateways: the port internet mail is delivered to (0: 25; for tests)")
+	hiddenRunFlags["outbound-port"] = true
 	resolver := fs.String("resolver", "", "DNS server HOST:PORT for federation's _epost records; setting it also lets this node's users send to users of other rings (without it, addresses outside the ring go to the outbox)")
 	var t daemon.Timers
 	for _, f := range []struct {
@@ -128,7 +130,8 @@ func nodeRun(args []string, stderr io.Writer) error {
 	}
 
 	n, err := daemon.Open(daemon.Options{Dir: *dir, Logger: log, Timers: t, Advertise: *advertise, Seed: *seed, ImplicitTLS: tlsAddrs,
-		GlobalListen: *globalListen, GlobalAdvertise: *globalAdvertise, GlobalBootstrap: globalBootstrap, Resolver: *resolver})
+		GlobalListen: *globalListen, GlobalAdvertise: *globalAdvertise, GlobalBootstrap: globalBootstrap, Resolver: *resolver,
+		OutboundPort: *outboundPort})
 	if err != nil {
 		return err
 	}

@@ -155,6 +155,8 @@ type Options struct {
 	GlobalBootstrap []string
 	Resolver        string
 	Trusted         []multiring.TrustedRing
+	// OutboundPort is the port a gateway delivers internet mail to (0: 25; tests set another).
+	OutboundPort int
 }
 
 // ErrStopped is returned by Start after Stop.

@@ -21,6 +21,7 @@ import (
 	"epost/internal/post"
 	"epost/internal/ring"
 	"epost/internal/scribe"
+	"epost/internal/smtpout"
 	"epost/internal/tcp"
 	"epost/internal/transport"
 )
@@ -43,7 +44,8 @@ type globalSide struct {
 	dir        *multiring.Directory // other rings' user records, through their gateways
 	relay      *multiring.Relay     // mail handed to and taken from other rings' gateways
 	queue      *mailqueue.Queue     // what this gateway holds until the next hop has it (DATADIR/gwqueue)
-	carrier    *multiring.Carrier   // works the queue
+	carrier    *multiring.Carrier   // works the queue's federation entries
+	internet   *smtpout.Carrier     // and its internet entries
 	stopScribe func()
 	stopLoop   chan struct{}
 	kick       chan struct{} // capacity 1: a new entry is queued, run the carrier now
@@ -158,6 +160,9 @@ func (n *Node) startGlobal() error {
 		}})
 	_ = mux.Register(appmux.TagRelay, gs.relay.App())
 	gs.carrier = &multiring.Carrier{Queue: q, Relay: gs.relay, Log: n.log.With("ring", "global"), Now: time.Now}
+	helo := "gateway." + n.rn.Descriptor.Domains[0]
+	gs.internet = &smtpout.Carrier{Queue: q, Log: n.log.With("ring", "internet"), Now: time.Now,
+		D: smtpout.New(smtpout.Config{Resolver: &dnsres.Resolver{Server: o.Resolver}, HELO: helo, Port: o.OutboundPort})}
 	ga := &apps{mux: mux}
 	gs.drv.OnEvent = func(e pastry.Event) {
 		if e.Kind == pastry.EventReady {
@@ -189,6 +194,7 @@ func (n *Node) startGlobal() error {
 			case <-gs.kick:
 			}
 			gs.carrier.RunOnce(context.Background())
+			gs.internet.RunOnce(context.Background())
 		}
 	}()
 	return nil

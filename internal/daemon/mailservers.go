@@ -28,8 +28,8 @@ import (
 // --imap, --smtp and --pop3 addresses, started when the node has at least one user. Clear-text
 // logins are accepted only from loopback (the servers' default); remote clients use STARTTLS
 // (STLS for POP3) with the certificate the node made for itself (FileMailCert). Recipients
-// outside the ring go to a durable outbox (DATADIR/outbox) that the ring's SMTP gateway will
-// drain; until a gateway runs they wait there.
+// outside the ring go to a durable outbox (DATADIR/outbox) that the node hands to a gateway of
+// its ring (outbox.go), which delivers them by SMTP; until a gateway runs they wait there.
 
 // Files of the mail servers.
 const (
@@ -102,6 +102,7 @@ func (n *Node) startMail() error {
 			return fail(fmt.Errorf("open the outbox: %w", err))
 		}
 		ms.outbox = ob
+		go n.drainOutbox(ob)
 		ln, err := listenMail("SMTP", cfg.SMTP, "--smtp")
 		if err != nil {
 			return fail(err)
@@ -250,7 +251,7 @@ type loggedStaged struct {
 func (s loggedStaged) Commit() (string, error) {
 	id, err := s.StagedMessage.Commit()
 	if err == nil {
-		s.n.log.Info("recipients outside the ring: message queued in the outbox for the ring's SMTP gateway (none drains it yet; it waits there)",
+		s.n.log.Info("recipients outside the ring: message queued in the outbox; a gateway of the ring takes it and delivers it by SMTP (without one it waits there)",
 			"id", id, "from", s.env.From, "to", strings.Join(s.env.To, ","),
 			"outbox", filepath.Join(s.n.rn.DataDir(), FileOutbox))
 	}

@@ -96,6 +96,30 @@ func (g gatewayAnswers) Queue(entry, from string, b *post.RemoteBundle) (map[str
 	return refused, nil
 }
 
+// QueueInternet implements multiring.GatewaySide: the message goes into the gateway's queue
+// as an internet entry, delivered by SMTP (smtpout.Carrier).
+func (g gatewayAnswers) QueueInternet(entry, from string, rcpts []string, raw []byte) error {
+	h := mailqueue.Header{ID: entry, Kind: mailqueue.KindInternet, From: from, Deadline: time.Now().Add(federationDeadline)}
+	for _, r := range rcpts {
+		h.Rcpts = append(h.Rcpts, mailqueue.Rcpt{Addr: r})
+	}
+	st, err := g.gs.queue.Stage(h, raw)
+	if errors.Is(err, mailqueue.ErrExists) {
+		return nil // a repeated hand-off
+	}
+	if err != nil {
+		return err
+	}
+	if _, err := st.Commit(); err != nil {
+		return err
+	}
+	select {
+	case g.gs.kick <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
 // RingLink is this node's link to its ring's gateways.
 func (n *Node) RingLink() *multiring.RingLink {
 	if a := n.apps.Load(); a != nil {

@@ -34,9 +34,10 @@ const (
 	linkQuery  = 1
 	linkAnswer = 2
 
-	linkBundle  = 1
-	linkRecord  = 2
-	linkHandOff = 3
+	linkBundle   = 1
+	linkRecord   = 2
+	linkHandOff  = 3
+	linkInternet = 4 // a message for internet addresses (plaintext: the gateway sends it by SMTP)
 
 	linkOK          = 1
 	linkUnknown     = 2 // no such user, or a ring the gateway does not know
@@ -55,6 +56,8 @@ type GatewaySide interface {
 	// may block while the message is passed on, and then names the recipients the other ring
 	// refused for good (address -> why).
 	Queue(entry, from string, b *post.RemoteBundle) (refused map[string]string, err error)
+	// QueueInternet stores a message for internet recipients durably for outbound SMTP.
+	QueueInternet(entry, from string, rcpts []string, raw []byte) error
 }
 
 // RingLinkConfig configures a RingLink.
@@ -272,6 +275,35 @@ func (l *RingLink) HandOff(entry, from string, b *post.RemoteBundle, cb func(ref
 	})
 }
 
+// HandOffInternet gives a message for internet recipients to a gateway of the ring, which
+// confirms once it holds it durably and then delivers it by SMTP. The gateway sees it in
+// clear: it leaves the ring's encryption.
+func (l *RingLink) HandOffInternet(entry, from string, rcpts []string, raw []byte, cb func(error)) {
+	var w wire.Writer
+	w.String(from)
+	w.Uvarint(uint64(len(rcpts)))
+	for _, r := range rcpts {
+		w.String(r)
+	}
+	w.Bytes(raw)
+	if len(w.B) > maxLinkData {
+		cb(fmt.Errorf("%w: %d bytes, at most %d in one hand-off", ErrHandOffRefused, len(w.B), maxLinkData))
+		return
+	}
+	l.ask(linkInternet, ids.RingID{}, "", entry, w.B, func(status byte, detail []byte, err error) {
+		switch {
+		case err != nil:
+			cb(err)
+		case status == linkOK:
+			cb(nil)
+		case status == linkRefused:
+			cb(fmt.Errorf("%w: %s", ErrHandOffRefused, detail))
+		default:
+			cb(fmt.Errorf("%w: the gateway could not queue it: %s", ErrRemoteUnavailable, detail))
+		}
+	})
+}
+
 func encodeRefused(m map[string]string) []byte {
 	var w wire.Writer
 	w.Uvarint(uint64(len(m)))
@@ -390,6 +422,24 @@ func (l *RingLink) serve(from pastry.Handle, qid uint64, what byte, r ids.RingID
 			}
 			answer(linkOK, encodeRefused(refused))
 		}()
+	case linkInternet:
+		r := wire.NewReader(data)
+		from := r.String(254, "from")
+		n := r.Count(1000, 2, "recipients")
+		var rcpts []string
+		for i := 0; i < n && r.Err() == nil; i++ {
+			rcpts = append(rcpts, r.String(254, "recipient"))
+		}
+		raw := r.Bytes(maxLinkData, "message")
+		if err := r.Done(); err != nil || len(rcpts) == 0 {
+			answer(linkRefused, []byte("malformed internet hand-off"))
+			return
+		}
+		if err := gs.QueueInternet(entry, from, rcpts, raw); err != nil {
+			answer(linkUnavailable, []byte(err.Error()))
+			return
+		}
+		answer(linkOK, nil)
 	default:
 		answer(linkRefused, []byte("unknown question"))
 	}

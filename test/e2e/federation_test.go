@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"crypto/tls"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -14,6 +17,7 @@ import (
 
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
+	"github.com/emersion/go-smtp"
 
 	"epost/internal/dnstest"
 	eposting "epost/internal/ring"
@@ -269,5 +273,94 @@ func TestGatewayKilledMidStream(t *testing.T) {
 			}
 			time.Sleep(2 * time.Second)
 		}
+	}
+}
+
+// internetMTA is a mail server "on the internet" (loopback): it takes what it is given.
+type internetMTA struct {
+	mu  sync.Mutex
+	got []string // "from|rcpt|body"
+}
+
+type mtaSession struct {
+	m     *internetMTA
+	from  string
+	rcpts []string
+}
+
+func (m *internetMTA) NewSession(*smtp.Conn) (smtp.Session, error) { return &mtaSession{m: m}, nil }
+func (s *mtaSession) Reset()                                       { s.from, s.rcpts = "", nil }
+func (s *mtaSession) Logout() error                                { return nil }
+func (s *mtaSession) Mail(from string, _ *smtp.MailOptions) error  { s.from = from; return nil }
+func (s *mtaSession) Rcpt(to string, _ *smtp.RcptOptions) error {
+	s.rcpts = append(s.rcpts, to)
+	return nil
+}
+func (s *mtaSession) Data(r io.Reader) error {
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return err
+	}
+	s.m.mu.Lock()
+	for _, rc := range s.rcpts {
+		s.m.got = append(s.m.got, s.from+"|"+rc+"|"+string(b))
+	}
+	s.m.mu.Unlock()
+	return nil
+}
+
+// TestMailToTheInternet: alice's mail for an internet address leaves her node's outbox for the
+// ring's gateway, which looks up the destination's MX and delivers it by SMTP, once.
+func TestMailToTheInternet(t *testing.T) {
+	seed := testSeed(t)
+	dns, err := dnstest.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dns.Close()
+	mta := &internetMTA{}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := smtp.NewServer(mta)
+	srv.Domain = "mx.internet.example"
+	go srv.Serve(l)
+	defer srv.Close()
+	port := l.Addr().(*net.TCPAddr).Port
+	dns.SetMX("internet.example", time.Hour, "mx.internet.example:10")
+	dns.SetAddrs("mx.internet.example", time.Hour, "127.0.0.1")
+
+	acme, _ := newFedRing(t, seed, "acme", dns, "", "alice")
+	acme.nodes[0].extra = append(acme.nodes[0].extra, "--outbound-port", strconv.Itoa(port))
+	for _, n := range acme.nodes {
+		n.start()
+	}
+	waitReady(t, acme.nodes...)
+	alice := "alice@acme.example"
+	countInbox(t, acme, alice, "nothing")
+	tok := "internet-" + acme.marker
+	sendEventually(t, acme, alice, "carol@internet.example", "to the internet", "body "+tok, 30*time.Second)
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		mta.mu.Lock()
+		got := append([]string(nil), mta.got...)
+		mta.mu.Unlock()
+		n := 0
+		for _, g := range got {
+			if strings.Contains(g, tok) {
+				n++
+				if !strings.HasPrefix(g, alice+"|carol@internet.example|") {
+					t.Fatalf("delivered as %q", g[:min(len(g), 80)])
+				}
+			}
+		}
+		if n == 1 {
+			break
+		}
+		if n > 1 || time.Now().After(deadline) {
+			t.Fatalf("the internet MTA got the message %d times; gateway log:\n%s", n, tail(acme.nodes[0].logPth))
+		}
+		time.Sleep(500 * time.Millisecond)
 	}
 }
