@@ -15,6 +15,7 @@ import (
 	"epost/internal/dnsres"
 	"epost/internal/identity"
 	"epost/internal/ids"
+	"epost/internal/mailauth"
 	"epost/internal/mailqueue"
 	"epost/internal/multiring"
 	"epost/internal/pastry"
@@ -40,12 +41,13 @@ const GlobalLeafSet = 16
 // globalSide is a gateway's ring-0 stack.
 type globalSide struct {
 	link       *multiring.Global
-	sc         *scribe.Scribe       // the global ring's gateway groups
-	dir        *multiring.Directory // other rings' user records, through their gateways
-	relay      *multiring.Relay     // mail handed to and taken from other rings' gateways
-	queue      *mailqueue.Queue     // what this gateway holds until the next hop has it (DATADIR/gwqueue)
-	carrier    *multiring.Carrier   // works the queue's federation entries
-	internet   *smtpout.Carrier     // and its internet entries
+	sc         *scribe.Scribe                  // the global ring's gateway groups
+	dir        *multiring.Directory            // other rings' user records, through their gateways
+	relay      *multiring.Relay                // mail handed to and taken from other rings' gateways
+	queue      *mailqueue.Queue                // what this gateway holds until the next hop has it (DATADIR/gwqueue)
+	carrier    *multiring.Carrier              // works the queue's federation entries
+	internet   *smtpout.Carrier                // and its internet entries
+	dkim       map[string]mailauth.SignOptions // DKIM keys by mail domain (NODEDIR/gateway/dkim)
 	stopScribe func()
 	stopLoop   chan struct{}
 	kick       chan struct{} // capacity 1: a new entry is queued, run the carrier now
@@ -160,6 +162,10 @@ func (n *Node) startGlobal() error {
 		}})
 	_ = mux.Register(appmux.TagRelay, gs.relay.App())
 	gs.carrier = &multiring.Carrier{Queue: q, Relay: gs.relay, Log: n.log.With("ring", "global"), Now: time.Now}
+	if gs.dkim, err = mailauth.LoadDKIMKeys(filepath.Join(o.Dir, DirGatewayDKIM)); err != nil {
+		_ = tr.Close()
+		return fmt.Errorf("the gateway's DKIM keys: %w", err)
+	}
 	helo := "gateway." + n.rn.Descriptor.Domains[0]
 	gs.internet = &smtpout.Carrier{Queue: q, Log: n.log.With("ring", "internet"), Now: time.Now,
 		D: smtpout.New(smtpout.Config{Resolver: &dnsres.Resolver{Server: o.Resolver}, HELO: helo, Port: o.OutboundPort})}
@@ -219,6 +225,9 @@ func (n *Node) LookupRemoteRecord(r ids.RingID, addr string, cb func(*identity.R
 	}
 	gs.dir.LookupRecord(r, addr, cb)
 }
+
+// DirGatewayDKIM holds a gateway's DKIM keys inside its node directory (epost gateway dkim).
+const DirGatewayDKIM = "gateway/dkim"
 
 // FileGatewayQueue is a gateway's queue directory inside its data directory.
 const FileGatewayQueue = "gwqueue"

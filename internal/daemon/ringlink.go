@@ -13,6 +13,7 @@ import (
 	"epost/internal/glacier"
 	"epost/internal/identity"
 	"epost/internal/ids"
+	"epost/internal/mailauth"
 	"epost/internal/mailqueue"
 	"epost/internal/mailstore"
 	"epost/internal/multiring"
@@ -99,6 +100,16 @@ func (g gatewayAnswers) Queue(entry, from string, b *post.RemoteBundle) (map[str
 // QueueInternet implements multiring.GatewaySide: the message goes into the gateway's queue
 // as an internet entry, delivered by SMTP (smtpout.Carrier).
 func (g gatewayAnswers) QueueInternet(entry, from string, rcpts []string, raw []byte) error {
+	// Signed once, as it enters the queue: every retry sends the same bytes.
+	if _, dom, ok := strings.Cut(from, "@"); ok {
+		if key, ok := g.gs.dkim[strings.ToLower(dom)]; ok {
+			signed, err := mailauth.Sign(raw, key)
+			if err != nil {
+				return fmt.Errorf("DKIM signing for %s: %w", dom, err)
+			}
+			raw = signed
+		}
+	}
 	h := mailqueue.Header{ID: entry, Kind: mailqueue.KindInternet, From: from, Deadline: time.Now().Add(federationDeadline)}
 	for _, r := range rcpts {
 		h.Rcpts = append(h.Rcpts, mailqueue.Rcpt{Addr: r})

@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"encoding/base64"
 	"net"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -130,3 +131,37 @@ func TestStripAuthResults(t *testing.T) {
 }
 
 func genEd25519() (ed25519.PublicKey, ed25519.PrivateKey, error) { return ed25519.GenerateKey(nil) }
+
+// A key made by NewDKIMKey signs, and its printed record verifies the signature.
+func TestDKIMKeyFiles(t *testing.T) {
+	c, srv, _ := setup(t)
+	dir := t.TempDir()
+	rec, err := NewDKIMKey(dir, "Sender.Example", "gw1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := NewDKIMKey(dir, "sender.example", "gw1"); err == nil {
+		t.Fatal("a key was replaced")
+	}
+	name, value, _ := strings.Cut(rec, " TXT ")
+	txt := strings.Trim(value, `"`)
+	if name != "gw1._domainkey.sender.example." {
+		t.Fatalf("record %q", rec)
+	}
+	srv.SetTXT(name, time.Hour, txt)
+	keys, err := LoadDKIMKeys(dir)
+	if err != nil || keys["sender.example"].Selector != "gw1" {
+		t.Fatalf("keys: %+v %v", keys, err)
+	}
+	signed, err := Sign([]byte(msg), keys["sender.example"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := c.Check(context.Background(), net.ParseIP("127.0.0.9"), "x", "alice@sender.example", signed)
+	if len(r.DKIM) != 1 || r.DKIM[0].Result != Pass || r.DMARC != Pass {
+		t.Fatalf("signed with the file's key: %+v", r)
+	}
+	if k, err := LoadDKIMKeys(filepath.Join(dir, "none")); err != nil || len(k) != 0 {
+		t.Fatalf("no directory: %v %v", k, err)
+	}
+}

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"crypto/tls"
 	"fmt"
 	"io"
@@ -19,7 +20,9 @@ import (
 	"github.com/emersion/go-imap/v2/imapclient"
 	"github.com/emersion/go-smtp"
 
+	"epost/internal/dnsres"
 	"epost/internal/dnstest"
+	"epost/internal/mailauth"
 	eposting "epost/internal/ring"
 )
 
@@ -333,6 +336,19 @@ func TestMailToTheInternet(t *testing.T) {
 
 	acme, _ := newFedRing(t, seed, "acme", dns, "", "alice")
 	acme.nodes[0].extra = append(acme.nodes[0].extra, "--outbound-port", strconv.Itoa(port))
+	// The gateway signs acme.example's outgoing mail with a key the operator made.
+	out := epost(t, "gateway", "dkim", "--node", acme.nodes[0].dir, "--domain", "acme.example", "--selector", "gw")
+	var record string
+	for _, l := range strings.Split(out, "\n") {
+		if l = strings.TrimSpace(l); strings.HasPrefix(l, "gw._domainkey.acme.example. TXT ") {
+			record = l
+		}
+	}
+	name, value, _ := strings.Cut(record, " TXT ")
+	if name == "" {
+		t.Fatalf("gateway dkim printed no record:\n%s", out)
+	}
+	dns.SetTXT(name, time.Hour, strings.Trim(value, `"`))
 	for _, n := range acme.nodes {
 		n.start()
 	}
@@ -356,6 +372,17 @@ func TestMailToTheInternet(t *testing.T) {
 			}
 		}
 		if n == 1 {
+			// The signature verifies against the published key.
+			for _, g := range got {
+				if strings.Contains(g, tok) {
+					body := g[strings.Index(g, "|carol@internet.example|")+len("|carol@internet.example|"):]
+					c := &mailauth.Checker{Resolver: &dnsres.Resolver{Server: dns.Addr, Timeout: time.Second}}
+					r := c.Check(context.Background(), net.ParseIP("127.0.0.1"), "gateway.acme.example", alice, []byte(body))
+					if len(r.DKIM) != 1 || r.DKIM[0].Result != mailauth.Pass || r.DKIM[0].Domain != "acme.example" {
+						t.Fatalf("DKIM of the delivered message: %+v", r.DKIM)
+					}
+				}
+			}
 			break
 		}
 		if n > 1 || time.Now().After(deadline) {
