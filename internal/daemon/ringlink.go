@@ -74,27 +74,46 @@ const federationDeadline = 5 * 24 * time.Hour
 const handOffWait = 5 * time.Second
 
 func (g gatewayAnswers) Queue(entry, from string, b *post.RemoteBundle) (map[string]string, error) {
-	id, err := g.n.QueueFederated(entry, from, b, time.Now().Add(federationDeadline))
-	if errors.Is(err, mailqueue.ErrExists) {
-		id, err = entry, nil // a repeated hand-off: already queued (or done) here
+	// First straight to a gateway of the other ring: when its ring stores the message within
+	// the wait, the node's 250 rests on that, and nothing is written here. A node that hears
+	// nothing (this gateway died) hands it to another gateway; the same ids land on the same
+	// keys there.
+	type res struct {
+		states map[string]mailqueue.RcptState
+		err    error
 	}
-	if err != nil {
-		return nil, err
-	}
-	if g.gs.carrier.Wait(id, handOffWait) == "" {
-		return nil, nil // still under way: the queue carries it on
-	}
-	d, _ := g.gs.queue.Finished(id)
-	var refused map[string]string
-	for _, r := range d.Rcpts {
-		if r.State == mailqueue.Failed {
-			if refused == nil {
-				refused = map[string]string{}
+	ch := make(chan res, 1)
+	g.gs.relay.HandOff(entry, b.Dest, b.Encode(), func(st map[string]mailqueue.RcptState, err error) { ch <- res{st, err} })
+	t := time.NewTimer(handOffWait)
+	defer t.Stop()
+	select {
+	case r := <-ch:
+		if r.err == nil && len(r.states) == len(b.Notes) {
+			var refused map[string]string
+			pending := false
+			for addr, st := range r.states {
+				switch st.State {
+				case mailqueue.Failed:
+					if refused == nil {
+						refused = map[string]string{}
+					}
+					refused[addr] = st.Detail
+				case mailqueue.Pending:
+					pending = true
+				}
 			}
-			refused[r.Addr] = r.Detail
+			if !pending {
+				return refused, nil
+			}
 		}
+	case <-t.C:
 	}
-	return refused, nil
+	// Not stored over there yet: the queue carries it on (durably, before the node hears OK).
+	_, err := g.n.QueueFederated(entry, from, b, time.Now().Add(federationDeadline))
+	if errors.Is(err, mailqueue.ErrExists) {
+		err = nil // a repeated hand-off: already queued (or done) here
+	}
+	return nil, err
 }
 
 // QueueInternet implements multiring.GatewaySide: the message goes into the gateway's queue

@@ -257,62 +257,6 @@ type Carrier struct {
 	Log   *slog.Logger
 	Now   func() time.Time
 	busy  sync.Map // entry ids being handed off
-
-	mu      sync.Mutex
-	waiters map[string][]chan string // entry id -> who waits for its outcome (Wait)
-}
-
-// Wait waits at most d for entry to be finished and returns its outcome ("" if it is not
-// finished by then).
-func (c *Carrier) Wait(entry string, d time.Duration) string {
-	if done, ok := c.Queue.Finished(entry); ok {
-		return done.Outcome
-	}
-	ch := make(chan string, 1)
-	c.mu.Lock()
-	if c.waiters == nil {
-		c.waiters = map[string][]chan string{}
-	}
-	c.waiters[entry] = append(c.waiters[entry], ch)
-	c.mu.Unlock()
-	if done, ok := c.Queue.Finished(entry); ok { // finished between the first look and now
-		c.drop(entry, ch)
-		return done.Outcome
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case o := <-ch:
-		return o
-	case <-t.C:
-		c.drop(entry, ch)
-		return ""
-	}
-}
-
-func (c *Carrier) drop(entry string, ch chan string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	ws := c.waiters[entry]
-	for i, w := range ws {
-		if w == ch {
-			c.waiters[entry] = append(ws[:i], ws[i+1:]...)
-			break
-		}
-	}
-	if len(c.waiters[entry]) == 0 {
-		delete(c.waiters, entry)
-	}
-}
-
-func (c *Carrier) finished(entry, outcome string) {
-	c.mu.Lock()
-	ws := c.waiters[entry]
-	delete(c.waiters, entry)
-	c.mu.Unlock()
-	for _, ch := range ws {
-		ch <- outcome
-	}
 }
 
 // RunOnce starts a hand-off for every due federation entry not already under way.
@@ -383,7 +327,5 @@ func (c *Carrier) record(id string, states map[string]mailqueue.RcptState, err e
 	}
 	if err := c.Queue.Finish(id, outcome); err != nil {
 		c.Log.Warn("carrier: cannot finish an entry", "entry", id, "err", err)
-		return
 	}
-	c.finished(id, outcome)
 }
