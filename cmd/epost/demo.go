@@ -215,7 +215,18 @@ func runDemo(args []string) error {
 	defer os.Remove(filepath.Join(root, "demo.json")) // the ring is not ready once stopped
 
 	printDemoUsers(out, users, root)
-	fmt.Fprintln(out, "\nlive status (Ctrl-C stops the ring):")
+	kept := ""
+	if *dir != "" {
+		kept = fmt.Sprintf("state kept in %s: run epost demo --dir %s to continue with the same ring, users and passwords", root, *dir)
+	}
+	liveStatus(ctx, out, running, "the ring", kept)
+	return nil
+}
+
+// liveStatus prints a status line whenever it changes (and every 30 s) until ctx ends, then
+// says the demo stops and, if not empty, what was kept.
+func liveStatus(ctx context.Context, out io.Writer, running []*daemon.Node, what, kept string) {
+	fmt.Fprintf(out, "\nlive status (Ctrl-C stops %s):\n", what)
 	last, lastAt := "", time.Time{}
 	for {
 		line := demoStatusLine(running)
@@ -225,11 +236,11 @@ func runDemo(args []string) error {
 		}
 		select {
 		case <-ctx.Done():
-			fmt.Fprintln(out, "stopping the ring ...")
-			if *dir != "" {
-				fmt.Fprintf(out, "state kept in %s: run epost demo --dir %s to continue with the same ring, users and passwords\n", root, *dir)
+			fmt.Fprintf(out, "stopping %s ...\n", what)
+			if kept != "" {
+				fmt.Fprintln(out, kept)
 			}
-			return nil
+			return
 		case <-time.After(3 * time.Second):
 		}
 	}

@@ -155,24 +155,12 @@ func runDemoRings(ctx context.Context, out io.Writer, root string, kept bool, se
 	defer os.Remove(filepath.Join(root, "demo.json"))
 
 	printDemoUsers(out, users, root)
-	fmt.Fprintln(out, "\nlive status (Ctrl-C stops both rings):")
-	last, lastAt := "", time.Time{}
-	for {
-		line := demoStatusLine(running)
-		if line != last || time.Since(lastAt) > 30*time.Second {
-			fmt.Fprintf(out, "  %s  %s\n", time.Now().Format("15:04:05"), line)
-			last, lastAt = line, time.Now()
-		}
-		select {
-		case <-ctx.Done():
-			fmt.Fprintln(out, "stopping the rings ...")
-			if kept {
-				fmt.Fprintf(out, "state kept in %s: run epost demo --rings 2 --dir %s to continue with the same rings, users and passwords\n", root, root)
-			}
-			return nil
-		case <-time.After(3 * time.Second):
-		}
+	msg := ""
+	if kept {
+		msg = fmt.Sprintf("state kept in %s: run epost demo --rings 2 --dir %s to continue with the same rings, users and passwords", root, root)
 	}
+	liveStatus(ctx, out, running, "the rings", msg)
+	return nil
 }
 
 // demoRingsSetup makes the two rings on the first start (ports picked free now and kept).

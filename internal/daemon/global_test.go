@@ -177,34 +177,9 @@ func TestGlobalDirectory(t *testing.T) {
 	globex := startFedRing(t, "globex", []string{"globex.example"}, srv, []string{"globex.example"}, []string{acme.global}, true)
 
 	// bob's record, signed by globex's CA, published in globex's ring.
-	caKey, err := globex.r.CAKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	keys, err := identity.NewKeys(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	now := time.Now().Truncate(time.Second)
-	sr, err := identity.SignRecord(identity.Record{Ring: globex.r.Descriptor.RingID, Address: "bob@globex.example", Keys: keys.Public(),
-		Serial: 1, NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour)}, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
+	keys, sr := signUser(t, globex.r, "bob@globex.example", 1)
 	deadline := time.Now().Add(30 * time.Second)
-	for {
-		errc := make(chan error, 1)
-		if a := globex.gw.apps.Load(); a != nil {
-			post.PublishRecord(a.past, sr, now.Add(24*time.Hour), func(err error) { errc <- err })
-			if err = <-errc; err == nil {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("publishing bob's record in globex: %v", err)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	publishRecord(t, globex.gw, sr, deadline)
 
 	type answer struct {
 		rec *identity.Record
@@ -275,19 +250,7 @@ func TestGlobalRelay(t *testing.T) {
 	deadline := time.Now().Add(40 * time.Second)
 
 	_, bobRec := signUser(t, globex.r, "bob@globex.example", 1)
-	for {
-		errc := make(chan error, 1)
-		if a := globex.gw.apps.Load(); a != nil {
-			post.PublishRecord(a.past, bobRec, time.Now().Add(24*time.Hour), func(err error) { errc <- err })
-			if err = <-errc; err == nil {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("publishing bob's record: %v", err)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	publishRecord(t, globex.gw, bobRec, deadline)
 	// alice, a user of acme on its gateway's node.
 	aliceKeys, aliceRec := signUser(t, acme.r, "alice@acme.example", 1)
 	if err := os.MkdirAll(post.UserDir(acme.gw.opts.Dir, "alice@acme.example"), 0o700); err != nil {
@@ -345,6 +308,20 @@ func TestGlobalRelay(t *testing.T) {
 	if st := globex.gw.global.relay.Stats(); st.HandoffsIn != 1 {
 		t.Fatalf("globex's relay: %+v", st)
 	}
+}
+
+// publishRecord stores a user's record in n's ring, retrying until the ring takes it.
+func publishRecord(t *testing.T, n *Node, sr identity.SignedRecord, deadline time.Time) {
+	t.Helper()
+	retry(t, deadline, "publishing a record", func() error {
+		a := n.apps.Load()
+		if a == nil {
+			return errors.New("not running")
+		}
+		errc := make(chan error, 1)
+		post.PublishRecord(a.past, sr, time.Now().Add(24*time.Hour), func(err error) { errc <- err })
+		return <-errc
+	})
 }
 
 // addUser starts a POST user on node n (its directory made first).

@@ -513,6 +513,29 @@ func (q *Queue) Get(id string) (Header, Schedule, error) {
 	return e.h, cloneSchedule(e.s), nil
 }
 
+// Outcome says whether no recipient is left pending and, if so, how the entry ends:
+// "delivered", "failed" (all failed) or "partial"; pending counts those still to try.
+func (s Schedule) Outcome() (pending int, outcome string) {
+	failed := 0
+	for _, r := range s.Rcpts {
+		switch r.State {
+		case Pending:
+			pending++
+		case Failed:
+			failed++
+		}
+	}
+	switch {
+	case pending > 0:
+		return pending, ""
+	case failed == len(s.Rcpts):
+		return 0, "failed"
+	case failed > 0:
+		return 0, "partial"
+	}
+	return 0, "delivered"
+}
+
 func cloneSchedule(s Schedule) Schedule {
 	s.Rcpts = slices.Clone(s.Rcpts)
 	return s

@@ -303,27 +303,12 @@ func (c *Carrier) record(id string, states map[string]mailqueue.RcptState, err e
 		c.Log.Warn("carrier: cannot record an attempt", "entry", id, "err", aerr)
 		return
 	}
-	pending, failed := 0, 0
-	for _, r := range s.Rcpts {
-		switch r.State {
-		case mailqueue.Pending:
-			pending++
-		case mailqueue.Failed:
-			failed++
-		}
-	}
+	pending, outcome := s.Outcome()
 	if pending > 0 {
 		if err != nil {
 			c.Log.Info("carrier: hand-off to be retried", "entry", id, "attempt", s.Attempts, "next", s.Next.Format(time.RFC3339), "err", err)
 		}
 		return
-	}
-	outcome := "delivered"
-	switch {
-	case failed == len(s.Rcpts):
-		outcome = "failed"
-	case failed > 0:
-		outcome = "partial"
 	}
 	if err := c.Queue.Finish(id, outcome); err != nil {
 		c.Log.Warn("carrier: cannot finish an entry", "entry", id, "err", err)

@@ -85,25 +85,10 @@ func (c *Carrier) attempt(ctx context.Context, h mailqueue.Header, s mailqueue.S
 		c.Log.Warn("smtpout: cannot record an attempt", "entry", h.ID, "err", err)
 		return
 	}
-	pending, failed := 0, 0
-	for _, r := range ns.Rcpts {
-		switch r.State {
-		case mailqueue.Pending:
-			pending++
-		case mailqueue.Failed:
-			failed++
-		}
-	}
+	pending, outcome := ns.Outcome()
 	if pending > 0 {
 		c.Log.Info("smtpout: delivery to be retried", "entry", h.ID, "pending", pending, "next", ns.Next.Format(time.RFC3339))
 		return
-	}
-	outcome := "delivered"
-	switch {
-	case failed == len(ns.Rcpts):
-		outcome = "failed"
-	case failed > 0:
-		outcome = "partial"
 	}
 	if err := c.Queue.Finish(h.ID, outcome); err != nil {
 		c.Log.Warn("smtpout: cannot finish an entry", "entry", h.ID, "err", err)
