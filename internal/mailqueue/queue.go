@@ -85,6 +85,7 @@ type RcptState struct {
 type Schedule struct {
 	Attempts  int         `json:"attempts"`
 	Next      time.Time   `json:"next"`
+	Last      time.Time   `json:"last,omitzero"` // when the last attempt was recorded (zero before the first)
 	LastError string      `json:"last_error,omitempty"`
 	Warned    bool        `json:"warned,omitempty"`    // the delay notice went out
 	HandedTo  string      `json:"handed_to,omitempty"` // the next hop holding a copy (a gateway's node id)
@@ -606,6 +607,7 @@ func (q *Queue) Attempted(id string, results map[string]RcptState, attemptErr er
 	now := q.opts.Now()
 	s := cloneSchedule(e.s)
 	s.Attempts++
+	s.Last = now
 	s.LastError = ""
 	if attemptErr != nil {
 		s.LastError = attemptErr.Error()
