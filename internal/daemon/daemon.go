@@ -201,6 +201,9 @@ type Node struct {
 	joined    atomic.Bool   // the driver has been started (joining or ready)
 	stop      chan struct{} // closed by Stop; ends the bootstrap and saver goroutines
 	wg        sync.WaitGroup
+
+	// outboxWaiting says why the outbox's next message waits (outbox.go), for Status.
+	outboxWaiting atomic.Pointer[string]
 }
 
 // Open loads and verifies the node directory (descriptor signature, certificate chain) without

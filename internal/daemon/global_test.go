@@ -299,6 +299,13 @@ func TestGlobalRelay(t *testing.T) {
 	if d, _ := q.Finished(id); d.Outcome != "delivered" || len(d.Rcpts) != 1 || d.Rcpts[0].State != mailqueue.Delivered {
 		t.Fatalf("entry finished as %+v", d)
 	}
+	// The operator's view of the queue: on the gateway, empty again; absent on a plain node.
+	if g := acme.gw.Status().Gateway; g == nil || g.Queue.Federation.Entries != 0 || len(g.Queue.Destinations) != 0 {
+		t.Fatalf("acme's gateway status after the hand-off: %+v", g)
+	}
+	if g := globex.plain.Status().Gateway; g != nil {
+		t.Fatalf("a plain node reports a gateway queue: %+v", g)
+	}
 	// The pending notification is in globex's PAST.
 	found := make(chan error, 1)
 	globex.plain.apps.Load().past.Lookup(past.PendingKey(globex.r.Descriptor.RingID, "bob@globex.example", nid), func(_ past.Object, err error) { found <- err })

@@ -50,6 +50,8 @@ type Status struct {
 	Disk      DiskStatus      `json:"disk"`
 	// Global is the node's side of the global ring; absent unless it is a gateway running it.
 	Global *GlobalStatus `json:"global,omitempty"`
+	// Gateway is a gateway's operator view (queue; the MX's counters): absent on other nodes.
+	Gateway *GatewayStatus `json:"gateway,omitempty"`
 	// Locality: what this node holds of other rings (always zero; checked at most once a
 	// minute).
 	Locality *LocalityStatus `json:"locality,omitempty"`
@@ -122,6 +124,11 @@ type MailStatus struct {
 	// holds as a replica; Outbox messages queued for recipients outside the ring.
 	PendingHeld int `json:"pending_held"`
 	Outbox      int `json:"outbox"`
+	// OutboxOldestS is the age of the outbox's oldest message; OutboxWaiting says why the
+	// outbox is not empty when that is known (no gateway took its next message, and what the
+	// ring answered).
+	OutboxOldestS int64  `json:"outbox_oldest_seconds"`
+	OutboxWaiting string `json:"outbox_waiting,omitempty"`
 }
 
 // MailUserStatus is one user of the node.
@@ -140,8 +147,12 @@ func (n *Node) mailStatus() MailStatus {
 	if ms != nil {
 		m.Servers, m.ServersTLS = ms.addrs, ms.tlsAddrs
 		if ms.outbox != nil {
-			if p, err := ms.outbox.Pending(); err == nil {
+			if p, err := ms.outbox.Pending(); err == nil && len(p) > 0 {
 				m.Outbox = len(p)
+				if t := outboxOldest(p); !t.IsZero() {
+					m.OutboxOldestS = max(int64(time.Since(t)/time.Second), 0)
+				}
+				m.OutboxWaiting = n.outboxWaitingReason()
 			}
 		}
 	}
@@ -266,6 +277,7 @@ func (n *Node) Status() Status {
 	drv, tr, started, gs := n.drv, n.tr, n.started, n.global
 	n.mu.Unlock()
 	s.Global = gs.status(n.opts.GlobalListen)
+	s.Gateway = gs.gatewayStatus()
 	s.Locality = n.recentLocality()
 	if !started.IsZero() {
 		s.UptimeSeconds = time.Since(started).Round(time.Millisecond).Seconds()
