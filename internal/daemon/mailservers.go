@@ -1,18 +1,8 @@
 package daemon
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"errors"
 	"fmt"
-	"math/big"
 	"net"
-	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -69,7 +59,7 @@ func (n *Node) startMail() error {
 		n.log.Warn("this node has users but no IMAP, SMTP or POP3 address in its config: its users cannot reach their mail (set them with epost node init --imap/--smtp/--pop3)")
 		return nil
 	}
-	tlsCfg, err := loadOrMakeMailTLS(n.opts.Dir)
+	tlsCfg, err := n.mailTLS()
 	if err != nil {
 		return err
 	}
@@ -256,61 +246,4 @@ func (s loggedStaged) Commit() (string, error) {
 			"outbox", filepath.Join(s.n.rn.DataDir(), FileOutbox))
 	}
 	return id, err
-}
-
-// loadOrMakeMailTLS loads the node's mail certificate, making a self-signed one (ECDSA P-256,
-// for localhost and 127.0.0.1, ten years) on first use. Clients must trust it once; its
-// fingerprint is the certificate file's, e.g. openssl x509 -fingerprint -in mail-tls.crt.
-func loadOrMakeMailTLS(dir string) (*tls.Config, error) {
-	certPath, keyPath := filepath.Join(dir, FileMailCert), filepath.Join(dir, FileMailKey)
-	cert, err := tls.LoadX509KeyPair(certPath, keyPath)
-	if errors.Is(err, os.ErrNotExist) {
-		if err := makeMailCert(certPath, keyPath); err != nil {
-			return nil, fmt.Errorf("make the mail servers' certificate: %w", err)
-		}
-		cert, err = tls.LoadX509KeyPair(certPath, keyPath)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("mail servers' certificate %s: %w (delete %s and %s to make a new one)", certPath, err, certPath, keyPath)
-	}
-	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
-}
-
-func makeMailCert(certPath, keyPath string) error {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return err
-	}
-	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 120))
-	if err != nil {
-		return err
-	}
-	host, _ := os.Hostname()
-	names := []string{"localhost"}
-	if host != "" && host != "localhost" {
-		names = append(names, host)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: serial,
-		Subject:      pkix.Name{CommonName: "epost mail (self-signed)"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(10 * 365 * 24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		DNSNames:     names,
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return err
-	}
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		return err
-	}
-	// Key first: a certificate without its key would be unusable.
-	if err := writeFileAtomic(keyPath, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
-		return err
-	}
-	return writeFileAtomic(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
 }
