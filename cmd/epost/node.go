@@ -64,6 +64,10 @@ func nodeRun(args []string, stderr io.Writer) error {
 	fs.Var(&globalBootstrap, "global-bootstrap", "HOST:PORT of gateways of other rings to join the global ring through (repeat or comma-separate; none: found it)")
 	outboundPort := fs.Int("outbound-port", 0, "gateways: the port internet mail is delivered to (0: 25; for tests)")
 	hiddenRunFlags["outbound-port"] = true
+	mx := fs.String("mx", "", "gateways only: serve SMTP for the internet (the ring's MX, no AUTH, under the ring's policy.json) on HOST:PORT, e.g. :25")
+	mxHostname := fs.String("mx-hostname", "", "the MX's host name in greetings and Received/Authentication-Results fields (default: the ring's first domain)")
+	mxCert := fs.String("mx-tls-cert", "", "PEM certificate the MX offers with STARTTLS (default: the node's mail certificate)")
+	mxKey := fs.String("mx-tls-key", "", "PEM private key of --mx-tls-cert")
 	resolver := fs.String("resolver", "", "DNS server HOST:PORT for federation's _epost records; setting it also lets this node's users send to users of other rings (without it, addresses outside the ring go to the outbox)")
 	var t daemon.Timers
 	for _, f := range []struct {
@@ -124,6 +128,9 @@ func nodeRun(args []string, stderr io.Writer) error {
 	if err := ringRequire([2]string{"dir", *dir}); err != nil {
 		return err
 	}
+	if (*mxCert == "") != (*mxKey == "") {
+		return errors.New("--mx-tls-cert and --mx-tls-key go together")
+	}
 	log, err := newLogger(stderr, *level, *jsonLogs)
 	if err != nil {
 		return err
@@ -131,7 +138,7 @@ func nodeRun(args []string, stderr io.Writer) error {
 
 	n, err := daemon.Open(daemon.Options{Dir: *dir, Logger: log, Timers: t, Advertise: *advertise, Seed: *seed, ImplicitTLS: tlsAddrs,
 		GlobalListen: *globalListen, GlobalAdvertise: *globalAdvertise, GlobalBootstrap: globalBootstrap, Resolver: *resolver,
-		OutboundPort: *outboundPort})
+		OutboundPort: *outboundPort, MX: *mx, MXHostname: *mxHostname, MXCert: *mxCert, MXKey: *mxKey})
 	if err != nil {
 		return err
 	}

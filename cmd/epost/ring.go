@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"epost/internal/daemon"
 	"epost/internal/ids"
 	"epost/internal/ring"
 )
@@ -289,6 +290,26 @@ func nodeInit(args []string, out io.Writer, now time.Time) error {
 		return err
 	}
 	printNode(out, n, now)
+	if *gateway {
+		return initGateway(out, *ringDir, nf.dir, now)
+	}
+	return nil
+}
+
+// initGateway gives a new gateway node its POST identity (for inbound internet mail) and the
+// ring's gateway policy, when the ring has one.
+func initGateway(out io.Writer, ringDir, nodeDir string, now time.Time) error {
+	addr, err := makeGatewayIdentity(ringDir, nodeDir, now)
+	if err != nil {
+		return fmt.Errorf("the gateway's POST identity: %w", err)
+	}
+	fmt.Fprintf(out, "  identity      %s (files inbound internet mail; %s)\n", addr, daemon.FileGatewayIdentity)
+	if raw, err := os.ReadFile(filepath.Join(ringDir, ring.FilePolicy)); err == nil {
+		if err := os.WriteFile(filepath.Join(nodeDir, ring.FilePolicy), raw, 0o644); err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "  policy        copied from the ring directory (%s)\n", ring.FilePolicy)
+	}
 	return nil
 }
 

@@ -157,6 +157,12 @@ type Options struct {
 	Trusted         []multiring.TrustedRing
 	// OutboundPort is the port a gateway delivers internet mail to (0: 25; tests set another).
 	OutboundPort int
+	// MX, on a gateway, serves SMTP for the internet on HOST:PORT (mx.go; "" leaves it off).
+	// MXHostname is its name in greetings and trace fields (default: the ring's first
+	// domain); MXCert and MXKey the operator's certificate for STARTTLS (default: the
+	// node's mail certificate).
+	MX, MXHostname string
+	MXCert, MXKey  string
 }
 
 // ErrStopped is returned by Start after Stop.
@@ -193,6 +199,7 @@ type Node struct {
 	frags     *glacier.DiskStore            // Glacier's fragments; opened by Start, closed by Stop
 	mail      *mailUsers                    // the node's users (NODEDIR/users)
 	servers   *mailServers                  // IMAP/SMTP/POP3, when the node has users; guarded by mu
+	mx        *mxSide                       // the inbound MX, on a gateway with --mx; guarded by mu
 	queue     *appQueue
 	ops       opCounters
 	book      *addrBook
@@ -345,6 +352,16 @@ func (n *Node) Start() error {
 		n.closeStores()
 		return err
 	}
+	if err := n.startMX(); err != nil {
+		_ = tr.Close()
+		n.global.stop()
+		n.closeControlLocked()
+		n.servers.close()
+		n.servers = nil
+		n.apps.Load().stop()
+		n.closeStores()
+		return err
+	}
 	n.rt.tr = tr
 	n.tr, n.drv = tr, drv
 	n.cur.Store(drv)
@@ -444,12 +461,13 @@ func (n *Node) Stop() error {
 		return nil
 	}
 	n.stopped = true // no overlay starts from now on (startOverlay, founderWatch)
-	drv, tr, st, fr, ms, gs := n.drv, n.tr, n.store, n.frags, n.servers, n.global
+	drv, tr, st, fr, ms, gs, mx := n.drv, n.tr, n.store, n.frags, n.servers, n.global, n.mx
 	n.closeControlLocked()
 	n.mu.Unlock()
 
 	// Mail clients first: nothing new reaches POST once the node leaves.
 	ms.close()
+	mx.stop()
 
 	// The application queue keeps running through the leave: it carries the neighbours'
 	// fetches to PAST. Everything waiting on n.stop ends after it.

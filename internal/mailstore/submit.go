@@ -88,17 +88,36 @@ func (s submitter) Submit(ctx context.Context, env smtpserver.Envelope, raw []by
 			return fmt.Errorf("mailstore: notification id: %w", err)
 		}
 	}
+	n, ref, err := s.us.sendLocal(ctx, sess, from, to, nids, pieces)
+	if err != nil {
+		return err
+	}
+	accepted += n
+	refused = append(refused, ref...)
+	if accepted == 0 {
+		return fmt.Errorf("mailstore: %s: %w", describeRefused(refused), smtpserver.ErrRejected)
+	}
+	if len(refused) > 0 {
+		s.bounce(sess, env, raw, refused)
+	}
+	return nil
+}
+
+// sendLocal sends pieces from the started session sess to ring users under the ids nids,
+// retrying the recipients POST could not reach (with the same ids) until ctx ends. It
+// returns how many were accepted and the ones refused for good.
+func (us *Users) sendLocal(ctx context.Context, sess *session, from string, to []string, nids []post.NotificationID, pieces [][]byte) (accepted int, refused []post.Result, err error) {
 	for attempt := 0; len(to) > 0; attempt++ {
 		if attempt > 0 {
 			if err := us.w.await(ctx, "retry delay", func(done func()) { us.cfg.Clock.AfterFunc(us.cfg.RetryDelay, done) }); err != nil {
-				return fmt.Errorf("mailstore: %d recipients not reached: %w", len(to), err)
+				return accepted, refused, fmt.Errorf("mailstore: %d recipients not reached: %w", len(to), err)
 			}
 		}
 		var res []post.Result
 		if err := us.w.await(ctx, "send", func(done func()) {
 			sess.user.SendWithIDs(to, nids, pieces, func(r []post.Result) { res = r; done() })
 		}); err != nil {
-			return fmt.Errorf("mailstore: %d recipients not reached yet: %w", len(to), err)
+			return accepted, refused, fmt.Errorf("mailstore: %d recipients not reached yet: %w", len(to), err)
 		}
 		var retryTo []string
 		var retryIDs []post.NotificationID
@@ -120,13 +139,7 @@ func (s submitter) Submit(ctx context.Context, env smtpserver.Envelope, raw []by
 		}
 		to, nids = retryTo, retryIDs
 	}
-	if accepted == 0 {
-		return fmt.Errorf("mailstore: %s: %w", describeRefused(refused), smtpserver.ErrRejected)
-	}
-	if len(refused) > 0 {
-		s.bounce(sess, env, raw, refused)
-	}
-	return nil
+	return accepted, refused, nil
 }
 
 // remoteRing is the other ring addr's domain belongs to, if any.

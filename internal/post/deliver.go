@@ -235,7 +235,7 @@ func (n *Node) storePending(rec *identity.Record, id NotificationID, sealed []by
 	n.stats.Sent++
 	n.mu.Unlock()
 	n.st.Insert(obj, func(r past.InsertResult) {
-		if r.Err != nil {
+		if r.Err != nil && !storedBefore(r) {
 			cb(Result{To: rec.Address, Status: Failed, ID: id, Err: r.Err})
 			return
 		}
@@ -250,6 +250,20 @@ func (n *Node) storePending(rec *identity.Record, id NotificationID, sealed []by
 	// which its holders push when the recipient announces itself or offer after HolderDelay.
 	n.trace(id, StagePushed)
 	n.push(&postMsg{Type: mNotify, Recipient: rec.Address, ID: id, Sealed: sealed})
+}
+
+// storedBefore reports whether a pending insert that failed found the notification id taken
+// on enough replicas that, with those that took this copy, a quorum holds a notification
+// under the id: an earlier attempt of the same message (sealed anew, so with other bytes)
+// was stored. Ids are 128 random or secret-derived bits, so a taken id is this message's.
+func storedBefore(r past.InsertResult) bool {
+	held := r.Acked
+	for _, ref := range r.Refusals {
+		if errors.Is(ref.Err, past.ErrConflict) {
+			held++
+		}
+	}
+	return r.Needed > 0 && held >= r.Needed && held > r.Acked
 }
 
 // push sends a notification to its recipient's node: straight to it when this node hosts the
