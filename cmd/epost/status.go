@@ -33,9 +33,12 @@ func status(args []string, out io.Writer) error {
 	if err := ringRequire([2]string{"dir", *dir}); err != nil {
 		return err
 	}
+	if advice, ok := folderAdvice(*dir); ok {
+		return errors.New(advice)
+	}
 	st, err := daemon.Query(*dir, *timeout)
 	if err != nil {
-		return err
+		return demoAdviceForNode(*dir, err)
 	}
 	if *asJSON {
 		enc := json.NewEncoder(out)
@@ -100,6 +103,9 @@ func printStatus(out io.Writer, st *daemon.Status) {
 			state, g.Listen, len(g.LeafSet), g.Admitted, g.Refused, g.RefusedBy, g.SentFrames, bytesHuman(g.SentBytes), g.ReceivedFrames, bytesHuman(g.ReceivedBytes))
 		fmt.Fprintf(out, "relay     %d messages handed to other rings, %d taken from them; %d queued (oldest %ds)\n", g.HandoffsOut, g.HandoffsIn, g.QueueEntries, g.QueueOldestS)
 	}
+	if g := st.Gateway; g != nil {
+		printGatewayQueue(out, g.Queue, time.Now())
+	}
 	if l := st.Locality; l != nil {
 		fmt.Fprintf(out, "locality  %d objects and %d Glacier fragments of other rings held here (checked %s)\n", l.ForeignObjects, l.ForeignFragments, l.CheckedAt.Format(time.RFC3339))
 	}
@@ -119,8 +125,8 @@ func printStatus(out io.Writer, st *daemon.Status) {
 		users = append(users, fmt.Sprintf("%s (%s)", u.Address, state))
 	}
 	fmt.Fprintf(out, "users     %s\n", orDash(strings.Join(users, ", ")))
-	fmt.Fprintf(out, "delivery  %d filed here, %d sent (%d stored, %d refused), %d pending held for offline users, %d in outbox\n",
-		m.Filed, m.Sent, m.Accepted, m.Refused, m.PendingHeld, m.Outbox)
+	fmt.Fprintf(out, "delivery  %d filed here, %d sent (%d stored, %d refused), %d pending held for offline users, %s\n",
+		m.Filed, m.Sent, m.Accepted, m.Refused, m.PendingHeld, outboxState(m))
 }
 
 func orDash(s string) string {
