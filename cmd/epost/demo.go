@@ -59,6 +59,10 @@ type DemoUser struct {
 	SMTP     string `json:"smtp"`
 	POP3     string `json:"pop3"`
 	Ring     string `json:"ring"` // the name of the user's ring
+	// Node is the directory of the node that serves the user (its mail servers, its keys);
+	// NodeListen that node's node-to-node address.
+	Node       string `json:"node"`
+	NodeListen string `json:"node_listen"`
 }
 
 // DemoFile is demo.json.
@@ -196,7 +200,8 @@ func runDemo(args []string) error {
 			return fmt.Errorf("bring %s online: %w", addr, err)
 		}
 		a := nd.MailAddrs()
-		users = append(users, DemoUser{Address: addr, Password: password, IMAP: a.IMAP, SMTP: a.SMTP, POP3: a.POP3, Ring: "demo"})
+		users = append(users, DemoUser{Address: addr, Password: password, IMAP: a.IMAP, SMTP: a.SMTP, POP3: a.POP3, Ring: "demo",
+			Node: demoNodeDir(root, du.node), NodeListen: nd.Status().Listen})
 	}
 	welcomed := filepath.Join(root, "welcome.sent")
 	if _, err := os.Stat(welcomed); err != nil {
@@ -223,14 +228,15 @@ func runDemo(args []string) error {
 	return nil
 }
 
-// liveStatus prints a status line whenever it changes (and every 30 s) until ctx ends, then
-// says the demo stops and, if not empty, what was kept.
+// liveStatus prints a status line whenever it changes (and, unchanged, once every
+// liveStatusHeartbeat, to show the demo still runs) until ctx ends, then says the demo stops
+// and, if not empty, what was kept.
 func liveStatus(ctx context.Context, out io.Writer, running []*daemon.Node, what, kept string) {
-	fmt.Fprintf(out, "\nlive status (Ctrl-C stops %s):\n", what)
+	fmt.Fprintf(out, "\nlive status, printed when it changes (Ctrl-C stops %s):\n", what)
 	last, lastAt := "", time.Time{}
 	for {
 		line := demoStatusLine(running)
-		if line != last || time.Since(lastAt) > 30*time.Second {
+		if line != last || time.Since(lastAt) >= liveStatusHeartbeat {
 			fmt.Fprintf(out, "  %s  %s\n", time.Now().Format("15:04:05"), line)
 			last, lastAt = line, time.Now()
 		}
@@ -245,6 +251,9 @@ func liveStatus(ctx context.Context, out io.Writer, running []*daemon.Node, what
 		}
 	}
 }
+
+// liveStatusHeartbeat is how often an unchanged status line is printed again.
+const liveStatusHeartbeat = 5 * time.Minute
 
 // demoTimers are quicker than production so the ring forms and heals in seconds on one machine.
 func demoTimers() daemon.Timers {
@@ -415,10 +424,17 @@ func printDemoUsers(out io.Writer, users []DemoUser, root string) {
 	fmt.Fprintf(out, "\nmail accounts (also in %s):\n", filepath.Join(root, "demo.json"))
 	for _, u := range users {
 		fmt.Fprintf(out, "\n  %s   password: %s\n", u.Address, u.Password)
+		if u.Node != "" {
+			fmt.Fprintf(out, "    served by %s (node-to-node %s; its state: epost status --dir %s)\n", u.Node, u.NodeListen, u.Node)
+		}
 		fmt.Fprintf(out, "    IMAP  %s  (STARTTLS; plain login allowed on loopback)\n", u.IMAP)
 		fmt.Fprintf(out, "    SMTP  %s  (submission, STARTTLS, AUTH PLAIN)\n", u.SMTP)
 		fmt.Fprintf(out, "    POP3  %s  (STLS)\n", u.POP3)
-		fmt.Fprintf(out, "    user name: %s (the node's certificate is self-signed: accept it once)\n", u.Address)
+		cert := "the node's certificate"
+		if u.Node != "" {
+			cert = filepath.Join(u.Node, daemon.FileMailCert)
+		}
+		fmt.Fprintf(out, "    user name: %s (%s is self-signed, for localhost and 127.0.0.1: accept it once)\n", u.Address, cert)
 	}
 	if len(users) >= 2 {
 		a, b := users[0], users[1]
@@ -426,6 +442,7 @@ func printDemoUsers(out io.Writer, users []DemoUser, root string) {
 		fmt.Fprintf(out, "  %s\n", swaksLine(a, b))
 		fmt.Fprintf(out, "\nand one back:\n  %s\n", swaksLine(b, a))
 	}
+	fmt.Fprintf(out, "\n(swaks: apt-get install swaks. epost status --dir %s lists every node of the demo to ask.)\n", root)
 }
 
 func swaksLine(from, to DemoUser) string {

@@ -128,7 +128,8 @@ func runDemoRings(ctx context.Context, out io.Writer, root string, kept bool, se
 			return fmt.Errorf("bring %s online: %w", addr, err)
 		}
 		a := nd.MailAddrs()
-		users = append(users, DemoUser{Address: addr, Password: password, IMAP: a.IMAP, SMTP: a.SMTP, POP3: a.POP3, Ring: sp.name})
+		users = append(users, DemoUser{Address: addr, Password: password, IMAP: a.IMAP, SMTP: a.SMTP, POP3: a.POP3, Ring: sp.name,
+			Node: filepath.Join(root, sp.name, "node1"), NodeListen: nd.Status().Listen})
 	}
 	welcomed := filepath.Join(root, "welcome.sent")
 	if _, err := os.Stat(welcomed); err != nil {

@@ -5,13 +5,18 @@ package demo
 
 import (
 	"bufio"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"epost/test/cluster"
 	"fmt"
 	"math/rand/v2"
+	"net"
+	"net/smtp"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -29,6 +34,7 @@ type demoUser struct {
 	SMTP     string `json:"smtp"`
 	POP3     string `json:"pop3"`
 	Ring     string `json:"ring"`
+	Node     string `json:"node"`
 }
 
 // demo is one running "epost demo" process.
@@ -196,6 +202,7 @@ func TestDemoSwaksIMAPPOP3Restart(t *testing.T) {
 		t.Fatalf("after swaks: %s, want imap=1 pop3=1\n%s", got, d.output())
 	}
 	t.Logf("swaks to IMAP and POP3 read: %s", time.Since(sent).Round(time.Millisecond))
+	firstContact(t, d, dir, users)
 
 	// Restart on the same directory: same users, passwords and mail.
 	d.stop()
@@ -273,4 +280,73 @@ func TestDemoTwoRings(t *testing.T) {
 		}
 	}
 	d.stop()
+}
+
+// firstContact checks what a new user meets (issue 14 §7): the demo says which node serves each
+// user; its status line is printed only when it changed; epost status on the demo's folder
+// lists the nodes to ask instead of advising epost node run; the mail certificate verifies for
+// 127.0.0.1 and localhost in a real STARTTLS handshake, with a host name as its CN.
+func firstContact(t *testing.T, d *demo, dir string, users []demoUser) {
+	t.Helper()
+	out := d.output()
+	for _, u := range users {
+		if u.Node == "" || !strings.Contains(out, "served by "+u.Node) {
+			t.Errorf("the demo does not say which node serves %s (demo.json node %q):\n%s", u.Address, u.Node, out)
+		}
+	}
+	var prev string
+	live := false
+	for _, l := range strings.Split(out, "\n") {
+		if strings.HasPrefix(l, "live status") {
+			live = true
+			continue
+		}
+		if !live || len(l) < 12 || l[4] != ':' || l[7] != ':' {
+			continue
+		}
+		if cur := l[11:]; cur == prev {
+			t.Errorf("the status line was printed again unchanged: %q\n%s", l, out)
+		} else {
+			prev = cur
+		}
+	}
+
+	st, err := exec.Command(cluster.Bin, "status", "--dir", dir).CombinedOutput()
+	if err == nil {
+		t.Errorf("epost status on the demo's folder succeeded:\n%s", st)
+	}
+	for _, want := range []string{"folder of an epost demo", "the demo is running", "epost status --dir " + filepath.Join(dir, "node1")} {
+		if !strings.Contains(string(st), want) {
+			t.Errorf("epost status --dir DEMODIR lacks %q:\n%s", want, st)
+		}
+	}
+	if strings.Contains(string(st), "epost node run") {
+		t.Errorf("epost status --dir DEMODIR advises epost node run:\n%s", st)
+	}
+
+	bob := users[1]
+	pem, err := os.ReadFile(filepath.Join(bob.Node, "mail-tls.crt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(pem) {
+		t.Fatal("mail-tls.crt holds no certificate")
+	}
+	_, port, _ := net.SplitHostPort(bob.SMTP)
+	for _, host := range []string{"127.0.0.1", "localhost"} {
+		c, err := smtp.Dial(net.JoinHostPort(host, port))
+		if err != nil {
+			t.Fatalf("SMTP %s: %v", host, err)
+		}
+		if err := c.StartTLS(&tls.Config{ServerName: host, RootCAs: roots}); err != nil {
+			t.Errorf("STARTTLS to %s with the node's certificate trusted: %v", host, err)
+		} else if cs, ok := c.TLSConnectionState(); ok {
+			leaf := cs.PeerCertificates[0]
+			if !slices.Contains(leaf.DNSNames, leaf.Subject.CommonName) || !slices.Contains(leaf.DNSNames, "127.0.0.1") {
+				t.Errorf("certificate CN %q, DNS names %v: want a host name as CN and 127.0.0.1 among the DNS names (fetchmail 6.4)", leaf.Subject.CommonName, leaf.DNSNames)
+			}
+		}
+		c.Close()
+	}
 }
