@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -279,7 +280,8 @@ func TestGatewayKilledMidStream(t *testing.T) {
 	}
 }
 
-// internetMTA is a mail server "on the internet" (loopback): it takes what it is given.
+// internetMTA is a mail server "on the internet" (loopback): it takes what it is given, except
+// for recipients at busy.internet.example, whom it asks to come back later (451).
 type internetMTA struct {
 	mu  sync.Mutex
 	got []string // "from|rcpt|body"
@@ -296,6 +298,9 @@ func (s *mtaSession) Reset()                                       { s.from, s.r
 func (s *mtaSession) Logout() error                                { return nil }
 func (s *mtaSession) Mail(from string, _ *smtp.MailOptions) error  { s.from = from; return nil }
 func (s *mtaSession) Rcpt(to string, _ *smtp.RcptOptions) error {
+	if strings.HasSuffix(to, "@busy.internet.example") {
+		return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 7, 1}, Message: "busy, try again later"}
+	}
 	s.rcpts = append(s.rcpts, to)
 	return nil
 }
@@ -332,6 +337,7 @@ func TestMailToTheInternet(t *testing.T) {
 	defer srv.Close()
 	port := l.Addr().(*net.TCPAddr).Port
 	dns.SetMX("internet.example", time.Hour, "mx.internet.example:10")
+	dns.SetMX("busy.internet.example", time.Hour, "mx.internet.example:10")
 	dns.SetAddrs("mx.internet.example", time.Hour, "127.0.0.1")
 
 	acme, _ := newFedRing(t, seed, "acme", dns, "", "alice")
@@ -389,5 +395,40 @@ func TestMailToTheInternet(t *testing.T) {
 			t.Fatalf("the internet MTA got the message %d times; gateway log:\n%s", n, tail(acme.nodes[0].logPth))
 		}
 		time.Sleep(500 * time.Millisecond)
+	}
+
+	// Mail the MTA defers stays in the gateway's queue, and epost status says where and why.
+	sendEventually(t, acme, alice, "dave@busy.internet.example", "deferred", "body "+tok, 30*time.Second)
+	gw := acme.nodes[0].dir
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(500 * time.Millisecond) {
+		var st struct {
+			Gateway *struct {
+				Queue struct {
+					Internet     struct{ Entries int }
+					Destinations []struct {
+						Dest        string
+						Queued      int
+						LastError   string    `json:"last_error"`
+						NextAttempt time.Time `json:"next_attempt"`
+					}
+				}
+			}
+		}
+		if err := json.Unmarshal([]byte(epost(t, "status", "--dir", gw, "--json")), &st); err != nil {
+			t.Fatal(err)
+		}
+		if g := st.Gateway; g != nil && g.Queue.Internet.Entries == 1 && len(g.Queue.Destinations) == 1 {
+			d := g.Queue.Destinations[0]
+			if d.Dest == "busy.internet.example" && d.Queued == 1 && strings.Contains(d.LastError, "451 4.7.1") && d.NextAttempt.After(time.Now()) {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the gateway's status does not show the deferred entry: %+v\ngateway log:\n%s", st.Gateway, tail(acme.nodes[0].logPth))
+		}
+	}
+	if text := epost(t, "status", "--dir", gw); !strings.Contains(text, "to busy.internet.example: 1 queued (1 recipients), next attempt in") ||
+		!strings.Contains(text, "451 4.7.1") {
+		t.Fatalf("the text status does not show the deferred entry:\n%s", text)
 	}
 }
