@@ -1,6 +1,7 @@
 package glacier
 
 import (
+	"crypto/ed25519"
 	"time"
 
 	"epost/internal/appmux"
@@ -98,6 +99,36 @@ func (d *Driver) Insert(man *Manifest, frags [][]byte, cb func(InsertResult)) {
 	d.loop.Mu.Lock()
 	d.node.Insert(d.clock.Now(), man, frags, cb)
 	d.flushLocked()
+}
+
+// InsertEncoded: see Node.InsertEncoded. Callbacks run on the driver's caller without locks
+// held.
+func (d *Driver) InsertEncoded(e *Encoded, cb func(InsertResult)) {
+	d.loop.Mu.Lock()
+	d.node.InsertEncoded(d.clock.Now(), e, cb)
+	d.flushLocked()
+}
+
+// EncodeInsert erasure-codes obj with the ring's code under a manifest signed by priv (Encode)
+// and inserts it (InsertEncoded). cb gets the manifest, or nil when obj could not be encoded
+// (the result's error says why), and the insert's result. With Async the coding runs on a
+// goroutine of its own: a 512 KB aggregate is 4 MB of fragments to compute and hash, several
+// milliseconds that would otherwise hold the caller, which in the daemon is the event loop
+// PAST and POST share.
+func (d *Driver) EncodeInsert(priv ed25519.PrivateKey, name []byte, version uint64, expiry time.Time, obj []byte, cb func(*Manifest, InsertResult)) {
+	run := func() {
+		e, err := Encode(d.node.Codec(), priv, d.node.cfg.Ring, name, version, expiry, obj)
+		if err != nil {
+			cb(nil, InsertResult{Err: err})
+			return
+		}
+		d.InsertEncoded(e, func(r InsertResult) { cb(e.Manifest, r) })
+	}
+	if d.Async {
+		go run()
+		return
+	}
+	run()
 }
 
 // Renew: see Node.Renew. Callbacks run on the driver's caller without locks held.

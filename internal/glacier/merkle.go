@@ -91,12 +91,6 @@ func merkleTree(frags [][]byte) (root [32]byte, proofs [][][32]byte) {
 	return level[0], proofs
 }
 
-// merkleRoot is the root over frags.
-func merkleRoot(frags [][]byte) [32]byte {
-	root, _ := merkleTree(frags)
-	return root
-}
-
 // rootFromProof is the root implied by data being leaf i with proof.
 func rootFromProof(i int, data []byte, proof [][32]byte) [32]byte {
 	h := leafHash(i, data)

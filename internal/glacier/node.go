@@ -495,8 +495,27 @@ func (n *Node) Insert(now time.Time, man *Manifest, frags [][]byte, cb func(Inse
 		})
 		return
 	}
+	n.insert(man, frags, proofs, cb)
+}
+
+// InsertEncoded is Insert for an object from Encode, whose proofs were computed with its
+// manifest's root: the fragments are not hashed again.
+func (n *Node) InsertEncoded(now time.Time, e *Encoded, cb func(InsertResult)) {
+	n.now = now
+	if e.proofs == nil {
+		n.Insert(now, e.Manifest, e.Frags, cb) // not from Encode
+		return
+	}
+	if len(e.Frags) != n.cfg.N || len(e.proofs) != n.cfg.N || int(e.Manifest.N) != n.cfg.N || int(e.Manifest.M) != n.cfg.M {
+		n.done = append(n.done, func() { cb(InsertResult{Err: ErrWrongParams}) })
+		return
+	}
+	n.insert(e.Manifest, e.Frags, e.proofs, cb)
+}
+
+func (n *Node) insert(man *Manifest, frags [][]byte, proofs [][][32]byte, cb func(InsertResult)) {
 	n.nextOp++
-	o := &op{id: n.nextOp, deadline: now.Add(n.cfg.RequestTimeout),
+	o := &op{id: n.nextOp, deadline: n.now.Add(n.cfg.RequestTimeout),
 		insert: &insertOp{man: man, frags: frags, proofs: proofs, acked: make([]bool, n.cfg.N), cb: cb}}
 	n.ops[o.id] = o
 	n.opQ = append(n.opQ, o.id)

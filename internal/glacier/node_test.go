@@ -147,3 +147,44 @@ func TestRetrieveAbsenceAndVersions(t *testing.T) {
 		t.Fatalf("seed %d: retrieve with %d of %d holders left: %v, want ErrTooFewFragments", seed, kept, cfg.M, err)
 	}
 }
+
+// EncodeInsert codes the object once (Encode's proofs are the tree Insert would compute) and
+// places every fragment, each accepted by its holder against the manifest's root.
+func TestEncodeInsert(t *testing.T) {
+	const seed = 14
+	r := newTestRing(t, seed, 30, testConfig())
+	obj := randBytes(r.rng, 5000)
+	c, _ := NewCodec(r.cfg.N, r.cfg.M)
+	e, err := Encode(c, testKey(seed), r.cfg.Ring, []byte("e"), 1, r.net.Now().Add(24*time.Hour), obj)
+	if err != nil {
+		t.Fatalf("seed %d: %v", seed, err)
+	}
+	root, proofs := merkleTree(e.Frags)
+	if root != e.Manifest.FragRoot || !slices.EqualFunc(proofs, e.proofs, slices.Equal) {
+		t.Fatalf("seed %d: Encode's root or proofs differ from the fragments' tree", seed)
+	}
+	var man *Manifest
+	var res *InsertResult
+	r.liveNode().drv.EncodeInsert(testKey(seed), []byte("e"), 1, r.net.Now().Add(24*time.Hour), obj, func(m *Manifest, ir InsertResult) { man, res = m, &ir })
+	for i := 0; i < 100 && res == nil; i++ {
+		r.net.RunFor(100 * time.Millisecond)
+	}
+	if res == nil || res.Err != nil || man == nil || man.FragRoot != root {
+		t.Fatalf("seed %d: EncodeInsert: %+v, manifest %v", seed, res, man)
+	}
+	r.net.RunFor(5 * time.Second)
+	for i, h := range r.holders(man.Key()) {
+		if h != 1 {
+			t.Fatalf("seed %d: fragment %d held %d times, want once", seed, i, h)
+		}
+	}
+	got, err := r.retrieve(man.Key())
+	if err != nil || !bytes.Equal(got, obj) {
+		t.Fatalf("seed %d: retrieve: err %v, equal %v", seed, err, bytes.Equal(got, obj))
+	}
+	// An object the code cannot take reports no manifest.
+	r.liveNode().drv.EncodeInsert(testKey(seed), make([]byte, MaxNameLen+1), 1, r.net.Now().Add(time.Hour), obj, func(m *Manifest, ir InsertResult) { man, res = m, &ir })
+	if man != nil || res.Err == nil {
+		t.Fatalf("seed %d: a name over MaxNameLen was encoded", seed)
+	}
+}

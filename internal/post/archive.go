@@ -1,6 +1,7 @@
 package post
 
 import (
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"slices"
@@ -63,7 +64,10 @@ import (
 // Archive is what POST needs from Glacier; *glacier.Driver implements it.
 type Archive interface {
 	Codec() *glacier.Codec
-	Insert(man *glacier.Manifest, frags [][]byte, cb func(glacier.InsertResult))
+	// EncodeInsert erasure-codes obj under a manifest signed by priv and inserts it; cb gets
+	// the manifest (nil if obj could not be encoded) and the result, possibly on another
+	// goroutine.
+	EncodeInsert(priv ed25519.PrivateKey, name []byte, version uint64, expiry time.Time, obj []byte, cb func(*glacier.Manifest, glacier.InsertResult))
 	Renew(man *glacier.Manifest, cb func(glacier.InsertResult))
 	Retrieve(key ids.ID, cb func([]byte, *glacier.Manifest, error))
 }
@@ -408,12 +412,13 @@ func (u *User) runQueue() {
 			u.opFailed(op, errors.New("aggregate blob already released"), false)
 			return
 		}
-		man, frags, err := glacier.NewManifest(codec, priv, n.cfg.Ring, g.Name, g.Version, g.Expiry, g.Blob)
-		if err != nil {
-			u.opFailed(op, err, false)
-			return
-		}
-		n.cfg.Archive.Insert(man, frags, done(man))
+		n.cfg.Archive.EncodeInsert(priv, g.Name, g.Version, g.Expiry, g.Blob, func(man *glacier.Manifest, r glacier.InsertResult) {
+			if man == nil {
+				u.opFailed(op, r.Err, false)
+				return
+			}
+			u.opDone(op, man, r)
+		})
 	}
 }
 
@@ -558,15 +563,14 @@ func (u *User) writeRoot() {
 	w := wire.Writer{}
 	w.B = append(w.B, archiveRootMagic...)
 	w.U64(seq)
-	man, frags, err := glacier.NewManifest(n.cfg.Archive.Codec(), u.keys.SigningKey(), n.cfg.Ring, []byte(archiveRootName), v, exp, w.B)
-	if err != nil {
-		n.mu.Lock()
-		a.roots--
-		n.mu.Unlock()
-		n.cfg.Log.Error("post: cannot encode the archive root", "user", u.addr, "err", err)
-		return
-	}
-	n.cfg.Archive.Insert(man, frags, func(r glacier.InsertResult) {
+	n.cfg.Archive.EncodeInsert(u.keys.SigningKey(), []byte(archiveRootName), v, exp, w.B, func(man *glacier.Manifest, r glacier.InsertResult) {
+		if man == nil {
+			n.mu.Lock()
+			a.roots--
+			n.mu.Unlock()
+			n.cfg.Log.Error("post: cannot encode the archive root", "user", u.addr, "err", r.Err)
+			return
+		}
 		n.mu.Lock()
 		retry := r.Err != nil && a.rootVer == v // a newer root replaces this one anyway
 		if !retry {
