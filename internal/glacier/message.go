@@ -188,7 +188,8 @@ func (m *message) encode() []byte {
 }
 
 // decodeMessage parses a Glacier payload. A manifest is only delimited (RawMan); the node
-// decodes and verifies it through its cache.
+// decodes and verifies it through its cache. Fragment data and the raw manifest are not
+// copied out of b (wire.Reader.View): b is the message's alone and must not be modified.
 func decodeMessage(b []byte) (*message, error) {
 	if len(b) > maxMessageSize {
 		return nil, fmt.Errorf("%w: %d bytes", wire.ErrMalformed, len(b))
@@ -210,7 +211,7 @@ func decodeMessage(b []byte) (*message, error) {
 		m.Index = r.U16()
 		raw, n := skipManifest(r)
 		m.RawMan, m.Proof = raw, readProof(r, n)
-		m.Data = r.Bytes(MaxObjectSize, "fragment")
+		m.Data = r.View(MaxObjectSize, "fragment")
 	case mStoreAck, mRenewAck:
 		m.Index = r.U16()
 		m.Code = code(r.U8())
@@ -228,7 +229,7 @@ func decodeMessage(b []byte) (*message, error) {
 		if m.Code == codeOK && r.Err() == nil {
 			raw, n := skipManifest(r)
 			m.RawMan, m.Proof = raw, readProof(r, n)
-			m.Data = r.Bytes(MaxObjectSize, "fragment")
+			m.Data = r.View(MaxObjectSize, "fragment")
 		}
 	case mSyncRequest:
 		m.Requester = readHandle(r)

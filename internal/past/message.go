@@ -182,7 +182,9 @@ func readObject(r *wire.Reader) Object {
 	if len(o.Aux) == 0 {
 		o.Aux = nil
 	}
-	o.Payload = r.Bytes(MaxObjectSize, "payload")
+	// Not copied out of the message (wire.Reader.View): a received message's bytes are its
+	// alone, and the store copies what it keeps.
+	o.Payload = r.View(MaxObjectSize, "payload")
 	return o
 }
 

@@ -188,7 +188,7 @@ func decodeMessage(b []byte) (*message, error) {
 		m.Origin = readHandle(r)
 		m.Hops = r.U8()
 		m.Kind = r.U8()
-		m.Payload = r.Bytes(MaxPayload, "payload")
+		m.Payload = r.View(MaxPayload, "payload") // the frame is the message's alone: no copy
 		if m.Kind > kindHeal {
 			r.Fail("unknown route kind %d", m.Kind)
 		}
@@ -225,7 +225,7 @@ func decodeMessage(b []byte) (*message, error) {
 			r.Fail("row %d out of range", m.Row)
 		}
 	case mDirect:
-		m.Payload = r.Bytes(MaxPayload, "payload")
+		m.Payload = r.View(MaxPayload, "payload") // the frame is the message's alone: no copy
 	}
 	if err := r.Done(); err != nil {
 		return nil, fmt.Errorf("pastry %s message: %w", m.Type, err)

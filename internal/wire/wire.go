@@ -195,6 +195,17 @@ func (r *Reader) Bytes(max int, what string) []byte {
 	return out
 }
 
+// View reads a length-prefixed byte string of at most max bytes without copying it: the
+// result shares the input's memory, with its capacity cut at its end so that an append to it
+// copies instead of writing into the input. Decoders use it for large fields of messages
+// whose input belongs to the message alone and is never modified (a frame just read from the
+// network, an encoding nobody reuses): a payload then costs no allocation and copy per layer
+// of decoding.
+func (r *Reader) View(max int, what string) []byte {
+	n := r.Len(max, what)
+	return r.take(n, what)
+}
+
 // String reads a length-prefixed string of at most max bytes.
 func (r *Reader) String(max int, what string) string {
 	n := r.Len(max, what)

@@ -29,6 +29,25 @@ func TestRoundTrip(t *testing.T) {
 	}
 }
 
+// View shares the input, and an append to what it returns must not write into the input.
+func TestViewSharesWithoutSpilling(t *testing.T) {
+	var w Writer
+	w.Bytes([]byte("abc"))
+	w.U8(9)
+	r := NewReader(w.B)
+	v := r.View(10, "v")
+	if string(v) != "abc" || &v[0] != &w.B[1] || cap(v) != 3 {
+		t.Fatalf("view %q cap %d does not share the input", v, cap(v))
+	}
+	_ = append(v, 'x')
+	if r.U8() != 9 || r.Done() != nil {
+		t.Fatal("an append to a view wrote into the input")
+	}
+	if b := NewReader(w.B); b.View(2, "v") != nil || !errors.Is(b.Err(), ErrMalformed) {
+		t.Fatal("over-limit length accepted")
+	}
+}
+
 func TestLimitsAndErrors(t *testing.T) {
 	var w Writer
 	w.Bytes(make([]byte, 100))
@@ -55,6 +74,7 @@ func FuzzReader(f *testing.F) {
 		r := NewReader(b)
 		r.Uvarint()
 		r.Bytes(1<<20, "b")
+		r.View(1<<20, "v")
 		r.Count(1<<10, 33, "n")
 		r.String(64, "s")
 		r.ID()
