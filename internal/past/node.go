@@ -466,10 +466,17 @@ func (n *Node) accept(obj Object) error {
 		obj.Expiry = limit
 	}
 	obj.Payload = slices.Clip(obj.Payload)
+	// The payload's hash, once: a content object's key is its hash, which validation checked.
+	obj.Size = int64(len(obj.Payload))
+	if Type(obj.Type) == TypeContent {
+		obj.Hash = store.Hash(obj.Key.ID)
+	} else {
+		obj.Hash = hashOf(obj.Payload)
+	}
 	var cond store.Precondition
 	if meta, err := n.st.Meta(obj.Key); err == nil {
 		same := Type(obj.Type) == TypeContent ||
-			(meta.Seq == obj.Seq && meta.Hash == hashOf(obj.Payload) && string(meta.Aux) == string(obj.Aux))
+			(meta.Seq == obj.Seq && meta.Hash == obj.Hash && string(meta.Aux) == string(obj.Aux))
 		if !same && Type(obj.Type) == TypePending {
 			// Immutable, and the key binds only recipient and id: a second, different
 			// notification under the same id is refused, never swapped in.

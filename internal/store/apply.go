@@ -20,11 +20,14 @@ const (
 
 // Op is one change of an Apply batch.
 type Op struct {
-	Kind   OpKind
-	Obj    Object       // OpPut
-	Cond   Precondition // OpPut; nil admits
-	Key    ids.Key      // OpExpiry, OpDelete
-	Expiry time.Time    // OpExpiry
+	Kind OpKind
+	Obj  Object       // OpPut
+	Cond Precondition // OpPut; nil admits
+	// Hashed (OpPut): Obj.Hash is already the SHA-256 of Obj.Payload, computed by the caller
+	// (PAST's replicas hash every payload they validate): Apply does not hash it again.
+	Hashed bool
+	Key    ids.Key   // OpExpiry, OpDelete
+	Expiry time.Time // OpExpiry
 }
 
 // Apply makes a mixed batch of changes durable with one index commit (one fsync), in order:
@@ -51,7 +54,7 @@ func (s *Store) Apply(ops []Op) (results []error, err error) {
 		if ops[i].Kind != OpPut {
 			continue
 		}
-		o, err := s.prepare(&ops[i].Obj)
+		o, err := s.prepare(&ops[i].Obj, ops[i].Hashed)
 		if err != nil {
 			results[i] = fmt.Errorf("store put %s: %w", ops[i].Obj.Key, err)
 			continue

@@ -61,7 +61,7 @@ func (s *Store) PutBatch(objs []Object, cond Precondition) (results []error, err
 	}()
 
 	for i := range objs {
-		o, err := s.prepare(&objs[i])
+		o, err := s.prepare(&objs[i], false)
 		if err != nil {
 			results[i] = fmt.Errorf("store put %s: %w", objs[i].Key, err)
 			continue
@@ -104,8 +104,9 @@ func (s *Store) PutBatch(objs []Object, cond Precondition) (results []error, err
 	return results, nil
 }
 
-// prepare checks limits and computes the payload's size and hash.
-func (s *Store) prepare(obj *Object) (Object, error) {
+// prepare checks limits and computes the payload's size and, unless hashed (the caller did), its
+// hash.
+func (s *Store) prepare(obj *Object, hashed bool) (Object, error) {
 	if len(obj.Payload) > s.opts.MaxPayload {
 		return Object{}, fmt.Errorf("%w: payload of %d bytes exceeds %d", ErrTooLarge, len(obj.Payload), s.opts.MaxPayload)
 	}
@@ -114,7 +115,9 @@ func (s *Store) prepare(obj *Object) (Object, error) {
 	}
 	o := *obj
 	o.Size = int64(len(o.Payload))
-	o.Hash = sha256.Sum256(o.Payload)
+	if !hashed {
+		o.Hash = sha256.Sum256(o.Payload)
+	}
 	// Keep what the index can represent, so Meta returns exactly what was stored.
 	o.Expiry = clampExpiry(o.Expiry)
 	return o, nil

@@ -88,7 +88,17 @@ func (w *writeTx) addRef(h Hash, size int64, inline []byte, loc location) error 
 		w.stats.Payloads++
 		w.stats.UniqueBytes += size
 	}
-	return w.payload.Put(h[:], p.encode())
+	return putFresh(w.payload, h[:], p.encode())
+}
+
+// putFresh is b.Put for a value v made for this put and never touched again: a layer keeps v
+// itself instead of the copy Put makes (a payload entry holds the payload, up to InlineMax).
+func putFresh(b bucket, k, v []byte) error {
+	if l, ok := b.(*layered); ok && l.top != nil {
+		l.top.set(l.b, k, entry{v: v})
+		return nil
+	}
+	return b.Put(k, v)
 }
 
 // release drops one reference to h and forgets the payload when it was the last. The file of
