@@ -248,6 +248,10 @@ func (u *User) keepKeys(keys []ids.Key) {
 				u.keep(past.NewContent(n.cfg.Ring, p, n.now().Add(n.cfg.ContentLease)))
 				continue
 			}
+			if obj, ok := n.recentChunk(k, true); ok { // read from the ring just now
+				u.keep(obj)
+				continue
+			}
 			u.keepingAdd(1)
 			u.keepFetch(k, 0, func() { pump() }) // this lookup's slot goes to the next key
 			return

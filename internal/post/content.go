@@ -90,7 +90,17 @@ func (n *Node) get(ref content.Ref, secret *content.Secret, cb func([]byte, erro
 			j.one()
 			continue
 		}
+		if obj, ok := n.recentChunk(e.Location, false); ok {
+			mu.Lock()
+			got[e.Location] = obj.Payload
+			mu.Unlock()
+			j.one()
+			continue
+		}
 		n.lookup(e.Location, func(obj past.Object, err error) {
+			if err == nil {
+				n.rememberFetched(obj) // the archive reads it next (fetched.go)
+			}
 			mu.Lock()
 			if err != nil {
 				errs[e.Location] = err

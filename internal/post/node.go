@@ -191,6 +191,7 @@ type Stats struct {
 	Pushed, HolderOffers         uint64 // pushes by holders on "online"; holder anycasts
 	PendingHeld                  int    // pending notifications this node holds now
 	ChunksPut, ChunksPutFailed   uint64
+	ChunkFetchesSaved            uint64 // chunk reads served by a recent fetch (fetched.go)
 	LogAppends, LogHeadWrites    uint64
 	HeadRecords                  uint64 // head versions recorded on this node's disk before they were sent
 	Forks, Absorbed, Republished uint64 // log forks merged; newer heads continued from; heads written back
@@ -229,6 +230,7 @@ type Node struct {
 	aggWait  map[ids.ID][]func(*glacier.Aggregate, error)
 	recCache *identity.RecordCache // records whose CA signature was checked (recipients, senders)
 
+	fetched    fetchedChunks            // content chunks fetched lately (fetched.go)
 	carried    map[ids.Key]carriedChunk // carried chunks of filed messages, until stored
 	carryQ     []carrySave              // carried chunks waiting for their batch
 	carryArmed bool
