@@ -64,6 +64,10 @@ func nodeRun(args []string, stderr io.Writer) error {
 	fs.Var(&globalBootstrap, "global-bootstrap", "HOST:PORT of gateways of other rings to join the global ring through (repeat or comma-separate; none: found it)")
 	outboundPort := fs.Int("outbound-port", 0, "gateways: the port internet mail is delivered to (0: 25; for tests)")
 	hiddenRunFlags["outbound-port"] = true
+	var queueBackoff time.Duration
+	if err := durationFlag(fs, &queueBackoff, "queue-backoff", "gateways: retry queued mail after this fixed wait instead of the usual schedule"); err != nil {
+		return err
+	}
 	mx := fs.String("mx", "", "gateways only: serve SMTP for the internet (the ring's MX, no AUTH, under the ring's policy.json) on HOST:PORT, e.g. :25")
 	mxHostname := fs.String("mx-hostname", "", "the MX's host name in greetings and Received/Authentication-Results fields (default: the ring's first domain)")
 	mxCert := fs.String("mx-tls-cert", "", "PEM certificate the MX offers with STARTTLS (default: the node's mail certificate)")
@@ -138,7 +142,7 @@ func nodeRun(args []string, stderr io.Writer) error {
 
 	n, err := daemon.Open(daemon.Options{Dir: *dir, Logger: log, Timers: t, Advertise: *advertise, Seed: *seed, ImplicitTLS: tlsAddrs,
 		GlobalListen: *globalListen, GlobalAdvertise: *globalAdvertise, GlobalBootstrap: globalBootstrap, Resolver: *resolver,
-		OutboundPort: *outboundPort, MX: *mx, MXHostname: *mxHostname, MXCert: *mxCert, MXKey: *mxKey})
+		OutboundPort: *outboundPort, MX: *mx, MXHostname: *mxHostname, MXCert: *mxCert, MXKey: *mxKey, QueueBackoff: queueBackoff})
 	if err != nil {
 		return err
 	}

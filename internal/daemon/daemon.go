@@ -163,6 +163,9 @@ type Options struct {
 	// node's mail certificate).
 	MX, MXHostname string
 	MXCert, MXKey  string
+	// QueueBackoff, when set, replaces the gateway queue's retry schedule with a fixed wait
+	// (tests).
+	QueueBackoff time.Duration
 }
 
 // ErrStopped is returned by Start after Stop.
@@ -200,6 +203,8 @@ type Node struct {
 	mail      *mailUsers                    // the node's users (NODEDIR/users)
 	servers   *mailServers                  // IMAP/SMTP/POP3, when the node has users; guarded by mu
 	mx        *mxSide                       // the inbound MX, on a gateway with --mx; guarded by mu
+	gwid      *gatewayID                    // the gateway's POST identity (set by Start)
+	gwPolicy  policyCache                   // the gateway policy in force (NODEDIR/policy.json)
 	queue     *appQueue
 	ops       opCounters
 	book      *addrBook
@@ -342,6 +347,15 @@ func (n *Node) Start() error {
 		n.apps.Load().stop()
 		n.closeStores()
 		return fmt.Errorf("start transport: %w (is another node using %s?)", err, cfg.Listen)
+	}
+	if err := n.startGatewayIdentity(); err != nil {
+		_ = tr.Close()
+		n.closeControlLocked()
+		n.servers.close()
+		n.servers = nil
+		n.apps.Load().stop()
+		n.closeStores()
+		return err
 	}
 	if err := n.startGlobal(); err != nil {
 		_ = tr.Close()

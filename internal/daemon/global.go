@@ -140,7 +140,11 @@ func (n *Node) startGlobal() error {
 		IsRevoked: func(err error) bool { return errors.Is(err, post.ErrRevokedRecipient) },
 	})
 	_ = mux.Register(appmux.TagDirectory, gs.dir.App())
-	q, err := mailqueue.Open(filepath.Join(n.rn.DataDir(), FileGatewayQueue), mailqueue.Options{})
+	qopts := mailqueue.Options{}
+	if o.QueueBackoff > 0 {
+		qopts.Backoff = func(mailqueue.Kind, int) time.Duration { return o.QueueBackoff }
+	}
+	q, err := mailqueue.Open(filepath.Join(n.rn.DataDir(), FileGatewayQueue), qopts)
 	if err != nil {
 		_ = tr.Close()
 		return fmt.Errorf("gateway queue: %w", err)
@@ -168,7 +172,7 @@ func (n *Node) startGlobal() error {
 	}
 	helo := "gateway." + n.rn.Descriptor.Domains[0]
 	gs.internet = &smtpout.Carrier{Queue: q, Log: n.log.With("ring", "internet"), Now: time.Now,
-		D: smtpout.New(smtpout.Config{Resolver: &dnsres.Resolver{Server: o.Resolver}, HELO: helo, Port: o.OutboundPort})}
+		D: smtpout.New(smtpout.Config{Resolver: &dnsres.Resolver{Server: o.Resolver}, HELO: helo, Port: o.OutboundPort}), Report: n.reportDelivery}
 	ga := &apps{mux: mux}
 	gs.drv.OnEvent = func(e pastry.Event) {
 		if e.Kind == pastry.EventReady {

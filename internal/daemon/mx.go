@@ -88,17 +88,75 @@ func writeFileSync(p string, b []byte, mode os.FileMode) error {
 
 // mxSide is a gateway's running MX.
 type mxSide struct {
-	srv      *mxserver.Server
-	identity string
-	addr     string // bound
+	srv  *mxserver.Server
+	addr string // bound
+}
 
+// gatewayID is a gateway's POST identity, online once ready is closed.
+type gatewayID struct {
+	addr  string
+	ready chan struct{}
+}
+
+// policyCache holds the gateway policy in force.
+type policyCache struct {
 	mu      sync.Mutex
 	policy  *ring.Policy
 	signed  bool
 	modTime time.Time
 	checked time.Time
+}
 
-	ready chan struct{} // closed once the identity's session runs
+// startGatewayIdentity brings the gateway's POST identity online, when it has one: it files
+// inbound internet mail and sends delivery reports. Called by Start with n.mu held.
+func (n *Node) startGatewayIdentity() error {
+	if !ring.HasRole(n.rn.Cert, ring.RoleGateway) {
+		return nil
+	}
+	gi, err := LoadGatewayIdentity(n.opts.Dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	id := &gatewayID{addr: gi.Address, ready: make(chan struct{})}
+	n.gwid = id
+	// The session needs the ring: open it in the background, retrying.
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		for wait := time.Second; ; wait = min(2*wait, 30*time.Second) {
+			err := n.mail.glue.StartService(gi.Address, gi.Password)
+			if err == nil {
+				close(id.ready)
+				n.log.Info("the gateway's identity is online", "identity", gi.Address)
+				return
+			}
+			n.log.Warn("the gateway's identity cannot start yet; retrying", "identity", gi.Address, "err", err, "in", wait)
+			select {
+			case <-n.stop:
+				return
+			case <-time.After(wait):
+			}
+		}
+	}()
+	return nil
+}
+
+// deliverAs files msg for ring users through POST as the gateway's identity, waiting for it
+// to come online (until ctx ends); unknown names the recipients the ring does not know.
+func (n *Node) deliverAs(ctx context.Context, to []string, nids []post.NotificationID, msg []byte) (unknown []string, err error) {
+	id := n.gwid
+	if id == nil {
+		return nil, errors.New("this gateway has no POST identity (make one with epost gateway identity)")
+	}
+	select {
+	case <-id.ready:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("the gateway's identity %s is not online yet", id.addr)
+	}
+	return n.mail.glue.DeliverAs(ctx, id.addr, to, nids, msg)
 }
 
 // startMX starts the MX when the node is a gateway with --mx. Called by Start with n.mu held.
@@ -110,18 +168,15 @@ func (n *Node) startMX() error {
 	if !ring.HasRole(n.rn.Cert, ring.RoleGateway) {
 		return fmt.Errorf("--mx: node %s is not a gateway (its certificate has no gateway role: enroll it with node init --gateway or ring enroll --gateway)", n.rn.ID.Short())
 	}
-	gi, err := LoadGatewayIdentity(o.Dir)
-	if errors.Is(err, os.ErrNotExist) {
+	if n.gwid == nil {
 		return fmt.Errorf("--mx: the gateway has no POST identity to file internet mail with (make one with epost gateway identity --ring RINGDIR --node %s)", o.Dir)
 	}
-	if err != nil {
-		return fmt.Errorf("--mx: %w", err)
-	}
-	ms := &mxSide{identity: gi.Address, ready: make(chan struct{})}
-	if _, err := ms.currentPolicy(n, true); err != nil {
+	ms := &mxSide{}
+	if _, err := n.gwPolicy.current(n, true); err != nil {
 		return fmt.Errorf("--mx: %w", err)
 	}
 	var tlsCfg *tls.Config
+	var err error
 	if o.MXCert != "" {
 		cert, err := tls.LoadX509KeyPair(o.MXCert, o.MXKey)
 		if err != nil {
@@ -142,11 +197,11 @@ func (n *Node) startMX() error {
 		Hostname: host,
 		TLS:      tlsCfg,
 		Policy: func() *ring.Policy {
-			p, _ := ms.currentPolicy(n, false)
+			p, _ := n.gwPolicy.current(n, false)
 			return p
 		},
 		Checker: &mailauth.Checker{Resolver: &dnsres.Resolver{Server: o.Resolver}},
-		Ring:    mxRing{n: n, ms: ms},
+		Ring:    mxRing{n: n},
 		Secret:  n.rn.ConvergenceKey[:],
 		Logger:  n.log,
 	})
@@ -160,35 +215,16 @@ func (n *Node) startMX() error {
 	ms.addr = ln.Addr().String()
 	go ms.srv.Serve(ln)
 	n.mx = ms
-	// The identity's session needs the ring: open it in the background, retrying; until it
-	// runs, deliveries answer 451 and senders retry.
-	n.wg.Add(1)
-	go func() {
-		defer n.wg.Done()
-		for wait := time.Second; ; wait = min(2*wait, 30*time.Second) {
-			err := n.mail.glue.StartService(gi.Address, gi.Password)
-			if err == nil {
-				close(ms.ready)
-				n.log.Info("mx ready: the gateway's identity is online", "identity", gi.Address, "mx", ln.Addr().String())
-				return
-			}
-			n.log.Warn("mx: the gateway's identity cannot start yet; retrying", "identity", gi.Address, "err", err, "in", wait)
-			select {
-			case <-n.stop:
-				return
-			case <-time.After(wait):
-			}
-		}
-	}()
 	return nil
 }
 
-// currentPolicy is the policy in force: NODEDIR/policy.json when present (checked under the
-// ring CA, re-read when it changes; a bad new file keeps the old policy and is logged), else
-// the default for the ring.
-func (ms *mxSide) currentPolicy(n *Node, first bool) (*ring.Policy, error) {
+// current is the policy in force: NODEDIR/policy.json when present (checked under the ring
+// CA, re-read when it changes; a bad new file keeps the old policy and is logged), else the
+// default for the ring.
+func (ms *policyCache) current(n *Node, first bool) (*ring.Policy, error) {
 	ms.mu.Lock()
 	defer ms.mu.Unlock()
+	first = first || ms.policy == nil
 	now := time.Now()
 	if !first && now.Sub(ms.checked) < 5*time.Second {
 		return ms.policy, nil
@@ -232,10 +268,7 @@ func (ms *mxSide) stop() {
 }
 
 // mxRing is the ring as the MX sees it.
-type mxRing struct {
-	n  *Node
-	ms *mxSide
-}
+type mxRing struct{ n *Node }
 
 func (r mxRing) Lookup(ctx context.Context, addr string) (bool, error) {
 	class, err := r.n.mail.glue.Recipients().Classify(ctx, addr)
@@ -246,18 +279,13 @@ func (r mxRing) Lookup(ctx context.Context, addr string) (bool, error) {
 }
 
 func (r mxRing) Deliver(ctx context.Context, rcpts []string, nids [][16]byte, msg []byte) ([]mxserver.Status, error) {
-	select {
-	case <-r.ms.ready:
-	case <-ctx.Done():
-		return nil, fmt.Errorf("the gateway's identity %s is not online yet", r.ms.identity)
-	}
 	to := make([]string, len(rcpts))
 	ids := make([]post.NotificationID, len(rcpts))
 	for i, a := range rcpts {
 		to[i] = a
 		ids[i] = post.NotificationID(nids[i])
 	}
-	unknown, err := r.n.mail.glue.DeliverAs(ctx, r.ms.identity, to, ids, msg)
+	unknown, err := r.n.deliverAs(ctx, to, ids, msg)
 	if err != nil {
 		return nil, err
 	}

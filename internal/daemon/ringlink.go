@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/x509"
@@ -119,6 +120,10 @@ func (g gatewayAnswers) Queue(entry, from string, b *post.RemoteBundle) (map[str
 // QueueInternet implements multiring.GatewaySide: the message goes into the gateway's queue
 // as an internet entry, delivered by SMTP (smtpout.Carrier).
 func (g gatewayAnswers) QueueInternet(entry, from string, rcpts []string, raw []byte) error {
+	// A message leaving the organization carries a Date and a Message-ID (RFC 5322 section
+	// 3.6; RFC 6409 section 8.3 lets the submission side add them): added here when the
+	// client did not, before signing, so that no relay adds them after the signature.
+	raw = completeHeader(raw, entry, from, time.Now())
 	// Signed once, as it enters the queue: every retry sends the same bytes.
 	if _, dom, ok := strings.Cut(from, "@"); ok {
 		if key, ok := g.gs.dkim[strings.ToLower(dom)]; ok {
@@ -129,7 +134,11 @@ func (g gatewayAnswers) QueueInternet(entry, from string, rcpts []string, raw []
 			raw = signed
 		}
 	}
-	h := mailqueue.Header{ID: entry, Kind: mailqueue.KindInternet, From: from, Deadline: time.Now().Add(federationDeadline)}
+	now := time.Now()
+	h := mailqueue.Header{ID: entry, Kind: mailqueue.KindInternet, From: from, Created: now, Deadline: now.Add(federationDeadline)}
+	if pol, err := g.n.gwPolicy.current(g.n, false); err == nil {
+		h.Deadline, h.DelayWarn = now.Add(time.Duration(pol.OutboundDeadline)), now.Add(time.Duration(pol.DelayWarn))
+	}
 	for _, r := range rcpts {
 		h.Rcpts = append(h.Rcpts, mailqueue.Rcpt{Addr: r})
 	}
@@ -382,4 +391,38 @@ func (n *Node) recentLocality() *LocalityStatus {
 	n.loc = &l
 	c := l
 	return &c
+}
+
+// completeHeader adds a Date and a Message-ID field (made of the queue entry's id) at the top
+// of msg's header when it has none.
+func completeHeader(msg []byte, entry, from string, now time.Time) []byte {
+	hasDate, hasID := false, false
+	for _, line := range bytes.Split(msg, []byte("\n")) {
+		line = bytes.TrimRight(line, "\r")
+		if len(line) == 0 {
+			break
+		}
+		name, _, _ := bytes.Cut(line, []byte(":"))
+		switch strings.ToLower(strings.TrimSpace(string(name))) {
+		case "date":
+			hasDate = true
+		case "message-id":
+			hasID = true
+		}
+	}
+	var add []byte
+	if !hasDate {
+		add = append(add, "Date: "+now.Format(time.RFC1123Z)+"\r\n"...)
+	}
+	if !hasID {
+		dom := "localhost"
+		if _, d, ok := strings.Cut(from, "@"); ok {
+			dom = d
+		}
+		add = append(add, "Message-ID: <"+entry+"@"+dom+">\r\n"...)
+	}
+	if add == nil {
+		return msg
+	}
+	return append(add, msg...)
 }

@@ -289,12 +289,41 @@ var signedHeaders = []string{"From", "Reply-To", "Subject", "Date", "To", "Cc", 
 	"List-Subscribe", "List-Post", "List-Owner", "List-Archive", "Message-ID", "MIME-Version", "Content-Type",
 	"Content-Transfer-Encoding"}
 
+// oversigned are the fields a signature covers even when absent, so that nobody can add
+// them on the way (RFC 6376 section 8.15); the other signedHeaders are covered only when
+// present, since relays legitimately add a missing Date or Message-ID (Postfix does).
+var oversigned = map[string]bool{"from": true, "reply-to": true, "subject": true, "to": true, "cc": true}
+
+// headerKeys are the fields of signedHeaders to sign in msg.
+func headerKeys(msg []byte) []string {
+	present := map[string]bool{}
+	for _, line := range bytes.Split(msg, []byte("\n")) {
+		line = bytes.TrimRight(line, "\r")
+		if len(line) == 0 {
+			break
+		}
+		if line[0] == ' ' || line[0] == '\t' {
+			continue
+		}
+		if name, _, ok := bytes.Cut(line, []byte(":")); ok {
+			present[strings.ToLower(strings.TrimSpace(string(name)))] = true
+		}
+	}
+	var keys []string
+	for _, h := range signedHeaders {
+		if l := strings.ToLower(h); present[l] || oversigned[l] {
+			keys = append(keys, h)
+		}
+	}
+	return keys
+}
+
 // Sign returns msg with a DKIM-Signature field prepended (relaxed/relaxed canonicalization).
 func Sign(msg []byte, o SignOptions) ([]byte, error) {
 	var out bytes.Buffer
 	err := dkim.Sign(&out, bytes.NewReader(msg), &dkim.SignOptions{Domain: o.Domain, Selector: o.Selector, Signer: o.Key,
 		Hash: crypto.SHA256, HeaderCanonicalization: dkim.CanonicalizationRelaxed, BodyCanonicalization: dkim.CanonicalizationRelaxed,
-		HeaderKeys: signedHeaders})
+		HeaderKeys: headerKeys(msg)})
 	if err != nil {
 		return nil, fmt.Errorf("dkim sign: %w", err)
 	}

@@ -14,13 +14,19 @@ import (
 
 // Carrier works a gateway's queue for internet entries: each due entry's pending recipients
 // are delivered per destination domain, their states recorded, and the entry finished once no
-// recipient is left pending (failed ones are for a delivery report).
+// recipient is left pending; the sender hears of failed recipients, and of recipients still
+// pending after the entry's DelayWarn, through Report.
 type Carrier struct {
 	Queue *mailqueue.Queue
 	D     *Deliverer
 	Log   *slog.Logger
 	Now   func() time.Time
-	busy  sync.Map
+	// Report, if set, sends the sender a delivery status notification (RFC 3464) for rcpts
+	// with action "failed" or "delayed"; body is the queued message. The entry is finished
+	// (or marked warned) only once Report returns nil, so a report that could not be sent is
+	// tried again at the entry's next turn.
+	Report func(ctx context.Context, h mailqueue.Header, rcpts []mailqueue.RcptState, action string, body []byte) error
+	busy   sync.Map
 }
 
 // RunOnce starts a delivery attempt for every due internet entry not already under way.
@@ -88,7 +94,34 @@ func (c *Carrier) attempt(ctx context.Context, h mailqueue.Header, s mailqueue.S
 	pending, outcome := ns.Outcome()
 	if pending > 0 {
 		c.Log.Info("smtpout: delivery to be retried", "entry", h.ID, "pending", pending, "next", ns.Next.Format(time.RFC3339))
+		if c.Report != nil && !ns.Warned && !h.DelayWarn.IsZero() && !c.Now().Before(h.DelayWarn) && h.From != "" {
+			var late []mailqueue.RcptState
+			for _, r := range ns.Rcpts {
+				if r.State == mailqueue.Pending {
+					late = append(late, r)
+				}
+			}
+			if err := c.Report(ctx, h, late, "delayed", body); err != nil {
+				c.Log.Warn("smtpout: cannot send the delay notice yet", "entry", h.ID, "err", err)
+				return
+			}
+			if err := c.Queue.Update(h.ID, func(s *mailqueue.Schedule) { s.Warned = true }); err != nil {
+				c.Log.Warn("smtpout: cannot record the delay notice", "entry", h.ID, "err", err)
+			}
+		}
 		return
+	}
+	if outcome != "delivered" && c.Report != nil && h.From != "" {
+		var failed []mailqueue.RcptState
+		for _, r := range ns.Rcpts {
+			if r.State == mailqueue.Failed {
+				failed = append(failed, r)
+			}
+		}
+		if err := c.Report(ctx, h, failed, "failed", body); err != nil {
+			c.Log.Warn("smtpout: cannot send the delivery report yet; the entry stays", "entry", h.ID, "err", err)
+			return
+		}
 	}
 	if err := c.Queue.Finish(h.ID, outcome); err != nil {
 		c.Log.Warn("smtpout: cannot finish an entry", "entry", h.ID, "err", err)

@@ -106,19 +106,30 @@ func FreePorts(t *testing.T, n int) []string {
 	t.Helper()
 	var lns []net.Listener
 	var addrs []string
-	for range n {
+	handedMu.Lock()
+	defer handedMu.Unlock()
+	for len(addrs) < n {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			t.Fatal(err)
 		}
 		lns = append(lns, ln)
-		addrs = append(addrs, ln.Addr().String())
+		// A port handed out before may not be bound yet by whoever got it: never twice.
+		if a := ln.Addr().String(); !handed[a] {
+			handed[a] = true
+			addrs = append(addrs, a)
+		}
 	}
 	for _, ln := range lns {
 		ln.Close()
 	}
 	return addrs
 }
+
+var (
+	handedMu sync.Mutex
+	handed   = map[string]bool{}
+)
 
 // Node is one node directory and, while running, its process.
 type Node struct {
