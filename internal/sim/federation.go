@@ -213,6 +213,9 @@ func RunFederation(cfg FedConfig, out io.Writer, progress func(string)) ([]FedRe
 	f.send()
 	emit(f.measure("send", func(m *fedMsg) bool { return !m.offline }, f.sendWindow))
 	progress(f.tailNote(10))
+	if n := f.stats.notAccepted; n > 10 {
+		progress(fmt.Sprintf("%d messages not accepted in all (%d while every replica of the recipient's record was offline)", n, f.stats.recordOffline))
+	}
 	emit(f.failResult())
 	f.returnOffline()
 	f.drain()

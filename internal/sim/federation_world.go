@@ -71,6 +71,7 @@ type fedStats struct {
 	custodyLost      int // entries a gateway had answered for and still held when it crashed
 	unadmittedFrames uint64
 	recordOffline    int // messages not accepted while every replica of the recipient's record was offline
+	notAccepted      int
 }
 
 type fedRing struct {
