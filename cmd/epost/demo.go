@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"epost/internal/daemon"
+	"epost/internal/dnstest"
 	"epost/internal/ring"
 )
 
@@ -65,9 +66,17 @@ type DemoUser struct {
 	NodeListen string `json:"node_listen"`
 }
 
+// demoGateway is DIR/gateway.json: the ports of node0's gateway roles, kept across runs.
+type demoGateway struct {
+	MX     string `json:"mx"`
+	Global string `json:"global"`
+}
+
 // DemoFile is demo.json.
 type DemoFile struct {
 	Users []DemoUser `json:"users"`
+	// MX is the ring's inbound SMTP for the internet (node0, the gateway; no AUTH).
+	MX string `json:"mx,omitempty"`
 }
 
 func runDemo(args []string) error {
@@ -149,6 +158,24 @@ func runDemo(args []string) error {
 		fmt.Fprintf(out, "epost demo: reusing the ring of %d nodes in %s (seed %d)\n", n, root, *seed)
 	}
 
+	// node0 is the gateway (rings made before it existed have none). A DNS server in the demo
+	// stands for an internet that cannot be reached: every name fails (SERVFAIL), so mail
+	// from outside is checked quickly (SPF and DMARC temperror), and mail to outside waits
+	// in the gateway's queue with that reason.
+	var gw *demoGateway
+	if b, err := os.ReadFile(filepath.Join(root, "gateway.json")); err == nil {
+		gw = &demoGateway{}
+		if err := json.Unmarshal(b, gw); err != nil {
+			return fmt.Errorf("%s: %w", filepath.Join(root, "gateway.json"), err)
+		}
+	}
+	dnsSrv, err := dnstest.Start()
+	if err != nil {
+		return fmt.Errorf("the demo's DNS server: %w", err)
+	}
+	defer dnsSrv.Close()
+	dnsSrv.Unknown(2) // SERVFAIL
+
 	// Start every node.
 	if err := os.MkdirAll(filepath.Join(root, "logs"), 0o700); err != nil {
 		return err
@@ -162,7 +189,11 @@ func runDemo(args []string) error {
 		}
 		defer logf.Close()
 		log := slog.New(slog.NewTextHandler(logf, &slog.HandlerOptions{Level: slog.LevelInfo}))
-		nd, err := daemon.Open(daemon.Options{Dir: demoNodeDir(root, i), Logger: log, Timers: demoTimers(), Seed: *seed + uint64(i)})
+		opts := daemon.Options{Dir: demoNodeDir(root, i), Logger: log, Timers: demoTimers(), Seed: *seed + uint64(i)}
+		if i == 0 && gw != nil {
+			opts.MX, opts.MXHostname, opts.GlobalListen, opts.Resolver = gw.MX, "mx."+demoDomain, gw.Global, dnsSrv.Addr
+		}
+		nd, err := daemon.Open(opts)
 		if err != nil {
 			return err
 		}
@@ -213,13 +244,24 @@ func runDemo(args []string) error {
 		}
 		fmt.Fprintf(out, "sent %s a welcome mail from %s\n", users[1].Address, users[0].Address)
 	}
-	data, _ := json.MarshalIndent(DemoFile{Users: users}, "", "  ")
+	df := DemoFile{Users: users}
+	if gw != nil {
+		df.MX = running[0].MXAddr()
+	}
+	data, _ := json.MarshalIndent(df, "", "  ")
 	if err := writeFileSync(filepath.Join(root, "demo.json"), append(data, '\n')); err != nil {
 		return err
 	}
 	defer os.Remove(filepath.Join(root, "demo.json")) // the ring is not ready once stopped
 
 	printDemoUsers(out, users, root)
+	if df.MX != "" {
+		fmt.Fprintf(out, "\nthe ring's gateway (node0) takes mail from the internet on %s (no AUTH; SPF/DKIM/DMARC results go in an Authentication-Results field):\n", df.MX)
+		fmt.Fprintf(out, "  swaks --server %s --from carol@example.net --to %s --header \"Subject: from the internet\" --body \"hello from outside\"\n", df.MX, users[len(users)-1].Address)
+		fmt.Fprintf(out, "mail to other domains waits in its queue, since the demo has no internet (epost status --dir %s shows it and why)\n", demoNodeDir(root, 0))
+	} else {
+		fmt.Fprintf(out, "\n(this demo ring was made before gateways existed: it has no MX; start in a new --dir for one)\n")
+	}
 	kept := ""
 	if *dir != "" {
 		kept = fmt.Sprintf("state kept in %s: run epost demo --dir %s to continue with the same ring, users and passwords", root, *dir)
@@ -302,10 +344,13 @@ func demoSetup(root string, nodes int) (fresh bool, err error) {
 	if err := ringInit([]string{"--dir", ringDir, "--name", "demo", "--domain", demoDomain}, io.Discard, now); err != nil {
 		return false, err
 	}
-	ports, err := freeLoopbackPorts(nodes + 3*len(demoUsers))
+	ports, err := freeLoopbackPorts(nodes + 3*len(demoUsers) + 2)
 	if err != nil {
 		return false, err
 	}
+	// node0 is the ring's gateway: the MX for the internet, and the outbound queue (which
+	// needs the global ring's side of the gateway to run).
+	gw := demoGateway{MX: ports[len(ports)-2], Global: ports[len(ports)-1]}
 	mailPorts := map[int][]string{}
 	for i, du := range demoUsers {
 		mailPorts[du.node] = ports[nodes+3*i : nodes+3*i+3]
@@ -320,9 +365,16 @@ func demoSetup(root string, nodes int) (fresh bool, err error) {
 			mp = []string{"", "", ""}
 		}
 		args = append(args, "--imap", mp[0], "--smtp", mp[1], "--pop3", mp[2])
+		if i == 0 {
+			args = append(args, "--gateway")
+		}
 		if err := nodeInit(args, io.Discard, now); err != nil {
 			return false, fmt.Errorf("node%d: %w", i, err)
 		}
+	}
+	gj, _ := json.Marshal(gw)
+	if err := os.WriteFile(filepath.Join(root, "gateway.json"), append(gj, '\n'), 0o600); err != nil {
+		return false, err
 	}
 	for _, du := range demoUsers {
 		var b [10]byte

@@ -105,6 +105,7 @@ func printStatus(out io.Writer, st *daemon.Status) {
 	}
 	if g := st.Gateway; g != nil {
 		printGatewayQueue(out, g.Queue, time.Now())
+		printGatewayMX(out, g)
 	}
 	if l := st.Locality; l != nil {
 		fmt.Fprintf(out, "locality  %d objects and %d Glacier fragments of other rings held here (checked %s)\n", l.ForeignObjects, l.ForeignFragments, l.CheckedAt.Format(time.RFC3339))

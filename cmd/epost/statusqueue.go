@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"sort"
 	"strings"
 	"time"
 
@@ -87,4 +88,22 @@ func shortHex(hex string) string {
 		return hex[:8]
 	}
 	return hex
+}
+
+// printGatewayMX is the inbound MX's line: where it listens, what it accepted, and its
+// refusals by reason.
+func printGatewayMX(out io.Writer, g *daemon.GatewayStatus) {
+	if g.MX == nil {
+		return
+	}
+	var reasons []string
+	for r, n := range g.MX.Refused {
+		reasons = append(reasons, fmt.Sprintf("%s %d", r, n))
+	}
+	sort.Strings(reasons)
+	refused := "none"
+	if len(reasons) > 0 {
+		refused = strings.Join(reasons, ", ")
+	}
+	fmt.Fprintf(out, "mx        %s: %d messages accepted (%d copies), refused: %s; files as %s\n", g.MX.Listen, g.MX.Accepted, g.MX.Recipients, refused, g.Identity)
 }

@@ -122,12 +122,25 @@ func (n *Node) startGatewayIdentity() error {
 	}
 	id := &gatewayID{addr: gi.Address, ready: make(chan struct{})}
 	n.gwid = id
-	// The session needs the ring: open it in the background, retrying.
-	n.wg.Add(1)
+	// The session needs the ring: open it in the background, retrying. Stop does not wait for
+	// it (a start waits up to the login timeout for the ring); it gives up once stopped.
 	go func() {
-		defer n.wg.Done()
+		// As for users at login: once the node has joined, so that the identity's logs are
+		// read from their replicas.
+		for !n.Ready() {
+			select {
+			case <-n.stop:
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
 		for wait := time.Second; ; wait = min(2*wait, 30*time.Second) {
 			err := n.mail.glue.StartService(gi.Address, gi.Password)
+			select {
+			case <-n.stop:
+				return
+			default:
+			}
 			if err == nil {
 				close(id.ready)
 				n.log.Info("the gateway's identity is online", "identity", gi.Address)

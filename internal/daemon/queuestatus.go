@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"epost/internal/mxserver"
 	"strconv"
 	"strings"
 	"time"
@@ -12,10 +13,12 @@ import (
 // store-and-forward queue (DATADIR/gwqueue) by kind and destination, and every node's outbox
 // (mail for internet addresses waiting for a gateway of the ring).
 
-// GatewayStatus is a gateway's operator view: what its queue holds and why. The inbound MX's
-// counters (accepted, refused by reason) belong beside Queue as an "mx" block.
+// GatewayStatus is a gateway's operator view: what its queue holds and why, and what its
+// inbound MX accepted and refused (by reason).
 type GatewayStatus struct {
-	Queue QueueStatus `json:"queue"`
+	Identity string          `json:"identity,omitempty"` // the gateway's POST identity
+	Queue    QueueStatus     `json:"queue"`
+	MX       *mxserver.Stats `json:"mx,omitempty"`
 }
 
 // QueueStatus is the gateway queue's depth per kind and its destinations, most queued first.

@@ -274,10 +274,21 @@ func (n *Node) Status() Status {
 		LeafSet:     []string{},
 	}
 	n.mu.Lock()
-	drv, tr, started, gs := n.drv, n.tr, n.started, n.global
+	drv, tr, started, gs, mx := n.drv, n.tr, n.started, n.global, n.mx
 	n.mu.Unlock()
 	s.Global = gs.status(n.opts.GlobalListen)
 	s.Gateway = gs.gatewayStatus()
+	if mx != nil {
+		if s.Gateway == nil {
+			s.Gateway = &GatewayStatus{}
+		}
+		st := mx.srv.Stats()
+		st.Listen = mx.addr
+		s.Gateway.MX = &st
+	}
+	if s.Gateway != nil && n.gwid != nil {
+		s.Gateway.Identity = n.gwid.addr
+	}
 	s.Locality = n.recentLocality()
 	if !started.IsZero() {
 		s.UptimeSeconds = time.Since(started).Round(time.Millisecond).Seconds()

@@ -24,6 +24,7 @@ type Server struct {
 	fail     map[string]int      // FQDN -> rcode to answer instead
 	delay    time.Duration
 	queries  int
+	unknown  int // rcode for names without records; 0: NXDOMAIN
 }
 
 // Start listens on 127.0.0.1 (a free port, the same for UDP and TCP) and serves.
@@ -143,6 +144,14 @@ func (s *Server) Fail(name string, rcode int) {
 	}
 }
 
+// Unknown sets the answer for names without records (0: NXDOMAIN, the default); SERVFAIL
+// plays a resolver that cannot reach the internet.
+func (s *Server) Unknown(rcode int) {
+	s.mu.Lock()
+	s.unknown = rcode
+	s.mu.Unlock()
+}
+
 // Delay makes every answer wait d (0: none), to test timeouts.
 func (s *Server) Delay(d time.Duration) {
 	s.mu.Lock()
@@ -173,6 +182,9 @@ func (s *Server) serve(w dns.ResponseWriter, req *dns.Msg) {
 			m.Rcode = rc
 		} else if rrs, ok := s.records[name]; !ok || len(rrs) == 0 {
 			m.Rcode = dns.RcodeNameError
+			if s.unknown != 0 {
+				m.Rcode = s.unknown
+			}
 		} else {
 			for _, rr := range rrs {
 				if rr.Header().Rrtype == q.Qtype {

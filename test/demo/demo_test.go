@@ -202,6 +202,28 @@ func TestDemoSwaksIMAPPOP3Restart(t *testing.T) {
 		t.Fatalf("after swaks: %s, want imap=1 pop3=1\n%s", got, d.output())
 	}
 	t.Logf("swaks to IMAP and POP3 read: %s", time.Since(sent).Round(time.Millisecond))
+
+	// Mail from "the internet": the swaks line for the gateway's MX (no AUTH), and the MX in
+	// demo.json.
+	var mxLine string
+	for _, l := range strings.Split(d.output(), "\n") {
+		if l = strings.TrimSpace(l); strings.HasPrefix(l, "swaks ") && strings.Contains(l, "--from carol@example.net") {
+			mxLine = l
+		}
+	}
+	raw, _ := os.ReadFile(filepath.Join(dir, "demo.json"))
+	var df struct{ MX string }
+	if json.Unmarshal(raw, &df); df.MX == "" || mxLine == "" || !strings.Contains(mxLine, "--server "+df.MX) {
+		t.Fatalf("the demo printed no swaks line for its MX (demo.json mx %q):\n%s", df.MX, d.output())
+	}
+	mxToken := fmt.Sprintf("demo-mx-%d", seed)
+	mxLine = strings.Replace(mxLine, `"Subject: from the internet"`, `"Subject: from the internet `+mxToken+`"`, 1)
+	if out, err := exec.Command("sh", "-c", mxLine).CombinedOutput(); err != nil {
+		t.Fatalf("%s: %v\n%s", mxLine, err, out)
+	}
+	if got := readMail(t, bob, mxToken); got != "imap=1 pop3=1" {
+		t.Fatalf("after swaks to the MX: %s, want imap=1 pop3=1\n%s", got, d.output())
+	}
 	firstContact(t, d, dir, users)
 
 	// Restart on the same directory: same users, passwords and mail.
