@@ -81,7 +81,7 @@ func (d *Duration) UnmarshalText(b []byte) error {
 }
 
 // DefaultPolicy is the policy of a ring whose CA signed none: every domain of the
-// descriptor, 50 MiB, DMARC enforced, SPF fails tagged, 20 connections and 120 messages a
+// descriptor, 50 MiB, DMARC enforced, SPF fails tagged, 20 connections and 600 messages a
 // minute per client address, 5 days to deliver outbound mail, a delay notice after 4 hours.
 func DefaultPolicy(d *Descriptor) *Policy {
 	p := &Policy{Ring: d.RingID.String()}
@@ -109,7 +109,7 @@ func (p *Policy) fill(d *Descriptor) {
 		p.MaxConnsPerIP = 20
 	}
 	if p.MaxMessagesPerIPPerMinute <= 0 {
-		p.MaxMessagesPerIPPerMinute = 120
+		p.MaxMessagesPerIPPerMinute = 600
 	}
 	if p.OutboundDeadline <= 0 {
 		p.OutboundDeadline = Duration(120 * time.Hour)
