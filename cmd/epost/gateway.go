@@ -30,6 +30,7 @@ func gatewayDKIM(args []string, out io.Writer) error {
 	node := fs.String("node", "", "the gateway's node directory")
 	domain := fs.String("domain", "", "the mail domain whose outgoing mail the key signs (one of the ring's)")
 	selector := fs.String("selector", "epost", "the DKIM selector (the record's name is SELECTOR._domainkey.DOMAIN)")
+	alg := fs.String("algorithm", mailauth.Ed25519SHA256, "ed25519-sha256 (RFC 8463, short keys) or rsa-sha256 (2048 bits, what every verifier knows)")
 	if err := ringParse(fs, args); err != nil {
 		return err
 	}
@@ -37,11 +38,11 @@ func gatewayDKIM(args []string, out io.Writer) error {
 		return err
 	}
 	dir := filepath.Join(*node, daemon.DirGatewayDKIM)
-	rec, err := mailauth.NewDKIMKey(dir, *domain, *selector)
+	rec, err := mailauth.NewDKIMKeyAlg(dir, *domain, *selector, *alg)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "Made an Ed25519 DKIM key in %s.\nPublish this record, then restart the gateway; it signs the domain's outgoing mail from then on:\n  %s\n", dir, rec)
+	fmt.Fprintf(out, "Made a %s DKIM key in %s.\nPublish this record, then restart the gateway; it signs the domain's outgoing mail from then on:\n  %s\n", *alg, dir, rec)
 	return nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"crypto"
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/rsa"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/pem"
@@ -14,18 +15,48 @@ import (
 	"strings"
 )
 
-// DKIM keys of a gateway: DIR/DOMAIN.SELECTOR.key, one PEM (PKCS #8) Ed25519 key per domain
-// and selector (RFC 8463). The public half is published as SELECTOR._domainkey.DOMAIN TXT.
+// DKIM keys of a gateway: DIR/DOMAIN.SELECTOR.key, one PEM (PKCS #8) key per domain and
+// selector, Ed25519 (RFC 8463) or 2048-bit RSA (RFC 6376; what every verifier knows). The
+// public half is published as SELECTOR._domainkey.DOMAIN TXT.
+
+// DKIM signing algorithms.
+const (
+	Ed25519SHA256 = "ed25519-sha256"
+	RSASHA256     = "rsa-sha256"
+)
 
 // NewDKIMKey makes an Ed25519 key for domain and selector in dir (mode 0600, never
 // overwriting one) and returns the TXT record to publish.
 func NewDKIMKey(dir, domain, selector string) (record string, err error) {
+	return NewDKIMKeyAlg(dir, domain, selector, Ed25519SHA256)
+}
+
+// NewDKIMKeyAlg is NewDKIMKey for algorithm alg (Ed25519SHA256 or RSASHA256).
+func NewDKIMKeyAlg(dir, domain, selector, alg string) (record string, err error) {
 	if domain == "" || selector == "" || strings.ContainsAny(domain+selector, "/\\ ") {
 		return "", fmt.Errorf("mailauth: domain %q and selector %q: want DNS labels", domain, selector)
 	}
-	pub, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		return "", err
+	var priv any
+	var k, p string
+	switch alg {
+	case Ed25519SHA256:
+		pub, ek, err := ed25519.GenerateKey(rand.Reader)
+		if err != nil {
+			return "", err
+		}
+		priv, k, p = ek, "ed25519", base64.StdEncoding.EncodeToString(pub)
+	case RSASHA256:
+		rk, err := rsa.GenerateKey(rand.Reader, 2048)
+		if err != nil {
+			return "", err
+		}
+		spki, err := x509.MarshalPKIXPublicKey(&rk.PublicKey)
+		if err != nil {
+			return "", err
+		}
+		priv, k, p = rk, "rsa", base64.StdEncoding.EncodeToString(spki)
+	default:
+		return "", fmt.Errorf("mailauth: DKIM algorithm %q: want %s or %s", alg, Ed25519SHA256, RSASHA256)
 	}
 	der, err := x509.MarshalPKCS8PrivateKey(priv)
 	if err != nil {
@@ -50,7 +81,7 @@ func NewDKIMKey(dir, domain, selector string) (record string, err error) {
 	if err := f.Close(); err != nil {
 		return "", err
 	}
-	return fmt.Sprintf("%s._domainkey.%s. TXT %q", selector, strings.ToLower(domain), "v=DKIM1; k=ed25519; p="+base64.StdEncoding.EncodeToString(pub)), nil
+	return fmt.Sprintf("%s._domainkey.%s. TXT %q", selector, strings.ToLower(domain), "v=DKIM1; k="+k+"; p="+p), nil
 }
 
 // LoadDKIMKeys reads the keys in dir: domain -> the options to sign its mail with (the first

@@ -164,4 +164,30 @@ func TestDKIMKeyFiles(t *testing.T) {
 	if k, err := LoadDKIMKeys(filepath.Join(dir, "none")); err != nil || len(k) != 0 {
 		t.Fatalf("no directory: %v %v", k, err)
 	}
+
+	// An RSA key (rsa-sha256) for another domain, in another directory.
+	rdir := t.TempDir()
+	rrec, err := NewDKIMKeyAlg(rdir, "bulk.example", "r1", RSASHA256)
+	if err != nil || !strings.Contains(rrec, "k=rsa; p=") {
+		t.Fatalf("rsa key: %q %v", rrec, err)
+	}
+	rname, rvalue, _ := strings.Cut(rrec, " TXT ")
+	srv.SetTXT(rname, time.Hour, strings.Trim(rvalue, `"`))
+	srv.SetTXT("_dmarc.bulk.example", time.Hour, "v=DMARC1; p=reject")
+	rkeys, err := LoadDKIMKeys(rdir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bulk := strings.ReplaceAll(msg, "alice@sender.example", "news@bulk.example")
+	rsigned, err := Sign([]byte(bulk), rkeys["bulk.example"])
+	if err != nil || !strings.Contains(string(rsigned), "a=rsa-sha256") {
+		t.Fatalf("rsa signature: %v\n%s", err, rsigned)
+	}
+	r = c.Check(context.Background(), net.ParseIP("127.0.0.9"), "x", "news@bulk.example", rsigned)
+	if len(r.DKIM) != 1 || r.DKIM[0].Result != Pass || r.DMARC != Pass {
+		t.Fatalf("signed with the RSA key: %+v", r)
+	}
+	if _, err := NewDKIMKeyAlg(rdir, "x.example", "s", "dsa"); err == nil {
+		t.Fatal("an unknown algorithm was accepted")
+	}
 }
