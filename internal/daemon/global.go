@@ -4,9 +4,11 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
 	"sync/atomic"
 	"time"
@@ -171,8 +173,13 @@ func (n *Node) startGlobal() error {
 		return fmt.Errorf("the gateway's DKIM keys: %w", err)
 	}
 	helo := "gateway." + n.rn.Descriptor.Domains[0]
+	smarthost, err := loadSmarthost(o.Dir)
+	if err != nil {
+		_ = tr.Close()
+		return err
+	}
 	gs.internet = &smtpout.Carrier{Queue: q, Log: n.log.With("ring", "internet"), Now: time.Now,
-		D: smtpout.New(smtpout.Config{Resolver: &dnsres.Resolver{Server: o.Resolver}, HELO: helo, Port: o.OutboundPort}), Report: n.reportDelivery}
+		D: smtpout.New(smtpout.Config{Resolver: &dnsres.Resolver{Server: o.Resolver}, HELO: helo, Port: o.OutboundPort, Smarthost: smarthost}), Report: n.reportDelivery}
 	ga := &apps{mux: mux}
 	gs.drv.OnEvent = func(e pastry.Event) {
 		if e.Kind == pastry.EventReady {
@@ -228,6 +235,30 @@ func (n *Node) LookupRemoteRecord(r ids.RingID, addr string, cb func(*identity.R
 		return
 	}
 	gs.dir.LookupRecord(r, addr, cb)
+}
+
+// FileSmarthost, in a gateway's node directory (0600), names a relay that takes all outgoing
+// internet mail instead of the destinations' MX (smtpout.Smarthost: addr, username,
+// password), when the organization sends through its provider.
+const FileSmarthost = "gateway/smarthost.json"
+
+func loadSmarthost(dir string) (*smtpout.Smarthost, error) {
+	p := filepath.Join(dir, FileSmarthost)
+	b, err := os.ReadFile(p)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var sh smtpout.Smarthost
+	if err := json.Unmarshal(b, &sh); err != nil || sh.Addr == "" {
+		return nil, fmt.Errorf("%s: want {\"addr\": \"HOST:PORT\", \"username\": ..., \"password\": ...} (%v)", p, err)
+	}
+	if fi, err := os.Stat(p); err == nil && fi.Mode().Perm()&0o077 != 0 && sh.Password != "" {
+		return nil, fmt.Errorf("%s holds a password and others may read it: chmod 600 %s", p, p)
+	}
+	return &sh, nil
 }
 
 // DirGatewayDKIM holds a gateway's DKIM keys inside its node directory (epost gateway dkim).

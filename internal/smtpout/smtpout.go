@@ -19,6 +19,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 
 	"epost/internal/dnsres"
@@ -42,6 +43,19 @@ type Config struct {
 	TLSConfig *tls.Config
 	// MaxExchangers bounds the addresses tried per delivery (default 5).
 	MaxExchangers int
+	// Smarthost, when set, takes all mail instead of the destinations' exchangers (RFC 6409
+	// style relaying through the organization's or a provider's server).
+	Smarthost *Smarthost
+}
+
+// Smarthost is a relay server for all outgoing mail. STARTTLS is required and its
+// certificate checked (against TLSConfig's roots, or the system's) unless InsecureTLS; with
+// Username set the gateway authenticates with AUTH PLAIN (RFC 4954) after STARTTLS.
+type Smarthost struct {
+	Addr        string `json:"addr"` // HOST:PORT, e.g. smtp.provider.example:587
+	Username    string `json:"username,omitempty"`
+	Password    string `json:"password,omitempty"`
+	InsecureTLS bool   `json:"insecure_tls,omitempty"` // tests only: any certificate
 }
 
 // Result is one recipient's outcome.
@@ -83,13 +97,36 @@ func New(cfg Config) *Deliverer {
 
 // exchanger is one address to try.
 type exchanger struct {
-	host string
-	addr netip.Addr
+	host  string
+	addr  netip.Addr
+	port  int  // 0: Config.Port
+	relay bool // the smarthost
 }
 
 // Exchangers lists the addresses to try for domain, in order.
 func (d *Deliverer) Exchangers(ctx context.Context, domain string) ([]exchanger, error) {
 	r := d.cfg.Resolver
+	if sh := d.cfg.Smarthost; sh != nil {
+		host, ps, err := net.SplitHostPort(sh.Addr)
+		if err != nil {
+			return nil, fmt.Errorf("smarthost %q: %w", sh.Addr, err)
+		}
+		port, err := strconv.Atoi(ps)
+		if err != nil {
+			return nil, fmt.Errorf("smarthost %q: bad port", sh.Addr)
+		}
+		var addrs []netip.Addr
+		if a, err := netip.ParseAddr(host); err == nil {
+			addrs = []netip.Addr{a}
+		} else if addrs, _, err = r.Addrs(ctx, host); err != nil {
+			return nil, fmt.Errorf("smarthost %s: %w", host, err)
+		}
+		var out []exchanger
+		for _, a := range addrs {
+			out = append(out, exchanger{host: host, addr: a, port: port, relay: true})
+		}
+		return out[:min(len(out), d.cfg.MaxExchangers)], nil
+	}
 	mxs, _, err := r.MX(ctx, domain)
 	var hosts []string
 	switch {
@@ -262,7 +299,13 @@ func settle(err error, mx string, idx []int, res []Result, done map[int]bool) bo
 // exchanger when TLS is required and not there).
 func (d *Deliverer) dial(ctx context.Context, ex exchanger) (*smtp.Client, error) {
 	dl := net.Dialer{Timeout: d.cfg.Timeout}
-	addr := net.JoinHostPort(ex.addr.String(), strconv.Itoa(d.cfg.Port))
+	port := d.cfg.Port
+	if ex.port != 0 {
+		port = ex.port
+	}
+	requireTLS := d.cfg.RequireTLS || ex.relay
+	verify := d.cfg.RequireTLS || ex.relay && !d.cfg.Smarthost.InsecureTLS
+	addr := net.JoinHostPort(ex.addr.String(), strconv.Itoa(port))
 	conn, err := dl.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("connect to %s (%s): %w", ex.host, addr, err)
@@ -274,7 +317,7 @@ func (d *Deliverer) dial(ctx context.Context, ex exchanger) (*smtp.Client, error
 		return nil, fmt.Errorf("%s: %w", ex.host, err)
 	}
 	if ok, _ := c.Extension("STARTTLS"); !ok {
-		if d.cfg.RequireTLS {
+		if requireTLS {
 			c.Close()
 			return nil, fmt.Errorf("%s does not offer STARTTLS and TLS is required", ex.host)
 		}
@@ -293,13 +336,13 @@ func (d *Deliverer) dial(ctx context.Context, ex exchanger) (*smtp.Client, error
 		conn.Close()
 		return nil, fmt.Errorf("%s: STARTTLS refused: %q %v", ex.host, strings.TrimSpace(line), err)
 	}
-	tc := &tls.Config{ServerName: ex.host, InsecureSkipVerify: !d.cfg.RequireTLS, MinVersion: tls.VersionTLS12}
+	tc := &tls.Config{ServerName: ex.host, InsecureSkipVerify: !verify, MinVersion: tls.VersionTLS12}
 	if d.cfg.TLSConfig != nil {
 		tc = d.cfg.TLSConfig.Clone()
 		if tc.ServerName == "" {
 			tc.ServerName = ex.host
 		}
-		tc.InsecureSkipVerify = !d.cfg.RequireTLS // opportunistic TLS takes any certificate (RFC 7435)
+		tc.InsecureSkipVerify = !verify // opportunistic TLS takes any certificate (RFC 7435)
 	}
 	tconn := tls.Client(conn, tc)
 	if err := tconn.HandshakeContext(ctx); err != nil {
@@ -312,6 +355,12 @@ func (d *Deliverer) dial(ctx context.Context, ex exchanger) (*smtp.Client, error
 	if err := c.Hello(d.cfg.HELO); err != nil {
 		c.Close()
 		return nil, fmt.Errorf("%s: EHLO after STARTTLS: %w", ex.host, err)
+	}
+	if sh := d.cfg.Smarthost; ex.relay && sh.Username != "" {
+		if err := c.Auth(sasl.NewPlainClient("", sh.Username, sh.Password)); err != nil {
+			c.Close()
+			return nil, fmt.Errorf("%s: AUTH as %s: %w", ex.host, sh.Username, err)
+		}
 	}
 	return c, nil
 }

@@ -9,6 +9,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"errors"
 	"io"
 	"math/big"
 	"net"
@@ -18,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 
 	"epost/internal/dnsres"
@@ -178,5 +180,75 @@ func TestDeliver(t *testing.T) {
 	withBase := New(Config{Resolver: d.cfg.Resolver, HELO: "gw1.acme.example", Port: port, Timeout: 2 * time.Second, TLSConfig: &tls.Config{MinVersion: tls.VersionTLS12}})
 	if res, _ = withBase.Deliver(ctx, "dest.example", "alice@acme.example", []string{"bob@dest.example"}, msg); !res[0].Delivered {
 		t.Fatalf("opportunistic TLS with a base config: %+v", res[0])
+	}
+}
+
+// relay is a smarthost: it wants AUTH PLAIN as gw/secret (only after STARTTLS).
+type relay struct{ mx }
+
+type relaySession struct {
+	mxSession
+	authed bool
+}
+
+func (r *relay) NewSession(c *smtp.Conn) (smtp.Session, error) {
+	return &relaySession{mxSession: mxSession{m: &r.mx, conn: c}}, nil
+}
+
+func (s *relaySession) AuthMechanisms() []string { return []string{sasl.Plain} }
+
+func (s *relaySession) Auth(string) (sasl.Server, error) {
+	return sasl.NewPlainServer(func(_, user, pass string) error {
+		if user != "gw" || pass != "secret" {
+			return errors.New("bad credentials")
+		}
+		s.authed = true
+		return nil
+	}), nil
+}
+
+func (s *relaySession) Mail(from string, o *smtp.MailOptions) error {
+	if !s.authed {
+		return &smtp.SMTPError{Code: 530, EnhancedCode: smtp.EnhancedCode{5, 7, 0}, Message: "authentication required"}
+	}
+	return s.mxSession.Mail(from, o)
+}
+
+// With a smarthost every domain goes there (no MX lookup), over STARTTLS with AUTH; a wrong
+// password leaves the mail pending (a 4xx-like outcome, retried), never bounced.
+func TestDeliverThroughSmarthost(t *testing.T) {
+	r := &relay{}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := smtp.NewServer(r)
+	s.Domain, s.TLSConfig = "smarthost.example", selfSigned(t, "smarthost.example")
+	go s.Serve(l)
+	defer s.Close()
+	dns, err := dnstest.Start() // answers nothing: an MX lookup would fail
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dns.Close()
+	sh := &Smarthost{Addr: l.Addr().String(), Username: "gw", Password: "secret", InsecureTLS: true}
+	d := New(Config{Resolver: &dnsres.Resolver{Server: dns.Addr, Timeout: time.Second}, HELO: "gw.acme.example", Smarthost: sh})
+	res, err := d.Deliver(context.Background(), "anywhere.example", "alice@acme.example", []string{"carol@anywhere.example"}, []byte("Subject: x\r\n\r\nvia the relay\r\n"))
+	if err != nil || len(res) != 1 || !res[0].Delivered {
+		t.Fatalf("through the smarthost: %+v %v", res, err)
+	}
+	r.mu.Lock()
+	if len(r.got) != 1 || !r.got[0].tls || !bytes.Contains(r.got[0].data, []byte("via the relay")) {
+		t.Fatalf("the smarthost got %+v", r.got)
+	}
+	r.mu.Unlock()
+	// The certificate is checked unless InsecureTLS.
+	sh.InsecureTLS = false
+	if res, _ := d.Deliver(context.Background(), "anywhere.example", "alice@acme.example", []string{"carol@anywhere.example"}, []byte("x")); res[0].Delivered || res[0].Permanent {
+		t.Fatalf("an unverified smarthost certificate was accepted: %+v", res)
+	}
+	sh.InsecureTLS, sh.Password = true, "wrong"
+	if res, _ := d.Deliver(context.Background(), "anywhere.example", "alice@acme.example", []string{"carol@anywhere.example"}, []byte("x")); res[0].Delivered || res[0].Permanent {
+		t.Fatalf("a wrong password: %+v", res)
 	}
 }
