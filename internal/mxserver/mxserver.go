@@ -291,7 +291,8 @@ type session struct {
 	conn  *smtp.Conn
 	ip    netip.Addr
 	log   *slog.Logger
-	from  string
+	inTx  bool   // MAIL was accepted (the reverse path may be null: bounces)
+	from  string // "" is the null reverse path (RFC 5321 section 4.5.5)
 	utf8  bool
 	rcpts []string // as the ring knows them (postmaster mapped)
 	asked []string // as the client wrote them
@@ -318,7 +319,7 @@ func domainOf(addr string) string {
 func (ss *session) Mail(from string, opts *smtp.MailOptions) error {
 	s := ss.s
 	pol := s.cfg.Policy()
-	if ss.from != "" {
+	if ss.inTx {
 		return smtpErr(503, smtp.EnhancedCode{5, 5, 1}, "Nested MAIL command: send RSET first")
 	}
 	if pol.Denied(ss.ip, domainOf(from)) {
@@ -353,7 +354,7 @@ func (ss *session) Mail(from string, opts *smtp.MailOptions) error {
 			return smtpErr(450, smtp.EnhancedCode{4, 7, 0}, "Too many messages from your address, try again in a minute")
 		}
 	}
-	ss.from = from
+	ss.inTx, ss.from = true, from
 	ss.utf8 = opts != nil && opts.UTF8
 	return nil
 }
@@ -362,7 +363,7 @@ func (ss *session) Mail(from string, opts *smtp.MailOptions) error {
 func (ss *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 	s := ss.s
 	pol := s.cfg.Policy()
-	if ss.from == "" {
+	if !ss.inTx {
 		return smtpErr(503, smtp.EnhancedCode{5, 5, 1}, "MAIL first")
 	}
 	addr := strings.ToLower(strings.TrimSpace(to))
@@ -506,7 +507,7 @@ func (ss *session) Data(r io.Reader) error {
 
 // Reset implements smtp.Session.
 func (ss *session) Reset() {
-	ss.from, ss.utf8, ss.rcpts, ss.asked, ss.seen = "", false, nil, nil, nil
+	ss.inTx, ss.from, ss.utf8, ss.rcpts, ss.asked, ss.seen = false, "", false, nil, nil, nil
 }
 
 // Logout implements smtp.Session.

@@ -235,6 +235,18 @@ func TestInboundRefusals(t *testing.T) {
 	}
 }
 
+// A bounce from the internet (null reverse path, RFC 5321 section 4.5.5) reaches its user.
+func TestInboundNullSender(t *testing.T) {
+	f := start(t, func(p *ring.Policy) { p.DMARC = ring.DMARCReport })
+	bounce := "From: MAILER-DAEMON@sender.example\r\nTo: bob@acme.example\r\nSubject: Undelivered Mail\r\n\r\nyour mail bounced\r\n"
+	if where, err := send(t, f.addr, "", []string{"bob@acme.example"}, bounce); err != nil {
+		t.Fatalf("null sender: %s %v", where, err)
+	}
+	if len(f.ring.got) != 1 {
+		t.Fatalf("%d copies, want 1", len(f.ring.got))
+	}
+}
+
 func TestInboundRetryAfterFailure(t *testing.T) {
 	f := start(t, func(p *ring.Policy) { p.DMARC = ring.DMARCReport })
 	f.ring.failing = 1
@@ -262,27 +274,33 @@ func TestInboundLimits(t *testing.T) {
 		p.Deny = []string{"spam.example"}
 	})
 	to := []string{"bob@acme.example"}
+	// The server counts a connection until it has closed its side, a little after QUIT.
+	settle := func() {
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+			f.srv.mu.Lock()
+			n := len(f.srv.conns)
+			f.srv.mu.Unlock()
+			if n == 0 || time.Now().After(deadline) {
+				return
+			}
+		}
+	}
 	for i := range 2 {
+		settle()
 		if where, err := send(t, f.addr, "alice@sender.example", to, plain); err != nil {
 			t.Fatalf("message %d: %s %v", i, where, err)
 		}
 	}
+	settle()
 	if where, err := send(t, f.addr, "alice@sender.example", to, plain); where != "mail" || code(err) != 450 {
 		t.Fatalf("third message in a minute: %s %v, want 450 at mail", where, err)
 	}
+	settle()
 	if where, err := send(t, f.addr, "x@spam.example", to, plain); where != "mail" || code(err) != 550 {
 		t.Fatalf("denied sender: %s %v", where, err)
 	}
-	// Two connections open: the third hears 421. (The server counts a connection until it has
-	// closed its side, which follows QUIT a little later.)
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		f.srv.mu.Lock()
-		n := len(f.srv.conns)
-		f.srv.mu.Unlock()
-		if n == 0 || time.Now().After(deadline) {
-			break
-		}
-	}
+	// Two connections open: the third hears 421.
+	settle()
 	a, _ := net.Dial("tcp", f.addr)
 	b, _ := net.Dial("tcp", f.addr)
 	defer a.Close()
