@@ -121,9 +121,12 @@ func applyPut(w *writeTx, o *Object, cond Precondition, inlineMax int64, res *er
 			return nil
 		}
 	}
-	if o.Size > inlineMax {
+	switch {
+	case o.Size > inlineMax:
 		err = w.addRef(o.Hash, o.Size, nil, inFile)
-	} else {
+	case w.vals != nil && o.Size >= w.vals.min:
+		err = w.addRef(o.Hash, o.Size, o.Payload, inLog)
+	default:
 		err = w.addRef(o.Hash, o.Size, o.Payload, inIndex)
 	}
 	if err != nil {

@@ -143,6 +143,10 @@ func (s *Store) commitLayered(batch []*commitReq) error {
 	defer base.Rollback()
 	top := newLayer()
 	w := newLayeredWriteTx(top, lower, base)
+	if s.opts.ValueLogMin > 0 {
+		w.vals = &valueBuf{epoch: s.journal.epoch, start: uint64(s.journal.off), min: int64(s.opts.ValueLogMin),
+			rec: s.journal.startRecord(), log: s.vlog}
+	}
 	before := w.stats
 	for _, r := range batch {
 		w.freed = nil
@@ -159,9 +163,16 @@ func (s *Store) commitLayered(batch []*commitReq) error {
 	if top.empty() {
 		return nil // nothing changed: no record, no fsync
 	}
-	if err := s.journal.appendLayer(top); err != nil {
+	var rec []byte
+	if w.vals != nil {
+		rec = w.vals.rec
+	}
+	off := s.journal.off
+	if err := s.journal.appendLayer(top, rec); err != nil {
 		return err
 	}
+	s.vlog.grew(s.journal.epoch, int(s.journal.off-off))
+	s.vlog.apply(w.liveDelta)
 	// Let go of the bbolt snapshot before waiting for overMu: a background checkpoint that
 	// grows index.db waits for every read transaction to end, and a reader holding overMu may
 	// be waiting for that checkpoint to let it begin its own (a lock cycle otherwise).

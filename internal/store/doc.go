@@ -9,8 +9,10 @@
 // # Layout on disk
 //
 //	DIR/index.db      bbolt B+tree: index, metadata, reference counts, small payloads
-//	DIR/index.journal changes committed since index.db's last checkpoint (journal.go)
+//	DIR/index.journal changes committed since index.db's last checkpoint (journal.go), and
+//	                  the payloads of at least Options.ValueLogMin bytes they put
 //	DIR/index.journal.prev the changes a background checkpoint is writing into index.db
+//	DIR/values/EPOCH  retired journal files whose payloads are still live (values.go)
 //	DIR/blobs/HASH    payloads above Options.InlineMax, named by the hex SHA-256 of their bytes
 //	DIR/tmp/          files being written; anything here at Open is debris of a crash
 //
@@ -22,8 +24,9 @@
 // Every mutating method returns only after its change is on disk. A large payload is written to
 // DIR/tmp, fsynced, renamed into DIR/blobs and the directory fsynced before the index transaction
 // that refers to it commits. An index commit is one record appended to the journal and
-// fdatasynced; checkpoints move the journaled changes into index.db with bbolt's own synced
-// commit (journal.go). A crash can therefore leave only debris that no index entry refers to: temporary files and orphan payload files, which Open
+// fdatasynced, with the bytes of the payloads it puts into the value log; checkpoints move the
+// journaled changes, but not those bytes, into index.db with bbolt's own synced commit
+// (journal.go, values.go). A crash can therefore leave only debris that no index entry refers to: temporary files and orphan payload files, which Open
 // removes. Open also reports (Store.Repairs) index entries whose payload is missing or damaged
 // instead of hiding them, and Get verifies the payload hash on every read (ErrCorrupt).
 //

@@ -34,9 +34,11 @@ import (
 // its checksum and ends the replay: it was never acknowledged, because a commit returns only
 // after its record is synced.
 //
-// Record: length uint32 | crc32c(body) uint32 | body, and body is epoch uint64 followed by
-// entries: bucket byte (0x80 set: deletion) | uvarint key length | key | uvarint value length |
-// value.
+// Record: length uint32 | crc32c(body) uint32 | body, and body is epoch uint64, then, if the
+// commit put payloads into the value log (values.go), tagValues | length uint32 | their bytes,
+// then entries: bucket byte (0x80 set: deletion) | uvarint key length | key | uvarint value
+// length | value. The values come first so that their offsets in the file are known before
+// the record is built (valuesHeader).
 
 var (
 	metaEpoch  = []byte("journal-epoch") // in bucketMeta: the last epoch index.db holds
@@ -52,13 +54,35 @@ type journal struct {
 	broken error // set when the file could not be restored to a clean end
 }
 
-// appendLayer makes l durable as one record.
-func (j *journal) appendLayer(l *layer) error {
+// tagValues starts a record's values section; no bucket has this number.
+const tagValues = 0x7f
+
+// valuesHeader is the offset of a record's first value from the record's start.
+const valuesHeader = 8 + 8 + 1 + 4
+
+// startRecord returns the buffer of the next record, with room for its header and the values
+// section's: a commit appends its values after them (valueBuf), then appendLayer the rest.
+func (j *journal) startRecord() []byte {
+	var hdr [valuesHeader]byte
+	return append(j.buf[:0], hdr[:]...)
+}
+
+// appendLayer makes l and the values its payload entries point to durable as one record; rec
+// is startRecord's buffer with the values appended (nil: none).
+func (j *journal) appendLayer(l *layer, rec []byte) error {
 	if j.broken != nil {
 		return j.broken
 	}
-	buf := append(j.buf[:0], 0, 0, 0, 0, 0, 0, 0, 0)
-	buf = binary.BigEndian.AppendUint64(buf, j.epoch)
+	var buf []byte
+	if len(rec) > valuesHeader {
+		buf = rec
+		buf[16] = tagValues
+		binary.BigEndian.PutUint32(buf[17:], uint32(len(rec)-valuesHeader))
+	} else {
+		var hdr [16]byte // length, checksum, epoch: no values section
+		buf = append(j.buf[:0], hdr[:]...)
+	}
+	binary.BigEndian.PutUint64(buf[8:], j.epoch)
 	for b, m := range l.m {
 		for k, e := range m {
 			tag := byte(b)
@@ -92,21 +116,12 @@ func (j *journal) appendLayer(l *layer) error {
 	return nil
 }
 
-// restart begins epoch after a checkpoint that covered the previous one. A failed truncate
-// is harmless: the old records carry covered epochs and a replay skips them.
-func (j *journal) restart(epoch uint64) {
-	j.epoch = epoch
-	if err := j.f.Truncate(0); err == nil {
-		j.off = 0
-	}
-}
-
 // readJournal returns the records of f newer than epoch, oldest first, as layers, with the
-// newest epoch seen.
-func readJournal(f *os.File, after uint64) (recs []*layer, newest uint64, err error) {
+// newest epoch seen, and the epoch of f's records, if any (one file holds one epoch).
+func readJournal(f *os.File, after uint64) (recs []*layer, newest, fileEpoch uint64, err error) {
 	data, err := io.ReadAll(io.NewSectionReader(f, 0, 1<<62))
 	if err != nil {
-		return nil, 0, err
+		return nil, 0, 0, err
 	}
 	newest = after
 	for len(data) >= 16 {
@@ -120,17 +135,18 @@ func readJournal(f *os.File, after uint64) (recs []*layer, newest uint64, err er
 		}
 		data = data[8+n:]
 		epoch := binary.BigEndian.Uint64(body)
+		fileEpoch = epoch
 		if epoch <= after {
 			continue
 		}
 		l, ok := decodeLayer(body[8:])
 		if !ok {
-			return nil, 0, fmt.Errorf("%w: a record with a good checksum does not decode", errJournal)
+			return nil, 0, 0, fmt.Errorf("%w: a record with a good checksum does not decode", errJournal)
 		}
 		recs = append(recs, l)
 		newest = max(newest, epoch)
 	}
-	return recs, newest, nil
+	return recs, newest, fileEpoch, nil
 }
 
 func decodeLayer(p []byte) (*layer, bool) {
@@ -138,6 +154,13 @@ func decodeLayer(p []byte) (*layer, bool) {
 	for len(p) > 0 {
 		tag := p[0]
 		p = p[1:]
+		if tag == tagValues { // the value log's bytes: read where the entries point
+			if len(p) < 4 || uint64(len(p)-4) < uint64(binary.BigEndian.Uint32(p)) {
+				return nil, false
+			}
+			p = p[4+binary.BigEndian.Uint32(p):]
+			continue
+		}
 		b := int(tag &^ 0x80)
 		if b >= numBuckets {
 			return nil, false
@@ -180,19 +203,20 @@ func (s *Store) openJournal() error {
 	// records it was writing in the previous journal file: they come first.
 	var recs []*layer
 	newest := covered
+	var prevEpoch uint64
 	if pf, err := os.Open(s.prevJournalPath()); err == nil {
-		prs, pn, err := readJournal(pf, covered)
+		prs, pn, pe, err := readJournal(pf, covered)
 		pf.Close()
 		if err != nil {
 			f.Close()
 			return err
 		}
-		recs, newest = prs, max(newest, pn)
+		recs, newest, prevEpoch = prs, max(newest, pn), pe
 	} else if !errors.Is(err, os.ErrNotExist) {
 		f.Close()
 		return err
 	}
-	crs, cn, err := readJournal(f, covered)
+	crs, cn, curEpoch, err := readJournal(f, covered)
 	if err != nil {
 		f.Close()
 		return err
@@ -214,16 +238,54 @@ func (s *Store) openJournal() error {
 		}
 		s.opts.Logger.Info("store: replayed the index journal", "dir", s.dir, "records", len(recs))
 	}
-	if err := os.Remove(s.prevJournalPath()); err != nil && !errors.Is(err, os.ErrNotExist) {
-		f.Close()
+	// Both files are in index.db now. Values in them stay where payload entries point: the
+	// files become segments of the value log, and repair removes those nothing points into.
+	f.Close()
+	if err := s.keepAsSegment(s.prevJournalPath(), prevEpoch); err != nil {
 		return err
 	}
-	s.journal = &journal{f: f, epoch: newest + 1}
-	s.journal.restart(newest + 1)
-	if s.journal.off != 0 {
-		f.Close()
-		return fmt.Errorf("%w: cannot empty %s", errJournal, s.journalPath())
+	if err := s.keepAsSegment(s.journalPath(), curEpoch); err != nil {
+		return err
 	}
+	s.journal = &journal{}
+	return s.newJournalFile(newest + 1)
+}
+
+// keepAsSegment moves a replayed journal file whose records are of epoch into values/ (its
+// values may be live; repair decides), or removes it when it holds no record.
+func (s *Store) keepAsSegment(path string, epoch uint64) error {
+	fi, err := os.Stat(path)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return nil
+	case err != nil:
+		return err
+	case epoch == 0 || fi.Size() == 0:
+		return os.Remove(path)
+	}
+	if err := os.MkdirAll(s.vlog.dir, 0o700); err != nil {
+		return err
+	}
+	if err := os.Rename(path, s.vlog.path(epoch)); err != nil {
+		return err
+	}
+	return syncDir(s.vlog.dir)
+}
+
+// newJournalFile starts an empty journal file for epoch; its values are read through the value
+// log. The directory is synced before anything is appended to it.
+func (s *Store) newJournalFile(epoch uint64) error {
+	f, err := os.OpenFile(s.journalPath(), os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err == nil {
+		if err = syncDir(s.dir); err != nil {
+			f.Close()
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("%w: %v", errJournal, err)
+	}
+	s.journal.f, s.journal.off, s.journal.epoch = f, 0, epoch
+	s.vlog.add(epoch, f)
 	return nil
 }
 
@@ -247,8 +309,9 @@ var (
 )
 
 // rotate moves the journal file aside (to prev) and starts an empty one for the next epoch.
-// The directory is synced before anything is appended to the new file.
-func (j *journal) rotate(cur, prev string) error {
+// The directory is synced before anything is appended to the new file. The old file stays
+// open in vl: its values are read from it until it is retired (values.go).
+func (j *journal) rotate(cur, prev string, vl *valueLog) error {
 	if j.broken != nil {
 		return j.broken
 	}
@@ -268,9 +331,9 @@ func (j *journal) rotate(cur, prev string) error {
 		}
 		return fmt.Errorf("%w: %v", errJournal, err)
 	}
-	j.f.Close()
 	j.f, j.off = f, 0
 	j.epoch++
+	vl.add(j.epoch, f)
 	return nil
 }
 
@@ -280,13 +343,17 @@ func (s *Store) freeze() error {
 	if s.over.empty() {
 		return nil
 	}
+	if err := s.retirePrev(); err != nil {
+		return err // the rotation would overwrite a file values still live in
+	}
 	epoch := s.journal.epoch
-	if err := s.journal.rotate(s.journalPath(), s.prevJournalPath()); err != nil {
+	if err := s.journal.rotate(s.journalPath(), s.prevJournalPath(), s.vlog); err != nil {
 		return err
 	}
 	s.overMu.Lock()
 	frozen := s.over
 	s.frozen, s.over = frozen, newLayer()
+	s.frozenEpoch = epoch
 	s.overMu.Unlock()
 	s.ckpt.Add(1)
 	go s.checkpointFrozen(frozen, epoch)
@@ -337,10 +404,36 @@ func (s *Store) checkpointFrozen(frozen *layer, epoch uint64) {
 		case <-time.After(pause):
 		}
 	}
-	_ = os.Remove(s.prevJournalPath())
+	s.overMu.Lock()
+	s.prevToRetire = epoch
+	s.overMu.Unlock()
+	if err := s.retirePrev(); err != nil {
+		s.opts.Logger.Warn("store: cannot retire the previous journal file; trying again at the next checkpoint", "dir", s.dir, "err", err)
+	}
 	s.overMu.Lock()
 	s.frozen = nil
 	s.overMu.Unlock()
+	s.compactSoon()
+}
+
+// retirePrev retires the previous journal file once a checkpoint holds its records (values.go);
+// a failure leaves it for the next attempt.
+func (s *Store) retirePrev() error {
+	s.overMu.Lock()
+	epoch := s.prevToRetire
+	s.overMu.Unlock()
+	if epoch == 0 {
+		return nil
+	}
+	if err := s.vlog.retire(epoch, s.prevJournalPath()); err != nil {
+		return fmt.Errorf("%w: retire %s: %v", errJournal, s.prevJournalPath(), err)
+	}
+	s.overMu.Lock()
+	if s.prevToRetire == epoch {
+		s.prevToRetire = 0
+	}
+	s.overMu.Unlock()
+	return nil
 }
 
 // checkpoint moves the overlay (and a frozen layer a background checkpoint left) into
@@ -349,7 +442,7 @@ func (s *Store) checkpointFrozen(frozen *layer, epoch uint64) {
 func (s *Store) checkpoint() error {
 	over, frozen := s.over, s.frozen
 	if over.empty() && frozen == nil {
-		return nil
+		return s.retirePrev()
 	}
 	epoch := s.journal.epoch
 	err := s.db.Update(func(tx *bolt.Tx) error {
@@ -367,17 +460,27 @@ func (s *Store) checkpoint() error {
 	if err != nil {
 		return fmt.Errorf("store checkpoint: %w", mapClosed(err))
 	}
-	_ = os.Remove(s.prevJournalPath())
-	s.journal.restart(epoch + 1)
 	s.overMu.Lock()
+	if frozen != nil {
+		s.prevToRetire = s.frozenEpoch
+	}
 	s.over, s.frozen = newLayer(), nil
 	s.overMu.Unlock()
-	return nil
+	// Both journal files are in index.db: retire them, and go on in a new file.
+	if err := s.retirePrev(); err != nil {
+		return err
+	}
+	if err := s.vlog.retire(epoch, s.journalPath()); err != nil {
+		return fmt.Errorf("%w: retire %s: %v", errJournal, s.journalPath(), err)
+	}
+	return s.newJournalFile(epoch + 1)
 }
 
-// checkpointDue says whether the overlay should go to index.db now.
+// checkpointDue says whether the overlay should go to index.db now. The journal file counts
+// too: with payloads in the value log it grows faster than the overlay, and Open reads it whole.
 func (s *Store) checkpointDue() bool {
-	return s.over.size >= s.opts.CheckpointBytes || s.now().Sub(s.overSince) >= s.opts.CheckpointAge
+	return s.over.size >= s.opts.CheckpointBytes || s.journal.off >= int64(s.opts.CheckpointBytes) ||
+		s.now().Sub(s.overSince) >= s.opts.CheckpointAge
 }
 
 func (s *Store) journalPath() string { return filepath.Join(s.dir, "index.journal") }

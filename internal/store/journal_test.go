@@ -15,12 +15,29 @@ import (
 // the overlay with checkpoints at random moments (a tiny CheckpointBytes) and compares every
 // read path with a plain map after each step, including after reopening without Close (the
 // journal replayed) and with it.
-func TestOverlayMatchesModel(t *testing.T) {
+func TestOverlayMatchesModel(t *testing.T) { testOverlayModel(t, -1) }
+
+// TestValueLogMatchesModel is TestOverlayMatchesModel with most payloads in the value log
+// (values.go): checkpoints retire journal files into segments, releases empty them, mostly
+// dead ones are compacted, and reopening (after a crash or not) finds every value again.
+func TestValueLogMatchesModel(t *testing.T) {
+	defer func(n int64) { compactMinBytes = n }(compactMinBytes)
+	compactMinBytes = 1 << 10
+	testOverlayModel(t, 200)
+}
+
+func testOverlayModel(t *testing.T, valueLogMin int) {
+	var retired, dropped, compactions int
+	defer func() {
+		if valueLogMin > 0 && (retired == 0 || dropped == 0 || compactions == 0) {
+			t.Errorf("the value log retired %d segments, dropped %d, compacted %d: some path went untested", retired, dropped, compactions)
+		}
+	}()
 	seed := testSeed(t, 21)
 	r := rand.New(rand.NewPCG(seed, 3))
 	dir := t.TempDir()
 	c := &clock{now: t0}
-	opts := Options{Now: c.Now, Logger: quietLog, TrashGrace: time.Hour, CheckpointBytes: 2 << 10}
+	opts := Options{Now: c.Now, Logger: quietLog, TrashGrace: time.Hour, CheckpointBytes: 2 << 10, ValueLogMin: valueLogMin}
 	// Background checkpoints in several parts, so that crashes land between them too.
 	defer func(p int, d time.Duration) { checkpointPart, checkpointPause = p, d }(checkpointPart, checkpointPause)
 	checkpointPart, checkpointPause = 300, time.Millisecond
@@ -81,6 +98,9 @@ func TestOverlayMatchesModel(t *testing.T) {
 				t.Fatal(err)
 			}
 		default:
+			s.vlog.mu.Lock()
+			retired, dropped, compactions = retired+s.vlog.retired, dropped+s.vlog.dropped, compactions+s.vlog.compactions
+			s.vlog.mu.Unlock()
 			switch r.IntN(3) {
 			case 0: // a crash: reopen without Close
 				crash(s)
@@ -230,7 +250,7 @@ func TestJournalPrevReplayedFirst(t *testing.T) {
 	dir, s, a, b := openWithTwo(t)
 	var err error
 	// The rotation a freeze does, without the checkpoint that would follow it.
-	if err := s.exclusive(func() error { return s.journal.rotate(s.journalPath(), s.prevJournalPath()) }); err != nil {
+	if err := s.exclusive(func() error { return s.journal.rotate(s.journalPath(), s.prevJournalPath(), s.vlog) }); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Delete(a); err != nil {

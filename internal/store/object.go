@@ -152,36 +152,52 @@ func decodeTrash(k ids.Key, b []byte) (time.Time, Meta, error) {
 	return timeFromSortable(b[:8]), m, err
 }
 
-// Payload entry: refs(8) location(1) size(8) [inline bytes]. The location is a property of the
-// content, not of a reference, so a payload stays where it was first put even if InlineMax
-// changes later.
+// Payload entry: refs(8) location(1) size(8), then the inline bytes (inIndex) or the segment
+// and offset of the bytes in the value log (inLog: epoch(8) offset(8)). The location is a
+// property of the content, not of a reference, so a payload stays where it was first put even
+// if InlineMax or ValueLogMin change later.
 type location byte
 
 const (
 	inIndex location = 1
 	inFile  location = 2
+	inLog   location = 3 // values.go
 )
 
-const payloadHeader = 8 + 1 + 8
+const (
+	payloadHeader = 8 + 1 + 8
+	logRefLen     = 8 + 8
+)
 
 type payloadEntry struct {
 	refs uint64
 	loc  location
 	size int64
 	data []byte // inline bytes (aliases bbolt memory when decoded; copy before the tx ends)
+	seg  uint64 // inLog: the journal epoch whose file holds the bytes
+	off  uint64 // inLog: where in it
 }
 
 func (p *payloadEntry) encode() []byte {
-	b := make([]byte, payloadHeader+len(p.data))
+	n := len(p.data)
+	if p.loc == inLog {
+		n = logRefLen
+	}
+	b := make([]byte, payloadHeader+n)
 	binary.BigEndian.PutUint64(b, p.refs)
 	b[8] = byte(p.loc)
 	binary.BigEndian.PutUint64(b[9:], uint64(p.size))
-	copy(b[payloadHeader:], p.data)
+	if p.loc == inLog {
+		binary.BigEndian.PutUint64(b[payloadHeader:], p.seg)
+		binary.BigEndian.PutUint64(b[payloadHeader+8:], p.off)
+	} else {
+		copy(b[payloadHeader:], p.data)
+	}
 	return b
 }
 
 func decodePayloadEntry(h Hash, b []byte) (payloadEntry, error) {
-	if len(b) < payloadHeader || (location(b[8]) != inIndex && location(b[8]) != inFile) {
+	if len(b) < payloadHeader || (location(b[8]) != inIndex && location(b[8]) != inFile && location(b[8]) != inLog) {
 		return payloadEntry{}, fmt.Errorf("%w: payload entry %s is malformed", ErrCorrupt, h)
 	}
 	p := payloadEntry{
@@ -190,8 +206,15 @@ func decodePayloadEntry(h Hash, b []byte) (payloadEntry, error) {
 		size: int64(binary.BigEndian.Uint64(b[9:])),
 		data: b[payloadHeader:],
 	}
-	if p.loc == inIndex && int64(len(p.data)) != p.size {
+	switch {
+	case p.loc == inIndex && int64(len(p.data)) != p.size:
 		return payloadEntry{}, fmt.Errorf("%w: inline payload %s has %d bytes, want %d", ErrCorrupt, h, len(p.data), p.size)
+	case p.loc == inLog && len(p.data) != logRefLen:
+		return payloadEntry{}, fmt.Errorf("%w: value log entry %s is malformed", ErrCorrupt, h)
+	case p.loc == inLog:
+		p.seg = binary.BigEndian.Uint64(p.data)
+		p.off = binary.BigEndian.Uint64(p.data[8:])
+		p.data = nil
 	}
 	return p, nil
 }

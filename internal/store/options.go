@@ -31,6 +31,10 @@ type Options struct {
 	// InlineMax is the largest payload kept inside the index; larger ones go to files.
 	// Small payloads are cheaper in the B+tree (no extra fsyncs); large ones would bloat it.
 	InlineMax int
+	// ValueLogMin is the smallest payload (up to InlineMax) written once into the journal
+	// and read from there, instead of being copied into index.db by the next checkpoint
+	// (values.go). 0 means DefaultValueLogMin; negative keeps every such payload in the index.
+	ValueLogMin int
 	// MaxPayload is the largest payload Put accepts (ErrTooLarge above it).
 	MaxPayload int
 	// MaxAux is the largest Aux blob Put accepts (ErrTooLarge above it).
@@ -57,6 +61,9 @@ type Options struct {
 func (o Options) withDefaults() Options {
 	if o.InlineMax <= 0 {
 		o.InlineMax = DefaultInlineMax
+	}
+	if o.ValueLogMin == 0 {
+		o.ValueLogMin = DefaultValueLogMin
 	}
 	if o.MaxPayload <= 0 {
 		o.MaxPayload = DefaultMaxPayload

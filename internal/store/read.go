@@ -15,12 +15,19 @@ func (s *Store) Get(k ids.Key) (Object, error) {
 	// A file payload is read after the index transaction ends, so a concurrent replace or
 	// purge can remove the file in between; then the index has moved on and a second look
 	// finds the new state. A file that stays missing while the index refers to it is damage.
+	// A value in the value log is read the same way: its segment may go in between (the
+	// value released, or moved by a compaction).
 	for attempt := 1; ; attempt++ {
-		obj, file, err := s.getIndexed(k)
-		if err != nil || !file {
+		obj, p, err := s.getIndexed(k)
+		if err != nil || p.loc == inIndex {
 			return obj, err
 		}
-		data, err := s.readBlob(obj.Hash, obj.Size)
+		var data []byte
+		if p.loc == inLog {
+			data, err = s.vlog.read(p.seg, p.off, p.size, obj.Hash)
+		} else {
+			data, err = s.readBlob(obj.Hash, obj.Size)
+		}
 		if err == nil {
 			obj.Payload = data
 			return obj, nil
@@ -29,15 +36,15 @@ func (s *Store) Get(k ids.Key) (Object, error) {
 			if attempt < 3 {
 				continue
 			}
-			err = fmt.Errorf("%w: payload file %s is missing", ErrCorrupt, obj.Hash)
+			err = fmt.Errorf("%w: payload %s is missing (%v)", ErrCorrupt, obj.Hash, err)
 		}
 		return Object{}, fmt.Errorf("store get %s: %w", k, err)
 	}
 }
 
-// getIndexed reads k's record and, for inline payloads, the verified payload. file reports that
-// the payload is in a file the caller must read.
-func (s *Store) getIndexed(k ids.Key) (obj Object, file bool, err error) {
+// getIndexed reads k's record and, for inline payloads, the verified payload. For the other
+// locations p says where the caller must read it (a file, the value log).
+func (s *Store) getIndexed(k ids.Key) (obj Object, p payloadEntry, err error) {
 	err = s.view(func(tx *readTx) error {
 		v := tx.Bucket(bucketObjects).Get(encodeKey(k))
 		if v == nil {
@@ -52,24 +59,25 @@ func (s *Store) getIndexed(k ids.Key) (obj Object, file bool, err error) {
 		if pv == nil {
 			return fmt.Errorf("%w: payload %s has no index entry", ErrCorrupt, m.Hash)
 		}
-		p, err := decodePayloadEntry(m.Hash, pv)
+		p, err = decodePayloadEntry(m.Hash, pv)
 		if err != nil {
 			return err
 		}
-		if p.loc == inFile {
-			file = true
+		if p.loc != inIndex {
+			p.data = nil
 			return nil
 		}
 		if Hash(sha256.Sum256(p.data)) != m.Hash {
 			return fmt.Errorf("%w: inline payload does not hash to %s", ErrCorrupt, m.Hash)
 		}
 		obj.Payload = append([]byte(nil), p.data...)
+		p.data = nil // bbolt's memory
 		return nil
 	})
 	if err != nil {
-		return Object{}, false, fmt.Errorf("store get %s: %w", k, err)
+		return Object{}, payloadEntry{}, fmt.Errorf("store get %s: %w", k, err)
 	}
-	return obj, file, nil
+	return obj, p, nil
 }
 
 // Has reports whether a live object has key k.

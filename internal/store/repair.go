@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -53,8 +54,9 @@ func (s *Store) repair() error {
 
 	// Recount the index: reference counts, statistics and the time indexes are derived data
 	// kept in step by every transaction; check them rather than trust them.
-	files := map[Hash]int64{}     // payloads the index expects in files, with their sizes
-	badHashes := map[Hash]error{} // payloads that cannot be served
+	files := map[Hash]int64{}       // payloads the index expects in files, with their sizes
+	logs := map[Hash]payloadEntry{} // payloads the index expects in the value log
+	badHashes := map[Hash]error{}   // payloads that cannot be served
 	err = s.db.Update(func(tx *bolt.Tx) error {
 		diskstat.StoreIndex.BoltCommit(tx)
 		w := newWriteTx(tx)
@@ -71,7 +73,7 @@ func (s *Store) repair() error {
 		if err := c.checkTimeIndex(w.trashq, c.trashq, "trash time", &r); err != nil {
 			return err
 		}
-		if err := c.checkPayloads(files, badHashes, s.opts.VerifyPayloads, &r); err != nil {
+		if err := c.checkPayloads(files, logs, badHashes, s.opts.VerifyPayloads, &r); err != nil {
 			return err
 		}
 		if c.stats != w.stats {
@@ -110,6 +112,9 @@ func (s *Store) repair() error {
 		if !present[h] {
 			badHashes[h] = fmt.Errorf("%w: payload file %s is missing", ErrCorrupt, h)
 		}
+	}
+	if err := s.openSegments(logs, badHashes, &r); err != nil {
+		return err
 	}
 	if len(badHashes) > 0 {
 		if err := s.damagedKeys(badHashes, &r); err != nil {
@@ -272,9 +277,63 @@ func (c *recount) checkTimeIndex(b bucket, want map[string]bool, name string, r 
 	return nil
 }
 
+// openSegments opens the value log's segments that payload entries point into (logs) and
+// removes the others; entries whose value is missing, cut short or (with verify) wrong go to
+// bad. Each segment's live bytes are recounted from the entries (values.go).
+func (s *Store) openSegments(logs map[Hash]payloadEntry, bad map[Hash]error, r *RepairReport) error {
+	live := map[uint64]int64{}
+	for _, p := range logs {
+		live[p.seg] += p.size
+	}
+	entries, err := os.ReadDir(s.vlog.dir)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	sizes := map[uint64]int64{}
+	for _, e := range entries {
+		epoch, perr := strconv.ParseUint(e.Name(), 10, 64)
+		if perr != nil || live[epoch] == 0 || epoch == s.journal.epoch {
+			if err := os.RemoveAll(filepath.Join(s.vlog.dir, e.Name())); err != nil {
+				return err
+			}
+			r.Orphans++
+			continue
+		}
+		f, err := os.Open(s.vlog.path(epoch))
+		if err != nil {
+			return err
+		}
+		fi, err := f.Stat()
+		if err != nil {
+			f.Close()
+			return err
+		}
+		sizes[epoch] = fi.Size()
+		s.vlog.mu.Lock()
+		s.vlog.segs[epoch] = &valueSeg{f: f, size: fi.Size(), live: live[epoch], retired: true}
+		s.vlog.mu.Unlock()
+	}
+	for h, p := range logs {
+		size, ok := sizes[p.seg]
+		switch {
+		case !ok:
+			bad[h] = fmt.Errorf("%w: value log segment %d of payload %s is missing", ErrCorrupt, p.seg, h)
+			s.vlog.markDamaged(h)
+		case int64(p.off)+p.size > size:
+			bad[h] = fmt.Errorf("%w: value log segment %d ends before payload %s", ErrCorrupt, p.seg, h)
+			s.vlog.markDamaged(h)
+		case s.opts.VerifyPayloads:
+			if _, err := s.vlog.read(p.seg, p.off, p.size, h); err != nil {
+				bad[h] = err
+			}
+		}
+	}
+	return nil
+}
+
 // checkPayloads corrects reference counts, drops unreferenced payload entries and notes which
-// payloads should be files. Referenced payloads without an entry go to bad.
-func (c *recount) checkPayloads(files map[Hash]int64, bad map[Hash]error, verify bool, r *RepairReport) error {
+// payloads should be files or in the value log. Referenced payloads without an entry go to bad.
+func (c *recount) checkPayloads(files map[Hash]int64, logs map[Hash]payloadEntry, bad map[Hash]error, verify bool, r *RepairReport) error {
 	type fix struct {
 		key []byte
 		val []byte // nil: delete
@@ -308,9 +367,12 @@ func (c *recount) checkPayloads(files map[Hash]int64, bad map[Hash]error, verify
 			p.refs = want
 			fixes = append(fixes, fix{key: key, val: p.encode()})
 		}
-		if p.loc == inFile {
+		switch {
+		case p.loc == inFile:
 			files[h] = p.size
-		} else if verify && Hash(sha256.Sum256(p.data)) != h {
+		case p.loc == inLog:
+			logs[h] = p
+		case verify && Hash(sha256.Sum256(p.data)) != h:
 			bad[h] = fmt.Errorf("%w: inline payload does not hash to %s", ErrCorrupt, h)
 		}
 		c.stats.Payloads++
@@ -352,6 +414,8 @@ func (s *Store) Scrub() ([]Damage, error) {
 			size int64
 		}
 		var files []fileRef
+		var logs []payloadEntry
+		var logHashes []Hash
 		n := 0
 		err := s.view(func(tx *readTx) error {
 			c := tx.Bucket(bucketPayload).Cursor()
@@ -372,6 +436,8 @@ func (s *Store) Scrub() ([]Damage, error) {
 					bad[h] = err
 				case p.loc == inFile:
 					files = append(files, fileRef{h, p.size})
+				case p.loc == inLog:
+					logs, logHashes = append(logs, p), append(logHashes, h)
 				case Hash(sha256.Sum256(p.data)) != h:
 					bad[h] = fmt.Errorf("%w: inline payload does not hash to %s", ErrCorrupt, h)
 				}
@@ -390,6 +456,11 @@ func (s *Store) Scrub() ([]Damage, error) {
 				err = fmt.Errorf("%w: payload file %s is missing", ErrCorrupt, f.h)
 			}
 			bad[f.h] = err
+		}
+		for i, p := range logs {
+			if _, err := s.vlog.read(p.seg, p.off, p.size, logHashes[i]); err != nil {
+				bad[logHashes[i]] = err // a value released meanwhile is no damage: see below
+			}
 		}
 		if n < chunkSize {
 			break

@@ -36,14 +36,19 @@ type Store struct {
 
 	// The overlay (overlay.go, journal.go): committed changes not yet in index.db. Only the
 	// commit leader changes it, under overMu; reads hold overMu for reading.
-	journal   *journal
-	overMu    sync.RWMutex
-	over      *layer
-	frozen    *layer    // being written into index.db by a background checkpoint, or nil
-	overSince time.Time // when the overlay last went from empty to not
-	ckpt      sync.WaitGroup
-	closing   chan struct{}
-	closeOnce sync.Once
+	journal     *journal
+	vlog        *valueLog // payloads kept in journal files (values.go)
+	overMu      sync.RWMutex
+	over        *layer
+	frozen      *layer // being written into index.db by a background checkpoint, or nil
+	frozenEpoch uint64 // the epoch of frozen's records (index.journal.prev)
+	// prevToRetire is the epoch of index.journal.prev once a checkpoint holds its records and
+	// until it is retired (values.go); 0: none. Guarded by overMu.
+	prevToRetire uint64
+	overSince    time.Time // when the overlay last went from empty to not
+	ckpt         sync.WaitGroup
+	closing      chan struct{}
+	closeOnce    sync.Once
 
 	lazyMu    sync.Mutex
 	lazy      []lazyOp // lazy.go
@@ -64,6 +69,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		closing: make(chan struct{}),
 		pins:    make(map[Hash]int),
 		over:    newLayer(),
+		vlog:    newValueLog(dir),
 	}
 	for _, d := range []string{dir, s.blobDir, s.tmpDir} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
@@ -100,10 +106,12 @@ func Open(dir string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("store open %s: %w", dir, err)
 	}
 	if err := s.repair(); err != nil {
+		s.vlog.close(s.journal.epoch)
 		s.journal.f.Close()
 		db.Close()
 		return nil, fmt.Errorf("store open %s: repair: %w", dir, err)
 	}
+	s.compactSoon()
 	return s, nil
 }
 
@@ -141,6 +149,7 @@ func (s *Store) Close() error {
 	if err := s.exclusive(s.checkpoint); err != nil && !errors.Is(err, ErrClosed) {
 		s.opts.Logger.Warn("store: checkpoint at close failed; the journal keeps the changes", "dir", s.dir, "err", err)
 	}
+	s.vlog.close(s.journal.epoch)
 	_ = s.journal.f.Close()
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("store close %s: %w", s.dir, err)

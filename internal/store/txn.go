@@ -16,6 +16,11 @@ type writeTx struct {
 	objects, trash, expiry, trashq, payload, meta bucket
 	stats                                         Stats
 	freed                                         []Hash // file payloads whose last reference went
+	// vals takes the values the transaction puts into the value log; nil where there is none
+	// (Open's repair writes into index.db directly). liveDelta is the change of live value bytes
+	// per segment, for the value log once the commit is durable (values.go).
+	vals      *valueBuf
+	liveDelta map[uint64]int64
 }
 
 // newWriteTx writes straight into a bbolt write transaction (Open's repair).
@@ -72,27 +77,48 @@ func (w *writeTx) trashed(k ids.Key) (*Meta, time.Time, error) {
 	return &m, at, nil
 }
 
-// addRef counts one more reference to payload h, creating its entry if new. inline holds the
-// bytes when the payload belongs in the index; nil means the caller has put it in a file.
-func (w *writeTx) addRef(h Hash, size int64, inline []byte, loc location) error {
-	p := payloadEntry{refs: 1, loc: loc, size: size, data: inline}
+// addRef counts one more reference to payload h, creating its entry if new: at loc, with
+// payload (the bytes, for the index or the value log; nil for a file the caller has written).
+func (w *writeTx) addRef(h Hash, size int64, payload []byte, loc location) error {
+	p := payloadEntry{refs: 1, loc: loc, size: size}
 	if v := w.payload.Get(h[:]); v != nil {
 		old, err := decodePayloadEntry(h, v)
 		if err != nil {
 			return err
 		}
-		// Keep the content where it already is; only the count changes.
+		// Keep the content where it already is; only the count changes. A value the log
+		// lost is written again from these bytes (values.go).
 		p = old
 		p.refs++
+		if p.loc == inLog && loc == inLog && w.vals != nil && w.vals.log.healing(h) {
+			w.addLive(p.seg, -p.size)
+			p.seg, p.off = w.vals.add(payload)
+			w.addLive(p.seg, p.size)
+		}
 	} else {
+		switch loc {
+		case inIndex:
+			p.data = payload
+		case inLog:
+			p.seg, p.off = w.vals.add(payload)
+			w.addLive(p.seg, size)
+		}
 		w.stats.Payloads++
 		w.stats.UniqueBytes += size
 	}
 	return putFresh(w.payload, h[:], p.encode())
 }
 
+// addLive notes d more live bytes in segment seg.
+func (w *writeTx) addLive(seg uint64, d int64) {
+	if w.liveDelta == nil {
+		w.liveDelta = map[uint64]int64{}
+	}
+	w.liveDelta[seg] += d
+}
+
 // putFresh is b.Put for a value v made for this put and never touched again: a layer keeps v
-// itself instead of the copy Put makes (a payload entry holds the payload, up to InlineMax).
+// itself instead of the copy Put makes (an inline payload entry holds the payload).
 func putFresh(b bucket, k, v []byte) error {
 	if l, ok := b.(*layered); ok && l.top != nil {
 		l.top.set(l.b, k, entry{v: v})
@@ -118,8 +144,11 @@ func (w *writeTx) release(h Hash) error {
 	}
 	w.stats.Payloads--
 	w.stats.UniqueBytes -= p.size
-	if p.loc == inFile {
+	switch p.loc {
+	case inFile:
 		w.freed = append(w.freed, h)
+	case inLog:
+		w.addLive(p.seg, -p.size)
 	}
 	return w.payload.Delete(h[:])
 }
