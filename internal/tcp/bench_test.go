@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -13,7 +14,8 @@ import (
 )
 
 // BenchmarkThroughput measures one-way throughput between two transports on loopback: frames
-// per second and MB/s (payload bytes), with the sender retrying on back-pressure.
+// per second and MB/s (payload bytes), with the sender retrying on back-pressure, and the
+// process's CPU time per frame (sender and receiver).
 func BenchmarkThroughput(b *testing.B) {
 	for _, size := range []int{1 << 10, 64 << 10} {
 		b.Run(fmt.Sprintf("%dKiB", size>>10), func(b *testing.B) {
@@ -51,6 +53,7 @@ func BenchmarkThroughput(b *testing.B) {
 			got.Store(0)
 			want.Store(int64(b.N))
 			b.SetBytes(int64(size))
+			cpu := cpuTime()
 			b.ResetTimer()
 			for range b.N {
 				for {
@@ -67,6 +70,14 @@ func BenchmarkThroughput(b *testing.B) {
 			<-done
 			b.StopTimer()
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "frames/s")
+			b.ReportMetric(float64(cpuTime()-cpu)/float64(b.N), "cpu-ns/op") // both ends, TLS included
 		})
 	}
+}
+
+// cpuTime is the process's user and system CPU time.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

@@ -46,6 +46,7 @@ type conn struct {
 	// raw is the TCP connection under nc; close closes it rather than nc, because tls.Conn.Close
 	// sends close_notify and can block for seconds on a peer that does not read.
 	raw net.Conn
+	bc  *batchConn // raw, gathering TLS's records during writeBatch
 	// advertised is the listening address from the peer's hello (From.Addr); set with nc.
 	advertised string
 	queue      [][]byte
@@ -226,6 +227,8 @@ func (c *conn) writeLoop(bw *bufio.Writer) {
 func (c *conn) writeBatch(bw *bufio.Writer, batch [][]byte, keepalive bool) error {
 	t := c.t
 	var bytes int
+	c.bc.begin() // one write call for the batch's TLS records (batchconn.go)
+	defer c.bc.end()
 	for _, f := range batch {
 		if err := c.nc.SetWriteDeadline(time.Now().Add(t.cfg.WriteTimeout)); err != nil {
 			return err
@@ -244,6 +247,9 @@ func (c *conn) writeBatch(bw *bufio.Writer, batch [][]byte, keepalive bool) erro
 		}
 	}
 	if err := bw.Flush(); err != nil {
+		return err
+	}
+	if err := c.bc.end(); err != nil {
 		return err
 	}
 	c.mu.Lock()

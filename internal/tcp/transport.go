@@ -216,7 +216,8 @@ func (t *Transport) acceptLoop() {
 func (t *Transport) serveInbound(nc net.Conn) {
 	defer t.wg.Done()
 	var peer ids.ID
-	tc := tls.Server(nc, t.connTLS(nc.RemoteAddr().String(), nil, &peer))
+	bc := newBatchConn(nc)
+	tc := tls.Server(bc, t.connTLS(nc.RemoteAddr().String(), nil, &peer))
 	h, br, bw, err := t.handshake(nc, tc)
 	if err != nil {
 		nc.Close()
@@ -230,7 +231,7 @@ func (t *Transport) serveInbound(nc net.Conn) {
 	}
 	t.onPeer(peer, tc)
 	c := newConn(t, peer, nc.RemoteAddr().String(), false)
-	t.start(c, nc, tc, br, bw, h.addr)
+	t.start(c, bc, tc, br, bw, h.addr)
 }
 
 // dial runs the client side for a pooled connection created by connFor.
@@ -277,7 +278,8 @@ func (t *Transport) dialOnce(c *conn) error {
 		return err
 	}
 	var got ids.ID
-	tc := tls.Client(nc, t.connTLS(c.addr, &c.peer, &got))
+	bc := newBatchConn(nc)
+	tc := tls.Client(bc, t.connTLS(c.addr, &c.peer, &got))
 	h, br, bw, err := t.handshake(nc, tc)
 	if err != nil {
 		nc.Close()
@@ -288,7 +290,7 @@ func (t *Transport) dialOnce(c *conn) error {
 	if advertised == "" {
 		advertised = c.addr
 	}
-	if !t.start(c, nc, tc, br, bw, advertised) {
+	if !t.start(c, bc, tc, br, bw, advertised) {
 		return transport.ErrClosed
 	}
 	return nil
@@ -340,7 +342,8 @@ func (t *Transport) refused(remote net.Addr, reason error) {
 // start registers an authenticated connection and starts its reader and writer; advertised is the
 // address from the peer's hello, reported as From.Addr; raw is the TCP connection under tc. It
 // reports false (and closes raw) if the transport or the connection was closed meanwhile.
-func (t *Transport) start(c *conn, raw net.Conn, tc *tls.Conn, br *bufio.Reader, bw *bufio.Writer, advertised string) bool {
+func (t *Transport) start(c *conn, bc *batchConn, tc *tls.Conn, br *bufio.Reader, bw *bufio.Writer, advertised string) bool {
+	raw := bc.Conn
 	now := t.clock.Now().UnixNano()
 	c.lastData.Store(now)
 	c.lastSend.Store(now)
@@ -357,6 +360,7 @@ func (t *Transport) start(c *conn, raw net.Conn, tc *tls.Conn, br *bufio.Reader,
 	}
 	c.nc = tc
 	c.raw = raw
+	c.bc = bc
 	c.advertised = advertised
 	c.mu.Unlock()
 	var replaced *conn
