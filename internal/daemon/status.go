@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"epost/internal/mailstore"
 	"os"
 	"slices"
 	"time"
@@ -129,6 +130,10 @@ type MailStatus struct {
 	// ring answered).
 	OutboxOldestS int64  `json:"outbox_oldest_seconds"`
 	OutboxWaiting string `json:"outbox_waiting,omitempty"`
+	// Auth counts logins: recognized from the cache, password checks run (Argon2id, one at
+	// a time), wrong passwords, failed logins answered late, and attempts that waited for a
+	// check or were refused because none came free (a flood of guesses).
+	Auth mailstore.AuthStats `json:"auth"`
 }
 
 // MailUserStatus is one user of the node.
@@ -140,7 +145,7 @@ type MailUserStatus struct {
 
 // mailStatus fills the mail section.
 func (n *Node) mailStatus() MailStatus {
-	m := MailStatus{Users: []MailUserStatus{}}
+	m := MailStatus{Users: []MailUserStatus{}, Auth: n.mail.glue.AuthStats()}
 	n.mu.Lock()
 	ms := n.servers
 	n.mu.Unlock()

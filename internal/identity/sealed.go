@@ -6,9 +6,12 @@ import (
 	"crypto/hmac"
 	cryptorand "crypto/rand"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"io"
+	"runtime/debug"
 	"sync"
+	"time"
 
 	"golang.org/x/crypto/argon2"
 )
@@ -199,6 +202,45 @@ type PasswordCache struct {
 	key     [32]byte
 	entries map[[32]byte]cachedLogin // by SHA-256 of the blob
 	max     int
+
+	// Argon2id runs at once are bounded (SetLimit): each takes DefaultSealOptions' 64 MiB,
+	// so a flood of wrong passwords could otherwise exhaust the machine's memory.
+	slots chan struct{}
+	wait  time.Duration
+	stats PasswordStats
+}
+
+// PasswordStats counts what the cache did.
+type PasswordStats struct {
+	Hits   uint64 `json:"hits"`   // logins recognized without Argon2id
+	Opens  uint64 `json:"opens"`  // Argon2id runs
+	Wrong  uint64 `json:"wrong"`  // wrong passwords
+	Busy   uint64 `json:"busy"`   // attempts refused: no slot free within the wait
+	Queued uint64 `json:"queued"` // attempts that waited for a slot
+}
+
+// ErrBusy: every password check slot stayed taken for the whole wait (try again later).
+var ErrBusy = errors.New("identity: too many password checks at once; try again later")
+
+// DefaultPasswordSlots and DefaultPasswordWait are the limits a new cache has: one Argon2id
+// run at a time (64 MiB), an attempt waits at most 10 s for it.
+const (
+	DefaultPasswordSlots = 1
+	DefaultPasswordWait  = 10 * time.Second
+)
+
+// SetLimit bounds the Argon2id runs at once to slots and how long an attempt waits for one.
+// Call it before use.
+func (c *PasswordCache) SetLimit(slots int, wait time.Duration) {
+	c.slots = make(chan struct{}, max(slots, 1))
+	c.wait = wait
+}
+
+// Stats returns the counters.
+func (c *PasswordCache) Stats() PasswordStats {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.stats
 }
 
 type cachedLogin struct {
@@ -217,6 +259,7 @@ func NewPasswordCache(rand io.Reader, max int) (*PasswordCache, error) {
 	if _, err := io.ReadFull(rand, c.key[:]); err != nil {
 		return nil, fmt.Errorf("identity: password cache: %w", err)
 	}
+	c.SetLimit(DefaultPasswordSlots, DefaultPasswordWait)
 	return c, nil
 }
 
@@ -231,16 +274,43 @@ func (c *PasswordCache) Open(blob, password []byte) (*Keys, string, error) {
 
 	c.mu.Lock()
 	e, ok := c.entries[id]
-	c.mu.Unlock()
 	if ok && hmac.Equal(e.mac[:], mac[:]) {
+		c.stats.Hits++
+		c.mu.Unlock()
 		return e.keys, e.address, nil
 	}
-	k, addr, err := OpenPrivate(blob, password)
-	if err != nil {
-		return nil, "", err
+	c.mu.Unlock()
+	select {
+	case c.slots <- struct{}{}:
+	default:
+		c.mu.Lock()
+		c.stats.Queued++
+		c.mu.Unlock()
+		t := time.NewTimer(c.wait)
+		select {
+		case c.slots <- struct{}{}:
+			t.Stop()
+		case <-t.C:
+			c.mu.Lock()
+			c.stats.Busy++
+			c.mu.Unlock()
+			return nil, "", ErrBusy
+		}
 	}
+	k, addr, err := OpenPrivate(blob, password)
+	// The run's 64 MiB are garbage now: collect and return them before the next run starts,
+	// or a stream of checks stacks up several runs' worth before the collector catches up.
+	debug.FreeOSMemory()
+	<-c.slots
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.stats.Opens++
+	if err != nil {
+		if errors.Is(err, ErrWrongPassword) {
+			c.stats.Wrong++
+		}
+		return nil, "", err
+	}
 	if _, ok := c.entries[id]; !ok && len(c.entries) >= c.max {
 		for old := range c.entries { // evict an arbitrary entry; it only costs one slow login
 			delete(c.entries, old)

@@ -85,6 +85,67 @@ type Users struct {
 
 	mu       sync.Mutex
 	sessions map[string]*session
+	fails    map[string]*failures // wrong passwords per user, recent
+	delayed  uint64               // failed logins answered late
+}
+
+// failures are a user's recent wrong passwords: each one is answered after a delay that
+// doubles with their number (100 ms, 200 ms, ... at most FailDelayMax), so that a client
+// guessing over one connection gets a few guesses a second at first and one every few
+// seconds soon after; a right password is never delayed, and the count is forgotten a
+// quarter of an hour after the last failure (or at the next success).
+type failures struct {
+	n    int
+	last time.Time
+}
+
+// FailDelayMax bounds the delay of a failed login.
+const FailDelayMax = 5 * time.Second
+
+func (us *Users) failed(addr string) {
+	now := time.Now()
+	us.mu.Lock()
+	if us.fails == nil {
+		us.fails = map[string]*failures{}
+	}
+	f := us.fails[addr]
+	if f == nil || now.Sub(f.last) > 15*time.Minute {
+		f = &failures{}
+		us.fails[addr] = f
+	}
+	f.n++
+	f.last = now
+	d := min(100*time.Millisecond<<min(f.n-1, 10), FailDelayMax)
+	us.delayed++
+	if len(us.fails) > 10000 { // a flood of made-up user names: forget the oldest half
+		for k, v := range us.fails {
+			if now.Sub(v.last) > time.Minute || len(us.fails) > 5000 {
+				delete(us.fails, k)
+			}
+		}
+	}
+	us.mu.Unlock()
+	time.Sleep(d)
+}
+
+func (us *Users) succeeded(addr string) {
+	us.mu.Lock()
+	delete(us.fails, addr)
+	us.mu.Unlock()
+}
+
+// AuthStats are the login counters: the password cache's and the failed logins delayed.
+type AuthStats struct {
+	identity.PasswordStats
+	Delayed uint64 `json:"delayed"`
+}
+
+// AuthStats returns the login counters.
+func (us *Users) AuthStats() AuthStats {
+	us.mu.Lock()
+	d := us.delayed
+	us.mu.Unlock()
+	return AuthStats{PasswordStats: us.cfg.Passwords.Stats(), Delayed: d}
 }
 
 type session struct {
@@ -146,14 +207,20 @@ func (us *Users) Authenticate(username, password string) (mailbox.Store, error) 
 	su, err := post.LoadStoredUser(us.cfg.NodeDir, addr)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
+			us.failed(addr) // as slow as a wrong password: no telling which users exist
 			return nil, fmt.Errorf("user %q: %w", addr, mailbox.ErrAuthFailed)
 		}
 		return nil, fmt.Errorf("mailstore: user %s: %w", addr, err)
 	}
 	keys, sealedAddr, err := us.cfg.Passwords.Open(su.Sealed, []byte(password))
+	if errors.Is(err, identity.ErrBusy) {
+		return nil, fmt.Errorf("user %q: %w", addr, err)
+	}
 	if err != nil || sealedAddr != addr {
+		us.failed(addr)
 		return nil, fmt.Errorf("user %q: %w", addr, mailbox.ErrAuthFailed)
 	}
+	us.succeeded(addr)
 	sess, err := us.start(addr, keys, su.Record)
 	if err != nil {
 		return nil, err

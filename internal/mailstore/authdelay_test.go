@@ -1,0 +1,41 @@
+package mailstore
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"epost/internal/mailbox"
+	"epost/internal/transport"
+)
+
+type nopNode struct{ PostNode }
+
+// Failed logins are answered later and later (per user name, known or not, so that timing
+// tells nobody which users exist), and counted.
+func TestFailedLoginsDelayed(t *testing.T) {
+	us, err := NewUsers(UsersConfig{NodeDir: t.TempDir(), Node: nopNode{}, Clock: transport.RealClock{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var took []time.Duration
+	for range 4 {
+		start := time.Now()
+		if _, err := us.Authenticate("ghost@acme.example", "guess"); !errors.Is(err, mailbox.ErrAuthFailed) {
+			t.Fatalf("unknown user: %v", err)
+		}
+		took = append(took, time.Since(start))
+	}
+	if took[0] < 90*time.Millisecond || took[3] < 750*time.Millisecond || took[3] > 3*time.Second {
+		t.Fatalf("delays %v, want about 100, 200, 400, 800 ms", took)
+	}
+	if st := us.AuthStats(); st.Delayed != 4 {
+		t.Fatalf("stats %+v", st)
+	}
+	// Another name starts from the shortest delay.
+	start := time.Now()
+	us.Authenticate("other@acme.example", "guess")
+	if d := time.Since(start); d > 500*time.Millisecond {
+		t.Fatalf("first failure of another user took %v", d)
+	}
+}
