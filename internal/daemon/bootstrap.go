@@ -88,6 +88,20 @@ func (r *resolvingTransport) send(to ids.ID, addr string, frame []byte) error {
 	return r.tr.Send(to, addr, frame)
 }
 
+// SendParts implements transport.PartsSender (a payload is not joined to its overlay header
+// when it goes straight to the node's TLS transport).
+func (r *resolvingTransport) SendParts(to ids.ID, addr string, head, tail []byte) error {
+	if r.out == nil {
+		if to.IsZero() {
+			to, _ = r.book.lookup(addr)
+		}
+		if !to.IsZero() {
+			return r.tr.SendParts(to, addr, head, tail)
+		}
+	}
+	return r.Send(to, addr, append(head[:len(head):len(head)], tail...))
+}
+
 func (r *resolvingTransport) Send(to ids.ID, addr string, frame []byte) error {
 	if !to.IsZero() {
 		return r.send(to, addr, frame)

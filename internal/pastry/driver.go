@@ -175,11 +175,21 @@ func (d *Driver) flushLocked() {
 	deferred := d.deferred
 	d.deferred = nil
 	d.mu.Unlock()
+	ps, parts := d.tr.(transport.PartsSender)
 	for _, o := range out {
 		if o.To.Addr == self || o.To.Addr == "" {
 			continue
 		}
-		if err := d.tr.Send(o.To.ID, o.To.Addr, o.Frame); err != nil && d.OnSendError != nil {
+		var err error
+		switch {
+		case len(o.Tail) == 0:
+			err = d.tr.Send(o.To.ID, o.To.Addr, o.Frame)
+		case parts:
+			err = ps.SendParts(o.To.ID, o.To.Addr, o.Frame, o.Tail)
+		default:
+			err = d.tr.Send(o.To.ID, o.To.Addr, append(o.Frame[:len(o.Frame):len(o.Frame)], o.Tail...))
+		}
+		if err != nil && d.OnSendError != nil {
 			d.OnSendError(o.To, err)
 		}
 	}

@@ -114,6 +114,13 @@ func readHandles(r *wire.Reader) []Handle {
 }
 
 func (m *message) encode(buf []byte) []byte {
+	head, tail := m.encodeParts(buf)
+	return append(head, tail...)
+}
+
+// encodeParts is encode cut in front of the payload, which every message that has one ends
+// with: head holds the rest, the payload's length included, and tail is m.Payload itself.
+func (m *message) encodeParts(buf []byte) (head, tail []byte) {
 	w := wire.Writer{B: buf}
 	w.U8(wireVersion)
 	w.U8(uint8(m.Type))
@@ -129,7 +136,8 @@ func (m *message) encode(buf []byte) []byte {
 		writeHandle(&w, m.Origin)
 		w.U8(m.Hops)
 		w.U8(m.Kind)
-		w.Bytes(m.Payload)
+		w.Uvarint(uint64(len(m.Payload)))
+		tail = m.Payload
 	case mHopAck:
 		w.U64(m.Seq)
 	case mJoinRows, mJoinReply, mAnnounceAck, mLeafReply, mLeave:
@@ -157,9 +165,10 @@ func (m *message) encode(buf []byte) []byte {
 		w.U8(m.Row)
 		writeHandles(&w, m.Handles)
 	case mDirect:
-		w.Bytes(m.Payload)
+		w.Uvarint(uint64(len(m.Payload)))
+		tail = m.Payload
 	}
-	return w.B
+	return w.B, tail
 }
 
 // decodeMessage parses one overlay message. Bad bytes give an error wrapping wire.ErrMalformed.

@@ -144,7 +144,10 @@ type Event struct {
 type Outgoing struct {
 	To    Handle
 	Frame []byte
-	Type  string // message type, for statistics
+	// Tail, if not nil, is the frame's end: the frame is Frame followed by Tail. It is the
+	// message's payload, not copied behind the header (see transport.PartsSender).
+	Tail []byte
+	Type string // message type, for statistics
 }
 
 // Stats are counters for measurement.
@@ -318,10 +321,10 @@ func (n *Node) send(h Handle, m *message) {
 	m.From = n.self
 	m.Ready = n.phase == phaseReady
 	m.Gone = n.phase == phaseLeft
-	frame := m.encode(make([]byte, 0, 96+len(m.Payload)+len(m.Handles)*48))
+	head, tail := m.encodeParts(make([]byte, 0, 96+len(m.Handles)*48))
 	n.stats.Sent++
-	n.stats.SentBytes += uint64(len(frame))
-	n.out = append(n.out, Outgoing{To: h, Frame: frame, Type: m.Type.String()})
+	n.stats.SentBytes += uint64(len(head) + len(tail))
+	n.out = append(n.out, Outgoing{To: h, Frame: head, Tail: tail, Type: m.Type.String()})
 }
 
 // Route sends payload towards the live node numerically closest to key. A node that left

@@ -45,7 +45,7 @@ func (h *harness) collect() {
 	for _, name := range h.order {
 		n := h.nodes[name]
 		for _, o := range n.TakeOutbox() {
-			h.queue = append(h.queue, frame{from: n.self, to: o.To, typ: o.Type, bytes: o.Frame})
+			h.queue = append(h.queue, frame{from: n.self, to: o.To, typ: o.Type, bytes: append(o.Frame, o.Tail...)})
 		}
 		h.events[name] = append(h.events[name], n.TakeEvents()...)
 	}

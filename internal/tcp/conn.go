@@ -49,7 +49,7 @@ type conn struct {
 	bc  *batchConn // raw, gathering TLS's records during writeBatch
 	// advertised is the listening address from the peer's hello (From.Addr); set with nc.
 	advertised string
-	queue      [][]byte
+	queue      []outFrame
 	qBytes     int // bytes in queue plus the batch the writer is writing
 	qFrames    int
 	keepalive  bool // the maintenance run asked for a keepalive
@@ -69,20 +69,20 @@ func newConn(t *Transport, peer ids.ID, addr string, outbound bool) *conn {
 // enqueue adds a frame to the send queue, or reports transport.ErrBackpressure when the queue is
 // at its bound. Bytes count until the writer has handed the frame to TLS, so the memory held for
 // a peer that does not read is bounded by QueueBytes (plus one frame).
-func (c *conn) enqueue(frame []byte) error {
+func (c *conn) enqueue(frame outFrame) error {
 	cfg := &c.t.cfg
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
 		return errConnClosed
 	}
-	if c.qFrames >= cfg.QueueFrames || (c.qFrames > 0 && c.qBytes+len(frame) > cfg.QueueBytes) {
+	if c.qFrames >= cfg.QueueFrames || (c.qFrames > 0 && c.qBytes+frame.len() > cfg.QueueBytes) {
 		c.mu.Unlock()
 		return transport.ErrBackpressure
 	}
 	c.queue = append(c.queue, frame)
 	c.qFrames++
-	c.qBytes += len(frame)
+	c.qBytes += frame.len()
 	c.mu.Unlock()
 	c.wakeWriter()
 	return nil
@@ -191,7 +191,7 @@ func (c *conn) readFailed(err error) {
 func (c *conn) writeLoop(bw *bufio.Writer) {
 	defer c.t.wg.Done()
 	t := c.t
-	var batch [][]byte
+	var batch []outFrame
 	for {
 		select {
 		case <-c.wake:
@@ -218,13 +218,13 @@ func (c *conn) writeLoop(bw *bufio.Writer) {
 				return
 			}
 			for i := range batch {
-				batch[i] = nil // let the frames be collected
+				batch[i] = outFrame{} // let the frames be collected
 			}
 		}
 	}
 }
 
-func (c *conn) writeBatch(bw *bufio.Writer, batch [][]byte, keepalive bool) error {
+func (c *conn) writeBatch(bw *bufio.Writer, batch []outFrame, keepalive bool) error {
 	t := c.t
 	var bytes int
 	c.bc.begin() // one write call for the batch's TLS records (batchconn.go)
@@ -233,10 +233,10 @@ func (c *conn) writeBatch(bw *bufio.Writer, batch [][]byte, keepalive bool) erro
 		if err := c.nc.SetWriteDeadline(time.Now().Add(t.cfg.WriteTimeout)); err != nil {
 			return err
 		}
-		if err := writeFrame(bw, kindData, f); err != nil {
+		if err := writeFrameParts(bw, kindData, f.head, f.tail); err != nil {
 			return err
 		}
-		bytes += len(f)
+		bytes += f.len()
 	}
 	if keepalive && len(batch) == 0 {
 		if err := c.nc.SetWriteDeadline(time.Now().Add(t.cfg.WriteTimeout)); err != nil {

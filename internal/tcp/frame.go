@@ -85,13 +85,21 @@ func readFrame(r io.Reader, hdr *[headerLen]byte, max int) (kind byte, payload [
 
 // writeFrame appends one frame to w; the caller flushes.
 func writeFrame(w *bufio.Writer, kind byte, payload []byte) error {
+	return writeFrameParts(w, kind, payload, nil)
+}
+
+// writeFrameParts appends one frame whose payload is head followed by tail.
+func writeFrameParts(w *bufio.Writer, kind byte, head, tail []byte) error {
 	var hdr [headerLen]byte
-	binary.BigEndian.PutUint32(hdr[:4], uint32(len(payload)+1))
+	binary.BigEndian.PutUint32(hdr[:4], uint32(len(head)+len(tail)+1))
 	hdr[4] = kind
 	if _, err := w.Write(hdr[:]); err != nil {
 		return err
 	}
-	_, err := w.Write(payload)
+	if _, err := w.Write(head); err != nil {
+		return err
+	}
+	_, err := w.Write(tail)
 	return err
 }
 
@@ -127,3 +135,10 @@ func decodeHello(p []byte) (hello, error) {
 	}
 	return h, nil
 }
+
+var _ transport.PartsSender = (*Transport)(nil)
+
+// outFrame is a queued frame's payload: head followed by tail (Transport.SendParts).
+type outFrame struct{ head, tail []byte }
+
+func (f outFrame) len() int { return len(f.head) + len(f.tail) }

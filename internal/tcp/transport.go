@@ -93,8 +93,17 @@ func (t *Transport) LocalAddr() string { return t.addr }
 // Send queues frame for the peer to at addr; see transport.Transport. It dials when no
 // connection to `to` exists, and never blocks on the network.
 func (t *Transport) Send(to ids.ID, addr string, frame []byte) error {
-	if len(frame) > t.cfg.MaxFrame {
-		return fmt.Errorf("%w: %d bytes, limit %d", transport.ErrFrameTooLong, len(frame), t.cfg.MaxFrame)
+	return t.send(to, addr, outFrame{head: frame})
+}
+
+// SendParts implements transport.PartsSender: the frame is head followed by tail.
+func (t *Transport) SendParts(to ids.ID, addr string, head, tail []byte) error {
+	return t.send(to, addr, outFrame{head: head, tail: tail})
+}
+
+func (t *Transport) send(to ids.ID, addr string, frame outFrame) error {
+	if frame.len() > t.cfg.MaxFrame {
+		return fmt.Errorf("%w: %d bytes, limit %d", transport.ErrFrameTooLong, frame.len(), t.cfg.MaxFrame)
 	}
 	if to == t.cfg.ID {
 		return fmt.Errorf("%w: %s is this node", transport.ErrUnreachable, to.Short())
@@ -120,7 +129,7 @@ func (t *Transport) Send(to ids.ID, addr string, frame []byte) error {
 // connFor returns the pooled connection to `to`. If there is none it starts a dial, with frame
 // already queued (queued is true), so that a Send to a new peer is accepted even when the dial
 // fails at once.
-func (t *Transport) connFor(to ids.ID, addr string, frame []byte) (c *conn, queued bool, err error) {
+func (t *Transport) connFor(to ids.ID, addr string, frame outFrame) (c *conn, queued bool, err error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.closed {
@@ -137,7 +146,7 @@ func (t *Transport) connFor(to ids.ID, addr string, frame []byte) (c *conn, queu
 			to.Short(), b.failures, b.until.Sub(t.clock.Now()).Round(time.Millisecond))
 	}
 	c = newConn(t, to, addr, true)
-	c.queue, c.qFrames, c.qBytes = append(c.queue, frame), 1, len(frame) // c is not shared yet
+	c.queue, c.qFrames, c.qBytes = append(c.queue, frame), 1, frame.len() // c is not shared yet
 	t.pool[to] = c
 	t.all[c] = struct{}{}
 	t.wg.Add(1)

@@ -1,6 +1,7 @@
 package tcp
 
 import (
+	"bytes"
 	"errors"
 	"sync"
 	"testing"
@@ -264,5 +265,36 @@ func (c *fakeClock) Advance(d time.Duration) {
 			return
 		}
 		next.f()
+	}
+}
+
+// SendParts delivers head followed by tail as one frame, in order with plain Sends, large
+// tails (several TLS records) included; a frame over MaxFrame counts both parts.
+func TestSendPartsArriveJoined(t *testing.T) {
+	checkNoLeak(t)
+	ca := newTestCA(t, "ring")
+	a, b := newNode(t, ca, "a"), newNode(t, ca, "b")
+	pingPong(t, a, b)
+	for i, size := range []int{0, 1, 1000, 70 << 10} {
+		head := seqFrame(i, 8+i)
+		tail := make([]byte, size)
+		for j := range tail {
+			tail[j] = byte(j * (i + 1))
+		}
+		if err := a.SendParts(b.id, b.LocalAddr(), head, tail); err != nil {
+			t.Fatalf("send parts %d: %v", i, err)
+		}
+		sendRetry(t, a, b, seqFrame(100+i, 8))
+		r := b.recv(t, 5*time.Second)
+		if !bytes.Equal(r.frame, append(append([]byte{}, head...), tail...)) {
+			t.Fatalf("frame %d: %d bytes arrived, want head %d + tail %d joined", i, len(r.frame), len(head), len(tail))
+		}
+		if r := b.recv(t, 5*time.Second); seqOf(t, r.frame) != 100+i {
+			t.Fatalf("the Send after parts %d arrived out of order", i)
+		}
+	}
+	big := make([]byte, a.cfg.MaxFrame)
+	if err := a.SendParts(b.id, b.LocalAddr(), []byte{1}, big); !errors.Is(err, transport.ErrFrameTooLong) {
+		t.Fatalf("head and tail over MaxFrame: %v", err)
 	}
 }

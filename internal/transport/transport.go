@@ -50,6 +50,14 @@ type Transport interface {
 	Close() error
 }
 
+// PartsSender is an optional Transport ability: Send of a frame given in two parts, head then
+// tail, written one after the other, so that the caller need not join them first (an
+// overlay header in front of a 64 KB payload would otherwise be one more allocation and copy
+// of the payload). The caller must not modify either part afterwards.
+type PartsSender interface {
+	SendParts(to ids.ID, addr string, head, tail []byte) error
+}
+
 // Clock is injected time: the real clock in a daemon, virtual time in simnet.
 type Clock interface {
 	Now() time.Time
