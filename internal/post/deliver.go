@@ -574,18 +574,39 @@ func (u *User) file(note *Notification, tries int) {
 	f := &Filed{User: u.addr, ID: note.ID, From: note.From, Time: note.Time, Size: note.Size, Parts: note.Parts, FiledAt: n.now(), Foreign: note.foreign}
 	entry := EncodeFiled(f)
 	if j != nil {
-		err := j.Record(note.ID, entry, note.Carried)
-		if err == nil {
+		recorded := func(err error) bool {
+			if err != nil {
+				n.cfg.Log.Warn("post: received journal write failed; filing through the ring log", "user", u.addr, "err", err)
+				return false
+			}
 			// In the received set now (a re-delivery is a duplicate), but reported only once
 			// Entries shows the entry, so that whoever OnFiled wakes finds it.
 			n.holdCarried(objs)
 			u.received(f.ID)
 			var once sync.Once
 			u.logEntry(note.ID, entry, note.Parts, objs, tries, func() { once.Do(func() { u.reportFiled(f) }) })
+			return true
+		}
+		if aj, ok := j.(AsyncJournal); ok {
+			// The disk's wait is not the event loop's (AsyncJournal).
+			aj.RecordAsync(note.ID, entry, note.Carried, func(err error) {
+				if !recorded(err) {
+					u.fileWithoutJournal(note, f, entry, objs, tries)
+				}
+			})
 			return
 		}
-		n.cfg.Log.Warn("post: received journal write failed; filing through the ring log", "user", u.addr, "err", err)
+		if recorded(j.Record(note.ID, entry, note.Carried)) {
+			return
+		}
 	}
+	u.fileWithoutJournal(note, f, entry, objs, tries)
+}
+
+// fileWithoutJournal files a notification through the ring's INBOX log alone (no journal, or
+// its write failed).
+func (u *User) fileWithoutJournal(note *Notification, f *Filed, entry []byte, objs []past.Object, tries int) {
+	n := u.n
 	fail := func() {
 		n.mu.Lock()
 		delete(u.filing, note.ID)

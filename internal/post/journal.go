@@ -93,7 +93,32 @@ type FileJournal struct {
 	f       *os.File
 	live    []JournalEntry
 	records int // records in the file, live or forgotten
+
+	// RecordAsync's group commit: records waiting for the next write and fsync, and whether a
+	// goroutine is writing them (guarded by pmu, never held while mu is wanted).
+	pmu      sync.Mutex
+	pending  []pendingRecord
+	flushing bool
+	syncs    int // fsyncs of recorded entries, for tests (guarded by mu)
 }
+
+type pendingRecord struct {
+	e    JournalEntry
+	rec  []byte
+	done func(error)
+}
+
+// AsyncJournal is an optional Journal ability (FileJournal has it): Record without holding
+// the caller until the fsync. Records that arrive while one fsync runs share the next, so
+// concurrent filings on a node cost one fsync between them instead of one each, and the
+// node's event loop never waits for the disk.
+type AsyncJournal interface {
+	// RecordAsync is Record; done runs once the entry is durable (nil) or could not be
+	// stored, on another goroutine. It must not block.
+	RecordAsync(id NotificationID, entry []byte, carried [][]byte, done func(error))
+}
+
+var _ AsyncJournal = (*FileJournal)(nil)
 
 // FileReceivedJournal is the name of the journal file in a user's directory (UserDir).
 const FileReceivedJournal = "received.journal"
@@ -261,6 +286,78 @@ func (j *FileJournal) Record(id NotificationID, entry []byte, carried [][]byte) 
 	}
 	j.live = append(j.live, JournalEntry{ID: id, Entry: slices.Clone(entry), Carried: cloneAll(carried)})
 	j.records++
+	j.syncs++
+	return nil
+}
+
+// RecordAsync implements AsyncJournal.
+func (j *FileJournal) RecordAsync(id NotificationID, entry []byte, carried [][]byte, done func(error)) {
+	if len(entry) > maxEntryBody {
+		done(fmt.Errorf("%w: journal entry of %d bytes", ErrTooBig, len(entry)))
+		return
+	}
+	p := pendingRecord{e: JournalEntry{ID: id, Entry: slices.Clone(entry), Carried: cloneAll(carried)},
+		rec: addRecord(id, entry, carried), done: done}
+	j.pmu.Lock()
+	j.pending = append(j.pending, p)
+	start := !j.flushing
+	j.flushing = true
+	j.pmu.Unlock()
+	if start {
+		go j.flushPending()
+	}
+}
+
+// flushPending writes and syncs the waiting records, in batches, until none is left.
+func (j *FileJournal) flushPending() {
+	for {
+		j.pmu.Lock()
+		batch := j.pending
+		j.pending = nil
+		if len(batch) == 0 {
+			j.flushing = false
+			j.pmu.Unlock()
+			return
+		}
+		j.pmu.Unlock()
+		err := j.writeBatch(batch)
+		for _, p := range batch {
+			p.done(err)
+		}
+	}
+}
+
+// writeBatch appends the batch's records, fsyncs and adds their entries to the live set, all
+// under mu (a Forget in between could otherwise empty the file under them). On an error the
+// file is cut back to where it was, so that no later record is read behind a torn one.
+func (j *FileJournal) writeBatch(batch []pendingRecord) error {
+	var buf []byte
+	for _, p := range batch {
+		buf = append(buf, p.rec...)
+	}
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.f == nil {
+		return fmt.Errorf("post: journal %s is closed", j.path)
+	}
+	fi, err := j.f.Stat()
+	if err != nil {
+		return fmt.Errorf("post: journal %s: %w", j.path, err)
+	}
+	_, err = j.f.Write(buf)
+	if err == nil {
+		diskstat.PostJournal.Sync(len(buf))
+		err = j.f.Sync()
+	}
+	if err != nil {
+		_ = j.f.Truncate(fi.Size())
+		return fmt.Errorf("post: journal %s: %w", j.path, err)
+	}
+	for _, p := range batch {
+		j.live = append(j.live, p.e)
+	}
+	j.records += len(batch)
+	j.syncs++
 	return nil
 }
 
