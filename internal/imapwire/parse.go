@@ -256,13 +256,11 @@ func (r *Reader) mailbox() string {
 
 // mailboxRaw reads a mailbox name without INBOX folding (the LIST reference).
 func (r *Reader) mailboxRaw() string {
-	start := r.pos
-	s := r.astring("a mailbox name")
-	return r.decodeName(s, start)
+	return r.decodeName(r.astring("a mailbox name"))
 }
 
 // decodeName turns a name as sent into UTF-8.
-func (r *Reader) decodeName(s string, start int) string {
+func (r *Reader) decodeName(s string) string {
 	if !r.ok() {
 		return ""
 	}
@@ -283,7 +281,6 @@ func (r *Reader) decodeName(s string, start int) string {
 
 // listMailbox reads list-mailbox = 1*list-char / string.
 func (r *Reader) listMailbox() string {
-	start := r.pos
 	var s string
 	switch r.peek() {
 	case '"', '{':
@@ -294,7 +291,7 @@ func (r *Reader) listMailbox() string {
 			r.syntax("expected a mailbox pattern")
 		}
 	}
-	return r.decodeName(s, start)
+	return r.decodeName(s)
 }
 
 // flag reads a flag: "\" atom (system flag or flag-extension) or a keyword. System flags are
@@ -379,6 +376,11 @@ func (r *Reader) parseSelect(readOnly bool) *Select {
 			q.ModSeq = r.modSeq(false)
 			if r.take(' ') && r.peek() != '(' {
 				s := r.seqSet(false)
+				for _, rg := range s.Ranges {
+					if rg.Start == 0 || rg.Stop == 0 {
+						r.failMsg(BAD, "", ErrSyntax, "known UIDs of QRESYNC may not use '*' (RFC 7162 section 3.2.5)")
+					}
+				}
 				q.KnownUIDs = &s
 				r.take(' ')
 			}

@@ -367,6 +367,9 @@ func TestParseErrors(t *testing.T) {
 		{"a NOTIFY SET (foo (MessageNew))\r\n", Config{}, ErrSyntax, BAD, "", false, "filter", "a"},
 		{"a SEARCH RETURN (FOO) ALL\r\n", Config{}, ErrSyntax, BAD, "", false, "FOO", "a"},
 		{"a LOGIN " + strings.Repeat("x", 70000) + " y\r\n", Config{}, ErrLineTooLong, BAD, "TOOBIG", true, "longer than 65536", "a"},
+		{"a FOO {99999999999999999999+}\r\nb LOGOUT\r\n", Config{}, ErrUnknownCommand, BAD, "", true, "closing the connection", "a"},
+		{"a APPEND INBOX {99999999+}\r\nb LOGOUT\r\n", Config{LiteralPlus: true}, ErrLiteralTooLarge, NO, "TOOBIG", true, "closing the connection", "a"},
+		{"a SELECT INBOX (QRESYNC (1 2 1:*))\r\n", Config{}, ErrSyntax, BAD, "", false, "'*'", "a"},
 		{"a LOGIN x y\r\n", Config{MaxLine: 8}, ErrLineTooLong, BAD, "TOOBIG", true, "longer than 8", "a"},
 	}
 	for _, c := range cases {

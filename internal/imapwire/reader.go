@@ -3,7 +3,6 @@ package imapwire
 import (
 	"bufio"
 	"bytes"
-	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -124,9 +123,6 @@ func (r *Reader) readLine() error {
 // "DONE" during IDLE. The line is returned without CRLF.
 func (r *Reader) ReadLine() (string, error) {
 	if err := r.readLine(); err != nil {
-		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-			return "", err
-		}
 		return "", err
 	}
 	return string(r.line), nil
@@ -470,6 +466,13 @@ func (r *Reader) nstring(what string) (s string, isNil bool) {
 // that cannot be done (the connection must then be closed).
 func (r *Reader) discardCommand() bool {
 	for {
+		if bytes.HasSuffix(r.line, []byte("+}")) {
+			// A non-synchronizing literal whose size cannot be read: its bytes follow, and
+			// taking them for a command would let a client inject commands.
+			if _, _, ok := trailingLiteral(r.line); !ok {
+				return false
+			}
+		}
 		size, nonSync, ok := trailingLiteral(r.line)
 		if !ok || !nonSync {
 			// A synchronizing literal was not sent "+": the client waits for our answer.
