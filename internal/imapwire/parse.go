@@ -10,7 +10,7 @@ import (
 // commands, an *Error for a command the server must refuse (see Error for the answer to give),
 // or another error when reading failed or Continue failed (the connection is then unusable).
 func (r *Reader) ReadCommand() (*Command, error) {
-	r.err, r.cmd = nil, ""
+	r.err, r.cmd, r.budget = nil, "", r.Config.commandBudget()
 	if err := r.readLine(); err != nil {
 		var e *Error
 		if errors.As(err, &e) {

@@ -370,6 +370,7 @@ func TestParseErrors(t *testing.T) {
 		{"a FOO {99999999999999999999+}\r\nb LOGOUT\r\n", Config{}, ErrUnknownCommand, BAD, "", true, "closing the connection", "a"},
 		{"a APPEND INBOX {99999999+}\r\nb LOGOUT\r\n", Config{LiteralPlus: true}, ErrLiteralTooLarge, NO, "TOOBIG", true, "closing the connection", "a"},
 		{"a SELECT INBOX (QRESYNC (1 2 1:*))\r\n", Config{}, ErrSyntax, BAD, "", false, "'*'", "a"},
+		{"a SEARCH" + strings.Repeat(" TEXT {<+abcdefgh>}", 1000) + "\r\n", Config{MaxLine: 100, MaxLiteral: 100}, ErrLiteralTooLarge, BAD, "TOOBIG", false, "command is too large", "a"},
 		{"a LOGIN x y\r\n", Config{MaxLine: 8}, ErrLineTooLong, BAD, "TOOBIG", true, "longer than 8", "a"},
 	}
 	for _, c := range cases {
@@ -492,5 +493,21 @@ func TestResponseName(t *testing.T) {
 		if got := cmd.Args.(*Fetch).Items[0].ResponseName(); got != want {
 			t.Errorf("%s: got %s, want %s", in, got, want)
 		}
+	}
+}
+
+func TestSASLResponse(t *testing.T) {
+	r := NewReader(bufio.NewReader(strings.NewReader("AGZyZWQAc2VjcmV0\r\n\r\n*\r\n!!\r\n")), Config{})
+	if b, err := r.ReadSASLResponse(); err != nil || string(b) != "\x00fred\x00secret" {
+		t.Fatalf("%q %v", b, err)
+	}
+	if b, err := r.ReadSASLResponse(); err != nil || len(b) != 0 {
+		t.Fatalf("%q %v", b, err)
+	}
+	if _, err := r.ReadSASLResponse(); err != ErrAuthCanceled {
+		t.Fatalf("%v", err)
+	}
+	if _, err := r.ReadSASLResponse(); !errors.Is(err, ErrSyntax) {
+		t.Fatalf("%v", err)
 	}
 }

@@ -52,6 +52,11 @@ func (c Config) maxLiteral() int64 {
 	return c.MaxLiteral
 }
 
+// commandBudget bounds the continuation lines and string literals of one command.
+func (c Config) commandBudget() int64 {
+	return 4*int64(c.maxLine()) + 4*c.maxLiteral()
+}
+
 func (c Config) maxAppend() int64 {
 	if c.MaxAppend <= 0 {
 		return DefaultMaxAppend
@@ -78,6 +83,10 @@ type Reader struct {
 	pos  int
 	err  error  // sticky: the first problem of the current command
 	cmd  string // command name, for messages
+	// budget is what the current command may still take in continuation lines and string
+	// literals, so that a command made of many small literals cannot grow without bound.
+	// APPEND messages are not counted (MaxAppend bounds each).
+	budget int64
 }
 
 // NewReader returns a Reader of commands from br.
@@ -346,6 +355,13 @@ func (r *Reader) literal(kind literalKind, binaryOK bool, what string) (data []b
 			"literal of %d bytes for %s is over this server's limit of %d bytes", size, what, limit)
 		return nil, false
 	}
+	if kind == litString {
+		if int64(size) > r.budget {
+			r.failMsg(BAD, code, ErrLiteralTooLarge, "command is too large (its literals and lines add up to more than %d bytes)", r.Config.commandBudget())
+			return nil, false
+		}
+		r.budget -= int64(size)
+	}
 	if nonSync && !r.Config.LiteralPlus && size > literalMinusMax {
 		r.failMsg(BAD, code, ErrLiteralTooLarge,
 			"non-synchronizing literal of %d bytes is over the LITERAL- limit of %d bytes (RFC 7888); send {%d} and wait for the continuation",
@@ -377,6 +393,10 @@ func (r *Reader) literal(kind literalKind, binaryOK bool, what string) (data []b
 			err = io.ErrUnexpectedEOF
 		}
 		r.fail(err)
+		return nil, false
+	}
+	if r.budget -= int64(len(r.line)); r.budget < 0 && kind == litString {
+		r.failMsg(BAD, code, ErrLiteralTooLarge, "command is too large (its literals and lines add up to more than %d bytes)", r.Config.commandBudget())
 		return nil, false
 	}
 	return buf.Bytes(), binary
