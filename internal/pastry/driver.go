@@ -1,6 +1,7 @@
 package pastry
 
 import (
+	"log/slog"
 	"math/rand/v2"
 	"sync"
 	"time"
@@ -23,6 +24,9 @@ type Driver struct {
 	stopped  bool
 	deferred []func()
 
+	hopLogged   uint64    // Stats.HopLimited when the last warning went out
+	hopLoggedAt time.Time // when it went out
+
 	// OnEvent receives application events, outside the lock, in order. It may call Route and
 	// Send. It must not block for long: the driver's caller (event loop or network goroutine)
 	// waits for it.
@@ -31,7 +35,14 @@ type Driver struct {
 	OnReject func(from transport.From, err error)
 	// OnSendError is told about frames the transport refused to queue.
 	OnSendError func(to Handle, err error)
+	// Logger receives warnings (messages dropped at MaxHops, at most one line per
+	// HopWarnInterval). Default: slog.Default().
+	Logger *slog.Logger
 }
+
+// HopWarnInterval is the least time between two warnings about messages dropped at MaxHops:
+// a routing loop drops thousands a second and one line says enough.
+const HopWarnInterval = time.Minute
 
 // NewDriver wires a node to a transport. Install the driver's Handle method as the
 // transport's handler, then call Start.
@@ -122,6 +133,13 @@ func (d *Driver) SetForwarder(f Forwarder) {
 // Self is this node's handle.
 func (d *Driver) Self() Handle { return d.node.self }
 
+// Stats returns the node's counters.
+func (d *Driver) Stats() Stats {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.node.Stats()
+}
+
 // With runs f with the node locked, for inspection (status, tests).
 func (d *Driver) With(f func(n *Node)) {
 	d.mu.Lock()
@@ -174,7 +192,16 @@ func (d *Driver) flushLocked() {
 	self := d.node.self.Addr
 	deferred := d.deferred
 	d.deferred = nil
+	warn, dropped := d.hopWarningLocked()
 	d.mu.Unlock()
+	if dropped > 0 {
+		log := d.Logger
+		if log == nil {
+			log = slog.Default()
+		}
+		log.Warn("pastry: routed messages dropped at the hop limit; two nodes disagree about who is closest to a key (a routing loop)",
+			"dropped", dropped, "hop_limit", MaxHops, "key", warn.Key.Short(), "origin", warn.Origin.String(), "from", warn.From.String(), "kind", warn.Kind)
+	}
 	ps, parts := d.tr.(transport.PartsSender)
 	for _, o := range out {
 		if o.To.Addr == self || o.To.Addr == "" {
@@ -201,4 +228,20 @@ func (d *Driver) flushLocked() {
 	for _, f := range deferred {
 		f()
 	}
+}
+
+// hopWarningLocked says whether a warning about messages dropped at MaxHops is due, and how
+// many were dropped since the last one; it is called with d.mu held.
+func (d *Driver) hopWarningLocked() (last HopLimitDrop, dropped uint64) {
+	n := d.node.stats.HopLimited
+	if n == d.hopLogged {
+		return HopLimitDrop{}, 0
+	}
+	now := d.clock.Now()
+	if !d.hopLoggedAt.IsZero() && now.Sub(d.hopLoggedAt) < HopWarnInterval {
+		return HopLimitDrop{}, 0
+	}
+	dropped = n - d.hopLogged
+	d.hopLogged, d.hopLoggedAt = n, now
+	return d.node.lastHopLimit, dropped
 }

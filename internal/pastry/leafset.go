@@ -153,12 +153,32 @@ func (l *LeafSet) Complete() bool { return len(l.left) >= l.half && len(l.right)
 
 // InRange reports whether key falls within the arc the leaf set covers, so that the node
 // numerically closest to key is this node or a member.
+//
+// The covered arc runs clockwise from the farthest left member lo, through self, to the
+// farthest right member hi. When the two halves overlap (a ring of L nodes or fewer: both
+// sides are full, yet one node sits on both) the arcs reach past each other and cover the
+// whole circle; every node is a member and every key is in range. Measuring lo to hi as a
+// plain clockwise arc would then give the short stretch between the two halves' far ends,
+// which does not even hold self: routing then mixed leaf-set and table hops, delivered to the
+// wrong node and let two nodes pass a message back and forth for ever.
 func (l *LeafSet) InRange(key ids.ID) bool {
-	if !l.Complete() {
+	if !l.Complete() || l.Overlaps() {
 		return true
 	}
 	lo, hi := l.left[len(l.left)-1].ID, l.right[len(l.right)-1].ID
 	return key == lo || ids.Between(lo, key, hi)
+}
+
+// Overlaps reports whether both sides are full and together go all the way round the circle:
+// the clockwise distance to the farthest right member is at least the clockwise distance to
+// the farthest left member (equal when one node is farthest on both sides).
+func (l *LeafSet) Overlaps() bool {
+	if !l.Complete() {
+		return false
+	}
+	toHi := l.rdist[len(l.rdist)-1]
+	toLo := ids.Sub(ids.Zero, l.ldist[len(l.ldist)-1]) // self is never a member: ldist > 0
+	return !ids.Less(toHi, toLo)
 }
 
 // Members returns every member once (nodes on both sides appear once), right side first.

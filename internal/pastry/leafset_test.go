@@ -117,6 +117,50 @@ func TestLeafSetInRange(t *testing.T) {
 	}
 }
 
+// TestLeafSetOverlapCoversTheRing: in a ring of L/2+1 to L nodes both sides are full and one
+// node sits on both, so the leaf set covers the whole circle; from L+1 nodes on the sides are
+// disjoint and the keys between the two far ends are out of range.
+func TestLeafSetOverlapCoversTheRing(t *testing.T) {
+	for _, tc := range []struct{ nodes, l int }{
+		{3, 8}, {5, 8}, {8, 8}, {9, 8}, {10, 8},
+		{12, 24}, {13, 24}, {20, 24}, {24, 24}, {25, 24}, {26, 24}, {40, 24},
+	} {
+		seed := uint64(tc.nodes*100 + tc.l)
+		r := rand.New(rand.NewPCG(seed, 3))
+		all := make([]ids.ID, tc.nodes)
+		for i := range all {
+			all[i] = randID(r)
+		}
+		ls := NewLeafSet(all[0], tc.l)
+		for _, id := range all[1:] {
+			ls.Add(Handle{ID: id, Addr: "a"})
+		}
+		others, half := tc.nodes-1, tc.l/2
+		if got, want := ls.Overlaps(), others >= half && others < tc.l; got != want {
+			t.Fatalf("seed %d, %d nodes, L=%d: Overlaps = %v, want %v", seed, tc.nodes, tc.l, got, want)
+		}
+		keys := []ids.ID{all[0], ids.Add(all[0], ids.ID{31: 1}), ids.Sub(all[0], ids.ID{31: 1})}
+		for _, id := range all {
+			keys = append(keys, id, ids.Add(id, ids.ID{31: 1}))
+		}
+		for range 200 {
+			keys = append(keys, randID(r))
+		}
+		covers := others < tc.l
+		for _, k := range keys {
+			if covers && !ls.InRange(k) {
+				t.Fatalf("seed %d, %d nodes, L=%d: the leaf set holds every node, yet %s is out of range", seed, tc.nodes, tc.l, k.Short())
+			}
+		}
+		if !covers {
+			hi := ls.Right()[len(ls.Right())-1].ID
+			if past := ids.Add(hi, ids.ID{31: 1}); ls.InRange(past) {
+				t.Fatalf("seed %d, %d nodes, L=%d: just past the right edge is in range", seed, tc.nodes, tc.l)
+			}
+		}
+	}
+}
+
 func TestRoutingTableSlotsAndPNS(t *testing.T) {
 	r := rand.New(rand.NewPCG(9, 9))
 	self := randID(r)

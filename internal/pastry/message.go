@@ -24,6 +24,12 @@ const (
 	minHandleLen = ids.Bytes + 1
 )
 
+// MaxHops is how many hops a routed message may make before it is dropped. Pastry needs about
+// log16(N) hops, a few more around failed nodes; only a routing loop (inconsistent leaf sets,
+// or a bug such as the one InRange had) comes near. The hop count travels in the message
+// (one byte, so the limit must stay below 256).
+const MaxHops = 64
+
 type msgType uint8
 
 const (

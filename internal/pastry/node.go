@@ -150,10 +150,20 @@ type Outgoing struct {
 	Type string // message type, for statistics
 }
 
-// Stats are counters for measurement.
+// Stats are counters for measurement. Dropped counts every routed message given up here;
+// HopLimited counts those of them dropped for reaching MaxHops (a routing loop somewhere).
 type Stats struct {
 	Sent, Received, SentBytes, Rejected uint64
 	Rerouted, Dropped                   uint64
+	HopLimited                          uint64
+}
+
+// HopLimitDrop describes the last routed message dropped at MaxHops, for the log.
+type HopLimitDrop struct {
+	Key    ids.ID
+	Origin Handle // the node that routed it
+	From   Handle // the node that handed it to us
+	Kind   uint8  // route kind (application, join, heal)
 }
 
 type pendingHop struct {
@@ -215,7 +225,9 @@ type Node struct {
 	out    []Outgoing
 	events []Event
 	stats  Stats
-	buf    []byte
+	// lastHopLimit is the last message dropped at MaxHops (see Stats.HopLimited).
+	lastHopLimit HopLimitDrop
+	buf          []byte
 }
 
 type indirectReq struct {
@@ -259,6 +271,9 @@ func (n *Node) Table() *RoutingTable { return n.table }
 
 // Stats returns the counters.
 func (n *Node) Stats() Stats { return n.stats }
+
+// LastHopLimitDrop describes the last routed message dropped at MaxHops; it is zero if none was.
+func (n *Node) LastHopLimitDrop() HopLimitDrop { return n.lastHopLimit }
 
 // TakeOutbox returns the frames to send and empties the outbox.
 func (n *Node) TakeOutbox() []Outgoing {
@@ -383,6 +398,13 @@ func (n *Node) Step(now time.Time, from transport.From, frame []byte) error {
 		n.onJoinRequest(m)
 	case mRoute:
 		n.send(m.From, &message{Type: mHopAck, Seq: m.Seq})
+		if m.Hops >= MaxHops {
+			// Acknowledged all the same: the sender must not take us for dead and re-route.
+			n.stats.Dropped++
+			n.stats.HopLimited++
+			n.lastHopLimit = HopLimitDrop{Key: m.Key, Origin: m.Origin, From: m.From, Kind: m.Kind}
+			return nil
+		}
 		m.Hops++
 		n.seq++
 		m.Seq = n.seq
