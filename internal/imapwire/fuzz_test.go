@@ -75,3 +75,34 @@ func FuzzParseCommand(f *testing.F) {
 		t.Fatalf("more commands than bytes")
 	})
 }
+
+// FuzzWriterString: whatever string the Writer sends, the Reader reads back unchanged, and
+// a NUL byte is never sent.
+func FuzzWriterString(f *testing.F) {
+	for _, s := range []string{"", "NIL", "a b", `q"\`, "cr\rlf\n", "Grüße", "\xff", "a\x00b", "}\r\n"} {
+		f.Add(s, false)
+		f.Add(s, true)
+	}
+	f.Fuzz(func(t *testing.T, s string, utf8 bool) {
+		var buf bytes.Buffer
+		w := NewWriter(bufio.NewWriter(&buf))
+		w.UTF8 = utf8
+		w.StartTagged("a").Atom("LOGIN").AString(s).String(s).End()
+		err := w.Flush()
+		if bytes.IndexByte([]byte(s), 0) >= 0 {
+			if !errors.Is(err, ErrNUL) || bytes.IndexByte(buf.Bytes(), 0) >= 0 {
+				t.Fatalf("%q: sent %q, %v", s, buf.Bytes(), err)
+			}
+			return
+		}
+		r := NewReader(bufio.NewReader(&buf), Config{UTF8: utf8, MaxLiteral: 1 << 20})
+		r.Continue = func(int64) error { return nil }
+		cmd, err := r.ReadCommand()
+		if err != nil {
+			t.Fatalf("%q: %v", s, err)
+		}
+		if l := cmd.Args.(*Login); l.Username != s || l.Password != s {
+			t.Fatalf("%q: read back %q, %q", s, l.Username, l.Password)
+		}
+	})
+}
