@@ -55,6 +55,15 @@ func (f *formatter) pattern(s string) {
 	f.word(s)
 }
 
+// charset formats charset = atom / quoted.
+func (f *formatter) charset(s string) string {
+	if isAtom(s, false) {
+		return s
+	}
+	q, _ := quoteAny(s, true) // a parsed charset always can be quoted
+	return q
+}
+
 func (f *formatter) list(items []string) {
 	f.word("(" + strings.Join(items, " ") + ")")
 }
@@ -202,7 +211,7 @@ func (f *formatter) args(c *Command) {
 	case *Search:
 		f.returnOpts(a.Return)
 		if a.Charset != "" {
-			f.word("CHARSET " + a.Charset)
+			f.word("CHARSET " + f.charset(a.Charset))
 		}
 		f.program(a.Key)
 	case *Fetch:
@@ -251,11 +260,11 @@ func (f *formatter) args(c *Command) {
 			}
 		}
 		f.list(crit)
-		f.word(a.Charset)
+		f.word(f.charset(a.Charset))
 		f.program(a.Key)
 	case *Thread:
 		f.word(a.Algorithm)
-		f.word(a.Charset)
+		f.word(f.charset(a.Charset))
 		f.program(a.Key)
 	case *GetQuota:
 		f.astr(a.Root)
@@ -378,7 +387,8 @@ func (f *formatter) key(k *SearchKey) {
 	case "MODSEQ":
 		f.word(k.Op)
 		if k.EntryName != "" {
-			f.str(k.EntryName)
+			q, _ := quoteAny(k.EntryName, true) // entry-name is quoted only (RFC 7162)
+			f.word(q)
 			f.word(k.EntryType)
 		}
 		f.num(k.Num)

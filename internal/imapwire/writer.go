@@ -219,6 +219,11 @@ func quote(s string, utf8OK bool) (string, bool) {
 	if len(s) > maxQuoted {
 		return "", false
 	}
+	return quoteAny(s, utf8OK)
+}
+
+// quoteAny is quote without the length limit, for grammar that allows only quoted strings.
+func quoteAny(s string, utf8OK bool) (string, bool) {
 	if !utf8OK || !utf8.ValidString(s) {
 		for i := 0; i < len(s); i++ {
 			if s[i] >= 0x80 {
