@@ -260,6 +260,8 @@ type OverlayStatus struct {
 	Rejected uint64 `json:"rejected"`
 	Rerouted uint64 `json:"rerouted"`
 	Dropped  uint64 `json:"dropped"`
+	// HopLimited are the dropped messages that reached pastry.MaxHops (a routing loop).
+	HopLimited uint64 `json:"hop_limited"`
 }
 
 var phaseNames = []string{"idle", "joining", "announced", "ready", "left"}
@@ -328,7 +330,7 @@ func (n *Node) Status() Status {
 			}
 			st := pn.Stats()
 			s.Overlay = OverlayStatus{Sent: st.Sent, Received: st.Received, Rejected: st.Rejected,
-				Rerouted: st.Rerouted, Dropped: st.Dropped}
+				Rerouted: st.Rerouted, Dropped: st.Dropped, HopLimited: st.HopLimited}
 		})
 		s.KnownPeers = len(known)
 	}

@@ -175,6 +175,12 @@ func (n *Node) inLeafRange(id ids.ID) bool {
 		return true
 	}
 	lo, hi := n.left[len(n.left)-1].ID, n.right[len(n.right)-1].ID
+	// In a ring smaller than the leaf set the two halves overlap (the farthest right member
+	// lies at or beyond the farthest left one, going clockwise): they cover the whole ring,
+	// and the arc from lo to hi would be the short stretch between them.
+	if !ids.Less(ids.Sub(hi, n.self.ID), ids.Sub(lo, n.self.ID)) {
+		return true
+	}
 	return id == lo || ids.Between(lo, id, hi)
 }
 
