@@ -128,8 +128,12 @@ func (n *Node) startGlobal() error {
 	gs.drv = pastry.NewDriver(pcfg, gs.self, rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)), mux.Forward, gs.rt, transport.RealClock{}, n.timers.Tick)
 	gs.sc = scribe.New(scribe.Config{Ring: ids.GlobalRing, Now: time.Now, Rand: rand.New(rand.NewPCG(seed^0x73637269, seed))}, gs.drv)
 	_ = mux.Register(appmux.TagScribe, gs.sc)
+	// Other rings' gateways, as the directory and the relay learn them (their rosters), and
+	// this ring's, as this gateway hears their beacons (sent with every receipt and answer).
+	remotes := multiring.NewRemoteGateways()
 	gs.dir = multiring.NewDirectory(multiring.DirectoryConfig{
 		Ring: n.rn.Descriptor.RingID, Global: gs.link, Topics: gs.sc, Ov: gs.drv,
+		Gateways: remotes, Roster: n.gatewayRoster,
 		Records: func(addr string, cb func(*identity.Record, identity.SignedRecord, error)) {
 			a := n.apps.Load()
 			if a == nil {
@@ -153,7 +157,7 @@ func (n *Node) startGlobal() error {
 	}
 	gs.queue = q
 	gs.relay = multiring.NewRelay(multiring.RelayConfig{Ring: n.rn.Descriptor.RingID, Global: gs.link, Topics: gs.sc, Ov: gs.drv,
-		Log: n.log.With("ring", "global"),
+		Log: n.log.With("ring", "global"), Gateways: remotes, Roster: n.gatewayRoster,
 		Deliver: func(b *post.RemoteBundle, cb func([]post.Result)) {
 			a := n.apps.Load()
 			if a == nil {
@@ -203,12 +207,17 @@ func (n *Node) startGlobal() error {
 	go func() {
 		t := time.NewTicker(carrierInterval)
 		defer t.Stop()
+		var beaconAt time.Time
 		for {
 			select {
 			case <-gs.stopLoop:
 				return
 			case <-t.C:
 			case <-gs.kick:
+			}
+			if now := time.Now(); now.Sub(beaconAt) >= multiring.BeaconInterval {
+				beaconAt = now
+				n.beacon(gs)
 			}
 			gs.carrier.RunOnce(context.Background())
 			gs.internet.RunOnce(context.Background())

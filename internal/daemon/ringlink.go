@@ -64,6 +64,27 @@ func (g gatewayAnswers) LookupRecord(r ids.RingID, addr string, cb func(*identit
 	g.gs.dir.LookupRecord(r, addr, cb)
 }
 
+// beacon tells this ring's other gateways that this one runs (multiring.RingLink.Beacon), with
+// its addresses in the ring and in the global ring: they name it in their rosters.
+func (n *Node) beacon(gs *globalSide) {
+	link := n.RingLink()
+	if link == nil {
+		return
+	}
+	if err := link.Beacon(multiring.RosterEntry{ID: n.rn.ID, RingAddr: n.self.Addr, GlobalAddr: gs.self.Addr}); err != nil {
+		n.log.Debug("gateway beacon not sent", "err", err)
+	}
+}
+
+// gatewayRoster is this ring's gateways heard from lately (this one first), for the answers
+// to other rings' gateways.
+func (n *Node) gatewayRoster() []multiring.RosterEntry {
+	if link := n.RingLink(); link != nil {
+		return link.Roster()
+	}
+	return nil
+}
+
 // federationDeadline is how long a gateway keeps trying to hand a message to another ring.
 const federationDeadline = 5 * 24 * time.Hour
 

@@ -24,6 +24,10 @@ import (
 // gateway: it verifies the record under B's CA and revocations, from the bundle B showed when
 // it was admitted, and checks that it is the record asked for. A forged or wrongly signed
 // answer counts as "unavailable" (ask again), never as "no such user".
+//
+// B's gateway acknowledges the question at once (dirReceipt), and its receipt and answer
+// carry the roster of B's gateways (roster.go): a gateway of B silent for ReceiptTimeout is
+// replaced by another, picked from that roster when there is one.
 
 // Directory answers.
 const (
@@ -42,8 +46,9 @@ var (
 )
 
 const (
-	dirQuery  = 1
-	dirAnswer = 2
+	dirQuery   = 1
+	dirAnswer  = 2 // qid, status, record, roster
+	dirReceipt = 3 // qid, roster
 
 	whatRecord = 1
 
@@ -77,7 +82,15 @@ type DirectoryConfig struct {
 	// IsUnknown and IsRevoked classify Records' errors.
 	IsUnknown, IsRevoked func(error) bool
 	Now                  func() time.Time
-	Timeout              time.Duration // per question (default 5 s)
+	Timeout              time.Duration // per question, once acknowledged (default 5 s)
+	// ReceiptTimeout is how long the gateway asked may take to acknowledge before another is
+	// asked (default DefaultReceiptTimeout).
+	ReceiptTimeout time.Duration
+	// Roster is this ring's gateways heard lately (RingLink.Roster), sent with every receipt
+	// and answer; nil sends none.
+	Roster func() []RosterEntry
+	// Gateways is the choice of other rings' gateways, shared with the Relay (nil: its own).
+	Gateways *RemoteGateways
 }
 
 // Directory is a gateway's side of the inter-ring directory. Register it (its App) on the
@@ -91,12 +104,17 @@ type Directory struct {
 }
 
 type dirPending struct {
-	to      ids.ID // the gateway asked
-	ring    ids.RingID
-	addr    string
-	cb      func(*identity.Record, identity.SignedRecord, error)
-	timer   *time.Timer
-	settled bool
+	to             ids.ID // the gateway asked
+	q              *dirQuestion
+	receipt, final *time.Timer // receipt is nil once acknowledged
+}
+
+// dirQuestion is one lookup, asked of one gateway of ring after another.
+type dirQuestion struct {
+	ring  ids.RingID
+	addr  string
+	cb    func(*identity.Record, identity.SignedRecord, error)
+	tried map[ids.ID]bool // touched only by the attempts, one after the other
 }
 
 // NewDirectory makes the directory.
@@ -106,6 +124,12 @@ func NewDirectory(cfg DirectoryConfig) *Directory {
 	}
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 5 * time.Second
+	}
+	if cfg.ReceiptTimeout <= 0 {
+		cfg.ReceiptTimeout = DefaultReceiptTimeout
+	}
+	if cfg.Gateways == nil {
+		cfg.Gateways = NewRemoteGateways()
 	}
 	return &Directory{cfg: cfg, pending: map[uint64]*dirPending{}}
 }
@@ -124,46 +148,70 @@ func (groupMember) AnycastAccept(ids.Key, []byte) bool { return true }
 
 // LookupRecord asks ring r's gateways for addr's record and verifies it under r's trust.
 func (d *Directory) LookupRecord(r ids.RingID, addr string, cb func(*identity.Record, identity.SignedRecord, error)) {
-	f := d.cfg.Global.foreignTrust(r)
-	if f == nil {
+	if d.cfg.Global.foreignTrust(r) == nil {
 		cb(nil, identity.SignedRecord{}, fmt.Errorf("%w: ring %s", ErrNotAdmitted, r.Short()))
 		return
 	}
-	err := d.cfg.Topics.Anycast(GatewayTopic(r), []byte{appmux.TagDirectory, 0}, func(res scribe.AnycastResult) {
-		if res.Err != nil {
-			cb(nil, identity.SignedRecord{}, fmt.Errorf("%w: ring %s's gateway group: %v", ErrRemoteUnavailable, r.Short(), res.Err))
-			return
-		}
-		if got, ok := d.cfg.Global.PeerRing(res.Member.ID); !ok || got != r {
-			cb(nil, identity.SignedRecord{}, fmt.Errorf("%w: member %s of ring %s's group is not one of its gateways", ErrRemoteUnavailable, res.Member.ID.Short(), r.Short()))
-			return
-		}
-		d.ask(res.Member, r, addr, cb)
-	})
-	if err != nil {
-		cb(nil, identity.SignedRecord{}, fmt.Errorf("%w: %v", ErrRemoteUnavailable, err))
+	d.attempt(&dirQuestion{ring: r, addr: addr, cb: cb, tried: map[ids.ID]bool{}}, nil)
+}
+
+// isGatewayOf: the global ring's role table (the ring a peer's chain proved) says node is a
+// gateway of ring r.
+func (g *Global) isGatewayOf(r ids.RingID) func(ids.ID) bool {
+	return func(node ids.ID) bool {
+		got, ok := g.PeerRing(node)
+		return ok && got == r
 	}
 }
 
-func (d *Directory) ask(to pastry.Handle, r ids.RingID, addr string, cb func(*identity.Record, identity.SignedRecord, error)) {
-	d.mu.Lock()
-	d.nextQID++
-	qid := d.nextQID
-	p := &dirPending{to: to.ID, ring: r, addr: addr, cb: cb}
-	d.pending[qid] = p
-	p.timer = time.AfterFunc(d.cfg.Timeout, func() {
-		if d.take(qid) != nil {
-			cb(nil, identity.SignedRecord{}, fmt.Errorf("%w: ring %s's gateway %s did not answer in %v", ErrRemoteUnavailable, r.Short(), to.ID.Short(), d.cfg.Timeout))
+// attempt asks the next gateway of q.ring: a gateway silent for ReceiptTimeout is replaced
+// (at most maxAttempts in all); one that acknowledged but did not answer in Timeout fails
+// the lookup.
+func (d *Directory) attempt(q *dirQuestion, last error) {
+	if last != nil && len(q.tried) >= maxAttempts {
+		q.cb(nil, identity.SignedRecord{}, last)
+		return
+	}
+	r := q.ring
+	choice := d.cfg.Gateways.cs.of(r)
+	anycast := func(res func(scribe.AnycastResult)) error {
+		return d.cfg.Topics.Anycast(GatewayTopic(r), []byte{appmux.TagDirectory, 0}, res)
+	}
+	choice.pick(d.cfg.Now, q.tried, d.cfg.Global.isGatewayOf(r), anycast, func(to pastry.Handle, err error) {
+		if err != nil {
+			if last != nil {
+				err = fmt.Errorf("%w (after: %v)", err, last)
+			}
+			q.cb(nil, identity.SignedRecord{}, fmt.Errorf("ring %s's gateways: %w", r.Short(), err))
+			return
 		}
+		q.tried[to.ID] = true
+		d.mu.Lock()
+		d.nextQID++
+		qid := d.nextQID
+		p := &dirPending{to: to.ID, q: q}
+		d.pending[qid] = p
+		p.receipt = time.AfterFunc(d.cfg.ReceiptTimeout, func() {
+			if d.takeUnacknowledged(qid) != nil {
+				choice.exclude(to.ID, d.cfg.Now())
+				d.attempt(q, fmt.Errorf("%w: ring %s's gateway %s did not acknowledge within %v", ErrRemoteUnavailable, r.Short(), to.ID.Short(), d.cfg.ReceiptTimeout))
+			}
+		})
+		p.final = time.AfterFunc(d.cfg.Timeout, func() {
+			if d.take(qid) != nil {
+				choice.exclude(to.ID, d.cfg.Now())
+				q.cb(nil, identity.SignedRecord{}, fmt.Errorf("%w: ring %s's gateway %s did not answer in %v", ErrRemoteUnavailable, r.Short(), to.ID.Short(), d.cfg.Timeout))
+			}
+		})
+		d.mu.Unlock()
+		var w wire.Writer
+		w.U8(appmux.TagDirectory)
+		w.U8(dirQuery)
+		w.U64(qid)
+		w.U8(whatRecord)
+		w.String(q.addr)
+		d.cfg.Ov.Send(to, w.B)
 	})
-	d.mu.Unlock()
-	var w wire.Writer
-	w.U8(appmux.TagDirectory)
-	w.U8(dirQuery)
-	w.U64(qid)
-	w.U8(whatRecord)
-	w.String(addr)
-	d.cfg.Ov.Send(to, w.B)
 }
 
 // take removes and returns a pending question (nil if it was answered or timed out).
@@ -175,8 +223,31 @@ func (d *Directory) take(qid uint64) *dirPending {
 		return nil
 	}
 	delete(d.pending, qid)
-	p.timer.Stop()
+	if p.receipt != nil {
+		p.receipt.Stop()
+	}
+	p.final.Stop()
 	return p
+}
+
+// takeUnacknowledged removes a pending question whose receipt has not come.
+func (d *Directory) takeUnacknowledged(qid uint64) *dirPending {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	p := d.pending[qid]
+	if p == nil || p.receipt == nil {
+		return nil
+	}
+	delete(d.pending, qid)
+	p.final.Stop()
+	return p
+}
+
+func (d *Directory) roster() []RosterEntry {
+	if d.cfg.Roster == nil {
+		return nil
+	}
+	return d.cfg.Roster()
 }
 
 // App is the directory's appmux application.
@@ -200,14 +271,21 @@ func (a dirApp) HandleEvent(e pastry.Event) bool {
 			return true
 		}
 		a.d.answer(e.Origin, qid, addr)
+	case dirReceipt:
+		qid := r.U64()
+		roster := readRosterTail(r)
+		if r.Done() == nil {
+			a.d.onReceipt(e.Origin, qid, roster)
+		}
 	case dirAnswer:
 		qid := r.U64()
 		status := r.U8()
 		rec := r.Bytes(maxRecordWire, "record")
+		roster := readRosterTail(r)
 		if r.Done() != nil {
 			return true
 		}
-		a.d.onAnswer(e.Origin, qid, status, rec)
+		a.d.onAnswer(e.Origin, qid, status, rec, roster)
 	}
 	return true
 }
@@ -218,6 +296,12 @@ func (d *Directory) answer(from pastry.Handle, qid uint64, addr string) {
 	if !ok || !d.cfg.Global.Admitted(peerRing) {
 		return // not a gateway of an admitted ring: no answer
 	}
+	var rw wire.Writer
+	rw.U8(appmux.TagDirectory)
+	rw.U8(dirReceipt)
+	rw.U64(qid)
+	writeRoster(&rw, d.roster())
+	d.cfg.Ov.Send(from, rw.B)
 	d.cfg.Records(addr, func(_ *identity.Record, sr identity.SignedRecord, err error) {
 		status := byte(DirOK)
 		switch {
@@ -239,11 +323,28 @@ func (d *Directory) answer(from pastry.Handle, qid uint64, addr string) {
 		} else {
 			w.Bytes(nil)
 		}
+		writeRoster(&w, d.roster())
 		d.cfg.Ov.Send(from, w.B)
 	})
 }
 
-func (d *Directory) onAnswer(from pastry.Handle, qid uint64, status byte, raw []byte) {
+// onReceipt: the gateway asked took the question; its roster names its ring's others.
+func (d *Directory) onReceipt(from pastry.Handle, qid uint64, roster []RosterEntry) {
+	d.mu.Lock()
+	p := d.pending[qid]
+	if p == nil || p.to != from.ID || p.receipt == nil || !d.cfg.Global.isGatewayOf(p.q.ring)(from.ID) {
+		d.mu.Unlock()
+		return
+	}
+	p.receipt.Stop()
+	p.receipt = nil
+	d.mu.Unlock()
+	c := d.cfg.Gateways.cs.of(p.q.ring)
+	c.vouch(from.ID)
+	c.learn(roster, d.cfg.Now())
+}
+
+func (d *Directory) onAnswer(from pastry.Handle, qid uint64, status byte, raw []byte, roster []RosterEntry) {
 	d.mu.Lock()
 	p := d.pending[qid]
 	if p == nil || p.to != from.ID { // unasked, late, or from someone else: ignore
@@ -251,25 +352,29 @@ func (d *Directory) onAnswer(from pastry.Handle, qid uint64, status byte, raw []
 		return
 	}
 	d.mu.Unlock()
-	if d.take(qid) == nil {
+	if !d.cfg.Global.isGatewayOf(p.q.ring)(from.ID) || d.take(qid) == nil {
 		return
 	}
-	fail := func(err error) { p.cb(nil, identity.SignedRecord{}, err) }
+	c := d.cfg.Gateways.cs.of(p.q.ring)
+	c.vouch(from.ID)
+	c.learn(roster, d.cfg.Now())
+	q := p.q
+	fail := func(err error) { q.cb(nil, identity.SignedRecord{}, err) }
 	switch status {
 	case DirUnknown:
-		fail(fmt.Errorf("%w: %s", ErrRemoteUnknown, p.addr))
+		fail(fmt.Errorf("%w: %s", ErrRemoteUnknown, q.addr))
 		return
 	case DirRevoked:
-		fail(fmt.Errorf("%w: %s", ErrRemoteRevoked, p.addr))
+		fail(fmt.Errorf("%w: %s", ErrRemoteRevoked, q.addr))
 		return
 	case DirOK:
 	default:
-		fail(fmt.Errorf("%w: ring %s could not look %s up", ErrRemoteUnavailable, p.ring.Short(), p.addr))
+		fail(fmt.Errorf("%w: ring %s could not look %s up", ErrRemoteUnavailable, q.ring.Short(), q.addr))
 		return
 	}
-	f := d.cfg.Global.foreignTrust(p.ring)
+	f := d.cfg.Global.foreignTrust(q.ring)
 	if f == nil {
-		fail(fmt.Errorf("%w: ring %s", ErrNotAdmitted, p.ring.Short()))
+		fail(fmt.Errorf("%w: ring %s", ErrNotAdmitted, q.ring.Short()))
 		return
 	}
 	sr, err := identity.DecodeSignedRecord(raw)
@@ -280,13 +385,13 @@ func (d *Directory) onAnswer(from pastry.Handle, qid uint64, status byte, raw []
 	}
 	switch {
 	case errors.Is(err, identity.ErrRevoked):
-		fail(fmt.Errorf("%w: %s: %v", ErrRemoteRevoked, p.addr, err))
+		fail(fmt.Errorf("%w: %s: %v", ErrRemoteRevoked, q.addr, err))
 	case err != nil:
-		fail(fmt.Errorf("%w: the answer for %s does not verify under ring %s's CA: %v", ErrRemoteUnavailable, p.addr, p.ring.Short(), err))
-	case rec.Ring != p.ring || rec.Address != p.addr:
-		fail(fmt.Errorf("%w: asked for %s of ring %s, got the record of %s of ring %s", ErrRemoteUnavailable, p.addr, p.ring.Short(), rec.Address, rec.Ring.Short()))
+		fail(fmt.Errorf("%w: the answer for %s does not verify under ring %s's CA: %v", ErrRemoteUnavailable, q.addr, q.ring.Short(), err))
+	case rec.Ring != q.ring || rec.Address != q.addr:
+		fail(fmt.Errorf("%w: asked for %s of ring %s, got the record of %s of ring %s", ErrRemoteUnavailable, q.addr, q.ring.Short(), rec.Address, rec.Ring.Short()))
 	default:
-		p.cb(rec, sr, nil)
+		q.cb(rec, sr, nil)
 	}
 }
 

@@ -26,13 +26,18 @@ import (
 // A hand-off repeated after a crash or a lost answer lands on the same keys (the notification
 // ids were fixed when the message was sealed), so the recipient files it once. Bundles larger
 // than one overlay message (MaxRelayBundle) wait for the chunked protocol of the design.
+//
+// B's gateway acknowledges a hand-off as soon as it decoded it (relayReceipt), and its
+// receipt and result carry the roster of B's gateways (roster.go): a gateway of B silent for
+// ReceiptTimeout is replaced by another, which is given the same entry and bundle.
 
 // MaxRelayBundle bounds a bundle handed off in one message.
 const MaxRelayBundle = pastry.MaxPayload - 64<<10
 
 const (
 	relayDeliver = 1
-	relayResult  = 2
+	relayResult  = 2 // entry, results, roster
+	relayReceipt = 3 // entry, roster
 
 	rcptDelivered = 1
 	rcptUnknown   = 2
@@ -49,8 +54,18 @@ type RelayConfig struct {
 	Topics  Topics
 	Ov      Overlay
 	Deliver func(b *post.RemoteBundle, cb func([]post.Result)) // this ring's POST (DeliverRemote)
-	Timeout time.Duration                                      // per hand-off (default 30 s)
+	Timeout time.Duration                                      // per hand-off, once acknowledged (default 30 s)
 	Log     *slog.Logger
+	// ReceiptTimeout is how long the gateway given a hand-off may take to acknowledge it
+	// before another is tried (default DefaultReceiptTimeout).
+	ReceiptTimeout time.Duration
+	// Roster is this ring's gateways heard lately (RingLink.Roster), sent with every receipt
+	// and result; nil sends none.
+	Roster func() []RosterEntry
+	// Gateways is the choice of other rings' gateways, shared with the Directory (nil: its
+	// own).
+	Gateways *RemoteGateways
+	Now      func() time.Time
 }
 
 // Relay hands bundles to other rings' gateways and takes theirs.
@@ -68,9 +83,18 @@ type RelayStats struct {
 }
 
 type relayPending struct {
-	to    ids.ID
-	cb    func(map[string]mailqueue.RcptState, error)
-	timer *time.Timer
+	to             ids.ID
+	q              *relayQuestion
+	receipt, final *time.Timer // receipt is nil once acknowledged
+}
+
+// relayQuestion is one hand-off, tried with one gateway of dest after another.
+type relayQuestion struct {
+	entry  string
+	dest   ids.RingID
+	bundle []byte
+	cb     func(map[string]mailqueue.RcptState, error)
+	tried  map[ids.ID]bool // touched only by the attempts, one after the other
 }
 
 // NewRelay makes the relay; register App under appmux.TagRelay on the global ring's mux.
@@ -80,6 +104,15 @@ func NewRelay(cfg RelayConfig) *Relay {
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.ReceiptTimeout <= 0 {
+		cfg.ReceiptTimeout = DefaultReceiptTimeout
+	}
+	if cfg.Gateways == nil {
+		cfg.Gateways = NewRemoteGateways()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
 	}
 	return &Relay{cfg: cfg, pending: map[string]*relayPending{}}
 }
@@ -102,44 +135,70 @@ func (r *Relay) HandOff(entry string, dest ids.RingID, bundle []byte, cb func(ma
 		cb(nil, fmt.Errorf("%w: ring %s", ErrNotAdmitted, dest.Short()))
 		return
 	}
-	err := r.cfg.Topics.Anycast(GatewayTopic(dest), []byte{appmux.TagRelay, 0}, func(res scribe.AnycastResult) {
-		if res.Err != nil {
-			cb(nil, fmt.Errorf("%w: ring %s's gateway group: %v", ErrRemoteUnavailable, dest.Short(), res.Err))
-			return
-		}
-		if got, ok := r.cfg.Global.PeerRing(res.Member.ID); !ok || got != dest {
-			cb(nil, fmt.Errorf("%w: member %s of ring %s's group is not one of its gateways", ErrRemoteUnavailable, res.Member.ID.Short(), dest.Short()))
-			return
-		}
-		r.send(res.Member, entry, bundle, cb)
-	})
-	if err != nil {
-		cb(nil, fmt.Errorf("%w: %v", ErrRemoteUnavailable, err))
-	}
+	r.attempt(&relayQuestion{entry: entry, dest: dest, bundle: bundle, cb: cb, tried: map[ids.ID]bool{}}, nil)
 }
 
-func (r *Relay) send(to pastry.Handle, entry string, bundle []byte, cb func(map[string]mailqueue.RcptState, error)) {
+// attempt gives the hand-off to the next gateway of q.dest: one silent for ReceiptTimeout is
+// replaced (at most maxAttempts in all); one that acknowledged but did not answer within
+// Timeout fails the hand-off (the carrier tries again later).
+func (r *Relay) attempt(q *relayQuestion, last error) {
+	if last != nil && len(q.tried) >= maxAttempts {
+		q.cb(nil, last)
+		return
+	}
+	dest := q.dest
+	choice := r.cfg.Gateways.cs.of(dest)
+	anycast := func(res func(scribe.AnycastResult)) error {
+		return r.cfg.Topics.Anycast(GatewayTopic(dest), []byte{appmux.TagRelay, 0}, res)
+	}
+	choice.pick(r.cfg.Now, q.tried, r.cfg.Global.isGatewayOf(dest), anycast, func(to pastry.Handle, err error) {
+		if err != nil {
+			if last != nil {
+				err = fmt.Errorf("%w (after: %v)", err, last)
+			}
+			q.cb(nil, fmt.Errorf("ring %s's gateways: %w", dest.Short(), err))
+			return
+		}
+		q.tried[to.ID] = true
+		r.send(to, q, choice)
+	})
+}
+
+func (r *Relay) send(to pastry.Handle, q *relayQuestion, choice *gatewayChoice) {
+	entry := q.entry
 	r.mu.Lock()
 	if old := r.pending[entry]; old != nil { // a hand-off still waiting: this one replaces it
-		old.timer.Stop()
+		if old.receipt != nil {
+			old.receipt.Stop()
+		}
+		old.final.Stop()
 		delete(r.pending, entry)
-		defer old.cb(nil, errors.New("multiring: superseded by a new hand-off of the same entry"))
+		if old.q != q {
+			defer old.q.cb(nil, errors.New("multiring: superseded by a new hand-off of the same entry"))
+		}
 	}
-	p := &relayPending{to: to.ID, cb: cb}
+	p := &relayPending{to: to.ID, q: q}
 	r.pending[entry] = p
-	p.timer = time.AfterFunc(r.cfg.Timeout, func() {
+	p.receipt = time.AfterFunc(r.cfg.ReceiptTimeout, func() {
+		if r.takeUnacknowledged(entry, p) {
+			choice.exclude(to.ID, r.cfg.Now())
+			r.attempt(q, fmt.Errorf("%w: gateway %s did not acknowledge within %v", ErrRemoteUnavailable, to.ID.Short(), r.cfg.ReceiptTimeout))
+		}
+	})
+	p.final = time.AfterFunc(r.cfg.Timeout, func() {
 		if r.take(entry, to.ID) != nil {
-			cb(nil, fmt.Errorf("%w: gateway %s did not confirm within %v", ErrRemoteUnavailable, to.ID.Short(), r.cfg.Timeout))
+			choice.exclude(to.ID, r.cfg.Now())
+			q.cb(nil, fmt.Errorf("%w: gateway %s did not confirm within %v", ErrRemoteUnavailable, to.ID.Short(), r.cfg.Timeout))
 		}
 	})
 	r.stats.HandoffsOut++
-	r.stats.BytesOut += uint64(len(bundle))
+	r.stats.BytesOut += uint64(len(q.bundle))
 	r.mu.Unlock()
 	var w wire.Writer
 	w.U8(appmux.TagRelay)
 	w.U8(relayDeliver)
 	w.String(entry)
-	w.Bytes(bundle)
+	w.Bytes(q.bundle)
 	r.cfg.Ov.Send(to, w.B)
 }
 
@@ -151,8 +210,46 @@ func (r *Relay) take(entry string, from ids.ID) *relayPending {
 		return nil
 	}
 	delete(r.pending, entry)
-	p.timer.Stop()
+	if p.receipt != nil {
+		p.receipt.Stop()
+	}
+	p.final.Stop()
 	return p
+}
+
+// takeUnacknowledged removes p, still pending for entry and not acknowledged.
+func (r *Relay) takeUnacknowledged(entry string, p *relayPending) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.pending[entry] != p || p.receipt == nil {
+		return false
+	}
+	delete(r.pending, entry)
+	p.final.Stop()
+	return true
+}
+
+// onReceipt: the gateway given entry took it; its roster names its ring's others.
+func (r *Relay) onReceipt(from ids.ID, entry string, roster []RosterEntry) {
+	r.mu.Lock()
+	p := r.pending[entry]
+	if p == nil || p.to != from || p.receipt == nil || !r.cfg.Global.isGatewayOf(p.q.dest)(from) {
+		r.mu.Unlock()
+		return
+	}
+	p.receipt.Stop()
+	p.receipt = nil
+	r.mu.Unlock()
+	c := r.cfg.Gateways.cs.of(p.q.dest)
+	c.vouch(from)
+	c.learn(roster, r.cfg.Now())
+}
+
+func (r *Relay) roster() []RosterEntry {
+	if r.cfg.Roster == nil {
+		return nil
+	}
+	return r.cfg.Roster()
 }
 
 // App is the relay's appmux application.
@@ -176,6 +273,12 @@ func (a relayApp) HandleEvent(e pastry.Event) bool {
 		if rd.Done() == nil {
 			a.r.onDeliver(e.Origin, entry, raw)
 		}
+	case relayReceipt:
+		entry := rd.String(64, "entry")
+		roster := readRosterTail(rd)
+		if rd.Done() == nil {
+			a.r.onReceipt(e.Origin.ID, entry, roster)
+		}
 	case relayResult:
 		entry := rd.String(64, "entry")
 		n := rd.Count(1000, 3, "results")
@@ -193,10 +296,21 @@ func (a relayApp) HandleEvent(e pastry.Event) bool {
 			}
 			states[addr] = st
 		}
-		if rd.Done() == nil {
-			if p := a.r.take(entry, e.Origin.ID); p != nil {
-				p.cb(states, nil)
-			}
+		roster := readRosterTail(rd)
+		if rd.Done() != nil {
+			return true
+		}
+		a.r.mu.Lock()
+		p := a.r.pending[entry]
+		a.r.mu.Unlock()
+		if p == nil || !a.r.cfg.Global.isGatewayOf(p.q.dest)(e.Origin.ID) {
+			return true
+		}
+		if p = a.r.take(entry, e.Origin.ID); p != nil {
+			c := a.r.cfg.Gateways.cs.of(p.q.dest)
+			c.vouch(e.Origin.ID)
+			c.learn(roster, a.r.cfg.Now())
+			p.q.cb(states, nil)
 		}
 	}
 	return true
@@ -214,6 +328,12 @@ func (r *Relay) onDeliver(from pastry.Handle, entry string, raw []byte) {
 		r.cfg.Log.Warn("relay: refused a hand-off", "from", from.ID.Short(), "ring", peerRing.Short(), "entry", entry, "err", err)
 		return
 	}
+	var rw wire.Writer
+	rw.U8(appmux.TagRelay)
+	rw.U8(relayReceipt)
+	rw.String(entry)
+	writeRoster(&rw, r.roster())
+	r.cfg.Ov.Send(from, rw.B)
 	r.mu.Lock()
 	r.stats.HandoffsIn++
 	r.stats.BytesIn += uint64(len(raw))
@@ -244,6 +364,7 @@ func (r *Relay) onDeliver(from pastry.Handle, entry string, raw []byte) {
 			w.U8(code)
 			w.String(text)
 		}
+		writeRoster(&w, r.roster())
 		r.cfg.Ov.Send(from, w.B)
 	})
 }

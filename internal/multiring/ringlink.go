@@ -26,13 +26,19 @@ import (
 // certificate its ring's TLS handshake showed. Nothing a gateway says is taken on trust: a
 // bundle must verify and carry the id asked for (the id is its CA key's), a record must verify
 // under that bundle's CA.
+//
+// A gateway acknowledges every question at once (linkReceipt) with the roster of its ring's
+// gateways (roster.go); a node that hears no receipt within ReceiptTimeout asks another
+// gateway, the same question with the same entry id (a hand-off given to two gateways lands
+// on the same keys in the other ring: the notification ids were fixed at sealing).
 
 // RingGatewayTopic is ring r's gateway group inside r.
 func RingGatewayTopic(r ids.RingID) ids.Key { return scribe.NewTopic(r, "gateways") }
 
 const (
-	linkQuery  = 1
-	linkAnswer = 2
+	linkQuery   = 1
+	linkAnswer  = 2 // qid, status, data, roster
+	linkReceipt = 3 // qid, roster: the gateway took the question
 
 	linkBundle   = 1
 	linkRecord   = 2
@@ -70,7 +76,10 @@ type RingLinkConfig struct {
 	// Gateway is this node's gateway side, nil (or returning nil) on ordinary nodes.
 	Gateway func() GatewaySide
 	Now     func() time.Time
-	Timeout time.Duration // per question (default 10 s)
+	Timeout time.Duration // per question, once a gateway acknowledged it (default 10 s)
+	// ReceiptTimeout is how long a gateway may take to acknowledge a question before another
+	// is asked (default DefaultReceiptTimeout).
+	ReceiptTimeout time.Duration
 }
 
 // RingLink is one node's side of the in-ring link. Register App under appmux.TagDirectory on
@@ -78,17 +87,28 @@ type RingLinkConfig struct {
 type RingLink struct {
 	cfg RingLinkConfig
 
+	choice  gatewayChoice
+	beacons *Beacons // this ring's gateways, as a gateway hears their beacons
+
 	mu      sync.Mutex
 	nextQID uint64
 	pending map[uint64]*linkPending
-	gw      pastry.Handle // the gateway last found
-	gwUntil time.Time
+}
+
+// linkQuestion is one question, asked of one gateway after another.
+type linkQuestion struct {
+	what        byte
+	r           ids.RingID
+	addr, entry string
+	data        []byte
+	cb          func(status byte, data []byte, err error)
+	tried       map[ids.ID]bool // touched only by the attempts, one after the other
 }
 
 type linkPending struct {
-	to    ids.ID
-	cb    func(status byte, data []byte, err error)
-	timer *time.Timer
+	q              *linkQuestion
+	to             ids.ID
+	receipt, final *time.Timer
 }
 
 // NewRingLink makes the link.
@@ -99,60 +119,87 @@ func NewRingLink(cfg RingLinkConfig) *RingLink {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 10 * time.Second
 	}
-	return &RingLink{cfg: cfg, pending: map[uint64]*linkPending{}}
+	if cfg.ReceiptTimeout <= 0 {
+		cfg.ReceiptTimeout = DefaultReceiptTimeout
+	}
+	return &RingLink{cfg: cfg, pending: map[uint64]*linkPending{}, beacons: NewBeacons(cfg.Now)}
 }
 
-// Serve joins the ring's gateway group (gateways only).
+// Serve joins the ring's gateway group (gateways only), where it hears the other gateways'
+// beacons.
 func (l *RingLink) Serve() error {
-	return l.cfg.Topics.Subscribe(RingGatewayTopic(l.cfg.Ring), groupMember{})
+	return l.cfg.Topics.Subscribe(RingGatewayTopic(l.cfg.Ring), linkMember{l})
 }
 
-// gateway finds a gateway of the ring (cached for a minute).
-func (l *RingLink) gateway(cb func(pastry.Handle, error)) {
-	l.mu.Lock()
-	if l.cfg.Now().Before(l.gwUntil) {
-		h := l.gw
-		l.mu.Unlock()
-		cb(h, nil)
+// linkMember is a gateway in its ring's group: it takes every anycast, and notes beacons.
+type linkMember struct{ l *RingLink }
+
+func (m linkMember) Deliver(_ ids.Key, payload []byte) {
+	if e, ok := decodeBeacon(payload); ok {
+		m.l.beacons.Heard(e) // a hint: whoever is picked from it is checked by the role table
+	}
+}
+
+func (linkMember) AnycastAccept(ids.Key, []byte) bool { return true }
+
+// multicaster is the part of Scribe beacons need.
+type multicaster interface {
+	Multicast(topic ids.Key, payload []byte) error
+}
+
+// Beacon tells the ring's other gateways that this one (self) is alive; a gateway calls it
+// every BeaconInterval.
+func (l *RingLink) Beacon(self RosterEntry) error {
+	l.beacons.SetSelf(self)
+	mc, ok := l.cfg.Topics.(multicaster)
+	if !ok {
+		return errors.New("multiring: the ring's Scribe cannot multicast")
+	}
+	return mc.Multicast(RingGatewayTopic(l.cfg.Ring), encodeBeacon(self))
+}
+
+// Roster is the ring's gateways this gateway heard from lately, itself first.
+func (l *RingLink) Roster() []RosterEntry { return l.beacons.Roster() }
+
+// ask puts a question to a gateway of the ring and hands cb the answer. A gateway silent for
+// ReceiptTimeout is replaced by another (at most maxAttempts in all); one that acknowledged
+// but did not answer within Timeout fails the question (the caller asks again later).
+func (l *RingLink) ask(what byte, r ids.RingID, addr, entry string, data []byte, cb func(status byte, data []byte, err error)) {
+	l.attempt(&linkQuestion{what: what, r: r, addr: addr, entry: entry, data: data, cb: cb, tried: map[ids.ID]bool{}}, nil)
+}
+
+func (l *RingLink) attempt(q *linkQuestion, last error) {
+	if last != nil && len(q.tried) >= maxAttempts {
+		q.cb(0, nil, last)
 		return
 	}
-	l.mu.Unlock()
-	err := l.cfg.Topics.Anycast(RingGatewayTopic(l.cfg.Ring), []byte{appmux.TagDirectory, 0}, func(res scribe.AnycastResult) {
-		switch {
-		case res.Err != nil:
-			cb(pastry.Handle{}, fmt.Errorf("%w: no gateway of this ring answered: %v", ErrRemoteUnavailable, res.Err))
-		case !l.cfg.IsGateway(res.Member.ID):
-			cb(pastry.Handle{}, fmt.Errorf("%w: node %s answered for the gateways but has no gateway role", ErrRemoteUnavailable, res.Member.ID.Short()))
-		default:
-			l.mu.Lock()
-			l.gw, l.gwUntil = res.Member, l.cfg.Now().Add(time.Minute)
-			l.mu.Unlock()
-			cb(res.Member, nil)
-		}
-	})
-	if err != nil {
-		cb(pastry.Handle{}, fmt.Errorf("%w: %v", ErrRemoteUnavailable, err))
+	anycast := func(res func(scribe.AnycastResult)) error {
+		return l.cfg.Topics.Anycast(RingGatewayTopic(l.cfg.Ring), []byte{appmux.TagDirectory, 0}, res)
 	}
-}
-
-// ask sends a question to a gateway and hands cb the answer.
-func (l *RingLink) ask(what byte, r ids.RingID, addr, entry string, data []byte, cb func(status byte, data []byte, err error)) {
-	l.gateway(func(gw pastry.Handle, err error) {
+	l.choice.pick(l.cfg.Now, q.tried, l.cfg.IsGateway, anycast, func(gw pastry.Handle, err error) {
 		if err != nil {
-			cb(0, nil, err)
+			if last != nil {
+				err = fmt.Errorf("%w (after: %v)", err, last)
+			}
+			q.cb(0, nil, err)
 			return
 		}
+		q.tried[gw.ID] = true
 		l.mu.Lock()
 		l.nextQID++
 		qid := l.nextQID
-		p := &linkPending{to: gw.ID, cb: cb}
+		p := &linkPending{q: q, to: gw.ID}
 		l.pending[qid] = p
-		p.timer = time.AfterFunc(l.cfg.Timeout, func() {
+		p.receipt = time.AfterFunc(l.cfg.ReceiptTimeout, func() {
+			if l.takeUnacknowledged(qid) != nil {
+				l.choice.exclude(gw.ID, l.cfg.Now())
+				l.attempt(q, fmt.Errorf("%w: gateway %s did not acknowledge within %v", ErrRemoteUnavailable, gw.ID.Short(), l.cfg.ReceiptTimeout))
+			}
+		})
+		p.final = time.AfterFunc(l.cfg.Timeout, func() {
 			if l.take(qid, gw.ID) != nil {
-				l.mu.Lock()
-				l.gwUntil = time.Time{} // find another gateway next time
-				l.mu.Unlock()
-				cb(0, nil, fmt.Errorf("%w: gateway %s did not answer in %v", ErrRemoteUnavailable, gw.ID.Short(), l.cfg.Timeout))
+				l.choice.exclude(gw.ID, l.cfg.Now())
+				q.cb(0, nil, fmt.Errorf("%w: gateway %s did not answer in %v", ErrRemoteUnavailable, gw.ID.Short(), l.cfg.Timeout))
 			}
 		})
 		l.mu.Unlock()
@@ -160,15 +207,16 @@ func (l *RingLink) ask(what byte, r ids.RingID, addr, entry string, data []byte,
 		w.U8(appmux.TagDirectory)
 		w.U8(linkQuery)
 		w.U64(qid)
-		w.U8(what)
-		w.ID(r)
-		w.String(addr)
-		w.String(entry)
-		w.Bytes(data)
+		w.U8(q.what)
+		w.ID(q.r)
+		w.String(q.addr)
+		w.String(q.entry)
+		w.Bytes(q.data)
 		l.cfg.Ov.Send(gw, w.B)
 	})
 }
 
+// take removes a pending question answered by from.
 func (l *RingLink) take(qid uint64, from ids.ID) *linkPending {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -177,8 +225,42 @@ func (l *RingLink) take(qid uint64, from ids.ID) *linkPending {
 		return nil
 	}
 	delete(l.pending, qid)
-	p.timer.Stop()
+	if p.receipt != nil {
+		p.receipt.Stop()
+	}
+	p.final.Stop()
 	return p
+}
+
+// takeUnacknowledged removes a pending question whose receipt has not come.
+func (l *RingLink) takeUnacknowledged(qid uint64) *linkPending {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	p := l.pending[qid]
+	if p == nil || p.receipt == nil {
+		return nil
+	}
+	delete(l.pending, qid)
+	p.final.Stop()
+	return p
+}
+
+// onReceipt: the gateway asked took the question; its roster names the others.
+func (l *RingLink) onReceipt(from ids.ID, qid uint64, roster []RosterEntry) {
+	if !l.cfg.IsGateway(from) {
+		return
+	}
+	l.mu.Lock()
+	p := l.pending[qid]
+	if p == nil || p.to != from || p.receipt == nil {
+		l.mu.Unlock()
+		return
+	}
+	p.receipt.Stop()
+	p.receipt = nil
+	l.mu.Unlock()
+	l.choice.vouch(from)
+	l.choice.learn(roster, l.cfg.Now())
 }
 
 // Trust asks a gateway for ring r's bundle and verifies it: r's trust, for checking r's users.
@@ -354,12 +436,21 @@ func (a linkApp) HandleEvent(e pastry.Event) bool {
 		if r.Done() == nil {
 			a.l.serve(e.Origin, qid, what, rid, addr, entry, data)
 		}
+	case linkReceipt:
+		qid := r.U64()
+		roster := readRosterTail(r)
+		if r.Done() == nil {
+			a.l.onReceipt(e.Origin.ID, qid, roster)
+		}
 	case linkAnswer:
 		qid, status := r.U64(), r.U8()
 		data := r.Bytes(maxLinkData, "data")
-		if r.Done() == nil {
+		roster := readRosterTail(r)
+		if r.Done() == nil && a.l.cfg.IsGateway(e.Origin.ID) {
 			if p := a.l.take(qid, e.Origin.ID); p != nil {
-				p.cb(status, data, nil)
+				a.l.choice.vouch(e.Origin.ID)
+				a.l.choice.learn(roster, a.l.cfg.Now())
+				p.q.cb(status, data, nil)
 			}
 		}
 	}
@@ -375,6 +466,7 @@ func (l *RingLink) serve(from pastry.Handle, qid uint64, what byte, r ids.RingID
 		w.U64(qid)
 		w.U8(status)
 		w.Bytes(data)
+		writeRoster(&w, l.Roster())
 		l.cfg.Ov.Send(from, w.B)
 	}
 	var gs GatewaySide
@@ -385,6 +477,13 @@ func (l *RingLink) serve(from pastry.Handle, qid uint64, what byte, r ids.RingID
 		answer(linkUnavailable, []byte("not a gateway"))
 		return
 	}
+	// The receipt, at once: the node waits for the answer rather than asking another gateway.
+	var w wire.Writer
+	w.U8(appmux.TagDirectory)
+	w.U8(linkReceipt)
+	w.U64(qid)
+	writeRoster(&w, l.Roster())
+	l.cfg.Ov.Send(from, w.B)
 	switch what {
 	case linkBundle:
 		if b, ok := gs.Bundle(r); ok {
