@@ -18,7 +18,6 @@ import (
 	"epost/internal/past"
 	"epost/internal/pastry"
 	"epost/internal/post"
-	"epost/internal/ring"
 	"epost/internal/scribe"
 	"epost/internal/store"
 	"epost/internal/transport"
@@ -152,7 +151,7 @@ func (n *Node) newApps(mux *appmux.Mux, pd *pastry.Driver, seed uint64) *apps {
 	a.link = multiring.NewRingLink(multiring.RingLinkConfig{Ring: d.RingID, Topics: sc, Ov: pd,
 		IsGateway: n.isGatewayPeer, Gateway: n.gatewaySide})
 	_ = mux.Register(appmux.TagDirectory, a.link.App())
-	if n.opts.GlobalListen != "" && ring.HasRole(n.rn.Cert, ring.RoleGateway) {
+	if n.runsGlobal() {
 		if err := a.link.Serve(); err != nil {
 			n.log.Warn("cannot join this ring's gateway group", "err", err)
 		}

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"os"
 	"path/filepath"
 	"sync/atomic"
@@ -60,12 +61,35 @@ type globalSide struct {
 	self       pastry.Handle
 }
 
-// startGlobal starts the ring-0 stack when this node is a gateway with a global listener.
+// runsGlobal reports whether this node runs a global side (startGlobal): a gateway with a
+// global listener, or one without, privately, for its internet queue (a ring of a version 1
+// descriptor cannot federate and has none).
+func (n *Node) runsGlobal() bool {
+	if !ring.HasRole(n.rn.Cert, ring.RoleGateway) {
+		return false
+	}
+	return n.opts.GlobalListen != "" || n.rn.Descriptor.Federable()
+}
+
+// startGlobal starts the ring-0 stack when this node is a gateway (runsGlobal).
 // It runs under n.mu, from Start.
 func (n *Node) startGlobal() error {
 	o := n.opts
 	if o.GlobalListen == "" {
-		return nil
+		// A gateway outside any federation still carries its ring's internet mail, whose
+		// queue and carriers live on the global side: it runs alone, on a loopback port that
+		// no other gateway is told of.
+		if !ring.HasRole(n.rn.Cert, ring.RoleGateway) || !n.rn.Descriptor.Federable() {
+			return nil
+		}
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return fmt.Errorf("the gateway's private global side: %w", err)
+		}
+		o.GlobalListen = ln.Addr().String()
+		ln.Close()
+		o.GlobalBootstrap, o.GlobalAdvertise = nil, ""
+		n.log.Info("gateway without --global-listen: no federation; its global side (the internet queue) runs privately", "listen", o.GlobalListen)
 	}
 	if !ring.HasRole(n.rn.Cert, ring.RoleGateway) {
 		return fmt.Errorf("--global-listen: node %s is not a gateway (its certificate has no gateway role: enroll it with node init --gateway or ring enroll --gateway)", n.rn.ID.Short())
