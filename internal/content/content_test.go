@@ -322,6 +322,47 @@ func setLen(enc []byte, i int, n uint32) []byte {
 	return b
 }
 
+// An inline Ref carries its payload: it round-trips through its encoding, Assemble returns
+// the bytes without fetching anything, and a payload that does not match the hash, a Ref
+// with chunks too, or one over MaxInline is refused.
+func TestInlineRef(t *testing.T) {
+	for _, n := range []int{0, 1, 700, MaxInline} {
+		p := payload(uint64(n), n)
+		ref := InlineRef(ring, p)
+		enc, err := ref.MarshalBinary()
+		if err != nil {
+			t.Fatalf("%d bytes: marshal: %v", n, err)
+		}
+		back, err := UnmarshalRef(enc)
+		if err != nil || back.Size != uint64(n) || !bytes.Equal(back.Inline, p) || back.Inline == nil || back.Hash != ref.Hash {
+			t.Fatalf("%d bytes: round trip: %+v, %v", n, back, err)
+		}
+		got, err := Assemble(nil, back, func(ids.Key) ([]byte, error) { t.Fatal("an inline ref fetched"); return nil, nil })
+		if err != nil || !bytes.Equal(got, p) {
+			t.Fatalf("%d bytes: assemble: %v", n, err)
+		}
+	}
+	ref := InlineRef(ring, []byte("hello"))
+	bad := ref
+	bad.Inline = []byte("hellO")
+	if _, err := Assemble(nil, bad, nil); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("tampered inline payload: %v", err)
+	}
+	_, chunked := Encrypt(secret(1), ring, []byte("x"))
+	both := chunked
+	both.Inline = []byte("x")
+	if _, err := both.MarshalBinary(); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("a ref with chunks and an inline payload: %v", err)
+	}
+	if _, err := InlineRef(ring, make([]byte, MaxInline+1)).MarshalBinary(); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("an inline payload over MaxInline: %v", err)
+	}
+	enc, _ := ref.MarshalBinary()
+	if _, err := UnmarshalRef(append(enc, 0)); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("an inline ref with a byte too many: %v", err)
+	}
+}
+
 func FuzzUnmarshalRef(f *testing.F) {
 	_, ref, _ := EncryptChunked(secret(1), ring, payload(8, 2500), 1000)
 	enc, _ := ref.MarshalBinary()
@@ -330,6 +371,9 @@ func FuzzUnmarshalRef(f *testing.F) {
 	e, _ := empty.MarshalBinary()
 	f.Add(e)
 	f.Add([]byte{1})
+	in, _ := InlineRef(ring, []byte("Subject: hi")).MarshalBinary()
+	f.Add(in)
+	f.Add([]byte{RefVersionInline})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		r, err := UnmarshalRef(b)
 		if err != nil {

@@ -50,6 +50,35 @@ func (n *Node) carryable(recipients int, parts [][]byte) bool {
 	return size <= n.cfg.CarryMax && recipients*(size+chunks*content.Overhead) <= MaxCarried && chunks <= maxCarriedChunks
 }
 
+// maxInlineTotal bounds the bytes of one message's parts that travel inside their references
+// (each at most content.MaxInline): they are in every recipient's notification and INBOX entry.
+const maxInlineTotal = 8 << 10
+
+// inlineParts marks the parts of a message that is not carried which travel inside their
+// references instead of being stored (content.InlineRef): the small ones, smallest first,
+// within maxInlineTotal. A 50 KB mail with an attachment is five pieces (mailstore's split),
+// four of them a few hundred bytes to a kilobyte: as objects each was inserted on three
+// replicas, fetched by the recipient and archived on its own.
+func (n *Node) inlineParts(parts [][]byte) []bool {
+	inline := make([]bool, len(parts))
+	order := make([]int, 0, len(parts))
+	for i, p := range parts {
+		if len(p) <= content.MaxInline {
+			order = append(order, i)
+		}
+	}
+	slices.SortStableFunc(order, func(a, b int) int { return len(parts[a]) - len(parts[b]) })
+	total := 0
+	for _, i := range order {
+		if total+len(parts[i]) > maxInlineTotal {
+			break
+		}
+		total += len(parts[i])
+		inline[i] = true
+	}
+	return inline
+}
+
 // sealParts encrypts parts as Put would, without storing them: the refs, and every chunk's
 // ciphertext in order.
 func (n *Node) sealParts(parts [][]byte) ([]content.Ref, [][]byte, error) {

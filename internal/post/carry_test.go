@@ -3,6 +3,7 @@ package post
 import (
 	"bytes"
 	"errors"
+	"slices"
 	"testing"
 
 	"epost/internal/content"
@@ -68,5 +69,33 @@ func TestCarriedNotification(t *testing.T) {
 	// Without carried chunks there is nothing to store.
 	if objs, err := carriedObjects(ca.ring, got.Parts, nil); err != nil || objs != nil {
 		t.Fatalf("no carried chunks: %v %v", objs, err)
+	}
+}
+
+// inlineParts: the small parts of a message, smallest first, up to maxInlineTotal together;
+// parts over content.MaxInline never.
+func TestInlineParts(t *testing.T) {
+	n := &Node{}
+	sized := func(sizes ...int) [][]byte {
+		ps := make([][]byte, len(sizes))
+		for i, s := range sizes {
+			ps[i] = make([]byte, s)
+		}
+		return ps
+	}
+	for _, c := range []struct {
+		name  string
+		parts [][]byte
+		want  []bool
+	}{
+		{"a 50 KB mail's pieces", sized(600, 1200, 200, 50<<10, 40), []bool{true, true, true, false, true}},
+		{"over MaxInline", sized(content.MaxInline+1, 10), []bool{false, true}},
+		{"the total bound keeps the smallest", sized(4000, 3000, 2000, 1000), []bool{false, true, true, true}},
+		{"nothing small", sized(60 << 10), []bool{false}},
+	} {
+		got := n.inlineParts(c.parts)
+		if !slices.Equal(got, c.want) {
+			t.Errorf("%s: %v, want %v", c.name, got, c.want)
+		}
 	}
 }

@@ -167,9 +167,21 @@ func (u *User) SendWithIDs(to []string, nids []NotificationID, parts [][]byte, c
 			})
 		}
 	}
-	putting := len(parts)
-	if carry {
-		putting = 0
+	// Parts that are not carried are stored in the ring, but small ones travel inside their
+	// references (content.InlineRef): a message's header and the boundary lines around its
+	// attachments are not worth objects of their own.
+	put := make([]bool, len(parts))
+	putting := 0
+	if !carry {
+		inline := n.inlineParts(parts)
+		for i, p := range parts {
+			if inline[i] {
+				refs[i] = content.InlineRef(n.cfg.Ring, p)
+			} else {
+				put[i] = true
+				putting++
+			}
+		}
 	}
 	j := newJoin(len(to)+putting, stage2)
 	for _, addr := range to {
@@ -202,7 +214,10 @@ func (u *User) SendWithIDs(to []string, nids []NotificationID, parts [][]byte, c
 			j.one()
 		})
 	}
-	for i, p := range parts[:putting] {
+	for i, p := range parts {
+		if !put[i] {
+			continue
+		}
 		n.Put(p, func(ref content.Ref, err error) {
 			n.mu.Lock()
 			if err != nil && partErr == nil {
