@@ -25,19 +25,21 @@ import (
 // are quorum-stored there: the entry is durable at the next hop before A marks it delivered.
 // A hand-off repeated after a crash or a lost answer lands on the same keys (the notification
 // ids were fixed when the message was sealed), so the recipient files it once. Bundles larger
-// than one overlay message (MaxRelayBundle) wait for the chunked protocol of the design.
+// than one overlay message (MaxRelayBundle) go in parts (parts.go), up to MaxLarge.
 //
 // B's gateway acknowledges a hand-off as soon as it decoded it (relayReceipt), and its
 // receipt and result carry the roster of B's gateways (roster.go): a gateway of B silent for
 // ReceiptTimeout is replaced by another, which is given the same entry and bundle.
 
-// MaxRelayBundle bounds a bundle handed off in one message.
+// MaxRelayBundle bounds a bundle handed off in one message; larger ones go in parts.
 const MaxRelayBundle = pastry.MaxPayload - 64<<10
 
 const (
 	relayDeliver = 1
 	relayResult  = 2 // entry, results, roster
 	relayReceipt = 3 // entry, roster
+	relayPart    = 4 // entry, total, index, count, piece: a bundle larger than one message (parts.go)
+	relayPartAck = 5 // entry, parts received
 
 	rcptDelivered = 1
 	rcptUnknown   = 2
@@ -74,6 +76,7 @@ type Relay struct {
 	mu      sync.Mutex
 	pending map[string]*relayPending // by entry id
 	stats   RelayStats
+	parts   assembler // bundles arriving in parts
 }
 
 // RelayStats count hand-offs, for status.
@@ -86,6 +89,7 @@ type relayPending struct {
 	to             ids.ID
 	q              *relayQuestion
 	receipt, final *time.Timer // receipt is nil once acknowledged
+	parts          *partSender // the bundle going in parts, nil when it fits in one message
 }
 
 // relayQuestion is one hand-off, tried with one gateway of dest after another.
@@ -127,8 +131,8 @@ func (r *Relay) Stats() RelayStats {
 // HandOff gives entry's bundle to a gateway of dest; cb gets each recipient's state
 // (Delivered, Failed for good, or Pending to retry), or err when no gateway of dest took it.
 func (r *Relay) HandOff(entry string, dest ids.RingID, bundle []byte, cb func(map[string]mailqueue.RcptState, error)) {
-	if len(bundle) > MaxRelayBundle {
-		cb(nil, fmt.Errorf("multiring: a bundle of %d bytes is larger than one hand-off carries (%d)", len(bundle), MaxRelayBundle))
+	if len(bundle) > MaxLarge {
+		cb(nil, fmt.Errorf("multiring: a bundle of %d bytes is larger than a hand-off carries (%d)", len(bundle), MaxLarge))
 		return
 	}
 	if r.cfg.Global.foreignTrust(dest) == nil {
@@ -193,13 +197,48 @@ func (r *Relay) send(to pastry.Handle, q *relayQuestion, choice *gatewayChoice) 
 	})
 	r.stats.HandoffsOut++
 	r.stats.BytesOut += uint64(len(q.bundle))
+	if len(q.bundle) > MaxRelayBundle {
+		p.parts = newPartSender(q.bundle, func(idx, n int, piece []byte) {
+			var w wire.Writer
+			w.U8(appmux.TagRelay)
+			w.U8(relayPart)
+			w.String(entry)
+			w.Uvarint(uint64(len(q.bundle)))
+			w.Uvarint(uint64(idx))
+			w.Uvarint(uint64(n))
+			w.Bytes(piece)
+			r.cfg.Ov.Send(to, w.B)
+		})
+	}
 	r.mu.Unlock()
+	if p.parts != nil {
+		p.parts.start()
+		return
+	}
 	var w wire.Writer
 	w.U8(appmux.TagRelay)
 	w.U8(relayDeliver)
 	w.String(entry)
 	w.Bytes(q.bundle)
 	r.cfg.Ov.Send(to, w.B)
+}
+
+// onPartAck: the gateway has `have` parts of the bundle; it is alive, so the timeouts start
+// again, and the next parts go.
+func (r *Relay) onPartAck(from ids.ID, entry string, have int) {
+	r.mu.Lock()
+	p := r.pending[entry]
+	if p == nil || p.to != from || p.parts == nil {
+		r.mu.Unlock()
+		return
+	}
+	if p.receipt != nil {
+		p.receipt.Reset(r.cfg.ReceiptTimeout)
+	}
+	p.final.Reset(r.cfg.Timeout)
+	ps := p.parts
+	r.mu.Unlock()
+	ps.ack(have)
 }
 
 func (r *Relay) take(entry string, from ids.ID) *relayPending {
@@ -272,6 +311,36 @@ func (a relayApp) HandleEvent(e pastry.Event) bool {
 		raw := rd.Bytes(MaxRelayBundle, "bundle")
 		if rd.Done() == nil {
 			a.r.onDeliver(e.Origin, entry, raw)
+		}
+	case relayPart:
+		entry := rd.String(64, "entry")
+		total, idx, n := int(rd.Uvarint()), int(rd.Uvarint()), int(rd.Uvarint())
+		piece := rd.Bytes(partSize, "part")
+		if rd.Done() != nil {
+			return true
+		}
+		peerRing, ok := a.r.cfg.Global.PeerRing(e.Origin.ID)
+		if !ok || !a.r.cfg.Global.Admitted(peerRing) {
+			return true
+		}
+		have, whole, err := a.r.parts.add(e.Origin.ID, entry, total, idx, n, piece, a.r.cfg.Now())
+		if err != nil {
+			return true
+		}
+		var w wire.Writer
+		w.U8(appmux.TagRelay)
+		w.U8(relayPartAck)
+		w.String(entry)
+		w.Uvarint(uint64(have))
+		a.r.cfg.Ov.Send(e.Origin, w.B)
+		if whole != nil {
+			a.r.onDeliver(e.Origin, entry, whole)
+		}
+	case relayPartAck:
+		entry := rd.String(64, "entry")
+		have := int(rd.Uvarint())
+		if rd.Done() == nil {
+			a.r.onPartAck(e.Origin.ID, entry, have)
 		}
 	case relayReceipt:
 		entry := rd.String(64, "entry")

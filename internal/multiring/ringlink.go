@@ -39,6 +39,8 @@ const (
 	linkQuery   = 1
 	linkAnswer  = 2 // qid, status, data, roster
 	linkReceipt = 3 // qid, roster: the gateway took the question
+	linkPart    = 4 // a question whose data is larger than one message, in parts (parts.go)
+	linkPartAck = 5 // qid, parts received
 
 	linkBundle   = 1
 	linkRecord   = 2
@@ -93,6 +95,7 @@ type RingLink struct {
 	mu      sync.Mutex
 	nextQID uint64
 	pending map[uint64]*linkPending
+	parts   assembler // questions arriving in parts (a gateway)
 }
 
 // linkQuestion is one question, asked of one gateway after another.
@@ -109,6 +112,7 @@ type linkPending struct {
 	q              *linkQuestion
 	to             ids.ID
 	receipt, final *time.Timer
+	parts          *partSender // the data going in parts, nil when it fits in the query
 }
 
 // NewRingLink makes the link.
@@ -202,7 +206,28 @@ func (l *RingLink) attempt(q *linkQuestion, last error) {
 				q.cb(0, nil, fmt.Errorf("%w: gateway %s did not answer in %v", ErrRemoteUnavailable, gw.ID.Short(), l.cfg.Timeout))
 			}
 		})
+		if len(q.data) > maxLinkData {
+			p.parts = newPartSender(q.data, func(idx, n int, piece []byte) {
+				var w wire.Writer
+				w.U8(appmux.TagDirectory)
+				w.U8(linkPart)
+				w.U64(qid)
+				w.U8(q.what)
+				w.ID(q.r)
+				w.String(q.addr)
+				w.String(q.entry)
+				w.Uvarint(uint64(len(q.data)))
+				w.Uvarint(uint64(idx))
+				w.Uvarint(uint64(n))
+				w.Bytes(piece)
+				l.cfg.Ov.Send(gw, w.B)
+			})
+		}
 		l.mu.Unlock()
+		if p.parts != nil {
+			p.parts.start()
+			return
+		}
 		var w wire.Writer
 		w.U8(appmux.TagDirectory)
 		w.U8(linkQuery)
@@ -214,6 +239,24 @@ func (l *RingLink) attempt(q *linkQuestion, last error) {
 		w.Bytes(q.data)
 		l.cfg.Ov.Send(gw, w.B)
 	})
+}
+
+// onPartAck: the gateway has `have` parts of the question's data; it is alive, so its
+// timeouts start again, and the next parts go.
+func (l *RingLink) onPartAck(from ids.ID, qid uint64, have int) {
+	l.mu.Lock()
+	p := l.pending[qid]
+	if p == nil || p.to != from || p.parts == nil {
+		l.mu.Unlock()
+		return
+	}
+	if p.receipt != nil {
+		p.receipt.Reset(l.cfg.ReceiptTimeout)
+	}
+	p.final.Reset(l.cfg.Timeout)
+	ps := p.parts
+	l.mu.Unlock()
+	ps.ack(have)
 }
 
 // take removes a pending question answered by from.
@@ -335,8 +378,8 @@ var ErrHandOffRefused = errors.New("multiring: the gateway refused the message")
 // the recipients the other ring refused for good, when that was known by then.
 func (l *RingLink) HandOff(entry, from string, b *post.RemoteBundle, cb func(refused map[string]string, err error)) {
 	data := b.Encode()
-	if len(data) > maxLinkData {
-		cb(nil, fmt.Errorf("%w: %d bytes, at most %d in one hand-off", ErrHandOffRefused, len(data), maxLinkData))
+	if len(data) > MaxLarge {
+		cb(nil, fmt.Errorf("%w: %d bytes, at most %d in one hand-off", ErrHandOffRefused, len(data), MaxLarge))
 		return
 	}
 	l.ask(linkHandOff, b.Dest, from, entry, data, func(status byte, detail []byte, err error) {
@@ -368,8 +411,8 @@ func (l *RingLink) HandOffInternet(entry, from string, rcpts []string, raw []byt
 		w.String(r)
 	}
 	w.Bytes(raw)
-	if len(w.B) > maxLinkData {
-		cb(fmt.Errorf("%w: %d bytes, at most %d in one hand-off", ErrHandOffRefused, len(w.B), maxLinkData))
+	if len(w.B) > MaxLarge {
+		cb(fmt.Errorf("%w: %d bytes, at most %d in one hand-off", ErrHandOffRefused, len(w.B), MaxLarge))
 		return
 	}
 	l.ask(linkInternet, ids.RingID{}, "", entry, w.B, func(status byte, detail []byte, err error) {
@@ -435,6 +478,33 @@ func (a linkApp) HandleEvent(e pastry.Event) bool {
 		data := r.Bytes(maxLinkData, "data")
 		if r.Done() == nil {
 			a.l.serve(e.Origin, qid, what, rid, addr, entry, data)
+		}
+	case linkPart:
+		qid, what, rid := r.U64(), r.U8(), r.ID()
+		addr := r.String(254, "address")
+		entry := r.String(64, "entry")
+		total, idx, n := int(r.Uvarint()), int(r.Uvarint()), int(r.Uvarint())
+		piece := r.Bytes(partSize, "part")
+		if r.Done() != nil || a.l.cfg.Gateway == nil || a.l.cfg.Gateway() == nil {
+			return true
+		}
+		have, whole, err := a.l.parts.add(e.Origin.ID, fmt.Sprint(qid), total, idx, n, piece, a.l.cfg.Now())
+		if err != nil {
+			return true
+		}
+		var w wire.Writer
+		w.U8(appmux.TagDirectory)
+		w.U8(linkPartAck)
+		w.U64(qid)
+		w.Uvarint(uint64(have))
+		a.l.cfg.Ov.Send(e.Origin, w.B)
+		if whole != nil {
+			a.l.serve(e.Origin, qid, what, rid, addr, entry, whole)
+		}
+	case linkPartAck:
+		qid, have := r.U64(), int(r.Uvarint())
+		if r.Done() == nil && a.l.cfg.IsGateway(e.Origin.ID) {
+			a.l.onPartAck(e.Origin.ID, qid, have)
 		}
 	case linkReceipt:
 		qid := r.U64()
@@ -529,7 +599,7 @@ func (l *RingLink) serve(from pastry.Handle, qid uint64, what byte, r ids.RingID
 		for i := 0; i < n && r.Err() == nil; i++ {
 			rcpts = append(rcpts, r.String(254, "recipient"))
 		}
-		raw := r.Bytes(maxLinkData, "message")
+		raw := r.Bytes(MaxLarge, "message")
 		if err := r.Done(); err != nil || len(rcpts) == 0 {
 			answer(linkRefused, []byte("malformed internet hand-off"))
 			return

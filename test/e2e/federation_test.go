@@ -130,12 +130,16 @@ func TestMailBetweenRings(t *testing.T) {
 	if err := trySend(acme, alice, "nobody@globex.example", "x", "x"); err == nil || !isCode(err, 550) {
 		t.Fatalf("unknown user of the other ring: %v, want 550", err)
 	}
-	// A message larger than one hand-off carries (until the chunked relay exists) is refused
-	// for good, with the reason, rather than retried forever.
-	big := strings.Repeat("0123456789abcdef", 3<<20/16)
-	if err := trySend(acme, alice, bob, "too big", big); err == nil || !isCode(err, 554) {
-		t.Fatalf("a 3 MiB message to another ring: %v, want 554", err)
+	// A message larger than one overlay message (5 MiB of attachment) goes in parts, from
+	// alice's node to her ring's gateway and from there to globex's, and arrives once.
+	tok3 := "big-" + acme.marker
+	var bigBody strings.Builder
+	bigBody.WriteString(tok3 + " \r\n")
+	for bigBody.Len() < 5<<20 {
+		bigBody.WriteString("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef01234567\r\n")
 	}
+	sendEventually(t, acme, alice, bob, "big", bigBody.String(), 60*time.Second)
+	waitInbox(t, globex, bob, tok3, 90*time.Second)
 	// Gateways carried ciphertext: no file of any node of either ring holds the messages'
 	// plaintext.
 	for _, r := range []*ring{acme, globex} {
@@ -373,6 +377,9 @@ func TestMailToTheInternet(t *testing.T) {
 	countInbox(t, acme, alice, "nothing")
 	tok := "internet-" + acme.marker
 	sendEventually(t, acme, alice, "carol@internet.example", "to the internet", "body "+tok, 30*time.Second)
+	// 3 MiB: more than one overlay message carries from alice's node to the gateway.
+	bigTok := "internet-big-" + acme.marker
+	sendEventually(t, acme, alice, "carol@internet.example", "big", bigTok+" \r\n"+strings.Repeat(strings.Repeat("x", 76)+"\r\n", 3<<20/78), 60*time.Second)
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		mta.mu.Lock()
@@ -410,6 +417,17 @@ func TestMailToTheInternet(t *testing.T) {
 	// Mail the MTA defers stays in the gateway's queue, and epost status says where and why.
 	sendEventually(t, acme, alice, "dave@busy.internet.example", "deferred", "body "+tok, 30*time.Second)
 	gw := acme.nodes[0].dir
+	waitFor(t, 60*time.Second, func() bool {
+		mta.mu.Lock()
+		defer mta.mu.Unlock()
+		n := 0
+		for _, g := range mta.got {
+			if strings.Contains(g, bigTok) {
+				n++
+			}
+		}
+		return n == 1
+	}, func() string { return tail(acme.nodes[0].logPth) })
 	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(500 * time.Millisecond) {
 		var st struct {
 			Gateway *struct {
