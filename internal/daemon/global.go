@@ -195,7 +195,7 @@ func (n *Node) startGlobal() error {
 			a.post.DeliverRemote(b, cb)
 		}})
 	_ = mux.Register(appmux.TagRelay, gs.relay.App())
-	gs.carrier = &multiring.Carrier{Queue: q, Relay: gs.relay, Log: n.log.With("ring", "global"), Now: time.Now}
+	gs.carrier = &multiring.Carrier{Queue: q, Relay: gs.relay, Log: n.log.With("ring", "global"), Now: time.Now, Report: n.reportDelivery}
 	if gs.dkim, err = mailauth.LoadDKIMKeys(filepath.Join(o.Dir, DirGatewayDKIM)); err != nil {
 		_ = tr.Close()
 		return fmt.Errorf("the gateway's DKIM keys: %w", err)

@@ -131,7 +131,11 @@ func (g gatewayAnswers) Queue(entry, from string, b *post.RemoteBundle) (map[str
 	case <-t.C:
 	}
 	// Not stored over there yet: the queue carries it on (durably, before the node hears OK).
-	_, err := g.n.QueueFederated(entry, from, b, time.Now().Add(federationDeadline))
+	deadline := time.Now().Add(federationDeadline)
+	if pol, perr := g.n.gwPolicy.current(g.n, false); perr == nil {
+		deadline = time.Now().Add(time.Duration(pol.OutboundDeadline))
+	}
+	_, err := g.n.QueueFederated(entry, from, b, deadline)
 	if errors.Is(err, mailqueue.ErrExists) {
 		err = nil // a repeated hand-off: already queued (or done) here
 	}

@@ -446,7 +446,12 @@ type Carrier struct {
 	Relay *Relay
 	Log   *slog.Logger
 	Now   func() time.Time
-	busy  sync.Map // entry ids being handed off
+	// Report, if set, tells the sender of recipients the other ring refused for good or that
+	// could not be handed over before the entry's deadline (a delivery status notification,
+	// action "failed"); the entry is finished only once it returns nil, and is tried again at
+	// its next turn otherwise.
+	Report func(ctx context.Context, h mailqueue.Header, rcpts []mailqueue.RcptState, action string, body []byte) error
+	busy   sync.Map // entry ids being handed off
 }
 
 // RunOnce starts a hand-off for every due federation entry not already under way.
@@ -487,20 +492,48 @@ func (c *Carrier) readBody(id string) ([]byte, error) {
 }
 
 func (c *Carrier) record(id string, states map[string]mailqueue.RcptState, err error) {
-	defer c.busy.Delete(id)
 	s, aerr := c.Queue.Attempted(id, states, err)
 	if aerr != nil {
+		c.busy.Delete(id)
 		c.Log.Warn("carrier: cannot record an attempt", "entry", id, "err", aerr)
 		return
 	}
 	pending, outcome := s.Outcome()
 	if pending > 0 {
+		c.busy.Delete(id)
 		if err != nil {
 			c.Log.Info("carrier: hand-off to be retried", "entry", id, "attempt", s.Attempts, "next", s.Next.Format(time.RFC3339), "err", err)
 		}
 		return
 	}
-	if err := c.Queue.Finish(id, outcome); err != nil {
-		c.Log.Warn("carrier: cannot finish an entry", "entry", id, "err", err)
+	finish := func() {
+		defer c.busy.Delete(id)
+		if outcome != "delivered" && c.Report != nil {
+			h, _, gerr := c.Queue.Get(id)
+			if gerr != nil {
+				return
+			}
+			var failed []mailqueue.RcptState
+			for _, r := range s.Rcpts {
+				if r.State == mailqueue.Failed {
+					failed = append(failed, r)
+				}
+			}
+			if h.From != "" {
+				// The body is a sealed bundle: no headers for the report.
+				if rerr := c.Report(context.Background(), h, failed, "failed", nil); rerr != nil {
+					c.Log.Warn("carrier: cannot send the delivery report yet; the entry stays", "entry", id, "err", rerr)
+					return
+				}
+			}
+		}
+		if err := c.Queue.Finish(id, outcome); err != nil {
+			c.Log.Warn("carrier: cannot finish an entry", "entry", id, "err", err)
+		}
 	}
+	if outcome != "delivered" && c.Report != nil {
+		go finish() // the report waits for this ring's POST: not on the caller's event loop
+		return
+	}
+	finish()
 }
