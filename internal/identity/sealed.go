@@ -223,10 +223,11 @@ type PasswordStats struct {
 var ErrBusy = errors.New("identity: too many password checks at once; try again later")
 
 // DefaultPasswordSlots and DefaultPasswordWait are the limits a new cache has: one Argon2id
-// run at a time (64 MiB), an attempt waits at most 10 s for it.
+// run at a time (64 MiB); an attempt waits at most 30 s for it (a
+// login under load, with the other nodes of a test machine all checking passwords at once).
 const (
 	DefaultPasswordSlots = 1
-	DefaultPasswordWait  = 10 * time.Second
+	DefaultPasswordWait  = 30 * time.Second
 )
 
 // SetLimit bounds the Argon2id runs at once to slots and how long an attempt waits for one.
