@@ -23,6 +23,12 @@ type Config struct {
 	InsertAcks     int
 	RequestTimeout time.Duration // wait for replies before asking again or elsewhere
 	Retries        int           // insert: resend unacknowledged fragments this often
+	// InsertWindow bounds an insert's fragments sent and not yet answered: the next goes out
+	// as an answer comes back, in position order (neighbouring positions have neighbouring
+	// keys, so mostly one holder is busy at a time). An aggregate's n fragments (4 MB for
+	// POST's) then reach the holders and their disks in a stream, not one burst that every
+	// other write of the ring waits behind. Default 16; negative: all at once.
+	InsertWindow int
 
 	SyncInterval        time.Duration // maintenance round (ePOST: hourly)
 	SyncDelay           time.Duration // first round after joining or a leaf-set change
@@ -43,6 +49,7 @@ func DefaultConfig() Config {
 		N: 48, M: 5,
 		RequestTimeout:      5 * time.Second,
 		Retries:             2,
+		InsertWindow:        16,
 		SyncInterval:        time.Hour,
 		SyncDelay:           time.Minute,
 		MaxRebuildsPerRound: 100,
@@ -65,6 +72,12 @@ func (c *Config) fill() error {
 	}
 	if c.InsertAcks <= 0 {
 		c.InsertAcks = min(c.N, 3*c.M)
+	}
+	switch {
+	case c.InsertWindow == 0:
+		c.InsertWindow = d.InsertWindow
+	case c.InsertWindow < 0:
+		c.InsertWindow = c.N
 	}
 	if c.InsertAcks > c.N {
 		c.InsertAcks = c.N
@@ -463,6 +476,9 @@ type insertOp struct {
 	frags    [][]byte
 	proofs   [][][32]byte // by position, computed from frags
 	acked    []bool
+	waiting  []bool // sent and not answered since (an insert's window: Config.InsertWindow)
+	inflight int    // positions waiting
+	next     int    // positions below next have been sent at least once
 	acks     int
 	refused  int
 	firstErr error
@@ -516,7 +532,7 @@ func (n *Node) InsertEncoded(now time.Time, e *Encoded, cb func(InsertResult)) {
 func (n *Node) insert(man *Manifest, frags [][]byte, proofs [][][32]byte, cb func(InsertResult)) {
 	n.nextOp++
 	o := &op{id: n.nextOp, deadline: n.now.Add(n.cfg.RequestTimeout),
-		insert: &insertOp{man: man, frags: frags, proofs: proofs, acked: make([]bool, n.cfg.N), cb: cb}}
+		insert: &insertOp{man: man, frags: frags, proofs: proofs, acked: make([]bool, n.cfg.N), waiting: make([]bool, n.cfg.N), cb: cb}}
 	n.ops[o.id] = o
 	n.opQ = append(n.opQ, o.id)
 	n.sendFragments(o)
@@ -533,11 +549,41 @@ func (n *Node) sendFragments(o *op) {
 		}
 		return
 	}
-	for i, f := range in.frags {
+	// A timeout: what was sent and is not acknowledged goes again (lost, or refused).
+	for i := range in.next {
 		if !in.acked[i] {
-			n.route(in.man.FragmentKey(i), &message{Type: mStore, Op: o.id, Index: uint16(i), Manifest: in.man, Proof: in.proofs[i], Data: f}, false)
+			n.sendFragment(o, i)
 		}
 	}
+	n.fillWindow(o)
+}
+
+// fillWindow sends further positions while fewer than InsertWindow are waiting.
+func (n *Node) fillWindow(o *op) {
+	in := o.insert
+	for in.inflight < n.cfg.InsertWindow && in.next < len(in.frags) {
+		n.sendFragment(o, in.next)
+		in.next++
+	}
+}
+
+func (n *Node) sendFragment(o *op, i int) {
+	in := o.insert
+	if !in.waiting[i] {
+		in.waiting[i] = true
+		in.inflight++
+	}
+	n.route(in.man.FragmentKey(i), &message{Type: mStore, Op: o.id, Index: uint16(i), Manifest: in.man, Proof: in.proofs[i], Data: in.frags[i]}, false)
+}
+
+// answered notes the holder's answer for position i: one less waiting, one more may go.
+func (n *Node) answered(o *op, i int) {
+	in := o.insert
+	if in.waiting[i] {
+		in.waiting[i] = false
+		in.inflight--
+	}
+	n.fillWindow(o)
 }
 
 func (n *Node) onStoreAck(m *message) {
@@ -550,6 +596,7 @@ func (n *Node) onStoreAck(m *message) {
 	if in.acked[m.Index] {
 		return
 	}
+	n.answered(o, int(m.Index))
 	if m.Code != codeOK {
 		in.refused++
 		if in.firstErr == nil {

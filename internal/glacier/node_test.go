@@ -188,3 +188,43 @@ func TestEncodeInsert(t *testing.T) {
 		t.Fatalf("seed %d: a name over MaxNameLen was encoded", seed)
 	}
 }
+
+// An insert keeps at most InsertWindow fragments waiting for their holders, sends the next as
+// answers come back, and still places every position.
+func TestInsertWindow(t *testing.T) {
+	const seed = 15
+	cfg := testConfig()
+	cfg.InsertWindow = 3
+	r := newTestRing(t, seed, 30, cfg)
+	c, _ := NewCodec(cfg.N, cfg.M)
+	e, err := Encode(c, testKey(seed), cfg.Ring, []byte("w"), 1, r.net.Now().Add(24*time.Hour), randBytes(r.rng, 4000))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var res *InsertResult
+	tn := r.liveNode()
+	tn.drv.InsertEncoded(e, func(ir InsertResult) { res = &ir })
+	most := 0
+	for i := 0; i < 200 && (res == nil || most == 0); i++ {
+		tn.drv.With(func(n *Node) {
+			for _, o := range n.ops {
+				if o.insert != nil {
+					most = max(most, o.insert.inflight)
+					if o.insert.inflight > cfg.InsertWindow {
+						t.Fatalf("seed %d: %d fragments waiting, window %d", seed, o.insert.inflight, cfg.InsertWindow)
+					}
+				}
+			}
+		})
+		r.net.RunFor(5 * time.Millisecond)
+	}
+	if res == nil || res.Err != nil || most == 0 {
+		t.Fatalf("seed %d: insert %+v (most waiting %d)", seed, res, most)
+	}
+	r.net.RunFor(5 * time.Second)
+	for i, h := range r.holders(e.Manifest.Key()) {
+		if h != 1 {
+			t.Fatalf("seed %d: fragment %d held %d times, want once", seed, i, h)
+		}
+	}
+}
