@@ -523,26 +523,8 @@ func demoStatusLine(ns []*daemon.Node) string {
 		ready, len(ns), strings.Join(users, ", "), pending, outbox, objects)
 }
 
-// writeFileSync writes path through a temporary file, fsynced, renamed into place.
-func writeFileSync(path string, data []byte) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
-}
+// writeFileSync writes path through a temporary file (mode 0600), fsynced, renamed into place.
+func writeFileSync(path string, data []byte) error { return daemon.WriteFileSync(path, data, 0o600) }
 
 // dumpOnSIGUSR1 writes every goroutine's stack to root/goroutines-TIME.txt on each SIGUSR1:
 // what the ring's nodes wait on during a stall, without stopping them.

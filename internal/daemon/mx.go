@@ -50,7 +50,7 @@ func SaveGatewayIdentity(dir string, gi GatewayIdentity) error {
 	if err != nil {
 		return err
 	}
-	return writeFileSync(p, append(b, '\n'), 0o600)
+	return WriteFileSync(p, append(b, '\n'), 0o600)
 }
 
 // LoadGatewayIdentity reads dir's FileGatewayIdentity.
@@ -66,7 +66,8 @@ func LoadGatewayIdentity(dir string) (GatewayIdentity, error) {
 	return gi, nil
 }
 
-func writeFileSync(p string, b []byte, mode os.FileMode) error {
+// WriteFileSync writes p through a temporary file, fsynced, renamed into place.
+func WriteFileSync(p string, b []byte, mode os.FileMode) error {
 	tmp := p + ".tmp"
 	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, mode)
 	if err != nil {
