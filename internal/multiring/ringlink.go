@@ -566,8 +566,12 @@ func (l *RingLink) serve(from pastry.Handle, qid uint64, what byte, r ids.RingID
 			switch {
 			case err == nil:
 				answer(linkOK, sr.Encode())
-			case errors.Is(err, ErrRemoteUnknown), errors.Is(err, ErrNotAdmitted):
+			case errors.Is(err, ErrRemoteUnknown):
 				answer(linkUnknown, nil)
+			case errors.Is(err, ErrNotAdmitted):
+				// Not admitted here (yet: admission may be under way) says nothing of the user:
+				// the sender hears "try later" (451), never "no such user" (550).
+				answer(linkUnavailable, []byte(err.Error()))
 			default:
 				answer(linkUnavailable, []byte(err.Error()))
 			}
