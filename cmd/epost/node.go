@@ -68,6 +68,13 @@ func nodeRun(args []string, stderr io.Writer) error {
 	if err := durationFlag(fs, &queueBackoff, "queue-backoff", "gateways: retry queued mail after this fixed wait instead of the usual schedule"); err != nil {
 		return err
 	}
+	var handOffWait, custodyTimeout time.Duration
+	if err := durationFlag(fs, &handOffWait, "hand-off-wait", "gateways: answer a node's hand-off from the queue after this long when the other ring has not stored it yet"); err != nil {
+		return err
+	}
+	if err := durationFlag(fs, &custodyTimeout, "custody-timeout", "offer mail a gateway only queued to a gateway again after this long"); err != nil {
+		return err
+	}
 	mx := fs.String("mx", "", "gateways only: serve SMTP for the internet (the ring's MX, no AUTH, under the ring's policy.json) on HOST:PORT, e.g. :25")
 	mxHostname := fs.String("mx-hostname", "", "the MX's host name in greetings and Received/Authentication-Results fields (default: the ring's first domain)")
 	mxCert := fs.String("mx-tls-cert", "", "PEM certificate the MX offers with STARTTLS (default: the node's mail certificate)")
@@ -142,7 +149,8 @@ func nodeRun(args []string, stderr io.Writer) error {
 
 	n, err := daemon.Open(daemon.Options{Dir: *dir, Logger: log, Timers: t, Advertise: *advertise, Seed: *seed, ImplicitTLS: tlsAddrs,
 		GlobalListen: *globalListen, GlobalAdvertise: *globalAdvertise, GlobalBootstrap: globalBootstrap, Resolver: *resolver,
-		OutboundPort: *outboundPort, MX: *mx, MXHostname: *mxHostname, MXCert: *mxCert, MXKey: *mxKey, QueueBackoff: queueBackoff})
+		OutboundPort: *outboundPort, MX: *mx, MXHostname: *mxHostname, MXCert: *mxCert, MXKey: *mxKey, QueueBackoff: queueBackoff,
+		HandOffWait: handOffWait, CustodyTimeout: custodyTimeout})
 	if err != nil {
 		return err
 	}

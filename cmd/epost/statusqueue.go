@@ -67,6 +67,9 @@ func queueDestState(d daemon.QueueDestStatus, now time.Time) string {
 // outboxState is what the delivery line says about a node's outbox.
 func outboxState(m daemon.MailStatus) string {
 	s := fmt.Sprintf("%d in outbox", m.Outbox)
+	if m.Custody > 0 {
+		defer func() { s += fmt.Sprintf(", %d to other rings kept until a gateway reports delivery", m.Custody) }()
+	}
 	if m.Outbox == 0 {
 		return s
 	}

@@ -166,6 +166,11 @@ type Options struct {
 	// QueueBackoff, when set, replaces the gateway queue's retry schedule with a fixed wait
 	// (tests).
 	QueueBackoff time.Duration
+	// HandOffWait, on a gateway, is how long it holds its answer to a node's hand-off while it
+	// passes the message to the other ring (0: DefaultHandOffWait); CustodyTimeout, on a
+	// sending node, how long it waits before it offers a message a gateway only queued to a
+	// gateway again (0: DefaultCustodyTimeout). Tests shorten both.
+	HandOffWait, CustodyTimeout time.Duration
 }
 
 // ErrStopped is returned by Start after Stop.
@@ -189,30 +194,33 @@ type Node struct {
 	ctl     net.Listener
 	stopped bool
 
-	self      pastry.Handle
-	global    *globalSide // the global ring, on a gateway; guarded by mu
-	roles     sync.Map    // node id -> bool: the peer's certificate carries the gateway role
-	trusts    sync.Map    // ring id -> cachedTrust: other rings' trust, for foreign senders
-	foreigns  sync.Map    // ring id -> cachedForeign: other rings' bundles, for sending to them
-	locMu     sync.Mutex
-	loc       *LocalityStatus               // the last locality count (Status)
-	cur       atomic.Pointer[pastry.Driver] // n.drv, for the transport handler without n.mu
-	apps      atomic.Pointer[apps]          // the applications on n.drv
-	store     *store.Store                  // opened by Start, closed by Stop
-	frags     *glacier.DiskStore            // Glacier's fragments; opened by Start, closed by Stop
-	mail      *mailUsers                    // the node's users (NODEDIR/users)
-	servers   *mailServers                  // IMAP/SMTP/POP3, when the node has users; guarded by mu
-	mx        *mxSide                       // the inbound MX, on a gateway with --mx; guarded by mu
-	gwid      *gatewayID                    // the gateway's POST identity (set by Start)
-	gwPolicy  policyCache                   // the gateway policy in force (NODEDIR/policy.json)
-	queue     *appQueue
-	ops       opCounters
-	book      *addrBook
-	peers     *peerStore
-	leafDirty atomic.Bool
-	joined    atomic.Bool   // the driver has been started (joining or ready)
-	stop      chan struct{} // closed by Stop; ends the bootstrap and saver goroutines
-	wg        sync.WaitGroup
+	self        pastry.Handle
+	global      *globalSide // the global ring, on a gateway; guarded by mu
+	roles       sync.Map    // node id -> bool: the peer's certificate carries the gateway role
+	trusts      sync.Map    // ring id -> cachedTrust: other rings' trust, for foreign senders
+	foreigns    sync.Map    // ring id -> cachedForeign: other rings' bundles, for sending to them
+	records     sync.Map    // "ring/address" -> cachedRecord: other rings' users, verified
+	custodyOnce sync.Once
+	cust        *custody // mail for other rings that a gateway only queued (custody.go)
+	locMu       sync.Mutex
+	loc         *LocalityStatus               // the last locality count (Status)
+	cur         atomic.Pointer[pastry.Driver] // n.drv, for the transport handler without n.mu
+	apps        atomic.Pointer[apps]          // the applications on n.drv
+	store       *store.Store                  // opened by Start, closed by Stop
+	frags       *glacier.DiskStore            // Glacier's fragments; opened by Start, closed by Stop
+	mail        *mailUsers                    // the node's users (NODEDIR/users)
+	servers     *mailServers                  // IMAP/SMTP/POP3, when the node has users; guarded by mu
+	mx          *mxSide                       // the inbound MX, on a gateway with --mx; guarded by mu
+	gwid        *gatewayID                    // the gateway's POST identity (set by Start)
+	gwPolicy    policyCache                   // the gateway policy in force (NODEDIR/policy.json)
+	queue       *appQueue
+	ops         opCounters
+	book        *addrBook
+	peers       *peerStore
+	leafDirty   atomic.Bool
+	joined      atomic.Bool   // the driver has been started (joining or ready)
+	stop        chan struct{} // closed by Stop; ends the bootstrap and saver goroutines
+	wg          sync.WaitGroup
 
 	// outboxWaiting says why the outbox's next message waits (outbox.go), for Status.
 	outboxWaiting atomic.Pointer[string]

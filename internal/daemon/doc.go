@@ -44,8 +44,10 @@
 //
 //	NODEDIR/control.sock    Unix socket, mode 0600, JSON requests (see control.go)
 //	DATADIR/peers.json      remembered peers, rewritten atomically after leaf-set changes
+//	DATADIR/global-peers.json  a gateway's remembered members of the global ring
 //	DATADIR/store/          the object store (internal/store): PAST's replicas
 //	DATADIR/outbox/         mail for recipients outside the ring (smtpserver.DirOutbox)
+//	DATADIR/custody/        mail for other rings a gateway only queued, kept until the outcome (custody.go)
 //	NODEDIR/mail-tls.crt    the mail servers' self-signed certificate; mail-tls.key (0600)
 //	NODEDIR/users/ADDR/     a user: sealed keys, record, received journal, mail cache
 //

@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -59,6 +60,30 @@ type globalSide struct {
 	drv        *pastry.Driver
 	cur        atomic.Pointer[pastry.Driver] // drv, for the transport's goroutines (frames may come before drv is made)
 	self       pastry.Handle
+	// peers remembers the global ring's members (DATADIR/global-peers.json): a gateway that
+	// restarts after its bootstrap gateways are gone finds the global ring again through them
+	// (nil on a private global side). saved is the last list written.
+	peers *peerStore
+	saved []Peer
+}
+
+// FileGlobalPeers is the global ring's remembered-peers file in a gateway's data directory.
+const FileGlobalPeers = "global-peers.json"
+
+// rememberGlobalPeers rewrites global-peers.json when the global ring's members changed.
+func (n *Node) rememberGlobalPeers(gs *globalSide) {
+	if gs.peers == nil {
+		return
+	}
+	peers := snapshotPeers(gs.drv)
+	if len(peers) == 0 || slices.Equal(peers, gs.saved) {
+		return
+	}
+	if err := gs.peers.save(peers, time.Now()); err != nil {
+		n.log.Warn("global ring: could not remember peers (a restart then depends on --global-bootstrap): "+err.Error(), "file", gs.peers.path)
+		return
+	}
+	gs.saved = peers
 }
 
 // runsGlobal reports whether this node runs a global side (startGlobal): a gateway with a
@@ -75,7 +100,8 @@ func (n *Node) runsGlobal() bool {
 // It runs under n.mu, from Start.
 func (n *Node) startGlobal() error {
 	o := n.opts
-	if o.GlobalListen == "" {
+	private := o.GlobalListen == ""
+	if private {
 		// A gateway outside any federation still carries its ring's internet mail, whose
 		// queue and carriers live on the global side: it runs alone, on a loopback port that
 		// no other gateway is told of.
@@ -105,7 +131,7 @@ func (n *Node) startGlobal() error {
 	if advertise == "" {
 		advertise = o.GlobalListen
 	}
-	gs := &globalSide{self: pastry.Handle{ID: n.rn.ID, Addr: advertise}}
+	gs := &globalSide{self: pastry.Handle{ID: n.rn.ID, Addr: advertise}, peers: newPeerStore(filepath.Join(n.rn.DataDir(), FileGlobalPeers), n.rn.ID)}
 	book := newAddrBook()
 	gs.link = multiring.NewGlobal(multiring.GlobalConfig{
 		Self:      bundle,
@@ -222,7 +248,25 @@ func (n *Node) startGlobal() error {
 	n.global = gs
 	n.log.Info("global ring starting", "node", n.rn.ID.Short(), "listen", o.GlobalListen, "advertise", advertise,
 		"bootstrap", fmt.Sprint(o.GlobalBootstrap), "resolver", resolverName(o.Resolver))
-	gs.drv.Start(o.GlobalBootstrap)
+	boot := o.GlobalBootstrap
+	if private {
+		gs.peers = nil
+	} else if len(boot) > 0 {
+		// Remembered members after the configured ones: the join tries each in turn, so a
+		// restart finds the global ring when the gateways named by --global-bootstrap are
+		// gone. A founder (no --global-bootstrap) founds again; the others join it.
+		remembered, err := gs.peers.load()
+		if err != nil {
+			n.log.Warn("global ring: remembered peers ignored: " + err.Error())
+		}
+		for _, p := range remembered {
+			if !slices.Contains(boot, p.Addr) && p.Addr != advertise {
+				boot = append(boot, p.Addr)
+			}
+		}
+		gs.saved = remembered
+	}
+	gs.drv.Start(boot)
 	gs.stopScribe = gs.sc.RunTicker(transport.RealClock{}, time.Second)
 	if err := gs.dir.Start(); err != nil {
 		n.log.Warn("global ring: cannot join this ring's gateway group", "err", err)
@@ -231,7 +275,7 @@ func (n *Node) startGlobal() error {
 	go func() {
 		t := time.NewTicker(carrierInterval)
 		defer t.Stop()
-		var beaconAt time.Time
+		var beaconAt, peersAt time.Time
 		for {
 			select {
 			case <-gs.stopLoop:
@@ -242,6 +286,10 @@ func (n *Node) startGlobal() error {
 			if now := time.Now(); now.Sub(beaconAt) >= multiring.BeaconInterval {
 				beaconAt = now
 				n.beacon(gs)
+			}
+			if now := time.Now(); now.Sub(peersAt) >= n.timers.PeersSave {
+				peersAt = now
+				n.rememberGlobalPeers(gs)
 			}
 			gs.carrier.RunOnce(context.Background())
 			gs.internet.RunOnce(context.Background())

@@ -86,6 +86,7 @@ func (n *Node) startMail() error {
 		ms.imap, ms.addrs.IMAP = s, ln.Addr().String()
 		go s.Serve(ln)
 	}
+	go n.keepCustody()
 	if cfg.SMTP != "" {
 		ob, err := smtpserver.OpenDirOutbox(filepath.Join(n.rn.DataDir(), FileOutbox), time.Now)
 		if err != nil {

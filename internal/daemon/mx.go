@@ -66,7 +66,8 @@ func LoadGatewayIdentity(dir string) (GatewayIdentity, error) {
 	return gi, nil
 }
 
-// WriteFileSync writes p through a temporary file, fsynced, renamed into place.
+// WriteFileSync writes p through a temporary file, fsynced, renamed into place, and fsyncs
+// the directory (the rename is durable when it returns).
 func WriteFileSync(p string, b []byte, mode os.FileMode) error {
 	tmp := p + ".tmp"
 	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, mode)
@@ -84,7 +85,23 @@ func WriteFileSync(p string, b []byte, mode os.FileMode) error {
 	if err := f.Close(); err != nil {
 		return err
 	}
-	return os.Rename(tmp, p)
+	if err := os.Rename(tmp, p); err != nil {
+		return err
+	}
+	return syncDir(filepath.Dir(p))
+}
+
+// syncDir fsyncs a directory, making the creation, renaming or removal of its entries durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // mxSide is a gateway's running MX.

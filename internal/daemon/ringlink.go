@@ -88,14 +88,33 @@ func (n *Node) gatewayRoster() []multiring.RosterEntry {
 // federationDeadline is how long a gateway keeps trying to hand a message to another ring.
 const federationDeadline = 5 * 24 * time.Hour
 
-// handOffWait is how long a gateway holds its answer to a node's hand-off while it passes the
+// DefaultHandOffWait is how long a gateway holds its answer to a node's hand-off while it passes the
 // message on: when the other ring stores it within that time, the node's 250 means the message
 // is in the recipient's ring, and a gateway that dies with it in its queue costs nothing (the
 // node, unanswered, hands it to another gateway; the recipient files each id once). Past it
 // the answer is "queued here", and the gateway's queue carries it on.
-const handOffWait = 5 * time.Second
+const DefaultHandOffWait = 5 * time.Second
 
-func (g gatewayAnswers) Queue(entry, from string, b *post.RemoteBundle) (map[string]string, error) {
+func (n *Node) handOffWait() time.Duration {
+	if n.opts.HandOffWait > 0 {
+		return n.opts.HandOffWait
+	}
+	return DefaultHandOffWait
+}
+
+func (g gatewayAnswers) Queue(entry, from string, b *post.RemoteBundle, again bool) (map[string]string, bool, error) {
+	// An entry this gateway has already: its queue's word stands (an origin offering it
+	// again keeps it until the outcome is final).
+	if q := g.gs.queue; q != nil {
+		switch q.Has(entry) {
+		case "queued":
+			return nil, true, nil
+		case "done":
+			if d, ok := q.Finished(entry); ok {
+				return failedOf(d.Rcpts), false, nil
+			}
+		}
+	}
 	// First straight to a gateway of the other ring: when its ring stores the message within
 	// the wait, the node's 250 rests on that, and nothing is written here. A node that hears
 	// nothing (this gateway died) hands it to another gateway; the same ids land on the same
@@ -106,7 +125,7 @@ func (g gatewayAnswers) Queue(entry, from string, b *post.RemoteBundle) (map[str
 	}
 	ch := make(chan res, 1)
 	g.gs.relay.HandOff(entry, b.Dest, b.Encode(), func(st map[string]mailqueue.RcptState, err error) { ch <- res{st, err} })
-	t := time.NewTimer(handOffWait)
+	t := time.NewTimer(g.n.handOffWait())
 	defer t.Stop()
 	select {
 	case r := <-ch:
@@ -124,8 +143,10 @@ func (g gatewayAnswers) Queue(entry, from string, b *post.RemoteBundle) (map[str
 					pending = true
 				}
 			}
-			if !pending {
-				return refused, nil
+			// A refusal on an offer made again comes long after the sender's 250: it goes
+			// through the queue, whose attempt files the delivery report (DSN).
+			if !pending && (refused == nil || !again) {
+				return refused, false, nil
 			}
 		}
 	case <-t.C:
@@ -137,9 +158,23 @@ func (g gatewayAnswers) Queue(entry, from string, b *post.RemoteBundle) (map[str
 	}
 	_, err := g.n.QueueFederated(entry, from, b, deadline)
 	if errors.Is(err, mailqueue.ErrExists) {
-		err = nil // a repeated hand-off: already queued (or done) here
+		err = nil // a repeated hand-off: queued meanwhile
 	}
-	return nil, err
+	return nil, err == nil, err
+}
+
+// failedOf names the recipients a finished entry failed for.
+func failedOf(rcpts []mailqueue.RcptState) map[string]string {
+	var m map[string]string
+	for _, r := range rcpts {
+		if r.State == mailqueue.Failed {
+			if m == nil {
+				m = map[string]string{}
+			}
+			m[r.Addr] = r.Detail
+		}
+	}
+	return m
 }
 
 // QueueInternet implements multiring.GatewaySide: the message goes into the gateway's queue
@@ -317,8 +352,30 @@ func (r remoteRouter) foreign(ctx context.Context, id ids.RingID) (*ring.Foreign
 	}
 }
 
+type cachedRecord struct {
+	rec   *identity.Record
+	until time.Time
+}
+
+// recordTTL bounds how long a verified record of another ring's user is used before it is
+// asked again (docs/gateway-design.md §5.2): mail to a correspondent then costs no round trip
+// over the global ring, and a short outage of that ring's gateways does not stop the sending.
+const recordTTL = 10 * time.Minute
+
 // Record implements mailstore.Remote.
 func (r remoteRouter) Record(ctx context.Context, id ids.RingID, addr string) (*identity.Record, error) {
+	key := id.String() + "/" + addr
+	if v, ok := r.n.records.Load(key); ok && time.Now().Before(v.(cachedRecord).until) {
+		return v.(cachedRecord).rec, nil
+	}
+	rec, err := r.record(ctx, id, addr)
+	if err == nil {
+		r.n.records.Store(key, cachedRecord{rec: rec, until: time.Now().Add(recordTTL)})
+	}
+	return rec, err
+}
+
+func (r remoteRouter) record(ctx context.Context, id ids.RingID, addr string) (*identity.Record, error) {
 	f, err := r.foreign(ctx, id)
 	if err != nil {
 		return nil, err
@@ -347,17 +404,24 @@ func (r remoteRouter) HandOff(ctx context.Context, entry, from string, b *post.R
 		return nil, errors.New("the ring's overlay is not running")
 	}
 	type res struct {
-		refused map[string]string
-		err     error
+		o   multiring.Outcome
+		err error
 	}
 	ch := make(chan res, 1)
-	link.HandOff(entry, from, b, func(refused map[string]string, err error) { ch <- res{refused, err} })
+	link.Offer(entry, from, b, false, func(o multiring.Outcome, err error) { ch <- res{o, err} })
 	select {
 	case v := <-ch:
 		if errors.Is(v.err, multiring.ErrHandOffRefused) {
 			return nil, fmt.Errorf("%w: %v", mailstore.ErrRemoteRefused, v.err)
 		}
-		return v.refused, v.err
+		if v.err == nil && v.o.Queued {
+			// Only in that gateway's queue: this node keeps custody until a gateway reports
+			// the outcome (custody.go), on disk before the sender hears 250.
+			if err := r.n.custodyStore().keep(entry, from, b, time.Now(), r.n.custodyTimeout()); err != nil {
+				return nil, err
+			}
+		}
+		return v.o.Refused, v.err
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}

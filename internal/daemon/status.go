@@ -130,6 +130,9 @@ type MailStatus struct {
 	// ring answered).
 	OutboxOldestS int64  `json:"outbox_oldest_seconds"`
 	OutboxWaiting string `json:"outbox_waiting,omitempty"`
+	// Custody counts messages to other rings that a gateway only queued: this node keeps
+	// each until a gateway reports its outcome, and offers it again meanwhile (custody.go).
+	Custody int `json:"custody"`
 	// Auth counts logins: recognized from the cache, password checks run (Argon2id, one at
 	// a time), wrong passwords, failed logins answered late, and attempts that waited for a
 	// check or were refused because none came free (a flood of guesses).
@@ -161,6 +164,7 @@ func (n *Node) mailStatus() MailStatus {
 			}
 		}
 	}
+	m.Custody = n.custodyStore().count()
 	for _, addr := range n.mail.addresses() {
 		m.Users = append(m.Users, MailUserStatus{Address: addr, Online: n.mail.online(addr), Filed: n.mail.filed[addr].Load()})
 	}

@@ -82,8 +82,8 @@ func (recordingSide) Bundle(ids.RingID) ([]byte, bool) { return nil, false }
 func (recordingSide) LookupRecord(_ ids.RingID, _ string, cb func(*identity.Record, identity.SignedRecord, error)) {
 	cb(nil, identity.SignedRecord{}, ErrRemoteUnknown)
 }
-func (recordingSide) Queue(string, string, *post.RemoteBundle) (map[string]string, error) {
-	return nil, nil
+func (recordingSide) Queue(string, string, *post.RemoteBundle, bool) (map[string]string, bool, error) {
+	return nil, false, nil
 }
 func (s recordingSide) QueueInternet(entry, _ string, _ []string, _ []byte) error {
 	s.w.mu.Lock()

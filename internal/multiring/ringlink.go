@@ -46,11 +46,13 @@ const (
 	linkRecord   = 2
 	linkHandOff  = 3
 	linkInternet = 4 // a message for internet addresses (plaintext: the gateway sends it by SMTP)
+	linkReOffer  = 5 // a hand-off offered again by the origin, which keeps custody of it (§8.2)
 
 	linkOK          = 1
 	linkUnknown     = 2 // no such user, or a ring the gateway does not know
 	linkUnavailable = 3
 	linkRefused     = 4 // the hand-off was refused for good (too large, malformed)
+	linkQueued      = 5 // a hand-off is held in the gateway's queue, not yet stored by the other ring
 
 	maxLinkData = pastry.MaxPayload - 64<<10
 )
@@ -60,10 +62,12 @@ type GatewaySide interface {
 	// Bundle is an admitted ring's bundle, encoded (ring.Bundle.Encode), or false.
 	Bundle(r ids.RingID) ([]byte, bool)
 	LookupRecord(r ids.RingID, addr string, cb func(*identity.Record, identity.SignedRecord, error))
-	// Queue stores a sealed bundle durably for the relay (the entry id is the origin's); it
-	// may block while the message is passed on, and then names the recipients the other ring
-	// refused for good (address -> why).
-	Queue(entry, from string, b *post.RemoteBundle) (refused map[string]string, err error)
+	// Queue passes a sealed bundle on to the other ring or stores it durably for the relay
+	// (the entry id is the origin's; again says the origin offers it once more, see
+	// RingLink.Offer). It may block while the message is passed on. queued says the message
+	// is only in this gateway's queue; otherwise its outcome is final, and refused names the
+	// recipients the other ring refused for good (address -> why).
+	Queue(entry, from string, b *post.RemoteBundle, again bool) (refused map[string]string, queued bool, err error)
 	// QueueInternet stores a message for internet recipients durably for outbound SMTP.
 	QueueInternet(entry, from string, rcpts []string, raw []byte) error
 }
@@ -377,25 +381,47 @@ var ErrHandOffRefused = errors.New("multiring: the gateway refused the message")
 // durably (from is the sender, for delivery reports; entry the origin's id); refused names
 // the recipients the other ring refused for good, when that was known by then.
 func (l *RingLink) HandOff(entry, from string, b *post.RemoteBundle, cb func(refused map[string]string, err error)) {
+	l.Offer(entry, from, b, false, func(o Outcome, err error) { cb(o.Refused, err) })
+}
+
+// Outcome is a gateway's answer to a hand-off: Queued when the message is only in its queue
+// (the other ring has not stored it yet), else final, with the recipients the other ring
+// refused for good.
+type Outcome struct {
+	Queued  bool
+	Refused map[string]string
+}
+
+// Offer is HandOff with the whole answer. An origin keeps custody of a message a gateway only
+// queued (docs/gateway-design.md §8.2) and offers it again (again: true) until an answer is
+// final: a gateway that has it queued says so, one that finished it says how it ended, and any
+// other gateway passes it on anew (the recipient's ring files each notification id once).
+func (l *RingLink) Offer(entry, from string, b *post.RemoteBundle, again bool, cb func(Outcome, error)) {
 	data := b.Encode()
 	if len(data) > MaxLarge {
-		cb(nil, fmt.Errorf("%w: %d bytes, at most %d in one hand-off", ErrHandOffRefused, len(data), MaxLarge))
+		cb(Outcome{}, fmt.Errorf("%w: %d bytes, at most %d in one hand-off", ErrHandOffRefused, len(data), MaxLarge))
 		return
 	}
-	l.ask(linkHandOff, b.Dest, from, entry, data, func(status byte, detail []byte, err error) {
+	what := byte(linkHandOff)
+	if again {
+		what = linkReOffer
+	}
+	l.ask(what, b.Dest, from, entry, data, func(status byte, detail []byte, err error) {
 		switch {
 		case err != nil:
-			cb(nil, err)
+			cb(Outcome{}, err)
 		case status == linkOK:
 			refused, derr := decodeRefused(detail)
 			if derr != nil {
-				refused = nil // the gateway holds it either way; the list is advice
+				refused = nil // the outcome stands either way; the list is advice
 			}
-			cb(refused, nil)
+			cb(Outcome{Refused: refused}, nil)
+		case status == linkQueued:
+			cb(Outcome{Queued: true}, nil)
 		case status == linkRefused:
-			cb(nil, fmt.Errorf("%w: %s", ErrHandOffRefused, detail))
+			cb(Outcome{}, fmt.Errorf("%w: %s", ErrHandOffRefused, detail))
 		default:
-			cb(nil, fmt.Errorf("%w: the gateway could not queue it: %s", ErrRemoteUnavailable, detail))
+			cb(Outcome{}, fmt.Errorf("%w: the gateway could not queue it: %s", ErrRemoteUnavailable, detail))
 		}
 	})
 }
@@ -576,7 +602,7 @@ func (l *RingLink) serve(from pastry.Handle, qid uint64, what byte, r ids.RingID
 				answer(linkUnavailable, []byte(err.Error()))
 			}
 		})
-	case linkHandOff:
+	case linkHandOff, linkReOffer:
 		b, err := post.DecodeRemoteBundle(data)
 		if err == nil && b.Dest == l.cfg.Ring {
 			err = errors.New("a bundle for this ring itself")
@@ -588,12 +614,15 @@ func (l *RingLink) serve(from pastry.Handle, qid uint64, what byte, r ids.RingID
 		// Queue may wait for the message to be passed on: not on the event loop that also
 		// carries the relay's answers.
 		go func() {
-			refused, err := gs.Queue(entry, addr, b)
-			if err != nil {
+			refused, queued, err := gs.Queue(entry, addr, b, what == linkReOffer)
+			switch {
+			case err != nil:
 				answer(linkUnavailable, []byte(err.Error()))
-				return
+			case queued:
+				answer(linkQueued, nil)
+			default:
+				answer(linkOK, encodeRefused(refused))
 			}
-			answer(linkOK, encodeRefused(refused))
 		}()
 	case linkInternet:
 		r := wire.NewReader(data)

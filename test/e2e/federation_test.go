@@ -190,12 +190,16 @@ func inboxTokens(t *testing.T, r *ring, user string, tokens []string) map[string
 }
 
 // TestGatewayKilledMidStream: two rings of four node processes, two gateways each; alice and
-// bob write to each other (200 mails each way) while one gateway of each ring is killed with
-// SIGKILL halfway through. Every mail that got a 250 arrives exactly once. The killed gateways
-// are started again once the sending is over: a hand-off the other ring did not store within 5 s
-// is answered from the gateway's queue, and such an entry waits for its gateway to come back
-// (docs/gateway-design.md §0, custody; seen only on a machine loaded enough to make a hand-off
-// that slow). Until the origin keeps custody, "not restarted" can lose those.
+// bob write to each other (200 mails each way), and halfway through one gateway of each ring is
+// killed with SIGKILL while it holds mail it has answered for, and never comes back. Every mail
+// that got a 250 arrives exactly once.
+//
+// The gateways answer a hand-off from their queue at once (--hand-off-wait 1ms: the path a
+// loaded machine takes after 5 s), and the kill comes while the other ring's gateways are
+// down (killed too, and started again after it), so that the victim's queue holds mail it
+// cannot have passed on. That mail
+// is saved only by the origin's custody: the sender's node keeps each message a gateway only
+// queued and offers it to another gateway after --custody-timeout (docs/gateway-design.md §8.2).
 func TestGatewayKilledMidStream(t *testing.T) {
 	seed := testSeed(t)
 	dns, err := dnstest.Start()
@@ -203,10 +207,13 @@ func TestGatewayKilledMidStream(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer dns.Close()
-	acme, acmeGlobals := newFedRingN(t, seed, "acme", dns, "", 2, 1, "alice")
-	globex, _ := newFedRingN(t, seed+7, "globex", dns, acmeGlobals[0], 2, 1, "bob")
+	const gateways = 2
+	acme, acmeGlobals := newFedRingN(t, seed, "acme", dns, "", gateways, 1, "alice")
+	globex, _ := newFedRingN(t, seed+7, "globex", dns, acmeGlobals[0], gateways, 1, "bob")
 	all := append(append([]*node{}, acme.nodes...), globex.nodes...)
+	keepLogsOnFailure(t, seed, all...)
 	for _, n := range all {
+		n.extra = append(n.extra, "--hand-off-wait", "1ms", "--custody-timeout", "3s", "--queue-backoff", "1s")
 		n.start()
 	}
 	waitReady(t, all...)
@@ -214,50 +221,93 @@ func TestGatewayKilledMidStream(t *testing.T) {
 	countInbox(t, globex, bob, "nothing")
 	countInbox(t, acme, alice, "nothing")
 
-	const perWay = 200
+	const perWay, held = 200, 10
 	type way struct {
-		r        *ring
+		r, dst   *ring
 		from, to string
-		victim   *node // killed halfway
 		sent     []string
 	}
-	ways := []*way{{r: acme, from: alice, to: bob, victim: acme.nodes[seed%2]}, {r: globex, from: bob, to: alice, victim: globex.nodes[(seed/2)%2]}}
-	var wg sync.WaitGroup
-	for wi, w := range ways {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range perWay {
-				if i == perWay/2 {
-					w.victim.stop(syscall.SIGKILL)
-				}
-				tok := fmt.Sprintf("kill-%d-%d-%d", wi, i, seed)
-				start := time.Now()
-				for {
-					err := trySend(w.r, w.from, w.to, "stream", "body "+tok+" end")
-					if err == nil {
-						w.sent = append(w.sent, tok)
-						break
-					}
-					if !isCode(err, 4) && !strings.Contains(err.Error(), "connection") {
-						t.Errorf("%s -> %s #%d: %v", w.from, w.to, i, err)
-						return
-					}
-					if time.Since(start) > 90*time.Second {
-						t.Errorf("%s -> %s #%d: no 250 in 90 s: %v", w.from, w.to, i, err)
-						return
-					}
-					time.Sleep(500 * time.Millisecond)
-				}
+	ways := []*way{{r: acme, dst: globex, from: alice, to: bob}, {r: globex, dst: acme, from: bob, to: alice}}
+	send := func(wi int, w *way, i int) bool {
+		tok := fmt.Sprintf("kill-%d-%d-%d", wi, i, seed)
+		start := time.Now()
+		for {
+			err := trySend(w.r, w.from, w.to, "stream", "body "+tok+" end")
+			if err == nil {
+				w.sent = append(w.sent, tok)
+				return true
 			}
-		}()
+			if !isCode(err, 4) && !strings.Contains(err.Error(), "connection") {
+				t.Errorf("%s -> %s #%d: %v", w.from, w.to, i, err)
+				return false
+			}
+			if time.Since(start) > 90*time.Second {
+				t.Errorf("%s -> %s #%d: no 250 in 90 s: %v", w.from, w.to, i, err)
+				return false
+			}
+			time.Sleep(500 * time.Millisecond)
+		}
 	}
-	wg.Wait()
+	stream := func(from, to int) {
+		var wg sync.WaitGroup
+		for wi, w := range ways {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := from; i < to; i++ {
+					if !send(wi, w, i) {
+						return
+					}
+				}
+			}()
+		}
+		wg.Wait()
+	}
+	stream(0, perWay/2-held)
 	if t.Failed() {
 		return
 	}
-	for _, w := range ways {
-		w.victim.start()
+	// Each way in turn: the receiving ring's gateways go down, the sender writes `held` mails
+	// (its ring's gateways queue them: they cannot pass them on), and the sending ring's
+	// gateway holding most of them is killed for good; then the receiving ring's gateways
+	// start again.
+	for wi, w := range ways {
+		var down []*node
+		for _, g := range w.dst.nodes[:gateways] {
+			if g.running() {
+				g.stop(syscall.SIGKILL)
+				down = append(down, g)
+			}
+		}
+		for i := perWay/2 - held; i < perWay/2; i++ {
+			if !send(wi, w, i) {
+				break
+			}
+		}
+		var victim *node
+		most := 0
+		for _, g := range w.r.nodes[:gateways] {
+			if st, ok := g.status(); ok && st.Gateway.Queue.Federation.Entries > most {
+				victim, most = g, st.Gateway.Queue.Federation.Entries
+			}
+		}
+		if victim != nil {
+			t.Logf("%s -> %s: killing %s, which holds %d queued mails", w.from, w.to, victim.name, most)
+			victim.stop(syscall.SIGKILL)
+		}
+		for _, g := range down {
+			g.start()
+		}
+		if t.Failed() {
+			return
+		}
+		if victim == nil {
+			t.Fatalf("%s -> %s: no gateway of %s queued any of the %d mails sent while the other ring's gateways were stopped", w.from, w.to, w.r.nodes[0].name, held)
+		}
+	}
+	stream(perWay/2, perWay)
+	if t.Failed() {
+		return
 	}
 	for _, w := range ways {
 		rcv := acme

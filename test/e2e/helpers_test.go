@@ -118,9 +118,43 @@ func (n *node) stop(sig syscall.Signal) {
 	}
 }
 
+// keepLogsOnFailure copies the nodes' logs out of the test's temporary directory when the test
+// fails (the directory is removed), and names where.
+func keepLogsOnFailure(t *testing.T, seed uint64, nodes ...*node) {
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		dir := filepath.Join(os.TempDir(), fmt.Sprintf("epost-%s-%d", t.Name(), seed))
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return
+		}
+		for _, n := range nodes {
+			if b, err := os.ReadFile(n.logPth); err == nil {
+				_ = os.WriteFile(filepath.Join(dir, n.name+".log"), b, 0o644)
+			}
+		}
+		t.Logf("node logs kept in %s", dir)
+	})
+}
+
+// running says whether the node's process was started and not stopped.
+func (n *node) running() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.cmd != nil
+}
+
 type status struct {
-	Ready bool `json:"ready"`
-	Mail  struct {
+	Ready   bool `json:"ready"`
+	Gateway struct {
+		Queue struct {
+			Federation struct {
+				Entries int `json:"entries"`
+			} `json:"federation"`
+		} `json:"queue"`
+	} `json:"gateway"`
+	Mail struct {
 		Filed       uint64 `json:"filed"`
 		PendingHeld int    `json:"pending_held"`
 		Outbox      int    `json:"outbox"`
