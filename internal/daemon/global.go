@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/hex"
@@ -12,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -251,10 +253,12 @@ func (n *Node) startGlobal() error {
 	boot := o.GlobalBootstrap
 	if private {
 		gs.peers = nil
-	} else if len(boot) > 0 {
+	} else {
 		// Remembered members after the configured ones: the join tries each in turn, so a
 		// restart finds the global ring when the gateways named by --global-bootstrap are
-		// gone. A founder (no --global-bootstrap) founds again; the others join it.
+		// gone, and a founder (no --global-bootstrap) that restarts rejoins the ring the
+		// others kept rather than found a second one. When nobody completes the join,
+		// globalFounderWatch picks one gateway to found it.
 		remembered, err := gs.peers.load()
 		if err != nil {
 			n.log.Warn("global ring: remembered peers ignored: " + err.Error())
@@ -267,11 +271,14 @@ func (n *Node) startGlobal() error {
 		gs.saved = remembered
 	}
 	gs.drv.Start(boot)
+	gs.stopLoop, gs.kick = make(chan struct{}), make(chan struct{}, 1)
+	if len(boot) > 0 {
+		go n.globalFounderWatch(gs, boot)
+	}
 	gs.stopScribe = gs.sc.RunTicker(transport.RealClock{}, time.Second)
 	if err := gs.dir.Start(); err != nil {
 		n.log.Warn("global ring: cannot join this ring's gateway group", "err", err)
 	}
-	gs.stopLoop, gs.kick = make(chan struct{}), make(chan struct{}, 1)
 	go func() {
 		t := time.NewTicker(carrierInterval)
 		defer t.Stop()
@@ -296,6 +303,58 @@ func (n *Node) startGlobal() error {
 		}
 	}()
 	return nil
+}
+
+// globalFounderWatch covers the global ring's members all restarting (or its founder gone for
+// good): each joins through the others, which are only joining too, and none would ever be
+// ready. It has no founder to fall back on (every gateway but the first names a bootstrap), so
+// after a few join timeouts without success the gateway asks who of its candidates answers:
+// when none does, or its own id is the lowest among those that do, it founds the global ring
+// alone (pastry.Driver.FoundAlone: the others' join retries then reach it, and the periodic heal
+// through the bootstrap list merges any ring founded elsewhere).
+func (n *Node) globalFounderWatch(gs *globalSide, boot []string) {
+	limit := 4 * n.timers.JoinTimeout
+	for {
+		select {
+		case <-gs.stopLoop:
+			return
+		case <-time.After(limit):
+		}
+		if gs.drv.Ready() {
+			return
+		}
+		lowest := true
+		answered := 0
+		var mu sync.Mutex
+		var wg sync.WaitGroup
+		for _, addr := range boot {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				ctx, cancel := context.WithTimeout(context.Background(), n.timers.DialTimeout)
+				defer cancel()
+				id, err := gs.tr.Identify(ctx, addr)
+				if err != nil {
+					return
+				}
+				mu.Lock()
+				answered++
+				if bytes.Compare(id[:], n.rn.ID[:]) < 0 {
+					lowest = false
+				}
+				mu.Unlock()
+			}()
+		}
+		wg.Wait()
+		if !lowest || gs.drv.Ready() {
+			continue
+		}
+		if gs.drv.FoundAlone() {
+			n.log.Warn(fmt.Sprintf("global ring: no join completed in %v and no gateway with a lower id answered (%d of %d answered): founding the global ring anew; the others join this gateway",
+				limit, answered, len(boot)))
+			return
+		}
+	}
 }
 
 func resolverName(s string) string {

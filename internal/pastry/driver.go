@@ -96,6 +96,14 @@ func (d *Driver) Handle(from transport.From, frame []byte) {
 }
 
 // Ready reports whether the node has joined.
+// FoundAlone is Node.FoundAlone on the driver's node.
+func (d *Driver) FoundAlone() bool {
+	d.mu.Lock()
+	ok := d.node.FoundAlone(d.clock.Now())
+	d.flushLocked()
+	return ok
+}
+
 func (d *Driver) Ready() bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()

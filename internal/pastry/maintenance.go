@@ -334,6 +334,15 @@ func (n *Node) maintainTable() {
 // the reply comes from the other part and the two merge.
 func (n *Node) heal() {
 	n.dead.expire(n.now.Add(-n.cfg.DeadRetention))
+	if n.leaf.Size() == 0 && len(n.bootstrap) > 0 {
+		// A ring of one with nodes to join through (founded alone while they were away, see
+		// FoundAlone): ask all of them, and again soon, until one answers.
+		for _, a := range n.bootstrap {
+			n.send(Handle{Addr: a}, &message{Type: mJoinRequest, Flag: true})
+		}
+		n.nextHeal = n.now.Add(jitter(n.rng, min(4*n.cfg.JoinTimeout, n.cfg.HealInterval)))
+		return
+	}
 	total := len(n.bootstrap) + len(n.dead.list)
 	if total == 0 {
 		return

@@ -310,6 +310,22 @@ func (n *Node) sendJoinRequest() {
 	n.send(Handle{Addr: addr}, &message{Type: mJoinRequest})
 }
 
+// FoundAlone makes a node whose join has not completed ready on its own, as the founder of a
+// ring of one, keeping its bootstrap list for the periodic heal (which merges it with any ring
+// those nodes are in). It is for a whole ring restarting where every node waits to join through
+// another one; the caller decides who founds (one node only, say the lowest id among those that
+// answer). It reports whether the node changed phase.
+func (n *Node) FoundAlone(now time.Time) bool {
+	if n.phase != phaseJoining {
+		return false
+	}
+	n.now = now
+	n.becomeReady()
+	// Heal soon: another node may have founded the ring too, or the ring may be up after all.
+	n.nextHeal = now.Add(2 * n.cfg.JoinTimeout)
+	return true
+}
+
 func (n *Node) becomeReady() {
 	if n.phase == phaseReady {
 		return
