@@ -128,9 +128,9 @@ func printStatus(out io.Writer, st *daemon.Status) {
 	fmt.Fprintf(out, "users     %s\n", orDash(strings.Join(users, ", ")))
 	fmt.Fprintf(out, "delivery  %d filed here, %d sent (%d stored, %d refused), %d pending held for offline users, %s\n",
 		m.Filed, m.Sent, m.Accepted, m.Refused, m.PendingHeld, outboxState(m))
-	if a := m.Auth; a.Opens+a.Hits+a.Busy > 0 {
-		fmt.Fprintf(out, "logins    %d from the cache, %d password checks (%d wrong, %d answered late), %d waited for a check, %d refused: too many at once\n",
-			a.Hits, a.Opens, a.Wrong, a.Delayed, a.Queued, a.Busy)
+	if a := m.Auth; a.Opens+a.Hits+a.Busy+a.Locked > 0 {
+		fmt.Fprintf(out, "logins    %d from the cache, %d password checks (%d wrong, %d answered late), %d waited for a check, %d refused: too many at once, %d refused: user or address locked after failures\n",
+			a.Hits, a.Opens, a.Wrong, a.Delayed, a.Queued, a.Busy, a.Locked)
 	}
 }
 

@@ -3,6 +3,7 @@ package daemon
 import (
 	"fmt"
 	"net"
+	"net/netip"
 	"path/filepath"
 	"strings"
 	"time"
@@ -205,7 +206,11 @@ func (n *Node) MailAddrs() MailAddrs {
 type mailAuth struct{ m *mailUsers }
 
 func (a mailAuth) Authenticate(username, password string) (mailbox.Store, error) {
-	return a.m.login(username, password)
+	return a.m.login(username, password, netip.Addr{})
+}
+
+func (a mailAuth) AuthenticateFrom(username, password string, client netip.Addr) (mailbox.Store, error) {
+	return a.m.login(username, password, client)
 }
 
 // smtpAuth is the SMTP Authenticator: logging in also brings the user online, which sending
@@ -213,7 +218,11 @@ func (a mailAuth) Authenticate(username, password string) (mailbox.Store, error)
 type smtpAuth struct{ m *mailUsers }
 
 func (a smtpAuth) Authenticate(username, password string) (string, error) {
-	if _, err := a.m.login(username, password); err != nil {
+	return a.AuthenticateFrom(username, password, netip.Addr{})
+}
+
+func (a smtpAuth) AuthenticateFrom(username, password string, client netip.Addr) (string, error) {
+	if _, err := a.m.login(username, password, client); err != nil {
 		return "", err
 	}
 	return identity.NormalizeAddress(username)

@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"path/filepath"
 	"sort"
 	"sync/atomic"
@@ -145,10 +146,10 @@ func (m *mailUsers) closeAll() {
 // first if this is the user's first login since the node started. A wrong address or password
 // gives an error wrapping mailbox.ErrAuthFailed.
 func (n *Node) Login(address, password string) (mailbox.Store, error) {
-	return n.mail.login(address, password)
+	return n.mail.login(address, password, netip.Addr{})
 }
 
-func (m *mailUsers) login(address, password string) (mailbox.Store, error) {
+func (m *mailUsers) login(address, password string, client netip.Addr) (mailbox.Store, error) {
 	if addr, err := identity.NormalizeAddress(address); err == nil && !m.online(addr) {
 		ctx, cancel := context.WithTimeout(context.Background(), loginTimeout)
 		defer cancel()
@@ -156,7 +157,7 @@ func (m *mailUsers) login(address, password string) (mailbox.Store, error) {
 			return nil, fmt.Errorf("user %s: the node has not joined the ring yet (%v); check its log and try again in a minute", addr, err)
 		}
 	}
-	return m.glue.Authenticate(address, password)
+	return m.glue.AuthenticateFrom(address, password, client)
 }
 
 // waitReady waits until the node has joined the ring.

@@ -54,7 +54,7 @@ func (s *session) Login(username, password string) error {
 		s.log.Warn("imap plaintext login refused", "user", username)
 		return errPrivacyRequired
 	}
-	store, err := s.srv.cfg.Auth.Authenticate(username, password)
+	store, err := mailbox.AuthenticateFrom(s.srv.cfg.Auth, username, password, mailbox.ClientAddr(s.conn.NetConn().RemoteAddr()))
 	if err != nil {
 		s.log.Warn("imap login failed", "user", username, "err", err)
 		if errors.Is(err, mailbox.ErrAuthFailed) {

@@ -29,6 +29,8 @@ package mailbox
 import (
 	"errors"
 	"io"
+	"net"
+	"net/netip"
 	"time"
 
 	"github.com/emersion/go-imap/v2"
@@ -74,6 +76,34 @@ var SpecialUses = []struct {
 // ErrAuthFailed for a wrong user name or password.
 type Authenticator interface {
 	Authenticate(username, password string) (Store, error)
+}
+
+// AddrAuthenticator is an Authenticator that also takes the client's address: its guard
+// against password guessing counts failures per address and lets a user's known-good address
+// through a lock (mailstore's login guard). The servers use it when the Authenticator has it.
+type AddrAuthenticator interface {
+	AuthenticateFrom(username, password string, client netip.Addr) (Store, error)
+}
+
+// AuthenticateFrom calls a's AuthenticateFrom when it has one, else Authenticate.
+func AuthenticateFrom(a Authenticator, username, password string, client netip.Addr) (Store, error) {
+	if aa, ok := a.(AddrAuthenticator); ok {
+		return aa.AuthenticateFrom(username, password, client)
+	}
+	return a.Authenticate(username, password)
+}
+
+// ClientAddr is the IP address of a connection's remote end (invalid when it has none).
+func ClientAddr(a net.Addr) netip.Addr {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		return ta.AddrPort().Addr().Unmap()
+	}
+	if a != nil {
+		if ap, err := netip.ParseAddrPort(a.String()); err == nil {
+			return ap.Addr().Unmap()
+		}
+	}
+	return netip.Addr{}
 }
 
 // FolderInfo describes a folder in a listing.

@@ -8,6 +8,7 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"sync"
@@ -85,67 +86,29 @@ type Users struct {
 
 	mu       sync.Mutex
 	sessions map[string]*session
-	fails    map[string]*failures // wrong passwords per user, recent
-	delayed  uint64               // failed logins answered late
-}
-
-// failures are a user's recent wrong passwords: each one is answered after a delay that
-// doubles with their number (100 ms, 200 ms, ... at most FailDelayMax), so that a client
-// guessing over one connection gets a few guesses a second at first and one every few
-// seconds soon after; a right password is never delayed, and the count is forgotten a
-// quarter of an hour after the last failure (or at the next success).
-type failures struct {
-	n    int
-	last time.Time
+	guard    *guard // failed logins: delays and locks (guard.go)
 }
 
 // FailDelayMax bounds the delay of a failed login.
 const FailDelayMax = 5 * time.Second
 
-func (us *Users) failed(addr string) {
-	now := time.Now()
-	us.mu.Lock()
-	if us.fails == nil {
-		us.fails = map[string]*failures{}
-	}
-	f := us.fails[addr]
-	if f == nil || now.Sub(f.last) > 15*time.Minute {
-		f = &failures{}
-		us.fails[addr] = f
-	}
-	f.n++
-	f.last = now
-	d := min(100*time.Millisecond<<min(f.n-1, 10), FailDelayMax)
-	us.delayed++
-	if len(us.fails) > 10000 { // a flood of made-up user names: forget the oldest half
-		for k, v := range us.fails {
-			if now.Sub(v.last) > time.Minute || len(us.fails) > 5000 {
-				delete(us.fails, k)
-			}
-		}
-	}
-	us.mu.Unlock()
-	time.Sleep(d)
-}
-
-func (us *Users) succeeded(addr string) {
-	us.mu.Lock()
-	delete(us.fails, addr)
-	us.mu.Unlock()
+func (us *Users) failed(addr string, client netip.Addr) {
+	time.Sleep(us.guard.failed(addr, client, time.Now()))
 }
 
 // AuthStats are the login counters: the password cache's and the failed logins delayed.
 type AuthStats struct {
 	identity.PasswordStats
 	Delayed uint64 `json:"delayed"`
+	// Locked counts logins refused without a password check: their user name or client
+	// address had too many recent failures, and the address was not known-good for the user.
+	Locked uint64 `json:"locked"`
 }
 
 // AuthStats returns the login counters.
 func (us *Users) AuthStats() AuthStats {
-	us.mu.Lock()
-	d := us.delayed
-	us.mu.Unlock()
-	return AuthStats{PasswordStats: us.cfg.Passwords.Stats(), Delayed: d}
+	d, l := us.guard.stats()
+	return AuthStats{PasswordStats: us.cfg.Passwords.Stats(), Delayed: d, Locked: l}
 }
 
 type session struct {
@@ -191,7 +154,7 @@ func NewUsers(cfg UsersConfig) (*Users, error) {
 	if cfg.Node == nil || cfg.Clock == nil || cfg.NodeDir == "" {
 		return nil, errors.New("mailstore: UsersConfig needs Node, Clock and NodeDir")
 	}
-	return &Users{cfg: cfg, w: waiter{clock: cfg.Clock, drive: cfg.Drive, timeout: cfg.Timeout}, sessions: map[string]*session{}}, nil
+	return &Users{cfg: cfg, w: waiter{clock: cfg.Clock, drive: cfg.Drive, timeout: cfg.Timeout}, sessions: map[string]*session{}, guard: newGuard()}, nil
 }
 
 // Authenticate implements mailbox.Authenticator: username is the user's address, and the
@@ -200,14 +163,25 @@ func NewUsers(cfg UsersConfig) (*Users, error) {
 // (which needs the private keys) and opens the store, creating the special-use folders
 // (RFC 6154); later logins share that store.
 func (us *Users) Authenticate(username, password string) (mailbox.Store, error) {
+	return us.AuthenticateFrom(username, password, netip.Addr{})
+}
+
+// AuthenticateFrom implements mailbox.AddrAuthenticator: Authenticate for a client at a known
+// address, which the login guard (guard.go) counts failures of and remembers as known-good.
+func (us *Users) AuthenticateFrom(username, password string, client netip.Addr) (mailbox.Store, error) {
+	client = client.Unmap()
 	addr, err := identity.NormalizeAddress(username)
 	if err != nil {
 		return nil, fmt.Errorf("user %q: %w", username, mailbox.ErrAuthFailed)
 	}
+	if ok, wait := us.guard.admit(addr, client, time.Now()); !ok {
+		time.Sleep(wait) // as a wrong password is answered: no telling a lock from a failure
+		return nil, fmt.Errorf("user %q: too many failed logins, locked for a while: %w", addr, mailbox.ErrAuthFailed)
+	}
 	su, err := post.LoadStoredUser(us.cfg.NodeDir, addr)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
-			us.failed(addr) // as slow as a wrong password: no telling which users exist
+			us.failed(addr, client) // as slow as a wrong password: no telling which users exist
 			return nil, fmt.Errorf("user %q: %w", addr, mailbox.ErrAuthFailed)
 		}
 		return nil, fmt.Errorf("mailstore: user %s: %w", addr, err)
@@ -217,10 +191,10 @@ func (us *Users) Authenticate(username, password string) (mailbox.Store, error) 
 		return nil, fmt.Errorf("user %q: %w", addr, err)
 	}
 	if err != nil || sealedAddr != addr {
-		us.failed(addr)
+		us.failed(addr, client)
 		return nil, fmt.Errorf("user %q: %w", addr, mailbox.ErrAuthFailed)
 	}
-	us.succeeded(addr)
+	us.guard.succeeded(addr, client, time.Now())
 	sess, err := us.start(addr, keys, su.Record)
 	if err != nil {
 		return nil, err

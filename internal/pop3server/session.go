@@ -313,7 +313,7 @@ func (ss *session) pass(args []string) bool {
 	}
 	user := ss.user
 	ss.user = ""
-	store, err := ss.srv.cfg.Auth.Authenticate(user, args[0])
+	store, err := mailbox.AuthenticateFrom(ss.srv.cfg.Auth, user, args[0], mailbox.ClientAddr(ss.conn.RemoteAddr()))
 	if err != nil {
 		if !errors.Is(err, mailbox.ErrAuthFailed) {
 			ss.log.Error("pop3 auth error", "user", user, "err", err)

@@ -3,6 +3,7 @@ package smtpserver
 import (
 	"context"
 	"errors"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -88,6 +89,12 @@ type Authenticator interface {
 	Authenticate(username, password string) (address string, err error)
 }
 
+// AddrAuthenticator is an Authenticator that also takes the client's address (see
+// mailbox.AddrAuthenticator); the server uses it when the Authenticator has it.
+type AddrAuthenticator interface {
+	AuthenticateFrom(username, password string, client netip.Addr) (address string, err error)
+}
+
 // MailboxAuth adapts the mail store's Authenticator, for which the user name
 // is the user's address, to an SMTP Authenticator. The store is opened and
 // dropped: SMTP submission never reads the user's folders.
@@ -96,7 +103,11 @@ func MailboxAuth(a mailbox.Authenticator) Authenticator { return mailboxAuth{a} 
 type mailboxAuth struct{ a mailbox.Authenticator }
 
 func (m mailboxAuth) Authenticate(username, password string) (string, error) {
-	if _, err := m.a.Authenticate(username, password); err != nil {
+	return m.AuthenticateFrom(username, password, netip.Addr{})
+}
+
+func (m mailboxAuth) AuthenticateFrom(username, password string, client netip.Addr) (string, error) {
+	if _, err := mailbox.AuthenticateFrom(m.a, username, password, client); err != nil {
 		return "", err
 	}
 	return username, nil

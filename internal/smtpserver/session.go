@@ -86,7 +86,13 @@ func (s *session) Auth(mech string) (sasl.Server, error) {
 }
 
 func (s *session) login(username, password string) error {
-	address, err := s.srv.cfg.Auth.Authenticate(username, password)
+	var address string
+	var err error
+	if aa, ok := s.srv.cfg.Auth.(AddrAuthenticator); ok {
+		address, err = aa.AuthenticateFrom(username, password, mailbox.ClientAddr(s.conn.Conn().RemoteAddr()))
+	} else {
+		address, err = s.srv.cfg.Auth.Authenticate(username, password)
+	}
 	if err != nil {
 		if errors.Is(err, mailbox.ErrAuthFailed) {
 			s.log.Info("smtp auth failed", "user", username)

@@ -157,8 +157,12 @@ type status struct {
 	Mail struct {
 		Filed       uint64 `json:"filed"`
 		PendingHeld int    `json:"pending_held"`
-		Outbox      int    `json:"outbox"`
-		ServersTLS  struct {
+		Auth        struct {
+			Locked uint64 `json:"locked"`
+			Wrong  uint64 `json:"wrong"`
+		} `json:"auth"`
+		Outbox     int `json:"outbox"`
+		ServersTLS struct {
 			IMAP string `json:"imap"`
 		} `json:"servers_tls"`
 	} `json:"mail"`

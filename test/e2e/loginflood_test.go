@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"crypto/tls"
+	"net"
 	"os"
 	"strconv"
 	"strings"
@@ -61,8 +62,17 @@ func TestLoginFlood(t *testing.T) {
 					return
 				default:
 				}
-				c, err := imapclient.DialStartTLS(home.imap, &imapclient.Options{TLSConfig: &tls.Config{InsecureSkipVerify: true}})
+				// The guesser comes from another address than bob's client (127.0.0.2):
+				// bob's own address, where he logged in before, passes the lock.
+				d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}, Timeout: 5 * time.Second}
+				conn, err := d.Dial("tcp", home.imap)
 				if err != nil {
+					time.Sleep(50 * time.Millisecond)
+					continue
+				}
+				c, err := imapclient.NewStartTLS(conn, &imapclient.Options{TLSConfig: &tls.Config{InsecureSkipVerify: true}})
+				if err != nil {
+					conn.Close()
 					time.Sleep(50 * time.Millisecond)
 					continue
 				}
@@ -100,5 +110,13 @@ func TestLoginFlood(t *testing.T) {
 	}
 	if attempts.Load() == 0 || refused.Load() != attempts.Load() {
 		t.Fatalf("attempts %d, refused %d", attempts.Load(), refused.Load())
+	}
+	// The guesses locked bob's name against strangers (bob's own address, where he had logged
+	// in before, still passes: the login above): status counts the refusals made without a
+	// password check.
+	if st, ok := home.status(); !ok || st.Mail.Auth.Locked == 0 {
+		t.Fatalf("status shows no login refused under a lock after %d attempts, %d wrong passwords checked (status read: %v)", attempts.Load(), st.Mail.Auth.Wrong, ok)
+	} else {
+		t.Logf("%d wrong passwords checked, %d attempts refused under the lock without a check", st.Mail.Auth.Wrong, st.Mail.Auth.Locked)
 	}
 }

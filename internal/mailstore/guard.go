@@ -1,0 +1,162 @@
+package mailstore
+
+import (
+	"net/netip"
+	"sync"
+	"time"
+)
+
+// The login guard: what a node does against password guessing, before any password is checked
+// (a check costs a 64 MiB Argon2id, one at a time: identity.PasswordCache).
+//
+//   - Every wrong password is answered late: the delay doubles with the recent failures of
+//     that user name, and of that client address across user names (100 ms, 200 ms, ... at
+//     most FailDelayMax), whichever is more.
+//   - A user name with UserLockAfter recent failures is locked for LockFor: its logins are
+//     refused without a password check. So is a client address with ClientLockAfter recent
+//     failures, for every user name.
+//   - A lock never stops the user's own client: a login from an address where that user logged
+//     in successfully within KnownGoodFor (a "known-good" address: the user's own machine, the
+//     loopback of the node itself) is checked as usual. A guesser elsewhere can lock the name
+//     against strangers, not against its owner.
+//
+// Failures are forgotten ForgetAfter after the last one, and at a user's successful login
+// (the user's count; the address's count stays, so that a guesser cannot reset it with an
+// account of its own). All of it lives in memory: a restart forgets locks and known-good
+// addresses alike.
+const (
+	UserLockAfter   = 5
+	ClientLockAfter = 20
+	LockFor         = 15 * time.Minute
+	ForgetAfter     = 15 * time.Minute
+	KnownGoodFor    = 30 * 24 * time.Hour
+	// maxGuardEntries bounds each table (a flood of made-up names or addresses).
+	maxGuardEntries = 10000
+)
+
+type failures struct {
+	n    int
+	last time.Time
+}
+
+// delay is the wait for the n-th recent failure.
+func (f *failures) delay() time.Duration {
+	if f == nil || f.n == 0 {
+		return 0
+	}
+	return min(100*time.Millisecond<<min(f.n-1, 10), FailDelayMax)
+}
+
+func (f *failures) recent(now time.Time) bool { return f != nil && now.Sub(f.last) <= ForgetAfter }
+
+type goodKey struct {
+	user   string
+	client netip.Addr
+}
+
+// guard is the login guard's state. Safe for concurrent use.
+type guard struct {
+	mu      sync.Mutex
+	users   map[string]*failures
+	clients map[netip.Addr]*failures
+	good    map[goodKey]time.Time
+	delayed uint64 // failed logins answered late
+	locked  uint64 // logins refused under a lock, without a password check
+}
+
+func newGuard() *guard {
+	return &guard{users: map[string]*failures{}, clients: map[netip.Addr]*failures{}, good: map[goodKey]time.Time{}}
+}
+
+// admit says whether a login of user from client may go on to the password check; when it
+// may not, the caller answers "wrong password" after wait.
+func (g *guard) admit(user string, client netip.Addr, now time.Time) (ok bool, wait time.Duration) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if client.IsValid() {
+		if t, ok := g.good[goodKey{user, client}]; ok && now.Sub(t) <= KnownGoodFor {
+			return true, 0
+		}
+	}
+	uf := g.users[user]
+	if uf.recent(now) && uf.n >= UserLockAfter && now.Sub(uf.last) <= LockFor {
+		g.locked++
+		return false, FailDelayMax
+	}
+	if client.IsValid() {
+		cf := g.clients[client]
+		if cf.recent(now) && cf.n >= ClientLockAfter && now.Sub(cf.last) <= LockFor {
+			g.locked++
+			return false, FailDelayMax
+		}
+	}
+	return true, 0
+}
+
+// failed counts a wrong password and returns how late to answer it.
+func (g *guard) failed(user string, client netip.Addr, now time.Time) time.Duration {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	bump := func(f *failures) *failures {
+		if !f.recent(now) {
+			f = &failures{}
+		}
+		f.n++
+		f.last = now
+		return f
+	}
+	g.prune(now)
+	uf := bump(g.users[user])
+	g.users[user] = uf
+	d := uf.delay()
+	if client.IsValid() {
+		cf := bump(g.clients[client])
+		g.clients[client] = cf
+		d = max(d, cf.delay())
+	}
+	g.delayed++
+	return d
+}
+
+// succeeded forgets the user's failures and remembers client as known-good for user.
+func (g *guard) succeeded(user string, client netip.Addr, now time.Time) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	delete(g.users, user)
+	if client.IsValid() {
+		g.prune(now)
+		g.good[goodKey{user, client}] = now
+	}
+}
+
+// prune keeps the tables bounded: stale entries go first, then, under a flood, the oldest
+// half (no map grows past maxGuardEntries). Called with g.mu held.
+func (g *guard) prune(now time.Time) {
+	if len(g.users) >= maxGuardEntries {
+		for k, f := range g.users {
+			if !f.recent(now) || now.Sub(f.last) > time.Minute || len(g.users) > maxGuardEntries/2 {
+				delete(g.users, k)
+			}
+		}
+	}
+	if len(g.clients) >= maxGuardEntries {
+		for k, f := range g.clients {
+			if !f.recent(now) || now.Sub(f.last) > time.Minute || len(g.clients) > maxGuardEntries/2 {
+				delete(g.clients, k)
+			}
+		}
+	}
+	if len(g.good) >= maxGuardEntries {
+		for k, t := range g.good {
+			if now.Sub(t) > KnownGoodFor || len(g.good) > maxGuardEntries/2 {
+				delete(g.good, k)
+			}
+		}
+	}
+}
+
+func (g *guard) stats() (delayed, locked uint64) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.delayed, g.locked
+}
