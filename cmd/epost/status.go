@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"epost/internal/connlimit"
 	"epost/internal/daemon"
 )
 
@@ -128,6 +129,18 @@ func printStatus(out io.Writer, st *daemon.Status) {
 	fmt.Fprintf(out, "users     %s\n", orDash(strings.Join(users, ", ")))
 	fmt.Fprintf(out, "delivery  %d filed here, %d sent (%d stored, %d refused), %d pending held for offline users, %s\n",
 		m.Filed, m.Sent, m.Accepted, m.Refused, m.PendingHeld, outboxState(m))
+	var refused []string
+	for _, c := range []struct {
+		name string
+		st   connlimit.Stats
+	}{{"imap", m.Conns.IMAP}, {"smtp", m.Conns.SMTP}, {"pop3", m.Conns.POP3}} {
+		if c.st.RefusedTotal+c.st.RefusedByAddr > 0 {
+			refused = append(refused, fmt.Sprintf("%s %d (server full), %d (too many from one address)", c.name, c.st.RefusedTotal, c.st.RefusedByAddr))
+		}
+	}
+	if len(refused) > 0 {
+		fmt.Fprintf(out, "limits    connections refused: %s\n", strings.Join(refused, "; "))
+	}
 	if a := m.Auth; a.Opens+a.Hits+a.Busy+a.Locked > 0 {
 		fmt.Fprintf(out, "logins    %d from the cache, %d password checks (%d wrong, %d answered late), %d waited for a check, %d refused: too many at once, %d refused: user or address locked after failures\n",
 			a.Hits, a.Opens, a.Wrong, a.Delayed, a.Queued, a.Busy, a.Locked)

@@ -171,6 +171,15 @@ type Options struct {
 	// sending node, how long it waits before it offers a message a gateway only queued to a
 	// gateway again (0: DefaultCustodyTimeout). Tests shorten both.
 	HandOffWait, CustodyTimeout time.Duration
+	// MailLimits bound the IMAP, SMTP and POP3 servers' connections (zero: each server's
+	// default).
+	MailLimits MailLimits
+}
+
+// MailLimits are connection bounds applied to each of the node's mail servers: in total and
+// per client IP address. Zero keeps the server's default, negative means no bound.
+type MailLimits struct {
+	MaxConns, MaxConnsPerAddr int
 }
 
 // ErrStopped is returned by Start after Stop.

@@ -79,7 +79,8 @@ func (n *Node) startMail() error {
 		if err != nil {
 			return fail(err)
 		}
-		s, err := imapserver.New(imapserver.Config{Auth: auth, TLS: tlsCfg, Logger: n.log, Version: "epost"})
+		s, err := imapserver.New(imapserver.Config{Auth: auth, TLS: tlsCfg, Logger: n.log, Version: "epost",
+			MaxConns: n.opts.MailLimits.MaxConns, MaxConnsPerAddr: n.opts.MailLimits.MaxConnsPerAddr})
 		if err != nil {
 			ln.Close()
 			return fail(err)
@@ -100,14 +101,16 @@ func (n *Node) startMail() error {
 			return fail(err)
 		}
 		s, err := smtpserver.New(smtpserver.Config{
-			Domain:        domain,
-			Auth:          smtpAuth{n.mail},
-			Recipients:    n.mail.glue.Recipients(),
-			Submitter:     n.mail.glue.Submitter(),
-			Outbox:        loggedOutbox{ob, n},
-			TLS:           tlsCfg,
-			Logger:        n.log,
-			SubmitTimeout: loginTimeout,
+			MaxConns:        n.opts.MailLimits.MaxConns,
+			MaxConnsPerAddr: n.opts.MailLimits.MaxConnsPerAddr,
+			Domain:          domain,
+			Auth:            smtpAuth{n.mail},
+			Recipients:      n.mail.glue.Recipients(),
+			Submitter:       n.mail.glue.Submitter(),
+			Outbox:          loggedOutbox{ob, n},
+			TLS:             tlsCfg,
+			Logger:          n.log,
+			SubmitTimeout:   loginTimeout,
 		})
 		if err != nil {
 			ln.Close()
@@ -121,7 +124,8 @@ func (n *Node) startMail() error {
 		if err != nil {
 			return fail(err)
 		}
-		s, err := pop3server.New(pop3server.Config{Auth: auth, TLS: tlsCfg, Logger: n.log})
+		s, err := pop3server.New(pop3server.Config{Auth: auth, TLS: tlsCfg, Logger: n.log,
+			MaxConns: n.opts.MailLimits.MaxConns, MaxConnsPerAddr: n.opts.MailLimits.MaxConnsPerAddr})
 		if err != nil {
 			ln.Close()
 			return fail(err)

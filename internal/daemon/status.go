@@ -1,14 +1,15 @@
 package daemon
 
 import (
-	"epost/internal/mailstore"
 	"os"
 	"slices"
 	"time"
 
+	"epost/internal/connlimit"
 	"epost/internal/diskstat"
 	"epost/internal/glacier"
 	"epost/internal/ids"
+	"epost/internal/mailstore"
 	"epost/internal/past"
 	"epost/internal/pastry"
 )
@@ -137,6 +138,15 @@ type MailStatus struct {
 	// a time), wrong passwords, failed logins answered late, and attempts that waited for a
 	// check or were refused because none came free (a flood of guesses).
 	Auth mailstore.AuthStats `json:"auth"`
+	// Conns are the mail servers' connections: open, and refused for their bounds.
+	Conns MailConns `json:"conns"`
+}
+
+// MailConns are the connection counters of the IMAP, SMTP and POP3 servers.
+type MailConns struct {
+	IMAP connlimit.Stats `json:"imap"`
+	SMTP connlimit.Stats `json:"smtp"`
+	POP3 connlimit.Stats `json:"pop3"`
 }
 
 // MailUserStatus is one user of the node.
@@ -154,6 +164,15 @@ func (n *Node) mailStatus() MailStatus {
 	n.mu.Unlock()
 	if ms != nil {
 		m.Servers, m.ServersTLS = ms.addrs, ms.tlsAddrs
+		if ms.imap != nil {
+			m.Conns.IMAP = ms.imap.ConnStats()
+		}
+		if ms.smtp != nil {
+			m.Conns.SMTP = ms.smtp.ConnStats()
+		}
+		if ms.pop3 != nil {
+			m.Conns.POP3 = ms.pop3.ConnStats()
+		}
 		if ms.outbox != nil {
 			if p, err := ms.outbox.Pending(); err == nil && len(p) > 0 {
 				m.Outbox = len(p)

@@ -74,6 +74,9 @@ func newTestServer(tb testing.TB, cfg Config) *testServer {
 	if cfg.MaxConns == 0 {
 		cfg.MaxConns = -1
 	}
+	if cfg.MaxConnsPerAddr == 0 {
+		cfg.MaxConnsPerAddr = -1 // every pipe connection shows the same made-up address
+	}
 	srv, err := New(cfg)
 	if err != nil {
 		tb.Fatal(err)

@@ -45,6 +45,7 @@ import (
 
 	"sync/atomic"
 
+	"epost/internal/connlimit"
 	"epost/internal/mailbox"
 
 	"github.com/emersion/go-imap/v2"
@@ -54,8 +55,12 @@ import (
 // DefaultAppendLimit is the largest message APPEND accepts (RFC 7889).
 const DefaultAppendLimit = 50 << 20
 
-// DefaultMaxConns bounds concurrent connections to one node's IMAP server.
-const DefaultMaxConns = 64
+// DefaultMaxConns bounds concurrent connections to one node's IMAP server, and
+// DefaultMaxConnsPerAddr those from one client address (a mail client opens a few).
+const (
+	DefaultMaxConns        = 64
+	DefaultMaxConnsPerAddr = 32
+)
 
 // Config configures a Server. Auth is required.
 type Config struct {
@@ -74,6 +79,9 @@ type Config struct {
 	// MaxConns bounds concurrent connections; 0 means DefaultMaxConns,
 	// negative means no bound.
 	MaxConns int
+	// MaxConnsPerAddr bounds concurrent connections from one client IP
+	// address; 0 means DefaultMaxConnsPerAddr, negative means no bound.
+	MaxConnsPerAddr int
 	// CommandTimeout bounds waiting for a command before login and for
 	// the rest of any command (continuation lines, the STARTTLS
 	// handshake); IdleTimeout bounds silence between commands after
@@ -88,11 +96,13 @@ type Config struct {
 
 // Server serves IMAP for the users that Config.Auth knows.
 type Server struct {
-	cfg    Config
-	log    *slog.Logger
-	engine *imapsrv.Server
-	idList string       // the ID response's fields (RFC 2971)
-	active atomic.Int64 // open connections, for MaxConns
+	cfg     Config
+	log     *slog.Logger
+	engine  *imapsrv.Server
+	idList  string       // the ID response's fields (RFC 2971)
+	active  atomic.Int64 // open connections, for MaxConns
+	perAddr *connlimit.PerAddr
+	refused atomic.Uint64 // connections refused for MaxConns
 }
 
 // New returns a server; it does not listen yet.
@@ -106,6 +116,9 @@ func New(cfg Config) (*Server, error) {
 	if cfg.MaxConns == 0 {
 		cfg.MaxConns = DefaultMaxConns
 	}
+	if cfg.MaxConnsPerAddr == 0 {
+		cfg.MaxConnsPerAddr = DefaultMaxConnsPerAddr
+	}
 	if cfg.CommandTimeout <= 0 {
 		cfg.CommandTimeout = 30 * time.Second
 	}
@@ -115,7 +128,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger.With("service", "imap")}
+	s := &Server{cfg: cfg, log: cfg.Logger.With("service", "imap"), perAddr: connlimit.New(cfg.MaxConnsPerAddr)}
 	id := map[string]string{"name": "epost", "vendor": "ePOST in Go"}
 	if cfg.Version != "" {
 		id["version"] = cfg.Version
@@ -191,10 +204,19 @@ func (l *frontListener) Accept() (net.Conn, error) {
 			tr = tls.Server(c, l.srv.cfg.TLS) // handshake on first read
 		}
 		if !l.srv.acquire() {
+			l.srv.refused.Add(1)
+			l.srv.log.Warn("imap connection refused: too many connections", "remote", c.RemoteAddr().String(), "max", l.srv.cfg.MaxConns)
 			go refuse(tr)
 			continue
 		}
-		return newFrontConn(l.srv, c, tr, l.tls, l.srv.releaseSlot), nil
+		releaseAddr, ok := l.srv.perAddr.Acquire(c.RemoteAddr())
+		if !ok {
+			l.srv.releaseSlot()
+			l.srv.log.Warn("imap connection refused: too many connections from its address", "remote", c.RemoteAddr().String(), "max", l.srv.cfg.MaxConnsPerAddr)
+			go refuse(tr)
+			continue
+		}
+		return newFrontConn(l.srv, c, tr, l.tls, func() { releaseAddr(); l.srv.releaseSlot() }), nil
 	}
 }
 
@@ -208,6 +230,11 @@ func (s *Server) acquire() bool {
 }
 
 func (s *Server) releaseSlot() { s.active.Add(-1) }
+
+// ConnStats returns the connection counters.
+func (s *Server) ConnStats() connlimit.Stats {
+	return connlimit.Stats{Open: s.active.Load(), RefusedTotal: s.refused.Load(), RefusedByAddr: s.perAddr.Refused()}
+}
 
 // refuse answers a connection over MaxConns with BYE (RFC 9051 section
 // 7.1.5) rather than queueing it.

@@ -26,14 +26,18 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"epost/internal/connlimit"
 	"epost/internal/mailbox"
 )
 
 // Defaults for Config's zero values.
 const (
 	DefaultMaxConns = 32
+	// DefaultMaxConnsPerAddr bounds connections from one client address.
+	DefaultMaxConnsPerAddr = 16
 	// RFC 1939 section 3: an autologout timer must be at least 10 minutes.
 	DefaultIdleTimeout   = 10 * time.Minute
 	DefaultAuthFailDelay = time.Second
@@ -52,6 +56,9 @@ type Config struct {
 	// MaxConns bounds concurrent connections; 0 means the default,
 	// negative means no bound.
 	MaxConns int
+	// MaxConnsPerAddr bounds concurrent connections from one client IP address;
+	// 0 means DefaultMaxConnsPerAddr, negative means no bound.
+	MaxConnsPerAddr int
 	// IdleTimeout bounds silence from the client; 0 means the default.
 	IdleTimeout time.Duration
 	// AuthFailDelay is slept before answering a failed PASS (RFC 1939
@@ -63,9 +70,12 @@ type Config struct {
 
 // Server serves POP3 for the users that Config.Auth knows.
 type Server struct {
-	cfg   Config
-	log   *slog.Logger
-	slots chan struct{} // connection tokens; nil means no bound
+	cfg     Config
+	log     *slog.Logger
+	slots   chan struct{} // connection tokens; nil means no bound
+	open    atomic.Int64
+	refused atomic.Uint64 // connections refused for MaxConns
+	perAddr *connlimit.PerAddr
 
 	mu        sync.Mutex
 	listeners map[net.Listener]bool
@@ -83,6 +93,9 @@ func New(cfg Config) (*Server, error) {
 	if cfg.MaxConns == 0 {
 		cfg.MaxConns = DefaultMaxConns
 	}
+	if cfg.MaxConnsPerAddr == 0 {
+		cfg.MaxConnsPerAddr = DefaultMaxConnsPerAddr
+	}
 	if cfg.IdleTimeout == 0 {
 		cfg.IdleTimeout = DefaultIdleTimeout
 	}
@@ -98,6 +111,7 @@ func New(cfg Config) (*Server, error) {
 		listeners: make(map[net.Listener]bool),
 		conns:     make(map[net.Conn]bool),
 		locked:    make(map[string]bool),
+		perAddr:   connlimit.New(cfg.MaxConnsPerAddr),
 	}
 	if cfg.MaxConns > 0 {
 		s.slots = make(chan struct{}, cfg.MaxConns)
@@ -151,6 +165,7 @@ func (s *Server) serve(ln net.Listener, implicitTLS bool) error {
 			select {
 			case s.slots <- struct{}{}:
 			default:
+				s.refused.Add(1)
 				s.log.Warn("pop3 connection refused: too many connections", "remote", c.RemoteAddr().String())
 				c.SetWriteDeadline(time.Now().Add(time.Second))
 				c.Write([]byte("-ERR [SYS/TEMP] too many connections, try again later\r\n"))
@@ -158,7 +173,21 @@ func (s *Server) serve(ln net.Listener, implicitTLS bool) error {
 				continue
 			}
 		}
+		releaseAddr, ok := s.perAddr.Acquire(c.RemoteAddr())
+		if !ok {
+			if s.slots != nil {
+				<-s.slots
+			}
+			s.log.Warn("pop3 connection refused: too many connections from its address", "remote", c.RemoteAddr().String())
+			c.SetWriteDeadline(time.Now().Add(time.Second))
+			c.Write([]byte("-ERR [SYS/TEMP] too many connections from your address, try again later\r\n"))
+			c.Close()
+			continue
+		}
+		s.open.Add(1)
 		if !s.track(c) {
+			releaseAddr()
+			s.open.Add(-1)
 			c.Close()
 			return nil
 		}
@@ -166,6 +195,8 @@ func (s *Server) serve(ln net.Listener, implicitTLS bool) error {
 		go func() {
 			defer s.wg.Done()
 			defer func() {
+				releaseAddr()
+				s.open.Add(-1)
 				if s.slots != nil {
 					<-s.slots
 				}
@@ -238,4 +269,9 @@ func (s *Server) authAllowed(c net.Conn, isTLS bool) bool {
 	}
 	addr, ok := c.RemoteAddr().(*net.TCPAddr)
 	return ok && addr.IP.IsLoopback()
+}
+
+// ConnStats returns the connection counters.
+func (s *Server) ConnStats() connlimit.Stats {
+	return connlimit.Stats{Open: s.open.Load(), RefusedTotal: s.refused.Load(), RefusedByAddr: s.perAddr.Refused()}
 }

@@ -26,6 +26,7 @@ func (l *limitListener) Accept() (net.Conn, error) {
 			case l.srv.conns <- struct{}{}:
 				release = func() { <-l.srv.conns }
 			default:
+				l.srv.refused.Add(1)
 				l.srv.log.Warn("smtp connection refused: too many connections",
 					"remote", c.RemoteAddr().String(), "max", l.srv.cfg.MaxConns)
 				c.SetWriteDeadline(time.Now().Add(time.Second))
@@ -34,6 +35,19 @@ func (l *limitListener) Accept() (net.Conn, error) {
 				continue
 			}
 		}
+		releaseAddr, ok := l.srv.perAddr.Acquire(c.RemoteAddr())
+		if !ok {
+			release()
+			l.srv.log.Warn("smtp connection refused: too many connections from its address",
+				"remote", c.RemoteAddr().String(), "max", l.srv.cfg.MaxConnsPerAddr)
+			c.SetWriteDeadline(time.Now().Add(time.Second))
+			c.Write([]byte("421 4.7.0 " + l.srv.cfg.Domain + " too many connections from your address, try again later\r\n"))
+			c.Close()
+			continue
+		}
+		l.srv.open.Add(1)
+		slot := release
+		release = func() { releaseAddr(); slot(); l.srv.open.Add(-1) }
 		l.srv.log.Debug("smtp connection", "remote", c.RemoteAddr().String())
 		return &idleConn{Conn: c, timeout: l.srv.cfg.IdleTimeout, release: release}, nil
 	}

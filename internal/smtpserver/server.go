@@ -30,7 +30,10 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"sync/atomic"
 	"time"
+
+	"epost/internal/connlimit"
 
 	"github.com/emersion/go-smtp"
 )
@@ -41,6 +44,8 @@ const (
 	// RFC 5321 section 4.5.3.1.8: at least 100 recipients must be buffered.
 	DefaultMaxRecipients = 100
 	DefaultMaxConns      = 32
+	// DefaultMaxConnsPerAddr bounds connections from one client address.
+	DefaultMaxConnsPerAddr = 16
 	// RFC 5321 section 4.5.3.1.6 allows 1000 octets per line; go-smtp's
 	// default doubles it to tolerate sloppy clients.
 	DefaultMaxLineLength = 2000
@@ -80,6 +85,9 @@ type Config struct {
 	// MaxConns bounds concurrent connections; 0 means the default,
 	// negative means no bound.
 	MaxConns int
+	// MaxConnsPerAddr bounds concurrent connections from one client IP address;
+	// 0 means DefaultMaxConnsPerAddr, negative means no bound.
+	MaxConnsPerAddr int
 	// MaxLineLength bounds a command or message line; 0 means the default.
 	MaxLineLength int
 	// IdleTimeout bounds how long the server waits for any byte from the
@@ -96,10 +104,13 @@ type Config struct {
 
 // Server serves SMTP submission.
 type Server struct {
-	cfg    Config
-	log    *slog.Logger
-	engine *smtp.Server
-	conns  chan struct{} // one token per open connection; nil means no bound
+	cfg     Config
+	log     *slog.Logger
+	engine  *smtp.Server
+	conns   chan struct{} // one token per open connection; nil means no bound
+	open    atomic.Int64
+	refused atomic.Uint64 // connections refused for MaxConns
+	perAddr *connlimit.PerAddr
 
 	ctx    context.Context // cancelled by Close: aborts Submit calls
 	cancel context.CancelFunc
@@ -125,6 +136,9 @@ func New(cfg Config) (*Server, error) {
 	if cfg.MaxConns == 0 {
 		cfg.MaxConns = DefaultMaxConns
 	}
+	if cfg.MaxConnsPerAddr == 0 {
+		cfg.MaxConnsPerAddr = DefaultMaxConnsPerAddr
+	}
 	if cfg.MaxLineLength == 0 {
 		cfg.MaxLineLength = DefaultMaxLineLength
 	}
@@ -140,7 +154,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger.With("service", "smtp")}
+	s := &Server{cfg: cfg, log: cfg.Logger.With("service", "smtp"), perAddr: connlimit.New(cfg.MaxConnsPerAddr)}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	if cfg.MaxConns > 0 {
 		s.conns = make(chan struct{}, cfg.MaxConns)
@@ -224,4 +238,9 @@ func (e engineLogger) Printf(format string, args ...any) {
 
 func (e engineLogger) Println(args ...any) {
 	e.l.Warn(fmt.Sprint(args...), "component", "go-smtp")
+}
+
+// ConnStats returns the connection counters.
+func (s *Server) ConnStats() connlimit.Stats {
+	return connlimit.Stats{Open: s.open.Load(), RefusedTotal: s.refused.Load(), RefusedByAddr: s.perAddr.Refused()}
 }

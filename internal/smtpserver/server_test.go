@@ -384,3 +384,31 @@ func TestLoginMechanism(t *testing.T) {
 		t.Errorf("send after LOGIN: %v", err)
 	}
 }
+
+// TestMaxConnsPerAddr: one address over its bound gets 421, while another address still gets
+// in; the server counts the refusal.
+func TestMaxConnsPerAddr(t *testing.T) {
+	e := start(t, Config{MaxConnsPerAddr: 1})
+	dialFrom := func(ip net.IP) string {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: ip}}
+		c, err := d.Dial("tcp", e.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		l, _ := bufio.NewReader(c).ReadString('\n')
+		return l
+	}
+	if l := dialFrom(net.IPv4(127, 0, 0, 1)); !strings.HasPrefix(l, "220 ") {
+		t.Fatalf("first: %q", l)
+	}
+	if l := dialFrom(net.IPv4(127, 0, 0, 1)); !strings.HasPrefix(l, "421 4.7.0") || !strings.Contains(l, "your address") {
+		t.Errorf("second from the same address: %q", l)
+	}
+	if l := dialFrom(net.IPv4(127, 0, 0, 2)); !strings.HasPrefix(l, "220 ") {
+		t.Errorf("from another address: %q", l)
+	}
+	if st := e.srv.ConnStats(); st.RefusedByAddr != 1 || st.RefusedTotal != 0 || st.Open != 2 {
+		t.Errorf("stats %+v", st)
+	}
+}
