@@ -1,0 +1,121 @@
+package imapd
+
+import (
+	"bufio"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"epost/internal/mailbox"
+)
+
+func TestMatch(t *testing.T) {
+	for _, c := range []struct {
+		name, pattern string
+		want          bool
+	}{
+		{"INBOX", "*", true}, {"a/b", "%", false}, {"a/b", "a/%", true}, {"a/b/c", "a/%", false},
+		{"a/b/c", "a/*", true}, {"abc", "a%c", true}, {"a/c", "a%c", false}, {"", "", true},
+		{"Sent", "S*t", true}, {"Sent", "s*", false}, {"a", "a%%", true}, {"ab", "*b*", true},
+	} {
+		if got := match(c.name, c.pattern); got != c.want {
+			t.Errorf("match(%q, %q) = %v", c.name, c.pattern, got)
+		}
+	}
+}
+
+// FuzzSession: any bytes from a client end in a closed session, never a panic or a hang, and
+// the server keeps serving others.
+func FuzzSession(f *testing.F) {
+	for _, s := range []string{
+		"a LOGIN u p\r\nb LIST \"\" *\r\nc LOGOUT\r\n",
+		"a LOGIN {1+}\r\nu {1}\r\np\r\nb LSUB \"\" %\r\n",
+		"a AUTHENTICATE PLAIN\r\nAHUAcA==\r\nb CREATE x/y\r\nc LIST (SUBSCRIBED RECURSIVEMATCH) \"\" % RETURN (STATUS (MESSAGES))\r\n",
+		"\"unterminated\r\n* * *\r\n\x00\x01\r\n",
+		"a ENABLE UTF8=ACCEPT IMAP4rev2\r\nb STATUS INBOX (MESSAGES UIDNEXT)\r\n",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		var users mailbox.MemoryUsers
+		users.Add("u", "p")
+		srv, err := New(Config{Auth: &users, Logger: slog.New(slog.DiscardHandler), CommandTimeout: time.Second, IdleTimeout: time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		client, server := net.Pipe()
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			defer server.Close()
+			newSession(srv, pipeConn{server}, pipeConn{server}, false).run()
+		}()
+		go io.Copy(io.Discard, client)
+		client.SetWriteDeadline(time.Now().Add(2 * time.Second))
+		client.Write(in)
+		client.Write([]byte("\r\nz LOGOUT\r\n"))
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("session still running 5 s after input %q", in)
+		}
+		client.Close()
+	})
+}
+
+// pipeConn gives a pipe a loopback address (plaintext login allowed, as on the node).
+type pipeConn struct{ net.Conn }
+
+func (pipeConn) RemoteAddr() net.Addr { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1} }
+
+// TestListFamily: LIST and LSUB answers a state-tracking client checks.
+func TestListFamily(t *testing.T) {
+	var users mailbox.MemoryUsers
+	users.Add("u", "p")
+	srv, _ := New(Config{Auth: &users, Logger: slog.New(slog.DiscardHandler)})
+	client, server := net.Pipe()
+	go newSession(srv, pipeConn{server}, pipeConn{server}, false).run()
+	defer client.Close()
+	br := bufio.NewReader(client)
+	br.ReadString('\n')
+	n := 0
+	cmd := func(s string) string {
+		n++
+		tag := "t" + strings.Repeat("x", n)
+		go client.Write([]byte(tag + " " + s + "\r\n"))
+		var out strings.Builder
+		for {
+			client.SetReadDeadline(time.Now().Add(5 * time.Second))
+			l, err := br.ReadString('\n')
+			out.WriteString(l)
+			if err != nil || strings.HasPrefix(l, tag+" ") {
+				return out.String()
+			}
+		}
+	}
+	cmd("LOGIN u p")
+	cmd("CREATE work/2026")
+	cmd("SUBSCRIBE work/2026")
+	cmd("UNSUBSCRIBE work")
+	for _, c := range []struct{ cmd, want string }{
+		{`LIST "" ""`, `* LIST (\Noselect) "/" ""`},
+		{`LIST "" "%"`, `* LIST (\Noselect \HasChildren) "/" work`}, // a parent only, not created
+		{`LIST "" "work/%"`, `* LIST (\HasNoChildren) "/" work/2026`},
+		{`LSUB "" "%"`, `* LSUB (\Noselect \HasChildren) "/" work`},
+		{`LSUB "" "*"`, `* LSUB () "/" work/2026`},
+		{`LIST (SUBSCRIBED RECURSIVEMATCH) "" "%"`, `* LIST (\NonExistent \HasChildren) "/" work ("CHILDINFO" ("SUBSCRIBED"))`},
+		{`LIST "" "%" RETURN (SPECIAL-USE)`, `\Sent) "/" Sent`},
+		{`STATUS INBOX (MESSAGES UIDNEXT)`, `* STATUS INBOX (MESSAGES 0 UIDNEXT 1)`},
+		{`DELETE INBOX`, `NO [CANNOT]`},
+		{`CREATE inbox`, `NO [ALREADYEXISTS]`},
+		{`CREATE work/2026`, `NO [ALREADYEXISTS]`},
+		{`AUTHENTICATE PLAIN`, `BAD Already logged in`},
+	} {
+		if out := cmd(c.cmd); !strings.Contains(out, c.want) {
+			t.Errorf("%s: want %q in\n%s", c.cmd, c.want, out)
+		}
+	}
+}

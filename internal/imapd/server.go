@@ -1,0 +1,151 @@
+// Package imapd is the node's own IMAP protocol engine (issue 15), replacing go-imap v2's: the
+// connection loop and session state machine on top of internal/imapwire (the strict parser and
+// response writer) and mailbox.Store.
+//
+// It is being built in steps and is not yet what the node serves (internal/imapserver, on
+// go-imap v2, still is). This step has the not-authenticated and authenticated states:
+// CAPABILITY, NOOP, LOGOUT, STARTTLS, LOGIN, AUTHENTICATE PLAIN (SASL-IR), ENABLE, ID,
+// NAMESPACE, and the mailbox commands CREATE, DELETE, RENAME, SUBSCRIBE, UNSUBSCRIBE, LIST and
+// LSUB (RFC 5258 LIST-EXTENDED, RFC 5819 LIST-STATUS, RFC 6154 SPECIAL-USE), STATUS. The
+// selected state (SELECT, FETCH, STORE, SEARCH, ...) answers NO until the next step; the
+// conformance ratchet in test/imap runs against both engines and lists what each lacks.
+//
+// Concurrency: one goroutine per connection reads a command, runs it and writes its answer;
+// sessions share only the store, which is safe for concurrent use.
+package imapd
+
+import (
+	"crypto/tls"
+	"errors"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"epost/internal/mailbox"
+)
+
+// Config configures a Server. Auth is required.
+type Config struct {
+	Auth mailbox.Authenticator
+	// TLS enables STARTTLS (and is required by ServeTLS).
+	TLS *tls.Config
+	// AllowPlaintextAuth allows LOGIN and AUTHENTICATE without TLS from other machines;
+	// loopback is always allowed (the node and the mail client normally share the machine).
+	AllowPlaintextAuth bool
+	// AppendLimit is the largest message accepted (0: 50 MiB).
+	AppendLimit int64
+	// CommandTimeout bounds waiting for a command before login; IdleTimeout after login (RFC
+	// 9051 section 5.4: at least 30 minutes). Zero: 30 s and 35 min.
+	CommandTimeout, IdleTimeout time.Duration
+	Logger                      *slog.Logger
+	Version                     string // for ID
+}
+
+// Server is an IMAP server.
+type Server struct {
+	cfg Config
+	log *slog.Logger
+
+	mu     sync.Mutex
+	lns    map[net.Listener]bool
+	conns  map[net.Conn]bool
+	closed bool
+	wg     sync.WaitGroup
+}
+
+// New returns a server; it does not listen yet.
+func New(cfg Config) (*Server, error) {
+	if cfg.Auth == nil {
+		return nil, errors.New("imapd: Config.Auth is required")
+	}
+	if cfg.AppendLimit <= 0 {
+		cfg.AppendLimit = 50 << 20
+	}
+	if cfg.CommandTimeout <= 0 {
+		cfg.CommandTimeout = 30 * time.Second
+	}
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = 35 * time.Minute
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Server{cfg: cfg, log: cfg.Logger.With("service", "imap"), lns: map[net.Listener]bool{}, conns: map[net.Conn]bool{}}, nil
+}
+
+// Serve accepts plain connections (STARTTLS when Config.TLS is set) until Close.
+func (s *Server) Serve(ln net.Listener) error { return s.serve(ln, false) }
+
+// ServeTLS accepts implicit-TLS connections (RFC 8314).
+func (s *Server) ServeTLS(ln net.Listener) error {
+	if s.cfg.TLS == nil {
+		return errors.New("imapd: ServeTLS needs Config.TLS")
+	}
+	return s.serve(ln, true)
+}
+
+func (s *Server) serve(ln net.Listener, implicitTLS bool) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return net.ErrClosed
+	}
+	s.lns[ln] = true
+	s.mu.Unlock()
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			s.mu.Lock()
+			closed := s.closed
+			s.mu.Unlock()
+			if closed || errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				time.Sleep(10 * time.Millisecond)
+				continue
+			}
+			return err
+		}
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			c.Close()
+			return nil
+		}
+		s.conns[c] = true
+		s.wg.Add(1)
+		s.mu.Unlock()
+		go func() {
+			defer s.wg.Done()
+			defer func() {
+				s.mu.Lock()
+				delete(s.conns, c)
+				s.mu.Unlock()
+				c.Close()
+			}()
+			var tr net.Conn = c
+			if implicitTLS {
+				tr = tls.Server(c, s.cfg.TLS)
+			}
+			newSession(s, c, tr, implicitTLS).run()
+		}()
+	}
+}
+
+// Close stops the listeners and closes every connection.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	s.closed = true
+	for ln := range s.lns {
+		ln.Close()
+	}
+	for c := range s.conns {
+		c.Close()
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+	return nil
+}
