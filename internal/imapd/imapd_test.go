@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -36,6 +37,7 @@ func FuzzSession(f *testing.F) {
 		"a AUTHENTICATE PLAIN\r\nAHUAcA==\r\nb CREATE x/y\r\nc LIST (SUBSCRIBED RECURSIVEMATCH) \"\" % RETURN (STATUS (MESSAGES))\r\n",
 		"\"unterminated\r\n* * *\r\n\x00\x01\r\n",
 		"a ENABLE UTF8=ACCEPT IMAP4rev2\r\nb STATUS INBOX (MESSAGES UIDNEXT)\r\n",
+		"a LOGIN u p\r\nb APPEND INBOX {5+}\r\nhello\r\nc SELECT INBOX\r\nd FETCH 1:* (FLAGS BODY[] BINARY.SIZE[])\r\ne STORE 1 +FLAGS (\\Deleted x)\r\nf EXPUNGE\r\n",
 	} {
 		f.Add([]byte(s))
 	}
@@ -70,6 +72,73 @@ func FuzzSession(f *testing.F) {
 type pipeConn struct{ net.Conn }
 
 func (pipeConn) RemoteAddr() net.Addr { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1} }
+
+// pipeSession runs a session on a pipe and returns a function that sends one command and
+// returns all responses up to its tagged one.
+func pipeSession(t *testing.T, srv *Server) func(string) string {
+	client, server := net.Pipe()
+	go newSession(srv, pipeConn{server}, pipeConn{server}, false).run()
+	t.Cleanup(func() { client.Close() })
+	br := bufio.NewReader(client)
+	br.ReadString('\n')
+	n := 0
+	return func(s string) string {
+		n++
+		tag := "t" + strings.Repeat("x", n)
+		go client.Write([]byte(tag + " " + s + "\r\n"))
+		var out strings.Builder
+		for {
+			client.SetReadDeadline(time.Now().Add(5 * time.Second))
+			l, err := br.ReadString('\n')
+			out.WriteString(l)
+			if err != nil || strings.HasPrefix(l, tag+" ") {
+				return out.String()
+			}
+		}
+	}
+}
+
+// TestSelectedState: two sessions of one user on one mailbox; what each is told.
+func TestSelectedState(t *testing.T) {
+	var users mailbox.MemoryUsers
+	users.Add("u", "p")
+	srv, _ := New(Config{Auth: &users, Logger: slog.New(slog.DiscardHandler)})
+	a, b := pipeSession(t, srv), pipeSession(t, srv)
+	a("LOGIN u p")
+	b("LOGIN u p")
+	msg := "Subject: one\r\n\r\nbody one\r\n"
+	for _, c := range []struct {
+		s         func(string) string
+		cmd, want string
+	}{
+		{a, "APPEND INBOX {" + strconv.Itoa(len(msg)) + "+}\r\n" + msg, "OK [APPENDUID "},
+		{a, "SELECT INBOX", "* 1 EXISTS"},
+		{a, "NOOP", "OK NOOP"},
+		{b, "EXAMINE INBOX", "* 0 RECENT"}, // a claimed it: recent in one session only
+		{a, "FETCH 1 (FLAGS BODY.PEEK[HEADER])", "* 1 FETCH (FLAGS (\\Recent) BODY[HEADER] {16}"},
+		{a, "FETCH 1 (BODY[TEXT]<0.4>)", "BODY[TEXT]<0> {4}\r\nbody"},
+		{a, "FETCH 1 (FLAGS)", "\\Seen"}, // the non-peek fetch set it
+		{a, "STORE 1 +FLAGS ($Work)", "* FLAGS (\\Seen \\Answered \\Flagged \\Deleted \\Draft $Work)"},
+		{b, "NOOP", "* 1 FETCH (UID 1 FLAGS ($Work \\Seen))"},
+		{a, "FETCH 2 (FLAGS)", "BAD Invalid message sequence number"},
+		{a, "CREATE Later", "OK"},
+		{a, "UID COPY 1 Later", "OK [COPYUID "},
+		{a, "UID MOVE 1 Nowhere", "NO [TRYCREATE]"},
+		{a, "STORE 1 +FLAGS.SILENT (\\Deleted)", "OK STORE"},
+		{a, "EXPUNGE", "* 1 EXPUNGE"},
+		{b, "FETCH 1 (FLAGS)", "OK FETCH"}, // expunged meanwhile: omitted, no EXPUNGE during FETCH
+		{b, "NOOP", "* 1 EXPUNGE"},
+		{b, "STORE 1 +FLAGS (\\Seen)", "NO [CANNOT]"}, // EXAMINE: read-only
+		{b, "FETCH 1 (FLAGS)", "BAD Invalid message sequence number"}, // nothing left
+		{a, "SELECT Later", "* 1 EXISTS"},
+		{a, "UNSELECT", "OK UNSELECT"},
+		{a, "FETCH 1 (FLAGS)", "BAD No mailbox selected"},
+	} {
+		if out := c.s(c.cmd); !strings.Contains(out, c.want) {
+			t.Errorf("%s: want %q in\n%s", c.cmd, c.want, out)
+		}
+	}
+}
 
 // TestListFamily: LIST and LSUB answers a state-tracking client checks.
 func TestListFamily(t *testing.T) {

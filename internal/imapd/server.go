@@ -3,12 +3,16 @@
 // response writer) and mailbox.Store.
 //
 // It is being built in steps and is not yet what the node serves (internal/imapserver, on
-// go-imap v2, still is). This step has the not-authenticated and authenticated states:
-// CAPABILITY, NOOP, LOGOUT, STARTTLS, LOGIN, AUTHENTICATE PLAIN (SASL-IR), ENABLE, ID,
-// NAMESPACE, and the mailbox commands CREATE, DELETE, RENAME, SUBSCRIBE, UNSUBSCRIBE, LIST and
-// LSUB (RFC 5258 LIST-EXTENDED, RFC 5819 LIST-STATUS, RFC 6154 SPECIAL-USE), STATUS. The
-// selected state (SELECT, FETCH, STORE, SEARCH, ...) answers NO until the next step; the
-// conformance ratchet in test/imap runs against both engines and lists what each lacks.
+// go-imap v2, still is). It has: CAPABILITY, NOOP, LOGOUT, STARTTLS, LOGIN, AUTHENTICATE PLAIN
+// (SASL-IR), ENABLE, ID, NAMESPACE; CREATE, DELETE, RENAME, SUBSCRIBE, UNSUBSCRIBE, LIST and
+// LSUB (RFC 5258 LIST-EXTENDED, RFC 5819 LIST-STATUS, RFC 6154 SPECIAL-USE), STATUS, APPEND
+// (UIDPLUS); SELECT, EXAMINE, CHECK, CLOSE, UNSELECT, EXPUNGE and UID EXPUNGE, STORE, COPY and
+// MOVE (COPYUID), and FETCH of FLAGS, UID, INTERNALDATE, RFC822.SIZE, MODSEQ and whole-message,
+// HEADER and TEXT sections (BODY, BINARY, RFC822.*), with the view's sequence numbers changed
+// only by the EXPUNGE and EXISTS responses a client is sent, and every keyword announced in
+// FLAGS before it is shown. Not yet: ENVELOPE, BODYSTRUCTURE, sections of MIME parts, SEARCH,
+// IDLE, CONDSTORE/QRESYNC, SORT/THREAD and the other extensions of issue 15. The conformance
+// ratchet in test/imap runs against both engines and lists what each lacks.
 //
 // Concurrency: one goroutine per connection reads a command, runs it and writes its answer;
 // sessions share only the store, which is safe for concurrent use.

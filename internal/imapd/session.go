@@ -40,6 +40,7 @@ type session struct {
 	state   state
 	user    string
 	store   mailbox.Store
+	sel     *view           // the selected mailbox, nil unless state == selected
 	enabled map[string]bool // ENABLEd capabilities (upper case)
 }
 
@@ -92,7 +93,7 @@ func (s *session) capabilities() []string {
 		}
 		return caps
 	}
-	return append(caps, "NAMESPACE", "LIST-EXTENDED", "LIST-STATUS", "SPECIAL-USE", "CREATE-SPECIAL-USE", "UTF8=ACCEPT",
+	return append(caps, "NAMESPACE", "UIDPLUS", "MOVE", "UNSELECT", "LIST-EXTENDED", "LIST-STATUS", "SPECIAL-USE", "CREATE-SPECIAL-USE", "UTF8=ACCEPT",
 		"APPENDLIMIT="+strconv.FormatInt(s.srv.cfg.AppendLimit, 10))
 }
 
@@ -189,9 +190,11 @@ func (s *session) dispatch(cmd *imapwire.Command) {
 		s.ok(tag, "CAPABILITY completed")
 		return
 	case "NOOP":
+		s.sync(true)
 		s.ok(tag, "NOOP completed")
 		return
 	case "LOGOUT":
+		s.unselect()
 		s.w.StartUntagged().Atom("BYE").Text("Logging out").End()
 		s.ok(tag, "LOGOUT completed")
 		s.state = loggedOut
@@ -214,9 +217,22 @@ func (s *session) dispatch(cmd *imapwire.Command) {
 		}
 		return
 	}
+	if s.state == selected && s.selectedCommand(cmd) {
+		return
+	}
 	switch cmd.Name {
 	case "STARTTLS", "LOGIN", "AUTHENTICATE":
 		s.bad(tag, "Already logged in")
+	case "SELECT", "EXAMINE":
+		s.selectMailbox(tag, cmd.Args.(*imapwire.Select))
+	case "APPEND":
+		s.appendMsg(tag, cmd.Args.(*imapwire.Append))
+	case "CHECK", "CLOSE", "UNSELECT", "EXPUNGE", "STORE", "FETCH", "COPY", "MOVE", "SEARCH", "SORT", "THREAD", "IDLE":
+		if s.state != selected {
+			s.bad(tag, "No mailbox selected")
+			return
+		}
+		s.no(tag, "CANNOT", cmd.Name+" is not served by this engine yet")
 	case "ENABLE":
 		s.enable(tag, cmd.Args.(*imapwire.Enable))
 	case "NAMESPACE":

@@ -1,0 +1,657 @@
+package imapd
+
+import (
+	"errors"
+	"io"
+	"slices"
+	"strconv"
+	"strings"
+
+	"epost/internal/imapwire"
+	"epost/internal/mailbox"
+
+	"github.com/emersion/go-imap/v2"
+)
+
+// view is the client's picture of its selected mailbox: sequence number n is uids[n-1] (RFC
+// 9051 section 2.3.1.2), and it changes only through the EXISTS and EXPUNGE responses the
+// client is sent (sync).
+type view struct {
+	name     string
+	folder   mailbox.Folder
+	readOnly bool
+
+	uids   []imap.UID
+	recent map[imap.UID]bool // \Recent in this session (rev1)
+	// flags are the flags announced in FLAGS: a keyword the client has not been told of is
+	// announced (FLAGS and PERMANENTFLAGS) before the first response that shows it.
+	flags []imap.Flag
+	// modSeq is the folder's HIGHESTMODSEQ when the client was last brought up to date.
+	modSeq uint64
+	// own: flag changes this session already reported in its own FETCH responses.
+	own map[imap.UID]uint64
+
+	watch     <-chan struct{}
+	stopWatch func()
+}
+
+var systemFlags = []imap.Flag{imap.FlagSeen, imap.FlagAnswered, imap.FlagFlagged, imap.FlagDeleted, imap.FlagDraft}
+
+func (s *session) rev2() bool { return s.enabled["IMAP4REV2"] }
+
+func (s *session) unselect() {
+	if s.sel != nil {
+		s.sel.stopWatch()
+		s.sel = nil
+	}
+	if s.state == selected {
+		s.state = authenticated
+	}
+}
+
+func (s *session) selectMailbox(tag string, a *imapwire.Select) {
+	s.unselect()
+	name := canonical(a.Mailbox)
+	f, err := s.store.Folder(name)
+	if err != nil {
+		s.storeNo(tag, err)
+		return
+	}
+	watch, stop := f.Watch() // before reading: no change falls between
+	st, err := f.Status()
+	var list []mailbox.Summary
+	if err == nil {
+		list, err = f.List()
+	}
+	if err != nil {
+		stop()
+		s.storeNo(tag, err)
+		return
+	}
+	v := &view{name: name, folder: f, readOnly: a.ReadOnly, recent: map[imap.UID]bool{}, own: map[imap.UID]uint64{},
+		modSeq: st.HighestModSeq, watch: watch, stopWatch: stop, flags: slices.Clone(systemFlags)}
+	var firstUnseen int
+	for i, m := range list {
+		v.uids = append(v.uids, m.UID)
+		for _, fl := range m.Flags {
+			if !slices.Contains(v.flags, fl) {
+				v.flags = append(v.flags, fl)
+			}
+		}
+		if firstUnseen == 0 && !slices.Contains(m.Flags, imap.FlagSeen) {
+			firstUnseen = i + 1
+		}
+	}
+	if a.ReadOnly {
+		// EXAMINE claims nothing, but shows what is recent for the folder (RFC 3501 section
+		// 6.3.2: the same untagged data as SELECT).
+		for uid := st.UIDNext - imap.UID(st.Recent); uid < st.UIDNext; uid++ {
+			v.recent[uid] = true
+		}
+	} else {
+		v.claimRecent()
+	}
+	s.sel, s.state = v, selected
+	s.writeFlags()
+	s.w.StartUntagged().Number(uint64(len(v.uids))).Atom("EXISTS").End()
+	if !s.rev2() {
+		s.w.StartUntagged().Number(uint64(len(v.recent))).Atom("RECENT").End()
+		if firstUnseen > 0 {
+			s.w.StartUntagged().Atom("OK").Code("UNSEEN", strconv.Itoa(firstUnseen)).Text("First unseen message").End()
+		}
+	}
+	s.w.StartUntagged().Atom("OK").Code("UIDVALIDITY", strconv.FormatUint(uint64(st.UIDValidity), 10)).Text("UIDs valid").End()
+	s.w.StartUntagged().Atom("OK").Code("UIDNEXT", strconv.FormatUint(uint64(st.UIDNext), 10)).Text("Predicted next UID").End()
+	code := "READ-WRITE"
+	if a.ReadOnly {
+		code = "READ-ONLY"
+	}
+	s.w.StartTagged(tag).Atom("OK").Code(code).Text("Mailbox selected").End()
+}
+
+// writeFlags announces FLAGS and PERMANENTFLAGS.
+func (s *session) writeFlags() {
+	v := s.sel
+	w := s.w.StartUntagged().Atom("FLAGS").Open()
+	for _, f := range v.flags {
+		w.Atom(string(f))
+	}
+	w.Close().End()
+	perm := []string{}
+	if !v.readOnly {
+		for _, f := range v.flags {
+			perm = append(perm, string(f))
+		}
+		perm = append(perm, `\*`)
+	}
+	s.w.StartUntagged().Atom("OK").Code("PERMANENTFLAGS", "("+strings.Join(perm, " ")+")").Text("Flags that stick").End()
+}
+
+// announce adds flags the client has not been told of to FLAGS and says so, before a response
+// that shows them.
+func (s *session) announce(flags []imap.Flag) {
+	v := s.sel
+	added := false
+	for _, f := range flags {
+		if f != mailbox.FlagRecent && !slices.Contains(v.flags, f) {
+			v.flags = append(v.flags, f)
+			added = true
+		}
+	}
+	if added {
+		s.writeFlags()
+	}
+}
+
+func (v *view) claimRecent() {
+	from, to := v.folder.ClaimRecent()
+	for uid := from; uid < to; uid++ {
+		v.recent[uid] = true
+	}
+}
+
+func (s *session) shownFlags(m *mailbox.Summary) []imap.Flag {
+	if s.rev2() || !s.sel.recent[m.UID] {
+		return m.Flags
+	}
+	return append(slices.Clone(m.Flags), mailbox.FlagRecent)
+}
+
+// resolve gives the indexes into the view of a sequence set of sequence numbers or UIDs.
+func (v *view) resolve(set imapwire.SeqSet, uid bool) []int {
+	var out []int
+	if uid {
+		var max uint32
+		if n := len(v.uids); n > 0 {
+			max = uint32(v.uids[n-1])
+		}
+		for i, u := range v.uids {
+			if set.Contains(uint32(u), max) {
+				out = append(out, i)
+			}
+		}
+		return out
+	}
+	for i := range v.uids {
+		if set.Contains(uint32(i+1), uint32(len(v.uids))) {
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
+// validSeqs: a message sequence set names only numbers in the view (RFC 9051 section 6.4.5:
+// a bad number is BAD... Dovecot answers BAD "Invalid messageset").
+func (v *view) validSeqs(set imapwire.SeqSet) bool {
+	for _, r := range set.Ranges {
+		for _, n := range []uint32{r.Start, r.Stop} {
+			if n != 0 && int(n) > len(v.uids) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// sync brings the client up to date: EXPUNGE for messages gone (only where allowed), FETCH
+// FLAGS for flags changed by others, EXISTS (and RECENT) for new messages.
+func (s *session) sync(allowExpunge bool) {
+	v := s.sel
+	if v == nil {
+		return
+	}
+	st, err := v.folder.Status()
+	if err != nil {
+		return
+	}
+	list, err := v.folder.List()
+	if err != nil {
+		return
+	}
+	current := make(map[imap.UID]*mailbox.Summary, len(list))
+	for i := range list {
+		current[list[i].UID] = &list[i]
+	}
+	if allowExpunge {
+		for i := len(v.uids) - 1; i >= 0; i-- {
+			uid := v.uids[i]
+			if current[uid] != nil {
+				continue
+			}
+			s.w.StartUntagged().Number(uint64(i + 1)).Atom("EXPUNGE").End()
+			v.uids = slices.Delete(v.uids, i, i+1)
+			delete(v.recent, uid)
+			delete(v.own, uid)
+		}
+	}
+	var last imap.UID
+	if n := len(v.uids); n > 0 {
+		last = v.uids[n-1]
+	}
+	for i, uid := range v.uids {
+		m := current[uid]
+		if m == nil || m.ModSeq <= v.modSeq || v.own[uid] == m.ModSeq {
+			continue
+		}
+		s.announce(m.Flags)
+		s.w.StartUntagged().Number(uint64(i + 1)).Atom("FETCH").Open().Atom("UID").Number(uint64(uid)).Atom("FLAGS")
+		s.writeFlagList(s.shownFlags(m))
+		s.w.Close().End()
+	}
+	added := 0
+	for _, m := range list {
+		if m.UID > last {
+			v.uids = append(v.uids, m.UID)
+			s.announce(m.Flags)
+			added++
+		}
+	}
+	if added > 0 {
+		if !v.readOnly {
+			v.claimRecent()
+		}
+		s.w.StartUntagged().Number(uint64(len(v.uids))).Atom("EXISTS").End()
+		if !s.rev2() {
+			s.w.StartUntagged().Number(uint64(len(v.recent))).Atom("RECENT").End()
+		}
+	}
+	v.modSeq = st.HighestModSeq
+	clear(v.own)
+}
+
+func (s *session) writeFlagList(flags []imap.Flag) {
+	s.w.Open()
+	for _, f := range flags {
+		s.w.Atom(string(f))
+	}
+	s.w.Close()
+}
+
+// selectedCommand runs a command of the selected state; it reports false for a command it
+// does not know.
+func (s *session) selectedCommand(cmd *imapwire.Command) bool {
+	tag, v := cmd.Tag, s.sel
+	switch cmd.Name {
+	case "CHECK":
+		s.sync(true)
+		s.ok(tag, "CHECK completed")
+	case "CLOSE":
+		if !v.readOnly {
+			s.expungeDeleted(nil, false)
+		}
+		s.unselect()
+		s.ok(tag, "CLOSE completed")
+	case "UNSELECT":
+		s.unselect()
+		s.ok(tag, "UNSELECT completed")
+	case "EXPUNGE":
+		if v.readOnly {
+			s.no(tag, "CANNOT", "The mailbox is read-only (EXAMINE)")
+			return true
+		}
+		var only *imapwire.SeqSet
+		if a, ok := cmd.Args.(*imapwire.Expunge); ok && a != nil {
+			only = &a.UIDs
+		}
+		if err := s.expungeDeleted(only, true); err != nil {
+			s.storeNo(tag, err)
+			return true
+		}
+		s.sync(true)
+		s.ok(tag, "EXPUNGE completed")
+	case "STORE":
+		s.store1(tag, cmd.UID, cmd.Args.(*imapwire.Store))
+	case "FETCH":
+		s.fetch(tag, cmd.UID, cmd.Args.(*imapwire.Fetch))
+	case "COPY", "MOVE":
+		s.copyMove(tag, cmd.UID, cmd.Name == "MOVE", cmd.Args.(*imapwire.Copy))
+	default:
+		return false
+	}
+	return true
+}
+
+// expungeDeleted removes the \Deleted messages (of only, when set: UID EXPUNGE) and, when
+// report is set, tells the client.
+func (s *session) expungeDeleted(only *imapwire.SeqSet, report bool) error {
+	v := s.sel
+	list, err := v.folder.List()
+	if err != nil {
+		return err
+	}
+	var max uint32
+	if n := len(v.uids); n > 0 {
+		max = uint32(v.uids[n-1])
+	}
+	var uids []imap.UID
+	for _, m := range list {
+		if slices.Contains(m.Flags, imap.FlagDeleted) && (only == nil || only.Contains(uint32(m.UID), max)) {
+			uids = append(uids, m.UID)
+		}
+	}
+	if len(uids) == 0 {
+		return nil
+	}
+	gone, err := v.folder.Expunge(uids)
+	if err != nil || !report {
+		return err
+	}
+	for _, uid := range slices.Backward(gone) {
+		if i, ok := slices.BinarySearch(v.uids, uid); ok {
+			s.w.StartUntagged().Number(uint64(i + 1)).Atom("EXPUNGE").End()
+			v.uids = slices.Delete(v.uids, i, i+1)
+			delete(v.recent, uid)
+		}
+	}
+	return nil
+}
+
+func (s *session) store1(tag string, uid bool, a *imapwire.Store) {
+	v := s.sel
+	if v.readOnly {
+		s.no(tag, "CANNOT", "The mailbox is read-only (EXAMINE)")
+		return
+	}
+	if !uid && !v.validSeqs(a.Seqs) {
+		s.bad(tag, "Invalid message sequence number")
+		return
+	}
+	idx := v.resolve(a.Seqs, uid)
+	uids := make([]imap.UID, len(idx))
+	for i, j := range idx {
+		uids[i] = v.uids[j]
+	}
+	flags := make([]imap.Flag, 0, len(a.Flags))
+	for _, f := range a.Flags {
+		if !strings.EqualFold(f, `\Recent`) {
+			flags = append(flags, imap.Flag(canonicalFlag(f)))
+		}
+	}
+	op := map[imapwire.StoreOp]mailbox.FlagOp{imapwire.StoreReplace: mailbox.FlagsSet, imapwire.StoreAdd: mailbox.FlagsAdd, imapwire.StoreRemove: mailbox.FlagsRemove}[a.Op]
+	var since uint64
+	if a.UnchangedSince != nil {
+		since = *a.UnchangedSince
+	}
+	res, err := v.folder.ChangeFlags(uids, op, flags, since)
+	if err != nil {
+		s.storeNo(tag, err)
+		return
+	}
+	s.announce(flags)
+	show := append(slices.Clone(res.Changed), res.Unchanged...)
+	slices.SortFunc(show, func(x, y mailbox.Summary) int { return int(x.UID) - int(y.UID) })
+	for _, m := range res.Changed {
+		v.own[m.UID] = m.ModSeq
+	}
+	if !a.Silent {
+		for i := range show {
+			m := &show[i]
+			j, ok := slices.BinarySearch(v.uids, m.UID)
+			if !ok {
+				continue
+			}
+			w := s.w.StartUntagged().Number(uint64(j + 1)).Atom("FETCH").Open()
+			if uid {
+				w.Atom("UID").Number(uint64(m.UID))
+			}
+			w.Atom("FLAGS")
+			s.writeFlagList(s.shownFlags(m))
+			w.Close().End()
+		}
+	}
+	s.sync(false)
+	s.ok(tag, "STORE completed")
+}
+
+// canonicalFlag writes system flags in their usual case.
+func canonicalFlag(f string) string {
+	for _, sf := range systemFlags {
+		if strings.EqualFold(f, string(sf)) {
+			return string(sf)
+		}
+	}
+	return f
+}
+
+func (s *session) copyMove(tag string, uid, move bool, a *imapwire.Copy) {
+	v := s.sel
+	if move && v.readOnly {
+		s.no(tag, "CANNOT", "The mailbox is read-only (EXAMINE)")
+		return
+	}
+	if !uid && !v.validSeqs(a.Seqs) {
+		s.bad(tag, "Invalid message sequence number")
+		return
+	}
+	dest, err := s.store.Folder(canonical(a.Mailbox))
+	if err != nil {
+		if errors.Is(err, mailbox.ErrNoFolder) {
+			s.no(tag, "TRYCREATE", "No such mailbox")
+			return
+		}
+		s.storeNo(tag, err)
+		return
+	}
+	var uids []imap.UID
+	for _, j := range v.resolve(a.Seqs, uid) {
+		uids = append(uids, v.uids[j])
+	}
+	if len(uids) == 0 {
+		s.ok(tag, "Nothing to do")
+		return
+	}
+	var res mailbox.CopyResult
+	if move {
+		res, err = v.folder.Move(uids, dest)
+	} else {
+		res, err = v.folder.Copy(uids, dest)
+	}
+	if err != nil {
+		s.storeNo(tag, err)
+		return
+	}
+	code := []string{strconv.FormatUint(uint64(res.UIDValidity), 10), uidList(res.SourceUIDs), uidList(res.DestUIDs)}
+	if move {
+		// RFC 6851: COPYUID in an untagged OK, then the expunges, then the tagged OK.
+		s.w.StartUntagged().Atom("OK").Code("COPYUID", code...).Text("Moved").End()
+		s.sync(true)
+		s.ok(tag, "MOVE completed")
+		return
+	}
+	s.w.StartTagged(tag).Atom("OK").Code("COPYUID", code...).Text("COPY completed").End()
+}
+
+func uidList(uids []imap.UID) string {
+	parts := make([]string, len(uids))
+	for i, u := range uids {
+		parts[i] = strconv.FormatUint(uint64(u), 10)
+	}
+	return strings.Join(parts, ",")
+}
+
+func (s *session) appendMsg(tag string, a *imapwire.Append) {
+	name := canonical(a.Mailbox)
+	f, err := s.store.Folder(name)
+	if err != nil {
+		if errors.Is(err, mailbox.ErrNoFolder) {
+			s.no(tag, "TRYCREATE", "No such mailbox")
+			return
+		}
+		s.storeNo(tag, err)
+		return
+	}
+	st, err := f.Status()
+	if err != nil {
+		s.storeNo(tag, err)
+		return
+	}
+	var uids []imap.UID
+	for _, m := range a.Messages {
+		if m.Catenate != nil {
+			s.no(tag, "CANNOT", "CATENATE is not served by this engine yet")
+			return
+		}
+		var flags []imap.Flag
+		for _, fl := range m.Flags {
+			if !strings.EqualFold(fl, `\Recent`) {
+				flags = append(flags, imap.Flag(canonicalFlag(fl)))
+			}
+		}
+		uid, err := f.Append(m.Data, flags, m.Date)
+		if err != nil {
+			if errors.Is(err, mailbox.ErrTooBig) {
+				s.no(tag, "TOOBIG", "The message is too big")
+				return
+			}
+			s.storeNo(tag, err)
+			return
+		}
+		uids = append(uids, uid)
+	}
+	if s.sel != nil && s.sel.name == name {
+		s.sync(false)
+	}
+	s.w.StartTagged(tag).Atom("OK").Code("APPENDUID", strconv.FormatUint(uint64(st.UIDValidity), 10), uidList(uids)).Text("APPEND completed").End()
+}
+
+func (s *session) fetch(tag string, uid bool, a *imapwire.Fetch) {
+	v := s.sel
+	if !uid && !v.validSeqs(a.Seqs) {
+		s.bad(tag, "Invalid message sequence number")
+		return
+	}
+	setSeen := false
+	for _, it := range a.Items {
+		if (it.Name == "BODY" && it.Section != nil || it.Name == "BINARY" || it.Name == "RFC822" || it.Name == "RFC822.TEXT") && !it.Peek {
+			setSeen = !v.readOnly
+		}
+	}
+	for _, j := range v.resolve(a.Seqs, uid) {
+		u := v.uids[j]
+		msg, err := v.folder.Message(u)
+		if errors.Is(err, mailbox.ErrNoMessage) {
+			continue // expunged by another session, not yet reported (RFC 9051 6.4.5)
+		} else if err != nil {
+			s.storeNo(tag, err)
+			return
+		}
+		flagsChanged := false
+		if setSeen && !slices.Contains(msg.Flags, imap.FlagSeen) {
+			if res, err := v.folder.ChangeFlags([]imap.UID{u}, mailbox.FlagsAdd, []imap.Flag{imap.FlagSeen}, 0); err == nil && len(res.Changed) == 1 {
+				msg.Summary = res.Changed[0]
+				v.own[u] = msg.ModSeq
+				flagsChanged = true
+			}
+		}
+		if err := s.fetchOne(j+1, uid, msg, a.Items, flagsChanged); err != nil {
+			if errors.Is(err, errNotServed) {
+				s.no(tag, "CANNOT", err.Error())
+				return
+			}
+			s.storeNo(tag, err)
+			return
+		}
+	}
+	s.sync(false)
+	s.ok(tag, "FETCH completed")
+}
+
+var errNotServed = errors.New("that FETCH item is not served by this engine yet")
+
+func (s *session) fetchOne(seq int, uid bool, msg *mailbox.Message, items []imapwire.FetchItem, flagsChanged bool) error {
+	var content mailbox.Content
+	body := func() (mailbox.Content, error) {
+		if content == nil {
+			c, err := s.sel.folder.Content(msg.UID)
+			if err != nil {
+				return nil, err
+			}
+			content = c
+		}
+		return content, nil
+	}
+	// Check and gather first: nothing of a response is written before it is known to work.
+	type part struct {
+		name string
+		data []byte
+		flag bool
+	}
+	var parts []part
+	wantFlags, wantUID := flagsChanged, uid
+	var headerSize int64
+	if msg.Structure != nil {
+		headerSize = msg.Structure.HeaderSize
+	}
+	for _, it := range items {
+		switch it.Name {
+		case "UID":
+			wantUID = true
+		case "FLAGS":
+			wantFlags = true
+		case "INTERNALDATE":
+			parts = append(parts, part{name: "INTERNALDATE", data: []byte(`"` + msg.InternalDate.Format("02-Jan-2006 15:04:05 -0700") + `"`), flag: true})
+		case "RFC822.SIZE":
+			parts = append(parts, part{name: "RFC822.SIZE", data: []byte(strconv.FormatInt(msg.Size, 10)), flag: true})
+		case "BODY", "BINARY", "RFC822", "RFC822.HEADER", "RFC822.TEXT", "BINARY.SIZE":
+			sec := it.Section
+			if it.Name == "BODY" && sec == nil || sec != nil && (len(sec.Part) > 0 || sec.Fields != nil || (sec.Specifier != "" && sec.Specifier != "HEADER" && sec.Specifier != "TEXT")) {
+				return errNotServed
+			}
+			c, err := body()
+			if err != nil {
+				return err
+			}
+			start, end := int64(0), c.Size()
+			spec := ""
+			if sec != nil {
+				spec = sec.Specifier
+			}
+			switch {
+			case it.Name == "RFC822.HEADER" || spec == "HEADER":
+				end = min(headerSize, end)
+			case it.Name == "RFC822.TEXT" || spec == "TEXT":
+				start = min(headerSize, end)
+			}
+			if p := it.Partial; p != nil {
+				start = min(start+int64(p.Offset), end)
+				end = min(start+int64(p.Count), end)
+			}
+			if it.Name == "BINARY.SIZE" {
+				parts = append(parts, part{name: it.ResponseName(), data: []byte(strconv.FormatInt(end-start, 10)), flag: true})
+				continue
+			}
+			b := make([]byte, end-start)
+			if _, err := c.ReadAt(b, start); err != nil && !errors.Is(err, io.EOF) {
+				return err
+			}
+			parts = append(parts, part{name: it.ResponseName(), data: b})
+		case "MODSEQ":
+			parts = append(parts, part{name: "MODSEQ", data: []byte("(" + strconv.FormatUint(msg.ModSeq, 10) + ")"), flag: true})
+		default:
+			return errNotServed
+		}
+	}
+	if wantFlags {
+		s.announce(msg.Flags)
+	}
+	w := s.w.StartUntagged().Number(uint64(seq)).Atom("FETCH").Open()
+	if wantUID {
+		w.Atom("UID").Number(uint64(msg.UID))
+	}
+	if wantFlags {
+		w.Atom("FLAGS")
+		s.writeFlagList(s.shownFlags(&msg.Summary))
+	}
+	for _, p := range parts {
+		w.Atom(p.name)
+		if p.flag {
+			w.Atom(string(p.data))
+		} else if strings.HasPrefix(p.name, "BINARY") {
+			w.Binary(p.data)
+		} else {
+			w.Literal(p.data)
+		}
+	}
+	w.Close().End()
+	return s.w.Err()
+}
