@@ -128,7 +128,7 @@ func TestSelectedState(t *testing.T) {
 		{a, "EXPUNGE", "* 1 EXPUNGE"},
 		{b, "FETCH 1 (FLAGS)", "OK FETCH"}, // expunged meanwhile: omitted, no EXPUNGE during FETCH
 		{b, "NOOP", "* 1 EXPUNGE"},
-		{b, "STORE 1 +FLAGS (\\Seen)", "NO [CANNOT]"}, // EXAMINE: read-only
+		{b, "STORE 1 +FLAGS (\\Seen)", "NO [CANNOT]"},                 // EXAMINE: read-only
 		{b, "FETCH 1 (FLAGS)", "BAD Invalid message sequence number"}, // nothing left
 		{a, "SELECT Later", "* 1 EXISTS"},
 		{a, "UNSELECT", "OK UNSELECT"},
