@@ -140,6 +140,46 @@ func TestSelectedState(t *testing.T) {
 	}
 }
 
+// TestIdle: a session in IDLE hears of a message another session appends, at once.
+func TestIdle(t *testing.T) {
+	var users mailbox.MemoryUsers
+	users.Add("u", "p")
+	srv, _ := New(Config{Auth: &users, Logger: slog.New(slog.DiscardHandler)})
+	b := pipeSession(t, srv)
+	b("LOGIN u p")
+	client, server := net.Pipe()
+	go newSession(srv, pipeConn{server}, pipeConn{server}, false).run()
+	defer client.Close()
+	br := bufio.NewReader(client)
+	read := func() string {
+		client.SetReadDeadline(time.Now().Add(5 * time.Second))
+		l, _ := br.ReadString('\n')
+		return l
+	}
+	read()
+	send := func(s string) { go client.Write([]byte(s)) }
+	send("a LOGIN u p\r\n")
+	for !strings.HasPrefix(read(), "a OK") {
+	}
+	send("b SELECT INBOX\r\n")
+	for !strings.HasPrefix(read(), "b OK") {
+	}
+	send("c IDLE\r\n")
+	if l := read(); !strings.HasPrefix(l, "+ ") {
+		t.Fatalf("IDLE: %q", l)
+	}
+	b("APPEND INBOX {3+}\r\nhi!")
+	if l := read(); l != "* 1 EXISTS\r\n" {
+		t.Fatalf("in IDLE after another session's APPEND: %q", l)
+	}
+	send("DONE\r\n")
+	for l := read(); !strings.HasPrefix(l, "c OK"); l = read() {
+		if l == "" {
+			t.Fatal("no end of IDLE")
+		}
+	}
+}
+
 // TestListFamily: LIST and LSUB answers a state-tracking client checks.
 func TestListFamily(t *testing.T) {
 	var users mailbox.MemoryUsers

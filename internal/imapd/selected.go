@@ -572,9 +572,10 @@ func (s *session) fetchOne(seq int, uid bool, msg *mailbox.Message, items []imap
 	}
 	// Check and gather first: nothing of a response is written before it is known to work.
 	type part struct {
-		name string
-		data []byte
-		flag bool
+		name      string
+		data      []byte
+		flag      bool
+		structure func() error // ENVELOPE, BODY, BODYSTRUCTURE: written in place
 	}
 	var parts []part
 	wantFlags, wantUID := flagsChanged, uid
@@ -594,7 +595,14 @@ func (s *session) fetchOne(seq int, uid bool, msg *mailbox.Message, items []imap
 			parts = append(parts, part{name: "RFC822.SIZE", data: []byte(strconv.FormatInt(msg.Size, 10)), flag: true})
 		case "BODY", "BINARY", "RFC822", "RFC822.HEADER", "RFC822.TEXT", "BINARY.SIZE":
 			sec := it.Section
-			if it.Name == "BODY" && sec == nil || sec != nil && (len(sec.Part) > 0 || sec.Fields != nil || (sec.Specifier != "" && sec.Specifier != "HEADER" && sec.Specifier != "TEXT")) {
+			if it.Name == "BODY" && sec == nil {
+				if msg.Structure == nil || msg.Structure.BodyStructure == nil {
+					return errNotServed
+				}
+				parts = append(parts, part{name: "BODY", structure: func() error { return s.writeBodyStructure(msg.Structure.BodyStructure, false) }})
+				continue
+			}
+			if sec != nil && (len(sec.Part) > 0 || sec.Fields != nil || (sec.Specifier != "" && sec.Specifier != "HEADER" && sec.Specifier != "TEXT")) {
 				return errNotServed
 			}
 			c, err := body()
@@ -627,6 +635,20 @@ func (s *session) fetchOne(seq int, uid bool, msg *mailbox.Message, items []imap
 			parts = append(parts, part{name: it.ResponseName(), data: b})
 		case "MODSEQ":
 			parts = append(parts, part{name: "MODSEQ", data: []byte("(" + strconv.FormatUint(msg.ModSeq, 10) + ")"), flag: true})
+		case "ENVELOPE":
+			parts = append(parts, part{name: "ENVELOPE", structure: func() error {
+				var e *imap.Envelope
+				if msg.Structure != nil {
+					e = msg.Structure.Envelope
+				}
+				s.writeEnvelope(e)
+				return nil
+			}})
+		case "BODYSTRUCTURE":
+			if msg.Structure == nil || msg.Structure.BodyStructure == nil {
+				return errNotServed
+			}
+			parts = append(parts, part{name: "BODYSTRUCTURE", structure: func() error { return s.writeBodyStructure(msg.Structure.BodyStructure, true) }})
 		default:
 			return errNotServed
 		}
@@ -644,7 +666,11 @@ func (s *session) fetchOne(seq int, uid bool, msg *mailbox.Message, items []imap
 	}
 	for _, p := range parts {
 		w.Atom(p.name)
-		if p.flag {
+		if p.structure != nil {
+			if err := p.structure(); err != nil {
+				return err
+			}
+		} else if p.flag {
 			w.Atom(string(p.data))
 		} else if strings.HasPrefix(p.name, "BINARY") {
 			w.Binary(p.data)

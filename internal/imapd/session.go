@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
+	"strings"
 	"time"
 
 	"epost/internal/imapwire"
@@ -93,7 +94,7 @@ func (s *session) capabilities() []string {
 		}
 		return caps
 	}
-	return append(caps, "NAMESPACE", "UIDPLUS", "MOVE", "UNSELECT", "LIST-EXTENDED", "LIST-STATUS", "SPECIAL-USE", "CREATE-SPECIAL-USE", "UTF8=ACCEPT",
+	return append(caps, "NAMESPACE", "IDLE", "UIDPLUS", "MOVE", "UNSELECT", "LIST-EXTENDED", "LIST-STATUS", "SPECIAL-USE", "CREATE-SPECIAL-USE", "UTF8=ACCEPT",
 		"APPENDLIMIT="+strconv.FormatInt(s.srv.cfg.AppendLimit, 10))
 }
 
@@ -225,9 +226,11 @@ func (s *session) dispatch(cmd *imapwire.Command) {
 		s.bad(tag, "Already logged in")
 	case "SELECT", "EXAMINE":
 		s.selectMailbox(tag, cmd.Args.(*imapwire.Select))
+	case "IDLE":
+		s.idle(tag)
 	case "APPEND":
 		s.appendMsg(tag, cmd.Args.(*imapwire.Append))
-	case "CHECK", "CLOSE", "UNSELECT", "EXPUNGE", "STORE", "FETCH", "COPY", "MOVE", "SEARCH", "SORT", "THREAD", "IDLE":
+	case "CHECK", "CLOSE", "UNSELECT", "EXPUNGE", "STORE", "FETCH", "COPY", "MOVE", "SEARCH", "SORT", "THREAD":
 		if s.state != selected {
 			s.bad(tag, "No mailbox selected")
 			return
@@ -385,3 +388,54 @@ func (s *session) enable(tag string, a *imapwire.Enable) {
 func (st state) String() string {
 	return [...]string{"not authenticated", "authenticated", "selected", "logged out"}[st]
 }
+
+// idle is IDLE (RFC 2177, RFC 9051 section 6.3.13): updates of the selected mailbox as they
+// happen, until the client sends DONE. The client's line is read on another goroutine; all
+// writing stays on this one.
+func (s *session) idle(tag string) {
+	s.w.StartContinuation().Text("idling").End()
+	if s.w.Flush() != nil {
+		s.state = loggedOut
+		return
+	}
+	s.conn.SetReadDeadline(time.Now().Add(s.srv.cfg.IdleTimeout))
+	done := make(chan error, 1)
+	go func() {
+		line, err := s.r.ReadLine()
+		if err == nil && !strings.EqualFold(strings.TrimSpace(line), "DONE") {
+			err = errNotDone
+		}
+		done <- err
+	}()
+	for {
+		var watch <-chan struct{}
+		if s.sel != nil {
+			watch = s.sel.watch
+		}
+		select {
+		case <-watch:
+			s.sync(true)
+			if s.w.Flush() != nil {
+				<-done
+				s.state = loggedOut
+				return
+			}
+		case err := <-done:
+			switch {
+			case err == nil:
+				s.ok(tag, "IDLE terminated")
+			case errors.Is(err, errNotDone):
+				s.bad(tag, "Expected DONE")
+			default:
+				var ne net.Error
+				if errors.As(err, &ne) && ne.Timeout() {
+					s.bye("Autologout; idle for too long")
+				}
+				s.state = loggedOut
+			}
+			return
+		}
+	}
+}
+
+var errNotDone = errors.New("imapd: IDLE ended without DONE")

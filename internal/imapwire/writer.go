@@ -90,6 +90,10 @@ func (w *Writer) Number(n uint64) *Writer { return w.token(strconv.FormatUint(n,
 // NIL writes NIL.
 func (w *Writer) NIL() *Writer { return w.token("NIL") }
 
+// Join cancels the space due before the next token: the parts of a multipart BODYSTRUCTURE
+// follow each other without one (RFC 9051 body-type-mpart = 1*body SP media-subtype).
+func (w *Writer) Join() *Writer { w.sep = false; return w }
+
 // Open writes "(", Close writes ")".
 func (w *Writer) Open() *Writer {
 	w.token("(")

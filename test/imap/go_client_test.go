@@ -252,3 +252,61 @@ func TestGoClientRoundTrip(t *testing.T) {
 		t.Errorf("fetched %+v", m)
 	}
 }
+
+// TestOwnEngineGoClient: go-imap's client, a parser that is not ours, reads what the node's own
+// engine (internal/imapd) writes: APPEND, SELECT, FETCH with ENVELOPE and BODYSTRUCTURE of a
+// multipart message, STORE, MOVE and EXPUNGE.
+func TestOwnEngineGoClient(t *testing.T) {
+	c, err := imapclient.DialInsecure(startOwnEngine(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Login(testUser, testPassword).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	raw := []byte("Subject: =?utf-8?q?caf=C3=A9?=\r\nFrom: Ann <ann@example.org>\r\nTo: bob@example.net, Carol <carol@example.net>\r\n" +
+		"Message-ID: <m1@example.org>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=zz\r\n\r\n" +
+		"--zz\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nhello\r\n--zz\r\nContent-Type: application/pdf; name=a.pdf\r\n" +
+		"Content-Disposition: attachment; filename=a.pdf\r\nContent-Transfer-Encoding: base64\r\n\r\nQUJD\r\n--zz--\r\n")
+	cmd := c.Append("INBOX", int64(len(raw)), &imap.AppendOptions{Flags: []imap.Flag{"$Kw"}})
+	cmd.Write(raw)
+	cmd.Close()
+	if ad, err := cmd.Wait(); err != nil || ad.UID != 1 {
+		t.Fatalf("append %+v %v", ad, err)
+	}
+	if sd, err := c.Select("INBOX", nil).Wait(); err != nil || sd.NumMessages != 1 {
+		t.Fatalf("select %+v %v", sd, err)
+	}
+	msgs, err := c.Fetch(imap.SeqSetNum(1), &imap.FetchOptions{UID: true, Flags: true, Envelope: true, RFC822Size: true,
+		BodyStructure: &imap.FetchItemBodyStructure{Extended: true}, BodySection: []*imap.FetchItemBodySection{{Peek: true}}}).Collect()
+	if err != nil || len(msgs) != 1 {
+		t.Fatalf("fetch %v %v", msgs, err)
+	}
+	m := msgs[0]
+	if m.Envelope == nil || m.Envelope.Subject != "café" || len(m.Envelope.To) != 2 || m.Envelope.To[1].Name != "Carol" || m.Envelope.MessageID != "m1@example.org" {
+		t.Errorf("envelope %+v", m.Envelope)
+	}
+	mp, ok := m.BodyStructure.(*imap.BodyStructureMultiPart)
+	if !ok || len(mp.Children) != 2 || mp.Subtype != "MIXED" {
+		t.Fatalf("bodystructure %#v", m.BodyStructure)
+	}
+	if p, ok := mp.Children[1].(*imap.BodyStructureSinglePart); !ok || p.Subtype != "PDF" || p.Disposition() == nil || p.Disposition().Params["filename"] != "a.pdf" {
+		t.Errorf("second part %#v", mp.Children[1])
+	}
+	if string(m.FindBodySection(&imap.FetchItemBodySection{})) != string(raw) || m.RFC822Size != int64(len(raw)) || m.UID != 1 || !slices.Contains(m.Flags, "$Kw") {
+		t.Errorf("fetched uid %d size %d flags %v", m.UID, m.RFC822Size, m.Flags)
+	}
+	if err := c.Store(imap.SeqSetNum(1), &imap.StoreFlags{Op: imap.StoreFlagsAdd, Flags: []imap.Flag{imap.FlagDeleted}, Silent: true}, nil).Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Create("Old", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if md, err := c.Move(imap.SeqSetNum(1), "Old").Wait(); err != nil || md.UIDValidity == 0 {
+		t.Fatalf("move %+v %v", md, err)
+	}
+	if st, err := c.Status("Old", &imap.StatusOptions{NumMessages: true}).Wait(); err != nil || *st.NumMessages != 1 {
+		t.Fatalf("status %+v %v", st, err)
+	}
+}
