@@ -121,6 +121,11 @@ func TestSelectedState(t *testing.T) {
 		{a, "STORE 1 +FLAGS ($Work)", "* FLAGS (\\Seen \\Answered \\Flagged \\Deleted \\Draft $Work)"},
 		{b, "NOOP", "* 1 FETCH (UID 1 FLAGS ($Work \\Seen))"},
 		{a, "FETCH 2 (FLAGS)", "BAD Invalid message sequence number"},
+		{a, "SEARCH KEYWORD $Work SUBJECT one", "* SEARCH 1\r\n"},
+		{a, "UID SEARCH OR BODY nothing-like-this NOT SEEN", "* SEARCH\r\n"},
+		{a, "SEARCH RETURN (MIN COUNT SAVE) BODY \"BODY ONE\"", ") MIN 1 COUNT 1\r\n"},
+		{a, "FETCH $ (UID)", "* 1 FETCH (UID 1)"},
+		{a, "SEARCH CHARSET KOI8-R ALL", "NO [BADCHARSET (UTF-8 US-ASCII)]"},
 		{a, "CREATE Later", "OK"},
 		{a, "UID COPY 1 Later", "OK [COPYUID "},
 		{a, "UID MOVE 1 Nowhere", "NO [TRYCREATE]"},
@@ -225,6 +230,20 @@ func TestListFamily(t *testing.T) {
 	} {
 		if out := cmd(c.cmd); !strings.Contains(out, c.want) {
 			t.Errorf("%s: want %q in\n%s", c.cmd, c.want, out)
+		}
+	}
+}
+
+func TestStripComments(t *testing.T) {
+	for in, want := range map[string]string{
+		"bob(home)@example.net (Bob)":          "bob@example.net",
+		"Bob (work) <bob @ example . net>":     "Bob <bob@example.net>",
+		`"a (not a comment)" <a@x.org>`:        `"a (not a comment)" <a@x.org>`,
+		"x@(nested (deep) comment)example.org": "x@example.org",
+		`c@d.org (with \) escaped paren)`:      "c@d.org",
+	} {
+		if got := stripComments(in); got != want {
+			t.Errorf("stripComments(%q) = %q, want %q", in, got, want)
 		}
 	}
 }

@@ -33,6 +33,8 @@ type view struct {
 
 	watch     <-chan struct{}
 	stopWatch func()
+
+	saved []imap.UID // SEARCH RETURN (SAVE): "$" (RFC 5182)
 }
 
 var systemFlags = []imap.Flag{imap.FlagSeen, imap.FlagAnswered, imap.FlagFlagged, imap.FlagDeleted, imap.FlagDraft}
@@ -160,6 +162,14 @@ func (s *session) shownFlags(m *mailbox.Summary) []imap.Flag {
 // resolve gives the indexes into the view of a sequence set of sequence numbers or UIDs.
 func (v *view) resolve(set imapwire.SeqSet, uid bool) []int {
 	var out []int
+	if set.Saved {
+		for i, u := range v.uids {
+			if slices.Contains(v.saved, u) {
+				out = append(out, i)
+			}
+		}
+		return out
+	}
 	if uid {
 		var max uint32
 		if n := len(v.uids); n > 0 {
@@ -305,6 +315,8 @@ func (s *session) selectedCommand(cmd *imapwire.Command) bool {
 		s.fetch(tag, cmd.UID, cmd.Args.(*imapwire.Fetch))
 	case "COPY", "MOVE":
 		s.copyMove(tag, cmd.UID, cmd.Name == "MOVE", cmd.Args.(*imapwire.Copy))
+	case "SEARCH":
+		s.search(tag, cmd.UID, cmd.Args.(*imapwire.Search))
 	default:
 		return false
 	}

@@ -9,10 +9,10 @@
 // (UIDPLUS); SELECT, EXAMINE, CHECK, CLOSE, UNSELECT, EXPUNGE and UID EXPUNGE, STORE, COPY and
 // MOVE (COPYUID), IDLE, and FETCH of FLAGS, UID, INTERNALDATE, RFC822.SIZE, MODSEQ, ENVELOPE,
 // BODY and BODYSTRUCTURE, and whole-message, HEADER and TEXT sections (BODY, BINARY, RFC822.*),
-// with the view's sequence numbers changed only by the EXPUNGE and EXISTS responses a client is
-// sent, and every keyword announced in FLAGS before it is shown. Not yet: sections of MIME
-// parts and HEADER.FIELDS, SEARCH, CONDSTORE/QRESYNC, SORT/THREAD and the other extensions of
-// issue 15. The conformance
+// SEARCH (ESEARCH RETURN options, SEARCHRES "$"), with the view's sequence numbers changed
+// only by the EXPUNGE and EXISTS responses a client is sent, and every keyword announced in
+// FLAGS before it is shown. Not yet: sections of MIME parts and HEADER.FIELDS, CONDSTORE/QRESYNC,
+// SORT/THREAD and the other extensions of issue 15. The conformance
 // ratchet in test/imap runs against both engines and lists what each lacks.
 //
 // Concurrency: one goroutine per connection reads a command, runs it and writes its answer;

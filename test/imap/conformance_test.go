@@ -419,7 +419,6 @@ func TestConformanceRatchet(t *testing.T) {
 var ownEngineBroken = map[string]string{
 	"binary-partial-origin":     "BINARY of a part is not served yet",
 	"envelope-group":            "ENVELOPE is not served yet",
-	"search-from-comment":       "SEARCH is not served yet",
 	"list-subscribed-deleted":   "mailbox.Store keeps no subscriptions of deleted mailboxes",
 	"capability-CONDSTORE":      "not offered",
 	"capability-QRESYNC":        "not offered",
