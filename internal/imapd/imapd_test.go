@@ -2,6 +2,7 @@ package imapd
 
 import (
 	"bufio"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -10,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"epost/internal/imapwire"
 	"epost/internal/mailbox"
 )
 
@@ -38,6 +40,7 @@ func FuzzSession(f *testing.F) {
 		"\"unterminated\r\n* * *\r\n\x00\x01\r\n",
 		"a ENABLE UTF8=ACCEPT IMAP4rev2\r\nb STATUS INBOX (MESSAGES UIDNEXT)\r\n",
 		"a LOGIN u p\r\nb APPEND INBOX {5+}\r\nhello\r\nc SELECT INBOX\r\nd FETCH 1:* (FLAGS BODY[] BINARY.SIZE[])\r\ne STORE 1 +FLAGS (\\Deleted x)\r\nf EXPUNGE\r\n",
+		"a LOGIN u p\r\nb APPEND INBOX {60+}\r\nContent-Type: multipart/mixed; boundary=x\r\n\r\n--x\r\n\r\nhi\r\n--x--\r\nc SELECT INBOX\r\nd FETCH 1 (BODY[1.MIME] BINARY[1]<0.1> BODY[2.3.HEADER] BODYSTRUCTURE)\r\ne SEARCH TEXT hi\r\n",
 	} {
 		f.Add([]byte(s))
 	}
@@ -245,5 +248,73 @@ func TestStripComments(t *testing.T) {
 		if got := stripComments(in); got != want {
 			t.Errorf("stripComments(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// TestSections: body sections of a multipart message with a message/rfc822 part, exactly as
+// stored, and BINARY with the transfer encoding undone.
+func TestSections(t *testing.T) {
+	msg := strings.ReplaceAll(`Subject: outer
+From: a@example.org
+MIME-Version: 1.0
+Content-Type: multipart/mixed; boundary="b1"
+
+preamble
+--b1
+Content-Type: text/plain
+
+first part
+--b1
+Content-Type: application/octet-stream
+Content-Transfer-Encoding: base64
+
+AAEC/w==
+--b1
+Content-Type: message/rfc822
+
+Subject: inner
+Content-Type: multipart/alternative; boundary=b2
+
+--b2
+Content-Type: text/plain
+
+inner text
+--b2
+Content-Type: text/html
+
+<p>inner</p>
+--b2--
+--b1--
+epilogue
+`, "\n", "\r\n")
+	for _, c := range []struct {
+		sec  imapwire.Section
+		want string
+	}{
+		{imapwire.Section{Part: []uint32{1}}, "first part"},
+		{imapwire.Section{Part: []uint32{1}, Specifier: "MIME"}, "Content-Type: text/plain\r\n\r\n"},
+		{imapwire.Section{Part: []uint32{2}}, "AAEC/w=="},
+		{imapwire.Section{Part: []uint32{3}, Specifier: "HEADER"}, "Subject: inner\r\nContent-Type: multipart/alternative; boundary=b2\r\n\r\n"},
+		{imapwire.Section{Part: []uint32{3, 1}}, "inner text"},
+		{imapwire.Section{Part: []uint32{3, 2}}, "<p>inner</p>"},
+		{imapwire.Section{Specifier: "HEADER.FIELDS", Fields: []string{"subject"}}, "Subject: outer\r\n\r\n"},
+		{imapwire.Section{Specifier: "HEADER.FIELDS.NOT", Fields: []string{"Subject", "MIME-Version", "Content-Type"}}, "From: a@example.org\r\n\r\n"},
+		{imapwire.Section{Part: []uint32{4}}, ""},
+	} {
+		got, err := section([]byte(msg), &c.sec)
+		if err != nil && !errors.Is(err, errNoSection) {
+			t.Fatal(err)
+		}
+		if string(got) != c.want {
+			t.Errorf("%+v: %q, want %q", c.sec, got, c.want)
+		}
+	}
+	b, err := binarySection([]byte(msg), &imapwire.Section{Part: []uint32{2}})
+	if err != nil || string(b) != "\x00\x01\x02\xff" {
+		t.Errorf("BINARY[2] = %q %v", b, err)
+	}
+	single := "Subject: s\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\ncaf=C3=A9\r\n"
+	if b, err := binarySection([]byte(single), &imapwire.Section{Part: []uint32{1}}); err != nil || string(b) != "café\r\n" {
+		t.Errorf("BINARY[1] of a single part = %q %v", b, err)
 	}
 }

@@ -560,6 +560,10 @@ func (s *session) fetch(tag string, uid bool, a *imapwire.Fetch) {
 				s.no(tag, "CANNOT", err.Error())
 				return
 			}
+			if errors.Is(err, errUnknownCTE) {
+				s.no(tag, "UNKNOWN-CTE", "The part's content transfer encoding is unknown")
+				return
+			}
 			s.storeNo(tag, err)
 			return
 		}
@@ -614,37 +618,54 @@ func (s *session) fetchOne(seq int, uid bool, msg *mailbox.Message, items []imap
 				parts = append(parts, part{name: "BODY", structure: func() error { return s.writeBodyStructure(msg.Structure.BodyStructure, false) }})
 				continue
 			}
-			if sec != nil && (len(sec.Part) > 0 || sec.Fields != nil || (sec.Specifier != "" && sec.Specifier != "HEADER" && sec.Specifier != "TEXT")) {
-				return errNotServed
-			}
 			c, err := body()
 			if err != nil {
 				return err
 			}
-			start, end := int64(0), c.Size()
-			spec := ""
-			if sec != nil {
-				spec = sec.Specifier
-			}
-			switch {
-			case it.Name == "RFC822.HEADER" || spec == "HEADER":
-				end = min(headerSize, end)
-			case it.Name == "RFC822.TEXT" || spec == "TEXT":
-				start = min(headerSize, end)
+			var data []byte
+			fast := sec == nil || len(sec.Part) == 0 && (sec.Specifier == "" || sec.Specifier == "HEADER" || sec.Specifier == "TEXT")
+			if it.Name != "BINARY" && it.Name != "BINARY.SIZE" && fast {
+				start, end := int64(0), c.Size()
+				spec := ""
+				if sec != nil {
+					spec = sec.Specifier
+				}
+				switch {
+				case it.Name == "RFC822.HEADER" || spec == "HEADER":
+					end = min(headerSize, end)
+				case it.Name == "RFC822.TEXT" || spec == "TEXT":
+					start = min(headerSize, end)
+				}
+				data = make([]byte, end-start)
+				if _, err := c.ReadAt(data, start); err != nil && !errors.Is(err, io.EOF) {
+					return err
+				}
+			} else {
+				raw := make([]byte, c.Size())
+				if _, err := c.ReadAt(raw, 0); err != nil && !errors.Is(err, io.EOF) {
+					return err
+				}
+				if it.Name == "BODY" {
+					data, err = section(raw, sec)
+				} else {
+					data, err = binarySection(raw, sec)
+				}
+				switch {
+				case errors.Is(err, errNoSection):
+					data = nil // an absent part is an empty string
+				case err != nil:
+					return err
+				}
 			}
 			if p := it.Partial; p != nil {
-				start = min(start+int64(p.Offset), end)
-				end = min(start+int64(p.Count), end)
+				off := min(int(p.Offset), len(data))
+				data = data[off:min(off+int(p.Count), len(data))]
 			}
 			if it.Name == "BINARY.SIZE" {
-				parts = append(parts, part{name: it.ResponseName(), data: []byte(strconv.FormatInt(end-start, 10)), flag: true})
+				parts = append(parts, part{name: it.ResponseName(), data: []byte(strconv.Itoa(len(data))), flag: true})
 				continue
 			}
-			b := make([]byte, end-start)
-			if _, err := c.ReadAt(b, start); err != nil && !errors.Is(err, io.EOF) {
-				return err
-			}
-			parts = append(parts, part{name: it.ResponseName(), data: b})
+			parts = append(parts, part{name: it.ResponseName(), data: data})
 		case "MODSEQ":
 			parts = append(parts, part{name: "MODSEQ", data: []byte("(" + strconv.FormatUint(msg.ModSeq, 10) + ")"), flag: true})
 		case "ENVELOPE":

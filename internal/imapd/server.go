@@ -8,10 +8,11 @@
 // LSUB (RFC 5258 LIST-EXTENDED, RFC 5819 LIST-STATUS, RFC 6154 SPECIAL-USE), STATUS, APPEND
 // (UIDPLUS); SELECT, EXAMINE, CHECK, CLOSE, UNSELECT, EXPUNGE and UID EXPUNGE, STORE, COPY and
 // MOVE (COPYUID), IDLE, and FETCH of FLAGS, UID, INTERNALDATE, RFC822.SIZE, MODSEQ, ENVELOPE,
-// BODY and BODYSTRUCTURE, and whole-message, HEADER and TEXT sections (BODY, BINARY, RFC822.*),
+// BODY and BODYSTRUCTURE, and body sections (parts, MIME, HEADER, TEXT, HEADER.FIELDS[.NOT];
+// BODY, BINARY with the transfer encoding undone, BINARY.SIZE, RFC822.*),
 // SEARCH (ESEARCH RETURN options, SEARCHRES "$"), with the view's sequence numbers changed
 // only by the EXPUNGE and EXISTS responses a client is sent, and every keyword announced in
-// FLAGS before it is shown. Not yet: sections of MIME parts and HEADER.FIELDS, CONDSTORE/QRESYNC,
+// FLAGS before it is shown. Not yet: CONDSTORE/QRESYNC,
 // SORT/THREAD and the other extensions of issue 15. The conformance
 // ratchet in test/imap runs against both engines and lists what each lacks.
 //
