@@ -148,6 +148,42 @@ func TestSelectedState(t *testing.T) {
 	}
 }
 
+// TestCondstore: RFC 7162 CONDSTORE as a resynchronizing client uses it.
+func TestCondstore(t *testing.T) {
+	var users mailbox.MemoryUsers
+	users.Add("u", "p")
+	srv, _ := New(Config{Auth: &users, Logger: slog.New(slog.DiscardHandler)})
+	a, b := pipeSession(t, srv), pipeSession(t, srv)
+	a("LOGIN u p")
+	b("LOGIN u p")
+	for i := range 3 {
+		m := "Subject: m" + strconv.Itoa(i) + "\r\n\r\nx\r\n"
+		a("APPEND INBOX {" + strconv.Itoa(len(m)) + "+}\r\n" + m)
+	}
+	sel := a("SELECT INBOX (CONDSTORE)")
+	if !strings.Contains(sel, "* OK [HIGHESTMODSEQ ") {
+		t.Fatalf("SELECT (CONDSTORE):\n%s", sel)
+	}
+	st := b("STATUS INBOX (HIGHESTMODSEQ)")
+	hi := st[strings.Index(st, "HIGHESTMODSEQ ")+len("HIGHESTMODSEQ ") : strings.Index(st, ")")]
+	b("SELECT INBOX")
+	b("STORE 2 +FLAGS.SILENT (\\Flagged)")
+	for _, c := range []struct{ cmd, want string }{
+		{"NOOP", "* 2 FETCH (UID 2 FLAGS (\\Flagged \\Recent) MODSEQ ("},
+		{"FETCH 1:* (FLAGS) (CHANGEDSINCE " + hi + ")", "* 2 FETCH (FLAGS (\\Flagged \\Recent) MODSEQ ("},
+		{"STORE 1 (UNCHANGEDSINCE 0) +FLAGS (\\Seen)", "OK [MODIFIED 1]"},
+		{"SEARCH MODSEQ " + hi, "* SEARCH 2 3 (MODSEQ 4)"}, // at least hi: the last APPEND's and the STORE's
+		{"STORE 3 +FLAGS (\\Answered)", "* 3 FETCH (FLAGS (\\Answered \\Recent) MODSEQ ("},
+	} {
+		if out := a(c.cmd); !strings.Contains(out, c.want) {
+			t.Errorf("%s: want %q in\n%s", c.cmd, c.want, out)
+		}
+	}
+	if out := a("FETCH 1:* (FLAGS) (CHANGEDSINCE " + hi + ")"); strings.Contains(out, "* 1 FETCH") {
+		t.Errorf("CHANGEDSINCE showed an unchanged message:\n%s", out)
+	}
+}
+
 // TestIdle: a session in IDLE hears of a message another session appends, at once.
 func TestIdle(t *testing.T) {
 	var users mailbox.MemoryUsers

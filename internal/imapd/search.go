@@ -41,6 +41,11 @@ func (s *session) search(tag string, uid bool, a *imapwire.Search) {
 	}
 	var nums []uint32
 	var matched []imap.UID
+	usesModSeq := hasOp(a.Key, "MODSEQ")
+	if usesModSeq {
+		s.enableCondstore()
+	}
+	var highest uint64
 	for i, u := range v.uids {
 		m := byUID[u]
 		if m == nil {
@@ -51,6 +56,7 @@ func (s *session) search(tag string, uid bool, a *imapwire.Search) {
 			continue
 		}
 		matched = append(matched, u)
+		highest = max(highest, m.ModSeq)
 		if uid {
 			nums = append(nums, uint32(u))
 		} else {
@@ -61,6 +67,10 @@ func (s *session) search(tag string, uid bool, a *imapwire.Search) {
 		w := s.w.StartUntagged().Atom("SEARCH")
 		for _, n := range nums {
 			w.Number(uint64(n))
+		}
+		if usesModSeq && len(nums) > 0 {
+			// RFC 7162 section 3.1.5: the highest mod-sequence of the messages found.
+			w.Open().Atom("MODSEQ").Number(highest).Close()
 		}
 		w.End()
 		s.sync(false)
@@ -89,6 +99,9 @@ func (s *session) search(tag string, uid bool, a *imapwire.Search) {
 	}
 	if r.Count {
 		w.Atom("COUNT").Number(uint64(len(nums)))
+	}
+	if usesModSeq && len(nums) > 0 {
+		w.Atom("MODSEQ").Number(highest)
 	}
 	w.End()
 	s.sync(false)
@@ -380,4 +393,19 @@ func stripComments(v string) string {
 		out = strings.ReplaceAll(out, sep+" ", sep)
 	}
 	return out
+}
+
+func hasOp(k *imapwire.SearchKey, op string) bool {
+	if k == nil {
+		return false
+	}
+	if k.Op == op {
+		return true
+	}
+	for _, sub := range k.Sub {
+		if hasOp(sub, op) {
+			return true
+		}
+	}
+	return false
 }

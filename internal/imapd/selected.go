@@ -41,6 +41,12 @@ var systemFlags = []imap.Flag{imap.FlagSeen, imap.FlagAnswered, imap.FlagFlagged
 
 func (s *session) rev2() bool { return s.enabled["IMAP4REV2"] }
 
+// condstore: the client enabled CONDSTORE (ENABLE, or a command that uses it, RFC 7162
+// section 3.1): flag updates then carry MODSEQ.
+func (s *session) condstore() bool { return s.enabled["CONDSTORE"] }
+
+func (s *session) enableCondstore() { s.enabled["CONDSTORE"] = true }
+
 func (s *session) unselect() {
 	if s.sel != nil {
 		s.sel.stopWatch()
@@ -53,6 +59,13 @@ func (s *session) unselect() {
 
 func (s *session) selectMailbox(tag string, a *imapwire.Select) {
 	s.unselect()
+	if a.QResync != nil {
+		s.bad(tag, "QRESYNC is not offered")
+		return
+	}
+	if a.CondStore {
+		s.enableCondstore()
+	}
 	name := canonical(a.Mailbox)
 	f, err := s.store.Folder(name)
 	if err != nil {
@@ -104,6 +117,7 @@ func (s *session) selectMailbox(tag string, a *imapwire.Select) {
 	}
 	s.w.StartUntagged().Atom("OK").Code("UIDVALIDITY", strconv.FormatUint(uint64(st.UIDValidity), 10)).Text("UIDs valid").End()
 	s.w.StartUntagged().Atom("OK").Code("UIDNEXT", strconv.FormatUint(uint64(st.UIDNext), 10)).Text("Predicted next UID").End()
+	s.w.StartUntagged().Atom("OK").Code("HIGHESTMODSEQ", strconv.FormatUint(st.HighestModSeq, 10)).Text("Highest").End()
 	code := "READ-WRITE"
 	if a.ReadOnly {
 		code = "READ-ONLY"
@@ -246,6 +260,9 @@ func (s *session) sync(allowExpunge bool) {
 		s.announce(m.Flags)
 		s.w.StartUntagged().Number(uint64(i + 1)).Atom("FETCH").Open().Atom("UID").Number(uint64(uid)).Atom("FLAGS")
 		s.writeFlagList(s.shownFlags(m))
+		if s.condstore() {
+			s.w.Atom("MODSEQ").Atom("(" + strconv.FormatUint(m.ModSeq, 10) + ")")
+		}
 		s.w.Close().End()
 	}
 	added := 0
@@ -382,7 +399,27 @@ func (s *session) store1(tag string, uid bool, a *imapwire.Store) {
 	op := map[imapwire.StoreOp]mailbox.FlagOp{imapwire.StoreReplace: mailbox.FlagsSet, imapwire.StoreAdd: mailbox.FlagsAdd, imapwire.StoreRemove: mailbox.FlagsRemove}[a.Op]
 	var since uint64
 	if a.UnchangedSince != nil {
+		s.enableCondstore()
 		since = *a.UnchangedSince
+		if since == 0 {
+			// Every message has a mod-sequence above 0: none is changed, all are reported
+			// (RFC 7162 section 3.1.3).
+			var nums []uint32
+			for i, j := range idx {
+				if uid {
+					nums = append(nums, uint32(uids[i]))
+				} else {
+					nums = append(nums, uint32(j+1))
+				}
+			}
+			s.sync(false)
+			if len(nums) == 0 {
+				s.ok(tag, "STORE completed")
+				return
+			}
+			s.w.StartTagged(tag).Atom("OK").Code("MODIFIED", compress(nums)).Text("Some messages changed since").End()
+			return
+		}
 	}
 	res, err := v.folder.ChangeFlags(uids, op, flags, since)
 	if err != nil {
@@ -408,10 +445,26 @@ func (s *session) store1(tag string, uid bool, a *imapwire.Store) {
 			}
 			w.Atom("FLAGS")
 			s.writeFlagList(s.shownFlags(m))
+			if s.condstore() {
+				w.Atom("MODSEQ").Atom("(" + strconv.FormatUint(m.ModSeq, 10) + ")")
+			}
 			w.Close().End()
 		}
 	}
 	s.sync(false)
+	if len(res.Modified) > 0 {
+		var nums []uint32
+		for _, u := range res.Modified {
+			if uid {
+				nums = append(nums, uint32(u))
+			} else if j, ok := slices.BinarySearch(v.uids, u); ok {
+				nums = append(nums, uint32(j+1))
+			}
+		}
+		slices.Sort(nums)
+		s.w.StartTagged(tag).Atom("OK").Code("MODIFIED", compress(nums)).Text("Some messages changed since").End()
+		return
+	}
 	s.ok(tag, "STORE completed")
 }
 
@@ -532,8 +585,22 @@ func (s *session) fetch(tag string, uid bool, a *imapwire.Fetch) {
 		s.bad(tag, "Invalid message sequence number")
 		return
 	}
+	if a.Vanished {
+		s.bad(tag, "VANISHED needs QRESYNC, which is not offered")
+		return
+	}
+	items := a.Items
+	if a.ChangedSince > 0 {
+		s.enableCondstore()
+		if !slices.ContainsFunc(items, func(it imapwire.FetchItem) bool { return it.Name == "MODSEQ" }) {
+			items = append(slices.Clone(items), imapwire.FetchItem{Name: "MODSEQ"})
+		}
+	}
+	if slices.ContainsFunc(items, func(it imapwire.FetchItem) bool { return it.Name == "MODSEQ" }) {
+		s.enableCondstore()
+	}
 	setSeen := false
-	for _, it := range a.Items {
+	for _, it := range items {
 		if (it.Name == "BODY" && it.Section != nil || it.Name == "BINARY" || it.Name == "RFC822" || it.Name == "RFC822.TEXT") && !it.Peek {
 			setSeen = !v.readOnly
 		}
@@ -547,6 +614,9 @@ func (s *session) fetch(tag string, uid bool, a *imapwire.Fetch) {
 			s.storeNo(tag, err)
 			return
 		}
+		if a.ChangedSince > 0 && msg.ModSeq <= a.ChangedSince {
+			continue
+		}
 		flagsChanged := false
 		if setSeen && !slices.Contains(msg.Flags, imap.FlagSeen) {
 			if res, err := v.folder.ChangeFlags([]imap.UID{u}, mailbox.FlagsAdd, []imap.Flag{imap.FlagSeen}, 0); err == nil && len(res.Changed) == 1 {
@@ -555,7 +625,7 @@ func (s *session) fetch(tag string, uid bool, a *imapwire.Fetch) {
 				flagsChanged = true
 			}
 		}
-		if err := s.fetchOne(j+1, uid, msg, a.Items, flagsChanged); err != nil {
+		if err := s.fetchOne(j+1, uid, msg, items, flagsChanged); err != nil {
 			if errors.Is(err, errNotServed) {
 				s.no(tag, "CANNOT", err.Error())
 				return
@@ -688,6 +758,9 @@ func (s *session) fetchOne(seq int, uid bool, msg *mailbox.Message, items []imap
 	}
 	if wantFlags {
 		s.announce(msg.Flags)
+	}
+	if flagsChanged && s.condstore() && !slices.ContainsFunc(parts, func(p part) bool { return p.name == "MODSEQ" }) {
+		parts = append(parts, part{name: "MODSEQ", data: []byte("(" + strconv.FormatUint(msg.ModSeq, 10) + ")"), flag: true})
 	}
 	w := s.w.StartUntagged().Number(uint64(seq)).Atom("FETCH").Open()
 	if wantUID {

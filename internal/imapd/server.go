@@ -12,7 +12,9 @@
 // BODY, BINARY with the transfer encoding undone, BINARY.SIZE, RFC822.*),
 // SEARCH (ESEARCH RETURN options, SEARCHRES "$"), with the view's sequence numbers changed
 // only by the EXPUNGE and EXISTS responses a client is sent, and every keyword announced in
-// FLAGS before it is shown. Not yet: CONDSTORE/QRESYNC,
+// FLAGS before it is shown, and CONDSTORE (RFC 7162: HIGHESTMODSEQ, MODSEQ in updates once
+// enabled, FETCH CHANGEDSINCE, STORE UNCHANGEDSINCE with [MODIFIED], SEARCH MODSEQ). Not yet:
+// QRESYNC,
 // SORT/THREAD and the other extensions of issue 15. The conformance
 // ratchet in test/imap runs against both engines and lists what each lacks.
 //
