@@ -174,6 +174,9 @@ type Options struct {
 	// MailLimits bound the IMAP, SMTP and POP3 servers' connections (zero: each server's
 	// default).
 	MailLimits MailLimits
+	// IMAPEngine chooses the IMAP protocol engine: "go-imap" (default) or "imapd", the
+	// node's own (issue 15, experimental).
+	IMAPEngine string
 }
 
 // MailLimits are connection bounds applied to each of the node's mail servers: in total and

@@ -8,7 +8,9 @@ import (
 	"strings"
 	"time"
 
+	"epost/internal/connlimit"
 	"epost/internal/identity"
+	"epost/internal/imapd"
 	"epost/internal/imapserver"
 	"epost/internal/mailbox"
 	"epost/internal/pop3server"
@@ -31,12 +33,21 @@ const (
 
 // mailServers are the running listeners.
 type mailServers struct {
-	imap     *imapserver.Server
+	imap     imapService
 	smtp     *smtpserver.Server
 	pop3     *pop3server.Server
 	outbox   *smtpserver.DirOutbox
 	addrs    MailAddrs // STARTTLS listeners
 	tlsAddrs MailAddrs // implicit-TLS listeners
+}
+
+// imapService is an IMAP server: go-imap's engine (internal/imapserver) or the node's own
+// (internal/imapd, issue 15).
+type imapService interface {
+	Serve(net.Listener) error
+	ServeTLS(net.Listener) error
+	Close() error
+	ConnStats() connlimit.Stats
 }
 
 // MailAddrs are the bound addresses of the mail servers ("" when off).
@@ -79,8 +90,18 @@ func (n *Node) startMail() error {
 		if err != nil {
 			return fail(err)
 		}
-		s, err := imapserver.New(imapserver.Config{Auth: auth, TLS: tlsCfg, Logger: n.log, Version: "epost",
-			MaxConns: n.opts.MailLimits.MaxConns, MaxConnsPerAddr: n.opts.MailLimits.MaxConnsPerAddr})
+		var s imapService
+		switch n.opts.IMAPEngine {
+		case "", "go-imap":
+			s, err = imapserver.New(imapserver.Config{Auth: auth, TLS: tlsCfg, Logger: n.log, Version: "epost",
+				MaxConns: n.opts.MailLimits.MaxConns, MaxConnsPerAddr: n.opts.MailLimits.MaxConnsPerAddr})
+		case "imapd":
+			n.log.Warn("IMAP served by the node's own engine (internal/imapd), still experimental: no QRESYNC, SORT or THREAD yet")
+			s, err = imapd.New(imapd.Config{Auth: auth, TLS: tlsCfg, Logger: n.log, Version: "epost",
+				MaxConns: n.opts.MailLimits.MaxConns, MaxConnsPerAddr: n.opts.MailLimits.MaxConnsPerAddr})
+		default:
+			err = fmt.Errorf("--imap-engine %q: want go-imap or imapd", n.opts.IMAPEngine)
+		}
 		if err != nil {
 			ln.Close()
 			return fail(err)

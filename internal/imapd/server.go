@@ -14,9 +14,9 @@
 // only by the EXPUNGE and EXISTS responses a client is sent, and every keyword announced in
 // FLAGS before it is shown, and CONDSTORE (RFC 7162: HIGHESTMODSEQ, MODSEQ in updates once
 // enabled, FETCH CHANGEDSINCE, STORE UNCHANGEDSINCE with [MODIFIED], SEARCH MODSEQ). Not yet:
-// QRESYNC,
-// SORT/THREAD and the other extensions of issue 15. The conformance
-// ratchet in test/imap runs against both engines and lists what each lacks.
+// QRESYNC, SORT/THREAD and the other extensions of issue 15. The conformance ratchet in
+// test/imap runs against both engines and lists what each lacks. A node serves it with
+// "node run --imap-engine imapd" (experimental).
 //
 // Concurrency: one goroutine per connection reads a command, runs it and writes its answer;
 // sessions share only the store, which is safe for concurrent use.
@@ -28,8 +28,10 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"epost/internal/connlimit"
 	"epost/internal/mailbox"
 )
 
@@ -48,6 +50,9 @@ type Config struct {
 	CommandTimeout, IdleTimeout time.Duration
 	Logger                      *slog.Logger
 	Version                     string // for ID
+	// MaxConns bounds connections (0: 64, negative: none); MaxConnsPerAddr those from one
+	// client IP address (0: 32, negative: none).
+	MaxConns, MaxConnsPerAddr int
 }
 
 // Server is an IMAP server.
@@ -55,11 +60,28 @@ type Server struct {
 	cfg Config
 	log *slog.Logger
 
-	mu     sync.Mutex
-	lns    map[net.Listener]bool
-	conns  map[net.Conn]bool
-	closed bool
-	wg     sync.WaitGroup
+	mu      sync.Mutex
+	lns     map[net.Listener]bool
+	conns   map[net.Conn]bool
+	closed  bool
+	wg      sync.WaitGroup
+	perAddr *connlimit.PerAddr
+	refused atomic.Uint64
+}
+
+// ConnStats returns the connection counters.
+func (s *Server) ConnStats() connlimit.Stats {
+	s.mu.Lock()
+	open := len(s.conns)
+	s.mu.Unlock()
+	return connlimit.Stats{Open: int64(open), RefusedTotal: s.refused.Load(), RefusedByAddr: s.perAddr.Refused()}
+}
+
+// refuse answers a connection over a bound with BYE (RFC 9051 section 7.1.5).
+func refuse(c net.Conn, why string) {
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	c.Write([]byte("* BYE " + why + "\r\n"))
+	c.Close()
 }
 
 // New returns a server; it does not listen yet.
@@ -79,7 +101,14 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Server{cfg: cfg, log: cfg.Logger.With("service", "imap"), lns: map[net.Listener]bool{}, conns: map[net.Conn]bool{}}, nil
+	if cfg.MaxConns == 0 {
+		cfg.MaxConns = 64
+	}
+	if cfg.MaxConnsPerAddr == 0 {
+		cfg.MaxConnsPerAddr = 32
+	}
+	return &Server{cfg: cfg, log: cfg.Logger.With("service", "imap"), lns: map[net.Listener]bool{}, conns: map[net.Conn]bool{},
+		perAddr: connlimit.New(cfg.MaxConnsPerAddr)}, nil
 }
 
 // Serve accepts plain connections (STARTTLS when Config.TLS is set) until Close.
@@ -123,6 +152,20 @@ func (s *Server) serve(ln net.Listener, implicitTLS bool) error {
 			c.Close()
 			return nil
 		}
+		if s.cfg.MaxConns > 0 && len(s.conns) >= s.cfg.MaxConns {
+			s.mu.Unlock()
+			s.refused.Add(1)
+			s.log.Warn("imap connection refused: too many connections", "remote", c.RemoteAddr().String(), "max", s.cfg.MaxConns)
+			go refuse(c, "Too many connections, try again later")
+			continue
+		}
+		release, ok := s.perAddr.Acquire(c.RemoteAddr())
+		if !ok {
+			s.mu.Unlock()
+			s.log.Warn("imap connection refused: too many connections from its address", "remote", c.RemoteAddr().String(), "max", s.cfg.MaxConnsPerAddr)
+			go refuse(c, "Too many connections from your address, try again later")
+			continue
+		}
 		s.conns[c] = true
 		s.wg.Add(1)
 		s.mu.Unlock()
@@ -132,6 +175,7 @@ func (s *Server) serve(ln net.Listener, implicitTLS bool) error {
 				s.mu.Lock()
 				delete(s.conns, c)
 				s.mu.Unlock()
+				release()
 				c.Close()
 			}()
 			var tr net.Conn = c
