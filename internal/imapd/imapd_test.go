@@ -184,6 +184,54 @@ func TestCondstore(t *testing.T) {
 	}
 }
 
+// TestQresync: a client that was away resynchronizes with one SELECT (RFC 7162 3.2.5), and
+// hears of expunges as VANISHED.
+func TestQresync(t *testing.T) {
+	var users mailbox.MemoryUsers
+	users.Add("u", "p")
+	srv, _ := New(Config{Auth: &users, Logger: slog.New(slog.DiscardHandler)})
+	a, b := pipeSession(t, srv), pipeSession(t, srv)
+	a("LOGIN u p")
+	b("LOGIN u p")
+	for i := range 4 {
+		m := "Subject: q" + strconv.Itoa(i) + "\r\n\r\nx\r\n"
+		b("APPEND INBOX {" + strconv.Itoa(len(m)) + "+}\r\n" + m)
+	}
+	if out := a("SELECT INBOX (QRESYNC (1 1))"); !strings.Contains(out, "BAD") {
+		t.Fatalf("QRESYNC without ENABLE:\n%s", out)
+	}
+	a("ENABLE QRESYNC")
+	sel := a("SELECT INBOX")
+	field := func(out, code string) string {
+		i := strings.Index(out, "["+code+" ")
+		rest := out[i+len(code)+2:]
+		return rest[:strings.Index(rest, "]")]
+	}
+	validity, hi := field(sel, "UIDVALIDITY"), field(sel, "HIGHESTMODSEQ")
+	a("UNSELECT")
+	b("SELECT INBOX")
+	b("STORE 2 +FLAGS.SILENT (\\Deleted)")
+	b("EXPUNGE")
+	b("STORE 1 +FLAGS.SILENT (\\Flagged)")
+	out := a("SELECT INBOX (QRESYNC (" + validity + " " + hi + " 1:4))")
+	for _, want := range []string{"* VANISHED (EARLIER) 2\r\n", "* 1 FETCH (UID 1 FLAGS (\\Flagged) MODSEQ ("} {
+		if !strings.Contains(out, want) {
+			t.Errorf("SELECT (QRESYNC): want %q in\n%s", want, out)
+		}
+	}
+	b("UID STORE 3 +FLAGS.SILENT (\\Deleted)")
+	b("EXPUNGE")
+	if out := a("NOOP"); !strings.Contains(out, "* VANISHED 3\r\n") || strings.Contains(out, "EXPUNGE") {
+		t.Errorf("an expunge under QRESYNC:\n%s", out)
+	}
+	if out := a("UID FETCH 1:* (FLAGS) (CHANGEDSINCE " + hi + " VANISHED)"); !strings.Contains(out, "* VANISHED (EARLIER) 2:3\r\n") {
+		t.Errorf("UID FETCH (CHANGEDSINCE VANISHED):\n%s", out)
+	}
+	if out := a("SELECT Sent"); !strings.Contains(out, "* OK [CLOSED]") {
+		t.Errorf("no CLOSED when another mailbox is selected:\n%s", out)
+	}
+}
+
 // TestIdle: a session in IDLE hears of a message another session appends, at once.
 func TestIdle(t *testing.T) {
 	var users mailbox.MemoryUsers

@@ -47,6 +47,35 @@ func (s *session) condstore() bool { return s.enabled["CONDSTORE"] }
 
 func (s *session) enableCondstore() { s.enabled["CONDSTORE"] = true }
 
+// qresync: the client enabled QRESYNC: expunges are reported as VANISHED (RFC 7162 3.2.10).
+func (s *session) qresync() bool { return s.enabled["QRESYNC"] }
+
+// removeFromView drops the messages at the given view indexes (ascending) and tells the
+// client: EXPUNGE per message from the highest sequence number down, or one VANISHED.
+func (s *session) removeFromView(idx []int) {
+	v := s.sel
+	if len(idx) == 0 {
+		return
+	}
+	if s.qresync() {
+		nums := make([]uint32, len(idx))
+		for k, i := range idx {
+			nums[k] = uint32(v.uids[i])
+		}
+		s.w.StartUntagged().Atom("VANISHED").Atom(compress(nums)).End()
+	}
+	for k := len(idx) - 1; k >= 0; k-- {
+		i := idx[k]
+		uid := v.uids[i]
+		if !s.qresync() {
+			s.w.StartUntagged().Number(uint64(i + 1)).Atom("EXPUNGE").End()
+		}
+		v.uids = slices.Delete(v.uids, i, i+1)
+		delete(v.recent, uid)
+		delete(v.own, uid)
+	}
+}
+
 func (s *session) unselect() {
 	if s.sel != nil {
 		s.sel.stopWatch()
@@ -58,9 +87,13 @@ func (s *session) unselect() {
 }
 
 func (s *session) selectMailbox(tag string, a *imapwire.Select) {
+	if s.sel != nil && s.qresync() {
+		// RFC 7162 section 3.2.11: the end of the old mailbox's responses.
+		s.w.StartUntagged().Atom("OK").Code("CLOSED").Text("Previous mailbox closed").End()
+	}
 	s.unselect()
-	if a.QResync != nil {
-		s.bad(tag, "QRESYNC is not offered")
+	if a.QResync != nil && !s.qresync() {
+		s.bad(tag, "SELECT (QRESYNC ...) needs ENABLE QRESYNC first (RFC 7162 section 3.2.5)")
 		return
 	}
 	if a.CondStore {
@@ -118,6 +151,9 @@ func (s *session) selectMailbox(tag string, a *imapwire.Select) {
 	s.w.StartUntagged().Atom("OK").Code("UIDVALIDITY", strconv.FormatUint(uint64(st.UIDValidity), 10)).Text("UIDs valid").End()
 	s.w.StartUntagged().Atom("OK").Code("UIDNEXT", strconv.FormatUint(uint64(st.UIDNext), 10)).Text("Predicted next UID").End()
 	s.w.StartUntagged().Atom("OK").Code("HIGHESTMODSEQ", strconv.FormatUint(st.HighestModSeq, 10)).Text("Highest").End()
+	if q := a.QResync; q != nil && q.UIDValidity == st.UIDValidity {
+		s.resync(q)
+	}
 	code := "READ-WRITE"
 	if a.ReadOnly {
 		code = "READ-ONLY"
@@ -237,16 +273,13 @@ func (s *session) sync(allowExpunge bool) {
 		current[list[i].UID] = &list[i]
 	}
 	if allowExpunge {
-		for i := len(v.uids) - 1; i >= 0; i-- {
-			uid := v.uids[i]
-			if current[uid] != nil {
-				continue
+		var gone []int
+		for i, uid := range v.uids {
+			if current[uid] == nil {
+				gone = append(gone, i)
 			}
-			s.w.StartUntagged().Number(uint64(i + 1)).Atom("EXPUNGE").End()
-			v.uids = slices.Delete(v.uids, i, i+1)
-			delete(v.recent, uid)
-			delete(v.own, uid)
 		}
+		s.removeFromView(gone)
 	}
 	var last imap.UID
 	if n := len(v.uids); n > 0 {
@@ -365,13 +398,14 @@ func (s *session) expungeDeleted(only *imapwire.SeqSet, report bool) error {
 	if err != nil || !report {
 		return err
 	}
-	for _, uid := range slices.Backward(gone) {
+	var idx []int
+	for _, uid := range gone {
 		if i, ok := slices.BinarySearch(v.uids, uid); ok {
-			s.w.StartUntagged().Number(uint64(i + 1)).Atom("EXPUNGE").End()
-			v.uids = slices.Delete(v.uids, i, i+1)
-			delete(v.recent, uid)
+			idx = append(idx, i)
 		}
 	}
+	slices.Sort(idx)
+	s.removeFromView(idx)
 	return nil
 }
 
@@ -586,8 +620,25 @@ func (s *session) fetch(tag string, uid bool, a *imapwire.Fetch) {
 		return
 	}
 	if a.Vanished {
-		s.bad(tag, "VANISHED needs QRESYNC, which is not offered")
-		return
+		if !s.qresync() || !uid || a.ChangedSince == 0 {
+			s.bad(tag, "VANISHED needs ENABLE QRESYNC, UID FETCH and CHANGEDSINCE (RFC 7162 section 3.2.6)")
+			return
+		}
+		if gone, err := v.folder.Expunged(a.ChangedSince); err == nil {
+			var nums []uint32
+			var max uint32
+			if n := len(v.uids); n > 0 {
+				max = uint32(v.uids[n-1])
+			}
+			for _, u := range gone {
+				if a.Seqs.Contains(uint32(u), max) {
+					nums = append(nums, uint32(u))
+				}
+			}
+			if len(nums) > 0 {
+				s.w.StartUntagged().Atom("VANISHED").Open().Atom("EARLIER").Close().Atom(compress(nums)).End()
+			}
+		}
 	}
 	items := a.Items
 	if a.ChangedSince > 0 {
@@ -786,4 +837,41 @@ func (s *session) fetchOne(seq int, uid bool, msg *mailbox.Message, items []imap
 	}
 	w.Close().End()
 	return s.w.Err()
+}
+
+// resync is the QRESYNC part of SELECT (RFC 7162 section 3.2.5.1): what was expunged since
+// the client's mod-sequence, as VANISHED (EARLIER), then the messages changed since.
+func (s *session) resync(q *imapwire.QResync) {
+	v := s.sel
+	gone, err := v.folder.Expunged(q.ModSeq)
+	if err == nil {
+		var nums []uint32
+		var max uint32
+		if n := len(v.uids); n > 0 {
+			max = uint32(v.uids[n-1])
+		}
+		for _, u := range gone {
+			if q.KnownUIDs == nil || q.KnownUIDs.Contains(uint32(u), max) {
+				nums = append(nums, uint32(u))
+			}
+		}
+		if len(nums) > 0 {
+			s.w.StartUntagged().Atom("VANISHED").Open().Atom("EARLIER").Close().Atom(compress(nums)).End()
+		}
+	}
+	changed, err := v.folder.Changed(q.ModSeq)
+	if err != nil {
+		return
+	}
+	for i := range changed {
+		m := &changed[i]
+		j, ok := slices.BinarySearch(v.uids, m.UID)
+		if !ok {
+			continue
+		}
+		s.announce(m.Flags)
+		s.w.StartUntagged().Number(uint64(j + 1)).Atom("FETCH").Open().Atom("UID").Number(uint64(m.UID)).Atom("FLAGS")
+		s.writeFlagList(s.shownFlags(m))
+		s.w.Atom("MODSEQ").Atom("(" + strconv.FormatUint(m.ModSeq, 10) + ")").Close().End()
+	}
 }

@@ -13,8 +13,9 @@
 // SEARCH (ESEARCH RETURN options, SEARCHRES "$"), with the view's sequence numbers changed
 // only by the EXPUNGE and EXISTS responses a client is sent, and every keyword announced in
 // FLAGS before it is shown, and CONDSTORE (RFC 7162: HIGHESTMODSEQ, MODSEQ in updates once
-// enabled, FETCH CHANGEDSINCE, STORE UNCHANGEDSINCE with [MODIFIED], SEARCH MODSEQ). Not yet:
-// QRESYNC, SORT/THREAD and the other extensions of issue 15. The conformance ratchet in
+// enabled, FETCH CHANGEDSINCE, STORE UNCHANGEDSINCE with [MODIFIED], SEARCH MODSEQ) and QRESYNC
+// (SELECT resync with VANISHED (EARLIER), VANISHED for expunges, UID FETCH VANISHED, CLOSED).
+// Not yet: SORT/THREAD and the other extensions of issue 15. The conformance ratchet in
 // test/imap runs against both engines and lists what each lacks. A node serves it with
 // "node run --imap-engine imapd" (experimental).
 //

@@ -94,7 +94,7 @@ func (s *session) capabilities() []string {
 		}
 		return caps
 	}
-	return append(caps, "NAMESPACE", "IDLE", "CONDSTORE", "UIDPLUS", "MOVE", "UNSELECT", "ESEARCH", "SEARCHRES", "LIST-EXTENDED", "LIST-STATUS", "SPECIAL-USE", "CREATE-SPECIAL-USE", "UTF8=ACCEPT",
+	return append(caps, "NAMESPACE", "IDLE", "CONDSTORE", "QRESYNC", "UIDPLUS", "MOVE", "UNSELECT", "ESEARCH", "SEARCHRES", "LIST-EXTENDED", "LIST-STATUS", "SPECIAL-USE", "CREATE-SPECIAL-USE", "UTF8=ACCEPT",
 		"APPENDLIMIT="+strconv.FormatInt(s.srv.cfg.AppendLimit, 10))
 }
 
@@ -374,11 +374,12 @@ func (s *session) enable(tag string, a *imapwire.Enable) {
 				done = append(done, c)
 			}
 			s.r.Config.UTF8, s.w.UTF8 = true, true
-		case "CONDSTORE":
+		case "CONDSTORE", "QRESYNC":
 			if !s.enabled[c] {
 				s.enabled[c] = true
 				done = append(done, c)
 			}
+			s.enabled["CONDSTORE"] = true // QRESYNC implies it (RFC 7162 section 3.2.3)
 		}
 	}
 	s.w.StartUntagged().Atom("ENABLED")

@@ -419,7 +419,6 @@ func TestConformanceRatchet(t *testing.T) {
 var ownEngineBroken = map[string]string{
 	"envelope-group":            "mailbox.Parse flattens RFC 5322 groups (the store's parse cache)",
 	"list-subscribed-deleted":   "mailbox.Store keeps no subscriptions of deleted mailboxes",
-	"capability-QRESYNC":        "not offered",
 	"capability-SORT":           "not offered",
 	"capability-THREAD":         "not offered",
 	"capability-ESORT":          "not offered",
