@@ -96,7 +96,7 @@ func (n *Node) startMail() error {
 			s, err = imapserver.New(imapserver.Config{Auth: auth, TLS: tlsCfg, Logger: n.log, Version: "epost",
 				MaxConns: n.opts.MailLimits.MaxConns, MaxConnsPerAddr: n.opts.MailLimits.MaxConnsPerAddr})
 		case "imapd":
-			n.log.Warn("IMAP served by the node's own engine (internal/imapd), still experimental: no SORT or THREAD yet")
+			n.log.Warn("IMAP served by the node's own engine (internal/imapd), still experimental")
 			s, err = imapd.New(imapd.Config{Auth: auth, TLS: tlsCfg, Logger: n.log, Version: "epost",
 				MaxConns: n.opts.MailLimits.MaxConns, MaxConnsPerAddr: n.opts.MailLimits.MaxConnsPerAddr})
 		default:

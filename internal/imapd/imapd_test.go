@@ -39,6 +39,7 @@ func FuzzSession(f *testing.F) {
 		"a AUTHENTICATE PLAIN\r\nAHUAcA==\r\nb CREATE x/y\r\nc LIST (SUBSCRIBED RECURSIVEMATCH) \"\" % RETURN (STATUS (MESSAGES))\r\n",
 		"\"unterminated\r\n* * *\r\n\x00\x01\r\n",
 		"a ENABLE UTF8=ACCEPT IMAP4rev2\r\nb STATUS INBOX (MESSAGES UIDNEXT)\r\n",
+		"a LOGIN u p\r\nb APPEND INBOX {41+}\r\nSubject: Re: [x] (fwd)\r\nReferences: <a> <a>\r\n\r\nc SELECT INBOX\r\nd THREAD REFERENCES UTF-8 ALL\r\ne SORT RETURN (ALL) (REVERSE SUBJECT) UTF-8 ALL\r\n",
 		"a LOGIN u p\r\nb APPEND INBOX {5+}\r\nhello\r\nc SELECT INBOX\r\nd FETCH 1:* (FLAGS BODY[] BINARY.SIZE[])\r\ne STORE 1 +FLAGS (\\Deleted x)\r\nf EXPUNGE\r\n",
 		"a LOGIN u p\r\nb APPEND INBOX {60+}\r\nContent-Type: multipart/mixed; boundary=x\r\n\r\n--x\r\n\r\nhi\r\n--x--\r\nc SELECT INBOX\r\nd FETCH 1 (BODY[1.MIME] BINARY[1]<0.1> BODY[2.3.HEADER] BODYSTRUCTURE)\r\ne SEARCH TEXT hi\r\n",
 	} {
@@ -400,5 +401,63 @@ epilogue
 	single := "Subject: s\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\ncaf=C3=A9\r\n"
 	if b, err := binarySection([]byte(single), &imapwire.Section{Part: []uint32{1}}); err != nil || string(b) != "café\r\n" {
 		t.Errorf("BINARY[1] of a single part = %q %v", b, err)
+	}
+}
+
+func TestBaseSubject(t *testing.T) {
+	for in, want := range map[string]string{
+		"Re: hello":                       "hello",
+		"RE: Fwd: [list] Re: hello (fwd)": "hello",
+		"[fwd: Re: hello]":                "hello",
+		"Fw[x]: a   b\t c":                "a b c",
+		"[only a blob]":                   "[only a blob]",
+		"=?utf-8?q?Re=3A_caf=C3=A9?=":     "café",
+		"Re:":                             "",
+		"Rebus: answer":                   "Rebus: answer",
+	} {
+		if got, _ := baseSubject(in); got != want {
+			t.Errorf("baseSubject(%q) = %q, want %q", in, got, want)
+		}
+	}
+	if _, reply := baseSubject("Re: x"); !reply {
+		t.Error("Re: x is not seen as a reply")
+	}
+}
+
+// TestSortThread: SORT by several keys and THREAD=REFERENCES/ORDEREDSUBJECT on a small
+// mailbox whose answer is worked out by hand.
+func TestSortThread(t *testing.T) {
+	var users mailbox.MemoryUsers
+	users.Add("u", "p")
+	srv, _ := New(Config{Auth: &users, Logger: slog.New(slog.DiscardHandler)})
+	a := pipeSession(t, srv)
+	a("LOGIN u p")
+	msgs := []string{
+		"Message-ID: <1@x>\r\nFrom: Zed <z@x>\r\nSubject: Plans\r\nDate: Mon, 1 Jan 2024 10:00:00 +0000\r\n\r\nx\r\n",
+		"Message-ID: <2@x>\r\nFrom: amy@x\r\nSubject: Re: Plans\r\nIn-Reply-To: <1@x>\r\nDate: Mon, 1 Jan 2024 11:00:00 +0000\r\n\r\nx\r\n",
+		"Message-ID: <3@x>\r\nFrom: Bob <b@x>\r\nSubject: Lunch\r\nDate: Mon, 1 Jan 2024 09:00:00 +0000\r\n\r\nx\r\n",
+		"Message-ID: <4@x>\r\nFrom: cat@x\r\nSubject: Re: Plans\r\nReferences: <1@x> <2@x>\r\nDate: Mon, 1 Jan 2024 12:00:00 +0000\r\n\r\nx\r\n",
+		"Message-ID: <5@x>\r\nFrom: dan@x\r\nSubject: Re: Plans\r\nIn-Reply-To: <1@x>\r\nDate: Mon, 1 Jan 2024 13:00:00 +0000\r\n\r\nx\r\n",
+	}
+	for _, m := range msgs {
+		a("APPEND INBOX {" + strconv.Itoa(len(m)) + "+}\r\n" + m)
+	}
+	a("SELECT INBOX")
+	for _, c := range []struct{ cmd, want string }{
+		{"SORT (DATE) UTF-8 ALL", "* SORT 3 1 2 4 5\r\n"},
+		{"SORT (REVERSE DATE) UTF-8 ALL", "* SORT 5 4 2 1 3\r\n"},
+		{"SORT (SUBJECT DATE) UTF-8 ALL", "* SORT 3 1 2 4 5\r\n"},
+		{"SORT (FROM) UTF-8 ALL", "* SORT 2 3 4 5 1\r\n"},
+		{"SORT (DISPLAYFROM) UTF-8 ALL", "* SORT 2 3 4 5 1\r\n"}, // AMY@X, BOB, CAT@X, DAN@X, ZED
+		{"SORT (SIZE) UTF-8 SUBJECT lunch", "* SORT 3\r\n"},
+		{"SORT RETURN (MIN COUNT) (DATE) UTF-8 ALL", "MIN 3 COUNT 5"},
+		{"THREAD REFERENCES UTF-8 ALL", "* THREAD (3)(1 (2 4)(5))\r\n"},
+		{"THREAD ORDEREDSUBJECT UTF-8 ALL", "* THREAD (3)(1 (2)(4)(5))\r\n"},
+		{"UID THREAD REFERENCES UTF-8 FROM amy", "* THREAD (2)\r\n"},
+		{"THREAD NOSUCH UTF-8 ALL", "BAD"},
+	} {
+		if out := a(c.cmd); !strings.Contains(out, c.want) {
+			t.Errorf("%s: want %q in\n%s", c.cmd, c.want, out)
+		}
 	}
 }

@@ -367,6 +367,10 @@ func (s *session) selectedCommand(cmd *imapwire.Command) bool {
 		s.copyMove(tag, cmd.UID, cmd.Name == "MOVE", cmd.Args.(*imapwire.Copy))
 	case "SEARCH":
 		s.search(tag, cmd.UID, cmd.Args.(*imapwire.Search))
+	case "SORT":
+		s.sortCmd(tag, cmd.UID, cmd.Args.(*imapwire.Sort))
+	case "THREAD":
+		s.threadCmd(tag, cmd.UID, cmd.Args.(*imapwire.Thread))
 	default:
 		return false
 	}

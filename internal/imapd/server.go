@@ -15,7 +15,8 @@
 // FLAGS before it is shown, and CONDSTORE (RFC 7162: HIGHESTMODSEQ, MODSEQ in updates once
 // enabled, FETCH CHANGEDSINCE, STORE UNCHANGEDSINCE with [MODIFIED], SEARCH MODSEQ) and QRESYNC
 // (SELECT resync with VANISHED (EARLIER), VANISHED for expunges, UID FETCH VANISHED, CLOSED).
-// Not yet: SORT/THREAD and the other extensions of issue 15. The conformance ratchet in
+// SORT (RFC 5256, SORT=DISPLAY, ESORT) and THREAD (ORDEREDSUBJECT, REFERENCES). Not yet: the
+// other extensions of issue 15 (CONTEXT, MULTIAPPEND, CATENATE, NOTIFY, COMPRESS, QUOTA). The conformance ratchet in
 // test/imap runs against both engines and lists what each lacks. A node serves it with
 // "node run --imap-engine imapd" (experimental).
 //

@@ -94,7 +94,7 @@ func (s *session) capabilities() []string {
 		}
 		return caps
 	}
-	return append(caps, "NAMESPACE", "IDLE", "CONDSTORE", "QRESYNC", "UIDPLUS", "MOVE", "UNSELECT", "ESEARCH", "SEARCHRES", "LIST-EXTENDED", "LIST-STATUS", "SPECIAL-USE", "CREATE-SPECIAL-USE", "UTF8=ACCEPT",
+	return append(caps, "NAMESPACE", "IDLE", "CONDSTORE", "QRESYNC", "UIDPLUS", "MOVE", "UNSELECT", "ESEARCH", "SEARCHRES", "SORT", "SORT=DISPLAY", "ESORT", "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES", "LIST-EXTENDED", "LIST-STATUS", "SPECIAL-USE", "CREATE-SPECIAL-USE", "UTF8=ACCEPT",
 		"APPENDLIMIT="+strconv.FormatInt(s.srv.cfg.AppendLimit, 10))
 }
 

@@ -419,9 +419,6 @@ func TestConformanceRatchet(t *testing.T) {
 var ownEngineBroken = map[string]string{
 	"envelope-group":            "mailbox.Parse flattens RFC 5322 groups (the store's parse cache)",
 	"list-subscribed-deleted":   "mailbox.Store keeps no subscriptions of deleted mailboxes",
-	"capability-SORT":           "not offered",
-	"capability-THREAD":         "not offered",
-	"capability-ESORT":          "not offered",
 	"capability-CONTEXT=SEARCH": "not offered",
 	"capability-MULTIAPPEND":    "not offered",
 	"capability-CATENATE":       "not offered",
