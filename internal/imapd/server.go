@@ -1,27 +1,25 @@
 // Package imapd is the node's own IMAP protocol engine (issue 15), replacing go-imap v2's: the
 // connection loop and session state machine on top of internal/imapwire (the strict parser and
-// response writer) and mailbox.Store.
+// response writer) and mailbox.Store. A node serves it with "node run --imap-engine imapd"
+// (experimental); internal/imapserver, on go-imap v2, is still the default.
 //
-// It is being built in steps and is not yet what the node serves (internal/imapserver, on
-// go-imap v2, still is). It has: CAPABILITY, NOOP, LOGOUT, STARTTLS, LOGIN, AUTHENTICATE PLAIN
-// (SASL-IR), ENABLE, ID, NAMESPACE; CREATE, DELETE, RENAME, SUBSCRIBE, UNSUBSCRIBE, LIST and
-// LSUB (RFC 5258 LIST-EXTENDED, RFC 5819 LIST-STATUS, RFC 6154 SPECIAL-USE), STATUS, APPEND
-// (UIDPLUS); SELECT, EXAMINE, CHECK, CLOSE, UNSELECT, EXPUNGE and UID EXPUNGE, STORE, COPY and
-// MOVE (COPYUID), IDLE, and FETCH of FLAGS, UID, INTERNALDATE, RFC822.SIZE, MODSEQ, ENVELOPE,
-// BODY and BODYSTRUCTURE, and body sections (parts, MIME, HEADER, TEXT, HEADER.FIELDS[.NOT];
-// BODY, BINARY with the transfer encoding undone, BINARY.SIZE, RFC822.*),
-// SEARCH (ESEARCH RETURN options, SEARCHRES "$"), with the view's sequence numbers changed
-// only by the EXPUNGE and EXISTS responses a client is sent, and every keyword announced in
-// FLAGS before it is shown, and CONDSTORE (RFC 7162: HIGHESTMODSEQ, MODSEQ in updates once
-// enabled, FETCH CHANGEDSINCE, STORE UNCHANGEDSINCE with [MODIFIED], SEARCH MODSEQ) and QRESYNC
-// (SELECT resync with VANISHED (EARLIER), VANISHED for expunges, UID FETCH VANISHED, CLOSED).
-// SORT (RFC 5256, SORT=DISPLAY, ESORT) and THREAD (ORDEREDSUBJECT, REFERENCES). Not yet: the
-// other extensions of issue 15 (CONTEXT, MULTIAPPEND, CATENATE, NOTIFY, COMPRESS, QUOTA). The conformance ratchet in
-// test/imap runs against both engines and lists what each lacks. A node serves it with
-// "node run --imap-engine imapd" (experimental).
+// Commands: CAPABILITY, NOOP, LOGOUT, STARTTLS, LOGIN, AUTHENTICATE PLAIN (SASL-IR), ENABLE, ID,
+// NAMESPACE; CREATE (CREATE-SPECIAL-USE), DELETE, RENAME, SUBSCRIBE, UNSUBSCRIBE, LIST and LSUB
+// (LIST-EXTENDED, LIST-STATUS, SPECIAL-USE), STATUS, APPEND (UIDPLUS); SELECT, EXAMINE, CHECK,
+// CLOSE, UNSELECT, EXPUNGE and UID EXPUNGE, STORE, COPY and MOVE (COPYUID), IDLE, FETCH (flags,
+// dates, sizes, MODSEQ, ENVELOPE, BODY, BODYSTRUCTURE, body sections by part with MIME, HEADER,
+// TEXT and HEADER.FIELDS[.NOT], BINARY and BINARY.SIZE), SEARCH (ESEARCH, SEARCHRES), SORT
+// (SORT=DISPLAY, ESORT), THREAD (ORDEREDSUBJECT, REFERENCES), CONDSTORE and QRESYNC (RFC 7162).
 //
-// Concurrency: one goroutine per connection reads a command, runs it and writes its answer;
-// sessions share only the store, which is safe for concurrent use.
+// A client's view changes only through the EXPUNGE (or, with QRESYNC, VANISHED) and EXISTS
+// responses it is sent; every keyword is announced in FLAGS before a response shows it.
+//
+// Not yet: CONTEXT=SEARCH, MULTIAPPEND, CATENATE, NOTIFY, COMPRESS=DEFLATE, QUOTA. The
+// conformance ratchet in test/imap runs against both engines and lists what each lacks.
+//
+// Concurrency: one goroutine per connection reads a command, runs it and writes its answer
+// (IDLE reads its DONE on a second goroutine, writing stays on the first); sessions share only
+// the store, which is safe for concurrent use.
 package imapd
 
 import (
