@@ -2,6 +2,7 @@ package imapd
 
 import (
 	"bufio"
+	"compress/flate"
 	"errors"
 	"io"
 	"log/slog"
@@ -459,5 +460,51 @@ func TestSortThread(t *testing.T) {
 		if out := a(c.cmd); !strings.Contains(out, c.want) {
 			t.Errorf("%s: want %q in\n%s", c.cmd, c.want, out)
 		}
+	}
+}
+
+// TestCompress: after COMPRESS DEFLATE both directions are raw DEFLATE (RFC 4978).
+func TestCompress(t *testing.T) {
+	var users mailbox.MemoryUsers
+	users.Add("u", "p")
+	srv, _ := New(Config{Auth: &users, Logger: slog.New(slog.DiscardHandler)})
+	client, server := net.Pipe()
+	go newSession(srv, pipeConn{server}, pipeConn{server}, false).run()
+	defer client.Close()
+	client.SetDeadline(time.Now().Add(5 * time.Second))
+	br := bufio.NewReader(client)
+	br.ReadString('\n')
+	go client.Write([]byte("a LOGIN u p\r\nb COMPRESS DEFLATE\r\n"))
+	for {
+		l, err := br.ReadString('\n')
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.HasPrefix(l, "b ") {
+			if !strings.HasPrefix(l, "b OK") {
+				t.Fatalf("COMPRESS: %q", l)
+			}
+			break
+		}
+	}
+	fw, _ := flate.NewWriter(client, flate.BestSpeed)
+	go func() {
+		fw.Write([]byte("c LIST \"\" \"*\"\r\nd COMPRESS DEFLATE\r\n"))
+		fw.Flush()
+	}()
+	zr := bufio.NewReader(flate.NewReader(br))
+	var out strings.Builder
+	for {
+		l, err := zr.ReadString('\n')
+		if err != nil {
+			t.Fatalf("%v after %q", err, out.String())
+		}
+		out.WriteString(l)
+		if strings.HasPrefix(l, "d ") {
+			break
+		}
+	}
+	if !strings.Contains(out.String(), "* LIST (\\HasNoChildren) \"/\" INBOX") || !strings.Contains(out.String(), "d NO [COMPRESSIONACTIVE]") {
+		t.Errorf("over DEFLATE:\n%s", out.String())
 	}
 }

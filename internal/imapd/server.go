@@ -9,12 +9,13 @@
 // CLOSE, UNSELECT, EXPUNGE and UID EXPUNGE, STORE, COPY and MOVE (COPYUID), IDLE, FETCH (flags,
 // dates, sizes, MODSEQ, ENVELOPE, BODY, BODYSTRUCTURE, body sections by part with MIME, HEADER,
 // TEXT and HEADER.FIELDS[.NOT], BINARY and BINARY.SIZE), SEARCH (ESEARCH, SEARCHRES), SORT
-// (SORT=DISPLAY, ESORT), THREAD (ORDEREDSUBJECT, REFERENCES), CONDSTORE and QRESYNC (RFC 7162).
+// (SORT=DISPLAY, ESORT), THREAD (ORDEREDSUBJECT, REFERENCES), CONDSTORE and QRESYNC (RFC 7162),
+// COMPRESS=DEFLATE.
 //
 // A client's view changes only through the EXPUNGE (or, with QRESYNC, VANISHED) and EXISTS
 // responses it is sent; every keyword is announced in FLAGS before a response shows it.
 //
-// Not yet: CONTEXT=SEARCH, MULTIAPPEND, CATENATE, NOTIFY, COMPRESS=DEFLATE, QUOTA. The
+// Not yet: CONTEXT=SEARCH, MULTIAPPEND, CATENATE, NOTIFY, QUOTA. The
 // conformance ratchet in test/imap runs against both engines and lists what each lacks.
 //
 // Concurrency: one goroutine per connection reads a command, runs it and writes its answer

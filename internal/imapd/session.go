@@ -3,6 +3,7 @@ package imapd
 import (
 	"bufio"
 	"bytes"
+	"compress/flate"
 	"crypto/tls"
 	"errors"
 	"io"
@@ -38,11 +39,12 @@ type session struct {
 	r  *imapwire.Reader
 	w  *imapwire.Writer
 
-	state   state
-	user    string
-	store   mailbox.Store
-	sel     *view           // the selected mailbox, nil unless state == selected
-	enabled map[string]bool // ENABLEd capabilities (upper case)
+	state      state
+	compressed bool // COMPRESS DEFLATE is on
+	user       string
+	store      mailbox.Store
+	sel        *view           // the selected mailbox, nil unless state == selected
+	enabled    map[string]bool // ENABLEd capabilities (upper case)
 }
 
 func newSession(srv *Server, raw, conn net.Conn, isTLS bool) *session {
@@ -54,8 +56,14 @@ func newSession(srv *Server, raw, conn net.Conn, isTLS bool) *session {
 // setConn puts the reader and writer on conn (at the start, and after STARTTLS).
 func (s *session) setConn(conn net.Conn) {
 	s.conn = conn
-	s.br = bufio.NewReaderSize(conn, 16<<10)
-	s.bw = bufio.NewWriterSize(conn, 16<<10)
+	s.setStreams(conn, conn)
+}
+
+// setStreams puts the reader and writer on r and w (the connection, or COMPRESS's streams
+// over it), keeping the negotiated options.
+func (s *session) setStreams(r io.Reader, w io.Writer) {
+	s.br = bufio.NewReaderSize(r, 16<<10)
+	s.bw = bufio.NewWriterSize(w, 16<<10)
 	cfg := imapwire.Config{MaxAppend: s.srv.cfg.AppendLimit, LiteralPlus: true}
 	if s.r != nil {
 		cfg = s.r.Config
@@ -94,7 +102,7 @@ func (s *session) capabilities() []string {
 		}
 		return caps
 	}
-	return append(caps, "NAMESPACE", "IDLE", "CONDSTORE", "QRESYNC", "UIDPLUS", "MOVE", "UNSELECT", "ESEARCH", "SEARCHRES", "SORT", "SORT=DISPLAY", "ESORT", "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES", "LIST-EXTENDED", "LIST-STATUS", "SPECIAL-USE", "CREATE-SPECIAL-USE", "UTF8=ACCEPT",
+	return append(caps, "NAMESPACE", "IDLE", "COMPRESS=DEFLATE", "CONDSTORE", "QRESYNC", "UIDPLUS", "MOVE", "UNSELECT", "ESEARCH", "SEARCHRES", "SORT", "SORT=DISPLAY", "ESORT", "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES", "LIST-EXTENDED", "LIST-STATUS", "SPECIAL-USE", "CREATE-SPECIAL-USE", "UTF8=ACCEPT",
 		"APPENDLIMIT="+strconv.FormatInt(s.srv.cfg.AppendLimit, 10))
 }
 
@@ -238,6 +246,8 @@ func (s *session) dispatch(cmd *imapwire.Command) {
 		s.no(tag, "CANNOT", cmd.Name+" is not served by this engine yet")
 	case "ENABLE":
 		s.enable(tag, cmd.Args.(*imapwire.Enable))
+	case "COMPRESS":
+		s.compress(tag, cmd.Args.(*imapwire.Compress).Mechanism)
 	case "NAMESPACE":
 		s.w.StartUntagged().Atom("NAMESPACE").Open().Open().String("").String(string(mailbox.Delim)).Close().Close().NIL().NIL().End()
 		s.ok(tag, "NAMESPACE completed")
@@ -445,3 +455,39 @@ func (s *session) idle(tag string) {
 }
 
 var errNotDone = errors.New("imapd: IDLE ended without DONE")
+
+// compress is COMPRESS DEFLATE (RFC 4978): both directions become a raw DEFLATE stream, each
+// flush of the writer a sync flush, so that a response is never held back in the compressor.
+func (s *session) compress(tag, mech string) {
+	switch {
+	case mech != "DEFLATE":
+		s.no(tag, "CANNOT", "Only COMPRESS DEFLATE is offered")
+		return
+	case s.compressed:
+		s.no(tag, "COMPRESSIONACTIVE", "Compression is already on")
+		return
+	}
+	s.ok(tag, "DEFLATE active")
+	if s.w.Flush() != nil {
+		s.state = loggedOut
+		return
+	}
+	// Bytes the client sent after the command are compressed already.
+	pending, _ := s.br.Peek(s.br.Buffered())
+	in := flate.NewReader(io.MultiReader(bytes.NewReader(bytes.Clone(pending)), s.conn))
+	fw, _ := flate.NewWriter(s.conn, flate.DefaultCompression)
+	s.compressed = true
+	s.setStreams(in, syncFlusher{fw})
+}
+
+// syncFlusher sync-flushes the compressor after every write it is given (one per flush of the
+// session's bufio.Writer).
+type syncFlusher struct{ fw *flate.Writer }
+
+func (f syncFlusher) Write(p []byte) (int, error) {
+	n, err := f.fw.Write(p)
+	if err == nil {
+		err = f.fw.Flush()
+	}
+	return n, err
+}

@@ -423,7 +423,6 @@ var ownEngineBroken = map[string]string{
 	"capability-MULTIAPPEND":    "not offered",
 	"capability-CATENATE":       "not offered",
 	"capability-NOTIFY":         "not offered",
-	"capability-COMPRESS":       "not offered",
 	"capability-QUOTA":          "not offered",
 }
 
