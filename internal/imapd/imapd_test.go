@@ -118,6 +118,10 @@ func TestSelectedState(t *testing.T) {
 	}{
 		{a, "APPEND INBOX {" + strconv.Itoa(len(msg)) + "+}\r\n" + msg, "OK [APPENDUID "},
 		{a, "SELECT INBOX", "* 1 EXISTS"},
+		{b, "APPEND Later {3+}\r\nabc", "NO [TRYCREATE]"},
+		{b, "CREATE Multi", "OK"},
+		{b, "APPEND Multi {3+}\r\nabc (\\Seen) {3+}\r\ndef", "OK [APPENDUID "},
+		{b, "STATUS Multi (MESSAGES)", "(MESSAGES 2)"},
 		{a, "NOOP", "OK NOOP"},
 		{b, "EXAMINE INBOX", "* 0 RECENT"}, // a claimed it: recent in one session only
 		{a, "FETCH 1 (FLAGS BODY.PEEK[HEADER])", "* 1 FETCH (FLAGS (\\Recent) BODY[HEADER] {16}"},

@@ -588,12 +588,25 @@ func (s *session) appendMsg(tag string, a *imapwire.Append) {
 		s.storeNo(tag, err)
 		return
 	}
-	var uids []imap.UID
 	for _, m := range a.Messages {
 		if m.Catenate != nil {
 			s.no(tag, "CANNOT", "CATENATE is not served by this engine yet")
 			return
 		}
+	}
+	// MULTIAPPEND (RFC 3502) is all or nothing: when a message fails, those appended before it
+	// in this command are expunged again before the NO. (A crash in the middle leaves them:
+	// the client, without an OK, sends the command again.)
+	var uids []imap.UID
+	undo := func() {
+		if len(uids) == 0 {
+			return
+		}
+		if _, err := f.Expunge(uids); err != nil {
+			s.log.Warn("imap MULTIAPPEND: could not take back the messages appended before a failure", "uids", uidList(uids), "err", err)
+		}
+	}
+	for _, m := range a.Messages {
 		var flags []imap.Flag
 		for _, fl := range m.Flags {
 			if !strings.EqualFold(fl, `\Recent`) {
@@ -602,6 +615,7 @@ func (s *session) appendMsg(tag string, a *imapwire.Append) {
 		}
 		uid, err := f.Append(m.Data, flags, m.Date)
 		if err != nil {
+			undo()
 			if errors.Is(err, mailbox.ErrTooBig) {
 				s.no(tag, "TOOBIG", "The message is too big")
 				return

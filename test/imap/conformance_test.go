@@ -420,7 +420,6 @@ var ownEngineBroken = map[string]string{
 	"envelope-group":            "mailbox.Parse flattens RFC 5322 groups (the store's parse cache)",
 	"list-subscribed-deleted":   "mailbox.Store keeps no subscriptions of deleted mailboxes",
 	"capability-CONTEXT=SEARCH": "not offered",
-	"capability-MULTIAPPEND":    "not offered",
 	"capability-CATENATE":       "not offered",
 	"capability-NOTIFY":         "not offered",
 	"capability-QUOTA":          "not offered",
