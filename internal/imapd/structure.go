@@ -35,7 +35,10 @@ func (s *session) writeAddresses(list []imap.Address) {
 		return
 	}
 	s.w.Open()
-	for _, a := range list {
+	for i, a := range list {
+		if i > 0 {
+			s.w.Join() // env-to = "(" 1*address ")": no space between addresses
+		}
 		s.w.Open()
 		s.nstring(a.Name)
 		s.w.NIL() // source route (adl): obsolete

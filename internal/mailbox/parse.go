@@ -120,24 +120,114 @@ func unfold(s string) string {
 }
 
 func addressList(mh mail.Header, key string) []imap.Address {
-	addrs, err := mh.AddressList(key)
-	if err != nil {
+	raw := unfold(mh.Get(key))
+	if strings.TrimSpace(raw) == "" {
 		return nil
 	}
 	var l []imap.Address
-	for _, a := range addrs {
-		mbox, host, ok := strings.Cut(a.Address, "@")
-		if !ok {
-			continue
+	for _, seg := range splitGroups(raw) {
+		if seg.group {
+			// RFC 3501 section 7.4.2: a group is a start marker (the name as mailbox, no
+			// host), its members, and an end marker (all NIL).
+			l = append(l, imap.Address{Mailbox: decodeWords(seg.name)})
 		}
-		name := a.Name
-		if !isASCII(name) && utf8.ValidString(name) {
-			// Re-encode so that IMAP4rev1 clients get 7-bit envelopes.
-			name = mime.QEncoding.Encode("utf-8", name)
+		if strings.TrimSpace(seg.list) != "" {
+			addrs, err := mail.ParseAddressList(seg.list)
+			if err == nil {
+				for _, a := range addrs {
+					mbox, host, ok := strings.Cut(a.Address, "@")
+					if !ok {
+						continue
+					}
+					l = append(l, imap.Address{Name: sevenBit(a.Name), Mailbox: mbox, Host: host})
+				}
+			}
 		}
-		l = append(l, imap.Address{Name: name, Mailbox: mbox, Host: host})
+		if seg.group {
+			l = append(l, imap.Address{})
+		}
 	}
 	return l
+}
+
+// sevenBit re-encodes a decoded display name so that IMAP4rev1 clients get 7-bit envelopes.
+func sevenBit(name string) string {
+	if !isASCII(name) && utf8.ValidString(name) {
+		return mime.QEncoding.Encode("utf-8", name)
+	}
+	return name
+}
+
+func decodeWords(s string) string {
+	s = strings.Trim(strings.TrimSpace(s), `"`)
+	if d, err := (&mime.WordDecoder{}).DecodeHeader(s); err == nil {
+		return sevenBit(d)
+	}
+	return s
+}
+
+// addrSegment is a piece of an address field: a plain mailbox list, or a group (RFC 5322
+// section 3.4: display-name ":" [group-list] ";").
+type addrSegment struct {
+	group bool
+	name  string
+	list  string
+}
+
+// splitGroups cuts an address field into groups and the lists between them, outside quoted
+// strings, comments and angle brackets.
+func splitGroups(v string) []addrSegment {
+	var out []addrSegment
+	depth, quoted, angle := 0, false, false
+	start := 0      // of the current plain list or group name
+	groupAt := -1   // index of the current group's ":" when inside a group
+	var name string // the current group's name
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		switch {
+		case c == '\\':
+			i++
+		case quoted:
+			quoted = c != '"'
+		case depth > 0:
+			if c == '(' {
+				depth++
+			} else if c == ')' {
+				depth--
+			}
+		case c == '"':
+			quoted = true
+		case c == '(':
+			depth++
+		case c == '<':
+			angle = true
+		case c == '>':
+			angle = false
+		case angle:
+		case c == ':' && groupAt < 0:
+			// Everything since the last top-level comma is the group's name.
+			pre := v[start:i]
+			if k := strings.LastIndexByte(pre, ','); k >= 0 {
+				out = append(out, addrSegment{list: pre[:k]})
+				pre = pre[k+1:]
+			} else if strings.TrimSpace(pre) == "" {
+				continue
+			}
+			name, groupAt, start = pre, i, i+1
+		case c == ';' && groupAt >= 0:
+			out = append(out, addrSegment{group: true, name: name, list: v[start:i]})
+			groupAt, start = -1, i+1
+		}
+	}
+	if groupAt >= 0 {
+		out = append(out, addrSegment{group: true, name: name, list: v[start:]})
+	} else if strings.Trim(v[start:], " ,") != "" {
+		out = append(out, addrSegment{list: strings.Trim(v[start:], " ,")})
+	}
+	for i := range out {
+		out[i].list = strings.Trim(out[i].list, " ,")
+	}
+	return out
 }
 
 func isASCII(s string) bool {
