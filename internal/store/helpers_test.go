@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"os"
+	"sync"
 	"testing"
 	"time"
 
@@ -35,10 +36,22 @@ var quietLog = slog.New(slog.DiscardHandler)
 
 var t0 = time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
 
-// clock is a settable clock for Options.Now.
-type clock struct{ now time.Time }
+// clock is a settable clock for Options.Now, safe to read from the store's background work
+// (compaction) while a test moves it.
+type clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
 
-func (c *clock) Now() time.Time { return c.now }
+func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
+
+// advance moves the clock by d and returns the new time.
+func (c *clock) advance(d time.Duration) time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+	return c.now
+}
 
 func openTest(t testing.TB, dir string, o Options) *Store {
 	t.Helper()

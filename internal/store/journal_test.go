@@ -78,14 +78,14 @@ func testOverlayModel(t *testing.T, valueLogMin int) {
 			}
 			delete(live, k)
 		case op < 8:
-			c.now = c.now.Add(time.Duration(r.IntN(5)) * time.Minute)
-			n, err := s.CollectExpired(c.now)
+			c.advance(time.Duration(r.IntN(5)) * time.Minute)
+			n, err := s.CollectExpired(c.Now())
 			if err != nil {
 				t.Fatal(err)
 			}
 			want := 0
 			for k, o := range live {
-				if !o.Expiry.After(c.now) {
+				if !o.Expiry.After(c.Now()) {
 					delete(live, k)
 					want++
 				}
@@ -94,7 +94,7 @@ func testOverlayModel(t *testing.T, valueLogMin int) {
 				t.Fatalf("step %d: collected %d expired, model has %d", step, n, want)
 			}
 		case op < 9:
-			if _, err := s.PurgeTrash(c.now.Add(2 * time.Hour)); err != nil {
+			if _, err := s.PurgeTrash(c.Now().Add(2 * time.Hour)); err != nil {
 				t.Fatal(err)
 			}
 		default:

@@ -107,8 +107,8 @@ func TestDedupLargePayloads(t *testing.T) {
 	// Deleting and purging all but one keeps the file; purging the last removes it.
 	for i, k := range keys {
 		wantErr(t, "Delete", s.Delete(k), nil)
-		c.now = c.now.Add(2 * time.Hour)
-		if _, err := s.PurgeTrash(c.now); err != nil {
+		c.advance(2 * time.Hour)
+		if _, err := s.PurgeTrash(c.Now()); err != nil {
 			t.Fatal(err)
 		}
 		if n, want := len(blobFiles(t, s)), map[bool]int{true: 0, false: 1}[i == len(keys)-1]; n != want {
@@ -218,8 +218,8 @@ func TestTrashRestorePurge(t *testing.T) {
 			return errors.Join(s.Delete(small.Key), s.Delete(large.Key))
 		}, nil, none, 2},
 		{"purge within grace", func() error {
-			c.now = c.now.Add(23 * time.Hour)
-			n, err := s.PurgeTrash(c.now)
+			c.advance(23 * time.Hour)
+			n, err := s.PurgeTrash(c.Now())
 			if n != 0 {
 				t.Errorf("purged %d within grace", n)
 			}
@@ -231,8 +231,8 @@ func TestTrashRestorePurge(t *testing.T) {
 		}, nil, both, 1},
 		{"restore over live", func() error { return s.Restore(small.Key) }, ErrPrecondition, both, 1},
 		{"purge after grace", func() error {
-			c.now = c.now.Add(2 * time.Hour)
-			n, err := s.PurgeTrash(c.now)
+			c.advance(2 * time.Hour)
+			n, err := s.PurgeTrash(c.Now())
 			if n != 1 {
 				t.Errorf("purged %d, want 1", n)
 			}
@@ -257,7 +257,7 @@ func TestTrashRestorePurge(t *testing.T) {
 	}
 	// Trashed reports what and when.
 	wantErr(t, "Delete", s.Delete(large.Key), nil)
-	if m, at, err := s.Trashed(large.Key); err != nil || !at.Equal(c.now) || m.Seq != large.Seq {
+	if m, at, err := s.Trashed(large.Key); err != nil || !at.Equal(c.Now()) || m.Seq != large.Seq {
 		t.Fatalf("Trashed = %+v %v %v", m, at, err)
 	}
 	if _, err := s.Get(large.Key); !errors.Is(err, ErrNotFound) {
@@ -496,8 +496,7 @@ func TestClosedAndLocked(t *testing.T) {
 func TestConcurrentSharedPayloads(t *testing.T) {
 	seed := testSeed(t, 6)
 	c := &clock{now: t0}
-	var clockMu sync.Mutex
-	now := func() time.Time { clockMu.Lock(); defer clockMu.Unlock(); return c.now }
+	now := c.Now
 	s := openTest(t, "", Options{InlineMax: 512, TrashGrace: time.Nanosecond, Now: now})
 	pool := make([][]byte, 3)
 	for i := range pool {
@@ -520,9 +519,7 @@ func TestConcurrentSharedPayloads(t *testing.T) {
 						t.Errorf("Delete: %v", err)
 					}
 				case 3:
-					clockMu.Lock()
-					c.now = c.now.Add(time.Second)
-					clockMu.Unlock()
+					c.advance(time.Second)
 					if _, err := s.PurgeTrash(now()); err != nil {
 						t.Errorf("Purge: %v", err)
 					}

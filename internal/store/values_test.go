@@ -78,8 +78,8 @@ func TestValueLogKeepsValuesOutOfIndex(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	c.now = c.now.Add(time.Hour)
-	if _, err := s.PurgeTrash(c.now); err != nil {
+	c.advance(time.Hour)
+	if _, err := s.PurgeTrash(c.Now()); err != nil {
 		t.Fatal(err)
 	}
 	// The journal file holding the purge's record is the current one; a checkpoint retires
