@@ -31,7 +31,7 @@ func (l *PerAddr) Acquire(remote net.Addr) (release func(), ok bool) {
 	if l == nil || l.max <= 0 {
 		return func() {}, true
 	}
-	a := addrOf(remote)
+	a := AddrOf(remote)
 	if !a.IsValid() {
 		return func() {}, true
 	}
@@ -63,7 +63,9 @@ func (l *PerAddr) Refused() uint64 {
 	return l.refused.Load()
 }
 
-func addrOf(a net.Addr) netip.Addr {
+// AddrOf is the IP address of a connection's remote end (invalid when it has none), IPv4
+// addresses mapped into IPv6 unmapped.
+func AddrOf(a net.Addr) netip.Addr {
 	if ta, ok := a.(*net.TCPAddr); ok {
 		return ta.AddrPort().Addr().Unmap()
 	}

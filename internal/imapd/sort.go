@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"epost/internal/imapwire"
-	"epost/internal/mailbox"
 
 	"github.com/emersion/go-imap/v2"
 )
@@ -140,24 +139,33 @@ func display(l []imap.Address) string {
 	return strings.ToUpper(l[0].Mailbox + "@" + l[0].Host)
 }
 
-func (s *session) sortCmd(tag string, uid bool, a *imapwire.Sort) {
-	v := s.sel
-	if cs := strings.ToUpper(a.Charset); cs != "UTF-8" && cs != "US-ASCII" {
+// matching is the selected mailbox's messages that meet a SORT or THREAD search program; on
+// a refusal it has answered the command and reports false.
+func (s *session) matching(tag, charset string, key *imapwire.SearchKey) ([]*sortMsg, bool) {
+	if cs := strings.ToUpper(charset); cs != "UTF-8" && cs != "US-ASCII" {
 		s.no(tag, "BADCHARSET (UTF-8 US-ASCII)", "Only UTF-8 and US-ASCII")
-		return
+		return nil, false
 	}
 	msgs, err := s.sortMsgs()
 	if err != nil {
 		s.storeNo(tag, err)
+		return nil, false
+	}
+	v := s.sel
+	return slices.DeleteFunc(msgs, func(m *sortMsg) bool {
+		l, err := v.folder.Message(m.uid)
+		if err != nil {
+			return true
+		}
+		return !(&candidate{s: s, seq: m.seq, sum: &l.Summary}).match(key)
+	}), true
+}
+
+func (s *session) sortCmd(tag string, uid bool, a *imapwire.Sort) {
+	msgs, ok := s.matching(tag, a.Charset, a.Key)
+	if !ok {
 		return
 	}
-	msgs = slices.DeleteFunc(msgs, func(m *sortMsg) bool {
-		sum := mailbox.Summary{UID: m.uid, InternalDate: m.arrival, Size: m.size}
-		if l, err := v.folder.Message(m.uid); err == nil {
-			sum = l.Summary
-		}
-		return !(&candidate{s: s, seq: m.seq, sum: &sum}).match(a.Key)
-	})
 	slices.SortStableFunc(msgs, func(x, y *sortMsg) int {
 		for _, c := range a.Criteria {
 			var r int
@@ -468,23 +476,10 @@ func formatThread(b *strings.Builder, n *node, num func(*sortMsg) uint32) {
 }
 
 func (s *session) threadCmd(tag string, uid bool, a *imapwire.Thread) {
-	v := s.sel
-	if cs := strings.ToUpper(a.Charset); cs != "UTF-8" && cs != "US-ASCII" {
-		s.no(tag, "BADCHARSET (UTF-8 US-ASCII)", "Only UTF-8 and US-ASCII")
+	msgs, ok := s.matching(tag, a.Charset, a.Key)
+	if !ok {
 		return
 	}
-	msgs, err := s.sortMsgs()
-	if err != nil {
-		s.storeNo(tag, err)
-		return
-	}
-	msgs = slices.DeleteFunc(msgs, func(m *sortMsg) bool {
-		l, err := v.folder.Message(m.uid)
-		if err != nil {
-			return true
-		}
-		return !(&candidate{s: s, seq: m.seq, sum: &l.Summary}).match(a.Key)
-	})
 	var roots []*node
 	switch strings.ToUpper(a.Algorithm) {
 	case "ORDEREDSUBJECT":

@@ -33,6 +33,8 @@ import (
 	"net/netip"
 	"time"
 
+	"epost/internal/connlimit"
+
 	"github.com/emersion/go-imap/v2"
 )
 
@@ -94,17 +96,7 @@ func AuthenticateFrom(a Authenticator, username, password string, client netip.A
 }
 
 // ClientAddr is the IP address of a connection's remote end (invalid when it has none).
-func ClientAddr(a net.Addr) netip.Addr {
-	if ta, ok := a.(*net.TCPAddr); ok {
-		return ta.AddrPort().Addr().Unmap()
-	}
-	if a != nil {
-		if ap, err := netip.ParseAddrPort(a.String()); err == nil {
-			return ap.Addr().Unmap()
-		}
-	}
-	return netip.Addr{}
-}
+func ClientAddr(a net.Addr) netip.Addr { return connlimit.AddrOf(a) }
 
 // FolderInfo describes a folder in a listing.
 type FolderInfo struct {
