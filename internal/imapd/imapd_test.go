@@ -316,6 +316,11 @@ func TestListFamily(t *testing.T) {
 		{`LIST (SUBSCRIBED RECURSIVEMATCH) "" "%"`, `* LIST (\NonExistent \HasChildren) "/" work ("CHILDINFO" ("SUBSCRIBED"))`},
 		{`LIST "" "%" RETURN (SPECIAL-USE)`, `\Sent) "/" Sent`},
 		{`STATUS INBOX (MESSAGES UIDNEXT)`, `* STATUS INBOX (MESSAGES 0 UIDNEXT 1)`},
+		{`CREATE gone`, `OK`},
+		{`SUBSCRIBE gone`, `OK`},
+		{`DELETE gone`, `OK`},
+		{`LIST (SUBSCRIBED) "" "gone"`, `* LIST (\NonExistent \HasNoChildren \Subscribed) "/" gone`},
+		{`LSUB "" "gone"`, `* LSUB () "/" gone`},
 		{`DELETE INBOX`, `NO [CANNOT]`},
 		{`CREATE inbox`, `NO [ALREADYEXISTS]`},
 		{`CREATE work/2026`, `NO [ALREADYEXISTS]`},
@@ -324,6 +329,9 @@ func TestListFamily(t *testing.T) {
 		if out := cmd(c.cmd); !strings.Contains(out, c.want) {
 			t.Errorf("%s: want %q in\n%s", c.cmd, c.want, out)
 		}
+	}
+	if out := cmd(`LIST "" "*"`); strings.Contains(out, `"/" gone`) {
+		t.Errorf("plain LIST names a deleted mailbox:\n%s", out)
 	}
 }
 

@@ -147,12 +147,23 @@ func (s *session) listEntries() ([]*listEntry, error) {
 		e := get(canonical(fi.Name))
 		e.exists, e.subscribed, e.specialUse = true, fi.Subscribed, string(fi.SpecialUse)
 	}
-	for _, fi := range infos {
-		name := canonical(fi.Name)
+	if sl, ok := s.store.(mailbox.SubscriptionLister); ok {
+		// Subscribed names that are not folders (deleted, or never made): \NonExistent.
+		if subs, err := sl.Subscriptions(); err == nil {
+			for _, n := range subs {
+				get(canonical(n)).subscribed = true
+			}
+		}
+	}
+	for _, e := range slices.Clone(order) {
+		name := e
+		sub := byName[name].subscribed
 		for i := strings.LastIndex(name, delim); i > 0; i = strings.LastIndex(name[:i], delim) {
 			p := get(name[:i])
-			p.children = true
-			if fi.Subscribed {
+			if byName[name].exists {
+				p.children = true
+			}
+			if sub {
 				p.subChild = true
 			}
 		}
@@ -241,8 +252,11 @@ func (s *session) list(tag string, a *imapwire.List) {
 			continue
 		}
 		if !e.exists && !a.LSub {
-			if subscribedOnly && !childInfo {
-				continue
+			if !e.children && !e.subscribed && !childInfo {
+				continue // a name that is only the parent of a subscription
+			}
+			if !subscribedOnly && !e.children {
+				continue // plain LIST: only existing mailboxes and their parents
 			}
 			if extended {
 				attrs = append(attrs, `\NonExistent`)

@@ -200,6 +200,13 @@ type Store interface {
 	SetSubscribed(name string, subscribed bool) error
 }
 
+// SubscriptionLister is a Store that lists its subscriptions, including names that are not
+// (or no longer) folders: LIST (SUBSCRIBED) shows those as \NonExistent (RFC 5258 section
+// 3.1). Both stores of this project implement it.
+type SubscriptionLister interface {
+	Subscriptions() ([]string, error)
+}
+
 // Folder is one folder of a store.
 type Folder interface {
 	Info() FolderInfo

@@ -212,6 +212,18 @@ func (m *Memory) Rename(oldName, newName string) error {
 	return nil
 }
 
+// Subscriptions implements SubscriptionLister.
+func (m *Memory) Subscriptions() ([]string, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]string, 0, len(m.subscribed))
+	for n := range m.subscribed {
+		out = append(out, n)
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
 // SetSubscribed implements Store. A name may be subscribed without existing
 // (RFC 3501 section 6.3.6).
 func (m *Memory) SetSubscribed(name string, subscribed bool) error {

@@ -508,6 +508,20 @@ func (s *Store) Rename(oldName, newName string) error {
 	return s.writeRoot(es...)
 }
 
+// Subscriptions implements mailbox.SubscriptionLister.
+func (s *Store) Subscriptions() ([]string, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := make([]string, 0, len(s.root.Subscribed))
+	for n, on := range s.root.Subscribed {
+		if on {
+			out = append(out, n)
+		}
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
 // SetSubscribed implements mailbox.Store; a name may be subscribed without existing
 // (RFC 3501 section 6.3.6).
 func (s *Store) SetSubscribed(name string, subscribed bool) error {

@@ -417,7 +417,6 @@ func TestConformanceRatchet(t *testing.T) {
 
 // ownEngineBroken is what the node's own engine (internal/imapd, issue 15) does not do yet.
 var ownEngineBroken = map[string]string{
-	"list-subscribed-deleted":   "mailbox.Store keeps no subscriptions of deleted mailboxes",
 	"capability-CONTEXT=SEARCH": "not offered",
 	"capability-CATENATE":       "not offered",
 	"capability-NOTIFY":         "not offered",
