@@ -520,3 +520,29 @@ func TestCompress(t *testing.T) {
 		t.Errorf("over DEFLATE:\n%s", out.String())
 	}
 }
+
+// TestCatenate: APPEND with CATENATE from TEXT and from a URL of a stored message (RFC 4469).
+func TestCatenate(t *testing.T) {
+	var users mailbox.MemoryUsers
+	users.Add("u", "p")
+	srv, _ := New(Config{Auth: &users, Logger: slog.New(slog.DiscardHandler)})
+	a := pipeSession(t, srv)
+	a("LOGIN u p")
+	m := "Subject: orig\r\n\r\noriginal body\r\n"
+	a("APPEND INBOX {" + strconv.Itoa(len(m)) + "+}\r\n" + m)
+	st := a("STATUS INBOX (UIDVALIDITY)")
+	v := st[strings.Index(st, "UIDVALIDITY ")+len("UIDVALIDITY ") : strings.Index(st, ")")]
+	hdr := "Subject: fwd\r\n\r\n"
+	for _, c := range []struct{ cmd, want string }{
+		{"APPEND INBOX CATENATE (TEXT {" + strconv.Itoa(len(hdr)) + "+}\r\n" + hdr + " URL \"/INBOX;UIDVALIDITY=" + v + "/;UID=1/;SECTION=TEXT\")", "OK [APPENDUID " + v + " 2]"},
+		{"APPEND INBOX CATENATE (URL \"/INBOX/;UID=9\")", "NO [BADURL /INBOX/;UID=9]"},
+		{"APPEND INBOX CATENATE (URL \"/INBOX;UIDVALIDITY=1/;UID=1\")", "NO [BADURL"},
+		{"APPEND INBOX CATENATE (URL \"imap://other@host/INBOX/;UID=1\")", "NO [BADURL"},
+		{"SELECT INBOX", "* 2 EXISTS"},
+		{"FETCH 2 (BODY.PEEK[])", "{31}\r\nSubject: fwd\r\n\r\noriginal body\r\n"},
+	} {
+		if out := a(c.cmd); !strings.Contains(out, c.want) {
+			t.Errorf("%s: want %q in\n%s", c.cmd, c.want, out)
+		}
+	}
+}

@@ -588,11 +588,26 @@ func (s *session) appendMsg(tag string, a *imapwire.Append) {
 		s.storeNo(tag, err)
 		return
 	}
-	for _, m := range a.Messages {
-		if m.Catenate != nil {
-			s.no(tag, "CANNOT", "CATENATE is not served by this engine yet")
+	datas := make([][]byte, len(a.Messages))
+	for i, m := range a.Messages {
+		datas[i] = m.Data
+		if m.Catenate == nil {
+			continue
+		}
+		b, err := s.catenate(m.Catenate)
+		var bu *errBadURL
+		switch {
+		case errors.As(err, &bu):
+			s.respond(tag, "NO", "BADURL "+bu.url, bu.why)
+			return
+		case errors.Is(err, errTooBigCat):
+			s.no(tag, "TOOBIG", "The catenated message is too big")
+			return
+		case err != nil:
+			s.storeNo(tag, err)
 			return
 		}
+		datas[i] = b
 	}
 	// MULTIAPPEND (RFC 3502) is all or nothing: when a message fails, those appended before it
 	// in this command are expunged again before the NO. (A crash in the middle leaves them:
@@ -606,14 +621,14 @@ func (s *session) appendMsg(tag string, a *imapwire.Append) {
 			s.log.Warn("imap MULTIAPPEND: could not take back the messages appended before a failure", "uids", uidList(uids), "err", err)
 		}
 	}
-	for _, m := range a.Messages {
+	for i, m := range a.Messages {
 		var flags []imap.Flag
 		for _, fl := range m.Flags {
 			if !strings.EqualFold(fl, `\Recent`) {
 				flags = append(flags, imap.Flag(canonicalFlag(fl)))
 			}
 		}
-		uid, err := f.Append(m.Data, flags, m.Date)
+		uid, err := f.Append(datas[i], flags, m.Date)
 		if err != nil {
 			undo()
 			if errors.Is(err, mailbox.ErrTooBig) {

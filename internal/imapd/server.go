@@ -10,12 +10,12 @@
 // dates, sizes, MODSEQ, ENVELOPE, BODY, BODYSTRUCTURE, body sections by part with MIME, HEADER,
 // TEXT and HEADER.FIELDS[.NOT], BINARY and BINARY.SIZE), SEARCH (ESEARCH, SEARCHRES), SORT
 // (SORT=DISPLAY, ESORT), THREAD (ORDEREDSUBJECT, REFERENCES), CONDSTORE and QRESYNC (RFC 7162),
-// COMPRESS=DEFLATE, MULTIAPPEND.
+// COMPRESS=DEFLATE, MULTIAPPEND, CATENATE (TEXT and URLs of the user's own messages).
 //
 // A client's view changes only through the EXPUNGE (or, with QRESYNC, VANISHED) and EXISTS
 // responses it is sent; every keyword is announced in FLAGS before a response shows it.
 //
-// Not yet: CONTEXT=SEARCH, CATENATE, NOTIFY, QUOTA. The
+// Not yet: CONTEXT=SEARCH, NOTIFY, QUOTA. The
 // conformance ratchet in test/imap runs against both engines and lists what each lacks.
 //
 // Concurrency: one goroutine per connection reads a command, runs it and writes its answer

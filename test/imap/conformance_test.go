@@ -418,7 +418,6 @@ func TestConformanceRatchet(t *testing.T) {
 // ownEngineBroken is what the node's own engine (internal/imapd, issue 15) does not do yet.
 var ownEngineBroken = map[string]string{
 	"capability-CONTEXT=SEARCH": "not offered",
-	"capability-CATENATE":       "not offered",
 	"capability-NOTIFY":         "not offered",
 	"capability-QUOTA":          "not offered",
 }
