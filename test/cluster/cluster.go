@@ -104,31 +104,48 @@ func RunErr(args ...string) (string, error) {
 // FreePorts returns n loopback addresses that were free a moment ago.
 func FreePorts(t *testing.T, n int) []string {
 	t.Helper()
-	var lns []net.Listener
-	var addrs []string
 	handedMu.Lock()
 	defer handedMu.Unlock()
-	for len(addrs) < n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
+	var addrs []string
+	for tries := 0; len(addrs) < n; tries++ {
+		if tries > 3*portBlock {
+			t.Fatalf("no free loopback port in %d-%d", portLow, portLow+portBlocks*portBlock)
+		}
+		// Below the kernel's ephemeral range (32768 and up), so that no outgoing connection of
+		// any process takes a port between this check and the node's bind; one block per test
+		// process (by pid), so that packages tested in parallel do not pick the same ones.
+		if nextPort == 0 {
+			nextPort = portLow + (os.Getpid()%portBlocks)*portBlock
+		}
+		port := nextPort
+		if nextPort++; (nextPort-portLow)%portBlock == 0 {
+			nextPort -= portBlock
+		}
+		a := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+		if handed[a] {
+			continue
+		}
+		ln, err := net.Listen("tcp", a)
 		if err != nil {
-			t.Fatal(err)
+			continue // in use
 		}
-		lns = append(lns, ln)
-		// A port handed out before may not be bound yet by whoever got it: never twice.
-		if a := ln.Addr().String(); !handed[a] {
-			handed[a] = true
-			addrs = append(addrs, a)
-		}
-	}
-	for _, ln := range lns {
 		ln.Close()
+		handed[a] = true
+		addrs = append(addrs, a)
 	}
 	return addrs
 }
 
+const (
+	portLow    = 10000
+	portBlock  = 1400
+	portBlocks = 16 // 10000-32400
+)
+
 var (
 	handedMu sync.Mutex
 	handed   = map[string]bool{}
+	nextPort int
 )
 
 // Node is one node directory and, while running, its process.
