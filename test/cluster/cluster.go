@@ -159,6 +159,10 @@ type Node struct {
 	seed   uint64
 	logPth string
 
+	// Exec, when set, is the command Start runs the binary under (its arguments follow):
+	// "ip netns exec NS" runs the node in a network namespace of its own (test/partition).
+	Exec []string
+
 	// logMark is the log's length when the current process started: waitLog looks only at
 	// what this run wrote.
 	logMark int
@@ -195,7 +199,8 @@ func (n *Node) Start(extra ...string) {
 	n.seed++
 	n.logMark = len(n.Log())
 	args := append([]string{"node", "run", "--dir", n.Dir, "--seed", strconv.FormatUint(n.seed, 10)}, n.c.RunFlags...)
-	cmd := exec.Command(Bin, append(args, extra...)...)
+	argv := append(append(slices.Clone(n.Exec), Bin), append(args, extra...)...)
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stderr, cmd.Stdout = logf, logf
 	if err := cmd.Start(); err != nil {
 		logf.Close()
