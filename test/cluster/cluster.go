@@ -106,45 +106,68 @@ func FreePorts(t *testing.T, n int) []string {
 	t.Helper()
 	handedMu.Lock()
 	defer handedMu.Unlock()
+	dir := filepath.Join(os.TempDir(), "epost-test-ports")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if nextPort == 0 {
+		nextPort = portLow + rand.IntN(portHigh-portLow)
+	}
 	var addrs []string
 	for tries := 0; len(addrs) < n; tries++ {
-		if tries > 3*portBlock {
-			t.Fatalf("no free loopback port in %d-%d", portLow, portLow+portBlocks*portBlock)
+		if tries > portHigh-portLow {
+			t.Fatalf("no free loopback port in %d-%d", portLow, portHigh)
 		}
-		// Below the kernel's ephemeral range (32768 and up), so that no outgoing connection of
-		// any process takes a port between this check and the node's bind; one block per test
-		// process (by pid), so that packages tested in parallel do not pick the same ones.
-		if nextPort == 0 {
-			nextPort = portLow + (os.Getpid()%portBlocks)*portBlock
-		}
+		// Below the kernel's ephemeral range (32768 and up), so that no outgoing connection
+		// takes a port between this check and the node's bind; and claimed by a lock file that
+		// other test processes (packages run in parallel) respect while this one lives.
 		port := nextPort
-		if nextPort++; (nextPort-portLow)%portBlock == 0 {
-			nextPort -= portBlock
+		if nextPort++; nextPort >= portHigh {
+			nextPort = portLow
 		}
-		a := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-		if handed[a] {
+		if !claimPort(t, dir, port) {
 			continue
 		}
+		a := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 		ln, err := net.Listen("tcp", a)
 		if err != nil {
-			continue // in use
+			continue // in use by something else
 		}
 		ln.Close()
-		handed[a] = true
 		addrs = append(addrs, a)
 	}
 	return addrs
 }
 
+// claimPort creates dir/PORT holding this process's pid, or takes over one left by a process
+// that is gone; the test's cleanup removes it.
+func claimPort(t *testing.T, dir string, port int) bool {
+	p := filepath.Join(dir, strconv.Itoa(port))
+	for range 2 {
+		f, err := os.OpenFile(p, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
+		if err == nil {
+			fmt.Fprint(f, os.Getpid())
+			f.Close()
+			t.Cleanup(func() { os.Remove(p) })
+			return true
+		}
+		b, rerr := os.ReadFile(p)
+		pid, perr := strconv.Atoi(strings.TrimSpace(string(b)))
+		if rerr != nil || perr != nil || pid == os.Getpid() || syscall.Kill(pid, 0) == nil {
+			return false // held by a live process (or this one)
+		}
+		os.Remove(p) // stale: its process is gone
+	}
+	return false
+}
+
 const (
-	portLow    = 10000
-	portBlock  = 1400
-	portBlocks = 16 // 10000-32400
+	portLow  = 10000
+	portHigh = 32000
 )
 
 var (
 	handedMu sync.Mutex
-	handed   = map[string]bool{}
 	nextPort int
 )
 
