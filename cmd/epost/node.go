@@ -116,6 +116,7 @@ func nodeRun(args []string, stderr io.Writer) error {
 		{&t.GlacierSyncDelay, "glacier-sync-delay", "Glacier: maintenance this long after a leaf-set change"},
 		{&t.GlacierGoneAfter, "glacier-gone-after", "Glacier: re-code an absent node's fragments only after this"},
 		{&t.ArchiveFlush, "archive-flush", "an object waits at most this long before it is aggregated and erasure-coded into Glacier"},
+		{&t.Submit, "submit-timeout", "an SMTP submission the ring has not stored after this long is answered 451"},
 	} {
 		if err := durationFlag(fs, f.p, f.name, f.usage); err != nil {
 			return err

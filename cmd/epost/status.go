@@ -64,6 +64,20 @@ func printStatus(out io.Writer, st *daemon.Status) {
 	}
 	fmt.Fprintf(out, "node      %s  ring %q %s  pid %d\n", short(st.NodeID), st.RingName, short(st.RingID), st.PID)
 	fmt.Fprintf(out, "state     %s, up %s\n", state, (time.Duration(st.UptimeSeconds * float64(time.Second))).Round(time.Second))
+	if d := st.Disk.DiskHealth; d.Trouble != "" || d.WriteErrors > 0 {
+		line := "free space unknown"
+		if d.FreeBytes >= 0 {
+			line = bytesHuman(uint64(d.FreeBytes)) + " free"
+		}
+		if d.WriteErrors > 0 {
+			line += fmt.Sprintf(", %d writes failed since start, the last %s ago (%s)", d.WriteErrors,
+				time.Since(d.LastWriteErrorAt).Round(time.Second), d.LastWriteError)
+		}
+		if d.Trouble != "" {
+			line = strings.ToUpper(d.Trouble) + ": " + line + "; nothing that was not stored is acknowledged. Free space on the node directory's filesystem: the node recovers by itself"
+		}
+		fmt.Fprintf(out, "disk      %s\n", line)
+	}
 	addr := st.Listen
 	if st.Advertise != "" && st.Advertise != st.Listen {
 		addr += " (advertised as " + st.Advertise + ")"

@@ -129,6 +129,7 @@ func (n *Node) newApps(mux *appmux.Mux, pd *pastry.Driver, seed uint64) *apps {
 	pdrv.Async = true
 	pdrv.OnStoreError = func(err error) {
 		n.log.Error("past: writing to the object store failed; the acknowledgements that depended on it were not sent", "err", err)
+		n.storeFailed("object store", err)
 	}
 	sc := scribe.New(scribe.Config{Ring: d.RingID, Now: time.Now,
 		Rand: rand.New(rand.NewPCG(seed^0x73637269, seed))}, pd)
@@ -259,6 +260,7 @@ func (n *Node) newGlacier(pd *pastry.Driver, seed uint64) (*glacier.Driver, erro
 	gd.Async = true
 	gd.OnStoreError = func(err error) {
 		n.log.Error("glacier: writing to the fragment store failed; the acknowledgements that depended on it were not sent", "err", err)
+		n.storeFailed("fragment store", err)
 	}
 	return gd, nil
 }

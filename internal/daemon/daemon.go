@@ -66,6 +66,10 @@ type Timers struct {
 	GlacierSyncDelay      time.Duration // Glacier: first round after a leaf-set change
 	GlacierGoneAfter      time.Duration // Glacier: re-code an absent node's fragments after this (ePOST: 14 days)
 	ArchiveFlush          time.Duration // POST: an object waits at most this long for its aggregate
+
+	// Submit bounds how long an SMTP submission waits for the ring (a quorum of replicas)
+	// before it answers 451 (default loginTimeout); tests shorten it.
+	Submit time.Duration
 }
 
 // DefaultTimers are the production values.
@@ -99,6 +103,7 @@ func DefaultTimers() Timers {
 		GlacierSyncDelay:      gc.SyncDelay,
 		GlacierGoneAfter:      gc.GoneAfter,
 		ArchiveFlush:          post.DefaultConfig().ArchiveFlush,
+		Submit:                loginTimeout,
 	}
 }
 
@@ -116,6 +121,7 @@ func (t Timers) withDefaults() Timers {
 		{&t.GlacierTick, &d.GlacierTick}, {&t.GlacierRequestTimeout, &d.GlacierRequestTimeout},
 		{&t.GlacierSync, &d.GlacierSync}, {&t.GlacierSyncDelay, &d.GlacierSyncDelay},
 		{&t.GlacierGoneAfter, &d.GlacierGoneAfter}, {&t.ArchiveFlush, &d.ArchiveFlush},
+		{&t.Submit, &d.Submit},
 	} {
 		if *f.p <= 0 {
 			*f.p = *f.d
@@ -226,6 +232,7 @@ type Node struct {
 	gwid        *gatewayID                    // the gateway's POST identity (set by Start)
 	gwPolicy    policyCache                   // the gateway policy in force (NODEDIR/policy.json)
 	queue       *appQueue
+	disk        diskHealth // failed writes of the node's stores (diskhealth.go)
 	ops         opCounters
 	book        *addrBook
 	peers       *peerStore

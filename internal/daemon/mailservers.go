@@ -131,7 +131,7 @@ func (n *Node) startMail() error {
 			Outbox:          loggedOutbox{ob, n},
 			TLS:             tlsCfg,
 			Logger:          n.log,
-			SubmitTimeout:   loginTimeout,
+			SubmitTimeout:   n.timers.Submit,
 		})
 		if err != nil {
 			ln.Close()
@@ -262,6 +262,7 @@ type loggedOutbox struct {
 func (o loggedOutbox) Stage(env smtpserver.Envelope, raw []byte) (smtpserver.StagedMessage, error) {
 	st, err := o.ob.Stage(env, raw)
 	if err != nil {
+		o.n.storeFailed("outbox", err)
 		return nil, err
 	}
 	return loggedStaged{st, o.n, env}, nil
@@ -275,6 +276,9 @@ type loggedStaged struct {
 
 func (s loggedStaged) Commit() (string, error) {
 	id, err := s.StagedMessage.Commit()
+	if err != nil {
+		s.n.storeFailed("outbox", err)
+	}
 	if err == nil {
 		s.n.log.Info("recipients outside the ring: message queued in the outbox; a gateway of the ring takes it and delivers it by SMTP (without one it waits there)",
 			"id", id, "from", s.env.From, "to", strings.Join(s.env.To, ","),

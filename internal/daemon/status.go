@@ -69,6 +69,7 @@ type Status struct {
 type DiskStatus struct {
 	Layers map[string]diskstat.Counts `json:"layers"`
 	Proc   diskstat.ProcIO            `json:"proc"`
+	DiskHealth
 }
 
 // GlacierStatus is the node's Glacier side: the fragments it holds for the ring, its
@@ -365,6 +366,7 @@ func (n *Node) Status() Status {
 	s.Mail = n.mailStatus()
 	s.Disk.Layers = diskstat.Snapshot()
 	s.Disk.Proc, _ = diskstat.ReadProcIO()
+	s.Disk.DiskHealth = n.diskHealthStatus(time.Now())
 	return s
 }
 

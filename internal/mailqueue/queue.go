@@ -721,9 +721,16 @@ func appendSync(path string, data []byte) error {
 	if os.IsNotExist(statErr) { // a new file: its directory entry must be durable too
 		defer func() { _ = syncDir(filepath.Dir(path)) }()
 	}
-	_, err = f.Write(data)
+	fi, err := f.Stat()
 	if err == nil {
-		err = f.Sync()
+		_, err = f.Write(data)
+		if err == nil {
+			err = f.Sync()
+		}
+		if err != nil {
+			// A full disk: cut the partial line off so that the next one is not glued to it.
+			_ = f.Truncate(fi.Size())
+		}
 	}
 	if cerr := f.Close(); err == nil {
 		err = cerr

@@ -1,6 +1,7 @@
 package past
 
 import (
+	"slices"
 	"time"
 
 	"epost/internal/appmux"
@@ -141,11 +142,15 @@ func (d *Driver) Refresh(keys []ids.Key, expiry time.Time, cb func(error)) {
 func (d *Driver) flushLocked(deferred bool) {
 	out := d.node.TakeOutbox()
 	done := d.node.TakeDone()
+	durable := d.node.TakeDurable()
 	own, upTo := d.wb.q.TakeStep()
 	d.loop.Mu.Unlock()
 	send := func(err error) {
 		if err != nil {
-			out = nil
+			// The step's acknowledgements would be lies; its requests to others (stores
+			// to the other replicas of our own insert, lookups) do not depend on our disk.
+			out = slices.DeleteFunc(out, func(o Outgoing) bool { return o.Ack })
+			durable = nil
 			d.loop.Mu.Lock()
 			d.node.stats.StoreFailures++
 			d.loop.Mu.Unlock()
@@ -162,6 +167,16 @@ func (d *Driver) flushLocked(deferred bool) {
 		}
 		for _, f := range done {
 			f()
+		}
+		if len(durable) > 0 {
+			// Our own acknowledgements of this step's writes count now that they are durable.
+			d.loop.Mu.Lock()
+			if d.loop.Stopped() {
+				d.loop.Mu.Unlock()
+				return
+			}
+			d.node.DeliverDurable(d.clock.Now(), durable)
+			d.flushLocked(false)
 		}
 	}
 	// Persist before sending: what the step acknowledges must be on disk first. A

@@ -140,6 +140,9 @@ type Outgoing struct {
 	To          pastry.Handle
 	Payload     []byte
 	Maintenance bool // replica maintenance traffic, for statistics
+	// Ack: an answer that claims a write is durable (store, refresh, delete): the driver
+	// drops it if the step's commit failed, and sends the step's other messages anyway.
+	Ack bool
 }
 
 // Stats are counters for measurement.
@@ -199,9 +202,14 @@ type Node struct {
 	handedOff map[ids.Key]bool      // of those, the ones inserted into their replica set
 
 	local []localMsg // messages to ourselves, handled after the current call
-	out   []Outgoing
-	done  []func()
-	stats Stats
+	// durableLocal are acknowledgements of our own writes to ourselves: like a replica's
+	// acknowledgement to another node, they may count only once the write is on disk, so the
+	// driver hands them back (DeliverDurable) after the step's commit, and drops them if it
+	// failed (a full disk): the insert then waits for, and counts, the other replicas alone.
+	durableLocal []*message
+	out          []Outgoing
+	done         []func()
+	stats        Stats
 
 	skipClientCheck bool // tests: play a writer that sends what replicas must refuse
 }
@@ -234,6 +242,24 @@ func (n *Node) TakeOutbox() []Outgoing {
 	o := n.out
 	n.out = nil
 	return o
+}
+
+// TakeDurable returns the acknowledgements this node sent itself for its own writes; the
+// driver passes them to DeliverDurable once those writes are durable, and drops them if not.
+func (n *Node) TakeDurable() []*message {
+	d := n.durableLocal
+	n.durableLocal = nil
+	return d
+}
+
+// DeliverDurable handles acknowledgements TakeDurable returned, now that the writes they
+// acknowledge are on disk.
+func (n *Node) DeliverDurable(now time.Time, acks []*message) {
+	n.now = now
+	for _, m := range acks {
+		_ = n.handle(n.self, m, false)
+	}
+	n.flushLocal()
 }
 
 // TakeDone returns completed operations' callbacks, to be run outside locks.
@@ -400,6 +426,10 @@ func (n *Node) handle(from pastry.Handle, m *message, routed bool) error {
 // to self).
 func (n *Node) send(h pastry.Handle, m *message, maint bool) {
 	if h.ID == n.self.ID {
+		if m.Type == mStoreAck && m.Code == codeOK {
+			n.durableLocal = append(n.durableLocal, m)
+			return
+		}
 		n.local = append(n.local, localMsg{m: m})
 		return
 	}
@@ -408,7 +438,8 @@ func (n *Node) send(h pastry.Handle, m *message, maint bool) {
 		n.stats.MaintMsgs++
 		n.stats.MaintBytes += uint64(len(p))
 	}
-	n.out = append(n.out, Outgoing{To: h, Payload: p, Maintenance: maint})
+	ack := m.Type == mStoreAck || m.Type == mRefreshReply || m.Type == mDeleteReply
+	n.out = append(n.out, Outgoing{To: h, Payload: p, Maintenance: maint, Ack: ack})
 }
 
 // route queues m for the node responsible for key.

@@ -27,9 +27,12 @@ import (
 //
 // A step waits for every change queued before its end, not only its own: a retried insert is
 // acknowledged from the overlay's state ("already stored"), and that acknowledgement must not
-// leave before the original write is durable. If a commit fails (a disk error), the steps that
-// queued the failed changes send nothing (their acknowledgements would be lies), the overlay
-// forgets those changes, and the error is logged by the driver.
+// leave before the original write is durable. If a commit fails (a disk error, a full disk),
+// the steps that queued the failed changes send none of their acknowledgements (they would be
+// lies) but still send their requests to other nodes, the overlay forgets those changes, and
+// the error is logged by the driver. The node's acknowledgements to itself (it is a replica of
+// a key it inserts) wait for the commit like any other (Node.TakeDurable): a node with a full
+// disk counts the other replicas' acknowledgements only.
 //
 // Range (maintenance's inventory) reads the durable store only: a change not yet committed
 // shows up in the next round.

@@ -80,10 +80,9 @@ func (m *MemHeadRecords) Load() (map[string]HeadRecord, error) {
 type FileHeadRecords struct {
 	mu      sync.Mutex
 	path    string
-	f       *os.File
+	f       *appendFile
 	recs    map[string]HeadRecord
 	records int // records in the file
-	size    int64
 }
 
 // FileHeadRecordsName is the head record file in a user's directory (UserDir).
@@ -100,27 +99,52 @@ func OpenFileHeadRecords(path string) (*FileHeadRecords, error) {
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("post: head records %s: %w", path, err)
 	}
-	recs, err := parseHeadRecords(data)
+	recs, whole, err := parseHeadRecords(data)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", ErrHeadRecordsCorrupt, path, err)
 	}
 	h := &FileHeadRecords{path: path, recs: recs}
 	if err := h.compact(); err != nil {
-		return nil, err
+		// A full disk: keep the file as it is, less a torn record at its end, so that the
+		// user's logs open (and can be read) until space returns.
+		f, ferr := openTail(path, whole, len(data))
+		if ferr != nil {
+			return nil, err
+		}
+		h.f, h.records = f, len(recs)
 	}
 	return h, nil
 }
 
-func parseHeadRecords(data []byte) (map[string]HeadRecord, error) {
+// openTail opens path for appending after cutting it to its first whole bytes (of size),
+// when it exists; it is the fallback of a compaction that failed.
+func openTail(path string, whole, size int) (*appendFile, error) {
+	if size == 0 {
+		if _, err := os.Stat(path); err != nil {
+			return nil, err
+		}
+	}
+	if whole < size {
+		if err := os.Truncate(path, int64(whole)); err != nil {
+			return nil, err
+		}
+	}
+	return openAppendFile(path)
+}
+
+// parseHeadRecords returns the newest record of each log, and the length of the whole
+// records (a torn one may follow).
+func parseHeadRecords(data []byte) (map[string]HeadRecord, int, error) {
 	recs := map[string]HeadRecord{}
-	for off := 0; off < len(data); {
+	off := 0
+	for off < len(data) {
 		if len(data)-off < 8 {
 			break // torn header at the end
 		}
 		size := int(binary.BigEndian.Uint32(data[off:]))
 		sum := binary.BigEndian.Uint32(data[off+4:])
 		if size < 2+8 || size > maxHeadRecord {
-			return nil, fmt.Errorf("record at %d has length %d", off, size)
+			return nil, 0, fmt.Errorf("record at %d has length %d", off, size)
 		}
 		if len(data)-off-8 < size {
 			break // torn body at the end
@@ -130,11 +154,11 @@ func parseHeadRecords(data []byte) (map[string]HeadRecord, error) {
 			if off+8+size == len(data) {
 				break // the last record was being written
 			}
-			return nil, fmt.Errorf("record at %d: checksum mismatch", off)
+			return nil, 0, fmt.Errorf("record at %d: checksum mismatch", off)
 		}
 		nl := int(binary.BigEndian.Uint16(rec))
 		if 2+nl+8 > len(rec) {
-			return nil, fmt.Errorf("record at %d: name of %d bytes", off, nl)
+			return nil, 0, fmt.Errorf("record at %d: name of %d bytes", off, nl)
 		}
 		name := string(rec[2 : 2+nl])
 		seq := binary.BigEndian.Uint64(rec[2+nl:])
@@ -143,7 +167,7 @@ func parseHeadRecords(data []byte) (map[string]HeadRecord, error) {
 		}
 		off += 8 + size
 	}
-	return recs, nil
+	return recs, off, nil
 }
 
 func headRecord(name string, seq uint64, payload []byte) []byte {
@@ -179,11 +203,11 @@ func (h *FileHeadRecords) compact() error {
 	if h.f != nil {
 		_ = h.f.Close()
 	}
-	f, err := os.OpenFile(h.path, os.O_WRONLY|os.O_APPEND, 0o600)
+	f, err := openAppendFile(h.path)
 	if err != nil {
 		return fmt.Errorf("post: head records %s: %w", h.path, err)
 	}
-	h.f, h.records, h.size = f, len(h.recs), int64(buf.Len())
+	h.f, h.records = f, len(h.recs)
 	return nil
 }
 
@@ -201,20 +225,16 @@ func (h *FileHeadRecords) Save(name string, seq uint64, payload []byte) error {
 		return nil
 	}
 	rec := headRecord(name, seq, payload)
-	if _, err := h.f.Write(rec); err != nil {
-		return fmt.Errorf("post: head records %s: %w", h.path, err)
-	}
 	diskstat.PostHeads.Sync(len(rec))
-	if err := h.f.Sync(); err != nil {
+	if err := h.f.append(rec, true); err != nil {
 		return fmt.Errorf("post: head records %s: %w", h.path, err)
 	}
 	h.recs[name] = HeadRecord{Seq: seq, Payload: slices.Clone(payload)}
 	h.records++
-	h.size += int64(len(rec))
 	if h.records > 64 && h.records > 8*len(h.recs) {
-		if err := h.compact(); err != nil {
-			return err
-		}
+		// The record is durable already; a compaction that fails (a full disk) is tried
+		// again after the next record.
+		_ = h.compact()
 	}
 	return nil
 }

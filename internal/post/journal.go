@@ -90,7 +90,7 @@ func (j *MemJournal) Entries() ([]JournalEntry, error) {
 type FileJournal struct {
 	mu      sync.Mutex
 	path    string
-	f       *os.File
+	f       *appendFile
 	live    []JournalEntry
 	records int // records in the file, live or forgotten
 
@@ -142,7 +142,7 @@ func OpenFileJournal(path string) (*FileJournal, error) {
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("post: journal %s: %w", path, err)
 	}
-	live, err := parseJournal(data)
+	live, whole, err := parseJournal(data)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", ErrJournalCorrupt, path, err)
 	}
@@ -154,16 +154,27 @@ func OpenFileJournal(path string) (*FileJournal, error) {
 	}
 	tmp := path + ".tmp"
 	diskstat.PostJournal.Rewrite(buf.Len(), 2) // the file, then its directory
-	if err := writeSynced(tmp, buf.Bytes()); err != nil {
-		return nil, err
+	err = writeSynced(tmp, buf.Bytes())
+	if err == nil {
+		if err = os.Rename(tmp, path); err != nil {
+			err = fmt.Errorf("post: journal %s: %w", path, err)
+		}
 	}
-	if err := os.Rename(tmp, path); err != nil {
-		return nil, fmt.Errorf("post: journal %s: %w", path, err)
+	if err == nil {
+		err = syncDir(filepath.Dir(path))
 	}
-	if err := syncDir(filepath.Dir(path)); err != nil {
-		return nil, err
+	if err != nil {
+		// A full disk: keep the file as it is, less a torn record at its end, so that the
+		// user's mail opens until space returns.
+		_ = os.Remove(tmp)
+		f, ferr := openTail(path, whole, len(data))
+		if ferr != nil {
+			return nil, err
+		}
+		j.f, j.records = f, len(live)
+		return j, nil
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0o600)
+	f, err := openAppendFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("post: journal %s: %w", path, err)
 	}
@@ -171,18 +182,19 @@ func OpenFileJournal(path string) (*FileJournal, error) {
 	return j, nil
 }
 
-// parseJournal reads records up to the first torn one at the end; damage before the end is
-// an error (it cannot come from a crash, since records are only appended).
-func parseJournal(data []byte) ([]JournalEntry, error) {
+// parseJournal reads records up to the first torn one at the end, and returns the length of
+// the whole ones; damage before the end is an error (it cannot come from a crash, since records are only appended).
+func parseJournal(data []byte) ([]JournalEntry, int, error) {
 	var live []JournalEntry
-	for off := 0; off < len(data); {
+	off := 0
+	for off < len(data) {
 		if len(data)-off < 8 {
 			break // torn header at the end
 		}
 		n := int(binary.BigEndian.Uint32(data[off:]))
 		sum := binary.BigEndian.Uint32(data[off+4:])
 		if n < 1+len(NotificationID{}) || n > maxJournalRec {
-			return nil, fmt.Errorf("record at %d has length %d", off, n)
+			return nil, 0, fmt.Errorf("record at %d has length %d", off, n)
 		}
 		if len(data)-off-8 < n {
 			break // torn body at the end
@@ -192,7 +204,7 @@ func parseJournal(data []byte) ([]JournalEntry, error) {
 			if off+8+n == len(data) {
 				break // the last record was being written
 			}
-			return nil, fmt.Errorf("record at %d: checksum mismatch", off)
+			return nil, 0, fmt.Errorf("record at %d: checksum mismatch", off)
 		}
 		var id NotificationID
 		copy(id[:], rec[1:])
@@ -202,17 +214,17 @@ func parseJournal(data []byte) ([]JournalEntry, error) {
 		case journalAddCarried:
 			e, err := parseCarried(id, rec[1+len(id):])
 			if err != nil {
-				return nil, fmt.Errorf("record at %d: %v", off, err)
+				return nil, 0, fmt.Errorf("record at %d: %v", off, err)
 			}
 			live = append(live, e)
 		case journalForget:
 			live = slices.DeleteFunc(live, func(e JournalEntry) bool { return e.ID == id })
 		default:
-			return nil, fmt.Errorf("record at %d has kind %d", off, rec[0])
+			return nil, 0, fmt.Errorf("record at %d has kind %d", off, rec[0])
 		}
 		off += 8 + n
 	}
-	return live, nil
+	return live, off, nil
 }
 
 func journalRecord(kind byte, id NotificationID, entry []byte) []byte {
@@ -277,11 +289,8 @@ func (j *FileJournal) Record(id NotificationID, entry []byte, carried [][]byte) 
 		return fmt.Errorf("post: journal %s is closed", j.path)
 	}
 	rec := addRecord(id, entry, carried)
-	if _, err := j.f.Write(rec); err != nil {
-		return fmt.Errorf("post: journal %s: %w", j.path, err)
-	}
 	diskstat.PostJournal.Sync(len(rec))
-	if err := j.f.Sync(); err != nil {
+	if err := j.f.append(rec, true); err != nil {
 		return fmt.Errorf("post: journal %s: %w", j.path, err)
 	}
 	j.live = append(j.live, JournalEntry{ID: id, Entry: slices.Clone(entry), Carried: cloneAll(carried)})
@@ -340,17 +349,8 @@ func (j *FileJournal) writeBatch(batch []pendingRecord) error {
 	if j.f == nil {
 		return fmt.Errorf("post: journal %s is closed", j.path)
 	}
-	fi, err := j.f.Stat()
-	if err != nil {
-		return fmt.Errorf("post: journal %s: %w", j.path, err)
-	}
-	_, err = j.f.Write(buf)
-	if err == nil {
-		diskstat.PostJournal.Sync(len(buf))
-		err = j.f.Sync()
-	}
-	if err != nil {
-		_ = j.f.Truncate(fi.Size())
+	diskstat.PostJournal.Sync(len(buf))
+	if err := j.f.append(buf, true); err != nil {
 		return fmt.Errorf("post: journal %s: %w", j.path, err)
 	}
 	for _, p := range batch {
@@ -377,14 +377,14 @@ func (j *FileJournal) Forget(id NotificationID) error {
 	if len(j.live) == 0 {
 		// Every entry is in the ring: start over. A crash before this reaches the disk
 		// replays entries INBOX has, which are forgotten again.
-		if err := j.f.Truncate(0); err != nil {
+		if err := j.f.truncate(); err != nil {
 			return fmt.Errorf("post: journal %s: %w", j.path, err)
 		}
 		j.records = 0
 		return nil
 	}
 	diskstat.PostJournal.Write(8 + 1 + len(id))
-	if _, err := j.f.Write(journalRecord(journalForget, id, nil)); err != nil {
+	if err := j.f.append(journalRecord(journalForget, id, nil), false); err != nil {
 		return fmt.Errorf("post: journal %s: %w", j.path, err)
 	}
 	j.records++
@@ -419,6 +419,7 @@ func writeSynced(path string, data []byte) error {
 	serr := f.Sync()
 	cerr := f.Close()
 	if err := errors.Join(werr, serr, cerr); err != nil {
+		_ = os.Remove(path) // a full disk: leave no partial copy taking space
 		return fmt.Errorf("post: write %s: %w", path, err)
 	}
 	return nil

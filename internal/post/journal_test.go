@@ -80,7 +80,7 @@ func FuzzParseJournal(f *testing.F) {
 	f.Add(addRecord(NotificationID{2}, []byte("entry"), [][]byte{[]byte("c1"), []byte("c2")}))
 	f.Add(append(journalRecord(journalAdd, NotificationID{1}, []byte("x")), journalRecord(journalForget, NotificationID{1}, nil)...))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		_, _ = parseJournal(b)
+		_, _, _ = parseJournal(b)
 	})
 }
 
