@@ -11,6 +11,7 @@ import (
 // auditResult is what the ring holds against what its servers acknowledged.
 type auditResult struct {
 	submitted, acked, refused, uncertain int
+	permanent                            int      // refusals with a 5xx reply (a client would bounce them)
 	filed                                int      // distinct workload messages in their recipient's INBOX
 	lost                                 []string // acknowledged, not in the recipient's INBOX
 	duplicates                           []string // in an INBOX more than once
@@ -24,8 +25,8 @@ type auditResult struct {
 
 // line is the audit in one line of key=value counts.
 func (a *auditResult) line() string {
-	s := fmt.Sprintf("audit: submitted=%d acknowledged=%d refused=%d uncertain=%d filed=%d duplicates=%d lost=%d forks=%d misfiled=%d flags_set=%d flags_lost=%d",
-		a.submitted, a.acked, a.refused, a.uncertain, a.filed, len(a.duplicates), len(a.lost), len(a.forks), len(a.misfiled), a.flagsSet, len(a.flagsLost))
+	s := fmt.Sprintf("audit: submitted=%d acknowledged=%d refused=%d refused_5xx=%d uncertain=%d filed=%d duplicates=%d lost=%d forks=%d misfiled=%d flags_set=%d flags_lost=%d",
+		a.submitted, a.acked, a.refused, a.permanent, a.uncertain, a.filed, len(a.duplicates), len(a.lost), len(a.forks), len(a.misfiled), a.flagsSet, len(a.flagsLost))
 	if len(a.unreadable) > 0 {
 		s += fmt.Sprintf(" unreadable=%d", len(a.unreadable))
 	}
@@ -157,6 +158,9 @@ func audit(r *pring, subs []*submission, tracks map[*user]*inboxTrack, check boo
 			a.acked++
 		case refused:
 			a.refused++
+			if s.code >= 500 {
+				a.permanent++
+			}
 		case uncertain:
 			a.uncertain++
 		}

@@ -104,8 +104,8 @@ func (s *imapSession) flag(uid imap.UID) error {
 
 // inboxTrack is what one user's INBOX has shown over the run: a folder log that forked (two
 // versions of the log, one of which the node later took for the truth) shows as a changed
-// UIDVALIDITY, a UID that came back with another message, UIDs out of order, or a message
-// that vanished (nothing is expunged in this test).
+// UIDVALIDITY, a UID that came back with another message, UIDs out of order, a new message
+// below a UID seen before, or a message that vanished (nothing is expunged in this test).
 type inboxTrack struct {
 	u           *user
 	uidValidity uint32
@@ -113,6 +113,7 @@ type inboxTrack struct {
 	seen        map[string]time.Time // token -> first seen
 	flagged     map[string]bool      // tokens whose STORE +FLAGS \Flagged answered OK
 	forks       []string
+	maxUID      imap.UID // the highest UID any read showed
 	reads       int
 }
 
@@ -134,6 +135,7 @@ func (tr *inboxTrack) check(v *inboxView, now time.Time) {
 	tr.uidValidity = v.uidValidity
 	present := map[string]bool{}
 	var last imap.UID
+	prevMax := tr.maxUID
 	for _, m := range v.msgs {
 		if m.uid <= last {
 			fork("UID %d after UID %d in sequence order", m.uid, last)
@@ -149,7 +151,13 @@ func (tr *inboxTrack) check(v *inboxView, now time.Time) {
 		tr.uidTok[m.uid] = m.tok
 		if _, ok := tr.seen[m.tok]; !ok {
 			tr.seen[m.tok] = now
+			// RFC 9051 section 2.3.1.1: UIDs are assigned in strictly ascending order, so a
+			// client that has seen UIDs up to prevMax fetches only above it and would miss this.
+			if m.uid <= prevMax && tr.reads > 1 {
+				fork("new message %s has UID %d, not above UID %d seen before", m.tok, m.uid, prevMax)
+			}
 		}
+		tr.maxUID = max(tr.maxUID, m.uid)
 	}
 	for tok := range tr.seen {
 		if !present[tok] {
@@ -158,70 +166,68 @@ func (tr *inboxTrack) check(v *inboxView, now time.Time) {
 	}
 }
 
-// observer reads every user's INBOX in turn, checks it against what it showed before, and
-// flags one message not yet flagged (IMAP flag changes during the partition).
+// observer reads every user's INBOX, each user in a goroutine of its own (a node cut off
+// must not delay the others' reads), checks it against what it showed before, and flags one
+// message not yet flagged (IMAP flag changes during the partition).
 type observer struct {
 	r      *pring
 	mu     sync.Mutex
 	tracks map[*user]*inboxTrack
 	errs   int
 	stop   chan struct{}
-	done   chan struct{}
+	wg     sync.WaitGroup
 }
 
 func startObserver(r *pring, every time.Duration) *observer {
-	o := &observer{r: r, tracks: map[*user]*inboxTrack{}, stop: make(chan struct{}), done: make(chan struct{})}
+	o := &observer{r: r, tracks: map[*user]*inboxTrack{}, stop: make(chan struct{})}
 	for _, u := range r.users {
 		o.tracks[u] = newTrack(u)
 	}
-	rng := rand.New(rand.NewPCG(r.seed, 0x0b5e))
-	go func() {
-		defer close(o.done)
-		sess := map[*user]*imapSession{}
-		defer func() {
-			for _, s := range sess {
-				s.close()
-			}
-		}()
-		for {
-			for _, u := range r.users {
-				select {
-				case <-o.stop:
-					return
-				default:
+	for i, u := range r.users {
+		rng := rand.New(rand.NewPCG(r.seed, 0x0b5e00+uint64(i)))
+		o.wg.Add(1)
+		go func() {
+			defer o.wg.Done()
+			var s *imapSession
+			defer func() {
+				if s != nil {
+					s.close()
 				}
-				if err := o.observe(u, sess, rng); err != nil {
+			}()
+			for {
+				var err error
+				if s, err = o.observe(u, s, rng); err != nil {
 					o.mu.Lock()
 					o.errs++
 					o.mu.Unlock()
-					if s := sess[u]; s != nil {
+					if s != nil {
 						s.close()
-						delete(sess, u)
+						s = nil
 					}
 				}
+				select {
+				case <-o.stop:
+					return
+				case <-time.After(every):
+				}
 			}
-			select {
-			case <-o.stop:
-				return
-			case <-time.After(every):
-			}
-		}
-	}()
+		}()
+	}
 	return o
 }
 
-func (o *observer) observe(u *user, sess map[*user]*imapSession, rng *rand.Rand) error {
-	s := sess[u]
+// observe reads u's INBOX on s (a new session when nil) and flags one message; it returns
+// the session to use next time.
+func (o *observer) observe(u *user, s *imapSession, rng *rand.Rand) (*imapSession, error) {
 	if s == nil {
 		var err error
 		if s, err = dialIMAP(u); err != nil {
-			return err
+			return nil, err
 		}
-		sess[u] = s
 	}
 	v, err := s.readInbox()
 	if err != nil {
-		return err
+		return s, err
 	}
 	o.mu.Lock()
 	tr := o.tracks[u]
@@ -234,22 +240,22 @@ func (o *observer) observe(u *user, sess map[*user]*imapSession, rng *rand.Rand)
 	}
 	o.mu.Unlock()
 	if len(cands) == 0 {
-		return nil
+		return s, nil
 	}
 	m := cands[rng.IntN(len(cands))]
 	if err := s.flag(m.uid); err != nil {
-		return err
+		return s, err
 	}
 	o.mu.Lock()
 	tr.flagged[m.tok] = true
 	o.mu.Unlock()
-	return nil
+	return s, nil
 }
 
 // finish stops the observer and returns its tracks.
 func (o *observer) finish() map[*user]*inboxTrack {
 	close(o.stop)
-	<-o.done
+	o.wg.Wait()
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	return o.tracks

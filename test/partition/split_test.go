@@ -60,7 +60,7 @@ func TestSplitFiveFour(t *testing.T) {
 	time.Sleep(10 * time.Second)
 	subs := w.finish()
 	tracks := obs.finish()
-	t.Logf("workload: %s", phases(subs))
+	t.Logf("workload: %s; observer: %d IMAP reads failed", phases(subs), obs.errs)
 	if e := firstErrors(subs, 8); e != "" {
 		t.Logf("submission errors:%s", e)
 	}

@@ -30,6 +30,7 @@ type submission struct {
 	phase    string // the test's phase when it was sent: before, split, healing, after
 	at       time.Time
 	result   outcome
+	code     int // the SMTP reply code of a refusal, 0 for a connection failure
 	err      string
 }
 
@@ -46,6 +47,7 @@ type workload struct {
 	mu    sync.Mutex
 	subs  []*submission
 	phase string
+	favor *user // when set, half the messages go to this user
 
 	stop chan struct{}
 	wg   sync.WaitGroup
@@ -68,6 +70,13 @@ func startWorkload(r *pring, pause time.Duration) *workload {
 func (w *workload) setPhase(p string) {
 	w.mu.Lock()
 	w.phase = p
+	w.mu.Unlock()
+}
+
+// setFavor makes half of every other user's messages go to u (nil: recipients uniform).
+func (w *workload) setFavor(u *user) {
+	w.mu.Lock()
+	w.favor = u
 	w.mu.Unlock()
 }
 
@@ -98,6 +107,9 @@ func (w *workload) sender(u *user, rng *rand.Rand) {
 			to = w.r.users[rng.IntN(len(w.r.users))]
 		}
 		w.mu.Lock()
+		if fav := w.favor; fav != nil && fav != u && rng.IntN(2) == 0 {
+			to = fav
+		}
 		sub := &submission{tok: fmt.Sprintf("pt%d-%s-%d", w.r.seed%1_000_000, u.name, n), from: u, to: to, phase: w.phase, at: time.Now()}
 		w.subs = append(w.subs, sub)
 		w.mu.Unlock()
@@ -126,6 +138,10 @@ func (w *workload) record(s *submission, res outcome, err error) {
 	s.result = res
 	if err != nil {
 		s.err = err.Error()
+		var te *textproto.Error
+		if errors.As(err, &te) {
+			s.code = te.Code
+		}
 	}
 }
 
