@@ -71,7 +71,7 @@ func nodeRun(args []string, stderr io.Writer) error {
 	var limits daemon.MailLimits
 	fs.IntVar(&limits.MaxConns, "max-mail-conns", 0, "bound on each mail server's (IMAP, SMTP, POP3) connections (0: 64 IMAP, 32 SMTP and POP3; -1: none)")
 	fs.IntVar(&limits.MaxConnsPerAddr, "max-mail-conns-per-ip", 0, "bound on each mail server's connections from one client IP address (0: 32 IMAP, 16 SMTP and POP3; -1: none)")
-	imapEngine := fs.String("imap-engine", "go-imap", "IMAP protocol engine: go-imap, or imapd (the node's own, experimental)")
+	imapEngine := fs.String("imap-engine", "imapd", "IMAP protocol engine: imapd (the node's own), or go-imap (the earlier engine, kept for comparison)")
 	hiddenRunFlags["imap-engine"] = true
 	var handOffWait, custodyTimeout time.Duration
 	if err := durationFlag(fs, &handOffWait, "hand-off-wait", "gateways: answer a node's hand-off from the queue after this long when the other ring has not stored it yet"); err != nil {

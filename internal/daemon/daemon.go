@@ -180,8 +180,8 @@ type Options struct {
 	// MailLimits bound the IMAP, SMTP and POP3 servers' connections (zero: each server's
 	// default).
 	MailLimits MailLimits
-	// IMAPEngine chooses the IMAP protocol engine: "go-imap" (default) or "imapd", the
-	// node's own (issue 15, experimental).
+	// IMAPEngine chooses the IMAP protocol engine: "imapd" (default), the node's own
+	// (internal/imapd), or "go-imap" (internal/imapserver, kept for comparison).
 	IMAPEngine string
 }
 

@@ -92,15 +92,15 @@ func (n *Node) startMail() error {
 		}
 		var s imapService
 		switch n.opts.IMAPEngine {
-		case "", "go-imap":
-			s, err = imapserver.New(imapserver.Config{Auth: auth, TLS: tlsCfg, Logger: n.log, Version: "epost",
-				MaxConns: n.opts.MailLimits.MaxConns, MaxConnsPerAddr: n.opts.MailLimits.MaxConnsPerAddr})
-		case "imapd":
-			n.log.Warn("IMAP served by the node's own engine (internal/imapd), still experimental")
+		case "", "imapd":
 			s, err = imapd.New(imapd.Config{Auth: auth, TLS: tlsCfg, Logger: n.log, Version: "epost",
 				MaxConns: n.opts.MailLimits.MaxConns, MaxConnsPerAddr: n.opts.MailLimits.MaxConnsPerAddr})
+		case "go-imap":
+			n.log.Warn("IMAP served by the go-imap engine (internal/imapserver), kept for comparison; the default is the node's own engine")
+			s, err = imapserver.New(imapserver.Config{Auth: auth, TLS: tlsCfg, Logger: n.log, Version: "epost",
+				MaxConns: n.opts.MailLimits.MaxConns, MaxConnsPerAddr: n.opts.MailLimits.MaxConnsPerAddr})
 		default:
-			err = fmt.Errorf("--imap-engine %q: want go-imap or imapd", n.opts.IMAPEngine)
+			err = fmt.Errorf("--imap-engine %q: want imapd or go-imap", n.opts.IMAPEngine)
 		}
 		if err != nil {
 			ln.Close()

@@ -1,9 +1,9 @@
 package e2e
 
 import (
+	"bufio"
 	"context"
 	"net"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -11,8 +11,8 @@ import (
 	"time"
 )
 
-// TestOwnIMAPEngine: a node serving IMAP with its own engine (node run --imap-engine imapd,
-// issue 15) over the real mail store: mail sent over SMTP is read over IMAP (STARTTLS, go-imap's
+// TestOwnIMAPEngine: a node serves IMAP with its own engine (internal/imapd, issue 15) by
+// default, over the real mail store: mail sent over SMTP is read over IMAP (STARTTLS, go-imap's
 // client), and Python's imaplib runs its flows of test/imap against the node.
 func TestOwnIMAPEngine(t *testing.T) {
 	py, err := exec.LookPath("python3")
@@ -22,13 +22,12 @@ func TestOwnIMAPEngine(t *testing.T) {
 	seed := testSeed(t)
 	r := newRing(t, seed, 3, "alice", "bob")
 	bob := "bob@e2e.example"
-	r.home[bob].extra = append(r.home[bob].extra, "--imap-engine", "imapd")
 	for _, n := range r.nodes {
 		n.start()
 	}
 	waitReady(t, r.nodes...)
-	if !strings.Contains(tail(r.home[bob].logPth)+readLog(r.home[bob].logPth), "internal/imapd") {
-		t.Fatalf("bob's node does not say it serves IMAP with imapd; log %s", r.home[bob].logPth)
+	if g := imapGreeting(t, r.home[bob].imap); !strings.Contains(g, "epost IMAP ready") {
+		t.Fatalf("bob's node does not greet with its own engine (internal/imapd): %q", g)
 	}
 	countInbox(t, r, bob, "nothing")
 	sendEventually(t, r, "alice@e2e.example", bob, "own engine", "body "+r.marker, 30*time.Second)
@@ -51,7 +50,18 @@ func TestOwnIMAPEngine(t *testing.T) {
 	}
 }
 
-func readLog(path string) string {
-	b, _ := os.ReadFile(path)
-	return string(b)
+// imapGreeting is the first line an IMAP server at addr sends.
+func imapGreeting(t *testing.T, addr string) string {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		t.Fatalf("IMAP greeting from %s: %v", addr, err)
+	}
+	return line
 }

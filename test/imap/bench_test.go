@@ -2,10 +2,9 @@ package imap_test
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
-
-	"epost/internal/imapserver"
 
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
@@ -17,7 +16,7 @@ func benchMessage(i int) []byte {
 	return []byte(fmt.Sprintf("From: Sender %d <s%d@example.org>\r\nTo: alice@example.org\r\n"+
 		"Subject: benchmark message %d\r\nDate: Mon, 02 Jan 2006 15:04:05 -0700\r\n"+
 		"Message-ID: <%d@example.org>\r\nContent-Type: text/plain\r\n\r\n%s\r\n",
-		i, i, i, i, make([]byte, 1500)))
+		i, i, i, i, strings.Repeat("x", 1500)))
 }
 
 func benchClient(b *testing.B, s *testServer) *imapclient.Client {
@@ -43,7 +42,7 @@ func BenchmarkFetch(b *testing.B) {
 		{"body", &imap.FetchOptions{UID: true, BodySection: []*imap.FetchItemBodySection{{Peek: true}}}},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
-			s := startServer(b, imapserver.Config{}, false)
+			s := start(b, "imapd", serverConfig{}, false)
 			inbox, _ := s.store.Folder("INBOX")
 			for i := 0; i < benchFolderSize; i++ {
 				if _, err := inbox.Append(benchMessage(i), nil, time.Time{}); err != nil {
@@ -83,7 +82,7 @@ func BenchmarkFetch(b *testing.B) {
 
 // BenchmarkAppend measures APPEND of ~1.7 KB messages over loopback.
 func BenchmarkAppend(b *testing.B) {
-	s := startServer(b, imapserver.Config{}, false)
+	s := start(b, "imapd", serverConfig{}, false)
 	c := benchClient(b, s)
 	msg := benchMessage(1)
 	b.SetBytes(int64(len(msg)))

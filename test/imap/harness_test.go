@@ -21,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"epost/internal/imapd"
 	"epost/internal/imapserver"
 	"epost/internal/mailbox"
 )
@@ -30,14 +31,45 @@ const (
 	testPassword = "correct horse battery staple"
 )
 
+// imapService is what the tests need of either engine.
+type imapService interface {
+	Serve(net.Listener) error
+	ServeTLS(net.Listener) error
+	Close() error
+}
+
 // testServer is a running server on loopback with one in-memory user.
 type testServer struct {
 	addr  string
 	store *mailbox.Memory
-	srv   *imapserver.Server
+	srv   imapService
 }
 
+// serverConfig is the engines' common configuration (internal/imapd's; go-imap's has the
+// same fields).
+type serverConfig = imapd.Config
+
+// engines are the IMAP engines a node can serve: internal/imapd (the default) and the
+// go-imap engine kept for comparison (node run --imap-engine go-imap).
+var engines = []string{"imapd", "go-imap"}
+
+// forEngines runs f once per engine, as subtests.
+func forEngines(t *testing.T, f func(t *testing.T, engine string)) {
+	for _, e := range engines {
+		t.Run(e, func(t *testing.T) { f(t, e) })
+	}
+}
+
+// startServer starts the go-imap engine (internal/imapserver).
 func startServer(tb testing.TB, cfg imapserver.Config, useTLS bool) *testServer {
+	tb.Helper()
+	return start(tb, "go-imap", serverConfig{TLS: cfg.TLS, AllowPlaintextAuth: cfg.AllowPlaintextAuth,
+		AppendLimit: int64(cfg.AppendLimit), CommandTimeout: cfg.CommandTimeout, IdleTimeout: cfg.IdleTimeout,
+		Logger: cfg.Logger, MaxConns: cfg.MaxConns, MaxConnsPerAddr: cfg.MaxConnsPerAddr}, useTLS)
+}
+
+// start starts engine with cfg on loopback, with one user.
+func start(tb testing.TB, engine string, cfg serverConfig, useTLS bool) *testServer {
 	tb.Helper()
 	var users mailbox.MemoryUsers
 	store := users.Add(testUser, testPassword)
@@ -51,7 +83,18 @@ func startServer(tb testing.TB, cfg imapserver.Config, useTLS bool) *testServer 
 			}
 		})
 	}
-	srv, err := imapserver.New(cfg)
+	var srv imapService
+	var err error
+	switch engine {
+	case "imapd":
+		srv, err = imapd.New(cfg)
+	case "go-imap":
+		srv, err = imapserver.New(imapserver.Config{Auth: cfg.Auth, TLS: cfg.TLS, AllowPlaintextAuth: cfg.AllowPlaintextAuth,
+			AppendLimit: uint32(cfg.AppendLimit), CommandTimeout: cfg.CommandTimeout, IdleTimeout: cfg.IdleTimeout,
+			Logger: cfg.Logger, MaxConns: cfg.MaxConns, MaxConnsPerAddr: cfg.MaxConnsPerAddr})
+	default:
+		tb.Fatalf("unknown engine %q", engine)
+	}
 	if err != nil {
 		tb.Fatal(err)
 	}

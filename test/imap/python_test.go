@@ -6,9 +6,9 @@ import (
 	"epost/internal/imapserver"
 )
 
-// TestPythonClient runs the imaplib checks of testdata/client.py, one
-// subtest each, against one server (each check uses its own folders).
-func TestPythonClient(t *testing.T) {
+// TestPythonClientGoIMAP runs the imaplib checks of testdata/client.py, one subtest each,
+// against one server of the go-imap engine (each check uses its own folders).
+func TestPythonClientGoIMAP(t *testing.T) {
 	s := startServer(t, imapserver.Config{}, false)
 	for _, name := range []string{
 		"login_list", "id_before_login", "append_fetch", "store_copy_move_expunge",
@@ -18,12 +18,12 @@ func TestPythonClient(t *testing.T) {
 	}
 }
 
-// TestPythonClientOwnEngine runs the same imaplib checks against the node's own engine
-// (internal/imapd). Two do not apply: "no_condstore" checks that CONDSTORE is refused, which
+// TestPythonClient runs the same imaplib checks against the node's own engine (internal/imapd,
+// the default). Two do not apply: "no_condstore" checks that CONDSTORE is refused, which
 // imapd offers; "malformed" APPENDs a message holding a NUL byte in a plain literal, which RFC
 // 9051 forbids (CHAR8 excludes NUL; literal8 carries it) and imapd refuses with BAD where the
 // go-imap engine took it.
-func TestPythonClientOwnEngine(t *testing.T) {
+func TestPythonClient(t *testing.T) {
 	addr := startOwnEngine(t)
 	for _, name := range []string{
 		"login_list", "id_before_login", "append_fetch", "store_copy_move_expunge",
