@@ -17,6 +17,9 @@
 //	-soak D              keep splitting, healing and auditing for D (a fresh random 5/4
 //	                     grouping each cycle); give go test a -timeout above D
 //	-partition.rate D    pause between one user's submissions (default 1.5s)
+//	-partition.kill D    how long TestKillMinority kills and restarts nodes (default 2m; the
+//	                     issue's scenario is 5m: give go test -timeout 20m); -soak D, if
+//	                     longer, extends it
 //
 // Every run prints its seed; EPOST_TEST_SEED=N replays the test's own choices (groups,
 // senders, recipients, which message gets flagged). Node ids and the network's timing are not
@@ -35,6 +38,7 @@ var (
 	flagSplit = flag.Duration("partition.split", 60*time.Second, "how long the ring stays split in each cycle")
 	flagSoak  = flag.Duration("soak", 0, "split, heal and audit in cycles for this long (0: one cycle)")
 	flagRate  = flag.Duration("partition.rate", 1500*time.Millisecond, "pause between one user's submissions")
+	flagKill  = flag.Duration("partition.kill", 2*time.Minute, "how long TestKillMinority kills and restarts nodes (-soak extends it)")
 )
 
 func TestMain(m *testing.M) { cluster.Main(m) }
