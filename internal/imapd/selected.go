@@ -467,6 +467,10 @@ func (s *session) store1(tag string, uid bool, a *imapwire.Store) {
 	s.announce(flags)
 	show := append(slices.Clone(res.Changed), res.Unchanged...)
 	slices.SortFunc(show, func(x, y mailbox.Summary) int { return int(x.UID) - int(y.UID) })
+	for i := range show {
+		// A message may carry keywords another session set, not yet announced here.
+		s.announce(show[i].Flags)
+	}
 	for _, m := range res.Changed {
 		v.own[m.UID] = m.ModSeq
 	}
