@@ -20,6 +20,8 @@
 //	-partition.kill D    how long TestKillMinority kills and restarts nodes (default 2m; the
 //	                     issue's scenario is 5m: give go test -timeout 20m); -soak D, if
 //	                     longer, extends it
+//	-partition.stale D   how long TestStaleDisk keeps its nodes down (default 60s; the issue's
+//	                     "comes back after 20 minutes" is -partition.stale 20m, with -timeout 40m)
 //
 // Every run prints its seed; EPOST_TEST_SEED=N replays the test's own choices (groups,
 // senders, recipients, which message gets flagged). Node ids and the network's timing are not
@@ -39,6 +41,7 @@ var (
 	flagSoak  = flag.Duration("soak", 0, "split, heal and audit in cycles for this long (0: one cycle)")
 	flagRate  = flag.Duration("partition.rate", 1500*time.Millisecond, "pause between one user's submissions")
 	flagKill  = flag.Duration("partition.kill", 2*time.Minute, "how long TestKillMinority kills and restarts nodes (-soak extends it)")
+	flagStale = flag.Duration("partition.stale", 60*time.Second, "how long TestStaleDisk keeps its nodes down")
 )
 
 func TestMain(m *testing.M) { cluster.Main(m) }
