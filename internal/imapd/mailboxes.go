@@ -325,6 +325,12 @@ func (s *session) writeStatus(name string, items []string) error {
 	if err != nil {
 		return err
 	}
+	var delStorage uint64
+	if slices.ContainsFunc(items, func(it string) bool { return strings.EqualFold(it, "DELETED-STORAGE") }) {
+		if delStorage, err = deletedStorage(f); err != nil {
+			return err
+		}
+	}
 	w := s.w.StartUntagged().Atom("STATUS").Mailbox(name).Open()
 	for _, it := range items {
 		var v uint64
@@ -345,6 +351,8 @@ func (s *session) writeStatus(name string, items []string) error {
 			v = uint64(st.Size)
 		case "HIGHESTMODSEQ":
 			v = st.HighestModSeq
+		case "DELETED-STORAGE":
+			v = delStorage
 		default:
 			continue
 		}

@@ -547,6 +547,9 @@ func (s *session) copyMove(tag string, uid, move bool, a *imapwire.Copy) {
 		s.ok(tag, "Nothing to do")
 		return
 	}
+	if !move && s.copyOverQuota(tag, uids) {
+		return
+	}
 	var res mailbox.CopyResult
 	if move {
 		res, err = v.folder.Move(uids, dest)
@@ -612,6 +615,9 @@ func (s *session) appendMsg(tag string, a *imapwire.Append) {
 			return
 		}
 		datas[i] = b
+	}
+	if s.appendOverQuota(tag, datas) {
+		return
 	}
 	// MULTIAPPEND (RFC 3502) is all or nothing: when a message fails, those appended before it
 	// in this command are expunged again before the NO. (A crash in the middle leaves them:

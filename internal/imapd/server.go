@@ -10,12 +10,13 @@
 // dates, sizes, MODSEQ, ENVELOPE, BODY, BODYSTRUCTURE, body sections by part with MIME, HEADER,
 // TEXT and HEADER.FIELDS[.NOT], BINARY and BINARY.SIZE), SEARCH (ESEARCH, SEARCHRES), SORT
 // (SORT=DISPLAY, ESORT), THREAD (ORDEREDSUBJECT, REFERENCES), CONDSTORE and QRESYNC (RFC 7162),
-// COMPRESS=DEFLATE, MULTIAPPEND, CATENATE (TEXT and URLs of the user's own messages).
+// COMPRESS=DEFLATE, MULTIAPPEND, CATENATE (TEXT and URLs of the user's own messages), QUOTA
+// (RFC 9208: STORAGE and MESSAGE, GETQUOTA, GETQUOTAROOT, STATUS DELETED-STORAGE, quota.go).
 //
 // A client's view changes only through the EXPUNGE (or, with QRESYNC, VANISHED) and EXISTS
 // responses it is sent; every keyword is announced in FLAGS before a response shows it.
 //
-// Not yet: CONTEXT=SEARCH, NOTIFY, QUOTA. The
+// Not yet: CONTEXT=SEARCH, NOTIFY. The
 // conformance ratchet in test/imap runs against both engines and lists what each lacks.
 //
 // Concurrency: one goroutine per connection reads a command, runs it and writes its answer
@@ -54,6 +55,10 @@ type Config struct {
 	// MaxConns bounds connections (0: 64, negative: none); MaxConnsPerAddr those from one
 	// client IP address (0: 32, negative: none).
 	MaxConns, MaxConnsPerAddr int
+	// StorageQuota and MessageQuota are the limits of a user's mail that QUOTA reports and
+	// APPEND and COPY enforce (RFC 9208 STORAGE, in bytes, and MESSAGE): the store has no
+	// per-user limit of its own. Zero: 10 GiB and a million messages; negative: no limit.
+	StorageQuota, MessageQuota int64
 }
 
 // Server is an IMAP server.

@@ -102,8 +102,9 @@ func (s *session) capabilities() []string {
 		}
 		return caps
 	}
-	return append(caps, "NAMESPACE", "IDLE", "MULTIAPPEND", "CATENATE", "COMPRESS=DEFLATE", "CONDSTORE", "QRESYNC", "UIDPLUS", "MOVE", "UNSELECT", "ESEARCH", "SEARCHRES", "SORT", "SORT=DISPLAY", "ESORT", "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES", "LIST-EXTENDED", "LIST-STATUS", "SPECIAL-USE", "CREATE-SPECIAL-USE", "UTF8=ACCEPT",
+	caps = append(caps, "NAMESPACE", "IDLE", "MULTIAPPEND", "CATENATE", "COMPRESS=DEFLATE", "CONDSTORE", "QRESYNC", "UIDPLUS", "MOVE", "UNSELECT", "ESEARCH", "SEARCHRES", "SORT", "SORT=DISPLAY", "ESORT", "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES", "LIST-EXTENDED", "LIST-STATUS", "SPECIAL-USE", "CREATE-SPECIAL-USE", "UTF8=ACCEPT",
 		"APPENDLIMIT="+strconv.FormatInt(s.srv.cfg.AppendLimit, 10))
+	return append(caps, s.quotaCaps()...)
 }
 
 func (s *session) run() {
@@ -265,6 +266,12 @@ func (s *session) dispatch(cmd *imapwire.Command) {
 	case "STATUS":
 		a := cmd.Args.(*imapwire.Status)
 		s.status(tag, a.Mailbox, a.Items)
+	case "GETQUOTAROOT":
+		s.getQuotaRoot(tag, cmd.Args.(*imapwire.GetQuotaRoot))
+	case "GETQUOTA":
+		s.getQuota(tag, cmd.Args.(*imapwire.GetQuota))
+	case "SETQUOTA":
+		s.setQuota(tag)
 	default:
 		s.no(tag, "CANNOT", cmd.Name+" is not served by this engine yet")
 	}

@@ -419,7 +419,6 @@ func TestConformanceRatchet(t *testing.T) {
 var ownEngineBroken = map[string]string{
 	"capability-CONTEXT=SEARCH": "not offered",
 	"capability-NOTIFY":         "not offered",
-	"capability-QUOTA":          "not offered",
 }
 
 // TestConformanceRatchetOwnEngine runs the same cases on internal/imapd.
