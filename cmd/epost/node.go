@@ -71,8 +71,14 @@ func nodeRun(args []string, stderr io.Writer) error {
 	var limits daemon.MailLimits
 	fs.IntVar(&limits.MaxConns, "max-mail-conns", 0, "bound on each mail server's (IMAP, SMTP, POP3) connections (0: 64 IMAP, 32 SMTP and POP3; -1: none)")
 	fs.IntVar(&limits.MaxConnsPerAddr, "max-mail-conns-per-ip", 0, "bound on each mail server's connections from one client IP address (0: 32 IMAP, 16 SMTP and POP3; -1: none)")
+	fs.IntVar(&limits.Login.UserLockAfter, "login-lock-after", 0, "lock a user name against logins from unknown addresses after this many recent wrong passwords (0: 5; -1: never)")
+	fs.IntVar(&limits.Login.ClientLockAfter, "login-lock-addr-after", 0, "lock a client address after this many recent wrong passwords, across user names (0: 20; -1: never)")
+	fs.IntVar(&limits.PasswordChecks, "password-checks", 0, "password checks (64 MiB of memory each) run at once (0: 1)")
+	fs.IntVar(&limits.MaxPeerConns, "max-peer-conns", 0, "bound on inbound node-to-node connections, handshakes included (0: 1024)")
 	imapEngine := fs.String("imap-engine", "imapd", "IMAP protocol engine: imapd (the node's own), or go-imap (the earlier engine, kept for comparison)")
 	hiddenRunFlags["imap-engine"] = true
+	fs.DurationVar(&limits.Login.LockFor, "login-lock-for", 0, "a login lock lasts this long after the last wrong password (0: 15m)")
+	fs.DurationVar(&limits.PasswordWait, "password-wait", 0, "a login waits at most this long for a password check slot, then is told to try later (0: 30s)")
 	var handOffWait, custodyTimeout time.Duration
 	if err := durationFlag(fs, &handOffWait, "hand-off-wait", "gateways: answer a node's hand-off from the queue after this long when the other ring has not stored it yet"); err != nil {
 		return err

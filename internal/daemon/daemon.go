@@ -17,6 +17,7 @@ import (
 	"epost/internal/appmux"
 	"epost/internal/glacier"
 	"epost/internal/ids"
+	"epost/internal/mailstore"
 	"epost/internal/multiring"
 	"epost/internal/past"
 	"epost/internal/pastry"
@@ -189,6 +190,15 @@ type Options struct {
 // per client IP address. Zero keeps the server's default, negative means no bound.
 type MailLimits struct {
 	MaxConns, MaxConnsPerAddr int
+	// Login are the login guard's lock thresholds (zero fields: mailstore's defaults).
+	Login mailstore.LoginLimits
+	// PasswordChecks bounds the password checks (64 MiB Argon2id each) run at once, and
+	// PasswordWait how long a login waits for one (zero: identity's defaults, 1 and 30 s).
+	PasswordChecks int
+	PasswordWait   time.Duration
+	// MaxPeerConns bounds inbound node-to-node connections, handshakes included (zero:
+	// tcp.DefaultMaxInbound).
+	MaxPeerConns int
 }
 
 // ErrStopped is returned by Start after Stop.
@@ -366,6 +376,7 @@ func (n *Node) Start() error {
 		KeepaliveInterval: n.timers.Keepalive,
 		ReadTimeout:       3 * n.timers.Keepalive,
 		MaxBackoff:        n.timers.BootstrapMaxBackoff,
+		MaxInbound:        n.opts.MailLimits.MaxPeerConns,
 	})
 	if err != nil {
 		n.closeControlLocked()

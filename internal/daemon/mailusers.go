@@ -60,6 +60,16 @@ func newMailUsers(n *Node) (*mailUsers, error) {
 	if err != nil {
 		return nil, err
 	}
+	if l := n.opts.MailLimits; l.PasswordChecks > 0 || l.PasswordWait > 0 {
+		slots, wait := identity.DefaultPasswordSlots, identity.DefaultPasswordWait
+		if l.PasswordChecks > 0 {
+			slots = l.PasswordChecks
+		}
+		if l.PasswordWait > 0 {
+			wait = l.PasswordWait
+		}
+		pw.SetLimit(slots, wait)
+	}
 	m.glue, err = mailstore.NewUsers(mailstore.UsersConfig{
 		NodeDir:   n.opts.Dir,
 		Node:      livePost{n},
@@ -67,6 +77,7 @@ func newMailUsers(n *Node) (*mailUsers, error) {
 		HasDomain: n.rn.Descriptor.HasDomain,
 		Clock:     transport.RealClock{},
 		Timeout:   loginTimeout,
+		Login:     n.opts.MailLimits.Login,
 		Log:       n.log,
 		Remote:    n.remote(),
 	})

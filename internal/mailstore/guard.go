@@ -12,9 +12,9 @@ import (
 //   - Every wrong password is answered late: the delay doubles with the recent failures of
 //     that user name, and of that client address across user names (100 ms, 200 ms, ... at
 //     most FailDelayMax), whichever is more.
-//   - A user name with UserLockAfter recent failures is locked for LockFor: its logins are
-//     refused without a password check. So is a client address with ClientLockAfter recent
-//     failures, for every user name.
+//   - A user name with LoginLimits.UserLockAfter recent failures is locked for LockFor: its
+//     logins are refused without a password check. So is a client address with
+//     ClientLockAfter recent failures, for every user name.
 //   - A lock never stops the user's own client: a login from an address where that user logged
 //     in successfully within KnownGoodFor (a "known-good" address: the user's own machine, the
 //     loopback of the node itself) is checked as usual. A guesser elsewhere can lock the name
@@ -25,14 +25,39 @@ import (
 // account of its own). All of it lives in memory: a restart forgets locks and known-good
 // addresses alike.
 const (
-	UserLockAfter   = 5
-	ClientLockAfter = 20
-	LockFor         = 15 * time.Minute
+	UserLockAfter   = 5                // LoginLimits.UserLockAfter's default
+	ClientLockAfter = 20               // LoginLimits.ClientLockAfter's default
+	LockFor         = 15 * time.Minute // LoginLimits.LockFor's default
 	ForgetAfter     = 15 * time.Minute
 	KnownGoodFor    = 30 * 24 * time.Hour
 	// maxGuardEntries bounds each table (a flood of made-up names or addresses).
 	maxGuardEntries = 10000
 )
+
+// LoginLimits are the login guard's thresholds (node run --login-lock-after,
+// --login-lock-addr-after, --login-lock-for). Zero fields take the defaults above; a negative
+// count never locks.
+type LoginLimits struct {
+	UserLockAfter   int           // recent failures of a user name that lock it
+	ClientLockAfter int           // recent failures from a client address that lock it
+	LockFor         time.Duration // how long a lock lasts after the last failure
+}
+
+func (l LoginLimits) withDefaults() LoginLimits {
+	if l.UserLockAfter == 0 {
+		l.UserLockAfter = UserLockAfter
+	}
+	if l.ClientLockAfter == 0 {
+		l.ClientLockAfter = ClientLockAfter
+	}
+	if l.LockFor <= 0 {
+		l.LockFor = LockFor
+	}
+	return l
+}
+
+// locks says whether n recent failures lock, under the threshold after.
+func locks(n, after int) bool { return after > 0 && n >= after }
 
 type failures struct {
 	n    int
@@ -56,6 +81,7 @@ type goodKey struct {
 
 // guard is the login guard's state. Safe for concurrent use.
 type guard struct {
+	limits  LoginLimits
 	mu      sync.Mutex
 	users   map[string]*failures
 	clients map[netip.Addr]*failures
@@ -64,8 +90,8 @@ type guard struct {
 	locked  uint64 // logins refused under a lock, without a password check
 }
 
-func newGuard() *guard {
-	return &guard{users: map[string]*failures{}, clients: map[netip.Addr]*failures{}, good: map[goodKey]time.Time{}}
+func newGuard(l LoginLimits) *guard {
+	return &guard{limits: l.withDefaults(), users: map[string]*failures{}, clients: map[netip.Addr]*failures{}, good: map[goodKey]time.Time{}}
 }
 
 // admit says whether a login of user from client may go on to the password check; when it
@@ -79,13 +105,13 @@ func (g *guard) admit(user string, client netip.Addr, now time.Time) (ok bool, w
 		}
 	}
 	uf := g.users[user]
-	if uf.recent(now) && uf.n >= UserLockAfter && now.Sub(uf.last) <= LockFor {
+	if uf.recent(now) && locks(uf.n, g.limits.UserLockAfter) && now.Sub(uf.last) <= g.limits.LockFor {
 		g.locked++
 		return false, FailDelayMax
 	}
 	if client.IsValid() {
 		cf := g.clients[client]
-		if cf.recent(now) && cf.n >= ClientLockAfter && now.Sub(cf.last) <= LockFor {
+		if cf.recent(now) && locks(cf.n, g.limits.ClientLockAfter) && now.Sub(cf.last) <= g.limits.LockFor {
 			g.locked++
 			return false, FailDelayMax
 		}

@@ -42,6 +42,8 @@ type UsersConfig struct {
 	Clock     transport.Clock
 	Drive     func() // see Config.Drive
 	Rand      io.Reader
+	// Login are the login guard's thresholds (guard.go); zero fields take the defaults.
+	Login LoginLimits
 	// Timeout bounds each wait for the ring (login, an operation); 0 means 2 minutes.
 	Timeout time.Duration
 	// RetryDelay spaces Submit's retries of recipients POST could not reach; 0 means 2 s.
@@ -154,7 +156,7 @@ func NewUsers(cfg UsersConfig) (*Users, error) {
 	if cfg.Node == nil || cfg.Clock == nil || cfg.NodeDir == "" {
 		return nil, errors.New("mailstore: UsersConfig needs Node, Clock and NodeDir")
 	}
-	return &Users{cfg: cfg, w: waiter{clock: cfg.Clock, drive: cfg.Drive, timeout: cfg.Timeout}, sessions: map[string]*session{}, guard: newGuard()}, nil
+	return &Users{cfg: cfg, w: waiter{clock: cfg.Clock, drive: cfg.Drive, timeout: cfg.Timeout}, sessions: map[string]*session{}, guard: newGuard(cfg.Login)}, nil
 }
 
 // Authenticate implements mailbox.Authenticator: username is the user's address, and the
