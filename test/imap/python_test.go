@@ -28,6 +28,7 @@ func TestPythonClient(t *testing.T) {
 	for _, name := range []string{
 		"login_list", "id_before_login", "append_fetch", "store_copy_move_expunge",
 		"search", "utf8_headers", "idle", "recent", "big_attachment", "extensions",
+		"condstore_resync", "qresync_reconnect", "sort_thread",
 	} {
 		t.Run(name, func(t *testing.T) { runPython(t, addr, name) })
 	}

@@ -441,6 +441,122 @@ def t_extensions():
     c.logout()
 
 
+def untagged_all(c, name):
+    """Pops and joins the untagged responses of one kind imaplib collected."""
+    return [x for x in c.untagged_responses.pop(name, []) if x]
+
+
+def t_condstore_resync():
+    """A client caching a folder (as Thunderbird does with CONDSTORE, RFC 7162 section 3.1):
+    it remembers HIGHESTMODSEQ, another session changes flags meanwhile, and a FETCH
+    CHANGEDSINCE returns just the changed message, with its MODSEQ."""
+    c = connect()
+    fresh_folder(c, "Cond")
+    uids = [append_uid(c, "Cond", None, simple(b"cond %d" % i)) for i in range(4)]
+    c.close()
+    ok(*c._simple_command("ENABLE", "CONDSTORE"), "enable condstore")
+    c.untagged_responses.clear()
+    typ, data = c._simple_command("SELECT", "Cond", "(CONDSTORE)")
+    ok(typ, data, "select condstore")
+    c.state = "SELECTED"  # imaplib tracks state only for its own select()
+    hm = untagged_all(c, "HIGHESTMODSEQ")
+    check(hm, "SELECT (CONDSTORE) gave no HIGHESTMODSEQ: %r" % c.untagged_responses)
+    modseq = int(hm[0])
+    other = connect()
+    ok(*other.select("Cond"), "other select")
+    ok(*other.uid("STORE", str(uids[2]), "+FLAGS", r"(\Flagged)"), "other store")
+    other.logout()
+    typ, data = c._simple_command("UID", "FETCH", "1:*", "(FLAGS)", "(CHANGEDSINCE %d)" % modseq)
+    ok(typ, data, "fetch changedsince")
+    got = b" ".join(x if isinstance(x, bytes) else b"".join(x) for x in untagged_all(c, "FETCH"))
+    check(re.search(rb"UID %d\b" % uids[2], got) and b"\\Flagged" in got and b"MODSEQ" in got,
+          "CHANGEDSINCE gave %r" % got)
+    for u in (uids[0], uids[1], uids[3]):
+        check(not re.search(rb"UID %d\b" % u, got), "CHANGEDSINCE listed unchanged UID %d: %r" % (u, got))
+    c.logout()
+
+
+def t_qresync_reconnect():
+    """QRESYNC (RFC 7162 section 3.2.5): a client that knew the folder reconnects and selects
+    it with its UIDVALIDITY, HIGHESTMODSEQ and known UIDs; the server tells it which UIDs
+    vanished (VANISHED (EARLIER)), which flags changed, and the new messages, in one SELECT."""
+    c = connect()
+    fresh_folder(c, "Qr")
+    uids = [append_uid(c, "Qr", None, simple(b"qr %d" % i)) for i in range(5)]
+    c.close()
+    ok(*c._simple_command("ENABLE", "QRESYNC"), "enable qresync")
+    c.untagged_responses.clear()
+    ok(*c._simple_command("SELECT", "Qr", "(CONDSTORE)"), "select")
+    validity = int(untagged_all(c, "UIDVALIDITY")[0])
+    modseq = int(untagged_all(c, "HIGHESTMODSEQ")[0])
+    c.logout()
+    # Meanwhile, on the phone: one message deleted, one flagged, one new.
+    other = connect()
+    ok(*other.select("Qr"), "other select")
+    ok(*other.uid("STORE", str(uids[1]), "+FLAGS", r"(\Deleted)"), "other delete")
+    ok(*other.expunge(), "other expunge")
+    ok(*other.uid("STORE", str(uids[3]), "+FLAGS", r"(\Seen)"), "other seen")
+    new = append_uid(other, "Qr", None, simple(b"qr new"))
+    other.logout()
+    c = connect()
+    ok(*c._simple_command("ENABLE", "QRESYNC"), "enable qresync again")
+    c.untagged_responses.clear()
+    known = "%d:%d" % (uids[0], uids[-1])
+    typ, data = c._simple_command("SELECT", "Qr", "(QRESYNC (%d %d %s))" % (validity, modseq, known))
+    ok(typ, data, "select qresync")
+    c.state = "SELECTED"
+    vanished = b" ".join(untagged_all(c, "VANISHED"))
+    check(re.search(rb"\(EARLIER\) .*\b%d\b" % uids[1], vanished) or
+          re.search(rb"\(EARLIER\) %d\b" % uids[1], vanished), "VANISHED (EARLIER) gave %r" % vanished)
+    got = b" ".join(x if isinstance(x, bytes) else b"".join(x) for x in untagged_all(c, "FETCH"))
+    check(re.search(rb"UID %d\b" % uids[3], got) and b"\\Seen" in got, "changed flags not sent: %r" % got)
+    exists = untagged_all(c, "EXISTS")
+    check(exists and int(exists[-1]) == 5, "EXISTS %r, want 5" % exists)
+    typ, data = c.uid("SEARCH", None, "ALL")
+    ok(typ, data, "search")
+    have = [int(x) for x in data[0].split()]
+    check(have == [uids[0], uids[2], uids[3], uids[4], new], "UIDs after resync %r" % have)
+    c.logout()
+
+
+def t_sort_thread():
+    """SORT (RFC 5256) by date, subject and from, REVERSE, and THREAD=REFERENCES, as a client
+    showing a threaded, sorted message list asks them."""
+    c = connect()
+    fresh_folder(c, "Sorted")
+    msgs = [
+        (b"Mon, 03 Jan 2022 10:00:00 +0000", b"Zeta", b"carol@example.org", b"<a@x>", b""),
+        (b"Sat, 01 Jan 2022 10:00:00 +0000", b"Re: Alpha", b"bob@example.org", b"<b@x>", b"In-Reply-To: <c@x>\r\nReferences: <c@x>\r\n"),
+        (b"Fri, 31 Dec 2021 10:00:00 +0000", b"Alpha", b"alice@example.org", b"<c@x>", b""),
+        (b"Sun, 02 Jan 2022 10:00:00 +0000", b"Re: Re: Alpha", b"dave@example.org", b"<d@x>", b"References: <c@x> <b@x>\r\n"),
+    ]
+    uids = []
+    for date, subj, frm, mid, extra in msgs:
+        raw = (b"From: " + frm + b"\r\nTo: " + USER.encode() + b"\r\nSubject: " + subj + b"\r\nDate: " + date +
+               b"\r\nMessage-ID: " + mid + b"\r\n" + extra + b"\r\nbody\r\n")
+        uids.append(append_uid(c, "Sorted", None, raw))
+    ok(*c.select("Sorted"), "select")
+
+    def sort(*keys):
+        typ, data = c.uid("SORT", "(%s)" % " ".join(keys), "UTF-8", "ALL")
+        ok(typ, data, "sort " + " ".join(keys))
+        return [int(x) for x in data[0].split()]
+    by_date = sort("DATE")
+    check(by_date == [uids[2], uids[1], uids[3], uids[0]], "SORT (DATE) %r" % by_date)
+    check(sort("REVERSE", "DATE") == by_date[::-1], "SORT (REVERSE DATE)")
+    # Base subjects (RFC 5256 section 2.1): the three "Alpha" messages tie, then by sequence.
+    by_subject = sort("SUBJECT")
+    check(by_subject == [uids[1], uids[2], uids[3], uids[0]], "SORT (SUBJECT) %r" % by_subject)
+    by_from = sort("FROM")
+    check(by_from == [uids[2], uids[1], uids[0], uids[3]], "SORT (FROM) %r" % by_from)
+    typ, data = c.uid("THREAD", "REFERENCES", "UTF-8", "ALL")
+    ok(typ, data, "thread references")
+    th = data[0].decode()
+    want = "(%d %d %d)(%d)" % (uids[2], uids[1], uids[3], uids[0])
+    check(th.replace(" (", "(") == want or th == want, "THREAD=REFERENCES %r, want %r" % (th, want))
+    c.logout()
+
+
 TESTS = {name[2:]: fn for name, fn in globals().items() if name.startswith("t_")}
 
 if __name__ == "__main__":
