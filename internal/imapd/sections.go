@@ -266,3 +266,19 @@ func decodeCTE(cte string, b []byte) ([]byte, error) {
 	}
 	return nil, errUnknownCTE
 }
+
+// withoutNUL is b with each NUL byte replaced by 0x80, for a BODY[...] or RFC822 response:
+// an IMAP literal cannot carry NUL (RFC 9051 section 4.3 and 9: CHAR8 excludes it), only the
+// literal8 of a BINARY response can; replacing keeps the section's size, as Dovecot does.
+func withoutNUL(b []byte) []byte {
+	if bytes.IndexByte(b, 0) < 0 {
+		return b
+	}
+	out := bytes.Clone(b)
+	for i, c := range out {
+		if c == 0 {
+			out[i] = 0x80
+		}
+	}
+	return out
+}

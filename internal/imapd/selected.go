@@ -829,6 +829,9 @@ func (s *session) fetchOne(seq int, uid bool, msg *mailbox.Message, items []imap
 				parts = append(parts, part{name: it.ResponseName(), data: []byte(strconv.Itoa(len(data))), flag: true})
 				continue
 			}
+			if it.Name != "BINARY" {
+				data = withoutNUL(data)
+			}
 			parts = append(parts, part{name: it.ResponseName(), data: data})
 		case "MODSEQ":
 			parts = append(parts, part{name: "MODSEQ", data: []byte("(" + strconv.FormatUint(msg.ModSeq, 10) + ")"), flag: true})

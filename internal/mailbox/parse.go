@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"io"
 	"mime"
+	"regexp"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -132,15 +133,12 @@ func addressList(mh mail.Header, key string) []imap.Address {
 			l = append(l, imap.Address{Mailbox: decodeWords(seg.name)})
 		}
 		if strings.TrimSpace(seg.list) != "" {
-			addrs, err := mail.ParseAddressList(seg.list)
-			if err == nil {
-				for _, a := range addrs {
-					mbox, host, ok := strings.Cut(a.Address, "@")
-					if !ok {
-						continue
-					}
-					l = append(l, imap.Address{Name: sevenBit(a.Name), Mailbox: mbox, Host: host})
+			for _, a := range parseAddresses(seg.list) {
+				mbox, host, ok := strings.Cut(a.Address, "@")
+				if !ok {
+					continue
 				}
+				l = append(l, imap.Address{Name: sevenBit(a.Name), Mailbox: mbox, Host: host})
 			}
 		}
 		if seg.group {
@@ -148,6 +146,59 @@ func addressList(mh mail.Header, key string) []imap.Address {
 		}
 	}
 	return l
+}
+
+// obsRoute is an RFC 5322 obs-route at the start of an angle-addr ("<@relay.example:"),
+// which net/mail does not parse; ENVELOPE's addr-adl may be NIL (RFC 9051 section 7.5.2), so
+// the route is dropped and the address kept.
+var obsRoute = regexp.MustCompile(`<\s*@[^<>:"]*:`)
+
+// parseAddresses parses a mailbox list; when the list as a whole does not parse, each of its
+// addresses is tried alone, so that one malformed address does not hide the others.
+func parseAddresses(list string) []*mail.Address {
+	list = obsRoute.ReplaceAllString(list, "<")
+	if addrs, err := mail.ParseAddressList(list); err == nil {
+		return addrs
+	}
+	var out []*mail.Address
+	for _, one := range splitTopLevel(list) {
+		if a, err := mail.ParseAddress(one); err == nil {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// splitTopLevel cuts a list at the commas outside quoted strings, comments and angle brackets.
+func splitTopLevel(v string) []string {
+	var out []string
+	depth, quoted, angle, start := 0, false, false, 0
+	for i := 0; i < len(v); i++ {
+		switch c := v[i]; {
+		case c == '\\':
+			i++
+		case quoted:
+			quoted = c != '"'
+		case depth > 0:
+			if c == '(' {
+				depth++
+			} else if c == ')' {
+				depth--
+			}
+		case c == '"':
+			quoted = true
+		case c == '(':
+			depth++
+		case c == '<':
+			angle = true
+		case c == '>':
+			angle = false
+		case c == ',' && !angle:
+			out = append(out, v[start:i])
+			start = i + 1
+		}
+	}
+	return append(out, v[start:])
 }
 
 // sevenBit re-encodes a decoded display name so that IMAP4rev1 clients get 7-bit envelopes.

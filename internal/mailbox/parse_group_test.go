@@ -31,3 +31,17 @@ func TestEnvelopeGroups(t *testing.T) {
 		t.Errorf("Cc = %+v", env.Cc)
 	}
 }
+
+// TestEnvelopeRoutes: a source-routed address (RFC 5322 obs-route) keeps its mailbox and host
+// (the route is dropped: addr-adl NIL), and one malformed address does not hide the others.
+func TestEnvelopeRoutes(t *testing.T) {
+	raw := "From: a@example.org\r\nTo: Bob <@relay.example,@b.example:bob@example.org>, carol@example.org\r\nCc: ok@example.org, <<broken>>, dave@example.org\r\n\r\nbody\r\n"
+	env := Parse([]byte(raw)).Envelope
+	want := []imap.Address{{Name: "Bob", Mailbox: "bob", Host: "example.org"}, {Mailbox: "carol", Host: "example.org"}}
+	if len(env.To) != 2 || env.To[0] != want[0] || env.To[1] != want[1] {
+		t.Errorf("To = %+v, want %+v", env.To, want)
+	}
+	if len(env.Cc) != 2 || env.Cc[0].Mailbox != "ok" || env.Cc[1].Mailbox != "dave" {
+		t.Errorf("Cc = %+v, want ok and dave", env.Cc)
+	}
+}
