@@ -93,9 +93,10 @@ func (n *Node) stepGone(from transport.From, m *message) error {
 		n.stats.Rejected++
 		return fmt.Errorf("%w: a leave from %s that the transport did not authenticate", ErrSpoofed, m.From.ID.Short())
 	}
+	left, right := len(n.leaf.left), len(n.leaf.right)
 	n.forget(m.From)
 	if m.Type == mLeave && len(m.Handles) > 0 {
-		n.refill(m.Handles)
+		n.refill(m.Handles, left, right)
 	}
 	if m.Type == mDirect {
 		n.events = append(n.events, Event{Kind: EventDirect, Payload: m.Payload, Origin: m.From})
@@ -108,8 +109,18 @@ func (n *Node) stepGone(from transport.From, m *message) error {
 // having told us because we were not yet its neighbour, and our record of having heard from
 // it lately (as a routing-table entry) must not delay finding out. A node that left answers
 // the probe with its leave.
-func (n *Node) refill(hs []Handle) {
+//
+// The hole the leaver left (sides shorter than left and right, their lengths before it was
+// dropped) is filled at once with the nearest candidates, taken at the leaver's word, so that
+// the leaf set is whole again within this one message. Beyond the hole the candidates are
+// gossip like any other, verified before they are added (considerCandidates), and so is the
+// hole while a member placed that way has not answered yet: a hostile node that leaves and
+// comes back again and again places one unproven member at a time, which the probe below
+// soon declares dead.
+func (n *Node) refill(hs []Handle, left, right int) {
 	ver := n.leafVer
+	n.fillVacated(hs, right, true)
+	n.fillVacated(hs, left, false)
 	n.considerCandidates(hs)
 	if n.leafVer == ver {
 		return
@@ -122,6 +133,39 @@ func (n *Node) refill(hs []Handle) {
 		p.probeSeq = n.probe(p.h, false)
 		p.probeAt = n.now.Add(n.cfg.ProbeTimeout)
 		n.leafCheckAt = earlierOf(n.leafCheckAt, p.probeAt)
+	}
+}
+
+// fillVacated adds the candidates nearest to this node on one side of the leaf set (clockwise:
+// the right side) until that side is want members long again.
+func (n *Node) fillVacated(hs []Handle, want int, clockwise bool) {
+	if len(n.filled) > 0 {
+		return
+	}
+	side, dist := func() int { return len(n.leaf.left) }, ccw
+	if clockwise {
+		side, dist = func() int { return len(n.leaf.right) }, ids.Clockwise
+	}
+	for side() < want {
+		var best Handle
+		var bestDist ids.ID
+		for _, h := range hs {
+			if h.ID == n.self.ID || h.ID.IsZero() || h.Addr == "" || n.leaf.Contains(h.ID) ||
+				n.dead.has(h.ID) || n.suspected(h.ID) {
+				continue
+			}
+			if d := dist(n.self.ID, h.ID); best.ID.IsZero() || ids.Less(d, bestDist) {
+				best, bestDist = h, d
+			}
+		}
+		if best.ID.IsZero() {
+			return
+		}
+		n.add(best, 0, false)
+		if !n.leaf.Contains(best.ID) {
+			return
+		}
+		n.filled[best.ID] = struct{}{}
 	}
 }
 

@@ -291,6 +291,7 @@ func (n *Node) declareDead(h Handle) {
 		n.setSuspected(p, false)
 	}
 	delete(n.peers, h.ID)
+	delete(n.filled, h.ID)
 	n.dead.add(h, n.now, n.cfg.MaxDeadRemember)
 	n.events = append(n.events, Event{Kind: EventNodeFailed, Origin: h})
 	if row := n.table.Remove(h.ID); row >= 0 {

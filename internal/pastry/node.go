@@ -48,6 +48,16 @@ type Config struct {
 	HealInterval    time.Duration // periodic re-join through bootstrap and once-dead nodes
 	DeadRetention   time.Duration // how long a dead node is remembered for healing
 	MaxDeadRemember int
+
+	// JoinRequestEvery is how often one sender may have its join (or heal) request routed by
+	// this node, after a burst of JoinRequestBurst; a joiner retries every JoinTimeout. Routed
+	// join and heal messages handed on by one sender are limited to JoinForwardBurst at once
+	// and one per JoinRequestEvery/JoinForwardRate after that (they are many joiners' joins).
+	// Default: JoinTimeout/2, 4, 64 and 16. Refused ones are counted in Stats.RateLimited.
+	JoinRequestEvery time.Duration
+	JoinRequestBurst int
+	JoinForwardBurst int
+	JoinForwardRate  int
 }
 
 // DefaultConfig returns the parameters ePOST shipped with, adjusted where measurement said so.
@@ -112,6 +122,18 @@ func (c *Config) fill() {
 	if c.MaxDeadRemember <= 0 {
 		c.MaxDeadRemember = d.MaxDeadRemember
 	}
+	if c.JoinRequestEvery <= 0 {
+		c.JoinRequestEvery = c.JoinTimeout / 2
+	}
+	if c.JoinRequestBurst <= 0 {
+		c.JoinRequestBurst = 4
+	}
+	if c.JoinForwardBurst <= 0 {
+		c.JoinForwardBurst = 64
+	}
+	if c.JoinForwardRate <= 0 {
+		c.JoinForwardRate = 16
+	}
 }
 
 // Forwarder is the application's Forward upcall: called on every node a routed message passes
@@ -152,10 +174,16 @@ type Outgoing struct {
 
 // Stats are counters for measurement. Dropped counts every routed message given up here;
 // HopLimited counts those of them dropped for reaching MaxHops (a routing loop somewhere).
+// Unverified counts handles learned second-hand and dropped unprobed because too many were
+// being verified (see considerCandidates): a peer gossiping forged handles. RateLimited counts
+// join and heal requests, and routed joins and heals, refused by the per-sender limits
+// (Config.JoinRequestEvery): a peer flooding the ring with joins.
 type Stats struct {
 	Sent, Received, SentBytes, Rejected uint64
 	Rerouted, Dropped                   uint64
 	HopLimited                          uint64
+	Unverified                          uint64
+	RateLimited                         uint64
 }
 
 // HopLimitDrop describes the last routed message dropped at MaxHops, for the log.
@@ -221,6 +249,10 @@ type Node struct {
 	nextHeal     time.Time
 	indirect     []indirectReq        // indirect probes we run for others
 	measured     map[ids.ID]time.Time // candidates probed for RTT, to contest a table slot once
+	verifying    map[ids.ID]time.Time // second-hand handles probed before they are added
+	filled       map[ids.ID]struct{}  // leaf members a leaver named (refill) not heard from yet
+	joinLimit    senderLimit          // join and heal requests per sender
+	forwardLimit senderLimit          // routed joins and heals per sender (the previous hop)
 
 	out    []Outgoing
 	events []Event
@@ -253,7 +285,12 @@ func NewNode(cfg Config, self Handle, rng *rand.Rand, forward Forwarder) *Node {
 		dead:        deadList{byID: make(map[ids.ID]int)},
 		pending:     make(map[uint64]*pendingHop),
 		measured:    make(map[ids.ID]time.Time),
+		verifying:   make(map[ids.ID]time.Time),
+		filled:      make(map[ids.ID]struct{}),
 		joining:     make(map[ids.ID]struct{}),
+		joinLimit:   newSenderLimit(cfg.JoinRequestEvery, cfg.JoinRequestBurst),
+		// A forwarder hands on many joiners' joins: a larger burst, a higher rate.
+		forwardLimit: newSenderLimit(cfg.JoinRequestEvery/time.Duration(cfg.JoinForwardRate), cfg.JoinForwardBurst),
 	}
 }
 
@@ -411,9 +448,18 @@ func (n *Node) Step(now time.Time, from transport.From, frame []byte) error {
 	n.heard(m.From, m.Ready)
 	switch m.Type {
 	case mJoinRequest:
+		if n.phase == phaseReady && !n.joinLimit.allow(m.From.ID, now) {
+			n.stats.RateLimited++
+			return nil
+		}
 		n.onJoinRequest(m)
 	case mRoute:
 		n.send(m.From, &message{Type: mHopAck, Seq: m.Seq})
+		if m.Kind != kindApp && !n.forwardLimit.allow(m.From.ID, now) {
+			// Acknowledged all the same, as at the hop limit.
+			n.stats.RateLimited++
+			return nil
+		}
 		if m.Hops >= MaxHops {
 			// Acknowledged all the same: the sender must not take us for dead and re-route.
 			n.stats.Dropped++
@@ -473,6 +519,12 @@ func (n *Node) leafWithSelf() []Handle {
 func (n *Node) heard(h Handle, ready bool) {
 	if len(n.dead.list) > 0 {
 		n.dead.remove(h.ID)
+	}
+	if len(n.verifying) > 0 {
+		delete(n.verifying, h.ID)
+	}
+	if len(n.filled) > 0 {
+		delete(n.filled, h.ID)
 	}
 	if ready {
 		if len(n.joining) > 0 {
@@ -539,7 +591,17 @@ func (n *Node) leafChanged() {
 
 // considerCandidates adds nodes learned from others; slots already taken are contested by
 // measuring the candidate's RTT (proximity neighbour selection).
+//
+// A ready node takes no one into its leaf set on another node's word: any ring member can
+// gossip handles, and forged ones (ids that are not in the ring, or the gossiper's own address
+// under ids it does not own) would displace honest leaf members, corrupting replica sets and
+// the choice of a key's root. A handle that would enter the leaf set is probed instead; the
+// transport authenticates the id that answers, and the answer (heard) adds it. A joining node
+// still takes its first leaf set as given: its announce verifies each member. The routing
+// table takes gossiped handles as Pastry always did: a forged entry there costs a message one
+// hop timeout before it is routed around, and the entry is probed and dropped (checkTable).
 func (n *Node) considerCandidates(hs []Handle) {
+	budget := n.cfg.LeafSetSize + ids.Base // probes for one message's handles
 	for _, h := range hs {
 		if h.ID == n.self.ID || h.ID.IsZero() || h.Addr == "" {
 			continue
@@ -550,12 +612,44 @@ func (n *Node) considerCandidates(hs []Handle) {
 			n.recheck(h)
 			continue
 		}
+		if n.phase == phaseReady && n.leaf.WouldAdd(h.ID) {
+			if budget > 0 && n.verify(h) {
+				budget--
+			}
+			continue
+		}
 		occ, _, ok := n.table.SlotOccupant(h.ID)
 		n.add(h, 0, false)
 		if ok && occ.ID != h.ID {
 			n.measure(h)
 		}
 	}
+}
+
+// maxVerifying bounds the second-hand handles being verified at once (see considerCandidates),
+// so that gossip cannot make this node dial without limit.
+const maxVerifying = 256
+
+// verify probes a handle learned second-hand, at most once per probe interval per id, and
+// reports whether it sent a probe.
+func (n *Node) verify(h Handle) bool {
+	if at, ok := n.verifying[h.ID]; ok && n.now.Sub(at) < n.cfg.ProbeInterval {
+		return false
+	}
+	if len(n.verifying) >= maxVerifying {
+		for id, at := range n.verifying {
+			if n.now.Sub(at) >= n.cfg.ProbeInterval {
+				delete(n.verifying, id)
+			}
+		}
+		if len(n.verifying) >= maxVerifying {
+			n.stats.Unverified++
+			return false
+		}
+	}
+	n.verifying[h.ID] = n.now
+	n.probe(h, false)
+	return true
 }
 
 // measure probes a candidate for a taken table slot, at most once per table interval, so
