@@ -94,6 +94,10 @@ func printStatus(out io.Writer, st *daemon.Status) {
 	fmt.Fprintf(out, "peers     %d open connections\n", st.Peers)
 	fmt.Fprintf(out, "traffic   in %d frames / %s, out %d frames / %s\n", t.FramesIn, bytesHuman(t.BytesIn), t.FramesOut, bytesHuman(t.BytesOut))
 	fmt.Fprintf(out, "refused   %d handshakes, %d failed dials\n", t.RejectedHandshakes, t.DialFailures)
+	if o := st.Overlay; o.Rejected+o.RateLimited+o.Unverified+t.ProtocolErrors > 0 {
+		fmt.Fprintf(out, "bad input %d frames breaking the wire format, %d overlay messages refused, %d joins rate-limited, %d gossiped nodes not verified\n",
+			t.ProtocolErrors, o.Rejected, o.RateLimited, o.Unverified)
+	}
 	p := st.Past
 	fmt.Fprintf(out, "past      %d objects / %s held (k=%d), trash %d / %s\n", p.Objects, bytesHuman(uint64(max(p.Bytes, 0))),
 		p.Replicas, p.TrashObjects, bytesHuman(uint64(max(p.TrashBytes, 0))))

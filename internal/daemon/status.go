@@ -286,6 +286,11 @@ type OverlayStatus struct {
 	Dropped  uint64 `json:"dropped"`
 	// HopLimited are the dropped messages that reached pastry.MaxHops (a routing loop).
 	HopLimited uint64 `json:"hop_limited"`
+	// RateLimited are join and heal requests (and routed joins) refused by the per-peer limit;
+	// Unverified are gossiped nodes left unprobed because too many were being verified. Either
+	// growing means a peer floods the ring with joins or forged nodes.
+	RateLimited uint64 `json:"rate_limited"`
+	Unverified  uint64 `json:"unverified"`
 }
 
 var phaseNames = []string{"idle", "joining", "announced", "ready", "left"}
@@ -354,7 +359,8 @@ func (n *Node) Status() Status {
 			}
 			st := pn.Stats()
 			s.Overlay = OverlayStatus{Sent: st.Sent, Received: st.Received, Rejected: st.Rejected,
-				Rerouted: st.Rerouted, Dropped: st.Dropped, HopLimited: st.HopLimited}
+				Rerouted: st.Rerouted, Dropped: st.Dropped, HopLimited: st.HopLimited,
+				RateLimited: st.RateLimited, Unverified: st.Unverified}
 		})
 		s.KnownPeers = len(known)
 	}
