@@ -30,6 +30,9 @@ func (s *session) search(tag string, uid bool, a *imapwire.Search) {
 		s.no(tag, "BADCHARSET (UTF-8 US-ASCII)", "Only UTF-8 and US-ASCII searches")
 		return
 	}
+	if !s.checkReturn(tag, a.Return) {
+		return
+	}
 	list, err := v.folder.List()
 	if err != nil {
 		s.storeNo(tag, err)
@@ -100,10 +103,16 @@ func (s *session) search(tag string, uid bool, a *imapwire.Search) {
 	if r.Count {
 		w.Atom("COUNT").Number(uint64(len(nums)))
 	}
+	if r.Partial != nil {
+		s.writePartial(r.Partial, nums)
+	}
 	if usesModSeq && len(nums) > 0 {
 		w.Atom("MODSEQ").Number(highest)
 	}
 	w.End()
+	if r.Update {
+		s.startContext(tag, uid, a.Key, matched)
+	}
 	s.sync(false)
 	s.ok(tag, "SEARCH completed")
 }

@@ -57,6 +57,7 @@ func (s *session) removeFromView(idx []int) {
 	if len(idx) == 0 {
 		return
 	}
+	s.contextsExpunge(idx)
 	if s.qresync() {
 		nums := make([]uint32, len(idx))
 		for k, i := range idx {
@@ -317,6 +318,7 @@ func (s *session) sync(allowExpunge bool) {
 	}
 	v.modSeq = st.HighestModSeq
 	clear(v.own)
+	s.updateContexts()
 }
 
 func (s *session) writeFlagList(flags []imap.Flag) {
@@ -371,6 +373,8 @@ func (s *session) selectedCommand(cmd *imapwire.Command) bool {
 		s.sortCmd(tag, cmd.UID, cmd.Args.(*imapwire.Sort))
 	case "THREAD":
 		s.threadCmd(tag, cmd.UID, cmd.Args.(*imapwire.Thread))
+	case "CANCELUPDATE":
+		s.cancelUpdate(tag, cmd.Args.(*imapwire.CancelUpdate))
 	default:
 		return false
 	}

@@ -8,7 +8,8 @@
 // (LIST-EXTENDED, LIST-STATUS, SPECIAL-USE), STATUS, APPEND (UIDPLUS); SELECT, EXAMINE, CHECK,
 // CLOSE, UNSELECT, EXPUNGE and UID EXPUNGE, STORE, COPY and MOVE (COPYUID), IDLE, FETCH (flags,
 // dates, sizes, MODSEQ, ENVELOPE, BODY, BODYSTRUCTURE, body sections by part with MIME, HEADER,
-// TEXT and HEADER.FIELDS[.NOT], BINARY and BINARY.SIZE), SEARCH (ESEARCH, SEARCHRES), SORT
+// TEXT and HEADER.FIELDS[.NOT], BINARY and BINARY.SIZE), SEARCH (ESEARCH, SEARCHRES,
+// CONTEXT=SEARCH: UPDATE, CANCELUPDATE and PARTIAL, context.go), SORT
 // (SORT=DISPLAY, ESORT), THREAD (ORDEREDSUBJECT, REFERENCES), CONDSTORE and QRESYNC (RFC 7162),
 // COMPRESS=DEFLATE, MULTIAPPEND, CATENATE (TEXT and URLs of the user's own messages), QUOTA
 // (RFC 9208: STORAGE and MESSAGE, GETQUOTA, GETQUOTAROOT, STATUS DELETED-STORAGE, quota.go).
@@ -16,7 +17,7 @@
 // A client's view changes only through the EXPUNGE (or, with QRESYNC, VANISHED) and EXISTS
 // responses it is sent; every keyword is announced in FLAGS before a response shows it.
 //
-// Not yet: CONTEXT=SEARCH, NOTIFY. The
+// Not yet: NOTIFY. The
 // conformance ratchet in test/imap runs against both engines and lists what each lacks.
 //
 // Concurrency: one goroutine per connection reads a command, runs it and writes its answer

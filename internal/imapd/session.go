@@ -43,8 +43,9 @@ type session struct {
 	compressed bool // COMPRESS DEFLATE is on
 	user       string
 	store      mailbox.Store
-	sel        *view           // the selected mailbox, nil unless state == selected
-	enabled    map[string]bool // ENABLEd capabilities (upper case)
+	sel        *view            // the selected mailbox, nil unless state == selected
+	enabled    map[string]bool  // ENABLEd capabilities (upper case)
+	contexts   []*searchContext // SEARCH RETURN (UPDATE) contexts (context.go)
 }
 
 func newSession(srv *Server, raw, conn net.Conn, isTLS bool) *session {
@@ -102,7 +103,7 @@ func (s *session) capabilities() []string {
 		}
 		return caps
 	}
-	caps = append(caps, "NAMESPACE", "IDLE", "MULTIAPPEND", "CATENATE", "COMPRESS=DEFLATE", "CONDSTORE", "QRESYNC", "UIDPLUS", "MOVE", "UNSELECT", "ESEARCH", "SEARCHRES", "SORT", "SORT=DISPLAY", "ESORT", "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES", "LIST-EXTENDED", "LIST-STATUS", "SPECIAL-USE", "CREATE-SPECIAL-USE", "UTF8=ACCEPT",
+	caps = append(caps, "NAMESPACE", "IDLE", "MULTIAPPEND", "CATENATE", "COMPRESS=DEFLATE", "CONDSTORE", "QRESYNC", "UIDPLUS", "MOVE", "UNSELECT", "ESEARCH", "SEARCHRES", "CONTEXT=SEARCH", "SORT", "SORT=DISPLAY", "ESORT", "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES", "LIST-EXTENDED", "LIST-STATUS", "SPECIAL-USE", "CREATE-SPECIAL-USE", "UTF8=ACCEPT",
 		"APPENDLIMIT="+strconv.FormatInt(s.srv.cfg.AppendLimit, 10))
 	return append(caps, s.quotaCaps()...)
 }
@@ -239,7 +240,7 @@ func (s *session) dispatch(cmd *imapwire.Command) {
 		s.idle(tag)
 	case "APPEND":
 		s.appendMsg(tag, cmd.Args.(*imapwire.Append))
-	case "CHECK", "CLOSE", "UNSELECT", "EXPUNGE", "STORE", "FETCH", "COPY", "MOVE", "SEARCH", "SORT", "THREAD":
+	case "CHECK", "CLOSE", "UNSELECT", "EXPUNGE", "STORE", "FETCH", "COPY", "MOVE", "SEARCH", "SORT", "THREAD", "CANCELUPDATE":
 		if s.state != selected {
 			s.bad(tag, "No mailbox selected")
 			return

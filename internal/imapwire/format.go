@@ -266,6 +266,10 @@ func (f *formatter) args(c *Command) {
 		f.word(a.Algorithm)
 		f.word(f.charset(a.Charset))
 		f.program(a.Key)
+	case *CancelUpdate:
+		for _, t := range a.Tags {
+			f.word(`"` + t + `"`) // tags need no quoting (isTagString)
+		}
 	case *GetQuota:
 		f.astr(a.Root)
 	case *GetQuotaRoot:

@@ -177,6 +177,8 @@ func (r *Reader) parseCommand(cmd *Command) {
 		cmd.Args = r.parseSetQuota()
 	case "NOTIFY":
 		cmd.Args = r.parseNotify()
+	case "CANCELUPDATE":
+		cmd.Args = r.parseCancelUpdate()
 	default:
 		r.cmd = ""
 		r.failMsg(BAD, "", ErrUnknownCommand, "unknown command %s", name)

@@ -417,8 +417,7 @@ func TestConformanceRatchet(t *testing.T) {
 
 // ownEngineBroken is what the node's own engine (internal/imapd, issue 15) does not do yet.
 var ownEngineBroken = map[string]string{
-	"capability-CONTEXT=SEARCH": "not offered",
-	"capability-NOTIFY":         "not offered",
+	"capability-NOTIFY": "not offered",
 }
 
 // TestConformanceRatchetOwnEngine runs the same cases on internal/imapd.

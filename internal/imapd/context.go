@@ -1,0 +1,228 @@
+package imapd
+
+import (
+	"slices"
+	"strconv"
+
+	"epost/internal/imapwire"
+	"epost/internal/mailbox"
+
+	"github.com/emersion/go-imap/v2"
+)
+
+// CONTEXT=SEARCH (RFC 5267 section 4) and PARTIAL (RFC 5267 section 4.4, RFC 9394).
+//
+// SEARCH RETURN (UPDATE) makes the search a live context: the session keeps the set of
+// matching messages and, whenever it brings the client up to date (sync, and IDLE and NOTIFY
+// through it), tells the client how the set changed in ESEARCH responses with ADDTO and
+// REMOVEFROM (section 4.3). Positions are always 0, which SEARCH results may use (sections
+// 4.3.3 and 4.3.4), and the updates are in mailbox order. A REMOVEFROM for expunged messages is
+// sent before their EXPUNGE (or VANISHED), an ADDTO for new ones after their EXISTS, so the
+// message numbers in them are valid when read. UPDATE has no interaction with the other return
+// options (section 4.3): updates are about the whole set, whatever MIN, MAX, COUNT or PARTIAL
+// asked for. A context ends with CANCELUPDATE or when the mailbox is no longer selected.
+//
+// CONTEXT is a hint this server does not need (section 4.2): searches are not cached.
+
+// maxContexts bounds the live contexts of a session; one more is refused with NOUPDATE
+// (section 4.3.1: at least one must be offered).
+const maxContexts = 16
+
+// searchContext is one live SEARCH RETURN (UPDATE).
+type searchContext struct {
+	tag    string
+	uid    bool
+	key    *imapwire.SearchKey
+	view   *view             // the selection it belongs to: it dies with it
+	result map[imap.UID]bool // the matching messages, as the client knows them
+	modSeq uint64            // messages changed at or below it have been evaluated
+	full   bool              // the key's result can change without a change of the message
+}
+
+// volatileKeys are the search keys whose result can change without a change to the message:
+// sequence numbers shift with expunges, "$" with SEARCH RETURN (SAVE), YOUNGER and OLDER with
+// time. A context with one is evaluated afresh over every message on each update.
+var volatileKeys = []string{"SEQSET", "YOUNGER", "OLDER"}
+
+func usesVolatile(k *imapwire.SearchKey) bool {
+	if k == nil {
+		return false
+	}
+	if slices.Contains(volatileKeys, k.Op) || k.Op == "UID" && k.Seq.Saved {
+		return true
+	}
+	return slices.ContainsFunc(k.Sub, usesVolatile)
+}
+
+// checkReturn refuses return options that cannot be served: more than one of PARTIAL and ALL
+// (section 4.4), UPDATE with a tag an updating context already uses (section 4.3: BAD). It
+// answers and reports false when it refuses.
+func (s *session) checkReturn(tag string, r *imapwire.Return) bool {
+	if r == nil {
+		return true
+	}
+	if r.Partial != nil && r.All {
+		s.bad(tag, "PARTIAL and ALL cannot be asked for together (RFC 5267 section 4.4)")
+		return false
+	}
+	if r.Update && slices.ContainsFunc(s.liveContexts(), func(c *searchContext) bool { return c.tag == tag }) {
+		s.bad(tag, "Tag reuse: a search with this tag is still sending updates (RFC 5267 section 4.3)")
+		return false
+	}
+	return true
+}
+
+// liveContexts drops the contexts of an earlier selection and returns the rest.
+func (s *session) liveContexts() []*searchContext {
+	s.contexts = slices.DeleteFunc(s.contexts, func(c *searchContext) bool { return c.view != s.sel || s.sel == nil })
+	return s.contexts
+}
+
+// writePartial adds "PARTIAL (low:high set)" to an ESEARCH response being written: the
+// results at positions low to high, 1 the first (section 4.4); with RFC 9394's negative
+// ranges, -1 the last. The range goes back as given; NIL when no result is in it.
+func (s *session) writePartial(p *imapwire.PartialRange, nums []uint32) {
+	lo, hi := p.Low, p.High
+	if lo > hi {
+		lo, hi = hi, lo // 500:400 is 400:500
+	}
+	n := int64(len(nums))
+	if lo < 0 {
+		lo, hi = n+1+lo, n+1+hi
+	}
+	lo, hi = max(lo, 1), min(hi, n)
+	rng := formatInt(p.Low) + ":" + formatInt(p.High)
+	s.w.Atom("PARTIAL").Open().Atom(rng)
+	if lo > hi {
+		s.w.NIL()
+	} else {
+		s.w.Atom(compress(nums[lo-1 : hi]))
+	}
+	s.w.Close()
+}
+
+// startContext makes a SEARCH RETURN (UPDATE) live with the messages it found, or refuses with
+// an untagged NO [NOUPDATE "tag"] when the session has too many (section 4.3.1); the search
+// itself is answered either way.
+func (s *session) startContext(tag string, uid bool, key *imapwire.SearchKey, matched []imap.UID) {
+	if len(s.liveContexts()) >= maxContexts {
+		s.w.StartUntagged().Atom("NO").Code("NOUPDATE", quoteTag(tag)).Text("Too many searches are sending updates; CANCELUPDATE one").End()
+		return
+	}
+	c := &searchContext{tag: tag, uid: uid, key: key, view: s.sel, result: map[imap.UID]bool{}, modSeq: s.sel.modSeq, full: usesVolatile(key)}
+	for _, u := range matched {
+		c.result[u] = true
+	}
+	s.contexts = append(s.contexts, c)
+}
+
+// cancelUpdate is CANCELUPDATE (section 4.3.5). Naming a tag that has no context is not an
+// error: the client's wish, no updates for it, holds.
+func (s *session) cancelUpdate(tag string, a *imapwire.CancelUpdate) {
+	s.contexts = slices.DeleteFunc(s.liveContexts(), func(c *searchContext) bool { return slices.Contains(a.Tags, c.tag) })
+	s.ok(tag, "CANCELUPDATE completed")
+}
+
+// contextsExpunge writes REMOVEFROM for the matching messages among those at view indexes idx,
+// which are about to be expunged from the view: before the EXPUNGE, while their numbers are
+// still valid (section 4.3.4).
+func (s *session) contextsExpunge(idx []int) {
+	v := s.sel
+	for _, c := range s.liveContexts() {
+		var nums []uint32
+		for _, i := range idx {
+			u := v.uids[i]
+			if !c.result[u] {
+				continue
+			}
+			delete(c.result, u)
+			if c.uid {
+				nums = append(nums, uint32(u))
+			} else {
+				nums = append(nums, uint32(i+1))
+			}
+		}
+		if len(nums) > 0 {
+			s.writeUpdate(c, "REMOVEFROM", nums)
+		}
+	}
+}
+
+// updateContexts re-evaluates each live context over the messages changed since it last did
+// (every message, for a volatile key) and writes what left and joined its result: REMOVEFROM
+// then ADDTO, in one ESEARCH. sync calls it after the EXISTS for new messages.
+func (s *session) updateContexts() {
+	v := s.sel
+	if v == nil || len(s.liveContexts()) == 0 {
+		return
+	}
+	var byUID map[imap.UID]*mailbox.Summary
+	for _, c := range s.contexts {
+		if !c.full && c.modSeq >= v.modSeq {
+			continue
+		}
+		if byUID == nil {
+			list, err := v.folder.List()
+			if err != nil {
+				return
+			}
+			byUID = make(map[imap.UID]*mailbox.Summary, len(list))
+			for i := range list {
+				byUID[list[i].UID] = &list[i]
+			}
+		}
+		var added, removed []uint32
+		for i, u := range v.uids {
+			m := byUID[u]
+			if m == nil || !c.full && m.ModSeq <= c.modSeq {
+				continue // expunged elsewhere and not yet reported, or unchanged
+			}
+			cand := &candidate{s: s, seq: uint32(i + 1), sum: m}
+			now := cand.match(c.key)
+			if now == c.result[u] {
+				continue
+			}
+			n := uint32(i + 1)
+			if c.uid {
+				n = uint32(u)
+			}
+			if now {
+				c.result[u] = true
+				added = append(added, n)
+			} else {
+				delete(c.result, u)
+				removed = append(removed, n)
+			}
+		}
+		c.modSeq = v.modSeq
+		if len(added)+len(removed) == 0 {
+			continue
+		}
+		w := s.w.StartUntagged().Atom("ESEARCH").Open().Atom("TAG").String(c.tag).Close()
+		if c.uid {
+			w.Atom("UID")
+		}
+		if len(removed) > 0 {
+			w.Atom("REMOVEFROM").Open().Number(0).Atom(compress(removed)).Close()
+		}
+		if len(added) > 0 {
+			w.Atom("ADDTO").Open().Number(0).Atom(compress(added)).Close()
+		}
+		w.End()
+	}
+}
+
+// writeUpdate writes "* ESEARCH (TAG "t") [UID] what (0 set)".
+func (s *session) writeUpdate(c *searchContext, what string, nums []uint32) {
+	slices.Sort(nums)
+	w := s.w.StartUntagged().Atom("ESEARCH").Open().Atom("TAG").String(c.tag).Close()
+	if c.uid {
+		w.Atom("UID")
+	}
+	w.Atom(what).Open().Number(0).Atom(compress(nums)).Close().End()
+}
+
+// quoteTag writes a tag as the quoted string of a response code; a tag never needs escapes.
+func quoteTag(tag string) string { return `"` + tag + `"` }
+
+func formatInt(n int64) string { return strconv.FormatInt(n, 10) }
