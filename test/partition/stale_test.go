@@ -1,11 +1,14 @@
 package partition
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -80,6 +83,14 @@ func TestStaleDisk(t *testing.T) {
 	}
 	time.Sleep(time.Until(downAt.Add(*flagStale)))
 
+	changed, err := changedFiles(snap, dn.Dir)
+	if err != nil {
+		t.Fatalf("comparing the copy with %s: %v", dn.Dir, err)
+	}
+	if len(changed) == 0 {
+		t.Fatalf("seed %d: %s's directory is as it was when copied: the restored disk would not be stale", r.seed, dn.Name)
+	}
+	t.Logf("%d files of %s changed since the copy (the restore rolls them back): %s", len(changed), dn.Name, strings.Join(changed[:min(len(changed), 12)], " "))
 	if err := os.RemoveAll(dn.Dir); err != nil {
 		t.Fatal(err)
 	}
@@ -178,6 +189,48 @@ func copyTree(src, dst string) error {
 		}
 		return nil
 	})
+}
+
+// changedFiles lists the regular files (relative paths) that differ between the trees old and
+// cur: added, removed, or with other contents.
+func changedFiles(old, cur string) ([]string, error) {
+	files := func(root string) (map[string][]byte, error) {
+		m := map[string][]byte{}
+		err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+			if err != nil || !d.Type().IsRegular() {
+				return err
+			}
+			b, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			rel, _ := filepath.Rel(root, p)
+			m[rel] = b
+			return nil
+		})
+		return m, err
+	}
+	a, err := files(old)
+	if err != nil {
+		return nil, err
+	}
+	b, err := files(cur)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for p, x := range b {
+		if y, ok := a[p]; !ok || !bytes.Equal(x, y) {
+			out = append(out, p)
+		}
+	}
+	for p := range a {
+		if _, ok := b[p]; !ok {
+			out = append(out, p+" (removed)")
+		}
+	}
+	slices.Sort(out)
+	return out, nil
 }
 
 func copyFile(src, dst string, mode fs.FileMode) error {
