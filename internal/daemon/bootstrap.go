@@ -26,23 +26,45 @@ type addrBook struct {
 type addrEntry struct {
 	id   ids.ID
 	seen time.Time
+	// proven: this node dialed addr and the id answered there (a probe). An entry learned from
+	// a peer's hello (the address it advertises, which nothing checks) never replaces a
+	// proven one while that is fresh: a hostile member could otherwise advertise a bootstrap
+	// node's address and make this node's joins and heals to it fail.
+	proven bool
 }
 
 // addrTTL bounds how long an address is believed to belong to an id without hearing from it.
 const addrTTL = 10 * time.Minute
 
+// proofHold is how long a proven entry not heard from keeps other ids' claims off its
+// address (the proven node's own frames keep it fresh); after that a node that really moved
+// there (a new id at the old address) is learned from its hello again.
+const proofHold = time.Minute
+
 func newAddrBook() *addrBook { return &addrBook{byAddr: make(map[string]addrEntry)} }
 
-func (b *addrBook) learn(addr string, id ids.ID) {
+// learn records that id claims addr (a peer's hello); see learnProven for what a dial showed.
+func (b *addrBook) learn(addr string, id ids.ID) { b.record(addr, id, false) }
+
+// learnProven records that a dial to addr found id there.
+func (b *addrBook) learnProven(addr string, id ids.ID) { b.record(addr, id, true) }
+
+func (b *addrBook) record(addr string, id ids.ID, proven bool) {
 	if addr == "" || id.IsZero() {
 		return
 	}
 	now := time.Now()
 	b.mu.Lock()
-	if e, ok := b.byAddr[addr]; !ok || e.id != id || now.Sub(e.seen) > time.Second {
-		b.byAddr[addr] = addrEntry{id: id, seen: now}
+	defer b.mu.Unlock()
+	e, ok := b.byAddr[addr]
+	fresh := ok && now.Sub(e.seen) <= addrTTL
+	switch {
+	case fresh && e.proven && !proven && e.id != id && now.Sub(e.seen) <= proofHold:
+		return // a claim against what a dial showed, while the proven node is still heard
+	case fresh && e.id == id && now.Sub(e.seen) <= time.Second && (e.proven || !proven):
+		return
 	}
-	b.mu.Unlock()
+	b.byAddr[addr] = addrEntry{id: id, seen: now, proven: proven || (fresh && e.proven && e.id == id)}
 }
 
 func (b *addrBook) lookup(addr string) (ids.ID, bool) {
@@ -141,7 +163,7 @@ func (r *resolvingTransport) resolve(addr string) {
 	}
 	delete(r.pending, addr)
 	r.mu.Unlock()
-	r.book.learn(addr, id)
+	r.book.learnProven(addr, id)
 	if err := r.send(id, addr, frame); err != nil {
 		r.log.Debug("send after resolve failed", "addr", addr, "peer", id.Short(), "err", err)
 	}
@@ -262,7 +284,7 @@ func (n *Node) join(self string) {
 		var up []string
 		for _, r := range results {
 			if r.err == nil {
-				n.book.learn(r.c.addr, r.id)
+				n.book.learnProven(r.c.addr, r.id)
 				up = append(up, r.c.addr)
 			}
 		}

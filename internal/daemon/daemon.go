@@ -464,8 +464,13 @@ func (n *Node) newDriver(seed uint64) *pastry.Driver {
 		n.onEvent(e)
 		n.queue.push(a, e)
 	}
+	rejects := newLogLimiter(time.Minute)
 	drv.OnReject = func(from transport.From, err error) {
-		n.log.Warn("pastry: refused frame", "peer", from.ID.Short(), "addr", from.Addr, "err", err)
+		// A hostile member can send refused frames without end: one line per peer a minute,
+		// with the count of those not logged (status counts them all).
+		if skipped, ok := rejects.allow(from.ID.Short(), time.Now()); ok {
+			n.log.Warn("pastry: refused frame", "peer", from.ID.Short(), "addr", from.Addr, "err", err, "not_logged_since", skipped)
+		}
 	}
 	drv.OnSendError = func(to pastry.Handle, err error) {
 		n.log.Debug("pastry: send failed", "peer", to.ID.Short(), "addr", to.Addr, "err", err)
