@@ -53,6 +53,7 @@ func (s *session) create(tag string, a *imapwire.Create) {
 		s.storeNo(tag, err)
 		return
 	}
+	s.mailboxesChanged(mailboxEvent{kind: "MailboxName", name: canonical(name)})
 	s.ok(tag, "CREATE completed")
 }
 
@@ -66,6 +67,7 @@ func (s *session) delete(tag, name string) {
 		s.storeNo(tag, err)
 		return
 	}
+	s.mailboxesChanged(mailboxEvent{kind: "MailboxName", name: name})
 	s.ok(tag, "DELETE completed")
 }
 
@@ -74,6 +76,7 @@ func (s *session) rename(tag, from, to string) {
 		s.storeNo(tag, err)
 		return
 	}
+	s.renamed(canonical(from), canonical(to))
 	s.ok(tag, "RENAME completed")
 }
 
@@ -82,6 +85,7 @@ func (s *session) subscribe(tag, name string, on bool) {
 		s.storeNo(tag, err)
 		return
 	}
+	s.mailboxesChanged(mailboxEvent{kind: "SubscriptionChange", name: canonical(name)})
 	if on {
 		s.ok(tag, "SUBSCRIBE completed")
 	} else {

@@ -17,8 +17,8 @@
 // A client's view changes only through the EXPUNGE (or, with QRESYNC, VANISHED) and EXISTS
 // responses it is sent; every keyword is announced in FLAGS before a response shows it.
 //
-// Not yet: NOTIFY. The
-// conformance ratchet in test/imap runs against both engines and lists what each lacks.
+// NOTIFY (RFC 5465, notify.go): the selected mailbox, other mailboxes' STATUS, MailboxName
+// and SubscriptionChange. The conformance ratchet in test/imap runs against both engines.
 //
 // Concurrency: one goroutine per connection reads a command, runs it and writes its answer
 // (IDLE reads its DONE on a second goroutine, writing stays on the first); sessions share only
@@ -74,6 +74,7 @@ type Server struct {
 	wg      sync.WaitGroup
 	perAddr *connlimit.PerAddr
 	refused atomic.Uint64
+	notify  notifyHub // the NOTIFY sessions, by user (notify.go)
 }
 
 // ConnStats returns the connection counters.

@@ -46,6 +46,7 @@ type session struct {
 	sel        *view            // the selected mailbox, nil unless state == selected
 	enabled    map[string]bool  // ENABLEd capabilities (upper case)
 	contexts   []*searchContext // SEARCH RETURN (UPDATE) contexts (context.go)
+	notify     *notifyState     // NOTIFY (notify.go); nil before the first
 }
 
 func newSession(srv *Server, raw, conn net.Conn, isTLS bool) *session {
@@ -103,12 +104,13 @@ func (s *session) capabilities() []string {
 		}
 		return caps
 	}
-	caps = append(caps, "NAMESPACE", "IDLE", "MULTIAPPEND", "CATENATE", "COMPRESS=DEFLATE", "CONDSTORE", "QRESYNC", "UIDPLUS", "MOVE", "UNSELECT", "ESEARCH", "SEARCHRES", "CONTEXT=SEARCH", "SORT", "SORT=DISPLAY", "ESORT", "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES", "LIST-EXTENDED", "LIST-STATUS", "SPECIAL-USE", "CREATE-SPECIAL-USE", "UTF8=ACCEPT",
+	caps = append(caps, "NAMESPACE", "IDLE", "MULTIAPPEND", "CATENATE", "COMPRESS=DEFLATE", "CONDSTORE", "QRESYNC", "UIDPLUS", "MOVE", "UNSELECT", "ESEARCH", "SEARCHRES", "CONTEXT=SEARCH", "SORT", "SORT=DISPLAY", "ESORT", "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES", "NOTIFY", "LIST-EXTENDED", "LIST-STATUS", "SPECIAL-USE", "CREATE-SPECIAL-USE", "UTF8=ACCEPT",
 		"APPENDLIMIT="+strconv.FormatInt(s.srv.cfg.AppendLimit, 10))
 	return append(caps, s.quotaCaps()...)
 }
 
 func (s *session) run() {
+	defer s.endNotify()
 	s.w.StartUntagged().Atom("OK").Code("CAPABILITY", s.capabilities()...).Text("epost IMAP ready").End()
 	if s.w.Flush() != nil {
 		return
@@ -119,7 +121,7 @@ func (s *session) run() {
 			timeout = s.srv.cfg.IdleTimeout
 		}
 		s.conn.SetReadDeadline(time.Now().Add(timeout))
-		cmd, err := s.r.ReadCommand()
+		cmd, err := s.readCommand()
 		if err != nil {
 			var we *imapwire.Error
 			switch {
@@ -267,6 +269,8 @@ func (s *session) dispatch(cmd *imapwire.Command) {
 	case "STATUS":
 		a := cmd.Args.(*imapwire.Status)
 		s.status(tag, a.Mailbox, a.Items)
+	case "NOTIFY":
+		s.notifyCmd(tag, cmd.Args.(*imapwire.Notify))
 	case "GETQUOTAROOT":
 		s.getQuotaRoot(tag, cmd.Args.(*imapwire.GetQuotaRoot))
 	case "GETQUOTA":
@@ -433,12 +437,19 @@ func (s *session) idle(tag string) {
 	}()
 	for {
 		var watch <-chan struct{}
-		if s.sel != nil {
+		if s.sel != nil && s.selectedWanted() {
 			watch = s.sel.watch
 		}
 		select {
 		case <-watch:
-			s.sync(true)
+			s.syncSelected(true)
+			if s.w.Flush() != nil {
+				<-done
+				s.state = loggedOut
+				return
+			}
+		case <-s.notifyWake():
+			s.notifyOthers()
 			if s.w.Flush() != nil {
 				<-done
 				s.state = loggedOut
