@@ -3,7 +3,10 @@
 // users mail each other (issue 16, "real partitions between hosts"). A crashed process is
 // not a partition: here every node keeps running, sees its peers go silent (packets vanish,
 // dials time out) and must find them again when the links return, with nothing that got a 250
-// lost or filed twice and no user's folder log forked.
+// lost or filed twice and no user's folder log forked. The same harness also kills nodes:
+// TestKillMinority kills and restarts a changing minority of the ring with SIGKILL, and
+// TestStaleDisk brings two users' nodes back after a long absence, one of them from a copy
+// of its disk older than its kill.
 //
 // The harness needs root and iproute2 ("ip netns"); elsewhere the tests skip and say so. It
 // makes one namespace per node (10.77.S.N/24), one for the bridge, and a veth from the test's
