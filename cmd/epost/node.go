@@ -75,8 +75,6 @@ func nodeRun(args []string, stderr io.Writer) error {
 	fs.IntVar(&limits.Login.ClientLockAfter, "login-lock-addr-after", 0, "lock a client address after this many recent wrong passwords, across user names (0: 20; -1: never)")
 	fs.IntVar(&limits.PasswordChecks, "password-checks", 0, "password checks (64 MiB of memory each) run at once (0: 1)")
 	fs.IntVar(&limits.MaxPeerConns, "max-peer-conns", 0, "bound on inbound node-to-node connections, handshakes included (0: 1024)")
-	imapEngine := fs.String("imap-engine", "imapd", "IMAP protocol engine: imapd (the node's own), or go-imap (the earlier engine, kept for comparison)")
-	hiddenRunFlags["imap-engine"] = true
 	fs.DurationVar(&limits.Login.LockFor, "login-lock-for", 0, "a login lock lasts this long after the last wrong password (0: 15m)")
 	fs.DurationVar(&limits.PasswordWait, "password-wait", 0, "a login waits at most this long for a password check slot, then is told to try later (0: 30s)")
 	var handOffWait, custodyTimeout time.Duration
@@ -162,7 +160,7 @@ func nodeRun(args []string, stderr io.Writer) error {
 	n, err := daemon.Open(daemon.Options{Dir: *dir, Logger: log, Timers: t, Advertise: *advertise, Seed: *seed, ImplicitTLS: tlsAddrs,
 		GlobalListen: *globalListen, GlobalAdvertise: *globalAdvertise, GlobalBootstrap: globalBootstrap, Resolver: *resolver,
 		OutboundPort: *outboundPort, MX: *mx, MXHostname: *mxHostname, MXCert: *mxCert, MXKey: *mxKey, QueueBackoff: queueBackoff,
-		HandOffWait: handOffWait, CustodyTimeout: custodyTimeout, MailLimits: limits, IMAPEngine: *imapEngine})
+		HandOffWait: handOffWait, CustodyTimeout: custodyTimeout, MailLimits: limits})
 	if err != nil {
 		return err
 	}

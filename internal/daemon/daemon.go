@@ -181,9 +181,6 @@ type Options struct {
 	// MailLimits bound the IMAP, SMTP and POP3 servers' connections (zero: each server's
 	// default).
 	MailLimits MailLimits
-	// IMAPEngine chooses the IMAP protocol engine: "imapd" (default), the node's own
-	// (internal/imapd), or "go-imap" (internal/imapserver, kept for comparison).
-	IMAPEngine string
 }
 
 // MailLimits are connection bounds applied to each of the node's mail servers: in total and

@@ -11,7 +11,6 @@ import (
 	"epost/internal/connlimit"
 	"epost/internal/identity"
 	"epost/internal/imapd"
-	"epost/internal/imapserver"
 	"epost/internal/mailbox"
 	"epost/internal/pop3server"
 	"epost/internal/smtpserver"
@@ -41,8 +40,7 @@ type mailServers struct {
 	tlsAddrs MailAddrs // implicit-TLS listeners
 }
 
-// imapService is an IMAP server: go-imap's engine (internal/imapserver) or the node's own
-// (internal/imapd, issue 15).
+// imapService is what the node needs of its IMAP server (internal/imapd).
 type imapService interface {
 	Serve(net.Listener) error
 	ServeTLS(net.Listener) error
@@ -90,18 +88,8 @@ func (n *Node) startMail() error {
 		if err != nil {
 			return fail(err)
 		}
-		var s imapService
-		switch n.opts.IMAPEngine {
-		case "", "imapd":
-			s, err = imapd.New(imapd.Config{Auth: auth, TLS: tlsCfg, Logger: n.log, Version: "epost",
-				MaxConns: n.opts.MailLimits.MaxConns, MaxConnsPerAddr: n.opts.MailLimits.MaxConnsPerAddr})
-		case "go-imap":
-			n.log.Warn("IMAP served by the go-imap engine (internal/imapserver), kept for comparison; the default is the node's own engine")
-			s, err = imapserver.New(imapserver.Config{Auth: auth, TLS: tlsCfg, Logger: n.log, Version: "epost",
-				MaxConns: n.opts.MailLimits.MaxConns, MaxConnsPerAddr: n.opts.MailLimits.MaxConnsPerAddr})
-		default:
-			err = fmt.Errorf("--imap-engine %q: want imapd or go-imap", n.opts.IMAPEngine)
-		}
+		s, err := imapd.New(imapd.Config{Auth: auth, TLS: tlsCfg, Logger: n.log, Version: "epost",
+			MaxConns: n.opts.MailLimits.MaxConns, MaxConnsPerAddr: n.opts.MailLimits.MaxConnsPerAddr})
 		if err != nil {
 			ln.Close()
 			return fail(err)

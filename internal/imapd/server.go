@@ -1,7 +1,6 @@
-// Package imapd is the node's own IMAP protocol engine (issue 15), replacing go-imap v2's: the
-// connection loop and session state machine on top of internal/imapwire (the strict parser and
-// response writer) and mailbox.Store. A node serves it with "node run --imap-engine imapd"
-// (experimental); internal/imapserver, on go-imap v2, is still the default.
+// Package imapd is the node's own IMAP protocol engine (issue 15), which replaced go-imap v2's
+// server: the connection loop and session state machine on top of internal/imapwire (the
+// strict parser and response writer) and mailbox.Store. Every node serves it.
 //
 // Commands: CAPABILITY, NOOP, LOGOUT, STARTTLS, LOGIN, AUTHENTICATE PLAIN (SASL-IR), ENABLE, ID,
 // NAMESPACE; CREATE (CREATE-SPECIAL-USE), DELETE, RENAME, SUBSCRIBE, UNSUBSCRIBE, LIST and LSUB
@@ -18,7 +17,7 @@
 // responses it is sent; every keyword is announced in FLAGS before a response shows it.
 //
 // NOTIFY (RFC 5465, notify.go): the selected mailbox, other mailboxes' STATUS, MailboxName
-// and SubscriptionChange. The conformance ratchet in test/imap runs against both engines.
+// and SubscriptionChange. The conformance ratchet in test/imap holds its behaviour.
 //
 // Concurrency: one goroutine per connection reads a command, runs it and writes its answer
 // (IDLE reads its DONE on a second goroutine, writing stays on the first); sessions share only

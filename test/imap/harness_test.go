@@ -22,7 +22,6 @@ import (
 	"time"
 
 	"epost/internal/imapd"
-	"epost/internal/imapserver"
 	"epost/internal/mailbox"
 )
 
@@ -45,27 +44,18 @@ type testServer struct {
 	srv   imapService
 }
 
-// serverConfig is the engines' common configuration (internal/imapd's; go-imap's has the
-// same fields).
+// serverConfig is the engine's configuration.
 type serverConfig = imapd.Config
 
-// engines are the IMAP engines a node can serve: internal/imapd (the default) and the
-// go-imap engine kept for comparison (node run --imap-engine go-imap).
-var engines = []string{"imapd", "go-imap"}
+// engines are the IMAP engines a node can serve: internal/imapd (the go-imap engine it served
+// before is gone).
+var engines = []string{"imapd"}
 
 // forEngines runs f once per engine, as subtests.
 func forEngines(t *testing.T, f func(t *testing.T, engine string)) {
 	for _, e := range engines {
 		t.Run(e, func(t *testing.T) { f(t, e) })
 	}
-}
-
-// startServer starts the go-imap engine (internal/imapserver).
-func startServer(tb testing.TB, cfg imapserver.Config, useTLS bool) *testServer {
-	tb.Helper()
-	return start(tb, "go-imap", serverConfig{TLS: cfg.TLS, AllowPlaintextAuth: cfg.AllowPlaintextAuth,
-		AppendLimit: int64(cfg.AppendLimit), CommandTimeout: cfg.CommandTimeout, IdleTimeout: cfg.IdleTimeout,
-		Logger: cfg.Logger, MaxConns: cfg.MaxConns, MaxConnsPerAddr: cfg.MaxConnsPerAddr}, useTLS)
 }
 
 // start starts engine with cfg on loopback, with one user.
@@ -88,10 +78,6 @@ func start(tb testing.TB, engine string, cfg serverConfig, useTLS bool) *testSer
 	switch engine {
 	case "imapd":
 		srv, err = imapd.New(cfg)
-	case "go-imap":
-		srv, err = imapserver.New(imapserver.Config{Auth: cfg.Auth, TLS: cfg.TLS, AllowPlaintextAuth: cfg.AllowPlaintextAuth,
-			AppendLimit: uint32(cfg.AppendLimit), CommandTimeout: cfg.CommandTimeout, IdleTimeout: cfg.IdleTimeout,
-			Logger: cfg.Logger, MaxConns: cfg.MaxConns, MaxConnsPerAddr: cfg.MaxConnsPerAddr})
 	default:
 		tb.Fatalf("unknown engine %q", engine)
 	}

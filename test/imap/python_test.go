@@ -2,21 +2,7 @@ package imap_test
 
 import (
 	"testing"
-
-	"epost/internal/imapserver"
 )
-
-// TestPythonClientGoIMAP runs the imaplib checks of testdata/client.py, one subtest each,
-// against one server of the go-imap engine (each check uses its own folders).
-func TestPythonClientGoIMAP(t *testing.T) {
-	s := startServer(t, imapserver.Config{}, false)
-	for _, name := range []string{
-		"login_list", "id_before_login", "append_fetch", "store_copy_move_expunge",
-		"search", "utf8_headers", "malformed", "idle", "no_condstore", "recent", "big_attachment", "extensions",
-	} {
-		t.Run(name, func(t *testing.T) { runPython(t, s.addr, name) })
-	}
-}
 
 // TestPythonClient runs the same imaplib checks against the node's own engine (internal/imapd,
 // the default). Two do not apply: "no_condstore" checks that CONDSTORE is refused, which
