@@ -2,6 +2,8 @@ package mailstore
 
 import (
 	"errors"
+	"net/netip"
+	"sync"
 	"testing"
 	"time"
 
@@ -37,5 +39,30 @@ func TestFailedLoginsDelayed(t *testing.T) {
 	us.Authenticate("other@acme.example", "guess")
 	if d := time.Since(start); d > 500*time.Millisecond {
 		t.Fatalf("first failure of another user took %v", d)
+	}
+}
+
+// Concurrent guesses on one user name from an unknown address take turns, so the lock is
+// reached after UserLockAfter failures however many arrive at once (before, all of a burst
+// passed admission before the first failure was counted: none was refused under the lock).
+func TestConcurrentGuessesReachTheLock(t *testing.T) {
+	us, err := NewUsers(UsersConfig{NodeDir: t.TempDir(), Node: nopNode{}, Clock: transport.RealClock{},
+		Login: LoginLimits{UserLockAfter: 3}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	evil := netip.MustParseAddr("192.0.2.7")
+	var wg sync.WaitGroup
+	for range 12 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			us.AuthenticateFrom("ghost@acme.example", "guess", evil)
+		}()
+	}
+	wg.Wait()
+	st := us.AuthStats()
+	if st.Delayed != 3 || st.Locked != 9 {
+		t.Fatalf("12 concurrent guesses: %d counted as failures, %d refused under the lock; want 3 and 9", st.Delayed, st.Locked)
 	}
 }

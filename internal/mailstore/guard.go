@@ -15,6 +15,9 @@ import (
 //   - A user name with LoginLimits.UserLockAfter recent failures is locked for LockFor: its
 //     logins are refused without a password check. So is a client address with
 //     ClientLockAfter recent failures, for every user name.
+//   - Attempts on one user name from addresses that are not known-good take turns (turn): a
+//     flood of concurrent guesses would otherwise all pass admission before the first of
+//     their failures is counted, and the lock would never be reached.
 //   - A lock never stops the user's own client: a login from an address where that user logged
 //     in successfully within KnownGoodFor (a "known-good" address: the user's own machine, the
 //     loopback of the node itself) is checked as usual. A guesser elsewhere can lock the name
@@ -86,12 +89,51 @@ type guard struct {
 	users   map[string]*failures
 	clients map[netip.Addr]*failures
 	good    map[goodKey]time.Time
-	delayed uint64 // failed logins answered late
-	locked  uint64 // logins refused under a lock, without a password check
+	turns   map[string]chan struct{} // per user name: one attempt from an unknown address at a time
+	delayed uint64                   // failed logins answered late
+	locked  uint64                   // logins refused under a lock, without a password check
 }
 
 func newGuard(l LoginLimits) *guard {
-	return &guard{limits: l.withDefaults(), users: map[string]*failures{}, clients: map[netip.Addr]*failures{}, good: map[goodKey]time.Time{}}
+	return &guard{limits: l.withDefaults(), users: map[string]*failures{}, clients: map[netip.Addr]*failures{},
+		good: map[goodKey]time.Time{}, turns: map[string]chan struct{}{}}
+}
+
+// turnWait bounds how long an attempt waits for its turn; it then fails like a wrong password.
+const turnWait = 30 * time.Second
+
+// turn waits until no other attempt on user from an address that is not known-good is being
+// checked, and returns the function that ends this attempt's turn; ok is false if the wait
+// outlasted turnWait. A login from a known-good address does not wait.
+func (g *guard) turn(user string, client netip.Addr, now time.Time) (release func(), ok bool) {
+	g.mu.Lock()
+	if client.IsValid() {
+		if t, ok := g.good[goodKey{user, client}]; ok && now.Sub(t) <= KnownGoodFor {
+			g.mu.Unlock()
+			return func() {}, true
+		}
+	}
+	ch := g.turns[user]
+	if ch == nil {
+		if len(g.turns) >= maxGuardEntries {
+			for k, c := range g.turns {
+				if len(c) == 0 {
+					delete(g.turns, k)
+				}
+			}
+		}
+		ch = make(chan struct{}, 1)
+		g.turns[user] = ch
+	}
+	g.mu.Unlock()
+	t := time.NewTimer(turnWait)
+	defer t.Stop()
+	select {
+	case ch <- struct{}{}:
+		return func() { <-ch }, true
+	case <-t.C:
+		return nil, false
+	}
 }
 
 // admit says whether a login of user from client may go on to the password check; when it

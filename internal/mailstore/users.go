@@ -94,8 +94,11 @@ type Users struct {
 // FailDelayMax bounds the delay of a failed login.
 const FailDelayMax = 5 * time.Second
 
-func (us *Users) failed(addr string, client netip.Addr) {
-	time.Sleep(us.guard.failed(addr, client, time.Now()))
+// failed counts a wrong password, ends the attempt's turn, and answers late.
+func (us *Users) failed(addr string, client netip.Addr, end func()) {
+	d := us.guard.failed(addr, client, time.Now())
+	end()
+	time.Sleep(d)
 }
 
 // AuthStats are the login counters: the password cache's and the failed logins delayed.
@@ -176,14 +179,27 @@ func (us *Users) AuthenticateFrom(username, password string, client netip.Addr) 
 	if err != nil {
 		return nil, fmt.Errorf("user %q: %w", username, mailbox.ErrAuthFailed)
 	}
+	release, ok := us.guard.turn(addr, client, time.Now())
+	if !ok {
+		return nil, fmt.Errorf("user %q: too many logins at once: %w", addr, mailbox.ErrAuthFailed)
+	}
+	done := false
+	end := func() {
+		if !done {
+			done = true
+			release()
+		}
+	}
+	defer end()
 	if ok, wait := us.guard.admit(addr, client, time.Now()); !ok {
+		end()
 		time.Sleep(wait) // as a wrong password is answered: no telling a lock from a failure
 		return nil, fmt.Errorf("user %q: too many failed logins, locked for a while: %w", addr, mailbox.ErrAuthFailed)
 	}
 	su, err := post.LoadStoredUser(us.cfg.NodeDir, addr)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
-			us.failed(addr, client) // as slow as a wrong password: no telling which users exist
+			us.failed(addr, client, end) // as slow as a wrong password: no telling which users exist
 			return nil, fmt.Errorf("user %q: %w", addr, mailbox.ErrAuthFailed)
 		}
 		return nil, fmt.Errorf("mailstore: user %s: %w", addr, err)
@@ -193,10 +209,11 @@ func (us *Users) AuthenticateFrom(username, password string, client netip.Addr) 
 		return nil, fmt.Errorf("user %q: %w", addr, err)
 	}
 	if err != nil || sealedAddr != addr {
-		us.failed(addr, client)
+		us.failed(addr, client, end)
 		return nil, fmt.Errorf("user %q: %w", addr, mailbox.ErrAuthFailed)
 	}
 	us.guard.succeeded(addr, client, time.Now())
+	end()
 	sess, err := us.start(addr, keys, su.Record)
 	if err != nil {
 		return nil, err
