@@ -51,16 +51,20 @@ type Config struct {
 
 // Store is one user's mail store on POST. It implements mailbox.Store.
 //
-// Locking: wmu serialises writers and is held while they wait for the ring, so that each
-// writer sees every earlier write applied (UNCHANGEDSINCE and UIDs are decided on that
-// state). mu guards the replayed state; it is held only for short sections and never while
+// Locking: wmu is held by writers while they wait for the ring, so that each writer sees
+// every write that completed before it started applied. Writes whose outcome does not depend
+// on the state they start from share it (APPEND, COPY, STORE without UNCHANGEDSINCE,
+// EXPUNGE: their log entries are ordered by the folder's log, UIDs are given by the entry's
+// place in it, and POST batches concurrent entries into one head update); those that decide
+// on that state hold it alone (STORE UNCHANGEDSINCE, MOVE, which must not copy a message
+// twice, and the folder list's changes). mu guards the replayed state; it is held only for short sections and never while
 // calling POST or waiting, because POST's callbacks (filings, fetches) take it, and under
 // simnet they run on the goroutine that waits. Lock order: wmu, then mu, then wl.
 type Store struct {
 	cfg Config
 	w   waiter
 
-	wmu sync.Mutex
+	wmu sync.RWMutex
 
 	mu      sync.RWMutex
 	root    *rootState
@@ -822,8 +826,13 @@ func (s *Store) prefetchMissing() {
 func (fo *folder) ChangeFlags(uids []imap.UID, op mailbox.FlagOp, flags []imap.Flag, unchangedSince uint64) (mailbox.FlagResult, error) {
 	s, f := fo.s, fo.f
 	flags = normalizeFlags(flags)
-	s.wmu.Lock()
-	defer s.wmu.Unlock()
+	if unchangedSince != 0 {
+		s.wmu.Lock() // RFC 7162 section 3.1.3 decides on the current mod-sequences
+		defer s.wmu.Unlock()
+	} else {
+		s.wmu.RLock()
+		defer s.wmu.RUnlock()
+	}
 	s.refresh(f)
 	var res mailbox.FlagResult
 	var change []imap.UID
@@ -880,8 +889,8 @@ func (fo *folder) ChangeFlags(uids []imap.UID, op mailbox.FlagOp, flags []imap.F
 // Expunge implements mailbox.Folder.
 func (fo *folder) Expunge(uids []imap.UID) ([]imap.UID, error) {
 	s := fo.s
-	s.wmu.Lock()
-	defer s.wmu.Unlock()
+	s.wmu.RLock()
+	defer s.wmu.RUnlock()
 	return fo.expungeLocked(uids)
 }
 

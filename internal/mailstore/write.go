@@ -28,8 +28,8 @@ func (fo *folder) Append(raw []byte, flags []imap.Flag, date time.Time) (imap.UI
 	}
 	rec := record{Date: date.Round(time.Second).UTC(), Size: int64(len(raw)), Flags: normalizeFlags(flags), Segments: segs,
 		Structure: encodeStructure(structure)}
-	s.wmu.Lock()
-	defer s.wmu.Unlock()
+	s.wmu.RLock()
+	defer s.wmu.RUnlock()
 	s.mu.RLock()
 	deleted := f.deleted
 	s.mu.RUnlock()
@@ -70,7 +70,7 @@ func (s *Store) storePieces(ctx context.Context, pieces [][]byte) ([]segment, er
 }
 
 // insertLocked writes insert entries for recs (batched under the entry size limit) and
-// returns the UIDs they got, in order. The caller holds wmu.
+// returns the UIDs they got, in order. The caller holds wmu (shared or alone).
 func (fo *folder) insertLocked(recs []record) ([]imap.UID, error) {
 	s, f := fo.s, fo.f
 	var bodies [][]byte
@@ -131,8 +131,8 @@ func (fo *folder) Copy(uids []imap.UID, dest mailbox.Folder) (mailbox.CopyResult
 	if !ok || d.s != fo.s {
 		return mailbox.CopyResult{}, fmt.Errorf("mailstore: copy across stores: %w", mailbox.ErrNoFolder)
 	}
-	fo.s.wmu.Lock()
-	defer fo.s.wmu.Unlock()
+	fo.s.wmu.RLock()
+	defer fo.s.wmu.RUnlock()
 	return fo.s.copyLocked(fo, uids, d, false)
 }
 
