@@ -265,6 +265,12 @@ func (s *session) sync(allowExpunge bool) {
 	if err != nil {
 		return
 	}
+	if st.HighestModSeq != 0 && st.HighestModSeq == v.modSeq && int(st.Messages) == len(v.uids) &&
+		(len(v.uids) == 0 || st.UIDNext > v.uids[len(v.uids)-1]) {
+		// Nothing changed since the last sync (every insert, flag change and expunge raises
+		// the folder's mod-sequence): no need to list the folder, which costs its size.
+		return
+	}
 	list, err := v.folder.List()
 	if err != nil {
 		return
