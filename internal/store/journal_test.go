@@ -219,13 +219,13 @@ func TestJournalCoveredEpochsSkipped(t *testing.T) {
 	if err != nil || len(saved) == 0 {
 		t.Fatalf("journal: %d bytes, %v", len(saved), err)
 	}
-	if err := s.exclusive(s.checkpoint); err != nil {
+	if err := checkpointNow(s); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Delete(a); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.exclusive(s.checkpoint); err != nil {
+	if err := checkpointNow(s); err != nil {
 		t.Fatal(err)
 	}
 	crash(s)
