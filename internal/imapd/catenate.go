@@ -1,6 +1,8 @@
 package imapd
 
 import (
+	"epost/internal/mailbox"
+
 	"errors"
 	"fmt"
 	"io"
@@ -9,8 +11,6 @@ import (
 	"strings"
 
 	"epost/internal/imapwire"
-
-	"github.com/emersion/go-imap/v2"
 )
 
 // CATENATE (RFC 4469): a message APPENDed from TEXT parts and from parts of messages already in
@@ -121,7 +121,7 @@ func (s *session) urlPart(raw string) ([]byte, error) {
 			return nil, bad("UIDVALIDITY does not match")
 		}
 	}
-	c, err := f.Content(imap.UID(uid))
+	c, err := f.Content(mailbox.UID(uid))
 	if err != nil {
 		return nil, bad("no such message")
 	}

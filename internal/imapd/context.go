@@ -6,8 +6,6 @@ import (
 
 	"epost/internal/imapwire"
 	"epost/internal/mailbox"
-
-	"github.com/emersion/go-imap/v2"
 )
 
 // CONTEXT=SEARCH (RFC 5267 section 4) and PARTIAL (RFC 5267 section 4.4, RFC 9394).
@@ -33,10 +31,10 @@ type searchContext struct {
 	tag    string
 	uid    bool
 	key    *imapwire.SearchKey
-	view   *view             // the selection it belongs to: it dies with it
-	result map[imap.UID]bool // the matching messages, as the client knows them
-	modSeq uint64            // messages changed at or below it have been evaluated
-	full   bool              // the key's result can change without a change of the message
+	view   *view                // the selection it belongs to: it dies with it
+	result map[mailbox.UID]bool // the matching messages, as the client knows them
+	modSeq uint64               // messages changed at or below it have been evaluated
+	full   bool                 // the key's result can change without a change of the message
 }
 
 // volatileKeys are the search keys whose result can change without a change to the message:
@@ -104,12 +102,12 @@ func (s *session) writePartial(p *imapwire.PartialRange, nums []uint32) {
 // startContext makes a SEARCH RETURN (UPDATE) live with the messages it found, or refuses with
 // an untagged NO [NOUPDATE "tag"] when the session has too many (section 4.3.1); the search
 // itself is answered either way.
-func (s *session) startContext(tag string, uid bool, key *imapwire.SearchKey, matched []imap.UID) {
+func (s *session) startContext(tag string, uid bool, key *imapwire.SearchKey, matched []mailbox.UID) {
 	if len(s.liveContexts()) >= maxContexts {
 		s.w.StartUntagged().Atom("NO").Code("NOUPDATE", quoteTag(tag)).Text("Too many searches are sending updates; CANCELUPDATE one").End()
 		return
 	}
-	c := &searchContext{tag: tag, uid: uid, key: key, view: s.sel, result: map[imap.UID]bool{}, modSeq: s.sel.modSeq, full: usesVolatile(key)}
+	c := &searchContext{tag: tag, uid: uid, key: key, view: s.sel, result: map[mailbox.UID]bool{}, modSeq: s.sel.modSeq, full: usesVolatile(key)}
 	for _, u := range matched {
 		c.result[u] = true
 	}
@@ -156,7 +154,7 @@ func (s *session) updateContexts() {
 	if v == nil || len(s.liveContexts()) == 0 {
 		return
 	}
-	var byUID map[imap.UID]*mailbox.Summary
+	var byUID map[mailbox.UID]*mailbox.Summary
 	for _, c := range s.contexts {
 		if !c.full && c.modSeq >= v.modSeq {
 			continue
@@ -166,7 +164,7 @@ func (s *session) updateContexts() {
 			if err != nil {
 				return
 			}
-			byUID = make(map[imap.UID]*mailbox.Summary, len(list))
+			byUID = make(map[mailbox.UID]*mailbox.Summary, len(list))
 			for i := range list {
 				byUID[list[i].UID] = &list[i]
 			}

@@ -7,8 +7,6 @@ import (
 
 	"epost/internal/imapwire"
 	"epost/internal/mailbox"
-
-	"github.com/emersion/go-imap/v2"
 )
 
 const delim = string(mailbox.Delim)
@@ -367,4 +365,4 @@ func (s *session) writeStatus(name string, items []string) error {
 }
 
 // mailboxAttr is a special-use attribute as the store takes it.
-func mailboxAttr(use string) imap.MailboxAttr { return imap.MailboxAttr(use) }
+func mailboxAttr(use string) mailbox.MailboxAttr { return mailbox.MailboxAttr(use) }

@@ -8,8 +8,6 @@ import (
 
 	"epost/internal/imapwire"
 	"epost/internal/mailbox"
-
-	"github.com/emersion/go-imap/v2"
 )
 
 // NOTIFY (RFC 5465). After NOTIFY SET the session no longer only waits for the client's next
@@ -403,7 +401,7 @@ func (s *session) syncSelected(inIdle bool) {
 	}
 	allowExpunge := inIdle || s.notify == nil || s.notify.sel == nil || s.notify.sel.Filter == "SELECTED"
 	before := len(v.uids)
-	var first imap.UID
+	var first mailbox.UID
 	if before > 0 {
 		first = v.uids[before-1]
 	}

@@ -6,8 +6,6 @@ import (
 
 	"epost/internal/imapwire"
 	"epost/internal/mailbox"
-
-	"github.com/emersion/go-imap/v2"
 )
 
 // QUOTA (RFC 9208). A user's mail has one quota root, named "" as in the RFC's examples, that
@@ -176,7 +174,7 @@ func (s *session) appendOverQuota(tag string, datas [][]byte) bool {
 
 // copyOverQuota is overQuota for the messages of a COPY (MOVE stays within the one root, so it
 // changes no usage).
-func (s *session) copyOverQuota(tag string, uids []imap.UID) bool {
+func (s *session) copyOverQuota(tag string, uids []mailbox.UID) bool {
 	if storage, messages := s.quotaLimits(); storage == 0 && messages == 0 {
 		return false
 	}
@@ -204,7 +202,7 @@ func deletedStorage(f mailbox.Folder) (uint64, error) {
 	}
 	var n int64
 	for _, m := range list {
-		if slices.Contains(m.Flags, imap.FlagDeleted) {
+		if slices.Contains(m.Flags, mailbox.FlagDeleted) {
 			n += m.Size
 		}
 	}

@@ -15,7 +15,6 @@ import (
 	"epost/internal/imapwire"
 	"epost/internal/mailbox"
 
-	"github.com/emersion/go-imap/v2"
 	gomessage "github.com/emersion/go-message"
 	"github.com/emersion/go-message/textproto"
 )
@@ -38,12 +37,12 @@ func (s *session) search(tag string, uid bool, a *imapwire.Search) {
 		s.storeNo(tag, err)
 		return
 	}
-	byUID := make(map[imap.UID]*mailbox.Summary, len(list))
+	byUID := make(map[mailbox.UID]*mailbox.Summary, len(list))
 	for i := range list {
 		byUID[list[i].UID] = &list[i]
 	}
 	var nums []uint32
-	var matched []imap.UID
+	var matched []mailbox.UID
 	usesModSeq := hasOp(a.Key, "MODSEQ")
 	if usesModSeq {
 		s.enableCondstore()
@@ -154,7 +153,7 @@ func (c *candidate) message() *mailbox.Message {
 	if c.msg == nil {
 		m, err := c.s.sel.folder.Message(c.sum.UID)
 		if err != nil || m.Structure == nil || m.Structure.Envelope == nil {
-			m = &mailbox.Message{Summary: *c.sum, Structure: &mailbox.Structure{Envelope: &imap.Envelope{}}}
+			m = &mailbox.Message{Summary: *c.sum, Structure: &mailbox.Structure{Envelope: &mailbox.Envelope{}}}
 		}
 		c.msg = m
 	}
@@ -241,7 +240,7 @@ func dateOnly(t time.Time) time.Time {
 }
 
 func (c *candidate) hasFlag(f string) bool {
-	return slices.ContainsFunc(c.s.shownFlags(c.sum), func(g imap.Flag) bool { return strings.EqualFold(f, string(g)) })
+	return slices.ContainsFunc(c.s.shownFlags(c.sum), func(g mailbox.Flag) bool { return strings.EqualFold(f, string(g)) })
 }
 
 // match evaluates one search key (an AND of its Sub for "AND").

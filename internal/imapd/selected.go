@@ -9,8 +9,6 @@ import (
 
 	"epost/internal/imapwire"
 	"epost/internal/mailbox"
-
-	"github.com/emersion/go-imap/v2"
 )
 
 // view is the client's picture of its selected mailbox: sequence number n is uids[n-1] (RFC
@@ -21,23 +19,23 @@ type view struct {
 	folder   mailbox.Folder
 	readOnly bool
 
-	uids   []imap.UID
-	recent map[imap.UID]bool // \Recent in this session (rev1)
+	uids   []mailbox.UID
+	recent map[mailbox.UID]bool // \Recent in this session (rev1)
 	// flags are the flags announced in FLAGS: a keyword the client has not been told of is
 	// announced (FLAGS and PERMANENTFLAGS) before the first response that shows it.
-	flags []imap.Flag
+	flags []mailbox.Flag
 	// modSeq is the folder's HIGHESTMODSEQ when the client was last brought up to date.
 	modSeq uint64
 	// own: flag changes this session already reported in its own FETCH responses.
-	own map[imap.UID]uint64
+	own map[mailbox.UID]uint64
 
 	watch     <-chan struct{}
 	stopWatch func()
 
-	saved []imap.UID // SEARCH RETURN (SAVE): "$" (RFC 5182)
+	saved []mailbox.UID // SEARCH RETURN (SAVE): "$" (RFC 5182)
 }
 
-var systemFlags = []imap.Flag{imap.FlagSeen, imap.FlagAnswered, imap.FlagFlagged, imap.FlagDeleted, imap.FlagDraft}
+var systemFlags = []mailbox.Flag{mailbox.FlagSeen, mailbox.FlagAnswered, mailbox.FlagFlagged, mailbox.FlagDeleted, mailbox.FlagDraft}
 
 func (s *session) rev2() bool { return s.enabled["IMAP4REV2"] }
 
@@ -117,7 +115,7 @@ func (s *session) selectMailbox(tag string, a *imapwire.Select) {
 		s.storeNo(tag, err)
 		return
 	}
-	v := &view{name: name, folder: f, readOnly: a.ReadOnly, recent: map[imap.UID]bool{}, own: map[imap.UID]uint64{},
+	v := &view{name: name, folder: f, readOnly: a.ReadOnly, recent: map[mailbox.UID]bool{}, own: map[mailbox.UID]uint64{},
 		modSeq: st.HighestModSeq, watch: watch, stopWatch: stop, flags: slices.Clone(systemFlags)}
 	var firstUnseen int
 	for i, m := range list {
@@ -127,14 +125,14 @@ func (s *session) selectMailbox(tag string, a *imapwire.Select) {
 				v.flags = append(v.flags, fl)
 			}
 		}
-		if firstUnseen == 0 && !slices.Contains(m.Flags, imap.FlagSeen) {
+		if firstUnseen == 0 && !slices.Contains(m.Flags, mailbox.FlagSeen) {
 			firstUnseen = i + 1
 		}
 	}
 	if a.ReadOnly {
 		// EXAMINE claims nothing, but shows what is recent for the folder (RFC 3501 section
 		// 6.3.2: the same untagged data as SELECT).
-		for uid := st.UIDNext - imap.UID(st.Recent); uid < st.UIDNext; uid++ {
+		for uid := st.UIDNext - mailbox.UID(st.Recent); uid < st.UIDNext; uid++ {
 			v.recent[uid] = true
 		}
 	} else {
@@ -182,7 +180,7 @@ func (s *session) writeFlags() {
 
 // announce adds flags the client has not been told of to FLAGS and says so, before a response
 // that shows them.
-func (s *session) announce(flags []imap.Flag) {
+func (s *session) announce(flags []mailbox.Flag) {
 	v := s.sel
 	added := false
 	for _, f := range flags {
@@ -203,7 +201,7 @@ func (v *view) claimRecent() {
 	}
 }
 
-func (s *session) shownFlags(m *mailbox.Summary) []imap.Flag {
+func (s *session) shownFlags(m *mailbox.Summary) []mailbox.Flag {
 	if s.rev2() || !s.sel.recent[m.UID] {
 		return m.Flags
 	}
@@ -275,7 +273,7 @@ func (s *session) sync(allowExpunge bool) {
 	if err != nil {
 		return
 	}
-	current := make(map[imap.UID]*mailbox.Summary, len(list))
+	current := make(map[mailbox.UID]*mailbox.Summary, len(list))
 	for i := range list {
 		current[list[i].UID] = &list[i]
 	}
@@ -288,7 +286,7 @@ func (s *session) sync(allowExpunge bool) {
 		}
 		s.removeFromView(gone)
 	}
-	var last imap.UID
+	var last mailbox.UID
 	if n := len(v.uids); n > 0 {
 		last = v.uids[n-1]
 	}
@@ -327,7 +325,7 @@ func (s *session) sync(allowExpunge bool) {
 	s.updateContexts()
 }
 
-func (s *session) writeFlagList(flags []imap.Flag) {
+func (s *session) writeFlagList(flags []mailbox.Flag) {
 	s.w.Open()
 	for _, f := range flags {
 		s.w.Atom(string(f))
@@ -399,9 +397,9 @@ func (s *session) expungeDeleted(only *imapwire.SeqSet, report bool) error {
 	if n := len(v.uids); n > 0 {
 		max = uint32(v.uids[n-1])
 	}
-	var uids []imap.UID
+	var uids []mailbox.UID
 	for _, m := range list {
-		if slices.Contains(m.Flags, imap.FlagDeleted) && (only == nil || only.Contains(uint32(m.UID), max)) {
+		if slices.Contains(m.Flags, mailbox.FlagDeleted) && (only == nil || only.Contains(uint32(m.UID), max)) {
 			uids = append(uids, m.UID)
 		}
 	}
@@ -434,14 +432,14 @@ func (s *session) store1(tag string, uid bool, a *imapwire.Store) {
 		return
 	}
 	idx := v.resolve(a.Seqs, uid)
-	uids := make([]imap.UID, len(idx))
+	uids := make([]mailbox.UID, len(idx))
 	for i, j := range idx {
 		uids[i] = v.uids[j]
 	}
-	flags := make([]imap.Flag, 0, len(a.Flags))
+	flags := make([]mailbox.Flag, 0, len(a.Flags))
 	for _, f := range a.Flags {
 		if !strings.EqualFold(f, `\Recent`) {
-			flags = append(flags, imap.Flag(canonicalFlag(f)))
+			flags = append(flags, mailbox.Flag(canonicalFlag(f)))
 		}
 	}
 	op := map[imapwire.StoreOp]mailbox.FlagOp{imapwire.StoreReplace: mailbox.FlagsSet, imapwire.StoreAdd: mailbox.FlagsAdd, imapwire.StoreRemove: mailbox.FlagsRemove}[a.Op]
@@ -549,7 +547,7 @@ func (s *session) copyMove(tag string, uid, move bool, a *imapwire.Copy) {
 		s.storeNo(tag, err)
 		return
 	}
-	var uids []imap.UID
+	var uids []mailbox.UID
 	for _, j := range v.resolve(a.Seqs, uid) {
 		uids = append(uids, v.uids[j])
 	}
@@ -581,7 +579,7 @@ func (s *session) copyMove(tag string, uid, move bool, a *imapwire.Copy) {
 	s.w.StartTagged(tag).Atom("OK").Code("COPYUID", code...).Text("COPY completed").End()
 }
 
-func uidList(uids []imap.UID) string {
+func uidList(uids []mailbox.UID) string {
 	parts := make([]string, len(uids))
 	for i, u := range uids {
 		parts[i] = strconv.FormatUint(uint64(u), 10)
@@ -632,7 +630,7 @@ func (s *session) appendMsg(tag string, a *imapwire.Append) {
 	// MULTIAPPEND (RFC 3502) is all or nothing: when a message fails, those appended before it
 	// in this command are expunged again before the NO. (A crash in the middle leaves them:
 	// the client, without an OK, sends the command again.)
-	var uids []imap.UID
+	var uids []mailbox.UID
 	undo := func() {
 		if len(uids) == 0 {
 			return
@@ -642,10 +640,10 @@ func (s *session) appendMsg(tag string, a *imapwire.Append) {
 		}
 	}
 	for i, m := range a.Messages {
-		var flags []imap.Flag
+		var flags []mailbox.Flag
 		for _, fl := range m.Flags {
 			if !strings.EqualFold(fl, `\Recent`) {
-				flags = append(flags, imap.Flag(canonicalFlag(fl)))
+				flags = append(flags, mailbox.Flag(canonicalFlag(fl)))
 			}
 		}
 		uid, err := f.Append(datas[i], flags, m.Date)
@@ -722,8 +720,8 @@ func (s *session) fetch(tag string, uid bool, a *imapwire.Fetch) {
 			continue
 		}
 		flagsChanged := false
-		if setSeen && !slices.Contains(msg.Flags, imap.FlagSeen) {
-			if res, err := v.folder.ChangeFlags([]imap.UID{u}, mailbox.FlagsAdd, []imap.Flag{imap.FlagSeen}, 0); err == nil && len(res.Changed) == 1 {
+		if setSeen && !slices.Contains(msg.Flags, mailbox.FlagSeen) {
+			if res, err := v.folder.ChangeFlags([]mailbox.UID{u}, mailbox.FlagsAdd, []mailbox.Flag{mailbox.FlagSeen}, 0); err == nil && len(res.Changed) == 1 {
 				msg.Summary = res.Changed[0]
 				v.own[u] = msg.ModSeq
 				flagsChanged = true
@@ -847,7 +845,7 @@ func (s *session) fetchOne(seq int, uid bool, msg *mailbox.Message, items []imap
 			parts = append(parts, part{name: "MODSEQ", data: []byte("(" + strconv.FormatUint(msg.ModSeq, 10) + ")"), flag: true})
 		case "ENVELOPE":
 			parts = append(parts, part{name: "ENVELOPE", structure: func() error {
-				var e *imap.Envelope
+				var e *mailbox.Envelope
 				if msg.Structure != nil {
 					e = msg.Structure.Envelope
 				}

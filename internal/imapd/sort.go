@@ -1,6 +1,8 @@
 package imapd
 
 import (
+	"epost/internal/mailbox"
+
 	"cmp"
 	"slices"
 	"strconv"
@@ -8,8 +10,6 @@ import (
 	"time"
 
 	"epost/internal/imapwire"
-
-	"github.com/emersion/go-imap/v2"
 )
 
 // SORT and THREAD (RFC 5256), and SORT's DISPLAYFROM/DISPLAYTO (RFC 5957), from the store's
@@ -87,11 +87,11 @@ func cutLeader(s string) (string, bool) {
 // sortMsg is what SORT and THREAD need of one message.
 type sortMsg struct {
 	seq     uint32
-	uid     imap.UID
+	uid     mailbox.UID
 	arrival time.Time
 	sent    time.Time
 	size    int64
-	env     *imap.Envelope
+	env     *mailbox.Envelope
 	subject string // base subject, upper case
 	reply   bool
 	id      string
@@ -106,7 +106,7 @@ func (s *session) sortMsgs() ([]*sortMsg, error) {
 		if err != nil {
 			continue // expunged elsewhere
 		}
-		env := &imap.Envelope{}
+		env := &mailbox.Envelope{}
 		if m.Structure != nil && m.Structure.Envelope != nil {
 			env = m.Structure.Envelope
 		}
@@ -122,14 +122,14 @@ func (s *session) sortMsgs() ([]*sortMsg, error) {
 	return out, nil
 }
 
-func firstMailbox(l []imap.Address) string {
+func firstMailbox(l []mailbox.Address) string {
 	if len(l) == 0 {
 		return ""
 	}
 	return strings.ToUpper(l[0].Mailbox)
 }
 
-func display(l []imap.Address) string {
+func display(l []mailbox.Address) string {
 	if len(l) == 0 {
 		return ""
 	}

@@ -1,13 +1,13 @@
 package imapd
 
 import (
+	"epost/internal/mailbox"
+
 	"errors"
 	"mime"
 	"slices"
 	"strings"
 	"time"
-
-	"github.com/emersion/go-imap/v2"
 )
 
 // ENVELOPE and BODYSTRUCTURE (RFC 9051 section 7.5.2), written from the store's parse cache.
@@ -29,7 +29,7 @@ func (s *session) wire(v string) string {
 	return mime.QEncoding.Encode("utf-8", v)
 }
 
-func (s *session) writeAddresses(list []imap.Address) {
+func (s *session) writeAddresses(list []mailbox.Address) {
 	if len(list) == 0 {
 		s.w.NIL()
 		return
@@ -49,9 +49,9 @@ func (s *session) writeAddresses(list []imap.Address) {
 	s.w.Close()
 }
 
-func (s *session) writeEnvelope(e *imap.Envelope) {
+func (s *session) writeEnvelope(e *mailbox.Envelope) {
 	if e == nil {
-		e = &imap.Envelope{}
+		e = &mailbox.Envelope{}
 	}
 	s.w.Open()
 	if e.Date.IsZero() {
@@ -69,7 +69,7 @@ func (s *session) writeEnvelope(e *imap.Envelope) {
 	if len(replyTo) == 0 {
 		replyTo = from
 	}
-	for _, l := range [][]imap.Address{from, sender, replyTo, e.To, e.Cc, e.Bcc} {
+	for _, l := range [][]mailbox.Address{from, sender, replyTo, e.To, e.Cc, e.Bcc} {
 		s.writeAddresses(l)
 	}
 	if len(e.InReplyTo) == 0 {
@@ -143,7 +143,7 @@ func percentEncode(v string) string {
 	return b.String()
 }
 
-func (s *session) writeDisposition(d *imap.BodyStructureDisposition) {
+func (s *session) writeDisposition(d *mailbox.Disposition) {
 	if d == nil {
 		s.w.NIL()
 		return
@@ -171,9 +171,9 @@ func (s *session) writeLanguage(l []string) {
 var errBadStructure = errors.New("imapd: unknown body structure")
 
 // writeBodyStructure writes BODYSTRUCTURE (extended) or BODY (basic) data.
-func (s *session) writeBodyStructure(bs imap.BodyStructure, extended bool) error {
+func (s *session) writeBodyStructure(bs mailbox.BodyStructure, extended bool) error {
 	switch b := bs.(type) {
-	case *imap.BodyStructureSinglePart:
+	case *mailbox.SinglePart:
 		s.w.Open().String(strings.ToUpper(b.Type)).String(strings.ToUpper(b.Subtype))
 		s.writeParams(b.Params)
 		s.nstring(b.ID)
@@ -188,7 +188,7 @@ func (s *session) writeBodyStructure(bs imap.BodyStructure, extended bool) error
 			s.writeEnvelope(b.MessageRFC822.Envelope)
 			inner := b.MessageRFC822.BodyStructure
 			if inner == nil {
-				inner = &imap.BodyStructureSinglePart{Type: "text", Subtype: "plain", Text: &imap.BodyStructureText{}}
+				inner = &mailbox.SinglePart{Type: "text", Subtype: "plain", Text: &mailbox.TextInfo{}}
 			}
 			if err := s.writeBodyStructure(inner, extended); err != nil {
 				return err
@@ -199,7 +199,7 @@ func (s *session) writeBodyStructure(bs imap.BodyStructure, extended bool) error
 		}
 		if extended {
 			s.w.NIL() // MD5
-			var ext imap.BodyStructureSinglePartExt
+			var ext mailbox.SinglePartExt
 			if b.Extended != nil {
 				ext = *b.Extended
 			}
@@ -208,11 +208,11 @@ func (s *session) writeBodyStructure(bs imap.BodyStructure, extended bool) error
 			s.nstring(ext.Location)
 		}
 		s.w.Close()
-	case *imap.BodyStructureMultiPart:
+	case *mailbox.MultiPart:
 		s.w.Open()
 		if len(b.Children) == 0 {
 			// RFC 9051: a multipart has at least one part; show an empty text part.
-			s.writeBodyStructure(&imap.BodyStructureSinglePart{Type: "text", Subtype: "plain", Text: &imap.BodyStructureText{}}, extended)
+			s.writeBodyStructure(&mailbox.SinglePart{Type: "text", Subtype: "plain", Text: &mailbox.TextInfo{}}, extended)
 		}
 		for i, c := range b.Children {
 			if i > 0 {
@@ -224,7 +224,7 @@ func (s *session) writeBodyStructure(bs imap.BodyStructure, extended bool) error
 		}
 		s.w.String(strings.ToUpper(b.Subtype))
 		if extended {
-			var ext imap.BodyStructureMultiPartExt
+			var ext mailbox.MultiPartExt
 			if b.Extended != nil {
 				ext = *b.Extended
 			}

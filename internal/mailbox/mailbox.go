@@ -34,8 +34,6 @@ import (
 	"time"
 
 	"epost/internal/connlimit"
-
-	"github.com/emersion/go-imap/v2"
 )
 
 // Sentinel errors. Servers map them to protocol replies.
@@ -62,14 +60,14 @@ const Delim = '/'
 // SpecialUses are the special-use folders (RFC 6154) created at first login,
 // with their default names.
 var SpecialUses = []struct {
-	Use  imap.MailboxAttr
+	Use  MailboxAttr
 	Name string
 }{
-	{imap.MailboxAttrSent, "Sent"},
-	{imap.MailboxAttrDrafts, "Drafts"},
-	{imap.MailboxAttrTrash, "Trash"},
-	{imap.MailboxAttrJunk, "Junk"},
-	{imap.MailboxAttrArchive, "Archive"},
+	{MailboxAttrSent, "Sent"},
+	{MailboxAttrDrafts, "Drafts"},
+	{MailboxAttrTrash, "Trash"},
+	{MailboxAttrJunk, "Junk"},
+	{MailboxAttrArchive, "Archive"},
 }
 
 // Authenticator checks a user's password and opens the user's store. The
@@ -101,7 +99,7 @@ func ClientAddr(a net.Addr) netip.Addr { return connlimit.AddrOf(a) }
 // FolderInfo describes a folder in a listing.
 type FolderInfo struct {
 	Name       string
-	SpecialUse imap.MailboxAttr // "" or one of \Sent \Drafts \Trash \Junk \Archive \All \Flagged
+	SpecialUse MailboxAttr // "" or one of \Sent \Drafts \Trash \Junk \Archive \All \Flagged
 	Subscribed bool
 	// UIDValidity is only set by Folder.Info.
 	UIDValidity uint32
@@ -111,7 +109,7 @@ type FolderInfo struct {
 // 3.1.2.1 for HighestModSeq).
 type Status struct {
 	UIDValidity   uint32
-	UIDNext       imap.UID
+	UIDNext       UID
 	HighestModSeq uint64
 	Messages      uint32
 	Unseen        uint32
@@ -122,9 +120,9 @@ type Status struct {
 
 // Summary is the mutable metadata of one message.
 type Summary struct {
-	UID          imap.UID
-	ModSeq       uint64      // modification sequence of the last change (RFC 7162 section 3.1.1)
-	Flags        []imap.Flag // system flags and keywords, sorted, never \Recent
+	UID          UID
+	ModSeq       uint64 // modification sequence of the last change (RFC 7162 section 3.1.1)
+	Flags        []Flag // system flags and keywords, sorted, never \Recent
 	InternalDate time.Time
 	Size         int64 // RFC822.SIZE: exact stored byte count
 }
@@ -137,8 +135,8 @@ type Message struct {
 
 // Structure is the parse cache computed once at Append (see Parse).
 type Structure struct {
-	Envelope      *imap.Envelope
-	BodyStructure imap.BodyStructure
+	Envelope      *Envelope
+	BodyStructure BodyStructure
 	// HeaderSize is the byte length of the top-level header including the
 	// blank line that ends it; the body starts at this offset.
 	HeaderSize int64
@@ -168,7 +166,7 @@ type FlagResult struct {
 	Unchanged []Summary
 	// Modified lists messages left alone because their modseq was above
 	// the UNCHANGEDSINCE bound (RFC 7162 section 3.1.3).
-	Modified []imap.UID
+	Modified []UID
 	// ModSeq is the folder's highest modseq after the call.
 	ModSeq uint64
 }
@@ -177,8 +175,8 @@ type FlagResult struct {
 // COPYUID), in the same order.
 type CopyResult struct {
 	UIDValidity uint32
-	SourceUIDs  []imap.UID
-	DestUIDs    []imap.UID
+	SourceUIDs  []UID
+	DestUIDs    []UID
 }
 
 // Store is one user's mail.
@@ -188,7 +186,7 @@ type Store interface {
 	// Folder opens a folder by name (INBOX case-insensitively).
 	Folder(name string) (Folder, error)
 	// Create makes a folder; use is "" or a special-use attribute.
-	Create(name string, use imap.MailboxAttr) error
+	Create(name string, use MailboxAttr) error
 	// Delete removes a folder and its messages; folders below it stay
 	// (RFC 3501 section 6.3.4).
 	Delete(name string) error
@@ -214,40 +212,36 @@ type Folder interface {
 	// Append files a message and returns its UID once it is durable. The
 	// store keeps raw as given (the caller must not modify it afterwards).
 	// A zero date means now.
-	Append(raw []byte, flags []imap.Flag, date time.Time) (imap.UID, error)
+	Append(raw []byte, flags []Flag, date time.Time) (UID, error)
 	// List returns the summaries of all messages in ascending UID order.
 	List() ([]Summary, error)
 	// Message returns one message's summary and parse cache.
-	Message(uid imap.UID) (*Message, error)
+	Message(uid UID) (*Message, error)
 	// Content returns one message's stored bytes.
-	Content(uid imap.UID) (Content, error)
+	Content(uid UID) (Content, error)
 	// ChangeFlags changes the flags of the given messages; unknown UIDs are
 	// skipped. unchangedSince 0 means no bound.
-	ChangeFlags(uids []imap.UID, op FlagOp, flags []imap.Flag, unchangedSince uint64) (FlagResult, error)
+	ChangeFlags(uids []UID, op FlagOp, flags []Flag, unchangedSince uint64) (FlagResult, error)
 	// Expunge removes the given messages and returns the UIDs it removed,
 	// ascending. The caller chooses the set (for example the \Deleted ones).
-	Expunge(uids []imap.UID) ([]imap.UID, error)
+	Expunge(uids []UID) ([]UID, error)
 	// Copy copies messages to dest, keeping flags and internal dates.
-	Copy(uids []imap.UID, dest Folder) (CopyResult, error)
+	Copy(uids []UID, dest Folder) (CopyResult, error)
 	// Move copies messages to dest and expunges them here, atomically.
-	Move(uids []imap.UID, dest Folder) (CopyResult, error)
+	Move(uids []UID, dest Folder) (CopyResult, error)
 	// Changed returns the summaries of the messages whose modseq is above
 	// since (added or flagged since), in ascending UID order: what a session
 	// last synchronized at since must learn, without a copy of the rest.
 	Changed(since uint64) ([]Summary, error)
 	// Expunged lists UIDs expunged with a modseq above since, ascending:
 	// what QRESYNC's VANISHED (EARLIER) reports (RFC 7162 section 3.2.5).
-	Expunged(since uint64) ([]imap.UID, error)
+	Expunged(since uint64) ([]UID, error)
 	// ClaimRecent makes the caller the one session for which the messages
 	// in UIDs [from, to) are \Recent (RFC 3501 section 2.3.2: a message is
 	// recent in exactly one session). Later calls return only newer
 	// messages. \Recent is node-local state, never replicated.
-	ClaimRecent() (from, to imap.UID)
+	ClaimRecent() (from, to UID)
 	// Watch returns a channel that receives a value soon after any change
 	// to the folder, whoever made it, and a function that stops the watch.
 	Watch() (<-chan struct{}, func())
 }
-
-// FlagRecent is the session flag \Recent (RFC 3501 section 2.3.2), which
-// go-imap v2 no longer names because IMAP4rev2 dropped it. It is never stored.
-const FlagRecent imap.Flag = "\\Recent"

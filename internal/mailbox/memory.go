@@ -8,8 +8,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-
-	"github.com/emersion/go-imap/v2"
 )
 
 // Memory is an in-memory Store. One mutex guards the whole store, so that
@@ -48,7 +46,7 @@ func EnsureSpecialUse(s Store) error {
 	if err != nil {
 		return err
 	}
-	have := make(map[imap.MailboxAttr]bool)
+	have := make(map[MailboxAttr]bool)
 	names := make(map[string]bool)
 	for _, fi := range infos {
 		have[fi.SpecialUse] = true
@@ -92,7 +90,7 @@ func validName(name string) bool {
 	return true
 }
 
-func (m *Memory) newFolder(name string, use imap.MailboxAttr) *memFolder {
+func (m *Memory) newFolder(name string, use MailboxAttr) *memFolder {
 	m.uidValidity++
 	return &memFolder{
 		store:       m,
@@ -134,7 +132,7 @@ func (m *Memory) Folder(name string) (Folder, error) {
 }
 
 // Create implements Store.
-func (m *Memory) Create(name string, use imap.MailboxAttr) error {
+func (m *Memory) Create(name string, use MailboxAttr) error {
 	name = canonical(name)
 	if !validName(name) {
 		return ErrBadName
@@ -247,7 +245,7 @@ type memMessage struct {
 }
 
 type tombstone struct {
-	uid    imap.UID
+	uid    UID
 	modSeq uint64
 }
 
@@ -256,12 +254,12 @@ type memFolder struct {
 
 	// Guarded by store.mu.
 	name        string
-	use         imap.MailboxAttr
+	use         MailboxAttr
 	deleted     bool
 	uidValidity uint32
-	uidNext     imap.UID
+	uidNext     UID
 	modSeq      uint64
-	recentFrom  imap.UID
+	recentFrom  UID
 	msgs        []*memMessage // ascending UID
 	expunged    []tombstone   // ascending modseq
 
@@ -317,10 +315,10 @@ func (f *memFolder) Status() (Status, error) {
 		Messages:      uint32(len(f.msgs)),
 	}
 	for _, msg := range f.msgs {
-		if !slices.Contains(msg.Flags, imap.FlagSeen) {
+		if !slices.Contains(msg.Flags, FlagSeen) {
 			st.Unseen++
 		}
-		if slices.Contains(msg.Flags, imap.FlagDeleted) {
+		if slices.Contains(msg.Flags, FlagDeleted) {
 			st.Deleted++
 		}
 		if msg.UID >= f.recentFrom {
@@ -333,8 +331,8 @@ func (f *memFolder) Status() (Status, error) {
 
 // normalizeFlags drops \Recent (never stored, RFC 3501 section 2.3.2) and
 // duplicates, canonicalises system flags and sorts.
-func normalizeFlags(flags []imap.Flag) []imap.Flag {
-	out := make([]imap.Flag, 0, len(flags))
+func normalizeFlags(flags []Flag) []Flag {
+	out := make([]Flag, 0, len(flags))
 	for _, fl := range flags {
 		fl = canonicalFlag(fl)
 		if fl == "" || fl == FlagRecent || slices.Contains(out, fl) {
@@ -346,9 +344,9 @@ func normalizeFlags(flags []imap.Flag) []imap.Flag {
 	return out
 }
 
-var systemFlags = []imap.Flag{imap.FlagSeen, imap.FlagAnswered, imap.FlagFlagged, imap.FlagDeleted, imap.FlagDraft, FlagRecent}
+var systemFlags = []Flag{FlagSeen, FlagAnswered, FlagFlagged, FlagDeleted, FlagDraft, FlagRecent}
 
-func canonicalFlag(fl imap.Flag) imap.Flag {
+func canonicalFlag(fl Flag) Flag {
 	for _, sf := range systemFlags {
 		if strings.EqualFold(string(fl), string(sf)) {
 			return sf
@@ -358,7 +356,7 @@ func canonicalFlag(fl imap.Flag) imap.Flag {
 }
 
 // Append implements Folder.
-func (f *memFolder) Append(raw []byte, flags []imap.Flag, date time.Time) (imap.UID, error) {
+func (f *memFolder) Append(raw []byte, flags []Flag, date time.Time) (UID, error) {
 	structure := Parse(raw) // outside the lock: the only expensive step
 	if date.IsZero() {
 		date = f.store.now()
@@ -374,7 +372,7 @@ func (f *memFolder) Append(raw []byte, flags []imap.Flag, date time.Time) (imap.
 	return uid, nil
 }
 
-func (f *memFolder) appendLocked(raw []byte, structure *Structure, flags []imap.Flag, date time.Time) imap.UID {
+func (f *memFolder) appendLocked(raw []byte, structure *Structure, flags []Flag, date time.Time) UID {
 	uid := f.uidNext
 	f.uidNext++
 	f.modSeq++
@@ -392,7 +390,7 @@ func (f *memFolder) appendLocked(raw []byte, structure *Structure, flags []imap.
 	return uid
 }
 
-func (f *memFolder) find(uid imap.UID) (int, bool) {
+func (f *memFolder) find(uid UID) (int, bool) {
 	return sort.Find(len(f.msgs), func(i int) int {
 		switch {
 		case uid < f.msgs[i].UID:
@@ -442,7 +440,7 @@ func (f *memFolder) Changed(since uint64) ([]Summary, error) {
 	return l, nil
 }
 
-func (f *memFolder) get(uid imap.UID) (*memMessage, error) {
+func (f *memFolder) get(uid UID) (*memMessage, error) {
 	f.store.mu.RLock()
 	defer f.store.mu.RUnlock()
 	if f.deleted {
@@ -456,7 +454,7 @@ func (f *memFolder) get(uid imap.UID) (*memMessage, error) {
 }
 
 // Message implements Folder.
-func (f *memFolder) Message(uid imap.UID) (*Message, error) {
+func (f *memFolder) Message(uid UID) (*Message, error) {
 	msg, err := f.get(uid)
 	if err != nil {
 		return nil, err
@@ -467,7 +465,7 @@ func (f *memFolder) Message(uid imap.UID) (*Message, error) {
 }
 
 // Content implements Folder.
-func (f *memFolder) Content(uid imap.UID) (Content, error) {
+func (f *memFolder) Content(uid UID) (Content, error) {
 	msg, err := f.get(uid)
 	if err != nil {
 		return nil, err
@@ -476,7 +474,7 @@ func (f *memFolder) Content(uid imap.UID) (Content, error) {
 }
 
 // ChangeFlags implements Folder.
-func (f *memFolder) ChangeFlags(uids []imap.UID, op FlagOp, flags []imap.Flag, unchangedSince uint64) (FlagResult, error) {
+func (f *memFolder) ChangeFlags(uids []UID, op FlagOp, flags []Flag, unchangedSince uint64) (FlagResult, error) {
 	flags = normalizeFlags(flags)
 	f.store.mu.Lock()
 	if f.deleted {
@@ -496,14 +494,14 @@ func (f *memFolder) ChangeFlags(uids []imap.UID, op FlagOp, flags []imap.Flag, u
 			res.Modified = append(res.Modified, uid)
 			continue
 		}
-		var next []imap.Flag
+		var next []Flag
 		switch op {
 		case FlagsSet:
 			next = flags
 		case FlagsAdd:
 			next = normalizeFlags(append(slices.Clone(msg.Flags), flags...))
 		case FlagsRemove:
-			next = slices.DeleteFunc(slices.Clone(msg.Flags), func(fl imap.Flag) bool { return slices.Contains(flags, fl) })
+			next = slices.DeleteFunc(slices.Clone(msg.Flags), func(fl Flag) bool { return slices.Contains(flags, fl) })
 		}
 		if slices.Equal(next, msg.Flags) {
 			res.Unchanged = append(res.Unchanged, msg.summary())
@@ -523,7 +521,7 @@ func (f *memFolder) ChangeFlags(uids []imap.UID, op FlagOp, flags []imap.Flag, u
 }
 
 // Expunge implements Folder.
-func (f *memFolder) Expunge(uids []imap.UID) ([]imap.UID, error) {
+func (f *memFolder) Expunge(uids []UID) ([]UID, error) {
 	f.store.mu.Lock()
 	if f.deleted {
 		f.store.mu.Unlock()
@@ -537,12 +535,12 @@ func (f *memFolder) Expunge(uids []imap.UID) ([]imap.UID, error) {
 	return gone, nil
 }
 
-func (f *memFolder) expungeLocked(uids []imap.UID) []imap.UID {
-	drop := make(map[imap.UID]bool, len(uids))
+func (f *memFolder) expungeLocked(uids []UID) []UID {
+	drop := make(map[UID]bool, len(uids))
 	for _, uid := range uids {
 		drop[uid] = true
 	}
-	var gone []imap.UID
+	var gone []UID
 	kept := f.msgs[:0]
 	for _, msg := range f.msgs {
 		if drop[msg.UID] {
@@ -564,16 +562,16 @@ func (f *memFolder) expungeLocked(uids []imap.UID) []imap.UID {
 }
 
 // Copy implements Folder.
-func (f *memFolder) Copy(uids []imap.UID, dest Folder) (CopyResult, error) {
+func (f *memFolder) Copy(uids []UID, dest Folder) (CopyResult, error) {
 	return f.copy(uids, dest, false)
 }
 
 // Move implements Folder.
-func (f *memFolder) Move(uids []imap.UID, dest Folder) (CopyResult, error) {
+func (f *memFolder) Move(uids []UID, dest Folder) (CopyResult, error) {
 	return f.copy(uids, dest, true)
 }
 
-func (f *memFolder) copy(uids []imap.UID, dest Folder, move bool) (CopyResult, error) {
+func (f *memFolder) copy(uids []UID, dest Folder, move bool) (CopyResult, error) {
 	d, ok := dest.(*memFolder)
 	if !ok || d.store != f.store {
 		return CopyResult{}, fmt.Errorf("mailbox: copy across stores: %w", ErrNoFolder)
@@ -611,14 +609,14 @@ func (f *memFolder) copy(uids []imap.UID, dest Folder, move bool) (CopyResult, e
 }
 
 // Expunged implements Folder.
-func (f *memFolder) Expunged(since uint64) ([]imap.UID, error) {
+func (f *memFolder) Expunged(since uint64) ([]UID, error) {
 	f.store.mu.RLock()
 	defer f.store.mu.RUnlock()
 	if f.deleted {
 		return nil, ErrNoFolder
 	}
 	i := sort.Search(len(f.expunged), func(i int) bool { return f.expunged[i].modSeq > since })
-	var l []imap.UID
+	var l []UID
 	for _, t := range f.expunged[i:] {
 		l = append(l, t.uid)
 	}
@@ -627,7 +625,7 @@ func (f *memFolder) Expunged(since uint64) ([]imap.UID, error) {
 }
 
 // ClaimRecent implements Folder.
-func (f *memFolder) ClaimRecent() (from, to imap.UID) {
+func (f *memFolder) ClaimRecent() (from, to UID) {
 	f.store.mu.Lock()
 	defer f.store.mu.Unlock()
 	from, to = f.recentFrom, f.uidNext

@@ -7,8 +7,6 @@ import (
 	"slices"
 	"testing"
 	"time"
-
-	"github.com/emersion/go-imap/v2"
 )
 
 var testNow = func() time.Time { return time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC) }
@@ -34,7 +32,7 @@ func TestEnsureSpecialUse(t *testing.T) {
 		}
 	}
 	infos, _ := m.Folders()
-	got := map[imap.MailboxAttr]string{}
+	got := map[MailboxAttr]string{}
 	for _, fi := range infos {
 		got[fi.SpecialUse] = fi.Name
 		if !fi.Subscribed {
@@ -60,11 +58,11 @@ func TestFolderOperations(t *testing.T) {
 			var last uint64
 			for i := 1; i <= 3; i++ {
 				uid, err := f.Append(msg("x"), nil, time.Time{})
-				if err != nil || uid != imap.UID(i) {
+				if err != nil || uid != UID(i) {
 					t.Fatalf("append %d: uid %d err %v", i, uid, err)
 				}
 				st, _ := f.Status()
-				if st.HighestModSeq <= last || st.UIDNext != imap.UID(i+1) || st.Messages != uint32(i) {
+				if st.HighestModSeq <= last || st.UIDNext != UID(i+1) || st.Messages != uint32(i) {
 					t.Fatalf("status %+v after %d", st, i)
 				}
 				last = st.HighestModSeq
@@ -84,24 +82,24 @@ func TestFolderOperations(t *testing.T) {
 			}
 		}},
 		{"flags: set add remove, keywords, recent never stored", func(t *testing.T, m *Memory, f Folder) {
-			uid, _ := f.Append(msg("x"), []imap.Flag{"\\seen", "$Work", FlagRecent}, time.Time{})
+			uid, _ := f.Append(msg("x"), []Flag{"\\seen", "$Work", FlagRecent}, time.Time{})
 			mm, _ := f.Message(uid)
-			if !slices.Equal(mm.Flags, []imap.Flag{"$Work", imap.FlagSeen}) {
+			if !slices.Equal(mm.Flags, []Flag{"$Work", FlagSeen}) {
 				t.Fatalf("flags %v", mm.Flags)
 			}
-			res, _ := f.ChangeFlags([]imap.UID{uid}, FlagsAdd, []imap.Flag{imap.FlagFlagged}, 0)
+			res, _ := f.ChangeFlags([]UID{uid}, FlagsAdd, []Flag{FlagFlagged}, 0)
 			if len(res.Changed) != 1 || res.Changed[0].ModSeq != res.ModSeq {
 				t.Fatalf("add %+v", res)
 			}
-			res, _ = f.ChangeFlags([]imap.UID{uid}, FlagsAdd, []imap.Flag{imap.FlagFlagged}, 0)
+			res, _ = f.ChangeFlags([]UID{uid}, FlagsAdd, []Flag{FlagFlagged}, 0)
 			if len(res.Changed) != 0 || len(res.Unchanged) != 1 {
 				t.Fatalf("no-op add %+v", res)
 			}
-			res, _ = f.ChangeFlags([]imap.UID{uid}, FlagsRemove, []imap.Flag{"$Work"}, 0)
-			if !slices.Equal(res.Changed[0].Flags, []imap.Flag{imap.FlagFlagged, imap.FlagSeen}) {
+			res, _ = f.ChangeFlags([]UID{uid}, FlagsRemove, []Flag{"$Work"}, 0)
+			if !slices.Equal(res.Changed[0].Flags, []Flag{FlagFlagged, FlagSeen}) {
 				t.Fatalf("remove %+v", res)
 			}
-			res, _ = f.ChangeFlags([]imap.UID{uid, 99}, FlagsSet, nil, 0)
+			res, _ = f.ChangeFlags([]UID{uid, 99}, FlagsSet, nil, 0)
 			if len(res.Changed) != 1 || len(res.Changed[0].Flags) != 0 {
 				t.Fatalf("set %+v", res)
 			}
@@ -110,9 +108,9 @@ func TestFolderOperations(t *testing.T) {
 			a, _ := f.Append(msg("a"), nil, time.Time{})
 			b, _ := f.Append(msg("b"), nil, time.Time{})
 			st, _ := f.Status()
-			f.ChangeFlags([]imap.UID{b}, FlagsAdd, []imap.Flag{imap.FlagSeen}, 0)
-			res, _ := f.ChangeFlags([]imap.UID{a, b}, FlagsAdd, []imap.Flag{imap.FlagDeleted}, st.HighestModSeq)
-			if len(res.Changed) != 1 || res.Changed[0].UID != a || !slices.Equal(res.Modified, []imap.UID{b}) {
+			f.ChangeFlags([]UID{b}, FlagsAdd, []Flag{FlagSeen}, 0)
+			res, _ := f.ChangeFlags([]UID{a, b}, FlagsAdd, []Flag{FlagDeleted}, st.HighestModSeq)
+			if len(res.Changed) != 1 || res.Changed[0].UID != a || !slices.Equal(res.Modified, []UID{b}) {
 				t.Fatalf("%+v", res)
 			}
 		}},
@@ -121,12 +119,12 @@ func TestFolderOperations(t *testing.T) {
 				f.Append(msg("x"), nil, time.Time{})
 			}
 			before, _ := f.Status()
-			gone, _ := f.Expunge([]imap.UID{2, 4, 9})
+			gone, _ := f.Expunge([]UID{2, 4, 9})
 			after, _ := f.Status()
-			if !slices.Equal(gone, []imap.UID{2, 4}) || after.Messages != 2 || after.HighestModSeq <= before.HighestModSeq {
+			if !slices.Equal(gone, []UID{2, 4}) || after.Messages != 2 || after.HighestModSeq <= before.HighestModSeq {
 				t.Fatalf("gone %v status %+v", gone, after)
 			}
-			if v, _ := f.Expunged(before.HighestModSeq); !slices.Equal(v, []imap.UID{2, 4}) {
+			if v, _ := f.Expunged(before.HighestModSeq); !slices.Equal(v, []UID{2, 4}) {
 				t.Fatalf("expunged %v", v)
 			}
 			if v, _ := f.Expunged(after.HighestModSeq); len(v) != 0 {
@@ -137,18 +135,18 @@ func TestFolderOperations(t *testing.T) {
 			m.Create("Dest", "")
 			d := mustFolder(t, m, "Dest")
 			date := time.Date(2020, 5, 6, 7, 8, 9, 0, time.UTC)
-			a, _ := f.Append(msg("a"), []imap.Flag{"$K"}, date)
+			a, _ := f.Append(msg("a"), []Flag{"$K"}, date)
 			b, _ := f.Append(msg("b"), nil, date)
-			res, err := f.Copy([]imap.UID{b, a, a}, d)
-			if err != nil || !slices.Equal(res.SourceUIDs, []imap.UID{a, b}) || !slices.Equal(res.DestUIDs, []imap.UID{1, 2}) {
+			res, err := f.Copy([]UID{b, a, a}, d)
+			if err != nil || !slices.Equal(res.SourceUIDs, []UID{a, b}) || !slices.Equal(res.DestUIDs, []UID{1, 2}) {
 				t.Fatalf("copy %+v %v", res, err)
 			}
 			mm, _ := d.Message(1)
-			if !slices.Equal(mm.Flags, []imap.Flag{"$K"}) || !mm.InternalDate.Equal(date) {
+			if !slices.Equal(mm.Flags, []Flag{"$K"}) || !mm.InternalDate.Equal(date) {
 				t.Fatalf("copied %+v", mm)
 			}
-			res, _ = f.Move([]imap.UID{a}, d)
-			if !slices.Equal(res.DestUIDs, []imap.UID{3}) {
+			res, _ = f.Move([]UID{a}, d)
+			if !slices.Equal(res.DestUIDs, []UID{3}) {
 				t.Fatalf("move %+v", res)
 			}
 			if l, _ := f.List(); len(l) != 1 || l[0].UID != b {

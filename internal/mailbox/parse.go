@@ -10,7 +10,6 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/emersion/go-imap/v2"
 	gomessage "github.com/emersion/go-message"
 	"github.com/emersion/go-message/mail"
 	"github.com/emersion/go-message/textproto"
@@ -31,7 +30,7 @@ func Parse(raw []byte) (s *Structure) {
 		// message must not take the node down.
 		if recover() != nil {
 			s = &Structure{
-				Envelope:      &imap.Envelope{},
+				Envelope:      &Envelope{},
 				BodyStructure: fallbackPart(int64(len(raw)) - hsize),
 				HeaderSize:    hsize,
 			}
@@ -85,7 +84,7 @@ func readHeader(b []byte) textproto.Header {
 
 // envelope builds an ENVELOPE. Subject and address names keep their raw
 // RFC 2047 encoded form, as RFC 3501 section 7.4.2 expects (clients decode).
-func envelope(h textproto.Header) *imap.Envelope {
+func envelope(h textproto.Header) *Envelope {
 	mh := mail.Header{Header: gomessage.Header{Header: h}}
 	date, _ := mh.Date()
 	if !date.IsZero() {
@@ -93,7 +92,7 @@ func envelope(h textproto.Header) *imap.Envelope {
 	}
 	inReplyTo, _ := mh.MsgIDList("In-Reply-To")
 	messageID, _ := mh.MessageID()
-	env := &imap.Envelope{
+	env := &Envelope{
 		Date:      date,
 		Subject:   unfold(h.Get("Subject")),
 		From:      addressList(mh, "From"),
@@ -120,17 +119,17 @@ func unfold(s string) string {
 	return strings.ReplaceAll(s, "\n", "")
 }
 
-func addressList(mh mail.Header, key string) []imap.Address {
+func addressList(mh mail.Header, key string) []Address {
 	raw := unfold(mh.Get(key))
 	if strings.TrimSpace(raw) == "" {
 		return nil
 	}
-	var l []imap.Address
+	var l []Address
 	for _, seg := range splitGroups(raw) {
 		if seg.group {
 			// RFC 3501 section 7.4.2: a group is a start marker (the name as mailbox, no
 			// host), its members, and an end marker (all NIL).
-			l = append(l, imap.Address{Mailbox: decodeWords(seg.name)})
+			l = append(l, Address{Mailbox: decodeWords(seg.name)})
 		}
 		if strings.TrimSpace(seg.list) != "" {
 			for _, a := range parseAddresses(seg.list) {
@@ -138,11 +137,11 @@ func addressList(mh mail.Header, key string) []imap.Address {
 				if !ok {
 					continue
 				}
-				l = append(l, imap.Address{Name: sevenBit(a.Name), Mailbox: mbox, Host: host})
+				l = append(l, Address{Name: sevenBit(a.Name), Mailbox: mbox, Host: host})
 			}
 		}
 		if seg.group {
-			l = append(l, imap.Address{})
+			l = append(l, Address{})
 		}
 	}
 	return l
@@ -294,7 +293,7 @@ func isASCII(s string) bool {
 // which sets the default type (RFC 2046 section 5.1.5: parts of
 // multipart/digest default to message/rfc822; everything else to text/plain
 // charset=us-ascii, RFC 2045 section 5.2).
-func bodyStructure(raw textproto.Header, r io.Reader, parent string, depth int) imap.BodyStructure {
+func bodyStructure(raw textproto.Header, r io.Reader, parent string, depth int) BodyStructure {
 	h := gomessage.Header{Header: raw}
 	mediaType, params, err := h.ContentType()
 	if err != nil || !strings.Contains(mediaType, "/") {
@@ -313,7 +312,7 @@ func bodyStructure(raw textproto.Header, r io.Reader, parent string, depth int) 
 	}
 
 	if typ == "multipart" && params["boundary"] != "" && depth < maxParseDepth {
-		bs := &imap.BodyStructureMultiPart{Subtype: sub}
+		bs := &MultiPart{Subtype: sub}
 		mr := textproto.NewMultipartReader(r, params["boundary"])
 		for {
 			p, err := mr.NextPart()
@@ -323,7 +322,7 @@ func bodyStructure(raw textproto.Header, r io.Reader, parent string, depth int) 
 			bs.Children = append(bs.Children, bodyStructure(p.Header, p, mediaType, depth+1))
 		}
 		if len(bs.Children) > 0 {
-			bs.Extended = &imap.BodyStructureMultiPartExt{
+			bs.Extended = &MultiPartExt{
 				Params:      params,
 				Disposition: disposition(h),
 				Language:    language(h),
@@ -342,7 +341,7 @@ func bodyStructure(raw textproto.Header, r io.Reader, parent string, depth int) 
 	if enc == "" {
 		enc = "7BIT"
 	}
-	bs := &imap.BodyStructureSinglePart{
+	bs := &SinglePart{
 		Type:        typ,
 		Subtype:     sub,
 		Params:      params,
@@ -350,7 +349,7 @@ func bodyStructure(raw textproto.Header, r io.Reader, parent string, depth int) 
 		Description: h.Get("Content-Description"),
 		Encoding:    enc,
 		Size:        uint32(len(body)),
-		Extended: &imap.BodyStructureSinglePartExt{
+		Extended: &SinglePartExt{
 			Disposition: disposition(h),
 			Language:    language(h),
 			Location:    h.Get("Content-Location"),
@@ -358,7 +357,7 @@ func bodyStructure(raw textproto.Header, r io.Reader, parent string, depth int) 
 	}
 	lines := int64(bytes.Count(body, []byte("\n")))
 	if strings.EqualFold(typ, "text") {
-		bs.Text = &imap.BodyStructureText{NumLines: lines}
+		bs.Text = &TextInfo{NumLines: lines}
 	}
 	if strings.EqualFold(mediaType, "message/rfc822") || strings.EqualFold(mediaType, "message/global") {
 		inner := HeaderSize(body)
@@ -367,7 +366,7 @@ func bodyStructure(raw textproto.Header, r io.Reader, parent string, depth int) 
 		if depth < maxParseDepth {
 			child = bodyStructure(ih, bytes.NewReader(body[inner:]), "", depth+1)
 		}
-		bs.MessageRFC822 = &imap.BodyStructureMessageRFC822{
+		bs.MessageRFC822 = &MessageRFC822{
 			Envelope:      envelope(ih),
 			BodyStructure: child,
 			NumLines:      lines,
@@ -376,25 +375,25 @@ func bodyStructure(raw textproto.Header, r io.Reader, parent string, depth int) 
 	return bs
 }
 
-func fallbackPart(size int64) imap.BodyStructure {
+func fallbackPart(size int64) BodyStructure {
 	if size < 0 {
 		size = 0
 	}
-	return &imap.BodyStructureSinglePart{
+	return &SinglePart{
 		Type: "text", Subtype: "plain",
 		Params:   map[string]string{"charset": "us-ascii"},
 		Encoding: "7BIT",
 		Size:     uint32(size),
-		Text:     &imap.BodyStructureText{},
+		Text:     &TextInfo{},
 	}
 }
 
-func disposition(h gomessage.Header) *imap.BodyStructureDisposition {
+func disposition(h gomessage.Header) *Disposition {
 	disp, params, err := h.ContentDisposition()
 	if err != nil || disp == "" {
 		return nil
 	}
-	return &imap.BodyStructureDisposition{Value: disp, Params: params}
+	return &Disposition{Value: disp, Params: params}
 }
 
 func language(h gomessage.Header) []string {

@@ -2,8 +2,6 @@ package mailbox
 
 import (
 	"testing"
-
-	"github.com/emersion/go-imap/v2"
 )
 
 // TestEnvelopeGroups: RFC 5322 groups keep their markers in ENVELOPE (RFC 3501 section 7.4.2),
@@ -11,7 +9,7 @@ import (
 func TestEnvelopeGroups(t *testing.T) {
 	raw := "From: a@example.org\r\nTo: x@example.org, Team: b@example.org, Carol <c@example.org>;, \"Odd: name\" <d@example.org>\r\nCc: undisclosed-recipients:;\r\n\r\nbody\r\n"
 	env := Parse([]byte(raw)).Envelope
-	want := []imap.Address{
+	want := []Address{
 		{Mailbox: "x", Host: "example.org"},
 		{Mailbox: "Team"},
 		{Mailbox: "b", Host: "example.org"},
@@ -27,7 +25,7 @@ func TestEnvelopeGroups(t *testing.T) {
 			t.Errorf("To[%d] = %+v, want %+v", i, env.To[i], want[i])
 		}
 	}
-	if len(env.Cc) != 2 || env.Cc[0].Mailbox != "undisclosed-recipients" || env.Cc[1] != (imap.Address{}) {
+	if len(env.Cc) != 2 || env.Cc[0].Mailbox != "undisclosed-recipients" || env.Cc[1] != (Address{}) {
 		t.Errorf("Cc = %+v", env.Cc)
 	}
 }
@@ -37,7 +35,7 @@ func TestEnvelopeGroups(t *testing.T) {
 func TestEnvelopeRoutes(t *testing.T) {
 	raw := "From: a@example.org\r\nTo: Bob <@relay.example,@b.example:bob@example.org>, carol@example.org\r\nCc: ok@example.org, <<broken>>, dave@example.org\r\n\r\nbody\r\n"
 	env := Parse([]byte(raw)).Envelope
-	want := []imap.Address{{Name: "Bob", Mailbox: "bob", Host: "example.org"}, {Mailbox: "carol", Host: "example.org"}}
+	want := []Address{{Name: "Bob", Mailbox: "bob", Host: "example.org"}, {Mailbox: "carol", Host: "example.org"}}
 	if len(env.To) != 2 || env.To[0] != want[0] || env.To[1] != want[1] {
 		t.Errorf("To = %+v, want %+v", env.To, want)
 	}

@@ -2,8 +2,6 @@ package mailbox
 
 import (
 	"testing"
-
-	"github.com/emersion/go-imap/v2"
 )
 
 func TestHeaderSize(t *testing.T) {
@@ -42,18 +40,18 @@ func TestParseStructure(t *testing.T) {
 	if len(s.Envelope.From) != 1 || s.Envelope.From[0].Host != "example.de" || len(s.Envelope.Sender) != 1 {
 		t.Errorf("from/sender %+v %+v", s.Envelope.From, s.Envelope.Sender)
 	}
-	mp, ok := s.BodyStructure.(*imap.BodyStructureMultiPart)
+	mp, ok := s.BodyStructure.(*MultiPart)
 	if !ok || mp.Subtype != "mixed" || len(mp.Children) != 3 {
 		t.Fatalf("top %#v", s.BodyStructure)
 	}
-	if alt, ok := mp.Children[0].(*imap.BodyStructureMultiPart); !ok || len(alt.Children) != 2 {
+	if alt, ok := mp.Children[0].(*MultiPart); !ok || len(alt.Children) != 2 {
 		t.Errorf("alternative %#v", mp.Children[0])
 	}
-	rfc, ok := mp.Children[1].(*imap.BodyStructureSinglePart)
+	rfc, ok := mp.Children[1].(*SinglePart)
 	if !ok || rfc.MessageRFC822 == nil || rfc.MessageRFC822.Envelope.Subject != "inner" {
 		t.Errorf("message/rfc822 %#v", mp.Children[1])
 	}
-	img := mp.Children[2].(*imap.BodyStructureSinglePart)
+	img := mp.Children[2].(*SinglePart)
 	if img.Filename() != "x.png" || img.Encoding != "base64" || img.Size != 12 {
 		t.Errorf("attachment %+v", img)
 	}

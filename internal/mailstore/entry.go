@@ -1,14 +1,14 @@
 package mailstore
 
 import (
+	"epost/internal/mailbox"
+
 	"errors"
 	"fmt"
 	"time"
 
 	"epost/internal/content"
 	"epost/internal/wire"
-
-	"github.com/emersion/go-imap/v2"
 )
 
 // Log entries written by this package. Every body starts with entryMagic and a version, so
@@ -91,7 +91,7 @@ func (s segment) size() int64 {
 type record struct {
 	Date      time.Time
 	Size      int64
-	Flags     []imap.Flag
+	Flags     []mailbox.Flag
 	Segments  []segment
 	Structure []byte // encodeStructure output; empty: computed from the bytes on demand
 }
@@ -103,8 +103,8 @@ type entry struct {
 	UIDValidity uint32   // header, create
 	Records     []record // insert
 	Op          uint8    // flags: mailbox.FlagOp
-	Flags       []imap.Flag
-	UIDs        []imap.UID // flags, expunge
+	Flags       []mailbox.Flag
+	UIDs        []mailbox.UID // flags, expunge
 
 	Name, Log, Use string // create, delete, rename, subscribe
 	On             bool   // subscribe
@@ -150,14 +150,14 @@ func (e *entry) encode() []byte {
 	return w.B
 }
 
-func encodeFlags(w *wire.Writer, flags []imap.Flag) {
+func encodeFlags(w *wire.Writer, flags []mailbox.Flag) {
 	w.Uvarint(uint64(len(flags)))
 	for _, f := range flags {
 		w.String(string(f))
 	}
 }
 
-func encodeUIDs(w *wire.Writer, uids []imap.UID) {
+func encodeUIDs(w *wire.Writer, uids []mailbox.UID) {
 	w.Uvarint(uint64(len(uids)))
 	for _, u := range uids {
 		w.Uvarint(uint64(u))
@@ -235,24 +235,24 @@ func decodeEntry(b []byte) (*entry, error) {
 	return e, nil
 }
 
-func decodeFlags(r *wire.Reader) []imap.Flag {
+func decodeFlags(r *wire.Reader) []mailbox.Flag {
 	n := r.Count(maxFlags, 1, "flags")
-	var out []imap.Flag
+	var out []mailbox.Flag
 	for i := 0; i < n && r.Err() == nil; i++ {
-		out = append(out, imap.Flag(r.String(maxFlagLen, "flag")))
+		out = append(out, mailbox.Flag(r.String(maxFlagLen, "flag")))
 	}
 	return out
 }
 
-func decodeUIDs(r *wire.Reader) []imap.UID {
+func decodeUIDs(r *wire.Reader) []mailbox.UID {
 	n := r.Count(maxUIDsInEntry, 1, "uids")
-	out := make([]imap.UID, 0, n)
+	out := make([]mailbox.UID, 0, n)
 	for i := 0; i < n && r.Err() == nil; i++ {
 		v := r.Uvarint()
 		if v == 0 || v > 1<<32-1 {
 			r.Fail("uid %d out of range", v)
 		}
-		out = append(out, imap.UID(v))
+		out = append(out, mailbox.UID(v))
 	}
 	return out
 }

@@ -9,8 +9,6 @@ import (
 	"epost/internal/content"
 	"epost/internal/ids"
 	"epost/internal/mailbox"
-
-	"github.com/emersion/go-imap/v2"
 )
 
 func testRef(data []byte) *content.Ref {
@@ -26,11 +24,11 @@ func TestEntryRoundTrip(t *testing.T) {
 	st := encodeStructure(mailbox.Parse([]byte("Subject: s\r\n\r\nx")))
 	for _, e := range []*entry{
 		{Kind: kindHeader, UIDValidity: 42},
-		{Kind: kindInsert, Records: []record{{Date: time.Unix(5, 0).UTC(), Size: 2520, Flags: []imap.Flag{"\\Seen", "$x"},
+		{Kind: kindInsert, Records: []record{{Date: time.Unix(5, 0).UTC(), Size: 2520, Flags: []mailbox.Flag{"\\Seen", "$x"},
 			Segments: []segment{{Inline: []byte("abc")}, {Ref: testRef(make([]byte, 2500))}, {Ref: testRef([]byte("from another ring")), Foreign: true}}, Structure: st}}},
-		{Kind: kindFlags, Op: uint8(mailbox.FlagsRemove), Flags: []imap.Flag{"a"}, UIDs: []imap.UID{1, 5, 7}},
-		{Kind: kindExpunge, UIDs: []imap.UID{3}},
-		{Kind: kindCreate, Name: "A/B", Log: "mail/00", Use: string(imap.MailboxAttrSent), UIDValidity: 9},
+		{Kind: kindFlags, Op: uint8(mailbox.FlagsRemove), Flags: []mailbox.Flag{"a"}, UIDs: []mailbox.UID{1, 5, 7}},
+		{Kind: kindExpunge, UIDs: []mailbox.UID{3}},
+		{Kind: kindCreate, Name: "A/B", Log: "mail/00", Use: string(mailbox.MailboxAttrSent), UIDValidity: 9},
 		{Kind: kindDelete, Log: "mail/00"},
 		{Kind: kindRename, Log: "mail/00", Name: "C"},
 		{Kind: kindSubscribe, Name: "C", On: true},
@@ -51,7 +49,7 @@ func TestEntryRoundTrip(t *testing.T) {
 
 func FuzzDecodeEntry(f *testing.F) {
 	f.Add((&entry{Kind: kindInsert, Records: []record{{Size: 1, Segments: []segment{{Inline: []byte("x")}}}}}).encode())
-	f.Add((&entry{Kind: kindFlags, Flags: []imap.Flag{"a"}, UIDs: []imap.UID{1}}).encode())
+	f.Add((&entry{Kind: kindFlags, Flags: []mailbox.Flag{"a"}, UIDs: []mailbox.UID{1}}).encode())
 	f.Add((&entry{Kind: kindCreate, Name: "n", Log: "l"}).encode())
 	f.Fuzz(func(t *testing.T, b []byte) {
 		e, err := decodeEntry(b)
@@ -71,16 +69,16 @@ func FuzzDecodeEntry(f *testing.F) {
 // Replay is a pure function of the entries: UIDs and modseqs follow the index rules.
 func TestReplayRules(t *testing.T) {
 	rec := func(s string) record {
-		return record{Size: int64(len(s)), Segments: []segment{{Inline: []byte(s)}}, Flags: []imap.Flag{"\\seen"}}
+		return record{Size: int64(len(s)), Segments: []segment{{Inline: []byte(s)}}, Flags: []mailbox.Flag{"\\seen"}}
 	}
 	bodies := [][]byte{
-		(&entry{Kind: kindHeader, UIDValidity: 77}).encode(),                                                             // 0
-		(&entry{Kind: kindInsert, Records: []record{rec("a"), rec("b")}}).encode(),                                       // 1: uids 1, 2 ms 2
-		[]byte("+some POST line"),                                                                                        // 2: ignored
-		(&entry{Kind: kindFlags, Op: uint8(mailbox.FlagsAdd), Flags: []imap.Flag{"x"}, UIDs: []imap.UID{2, 9}}).encode(), // 3: ms 4
-		(&entry{Kind: kindExpunge, UIDs: []imap.UID{1}}).encode(),                                                        // 4: ms 5
-		(&entry{Kind: kindHeader, UIDValidity: 99}).encode(),                                                             // 5: ignored
-		(&entry{Kind: kindInsert, Records: []record{rec("c")}}).encode(),                                                 // 6: uid 3 ms 7
+		(&entry{Kind: kindHeader, UIDValidity: 77}).encode(),                       // 0
+		(&entry{Kind: kindInsert, Records: []record{rec("a"), rec("b")}}).encode(), // 1: uids 1, 2 ms 2
+		[]byte("+some POST line"),                                                  // 2: ignored
+		(&entry{Kind: kindFlags, Op: uint8(mailbox.FlagsAdd), Flags: []mailbox.Flag{"x"}, UIDs: []mailbox.UID{2, 9}}).encode(), // 3: ms 4
+		(&entry{Kind: kindExpunge, UIDs: []mailbox.UID{1}}).encode(),                                                           // 4: ms 5
+		(&entry{Kind: kindHeader, UIDValidity: 99}).encode(),                                                                   // 5: ignored
+		(&entry{Kind: kindInsert, Records: []record{rec("c")}}).encode(),                                                       // 6: uid 3 ms 7
 	}
 	var states []*folderState
 	for range 2 {
@@ -98,7 +96,7 @@ func TestReplayRules(t *testing.T) {
 	for _, m := range f.Msgs {
 		got = append(got, string(rune('0'+m.UID))+":"+string(rune('0'+m.ModSeq)))
 	}
-	if !slices.Equal(got, []string{"2:4", "3:7"}) || !slices.Equal(f.Msgs[0].Flags, []imap.Flag{imap.FlagSeen, "x"}) {
+	if !slices.Equal(got, []string{"2:4", "3:7"}) || !slices.Equal(f.Msgs[0].Flags, []mailbox.Flag{mailbox.FlagSeen, "x"}) {
 		t.Fatalf("messages %v flags %v", got, f.Msgs[0].Flags)
 	}
 	if len(f.Expunged) != 1 || f.Expunged[0] != (tombstone{UID: 1, ModSeq: 5}) {

@@ -15,8 +15,6 @@ import (
 	"epost/internal/mailbox"
 	"epost/internal/post"
 	"epost/internal/smtpserver"
-
-	"github.com/emersion/go-imap/v2"
 )
 
 // users makes the mail layer of node tn with the given users' files in a fresh node dir.
@@ -108,11 +106,11 @@ func testUsersSubmitDeliver(t *testing.T, seed uint64) {
 	m2 := attachmentMessage("second", "two", att)
 	sent := mustFolder(w, sa, "Sent")
 	drafts := mustFolder(w, sa, "Drafts")
-	if _, err := sent.Append(m1, []imap.Flag{imap.FlagSeen}, time.Time{}); err != nil {
+	if _, err := sent.Append(m1, []mailbox.Flag{mailbox.FlagSeen}, time.Time{}); err != nil {
 		w.fail("append: %v", err)
 	}
 	before := len(w.liveKeys())
-	if _, err := drafts.Append(m2, []imap.Flag{imap.FlagDraft}, time.Time{}); err != nil {
+	if _, err := drafts.Append(m2, []mailbox.Flag{mailbox.FlagDraft}, time.Time{}); err != nil {
 		w.fail("append: %v", err)
 	}
 	w.net.RunFor(5 * time.Second)
@@ -175,7 +173,7 @@ func testUsersSubmitDeliver(t *testing.T, seed uint64) {
 	}
 	// Bob files it elsewhere: the record moves, the content stays where it is.
 	archive := mustFolder(w, sb, "Archive")
-	if _, err := inboxB.Move([]imap.UID{l[0].UID}, archive); err != nil {
+	if _, err := inboxB.Move([]mailbox.UID{l[0].UID}, archive); err != nil {
 		w.fail("move: %v", err)
 	}
 	if got := readAll(w, archive, 1); !bytes.Equal(got, raw) {

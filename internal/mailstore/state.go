@@ -8,8 +8,6 @@ import (
 
 	"epost/internal/mailbox"
 	"epost/internal/post"
-
-	"github.com/emersion/go-imap/v2"
 )
 
 // The folder state is a pure function of the folder log: replaying the same entries in index
@@ -30,9 +28,9 @@ import (
 //     already left out those that failed UNCHANGEDSINCE, so replay never looks at bounds.
 
 type message struct {
-	UID      imap.UID
+	UID      mailbox.UID
 	ModSeq   uint64
-	Flags    []imap.Flag
+	Flags    []mailbox.Flag
 	Date     time.Time
 	Size     int64
 	Segments []segment
@@ -45,7 +43,7 @@ type message struct {
 }
 
 type tombstone struct {
-	UID    imap.UID
+	UID    mailbox.UID
 	ModSeq uint64
 }
 
@@ -53,9 +51,9 @@ type tombstone struct {
 type folderState struct {
 	Log         string
 	Name        string
-	Use         imap.MailboxAttr
+	Use         mailbox.MailboxAttr
 	UIDValidity uint32
-	UIDNext     imap.UID
+	UIDNext     mailbox.UID
 	ModSeq      uint64
 	Applied     uint64   // entries replayed
 	LastHash    [32]byte // SHA-256 of the last replayed entry body: checks a cache against the log
@@ -63,7 +61,7 @@ type folderState struct {
 	Expunged    []tombstone
 
 	// Node-local, never in the log (RFC 3501 section 2.3.2).
-	recentFrom imap.UID
+	recentFrom mailbox.UID
 	deleted    bool
 
 	// Node-local: Status's counts over Msgs, kept up to date by insert, the flag changes
@@ -72,15 +70,15 @@ type folderState struct {
 	// tried (Store.prefetchMissing).
 	unseen, deletedMsgs uint32
 	size                int64
-	prefetchFrom        imap.UID
+	prefetchFrom        mailbox.UID
 }
 
 // count adds (sign 1) or removes (sign -1) m from the folder's counts.
 func (f *folderState) count(m *message, sign int) {
-	if !slices.Contains(m.Flags, imap.FlagSeen) {
+	if !slices.Contains(m.Flags, mailbox.FlagSeen) {
 		f.unseen += uint32(sign)
 	}
-	if slices.Contains(m.Flags, imap.FlagDeleted) {
+	if slices.Contains(m.Flags, mailbox.FlagDeleted) {
 		f.deletedMsgs += uint32(sign)
 	}
 	f.size += int64(sign) * m.Size
@@ -94,7 +92,7 @@ func (f *folderState) recount() {
 	}
 }
 
-func newFolderState(log, name string, use imap.MailboxAttr) *folderState {
+func newFolderState(log, name string, use mailbox.MailboxAttr) *folderState {
 	return &folderState{Log: log, Name: name, Use: use, UIDNext: 1, recentFrom: 1}
 }
 
@@ -172,12 +170,12 @@ func (f *folderState) insert(m *message, idx, modSeq uint64) {
 	f.count(m, 1)
 }
 
-func (f *folderState) expunge(uids []imap.UID, modSeq uint64) []imap.UID {
-	drop := make(map[imap.UID]bool, len(uids))
+func (f *folderState) expunge(uids []mailbox.UID, modSeq uint64) []mailbox.UID {
+	drop := make(map[mailbox.UID]bool, len(uids))
 	for _, u := range uids {
 		drop[u] = true
 	}
-	var gone []imap.UID
+	var gone []mailbox.UID
 	kept := f.Msgs[:0]
 	for _, m := range f.Msgs {
 		if drop[m.UID] {
@@ -199,8 +197,8 @@ func (f *folderState) expunge(uids []imap.UID, modSeq uint64) []imap.UID {
 	return gone
 }
 
-func (f *folderState) index(uid imap.UID) (int, bool) {
-	return slices.BinarySearchFunc(f.Msgs, uid, func(m *message, u imap.UID) int {
+func (f *folderState) index(uid mailbox.UID) (int, bool) {
+	return slices.BinarySearchFunc(f.Msgs, uid, func(m *message, u mailbox.UID) int {
 		switch {
 		case m.UID < u:
 			return -1
@@ -211,7 +209,7 @@ func (f *folderState) index(uid imap.UID) (int, bool) {
 	})
 }
 
-func (f *folderState) find(uid imap.UID) *message {
+func (f *folderState) find(uid mailbox.UID) *message {
 	if i, ok := f.index(uid); ok {
 		return f.Msgs[i]
 	}
@@ -219,8 +217,8 @@ func (f *folderState) find(uid imap.UID) *message {
 }
 
 // insertedBy lists the UIDs inserted by entry idx, ascending.
-func (f *folderState) insertedBy(idx uint64) []imap.UID {
-	var out []imap.UID
+func (f *folderState) insertedBy(idx uint64) []mailbox.UID {
+	var out []mailbox.UID
 	for i := len(f.Msgs) - 1; i >= 0 && f.Msgs[i].Entry >= idx; i-- {
 		if f.Msgs[i].Entry == idx {
 			out = append(out, f.Msgs[i].UID)
@@ -235,25 +233,25 @@ func (m *message) summary() mailbox.Summary {
 }
 
 // combineFlags applies a STORE operation (RFC 3501 section 6.4.6).
-func combineFlags(cur []imap.Flag, op mailbox.FlagOp, flags []imap.Flag) []imap.Flag {
+func combineFlags(cur []mailbox.Flag, op mailbox.FlagOp, flags []mailbox.Flag) []mailbox.Flag {
 	switch op {
 	case mailbox.FlagsSet:
 		return slices.Clone(flags)
 	case mailbox.FlagsAdd:
 		return normalizeFlags(append(slices.Clone(cur), flags...))
 	case mailbox.FlagsRemove:
-		return slices.DeleteFunc(slices.Clone(cur), func(fl imap.Flag) bool { return slices.Contains(flags, fl) })
+		return slices.DeleteFunc(slices.Clone(cur), func(fl mailbox.Flag) bool { return slices.Contains(flags, fl) })
 	}
 	return slices.Clone(cur)
 }
 
-var systemFlags = []imap.Flag{imap.FlagSeen, imap.FlagAnswered, imap.FlagFlagged, imap.FlagDeleted, imap.FlagDraft, mailbox.FlagRecent}
+var systemFlags = []mailbox.Flag{mailbox.FlagSeen, mailbox.FlagAnswered, mailbox.FlagFlagged, mailbox.FlagDeleted, mailbox.FlagDraft, mailbox.FlagRecent}
 
 // normalizeFlags drops \Recent (never stored, RFC 3501 section 2.3.2) and duplicates,
 // canonicalises system flags (case-insensitive, RFC 3501 section 2.3.2) and sorts, exactly
 // as mailbox.Memory does.
-func normalizeFlags(flags []imap.Flag) []imap.Flag {
-	out := make([]imap.Flag, 0, len(flags))
+func normalizeFlags(flags []mailbox.Flag) []mailbox.Flag {
+	out := make([]mailbox.Flag, 0, len(flags))
 	for _, fl := range flags {
 		for _, sf := range systemFlags {
 			if strings.EqualFold(string(fl), string(sf)) {
@@ -281,7 +279,7 @@ type rootState struct {
 
 type folderEntry struct {
 	Name        string
-	Use         imap.MailboxAttr
+	Use         mailbox.MailboxAttr
 	UIDValidity uint32
 }
 
@@ -305,7 +303,7 @@ func (r *rootState) apply(body []byte) bool {
 		if e.Log == post.InboxLog || e.Log == post.RootLog || r.Folders[e.Log] != nil {
 			return false
 		}
-		r.Folders[e.Log] = &folderEntry{Name: e.Name, Use: imap.MailboxAttr(e.Use), UIDValidity: e.UIDValidity}
+		r.Folders[e.Log] = &folderEntry{Name: e.Name, Use: mailbox.MailboxAttr(e.Use), UIDValidity: e.UIDValidity}
 		r.MaxUIDValidity = max(r.MaxUIDValidity, e.UIDValidity)
 	case kindDelete:
 		if e.Log == post.InboxLog {

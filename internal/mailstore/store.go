@@ -18,8 +18,6 @@ import (
 	"epost/internal/mailbox"
 	"epost/internal/post"
 	"epost/internal/transport"
-
-	"github.com/emersion/go-imap/v2"
 )
 
 // Config is what Open needs.
@@ -362,14 +360,14 @@ func (s *Store) Folder(name string) (mailbox.Folder, error) {
 // Create implements mailbox.Store: a new POST log whose first entry fixes UIDVALIDITY, then
 // the root entry that names it (a crash between them leaves an unnamed empty log, never a
 // name without a log).
-func (s *Store) Create(name string, use imap.MailboxAttr) error {
+func (s *Store) Create(name string, use mailbox.MailboxAttr) error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	_, err := s.createLocked(name, use)
 	return err
 }
 
-func (s *Store) createLocked(name string, use imap.MailboxAttr) (*folder, error) {
+func (s *Store) createLocked(name string, use mailbox.MailboxAttr) (*folder, error) {
 	name = canonical(name)
 	if !validName(name) {
 		return nil, mailbox.ErrBadName
@@ -488,7 +486,7 @@ func (s *Store) Rename(oldName, newName string) error {
 		}
 		s.refresh(fo.f)
 		s.mu.RLock()
-		uids := make([]imap.UID, len(fo.f.Msgs))
+		uids := make([]mailbox.UID, len(fo.f.Msgs))
 		for i, m := range fo.f.Msgs {
 			uids[i] = m.UID
 		}
@@ -612,7 +610,7 @@ func (fo *folder) summaries(keep func(*message) bool) ([]mailbox.Summary, error)
 }
 
 // snapshot returns a copy of one message's fields.
-func (fo *folder) snapshot(uid imap.UID) (message, error) {
+func (fo *folder) snapshot(uid mailbox.UID) (message, error) {
 	s, f := fo.s, fo.f
 	s.mu.RLock()
 	defer s.mu.RUnlock()
@@ -630,7 +628,7 @@ func (fo *folder) snapshot(uid imap.UID) (message, error) {
 
 // Message implements mailbox.Folder. A filed message's structure is computed from its bytes
 // on first use (usually already done by the prefetch that follows a filing).
-func (fo *folder) Message(uid imap.UID) (*mailbox.Message, error) {
+func (fo *folder) Message(uid mailbox.UID) (*mailbox.Message, error) {
 	m, err := fo.snapshot(uid)
 	if err != nil {
 		return nil, err
@@ -646,7 +644,7 @@ func (fo *folder) Message(uid imap.UID) (*mailbox.Message, error) {
 	return &mailbox.Message{Summary: m.summary(), Structure: m.Structure}, nil
 }
 
-func (s *Store) setStructure(f *folderState, uid imap.UID, st *mailbox.Structure) {
+func (s *Store) setStructure(f *folderState, uid mailbox.UID, st *mailbox.Structure) {
 	s.mu.Lock()
 	if m := f.find(uid); m != nil && m.Structure == nil {
 		m.Structure = st
@@ -657,7 +655,7 @@ func (s *Store) setStructure(f *folderState, uid imap.UID, st *mailbox.Structure
 
 // Content implements mailbox.Folder: the pieces fetched, each verified by the content store,
 // and put together; the result is exactly the bytes received.
-func (fo *folder) Content(uid imap.UID) (mailbox.Content, error) {
+func (fo *folder) Content(uid mailbox.UID) (mailbox.Content, error) {
 	m, err := fo.snapshot(uid)
 	if err != nil {
 		return nil, err
@@ -823,7 +821,7 @@ func (s *Store) prefetchMissing() {
 }
 
 // ChangeFlags implements mailbox.Folder.
-func (fo *folder) ChangeFlags(uids []imap.UID, op mailbox.FlagOp, flags []imap.Flag, unchangedSince uint64) (mailbox.FlagResult, error) {
+func (fo *folder) ChangeFlags(uids []mailbox.UID, op mailbox.FlagOp, flags []mailbox.Flag, unchangedSince uint64) (mailbox.FlagResult, error) {
 	s, f := fo.s, fo.f
 	flags = normalizeFlags(flags)
 	if unchangedSince != 0 {
@@ -835,13 +833,13 @@ func (fo *folder) ChangeFlags(uids []imap.UID, op mailbox.FlagOp, flags []imap.F
 	}
 	s.refresh(f)
 	var res mailbox.FlagResult
-	var change []imap.UID
+	var change []mailbox.UID
 	s.mu.RLock()
 	if f.deleted {
 		s.mu.RUnlock()
 		return res, mailbox.ErrNoFolder
 	}
-	seen := map[imap.UID]bool{}
+	seen := map[mailbox.UID]bool{}
 	for _, uid := range uids {
 		m := f.find(uid)
 		if m == nil || seen[uid] {
@@ -887,14 +885,14 @@ func (fo *folder) ChangeFlags(uids []imap.UID, op mailbox.FlagOp, flags []imap.F
 }
 
 // Expunge implements mailbox.Folder.
-func (fo *folder) Expunge(uids []imap.UID) ([]imap.UID, error) {
+func (fo *folder) Expunge(uids []mailbox.UID) ([]mailbox.UID, error) {
 	s := fo.s
 	s.wmu.RLock()
 	defer s.wmu.RUnlock()
 	return fo.expungeLocked(uids)
 }
 
-func (fo *folder) expungeLocked(uids []imap.UID) ([]imap.UID, error) {
+func (fo *folder) expungeLocked(uids []mailbox.UID) ([]mailbox.UID, error) {
 	s, f := fo.s, fo.f
 	s.refresh(f)
 	s.mu.RLock()
@@ -902,7 +900,7 @@ func (fo *folder) expungeLocked(uids []imap.UID) ([]imap.UID, error) {
 		s.mu.RUnlock()
 		return nil, mailbox.ErrNoFolder
 	}
-	var present []imap.UID
+	var present []mailbox.UID
 	for _, uid := range uids {
 		if f.find(uid) != nil {
 			present = append(present, uid)
@@ -931,14 +929,14 @@ func (fo *folder) expungeLocked(uids []imap.UID) ([]imap.UID, error) {
 }
 
 // Expunged implements mailbox.Folder.
-func (fo *folder) Expunged(since uint64) ([]imap.UID, error) {
+func (fo *folder) Expunged(since uint64) ([]mailbox.UID, error) {
 	s, f := fo.s, fo.f
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if f.deleted {
 		return nil, mailbox.ErrNoFolder
 	}
-	var l []imap.UID
+	var l []mailbox.UID
 	for _, t := range f.Expunged {
 		if t.ModSeq > since {
 			l = append(l, t.UID)
@@ -949,7 +947,7 @@ func (fo *folder) Expunged(since uint64) ([]imap.UID, error) {
 }
 
 // ClaimRecent implements mailbox.Folder.
-func (fo *folder) ClaimRecent() (from, to imap.UID) {
+func (fo *folder) ClaimRecent() (from, to mailbox.UID) {
 	s, f := fo.s, fo.f
 	s.refresh(f)
 	s.mu.Lock()

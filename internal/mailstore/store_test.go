@@ -14,8 +14,6 @@ import (
 
 	"epost/internal/mailbox"
 	"epost/internal/post"
-
-	"github.com/emersion/go-imap/v2"
 )
 
 func (w *testWorld) open(tu *testUser, cacheFile string) *Store {
@@ -45,7 +43,7 @@ func mustFolder(w *testWorld, s mailbox.Store, name string) mailbox.Folder {
 	return f
 }
 
-func readAll(w *testWorld, f mailbox.Folder, uid imap.UID) []byte {
+func readAll(w *testWorld, f mailbox.Folder, uid mailbox.UID) []byte {
 	w.t.Helper()
 	c, err := f.Content(uid)
 	if err != nil {
@@ -123,10 +121,10 @@ func testStoreOnRing(t *testing.T, seed uint64) {
 		[]byte("Content-Type: multipart/mixed; boundary=zz\r\n\r\n--zz\r\nno end" + strings.Repeat("y", 3000)),
 		attachmentMessage("big", "b1", att),
 	}
-	var uids []imap.UID
+	var uids []mailbox.UID
 	for i, raw := range msgs {
-		uid, err := inbox.Append(raw, []imap.Flag{"$Label1"}, time.Time{})
-		if err != nil || uid != imap.UID(i+1) {
+		uid, err := inbox.Append(raw, []mailbox.Flag{"$Label1"}, time.Time{})
+		if err != nil || uid != mailbox.UID(i+1) {
 			w.fail("append %d: uid %d err %v", i, uid, err)
 		}
 		uids = append(uids, uid)
@@ -140,49 +138,49 @@ func testStoreOnRing(t *testing.T, seed uint64) {
 		w.fail("malformed MIME split into %d pieces", len(pieces))
 	}
 	m, err := inbox.Message(uids[3])
-	if err != nil || m.Structure.Envelope.Subject != "big" || len(m.Structure.BodyStructure.(*imap.BodyStructureMultiPart).Children) != 2 {
+	if err != nil || m.Structure.Envelope.Subject != "big" || len(m.Structure.BodyStructure.(*mailbox.MultiPart).Children) != 2 {
 		w.fail("structure %+v err %v", m, err)
 	}
 
 	// Flags and MODSEQ (RFC 7162): every change raises the modseq; UNCHANGEDSINCE refuses.
 	st1, _ := inbox.Status()
-	res, err := inbox.ChangeFlags([]imap.UID{1, 2}, mailbox.FlagsAdd, []imap.Flag{"\\seen", "Work"}, 0)
+	res, err := inbox.ChangeFlags([]mailbox.UID{1, 2}, mailbox.FlagsAdd, []mailbox.Flag{"\\seen", "Work"}, 0)
 	if err != nil || len(res.Changed) != 2 || res.ModSeq <= st1.HighestModSeq {
 		w.fail("flags add: %+v %v", res, err)
 	}
-	if !slices.Equal(res.Changed[0].Flags, []imap.Flag{"$Label1", "Work", imap.FlagSeen}) {
+	if !slices.Equal(res.Changed[0].Flags, []mailbox.Flag{"$Label1", "Work", mailbox.FlagSeen}) {
 		w.fail("flags %v", res.Changed[0].Flags)
 	}
-	res2, _ := inbox.ChangeFlags([]imap.UID{1, 3}, mailbox.FlagsRemove, []imap.Flag{"$Label1"}, res.ModSeq-1)
+	res2, _ := inbox.ChangeFlags([]mailbox.UID{1, 3}, mailbox.FlagsRemove, []mailbox.Flag{"$Label1"}, res.ModSeq-1)
 	if len(res2.Modified) != 1 || res2.Modified[0] != 1 || len(res2.Changed) != 1 || res2.Changed[0].UID != 3 {
 		w.fail("unchangedsince: %+v", res2)
 	}
-	res3, _ := inbox.ChangeFlags([]imap.UID{2}, mailbox.FlagsAdd, []imap.Flag{imap.FlagSeen}, 0)
+	res3, _ := inbox.ChangeFlags([]mailbox.UID{2}, mailbox.FlagsAdd, []mailbox.Flag{mailbox.FlagSeen}, 0)
 	if len(res3.Unchanged) != 1 || len(res3.Changed) != 0 || res3.ModSeq != res2.ModSeq {
 		w.fail("no-op store: %+v", res3)
 	}
-	if _, err := inbox.ChangeFlags([]imap.UID{4}, mailbox.FlagsAdd, []imap.Flag{imap.FlagDeleted}, 0); err != nil {
+	if _, err := inbox.ChangeFlags([]mailbox.UID{4}, mailbox.FlagsAdd, []mailbox.Flag{mailbox.FlagDeleted}, 0); err != nil {
 		w.fail("flag deleted: %v", err)
 	}
 	snapshotStore(w, s) // checks Status's counts after the flag changes
 
 	// Copy, move, expunge.
 	archive := mustFolder(w, s, "Archive")
-	cr, err := inbox.Copy([]imap.UID{4, 1}, archive)
-	if err != nil || !slices.Equal(cr.SourceUIDs, []imap.UID{1, 4}) || !slices.Equal(cr.DestUIDs, []imap.UID{1, 2}) || cr.UIDValidity != archive.Info().UIDValidity {
+	cr, err := inbox.Copy([]mailbox.UID{4, 1}, archive)
+	if err != nil || !slices.Equal(cr.SourceUIDs, []mailbox.UID{1, 4}) || !slices.Equal(cr.DestUIDs, []mailbox.UID{1, 2}) || cr.UIDValidity != archive.Info().UIDValidity {
 		w.fail("copy %+v %v", cr, err)
 	}
 	if got := readAll(w, archive, 2); !bytes.Equal(got, msgs[3]) {
 		w.fail("copied attachment message differs")
 	}
 	trash := mustFolder(w, s, "Trash")
-	mr, err := inbox.Move([]imap.UID{2}, trash)
-	if err != nil || !slices.Equal(mr.DestUIDs, []imap.UID{1}) {
+	mr, err := inbox.Move([]mailbox.UID{2}, trash)
+	if err != nil || !slices.Equal(mr.DestUIDs, []mailbox.UID{1}) {
 		w.fail("move %+v %v", mr, err)
 	}
 	before, _ := inbox.Status()
-	gone, err := inbox.Expunge([]imap.UID{3, 99})
-	if err != nil || !slices.Equal(gone, []imap.UID{3}) {
+	gone, err := inbox.Expunge([]mailbox.UID{3, 99})
+	if err != nil || !slices.Equal(gone, []mailbox.UID{3}) {
 		w.fail("expunge %v %v", gone, err)
 	}
 	after, _ := inbox.Status()
@@ -190,7 +188,7 @@ func testStoreOnRing(t *testing.T, seed uint64) {
 		w.fail("after expunge %+v", after)
 	}
 	vanished, _ := inbox.Expunged(before.HighestModSeq)
-	if !slices.Equal(vanished, []imap.UID{3}) {
+	if !slices.Equal(vanished, []mailbox.UID{3}) {
 		w.fail("expunged since: %v", vanished)
 	}
 	if err := s.Create("Projects/2026", ""); err != nil {
@@ -211,7 +209,7 @@ func testStoreOnRing(t *testing.T, seed uint64) {
 	if _, err := s.Folder("Junk"); err != mailbox.ErrNoFolder {
 		w.fail("deleted folder still there: %v", err)
 	}
-	if err := s.Create("Junk", imap.MailboxAttrJunk); err != nil {
+	if err := s.Create("Junk", mailbox.MailboxAttrJunk); err != nil {
 		w.fail("create again: %v", err)
 	}
 	if uv := mustFolder(w, s, "Junk").Info().UIDValidity; uv <= oldUV {
@@ -285,10 +283,10 @@ func snapshotStore(w *testWorld, s mailbox.Store) string {
 		var size int64
 		for _, m := range l {
 			fmt.Fprintf(&b, "  %d ms=%d %v %s %d\n", m.UID, m.ModSeq, m.Flags, m.InternalDate.UTC().Format(time.RFC3339), m.Size)
-			if !slices.Contains(m.Flags, imap.FlagSeen) {
+			if !slices.Contains(m.Flags, mailbox.FlagSeen) {
 				unseen++
 			}
-			if slices.Contains(m.Flags, imap.FlagDeleted) {
+			if slices.Contains(m.Flags, mailbox.FlagDeleted) {
 				deleted++
 			}
 			size += m.Size

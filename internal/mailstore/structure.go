@@ -5,54 +5,52 @@ import (
 	"errors"
 
 	"epost/internal/mailbox"
-
-	"github.com/emersion/go-imap/v2"
 )
 
 // The parse cache (ENVELOPE, BODYSTRUCTURE, header size; RFC 3501 section 7.4.2) travels in
-// message records and in the local cache as JSON. imap.BodyStructure is an interface, so the
+// message records and in the local cache as JSON. mailbox.BodyStructure is an interface, so the
 // tree is mirrored by one concrete type.
 
 type structureJSON struct {
-	Envelope   *imap.Envelope `json:"e,omitempty"`
-	Body       *bodyJSON      `json:"b,omitempty"`
-	HeaderSize int64          `json:"h"`
+	Envelope   *mailbox.Envelope `json:"e,omitempty"`
+	Body       *bodyJSON         `json:"b,omitempty"`
+	HeaderSize int64             `json:"h"`
 }
 
 type bodyJSON struct {
 	// Multipart when set.
-	Children []*bodyJSON                     `json:"c,omitempty"`
-	MultiExt *imap.BodyStructureMultiPartExt `json:"mx,omitempty"`
+	Children []*bodyJSON           `json:"c,omitempty"`
+	MultiExt *mailbox.MultiPartExt `json:"mx,omitempty"`
 
-	Type        string                           `json:"t,omitempty"`
-	Subtype     string                           `json:"s,omitempty"`
-	Params      map[string]string                `json:"p,omitempty"`
-	ID          string                           `json:"id,omitempty"`
-	Description string                           `json:"d,omitempty"`
-	Encoding    string                           `json:"enc,omitempty"`
-	Size        uint32                           `json:"z,omitempty"`
-	Text        *imap.BodyStructureText          `json:"tx,omitempty"`
-	Ext         *imap.BodyStructureSinglePartExt `json:"x,omitempty"`
-	Message     *messageJSON                     `json:"m,omitempty"`
+	Type        string                 `json:"t,omitempty"`
+	Subtype     string                 `json:"s,omitempty"`
+	Params      map[string]string      `json:"p,omitempty"`
+	ID          string                 `json:"id,omitempty"`
+	Description string                 `json:"d,omitempty"`
+	Encoding    string                 `json:"enc,omitempty"`
+	Size        uint32                 `json:"z,omitempty"`
+	Text        *mailbox.TextInfo      `json:"tx,omitempty"`
+	Ext         *mailbox.SinglePartExt `json:"x,omitempty"`
+	Message     *messageJSON           `json:"m,omitempty"`
 }
 
 type messageJSON struct {
-	Envelope *imap.Envelope `json:"e,omitempty"`
-	Body     *bodyJSON      `json:"b,omitempty"`
-	NumLines int64          `json:"n"`
+	Envelope *mailbox.Envelope `json:"e,omitempty"`
+	Body     *bodyJSON         `json:"b,omitempty"`
+	NumLines int64             `json:"n"`
 }
 
 var errStructure = errors.New("mailstore: malformed structure")
 
-func toBodyJSON(bs imap.BodyStructure) *bodyJSON {
+func toBodyJSON(bs mailbox.BodyStructure) *bodyJSON {
 	switch b := bs.(type) {
-	case *imap.BodyStructureMultiPart:
+	case *mailbox.MultiPart:
 		j := &bodyJSON{Subtype: b.Subtype, MultiExt: b.Extended}
 		for _, c := range b.Children {
 			j.Children = append(j.Children, toBodyJSON(c))
 		}
 		return j
-	case *imap.BodyStructureSinglePart:
+	case *mailbox.SinglePart:
 		j := &bodyJSON{Type: b.Type, Subtype: b.Subtype, Params: b.Params, ID: b.ID, Description: b.Description,
 			Encoding: b.Encoding, Size: b.Size, Text: b.Text, Ext: b.Extended}
 		if m := b.MessageRFC822; m != nil {
@@ -66,12 +64,12 @@ func toBodyJSON(bs imap.BodyStructure) *bodyJSON {
 	return nil
 }
 
-func fromBodyJSON(j *bodyJSON, depth int) (imap.BodyStructure, error) {
+func fromBodyJSON(j *bodyJSON, depth int) (mailbox.BodyStructure, error) {
 	if j == nil || depth > 64 {
 		return nil, errStructure
 	}
 	if len(j.Children) > 0 {
-		b := &imap.BodyStructureMultiPart{Subtype: j.Subtype, Extended: j.MultiExt}
+		b := &mailbox.MultiPart{Subtype: j.Subtype, Extended: j.MultiExt}
 		for _, c := range j.Children {
 			cb, err := fromBodyJSON(c, depth+1)
 			if err != nil {
@@ -81,10 +79,10 @@ func fromBodyJSON(j *bodyJSON, depth int) (imap.BodyStructure, error) {
 		}
 		return b, nil
 	}
-	b := &imap.BodyStructureSinglePart{Type: j.Type, Subtype: j.Subtype, Params: j.Params, ID: j.ID,
+	b := &mailbox.SinglePart{Type: j.Type, Subtype: j.Subtype, Params: j.Params, ID: j.ID,
 		Description: j.Description, Encoding: j.Encoding, Size: j.Size, Text: j.Text, Extended: j.Ext}
 	if m := j.Message; m != nil {
-		b.MessageRFC822 = &imap.BodyStructureMessageRFC822{Envelope: m.Envelope, NumLines: m.NumLines}
+		b.MessageRFC822 = &mailbox.MessageRFC822{Envelope: m.Envelope, NumLines: m.NumLines}
 		if m.Body != nil {
 			inner, err := fromBodyJSON(m.Body, depth+1)
 			if err != nil {
@@ -93,7 +91,7 @@ func fromBodyJSON(j *bodyJSON, depth int) (imap.BodyStructure, error) {
 			b.MessageRFC822.BodyStructure = inner
 		}
 		if b.MessageRFC822.Envelope == nil {
-			b.MessageRFC822.Envelope = &imap.Envelope{}
+			b.MessageRFC822.Envelope = &mailbox.Envelope{}
 		}
 	}
 	return b, nil
@@ -126,7 +124,7 @@ func decodeStructure(b []byte) (*mailbox.Structure, error) {
 	}
 	s := &mailbox.Structure{Envelope: j.Envelope, HeaderSize: j.HeaderSize}
 	if s.Envelope == nil {
-		s.Envelope = &imap.Envelope{}
+		s.Envelope = &mailbox.Envelope{}
 	}
 	bs, err := fromBodyJSON(j.Body, 0)
 	if err != nil {

@@ -7,14 +7,12 @@ import (
 	"time"
 
 	"epost/internal/mailbox"
-
-	"github.com/emersion/go-imap/v2"
 )
 
 // Append implements mailbox.Folder: the message is split (splitMessage), its large pieces
 // stored as content objects, and one insert entry written; the UID is known once the entry
 // is durable and replayed.
-func (fo *folder) Append(raw []byte, flags []imap.Flag, date time.Time) (imap.UID, error) {
+func (fo *folder) Append(raw []byte, flags []mailbox.Flag, date time.Time) (mailbox.UID, error) {
 	s, f := fo.s, fo.f
 	structure := mailbox.Parse(raw) // outside the locks: the only expensive step
 	if date.IsZero() {
@@ -71,7 +69,7 @@ func (s *Store) storePieces(ctx context.Context, pieces [][]byte) ([]segment, er
 
 // insertLocked writes insert entries for recs (batched under the entry size limit) and
 // returns the UIDs they got, in order. The caller holds wmu (shared or alone).
-func (fo *folder) insertLocked(recs []record) ([]imap.UID, error) {
+func (fo *folder) insertLocked(recs []record) ([]mailbox.UID, error) {
 	s, f := fo.s, fo.f
 	var bodies [][]byte
 	var counts []int
@@ -111,7 +109,7 @@ func (fo *folder) insertLocked(recs []record) ([]imap.UID, error) {
 	}
 	s.mu.Lock()
 	s.syncLocked(f)
-	var uids []imap.UID
+	var uids []mailbox.UID
 	for i, at := range idx {
 		got := f.insertedBy(at)
 		if len(got) != counts[i] {
@@ -126,7 +124,7 @@ func (fo *folder) insertLocked(recs []record) ([]imap.UID, error) {
 }
 
 // Copy implements mailbox.Folder: the copies' records name the same content (no upload).
-func (fo *folder) Copy(uids []imap.UID, dest mailbox.Folder) (mailbox.CopyResult, error) {
+func (fo *folder) Copy(uids []mailbox.UID, dest mailbox.Folder) (mailbox.CopyResult, error) {
 	d, ok := dest.(*folder)
 	if !ok || d.s != fo.s {
 		return mailbox.CopyResult{}, fmt.Errorf("mailstore: copy across stores: %w", mailbox.ErrNoFolder)
@@ -138,7 +136,7 @@ func (fo *folder) Copy(uids []imap.UID, dest mailbox.Folder) (mailbox.CopyResult
 
 // Move implements mailbox.Folder (RFC 6851): insert into dest, then expunge here. The two
 // logs cannot change atomically; a crash between the steps leaves a copy, never a loss.
-func (fo *folder) Move(uids []imap.UID, dest mailbox.Folder) (mailbox.CopyResult, error) {
+func (fo *folder) Move(uids []mailbox.UID, dest mailbox.Folder) (mailbox.CopyResult, error) {
 	d, ok := dest.(*folder)
 	if !ok || d.s != fo.s {
 		return mailbox.CopyResult{}, fmt.Errorf("mailstore: move across stores: %w", mailbox.ErrNoFolder)
@@ -148,7 +146,7 @@ func (fo *folder) Move(uids []imap.UID, dest mailbox.Folder) (mailbox.CopyResult
 	return fo.s.copyLocked(fo, uids, d, true)
 }
 
-func (s *Store) copyLocked(src *folder, uids []imap.UID, dest *folder, move bool) (mailbox.CopyResult, error) {
+func (s *Store) copyLocked(src *folder, uids []mailbox.UID, dest *folder, move bool) (mailbox.CopyResult, error) {
 	s.refresh(src.f)
 	sorted := slices.Clone(uids)
 	slices.Sort(sorted)

@@ -14,8 +14,6 @@ import (
 	"time"
 
 	"epost/internal/mailbox"
-
-	"github.com/emersion/go-imap/v2"
 )
 
 // state is the session state of RFC 1939 section 3.
@@ -36,7 +34,7 @@ const (
 // entry is one message of the session's maildrop snapshot; message
 // number n is entries[n-1].
 type entry struct {
-	uid     imap.UID
+	uid     mailbox.UID
 	size    int64
 	deleted bool
 }
@@ -505,7 +503,7 @@ func (ss *session) quit() bool {
 		return false
 	}
 	ss.state = stateUpdate
-	var uids []imap.UID
+	var uids []mailbox.UID
 	for _, m := range ss.msgs {
 		if m.deleted {
 			uids = append(uids, m.uid)

@@ -10,8 +10,6 @@ import (
 
 	"epost/internal/mailbox"
 	"epost/internal/post"
-
-	"github.com/emersion/go-imap/v2"
 )
 
 // MailAudit is the end-of-run check of `epost sim mail` with churn, restarts or folder
@@ -178,8 +176,8 @@ func (run *mailRun) audit() *MailAudit {
 // auditView opens su's mail store on its current session and lists, per folder, the
 // messages it holds (by message index, read from their content; INBOX by its filed
 // entries) with their flags.
-func (run *mailRun) auditView(su *simUser) (map[string]map[int][]imap.Flag, error) {
-	view := map[string]map[int][]imap.Flag{}
+func (run *mailRun) auditView(su *simUser) (map[string]map[int][]mailbox.Flag, error) {
+	view := map[string]map[int][]mailbox.Flag{}
 	ms, err := run.openStore(su)
 	if err != nil {
 		return view, err
@@ -198,7 +196,7 @@ func (run *mailRun) auditView(su *simUser) (map[string]map[int][]imap.Flag, erro
 		if err != nil {
 			return view, fmt.Errorf("folder %s: %w", info.Name, err)
 		}
-		msgs := map[int][]imap.Flag{}
+		msgs := map[int][]mailbox.Flag{}
 		view[info.Name] = msgs
 		for _, s := range list {
 			n := -1
@@ -222,7 +220,7 @@ func (run *mailRun) auditView(su *simUser) (map[string]map[int][]imap.Flag, erro
 }
 
 // contentIndex reads a message and finds the index its body carries (" Marker n ").
-func (run *mailRun) contentIndex(fo mailbox.Folder, uid imap.UID) (int, error) {
+func (run *mailRun) contentIndex(fo mailbox.Folder, uid mailbox.UID) (int, error) {
 	c, err := fo.Content(uid)
 	if err != nil {
 		return -1, err

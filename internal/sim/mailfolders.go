@@ -12,8 +12,6 @@ import (
 	"epost/internal/mailbox"
 	"epost/internal/mailstore"
 	"epost/internal/post"
-
-	"github.com/emersion/go-imap/v2"
 )
 
 // Folder operations by recipients for `epost sim mail` (MailConfig.FolderOps), through the
@@ -47,9 +45,9 @@ const (
 type folderOp struct {
 	kind   folderOpKind
 	user   *simUser
-	folder string    // the folder created, copied into, or flagged in (INBOX too)
-	msg    *simMsg   // copy, flag
-	flag   imap.Flag // flag
+	folder string       // the folder created, copied into, or flagged in (INBOX too)
+	msg    *simMsg      // copy, flag
+	flag   mailbox.Flag // flag
 }
 
 // userMail is a user's mail store and what its acknowledged operations left.
@@ -63,7 +61,7 @@ type userMail struct {
 }
 
 type simCopy struct {
-	uid imap.UID
+	uid mailbox.UID
 	msg *simMsg
 }
 
@@ -196,10 +194,10 @@ func (run *mailRun) create(su *simUser, ms *mailstore.Store) {
 func (run *mailRun) copyToFolder(su *simUser, ms *mailstore.Store, inbox []*simMsg) {
 	um := &su.mail
 	name := um.folders[run.opRng.IntN(len(um.folders))]
-	var cands []imap.UID
+	var cands []mailbox.UID
 	for i, m := range inbox {
-		if m != nil && !um.copied[name][m.n] && !slices.Contains(cands, imap.UID(i+1)) {
-			cands = append(cands, imap.UID(i+1))
+		if m != nil && !um.copied[name][m.n] && !slices.Contains(cands, mailbox.UID(i+1)) {
+			cands = append(cands, mailbox.UID(i+1))
 		}
 	}
 	if len(cands) == 0 {
@@ -248,16 +246,16 @@ func (run *mailRun) flag(su *simUser, ms *mailstore.Store, inbox []*simMsg) {
 			withCopies = append(withCopies, name)
 		}
 	}
-	name, flag := mailbox.Inbox, imap.FlagFlagged
-	var uid imap.UID
+	name, flag := mailbox.Inbox, mailbox.FlagFlagged
+	var uid mailbox.UID
 	var m *simMsg
 	if len(withCopies) > 0 && run.opRng.Float64() < 0.5 {
-		name, flag = withCopies[run.opRng.IntN(len(withCopies))], imap.FlagAnswered
+		name, flag = withCopies[run.opRng.IntN(len(withCopies))], mailbox.FlagAnswered
 		c := um.copies[name][run.opRng.IntN(len(um.copies[name]))]
 		uid, m = c.uid, c.msg
 	} else {
 		i := run.opRng.IntN(len(inbox))
-		uid, m = imap.UID(i+1), inbox[i]
+		uid, m = mailbox.UID(i+1), inbox[i]
 	}
 	if m == nil {
 		return
@@ -267,7 +265,7 @@ func (run *mailRun) flag(su *simUser, ms *mailstore.Store, inbox []*simMsg) {
 		run.progress(fmt.Sprintf("flag in %s by %s: %v", name, su.addr, err))
 		return
 	}
-	res, err := fo.ChangeFlags([]imap.UID{uid}, mailbox.FlagsAdd, []imap.Flag{flag}, 0)
+	res, err := fo.ChangeFlags([]mailbox.UID{uid}, mailbox.FlagsAdd, []mailbox.Flag{flag}, 0)
 	if err != nil {
 		run.progress(fmt.Sprintf("flag in %s by %s: %v", name, su.addr, err))
 		return
