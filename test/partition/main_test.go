@@ -20,9 +20,9 @@
 //	-soak D              keep splitting, healing and auditing for D (a fresh random 5/4
 //	                     grouping each cycle); give go test a -timeout above D
 //	-partition.rate D    pause between one user's submissions (default 1.5s)
-//	-partition.kill D    how long TestKillMinority kills and restarts nodes (default 2m; the
-//	                     issue's scenario is 5m: give go test -timeout 20m); -soak D, if
-//	                     longer, extends it
+//	-partition.kill D    how long TestKillMinority kills and restarts nodes (default 2m, or
+//	                     $EPOST_PARTITION_KILL: CI sets 5m, the scenario); -soak D,
+//	                     if longer, extends it
 //	-partition.stale D   how long TestStaleDisk keeps its nodes down (default 60s; the issue's
 //	                     "comes back after 20 minutes" is -partition.stale 20m, with -timeout 40m)
 //
@@ -33,6 +33,8 @@ package partition
 
 import (
 	"flag"
+	"fmt"
+	"os"
 	"testing"
 	"time"
 
@@ -43,8 +45,23 @@ var (
 	flagSplit = flag.Duration("partition.split", 60*time.Second, "how long the ring stays split in each cycle")
 	flagSoak  = flag.Duration("soak", 0, "split, heal and audit in cycles for this long (0: one cycle)")
 	flagRate  = flag.Duration("partition.rate", 1500*time.Millisecond, "pause between one user's submissions")
-	flagKill  = flag.Duration("partition.kill", 2*time.Minute, "how long TestKillMinority kills and restarts nodes (-soak extends it)")
+	flagKill  = flag.Duration("partition.kill", killDefault(), "how long TestKillMinority kills and restarts nodes (default from $EPOST_PARTITION_KILL; -soak extends it)")
 	flagStale = flag.Duration("partition.stale", 60*time.Second, "how long TestStaleDisk keeps its nodes down")
 )
 
 func TestMain(m *testing.M) { cluster.Main(m) }
+
+// killDefault is -partition.kill's default: 2 minutes keep a developer's go test ./... short;
+// CI (.ci/run) sets EPOST_PARTITION_KILL=5m, the scenario.
+func killDefault() time.Duration {
+	v := os.Getenv("EPOST_PARTITION_KILL")
+	if v == "" {
+		return 2 * time.Minute
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d <= 0 {
+		fmt.Fprintf(os.Stderr, "EPOST_PARTITION_KILL=%q is not a positive duration (such as 5m)\n", v)
+		os.Exit(2)
+	}
+	return d
+}
