@@ -88,6 +88,9 @@ type resolvingTransport struct {
 	book  *addrBook
 	log   *slog.Logger
 	probe func(ctx context.Context, addr string) (ids.ID, error)
+	// barred, if set, names peers not to send to (dropped for bad input, peerguard.go): a
+	// dial would be refused at our own end.
+	barred func(ids.ID) bool
 
 	mu      sync.Mutex
 	pending map[string]*pendingProbe
@@ -104,6 +107,9 @@ func (r *resolvingTransport) LocalAddr() string { return r.tr.LocalAddr() }
 func (r *resolvingTransport) Close() error      { return r.tr.Close() }
 
 func (r *resolvingTransport) send(to ids.ID, addr string, frame []byte) error {
+	if r.barred != nil && r.barred(to) {
+		return fmt.Errorf("%w: %s is dropped for bad input", transport.ErrUnreachable, to.Short())
+	}
 	if r.out != nil {
 		return r.out.Send(to, addr, frame)
 	}
@@ -117,7 +123,7 @@ func (r *resolvingTransport) SendParts(to ids.ID, addr string, head, tail []byte
 		if to.IsZero() {
 			to, _ = r.book.lookup(addr)
 		}
-		if !to.IsZero() {
+		if !to.IsZero() && (r.barred == nil || !r.barred(to)) {
 			return r.tr.SendParts(to, addr, head, tail)
 		}
 	}

@@ -196,6 +196,12 @@ type MailLimits struct {
 	// MaxPeerConns bounds inbound node-to-node connections, handshakes included (zero:
 	// tcp.DefaultMaxInbound).
 	MaxPeerConns int
+	// A ring member that sends PeerDropAfter overlay messages the node refuses within
+	// PeerDropWindow is disconnected and refused for PeerCoolOff (peerguard.go; zero: the
+	// defaults there, 100 a minute and 10 minutes; a negative PeerDropAfter never drops).
+	PeerDropAfter  int
+	PeerDropWindow time.Duration
+	PeerCoolOff    time.Duration
 }
 
 // ErrStopped is returned by Start after Stop.
@@ -242,6 +248,7 @@ type Node struct {
 	disk        diskHealth // failed writes of the node's stores (diskhealth.go)
 	ops         opCounters
 	book        *addrBook
+	guard       *peerGuard // ring members dropped for bad input (peerguard.go)
 	peers       *peerStore
 	leafDirty   atomic.Bool
 	joined      atomic.Bool   // the driver has been started (joining or ready)
@@ -280,6 +287,7 @@ func Open(opts Options) (*Node, error) {
 		timers: opts.Timers.withDefaults(),
 		seed:   seed,
 		book:   newAddrBook(),
+		guard:  newPeerGuard(opts.MailLimits),
 		stop:   make(chan struct{}),
 		queue:  newAppQueue(),
 	}
@@ -358,14 +366,15 @@ func (n *Node) Start() error {
 	// The driver needs the transport and the transport needs a handler: the resolving wrapper
 	// is made first and given the tcp transport once it exists, and the handler finds the
 	// current driver through n.cur (a founder may replace its driver, see join).
-	n.rt = &resolvingTransport{book: n.book, log: n.log, probe: n.probeAddr, pending: map[string]*pendingProbe{}}
+	n.rt = &resolvingTransport{book: n.book, log: n.log, probe: n.probeAddr, pending: map[string]*pendingProbe{},
+		barred: func(id ids.ID) bool { return n.guard.refusing(id, time.Now()) }}
 	drv := n.newDriver(n.seed)
 	tr, err := tcp.New(tcp.Config{
 		ListenAddr:        cfg.Listen,
 		AdvertiseAddr:     advertise,
 		ID:                n.rn.ID,
 		Certificate:       n.rn.Creds,
-		VerifyPeer:        n.rn.Trust.Verifier(time.Now),
+		VerifyPeer:        n.verifyPeer(n.rn.Trust.Verifier(time.Now)),
 		OnPeer:            n.notePeer,
 		Handler:           n.handle,
 		Logger:            n.log,
@@ -464,10 +473,12 @@ func (n *Node) newDriver(seed uint64) *pastry.Driver {
 	rejects := newLogLimiter(time.Minute)
 	drv.OnReject = func(from transport.From, err error) {
 		// A hostile member can send refused frames without end: one line per peer a minute,
-		// with the count of those not logged (status counts them all).
+		// with the count of those not logged (status counts them all); past the guard's
+		// bound it is dropped.
 		if skipped, ok := rejects.allow(from.ID.Short(), time.Now()); ok {
 			n.log.Warn("pastry: refused frame", "peer", from.ID.Short(), "addr", from.Addr, "err", err, "not_logged_since", skipped)
 		}
+		n.badInput(from, err)
 	}
 	drv.OnSendError = func(to pastry.Handle, err error) {
 		n.log.Debug("pastry: send failed", "peer", to.ID.Short(), "addr", to.Addr, "err", err)
@@ -479,6 +490,11 @@ func (n *Node) newDriver(seed uint64) *pastry.Driver {
 // that a later send to that address by Pastry (which knows only the address of a bootstrap
 // node) reaches the right id, and hands the frame to the current driver.
 func (n *Node) handle(from transport.From, frame []byte) {
+	if n.guard.refusing(from.ID, time.Now()) {
+		// A connection that was being set up when the peer was dropped.
+		n.disconnect(from.ID)
+		return
+	}
 	n.book.learn(from.Addr, from.ID)
 	if drv := n.cur.Load(); drv != nil {
 		drv.Handle(from, frame)

@@ -46,6 +46,8 @@ type Status struct {
 
 	Transport TransportStatus `json:"transport"`
 	Overlay   OverlayStatus   `json:"overlay"`
+	// PeerGuard: ring members dropped for bad input (peerguard.go).
+	PeerGuard PeerGuardStatus `json:"peer_guard"`
 	Past      PastStatus      `json:"past"`
 	Glacier   GlacierStatus   `json:"glacier"`
 	Mail      MailStatus      `json:"mail"`
@@ -326,6 +328,7 @@ func (n *Node) Status() Status {
 		s.Gateway.Identity = n.gwid.addr
 	}
 	s.Locality = n.recentLocality()
+	s.PeerGuard = n.guard.status(time.Now())
 	if !started.IsZero() {
 		s.UptimeSeconds = time.Since(started).Round(time.Millisecond).Seconds()
 	}

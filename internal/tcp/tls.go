@@ -12,6 +12,11 @@ import (
 var (
 	ErrNoCertificate = errors.New("tcp: peer presented no certificate")
 	ErrOwnID         = errors.New("tcp: peer presents our own node id")
+	// ErrPeerBarred, wrapped in VerifyPeer's error, refuses a peer the owner of the transport
+	// keeps away for a while (a member that sent garbage): counted like any refusal, but logged
+	// only at debug level, as the owner logs why (a barred peer that keeps dialing would
+	// otherwise fill the log).
+	ErrPeerBarred = errors.New("tcp: peer barred")
 )
 
 // PeerMismatchError reports that the node at an address proved an id other than the one Send

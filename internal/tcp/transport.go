@@ -345,6 +345,10 @@ func (t *Transport) handshake(nc net.Conn, tc *tls.Conn) (hello, *bufio.Reader, 
 // refused logs a connection turned away before authentication completed, with the reason.
 func (t *Transport) refused(remote net.Addr, reason error) {
 	t.st.rejectedHandshakes.Add(1)
+	if errors.Is(reason, ErrPeerBarred) {
+		t.log.Debug("tcp: refused connection", "remote", remote.String(), "reason", reason.Error())
+		return
+	}
 	t.log.Warn("tcp: refused connection", "remote", remote.String(), "reason", reason.Error())
 }
 
@@ -472,6 +476,23 @@ func (t *Transport) runMaintenance() {
 	for _, c := range idle {
 		c.close(errIdle)
 	}
+}
+
+// Disconnect closes every connection to peer, dropping what is queued for it, and reports how
+// many there were. It does not keep the peer away: VerifyPeer refusing it (ErrPeerBarred) does.
+func (t *Transport) Disconnect(peer ids.ID, reason error) int {
+	t.mu.Lock()
+	var cs []*conn
+	for c := range t.all {
+		if c.peer == peer {
+			cs = append(cs, c)
+		}
+	}
+	t.mu.Unlock()
+	for _, c := range cs {
+		c.close(reason)
+	}
+	return len(cs)
 }
 
 // Identify learns which node listens at addr: a TLS handshake under the ring's trust rules

@@ -77,6 +77,9 @@ func near(id ids.ID, d uint64, cw bool) ids.ID {
 func TestHostileMember(t *testing.T) {
 	t.Parallel()
 	c := cluster.New(t, "hostile", 4, nil)
+	// The victim would drop the attacker after its first 100 refused messages
+	// (TestGarbageDropsPeer); here it listens on, to show what it does with each kind.
+	c.RunFlags = append(c.RunFlags, "--peer-drop-after", "-1")
 	rng := rand.New(rand.NewPCG(c.Seed, 16))
 	ports := cluster.FreePorts(t, 1)
 	honest := c.Nodes[:4]
