@@ -10,7 +10,7 @@ import (
 
 	"epost/internal/connlimit"
 	"epost/internal/identity"
-	"epost/internal/imapd"
+	"epost/internal/imapserver"
 	"epost/internal/mailbox"
 	"epost/internal/pop3server"
 	"epost/internal/smtpserver"
@@ -40,7 +40,7 @@ type mailServers struct {
 	tlsAddrs MailAddrs // implicit-TLS listeners
 }
 
-// imapService is what the node needs of its IMAP server (internal/imapd).
+// imapService is what the node needs of its IMAP server (internal/imapserver).
 type imapService interface {
 	Serve(net.Listener) error
 	ServeTLS(net.Listener) error
@@ -88,7 +88,7 @@ func (n *Node) startMail() error {
 		if err != nil {
 			return fail(err)
 		}
-		s, err := imapd.New(imapd.Config{Auth: auth, TLS: tlsCfg, Logger: n.log, Version: "epost",
+		s, err := imapserver.New(imapserver.Config{Auth: auth, TLS: tlsCfg, Logger: n.log, Version: "epost",
 			MaxConns: n.opts.MailLimits.MaxConns, MaxConnsPerAddr: n.opts.MailLimits.MaxConnsPerAddr})
 		if err != nil {
 			ln.Close()

@@ -42,7 +42,7 @@ func BenchmarkFetch(b *testing.B) {
 		{"body", &imap.FetchOptions{UID: true, BodySection: []*imap.FetchItemBodySection{{Peek: true}}}},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
-			s := start(b, "imapd", serverConfig{}, false)
+			s := start(b, "imapserver", serverConfig{}, false)
 			inbox, _ := s.store.Folder("INBOX")
 			for i := 0; i < benchFolderSize; i++ {
 				if _, err := inbox.Append(benchMessage(i), nil, time.Time{}); err != nil {
@@ -82,7 +82,7 @@ func BenchmarkFetch(b *testing.B) {
 
 // BenchmarkAppend measures APPEND of ~1.7 KB messages over loopback.
 func BenchmarkAppend(b *testing.B) {
-	s := start(b, "imapd", serverConfig{}, false)
+	s := start(b, "imapserver", serverConfig{}, false)
 	c := benchClient(b, s)
 	msg := benchMessage(1)
 	b.SetBytes(int64(len(msg)))

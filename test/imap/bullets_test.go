@@ -10,7 +10,7 @@ import (
 // source-routed address (RFC 5322 obs-route) keeps its mailbox and host (the parse cache in
 // internal/mailbox dropped the whole address list, for both engines), and BODY[1] of a part
 // with a NUL byte never reaches the client as a plain literal holding the NUL (RFC 9051
-// section 4.3: CHAR8 excludes NUL; the go-imap engine sent one, imapd dropped the connection).
+// section 4.3: CHAR8 excludes NUL; the go-imap engine sent one, imapserver dropped the connection).
 func TestIssue15Bullets(t *testing.T) {
 	cases := []struct {
 		name string

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"epost/internal/imapd"
+	"epost/internal/imapserver"
 	"epost/internal/mailbox"
 )
 
@@ -19,8 +19,8 @@ import (
 // (and per extension it found missing), each a raw protocol exchange checked against the RFC.
 // Cases listed in knownBroken fail on the engine: they are reported, not failed, and a listed
 // case that passes fails the test (take it off the list: the ratchet only turns one way). A
-// case not listed must pass. The go-imap engine the node served before internal/imapd failed
-// 26 of the 28; imapd passes all of them, so the list is empty.
+// case not listed must pass. The go-imap engine the node served before internal/imapserver failed
+// 26 of the 28; imapserver passes all of them, so the list is empty.
 var knownBroken = map[string]string{}
 
 // rawConn is a line-level IMAP client: it sends what it is given and reads responses whole
@@ -382,7 +382,7 @@ func confCases() []confCase {
 	return cs
 }
 
-// TestConformanceRatchet runs every case on a fresh server of the node's engine (internal/imapd).
+// TestConformanceRatchet runs every case on a fresh server of the node's engine (internal/imapserver).
 func TestConformanceRatchet(t *testing.T) {
 	runRatchet(t, knownBroken, func() string { return startOwnEngine(t) })
 }
@@ -390,7 +390,7 @@ func TestConformanceRatchet(t *testing.T) {
 func startOwnEngine(t *testing.T) string {
 	var users mailbox.MemoryUsers
 	users.Add(testUser, testPassword)
-	srv, err := imapd.New(imapd.Config{Auth: &users, Logger: slog.New(slog.DiscardHandler)})
+	srv, err := imapserver.New(imapserver.Config{Auth: &users, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -266,7 +266,7 @@ func TestGoClientRoundTrip(t *testing.T) {
 }
 
 // TestOwnEngineGoClient: go-imap's client, a parser that is not ours, reads what the node's own
-// engine (internal/imapd) writes: APPEND, SELECT, FETCH with ENVELOPE and BODYSTRUCTURE of a
+// engine (internal/imapserver) writes: APPEND, SELECT, FETCH with ENVELOPE and BODYSTRUCTURE of a
 // multipart message, STORE, MOVE and EXPUNGE.
 func TestOwnEngineGoClient(t *testing.T) {
 	c, err := imapclient.DialInsecure(startOwnEngine(t), nil)

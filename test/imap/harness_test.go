@@ -21,7 +21,7 @@ import (
 	"testing"
 	"time"
 
-	"epost/internal/imapd"
+	"epost/internal/imapserver"
 	"epost/internal/mailbox"
 )
 
@@ -45,11 +45,11 @@ type testServer struct {
 }
 
 // serverConfig is the engine's configuration.
-type serverConfig = imapd.Config
+type serverConfig = imapserver.Config
 
-// engines are the IMAP engines a node can serve: internal/imapd (the go-imap engine it served
+// engines are the IMAP engines a node can serve: internal/imapserver (the go-imap engine it served
 // before is gone).
-var engines = []string{"imapd"}
+var engines = []string{"imapserver"}
 
 // forEngines runs f once per engine, as subtests.
 func forEngines(t *testing.T, f func(t *testing.T, engine string)) {
@@ -76,8 +76,8 @@ func start(tb testing.TB, engine string, cfg serverConfig, useTLS bool) *testSer
 	var srv imapService
 	var err error
 	switch engine {
-	case "imapd":
-		srv, err = imapd.New(cfg)
+	case "imapserver":
+		srv, err = imapserver.New(cfg)
 	default:
 		tb.Fatalf("unknown engine %q", engine)
 	}

@@ -15,7 +15,7 @@ import (
 // lost, each session's own keyword where its last STORE left it.
 func TestMultiSession(t *testing.T) {
 	seed := cluster.Seed(t)
-	s := start(t, "imapd", serverConfig{}, false)
+	s := start(t, "imapserver", serverConfig{}, false)
 	cfg := imapcheck.Config{Addr: s.addr, User: testUser, Password: testPassword, Sessions: 4, Ops: 300, Seed: seed}
 	if p := os.Getenv("IMAPCHECK_TRACE"); p != "" {
 		f, err := os.Create(p)

@@ -4,10 +4,10 @@ import (
 	"testing"
 )
 
-// TestPythonClient runs the same imaplib checks against the node's own engine (internal/imapd,
+// TestPythonClient runs the same imaplib checks against the node's own engine (internal/imapserver,
 // the default). Two do not apply: "no_condstore" checks that CONDSTORE is refused, which
-// imapd offers; "malformed" APPENDs a message holding a NUL byte in a plain literal, which RFC
-// 9051 forbids (CHAR8 excludes NUL; literal8 carries it) and imapd refuses with BAD where the
+// imapserver offers; "malformed" APPENDs a message holding a NUL byte in a plain literal, which RFC
+// 9051 forbids (CHAR8 excludes NUL; literal8 carries it) and imapserver refuses with BAD where the
 // go-imap engine took it.
 func TestPythonClient(t *testing.T) {
 	addr := startOwnEngine(t)

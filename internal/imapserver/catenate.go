@@ -1,4 +1,4 @@
-package imapd
+package imapserver
 
 import (
 	"epost/internal/mailbox"
@@ -46,7 +46,7 @@ func (s *session) catenate(parts []imapwire.CatPart) ([]byte, error) {
 	return msg, nil
 }
 
-var errTooBigCat = errors.New("imapd: the catenated message is too big")
+var errTooBigCat = errors.New("imapserver: the catenated message is too big")
 
 func (s *session) urlPart(raw string) ([]byte, error) {
 	bad := func(why string) error { return &errBadURL{url: raw, why: why} }

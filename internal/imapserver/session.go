@@ -1,4 +1,4 @@
-package imapd
+package imapserver
 
 import (
 	"bufio"
@@ -473,7 +473,7 @@ func (s *session) idle(tag string) {
 	}
 }
 
-var errNotDone = errors.New("imapd: IDLE ended without DONE")
+var errNotDone = errors.New("imapserver: IDLE ended without DONE")
 
 // compress is COMPRESS DEFLATE (RFC 4978): both directions become a raw DEFLATE stream, each
 // flush of the writer a sync flush, so that a response is never held back in the compressor.

@@ -1,4 +1,4 @@
-// Package imapd is the node's own IMAP protocol engine (issue 15), which replaced go-imap v2's
+// Package imapserver is the node's own IMAP protocol engine (issue 15), which replaced go-imap v2's
 // server: the connection loop and session state machine on top of internal/imapwire (the
 // strict parser and response writer) and mailbox.Store. Every node serves it.
 //
@@ -22,7 +22,7 @@
 // Concurrency: one goroutine per connection reads a command, runs it and writes its answer
 // (IDLE reads its DONE on a second goroutine, writing stays on the first); sessions share only
 // the store, which is safe for concurrent use.
-package imapd
+package imapserver
 
 import (
 	"crypto/tls"
@@ -94,7 +94,7 @@ func refuse(c net.Conn, why string) {
 // New returns a server; it does not listen yet.
 func New(cfg Config) (*Server, error) {
 	if cfg.Auth == nil {
-		return nil, errors.New("imapd: Config.Auth is required")
+		return nil, errors.New("imapserver: Config.Auth is required")
 	}
 	if cfg.AppendLimit <= 0 {
 		cfg.AppendLimit = 50 << 20
@@ -124,7 +124,7 @@ func (s *Server) Serve(ln net.Listener) error { return s.serve(ln, false) }
 // ServeTLS accepts implicit-TLS connections (RFC 8314).
 func (s *Server) ServeTLS(ln net.Listener) error {
 	if s.cfg.TLS == nil {
-		return errors.New("imapd: ServeTLS needs Config.TLS")
+		return errors.New("imapserver: ServeTLS needs Config.TLS")
 	}
 	return s.serve(ln, true)
 }

@@ -1,4 +1,4 @@
-package imapd
+package imapserver
 
 import (
 	"slices"

@@ -11,7 +11,7 @@ import (
 	"time"
 )
 
-// TestOwnIMAPEngine: a node serves IMAP with its own engine (internal/imapd, issue 15) by
+// TestOwnIMAPEngine: a node serves IMAP with its own engine (internal/imapserver, issue 15) by
 // default, over the real mail store: mail sent over SMTP is read over IMAP (STARTTLS, go-imap's
 // client), and Python's imaplib runs its flows of test/imap against the node.
 func TestOwnIMAPEngine(t *testing.T) {
@@ -27,14 +27,14 @@ func TestOwnIMAPEngine(t *testing.T) {
 	}
 	waitReady(t, r.nodes...)
 	if g := imapGreeting(t, r.home[bob].imap); !strings.Contains(g, "epost IMAP ready") {
-		t.Fatalf("bob's node does not greet with its own engine (internal/imapd): %q", g)
+		t.Fatalf("bob's node does not greet with its own engine (internal/imapserver): %q", g)
 	}
 	countInbox(t, r, bob, "nothing")
 	sendEventually(t, r, "alice@e2e.example", bob, "own engine", "body "+r.marker, 30*time.Second)
 	deadline := time.Now().Add(30 * time.Second)
 	for countInbox(t, r, bob, r.marker) != 1 {
 		if time.Now().After(deadline) {
-			t.Fatalf("bob's IMAP (imapd) does not show the message once")
+			t.Fatalf("bob's IMAP (imapserver) does not show the message once")
 		}
 		time.Sleep(500 * time.Millisecond)
 	}

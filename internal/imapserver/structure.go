@@ -1,4 +1,4 @@
-package imapd
+package imapserver
 
 import (
 	"epost/internal/mailbox"
@@ -168,7 +168,7 @@ func (s *session) writeLanguage(l []string) {
 	}
 }
 
-var errBadStructure = errors.New("imapd: unknown body structure")
+var errBadStructure = errors.New("imapserver: unknown body structure")
 
 // writeBodyStructure writes BODYSTRUCTURE (extended) or BODY (basic) data.
 func (s *session) writeBodyStructure(bs mailbox.BodyStructure, extended bool) error {

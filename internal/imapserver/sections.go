@@ -1,4 +1,4 @@
-package imapd
+package imapserver
 
 import (
 	"bufio"
@@ -107,7 +107,7 @@ func partHeaderSize(p []byte) int {
 	return int(mailbox.HeaderSize(p))
 }
 
-var errNoSection = errors.New("imapd: no such body section")
+var errNoSection = errors.New("imapserver: no such body section")
 
 // section returns the bytes of a BODY[...] section of msg (sec nil: the whole message). An
 // absent part yields errNoSection (the answer is then an empty string).
@@ -210,7 +210,7 @@ func headerFields(hdr []byte, names []string, not bool) []byte {
 
 // errUnknownCTE: BINARY of a part whose transfer encoding is not one we can undo (RFC 3516
 // section 4.3: NO [UNKNOWN-CTE]).
-var errUnknownCTE = errors.New("imapd: unknown content transfer encoding")
+var errUnknownCTE = errors.New("imapserver: unknown content transfer encoding")
 
 // binarySection is a part's content with its Content-Transfer-Encoding undone.
 func binarySection(msg []byte, sec *imapwire.Section) ([]byte, error) {
