@@ -77,12 +77,31 @@ func (m *MemHeadRecords) Load() (map[string]HeadRecord, error) {
 // not returned. When the file holds many times more records than logs it is rewritten with
 // the newest record of each log (into a new file, synced, renamed into place): its size is
 // bounded by the number of logs times the size of a head, not by the mailbox.
+//
+// Saves share fsyncs (group commit): a Save appends its record and waits until an fsync that
+// began after the append has finished; one caller at a time runs that fsync for every record
+// appended until then, so the head writes of a user's folders in flight together cost one
+// fsync, not one each, on the user's node.
 type FileHeadRecords struct {
 	mu      sync.Mutex
+	cond    *sync.Cond // signalled when an fsync ends
 	path    string
 	f       *appendFile
 	recs    map[string]HeadRecord
 	records int // records in the file
+
+	appended uint64     // records appended since the file was opened (their generation)
+	settled  uint64     // records up to this generation are synced, or their fsync failed
+	syncing  bool       // a Save runs an fsync without holding mu
+	pending  int        // bytes appended and not yet synced
+	failed   []genRange // generations whose fsync failed (Saves still waiting for them)
+	rewrite  bool       // an fsync failed: the file's content is uncertain; compact it before appending
+}
+
+// genRange is a run of generations whose fsync failed with err.
+type genRange struct {
+	from, to uint64
+	err      error
 }
 
 // FileHeadRecordsName is the head record file in a user's directory (UserDir).
@@ -104,6 +123,7 @@ func OpenFileHeadRecords(path string) (*FileHeadRecords, error) {
 		return nil, fmt.Errorf("%w: %s: %v", ErrHeadRecordsCorrupt, path, err)
 	}
 	h := &FileHeadRecords{path: path, recs: recs}
+	h.cond = sync.NewCond(&h.mu)
 	if err := h.compact(); err != nil {
 		// A full disk: keep the file as it is, less a torn record at its end, so that the
 		// user's logs open (and can be read) until space returns.
@@ -208,35 +228,96 @@ func (h *FileHeadRecords) compact() error {
 		return fmt.Errorf("post: head records %s: %w", h.path, err)
 	}
 	h.f, h.records = f, len(h.recs)
+	// Every record is in the new file, synced: Saves waiting for an fsync are done.
+	h.settled, h.pending, h.rewrite = h.appended, 0, false
 	return nil
 }
 
-// Save implements HeadRecords: the record is appended and synced before it returns.
+// Save implements HeadRecords: the record is appended, and Save returns once an fsync that
+// covers it has finished (shared with the Saves that run meanwhile).
 func (h *FileHeadRecords) Save(name string, seq uint64, payload []byte) error {
 	if len(name) > 1024 || 2+len(name)+8+len(payload) > maxHeadRecord {
 		return fmt.Errorf("%w: head record of %d bytes", ErrTooBig, len(payload))
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	for h.rewrite && h.syncing {
+		h.cond.Wait()
+	}
 	if h.f == nil {
 		return fmt.Errorf("post: head records %s are closed", h.path)
 	}
 	if r, ok := h.recs[name]; ok && r.Seq > seq {
 		return nil
 	}
+	if h.rewrite {
+		// An earlier fsync failed, so what the file holds is uncertain: write the records
+		// to a new file first (a failure here leaves the flag set for the next Save).
+		if err := h.compact(); err != nil {
+			return fmt.Errorf("post: head records %s: %w", h.path, err)
+		}
+	}
 	rec := headRecord(name, seq, payload)
-	diskstat.PostHeads.Sync(len(rec))
-	if err := h.f.append(rec, true); err != nil {
+	if err := h.f.append(rec, false); err != nil {
 		return fmt.Errorf("post: head records %s: %w", h.path, err)
 	}
 	h.recs[name] = HeadRecord{Seq: seq, Payload: slices.Clone(payload)}
 	h.records++
-	if h.records > 64 && h.records > 8*len(h.recs) {
+	h.appended++
+	h.pending += len(rec)
+	gen := h.appended
+	for h.settled < gen {
+		switch {
+		case h.syncing:
+			h.cond.Wait()
+		case h.rewrite:
+			// The fsync before ours failed: an fsync of this file could now succeed
+			// without the pages the kernel dropped, so write every record anew instead.
+			if err := h.compact(); err != nil {
+				return fmt.Errorf("post: head records %s: %w", h.path, err)
+			}
+		default:
+			h.syncOnce()
+		}
+	}
+	for _, r := range h.failed {
+		if r.from <= gen && gen <= r.to {
+			return fmt.Errorf("post: head records %s: %w", h.path, r.err)
+		}
+	}
+	if len(h.failed) > 0 && !h.syncing && h.settled == h.appended {
+		h.failed = nil // nobody waits for a failed generation any more
+	}
+	if !h.syncing && h.records > 64 && h.records > 8*len(h.recs) {
 		// The record is durable already; a compaction that fails (a full disk) is tried
 		// again after the next record.
 		_ = h.compact()
 	}
 	return nil
+}
+
+// syncOnce runs one fsync for every record appended so far, without holding mu meanwhile.
+// Called with mu held and no fsync running.
+func (h *FileHeadRecords) syncOnce() {
+	h.syncing = true
+	upTo, n, f := h.appended, h.pending, h.f
+	h.pending = 0
+	h.mu.Unlock()
+	err := f.f.Sync()
+	h.mu.Lock()
+	h.syncing = false
+	diskstat.PostHeads.Sync(n)
+	if err != nil {
+		// What the file holds past the last good fsync is uncertain (the kernel may have
+		// dropped the pages): the records waiting for this fsync fail, and the next Save
+		// rewrites the file from memory before it appends.
+		h.failed = append(h.failed, genRange{from: h.settled + 1, to: upTo, err: err})
+		h.rewrite = true
+	}
+	if upTo > h.settled {
+		h.settled = upTo
+	}
+	h.cond.Broadcast()
 }
 
 // Load implements HeadRecords.
@@ -250,6 +331,9 @@ func (h *FileHeadRecords) Load() (map[string]HeadRecord, error) {
 func (h *FileHeadRecords) Close() error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	for h.syncing {
+		h.cond.Wait()
+	}
 	if h.f == nil {
 		return nil
 	}

@@ -4,7 +4,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
+
+	"epost/internal/diskstat"
 )
 
 // The file keeps the newest record per log across reopenings, ignores a torn record at the
@@ -66,5 +69,57 @@ func TestFileHeadRecords(t *testing.T) {
 	}
 	if _, err := OpenFileHeadRecords(path); err == nil {
 		t.Fatal("a damaged record in the middle was accepted")
+	}
+}
+
+// Saves running together share fsyncs, and every one of them is durable when it returns: the
+// file reopened holds each log's newest record.
+func TestFileHeadRecordsGroupCommit(t *testing.T) {
+	path := filepath.Join(t.TempDir(), FileHeadRecordsName)
+	h, err := OpenFileHeadRecords(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const writers, saves = 16, 40
+	before := diskstat.Snapshot()["post_heads"].Fsyncs
+	var wg sync.WaitGroup
+	errs := make(chan error, writers)
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			name := fmt.Sprintf("folder-%d", w)
+			for seq := uint64(1); seq <= saves; seq++ {
+				if err := h.Save(name, seq, fmt.Appendf(nil, "%s head %d", name, seq)); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	fsyncs := diskstat.Snapshot()["post_heads"].Fsyncs - before
+	if err := h.Close(); err != nil {
+		t.Fatal(err)
+	}
+	h, err = OpenFileHeadRecords(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	recs, _ := h.Load()
+	for w := range writers {
+		name := fmt.Sprintf("folder-%d", w)
+		if r := recs[name]; r.Seq != saves || string(r.Payload) != fmt.Sprintf("%s head %d", name, saves) {
+			t.Fatalf("%s reopened at seq %d (%q), want %d", name, r.Seq, r.Payload, saves)
+		}
+	}
+	t.Logf("%d saves took %d fsyncs of the record file (compactions not counted)", writers*saves, fsyncs)
+	if fsyncs >= writers*saves {
+		t.Fatalf("%d concurrent saves took %d fsyncs: none shared", writers*saves, fsyncs)
 	}
 }
