@@ -116,7 +116,9 @@ func (s *session) search(tag string, uid bool, a *imapwire.Search) {
 	s.ok(tag, "SEARCH completed")
 }
 
-// compress writes ascending numbers as a sequence set: 1:3,7.
+// compress writes numbers as a sequence set in the order given, runs of ascending consecutive
+// numbers as ranges: 1:3,7 from ascending numbers, 7,3:5,1 from a SORT result (RFC 5267
+// section 3.2: a range expands in increasing order, so a descending run stays a list).
 func compress(nums []uint32) string {
 	var b strings.Builder
 	for i := 0; i < len(nums); {

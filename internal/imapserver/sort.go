@@ -106,20 +106,24 @@ func (s *session) sortMsgs() ([]*sortMsg, error) {
 		if err != nil {
 			continue // expunged elsewhere
 		}
-		env := &mailbox.Envelope{}
-		if m.Structure != nil && m.Structure.Envelope != nil {
-			env = m.Structure.Envelope
-		}
-		sm := &sortMsg{seq: uint32(i + 1), uid: u, arrival: m.InternalDate, sent: env.Date, size: m.Size, env: env}
-		if sm.sent.IsZero() {
-			sm.sent = m.InternalDate // RFC 5256 section 2.2
-		}
-		base, reply := baseSubject(env.Subject)
-		sm.subject, sm.reply = strings.ToUpper(base), reply
-		sm.id = strings.Trim(env.MessageID, "<> ")
-		out = append(out, sm)
+		out = append(out, newSortMsg(uint32(i+1), u, m))
 	}
 	return out, nil
+}
+
+func newSortMsg(seq uint32, u mailbox.UID, m *mailbox.Message) *sortMsg {
+	env := &mailbox.Envelope{}
+	if m.Structure != nil && m.Structure.Envelope != nil {
+		env = m.Structure.Envelope
+	}
+	sm := &sortMsg{seq: seq, uid: u, arrival: m.InternalDate, sent: env.Date, size: m.Size, env: env}
+	if sm.sent.IsZero() {
+		sm.sent = m.InternalDate // RFC 5256 section 2.2
+	}
+	base, reply := baseSubject(env.Subject)
+	sm.subject, sm.reply = strings.ToUpper(base), reply
+	sm.id = strings.Trim(env.MessageID, "<> ")
+	return sm
 }
 
 func firstMailbox(l []mailbox.Address) string {
@@ -161,13 +165,12 @@ func (s *session) matching(tag, charset string, key *imapwire.SearchKey) ([]*sor
 	}), true
 }
 
-func (s *session) sortCmd(tag string, uid bool, a *imapwire.Sort) {
-	msgs, ok := s.matching(tag, a.Charset, a.Key)
-	if !ok {
-		return
-	}
-	slices.SortStableFunc(msgs, func(x, y *sortMsg) int {
-		for _, c := range a.Criteria {
+// sortOrder compares two messages under SORT criteria; ties go to mailbox order (RFC 5256
+// section 3), which is UID order, so that a message's place among others never changes while
+// it stays in the mailbox (what CONTEXT=SORT's positions rely on).
+func sortOrder(criteria []imapwire.SortCriterion) func(x, y *sortMsg) int {
+	return func(x, y *sortMsg) int {
+		for _, c := range criteria {
 			var r int
 			switch c.Key {
 			case "ARRIVAL":
@@ -196,8 +199,21 @@ func (s *session) sortCmd(tag string, uid bool, a *imapwire.Sort) {
 				return r
 			}
 		}
-		return cmp.Compare(x.seq, y.seq)
-	})
+		return cmp.Compare(x.uid, y.uid)
+	}
+}
+
+// sortCmd is SORT and UID SORT (RFC 5256), with ESORT's return options, PARTIAL and UPDATE
+// (RFC 5267 sections 3 and 4: CONTEXT=SORT, see context.go).
+func (s *session) sortCmd(tag string, uid bool, a *imapwire.Sort) {
+	if !s.checkReturn(tag, a.Return) {
+		return
+	}
+	msgs, ok := s.matching(tag, a.Charset, a.Key)
+	if !ok {
+		return
+	}
+	slices.SortFunc(msgs, sortOrder(a.Criteria))
 	var nums []uint32
 	for _, m := range msgs {
 		if uid {
@@ -206,28 +222,36 @@ func (s *session) sortCmd(tag string, uid bool, a *imapwire.Sort) {
 			nums = append(nums, m.seq)
 		}
 	}
-	if a.Return != nil {
+	if r := a.Return; r != nil {
 		w := s.w.StartUntagged().Atom("ESEARCH").Open().Atom("TAG").String(tag).Close()
 		if uid {
 			w.Atom("UID")
 		}
-		if len(nums) > 0 && a.Return.Min {
+		if len(nums) > 0 && r.Min {
 			w.Atom("MIN").Number(uint64(nums[0]))
 		}
-		if len(nums) > 0 && a.Return.Max {
+		if len(nums) > 0 && r.Max {
 			w.Atom("MAX").Number(uint64(nums[len(nums)-1]))
 		}
-		if len(nums) > 0 && (a.Return.All || !a.Return.Min && !a.Return.Max && !a.Return.Count) {
-			parts := make([]string, len(nums))
-			for i, n := range nums {
-				parts[i] = strconv.FormatUint(uint64(n), 10)
-			}
-			w.Atom("ALL").Atom(strings.Join(parts, ","))
+		if len(nums) > 0 && (r.All || !r.Min && !r.Max && !r.Count && r.Partial == nil) {
+			w.Atom("ALL").Atom(compress(nums)) // in the sorted order (section 3.2)
 		}
-		if a.Return.Count {
+		if r.Count {
 			w.Atom("COUNT").Number(uint64(len(nums)))
 		}
+		if r.Partial != nil {
+			s.writePartial(r.Partial, nums)
+		}
 		w.End()
+		if r.Update {
+			matched := make([]mailbox.UID, len(msgs))
+			for i, m := range msgs {
+				matched[i] = m.uid
+			}
+			if c := s.startContext(tag, uid, a.Key, matched); c != nil {
+				c.criteria, c.order = a.Criteria, msgs
+			}
+		}
 	} else {
 		w := s.w.StartUntagged().Atom("SORT")
 		for _, n := range nums {
