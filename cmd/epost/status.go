@@ -95,7 +95,7 @@ func printStatus(out io.Writer, st *daemon.Status) {
 	fmt.Fprintf(out, "traffic   in %d frames / %s, out %d frames / %s\n", t.FramesIn, bytesHuman(t.BytesIn), t.FramesOut, bytesHuman(t.BytesOut))
 	fmt.Fprintf(out, "refused   %d handshakes, %d failed dials\n", t.RejectedHandshakes, t.DialFailures)
 	if o, g := st.Overlay, st.PeerGuard; o.Rejected+o.RateLimited+o.Unverified+t.ProtocolErrors+g.Dropped > 0 {
-		fmt.Fprintf(out, "bad input %d frames breaking the wire format, %d overlay messages refused, %d joins rate-limited, %d gossiped nodes not verified; peers dropped for it %d (%d connections refused since)\n",
+		fmt.Fprintf(out, "bad input %d frames breaking the wire format, %d overlay messages refused, %d joins and lookups rate-limited, %d gossiped nodes not verified; peers dropped for it %d (%d connections refused since)\n",
 			t.ProtocolErrors, o.Rejected, o.RateLimited, o.Unverified, g.Dropped, g.TurnedAway)
 		for _, p := range g.Refusing {
 			fmt.Fprintf(out, "          refusing %s until %s\n", short(p.ID), p.Until.Local().Format("15:04:05"))

@@ -288,9 +288,10 @@ type OverlayStatus struct {
 	Dropped  uint64 `json:"dropped"`
 	// HopLimited are the dropped messages that reached pastry.MaxHops (a routing loop).
 	HopLimited uint64 `json:"hop_limited"`
-	// RateLimited are join and heal requests (and routed joins) refused by the per-peer limit;
-	// Unverified are gossiped nodes left unprobed because too many were being verified. Either
-	// growing means a peer floods the ring with joins or forged nodes.
+	// RateLimited are join and heal requests, routed joins and lookups (routed application
+	// messages) refused by the per-peer limits; Unverified are gossiped nodes left unprobed
+	// because too many were being verified. Either growing means a peer floods the ring with
+	// joins, lookups or forged nodes.
 	RateLimited uint64 `json:"rate_limited"`
 	Unverified  uint64 `json:"unverified"`
 }

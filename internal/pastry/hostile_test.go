@@ -313,11 +313,13 @@ func (a *attacker) flood(victim *tlsNode, least int, mk func(i int) []byte) (sto
 	return stop
 }
 
-// TestHostileJoinFlood: a ring member sends join requests without end, then routed joins
-// whose joiner is an honest node (so that every hop would answer that node). Each join the
+// TestHostileJoinAndLookupFlood: a ring member sends join requests without end, then routed
+// joins whose joiner is an honest node (so that every hop would answer that node), then
+// lookups of its own, then lookups it claims to hand on for an honest node. Each join the
 // victim takes on is routed through the ring and answered with table rows and a leaf set, so
-// it takes few per sender (Config.JoinRequestEvery); the ring keeps routing during the flood.
-func TestHostileJoinFlood(t *testing.T) {
+// it takes few per sender (Config.JoinRequestEvery); lookups it takes at Config.RouteEvery
+// (16 times as many handed on); the ring keeps routing during the flood.
+func TestHostileJoinAndLookupFlood(t *testing.T) {
 	seed := hostileSeed(t)
 	rng := rand.New(rand.NewPCG(seed, 5))
 	r := newTLSRing(t, seed, 6)
@@ -343,6 +345,17 @@ func TestHostileJoinFlood(t *testing.T) {
 			return a.msg(&message{Type: mRoute, Seq: uint64(i + 1), Key: key, Origin: Handle{ID: h.rn.ID, Addr: h.tr.LocalAddr()},
 				Kind: uint8(kindJoin + i%2)})
 		}, cfg.JoinForwardBurst, cfg.JoinRequestEvery / time.Duration(cfg.JoinForwardRate)},
+		{"lookups", func(i int) []byte {
+			var key ids.ID
+			binary.BigEndian.PutUint64(key[:], uint64(i)*0x9e3779b97f4a7c15)
+			return a.msg(&message{Type: mRoute, Seq: uint64(i + 1), Key: key, Origin: a.self, Kind: kindApp, Payload: []byte("lookup")})
+		}, cfg.RouteBurst, cfg.RouteEvery},
+		{"lookups handed on for an honest node", func(i int) []byte {
+			var key ids.ID
+			binary.BigEndian.PutUint64(key[:], uint64(i)*0x9e3779b97f4a7c15)
+			return a.msg(&message{Type: mRoute, Seq: uint64(i + 1), Key: key, Origin: Handle{ID: h.rn.ID, Addr: h.tr.LocalAddr()},
+				Kind: kindApp, Payload: []byte("lookup")})
+		}, relayRate * cfg.RouteBurst, cfg.RouteEvery / relayRate},
 	}
 	for _, c := range cases {
 		limited0, got0 := v.stats().RateLimited, a.got.Load()
@@ -369,7 +382,7 @@ func TestHostileJoinFlood(t *testing.T) {
 func (n *Node) stateSize() int {
 	return len(n.peers) + len(n.joining) + len(n.pending) + len(n.pendingQ) + len(n.verifying) + len(n.measured) +
 		len(n.dead.list) + len(n.indirect) + len(n.buffered) + len(n.awaitingAck) + n.table.Len() + n.leaf.Size() +
-		len(n.joinLimit.next) + len(n.forwardLimit.next) + len(n.filled)
+		len(n.joinLimit.next) + len(n.forwardLimit.next) + len(n.routeLimit.next) + len(n.relayLimit.next) + len(n.filled)
 }
 
 // TestHostileRouteFlood: a ring member floods the victim with routed messages for random keys,
@@ -512,4 +525,100 @@ func TestHostileClaimsForeignID(t *testing.T) {
 	})
 	r.waitConverged(20 * time.Second)
 	r.checkLookups(rng, 5, 20*time.Second)
+}
+
+// TestHostileForgedRows: a ring member answers row requests, and sends join rows, leaf sets
+// and probes, naming nodes that do not exist (in routing-table slots the victim has empty, at
+// the attacker's address and at one where nothing listens) and honest nodes at the attacker's
+// address. None of the forged nodes enters the victim's routing table, no honest entry's
+// address changes, and lookups for keys in the forged slots go to honest nodes only: no
+// routed message is ever handed to a forged id.
+func TestHostileForgedRows(t *testing.T) {
+	seed := hostileSeed(t)
+	rng := rand.New(rand.NewPCG(seed, 8))
+	r := newTLSRing(t, seed, 6)
+	a := r.newAttacker()
+	v := r.victim(rng)
+	// Row 0 slots no honest node (nor the attacker) fills: a forged node there would be the
+	// only candidate, taken at its word by the old table.
+	taken := map[int]bool{a.self.ID.Digit(0): true}
+	for _, n := range r.nodes {
+		taken[n.rn.ID.Digit(0)] = true
+	}
+	forged := map[ids.ID]bool{}
+	var hs []Handle
+	for d := range ids.Base {
+		if taken[d] {
+			continue
+		}
+		for i := range 2 {
+			var id ids.ID
+			binary.BigEndian.PutUint64(id[:], rng.Uint64()&^(0xf<<60)|uint64(d)<<60)
+			addr := a.self.Addr
+			if i == 1 {
+				addr = "127.0.0.1:1" // nothing listens
+			}
+			forged[id] = true
+			hs = append(hs, Handle{ID: id, Addr: addr})
+		}
+	}
+	if len(forged) == 0 {
+		t.Skipf("seed %d: the honest nodes fill every slot of row 0", seed)
+	}
+	honest := map[ids.ID]string{}
+	for _, n := range r.nodes {
+		if n != v {
+			honest[n.rn.ID] = n.tr.LocalAddr()
+			hs = append(hs, Handle{ID: n.rn.ID, Addr: a.self.Addr}) // a real node, a false address
+		}
+	}
+	frames := [][]byte{
+		a.msg(&message{Type: mRowReply, Row: 0, Handles: hs}),
+		a.msg(&message{Type: mJoinRows, Handles: hs}),
+		a.msg(&message{Type: mJoinReply, Handles: hs}),
+		a.msg(&message{Type: mLeafReply, Handles: hs}),
+		a.msg(&message{Type: mProbe, Seq: 1, Time: 1, Flag: true, Handles: hs}),
+	}
+	check := func() {
+		t.Helper()
+		var bad []string
+		v.drv.With(func(n *Node) {
+			n.table.Each(func(h Handle, _ time.Duration) {
+				if forged[h.ID] {
+					bad = append(bad, "forged "+h.String())
+				} else if addr, ok := honest[h.ID]; ok && h.Addr != addr {
+					bad = append(bad, "honest "+h.ID.Short()+" at "+h.Addr)
+				}
+			})
+		})
+		if len(bad) > 0 {
+			t.Fatalf("seed %d: victim %s's routing table took the forged rows: %v", seed, v.rn.ID.Short(), bad)
+		}
+	}
+	unverified0 := v.stats().Unverified
+	end := time.Now().Add(3 * time.Second)
+	for i := 0; time.Now().Before(end); i++ {
+		a.send(v, frames[i%len(frames)])
+		time.Sleep(5 * time.Millisecond)
+		check()
+	}
+	a.sync(v, 30*time.Second)
+	check()
+
+	// Lookups for keys in the forged slots, from the victim (whose table the attacker worked
+	// on) and from the others.
+	var keys []ids.ID
+	for id := range forged {
+		keys = append(keys, id, ids.Add(id, ids.ID{ids.Bytes - 1: 1}))
+	}
+	r.checkKeys(keys, 20*time.Second)
+	for id := range forged {
+		if n := r.routedTo(id); n > 0 {
+			t.Fatalf("seed %d: the ring handed %d routed messages to forged node %s", seed, n, id.Short())
+		}
+	}
+	check()
+	t.Logf("%d forged nodes in %d frames: none in the victim's table (%d left unprobed), no routed message to any of them",
+		len(forged), len(frames), v.stats().Unverified-unverified0)
+	r.waitConverged(20 * time.Second)
 }

@@ -58,6 +58,14 @@ type Config struct {
 	JoinRequestBurst int
 	JoinForwardBurst int
 	JoinForwardRate  int
+
+	// RouteEvery is how often one sender may have an application message it originated (a
+	// lookup, an insert) routed by this node, after a burst of RouteBurst; messages it hands on
+	// for others get 16 times the burst and the rate. Over the limit a message is acknowledged
+	// and dropped (the application's retry comes later), and counted in Stats.RateLimited.
+	// Default: 1ms (a thousand a second) and 1000; both far above what an honest node sends.
+	RouteEvery time.Duration
+	RouteBurst int
 }
 
 // DefaultConfig returns the parameters ePOST shipped with, adjusted where measurement said so.
@@ -134,6 +142,12 @@ func (c *Config) fill() {
 	if c.JoinForwardRate <= 0 {
 		c.JoinForwardRate = 16
 	}
+	if c.RouteEvery <= 0 {
+		c.RouteEvery = time.Millisecond
+	}
+	if c.RouteBurst <= 0 {
+		c.RouteBurst = 1000
+	}
 }
 
 // Forwarder is the application's Forward upcall: called on every node a routed message passes
@@ -176,8 +190,9 @@ type Outgoing struct {
 // HopLimited counts those of them dropped for reaching MaxHops (a routing loop somewhere).
 // Unverified counts handles learned second-hand and dropped unprobed because too many were
 // being verified (see considerCandidates): a peer gossiping forged handles. RateLimited counts
-// join and heal requests, and routed joins and heals, refused by the per-sender limits
-// (Config.JoinRequestEvery): a peer flooding the ring with joins.
+// join and heal requests, routed joins and heals, and routed application messages refused by
+// the per-sender limits (Config.JoinRequestEvery, Config.RouteEvery): a peer flooding the
+// ring with joins or lookups.
 type Stats struct {
 	Sent, Received, SentBytes, Rejected uint64
 	Rerouted, Dropped                   uint64
@@ -253,6 +268,8 @@ type Node struct {
 	filled       map[ids.ID]struct{}  // leaf members a leaver named (refill) not heard from yet
 	joinLimit    senderLimit          // join and heal requests per sender
 	forwardLimit senderLimit          // routed joins and heals per sender (the previous hop)
+	routeLimit   senderLimit          // routed application messages a sender originated
+	relayLimit   senderLimit          // routed application messages a sender hands on
 
 	out    []Outgoing
 	events []Event
@@ -291,6 +308,8 @@ func NewNode(cfg Config, self Handle, rng *rand.Rand, forward Forwarder) *Node {
 		joinLimit:   newSenderLimit(cfg.JoinRequestEvery, cfg.JoinRequestBurst),
 		// A forwarder hands on many joiners' joins: a larger burst, a higher rate.
 		forwardLimit: newSenderLimit(cfg.JoinRequestEvery/time.Duration(cfg.JoinForwardRate), cfg.JoinForwardBurst),
+		routeLimit:   newSenderLimit(cfg.RouteEvery, cfg.RouteBurst),
+		relayLimit:   newSenderLimit(cfg.RouteEvery/relayRate, relayRate*cfg.RouteBurst),
 	}
 }
 
@@ -455,7 +474,7 @@ func (n *Node) Step(now time.Time, from transport.From, frame []byte) error {
 		n.onJoinRequest(m)
 	case mRoute:
 		n.send(m.From, &message{Type: mHopAck, Seq: m.Seq})
-		if m.Kind != kindApp && !n.forwardLimit.allow(m.From.ID, now) {
+		if !n.allowRoute(m, now) {
 			// Acknowledged all the same, as at the hop limit.
 			n.stats.RateLimited++
 			return nil
@@ -511,6 +530,25 @@ func (n *Node) Step(now time.Time, from transport.From, frame []byte) error {
 	return nil
 }
 
+// relayRate is how many times more routed application messages a sender may hand on for
+// others than originate itself (Config.RouteEvery).
+const relayRate = 16
+
+// allowRoute applies the per-sender limits to a routed message from its previous hop: joins
+// and heals by Config.JoinRequestEvery, application messages by Config.RouteEvery (the ones
+// the sender originated, and more generously the ones it hands on; a sender that names
+// someone else as the origin of its own lookups gets the larger allowance, no more).
+func (n *Node) allowRoute(m *message, now time.Time) bool {
+	switch {
+	case m.Kind != kindApp:
+		return n.forwardLimit.allow(m.From.ID, now)
+	case m.Origin.ID == m.From.ID:
+		return n.routeLimit.allow(m.From.ID, now)
+	default:
+		return n.relayLimit.allow(m.From.ID, now)
+	}
+}
+
 func (n *Node) leafWithSelf() []Handle {
 	return append(n.leaf.Members(), n.self)
 }
@@ -552,8 +590,9 @@ func (n *Node) heard(h Handle, ready bool) {
 	}
 }
 
-// add offers h to the leaf set and routing table. A node learned second-hand (direct=false)
-// that we have declared dead is ignored until it is heard from itself.
+// add offers h to the leaf set and, when it was heard from itself (direct), to the routing
+// table. A node learned second-hand (direct=false) that we have declared dead is ignored until
+// it is heard from itself.
 func (n *Node) add(h Handle, rtt time.Duration, direct bool) {
 	if h.ID == n.self.ID || h.ID.IsZero() || h.Addr == "" {
 		return
@@ -580,7 +619,9 @@ func (n *Node) add(h Handle, rtt time.Duration, direct bool) {
 			n.announce(h, p)
 		}
 	}
-	n.table.Consider(h, rtt)
+	if direct {
+		n.table.Consider(h, rtt)
+	}
 }
 
 func (n *Node) leafChanged() {
@@ -597,11 +638,18 @@ func (n *Node) leafChanged() {
 // under ids it does not own) would displace honest leaf members, corrupting replica sets and
 // the choice of a key's root. A handle that would enter the leaf set is probed instead; the
 // transport authenticates the id that answers, and the answer (heard) adds it. A joining node
-// still takes its first leaf set as given: its announce verifies each member. The routing
-// table takes gossiped handles as Pastry always did: a forged entry there costs a message one
-// hop timeout before it is routed around, and the entry is probed and dropped (checkTable).
+// still takes its first leaf set as given: its announce verifies each member.
+//
+// The routing table takes no one on another node's word either, joining or ready: a forged
+// row (ids that do not exist, or real ids at the gossiper's address) would draw the messages
+// for a whole range of keys to a node that drops them or to nowhere, each costing a hop
+// timeout, and a known id's address would be replaced by a false one. A handle for an empty
+// slot is probed like a leaf candidate, one for a taken slot is measured (probed for its RTT),
+// and either enters the table only when its answer proves the id (heard, onProbeReply); the
+// address of an entry changes only when that node itself says so.
 func (n *Node) considerCandidates(hs []Handle) {
-	budget := n.cfg.LeafSetSize + ids.Base // probes for one message's handles
+	budget := n.cfg.LeafSetSize + ids.Base // leaf-set probes for one message's handles
+	tableBudget := 4 * ids.Base            // routing-table probes for one message's handles
 	for _, h := range hs {
 		if h.ID == n.self.ID || h.ID.IsZero() || h.Addr == "" {
 			continue
@@ -612,16 +660,27 @@ func (n *Node) considerCandidates(hs []Handle) {
 			n.recheck(h)
 			continue
 		}
-		if n.phase == phaseReady && n.leaf.WouldAdd(h.ID) {
-			if budget > 0 && n.verify(h) {
+		if n.leaf.WouldAdd(h.ID) {
+			// The table takes it too once it answered: the announce of a joining node, the
+			// probe of a ready one.
+			if n.phase != phaseReady {
+				n.add(h, 0, false)
+			} else if budget > 0 && n.verify(h) {
 				budget--
 			}
 			continue
 		}
 		occ, _, ok := n.table.SlotOccupant(h.ID)
-		n.add(h, 0, false)
-		if ok && occ.ID != h.ID {
-			n.measure(h)
+		switch {
+		case ok && occ.ID == h.ID, tableBudget == 0:
+		case !ok:
+			if n.verify(h) {
+				tableBudget--
+			}
+		default:
+			if n.measure(h) {
+				tableBudget--
+			}
 		}
 	}
 }
@@ -653,16 +712,17 @@ func (n *Node) verify(h Handle) bool {
 }
 
 // measure probes a candidate for a taken table slot, at most once per table interval, so
-// that gossip cannot turn into a probe storm.
-func (n *Node) measure(h Handle) {
+// that gossip cannot turn into a probe storm, and reports whether it sent a probe.
+func (n *Node) measure(h Handle) bool {
 	if at, ok := n.measured[h.ID]; ok && n.now.Sub(at) < n.cfg.TableInterval {
-		return
+		return false
 	}
 	if len(n.measured) >= 4096 {
 		clear(n.measured) // forget old measurements rather than grow without bound
 	}
 	n.measured[h.ID] = n.now
 	n.probe(h, false)
+	return true
 }
 
 // recheck probes a node we declared dead that others still list, at most once per probe

@@ -31,9 +31,10 @@ type tlsRing struct {
 	cfg   Config
 	nodes []*tlsNode
 
-	mu   sync.Mutex
-	book map[string]ids.ID // advertised address -> id, for sends to bootstrap addresses
-	seq  atomic.Uint64
+	mu     sync.Mutex
+	book   map[string]ids.ID // advertised address -> id, for sends to bootstrap addresses
+	routed map[ids.ID]int    // routed messages the honest nodes handed to each id
+	seq    atomic.Uint64
 }
 
 type tlsNode struct {
@@ -56,6 +57,9 @@ func hostileConfig() Config {
 		HopTimeout:         400 * time.Millisecond,
 		JoinTimeout:        time.Second,
 		HealInterval:       5 * time.Second,
+		// Lookups a sender originates: 50 at once, then 50 a second (16 times both handed on).
+		RouteEvery: 20 * time.Millisecond,
+		RouteBurst: 50,
 	}
 }
 
@@ -65,7 +69,7 @@ func newTLSRing(t *testing.T, seed uint64, n int) *tlsRing {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tr := &tlsRing{t: t, seed: seed, ring: r, cfg: hostileConfig(), book: map[string]ids.ID{}}
+	tr := &tlsRing{t: t, seed: seed, ring: r, cfg: hostileConfig(), book: map[string]ids.ID{}, routed: map[ids.ID]int{}}
 	tr.cfg.Ring = r.Descriptor.RingID
 	for i := range n {
 		var bootstrap []string
@@ -161,11 +165,29 @@ func (b *bookTransport) resolve(to ids.ID, addr string) ids.ID {
 }
 
 func (b *bookTransport) Send(to ids.ID, addr string, frame []byte) error {
+	b.count(to, frame)
 	return b.Transport.Send(b.resolve(to, addr), addr, frame)
 }
 
 func (b *bookTransport) SendParts(to ids.ID, addr string, head, tail []byte) error {
+	b.count(to, head)
 	return b.Transport.SendParts(b.resolve(to, addr), addr, head, tail)
+}
+
+// count records a routed message handed to a next hop (the header's second byte is its type).
+func (b *bookTransport) count(to ids.ID, head []byte) {
+	if len(head) > 1 && msgType(head[1]) == mRoute && !to.IsZero() {
+		b.r.mu.Lock()
+		b.r.routed[to]++
+		b.r.mu.Unlock()
+	}
+}
+
+// routedTo is how many routed messages the honest nodes handed to id as the next hop.
+func (r *tlsRing) routedTo(id ids.ID) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.routed[id]
 }
 
 // ids returns the honest nodes' ids.
@@ -262,6 +284,27 @@ func (r *tlsRing) checkLookups(rng *rand.Rand, count int, within time.Duration) 
 			n.drv.Route(key, []byte(p))
 		}
 	}
+	r.awaitDelivered(want, within)
+}
+
+// checkKeys routes a message from every honest node to each key and requires each to be
+// delivered, once, at the key's honest root, within the deadline.
+func (r *tlsRing) checkKeys(keys []ids.ID, within time.Duration) {
+	r.t.Helper()
+	want := map[string]ids.ID{}
+	for _, n := range r.nodes {
+		for _, key := range keys {
+			p := fmt.Sprintf("lookup-%d", r.seq.Add(1))
+			want[p] = r.rootOf(key)
+			n.drv.Route(key, []byte(p))
+		}
+	}
+	r.awaitDelivered(want, within)
+}
+
+// awaitDelivered waits until each payload of want was delivered, once, at the node named.
+func (r *tlsRing) awaitDelivered(want map[string]ids.ID, within time.Duration) {
+	r.t.Helper()
 	deadline := time.Now().Add(within)
 	for {
 		var missing, wrong []string

@@ -229,7 +229,7 @@ func TestHostileMember(t *testing.T) {
 	if err != nil {
 		t.Fatalf("epost status: %v\n%s", err, out)
 	}
-	if !strings.Contains(string(out), "bad input") || !strings.Contains(string(out), "joins rate-limited") {
+	if !strings.Contains(string(out), "bad input") || !strings.Contains(string(out), "joins and lookups rate-limited") {
 		t.Fatalf("seed %d: epost status does not count the bad input:\n%s", c.Seed, out)
 	}
 	for _, line := range strings.Split(string(out), "\n") {
