@@ -392,39 +392,49 @@ func (s *session) selectedWanted() bool {
 }
 
 // syncSelected brings the client up to date on the selected mailbox between commands or in
-// IDLE: with SELECTED-DELAYED expunges wait (section 6.1.2) unless allowed (IDLE allows them),
-// and new messages get the MessageNew fetch attributes (section 5.2).
+// IDLE: with SELECTED-DELAYED expunges wait (section 6.1.2) unless allowed (IDLE allows them).
 func (s *session) syncSelected(inIdle bool) {
-	v := s.sel
-	if v == nil {
-		return
-	}
 	allowExpunge := inIdle || s.notify == nil || s.notify.sel == nil || s.notify.sel.Filter == "SELECTED"
-	before := len(v.uids)
-	var first mailbox.UID
-	if before > 0 {
-		first = v.uids[before-1]
-	}
 	s.sync(allowExpunge)
-	if s.notify == nil || s.notify.sel == nil {
-		return
-	}
+}
+
+// notifyNew sends the MessageNew fetch attributes of the SELECTED or SELECTED-DELAYED group
+// (section 5.2: NOTIFY SET (SELECTED (MessageNew (UID BODY.PEEK[HEADER.FIELDS (From To)])
+// ...))) for the messages of the view from index first on, which sync has just announced with
+// EXISTS: whichever sync finds them, between commands, in IDLE or at the end of a command, so
+// that no new message goes without its FETCH. Messages the session added itself are left out
+// (section 5). The FETCH never sets \Seen, whether or not the client wrote .PEEK.
+func (s *session) notifyNew(first int) {
+	v := s.sel
 	var items []imapwire.FetchItem
-	for _, e := range s.notify.sel.Events {
-		if strings.EqualFold(e.Name, "MessageNew") {
-			items = e.Fetch
+	if s.notify != nil && s.notify.sel != nil {
+		for _, e := range s.notify.sel.Events {
+			if strings.EqualFold(e.Name, "MessageNew") {
+				items = e.Fetch
+			}
 		}
 	}
-	if len(items) == 0 {
-		return
-	}
-	for j, u := range v.uids {
-		if u <= first {
+	defer func() {
+		// What the view now holds has been reported: an own message that was never reported
+		// (expunged first) is forgotten too.
+		for u := range v.ownNew {
+			if u <= v.uids[len(v.uids)-1] {
+				delete(v.ownNew, u)
+			}
+		}
+	}()
+	for j := first; j < len(v.uids); j++ {
+		u := v.uids[j]
+		if v.ownNew[u] {
+			delete(v.ownNew, u)
+			continue
+		}
+		if len(items) == 0 {
 			continue
 		}
 		msg, err := v.folder.Message(u)
 		if err != nil {
-			continue
+			continue // expunged already; its EXPUNGE follows
 		}
 		if err := s.fetchOne(j+1, true, msg, items, false); err != nil {
 			s.log.Info("imap NOTIFY MessageNew fetch", "err", err)

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -233,4 +234,107 @@ func TestNotifyErrors(t *testing.T) {
 			t.Errorf("%q: want %q in\n%s", tc.cmd, tc.want, out)
 		}
 	}
+}
+
+// TestNotifyMessageNewFetch: the MessageNew fetch attributes of RFC 5465 section 5.2's example,
+// (UID BODY.PEEK[HEADER.FIELDS (From To)]): a new message is announced with EXISTS, then a
+// FETCH with that data; BODY without .PEEK does not set \Seen either; the session's own APPEND
+// and COPY into the selected mailbox get their EXISTS but no MessageNew FETCH (section 5).
+func TestNotifyMessageNewFetch(t *testing.T) {
+	srv, _ := notifyServer(t)
+	a, b := newLiveSession(t, srv), pipeSession(t, srv)
+	a.cmd("LOGIN u p")
+	b("LOGIN u p")
+	b(appendCmd("INBOX", msgN(1)))
+	a.cmd("SELECT INBOX")
+	if out := a.cmd("NOTIFY SET (SELECTED (MessageNew (UID BODY.PEEK[HEADER.FIELDS (From To)]) MessageExpunge))"); !strings.Contains(out, " OK ") {
+		t.Fatal(out)
+	}
+	b(appendCmd("INBOX", "From: ann@example.org\r\nTo: bob@example.org\r\nSubject: hi\r\n\r\nbody\r\n"))
+	got := a.await("From: ann@example.org")
+	want := "* 2 FETCH (UID 2 BODY[HEADER.FIELDS (From To)] {46}\r\nFrom: ann@example.org\r\n"
+	if !strings.Contains(got, want) || !before(got, "* 2 EXISTS", "* 2 FETCH") {
+		t.Fatalf("want EXISTS, then %q, in\n%s", want, got)
+	}
+	a.await(")")
+	// Without .PEEK: the data, and still no \Seen.
+	a.cmd("NOTIFY SET (SELECTED (MessageNew (UID BODY[HEADER.FIELDS (Subject)]) MessageExpunge))")
+	b(appendCmd("INBOX", "Subject: second\r\n\r\nbody\r\n"))
+	a.await("Subject: second")
+	a.await(")")
+	b("SELECT INBOX")
+	if out := b("UID FETCH 3 (FLAGS)"); strings.Contains(out, `\Seen`) {
+		t.Fatalf("MessageNew FETCH set \\Seen:\n%s", out)
+	}
+	// The session's own APPEND and COPY: EXISTS, no MessageNew FETCH.
+	if out := a.cmd(appendCmd("INBOX", "Subject: mine\r\n\r\nbody\r\n")); !strings.Contains(out, "* 4 EXISTS") || strings.Contains(out, "FETCH") {
+		t.Fatalf("own APPEND:\n%s", out)
+	}
+	out := a.cmd("COPY 1 INBOX") + a.cmd("NOOP")
+	if !strings.Contains(out, "* 5 EXISTS") || strings.Contains(out, "FETCH") {
+		t.Fatalf("own COPY:\n%s", out)
+	}
+	a.quiet()
+}
+
+// armedStore hands out an INBOX whose next Status call first files a message, as if it arrived
+// while the session ran a command: the command's own sync then finds it.
+type armedStore struct {
+	mailbox.Store
+	mu  sync.Mutex
+	arm func()
+}
+
+func (s *armedStore) Authenticate(user, pass string) (mailbox.Store, error) { return s, nil }
+
+func (s *armedStore) Folder(name string) (mailbox.Folder, error) {
+	f, err := s.Store.Folder(name)
+	if err != nil || !strings.EqualFold(name, mailbox.Inbox) {
+		return f, err
+	}
+	return armedFolder{f, s}, nil
+}
+
+type armedFolder struct {
+	mailbox.Folder
+	s *armedStore
+}
+
+func (f armedFolder) Status() (mailbox.Status, error) {
+	f.s.mu.Lock()
+	arm := f.s.arm
+	f.s.arm = nil
+	f.s.mu.Unlock()
+	if arm != nil {
+		arm()
+	}
+	return f.Folder.Status()
+}
+
+// TestNotifyMessageNewInCommand: a message that arrives while a command runs is announced by
+// that command's EXISTS, and its MessageNew FETCH comes with it, not never (the watch that
+// fires afterwards finds nothing new), and not twice.
+func TestNotifyMessageNewInCommand(t *testing.T) {
+	mem := mailbox.NewMemory(time.Now)
+	if err := mailbox.EnsureSpecialUse(mem); err != nil {
+		t.Fatal(err)
+	}
+	st := &armedStore{Store: mem}
+	srv, err := New(Config{Auth: st, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := newLiveSession(t, srv)
+	a.cmd("LOGIN u p")
+	a.cmd("SELECT INBOX")
+	a.cmd("NOTIFY SET (SELECTED-DELAYED (MessageNew (UID BODY.PEEK[HEADER.FIELDS (From)]) MessageExpunge))")
+	inbox, _ := mem.Folder(mailbox.Inbox)
+	st.mu.Lock()
+	st.arm = func() { inbox.Append([]byte("From: carol@example.org\r\n\r\nbody\r\n"), nil, time.Time{}) }
+	st.mu.Unlock()
+	out := a.cmd("CHECK")
+	if !before(out, "* 1 EXISTS", "* 1 FETCH (UID 1 BODY[HEADER.FIELDS (From)] {27}\r\nFrom: carol@example.org\r\n") {
+		t.Fatalf("CHECK:\n%s", out)
+	}
+	a.quiet()
 }

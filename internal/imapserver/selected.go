@@ -33,6 +33,11 @@ type view struct {
 	stopWatch func()
 
 	saved []mailbox.UID // SEARCH RETURN (SAVE): "$" (RFC 5182)
+
+	// ownNew: messages this session put into the mailbox (APPEND, COPY to itself) that sync has
+	// not reported yet: their EXISTS goes out, NOTIFY's MessageNew FETCH does not (RFC 5465
+	// section 5: events the client caused SHOULD be omitted).
+	ownNew map[mailbox.UID]bool
 }
 
 var systemFlags = []mailbox.Flag{mailbox.FlagSeen, mailbox.FlagAnswered, mailbox.FlagFlagged, mailbox.FlagDeleted, mailbox.FlagDraft}
@@ -319,6 +324,7 @@ func (s *session) sync(allowExpunge bool) {
 		if !s.rev2() {
 			s.w.StartUntagged().Number(uint64(len(v.recent))).Atom("RECENT").End()
 		}
+		s.notifyNew(len(v.uids) - added)
 	}
 	v.modSeq = st.HighestModSeq
 	clear(v.own)
@@ -568,6 +574,9 @@ func (s *session) copyMove(tag string, uid, move bool, a *imapwire.Copy) {
 		s.storeNo(tag, err)
 		return
 	}
+	if canonical(a.Mailbox) == v.name {
+		v.markOwnNew(res.DestUIDs)
+	}
 	code := []string{strconv.FormatUint(uint64(res.UIDValidity), 10), uidList(res.SourceUIDs), uidList(res.DestUIDs)}
 	if move {
 		// RFC 6851: COPYUID in an untagged OK, then the expunges, then the tagged OK.
@@ -659,6 +668,7 @@ func (s *session) appendMsg(tag string, a *imapwire.Append) {
 		uids = append(uids, uid)
 	}
 	if s.sel != nil && s.sel.name == name {
+		s.sel.markOwnNew(uids)
 		s.sync(false)
 	}
 	s.w.StartTagged(tag).Atom("OK").Code("APPENDUID", strconv.FormatUint(uint64(st.UIDValidity), 10), uidList(uids)).Text("APPEND completed").End()
@@ -927,5 +937,15 @@ func (s *session) resync(q *imapwire.QResync) {
 		s.w.StartUntagged().Number(uint64(j + 1)).Atom("FETCH").Open().Atom("UID").Number(uint64(m.UID)).Atom("FLAGS")
 		s.writeFlagList(s.shownFlags(m))
 		s.w.Atom("MODSEQ").Atom("(" + strconv.FormatUint(m.ModSeq, 10) + ")").Close().End()
+	}
+}
+
+// markOwnNew records messages this session put into the mailbox (see view.ownNew).
+func (v *view) markOwnNew(uids []mailbox.UID) {
+	if v.ownNew == nil {
+		v.ownNew = map[mailbox.UID]bool{}
+	}
+	for _, u := range uids {
+		v.ownNew[u] = true
 	}
 }
