@@ -164,9 +164,12 @@ func (d *Driver) flushLocked() {
 			}
 		}
 		for _, o := range out {
-			if o.Route {
+			switch {
+			case o.Route && len(o.Tail) > 0:
+				d.pd.RouteParts(o.Key, o.Payload, o.Tail)
+			case o.Route:
 				d.pd.Route(o.Key, o.Payload)
-			} else {
+			default:
 				d.pd.Send(o.To, o.Payload)
 			}
 		}

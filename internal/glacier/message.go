@@ -136,7 +136,19 @@ func readHandle(r *wire.Reader) pastry.Handle {
 }
 
 func (m *message) encode() []byte {
-	w := wire.Writer{B: make([]byte, 0, 300+32*len(m.Proof)+len(m.Data)+len(m.Bloom)+len(m.Offers)*44)}
+	head, tail := m.encodeParts()
+	if len(tail) == 0 {
+		return head
+	}
+	return append(head, tail...)
+}
+
+// encodeParts is encode cut in front of the fragment data, which the messages that carry it
+// end with: head is the rest (the data's length included) and tail is m.Data itself, so that
+// a fragment is handed to the overlay without being copied behind its header
+// (pastry.Driver.RouteParts).
+func (m *message) encodeParts() (head, tail []byte) {
+	w := wire.Writer{B: make([]byte, 0, 300+32*len(m.Proof)+len(m.Bloom)+len(m.Offers)*44)}
 	w.U8(appTag)
 	w.U8(wireVersion)
 	w.U8(uint8(m.Type))
@@ -146,7 +158,8 @@ func (m *message) encode() []byte {
 		w.U16(m.Index)
 		m.Manifest.Encode(&w)
 		writeProof(&w, m.Proof)
-		w.Bytes(m.Data)
+		w.Uvarint(uint64(len(m.Data)))
+		tail = m.Data
 	case mStoreAck, mRenewAck:
 		w.U16(m.Index)
 		w.U8(uint8(m.Code))
@@ -164,7 +177,8 @@ func (m *message) encode() []byte {
 		if m.Code == codeOK {
 			m.Manifest.Encode(&w)
 			writeProof(&w, m.Proof)
-			w.Bytes(m.Data)
+			w.Uvarint(uint64(len(m.Data)))
+			tail = m.Data
 		}
 	case mSyncRequest:
 		writeHandle(&w, m.Requester)
@@ -184,7 +198,7 @@ func (m *message) encode() []byte {
 			w.Uvarint(o.Version)
 		}
 	}
-	return w.B
+	return w.B, tail
 }
 
 // decodeMessage parses a Glacier payload. A manifest is only delimited (RawMan); the node

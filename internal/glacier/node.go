@@ -1,6 +1,7 @@
 package glacier
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -133,10 +134,13 @@ type InsertResult struct {
 
 // Outgoing is a message the driver must route (to the node responsible for Key) or send.
 type Outgoing struct {
-	Route       bool
-	Key         ids.ID
-	To          pastry.Handle
-	Payload     []byte
+	Route   bool
+	Key     ids.ID
+	To      pastry.Handle
+	Payload []byte
+	// Tail, if not nil, is the payload's end (a fragment's data): the payload is Payload
+	// followed by Tail, to be routed or sent without joining them (pastry.Driver.RouteParts).
+	Tail        []byte
 	Maintenance bool
 }
 
@@ -318,12 +322,12 @@ func (n *Node) send(h pastry.Handle, m *message, maint bool) {
 
 // route queues m for the node responsible for key.
 func (n *Node) route(key ids.ID, m *message, maint bool) {
-	p := m.encode()
+	p, tail := m.encodeParts()
 	if maint {
 		n.stats.MaintMsgs++
-		n.stats.MaintBytes += uint64(len(p))
+		n.stats.MaintBytes += uint64(len(p) + len(tail))
 	}
-	n.out = append(n.out, Outgoing{Route: true, Key: key, Payload: p, Maintenance: maint})
+	n.out = append(n.out, Outgoing{Route: true, Key: key, Payload: p, Tail: tail, Maintenance: maint})
 }
 
 // flushLocal handles messages this node sent itself. Routed messages are not short-cut: the
@@ -362,6 +366,11 @@ func (n *Node) accept(man *Manifest, idx int, data []byte, proof [][32]byte) err
 	if err := man.CheckFragment(idx, data, proof); err != nil {
 		return err
 	}
+	return n.acceptChecked(man, idx, data, proof)
+}
+
+// acceptChecked is accept of a fragment already checked against man's root.
+func (n *Node) acceptChecked(man *Manifest, idx int, data []byte, proof [][32]byte) error {
 	fk := FragmentKey(man.Key(), idx, n.cfg.N)
 	if old, err := n.st.Get(fk); err == nil {
 		if old.Manifest.Version >= man.Version {
@@ -388,6 +397,9 @@ func (n *Node) onStore(from pastry.Handle, key ids.ID, m *message, routed bool) 
 		if int(m.Index) >= n.cfg.N || (routed && FragmentKey(man.Key(), int(m.Index), n.cfg.N) != key) {
 			return fmt.Errorf("%w: routed to the wrong key", ErrBadFragment)
 		}
+		if n.ownFragment(from, man, m) {
+			return n.acceptChecked(man, int(m.Index), m.Data, m.Proof)
+		}
 		return n.accept(man, int(m.Index), m.Data, m.Proof)
 	}()
 	if err != nil {
@@ -396,6 +408,23 @@ func (n *Node) onStore(from pastry.Handle, key ids.ID, m *message, routed bool) 
 		n.stats.Stored++
 	}
 	n.send(from, &message{Type: mStoreAck, Op: m.Op, Index: m.Index, Code: codeOf(err)}, false)
+}
+
+// ownFragment reports whether m is a fragment of one of this node's own inserts, byte for
+// byte the one it encoded, with the proof it computed from the manifest's root: a node holding
+// positions of its own aggregates does not hash them a second time (a comparison costs a
+// fraction of a hash).
+func (n *Node) ownFragment(from pastry.Handle, man *Manifest, m *message) bool {
+	if from.ID != n.self.ID {
+		return false
+	}
+	o := n.ops[m.Op]
+	if o == nil || o.insert == nil || o.insert.renew || o.insert.man.FragRoot != man.FragRoot || !o.insert.man.SameContent(man) {
+		return false
+	}
+	i := int(m.Index)
+	return i < len(o.insert.frags) && i < len(o.insert.proofs) &&
+		bytes.Equal(m.Data, o.insert.frags[i]) && slices.Equal(m.Proof, o.insert.proofs[i])
 }
 
 // onFetch answers with the fragment we hold, whoever asks: fragments are ciphertext (POST

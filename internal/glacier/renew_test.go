@@ -84,7 +84,7 @@ func TestRenewSendsNoData(t *testing.T) {
 	}
 	bytesOf := func(out []Outgoing) (total int) {
 		for _, o := range out {
-			total += len(o.Payload)
+			total += len(o.Payload) + len(o.Tail)
 		}
 		return total
 	}

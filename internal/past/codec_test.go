@@ -202,3 +202,34 @@ func TestMaintenanceTransfersAreValidated(t *testing.T) {
 		t.Fatalf("stats %+v", n.Stats())
 	}
 }
+
+// TestEncodeParts: a message ending with a large object payload is cut in front of it, the
+// tail being the payload itself (not a copy), and the parts joined are encode's bytes; a small
+// last payload stays in the head.
+func TestEncodeParts(t *testing.T) {
+	big := bytes.Repeat([]byte("chunk "), minTail)
+	small := NewContent(ids.RingIDOf("codec"), []byte("small"), time.Unix(0, 1_800_000_000_000_000_000).UTC())
+	for _, m := range []*message{
+		{Type: mStore, Op: 1, Objects: []Object{NewContent(ids.RingIDOf("codec"), big, time.Unix(0, 1_800_000_000_000_000_000).UTC())}},
+		{Type: mFetchReply, Op: 2, Objects: []Object{small, NewContent(ids.RingIDOf("codec"), big, time.Time{})}},
+		{Type: mLookupReply, Op: 3, Objects: []Object{NewContent(ids.RingIDOf("codec"), big, time.Time{})}},
+		{Type: mStore, Op: 4, Objects: []Object{small}},
+	} {
+		head, tail := m.encodeParts(nil)
+		last := m.Objects[len(m.Objects)-1].Payload
+		if len(last) >= minTail && (len(tail) != len(last) || &tail[0] != &last[0]) {
+			t.Fatalf("%s: tail of %d bytes is not the last payload (%d bytes)", m.Type, len(tail), len(last))
+		}
+		if len(last) < minTail && tail != nil {
+			t.Fatalf("%s: a tail of %d bytes for a small payload", m.Type, len(tail))
+		}
+		joined := append(slices.Clone(head), tail...)
+		if !bytes.Equal(joined, m.encode(nil)) {
+			t.Fatalf("%s: parts differ from encode", m.Type)
+		}
+		got, err := decodeMessage(joined)
+		if err != nil || len(got.Objects) != len(m.Objects) || !bytes.Equal(got.Objects[len(got.Objects)-1].Payload, last) {
+			t.Fatalf("%s: round trip: %v", m.Type, err)
+		}
+	}
+}

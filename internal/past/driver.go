@@ -159,9 +159,12 @@ func (d *Driver) flushLocked(deferred bool) {
 			}
 		}
 		for _, o := range out {
-			if o.Route {
+			switch {
+			case o.Route:
 				d.pd.Route(o.Key, o.Payload)
-			} else {
+			case len(o.Tail) > 0:
+				d.pd.SendParts(o.To, o.Payload, o.Tail)
+			default:
 				d.pd.Send(o.To, o.Payload)
 			}
 		}

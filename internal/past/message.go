@@ -162,14 +162,24 @@ func fromUnixNano(v int64) time.Time {
 }
 
 func writeObject(w *wire.Writer, o *Object) {
+	w.B = append(w.B, writeObjectHead(w, o)...)
+}
+
+// writeObjectHead writes o up to its payload's length and returns the payload, which follows.
+func writeObjectHead(w *wire.Writer, o *Object) []byte {
 	w.ID(o.Key.Ring)
 	w.ID(o.Key.ID)
 	w.U8(o.Type)
 	w.U64(o.Seq)
 	w.I64(unixNano(o.Expiry))
 	w.Bytes(o.Aux)
-	w.Bytes(o.Payload)
+	w.Uvarint(uint64(len(o.Payload)))
+	return o.Payload
 }
+
+// minTail is the smallest payload worth handing to the overlay as a frame's separate tail
+// instead of copying it behind the message's header.
+const minTail = 4 << 10
 
 func readObject(r *wire.Reader) Object {
 	var o Object
@@ -190,6 +200,29 @@ func readObject(r *wire.Reader) Object {
 
 // encode appends the message to buf.
 func (m *message) encode(buf []byte) []byte {
+	head, tail := m.encodeParts(buf)
+	return append(head, tail...)
+}
+
+// writeObjects writes a message's objects, which end it, and returns the last one's payload
+// when it is large enough to go without a copy as the frame's tail (see encodeParts).
+func writeObjects(w *wire.Writer, objs []Object) (tail []byte) {
+	w.Uvarint(uint64(len(objs)))
+	for i := range objs {
+		if i < len(objs)-1 || len(objs[i].Payload) < minTail {
+			writeObject(w, &objs[i])
+			continue
+		}
+		tail = writeObjectHead(w, &objs[i])
+	}
+	return tail
+}
+
+// encodeParts is encode cut in front of the last object's payload when that is large (a
+// 50 KB chunk on its way to a replica or a reader): head is the message up to it, tail the
+// payload itself, so that the overlay sends it behind the head without copying it
+// (pastry.Driver.SendParts). Otherwise tail is nil and head is the whole message.
+func (m *message) encodeParts(buf []byte) (head, tail []byte) {
 	w := wire.Writer{B: buf}
 	w.U8(appTag)
 	w.U8(wireVersion)
@@ -211,16 +244,10 @@ func (m *message) encode(buf []byte) []byte {
 		for _, h := range m.Handles {
 			writeHandle(&w, h)
 		}
-		w.Uvarint(uint64(len(m.Objects)))
-		for i := range m.Objects {
-			writeObject(&w, &m.Objects[i])
-		}
+		tail = writeObjects(&w, m.Objects)
 	case mStore, mFetchReply:
 		w.U8(b2u(m.Flag) | b2u(m.Hint)<<1)
-		w.Uvarint(uint64(len(m.Objects)))
-		for i := range m.Objects {
-			writeObject(&w, &m.Objects[i])
-		}
+		tail = writeObjects(&w, m.Objects)
 	case mRefresh:
 		w.ID(m.Key.Ring)
 		w.ID(m.Key.ID)
@@ -248,7 +275,7 @@ func (m *message) encode(buf []byte) []byte {
 			w.Uvarint(k.Seq)
 		}
 	}
-	return w.B
+	return w.B, tail
 }
 
 // decodeMessage parses a PAST payload. It never panics and allocates no more than the input

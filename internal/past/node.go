@@ -135,10 +135,14 @@ func Quorum(n int) int { return n/2 + 1 }
 
 // Outgoing is a message the driver must route (to the node responsible for Key) or send (to To).
 type Outgoing struct {
-	Route       bool
-	Key         ids.ID
-	To          pastry.Handle
-	Payload     []byte
+	Route   bool
+	Key     ids.ID
+	To      pastry.Handle
+	Payload []byte
+	// Tail, if not nil, is the payload's end (an object's bytes): the payload is Payload
+	// followed by Tail, sent without joining them (pastry.Driver.SendParts). Only direct
+	// messages have one.
+	Tail        []byte
 	Maintenance bool // replica maintenance traffic, for statistics
 	// Ack: an answer that claims a write is durable (store, refresh, delete): the driver
 	// drops it if the step's commit failed, and sends the step's other messages anyway.
@@ -433,16 +437,17 @@ func (n *Node) send(h pastry.Handle, m *message, maint bool) {
 		n.local = append(n.local, localMsg{m: m})
 		return
 	}
-	p := m.encode(nil)
+	p, tail := m.encodeParts(nil)
 	if maint {
 		n.stats.MaintMsgs++
-		n.stats.MaintBytes += uint64(len(p))
+		n.stats.MaintBytes += uint64(len(p) + len(tail))
 	}
 	ack := m.Type == mStoreAck || m.Type == mRefreshReply || m.Type == mDeleteReply
-	n.out = append(n.out, Outgoing{To: h, Payload: p, Maintenance: maint, Ack: ack})
+	n.out = append(n.out, Outgoing{To: h, Payload: p, Tail: tail, Maintenance: maint, Ack: ack})
 }
 
-// route queues m for the node responsible for key.
+// route queues m for the node responsible for key. It is joined (no Tail): PAST's Forward
+// upcall reads routed messages whole, also at their origin.
 func (n *Node) route(key ids.ID, m *message) {
 	n.out = append(n.out, Outgoing{Route: true, Key: key, Payload: m.encode(nil)})
 }

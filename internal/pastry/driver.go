@@ -117,11 +117,27 @@ func (d *Driver) Route(key ids.ID, payload []byte) {
 	d.flushLocked()
 }
 
+// RouteParts sends the payload head followed by tail to the node responsible for key, without
+// joining them (see Node.RouteParts).
+func (d *Driver) RouteParts(key ids.ID, head, tail []byte) {
+	d.mu.Lock()
+	d.node.RouteParts(d.clock.Now(), key, head, tail)
+	d.flushLocked()
+}
+
 // Send sends payload directly to one node. A send to this node itself is dropped: an
 // application handles its own messages locally.
 func (d *Driver) Send(to Handle, payload []byte) {
 	d.mu.Lock()
 	d.node.Send(d.clock.Now(), to, payload)
+	d.flushLocked()
+}
+
+// SendParts is Send of the payload head followed by tail, without joining them (see
+// Node.RouteParts). A send to this node itself is dropped, as for Send.
+func (d *Driver) SendParts(to Handle, head, tail []byte) {
+	d.mu.Lock()
+	d.node.SendParts(d.clock.Now(), to, head, tail)
 	d.flushLocked()
 }
 

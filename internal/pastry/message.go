@@ -88,6 +88,20 @@ type message struct {
 	Flag    bool     // heal (join-request), alive (indirect-reply), leaf set attached (probe)
 	Handles []Handle // leaf set or table rows
 	Payload []byte
+	// PayloadTail, on a message this node routes in parts (Node.RouteParts), is the payload's
+	// end: the payload is Payload followed by PayloadTail, and encodeParts hands it to the
+	// transport behind the frame instead of copying it. Never set on a decoded message.
+	PayloadTail []byte
+}
+
+// payload is the whole application payload (Payload and PayloadTail joined: a copy if the
+// message was routed in parts).
+func (m *message) payload() []byte {
+	if len(m.PayloadTail) == 0 {
+		return m.Payload
+	}
+	p := make([]byte, 0, len(m.Payload)+len(m.PayloadTail))
+	return append(append(p, m.Payload...), m.PayloadTail...)
 }
 
 func writeHandle(w *wire.Writer, h Handle) {
@@ -125,7 +139,8 @@ func (m *message) encode(buf []byte) []byte {
 }
 
 // encodeParts is encode cut in front of the payload, which every message that has one ends
-// with: head holds the rest, the payload's length included, and tail is m.Payload itself.
+// with: head holds the rest, the payload's length included, and tail is m.Payload itself (or,
+// for a message routed in parts, head ends with m.Payload and tail is m.PayloadTail).
 func (m *message) encodeParts(buf []byte) (head, tail []byte) {
 	w := wire.Writer{B: buf}
 	w.U8(wireVersion)
@@ -142,8 +157,7 @@ func (m *message) encodeParts(buf []byte) (head, tail []byte) {
 		writeHandle(&w, m.Origin)
 		w.U8(m.Hops)
 		w.U8(m.Kind)
-		w.Uvarint(uint64(len(m.Payload)))
-		tail = m.Payload
+		tail = m.writePayloadHead(&w)
 	case mHopAck:
 		w.U64(m.Seq)
 	case mJoinRows, mJoinReply, mAnnounceAck, mLeafReply, mLeave:
@@ -171,10 +185,21 @@ func (m *message) encodeParts(buf []byte) (head, tail []byte) {
 		w.U8(m.Row)
 		writeHandles(&w, m.Handles)
 	case mDirect:
-		w.Uvarint(uint64(len(m.Payload)))
-		tail = m.Payload
+		tail = m.writePayloadHead(&w)
 	}
 	return w.B, tail
+}
+
+// writePayloadHead writes the payload's length and whatever of it goes in the head, and
+// returns the rest.
+func (m *message) writePayloadHead(w *wire.Writer) []byte {
+	if len(m.PayloadTail) == 0 {
+		w.Uvarint(uint64(len(m.Payload)))
+		return m.Payload
+	}
+	w.Uvarint(uint64(len(m.Payload) + len(m.PayloadTail)))
+	w.B = append(w.B, m.Payload...)
+	return m.PayloadTail
 }
 
 // decodeMessage parses one overlay message. Bad bytes give an error wrapping wire.ErrMalformed.

@@ -83,3 +83,28 @@ func FuzzDecodeMessage(f *testing.F) {
 		}
 	})
 }
+
+// TestMessageInParts: a route or direct message whose payload is given in two parts
+// (RouteParts) encodes to the same bytes as with the payload joined, and its frame's tail is
+// the payload's second part itself, not a copy.
+func TestMessageInParts(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 6))
+	for _, m := range sampleMessages(r) {
+		if m.Type != mRoute && m.Type != mDirect {
+			continue
+		}
+		joined := m.encode(nil)
+		p := *m
+		p.Payload, p.PayloadTail = []byte("pay"), []byte("load")
+		head, tail := p.encodeParts(nil)
+		if got := append(slices.Clone(head), tail...); !reflect.DeepEqual(got, joined) {
+			t.Fatalf("%s: in parts encodes to %x, joined to %x", m.Type, got, joined)
+		}
+		if &tail[0] != &p.PayloadTail[0] {
+			t.Fatalf("%s: the tail was copied", m.Type)
+		}
+		if got := p.payload(); string(got) != "payload" {
+			t.Fatalf("%s: joined payload %q", m.Type, got)
+		}
+	}
+}

@@ -426,11 +426,34 @@ func (n *Node) Route(now time.Time, key ids.ID, payload []byte) {
 	n.routeMsg(&message{Type: mRoute, Seq: n.seq, Key: key, Origin: n.self, Kind: kindApp, Payload: payload})
 }
 
+// RouteParts is Route of the payload head followed by tail, without joining them: the frame
+// goes to the transport in two parts (transport.PartsSender), so a large tail (a Glacier
+// fragment) is not copied behind a small head. Delivered here, the parts are joined. At this
+// node, the Forward upcall sees the head only and must return it unchanged (an application
+// routing in parts has nothing to rewrite at its own node); at later hops it sees the whole
+// payload, as for Route. A head must carry the application's tag (appmux).
+func (n *Node) RouteParts(now time.Time, key ids.ID, head, tail []byte) {
+	n.now = now
+	if n.phase == phaseLeft {
+		n.stats.Dropped++
+		return
+	}
+	n.seq++
+	n.routeMsg(&message{Type: mRoute, Seq: n.seq, Key: key, Origin: n.self, Kind: kindApp, Payload: head, PayloadTail: tail})
+}
+
 // Send delivers payload to one node directly (EventDirect there). A node that left may still
 // send, for its applications' hand-over.
 func (n *Node) Send(now time.Time, to Handle, payload []byte) {
 	n.now = now
 	n.send(to, &message{Type: mDirect, Payload: payload})
+}
+
+// SendParts is Send of the payload head followed by tail, without joining them (see
+// RouteParts).
+func (n *Node) SendParts(now time.Time, to Handle, head, tail []byte) {
+	n.now = now
+	n.send(to, &message{Type: mDirect, Payload: head, PayloadTail: tail})
 }
 
 // Step processes one received frame.

@@ -97,6 +97,12 @@ func (n *Node) route(m *message, tries int) {
 			if !ok {
 				return
 			}
+			if len(m.PayloadTail) > 0 && (len(p) != len(m.Payload) || len(p) > 0 && &p[0] != &m.Payload[0]) {
+				// Rewritten by the head alone (see RouteParts): what it meant for the tail
+				// is unknown, so the message goes no further.
+				n.stats.Dropped++
+				return
+			}
 			m.Payload = p
 		}
 	case kindJoin:
@@ -189,7 +195,7 @@ func (n *Node) deliverLocal(m *message) {
 			}
 			return
 		}
-		n.events = append(n.events, Event{Kind: EventDeliver, Key: m.Key, Payload: m.Payload, Origin: m.Origin, Hops: int(m.Hops)})
+		n.events = append(n.events, Event{Kind: EventDeliver, Key: m.Key, Payload: m.payload(), Origin: m.Origin, Hops: int(m.Hops)})
 	}
 }
 
