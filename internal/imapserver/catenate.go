@@ -1,8 +1,6 @@
 package imapserver
 
 import (
-	"epost/internal/mailbox"
-
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +9,7 @@ import (
 	"strings"
 
 	"epost/internal/imapwire"
+	"epost/internal/mailbox"
 )
 
 // CATENATE (RFC 4469): a message APPENDed from TEXT parts and from parts of messages already in

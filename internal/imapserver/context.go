@@ -36,7 +36,7 @@ import (
 // (section 4.3.1: at least one must be offered).
 const maxContexts = 16
 
-// searchContext is one live SEARCH RETURN (UPDATE).
+// searchContext is one live SEARCH or SORT RETURN (UPDATE).
 type searchContext struct {
 	tag    string
 	uid    bool

@@ -1,8 +1,6 @@
 package imapserver
 
 import (
-	"epost/internal/mailbox"
-
 	"cmp"
 	"slices"
 	"strconv"
@@ -10,6 +8,7 @@ import (
 	"time"
 
 	"epost/internal/imapwire"
+	"epost/internal/mailbox"
 )
 
 // SORT and THREAD (RFC 5256), and SORT's DISPLAYFROM/DISPLAYTO (RFC 5957), from the store's

@@ -1,13 +1,13 @@
 package imapserver
 
 import (
-	"epost/internal/mailbox"
-
 	"errors"
 	"mime"
 	"slices"
 	"strings"
 	"time"
+
+	"epost/internal/mailbox"
 )
 
 // ENVELOPE and BODYSTRUCTURE (RFC 9051 section 7.5.2), written from the store's parse cache.

@@ -1,13 +1,12 @@
 package mailstore
 
 import (
-	"epost/internal/mailbox"
-
 	"errors"
 	"fmt"
 	"time"
 
 	"epost/internal/content"
+	"epost/internal/mailbox"
 	"epost/internal/wire"
 )
 
