@@ -48,12 +48,13 @@ func (s *session) search(tag string, uid bool, a *imapwire.Search) {
 		s.enableCondstore()
 	}
 	var highest uint64
+	var buf []byte // one header at a time: a candidate is done with it before the next
 	for i, u := range v.uids {
 		m := byUID[u]
 		if m == nil {
 			continue // expunged elsewhere, not yet reported
 		}
-		c := &candidate{s: s, seq: uint32(i + 1), sum: m}
+		c := &candidate{s: s, seq: uint32(i + 1), sum: m, buf: &buf}
 		if !c.match(a.Key) {
 			continue
 		}
@@ -147,6 +148,8 @@ type candidate struct {
 
 	msg    *mailbox.Message
 	raw    []byte
+	head   []byte  // the top-level header, read alone unless raw was loaded first
+	buf    *[]byte // if set, head is read into this buffer, shared by the candidates of one search
 	header *textproto.Header
 	text   *string
 }
@@ -175,11 +178,82 @@ func (c *candidate) content() []byte {
 	return c.raw
 }
 
+// headerBytes returns the message's top-level header, with the empty line that ends it. Unless
+// the whole message was read already, it reads only the start of the message, enough to hold
+// the header: a header search does not copy every message's body.
+func (c *candidate) headerBytes() []byte {
+	if c.head != nil {
+		return c.head
+	}
+	if c.raw != nil {
+		c.head = c.raw[:mailbox.HeaderSize(c.raw)]
+		return c.head
+	}
+	c.head = []byte{}
+	ct, err := c.s.sel.folder.Content(c.sum.UID)
+	if err != nil {
+		return c.head
+	}
+	size := ct.Size()
+	for n := min(size, 4096); ; n = min(size, 4*n) {
+		var b []byte
+		if c.buf != nil {
+			if int64(cap(*c.buf)) < n {
+				*c.buf = make([]byte, n)
+			}
+			b = (*c.buf)[:n]
+		} else {
+			b = make([]byte, n)
+		}
+		if _, err := ct.ReadAt(b, 0); err != nil && !errors.Is(err, io.EOF) {
+			return c.head
+		}
+		if hs := mailbox.HeaderSize(b); hs < n || n == size {
+			c.head = b[:hs]
+			return c.head
+		}
+	}
+}
+
+// fields returns the values of the header fields named key (in any case), in order, each
+// unfolded (RFC 5322 section 2.2.3: a line break followed by white space is removed). It
+// scans the raw header instead of parsing all of it, which a search of one field over a
+// whole mailbox would do for every message.
+func (c *candidate) fields(key string) []string {
+	var out []string
+	head := c.headerBytes()
+	in := false // the field being read is one of key's
+	for len(head) > 0 {
+		line := head
+		if i := bytes.IndexByte(head, '\n'); i >= 0 {
+			line, head = head[:i+1], head[i+1:]
+		} else {
+			head = nil
+		}
+		if line[0] == ' ' || line[0] == '\t' {
+			if in {
+				out[len(out)-1] += strings.TrimRight(string(line), "\r\n")
+			}
+			continue
+		}
+		in = false
+		colon := bytes.IndexByte(line, ':')
+		if colon <= 0 || !strings.EqualFold(strings.TrimRight(string(line[:colon]), " \t"), key) {
+			continue
+		}
+		in = true
+		out = append(out, strings.TrimRight(string(line[colon+1:]), "\r\n"))
+	}
+	for i, v := range out {
+		out[i] = strings.TrimSpace(v)
+	}
+	return out
+}
+
 func (c *candidate) hdr() *textproto.Header {
 	if c.header == nil {
-		raw := c.content()
-		hs := mailbox.HeaderSize(raw)
-		h, err := textproto.ReadHeader(bufio.NewReader(io.MultiReader(bytes.NewReader(raw[:hs]), strings.NewReader("\r\n\r\n"))))
+		head := c.headerBytes()
+		h, err := textproto.ReadHeader(bufio.NewReader(io.MultiReader(bytes.NewReader(head), strings.NewReader("\r\n\r\n"))))
 		if err != nil {
 			h = textproto.Header{}
 		}
@@ -334,13 +408,13 @@ func (c *candidate) match(k *imapwire.SearchKey) bool {
 // field do not hide an address.
 func (c *candidate) matchHeader(key, value string) bool {
 	addr := slices.Contains([]string{"FROM", "TO", "CC", "BCC", "SENDER", "REPLY-TO"}, strings.ToUpper(key))
-	for f := c.hdr().FieldsByKey(key); f.Next(); {
-		d := decodeHeader(f.Value())
+	for _, v := range c.fields(key) {
+		d := decodeHeader(v)
 		if value == "" || containsFold(d, value) {
 			return true
 		}
 		if addr {
-			bare := stripComments(f.Value())
+			bare := stripComments(v)
 			if containsFold(bare, value) {
 				return true
 			}
