@@ -39,13 +39,15 @@ func newAttacker(t *testing.T, c *cluster.Cluster) *attacker {
 	}
 	a := &attacker{rn: rn}
 	a.tr, err = tcp.New(tcp.Config{
-		ListenAddr: "127.0.0.1:0",
-		ID:         rn.ID,
-		TLSConfig:  rn.Trust.TLSConfig(rn.Creds, time.Now),
-		VerifyPeer: rn.Trust.Verifier(time.Now),
-		Handler:    func(transport.From, []byte) { a.got.Add(1) },
-		MinBackoff: time.Millisecond,
-		MaxBackoff: 50 * time.Millisecond,
+		ListenAddr:        "127.0.0.1:0",
+		ID:                rn.ID,
+		TLSConfig:         rn.Trust.TLSConfig(rn.Creds, time.Now),
+		VerifyPeer:        rn.Trust.Verifier(time.Now),
+		Handler:           func(transport.From, []byte) { a.got.Add(1) },
+		MinBackoff:        time.Millisecond,
+		MaxBackoff:        50 * time.Millisecond,
+		KeepaliveInterval: time.Second, // the ring's nodes close connections silent for 3 s
+		ReadTimeout:       10 * time.Second,
 	})
 	if err != nil {
 		t.Fatal(err)

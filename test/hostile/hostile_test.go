@@ -103,6 +103,10 @@ func TestHostileMember(t *testing.T) {
 		TLSConfig:  rn.Trust.TLSConfig(rn.Creds, time.Now),
 		VerifyPeer: rn.Trust.Verifier(time.Now),
 		Handler:    func(transport.From, []byte) { got.Add(1) },
+		// The ring's nodes run with --keepalive 1s and close a connection silent for 3 s:
+		// the attacker keeps its connections up the same way between its attacks.
+		KeepaliveInterval: time.Second,
+		ReadTimeout:       10 * time.Second,
 	})
 	if err != nil {
 		t.Fatal(err)
