@@ -18,7 +18,12 @@ const (
 	opLookup
 	opRefresh
 	opDelete
+	opLocate // Prelocate: the replica set alone, for the located cache
 )
+
+// prelocateTTL bounds how long a Prelocate's answer is kept: it is for an insert that
+// follows within a message's submission, not for later writers.
+const prelocateTTL = 5 * time.Second
 
 type opPhase uint8
 
@@ -120,6 +125,50 @@ func (n *Node) Insert(now time.Time, obj Object, cb func(InsertResult)) {
 	n.flushLocal()
 }
 
+// Prelocate asks the root of key for the key's replica set ahead of an Insert the caller is
+// about to make, and keeps the answer in the located cache (LocateCacheTTL, at most
+// prelocateTTL): that Insert then goes straight to the replicas, hinted, without a locate
+// round trip of its own. POST locates a notification's replicas this way while the message's
+// parts are being stored, instead of after. Replicas refuse hinted stores they are not
+// responsible for and the insert then locates again, so a stale answer costs a round trip,
+// never a misplaced object. Nothing happens when the cache already answers, when the cache
+// is off, or if the root does not answer (no retry: the Insert locates by itself).
+func (n *Node) Prelocate(now time.Time, key ids.Key) {
+	n.now = now
+	if n.cfg.LocateCacheTTL <= 0 {
+		return
+	}
+	if c, ok := n.located[key]; ok && n.now.Before(c.until) {
+		return
+	}
+	o := n.newOp(opLocate, key)
+	n.route(key.ID, &message{Type: mLocate, Op: o.id, Key: key})
+	n.flushLocal()
+}
+
+// onPrelocateReply keeps the replica set a Prelocate asked for.
+func (n *Node) onPrelocateReply(o *op, m *message) {
+	delete(n.ops, o.id)
+	if m.Code != codeOK {
+		return
+	}
+	c := located{until: n.now.Add(min(n.cfg.LocateCacheTTL, prelocateTTL))}
+	seen := map[ids.ID]bool{}
+	for _, h := range m.Handles {
+		if len(c.replicas) == n.cfg.Replicas {
+			break // a root cannot make us write to more than k nodes
+		}
+		if h.ID.IsZero() || h.Addr == "" || seen[h.ID] {
+			continue
+		}
+		seen[h.ID] = true
+		c.replicas = append(c.replicas, h)
+	}
+	if len(c.replicas) > 0 {
+		n.located[o.key] = c
+	}
+}
+
 // InsertDedupe is Insert for content objects that are often stored already (attachments
 // sent again, the same part to many recipients): ePOST looked a chunk up before inserting it
 // and refreshed its lease instead of storing it again. Here the look-up rides on the locate:
@@ -218,6 +267,10 @@ func (a *refreshAgg) one(k ids.Key) func(error) {
 
 func (n *Node) onLocateReply(from pastry.Handle, m *message) {
 	o, ok := n.ops[m.Op]
+	if ok && o.kind == opLocate && m.Key == o.key {
+		n.onPrelocateReply(o, m)
+		return
+	}
 	if !ok || o.kind != opInsert || o.phase != phaseLocating || m.Key != o.key {
 		return
 	}
@@ -423,6 +476,10 @@ func (n *Node) checkOps() {
 }
 
 func (n *Node) timeout(o *op) {
+	if o.kind == opLocate {
+		delete(n.ops, o.id) // the insert it was for locates by itself
+		return
+	}
 	if o.kind == opLookup && o.phase == phaseDirect {
 		n.lookupTimeout(o)
 		return

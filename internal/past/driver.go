@@ -195,6 +195,13 @@ func (d *Driver) flushLocked(deferred bool) {
 	d.wb.q.Flush(own, upTo, d.Async, send)
 }
 
+// Prelocate: see Node.Prelocate.
+func (d *Driver) Prelocate(key ids.Key) {
+	d.loop.Mu.Lock()
+	d.node.Prelocate(d.clock.Now(), key)
+	d.flushLocked(false)
+}
+
 // InsertDedupe: see Node.InsertDedupe.
 func (d *Driver) InsertDedupe(obj Object, cb func(InsertResult)) {
 	d.loop.Mu.Lock()

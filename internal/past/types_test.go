@@ -4,11 +4,13 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"math/rand/v2"
+	"slices"
 	"testing"
 	"time"
 
 	"epost/internal/identity"
 	"epost/internal/ids"
+	"epost/internal/pastry"
 	"epost/internal/store"
 )
 
@@ -335,5 +337,69 @@ func TestInsertDedupe(t *testing.T) {
 	_, priv, _ := ed25519.GenerateKey(rngReader{rng})
 	if res := dedupe(NewSigned(priv, r.ring, []byte("head"), 1, []byte("h"), now.Add(time.Hour))); res.Err != nil {
 		r.fail("signed object through InsertDedupe: %v", res.Err)
+	}
+}
+
+// Prelocate keeps the key's replica set as its root names it, and the insert that follows
+// goes straight to those replicas, hinted, without a locate of its own; a prelocated set
+// that is wrong costs a second locate, never a misplaced object.
+func TestPrelocatedInsert(t *testing.T) {
+	const seed = 33
+	cfg := testConfig()
+	cfg.LocateCacheTTL = time.Minute
+	r := newTestRing(t, seed, 10, cfg)
+	writer := r.nodes[2]
+	lease := r.net.Now().Add(24 * time.Hour)
+	obj := NewContent(r.ring, []byte("prelocated"), lease)
+	writer.drv.Prelocate(obj.Key)
+	r.net.RunFor(time.Second)
+	var cached located
+	writer.drv.With(func(n *Node) { cached = n.located[obj.Key] })
+	want := r.closest(obj.Key.ID, cfg.Replicas)
+	if len(cached.replicas) != len(want) {
+		r.fail("prelocated %d replicas, want %d", len(cached.replicas), len(want))
+	}
+	for _, tn := range want {
+		if !slices.ContainsFunc(cached.replicas, func(h pastry.Handle) bool { return h.ID == tn.ep.ID() }) {
+			r.fail("replica %s missing from the prelocated set", tn.ep.ID().Short())
+		}
+	}
+	var before Stats
+	writer.drv.With(func(n *Node) { before = n.Stats() })
+	res := r.insert(writer, obj)
+	if res.Err != nil || res.Acked < 2 {
+		r.fail("insert after prelocate: %d acks, %v", res.Acked, res.Err)
+	}
+	for _, tn := range want {
+		if _, err := tn.st.Get(obj.Key); err != nil {
+			r.fail("replica %s lacks the object: %v", tn.ep.ID().Short(), err)
+		}
+	}
+	var after Stats
+	writer.drv.With(func(n *Node) { after = n.Stats() })
+	if after.Retries != before.Retries {
+		r.fail("insert after prelocate retried %d times", after.Retries-before.Retries)
+	}
+
+	// A wrong set (as if the ring had changed since): the replicas refuse the hinted store
+	// and the insert locates again.
+	other := NewContent(r.ring, []byte("moved"), lease)
+	right := r.closest(other.Key.ID, cfg.Replicas)
+	writer.drv.With(func(n *Node) {
+		c := located{until: r.net.Now().Add(time.Minute)}
+		for _, tn := range r.nodes {
+			if len(c.replicas) < cfg.Replicas && !slices.Contains(right, tn) {
+				c.replicas = append(c.replicas, tn.pd.Self())
+			}
+		}
+		n.located[other.Key] = c
+	})
+	if res := r.insert(writer, other); res.Err != nil || res.Acked < 2 {
+		r.fail("insert through a wrong prelocated set: %d acks, %v", res.Acked, res.Err)
+	}
+	for _, tn := range right {
+		if _, err := tn.st.Get(other.Key); err != nil {
+			r.fail("replica %s lacks the object stored through a wrong set: %v", tn.ep.ID().Short(), err)
+		}
 	}
 }

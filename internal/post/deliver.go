@@ -184,11 +184,17 @@ func (u *User) SendWithIDs(to []string, nids []NotificationID, parts [][]byte, c
 		}
 	}
 	j := newJoin(len(to)+putting, stage2)
-	for _, addr := range to {
+	pl, prelocate := n.st.(Prelocator)
+	for i, addr := range to {
 		// Find the recipient's node while the record is looked up and the parts are stored,
-		// so that the push, once the parts are in, is one direct message.
+		// so that the push, once the parts are in, is one direct message; and the replicas
+		// of the pending notification, so that its insert then needs no locate of its own.
+		// (Without parts to store, the insert would start before the answer is back.)
 		if a, err := identity.NormalizeAddress(addr); err == nil {
 			n.whereIs(a, nil)
+			if prelocate && putting > 0 {
+				pl.Prelocate(past.PendingKey(n.cfg.Ring, a, nids[i]))
+			}
 		}
 	}
 	for i, addr := range to {

@@ -32,6 +32,13 @@ type Store interface {
 	LocalMetas(t past.Type) []store.Meta
 }
 
+// Prelocator is an optional Store ability (*past.Driver has it): Prelocate finds a key's
+// replica set ahead of an Insert of that key, so that the Insert goes straight to the
+// replicas (past.Node.Prelocate).
+type Prelocator interface {
+	Prelocate(key ids.Key)
+}
+
 // Topics is what POST needs from Scribe; *scribe.Scribe implements it.
 type Topics interface {
 	Subscribe(topic ids.Key, app scribe.App) error
