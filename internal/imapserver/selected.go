@@ -648,6 +648,7 @@ func (s *session) appendMsg(tag string, a *imapwire.Append) {
 			s.log.Warn("imap MULTIAPPEND: could not take back the messages appended before a failure", "uids", uidList(uids), "err", err)
 		}
 	}
+	msgs := make([]mailbox.NewMessage, len(a.Messages))
 	for i, m := range a.Messages {
 		var flags []mailbox.Flag
 		for _, fl := range m.Flags {
@@ -655,17 +656,29 @@ func (s *session) appendMsg(tag string, a *imapwire.Append) {
 				flags = append(flags, mailbox.Flag(canonicalFlag(fl)))
 			}
 		}
-		uid, err := f.Append(datas[i], flags, m.Date)
-		if err != nil {
-			undo()
-			if errors.Is(err, mailbox.ErrTooBig) {
-				s.no(tag, "TOOBIG", "The message is too big")
-				return
+		msgs[i] = mailbox.NewMessage{Raw: datas[i], Flags: flags, Date: m.Date}
+	}
+	// Several messages wait for durability once where the store can (a migration tool's
+	// MULTIAPPEND); one message, or a store without it, one Append at a time.
+	if ma, ok := f.(mailbox.MultiAppender); ok && len(msgs) > 1 {
+		uids, err = ma.AppendAll(msgs)
+	} else {
+		for _, m := range msgs {
+			var uid mailbox.UID
+			if uid, err = f.Append(m.Raw, m.Flags, m.Date); err != nil {
+				break
 			}
-			s.storeNo(tag, err)
+			uids = append(uids, uid)
+		}
+	}
+	if err != nil {
+		undo()
+		if errors.Is(err, mailbox.ErrTooBig) {
+			s.no(tag, "TOOBIG", "The message is too big")
 			return
 		}
-		uids = append(uids, uid)
+		s.storeNo(tag, err)
+		return
 	}
 	if s.sel != nil && s.sel.name == name {
 		s.sel.markOwnNew(uids)

@@ -245,3 +245,20 @@ type Folder interface {
 	// to the folder, whoever made it, and a function that stops the watch.
 	Watch() (<-chan struct{}, func())
 }
+
+// NewMessage is one message for MultiAppender.AppendAll: the arguments of Folder.Append.
+type NewMessage struct {
+	Raw   []byte
+	Flags []Flag
+	Date  time.Time
+}
+
+// MultiAppender is a Folder that files several messages with one wait for durability
+// instead of one per message (RFC 3502 MULTIAPPEND, a migration's bulk APPEND). Servers
+// discover it by type assertion and fall back to Append.
+type MultiAppender interface {
+	// AppendAll files msgs, in order, and returns their UIDs once all are durable. On an
+	// error, uids names the messages that were filed before it (the caller may expunge
+	// them); after ErrUnavailable others may still become durable.
+	AppendAll(msgs []NewMessage) (uids []UID, err error)
+}

@@ -5,6 +5,7 @@ import (
 	"epost/internal/mailbox"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -129,11 +130,19 @@ func (w *waiter) openLogs(ctx context.Context, logs Logs, names []string) error 
 // appendAll appends bodies to one log, queued together (POST batches them into one head
 // write, in this order), and returns their indices once all are durable.
 func (w *waiter) appendAll(ctx context.Context, logs Logs, name string, bodies [][]byte) ([]uint64, error) {
-	idx := make([]uint64, len(bodies))
+	idx, _, err := w.appendEach(ctx, logs, name, bodies)
+	return idx, err
+}
+
+// appendEach is appendAll that also says, on an error, which bodies are durable all the same
+// (filed[i]; idx[i] is then body i's index).
+func (w *waiter) appendEach(ctx context.Context, logs Logs, name string, bodies [][]byte) (idx []uint64, filed []bool, err error) {
+	idx = make([]uint64, len(bodies))
+	filed = make([]bool, len(bodies))
 	errs := make([]error, len(bodies))
 	var mu sync.Mutex
 	left := len(bodies)
-	err := w.await(ctx, "append to "+name, func(done func()) {
+	err = w.await(ctx, "append to "+name, func(done func()) {
 		if left == 0 {
 			done()
 			return
@@ -141,7 +150,7 @@ func (w *waiter) appendAll(ctx context.Context, logs Logs, name string, bodies [
 		for i, b := range bodies {
 			logs.Append(name, b, func(at uint64, err error) {
 				mu.Lock()
-				idx[i], errs[i] = at, err
+				idx[i], errs[i], filed[i] = at, err, err == nil
 				left--
 				last := left == 0
 				mu.Unlock()
@@ -151,15 +160,14 @@ func (w *waiter) appendAll(ctx context.Context, logs Logs, name string, bodies [
 			})
 		}
 	})
-	if err != nil {
-		return nil, err
-	}
 	mu.Lock()
 	defer mu.Unlock()
-	if err := errors.Join(errs...); err != nil {
-		return nil, err
+	// Callbacks may still come after a timeout: hand out copies.
+	idx, filed = slices.Clone(idx), slices.Clone(filed)
+	if err == nil {
+		err = errors.Join(errs...)
 	}
-	return idx, nil
+	return idx, filed, err
 }
 
 // putAll stores pieces in the content store in parallel.

@@ -13,33 +13,77 @@ import (
 // stored as content objects, and one insert entry written; the UID is known once the entry
 // is durable and replayed.
 func (fo *folder) Append(raw []byte, flags []mailbox.Flag, date time.Time) (mailbox.UID, error) {
+	uids, err := fo.AppendAll([]mailbox.NewMessage{{Raw: raw, Flags: flags, Date: date}})
+	if err != nil {
+		return 0, err
+	}
+	return uids[0], nil
+}
+
+// AppendAll implements mailbox.MultiAppender as Append does for one message, for all of them
+// at once: every large piece is stored in parallel, then the records go into as few insert
+// entries as fit (maxEntryBytes), queued together, so that POST writes them under one head
+// (or a few: a head carries at most half of post's inline limit) and the caller waits for
+// one ring round trip, not one per message.
+func (fo *folder) AppendAll(msgs []mailbox.NewMessage) ([]mailbox.UID, error) {
 	s, f := fo.s, fo.f
-	structure := mailbox.Parse(raw) // outside the locks: the only expensive step
-	if date.IsZero() {
-		date = s.cfg.Clock.Now()
+	if len(msgs) == 0 {
+		return nil, nil
+	}
+	structures := make([]*mailbox.Structure, len(msgs))
+	var pieces [][]byte
+	var counts []int
+	for i, m := range msgs {
+		structures[i] = mailbox.Parse(m.Raw) // outside the locks: the only expensive step
+		p := splitMessage(m.Raw)
+		pieces = append(pieces, p...)
+		counts = append(counts, len(p))
 	}
 	ctx, cancel := s.ctx()
 	defer cancel()
-	segs, err := s.storePieces(ctx, splitMessage(raw))
+	segs, err := s.storePieces(ctx, pieces)
 	if err != nil {
-		return 0, fmt.Errorf("mailstore: append: %w", err)
+		return nil, fmt.Errorf("mailstore: append: %w", err)
 	}
-	rec := record{Date: date.Round(time.Second).UTC(), Size: int64(len(raw)), Flags: normalizeFlags(flags), Segments: segs,
-		Structure: encodeStructure(structure)}
+	recs := make([]record, len(msgs))
+	for i, m := range msgs {
+		date := m.Date
+		if date.IsZero() {
+			date = s.cfg.Clock.Now()
+		}
+		recs[i] = record{Date: date.Round(time.Second).UTC(), Size: int64(len(m.Raw)), Flags: normalizeFlags(m.Flags),
+			Segments: segs[:counts[i]:counts[i]], Structure: encodeStructure(structures[i])}
+		segs = segs[counts[i]:]
+	}
 	s.wmu.RLock()
 	defer s.wmu.RUnlock()
 	s.mu.RLock()
 	deleted := f.deleted
 	s.mu.RUnlock()
 	if deleted {
-		return 0, mailbox.ErrNoFolder
+		return nil, mailbox.ErrNoFolder
 	}
-	uids, err := fo.insertLocked([]record{rec})
+	uids, err := fo.insertLocked(recs)
+	for i, m := range msgs[:len(uids)] {
+		if uids[i] != 0 {
+			s.contents.put(segmentsKey(recs[i].Segments), m.Raw)
+		}
+	}
 	if err != nil {
-		return 0, err
+		return compactUIDs(uids), err
 	}
-	s.contents.put(segmentsKey(segs), raw)
-	return uids[0], nil
+	return uids, nil
+}
+
+// compactUIDs drops the zeros (messages not filed) of a partial insert.
+func compactUIDs(uids []mailbox.UID) []mailbox.UID {
+	var out []mailbox.UID
+	for _, u := range uids {
+		if u != 0 {
+			out = append(out, u)
+		}
+	}
+	return out
 }
 
 // storePieces makes segments of pieces: small ones inline, the others content objects
@@ -68,7 +112,9 @@ func (s *Store) storePieces(ctx context.Context, pieces [][]byte) ([]segment, er
 }
 
 // insertLocked writes insert entries for recs (batched under the entry size limit) and
-// returns the UIDs they got, in order. The caller holds wmu (shared or alone).
+// returns the UIDs they got, in order. On an error, the UIDs of the records whose entry is
+// durable all the same are given, and zero for the others. The caller holds wmu (shared or
+// alone).
 func (fo *folder) insertLocked(recs []record) ([]mailbox.UID, error) {
 	s, f := fo.s, fo.f
 	var bodies [][]byte
@@ -103,14 +149,15 @@ func (fo *folder) insertLocked(recs []record) ([]mailbox.UID, error) {
 	flush()
 	ctx, cancel := s.ctx()
 	defer cancel()
-	idx, err := s.w.appendAll(ctx, s.cfg.Logs, f.Log, bodies)
-	if err != nil {
-		return nil, fmt.Errorf("mailstore: insert into %s: %w", f.Name, err)
-	}
+	idx, filed, err := s.w.appendEach(ctx, s.cfg.Logs, f.Log, bodies)
 	s.mu.Lock()
 	s.syncLocked(f)
 	var uids []mailbox.UID
 	for i, at := range idx {
+		if !filed[i] {
+			uids = append(uids, make([]mailbox.UID, counts[i])...)
+			continue
+		}
 		got := f.insertedBy(at)
 		if len(got) != counts[i] {
 			s.mu.Unlock()
@@ -120,6 +167,9 @@ func (fo *folder) insertLocked(recs []record) ([]mailbox.UID, error) {
 	}
 	s.mu.Unlock()
 	s.changed(f)
+	if err != nil {
+		return uids, fmt.Errorf("mailstore: insert into %s: %w", f.Name, err)
+	}
 	return uids, nil
 }
 
