@@ -7,7 +7,8 @@
 # Options: --duration D (each mixed run, default 30s), --clients "5 20", --prefill N (messages in
 # the shared INBOX before the clock starts, default 500), --per-client "20" (client counts also
 # run with a folder per client, each topped up to --prefill-per-client N, default 200; "" for
-# none), --bulk N (default 10000), --dir DIR (work directory, default a new one under /var/tmp,
+# none), --bulk N (default 10000), --multi "K..." (the bulk also as MULTIAPPEND commands of K
+# messages each, RFC 3502, as a migration tool sends them; default "100", "" for none), --dir DIR (work directory, default a new one under /var/tmp,
 # removed at exit unless --keep), --keep, --seed N (the demo ring's seed, default 1),
 # --cpuprofile FILE (passed to epost demo).
 #
@@ -29,7 +30,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-duration=30s clients="5 20" perclient="20" prefill=500 prefillpc=200 bulk=10000 dir="" keep=0 seed=1 settle=3 cpuprofile=""
+duration=30s clients="5 20" perclient="20" prefill=500 prefillpc=200 bulk=10000 multi="100" dir="" keep=0 seed=1 settle=3 cpuprofile=""
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--quick) duration=5s bulk=300 prefill=200 prefillpc=50 settle=1 ;;
@@ -39,6 +40,7 @@ while [ $# -gt 0 ]; do
 	--prefill) prefill=$2; shift ;;
 	--prefill-per-client) prefillpc=$2; shift ;;
 	--bulk) bulk=$2; shift ;;
+	--multi) multi=$2; shift ;;
 	--dir) dir=$2; shift ;;
 	--keep) keep=1 ;;
 	--seed) seed=$2; shift ;;
@@ -191,7 +193,7 @@ results=$dir/results.txt
 commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 git diff --quiet HEAD -- cmd internal 2>/dev/null || commit="$commit+uncommitted-changes-in-cmd-or-internal"
 {
-	echo "# scripts/bench-dovecot.sh duration=$duration clients=\"$clients\" per_client=\"$perclient\" prefill=$prefill prefill_per_client=$prefillpc bulk=$bulk"
+	echo "# scripts/bench-dovecot.sh duration=$duration clients=\"$clients\" per_client=\"$perclient\" prefill=$prefill prefill_per_client=$prefillpc bulk=$bulk multi=\"$multi\""
 	echo "# date=$(date -u +%Y-%m-%dT%H:%MZ) commit=$commit $(go env GOVERSION) dovecot=$(dovecot --version | cut -d' ' -f1) cores=$(nproc) load_before=$(cut -d' ' -f1-3 /proc/loadavg | tr ' ' /)"
 	echo "# dir=$dir on $(df -T "$dir" | awk 'NR == 2 { print $2 }'); dovecot on 127.0.0.1:$port ($(doveconf -c "$dv/dovecot.conf" mail_fsync | tr -d ' ')); epost demo seed $seed"
 } | tee -a "$results"
@@ -239,6 +241,14 @@ for t in $order; do
 	echo "# $t: bulk APPEND of $bulk messages on one connection" >&2
 	measure "$t" "bulk" -bulk "$bulk"
 done
+flip
+for k in $multi; do
+	for t in $order; do
+		echo "# $t: bulk APPEND of $bulk messages on one connection, $k per MULTIAPPEND command" >&2
+		measure "$t" "bulk-multi$k" -bulk "$bulk" -multi "$k"
+	done
+	flip
+done
 echo "# load_after=$(cut -d' ' -f1-3 /proc/loadavg | tr ' ' /)" | tee -a "$results"
 
 # --- The table ------------------------------------------------------------------------------
@@ -261,11 +271,12 @@ function kv(line, key,   n, i, a, p) {
 	p50[t, r, c] = sprintf("%.1f", kv($0, "p50_ms")); p99[t, r, c] = sprintf("%.1f", kv($0, "p99_ms")); n[t, r, c] = kv($0, "n"); e[t, r, c] = kv($0, "errors")
 }
 /^RESULT / && / cmd=BULK / {
-	t = kv($0, "target")
-	bulk[t] = sprintf("%s msgs in %s s = **%s msgs/s** (errors %s)", kv($0, "msgs"), kv($0, "total_s"), kv($0, "msgs_per_s"), kv($0, "errors"))
+	t = kv($0, "target"); r = kv($0, "row")
+	if (!(r in seenb)) { seenb[r] = 1; brows[++nb] = r }
+	bulk[t, r] = sprintf("%s msgs in %s s = **%s msgs/s**, %s MB/s (errors %s)", kv($0, "msgs"), kv($0, "total_s"), kv($0, "msgs_per_s"), kv($0, "mb_per_s"), kv($0, "errors"))
 }
-/^RESULT / && / kind=bulk / && / cmd=APPEND / {
-	t = kv($0, "target"); bl[t] = kv($0, "p50_ms") " / " kv($0, "p99_ms")
+/^RESULT / && / kind=bulk / && / cmd=(APPEND|MULTIAPPEND) / {
+	t = kv($0, "target"); r = kv($0, "row"); bl[t, r] = kv($0, "p50_ms") " / " kv($0, "p99_ms")
 }
 function isread(c) { return c ~ /^(FETCH|SEARCH|NOOP)/ }
 END {
@@ -298,6 +309,9 @@ END {
 	print ""
 	print "| bulk APPEND, one connection | ePOST | Dovecot |"
 	print "|---|---|---|"
-	printf "| total | %s | %s |\n", bulk["epost"], bulk["dovecot"]
-	printf "| APPEND p50 / p99 ms | %s | %s |\n", bl["epost"], bl["dovecot"]
+	for (i = 1; i <= nb; i++) {
+		r = brows[i]
+		printf "| %s total | %s | %s |\n", r, bulk["epost", r], bulk["dovecot", r]
+		printf "| %s command p50 / p99 ms | %s | %s |\n", r, bl["epost", r], bl["dovecot", r]
+	}
 }' "$results" | tee "$dir/table.md"

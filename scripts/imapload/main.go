@@ -2,12 +2,13 @@
 // mailbox selected, run a mail client's mix of reads and writes for a while, and it prints each
 // command's count, errors and p50/p90/p99 latency, the commands per second, and machine-readable
 // key=value lines. With -bulk N it instead APPENDs N messages one after another on a single
-// connection to a new folder. It is a measurement tool for scripts/bench-dovecot.sh (ePOST's
+// connection to a new folder (-multi K: K messages per command, RFC 3502 MULTIAPPEND). It is a measurement tool for scripts/bench-dovecot.sh (ePOST's
 // IMAP side by side with Dovecot, issue 15), not part of the product and not run by "go test".
 //
 //	go run ./scripts/imapload -demo DIR/demo.json -c 5 -duration 30s -prefill 500
 //	go run ./scripts/imapload -addr 127.0.0.1:1143 -user bob -pass secret -c 20 -n 5000
 //	go run ./scripts/imapload -demo DIR/demo.json -bulk 10000
+//	go run ./scripts/imapload -demo DIR/demo.json -bulk 10000 -multi 100
 //
 // It speaks IMAP4rev1 (RFC 3501) itself, so that the clock covers exactly one command: from
 // writing the tagged command to reading its tagged response, with every untagged response in
@@ -64,6 +65,7 @@ type config struct {
 	folders          string
 	prefill          int
 	bulk             int
+	multi            int
 	size             int
 	timeout          time.Duration
 	label            string
@@ -99,6 +101,7 @@ func main() {
 	flag.StringVar(&c.folders, "folders", "shared", "shared: every client on INBOX; per-client: client i on folder imapload-i")
 	flag.IntVar(&c.prefill, "prefill", 500, "top every mailbox used up to this many messages before the clock starts")
 	flag.IntVar(&c.bulk, "bulk", 0, "instead of the mix: APPEND this many messages on one connection to a new folder")
+	flag.IntVar(&c.multi, "multi", 1, "with -bulk: send K messages per APPEND command (RFC 3502 MULTIAPPEND), as a migration tool would")
 	flag.IntVar(&c.size, "size", 4096, "approximate size of an APPENDed message in bytes")
 	flag.DurationVar(&c.timeout, "timeout", time.Minute, "deadline for one command or one connection setup")
 	flag.StringVar(&c.label, "label", "", "printed as target=LABEL")
@@ -422,9 +425,11 @@ func prefill(c config, clients []*client) error {
 	return nil
 }
 
-// runBulk APPENDs c.bulk messages, one after another, on one connection to a new folder.
+// runBulk APPENDs c.bulk messages, one after another, on one connection to a new folder: one
+// message per APPEND, or c.multi per command (MULTIAPPEND, the last command takes the rest).
 func runBulk(c config) int {
 	c.clients = 1
+	c.multi = max(1, c.multi)
 	folder := fmt.Sprintf("imapload-bulk-%s", strconv.FormatUint(c.seed%1e9, 36))
 	cl, err := dial(c, "")
 	if err != nil {
@@ -433,15 +438,24 @@ func runBulk(c config) int {
 	if _, err := cl.cmd("CREATE " + folder); err != nil {
 		fatalf("CREATE %s: %v", folder, err)
 	}
+	name := "APPEND"
+	if c.multi > 1 {
+		name = "MULTIAPPEND"
+	}
 	rec := newRecorder()
 	rng := rand.New(rand.NewPCG(c.seed, 0xb01c))
 	start := time.Now()
 	lastReport := start
-	for i := range c.bulk {
+	msgs, bytes := 0, 0
+	for i := 0; i < c.bulk; i += c.multi {
+		batch := make([][]byte, min(c.multi, c.bulk-i))
+		for j := range batch {
+			batch[j] = message(c, rng)
+		}
 		t := time.Now()
-		err := cl.append(c, folder, rng)
+		err := cl.appendAll(folder, batch)
 		if err != nil {
-			rec.fail("APPEND", err)
+			rec.fail(name, err)
 			if !errors.Is(err, errNo) {
 				cl.close()
 				if cl, err = dial(c, ""); err != nil {
@@ -450,17 +464,21 @@ func runBulk(c config) int {
 			}
 			continue
 		}
-		rec.ok("APPEND", time.Since(t))
+		rec.ok(name, time.Since(t))
+		msgs += len(batch)
+		for _, m := range batch {
+			bytes += len(m)
+		}
 		if time.Since(lastReport) > 30*time.Second {
 			lastReport = time.Now()
-			fmt.Fprintf(os.Stderr, "imapload: %s: bulk %d of %d after %.0fs\n", c.label, i+1, c.bulk, time.Since(start).Seconds())
+			fmt.Fprintf(os.Stderr, "imapload: %s: bulk %d of %d after %.0fs\n", c.label, i+len(batch), c.bulk, time.Since(start).Seconds())
 		}
 	}
 	elapsed := time.Since(start)
 	cl.logout()
 	ok, errs := rec.print(c, "bulk", elapsed)
-	fmt.Printf("RESULT target=%s kind=bulk cmd=BULK folder=%s msgs=%d errors=%d total_s=%.2f msgs_per_s=%.1f size=%d\n",
-		c.label, folder, ok, errs, elapsed.Seconds(), float64(ok)/elapsed.Seconds(), c.size)
+	fmt.Printf("RESULT target=%s kind=bulk cmd=BULK folder=%s msgs=%d per_command=%d commands=%d errors=%d total_s=%.2f msgs_per_s=%.1f mb_per_s=%.2f size=%d\n",
+		c.label, folder, msgs, c.multi, ok, errs, elapsed.Seconds(), float64(msgs)/elapsed.Seconds(), float64(bytes)/1e6/elapsed.Seconds(), c.size)
 	if ok == 0 || errs > 0 {
 		return 1
 	}
@@ -715,21 +733,46 @@ func (cl *client) untagged(rest string) {
 
 // append APPENDs one new message to mailbox with a synchronizing literal.
 func (cl *client) append(c config, mailbox string, rng *rand.Rand) error {
-	msg := message(c, rng)
+	return cl.appendAll(mailbox, [][]byte{message(c, rng)})
+}
+
+// appendAll APPENDs msgs to mailbox in one command (RFC 3502 MULTIAPPEND when there are
+// several), each as a synchronizing literal.
+func (cl *client) appendAll(mailbox string, msgs [][]byte) error {
 	cl.tag++
 	tag := "a" + strconv.Itoa(cl.tag)
 	cl.conn.SetDeadline(time.Now().Add(cl.timeout))
-	fmt.Fprintf(cl.w, "%s APPEND %s {%d}\r\n", tag, mailbox, len(msg))
+	fmt.Fprintf(cl.w, "%s APPEND %s {%d}\r\n", tag, mailbox, len(msgs[0]))
+	for i, msg := range msgs {
+		if err := cl.w.Flush(); err != nil {
+			return err
+		}
+		if err := cl.continuation(tag); err != nil {
+			return err
+		}
+		cl.w.Write(msg)
+		if i+1 < len(msgs) {
+			fmt.Fprintf(cl.w, " {%d}\r\n", len(msgs[i+1]))
+		} else {
+			cl.w.WriteString("\r\n")
+		}
+	}
 	if err := cl.w.Flush(); err != nil {
 		return err
 	}
+	_, err := cl.finish(tag, "APPEND")
+	return err
+}
+
+// continuation waits for the "+" that lets a synchronizing literal go (RFC 3501 section 7.5).
+func (cl *client) continuation(tag string) error {
 	for {
 		l, err := cl.line()
 		if err != nil {
 			return fmt.Errorf("APPEND: %w", err)
 		}
 		if strings.HasPrefix(l, "+") {
-			break
+			return nil
 		}
 		if rest, ok := strings.CutPrefix(l, "* "); ok {
 			cl.untagged(rest)
@@ -739,13 +782,6 @@ func (cl *client) append(c config, mailbox string, rng *rand.Rand) error {
 			return fmt.Errorf("APPEND %w %s", errNo, rest)
 		}
 	}
-	cl.w.Write(msg)
-	cl.w.WriteString("\r\n")
-	if err := cl.w.Flush(); err != nil {
-		return err
-	}
-	_, err := cl.finish(tag, "APPEND")
-	return err
 }
 
 var words = strings.Fields(`the a of to and in for on with is that this we our from by at as be
