@@ -75,7 +75,7 @@ func nodeRun(args []string, stderr io.Writer) error {
 	fs.IntVar(&limits.Login.ClientLockAfter, "login-lock-addr-after", 0, "lock a client address after this many recent wrong passwords, across user names (0: 20; -1: never)")
 	fs.IntVar(&limits.PasswordChecks, "password-checks", 0, "password checks (64 MiB of memory each) run at once (0: 1)")
 	fs.IntVar(&limits.MaxPeerConns, "max-peer-conns", 0, "bound on inbound node-to-node connections, handshakes included (0: 1024)")
-	fs.IntVar(&limits.PeerDropAfter, "peer-drop-after", 0, "drop a ring member that sends this many overlay messages the node refuses within --peer-drop-window (0: 100; -1: never)")
+	fs.IntVar(&limits.PeerDropAfter, "peer-drop-after", 0, "drop a ring member that sends this many overlay messages the node refuses, or frames breaking the wire format, within --peer-drop-window (0: 100; -1: never)")
 	fs.DurationVar(&limits.PeerDropWindow, "peer-drop-window", 0, "the window of --peer-drop-after (0: 1m)")
 	fs.DurationVar(&limits.PeerCoolOff, "peer-cooloff", 0, "a dropped ring member is refused this long (0: 10m)")
 	fs.DurationVar(&limits.Login.LockFor, "login-lock-for", 0, "a login lock lasts this long after the last wrong password (0: 15m)")

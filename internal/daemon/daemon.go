@@ -196,9 +196,10 @@ type MailLimits struct {
 	// MaxPeerConns bounds inbound node-to-node connections, handshakes included (zero:
 	// tcp.DefaultMaxInbound).
 	MaxPeerConns int
-	// A ring member that sends PeerDropAfter overlay messages the node refuses within
-	// PeerDropWindow is disconnected and refused for PeerCoolOff (peerguard.go; zero: the
-	// defaults there, 100 a minute and 10 minutes; a negative PeerDropAfter never drops).
+	// A ring member that sends PeerDropAfter overlay messages the node refuses (or frames that
+	// break the wire format, each closing a connection) within PeerDropWindow is disconnected
+	// and refused for PeerCoolOff (peerguard.go; zero: the defaults there, 100 a minute and 10
+	// minutes; a negative PeerDropAfter never drops).
 	PeerDropAfter  int
 	PeerDropWindow time.Duration
 	PeerCoolOff    time.Duration
@@ -376,6 +377,7 @@ func (n *Node) Start() error {
 		Certificate:       n.rn.Creds,
 		VerifyPeer:        n.verifyPeer(n.rn.Trust.Verifier(time.Now)),
 		OnPeer:            n.notePeer,
+		OnBadFrame:        func(id ids.ID, err error) { n.badInput(transport.From{ID: id}, err) },
 		Handler:           n.handle,
 		Logger:            n.log,
 		DialTimeout:       n.timers.DialTimeout,

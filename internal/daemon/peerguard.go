@@ -32,10 +32,11 @@ const (
 const maxGuardedPeers = 4096
 
 // peerGuard decides when a ring member that keeps sending what the overlay refuses is dropped:
-// after `after` refused messages within `window` its connections are closed and it is refused,
-// in both directions, for `coolOff`. The peer is the id the transport authenticated, bound to a
-// certificate of the ring CA: a member cannot get another one dropped by claiming its id (such
-// messages count against the member that sent them). Safe for concurrent use.
+// after `after` refused messages (or connections closed for frames that break the wire format)
+// within `window` its connections are closed and it is refused, in both directions, for
+// `coolOff`. The peer is the id the transport authenticated, bound to a certificate of the
+// ring CA: a member cannot get another one dropped by claiming its id (such messages count
+// against the member that sent them). Safe for concurrent use.
 type peerGuard struct {
 	after           int // <= 0: never drop
 	window, coolOff time.Duration
@@ -67,8 +68,8 @@ func newPeerGuard(l MailLimits) *peerGuard {
 	return g
 }
 
-// badInput counts one refused message from id at now, and reports whether id is to be dropped
-// now (once: until its cool-off ends, further messages are not counted).
+// badInput counts one refused message (or broken connection) from id at now, and reports
+// whether id is to be dropped now (once: until its cool-off ends, nothing more is counted).
 func (g *peerGuard) badInput(id ids.ID, now time.Time) (drop bool) {
 	if g.after <= 0 {
 		return false

@@ -66,6 +66,11 @@ type Config struct {
 	// is delivered. State about a peer belongs here, not in VerifyPeer(Chain), which TLS calls
 	// before the peer's signature is checked: anyone can present anyone's certificate.
 	OnPeer func(id ids.ID, chain []*x509.Certificate)
+	// OnBadFrame, if set, hears of every connection of an authenticated peer closed for a
+	// frame over MaxFrame or one that breaks the protocol, so that its owner can keep a peer
+	// that does it again and again away (ErrPeerBarred). It is called on the connection's
+	// reader goroutine and must not block.
+	OnBadFrame func(id ids.ID, err error)
 	// TLSConfig is an optional base (cipher preferences, KeyLogWriter in a debugging session).
 	// It is cloned; versions, client authentication and verification are always overridden:
 	// TLS 1.3 only, a certificate required from both sides, checked by VerifyPeer.

@@ -174,6 +174,7 @@ func (c *conn) readFailed(err error) {
 	case errors.As(err, &tooLong):
 		c.t.st.framesTooLong.Add(1)
 		log.Warn("tcp: frame over the size limit, closing connection", "size", tooLong.Size, "max", tooLong.Max)
+		c.t.badFrame(c.peer, err)
 	case errors.As(err, &ne) && ne.Timeout():
 		log.Warn("tcp: read timeout, closing connection (dead or stalled peer)", "timeout", c.t.cfg.ReadTimeout)
 	case errors.Is(err, io.EOF):
@@ -181,6 +182,7 @@ func (c *conn) readFailed(err error) {
 	case errors.Is(err, ErrBadFrame):
 		c.t.st.protocolErrors.Add(1)
 		log.Warn("tcp: protocol error, closing connection", "err", err)
+		c.t.badFrame(c.peer, err)
 	default:
 		log.Info("tcp: connection failed", "err", err)
 	}

@@ -521,6 +521,13 @@ func (t *Transport) Identify(ctx context.Context, addr string) (ids.ID, error) {
 	return got, nil
 }
 
+// badFrame reports a connection closed for a bad frame to Config.OnBadFrame.
+func (t *Transport) badFrame(id ids.ID, err error) {
+	if t.cfg.OnBadFrame != nil {
+		t.cfg.OnBadFrame(id, err)
+	}
+}
+
 // onPeer reports a completed handshake to Config.OnPeer.
 func (t *Transport) onPeer(id ids.ID, tc *tls.Conn) {
 	if t.cfg.OnPeer != nil {

@@ -1,8 +1,11 @@
 package hostile
 
 import (
+	"bufio"
 	"crypto/tls"
+	"encoding/binary"
 	"fmt"
+	"io"
 	"net"
 	"net/smtp"
 	"os"
@@ -278,4 +281,68 @@ func TestGarbageDropsPeer(t *testing.T) {
 	<-done
 	c.WaitConverged(honest, 60*time.Second)
 	mail("after the attack")
+}
+
+// breakFraming opens an authenticated connection to addr as rn, exchanges hellos by hand and
+// sends a 4 GiB length prefix; it reports whether the node got as far as answering the hello
+// (a dropped peer's handshake is refused before).
+func breakFraming(rn *ring.Node, addr string) (helloAnswered bool, err error) {
+	conn, err := tls.Dial("tcp", addr, rn.Trust.TLSConfig(rn.Creds, time.Now))
+	if err != nil {
+		return false, err
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	hello := binary.BigEndian.AppendUint32(nil, uint32(1+2+len("127.0.0.1:1")))
+	hello = append(hello, 2, 0, 1) // kind hello, version 1
+	hello = append(hello, "127.0.0.1:1"...)
+	if _, err := conn.Write(hello); err != nil {
+		return false, err
+	}
+	br := bufio.NewReader(conn)
+	var hdr [5]byte
+	if _, err := io.ReadFull(br, hdr[:]); err != nil || hdr[4] != 2 {
+		return false, fmt.Errorf("read hello: %v", err)
+	}
+	if _, err := io.ReadFull(br, make([]byte, binary.BigEndian.Uint32(hdr[:4])-1)); err != nil {
+		return false, err
+	}
+	if _, err := conn.Write([]byte{0xff, 0xff, 0xff, 0xff, 1}); err != nil {
+		return true, err
+	}
+	_, err = io.Copy(io.Discard, br) // until the node closes the connection
+	return true, err
+}
+
+// TestFramingBreaksDropPeer: a ring member that connects again and again only to break the
+// transport's framing (each time closing its connection) is dropped like one that sends bad
+// overlay messages: its next handshakes are refused.
+func TestFramingBreaksDropPeer(t *testing.T) {
+	t.Parallel()
+	const dropAfter = 10
+	c := cluster.New(t, "framing", 2, nil)
+	victim := c.Nodes[1]
+	c.Nodes[0].Start()
+	victim.Start("--peer-drop-after", fmt.Sprint(dropAfter), "--peer-cooloff", "10m")
+	honest := c.Nodes[:2]
+	c.WaitConverged(honest, 60*time.Second)
+	a := newAttacker(t, c)
+	for i := range dropAfter {
+		answered, err := breakFraming(a.rn, victim.Addr)
+		if !answered {
+			t.Fatalf("seed %d: connection %d: the victim refused the attacker before it broke the framing %d times: %v", c.Seed, i+1, dropAfter, err)
+		}
+	}
+	victim.WaitLog(10*time.Second, "dropped a ring member for bad input")
+	if answered, err := breakFraming(a.rn, victim.Addr); answered {
+		t.Fatalf("seed %d: the victim still exchanges hellos with a dropped peer (%v)", c.Seed, err)
+	}
+	st, err := victim.Status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.PeerGuard.Dropped != 1 || st.PeerGuard.TurnedAway == 0 || st.Transport.ProtocolErrors < dropAfter {
+		t.Fatalf("seed %d: victim's status: peer guard %+v, %d protocol errors", c.Seed, st.PeerGuard, st.Transport.ProtocolErrors)
+	}
+	c.WaitConverged(honest, 30*time.Second)
 }
