@@ -238,6 +238,12 @@ func (u *User) keepKeys(keys []ids.Key) {
 			if has {
 				continue
 			}
+			// A chunk read just now (to file the message) is taken from memory first: when
+			// this node is one of its replicas, the store would read and hash it again.
+			if obj, ok := n.recentChunk(k, true); ok {
+				u.keep(obj)
+				continue
+			}
 			// A local copy of a mutable object (a head) may be stale: only immutable ones
 			// are taken from this node's store; the ring gives the newest of the others.
 			if obj, ok := n.st.LocalGet(k); ok && past.Type(obj.Type) == past.TypeContent {
@@ -246,10 +252,6 @@ func (u *User) keepKeys(keys []ids.Key) {
 			}
 			if p, ok := n.carriedPayload(k); ok { // a carried chunk, stored just now
 				u.keep(past.NewContent(n.cfg.Ring, p, n.now().Add(n.cfg.ContentLease)))
-				continue
-			}
-			if obj, ok := n.recentChunk(k, true); ok { // read from the ring just now
-				u.keep(obj)
 				continue
 			}
 			u.keepingAdd(1)
