@@ -24,8 +24,9 @@ type view struct {
 	// flags are the flags announced in FLAGS: a keyword the client has not been told of is
 	// announced (FLAGS and PERMANENTFLAGS) before the first response that shows it.
 	flags []mailbox.Flag
-	// modSeq is the folder's HIGHESTMODSEQ when the client was last brought up to date.
-	modSeq uint64
+	// modSeq is the folder's HIGHESTMODSEQ when the client was last brought up to date;
+	// expungedSince the one when it was last told of expunges (sync may not send them).
+	modSeq, expungedSince uint64
 	// own: flag changes this session already reported in its own FETCH responses.
 	own map[mailbox.UID]uint64
 
@@ -121,7 +122,7 @@ func (s *session) selectMailbox(tag string, a *imapwire.Select) {
 		return
 	}
 	v := &view{name: name, folder: f, readOnly: a.ReadOnly, recent: map[mailbox.UID]bool{}, own: map[mailbox.UID]uint64{},
-		modSeq: st.HighestModSeq, watch: watch, stopWatch: stop, flags: slices.Clone(systemFlags)}
+		modSeq: st.HighestModSeq, expungedSince: st.HighestModSeq, watch: watch, stopWatch: stop, flags: slices.Clone(systemFlags)}
 	var firstUnseen int
 	for i, m := range list {
 		v.uids = append(v.uids, m.UID)
@@ -258,7 +259,10 @@ func (v *view) validSeqs(set imapwire.SeqSet) bool {
 }
 
 // sync brings the client up to date: EXPUNGE for messages gone (only where allowed), FETCH
-// FLAGS for flags changed by others, EXISTS (and RECENT) for new messages.
+// FLAGS for flags changed by others, EXISTS (and RECENT) for new messages. It asks the folder
+// only for what changed since the view's mod-sequences (Changed, Expunged), not for the whole
+// list: under other sessions' writes the folder changes between almost any two commands, and
+// listing it each time cost every command the folder's size.
 func (s *session) sync(allowExpunge bool) {
 	v := s.sel
 	if v == nil {
@@ -271,50 +275,69 @@ func (s *session) sync(allowExpunge bool) {
 	if st.HighestModSeq != 0 && st.HighestModSeq == v.modSeq && int(st.Messages) == len(v.uids) &&
 		(len(v.uids) == 0 || st.UIDNext > v.uids[len(v.uids)-1]) {
 		// Nothing changed since the last sync (every insert, flag change and expunge raises
-		// the folder's mod-sequence): no need to list the folder, which costs its size.
+		// the folder's mod-sequence).
 		return
 	}
-	list, err := v.folder.List()
-	if err != nil {
-		return
-	}
-	current := make(map[mailbox.UID]*mailbox.Summary, len(list))
-	for i := range list {
-		current[list[i].UID] = &list[i]
-	}
-	if allowExpunge {
-		var gone []int
-		for i, uid := range v.uids {
-			if current[uid] == nil {
-				gone = append(gone, i)
+	var changed []mailbox.Summary
+	var gone []int
+	if st.HighestModSeq >= v.modSeq && v.modSeq > 0 {
+		if changed, err = v.folder.Changed(v.modSeq); err != nil {
+			return
+		}
+		if allowExpunge {
+			uids, err := v.folder.Expunged(v.expungedSince)
+			if err != nil {
+				return
+			}
+			for _, u := range uids {
+				if i, ok := slices.BinarySearch(v.uids, u); ok {
+					gone = append(gone, i)
+				}
+			}
+			slices.Sort(gone)
+		}
+	} else {
+		// No mod-sequence to start from (a store without them), or the folder's went back:
+		// compare the whole list.
+		if changed, err = v.folder.List(); err != nil {
+			return
+		}
+		if allowExpunge {
+			for i, uid := range v.uids {
+				if _, ok := slices.BinarySearchFunc(changed, uid, func(m mailbox.Summary, u mailbox.UID) int { return cmpUID(m.UID, u) }); !ok {
+					gone = append(gone, i)
+				}
 			}
 		}
+	}
+	if allowExpunge {
 		s.removeFromView(gone)
+		v.expungedSince = st.HighestModSeq
 	}
 	var last mailbox.UID
 	if n := len(v.uids); n > 0 {
 		last = v.uids[n-1]
 	}
-	for i, uid := range v.uids {
-		m := current[uid]
-		if m == nil || m.ModSeq <= v.modSeq || v.own[uid] == m.ModSeq {
+	added := 0
+	for i := range changed {
+		m := &changed[i]
+		if m.UID > last {
+			v.uids = append(v.uids, m.UID)
+			s.announce(m.Flags)
+			added++
+			continue
+		}
+		j, ok := slices.BinarySearch(v.uids, m.UID)
+		if !ok || m.ModSeq <= v.modSeq || v.own[m.UID] == m.ModSeq {
 			continue
 		}
 		s.announce(m.Flags)
-		s.w.StartUntagged().Number(uint64(i + 1)).Atom("FETCH").Open().Atom("UID").Number(uint64(uid)).Atom("FLAGS")
+		s.w.StartUntagged().Number(uint64(j + 1)).Atom("FETCH").Open().Atom("UID").Number(uint64(m.UID)).Atom("FLAGS")
 		s.writeFlagList(s.shownFlags(m))
 		if s.condstore() {
 			s.w.Atom("MODSEQ").Atom("(" + strconv.FormatUint(m.ModSeq, 10) + ")")
 		}
 		s.w.Close().End()
-	}
-	added := 0
-	for _, m := range list {
-		if m.UID > last {
-			v.uids = append(v.uids, m.UID)
-			s.announce(m.Flags)
-			added++
-		}
 	}
 	if added > 0 {
 		if !v.readOnly {
@@ -329,6 +352,16 @@ func (s *session) sync(allowExpunge bool) {
 	v.modSeq = st.HighestModSeq
 	clear(v.own)
 	s.updateContexts()
+}
+
+func cmpUID(a, b mailbox.UID) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
 }
 
 func (s *session) writeFlagList(flags []mailbox.Flag) {

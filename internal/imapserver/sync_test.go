@@ -1,0 +1,99 @@
+package imapserver
+
+import (
+	"log/slog"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"epost/internal/mailbox"
+)
+
+// listCountingStore counts Folder.List calls.
+type listCountingStore struct {
+	mailbox.Store
+	lists atomic.Int64
+}
+
+type listCountingFolder struct {
+	mailbox.Folder
+	s *listCountingStore
+}
+
+func (s *listCountingStore) Folder(name string) (mailbox.Folder, error) {
+	f, err := s.Store.Folder(name)
+	if err != nil {
+		return nil, err
+	}
+	return listCountingFolder{f, s}, nil
+}
+
+func (f listCountingFolder) List() ([]mailbox.Summary, error) {
+	f.s.lists.Add(1)
+	return f.Folder.List()
+}
+
+type storeAuth struct{ s mailbox.Store }
+
+func (a storeAuth) Authenticate(user, pass string) (mailbox.Store, error) {
+	if user != "u" || pass != "p" {
+		return nil, mailbox.ErrAuthFailed
+	}
+	return a.s, nil
+}
+
+// TestSyncAsksOnlyForChanges: a session learns of another session's flag changes, new
+// messages and expunges from the folder's Changed and Expunged, never by listing the whole
+// folder after each command (under 20 writers the folder changes between almost any two
+// commands, and the listing held the mail store's state lock for the folder's size). An
+// expunge that a FETCH may not report (RFC 3501 section 7.4.1) is reported by the next NOOP.
+func TestSyncAsksOnlyForChanges(t *testing.T) {
+	ls := &listCountingStore{Store: mailbox.NewMemory(nil)}
+	inbox, _ := ls.Store.Folder("INBOX")
+	for _, m := range []string{"Subject: a\r\n\r\na\r\n", "Subject: b\r\n\r\nb\r\n", "Subject: c\r\n\r\nc\r\n"} {
+		inbox.Append([]byte(m), nil, time.Time{})
+	}
+	srv, _ := New(Config{Auth: storeAuth{ls}, Logger: slog.New(slog.DiscardHandler)})
+	a, b := pipeSession(t, srv), pipeSession(t, srv)
+	a("LOGIN u p")
+	b("LOGIN u p")
+	a("SELECT INBOX")
+	b("SELECT INBOX")
+	for _, c := range []struct {
+		s         func(string) string
+		cmd       string
+		want, not []string
+		reset     bool // count List calls from here on (EXPUNGE lists the folder to find \Deleted)
+	}{
+		{b, "STORE 1 +FLAGS ($Done)", []string{"OK STORE"}, nil, false},
+		{b, "STORE 2 +FLAGS.SILENT (\\Deleted)", []string{"OK STORE"}, nil, false},
+		{b, "EXPUNGE", []string{"* 2 EXPUNGE"}, nil, true},
+		{b, "APPEND INBOX {3+}\r\nnew", []string{"OK [APPENDUID"}, nil, false},
+		// FETCH may not send EXPUNGE: the flag change and the new message only.
+		{a, "FETCH 1 (UID)", []string{"* 1 FETCH (UID 1 FLAGS ($Done \\Recent))", "* 4 EXISTS", "* FLAGS (\\Seen \\Answered \\Flagged \\Deleted \\Draft $Done)"}, []string{"EXPUNGE"}, false},
+		{a, "NOOP", []string{"* 2 EXPUNGE"}, []string{"EXISTS", "FLAGS ($Done)"}, false},
+		{a, "FETCH 1:* (UID)", []string{"* 1 FETCH (UID 1)", "* 2 FETCH (UID 3)", "* 3 FETCH (UID 4)"}, nil, false},
+		{b, "STORE 3 -FLAGS (\\Seen)", []string{"OK STORE"}, nil, false},
+		{b, "STORE 3 +FLAGS (\\Flagged)", []string{"OK STORE"}, nil, false},
+		{a, "NOOP", []string{"* 3 FETCH (UID 4 FLAGS (\\Flagged))"}, []string{"EXPUNGE", "EXISTS"}, false},
+	} {
+		out := c.s(c.cmd)
+		if c.reset {
+			ls.lists.Store(0)
+		}
+		for _, w := range c.want {
+			if !strings.Contains(out, w) {
+				t.Errorf("%s: want %q in\n%s", c.cmd, w, out)
+			}
+		}
+		for _, n := range c.not {
+			if strings.Contains(out, n) {
+				t.Errorf("%s: %q should not be in\n%s", c.cmd, n, out)
+			}
+		}
+	}
+	if n := ls.lists.Load(); n != 0 {
+		t.Errorf("the sessions listed the folder %d times to learn of changes; want 0", n)
+	}
+}
