@@ -212,6 +212,19 @@ func (s *Store) syncRootLocked() {
 	}
 }
 
+// staleLocked says whether f's log has entries not applied yet (or was rebuilt). The caller
+// holds mu, shared or alone.
+func (s *Store) staleLocked(f *folderState) bool {
+	if f.deleted {
+		return false
+	}
+	if s.diverged(f.Log, f.Applied, f.LastHash) {
+		return true
+	}
+	bodies, err := s.cfg.Logs.Entries(f.Log, f.Applied)
+	return err == nil && len(bodies) > 0
+}
+
 // syncLocked applies new entries of a folder log and reports whether anything changed.
 func (s *Store) syncLocked(f *folderState) bool {
 	if f.deleted {
@@ -238,8 +251,16 @@ func (s *Store) syncLocked(f *folderState) bool {
 }
 
 // refresh applies whatever POST appended to f's log (filings land in INBOX without us) and
-// signals watchers.
+// signals watchers. Every read command refreshes, so it first looks under the shared lock:
+// under other sessions' writes one reader applies a new entry and the others find nothing
+// to do, without queueing for the exclusive lock (which holds up every reader behind it).
 func (s *Store) refresh(f *folderState) {
+	s.mu.RLock()
+	stale := s.staleLocked(f)
+	s.mu.RUnlock()
+	if !stale {
+		return
+	}
 	s.mu.Lock()
 	changed := s.syncLocked(f)
 	s.mu.Unlock()
@@ -583,7 +604,7 @@ func (fo *folder) Status() (mailbox.Status, error) {
 
 // List implements mailbox.Folder.
 func (fo *folder) List() ([]mailbox.Summary, error) {
-	return fo.summaries(func(*message) bool { return true })
+	return fo.summaries(nil)
 }
 
 // Changed implements mailbox.Folder.
@@ -591,7 +612,7 @@ func (fo *folder) Changed(since uint64) ([]mailbox.Summary, error) {
 	return fo.summaries(func(m *message) bool { return m.ModSeq > since })
 }
 
-// summaries returns the summaries of the messages keep admits, in UID order.
+// summaries returns the summaries of the messages keep admits (nil: all), in UID order.
 func (fo *folder) summaries(keep func(*message) bool) ([]mailbox.Summary, error) {
 	fo.s.refresh(fo.f)
 	s, f := fo.s, fo.f
@@ -601,8 +622,11 @@ func (fo *folder) summaries(keep func(*message) bool) ([]mailbox.Summary, error)
 		return nil, mailbox.ErrNoFolder
 	}
 	l := []mailbox.Summary{}
+	if keep == nil {
+		l = make([]mailbox.Summary, 0, len(f.Msgs))
+	}
 	for _, m := range f.Msgs {
-		if keep(m) {
+		if keep == nil || keep(m) {
 			l = append(l, m.summary())
 		}
 	}
