@@ -195,17 +195,19 @@ func TestHostileMember(t *testing.T) {
 		}
 	}
 	victim.WaitLog(10*time.Second, "frame over the size limit, closing connection")
+	// The raw connection replaced the attacker's transport's own at the victim, which closed
+	// it: frames written into it before the attacker notices are lost in the network (a whole
+	// send queue of the flood below, under load). Its next frames go on a new connection.
+	tr.Disconnect(victim.ID, errors.New("replaced by the raw connection at the victim"))
 
 	// 3. A flood of join requests.
 	// The victim takes on JoinRequestBurst and then one per JoinRequestEvery (half a second)
-	// and refuses the rest. On a loaded machine (-count=4, other packages' tests at once) a
-	// part of the flood has been seen not to be counted within the wait (151, and 1,028 of
-	// 5,000, not understood yet): three quarters refused still shows the limit.
+	// and refuses the rest.
 	const joins = 5000
 	for range joins {
 		send(overlayMsg(mJoinRequest, ringID, self, addr, []byte{0}))
 	}
-	waitStatus("join flood", func(_, l uint64) bool { return l-limited0 >= joins*3/4 })
+	waitStatus("join flood", func(_, l uint64) bool { return l-limited0 >= joins-100 })
 
 	// 4. Forged nodes next to the victim, at the attacker's address and at one where nothing
 	// listens: the victim must never take them into its leaf set.
