@@ -99,6 +99,7 @@ func (s *Store) loadCache() *loadedCache {
 			if m == nil {
 				return nil
 			}
+			m.key = segmentsKey(m.Segments)
 			if raw := cf.Structures[f.Log][uint32(m.UID)]; raw != nil {
 				m.Structure, _ = decodeStructure(raw)
 			}

@@ -39,7 +39,8 @@ type message struct {
 	// Entry is the index of the log entry that inserted the message.
 	Entry uint64
 
-	prefetching bool // a background parse is under way (node-local)
+	prefetching bool     // a background parse is under way (node-local)
+	key         [32]byte // segmentsKey(Segments), the content cache's key: set by insert and the cache load
 }
 
 type tombstone struct {
@@ -165,6 +166,7 @@ func (f *folderState) insert(m *message, idx, modSeq uint64) {
 	f.UIDNext++
 	m.ModSeq = modSeq
 	m.Entry = idx
+	m.key = segmentsKey(m.Segments)
 	f.ModSeq = modSeq
 	f.Msgs = append(f.Msgs, m)
 	f.count(m, 1)

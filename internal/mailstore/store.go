@@ -711,7 +711,7 @@ func (c byteContent) Size() int64 { return int64(len(c.b)) }
 
 // content returns a message's bytes, from the memory cache or the ring.
 func (s *Store) content(m *message) ([]byte, error) {
-	key := segmentsKey(m.Segments)
+	key := m.key // hashing the inline pieces on every read cost reads more than the lookup
 	if b, ok := s.contents.get(key); ok {
 		return b, nil
 	}
