@@ -70,6 +70,24 @@ func testAppendAllSharesHeadWrites(t *testing.T, seed uint64) {
 		w.fail("structure of message 51: %+v", m.Structure.Envelope)
 	}
 
+	// More parts than one wave of content inserts (maxParallelPuts), more records than one
+	// entry holds: still a few heads, and the UIDs follow on.
+	var many []mailbox.NewMessage
+	for i := range maxParallelPuts + 44 {
+		many = append(many, mailbox.NewMessage{Raw: []byte(fmt.Sprintf("Subject: bulk %d\r\n\r\n%s\r\n", i, strings.Repeat("y", 2000)))})
+	}
+	before = heads()
+	got, err := ma.AppendAll(many)
+	if err != nil || len(got) != len(many) || got[0] != 101 || got[len(got)-1] != mailbox.UID(100+len(many)) {
+		w.fail("append all of %d: %d uids (%v...), err %v", len(many), len(got), got[:min(3, len(got))], err)
+	}
+	if n := heads() - before; n < 1 || n > 3 {
+		w.fail("AppendAll of %d messages took %d head writes, want 1 to 3", len(many), n)
+	}
+	if b := readAll(w, f, got[len(got)-1]); !bytes.Equal(b, many[len(many)-1].Raw) {
+		w.fail("last message of the large batch not byte-exact")
+	}
+
 	before = heads()
 	for i := range 10 {
 		if _, err := f.Append(msgs[i].Raw, nil, time.Time{}); err != nil {
@@ -83,7 +101,7 @@ func testAppendAllSharesHeadWrites(t *testing.T, seed uint64) {
 	// What was acknowledged is in the ring: a second store of alice's (another client's
 	// view, from the logs alone) sees all of it.
 	other := w.open(alice, "")
-	if st, err := mustFolder(w, other, "Migrated").Status(); err != nil || st.Messages != 110 {
+	if st, err := mustFolder(w, other, "Migrated").Status(); err != nil || st.Messages != uint32(110+len(many)) {
 		w.fail("status from the ring: %+v, err %v", st, err)
 	}
 }

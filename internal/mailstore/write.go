@@ -6,6 +6,7 @@ import (
 	"slices"
 	"time"
 
+	"epost/internal/content"
 	"epost/internal/mailbox"
 )
 
@@ -86,6 +87,9 @@ func compactUIDs(uids []mailbox.UID) []mailbox.UID {
 	return out
 }
 
+// maxParallelPuts bounds the content inserts one append has in flight.
+const maxParallelPuts = 256
+
 // storePieces makes segments of pieces: small ones inline, the others content objects
 // (stored in parallel; identical ones exist once in the ring).
 func (s *Store) storePieces(ctx context.Context, pieces [][]byte) ([]segment, error) {
@@ -100,9 +104,14 @@ func (s *Store) storePieces(ctx context.Context, pieces [][]byte) ([]segment, er
 		big = append(big, p)
 		at = append(at, i)
 	}
-	refs, err := s.w.putAll(ctx, s.cfg.Contents, big)
-	if err != nil {
-		return nil, err
+	// A MULTIAPPEND may bring thousands of parts: at most maxParallelPuts in flight at once.
+	var refs []content.Ref
+	for wave := range slices.Chunk(big, maxParallelPuts) {
+		r, err := s.w.putAll(ctx, s.cfg.Contents, wave)
+		if err != nil {
+			return nil, err
+		}
+		refs = append(refs, r...)
 	}
 	for j, i := range at {
 		r := refs[j]
