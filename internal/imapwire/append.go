@@ -10,9 +10,14 @@ import (
 // RFC 3502 MULTIAPPEND, RFC 4469 CATENATE, RFC 3516 BINARY, RFC 6855 UTF8).
 func (r *Reader) parseAppend() *Append {
 	a := &Append{}
+	r.appendLeft = r.Config.maxAppendTotal()
 	r.sp()
 	a.Mailbox = r.mailbox()
 	for r.ok() && r.take(' ') {
+		if len(a.Messages) == r.Config.maxAppendMessages() {
+			r.failMsg(NO, "LIMIT", ErrLiteralTooLarge, "more than %d messages in one APPEND; send them in several commands", len(a.Messages))
+			break
+		}
 		var m AppendMessage
 		if r.peek() == '(' {
 			m.Flags = r.flagList()

@@ -514,3 +514,34 @@ func TestSASLResponse(t *testing.T) {
 		t.Fatalf("%v", err)
 	}
 }
+
+// A MULTIAPPEND's messages are bounded together (a server holds them all until the command
+// completes) and in number; the refused literal gets no continuation, a non-synchronizing one
+// is skipped, and the next command parses.
+func TestMultiappendBounds(t *testing.T) {
+	cases := []struct {
+		in        string
+		cfg       Config
+		code, msg string
+		conts     int // continuations sent: the accepted synchronizing literals
+	}{
+		{"a APPEND INBOX {6}\r\nabcdef {6}\r\n", Config{MaxAppend: 8, MaxAppendTotal: 10}, "TOOBIG", "add up to more than this server's limit of 10", 1},
+		{"a APPEND INBOX {6+}\r\nabcdef {6+}\r\nabcdef {6+}\r\nabcdef\r\n", Config{MaxAppend: 8, LiteralPlus: true}, "TOOBIG", "add up to more than this server's limit of 16", 0},
+		{"a APPEND INBOX {1+}\r\na {1+}\r\nb {1+}\r\nc\r\n", Config{MaxAppendMessages: 2, LiteralPlus: true}, "LIMIT", "more than 2 messages", 0},
+		{"a APPEND INBOX {1}\r\na {1}\r\nb {1}\r\n", Config{MaxAppendMessages: 2}, "LIMIT", "more than 2 messages", 2},
+	}
+	for _, c := range cases {
+		cmds, errs, conts := parseAll(t, c.in+"b NOOP\r\n", c.cfg)
+		if len(errs) != 1 || len(cmds) != 1 || cmds[0].Tag != "b" {
+			t.Errorf("%q: got commands %v and errors %v, want the error then b NOOP", c.in, cmds, errs)
+			continue
+		}
+		var e *Error
+		if !errors.As(errs[0], &e) || e.Kind != NO || e.Code != c.code || e.Fatal || !strings.Contains(e.Msg, c.msg) {
+			t.Errorf("%q: got %#v, want NO [%s] %q", c.in, errs[0], c.code, c.msg)
+		}
+		if len(conts) != c.conts {
+			t.Errorf("%q: %d continuations, want %d", c.in, len(conts), c.conts)
+		}
+	}
+}

@@ -14,6 +14,8 @@ const (
 	DefaultMaxLine    = 64 * 1024
 	DefaultMaxLiteral = 64 * 1024
 	DefaultMaxAppend  = 64 * 1024 * 1024
+	// DefaultMaxAppendMessages bounds the messages of one MULTIAPPEND.
+	DefaultMaxAppendMessages = 10000
 
 	// literalMinusMax is the largest non-synchronizing literal a client may send to a server
 	// that advertises LITERAL- but not LITERAL+ (RFC 7888 section 4; RFC 9051 section 4.3).
@@ -30,6 +32,11 @@ type Config struct {
 	// MaxAppend bounds one message of APPEND, and one CATENATE TEXT part (0: DefaultMaxAppend).
 	// It is the APPENDLIMIT a server advertises (RFC 7889).
 	MaxAppend int64
+	// MaxAppendTotal bounds the messages of one APPEND together (MULTIAPPEND, CATENATE parts):
+	// a server holds them all until the command completes (0: twice MaxAppend).
+	MaxAppendTotal int64
+	// MaxAppendMessages bounds how many messages one APPEND carries (0: DefaultMaxAppendMessages).
+	MaxAppendMessages int
 	// LiteralPlus: the server advertises LITERAL+, so non-synchronizing literals of any size
 	// up to the limits above are accepted. Otherwise LITERAL- applies (at most 4096 bytes).
 	LiteralPlus bool
@@ -55,6 +62,20 @@ func (c Config) maxLiteral() int64 {
 // commandBudget bounds the continuation lines and string literals of one command.
 func (c Config) commandBudget() int64 {
 	return 4*int64(c.maxLine()) + 4*c.maxLiteral()
+}
+
+func (c Config) maxAppendTotal() int64 {
+	if c.MaxAppendTotal <= 0 {
+		return 2 * c.maxAppend()
+	}
+	return c.MaxAppendTotal
+}
+
+func (c Config) maxAppendMessages() int {
+	if c.MaxAppendMessages <= 0 {
+		return DefaultMaxAppendMessages
+	}
+	return c.MaxAppendMessages
 }
 
 func (c Config) maxAppend() int64 {
@@ -87,6 +108,9 @@ type Reader struct {
 	// literals, so that a command made of many small literals cannot grow without bound.
 	// APPEND messages are not counted (MaxAppend bounds each).
 	budget int64
+	// appendLeft is what the messages of the APPEND being read may still take together
+	// (MaxAppendTotal); parseAppend sets it.
+	appendLeft int64
 }
 
 // NewReader returns a Reader of commands from br.
@@ -354,6 +378,14 @@ func (r *Reader) literal(kind literalKind, binaryOK bool, what string) (data []b
 		r.failMsg(k, code, ErrLiteralTooLarge,
 			"literal of %d bytes for %s is over this server's limit of %d bytes", size, what, limit)
 		return nil, false
+	}
+	if kind == litAppend {
+		if int64(size) > r.appendLeft {
+			r.failMsg(NO, code, ErrLiteralTooLarge,
+				"the messages of one APPEND add up to more than this server's limit of %d bytes; send them in several commands", r.Config.maxAppendTotal())
+			return nil, false
+		}
+		r.appendLeft -= int64(size)
 	}
 	if kind == litString {
 		if int64(size) > r.budget {
