@@ -49,12 +49,19 @@ func (s *session) search(tag string, uid bool, a *imapwire.Search) {
 	}
 	var highest uint64
 	var buf []byte // one header at a time: a candidate is done with it before the next
+	var contents []mailbox.Content
+	if cr, ok := v.folder.(mailbox.ContentsReader); ok && readsContent(a.Key) {
+		contents, _ = cr.Contents(v.uids) // without them each candidate reads its own
+	}
 	for i, u := range v.uids {
 		m := byUID[u]
 		if m == nil {
 			continue // expunged elsewhere, not yet reported
 		}
 		c := &candidate{s: s, seq: uint32(i + 1), sum: m, buf: &buf}
+		if i < len(contents) {
+			c.ct, c.ctRead = contents[i], true
+		}
 		if !c.match(a.Key) {
 			continue
 		}
@@ -150,6 +157,8 @@ type candidate struct {
 	raw    []byte
 	head   []byte  // the top-level header, read alone unless raw was loaded first
 	buf    *[]byte // if set, head is read into this buffer, shared by the candidates of one search
+	ct     mailbox.Content
+	ctRead bool // ct was read for the whole search (nil: the message cannot be read)
 	header *textproto.Header
 	text   *string
 }
@@ -168,7 +177,7 @@ func (c *candidate) message() *mailbox.Message {
 func (c *candidate) content() []byte {
 	if c.raw == nil {
 		c.raw = []byte{}
-		if ct, err := c.s.sel.folder.Content(c.sum.UID); err == nil {
+		if ct, err := c.getContent(); err == nil {
 			b := make([]byte, ct.Size())
 			if _, err := ct.ReadAt(b, 0); err == nil || errors.Is(err, io.EOF) {
 				c.raw = b
@@ -176,6 +185,27 @@ func (c *candidate) content() []byte {
 		}
 	}
 	return c.raw
+}
+
+// getContent returns the message's content: the one read for the whole search, or its own.
+func (c *candidate) getContent() (mailbox.Content, error) {
+	if c.ctRead {
+		if c.ct == nil {
+			return nil, mailbox.ErrNoMessage
+		}
+		return c.ct, nil
+	}
+	return c.s.sel.folder.Content(c.sum.UID)
+}
+
+// readsContent reports whether a search key reads messages' headers or bodies.
+func readsContent(k *imapwire.SearchKey) bool {
+	for _, op := range []string{"FROM", "TO", "CC", "BCC", "SUBJECT", "HEADER", "BODY", "TEXT"} {
+		if hasOp(k, op) {
+			return true
+		}
+	}
+	return false
 }
 
 // headerBytes returns the message's top-level header, with the empty line that ends it. Unless
@@ -190,7 +220,7 @@ func (c *candidate) headerBytes() []byte {
 		return c.head
 	}
 	c.head = []byte{}
-	ct, err := c.s.sel.folder.Content(c.sum.UID)
+	ct, err := c.getContent()
 	if err != nil {
 		return c.head
 	}

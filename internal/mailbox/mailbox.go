@@ -262,3 +262,13 @@ type MultiAppender interface {
 	// them); after ErrUnavailable others may still become durable.
 	AppendAll(msgs []NewMessage) (uids []UID, err error)
 }
+
+// ContentsReader is a Folder that returns several messages' contents in one call: a search
+// over a whole folder reads every message, and one call per message costs it the folder's
+// lock once per message, behind every writer waiting for that lock. Servers discover it by
+// type assertion and fall back to Content.
+type ContentsReader interface {
+	// Contents returns the content of each of uids, in order; an entry is nil for a message
+	// that is gone or cannot be read now (Content would have failed for it).
+	Contents(uids []UID) ([]Content, error)
+}

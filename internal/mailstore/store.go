@@ -691,6 +691,35 @@ func (fo *folder) Content(uid mailbox.UID) (mailbox.Content, error) {
 	return byteContent{raw}, nil
 }
 
+// Contents implements mailbox.ContentsReader: the messages are looked up under one read
+// lock of the store's state, then read as Content reads each.
+func (fo *folder) Contents(uids []mailbox.UID) ([]mailbox.Content, error) {
+	s, f := fo.s, fo.f
+	ms := make([]message, len(uids))
+	found := make([]bool, len(uids))
+	s.mu.RLock()
+	if f.deleted {
+		s.mu.RUnlock()
+		return nil, mailbox.ErrNoFolder
+	}
+	for i, uid := range uids {
+		if m := f.find(uid); m != nil {
+			ms[i], found[i] = *m, true
+		}
+	}
+	s.mu.RUnlock()
+	out := make([]mailbox.Content, len(uids))
+	for i := range ms {
+		if !found[i] {
+			continue
+		}
+		if raw, err := s.content(&ms[i]); err == nil {
+			out[i] = byteContent{raw}
+		}
+	}
+	return out, nil
+}
+
 type byteContent struct{ b []byte }
 
 func (c byteContent) ReadAt(p []byte, off int64) (int, error) {
