@@ -94,7 +94,7 @@ type FileHeadRecords struct {
 	settled  uint64     // records up to this generation are synced, or their fsync failed
 	syncing  bool       // a Save runs an fsync without holding mu
 	pending  int        // bytes appended and not yet synced
-	failed   []genRange // generations whose fsync failed (Saves still waiting for them)
+	failed   []genRange // generations whose fsync failed, until each of their Saves has seen it
 	rewrite  bool       // an fsync failed: the file's content is uncertain; compact it before appending
 }
 
@@ -102,7 +102,11 @@ type FileHeadRecords struct {
 type genRange struct {
 	from, to uint64
 	err      error
+	left     int // Saves of the range that have not taken their error yet
 }
+
+// syncHeadFile syncs the head record file; tests replace it to make an fsync fail.
+var syncHeadFile = func(f *os.File) error { return f.Sync() }
 
 // FileHeadRecordsName is the head record file in a user's directory (UserDir).
 const FileHeadRecordsName = "heads.log"
@@ -280,18 +284,31 @@ func (h *FileHeadRecords) Save(name string, seq uint64, payload []byte) error {
 			h.syncOnce()
 		}
 	}
-	for _, r := range h.failed {
-		if r.from <= gen && gen <= r.to {
-			return fmt.Errorf("post: head records %s: %w", h.path, r.err)
-		}
-	}
-	if len(h.failed) > 0 && !h.syncing && h.settled == h.appended {
-		h.failed = nil // nobody waits for a failed generation any more
+	if err := h.outcome(gen); err != nil {
+		return err
 	}
 	if !h.syncing && h.records > 64 && h.records > 8*len(h.recs) {
 		// The record is durable already; a compaction that fails (a full disk) is tried
 		// again after the next record.
 		_ = h.compact()
+	}
+	return nil
+}
+
+// outcome is the result of the Save of generation gen, once settled. Called with mu held.
+func (h *FileHeadRecords) outcome(gen uint64) error {
+	for i := range h.failed {
+		r := &h.failed[i]
+		if r.from <= gen && gen <= r.to {
+			err := fmt.Errorf("post: head records %s: %w", h.path, r.err)
+			// Each generation is one Save, and each Save of a failed range looks here once
+			// (a range is only ever made of Saves still waiting): the range goes with the
+			// last of them, not before (a Save of a good fsync woken late must not drop it).
+			if r.left--; r.left <= 0 {
+				h.failed = slices.Delete(h.failed, i, i+1)
+			}
+			return err
+		}
 	}
 	return nil
 }
@@ -303,7 +320,7 @@ func (h *FileHeadRecords) syncOnce() {
 	upTo, n, f := h.appended, h.pending, h.f
 	h.pending = 0
 	h.mu.Unlock()
-	err := f.f.Sync()
+	err := syncHeadFile(f.f)
 	h.mu.Lock()
 	h.syncing = false
 	diskstat.PostHeads.Sync(n)
@@ -311,7 +328,7 @@ func (h *FileHeadRecords) syncOnce() {
 		// What the file holds past the last good fsync is uncertain (the kernel may have
 		// dropped the pages): the records waiting for this fsync fail, and the next Save
 		// rewrites the file from memory before it appends.
-		h.failed = append(h.failed, genRange{from: h.settled + 1, to: upTo, err: err})
+		h.failed = append(h.failed, genRange{from: h.settled + 1, to: upTo, err: err, left: int(upTo - h.settled)})
 		h.rewrite = true
 	}
 	if upTo > h.settled {

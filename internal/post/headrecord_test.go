@@ -1,6 +1,7 @@
 package post
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -121,5 +122,35 @@ func TestFileHeadRecordsGroupCommit(t *testing.T) {
 	t.Logf("%d saves took %d fsyncs of the record file (compactions not counted)", writers*saves, fsyncs)
 	if fsyncs >= writers*saves {
 		t.Fatalf("%d concurrent saves took %d fsyncs: none shared", writers*saves, fsyncs)
+	}
+}
+
+// A Save settled by a good fsync that wakes after a later fsync failed must not discard that
+// failure before the Saves waiting for it have seen it: their records are not durable (the
+// file is rewritten only by the next Save), and a nil would send their heads to the ring.
+func TestFileHeadRecordsLateWaiterKeepsFailure(t *testing.T) {
+	h, err := OpenFileHeadRecords(filepath.Join(t.TempDir(), FileHeadRecordsName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	// Generation 1 was settled by a good fsync; its Save has not woken yet. The next fsync,
+	// for generations 2 and 3, failed; 2 was the Save that ran it and returned its error.
+	failure := errors.New("simulated fsync failure")
+	h.appended, h.settled, h.rewrite = 3, 3, true
+	h.failed = []genRange{{from: 2, to: 3, err: failure, left: 2}}
+	if err := h.outcome(2); !errors.Is(err, failure) {
+		t.Fatalf("generation 2: %v, want the fsync's failure", err)
+	}
+	if err := h.outcome(1); err != nil {
+		t.Fatalf("generation 1, settled by a good fsync: %v", err)
+	}
+	if err := h.outcome(3); !errors.Is(err, failure) {
+		t.Fatalf("generation 3, whose fsync failed, woken after generation 1: %v, want the fsync's failure", err)
+	}
+	if len(h.failed) != 0 {
+		t.Fatalf("failed ranges kept after every waiter saw them: %v", h.failed)
 	}
 }
