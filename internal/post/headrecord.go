@@ -274,6 +274,9 @@ func (h *FileHeadRecords) Save(name string, seq uint64, payload []byte) error {
 		switch {
 		case h.syncing:
 			h.cond.Wait()
+		case h.f == nil:
+			// Closed while the record waited for its fsync: it may not be durable.
+			return fmt.Errorf("post: head records %s were closed before the record was synced", h.path)
 		case h.rewrite:
 			// The fsync before ours failed: an fsync of this file could now succeed
 			// without the pages the kernel dropped, so write every record anew instead.

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 
 	"epost/internal/diskstat"
 )
@@ -153,4 +154,73 @@ func TestFileHeadRecordsLateWaiterKeepsFailure(t *testing.T) {
 	if len(h.failed) != 0 {
 		t.Fatalf("failed ranges kept after every waiter saw them: %v", h.failed)
 	}
+}
+
+// Close while a Save waits for the fsync of its record (appended during another Save's
+// fsync): the waiting Save returns an error, never runs an fsync of the closed file (a nil
+// file: the process crashed), and a Save that returned nil is in the file reopened.
+func TestFileHeadRecordsCloseWhileSaving(t *testing.T) {
+	old := syncHeadFile
+	defer func() { syncHeadFile = old }()
+	closedFirst := 0
+	for trial := range 40 {
+		path := filepath.Join(t.TempDir(), FileHeadRecordsName)
+		h, err := OpenFileHeadRecords(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		entered, release := make(chan struct{}), make(chan struct{})
+		var calls sync.Mutex
+		first := true
+		syncHeadFile = func(f *os.File) error {
+			calls.Lock()
+			wasFirst := first
+			first = false
+			calls.Unlock()
+			if wasFirst {
+				close(entered)
+				<-release
+			}
+			return f.Sync()
+		}
+		var wg sync.WaitGroup
+		var errA, errB error
+		wg.Add(1)
+		go func() { defer wg.Done(); errA = h.Save("a", 1, []byte("a")) }()
+		<-entered
+		wg.Add(1)
+		go func() { defer wg.Done(); errB = h.Save("b", 1, []byte("b")) }()
+		for {
+			h.mu.Lock()
+			n := h.appended
+			h.mu.Unlock()
+			if n == 2 {
+				break
+			}
+			time.Sleep(100 * time.Microsecond)
+		}
+		wg.Add(1)
+		go func() { defer wg.Done(); _ = h.Close() }()
+		time.Sleep(time.Millisecond) // Close waits for the fsync under way
+		close(release)
+		wg.Wait()
+		syncHeadFile = old
+		if errA != nil {
+			t.Fatalf("trial %d: the Save whose fsync ran before Close: %v", trial, errA)
+		}
+		if errB != nil {
+			closedFirst++
+			continue
+		}
+		h, err = OpenFileHeadRecords(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		recs, _ := h.Load()
+		_ = h.Close()
+		if _, ok := recs["b"]; !ok {
+			t.Fatalf("trial %d: Save of b returned nil, but the file reopened lacks it", trial)
+		}
+	}
+	t.Logf("Close came first in %d of 40 trials", closedFirst)
 }
