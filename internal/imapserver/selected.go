@@ -27,6 +27,10 @@ type view struct {
 	// modSeq is the folder's HIGHESTMODSEQ when the client was last brought up to date;
 	// expungedSince the one when it was last told of expunges (sync may not send them).
 	modSeq, expungedSince uint64
+	// relist: a sync compared the whole list and could not send the expunges it found; the
+	// next sync that may send them compares the whole list too (the folder's mod-sequence
+	// may have gone back, so Expunged(expungedSince) would not name them).
+	relist bool
 	// own: flag changes this session already reported in its own FETCH responses.
 	own map[mailbox.UID]uint64
 
@@ -280,7 +284,7 @@ func (s *session) sync(allowExpunge bool) {
 	}
 	var changed []mailbox.Summary
 	var gone []int
-	if st.HighestModSeq >= v.modSeq && v.modSeq > 0 {
+	if st.HighestModSeq >= v.modSeq && v.modSeq > 0 && !(allowExpunge && v.relist) {
 		if changed, err = v.folder.Changed(v.modSeq); err != nil {
 			return
 		}
@@ -302,6 +306,9 @@ func (s *session) sync(allowExpunge bool) {
 		if changed, err = v.folder.List(); err != nil {
 			return
 		}
+		if !allowExpunge {
+			v.relist = true
+		}
 		if allowExpunge {
 			for i, uid := range v.uids {
 				if _, ok := slices.BinarySearchFunc(changed, uid, func(m mailbox.Summary, u mailbox.UID) int { return cmpUID(m.UID, u) }); !ok {
@@ -312,7 +319,7 @@ func (s *session) sync(allowExpunge bool) {
 	}
 	if allowExpunge {
 		s.removeFromView(gone)
-		v.expungedSince = st.HighestModSeq
+		v.expungedSince, v.relist = st.HighestModSeq, false
 	}
 	var last mailbox.UID
 	if n := len(v.uids); n > 0 {

@@ -97,3 +97,87 @@ func TestSyncAsksOnlyForChanges(t *testing.T) {
 		t.Errorf("the sessions listed the folder %d times to learn of changes; want 0", n)
 	}
 }
+
+// rebuiltStore's folders report mod-sequences lowered by back once it is set: the folder's
+// log was rebuilt shorter (the mail store replays a log POST rebuilt under it), so that
+// HIGHESTMODSEQ went back.
+type rebuiltStore struct {
+	mailbox.Store
+	back atomic.Uint64
+}
+
+type rebuiltFolder struct {
+	mailbox.Folder
+	s *rebuiltStore
+}
+
+func (s *rebuiltStore) Folder(name string) (mailbox.Folder, error) {
+	f, err := s.Store.Folder(name)
+	if err != nil {
+		return nil, err
+	}
+	return rebuiltFolder{f, s}, nil
+}
+
+func (f rebuiltFolder) Status() (mailbox.Status, error) {
+	st, err := f.Folder.Status()
+	st.HighestModSeq -= f.s.back.Load()
+	return st, err
+}
+
+func (f rebuiltFolder) shift(l []mailbox.Summary) []mailbox.Summary {
+	for i := range l {
+		l[i].ModSeq -= f.s.back.Load()
+	}
+	return l
+}
+
+func (f rebuiltFolder) List() ([]mailbox.Summary, error) {
+	l, err := f.Folder.List()
+	return f.shift(l), err
+}
+
+func (f rebuiltFolder) Changed(since uint64) ([]mailbox.Summary, error) {
+	l, err := f.Folder.Changed(since + f.s.back.Load())
+	return f.shift(l), err
+}
+
+func (f rebuiltFolder) Expunged(since uint64) ([]mailbox.UID, error) {
+	return f.Folder.Expunged(since + f.s.back.Load())
+}
+
+// After the folder's HIGHESTMODSEQ went back, a sync that may not send EXPUNGE (a FETCH)
+// compares the whole list and brings the view's mod-sequence down; the expunges it could not
+// report are still reported by the next sync that may, even when they came after it, below
+// the mod-sequence of the last expunges the client was told of.
+func TestSyncAfterModSeqWentBack(t *testing.T) {
+	rs := &rebuiltStore{Store: mailbox.NewMemory(nil)}
+	inbox, _ := rs.Store.Folder("INBOX")
+	for i := range 6 {
+		inbox.Append([]byte("Subject: m\r\n\r\nm\r\n"), nil, time.Time{})
+		if i < 5 {
+			inbox.ChangeFlags([]mailbox.UID{1}, mailbox.FlagsAdd, []mailbox.Flag{mailbox.Flag("$K" + string(rune('a'+i)))}, 0)
+		}
+	}
+	srv, _ := New(Config{Auth: storeAuth{rs}, Logger: slog.New(slog.DiscardHandler)})
+	a, b := pipeSession(t, srv), pipeSession(t, srv)
+	a("LOGIN u p")
+	b("LOGIN u p")
+	a("SELECT INBOX")
+	b("SELECT INBOX")
+	st, _ := inbox.Status()
+	rs.back.Store(st.HighestModSeq - 2) // the log was rebuilt shorter
+	if out := a("FETCH 1 (UID)"); !strings.Contains(out, "OK FETCH") {
+		t.Fatalf("FETCH after the rebuild:\n%s", out)
+	}
+	b("STORE 2 +FLAGS.SILENT (\\Deleted)")
+	if out := b("EXPUNGE"); !strings.Contains(out, "* 2 EXPUNGE") {
+		t.Fatalf("b's EXPUNGE:\n%s", out)
+	}
+	if out := a("NOOP"); !strings.Contains(out, "* 2 EXPUNGE") {
+		t.Errorf("NOOP after another session's expunge: no EXPUNGE in\n%s", out)
+	}
+	if out := a("FETCH 1:* (UID)"); strings.Contains(out, "(UID 2)") || !strings.Contains(out, "* 5 FETCH (UID 6)") {
+		t.Errorf("the view after the expunge:\n%s", out)
+	}
+}
