@@ -105,8 +105,12 @@ type genRange struct {
 	left     int // Saves of the range that have not taken their error yet
 }
 
-// syncHeadFile syncs the head record file; tests replace it to make an fsync fail.
-var syncHeadFile = func(f *os.File) error { return f.Sync() }
+// syncHeadFile syncs the head record file, syncHeadDir its directory; tests replace them
+// to make an fsync fail.
+var (
+	syncHeadFile = func(f *os.File) error { return f.Sync() }
+	syncHeadDir  = syncDir
+)
 
 // FileHeadRecordsName is the head record file in a user's directory (UserDir).
 const FileHeadRecordsName = "heads.log"
@@ -221,7 +225,11 @@ func (h *FileHeadRecords) compact() error {
 	if err := os.Rename(tmp, h.path); err != nil {
 		return fmt.Errorf("post: head records %s: %w", h.path, err)
 	}
-	if err := syncDir(filepath.Dir(h.path)); err != nil {
+	// From here the open file is no longer at h.path: a record appended to it would be lost
+	// (its fsync would succeed all the same). Until the new file is open, every Save
+	// compacts again before it appends.
+	h.rewrite = true
+	if err := syncHeadDir(filepath.Dir(h.path)); err != nil {
 		return err
 	}
 	if h.f != nil {

@@ -224,3 +224,49 @@ func TestFileHeadRecordsCloseWhileSaving(t *testing.T) {
 	}
 	t.Logf("Close came first in %d of 40 trials", closedFirst)
 }
+
+// A compaction that fails after its rename (the directory's fsync) leaves the open file
+// replaced, no longer at the path: the next Save compacts again instead of appending to the
+// replaced file, where its record, fsync and all, would be lost (and acknowledged when the
+// compaction after it fails too, before its rename).
+func TestFileHeadRecordsCompactionFailsAfterRename(t *testing.T) {
+	path := filepath.Join(t.TempDir(), FileHeadRecordsName)
+	h, err := OpenFileHeadRecords(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := syncHeadDir
+	defer func() { syncHeadDir = old }()
+	failed := false
+	syncHeadDir = func(dir string) error {
+		if !failed {
+			failed = true
+			return errors.New("simulated directory fsync failure")
+		}
+		return old(dir)
+	}
+	// Enough records of one log to compact (more than 64, eight times the logs).
+	for seq := uint64(1); !failed; seq++ {
+		if err := h.Save("INBOX", seq, []byte("inbox")); err != nil {
+			t.Fatalf("save %d: %v", seq, err)
+		}
+	}
+	// Compactions fail before their rename from now on (the new file cannot be written).
+	if err := os.Mkdir(path+".tmp", 0o700); err != nil {
+		t.Fatal(err)
+	}
+	acked := h.Save("Sent", 1, []byte("sent")) == nil
+	if err := os.Remove(path + ".tmp"); err != nil {
+		t.Fatal(err)
+	}
+	_ = h.Close()
+	h, err = OpenFileHeadRecords(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	recs, _ := h.Load()
+	if r, ok := recs["Sent"]; acked && (!ok || string(r.Payload) != "sent") {
+		t.Fatalf("Save of Sent returned nil after a failed compaction, but the file reopened has %+v", recs)
+	}
+}
