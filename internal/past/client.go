@@ -515,7 +515,9 @@ func (n *Node) timeout(o *op) {
 		o.probing = false // a retry carries the bytes
 		for _, r := range o.replicas {
 			if !r.answered {
-				n.send(r.h, &message{Type: mStore, Op: o.id, Objects: []Object{o.obj}}, false)
+				// A cached set's retry stays hinted: a node no longer a replica refuses it
+				// (and the insert locates again) instead of storing the object.
+				n.send(r.h, &message{Type: mStore, Op: o.id, Hint: o.hinted, Objects: []Object{o.obj}}, false)
 			}
 		}
 	case o.kind == opInsert:

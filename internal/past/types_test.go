@@ -403,3 +403,55 @@ func TestPrelocatedInsert(t *testing.T) {
 		}
 	}
 }
+
+// A hinted insert whose first stores got no answer sends them again hinted: a node of a
+// wrong prelocated set that was silent the first time refuses the retry too, and the insert
+// locates again, instead of storing the object on nodes that are not its replicas and
+// counting their acknowledgements.
+func TestPrelocatedInsertRetryStaysHinted(t *testing.T) {
+	const seed = 34
+	cfg := testConfig()
+	cfg.LocateCacheTTL = time.Minute
+	r := newTestRing(t, seed, 10, cfg)
+	writer := r.nodes[2]
+	lease := r.net.Now().Add(24 * time.Hour)
+	obj := NewContent(r.ring, []byte("retried"), lease)
+	right := r.closest(obj.Key.ID, cfg.Replicas)
+	var wrong []*testNode
+	writer.drv.With(func(n *Node) {
+		c := located{until: r.net.Now().Add(time.Minute)}
+		for _, tn := range r.nodes {
+			if len(c.replicas) < cfg.Replicas && tn != writer && !slices.Contains(right, tn) {
+				c.replicas = append(c.replicas, tn.pd.Self())
+				wrong = append(wrong, tn)
+			}
+		}
+		n.located[obj.Key] = c
+	})
+	// The first hinted stores are lost; the retry after the request timeout gets through.
+	r.net.SetLoss(1)
+	var res *InsertResult
+	writer.drv.Insert(obj, func(x InsertResult) { res = &x })
+	r.net.RunFor(50 * time.Millisecond)
+	r.net.SetLoss(0)
+	for i := 0; i < 60 && res == nil; i++ {
+		r.net.RunFor(time.Second)
+	}
+	if res == nil || res.Err != nil || res.Acked < 2 {
+		r.fail("insert through a wrong prelocated set whose first stores were lost: %+v", res)
+	}
+	for _, tn := range wrong {
+		if _, err := tn.st.Get(obj.Key); err == nil {
+			r.fail("node %s, not a replica of the key, stored the retried hinted insert", tn.ep.ID().Short())
+		}
+	}
+	held := 0
+	for _, tn := range right {
+		if _, err := tn.st.Get(obj.Key); err == nil {
+			held++
+		}
+	}
+	if held < 2 {
+		r.fail("%d of the key's replicas hold the object acknowledged by %d", held, res.Acked)
+	}
+}
