@@ -135,7 +135,18 @@ func OpenFileHeadRecords(path string) (*FileHeadRecords, error) {
 	if err := h.compact(); err != nil {
 		// A full disk: keep the file as it is, less a torn record at its end, so that the
 		// user's logs open (and can be read) until space returns.
-		f, ferr := openTail(path, whole, len(data))
+		size := len(data)
+		if h.rewrite {
+			// It failed after its rename: the file at path is the new one, all whole
+			// records (cutting it to the old file's length would pad it with zeros). The
+			// next Save compacts again before it appends, as the rename may not be durable.
+			nd, rerr := os.ReadFile(path)
+			if rerr != nil {
+				return nil, err
+			}
+			size, whole = len(nd), len(nd)
+		}
+		f, ferr := openTail(path, whole, size)
 		if ferr != nil {
 			return nil, err
 		}

@@ -270,3 +270,42 @@ func TestFileHeadRecordsCompactionFailsAfterRename(t *testing.T) {
 		t.Fatalf("Save of Sent returned nil after a failed compaction, but the file reopened has %+v", recs)
 	}
 }
+
+// A compaction at open that fails after its rename leaves the new, shorter file at the path
+// (the old one ended in a torn record):
+// the file is opened as it is (not cut to the old file's length, which padded it with zeros
+// and made the next open find it damaged), and the next Save compacts again first.
+func TestFileHeadRecordsOpenCompactionFailsAfterRename(t *testing.T) {
+	path := filepath.Join(t.TempDir(), FileHeadRecordsName)
+	var data []byte
+	for seq := uint64(1); seq <= 60; seq++ { // 60 records of one log: the compaction keeps 1
+		data = append(data, headRecord("INBOX", seq, []byte(fmt.Sprintf("inbox %d", seq)))...)
+	}
+	data = append(data, headRecord("INBOX", 61, []byte("torn"))[:9]...) // a crash mid-Save
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	old := syncHeadDir
+	defer func() { syncHeadDir = old }()
+	syncHeadDir = func(string) error { return errors.New("simulated directory fsync failure") }
+	h, err := OpenFileHeadRecords(path)
+	syncHeadDir = old
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Save("Sent", 1, []byte("sent")); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Close(); err != nil {
+		t.Fatal(err)
+	}
+	h, err = OpenFileHeadRecords(path)
+	if err != nil {
+		t.Fatalf("reopened after a compaction at open failed past its rename: %v", err)
+	}
+	defer h.Close()
+	recs, _ := h.Load()
+	if string(recs["INBOX"].Payload) != "inbox 60" || string(recs["Sent"].Payload) != "sent" {
+		t.Fatalf("reopened: %+v", recs)
+	}
+}
