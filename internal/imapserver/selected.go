@@ -799,6 +799,9 @@ func (s *session) fetch(tag string, uid bool, a *imapwire.Fetch) {
 				s.no(tag, "UNKNOWN-CTE", "The part's content transfer encoding is unknown")
 				return
 			}
+			if errors.Is(err, mailbox.ErrNoMessage) {
+				continue // expunged by another session between its summary and its content
+			}
 			s.storeNo(tag, err)
 			return
 		}

@@ -181,3 +181,46 @@ func TestSyncAfterModSeqWentBack(t *testing.T) {
 		t.Errorf("the view after the expunge:\n%s", out)
 	}
 }
+
+// expungingStore's folders lose a message between its summary and its content, as when
+// another session's EXPUNGE lands in the middle of a FETCH.
+type expungingStore struct{ mailbox.Store }
+
+type expungingFolder struct{ mailbox.Folder }
+
+func (s expungingStore) Folder(name string) (mailbox.Folder, error) {
+	f, err := s.Store.Folder(name)
+	if err != nil {
+		return nil, err
+	}
+	return expungingFolder{f}, nil
+}
+
+func (f expungingFolder) Content(uid mailbox.UID) (mailbox.Content, error) {
+	if uid == 2 {
+		return nil, mailbox.ErrNoMessage
+	}
+	return f.Folder.Content(uid)
+}
+
+// TestFetchRacingExpunge: a message whose content is gone by the time a FETCH reads it (an
+// EXPUNGE of another session) is left out, as one whose summary is gone is; the FETCH does not
+// fail as if the store were unavailable (an outside load run saw NO [UNAVAILABLE] here).
+func TestFetchRacingExpunge(t *testing.T) {
+	mem := mailbox.NewMemory(nil)
+	inbox, _ := mem.Folder("INBOX")
+	for _, m := range []string{"Subject: a\r\n\r\na\r\n", "Subject: b\r\n\r\nb\r\n", "Subject: c\r\n\r\nc\r\n"} {
+		inbox.Append([]byte(m), nil, time.Time{})
+	}
+	srv, _ := New(Config{Auth: storeAuth{expungingStore{mem}}, Logger: slog.New(slog.DiscardHandler)})
+	a := pipeSession(t, srv)
+	a("LOGIN u p")
+	a("SELECT INBOX")
+	out := a("FETCH 1:3 (BODY.PEEK[])")
+	if !strings.Contains(out, "* 1 FETCH") || !strings.Contains(out, "* 3 FETCH") || strings.Contains(out, "* 2 FETCH") {
+		t.Errorf("FETCH racing an expunge:\n%s", out)
+	}
+	if !strings.Contains(out, " OK ") && !strings.Contains(out, "NO [EXPUNGEISSUED]") {
+		t.Errorf("FETCH racing an expunge did not end in OK or NO [EXPUNGEISSUED]:\n%s", out)
+	}
+}
