@@ -485,3 +485,25 @@ func (c *Cluster) Adopt(name, dir, addr, logPath string) *Node {
 
 // Cmd makes an epost command for the caller to wire up (stdin, pipes).
 func Cmd(args ...string) *exec.Cmd { return exec.Command(Bin, args...) }
+
+// Audit logs a scenario's audit line (its counts: submitted, acknowledged, filed, duplicates,
+// lost, forks...) and, when EPOST_AUDIT_LOG names a file, appends it there with the test's
+// name: go test shows a passing test's log only with -v, and CI prints that file after the
+// run, so that every scenario's counts are on record, not only a failing one's.
+func Audit(t testing.TB, line string) {
+	t.Helper()
+	t.Log(line)
+	path := os.Getenv("EPOST_AUDIT_LOG")
+	if path == "" {
+		return
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	if err != nil {
+		t.Logf("EPOST_AUDIT_LOG: %v", err)
+		return
+	}
+	defer f.Close()
+	if _, err := fmt.Fprintf(f, "%s: %s\n", t.Name(), line); err != nil {
+		t.Logf("EPOST_AUDIT_LOG: %v", err)
+	}
+}

@@ -349,8 +349,8 @@ func audit(t *testing.T, bob *user, re *regexp.Regexp, when string, submitted in
 			}
 		}
 	}
-	t.Logf("audit %s: submitted=%d acknowledged=%d filed=%d duplicates=%d lost=%d (filed though answered 4xx: %d)",
-		when, submitted, len(want), len(got), len(dups), len(lost), unacked)
+	cluster.Audit(t, fmt.Sprintf("audit %s: submitted=%d acknowledged=%d filed=%d duplicates=%d lost=%d (filed though answered 4xx: %d)",
+		when, submitted, len(want), len(got), len(dups), len(lost), unacked))
 	if len(lost)+len(dups) > 0 {
 		t.Errorf("%s: acknowledged but lost: %v; filed more than once: %v", when, lost, dups)
 	}

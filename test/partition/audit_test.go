@@ -5,7 +5,10 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"testing"
 	"time"
+
+	"epost/test/cluster"
 )
 
 // auditResult is what the ring holds against what its servers acknowledged.
@@ -31,6 +34,12 @@ func (a *auditResult) line() string {
 		s += fmt.Sprintf(" unreadable=%d", len(a.unreadable))
 	}
 	return s
+}
+
+// log records the audit line (and in EPOST_AUDIT_LOG, which CI prints).
+func (a *auditResult) log(t *testing.T) {
+	t.Helper()
+	cluster.Audit(t, a.line())
 }
 
 func (a *auditResult) clean() bool {

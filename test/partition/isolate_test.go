@@ -63,7 +63,7 @@ func TestIsolateUserNode(t *testing.T) {
 	res, waited := auditUntil(r, subs, tracks, 90*time.Second)
 	t.Logf("delivery (250 to first seen in INBOX): %s", res.latencies())
 	t.Logf("%d acknowledged messages to erin; audit waited %v for mail still on its way; whole test %v", toErin, waited.Round(time.Second), time.Since(begin).Round(time.Second))
-	t.Log(res.line())
+	res.log(t)
 	if !res.clean() || leafProblems != "" {
 		t.Fatalf("seed %d: the ring did not withstand the isolation of %s:\n%s%s", r.seed, erin.home.Name, res.line(), res.details(20))
 	}

@@ -68,7 +68,7 @@ func TestSplitFiveFour(t *testing.T) {
 	res, waited := auditUntil(r, subs, tracks, 90*time.Second)
 	t.Logf("delivery (250 to first seen in INBOX): %s", res.latencies())
 	t.Logf("audit waited %v for mail still on its way; whole test %v", waited.Round(time.Second), time.Since(begin).Round(time.Second))
-	t.Log(res.line())
+	res.log(t)
 	if !res.clean() || leafProblems != "" {
 		t.Fatalf("seed %d: the ring did not withstand the split:\n%s%s", r.seed, res.line(), res.details(20))
 	}
