@@ -1,10 +1,12 @@
 package post
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
 	"slices"
+	"time"
 
 	"epost/internal/content"
 	"epost/internal/ids"
@@ -55,7 +57,8 @@ type logState struct {
 	snap     *pendingSnapshot // written with the next head
 	segs     []snapSeg        // the committed head's snapshot segments, oldest first
 	snapping bool
-	waiters  []func(error) // OpenLog callers while opening
+	waiters  []func(error)  // OpenLog callers while opening
+	confirms []mergedAppend // appends another writer merged for us, until our next head (mergedAttemptsLocked)
 
 	republish bool            // the ring holds less than the committed head: write it again
 	absorbing bool            // reloading the log after the ring showed a newer head
@@ -71,6 +74,11 @@ type pendingAppend struct {
 	body  []byte
 	cb    func(uint64, error)
 	local bool // durable on this node already (journaled): Entries shows it before its head
+	// mayExist: the ring may hold this entry already, so a newer head of another writer may
+	// name it (see mergedAttemptsLocked): a head naming it was sent and refused (a replica
+	// may keep that head, and the other writer merge its entries), or it is a fork's entry,
+	// which the other writer may have written on itself.
+	mayExist bool
 	// shown, if set, runs once Entries shows this local entry (see revealLocked).
 	shown func()
 }
@@ -322,6 +330,7 @@ const maxGapTries = 3
 // be stored on their own), the entries of forks to append again (in front of the queue), and
 // a sequence number above everything seen. ringSeq is the newest version the ring showed.
 func (u *User) applyLoadedLocked(l *logState, ll *loadedLog, ringSeq uint64) {
+	merged := l.mergedAttemptsLocked(ll.bodies)
 	l.logKey, l.wrapped, l.head, l.payload = ll.logKey, ll.wrapped, ll.st, ll.payload
 	l.headSeq = ll.seq
 	l.seq = max(l.seq, ll.maxSeq)
@@ -338,10 +347,23 @@ func (u *User) applyLoadedLocked(l *logState, ll *loadedLog, ringSeq uint64) {
 	l.forks += ll.forks
 	var extra []pendingAppend
 	for _, b := range ll.extra {
-		extra = append(extra, pendingAppend{body: b, cb: func(uint64, error) {}})
+		extra = append(extra, pendingAppend{body: b, cb: func(uint64, error) {}, mayExist: true})
 	}
-	l.queue = append(extra, l.queue...)
-	if ringSeq < ll.seq || ll.forks > 0 || len(ll.extra) > 0 {
+	// An append of ours that the other side merged and that comes back as a fork's entry is
+	// that entry: it is appended once, and its caller hears of it then.
+	claimed := make([]bool, len(extra))
+	kept := l.queue[:0]
+	for _, q := range l.queue {
+		if q.mayExist {
+			if i := slices.IndexFunc(extra, func(e pendingAppend) bool { return bytes.Equal(e.body, q.body) }); i >= 0 && !claimed[i] {
+				extra[i].cb, claimed[i] = q.cb, true
+				continue
+			}
+		}
+		kept = append(kept, q)
+	}
+	l.queue = append(extra, kept...)
+	if ringSeq < ll.seq || ll.forks > 0 || len(ll.extra) > 0 || merged {
 		l.republish = true
 		u.n.stats.Republished++
 	}
@@ -358,6 +380,71 @@ func (u *User) applyLoadedLocked(l *logState, ll *loadedLog, ringSeq uint64) {
 			}
 		}
 	}
+}
+
+// mergedAttemptsLocked takes out of the queue the appends that may exist (mayExist) and
+// that the log rebuilt as base already holds beyond what this writer had committed: another
+// writer read our refused head from the replica that kept it and merged its entries as a
+// fork's, or wrote on a fork's entries we were about to append again ourselves. Appending
+// them again would file each twice. Each such entry waits in confirms for our next head
+// write above the base, which makes the base durable, and completes there (confirmLocked).
+// Bodies are matched one for one, so an entry queued more times than the base holds it
+// stays queued for the difference. It reports whether it took any.
+func (l *logState) mergedAttemptsLocked(base [][]byte) bool {
+	if !slices.ContainsFunc(l.queue, func(q pendingAppend) bool { return q.mayExist }) {
+		return false
+	}
+	from := 0 // the base's entries beyond the prefix it shares with our committed log
+	for from < len(base) && from < len(l.bodies) && bytes.Equal(base[from], l.bodies[from]) {
+		from++
+	}
+	at := map[string][]uint64{}
+	for i := from; i < len(base); i++ {
+		at[string(base[i])] = append(at[string(base[i])], uint64(i))
+	}
+	took := false
+	kept := l.queue[:0]
+	for _, q := range l.queue {
+		if idx := at[string(q.body)]; q.mayExist && len(idx) > 0 {
+			at[string(q.body)] = idx[1:]
+			l.confirms = append(l.confirms, mergedAppend{index: idx[0], body: q.body, cb: q.cb})
+			took = true
+			continue
+		}
+		kept = append(kept, q)
+	}
+	l.queue = kept
+	return took
+}
+
+// mergedAppend is an append another writer merged into the log for us (mergedAttemptsLocked).
+type mergedAppend struct {
+	index uint64 // where the base put it
+	body  []byte
+	cb    func(uint64, error)
+}
+
+// confirmLocked completes the merged appends once a head of ours naming them is committed:
+// each at its index, or, if a later merge moved it, where the log holds it now. One the log
+// no longer holds goes back in front of the queue, to be appended after all.
+func (l *logState) confirmLocked() []func() {
+	var done []func()
+	var again []pendingAppend
+	for _, m := range l.confirms {
+		i, ok := m.index, m.index < uint64(len(l.bodies)) && bytes.Equal(l.bodies[m.index], m.body)
+		for j := len(l.bodies) - 1; !ok && j >= 0; j-- {
+			i, ok = uint64(j), bytes.Equal(l.bodies[j], m.body)
+		}
+		if !ok {
+			again = append(again, pendingAppend{body: m.body, cb: m.cb})
+			continue
+		}
+		cb := m.cb
+		done = append(done, func() { cb(i, nil) })
+	}
+	l.confirms = nil
+	l.queue = append(again, l.queue...)
+	return done
 }
 
 // storeEntries stores on their own the tail entries not yet being stored: at once when
@@ -403,6 +490,9 @@ func (u *User) storeEntries(l *logState, force bool) {
 	}
 }
 
+// absorbWait is how long a merge waits for our own head write under way to end.
+const absorbWait = 20 * time.Millisecond
+
 // absorb continues from a head newer than ours that a replica showed us (a refused write):
 // the log is rebuilt from that head and the one we committed, forks merged, and the writes
 // queued meanwhile go on above it. It never re-signs our state over the newer head.
@@ -414,12 +504,21 @@ func (u *User) absorb(l *logState, newer past.Object) {
 		return
 	}
 	l.absorbing = true
-	l.seq = max(l.seq, newer.Seq)
 	n.stats.Absorbed++
+	n.mu.Unlock()
+	u.absorbRun(l, newer)
+}
+
+// absorbRun is absorb's work, with l.absorbing set: no head write of ours starts meanwhile.
+func (u *User) absorbRun(l *logState, newer past.Object) {
+	n := u.n
+	n.mu.Lock()
+	l.seq = max(l.seq, newer.Seq)
+	fromSeq := l.headSeq
 	cands := []headCand{{seq: newer.Seq, payload: newer.Payload, from: "ring"}, {seq: l.headSeq, payload: l.payload, from: "local"}}
 	allowGaps := u.gapTries[l.name] >= maxGapTries
 	n.mu.Unlock()
-	n.cfg.Log.Warn("post: the ring holds a newer head than this node's; continuing from it", "user", u.addr, "log", l.name, "ring_seq", newer.Seq, "our_seq", l.headSeq)
+	n.cfg.Log.Warn("post: the ring holds a newer head than this node's; continuing from it", "user", u.addr, "log", l.name, "ring_seq", newer.Seq, "our_seq", fromSeq)
 	u.loadLog(l, cands, allowGaps, func(ll *loadedLog, err error) {
 		if err != nil {
 			n.mu.Lock()
@@ -437,6 +536,18 @@ func (u *User) absorb(l *logState, newer past.Object) {
 				"user", u.addr, "log", l.name, "missing_entries", ll.missing, "count", ll.st.Count)
 		}
 		n.mu.Lock()
+		if l.headSeq != fromSeq || l.writing {
+			// A head of ours committed (or was being written when the merge began): built
+			// without it, the merge would drop its entries. Merge again, from it, once no
+			// write of ours is under way (absorbing keeps new ones from starting).
+			wait := time.Duration(0)
+			if l.writing {
+				wait = absorbWait
+			}
+			n.mu.Unlock()
+			n.after(wait, func() { u.absorbRun(l, newer) })
+			return
+		}
 		u.gapTries[l.name] = 0
 		u.applyLoadedLocked(l, ll, newer.Seq)
 		l.absorbing = false
@@ -636,6 +747,9 @@ func (u *User) flushLog(l *logState) {
 	requeue := func() {
 		l.writing = false
 		l.inflight = nil
+		for i := range batch {
+			batch[i].mayExist = true
+		}
 		l.queue = append(batch, l.queue...)
 		if len(batch) == 0 {
 			l.republish = true
@@ -682,9 +796,6 @@ func (u *User) flushLog(l *logState) {
 		l.writing = false
 		l.inflight = nil
 		defer u.keep(obj) // after the unlock below
-		if newer != nil {
-			defer u.absorb(l, *newer) // our head is committed; merge the other one over it
-		}
 		first := l.head.Count
 		l.head = st
 		l.headSeq = seq
@@ -712,14 +823,22 @@ func (u *User) flushLog(l *logState) {
 			}
 		}
 		reveal = append(reveal, l.revealLocked()...)
+		confirmed := l.confirmLocked()
 		n.mu.Unlock()
 		runAll(reveal)
+		runAll(confirmed)
 		u.storeEntries(l, false)
 		for i, a := range batch {
 			a.cb(first+uint64(i), nil)
 		}
 		if needSnap {
 			u.snapshot(l)
+		}
+		if newer != nil {
+			// Our head is committed; merge the other one over it before anything else is
+			// written (absorb holds the writes back), so that no head of ours commits
+			// while the merge is built from this one.
+			u.absorb(l, *newer)
 		}
 		u.flushLog(l)
 	})

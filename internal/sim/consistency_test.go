@@ -524,8 +524,14 @@ func headLostScenario(t *testing.T, log string, seed uint64) {
 // shown the other's head and continues from it; where neither head extends the other (a
 // fork) the other side's entries are appended again. In the end a reader finds every entry
 // either writer had acknowledged, exactly once.
+//
+// Seeds 3002 to 3037 each failed before the merge was fixed (2026-12-06): entries a writer
+// had acknowledged were lost when a merge, begun before its next head committed, was
+// installed after it (3011, 3037), and entries were filed twice when the other writer had
+// merged them from a refused head of ours that a replica kept (3002, 3017).
 func TestConsistencyTwoWritersMerge(t *testing.T) {
-	runCases(t, []consistencyCase{{"Work", 1109}, {"Work", 1110}, {"Work", 1111}}, twoWritersScenario)
+	runCases(t, []consistencyCase{{"Work", 1109}, {"Work", 1110}, {"Work", 1111},
+		{"Work", 3002}, {"Work", 3011}, {"Work", 3017}, {"Work", 3037}}, twoWritersScenario)
 }
 
 func twoWritersScenario(t *testing.T, log string, seed uint64) {
