@@ -233,6 +233,10 @@ type PastStatus struct {
 	LookupsFailed uint64 `json:"lookups_failed"`
 	// Retries: requests of operations started here sent again after the request timeout.
 	Retries uint64 `json:"retries"`
+	// InsertsDirect went straight to a replica set the node knew (its leaf set named it, or
+	// it wrote the key lately); InsertsLocated asked the key's root first.
+	InsertsDirect  uint64 `json:"inserts_direct"`
+	InsertsLocated uint64 `json:"inserts_located"`
 }
 
 // pastStatus fills the PAST section.
@@ -260,7 +264,7 @@ func (n *Node) pastStatus() PastStatus {
 			p.Stored, p.Refused, p.Repaired, p.Dropped = s.Stored, s.Refused, s.Repaired, s.Dropped
 			p.Expired, p.Purged, p.SyncRounds = s.Expired, s.Purged, s.SyncRounds
 			p.MaintMsgs, p.MaintBytes, p.BadMessages = s.MaintMsgs, s.MaintBytes, s.BadMessages
-			p.Retries = s.Retries
+			p.Retries, p.InsertsDirect, p.InsertsLocated = s.Retries, s.Direct, s.Located
 		})
 	}
 	return p

@@ -113,16 +113,71 @@ func (n *Node) Insert(now time.Time, obj Object, cb func(InsertResult)) {
 	o := n.newOp(opInsert, obj.Key)
 	o.obj, o.onInsert = obj, cb
 	if c, ok := n.located[obj.Key]; ok && n.now.Before(c.until) {
-		o.phase, o.hinted = phaseDirect, true
-		for _, h := range c.replicas {
-			o.replicas = append(o.replicas, replicaState{h: h})
-			n.send(h, &message{Type: mStore, Op: o.id, Hint: true, Objects: []Object{o.obj}}, false)
-		}
-		n.flushLocal()
+		n.storeHinted(o, c.replicas)
 		return
 	}
+	if hs, ok := n.knownReplicas(obj.Key.ID); ok {
+		n.storeHinted(o, hs)
+		return
+	}
+	n.stats.Located++
 	n.route(obj.Key.ID, &message{Type: mLocate, Op: o.id, Key: obj.Key})
 	n.flushLocal()
+}
+
+// storeHinted sends an insert's object straight to replicas it did not ask the root for (a
+// cached or locally known set), hinted: a node that is not among the key's k closest by its
+// own view refuses, and the insert then locates the key through the root after all.
+func (n *Node) storeHinted(o *op, replicas []pastry.Handle) {
+	n.stats.Direct++
+	o.phase, o.hinted = phaseDirect, true
+	for _, h := range replicas {
+		o.replicas = append(o.replicas, replicaState{h: h})
+		n.send(h, &message{Type: mStore, Op: o.id, Hint: true, Objects: []Object{o.obj}}, false)
+	}
+	n.flushLocal()
+}
+
+// knownReplicas returns key's replica set when this node's own leaf set names it for
+// certain, so that an insert need not ask the root: the leaf set holds the whole ring (a
+// ring of at most L+1 nodes, the common case of an organization's ring), or key lies far
+// enough inside the leaf set's arc that its k closest nodes are all members. The root would
+// answer from the same kind of view; it only costs the round trip. Off with the located
+// cache (LocateCacheTTL zero), since both rest on hinted stores.
+func (n *Node) knownReplicas(key ids.ID) ([]pastry.Handle, bool) {
+	if n.cfg.LocateCacheTTL <= 0 || n.skipKnownReplicas || !n.ready || len(n.left) == 0 || len(n.right) == 0 {
+		return nil, false
+	}
+	k := n.cfg.Replicas
+	if n.wholeRingKnown() {
+		return n.replicaSet(key), true
+	}
+	// Leave k members at each end of the arc: key's k closest nodes then lie within it.
+	if len(n.left) <= k || len(n.right) <= k {
+		return nil, false
+	}
+	lo, hi := n.left[len(n.left)-1-k].ID, n.right[len(n.right)-1-k].ID
+	if !ids.Between(lo, key, hi) {
+		return nil, false
+	}
+	return n.replicaSet(key), true
+}
+
+// wholeRingKnown reports whether the leaf set's two sides meet, going round the circle: the
+// farthest right member lies at or beyond the farthest left one, so every node of the ring
+// is a member. A side shorter than a full leaf set means the same once the overlay has
+// settled, but also a node still joining; only the meeting sides are taken as proof.
+func (n *Node) wholeRingKnown() bool {
+	lo, hi := n.left[len(n.left)-1].ID, n.right[len(n.right)-1].ID
+	if lo == hi {
+		return true
+	}
+	for _, h := range n.right {
+		if h.ID == lo {
+			return true
+		}
+	}
+	return false
 }
 
 // Prelocate asks the root of key for the key's replica set ahead of an Insert the caller is
@@ -140,6 +195,9 @@ func (n *Node) Prelocate(now time.Time, key ids.Key) {
 	}
 	if c, ok := n.located[key]; ok && n.now.Before(c.until) {
 		return
+	}
+	if _, ok := n.knownReplicas(key.ID); ok {
+		return // the Insert will not ask the root either
 	}
 	o := n.newOp(opLocate, key)
 	n.route(key.ID, &message{Type: mLocate, Op: o.id, Key: key})
@@ -191,6 +249,14 @@ func (n *Node) InsertDedupe(now time.Time, obj Object, cb func(InsertResult)) {
 	}
 	o := n.newOp(opInsert, obj.Key)
 	o.obj, o.onInsert, o.dedupe = obj, cb, true
+	if hs, ok := n.knownReplicas(obj.Key.ID); ok {
+		// Without the root's word on whether it is stored already, the bytes go to every
+		// replica (one holding it extends the lease): on the ring's own links a chunk's
+		// bytes cost less than the locate round trip would.
+		n.storeHinted(o, hs)
+		return
+	}
+	n.stats.Located++
 	n.route(obj.Key.ID, &message{Type: mLocate, Op: o.id, Key: obj.Key, Flag: true})
 	n.flushLocal()
 }

@@ -173,6 +173,9 @@ type Stats struct {
 	// Retries: requests of this node's operations sent again after RequestTimeout passed
 	// without the replies they needed (a lost message, or a node too busy to answer in time).
 	Retries uint64
+	// Direct: inserts sent straight to a replica set this node knew (its leaf set named it,
+	// or it wrote the key lately); Located: inserts that asked the key's root first.
+	Direct, Located uint64
 }
 
 // Node is one node's PAST state. It is not safe for concurrent use (Driver locks it).
@@ -216,6 +219,9 @@ type Node struct {
 	stats        Stats
 
 	skipClientCheck bool // tests: play a writer that sends what replicas must refuse
+	// skipKnownReplicas: tests: locate through the root even when the leaf set names the
+	// replica set (knownReplicas).
+	skipKnownReplicas bool
 }
 
 type located struct {

@@ -52,12 +52,18 @@ func TestLogHeadRollbackRefusedByEveryReplica(t *testing.T) {
 	}
 	key := SignedKey(r.ring, priv.Public().(ed25519.PublicKey), name)
 	var hinted bool
-	writer.drv.With(func(n *Node) { _, hinted = n.located[key] })
+	writer.drv.With(func(n *Node) {
+		_, hinted = n.located[key]
+		if !hinted {
+			_, hinted = n.knownReplicas(key.ID)
+		}
+	})
 	if !hinted {
-		r.fail("the writer did not cache the head's replica set")
+		r.fail("the writer neither cached the head's replica set nor knows it from its leaf set")
 	}
-	// Through the cached replica set (the writer's own path), then through a locate (another
-	// node replaying an old head it saw).
+	// Through the cached or known replica set (the writer's own path), then through a locate
+	// (another node replaying an old head it saw).
+	r.nodes[7].drv.With(func(n *Node) { n.skipKnownReplicas = true })
 	for _, from := range []*testNode{writer, r.nodes[7]} {
 		from.node.skipClientCheck = true
 		for _, seq := range []uint64{4, 1} {
