@@ -284,7 +284,24 @@ func (h *FileHeadRecords) Save(name string, seq uint64, payload []byte) error {
 	if err := h.f.append(rec, false); err != nil {
 		return fmt.Errorf("post: head records %s: %w", h.path, err)
 	}
+	prev, hadPrev := h.recs[name]
 	h.recs[name] = HeadRecord{Seq: seq, Payload: slices.Clone(payload)}
+	// failed takes the record out of memory again when its Save fails: the caller sends
+	// this head to no replica, so a later compaction must not make it durable (a restart
+	// would then write back a head whose entries the client was told had failed).
+	failed := func(err error) error {
+		if cur, ok := h.recs[name]; ok && cur.Seq == seq {
+			if hadPrev {
+				h.recs[name] = prev
+			} else {
+				delete(h.recs, name)
+			}
+			// The file may hold the record all the same: rewrite it from memory before
+			// the next append.
+			h.rewrite = true
+		}
+		return err
+	}
 	h.records++
 	h.appended++
 	h.pending += len(rec)
@@ -295,19 +312,19 @@ func (h *FileHeadRecords) Save(name string, seq uint64, payload []byte) error {
 			h.cond.Wait()
 		case h.f == nil:
 			// Closed while the record waited for its fsync: it may not be durable.
-			return fmt.Errorf("post: head records %s were closed before the record was synced", h.path)
+			return failed(fmt.Errorf("post: head records %s were closed before the record was synced", h.path))
 		case h.rewrite:
 			// The fsync before ours failed: an fsync of this file could now succeed
 			// without the pages the kernel dropped, so write every record anew instead.
 			if err := h.compact(); err != nil {
-				return fmt.Errorf("post: head records %s: %w", h.path, err)
+				return failed(fmt.Errorf("post: head records %s: %w", h.path, err))
 			}
 		default:
 			h.syncOnce()
 		}
 	}
 	if err := h.outcome(gen); err != nil {
-		return err
+		return failed(err)
 	}
 	if !h.syncing && h.records > 64 && h.records > 8*len(h.recs) {
 		// The record is durable already; a compaction that fails (a full disk) is tried
@@ -375,6 +392,11 @@ func (h *FileHeadRecords) Close() error {
 	}
 	if h.f == nil {
 		return nil
+	}
+	if h.rewrite {
+		// A failed fsync left the file uncertain (it may hold a record whose Save
+		// failed): write what memory holds, if the disk lets us.
+		_ = h.compact()
 	}
 	err := h.f.Close()
 	h.f = nil

@@ -309,3 +309,59 @@ func TestFileHeadRecordsOpenCompactionFailsAfterRename(t *testing.T) {
 		t.Fatalf("reopened: %+v", recs)
 	}
 }
+
+// A Save whose fsync failed is forgotten: its caller writes that head to no replica, so
+// neither a later compaction nor a reopened file may name it (a restart would write it back,
+// and with it entries the client was told had failed). The record before it stays.
+func TestFileHeadRecordsFailedSaveIsForgotten(t *testing.T) {
+	old := syncHeadFile
+	defer func() { syncHeadFile = old }()
+	for _, then := range []string{"save another", "close"} {
+		path := filepath.Join(t.TempDir(), FileHeadRecordsName)
+		h, err := OpenFileHeadRecords(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := h.Save("a", 1, []byte("one")); err != nil {
+			t.Fatal(err)
+		}
+		syncHeadFile = func(*os.File) error { return errors.New("injected fsync failure") }
+		if err := h.Save("a", 2, []byte("two")); err == nil {
+			t.Fatalf("%s: the Save whose fsync failed returned nil", then)
+		}
+		if err := h.Save("c", 1, []byte("c")); err == nil {
+			t.Fatalf("%s: a new log's Save whose fsync failed returned nil", then)
+		}
+		syncHeadFile = old
+		recs, _ := h.Load()
+		if r := recs["a"]; r.Seq != 1 || string(r.Payload) != "one" {
+			t.Fatalf("%s: in memory after the failure: a at seq %d %q, want 1 %q", then, r.Seq, r.Payload, "one")
+		}
+		if _, ok := recs["c"]; ok {
+			t.Fatalf("%s: a log whose only Save failed is still recorded", then)
+		}
+		if then == "save another" {
+			if err := h.Save("b", 1, []byte("b")); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := h.Close(); err != nil {
+			t.Fatal(err)
+		}
+		h, err = OpenFileHeadRecords(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		recs, _ = h.Load()
+		_ = h.Close()
+		if r := recs["a"]; r.Seq != 1 || string(r.Payload) != "one" {
+			t.Fatalf("%s: reopened: a at seq %d %q, want 1 %q", then, r.Seq, r.Payload, "one")
+		}
+		if _, ok := recs["c"]; ok {
+			t.Fatalf("%s: reopened: a log whose only Save failed is recorded", then)
+		}
+		if _, ok := recs["b"]; ok != (then == "save another") {
+			t.Fatalf("%s: reopened: b recorded %v", then, ok)
+		}
+	}
+}
