@@ -18,6 +18,9 @@ type view struct {
 	name     string
 	folder   mailbox.Folder
 	readOnly bool
+	// uidValidity is the folder's UIDVALIDITY at SELECT: if it changes, this session's UIDs
+	// may name other messages, and the session ends (sync).
+	uidValidity uint32
 
 	uids   []mailbox.UID
 	recent map[mailbox.UID]bool // \Recent in this session (rev1)
@@ -126,7 +129,7 @@ func (s *session) selectMailbox(tag string, a *imapwire.Select) {
 		return
 	}
 	v := &view{name: name, folder: f, readOnly: a.ReadOnly, recent: map[mailbox.UID]bool{}, own: map[mailbox.UID]uint64{},
-		modSeq: st.HighestModSeq, expungedSince: st.HighestModSeq, watch: watch, stopWatch: stop, flags: slices.Clone(systemFlags)}
+		uidValidity: st.UIDValidity, modSeq: st.HighestModSeq, expungedSince: st.HighestModSeq, watch: watch, stopWatch: stop, flags: slices.Clone(systemFlags)}
 	var firstUnseen int
 	for i, m := range list {
 		v.uids = append(v.uids, m.UID)
@@ -274,6 +277,15 @@ func (s *session) sync(allowExpunge bool) {
 	}
 	st, err := v.folder.Status()
 	if err != nil {
+		return
+	}
+	if st.UIDValidity != v.uidValidity && v.uidValidity != 0 {
+		// The store rebuilt the folder (a merge of two writers' logs) and gave it a new
+		// UIDVALIDITY: UIDs and sequence numbers this session handed out may now name other
+		// messages, which no untagged response can express (RFC 3501 section 2.3.1.1: UIDs
+		// must not change during a session). End it; the client resynchronizes on reconnect.
+		s.bye("Mailbox UIDVALIDITY changed; reconnect to resynchronize")
+		s.state = loggedOut
 		return
 	}
 	if st.HighestModSeq != 0 && st.HighestModSeq == v.modSeq && int(st.Messages) == len(v.uids) &&

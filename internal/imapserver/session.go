@@ -443,7 +443,9 @@ func (s *session) idle(tag string) {
 		select {
 		case <-watch:
 			s.syncSelected(true)
-			if s.w.Flush() != nil {
+			if s.w.Flush() != nil || s.state == loggedOut {
+				// Write failed, or sync ended the session (BYE): stop the DONE reader too.
+				_ = s.conn.SetReadDeadline(time.Now())
 				<-done
 				s.state = loggedOut
 				return

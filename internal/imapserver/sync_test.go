@@ -1,6 +1,7 @@
 package imapserver
 
 import (
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync/atomic"
@@ -222,5 +223,54 @@ func TestFetchRacingExpunge(t *testing.T) {
 	}
 	if !strings.Contains(out, " OK ") && !strings.Contains(out, "NO [EXPUNGEISSUED]") {
 		t.Errorf("FETCH racing an expunge did not end in OK or NO [EXPUNGEISSUED]:\n%s", out)
+	}
+}
+
+// validityStore's folders report a UIDVALIDITY raised by bump, as the mail store does after a
+// merge rebuilt a folder's log.
+type validityStore struct {
+	mailbox.Store
+	bump atomic.Uint32
+}
+
+type validityFolder struct {
+	mailbox.Folder
+	s *validityStore
+}
+
+func (s *validityStore) Folder(name string) (mailbox.Folder, error) {
+	f, err := s.Store.Folder(name)
+	if err != nil {
+		return nil, err
+	}
+	return validityFolder{f, s}, nil
+}
+
+func (f validityFolder) Status() (mailbox.Status, error) {
+	st, err := f.Folder.Status()
+	st.UIDValidity += f.s.bump.Load()
+	return st, err
+}
+
+// A session whose selected folder gets a new UIDVALIDITY ends with BYE at its next command:
+// its UIDs and sequence numbers may name other messages now, which no untagged response can
+// say (RFC 3501 section 2.3.1.1). A new session selects the folder under the new value.
+func TestSessionEndsWhenUIDValidityChanges(t *testing.T) {
+	vs := &validityStore{Store: mailbox.NewMemory(nil)}
+	inbox, _ := vs.Store.Folder("INBOX")
+	inbox.Append([]byte("Subject: m\r\n\r\nm\r\n"), nil, time.Time{})
+	srv, _ := New(Config{Auth: storeAuth{vs}, Logger: slog.New(slog.DiscardHandler)})
+	a := pipeSession(t, srv)
+	a("LOGIN u p")
+	out := a("SELECT INBOX")
+	vs.bump.Store(7)
+	if out = a("NOOP"); !strings.Contains(out, "* BYE") || !strings.Contains(out, "UIDVALIDITY") {
+		t.Fatalf("NOOP after the folder's UIDVALIDITY changed:\n%s", out)
+	}
+	st, _ := inbox.Status()
+	b := pipeSession(t, srv)
+	b("LOGIN u p")
+	if out := b("SELECT INBOX"); !strings.Contains(out, fmt.Sprintf("[UIDVALIDITY %d]", st.UIDValidity+7)) {
+		t.Fatalf("a new session's SELECT:\n%s", out)
 	}
 }

@@ -77,7 +77,7 @@ func TestReplayRules(t *testing.T) {
 		[]byte("+some POST line"),                                                  // 2: ignored
 		(&entry{Kind: kindFlags, Op: uint8(mailbox.FlagsAdd), Flags: []mailbox.Flag{"x"}, UIDs: []mailbox.UID{2, 9}}).encode(), // 3: ms 4
 		(&entry{Kind: kindExpunge, UIDs: []mailbox.UID{1}}).encode(),                                                           // 4: ms 5
-		(&entry{Kind: kindHeader, UIDValidity: 99}).encode(),                                                                   // 5: ignored
+		(&entry{Kind: kindHeader, UIDValidity: 99}).encode(),                                                                   // 5: larger: replaces 77 (a rebuilt log)
 		(&entry{Kind: kindInsert, Records: []record{rec("c")}}).encode(),                                                       // 6: uid 3 ms 7
 	}
 	var states []*folderState
@@ -89,8 +89,12 @@ func TestReplayRules(t *testing.T) {
 		states = append(states, f)
 	}
 	f := states[0]
-	if f.UIDValidity != 77 || f.UIDNext != 4 || f.ModSeq != 7 || f.Applied != 7 {
+	if f.UIDValidity != 99 || f.UIDNext != 4 || f.ModSeq != 7 || f.Applied != 7 {
 		t.Fatalf("state %+v", f)
+	}
+	// A header with a smaller value changes nothing.
+	if g := *f; g.apply((&entry{Kind: kindHeader, UIDValidity: 50}).encode()) || g.UIDValidity != 99 {
+		t.Fatalf("a smaller header entry: UIDVALIDITY %d", g.UIDValidity)
 	}
 	var got []string
 	for _, m := range f.Msgs {

@@ -14,9 +14,10 @@ import (
 // order gives the same UIDs, flags and modification sequences on every node, with or without
 // the local cache. The rules:
 //
-//   - UIDVALIDITY is the value of the first header entry (RFC 3501 section 2.3.1.1: it never
-//     changes for the life of the log, and a folder made again gets a new log and a larger
-//     value, see Store.nextUIDValidity).
+//   - UIDVALIDITY is the value of the first header entry (RFC 3501 section 2.3.1.1: a
+//     folder made again gets a new log and a larger value, see Store.nextUIDValidity), or of
+//     a later header entry with a larger value: a node whose log was rebuilt under it by a
+//     merge writes one, since the UIDs it had shown may now name other messages.
 //   - Entry i (0-based) has modification sequence i+1; every message it inserts or changes and
 //     every UID it expunges gets that modseq, and HIGHESTMODSEQ is the modseq of the last
 //     entry that changed anything (RFC 7162 section 3.1: strictly increasing; messages
@@ -72,6 +73,10 @@ type folderState struct {
 	unseen, deletedMsgs uint32
 	size                int64
 	prefetchFrom        mailbox.UID
+
+	// bump, when not zero, is a new UIDVALIDITY this node gave the folder after its log
+	// was rebuilt under it, still to be written to the log (Store.writeBumps).
+	bump uint32
 }
 
 // count adds (sign 1) or removes (sign -1) m from the folder's counts.
@@ -124,7 +129,10 @@ func (f *folderState) apply(body []byte) bool {
 	}
 	switch e.Kind {
 	case kindHeader:
-		if f.UIDValidity == 0 && e.UIDValidity != 0 {
+		// The first header gives UIDVALIDITY; a later, larger one replaces it: the log was
+		// rebuilt (a merge of two writers' heads) and UIDs beyond the part both shared may
+		// now name other messages (Store.syncLocked).
+		if e.UIDValidity > f.UIDValidity {
 			f.UIDValidity = e.UIDValidity
 			return true
 		}

@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"epost/internal/mailbox"
@@ -68,6 +69,8 @@ type Store struct {
 	root    *rootState
 	folders map[string]*folder // by log name; deleted ones removed
 	closed  bool
+	// bumping: a folder holds a new UIDVALIDITY not yet written to its log (writeBumps).
+	bumping atomic.Bool
 
 	wl       sync.Mutex
 	watchers map[*folderState]map[chan struct{}]struct{}
@@ -231,23 +234,72 @@ func (s *Store) syncLocked(f *folderState) bool {
 		return false
 	}
 	changed := false
+	var was uint32 // UIDVALIDITY before a rebuild
 	if s.diverged(f.Log, f.Applied, f.LastHash) {
 		// The log was rebuilt under us (POST merged a fork): replay it from the start.
 		s.cfg.Log.Warn("mailstore: a folder log changed below what was applied; replaying it", "user", s.cfg.Address, "folder", f.Name)
+		was = max(f.UIDValidity, f.bump)
 		fresh := newFolderState(f.Log, f.Name, f.Use)
 		*f = *fresh
 		changed = true
 	}
 	bodies, err := s.cfg.Logs.Entries(f.Log, f.Applied)
-	if err != nil {
-		return changed
-	}
-	for _, b := range bodies {
-		if f.apply(b) {
-			changed = true
+	if err == nil {
+		for _, b := range bodies {
+			if f.apply(b) {
+				changed = true
+			}
 		}
 	}
+	if was != 0 {
+		// The merge put the other side's entries after the shared part, so UIDs this node
+		// gave out beyond it may now name other messages (RFC 3501 section 2.3.1.1: such a
+		// change must show as a new UIDVALIDITY). The new value holds here at once; a header
+		// entry makes it the log's (writeBumps, outside the lock).
+		v := max(uint32(s.cfg.Clock.Now().Unix()), s.root.MaxUIDValidity+1, was+1, f.UIDValidity+1)
+		for _, fo := range s.folders {
+			v = max(v, fo.f.UIDValidity+1)
+		}
+		f.UIDValidity, f.bump = v, v
+		s.bumping.Store(true)
+	}
 	return changed
+}
+
+// writeBumps writes the header entries of the new UIDVALIDITYs syncLocked gave rebuilt
+// folders. Called without mu: POST's callbacks may take it.
+func (s *Store) writeBumps() {
+	type bump struct {
+		log string
+		v   uint32
+	}
+	if !s.bumping.Load() {
+		return
+	}
+	var out []bump
+	s.mu.Lock()
+	s.bumping.Store(false)
+	for _, fo := range s.folders {
+		if fo.f.bump != 0 {
+			out = append(out, bump{fo.f.Log, fo.f.bump})
+			fo.f.bump = 0
+		}
+	}
+	s.mu.Unlock()
+	for _, b := range out {
+		body := (&entry{Kind: kindHeader, UIDValidity: b.v}).encode()
+		s.cfg.Logs.Append(b.log, body, func(_ uint64, err error) {
+			if err != nil {
+				s.cfg.Log.Error("mailstore: could not record a folder's new UIDVALIDITY in its log; trying again at the next change", "user", s.cfg.Address, "log", b.log, "uidvalidity", b.v, "err", err)
+				s.mu.Lock()
+				if fo := s.folders[b.log]; fo != nil && fo.f.bump == 0 && fo.f.UIDValidity == b.v {
+					fo.f.bump = b.v
+					s.bumping.Store(true)
+				}
+				s.mu.Unlock()
+			}
+		})
+	}
 }
 
 // refresh applies whatever POST appended to f's log (filings land in INBOX without us) and
@@ -271,6 +323,7 @@ func (s *Store) refresh(f *folderState) {
 
 // changed is called after a visible change to f.
 func (s *Store) changed(f *folderState) {
+	s.writeBumps()
 	s.notify(f)
 	s.markDirty()
 	if f.Log == post.InboxLog {

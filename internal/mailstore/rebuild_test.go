@@ -1,0 +1,170 @@
+package mailstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"epost/internal/content"
+	"epost/internal/mailbox"
+	"epost/internal/post"
+	"epost/internal/transport"
+)
+
+// memLogs is an in-memory Logs whose entries a test can replace under the store, as POST
+// does when it merges two writers' heads.
+type memLogs struct {
+	mu   sync.Mutex
+	logs map[string][][]byte
+}
+
+func newMemLogs(names ...string) *memLogs {
+	m := &memLogs{logs: map[string][][]byte{}}
+	for _, n := range names {
+		m.logs[n] = nil
+	}
+	return m
+}
+
+func (m *memLogs) CreateLog(name string, cb func(error)) {
+	m.mu.Lock()
+	_, ok := m.logs[name]
+	if !ok {
+		m.logs[name] = nil
+	}
+	m.mu.Unlock()
+	if ok {
+		cb(post.ErrLogExists)
+		return
+	}
+	cb(nil)
+}
+
+func (m *memLogs) OpenLog(name string, cb func(error)) {
+	m.mu.Lock()
+	_, ok := m.logs[name]
+	m.mu.Unlock()
+	if !ok {
+		cb(post.ErrNoLog)
+		return
+	}
+	cb(nil)
+}
+
+func (m *memLogs) Append(name string, body []byte, cb func(uint64, error)) {
+	m.mu.Lock()
+	m.logs[name] = append(m.logs[name], slices.Clone(body))
+	at := uint64(len(m.logs[name]) - 1)
+	m.mu.Unlock()
+	cb(at, nil)
+}
+
+func (m *memLogs) Entries(name string, since uint64) ([][]byte, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	es, ok := m.logs[name]
+	if !ok {
+		return nil, post.ErrNoLog
+	}
+	if since >= uint64(len(es)) {
+		return nil, nil
+	}
+	return slices.Clone(es[since:]), nil
+}
+
+// replace swaps a log's entries (a merge rebuilt it).
+func (m *memLogs) replace(name string, es [][]byte) {
+	m.mu.Lock()
+	m.logs[name] = es
+	m.mu.Unlock()
+}
+
+type noContents struct{}
+
+func (noContents) Put([]byte, func(content.Ref, error)) {}
+func (noContents) Get(_ content.Ref, cb func([]byte, error)) {
+	cb(nil, errors.New("no content store in this test"))
+}
+func (noContents) GetForeign(_ content.Ref, cb func([]byte, error)) {
+	cb(nil, errors.New("no content store in this test"))
+}
+
+func openMem(t *testing.T, logs *memLogs, clock transport.Clock) *Store {
+	t.Helper()
+	s, err := Open(context.Background(), Config{Address: "u@test.example", Logs: logs, Contents: noContents{}, Clock: clock,
+		Rand: rand.NewChaCha8([32]byte{1}), Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func smallMessage(i int) []byte {
+	return []byte(fmt.Sprintf("Subject: m%d\r\n\r\nbody %d\r\n", i, i))
+}
+
+// A folder log rebuilt under the store by a merge (the other writer's entries placed before
+// ours beyond the shared part) gets a new, larger UIDVALIDITY at once, and a header entry
+// that makes it the log's: a store opened afresh from the log agrees, and UIDs the old
+// value covered are never reused under it.
+func TestRebuiltFolderGetsNewUIDValidity(t *testing.T) {
+	logs := newMemLogs(post.RootLog, post.InboxLog)
+	clock := transport.RealClock{}
+	s := openMem(t, logs, clock)
+	defer s.Close()
+	f, err := s.Folder(mailbox.Inbox)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		if _, err := f.Append(smallMessage(i), nil, time.Time{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before, _ := f.Status()
+	// The merge: the other writer's message went in after the header and the first of ours,
+	// ours follow it.
+	es, _ := logs.Entries(post.InboxLog, 0)
+	other := (&entry{Kind: kindInsert, Records: []record{{Date: time.Unix(1e9, 0).UTC(), Size: 21,
+		Segments: []segment{{Inline: []byte("Subject: other\r\n\r\nx\r\n")}}}}}).encode()
+	merged := append(slices.Clone(es[:2]), other)
+	merged = append(merged, es[2:]...)
+	logs.replace(post.InboxLog, merged)
+
+	after, err := f.Status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.UIDValidity <= before.UIDValidity {
+		t.Fatalf("UIDVALIDITY after the rebuild %d, before %d: want a larger one", after.UIDValidity, before.UIDValidity)
+	}
+	if after.Messages != 4 {
+		t.Fatalf("%d messages after the merge, want 4", after.Messages)
+	}
+	// A change writes the header entry (outside the store's lock).
+	if _, err := f.Append(smallMessage(9), nil, time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	es, _ = logs.Entries(post.InboxLog, 0)
+	found := false
+	for _, b := range es[len(merged):] {
+		if e, err := decodeEntry(b); err == nil && e.Kind == kindHeader && e.UIDValidity == after.UIDValidity {
+			found = true
+		}
+	}
+	if !found {
+		t.Fatalf("no header entry with UIDVALIDITY %d was appended to the log", after.UIDValidity)
+	}
+	fresh := openMem(t, logs, clock)
+	defer fresh.Close()
+	ff, _ := fresh.Folder(mailbox.Inbox)
+	st, _ := ff.Status()
+	if st.UIDValidity != after.UIDValidity {
+		t.Fatalf("a store opened from the log has UIDVALIDITY %d, the rebuilt one %d", st.UIDValidity, after.UIDValidity)
+	}
+}
