@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"path/filepath"
 	"slices"
 	"sync"
 	"testing"
@@ -94,10 +95,14 @@ func (noContents) GetForeign(_ content.Ref, cb func([]byte, error)) {
 	cb(nil, errors.New("no content store in this test"))
 }
 
-func openMem(t *testing.T, logs *memLogs, clock transport.Clock) *Store {
+func openMem(t *testing.T, logs *memLogs, clock transport.Clock, cacheFile ...string) *Store {
 	t.Helper()
-	s, err := Open(context.Background(), Config{Address: "u@test.example", Logs: logs, Contents: noContents{}, Clock: clock,
-		Rand: rand.NewChaCha8([32]byte{1}), Timeout: time.Second})
+	cfg := Config{Address: "u@test.example", Logs: logs, Contents: noContents{}, Clock: clock,
+		Rand: rand.NewChaCha8([32]byte{1}), Timeout: time.Second}
+	if len(cacheFile) > 0 {
+		cfg.CacheFile = cacheFile[0]
+	}
+	s, err := Open(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,6 +111,16 @@ func openMem(t *testing.T, logs *memLogs, clock transport.Clock) *Store {
 
 func smallMessage(i int) []byte {
 	return []byte(fmt.Sprintf("Subject: m%d\r\n\r\nbody %d\r\n", i, i))
+}
+
+// merged is the log with other's entry put after the header and our first message, before
+// the rest of ours: what a merge of two writers' heads makes of it.
+func merged(logs *memLogs, name string) [][]byte {
+	es, _ := logs.Entries(name, 0)
+	other := (&entry{Kind: kindInsert, Records: []record{{Date: time.Unix(1e9, 0).UTC(), Size: 21,
+		Segments: []segment{{Inline: []byte("Subject: other\r\n\r\nx\r\n")}}}}}).encode()
+	m := append(slices.Clone(es[:2]), other)
+	return append(m, es[2:]...)
 }
 
 // A folder log rebuilt under the store by a merge (the other writer's entries placed before
@@ -129,12 +144,8 @@ func TestRebuiltFolderGetsNewUIDValidity(t *testing.T) {
 	before, _ := f.Status()
 	// The merge: the other writer's message went in after the header and the first of ours,
 	// ours follow it.
-	es, _ := logs.Entries(post.InboxLog, 0)
-	other := (&entry{Kind: kindInsert, Records: []record{{Date: time.Unix(1e9, 0).UTC(), Size: 21,
-		Segments: []segment{{Inline: []byte("Subject: other\r\n\r\nx\r\n")}}}}}).encode()
-	merged := append(slices.Clone(es[:2]), other)
-	merged = append(merged, es[2:]...)
-	logs.replace(post.InboxLog, merged)
+	m := merged(logs, post.InboxLog)
+	logs.replace(post.InboxLog, m)
 
 	after, err := f.Status()
 	if err != nil {
@@ -150,9 +161,9 @@ func TestRebuiltFolderGetsNewUIDValidity(t *testing.T) {
 	if _, err := f.Append(smallMessage(9), nil, time.Time{}); err != nil {
 		t.Fatal(err)
 	}
-	es, _ = logs.Entries(post.InboxLog, 0)
+	es, _ := logs.Entries(post.InboxLog, 0)
 	found := false
-	for _, b := range es[len(merged):] {
+	for _, b := range es[len(m):] {
 		if e, err := decodeEntry(b); err == nil && e.Kind == kindHeader && e.UIDValidity == after.UIDValidity {
 			found = true
 		}
@@ -166,5 +177,36 @@ func TestRebuiltFolderGetsNewUIDValidity(t *testing.T) {
 	st, _ := ff.Status()
 	if st.UIDValidity != after.UIDValidity {
 		t.Fatalf("a store opened from the log has UIDVALIDITY %d, the rebuilt one %d", st.UIDValidity, after.UIDValidity)
+	}
+}
+
+// The same, with the node down while the log was rebuilt: the store's cache no longer
+// matches the log when it opens, and the folder gets a new UIDVALIDITY then.
+func TestFolderRebuiltWhileDownGetsNewUIDValidity(t *testing.T) {
+	logs := newMemLogs(post.RootLog, post.InboxLog)
+	clock := transport.RealClock{}
+	cache := filepath.Join(t.TempDir(), "mail.cache")
+	s := openMem(t, logs, clock, cache)
+	f, _ := s.Folder(mailbox.Inbox)
+	for i := range 3 {
+		if _, err := f.Append(smallMessage(i), nil, time.Time{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before, _ := f.Status()
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	logs.replace(post.InboxLog, merged(logs, post.InboxLog))
+	s = openMem(t, logs, clock, cache)
+	defer s.Close()
+	f, _ = s.Folder(mailbox.Inbox)
+	after, _ := f.Status()
+	if after.UIDValidity <= before.UIDValidity || after.Messages != 4 {
+		t.Fatalf("after reopening on a rebuilt log: UIDVALIDITY %d (before %d), %d messages", after.UIDValidity, before.UIDValidity, after.Messages)
+	}
+	es, _ := logs.Entries(post.InboxLog, 0)
+	if e, err := decodeEntry(es[len(es)-1]); err != nil || e.Kind != kindHeader || e.UIDValidity != after.UIDValidity {
+		t.Fatalf("the log's last entry is not the new UIDVALIDITY's header: %+v %v", e, err)
 	}
 }

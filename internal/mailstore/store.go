@@ -142,13 +142,22 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	}
 	s.mu.Lock()
 	for log, fo := range s.folders {
+		var stale *folderState // a cached state the log no longer extends
 		if cached != nil {
 			if cf := cached.folders[log]; cf != nil && s.matches(log, cf.Applied, cf.LastHash) {
 				cf.Name, cf.Use = fo.f.Name, fo.f.Use
 				fo.f = cf
+			} else if cf != nil && cf.Applied > 0 {
+				stale = cf
 			}
 		}
 		s.syncLocked(fo.f)
+		if stale != nil && fo.f.UIDValidity != 0 && fo.f.UIDValidity <= max(stale.UIDValidity, stale.bump) {
+			// The log was rebuilt while the node was down: UIDs it gave out before may
+			// name other messages now, as syncLocked finds while running.
+			s.cfg.Log.Warn("mailstore: a folder log changed below what the cache had applied; giving it a new UIDVALIDITY", "user", cfg.Address, "folder", fo.f.Name)
+			s.bumpLocked(fo.f, max(stale.UIDValidity, stale.bump))
+		}
 	}
 	inbox := s.folders[post.InboxLog].f
 	s.mu.Unlock()
@@ -164,6 +173,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 			return nil, fmt.Errorf("mailstore: write INBOX header: %w", err)
 		}
 	}
+	s.writeBumps()
 	s.markDirty()
 	s.prefetchMissing()
 	return s, nil
@@ -254,16 +264,22 @@ func (s *Store) syncLocked(f *folderState) bool {
 	if was != 0 {
 		// The merge put the other side's entries after the shared part, so UIDs this node
 		// gave out beyond it may now name other messages (RFC 3501 section 2.3.1.1: such a
-		// change must show as a new UIDVALIDITY). The new value holds here at once; a header
-		// entry makes it the log's (writeBumps, outside the lock).
-		v := max(uint32(s.cfg.Clock.Now().Unix()), s.root.MaxUIDValidity+1, was+1, f.UIDValidity+1)
-		for _, fo := range s.folders {
-			v = max(v, fo.f.UIDValidity+1)
-		}
-		f.UIDValidity, f.bump = v, v
-		s.bumping.Store(true)
+		// change must show as a new UIDVALIDITY).
+		s.bumpLocked(f, was)
 	}
 	return changed
+}
+
+// bumpLocked gives f a UIDVALIDITY above was and every value this user's folders had: at
+// once here, and in the log through a header entry (writeBumps, outside the lock). The
+// caller holds mu.
+func (s *Store) bumpLocked(f *folderState, was uint32) {
+	v := max(uint32(s.cfg.Clock.Now().Unix()), s.root.MaxUIDValidity+1, was+1, f.UIDValidity+1)
+	for _, fo := range s.folders {
+		v = max(v, fo.f.UIDValidity+1)
+	}
+	f.UIDValidity, f.bump = v, v
+	s.bumping.Store(true)
 }
 
 // writeBumps writes the header entries of the new UIDVALIDITYs syncLocked gave rebuilt
