@@ -7,7 +7,7 @@
 # Options: --duration D (each mixed run, default 30s), --clients "5 20", --prefill N (messages in
 # the shared INBOX before the clock starts, default 500), --per-client "20" (client counts also
 # run with a folder per client, each topped up to --prefill-per-client N, default 200; "" for
-# none), --bulk N (default 10000), --multi "K..." (the bulk also as MULTIAPPEND commands of K
+# none), --bulk N (default 10000; 0: no bulk rows), --multi "K..." (the bulk also as MULTIAPPEND commands of K
 # messages each, RFC 3502, as a migration tool sends them; default "100", "" for none), --dir DIR (work directory, default a new one under /var/tmp,
 # removed at exit unless --keep), --keep, --seed N (the demo ring's seed, default 1),
 # --cpuprofile FILE (passed to epost demo).
@@ -237,7 +237,9 @@ for c in $perclient; do
 	done
 	flip
 done
+[ "$bulk" -gt 0 ] || multi="" # --bulk 0: no bulk rows (imapload would run its mixed load)
 for t in $order; do
+	[ "$bulk" -gt 0 ] || break
 	echo "# $t: bulk APPEND of $bulk messages on one connection" >&2
 	measure "$t" "bulk" -bulk "$bulk"
 done
