@@ -943,22 +943,23 @@ func (u *User) Entries(name string, since uint64) ([][]byte, error) {
 	if !ok || !l.loaded {
 		return nil, fmt.Errorf("%w: %s", ErrLogNotReady, name)
 	}
+	// Only what lies at since or beyond is looked at: the mail store asks on every command,
+	// and a log holds the whole mailbox's history.
 	var out [][]byte
-	idx := uint64(0)
-	add := func(b []byte) {
-		if idx >= since {
-			out = append(out, b)
-		}
-		idx++
+	if since < uint64(len(l.bodies)) {
+		out = append(out, l.bodies[since:]...)
 	}
-	for _, b := range l.bodies {
-		add(b)
-	}
-	for _, a := range append(slices.Clip(l.inflight), l.queue...) {
-		if !a.local {
-			break // a later local entry's index depends on this one: not yet
+	idx := uint64(len(l.bodies))
+	for _, q := range [2][]pendingAppend{l.inflight, l.queue} {
+		for _, a := range q {
+			if !a.local {
+				return out, nil // a later local entry's index depends on this one: not yet
+			}
+			if idx >= since {
+				out = append(out, a.body)
+			}
+			idx++
 		}
-		add(a.body)
 	}
 	return out, nil
 }
