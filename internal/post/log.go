@@ -428,6 +428,9 @@ type mergedAppend struct {
 // each at its index, or, if a later merge moved it, where the log holds it now. One the log
 // no longer holds goes back in front of the queue, to be appended after all.
 func (l *logState) confirmLocked() []func() {
+	if len(l.confirms) == 0 {
+		return nil
+	}
 	var done []func()
 	var again []pendingAppend
 	for _, m := range l.confirms {
@@ -443,7 +446,9 @@ func (l *logState) confirmLocked() []func() {
 		done = append(done, func() { cb(i, nil) })
 	}
 	l.confirms = nil
-	l.queue = append(again, l.queue...)
+	if len(again) > 0 {
+		l.queue = append(again, l.queue...)
+	}
 	return done
 }
 
