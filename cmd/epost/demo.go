@@ -11,12 +11,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	mrand "math/rand/v2"
 	"net"
 	"net/smtp"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"runtime/pprof"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -394,7 +396,10 @@ func demoSetup(root string, nodes int) (fresh bool, err error) {
 	return true, nil
 }
 
-// freeLoopbackPorts returns n loopback addresses that were free a moment ago.
+// freeLoopbackPorts returns n loopback addresses that were free a moment ago. They are taken
+// below the kernel's ephemeral range when it can be read: a port from that range, free when
+// picked, can become the source port of any outgoing connection on the machine before the
+// node binds it (CI saw "address already in use" so, with other tests running alongside).
 func freeLoopbackPorts(n int) ([]string, error) {
 	var lns []net.Listener
 	defer func() {
@@ -403,7 +408,16 @@ func freeLoopbackPorts(n int) ([]string, error) {
 		}
 	}()
 	var out []string
-	for range n {
+	lo, hi := belowEphemeral()
+	for tries := 0; len(out) < n && hi-lo >= 1000 && tries < 50*n; tries++ {
+		ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(lo+mrand.IntN(hi-lo))))
+		if err != nil {
+			continue // taken: try another
+		}
+		lns = append(lns, ln)
+		out = append(out, ln.Addr().String())
+	}
+	for len(out) < n {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			return nil, fmt.Errorf("pick a free port: %w", err)
@@ -412,6 +426,24 @@ func freeLoopbackPorts(n int) ([]string, error) {
 		out = append(out, ln.Addr().String())
 	}
 	return out, nil
+}
+
+// belowEphemeral is a range of ports under the kernel's ephemeral range (Linux's
+// ip_local_port_range), or an empty one when it cannot be read.
+func belowEphemeral() (lo, hi int) {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 0, 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 1 {
+		return 0, 0
+	}
+	first, err := strconv.Atoi(f[0])
+	if err != nil || first <= 11024 {
+		return 0, 0
+	}
+	return max(10000, first-12000), first
 }
 
 // stopAll stops the nodes together rather than one after another, each waiting out a
