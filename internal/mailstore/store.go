@@ -274,10 +274,7 @@ func (s *Store) syncLocked(f *folderState) bool {
 // once here, and in the log through a header entry (writeBumps, outside the lock). The
 // caller holds mu.
 func (s *Store) bumpLocked(f *folderState, was uint32) {
-	v := max(uint32(s.cfg.Clock.Now().Unix()), s.root.MaxUIDValidity+1, was+1, f.UIDValidity+1)
-	for _, fo := range s.folders {
-		v = max(v, fo.f.UIDValidity+1)
-	}
+	v := max(s.nextUIDValidityLocked(), was+1)
 	f.UIDValidity, f.bump = v, v
 	s.bumping.Store(true)
 }
@@ -379,6 +376,11 @@ func (s *Store) ctx() (context.Context, context.CancelFunc) {
 func (s *Store) nextUIDValidity() uint32 {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
+	return s.nextUIDValidityLocked()
+}
+
+// nextUIDValidityLocked is nextUIDValidity with mu held.
+func (s *Store) nextUIDValidityLocked() uint32 {
 	v := max(uint32(s.cfg.Clock.Now().Unix()), s.root.MaxUIDValidity+1)
 	for _, fo := range s.folders {
 		v = max(v, fo.f.UIDValidity+1)
