@@ -23,16 +23,23 @@ func (n *Node) put(data []byte, keep func(past.Object), cb func(content.Ref, err
 		cb(content.Ref{}, err)
 		return
 	}
-	lease := n.now().Add(n.cfg.ContentLease)
-	var mu sync.Mutex
-	var first error
-	j := newJoin(len(chunks), func() {
-		if first != nil {
-			cb(content.Ref{}, first)
+	n.storeChunks(chunks, keep, func(err error) {
+		if err != nil {
+			cb(content.Ref{}, err)
 			return
 		}
 		cb(ref, nil)
 	})
+}
+
+// storeChunks inserts a payload's sealed chunks (content.EncryptChunked) as content objects;
+// keep, if set, hears of every chunk object once it is stored; cb hears the first error, or
+// nil once every chunk is quorum-stored.
+func (n *Node) storeChunks(chunks []content.Chunk, keep func(past.Object), cb func(error)) {
+	lease := n.now().Add(n.cfg.ContentLease)
+	var mu sync.Mutex
+	var first error
+	j := newJoin(len(chunks), func() { cb(first) })
 	for _, c := range chunks {
 		obj := past.NewContent(n.cfg.Ring, c.Ciphertext, lease)
 		n.st.InsertDedupe(obj, func(r past.InsertResult) {

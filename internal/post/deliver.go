@@ -22,19 +22,25 @@ import (
 // Delivery (fixes ePOST weakness 5, the one-minute presence poll):
 //
 //  1. The sender looks up and verifies each recipient's record (unknown or revoked: refused,
-//     before anything is accepted) and stores the parts (Put), both at once; at the same
-//     time it finds the recipient's node (whereIs: a cached answer, a verified "online"
+//     before anything is accepted) and stores the parts, both at once; at the same time it
+//     finds the recipient's node (whereIs: a cached answer, a verified "online"
 //     announcement it saw as a holder, or an anycast probe on the recipient's presence
-//     topic that only the recipient's own node accepts). It then builds per recipient a
-//     notification, signed and sealed to the recipient. A small message is not Put: its
-//     encrypted chunks travel inside the notifications, and the recipient stores them before
-//     its receipt (carry.go).
+//     topic that only the recipient's own node accepts). The parts' references are known
+//     before their insert starts (content.EncryptChunked), so as soon as a recipient's
+//     record is in it builds that recipient's notification, signed and sealed to them. A
+//     small message is not Put: its encrypted chunks travel inside the notifications, and
+//     the recipient stores them before its receipt (carry.go).
 //  2. It inserts the sealed notification as a PAST TypePending object at
-//     PendingKey(recipient, id) with the long pending lease; the send is accepted for that
-//     recipient only once a quorum of replicas acknowledged the parts and this copy durably.
-//  3. At the same time (the parts are stored, so the recipient may file it) it pushes the
-//     notification straight to the recipient's node, or anycasts it on the presence topic
-//     when the probe found nobody: an online recipient files it at once.
+//     PendingKey(recipient, id) with the long pending lease, while the parts are being
+//     stored (sending); the send is accepted for that recipient only once a quorum of
+//     replicas acknowledged the parts and this copy durably. One replica round trip before
+//     the 250, not two in a row.
+//  3. Once the parts are stored it pushes the notification straight to the recipient's node
+//     (mNotifyStored), or anycasts it on the presence topic when the probe found nobody: an
+//     online recipient files it at once. A holder's copy (step 4) may be stored before the
+//     parts, or without them when their insert failed (the send then failed, and its retry
+//     uses the same ids): the recipient files a notification a holder pushed only once the
+//     ring has its parts (fileOnceStored).
 //  4. Every holder (replica) of a pending object subscribes to the recipient's presence topic
 //     (PAST's Observer tells it what it stores, inserts and repairs alike). When the
 //     recipient's node comes online it multicasts a signed "online" on its topic (again after
@@ -107,150 +113,229 @@ func (u *User) Send(to []string, parts [][]byte, cb func([]Result)) {
 // a crash never duplicate mail.
 func (u *User) SendWithIDs(to []string, nids []NotificationID, parts [][]byte, cb func([]Result)) {
 	n := u.n
-	res := make([]Result, len(to))
-	if len(nids) != len(to) {
+	fail := func(err error) {
+		res := make([]Result, len(to))
 		for i := range res {
-			res[i] = Result{To: to[i], Status: Failed, Err: fmt.Errorf("post: %d ids for %d recipients", len(nids), len(to))}
+			res[i] = Result{To: to[i], Status: Failed, Err: err}
 		}
 		cb(res)
-		return
 	}
-	recs := make([]*identity.Record, len(to))
-	refs := make([]content.Ref, len(parts))
-	var partErr error
-	var size uint64
-	for _, p := range parts {
-		size += uint64(len(p))
+	if len(nids) != len(to) {
+		fail(fmt.Errorf("post: %d ids for %d recipients", len(nids), len(to)))
+		return
 	}
 	if len(parts) > MaxParts {
-		for i := range res {
-			res[i] = Result{To: to[i], Status: Failed, Err: fmt.Errorf("%w: %d parts, at most %d", ErrMalformed, len(parts), MaxParts)}
-		}
-		cb(res)
+		fail(fmt.Errorf("%w: %d parts, at most %d", ErrMalformed, len(parts), MaxParts))
 		return
 	}
-	// A small message travels inside the notifications (carry.go): no parts to store first.
-	var carried [][]byte
-	carry := n.carryable(len(to), parts)
-	if carry {
+	s := &sending{u: u, to: to, nids: nids, cb: cb, res: make([]Result, len(to)),
+		recs: make([]*identity.Record, len(to)), sealed: make([][]byte, len(to)),
+		pendDone: make([]bool, len(to)), pushed: make([]bool, len(to)), final: make([]bool, len(to))}
+	for _, p := range parts {
+		s.size += uint64(len(p))
+	}
+	// Every reference is known before anything is stored: a small message travels inside
+	// the notifications (carry.go); of a larger one the small parts travel inside their
+	// references (content.InlineRef: a message's header and the boundary lines around its
+	// attachments are not worth objects of their own) and the rest is sealed into chunks
+	// here and stored below.
+	var toStore [][]content.Chunk
+	if n.carryable(len(to), parts) {
 		var err error
-		if refs, carried, err = n.sealParts(parts); err != nil {
-			for i := range res {
-				res[i] = Result{To: to[i], Status: Failed, Err: err}
-			}
-			cb(res)
+		if s.refs, s.carried, err = n.sealParts(parts); err != nil {
+			fail(err)
 			return
 		}
-	}
-	stage2 := func() {
-		if partErr == nil {
-			for _, id := range nids {
-				n.trace(id, StageParts)
-			}
-		}
-		j := newJoin(len(to), func() { cb(res) })
-		for i := range to {
-			if res[i].Status != 0 {
-				j.one()
-				continue
-			}
-			if partErr != nil {
-				res[i] = Result{To: to[i], Status: Failed, Err: partErr}
-				j.one()
-				continue
-			}
-			u.notify(recs[i], nids[i], refs, carried, size, func(r Result) {
-				n.mu.Lock()
-				res[i] = r
-				n.mu.Unlock()
-				j.one()
-			})
-		}
-	}
-	// Parts that are not carried are stored in the ring, but small ones travel inside their
-	// references (content.InlineRef): a message's header and the boundary lines around its
-	// attachments are not worth objects of their own.
-	put := make([]bool, len(parts))
-	putting := 0
-	if !carry {
+	} else {
+		s.refs = make([]content.Ref, len(parts))
 		inline := n.inlineParts(parts)
 		for i, p := range parts {
 			if inline[i] {
-				refs[i] = content.InlineRef(n.cfg.Ring, p)
-			} else {
-				put[i] = true
-				putting++
+				s.refs[i] = content.InlineRef(n.cfg.Ring, p)
+				continue
 			}
+			chunks, ref, err := content.EncryptChunked(n.cfg.Secret, n.cfg.Ring, p, n.cfg.ChunkSize)
+			if err != nil {
+				fail(err)
+				return
+			}
+			s.refs[i] = ref
+			toStore = append(toStore, chunks)
 		}
 	}
-	j := newJoin(len(to)+putting, stage2)
-	pl, prelocate := n.st.(Prelocator)
+	s.partsLeft = len(toStore)
 	for i, addr := range to {
+		s.res[i].To = addr
 		// Find the recipient's node while the record is looked up and the parts are stored,
-		// so that the push, once the parts are in, is one direct message; and the replicas
-		// of the pending notification, so that its insert then needs no locate of its own.
-		// (Without parts to store, the insert would start before the answer is back.)
+		// so that the push, once the parts are in, is one direct message.
 		if a, err := identity.NormalizeAddress(addr); err == nil {
 			n.whereIs(a, nil)
-			if prelocate && putting > 0 {
-				pl.Prelocate(past.PendingKey(n.cfg.Ring, a, nids[i]))
-			}
 		}
 	}
 	for i, addr := range to {
-		res[i].To = addr
 		n.LookupRecord(addr, func(rec *identity.Record, _ identity.SignedRecord, err error) {
-			n.mu.Lock()
-			switch {
-			case errors.Is(err, ErrRevokedRecipient):
-				res[i] = Result{To: addr, Status: RevokedRecipient, Err: err}
-				n.stats.Refused++
-			case errors.Is(err, ErrUnknownRecipient):
-				res[i] = Result{To: addr, Status: UnknownRecipient, Err: err}
-				n.stats.Refused++
-			case err != nil:
-				res[i] = Result{To: addr, Status: Failed, Err: err}
-			default:
-				recs[i] = rec
-			}
-			n.mu.Unlock()
-			if rec != nil {
-				n.trace(nids[i], StageRecord)
-			}
-			j.one()
+			s.record(i, addr, rec, err)
 		})
 	}
-	for i, p := range parts {
-		if !put[i] {
-			continue
-		}
-		n.Put(p, func(ref content.Ref, err error) {
-			n.mu.Lock()
-			if err != nil && partErr == nil {
-				partErr = err
-			}
-			refs[i] = ref
-			n.mu.Unlock()
-			j.one()
-		})
+	if len(toStore) == 0 {
+		s.stored(nil)
+	}
+	for _, chunks := range toStore {
+		n.storeChunks(chunks, nil, s.stored)
 	}
 }
 
-// notify builds, stores and pushes the notification for one verified recipient.
-func (u *User) notify(rec *identity.Record, id NotificationID, refs []content.Ref, carried [][]byte, size uint64, cb func(Result)) {
-	n := u.n
-	note := &Notification{ID: id, From: u.addr, To: rec.Address, Time: n.now(), Size: size, Parts: refs, SenderRecord: u.record, Carried: carried}
-	sealed, err := sealNotification(note, u.keys, n.cfg.Ring, rec.Keys.Encryption)
-	if err != nil {
-		cb(Result{To: rec.Address, Status: Failed, ID: id, Err: err})
+// sending is one SendWithIDs under way. The parts and every recipient's pending notification
+// are stored at once: the notification names the parts by references known before either
+// insert starts. A recipient is accepted once both are quorum-stored; the notification is
+// pushed to the recipient only once the parts are (mNotifyStored). A holder's copy can reach
+// the recipient before the parts are in, or without them if their insert failed (then the
+// send failed, and a retry uses the same ids): the recipient files a notification that no
+// sender pushed only once the ring has its parts (User.fileOnceStored).
+type sending struct {
+	u       *User
+	to      []string
+	nids    []NotificationID
+	cb      func([]Result)
+	size    uint64
+	refs    []content.Ref
+	carried [][]byte
+
+	mu        sync.Mutex
+	res       []Result
+	recs      []*identity.Record
+	sealed    [][]byte // per recipient, once its record is verified and the notification sealed
+	pendDone  []bool   // the pending insert's outcome is in res
+	pushed    []bool
+	final     []bool
+	partsLeft int
+	partsDone bool
+	partErr   error
+	finished  int
+}
+
+// record takes recipient i's record lookup: the notification is sealed and its pending copy
+// inserted at once.
+func (s *sending) record(i int, addr string, rec *identity.Record, err error) {
+	n := s.u.n
+	var r Result
+	switch {
+	case errors.Is(err, ErrRevokedRecipient):
+		r = Result{To: addr, Status: RevokedRecipient, Err: err}
+	case errors.Is(err, ErrUnknownRecipient):
+		r = Result{To: addr, Status: UnknownRecipient, Err: err}
+	case err != nil:
+		r = Result{To: addr, Status: Failed, Err: err}
+	}
+	if r.Status == RevokedRecipient || r.Status == UnknownRecipient {
+		n.mu.Lock()
+		n.stats.Refused++
+		n.mu.Unlock()
+	}
+	if err != nil || rec == nil {
+		if r.Status == 0 {
+			r = Result{To: addr, Status: Failed, Err: errors.New("post: no record")}
+		}
+		s.mu.Lock()
+		s.res[i], s.pendDone[i] = r, true
+		s.mu.Unlock()
+		s.settle()
 		return
 	}
-	n.storePending(rec, id, sealed, cb)
+	n.trace(s.nids[i], StageRecord)
+	note := &Notification{ID: s.nids[i], From: s.u.addr, To: rec.Address, Time: n.now(), Size: s.size,
+		Parts: s.refs, SenderRecord: s.u.record, Carried: s.carried}
+	sealed, err := sealNotification(note, s.u.keys, n.cfg.Ring, rec.Keys.Encryption)
+	if err != nil {
+		s.mu.Lock()
+		s.res[i], s.pendDone[i] = Result{To: rec.Address, Status: Failed, ID: s.nids[i], Err: err}, true
+		s.mu.Unlock()
+		s.settle()
+		return
+	}
+	s.mu.Lock()
+	s.recs[i], s.sealed[i] = rec, sealed
+	s.mu.Unlock()
+	n.insertPending(rec, s.nids[i], sealed, func(r Result) {
+		s.mu.Lock()
+		s.res[i], s.pendDone[i] = r, true
+		s.mu.Unlock()
+		s.settle()
+	})
+	s.settle() // pushes at once if the parts are in
 }
 
-// storePending inserts a sealed notification as rec's pending object and pushes it; cb hears
-// Accepted once the insert is quorum-acknowledged.
+// stored takes the outcome of one part's insert.
+func (s *sending) stored(err error) {
+	s.mu.Lock()
+	if err != nil && s.partErr == nil {
+		s.partErr = err
+	}
+	if s.partsLeft > 0 {
+		s.partsLeft--
+	}
+	done := s.partsLeft == 0 && !s.partsDone
+	if done {
+		s.partsDone = true
+	}
+	partErr := s.partErr
+	s.mu.Unlock()
+	if done && partErr == nil {
+		for _, id := range s.nids {
+			s.u.n.trace(id, StageParts)
+		}
+	}
+	s.settle()
+}
+
+// settle pushes the notifications whose parts are in and reports once every recipient's
+// outcome is known.
+func (s *sending) settle() {
+	n := s.u.n
+	var push []int
+	report := false
+	s.mu.Lock()
+	for i := range s.to {
+		if s.partsDone && s.partErr == nil && s.sealed[i] != nil && !s.pushed[i] {
+			s.pushed[i] = true
+			push = append(push, i)
+		}
+		if s.partsDone && s.pendDone[i] && !s.final[i] {
+			s.final[i] = true
+			if s.partErr != nil && s.res[i].Status == Accepted {
+				s.res[i] = Result{To: s.res[i].To, Status: Failed, ID: s.nids[i], Err: s.partErr}
+			}
+			s.finished++
+			report = s.finished == len(s.to)
+		}
+	}
+	s.mu.Unlock()
+	for _, i := range push {
+		n.trace(s.nids[i], StagePushed)
+		n.push(&postMsg{Type: mNotifyStored, Recipient: s.recs[i].Address, ID: s.nids[i], Sealed: s.sealed[i]})
+	}
+	if report {
+		s.mu.Lock()
+		res := slices.Clone(s.res)
+		s.mu.Unlock()
+		s.cb(res)
+	}
+}
+
+// storePending inserts a sealed notification whose parts are stored (or carried) as rec's
+// pending object and pushes it; cb hears Accepted once the insert is quorum-acknowledged.
 func (n *Node) storePending(rec *identity.Record, id NotificationID, sealed []byte, cb func(Result)) {
+	n.insertPending(rec, id, sealed, cb)
+	// Push at once, concurrently with the pending insert: the parts are stored, so the
+	// recipient may file it. A push that is lost or refused is covered by the pending copy,
+	// which its holders push when the recipient announces itself or offer after HolderDelay.
+	n.trace(id, StagePushed)
+	n.push(&postMsg{Type: mNotifyStored, Recipient: rec.Address, ID: id, Sealed: sealed})
+}
+
+// insertPending inserts a sealed notification as rec's pending object; cb hears Accepted
+// once the insert is quorum-acknowledged.
+func (n *Node) insertPending(rec *identity.Record, id NotificationID, sealed []byte, cb func(Result)) {
 	obj := past.NewPending(n.cfg.Ring, rec.Address, rec.Keys.Signing, id, sealed, n.now().Add(n.cfg.PendingLease))
 	n.mu.Lock()
 	n.stats.Sent++
@@ -266,11 +351,6 @@ func (n *Node) storePending(rec *identity.Record, id NotificationID, sealed []by
 		n.trace(id, StageAccepted)
 		cb(Result{To: rec.Address, Status: Accepted, ID: id})
 	})
-	// Push at once, concurrently with the pending insert: the parts are stored, so the
-	// recipient may file it. A push that is lost or refused is covered by the pending copy,
-	// which its holders push when the recipient announces itself or offer after HolderDelay.
-	n.trace(id, StagePushed)
-	n.push(&postMsg{Type: mNotify, Recipient: rec.Address, ID: id, Sealed: sealed})
 }
 
 // storedBefore reports whether a pending insert that failed found the notification id taken
@@ -424,7 +504,7 @@ func (a presenceApp) AnycastAccept(topic ids.Key, payload []byte) bool {
 		return false
 	}
 	switch m.Type {
-	case mNotify:
+	case mNotify, mNotifyStored:
 		return a.n.receive(m)
 	case mWhere:
 		a.n.mu.Lock()
@@ -450,7 +530,7 @@ func (a postApp) HandleEvent(e pastry.Event) bool {
 		return false
 	}
 	m, err := decodePostMsg(e.Payload)
-	if err != nil || m.Type != mNotify {
+	if err != nil || (m.Type != mNotify && m.Type != mNotifyStored) {
 		a.n.mu.Lock()
 		a.n.stats.Rejected++
 		a.n.mu.Unlock()
@@ -495,7 +575,11 @@ func (n *Node) receive(m *postMsg) bool {
 			return false
 		}
 		n.trace(note.ID, StageReceived)
-		u.file(note, n.cfg.MaxFilingRetries)
+		if m.Type == mNotifyStored {
+			u.file(note, n.cfg.MaxFilingRetries)
+		} else {
+			u.fileOnceStored(note, n.cfg.MaxFilingRetries)
+		}
 		return true
 	}
 	// A sender of another ring: its ring's trust comes from the directory, asynchronously.
@@ -548,6 +632,63 @@ func (u *User) verifyForeign(note *Notification, body, sig []byte, senderRing id
 		note.foreign = true
 		n.trace(note.ID, StageReceived)
 		u.file(note, n.cfg.MaxFilingRetries)
+	})
+}
+
+// fileOnceStored files a notification of this ring that a holder pushed, once the ring has
+// its parts. Its sender stores the pending copy and the parts at once (sending), so a copy
+// can arrive before its parts are in, or without them for good if their insert failed (the
+// sender was then not told it was accepted). Every chunk of its stored parts is asked of its
+// root (a lease refresh, which the receipt sends anyway); while one is missing it is
+// asked again after RetryDelay, doubling, tries times, and then left with its holders, who
+// push it again at the recipient's next announcement. A notification filed already (or
+// carried, or of inline parts only) needs no question.
+func (u *User) fileOnceStored(note *Notification, tries int) {
+	n := u.n
+	var keys []ids.Key
+	if len(note.Carried) == 0 {
+		for _, p := range note.Parts {
+			keys = append(keys, refKeys(p)...)
+		}
+	}
+	n.mu.Lock()
+	known := u.recv[note.ID] || u.filing[note.ID]
+	if known || len(keys) == 0 {
+		n.mu.Unlock()
+		u.file(note, tries)
+		return
+	}
+	if u.checking[note.ID] {
+		n.mu.Unlock()
+		return // another holder's push of it is being checked
+	}
+	u.checking[note.ID] = true
+	n.mu.Unlock()
+	u.checkParts(note, keys, tries)
+}
+
+// checkParts is fileOnceStored's question to the ring, asked again while parts are missing.
+func (u *User) checkParts(note *Notification, keys []ids.Key, tries int) {
+	n := u.n
+	n.st.Refresh(keys, n.now().Add(n.cfg.ContentLease), func(err error) {
+		if err == nil {
+			n.mu.Lock()
+			delete(u.checking, note.ID)
+			n.mu.Unlock()
+			u.file(note, tries)
+			return
+		}
+		n.mu.Lock()
+		n.stats.PartsMissing++
+		n.mu.Unlock()
+		if tries <= 1 || n.stopped() || !u.current() {
+			n.mu.Lock()
+			delete(u.checking, note.ID)
+			n.mu.Unlock()
+			n.cfg.Log.Warn("post: a pending notification's parts are not in the ring; left with its holders", "user", u.addr, "id", note.ID, "err", err)
+			return
+		}
+		n.after(n.cfg.RetryDelay*time.Duration(1<<min(n.cfg.MaxFilingRetries-tries, 10)), func() { u.checkParts(note, keys, tries-1) })
 	})
 }
 

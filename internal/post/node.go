@@ -195,6 +195,7 @@ type Stats struct {
 	Sent, Accepted, Refused      uint64 // notifications: built, quorum-stored, refused recipients
 	Filed, Duplicates            uint64 // notifications filed; arrivals of already-filed ones
 	Rejected                     uint64 // notifications that failed verification
+	PartsMissing                 uint64 // holders' pushes not filed yet: their parts were not in the ring
 	Pushed, HolderOffers         uint64 // pushes by holders on "online"; holder anycasts
 	PendingHeld                  int    // pending notifications this node holds now
 	ChunksPut, ChunksPutFailed   uint64

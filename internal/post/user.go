@@ -27,7 +27,8 @@ type User struct {
 	recv      map[NotificationID]bool // the received set: journaled or in the INBOX log
 	logged    map[NotificationID]bool // in the ring's INBOX log: the receipt may be sent
 	filing    map[NotificationID]bool
-	journal   Journal // nil: filed only once in the INBOX log
+	checking  map[NotificationID]bool // holders' pushes whose parts fileOnceStored is asking the ring for
+	journal   Journal                 // nil: filed only once in the INBOX log
 	heads     HeadRecords
 	records   map[string]HeadRecord // the newest head this node wrote per log (heads)
 	gapTries  map[string]int        // opens of a log that met an entry missing everywhere
@@ -92,7 +93,8 @@ func (n *Node) AddUser(keys *identity.Keys, sr identity.SignedRecord, fresh bool
 	}
 	u := &User{n: n, addr: rec.Address, keys: keys, record: sr, logs: map[string]*logState{},
 		recv: map[NotificationID]bool{}, logged: map[NotificationID]bool{}, filing: map[NotificationID]bool{},
-		records: map[string]HeadRecord{}, gapTries: map[string]int{}, starters: []func(*User, error){cb}}
+		checking: map[NotificationID]bool{},
+		records:  map[string]HeadRecord{}, gapTries: map[string]int{}, starters: []func(*User, error){cb}}
 	n.users[u.addr] = u
 	n.mu.Unlock()
 	if n.cfg.Journals != nil {

@@ -17,6 +17,10 @@ const (
 	mNotify = 1 // a sealed notification for Recipient, pushed by a sender or a holder
 	mOnline = 2 // the recipient's node is online at Handle (signed by the recipient)
 	mWhere  = 3 // anycast probe: the node hosting Recipient accepts it, and so names itself
+	// mNotifyStored is mNotify pushed by the sender once the notification's parts are
+	// quorum-stored: the recipient files it without asking the ring for them first. (A
+	// holder's push is mNotify: its copy may have been stored before the parts, or without.)
+	mNotifyStored = 4
 )
 
 type postMsg struct {
@@ -37,7 +41,7 @@ func (m *postMsg) encode() []byte {
 	w.U8(m.Type)
 	w.String(m.Recipient)
 	switch m.Type {
-	case mNotify:
+	case mNotify, mNotifyStored:
 		w.B = append(w.B, m.ID[:]...)
 		w.Bytes(m.Sealed)
 	case mOnline:
@@ -60,7 +64,7 @@ func decodePostMsg(b []byte) (*postMsg, error) {
 	}
 	m := &postMsg{Type: r.U8(), Recipient: r.String(254, "recipient")}
 	switch m.Type {
-	case mNotify:
+	case mNotify, mNotifyStored:
 		m.ID = readID(r)
 		m.Sealed = r.Bytes(maxNotification, "sealed notification")
 	case mOnline:

@@ -61,6 +61,9 @@ type MailConfig struct {
 	// LookupFault, if set, is asked before each PAST Lookup that a node's POST makes (node:
 	// the node's index); a non-nil error fails that lookup at once, as a timeout would.
 	LookupFault func(node int, key ids.Key) error
+	// InsertFault, if set, is asked before each PAST insert that a node's POST makes; a
+	// non-nil error fails that insert at once, before anything is stored.
+	InsertFault func(node int, obj past.Object) error
 
 	// Churn, restarts, folder operations and the audit (mailchurn.go, mailfolders.go,
 	// mailaudit.go). Churn is the median session of the nodes that host no user
@@ -581,8 +584,15 @@ func (run *mailRun) attach(mn *mailNode) {
 		pc.Archive = mn.gd
 	}
 	var pst post.Store = mn.pd
-	if f := run.cfg.LookupFault; f != nil {
-		pst = &faultyStore{Store: mn.pd, fail: func(k ids.Key) error { return f(sn.idx, k) }}
+	if run.cfg.LookupFault != nil || run.cfg.InsertFault != nil {
+		fs := &faultyStore{Store: mn.pd}
+		if f := run.cfg.LookupFault; f != nil {
+			fs.fail = func(k ids.Key) error { return f(sn.idx, k) }
+		}
+		if f := run.cfg.InsertFault; f != nil {
+			fs.failInsert = func(o past.Object) error { return f(sn.idx, o) }
+		}
+		pst = fs
 	}
 	mn.post = post.New(pc, pst, mn.sc, sn.drv)
 	obs.n = mn.post
@@ -761,13 +771,39 @@ func (c *MailConfig) ringName() string {
 	return c.RingName
 }
 
-// faultyStore fails the lookups that fail says should fail (MailConfig.LookupFault).
+// faultyStore fails the lookups that fail says should fail (MailConfig.LookupFault) and the
+// inserts that failInsert says should fail (MailConfig.InsertFault); either may be nil.
 type faultyStore struct {
 	post.Store
-	fail func(ids.Key) error
+	fail       func(ids.Key) error
+	failInsert func(past.Object) error
+}
+
+func (s *faultyStore) Insert(o past.Object, cb func(past.InsertResult)) {
+	if s.failInsert != nil {
+		if err := s.failInsert(o); err != nil {
+			cb(past.InsertResult{Err: err})
+			return
+		}
+	}
+	s.Store.Insert(o, cb)
+}
+
+func (s *faultyStore) InsertDedupe(o past.Object, cb func(past.InsertResult)) {
+	if s.failInsert != nil {
+		if err := s.failInsert(o); err != nil {
+			cb(past.InsertResult{Err: err})
+			return
+		}
+	}
+	s.Store.InsertDedupe(o, cb)
 }
 
 func (s *faultyStore) Lookup(k ids.Key, cb func(past.Object, error)) {
+	if s.fail == nil {
+		s.Store.Lookup(k, cb)
+		return
+	}
 	if err := s.fail(k); err != nil {
 		cb(past.Object{}, err)
 		return
