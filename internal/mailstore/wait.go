@@ -39,6 +39,13 @@ type Contents interface {
 	GetForeign(ref content.Ref, cb func([]byte, error))
 }
 
+// Sealer is an optional Contents ability (*post.Node has it): Seal returns a payload's
+// reference before it is stored, and store stores it (cb hears the outcome). Append then
+// writes the message's log entry while its pieces are being stored.
+type Sealer interface {
+	Seal(data []byte) (ref content.Ref, store func(cb func(error)), err error)
+}
+
 // ErrTimeout: the ring did not answer in time. The operation may still complete later (a
 // queued log append is retried by POST), so a client that retries can see it done.
 // It is a mailbox.ErrUnavailable, so servers answer with a temporary failure.

@@ -2,8 +2,10 @@ package mailstore
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
+	"sync"
 	"time"
 
 	"epost/internal/content"
@@ -42,9 +44,18 @@ func (fo *folder) AppendAll(msgs []mailbox.NewMessage) ([]mailbox.UID, error) {
 	}
 	ctx, cancel := s.ctx()
 	defer cancel()
-	segs, err := s.storePieces(ctx, pieces)
-	if err != nil {
-		return nil, fmt.Errorf("mailstore: append: %w", err)
+	var segs []segment
+	var stored *storing // the pieces' insert, when it runs alongside the entry's
+	if sl, ok := s.cfg.Contents.(Sealer); ok {
+		var err error
+		if segs, stored, err = s.sealPieces(sl, pieces); err != nil {
+			return nil, fmt.Errorf("mailstore: append: %w", err)
+		}
+	} else {
+		var err error
+		if segs, err = s.storePieces(ctx, pieces); err != nil {
+			return nil, fmt.Errorf("mailstore: append: %w", err)
+		}
 	}
 	recs := make([]record, len(msgs))
 	for i, m := range msgs {
@@ -64,7 +75,30 @@ func (fo *folder) AppendAll(msgs []mailbox.NewMessage) ([]mailbox.UID, error) {
 	if deleted {
 		return nil, mailbox.ErrNoFolder
 	}
+	if stored != nil {
+		// Readers on this node find the bytes here while the pieces are still on their way.
+		for i, m := range msgs {
+			s.contents.put(segmentsKey(recs[i].Segments), m.Raw)
+		}
+	}
 	uids, err := fo.insertLocked(recs)
+	if stored != nil {
+		perr := s.w.wait(ctx, "store message parts", stored.done)
+		if perr == nil {
+			perr = stored.err()
+		}
+		if perr != nil {
+			// The entries name pieces the ring may not have: take the messages out again.
+			// The client hears of a failure and appends again (a crash before this expunge
+			// leaves such a message unreadable, never an acknowledged one lost).
+			if filed := compactUIDs(uids); len(filed) > 0 {
+				if _, xerr := fo.expungeLocked(filed); xerr != nil {
+					s.cfg.Log.Error("mailstore: appended messages whose parts were not stored stay in the folder", "user", s.cfg.Address, "folder", f.Name, "uids", filed, "err", xerr)
+				}
+			}
+			return nil, fmt.Errorf("mailstore: append: %w", perr)
+		}
+	}
 	for i, m := range msgs[:len(uids)] {
 		if uids[i] != 0 {
 			s.contents.put(segmentsKey(recs[i].Segments), m.Raw)
@@ -118,6 +152,75 @@ func (s *Store) storePieces(ctx context.Context, pieces [][]byte) ([]segment, er
 		segs[i] = segment{Ref: &r}
 	}
 	return segs, nil
+}
+
+// storing is the background insert of an append's pieces: done is closed once every piece's
+// outcome is known, and err then tells whether all were stored.
+type storing struct {
+	done chan struct{}
+	mu   sync.Mutex
+	errs []error
+}
+
+func (st *storing) err() error {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return errors.Join(st.errs...)
+}
+
+// sealPieces makes segments of pieces as storePieces does, with the references computed at
+// once; the large pieces are stored in the background, at most maxParallelPuts at a time.
+func (s *Store) sealPieces(sl Sealer, pieces [][]byte) ([]segment, *storing, error) {
+	segs := make([]segment, len(pieces))
+	var stores []func(func(error))
+	for i, p := range pieces {
+		if len(p) <= maxInline {
+			segs[i] = segment{Inline: slices.Clone(p)}
+			continue
+		}
+		ref, store, err := sl.Seal(p)
+		if err != nil {
+			return nil, nil, err
+		}
+		segs[i] = segment{Ref: &ref}
+		stores = append(stores, store)
+	}
+	st := &storing{done: make(chan struct{})}
+	if len(stores) == 0 {
+		close(st.done)
+		return segs, st, nil
+	}
+	// A window of maxParallelPuts: each completion starts the next store.
+	next, left := 0, len(stores)
+	var start func()
+	start = func() {
+		st.mu.Lock()
+		if next == len(stores) {
+			st.mu.Unlock()
+			return
+		}
+		store := stores[next]
+		next++
+		st.mu.Unlock()
+		store(func(err error) {
+			st.mu.Lock()
+			if err != nil {
+				st.errs = append(st.errs, err)
+			}
+			left--
+			last := left == 0
+			st.mu.Unlock()
+			if last {
+				close(st.done)
+				return
+			}
+			start()
+		})
+	}
+	for range min(maxParallelPuts, len(stores)) {
+		start()
+	}
+	return segs, st, nil
 }
 
 // insertLocked writes insert entries for recs (batched under the entry size limit) and
