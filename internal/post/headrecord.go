@@ -256,6 +256,18 @@ func (h *FileHeadRecords) compact() error {
 	return nil
 }
 
+// AsyncHeadRecords is an optional HeadRecords ability (*FileHeadRecords has it): SaveAsync is
+// Save with its wait for the disk off the caller's goroutine; done gets Save's outcome, once.
+// A log writer then sends the head to its replicas while the record is being synced.
+type AsyncHeadRecords interface {
+	SaveAsync(name string, seq uint64, payload []byte, done func(error))
+}
+
+// SaveAsync implements AsyncHeadRecords.
+func (h *FileHeadRecords) SaveAsync(name string, seq uint64, payload []byte, done func(error)) {
+	go func() { done(h.Save(name, seq, payload)) }()
+}
+
 // Save implements HeadRecords: the record is appended, and Save returns once an fsync that
 // covers it has finished (shared with the Saves that run meanwhile).
 func (h *FileHeadRecords) Save(name string, seq uint64, payload []byte) error {
@@ -286,9 +298,10 @@ func (h *FileHeadRecords) Save(name string, seq uint64, payload []byte) error {
 	}
 	prev, hadPrev := h.recs[name]
 	h.recs[name] = HeadRecord{Seq: seq, Payload: slices.Clone(payload)}
-	// failed takes the record out of memory again when its Save fails: the caller sends
-	// this head to no replica, so a later compaction must not make it durable (a restart
-	// would then write back a head whose entries the client was told had failed).
+	// failed takes the record out of memory again when its Save fails: the caller reports
+	// the head's entries failed, so a later compaction must not make it durable (a restart
+	// would then write back a head whose entries the client was told had failed; the
+	// replicas may hold it, as after any failed insert, until the next head replaces it).
 	failed := func(err error) error {
 		if cur, ok := h.recs[name]; ok && cur.Seq == seq {
 			if hadPrev {

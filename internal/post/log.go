@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"sync"
 	"time"
 
 	"epost/internal/content"
@@ -582,7 +583,8 @@ func (u *User) readNewer(l *logState, seq uint64, attempted []byte) {
 	})
 }
 
-// saveHead records a head version on the node's disk before it is sent (HeadRecords).
+// saveHead records a head version on the node's disk before it is sent (HeadRecords without
+// SaveAsync; see recordAndInsert).
 func (u *User) saveHead(name string, seq uint64, payload []byte) error {
 	if u.heads == nil {
 		return nil
@@ -590,11 +592,16 @@ func (u *User) saveHead(name string, seq uint64, payload []byte) error {
 	if err := u.heads.Save(name, seq, payload); err != nil {
 		return fmt.Errorf("post: recording head %d of log %s: %w", seq, name, err)
 	}
+	u.noteRecord(name, seq, payload)
+	return nil
+}
+
+// noteRecord remembers that version seq of log name is recorded on this node's disk.
+func (u *User) noteRecord(name string, seq uint64, payload []byte) {
 	u.n.mu.Lock()
 	u.records[name] = HeadRecord{Seq: seq, Payload: payload}
 	u.n.stats.HeadRecords++
 	u.n.mu.Unlock()
-	return nil
 }
 
 // Append adds an entry to a log this node has open (CreateLog or OpenLog); an entry is never
@@ -760,21 +767,24 @@ func (u *User) flushLog(l *logState) {
 			l.republish = true
 		}
 	}
-	// Write-ahead: the node's record knows this version before any replica can hold it.
-	if err := u.saveHead(l.name, seq, payload); err != nil {
-		n.mu.Lock()
-		requeue()
-		n.mu.Unlock()
-		n.cfg.Log.Error("post: cannot record a log head on this node's disk; not writing it", "user", u.addr, "log", l.name, "err", err)
-		n.after(n.cfg.RetryDelay, func() { u.flushLog(l) })
-		return
-	}
 	obj := past.NewSigned(u.keys.SigningKey(), n.cfg.Ring, []byte(logNamePrefix+l.name), seq, payload, n.now().Add(n.cfg.ContentLease))
-	n.st.Insert(obj, func(r past.InsertResult) {
+	// written runs once the insert's outcome and the node's record of this version (recErr)
+	// are both known.
+	written := func(r past.InsertResult, recErr error) {
 		n.mu.Lock()
 		if !l.writing || len(l.inflight) != len(batch) || (len(batch) > 0 && &l.inflight[0] != &batch[0]) {
 			n.mu.Unlock()
 			return // a restart (Resume) requeued this batch; its new write decides
+		}
+		if recErr != nil {
+			// Nothing of the batch is reported written without the record. The replicas
+			// may hold this version all the same, as after any insert that failed: the
+			// next head carries the batch again over the same base, at a higher seq.
+			requeue()
+			n.mu.Unlock()
+			n.cfg.Log.Error("post: cannot record a log head on this node's disk; writing it again later", "user", u.addr, "log", l.name, "err", recErr)
+			n.after(n.cfg.RetryDelay, func() { u.flushLog(l) })
+			return
 		}
 		// A replica holds a version we did not write over: a higher sequence number, or
 		// another version at ours. Never bump past it blindly: read it and continue from it.
@@ -846,6 +856,53 @@ func (u *User) flushLog(l *logState) {
 			u.absorb(l, *newer)
 		}
 		u.flushLog(l)
+	}
+	u.recordAndInsert(l.name, seq, payload, obj, written)
+}
+
+// recordAndInsert records version seq of a log's head on this node's disk and inserts obj
+// (that version) into the ring; written gets the insert's outcome and the record's. With an
+// AsyncHeadRecords the record's fsync runs alongside the insert, so a write costs one disk
+// wait less; without, the record is written first. Either way the caller acknowledges
+// nothing before both are durable, and the record of every acknowledged version survives
+// the ring losing it.
+func (u *User) recordAndInsert(name string, seq uint64, payload []byte, obj past.Object, written func(past.InsertResult, error)) {
+	n := u.n
+	ah, async := u.heads.(AsyncHeadRecords)
+	if !async {
+		if err := u.saveHead(name, seq, payload); err != nil {
+			written(past.InsertResult{}, err)
+			return
+		}
+		n.st.Insert(obj, func(r past.InsertResult) { written(r, nil) })
+		return
+	}
+	var mu sync.Mutex
+	var ins *past.InsertResult
+	var recErr error
+	recDone := false
+	ah.SaveAsync(name, seq, payload, func(err error) {
+		if err != nil {
+			err = fmt.Errorf("post: recording head %d of log %s: %w", seq, name, err)
+		} else {
+			u.noteRecord(name, seq, payload)
+		}
+		mu.Lock()
+		recDone, recErr = true, err
+		r := ins
+		mu.Unlock()
+		if r != nil {
+			written(*r, err)
+		}
+	})
+	n.st.Insert(obj, func(r past.InsertResult) {
+		mu.Lock()
+		ins = &r
+		done, err := recDone, recErr
+		mu.Unlock()
+		if done {
+			written(r, err)
+		}
 	})
 }
 

@@ -16,7 +16,7 @@ import (
 //
 // A log is built from candidate heads: the versions the head's replica set holds (PAST reads
 // a mutable object from its whole replica set), the node's own record of the last head it
-// wrote (HeadRecords, written before each head is sent) and, while the log is open, the head
+// wrote (HeadRecords, durable before any write of that head is acknowledged) and, while the log is open, the head
 // the node last committed. The newest candidate (highest sequence number) is the base. Every
 // other candidate either is an ancestor of the base (the base's chain holds its newest entry
 // at its index: nothing to do) or forked from it: then the entries it has beyond the common

@@ -108,7 +108,8 @@ type Config struct {
 	// receipt follow. Without it, a notification is filed when its INBOX head is written.
 	Journals func(addr string) (Journal, error)
 	// HeadRecords, if set, opens a local user's durable record of the last head written per
-	// log (see HeadRecords): the writer saves each head there before sending it, and opens a
+	// log (see HeadRecords): the writer saves each head there before, or while, sending it
+	// (nothing is acknowledged before the record is durable), and opens a
 	// log only from that head or a newer one. Without it a restarted node has only the ring
 	// and Glacier to go by.
 	HeadRecords func(addr string) (HeadRecords, error)
