@@ -3,6 +3,7 @@ package mailstore
 import (
 	"context"
 	"epost/internal/mailbox"
+	"epost/internal/post"
 	"errors"
 	"fmt"
 	"slices"
@@ -45,6 +46,9 @@ type Contents interface {
 type Sealer interface {
 	Seal(data []byte) (ref content.Ref, store func(cb func(error)), err error)
 }
+
+// The contents of a user's store are their post.User (Users.open).
+var _ Sealer = (*post.User)(nil)
 
 // ErrTimeout: the ring did not answer in time. The operation may still complete later (a
 // queued log append is retried by POST), so a client that retries can see it done.

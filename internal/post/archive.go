@@ -333,6 +333,11 @@ func (u *User) keepFetch(k ids.Key, try int, done func()) {
 // Put is Node.Put for u: the chunks also go to u's archive.
 func (u *User) Put(data []byte, cb func(content.Ref, error)) { u.n.put(data, u.keep, cb) }
 
+// Seal is Node.Seal, keeping what it stores for the archive as Put does.
+func (u *User) Seal(data []byte) (content.Ref, func(cb func(error)), error) {
+	return u.n.seal(data, u.keep)
+}
+
 // Get is Node.Get (with the archive fallback of every local user).
 func (u *User) Get(ref content.Ref, cb func([]byte, error)) { u.n.Get(ref, cb) }
 

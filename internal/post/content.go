@@ -19,12 +19,15 @@ func (n *Node) Put(data []byte, cb func(content.Ref, error)) { n.put(data, nil, 
 // Seal encrypts data as Put does and returns its reference at once; store inserts its chunks
 // and tells cb the outcome as Put would. A caller can write what names the reference while
 // the chunks are being stored, and must not report either durable before both are.
-func (n *Node) Seal(data []byte) (content.Ref, func(cb func(error)), error) {
+func (n *Node) Seal(data []byte) (content.Ref, func(cb func(error)), error) { return n.seal(data, nil) }
+
+// seal is Seal; keep, if set, hears of every chunk object once it is stored.
+func (n *Node) seal(data []byte, keep func(past.Object)) (content.Ref, func(cb func(error)), error) {
 	chunks, ref, err := content.EncryptChunked(n.cfg.Secret, n.cfg.Ring, data, n.cfg.ChunkSize)
 	if err != nil {
 		return content.Ref{}, nil, err
 	}
-	return ref, func(cb func(error)) { n.storeChunks(chunks, nil, cb) }, nil
+	return ref, func(cb func(error)) { n.storeChunks(chunks, keep, cb) }, nil
 }
 
 // put is Put; keep, if set, hears of every chunk object once it is stored.
