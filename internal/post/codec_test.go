@@ -122,6 +122,7 @@ func TestLogCodec(t *testing.T) {
 
 func FuzzDecodePostMsg(f *testing.F) {
 	f.Add((&postMsg{Type: mNotify, Recipient: "a@x.org", Sealed: []byte("abc")}).encode())
+	f.Add((&postMsg{Type: mNotifyStored, Recipient: "a@x.org", ID: NotificationID{1}, Sealed: []byte("abc")}).encode())
 	f.Add((&postMsg{Type: mOnline, Recipient: "a@x.org", Sig: make([]byte, 64)}).encode())
 	f.Add((&postMsg{Type: mWhere, Recipient: "a@x.org"}).encode())
 	f.Fuzz(func(t *testing.T, b []byte) {
