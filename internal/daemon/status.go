@@ -128,7 +128,10 @@ type MailStatus struct {
 	// PendingHeld are pending notifications (mail for recipients not online yet) this node
 	// holds as a replica; Outbox messages queued for recipients outside the ring.
 	PendingHeld int `json:"pending_held"`
-	Outbox      int `json:"outbox"`
+	// PartsMissing counts holders' pushes of notifications to local users that were not
+	// filed yet because their parts were not in the ring (asked again later).
+	PartsMissing uint64 `json:"parts_missing"`
+	Outbox       int    `json:"outbox"`
 	// OutboxOldestS is the age of the outbox's oldest message; OutboxWaiting says why the
 	// outbox is not empty when that is known (no gateway took its next message, and what the
 	// ring answered).
@@ -194,6 +197,7 @@ func (n *Node) mailStatus() MailStatus {
 	if a := n.apps.Load(); a != nil {
 		ps := a.post.Stats()
 		m.Sent, m.Accepted, m.Refused, m.PendingHeld = ps.Sent, ps.Accepted, ps.Refused, ps.PendingHeld
+		m.PartsMissing = ps.PartsMissing
 	}
 	return m
 }
