@@ -128,6 +128,10 @@ func (u *User) SendWithIDs(to []string, nids []NotificationID, parts [][]byte, c
 		fail(fmt.Errorf("%w: %d parts, at most %d", ErrMalformed, len(parts), MaxParts))
 		return
 	}
+	if len(to) == 0 {
+		cb([]Result{}) // nobody to send to: nothing is stored
+		return
+	}
 	s := &sending{u: u, to: to, nids: nids, cb: cb, res: make([]Result, len(to)),
 		recs: make([]*identity.Record, len(to)), sealed: make([][]byte, len(to)),
 		pendDone: make([]bool, len(to)), pushed: make([]bool, len(to)), final: make([]bool, len(to))}

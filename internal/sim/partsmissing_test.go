@@ -90,3 +90,20 @@ func TestMailPartsFailedPendingStored(t *testing.T) {
 		w.fail("the pending copy is still on %d stores after b filed it", h)
 	}
 }
+
+// A send to nobody answers at once, with no results, and stores nothing.
+func TestMailSendToNobody(t *testing.T) {
+	const seed = 72
+	w := newWorld(t, seed, 8, nil)
+	a := w.addUser(0, "a@sim.example", 1)
+	before := a.node.post.Stats()
+	var res []post.Result
+	a.u.Send(nil, [][]byte{bytes.Repeat([]byte("x"), 40<<10)}, func(r []post.Result) { res = r })
+	if res == nil || len(res) != 0 {
+		w.fail("send to nobody: %v, want an empty answer at once", res)
+	}
+	w.run.ring.net.RunFor(time.Minute)
+	if after := a.node.post.Stats(); after.ChunksPut != before.ChunksPut || after.Sent != before.Sent {
+		w.fail("a send to nobody stored something: %+v -> %+v", before, after)
+	}
+}
