@@ -99,9 +99,11 @@ func (fo *folder) AppendAll(msgs []mailbox.NewMessage) ([]mailbox.UID, error) {
 			return nil, fmt.Errorf("mailstore: append: %w", perr)
 		}
 	}
-	for i, m := range msgs[:len(uids)] {
-		if uids[i] != 0 {
-			s.contents.put(segmentsKey(recs[i].Segments), m.Raw)
+	if stored == nil { // else cached above
+		for i, m := range msgs[:len(uids)] {
+			if uids[i] != 0 {
+				s.contents.put(segmentsKey(recs[i].Segments), m.Raw)
+			}
 		}
 	}
 	if err != nil {

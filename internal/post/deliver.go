@@ -143,7 +143,7 @@ func (u *User) SendWithIDs(to []string, nids []NotificationID, parts [][]byte, c
 	// references (content.InlineRef: a message's header and the boundary lines around its
 	// attachments are not worth objects of their own) and the rest is sealed into chunks
 	// here and stored below.
-	var toStore [][]content.Chunk
+	var toStore []func(func(error))
 	if n.carryable(len(to), parts) {
 		var err error
 		if s.refs, s.carried, err = n.sealParts(parts); err != nil {
@@ -158,13 +158,13 @@ func (u *User) SendWithIDs(to []string, nids []NotificationID, parts [][]byte, c
 				s.refs[i] = content.InlineRef(n.cfg.Ring, p)
 				continue
 			}
-			chunks, ref, err := content.EncryptChunked(n.cfg.Secret, n.cfg.Ring, p, n.cfg.ChunkSize)
+			ref, store, err := n.seal(p, nil)
 			if err != nil {
 				fail(err)
 				return
 			}
 			s.refs[i] = ref
-			toStore = append(toStore, chunks)
+			toStore = append(toStore, store)
 		}
 	}
 	s.partsLeft = len(toStore)
@@ -184,8 +184,8 @@ func (u *User) SendWithIDs(to []string, nids []NotificationID, parts [][]byte, c
 	if len(toStore) == 0 {
 		s.stored(nil)
 	}
-	for _, chunks := range toStore {
-		n.storeChunks(chunks, nil, s.stored)
+	for _, store := range toStore {
+		store(s.stored)
 	}
 }
 

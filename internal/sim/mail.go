@@ -780,23 +780,22 @@ type faultyStore struct {
 }
 
 func (s *faultyStore) Insert(o past.Object, cb func(past.InsertResult)) {
-	if s.failInsert != nil {
-		if err := s.failInsert(o); err != nil {
-			cb(past.InsertResult{Err: err})
-			return
-		}
-	}
-	s.Store.Insert(o, cb)
+	s.insert(o, cb, s.Store.Insert)
 }
 
 func (s *faultyStore) InsertDedupe(o past.Object, cb func(past.InsertResult)) {
+	s.insert(o, cb, s.Store.InsertDedupe)
+}
+
+// insert fails o at once if failInsert says so, else hands it to next.
+func (s *faultyStore) insert(o past.Object, cb func(past.InsertResult), next func(past.Object, func(past.InsertResult))) {
 	if s.failInsert != nil {
 		if err := s.failInsert(o); err != nil {
 			cb(past.InsertResult{Err: err})
 			return
 		}
 	}
-	s.Store.InsertDedupe(o, cb)
+	next(o, cb)
 }
 
 func (s *faultyStore) Lookup(k ids.Key, cb func(past.Object, error)) {
