@@ -98,6 +98,45 @@ func TestEveryReplicaRejectsBadWrites(t *testing.T) {
 	}
 }
 
+// An inserting node checks its object's shape but leaves the proofs (content hash,
+// signature) to the replicas (Node.checkOwn): a forged object it is asked to insert is sent,
+// every replica refuses it, and none stores it; a shape error is refused before anything
+// is sent.
+func TestReplicasCheckProofsTheWriterSkips(t *testing.T) {
+	const seed = 13
+	r := newTestRing(t, seed, 10, testConfig())
+	rng := rand.New(rand.NewPCG(seed, 1))
+	_, priv, _ := ed25519.GenerateKey(rngReader{rng})
+	lease := r.net.Now().Add(24 * time.Hour)
+	client := r.nodes[4]
+
+	mismatched := NewContent(r.ring, []byte("real bytes"), lease)
+	mismatched.Payload = []byte("other bytes")
+	forged := NewSigned(priv, r.ring, []byte("head"), 1, []byte("forged"), lease)
+	forged.Aux = append([]byte(nil), forged.Aux...)
+	forged.Aux[len(forged.Aux)-1] ^= 1
+	for _, c := range []struct {
+		obj  Object
+		want error
+	}{{mismatched, ErrHashMismatch}, {forged, ErrBadSignature}} {
+		res := r.insert(client, c.obj)
+		if res.Err == nil || res.Acked != 0 || !errors.Is(res.Err, c.want) {
+			r.fail("insert of an object failing %v: %v (%d acks)", c.want, res.Err, res.Acked)
+		}
+		if len(res.Refusals) != 3 {
+			r.fail("%v: %d refusals, want one from each replica", c.want, len(res.Refusals))
+		}
+		if n := r.holders(c.obj.Key); n != 0 {
+			r.fail("%v: %d replicas stored it", c.want, n)
+		}
+	}
+
+	expired := NewContent(r.ring, []byte("late"), r.net.Now().Add(-time.Second))
+	if res := r.insert(client, expired); !errors.Is(res.Err, ErrExpired) || res.Replicas != 0 {
+		r.fail("an expired object: %v, %d replicas asked; want ErrExpired before sending", res.Err, res.Replicas)
+	}
+}
+
 func TestInsertQuorum(t *testing.T) {
 	const seed = 12
 	r := newTestRing(t, seed, 12, testConfig())
