@@ -318,6 +318,33 @@ func (a *Aggregator) Holds(k ids.Key) bool {
 	return slices.ContainsFunc(a.pending, func(m Member) bool { return m.Key == k })
 }
 
+// Held returns member k while the aggregator holds its bytes in memory: pending, or in an
+// aggregate whose blob it has (not yet stored in Glacier, or fetched back for a repack). An
+// owner whose PAST copies of k are all lost before k's aggregate is stored gets k back from
+// here; later it comes from Glacier.
+func (a *Aggregator) Held(k ids.Key) (Member, bool) {
+	for _, m := range a.pending {
+		if m.Key == k {
+			m.Data = slices.Clone(m.Data)
+			return m, true
+		}
+	}
+	g, ok := a.index[k]
+	if !ok {
+		return Member{}, false
+	}
+	s := a.byKey[g]
+	if s == nil || s.agg.Blob == nil {
+		return Member{}, false
+	}
+	i := slices.IndexFunc(s.agg.TOC, func(e TOCEntry) bool { return e.ID == k.ID })
+	data, err := s.agg.Member(k)
+	if i < 0 || err != nil {
+		return Member{}, false
+	}
+	return Member{Key: k, Data: data, Expiry: time.Unix(0, s.expiry[k.ID]), ContentHash: s.agg.TOC[i].ContentHash}, true
+}
+
 // Aggregates is the number of aggregates in the chain (not expired).
 func (a *Aggregator) Aggregates() int { return len(a.aggs) }
 

@@ -91,7 +91,20 @@ func (n *Node) archiveHolding(key ids.Key) (*User, ids.ID) {
 	return nil, ids.ID{}
 }
 
+// restore gets key back from a local user's archive after PAST missed it (perr), and
+// stores it in PAST again: from the archive's memory while its aggregate is not yet stored
+// (an object whose replicas all lost it within ArchiveFlush of its write), else from Glacier.
 func (n *Node) restore(key ids.Key, perr error, cb func(past.Object, error)) {
+	if u, m, ok := n.archiveHeld(key); ok {
+		obj, err := n.fromMember(key, m.Data, m.ContentHash)
+		if err == nil {
+			n.cfg.Log.Warn("post: PAST lost an object not yet archived; storing it again from the archive's memory", "user", u.addr, "key", key.Full(), "past", perr)
+			n.reinsert(obj)
+			cb(obj, nil)
+			return
+		}
+		n.cfg.Log.Warn("post: an archived object held in memory does not check", "user", u.addr, "key", key.Full(), "err", err)
+	}
 	u, g := n.archiveHolding(key)
 	if u == nil {
 		cb(past.Object{}, perr)
@@ -102,21 +115,49 @@ func (n *Node) restore(key ids.Key, perr error, cb func(past.Object, error)) {
 			var obj past.Object
 			if obj, err = n.fromAggregate(agg, key); err == nil {
 				n.cfg.Log.Debug("post: restored an object from Glacier", "user", u.addr, "key", key.Full(), "past", perr)
-				n.st.Insert(obj, func(r past.InsertResult) {
-					n.mu.Lock()
-					if r.Err == nil {
-						n.stats.ArchiveRestored++
-					}
-					n.mu.Unlock()
-					if r.Err != nil {
-						n.cfg.Log.Warn("post: re-inserting a restored object failed", "key", key.Full(), "err", r.Err)
-					}
-				})
+				n.reinsert(obj)
 				cb(obj, nil)
 				return
 			}
 		}
 		cb(past.Object{}, fmt.Errorf("%w (archive: %v)", perr, err))
+	})
+}
+
+// archiveHeld finds key among the members a local user's archive holds in memory
+// (glacier.Aggregator.Held), or among those waiting for the archive to be ready.
+func (n *Node) archiveHeld(key ids.Key) (*User, glacier.Member, bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, addr := range slices.Sorted(maps.Keys(n.users)) {
+		c := n.users[addr]
+		if c.arch == nil || c.arch.agg == nil {
+			continue
+		}
+		if m, ok := c.arch.agg.Held(key); ok {
+			return c, m, true
+		}
+		for _, m := range c.arch.backlog {
+			if m.Key == key {
+				m.Data = slices.Clone(m.Data)
+				return c, m, true
+			}
+		}
+	}
+	return nil, glacier.Member{}, false
+}
+
+// reinsert stores a restored object in PAST again.
+func (n *Node) reinsert(obj past.Object) {
+	n.st.Insert(obj, func(r past.InsertResult) {
+		n.mu.Lock()
+		if r.Err == nil {
+			n.stats.ArchiveRestored++
+		}
+		n.mu.Unlock()
+		if r.Err != nil {
+			n.cfg.Log.Warn("post: re-inserting a restored object failed", "key", obj.Key.Full(), "err", r.Err)
+		}
 	})
 }
 
@@ -126,10 +167,17 @@ func (n *Node) fromAggregate(agg *glacier.Aggregate, key ids.Key) (past.Object, 
 	if err != nil {
 		return past.Object{}, err
 	}
-	var obj past.Object
 	i := slices.IndexFunc(agg.TOC, func(e glacier.TOCEntry) bool { return e.ID == key.ID })
-	if agg.TOC[i].ContentHash {
-		obj = past.NewContent(n.cfg.Ring, slices.Clone(data), n.now().Add(n.cfg.ContentLease))
+	return n.fromMember(key, data, agg.TOC[i].ContentHash)
+}
+
+// fromMember rebuilds archived member key (its bytes data, which it may keep) as a PAST
+// object and checks it as a PAST replica would.
+func (n *Node) fromMember(key ids.Key, data []byte, contentHash bool) (past.Object, error) {
+	var obj past.Object
+	var err error
+	if contentHash {
+		obj = past.NewContent(n.cfg.Ring, data, n.now().Add(n.cfg.ContentLease))
 	} else if obj, err = decodeArchived(key, data); err != nil {
 		return past.Object{}, err
 	}

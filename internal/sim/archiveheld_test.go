@@ -1,0 +1,84 @@
+package sim
+
+import (
+	"bytes"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"epost/internal/ids"
+	"epost/internal/post"
+)
+
+// An object whose PAST replicas all lose it before its aggregate reaches Glacier (within
+// ArchiveFlush of its write) is not lost while its owner's node is up: the archive still holds
+// it in memory, and the owner's next read stores it in PAST again. Here every copy of a filed
+// message's chunks is wiped from every store (three disks lost at once, say) while the
+// recipient's archive waits an hour to flush; the recipient still reads the message, and the
+// ring holds the chunks again.
+func TestArchiveHeldRestoresObjectsPASTLost(t *testing.T) {
+	const seed = 45
+	w := newArchiveWorldWith(t, seed, 20, func(c *MailConfig) { c.Post.ArchiveFlush = time.Hour })
+	a := w.addUser(0, "a@sim.example", 1)
+	b := w.addUser(1, "b@sim.example", 2)
+	body := make([]byte, 30000)
+	fill(rand.New(rand.NewPCG(seed, 3)), body)
+	if res := w.send(a, []string{b.addr}, [][]byte{[]byte("subject"), body}); len(res) != 1 || res[0].Err != nil {
+		w.fail("send: %+v", res)
+	}
+	w.wait(5*time.Minute, func() bool { return len(w.inbox(b)) == 1 })
+	w.run.ring.net.RunFor(time.Minute) // the recipient's node archives the chunks (keepRefs)
+	if st := archiveStats(b.node); st.ArchiveFlushed != 0 || st.ArchivePending == 0 {
+		w.fail("before the loss: want members pending and nothing flushed, got %+v", st)
+	}
+	f, err := post.DecodeFiled(w.inbox(b)[0])
+	if err != nil {
+		w.fail("filed entry: %v", err)
+	}
+	var keys []ids.Key
+	for _, ref := range f.Parts {
+		for _, e := range ref.Chunks {
+			keys = append(keys, e.Location)
+		}
+	}
+	if len(keys) == 0 {
+		w.fail("the message has no chunks in PAST (all inline?)")
+	}
+	far := w.run.ring.net.Now().Add(1000 * time.Hour)
+	for _, k := range keys {
+		for _, mn := range w.run.nodes {
+			if mn.st.Has(k) {
+				_ = mn.st.Delete(k)
+			}
+			_, _ = mn.st.PurgeTrash(far)
+		}
+		if h := holders(w, k); h != 0 {
+			w.fail("chunk %s still on %d stores after the wipe", k.ID.Short(), h)
+		}
+	}
+
+	var got [][]byte
+	for _, ref := range f.Parts {
+		var data []byte
+		var gerr error
+		done := false
+		b.u.Get(ref, func(d []byte, e error) { data, gerr, done = d, e, true })
+		w.wait(5*time.Minute, func() bool { return done })
+		if !done || gerr != nil {
+			w.fail("reading a part whose chunks PAST lost: done %v, %v", done, gerr)
+		}
+		got = append(got, data)
+	}
+	if len(got) != 2 || !bytes.Equal(got[1], body) {
+		w.fail("the message read back differs")
+	}
+	w.run.ring.net.RunFor(time.Minute)
+	for _, k := range keys {
+		if h := holders(w, k); h < 2 {
+			w.fail("chunk %s on %d stores after the read, want it stored again", k.ID.Short(), h)
+		}
+	}
+	if st := archiveStats(b.node); st.ArchiveRestored == 0 {
+		w.fail("nothing counted as restored: %+v", st)
+	}
+}
