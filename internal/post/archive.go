@@ -111,6 +111,11 @@ type userArchive struct {
 	savedAt   time.Time
 	saveLater bool // a save is scheduled
 	saveMu    sync.Mutex
+	// The held file (archiveheld.go): members not yet in a stored aggregate, on disk.
+	held       *appendFile
+	heldBroken bool     // writing it failed: not again until the next rotation
+	heldSeqs   []uint64 // aggregates cut whose held files wait for their storing
+	heldOld    []string // the previous run's held files, removed once the archive is ready
 }
 
 // archOp is an aggregate version to store: all fragments (insert) or a new manifest (renew).
@@ -152,6 +157,13 @@ func (u *User) newArchive() error {
 	if u.n.cfg.ArchiveFile != nil {
 		a.file = u.n.cfg.ArchiveFile(u.addr)
 	}
+	held, files, err := u.n.loadHeld(a)
+	if err != nil {
+		u.n.cfg.Log.Warn("post: archive members held on disk read in part", "user", u.addr, "members", len(held), "err", err)
+	} else if len(held) > 0 {
+		u.n.cfg.Log.Info("post: archive members held on disk by the previous run, to archive again", "user", u.addr, "members", len(held))
+	}
+	a.backlog, a.heldOld = held, files
 	u.n.mu.Lock()
 	u.arch = a
 	u.n.mu.Unlock()
@@ -193,8 +205,22 @@ func (u *User) keep(obj past.Object) {
 func (u *User) aggregate(m glacier.Member) []*glacier.Aggregate {
 	n := u.n
 	n.mu.Lock()
+	had := u.arch.agg.Holds(m.Key)
 	out, err := u.arch.agg.Add(n.now(), m)
 	n.stats.ArchiveKept++
+	// The held file follows the aggregates: m goes into the file of the batch it joined.
+	hold := err == nil && !had
+	if len(out) > 0 {
+		last := out[len(out)-1]
+		if hold && slices.ContainsFunc(last.TOC, func(e glacier.TOCEntry) bool { return e.ID == m.Key.ID }) {
+			u.holdLocked(m)
+			hold = false
+		}
+		u.rotateHeldLocked(last.Seq)
+	}
+	if hold {
+		u.holdLocked(m)
+	}
 	n.mu.Unlock()
 	if err != nil {
 		n.cfg.Log.Warn("post: cannot archive object", "user", u.addr, "key", m.Key.Full(), "err", err)
@@ -512,6 +538,9 @@ func (u *User) opDone(op archOp, man *glacier.Manifest, r glacier.InsertResult) 
 	n.mu.Unlock()
 	n.cfg.Log.Debug("post: aggregate stored", "user", u.addr, "seq", g.Seq, "version", g.Version, "renewal", op.renew,
 		"bytes", len(g.Blob), "members", len(g.TOC), "acked", r.Acks)
+	if !op.renew {
+		u.dropHeld(g.Seq)
+	}
 	if advance {
 		u.rootSoon()
 	}
@@ -622,6 +651,7 @@ func (u *User) archiveTick() {
 	var ops []archOp
 	if g := a.agg.Tick(now); g != nil {
 		ops = append(ops, archOp{g: g})
+		u.rotateHeldLocked(g.Seq)
 	}
 	var fetch []ids.ID
 	if now.Sub(a.lastMaint) >= n.archiveMaintEvery() {

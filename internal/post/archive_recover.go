@@ -280,8 +280,8 @@ func (u *User) archiveReady(w *glacier.ChainWalk, newest uint64, mans map[ids.ID
 	a.newest = max(a.newest, newest)
 	a.agg.Reserve(a.newest + 1)
 	a.ready = true
-	backlog, cbs := a.backlog, a.onReady
-	a.backlog, a.onReady = nil, nil
+	backlog, cbs, heldOld := a.backlog, a.onReady, a.heldOld
+	a.backlog, a.onReady, a.heldOld = nil, nil, nil
 	count := a.agg.Aggregates()
 	n.mu.Unlock()
 	if werr != nil {
@@ -294,6 +294,13 @@ func (u *User) archiveReady(w *glacier.ChainWalk, newest uint64, mans map[ids.ID
 		out = append(out, u.aggregate(m)...)
 	}
 	u.enqueueInserts(out)
+	// The previous run's held files (archiveheld.go): their members were in the backlog, and
+	// are now aggregated and held again, or in a stored aggregate already.
+	for _, f := range heldOld {
+		if err := os.Remove(f); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			n.cfg.Log.Warn("post: cannot remove archive members held on disk", "user", u.addr, "err", err)
+		}
+	}
 	u.runQueue() // saves the state
 	for _, f := range cbs {
 		f()

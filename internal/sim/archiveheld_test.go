@@ -3,6 +3,8 @@ package sim
 import (
 	"bytes"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -17,8 +19,25 @@ import (
 // recipient's archive waits an hour to flush; the recipient still reads the message, and the
 // ring holds the chunks again.
 func TestArchiveHeldRestoresObjectsPASTLost(t *testing.T) {
-	const seed = 45
-	w := newArchiveWorldWith(t, seed, 20, func(c *MailConfig) { c.Post.ArchiveFlush = time.Hour })
+	testArchiveHeld(t, 45, false)
+}
+
+// The same loss after a restart of the recipient's node (its memory gone): the members it
+// held on disk (archive.held) go back into its archive at the start, and the read finds them.
+func TestArchiveHeldSurvivesRestart(t *testing.T) {
+	testArchiveHeld(t, 46, true)
+}
+
+func testArchiveHeld(t *testing.T, seed uint64, restart bool) {
+	dir := t.TempDir()
+	w := newArchiveWorldWith(t, seed, 20, func(c *MailConfig) {
+		c.Post.ArchiveFlush = time.Hour
+		c.Post.ArchiveFile = func(addr string) string {
+			d := filepath.Join(dir, addr)
+			_ = os.MkdirAll(d, 0o700)
+			return filepath.Join(d, "archive.state")
+		}
+	})
 	a := w.addUser(0, "a@sim.example", 1)
 	b := w.addUser(1, "b@sim.example", 2)
 	body := make([]byte, 30000)
@@ -43,6 +62,15 @@ func TestArchiveHeldRestoresObjectsPASTLost(t *testing.T) {
 	}
 	if len(keys) == 0 {
 		w.fail("the message has no chunks in PAST (all inline?)")
+	}
+	held := filepath.Join(dir, b.addr, "archive.held")
+	if fi, err := os.Stat(held); err != nil || fi.Size() < int64(len(body)) {
+		w.fail("the held file: %v (want at least the chunk's %d bytes)", err, len(body))
+	}
+	if restart {
+		if errs := w.restartProcess(b.node, 10*time.Second, 5*time.Minute); len(errs) > 0 {
+			w.fail("restart of b's node: %v", errs)
+		}
 	}
 	far := w.run.ring.net.Now().Add(1000 * time.Hour)
 	for _, k := range keys {
@@ -80,5 +108,52 @@ func TestArchiveHeldRestoresObjectsPASTLost(t *testing.T) {
 	}
 	if st := archiveStats(b.node); st.ArchiveRestored == 0 {
 		w.fail("nothing counted as restored: %+v", st)
+	}
+}
+
+// Held files go once their members are stored in Glacier: after mail and a few flushes, with
+// nothing pending, no file set aside at a cut is left, and the current one holds nothing
+// that waits.
+func TestArchiveHeldFilesGoOnceStored(t *testing.T) {
+	const seed = 47
+	dir := t.TempDir()
+	w := newArchiveWorldWith(t, seed, 20, func(c *MailConfig) {
+		c.Post.ArchiveFile = func(addr string) string {
+			d := filepath.Join(dir, addr)
+			_ = os.MkdirAll(d, 0o700)
+			return filepath.Join(d, "archive.state")
+		}
+	})
+	a := w.addUser(0, "a@sim.example", 1)
+	b := w.addUser(1, "b@sim.example", 2)
+	r := rand.New(rand.NewPCG(seed, 3))
+	for i := range 6 {
+		body := make([]byte, 20000+r.IntN(20000))
+		fill(r, body)
+		if res := w.send(a, []string{b.addr}, [][]byte{[]byte("subject"), body}); len(res) != 1 || res[0].Err != nil {
+			w.fail("send %d: %+v", i, res)
+		}
+		w.run.ring.net.RunFor(90 * time.Second) // past ArchiveFlush (a minute): a cut each time
+	}
+	w.wait(10*time.Minute, func() bool {
+		s := archiveStats(b.node)
+		return s.ArchivePending == 0 && s.ArchiveInserting == 0 && s.ArchiveFlushed >= 3
+	})
+	st := archiveStats(b.node)
+	if st.ArchivePending != 0 || st.ArchiveInserting != 0 || st.ArchiveFlushed < 3 {
+		w.fail("archive not idle after the mail: %+v", st)
+	}
+	ents, err := os.ReadDir(filepath.Join(dir, b.addr))
+	if err != nil {
+		w.fail("%v", err)
+	}
+	for _, e := range ents {
+		fi, _ := e.Info()
+		switch {
+		case e.Name() == "archive.held" && fi.Size() > 0:
+			w.fail("archive.held holds %d bytes with nothing pending", fi.Size())
+		case len(e.Name()) > len("archive.held.") && e.Name()[:len("archive.held.")] == "archive.held.":
+			w.fail("%s (%d bytes) left after its aggregate was stored", e.Name(), fi.Size())
+		}
 	}
 }
