@@ -58,8 +58,9 @@ import (
 // empty. A restart loads that file instead of reading the chain back from Glacier, after
 // checking that Glacier holds no aggregate newer than the file knows (else it walks the chain
 // as after a disk loss). What a crash takes before it reaches an aggregate (pending members)
-// is found again at the next start: the user's reachable objects (heads, entries, snapshots,
-// INBOX parts) missing from the index are archived again.
+// is found again at the next start: content members from the held file (archiveheld.go),
+// and the user's reachable objects (heads, entries, snapshots, INBOX parts) missing from the
+// index are archived again from PAST.
 
 // Archive is what POST needs from Glacier; *glacier.Driver implements it.
 type Archive interface {
