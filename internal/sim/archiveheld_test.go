@@ -28,16 +28,22 @@ func TestArchiveHeldSurvivesRestart(t *testing.T) {
 	testArchiveHeld(t, 46, true)
 }
 
-func testArchiveHeld(t *testing.T, seed uint64, restart bool) {
+// newHeldWorld is an archive world whose users keep their archive state (and held files) in
+// directories under the returned one, with aggregates flushed after flush.
+func newHeldWorld(t *testing.T, seed uint64, flush time.Duration) (*world, string) {
 	dir := t.TempDir()
-	w := newArchiveWorldWith(t, seed, 20, func(c *MailConfig) {
-		c.Post.ArchiveFlush = time.Hour
+	return newArchiveWorldWith(t, seed, 20, func(c *MailConfig) {
+		c.Post.ArchiveFlush = flush
 		c.Post.ArchiveFile = func(addr string) string {
 			d := filepath.Join(dir, addr)
 			_ = os.MkdirAll(d, 0o700)
 			return filepath.Join(d, "archive.state")
 		}
-	})
+	}), dir
+}
+
+func testArchiveHeld(t *testing.T, seed uint64, restart bool) {
+	w, dir := newHeldWorld(t, seed, time.Hour)
 	a := w.addUser(0, "a@sim.example", 1)
 	b := w.addUser(1, "b@sim.example", 2)
 	body := make([]byte, 30000)
@@ -116,14 +122,7 @@ func testArchiveHeld(t *testing.T, seed uint64, restart bool) {
 // that waits.
 func TestArchiveHeldFilesGoOnceStored(t *testing.T) {
 	const seed = 47
-	dir := t.TempDir()
-	w := newArchiveWorldWith(t, seed, 20, func(c *MailConfig) {
-		c.Post.ArchiveFile = func(addr string) string {
-			d := filepath.Join(dir, addr)
-			_ = os.MkdirAll(d, 0o700)
-			return filepath.Join(d, "archive.state")
-		}
-	})
+	w, dir := newHeldWorld(t, seed, time.Minute)
 	a := w.addUser(0, "a@sim.example", 1)
 	b := w.addUser(1, "b@sim.example", 2)
 	r := rand.New(rand.NewPCG(seed, 3))
