@@ -206,11 +206,12 @@ func (u *User) keep(obj past.Object) {
 func (u *User) aggregate(m glacier.Member) []*glacier.Aggregate {
 	n := u.n
 	n.mu.Lock()
-	had := u.arch.agg.Holds(m.Key)
+	_, aggregated := u.arch.agg.Locate(m.Key)
 	out, err := u.arch.agg.Add(n.now(), m)
 	n.stats.ArchiveKept++
-	// The held file follows the aggregates: m goes into the file of the batch it joined.
-	hold := err == nil && !had
+	// The held file follows the aggregates: m goes into the file of the batch it joined (a
+	// member added again while pending is held again, since it may move to the next batch).
+	hold := err == nil && !aggregated
 	if len(out) > 0 {
 		last := out[len(out)-1]
 		if hold && slices.ContainsFunc(last.TOC, func(e glacier.TOCEntry) bool { return e.ID == m.Key.ID }) {
