@@ -182,12 +182,14 @@ func (d *Driver) flushLocked(deferred bool) {
 			d.flushLocked(false)
 		}
 	}
-	// Persist before sending: what the step acknowledges or shows must be on disk first. A
-	// forwarder's step (deferred: inside pastry's Step) only answers lookups: it waits only
-	// when it answered from a change not yet committed (upTo: see groupcommit's TakeStep),
-	// and then, like any step, on a goroutine of its own (Async).
+	// Persist before sending: what the step acknowledges must be on disk first. A
+	// forwarder's step (deferred: inside pastry's Step) only answers lookups; it waits for
+	// nobody's commit unless it wrote something itself.
 	if deferred {
-		d.pd.Defer(func() { d.wb.q.Flush(own, upTo, d.Async, send) })
+		if len(own) == 0 {
+			upTo = 0
+		}
+		d.pd.Defer(func() { send(d.wb.q.Persist(own, upTo)) })
 		return
 	}
 	d.wb.q.Flush(own, upTo, d.Async, send)
