@@ -10,12 +10,6 @@
 // they were queued. One goroutine commits at a time; goroutines that need their changes
 // durable meanwhile wait, and the next committer takes everything queued since.
 //
-// A step depends on its own changes and on the staged changes it read (Lookup): an answer
-// given from the overlay ("already stored", a lookup's object) must not leave before what it
-// shows is durable. It does not depend on other steps' changes it never looked at, so a step
-// that only relays a reply or answers from the durable store sends at once instead of
-// waiting for whatever commit is under way (TakeStep).
-//
 // Stage, Lookup and TakeStep run under the state machine's lock (one step at a time); Pending
 // and Persist run outside it, on any goroutine.
 package groupcommit
@@ -33,7 +27,6 @@ type Queue[K comparable, Op any, S any] struct {
 	queue      []queued[Op]
 	step       []uint64 // ops queued since the last TakeStep
 	staged     uint64   // last sequence number queued
-	read       uint64   // newest staged change Lookup showed since the last TakeStep
 	committed  uint64   // every op up to this one is committed (or failed)
 	failed     map[uint64]error
 	committing bool
@@ -57,13 +50,11 @@ func New[K comparable, Op any, S any](commit func(ops []Op) ([]error, error), ke
 	return q
 }
 
-// Lookup returns the staged state of k, if k has changes not yet committed; the current
-// step then depends on them (TakeStep).
+// Lookup returns the staged state of k, if k has changes not yet committed.
 func (q *Queue[K, Op, S]) Lookup(k K) (S, bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if e, ok := q.keys[k]; ok {
-		q.read = max(q.read, e.seq)
 		return e.state, true
 	}
 	var zero S
@@ -86,18 +77,13 @@ func (q *Queue[K, Op, S]) Stage(op Op, state S) {
 	e.seq, e.state = q.staged, state
 }
 
-// TakeStep returns the ops queued since the last call and what the step that just ended
-// depends on: it must not send before everything up to upTo is durable. upTo covers its own
-// ops and the staged changes it read; 0 when it did neither (nothing to wait for).
+// TakeStep returns the ops queued since the last call and the last sequence number queued:
+// the step that just ended must not send before everything up to it is durable.
 func (q *Queue[K, Op, S]) TakeStep() (own []uint64, upTo uint64) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	own, q.step = q.step, nil
-	upTo, q.read = q.read, 0
-	if len(own) > 0 {
-		upTo = max(upTo, own[len(own)-1])
-	}
-	return own, upTo
+	return own, q.staged
 }
 
 // Pending reports whether ops up to upTo still wait for their commit.

@@ -25,14 +25,9 @@ import (
 // queued by other goroutines meanwhile go into the next commit. Under load many
 // acknowledgements therefore share one fsync; a lone write costs what it cost before.
 //
-// A step waits for its own changes and for every staged change it read, whoever queued it: a
-// retried insert is acknowledged from the overlay's state ("already stored"), and that
-// acknowledgement must not leave before the original write is durable. Every read of the
-// overlay goes through groupcommit.Queue.Lookup, which records it. A step that neither wrote
-// nor read a staged change (a reply relayed to the node's own insert, a lookup answered from
-// the durable store) sends at once: it used to wait for whatever commit was under way, which
-// on a busy node put one more fsync into every round trip of the node's own writes. If a
-// commit fails (a disk error, a full disk),
+// A step waits for every change queued before its end, not only its own: a retried insert is
+// acknowledged from the overlay's state ("already stored"), and that acknowledgement must not
+// leave before the original write is durable. If a commit fails (a disk error, a full disk),
 // the steps that queued the failed changes send none of their acknowledgements (they would be
 // lies) but still send their requests to other nodes, the overlay forgets those changes, and
 // the error is logged by the driver. The node's acknowledgements to itself (it is a replica of
