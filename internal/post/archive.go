@@ -114,9 +114,9 @@ type userArchive struct {
 	saveMu    sync.Mutex
 	// The held file (archiveheld.go): members not yet in a stored aggregate, on disk.
 	held       *appendFile
-	heldBroken bool     // writing it failed: not again until the next rotation
-	heldSeqs   []uint64 // aggregates cut whose held files wait for their storing
-	heldOld    []string // the previous run's held files, removed once the archive is ready
+	heldBroken bool       // writing it failed: not again until the next rotation
+	heldSet    []heldFile // files set aside at cuts, each until its aggregates are stored
+	heldOld    []string   // the previous run's held files, removed once the archive is ready
 }
 
 // archOp is an aggregate version to store: all fragments (insert) or a new manifest (renew).
@@ -218,7 +218,7 @@ func (u *User) aggregate(m glacier.Member) []*glacier.Aggregate {
 			u.holdLocked(m)
 			hold = false
 		}
-		u.rotateHeldLocked(last.Seq)
+		u.rotateHeldLocked(out)
 	}
 	if hold {
 		u.holdLocked(m)
@@ -653,7 +653,7 @@ func (u *User) archiveTick() {
 	var ops []archOp
 	if g := a.agg.Tick(now); g != nil {
 		ops = append(ops, archOp{g: g})
-		u.rotateHeldLocked(g.Seq)
+		u.rotateHeldLocked([]*glacier.Aggregate{g})
 	}
 	var fetch []ids.ID
 	if now.Sub(a.lastMaint) >= n.archiveMaintEvery() {

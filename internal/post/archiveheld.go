@@ -32,8 +32,7 @@ import (
 //
 // Files, next to the archive state file: "archive.held" takes the members added since the
 // last aggregate was cut; when one is cut it becomes "archive.held.SEQ" (SEQ: the newest
-// aggregate cut), removed once an aggregate at least that new is stored (aggregates are
-// stored in order). Records: uvarint length, the member's bytes, CRC-32C of the bytes. The
+// aggregate cut), removed once a version of each aggregate cut then is stored. Records: uvarint length, the member's bytes, CRC-32C of the bytes. The
 // file is written without fsync: it guards against the loss of every PAST replica while the
 // owner's node restarts (a process crash keeps what it wrote), not against the owner's own
 // disk failing in the same minutes.
@@ -97,12 +96,21 @@ func (u *User) heldFailed(err error) {
 	a.heldBroken = true
 }
 
-// rotateHeldLocked closes the held file at an aggregate cut: its members are in aggregates up
-// to seq, and it is removed once one of those is stored (dropHeld).
-func (u *User) rotateHeldLocked(seq uint64) {
+// heldFile is a held file set aside at a cut: "archive.held.NAME", NAME the newest aggregate
+// cut then, kept until a version of every aggregate in wait is stored.
+type heldFile struct {
+	name uint64
+	wait []uint64
+}
+
+// rotateHeldLocked sets the held file aside at a cut: its members are in the aggregates gs
+// (just cut), and it is removed once each of them is stored (dropHeld) — each one itself, in
+// any version: a later aggregate stored first (a retry of gs that a repack superseded goes
+// behind it) says nothing of theirs.
+func (u *User) rotateHeldLocked(gs []*glacier.Aggregate) {
 	a := u.arch
 	path := a.heldPath()
-	if path == "" {
+	if path == "" || len(gs) == 0 {
 		return
 	}
 	if a.held != nil {
@@ -110,29 +118,37 @@ func (u *User) rotateHeldLocked(seq uint64) {
 		a.held = nil
 	}
 	a.heldBroken = false
-	if err := os.Rename(path, path+"."+strconv.FormatUint(seq, 10)); err != nil {
+	hf := heldFile{name: gs[len(gs)-1].Seq}
+	for _, g := range gs {
+		hf.wait = append(hf.wait, g.Seq)
+	}
+	if err := os.Rename(path, path+"."+strconv.FormatUint(hf.name, 10)); err != nil {
 		if !errors.Is(err, fs.ErrNotExist) {
 			u.n.cfg.Log.Warn("post: cannot set archive members aside on disk", "user", u.addr, "err", err)
 		}
 		return
 	}
-	a.heldSeqs = append(a.heldSeqs, seq)
+	a.heldSet = append(a.heldSet, hf)
 }
 
-// dropHeld removes the held files of aggregates up to seq, now stored.
+// dropHeld notes that a version of aggregate seq is stored, and removes the held files that
+// waited for nothing else.
 func (u *User) dropHeld(seq uint64) {
 	n := u.n
 	n.mu.Lock()
 	a := u.arch
 	path := a.heldPath()
 	var drop []uint64
-	a.heldSeqs = slices.DeleteFunc(a.heldSeqs, func(s uint64) bool {
-		if s <= seq {
-			drop = append(drop, s)
-			return true
+	keep := a.heldSet[:0]
+	for _, hf := range a.heldSet {
+		hf.wait = slices.DeleteFunc(hf.wait, func(s uint64) bool { return s == seq })
+		if len(hf.wait) == 0 {
+			drop = append(drop, hf.name)
+			continue
 		}
-		return false
-	})
+		keep = append(keep, hf)
+	}
+	a.heldSet = keep
 	n.mu.Unlock()
 	for _, s := range drop {
 		if err := os.Remove(path + "." + strconv.FormatUint(s, 10)); err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -173,17 +189,20 @@ func (n *Node) loadHeld(a *userArchive) ([]glacier.Member, []string, error) {
 		}
 		taken = append(taken, to)
 	}
-	ms, err := readHeld(n.cfg.Ring, taken)
+	ms, read, err := readHeld(n.cfg.Ring, taken)
 	exp := n.now().Add(n.cfg.ContentLease)
 	for i := range ms {
 		ms[i].Expiry = exp
 	}
-	return ms, taken, errors.Join(append(errs, err)...)
+	return ms, read, errors.Join(append(errs, err)...)
 }
 
-// readHeld returns the members of the held files.
-func readHeld(ring ids.RingID, files []string) ([]glacier.Member, error) {
+// readHeld returns the members of the held files, and the files it could read (a file that
+// failed to open or read stays for the next start; one damaged part way is read up to the
+// damage, which is all it holds that can be used).
+func readHeld(ring ids.RingID, files []string) ([]glacier.Member, []string, error) {
 	var out []glacier.Member
+	var read []string
 	var errs []error
 	for _, name := range files {
 		b, err := os.ReadFile(name)
@@ -191,13 +210,14 @@ func readHeld(ring ids.RingID, files []string) ([]glacier.Member, error) {
 			errs = append(errs, err)
 			continue
 		}
+		read = append(read, name)
 		ms, err := decodeHeld(ring, b)
 		out = append(out, ms...)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", filepath.Base(name), err))
 		}
 	}
-	return out, errors.Join(errs...)
+	return out, read, errors.Join(errs...)
 }
 
 func isHeldSuffix(s string) bool {
