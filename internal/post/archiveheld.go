@@ -55,7 +55,7 @@ func (a *userArchive) heldPath() string {
 func (u *User) holdLocked(m glacier.Member) {
 	a := u.arch
 	path := a.heldPath()
-	if path == "" || !m.ContentHash {
+	if path == "" || !m.ContentHash || u.n.stop {
 		return
 	}
 	if a.held == nil && !a.heldBroken {

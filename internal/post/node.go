@@ -317,6 +317,12 @@ func (n *Node) Stop() {
 	}
 	n.mu.Lock()
 	n.stop = true
+	for _, u := range us {
+		if a := u.arch; a.held != nil { // archiveheld.go; holdLocked writes no more once stopped
+			_ = a.held.Close()
+			a.held = nil
+		}
+	}
 	n.mu.Unlock()
 }
 
