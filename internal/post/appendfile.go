@@ -20,8 +20,13 @@ type appendFile struct {
 
 // openAppendFile opens path for appending; its current length is taken as whole records
 // (its owner has just written or checked them).
-func openAppendFile(path string) (*appendFile, error) {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0o600)
+func openAppendFile(path string) (*appendFile, error) { return openAppend(path, 0) }
+
+// createAppendFile is openAppendFile, creating the file when there is none.
+func createAppendFile(path string) (*appendFile, error) { return openAppend(path, os.O_CREATE) }
+
+func openAppend(path string, flag int) (*appendFile, error) {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|flag, 0o600)
 	if err != nil {
 		return nil, err
 	}

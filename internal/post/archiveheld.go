@@ -59,15 +59,11 @@ func (u *User) holdLocked(m glacier.Member) {
 		return
 	}
 	if a.held == nil && !a.heldBroken {
-		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
-		if err == nil {
-			a.held = &appendFile{f: f}
-			if fi, serr := f.Stat(); serr == nil {
-				a.held.size = fi.Size()
-			}
-		} else {
+		f, err := createAppendFile(path)
+		if err != nil {
 			u.heldFailed(err)
 		}
+		a.held = f
 	}
 	if a.held == nil {
 		return
@@ -171,18 +167,18 @@ func (n *Node) loadHeld(a *userArchive) ([]glacier.Member, []string, error) {
 	// aggregate seq): this run's cuts name their files by seq, and must not overwrite one of
 	// these before archiveReady removes them.
 	base := n.now().UnixNano()
-	if err := os.Rename(path, path+"."+strconv.FormatInt(base, 10)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return nil, nil, err
-	}
-	names, err := filepath.Glob(path + ".*")
+	names, err := filepath.Glob(path + "*")
 	if err != nil {
 		return nil, nil, err
 	}
-	names = slices.DeleteFunc(names, func(name string) bool { return !isHeldSuffix(strings.TrimPrefix(name, path)) })
+	names = slices.DeleteFunc(names, func(name string) bool {
+		suffix := strings.TrimPrefix(name, path)
+		return suffix != "" && !isHeldSuffix(suffix)
+	})
 	var errs []error
 	var taken []string
 	for i, name := range names {
-		to := path + "." + strconv.FormatInt(base+1+int64(i), 10)
+		to := path + "." + strconv.FormatInt(base+int64(i), 10)
 		if err := os.Rename(name, to); err != nil {
 			errs = append(errs, err) // left for the next start
 			continue
