@@ -120,6 +120,13 @@ func (n *Node) newApps(mux *appmux.Mux, pd *pastry.Driver, seed uint64) *apps {
 	// A client that wrote a key (a log head, a pending notification) rewrites it at the
 	// replicas it found, without another route to the root, for this long.
 	cfg.LocateCacheTTL = 30 * time.Second
+	// The nodes of the ring before this start: until they are back, "not found" proves
+	// little (a user's record whose holders are still starting is not "no such user").
+	if rem, err := n.peers.load(); err == nil {
+		for _, p := range rem {
+			cfg.Known = append(cfg.Known, p.ID)
+		}
+	}
 	rng := rand.New(rand.NewPCG(seed^0x7061737421, seed))
 	pn := past.NewNode(cfg, n.self, n.store, rng)
 	pdrv := past.NewDriver(pn, pd, transport.RealClock{}, n.timers.PastTick)

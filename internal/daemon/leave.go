@@ -13,17 +13,17 @@ import (
 // Leave): they drop it at once instead of after 15 to 30 s of failure detection, and PAST and
 // Glacier on each of them see the leaf-set change and rebalance. PAST then offers each
 // neighbour the objects it takes over, and the node keeps serving the neighbours' fetches
-// (and lookups) while they come. A neighbour that lacks nothing stays silent, so the node
-// cannot know when all are done: it waits half of Timers.LeaveGrace (a loaded neighbour may
-// take a while to read the offer), then until no hand-over reply went out for leaveQuiet, and
-// never longer than the grace. With nothing to hand over it waits only leaveFlush, for the
-// leave frames to leave the transport's queues before it closes.
+// (and lookups) while they come. Every neighbour answers every offer, with an empty fetch when
+// it lacks nothing, so the node waits until all have answered and it sent nothing for
+// leaveQuiet (its last replies are written by then), and never longer than Timers.LeaveGrace
+// (a neighbour that went down meanwhile never answers). With nothing to hand over it waits
+// only leaveFlush, for the leave frames to leave the transport's queues before it closes.
 
 // MaxLeaveGrace bounds Timers.LeaveGrace: a stop must stay quick.
 const MaxLeaveGrace = 10 * time.Second
 
 const (
-	leaveQuiet = 500 * time.Millisecond // no hand-over traffic this long: the neighbours are done
+	leaveQuiet = 500 * time.Millisecond // after the last answer: the last replies are written
 	leaveFlush = 100 * time.Millisecond // the leave frames are written by then on any live link
 	leavePoll  = 25 * time.Millisecond
 )
@@ -40,33 +40,34 @@ func (n *Node) leave(drv *pastry.Driver) {
 	if a := n.apps.Load(); a != nil {
 		pd = a.past
 	}
-	sent := func() uint64 {
-		var m uint64
+	state := func() (sent uint64, pending int) {
 		if pd != nil {
-			pd.With(func(pn *past.Node) { m = pn.Stats().MaintMsgs })
+			pd.With(func(pn *past.Node) { sent, pending = pn.Stats().MaintMsgs, pn.HandoverPending() })
 		}
-		return m
+		return sent, pending
 	}
 	offered := 0
 	if pd != nil {
 		offered = pd.Leave()
 	}
-	afterOffers := sent()
+	afterOffers, pending := state()
 	grace := n.timers.LeaveGrace
 	last, lastAt := afterOffers, time.Now()
 	for {
 		time.Sleep(leavePoll)
 		now := time.Now()
-		if m := sent(); m != last {
+		m, p := state()
+		if m != last {
 			last, lastAt = m, now
 		}
+		pending = p
 		if now.Sub(start) >= grace ||
 			(offered == 0 && now.Sub(start) >= leaveFlush) ||
-			(offered > 0 && now.Sub(start) >= grace/2 && now.Sub(lastAt) >= leaveQuiet) {
+			(offered > 0 && pending == 0 && now.Sub(lastAt) >= leaveQuiet) {
 			break
 		}
 	}
 	n.log.Info("left the ring", "node", n.rn.ID.Short(), "leaf_members_told", leaf, "others_told", others,
-		"keys_offered", offered, "handover_replies", last-afterOffers,
+		"keys_offered", offered, "handover_replies", last-afterOffers, "unanswered_offers", pending,
 		"took", time.Since(start).Round(time.Millisecond))
 }

@@ -21,9 +21,12 @@ import (
 // lookups, until its driver stops. The leaver's own maintenance rounds stop: it must not
 // fetch anything any more.
 //
-// Offers go out after the overlay's leave on the same connections, so a neighbour has
-// dropped the leaver from its leaf set, and computes its arc without it, before it reads
-// them.
+// Offers go out after the overlay's leave on the same connections. Their Op carries
+// handoverOp. A neighbour computes its arc without the leaver, whether or not its leaf set
+// shows the leave yet, and answers every offer with a fetch that echoes its Op, an empty one
+// when it lacks nothing: the leaver knows when all are done (HandoverPending) instead of
+// guessing from silence. A neighbour that never answers (down,
+// or its links to us broke) leaves the wait to the caller's grace.
 
 // leaveOfferLimit bounds the keys offered to one neighbour (in offers of MaxKeysPerExchange):
 // the hand-over has seconds, not the time a whole store takes; the neighbours' maintenance
@@ -73,10 +76,28 @@ func (n *Node) Leave() (offered int) {
 		for len(keys) > 0 {
 			batch := keys[:min(len(keys), n.cfg.MaxKeysPerExchange)]
 			keys = keys[len(batch):]
-			n.send(h, &message{Type: mSyncOffer, Op: n.round, Key: ids.Key{Ring: n.cfg.Ring}, Keys: batch}, true)
+			op := handoverOp | uint64(len(n.handover)+1)
+			n.handover[op] = h.ID
+			n.send(h, &message{Type: mSyncOffer, Op: op, Key: ids.Key{Ring: n.cfg.Ring}, Keys: batch}, true)
 		}
 	}
 	return offered
+}
+
+// HandoverPending is the number of hand-over offers (Leave) no neighbour has answered yet.
+// Each answer is a fetch this node serves at once; at zero the neighbours have all they asked
+// for on its way to them.
+func (n *Node) HandoverPending() int { return len(n.handover) }
+
+// arcWithout is responsibleArc for the leaf set without node id (a neighbour leaving).
+func (n *Node) arcWithout(id ids.ID) (store.Arc, bool) {
+	l, r := n.left, n.right
+	defer func() { n.left, n.right = l, r }()
+	drop := func(hs []pastry.Handle) []pastry.Handle {
+		return slices.DeleteFunc(slices.Clone(hs), func(h pastry.Handle) bool { return h.ID == id })
+	}
+	n.left, n.right = drop(l), drop(r)
+	return n.responsibleArc()
 }
 
 // closestOf returns the k members of hs numerically closest to key, closest first.

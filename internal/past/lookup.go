@@ -69,6 +69,9 @@ type readState struct {
 	asked   []pastry.Handle    // root first, then the replicas it named (once it answered)
 	answers map[ids.ID]*Object // by node: its valid mutable version, or nil (none)
 	reasked bool               // the silent replicas were asked directly
+	// unsettled: nodes that said they hold no copy, and that this proves little
+	// (ErrUnsettled).
+	unsettled map[ids.ID]bool
 }
 
 // heard counts the answers from the nodes asked.
@@ -136,6 +139,12 @@ func (n *Node) onLookupReply(from pastry.Handle, m *message) {
 	// A replica the root passed the lookup to may answer before the root does: keep its
 	// answer until the root names the replica set.
 	rs.answers[from.ID] = got
+	if got == nil && m.Code == codeNotFound && m.Detail == detailUnsettled {
+		if rs.unsettled == nil {
+			rs.unsettled = map[ids.ID]bool{}
+		}
+		rs.unsettled[from.ID] = true
+	}
 	if o.phase == phaseLocating {
 		if m.Flag {
 			return // a replica's answer; the root's is still to come
@@ -277,6 +286,8 @@ func (n *Node) failLookup(o *op, cause error) {
 		res.Err = fmt.Errorf("past lookup %s: %w", o.key, cause)
 	case res.Answered < res.Replicas:
 		res.Err = fmt.Errorf("past lookup %s: %w (%d of %d replicas did not answer: %w)", o.key, ErrNotFound, res.Replicas-res.Answered, res.Replicas, ErrTimeout)
+	case slices.ContainsFunc(rs.asked, func(h pastry.Handle) bool { return rs.unsettled[h.ID] }):
+		res.Err = fmt.Errorf("past lookup %s: %w (%w)", o.key, ErrNotFound, ErrUnsettled)
 	default:
 		res.Err = fmt.Errorf("past lookup %s: %w", o.key, ErrNotFound)
 	}

@@ -190,6 +190,12 @@ func (n *Node) onSyncOffer(from pastry.Handle, m *message) {
 		return
 	}
 	arc, whole := n.responsibleArc()
+	leaving := m.Op&handoverOp != 0
+	if leaving {
+		// A hand-over: the leaver told the overlay first, but our leaf set may not show it
+		// yet. Our arc is the one we have without it.
+		arc, whole = n.arcWithout(from.ID)
+	}
 	var want []KeySeq
 	for _, e := range m.Keys {
 		k := ids.Key{Ring: n.cfg.Ring, ID: e.ID}
@@ -205,7 +211,8 @@ func (n *Node) onSyncOffer(from pastry.Handle, m *message) {
 		n.fetching[k] = n.now.Add(n.cfg.RequestTimeout)
 		want = append(want, e)
 	}
-	if len(want) > 0 {
+	if len(want) > 0 || leaving {
+		// A leaver waits for an answer to each offer, an empty one included (leave.go).
 		n.send(from, &message{Type: mFetch, Op: m.Op, Key: ids.Key{Ring: n.cfg.Ring}, Keys: want}, true)
 	}
 	if m.Flag {
@@ -220,6 +227,9 @@ func (n *Node) onSyncOffer(from pastry.Handle, m *message) {
 func (n *Node) onFetch(from pastry.Handle, m *message) {
 	if m.Key.Ring != n.cfg.Ring {
 		return
+	}
+	if peer, ok := n.handover[m.Op]; ok && peer == from.ID {
+		delete(n.handover, m.Op) // the answer to one of our hand-over offers
 	}
 	var batch []Object
 	size := 0

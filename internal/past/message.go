@@ -108,6 +108,17 @@ func (c code) err() error {
 	return ErrStore
 }
 
+// Marks carried in fields every version of the wire format has, so that nodes of an older
+// version read them as what they were (a detail text, an operation id).
+const (
+	// detailUnsettled is the Detail of a lookup reply "none here, and that proves little"
+	// (settled.go).
+	detailUnsettled = "unsettled"
+	// handoverOp marks the Op of a leaving node's hand-over offers (leave.go); maintenance
+	// round numbers never reach it.
+	handoverOp uint64 = 1 << 63
+)
+
 // KeySeq names one version of an object: what maintenance compares.
 type KeySeq struct {
 	ID  ids.ID

@@ -29,6 +29,14 @@ type Config struct {
 	MaxKeysPerExchange  int           // keys offered or fetched per exchange (ePOST: 1,000)
 	MaxTransferBytes    int           // payload bytes per fetch reply
 	DropGrace           time.Duration // keep objects we are no longer responsible for this long
+	// LossMemory: for this long after a node that would be among a key's replicas vanished
+	// from the leaf set (crashed, or cut off by a partition, with its copies), a replica that
+	// holds no copy of the key says so "unsettled" (settled.go). Zero: one hour.
+	LossMemory time.Duration
+	// Known are the nodes this one knew in the ring before it started (remembered peers).
+	// Until one shows up in the leaf set, it counts as vanished at the start: a ring restarting
+	// does not call an object absent whose holders are not back yet.
+	Known []ids.ID
 	// LeaseSlack: a lease extension that would gain less than this is not written (no
 	// fsync): the object keeps a lease about as long, and its owner refreshes daily.
 	// Zero: one hour.
@@ -106,6 +114,7 @@ func (c *Config) fill() {
 		c.HandoffDelay = c.MaintenanceInterval / 4
 	}
 	set(&c.GCInterval, d.GCInterval)
+	set(&c.LossMemory, time.Hour)
 	if c.LeaseSlack <= 0 {
 		c.LeaseSlack = time.Hour
 	}
@@ -194,6 +203,8 @@ type Node struct {
 
 	left, right []pastry.Handle // leaf set snapshot, nearest first
 	ready       bool
+	lost        map[ids.ID]time.Time // vanished nodes, since when (LossMemory); zero: since the start
+	handover    map[uint64]ids.ID    // Leave: hand-over offers not yet answered, by op: to whom
 
 	ops    map[uint64]*op
 	opQ    []uint64 // op ids in creation order, for deterministic timeout handling
@@ -237,8 +248,14 @@ type localMsg struct {
 // NewNode makes a PAST node for the overlay node self, persisting through st.
 func NewNode(cfg Config, self pastry.Handle, st Store, rng *rand.Rand) *Node {
 	cfg.fill()
-	return &Node{cfg: cfg, self: self, st: st, rng: rng, ops: make(map[uint64]*op),
-		fetching: make(map[ids.Key]time.Time), notMine: make(map[ids.Key]time.Time), handedOff: make(map[ids.Key]bool), located: make(map[ids.Key]located)}
+	n := &Node{cfg: cfg, self: self, st: st, rng: rng, ops: make(map[uint64]*op),
+		fetching: make(map[ids.Key]time.Time), lost: make(map[ids.ID]time.Time), handover: make(map[uint64]ids.ID), notMine: make(map[ids.Key]time.Time), handedOff: make(map[ids.Key]bool), located: make(map[ids.Key]located)}
+	for _, id := range cfg.Known {
+		if id != self.ID {
+			n.lost[id] = time.Time{} // the clock starts with the first leaf set
+		}
+	}
+	return n
 }
 
 // Config returns the node's parameters with defaults filled in.
@@ -283,6 +300,7 @@ func (n *Node) TakeDone() []func() {
 // clockwise, nearest first (pastry.LeafSet's Left and Right). It schedules maintenance.
 func (n *Node) SetLeafSet(now time.Time, left, right []pastry.Handle) {
 	n.now = now
+	n.noteLosses(left, right)
 	n.left = slices.Clone(left)
 	n.right = slices.Clone(right)
 	n.ready = true

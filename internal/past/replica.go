@@ -137,6 +137,9 @@ func (n *Node) onLookup(from pastry.Handle, m *message, routed bool) {
 		reply.Objects = []Object{obj}
 	} else {
 		reply.Code = codeNotFound
+		if n.unsettled(m.Key.ID) {
+			reply.Detail = detailUnsettled
+		}
 	}
 	if routed && (!found || mutable(Type(obj.Type))) {
 		// Nearest to the key first.

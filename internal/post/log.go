@@ -144,6 +144,10 @@ func (u *User) CreateLog(name string, cb func(error)) {
 		// root and INBOX (whose names every start of the user tries), a majority saying so
 		// is enough: a head written to this replica set was acknowledged by a majority, and
 		// two majorities share a node; a replica holding one refuses our first head anyway.
+		// A replica that lately lost a node near the key says "unsettled" (past.ErrUnsettled);
+		// that still counts as absent here, or a new user's first logs would wait an hour
+		// after any crash nearby. A user whose disk was lost looks in its archive first
+		// (archive.go), and a live copy refuses our first head.
 		absent := errors.Is(err, past.ErrNotFound) &&
 			(!errors.Is(err, past.ErrTimeout) || (name != RootLog && name != InboxLog && r.Answered >= past.Quorum(r.Replicas)))
 		switch {
@@ -287,7 +291,7 @@ func (u *User) openAttempt(l *logState, finish func(error)) {
 			cands = append(cands, headCand{seq: rec.Seq, payload: rec.Payload, from: "record"})
 		}
 		if len(cands) == 0 {
-			if errors.Is(r.Err, past.ErrTimeout) {
+			if !provenAbsent(r.Err) {
 				finish(fmt.Errorf("%w: open log %s: %v", ErrInconclusive, name, r.Err))
 			} else {
 				finish(fmt.Errorf("%w: %s", ErrNoLog, name))
@@ -301,7 +305,7 @@ func (u *User) openAttempt(l *logState, finish func(error)) {
 		u.loadLog(l, cands, allowGaps, func(ll *loadedLog, err error) {
 			if err != nil {
 				u.n.mu.Lock()
-				if errors.Is(err, past.ErrNotFound) && !errors.Is(err, past.ErrTimeout) {
+				if provenAbsent(err) {
 					u.gapTries[name]++
 				}
 				u.n.mu.Unlock()
@@ -529,7 +533,7 @@ func (u *User) absorbRun(l *logState, newer past.Object) {
 		if err != nil {
 			n.mu.Lock()
 			l.absorbing = false
-			if errors.Is(err, past.ErrNotFound) && !errors.Is(err, past.ErrTimeout) {
+			if provenAbsent(err) {
 				u.gapTries[l.name]++
 			}
 			n.mu.Unlock()

@@ -2,7 +2,6 @@ package post
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"slices"
 
@@ -233,7 +232,7 @@ func (u *User) replay(key *[32]byte, head ids.Key, st *headState, allowGaps bool
 		}
 		u.n.lookup(ids.Key{Ring: u.n.cfg.Ring, ID: loc}, func(obj past.Object, err error) {
 			if err != nil {
-				if allowGaps && errors.Is(err, past.ErrNotFound) && !errors.Is(err, past.ErrTimeout) {
+				if allowGaps && provenAbsent(err) {
 					cb(bodies, locs, idx+1, nil)
 					return
 				}

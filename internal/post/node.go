@@ -371,8 +371,15 @@ func PublishRecord(st Store, sr identity.SignedRecord, lease time.Time, cb func(
 var (
 	ErrUnknownRecipient = errors.New("post: recipient has no certified record in this ring")
 	ErrRevokedRecipient = errors.New("post: recipient's record is revoked")
-	ErrInconclusive     = errors.New("post: lookup inconclusive (replicas did not answer); try again")
+	ErrInconclusive     = errors.New("post: lookup inconclusive (not every replica answered, or the replica set changed lately); try again")
 )
+
+// provenAbsent reports whether a lookup's error proves the object absent: every replica
+// answered that it holds none, and none had lately lost a node that may hold it
+// (past.ErrUnsettled: a crash or a partition nearby).
+func provenAbsent(err error) bool {
+	return errors.Is(err, past.ErrNotFound) && !errors.Is(err, past.ErrTimeout) && !errors.Is(err, past.ErrUnsettled)
+}
 
 // LookupRecord finds and verifies the record of addr (CA signature, validity, revocation,
 // address and ring), from a short cache or the ring.
@@ -419,7 +426,9 @@ func (n *Node) lookupRecord(addr string, tries int, verify func(identity.SignedR
 				n.lookupRecord(addr, tries-1, verify, cb)
 				return
 			}
-			if errors.Is(err, past.ErrTimeout) {
+			// Absence is proven only when every replica answered and none had lately lost a
+			// node that may hold the record (a partition cutting off all its holders).
+			if !provenAbsent(err) {
 				cb(nil, identity.SignedRecord{}, fmt.Errorf("%w: record of %s: %v", ErrInconclusive, addr, err))
 				return
 			}

@@ -227,6 +227,7 @@ type mailNode struct {
 	restarting bool
 	doomed     bool // a crash for a restart is scheduled
 	gen        int
+	known      []ids.ID // its leaf set when it last went down (a daemon's peers.json)
 }
 
 type simUser struct {
@@ -537,6 +538,7 @@ func (run *mailRun) attach(mn *mailNode) {
 	pcfg.Policy = past.Policy{CA: run.caPub}
 	pcfg.Observer = obs
 	pcfg.LocateCacheTTL = 30 * time.Second
+	pcfg.Known = mn.known
 	pn := past.NewNode(pcfg, sn.drv.Self(), mn.st, rand.New(rand.NewPCG(run.rng.Uint64(), uint64(sn.idx))))
 	mn.pd = past.NewDriver(pn, sn.drv, clock, run.cfg.PastTick)
 	mn.sc = scribe.New(scribe.Config{Ring: run.ringID, Now: clock.Now, Rand: rand.New(rand.NewPCG(run.rng.Uint64(), uint64(sn.idx)))}, sn.drv)

@@ -163,6 +163,14 @@ const hardCrashPartition = -1
 func (run *mailRun) processRestart(mn *mailNode) {
 	r := run.ring
 	sn := mn.sn
+	// The daemon remembers its peers on disk and tells PAST of them at the start.
+	// (A node that went down again before it was ready keeps what it knew before.)
+	if left, right, ok := sn.drv.ReadyLeafSet(); ok {
+		mn.known = mn.known[:0]
+		for _, h := range append(left, right...) {
+			mn.known = append(mn.known, h.ID)
+		}
+	}
 	sn.ep.SetPartition(0)
 	sn.ep.Recover()
 	sn.alive = true
