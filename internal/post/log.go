@@ -54,7 +54,9 @@ type logState struct {
 	writing  bool
 	tail     [][]byte // entries from tailFrom on, not all stored on their own yet
 	tailFrom uint64
-	acked    map[ids.ID]bool  // tail entries stored on their own, by location
+	acked    map[ids.ID]bool  // tail entries stored (in a segment), by location
+	esegs    []entrySeg       // entry segments stored, oldest first: the next head names those above its snapshot
+	loads    uint64           // times the log was rebuilt from a head (applyLoadedLocked)
 	snap     *pendingSnapshot // written with the next head
 	segs     []snapSeg        // the committed head's snapshot segments, oldest first
 	snapping bool
@@ -341,6 +343,11 @@ func (u *User) applyLoadedLocked(l *logState, ll *loadedLog, ringSeq uint64) {
 	l.seq = max(l.seq, ll.maxSeq)
 	l.bodies, l.locs = ll.bodies, ll.locs
 	l.segs = ll.segs
+	l.esegs = slices.Clone(ll.st.Segs)
+	// A snapshot taken from the entries before this rebuild may not match them (a fork's
+	// entries replaced ours): it is not written.
+	l.loads++
+	l.snap = nil
 	l.tail, l.tailFrom, l.acked = nil, ll.st.Count, nil
 	if len(ll.st.Inline) > 0 {
 		l.tail = slices.Clone(ll.st.Inline)
@@ -457,26 +464,34 @@ func (l *logState) confirmLocked() []func() {
 	return done
 }
 
-// storeEntries stores on their own the tail entries not yet being stored: at once when
+// storeEntries stores the tail entries not yet being stored, as entry segments: at once when
 // there are EntryBatch of them (or their bytes reach a quarter of the inline limit), or when
 // force, and otherwise after EntryDelay. Until then every head carries them inline, so
-// nothing waits for them; storing them in batches lets the replicas commit many entries
-// with one fsync (PAST's write-back) instead of one each.
+// nothing waits for them; a segment of many entries costs the ring one insert.
 func (u *User) storeEntries(l *logState, force bool) {
 	n := u.n
 	n.mu.Lock()
-	var es [][]byte // tail entries (ciphertexts) not yet being stored
-	bytes := 0
+	// Runs of consecutive tail entries not yet being stored (ciphertexts): a segment holds
+	// one run, never entries on both sides of one whose own insert is under way.
+	var runs [][][]byte
+	count, bytes := 0, 0
+	cut := true
 	for _, ct := range l.tail {
 		if l.started[ids.Hash(ct)] {
+			cut = true
 			continue
 		}
-		es = append(es, ct)
+		if cut {
+			runs = append(runs, nil)
+			cut = false
+		}
+		runs[len(runs)-1] = append(runs[len(runs)-1], ct)
+		count++
 		bytes += len(ct)
 	}
-	now := force || n.cfg.EntryBatch <= 1 || len(es) >= n.cfg.EntryBatch || bytes >= maxInline/4
-	if len(es) == 0 || !now {
-		if len(es) > 0 && !l.entryWait {
+	now := force || n.cfg.EntryBatch <= 1 || count >= n.cfg.EntryBatch || bytes >= maxInline/4
+	if count == 0 || !now {
+		if count > 0 && !l.entryWait {
 			l.entryWait = true
 			n.after(n.cfg.EntryDelay, func() {
 				n.mu.Lock()
@@ -491,12 +506,31 @@ func (u *User) storeEntries(l *logState, force bool) {
 	if l.started == nil {
 		l.started = map[ids.ID]bool{}
 	}
-	for _, ct := range es {
-		l.started[ids.Hash(ct)] = true
+	for _, run := range runs {
+		for _, ct := range run {
+			l.started[ids.Hash(ct)] = true
+		}
 	}
+	// No snapshot is taken (damaged), or snapshots fail: the head must not name ever more
+	// segments. Such entries are stored one by one, as before segments.
+	alone := l.damaged || len(l.esegs) >= 4*snapAtSegs
 	n.mu.Unlock()
-	for _, ct := range es {
-		u.insertEntry(l, ct, n.cfg.MaxFilingRetries)
+	for _, es := range runs {
+		if alone {
+			for _, ct := range es {
+				u.insertEntry(l, ct, n.cfg.MaxFilingRetries)
+			}
+			continue
+		}
+		for len(es) > 0 {
+			k, size := 0, 0
+			for k < len(es) && k < maxSegEntries && (k == 0 || size+len(es[k]) <= maxSegBytes) {
+				size += len(es[k])
+				k++
+			}
+			u.insertSegment(l, es[:k], n.cfg.MaxFilingRetries)
+			es = es[k:]
+		}
 	}
 }
 
@@ -743,6 +777,7 @@ func (u *User) flushLog(l *logState) {
 	if snap != nil {
 		st.SnapshotIndex, st.Snapshot = snap.index, snap.ref
 	}
+	st.Segs = l.headSegsLocked(st.Count, st.SnapshotIndex, locs)
 	payload, err := encodeHead(&l.logKey, n.cfg.Rand, l.key, l.wrapped, &st)
 	if err != nil {
 		n.mu.Unlock()
@@ -829,7 +864,10 @@ func (u *User) flushLog(l *logState) {
 			}
 		}
 		n.stats.LogAppends += uint64(len(batch))
-		needSnap := !l.snapping && !l.damaged && l.snap == nil && st.Count/uint64(n.cfg.SnapshotEvery) > st.SnapshotIndex/uint64(n.cfg.SnapshotEvery)
+		// A snapshot every SnapshotEvery entries, and sooner when the head names many small
+		// entry segments (a log written slowly): the snapshot takes their entries in.
+		needSnap := !l.snapping && !l.damaged && l.snap == nil &&
+			(st.Count/uint64(n.cfg.SnapshotEvery) > st.SnapshotIndex/uint64(n.cfg.SnapshotEvery) || len(st.Segs) >= snapAtSegs)
 		if needSnap {
 			l.snapping = true
 		}
@@ -910,6 +948,41 @@ func (u *User) recordAndInsert(name string, seq uint64, payload []byte, obj past
 	})
 }
 
+// insertSegment stores consecutive tail entries as one entry segment, retrying; once it is
+// acknowledged the next head names the segment instead of carrying them inline.
+func (u *User) insertSegment(l *logState, cts [][]byte, tries int) {
+	n := u.n
+	obj := past.NewContent(n.cfg.Ring, encodeEntrySeg(cts), n.now().Add(n.cfg.ContentLease))
+	n.st.Insert(obj, func(r past.InsertResult) {
+		if r.Err != nil && tries > 1 {
+			n.after(n.cfg.RetryDelay, func() { u.insertSegment(l, cts, tries-1) })
+			return
+		}
+		n.mu.Lock()
+		for _, ct := range cts {
+			delete(l.started, ids.Hash(ct)) // on failure they stay inline; a later batch tries again
+		}
+		// A segment is found through its newest entry only, so it counts only while its
+		// entries are consecutive entries of the log's tail: a merge (absorb) may have
+		// replaced some since the insert began. Otherwise what is left of them in the tail
+		// stays inline and is stored again.
+		if r.Err != nil || !l.inChainLocked(cts) {
+			n.mu.Unlock()
+			return
+		}
+		l.esegs = append(l.esegs, entrySeg{Loc: obj.Key.ID, Last: ids.Hash(cts[len(cts)-1]), Count: uint64(len(cts)), first: ids.Hash(cts[0])})
+		n.stats.EntrySegments++
+		locs := make([]ids.ID, len(cts))
+		for i, ct := range cts {
+			locs[i] = ids.Hash(ct)
+		}
+		l.ackedLocked(locs...)
+		n.mu.Unlock()
+		u.keep(obj)
+		u.flushLog(l)
+	})
+}
+
 // insertEntry stores an entry on its own, retrying; once it is acknowledged the next head
 // need not carry it inline.
 func (u *User) insertEntry(l *logState, ct []byte, tries int) {
@@ -929,19 +1002,108 @@ func (u *User) insertEntry(l *logState, ct []byte, tries int) {
 		u.keep(obj)
 		n.mu.Lock()
 		delete(l.started, obj.Key.ID)
-		if l.acked == nil {
-			l.acked = map[ids.ID]bool{}
-		}
-		// By location, not index: a merge may have moved the tail since this insert began.
-		l.acked[obj.Key.ID] = true
-		for len(l.tail) > 0 && l.acked[ids.Hash(l.tail[0])] {
-			delete(l.acked, ids.Hash(l.tail[0]))
-			l.tail = l.tail[1:]
-			l.tailFrom++
-		}
+		n.stats.EntriesAlone++
+		l.ackedLocked(obj.Key.ID)
 		n.mu.Unlock()
 		u.flushLog(l)
 	})
+}
+
+// ackedLocked notes tail entries stored (by location, not index: a merge may have moved the
+// tail since their insert began) and drops the stored ones from the front of the tail.
+func (l *logState) ackedLocked(locs ...ids.ID) {
+	if l.acked == nil {
+		l.acked = map[ids.ID]bool{}
+	}
+	for _, loc := range locs {
+		l.acked[loc] = true
+	}
+	for len(l.tail) > 0 && l.acked[ids.Hash(l.tail[0])] {
+		delete(l.acked, ids.Hash(l.tail[0]))
+		l.tail = l.tail[1:]
+		l.tailFrom++
+	}
+}
+
+// inChainLocked reports whether cts are consecutive entries of the log's tail (the committed
+// chain's entries not stored yet).
+func (l *logState) inChainLocked(cts [][]byte) bool {
+	first := ids.Hash(cts[0])
+	for i := range l.tail {
+		if ids.Hash(l.tail[i]) != first {
+			continue
+		}
+		if i+len(cts) > len(l.tail) {
+			return false
+		}
+		for k := 1; k < len(cts); k++ {
+			if ids.Hash(l.tail[i+k]) != ids.Hash(cts[k]) {
+				return false
+			}
+		}
+		return true
+	}
+	return false
+}
+
+// headSegsLocked lists the entry segments a head with count entries and a snapshot at
+// snapIndex names: the stored segments whose entries are all in the log (a merge may have
+// replaced some) and not all below the snapshot. It forgets the others.
+func (l *logState) headSegsLocked(count, snapIndex uint64, newLocs []ids.ID) []entrySeg {
+	if len(l.esegs) == 0 {
+		return nil
+	}
+	last := make(map[ids.ID]int, len(l.esegs))
+	for i, sg := range l.esegs {
+		last[sg.Last] = i
+	}
+	// Walk the log's locations back from the newest (the batch this head adds first) to the
+	// snapshot, and note where each segment's newest entry is.
+	at := make([]uint64, len(l.esegs))
+	found := make([]bool, len(l.esegs))
+	left := len(l.esegs)
+	idx := count
+	visit := func(loc ids.ID) bool {
+		idx--
+		if i, ok := last[loc]; ok && !found[i] {
+			at[i], found[i] = idx, true
+			left--
+		}
+		return left > 0 && idx > snapIndex
+	}
+	more := true
+	for k := len(newLocs) - 1; k >= 0 && more; k-- {
+		more = visit(newLocs[k])
+	}
+	if more && uint64(len(l.locs)) != idx {
+		// The cache of locations does not end where this batch begins (never expected):
+		// name every segment rather than drop one the chain may need.
+		return slices.Clone(l.esegs)
+	}
+	for k := len(l.locs) - 1; k >= 0 && more; k-- {
+		more = visit(l.locs[k])
+	}
+	// locAt is the location of entry j (l.locs, then this head's batch).
+	locAt := func(j uint64) ids.ID {
+		if j < uint64(len(l.locs)) {
+			return l.locs[j]
+		}
+		return newLocs[j-uint64(len(l.locs))]
+	}
+	var out []entrySeg
+	kept := l.esegs[:0]
+	for i, sg := range l.esegs {
+		if !found[i] || at[i]+1 < sg.Count || at[i] < snapIndex {
+			continue
+		}
+		if f := locAt(at[i] + 1 - sg.Count); !sg.first.IsZero() && !f.IsZero() && f != sg.first {
+			continue // not this chain's entries (never expected: insertSegment checks)
+		}
+		kept = append(kept, sg)
+		out = append(out, sg)
+	}
+	l.esegs = kept
+	return out
 }
 
 // onlyLocal says whether every entry of q is durable on this node already (journaled).
@@ -968,6 +1130,7 @@ func (u *User) snapshot(l *logState) {
 	n := u.n
 	n.mu.Lock()
 	idx := l.head.Count
+	loads := l.loads
 	// A segment from the last snapshot on, merged with the segments before it while they
 	// are not larger (logcodec.go).
 	segs := slices.Clone(l.segs)
@@ -988,6 +1151,12 @@ func (u *User) snapshot(l *logState) {
 		if err != nil {
 			n.mu.Unlock()
 			n.cfg.Log.Warn("post: log snapshot failed", "log", l.name, "err", err)
+			return
+		}
+		if l.loads != loads {
+			// The log was rebuilt meanwhile (a merge): these bodies may not be its first
+			// entries any more. The next snapshot is taken from the log as it is now.
+			n.mu.Unlock()
 			return
 		}
 		raw, _ := ref.MarshalBinary()
@@ -1067,6 +1236,22 @@ func (u *User) SnapshotSegments(name string) [][2]uint64 {
 	var out [][2]uint64
 	for _, s := range l.segs {
 		out = append(out, [2]uint64{s.from, s.to})
+	}
+	return out
+}
+
+// EntrySegments reports the entry segments the log's next head names (or would): how many
+// entries each holds, oldest first.
+func (u *User) EntrySegments(name string) []uint64 {
+	u.n.mu.Lock()
+	defer u.n.mu.Unlock()
+	l, ok := u.logs[name]
+	if !ok {
+		return nil
+	}
+	var out []uint64
+	for _, sg := range l.esegs {
+		out = append(out, sg.Count)
 	}
 	return out
 }

@@ -18,12 +18,19 @@ import (
 //   - Entry: a content object (TypeContent, key = SHA-256 of its bytes) holding
 //     nonce || AES-256-GCM(log key, nonce, {index, previous entry's location, body}), with the
 //     head key as associated data. The location of entry i-1 inside entry i links the chain.
+//   - Entry segment: a content object holding consecutive entries, oldest first, exactly as
+//     they would be stored on their own (entries are stored in batches: EntryBatch). An
+//     entry's location stays the hash of its own bytes, so the chain does not change; the
+//     head names the segments since the snapshot (Segs: the segment's location, its newest
+//     entry's location, how many it holds), and replay, walking back, reads a whole segment
+//     where the entry it needs is a segment's newest. One insert, one object in every
+//     replica's index, one archive member per batch instead of one per entry.
 //   - Head: a TypeSigned object owned by the user's signing key, named "epost/v1/log/"+name.
 //     Its payload holds the log key wrapped to the owner (HPKE to the user's own X25519 key)
 //     and, encrypted under the log key, the entry count, the newest entry's location, the
-//     latest snapshot (a content.Ref of all bodies before SnapshotIndex) and inline copies of
-//     the entries written together with this head. PAST's no-rollback rule makes the head's
-//     sequence number only grow.
+//     latest snapshot (a content.Ref of all bodies before SnapshotIndex), inline copies of
+//     the entries written together with this head and the entry segments. PAST's
+//     no-rollback rule makes the head's sequence number only grow.
 //
 // Appends write the new entries and the head at the same time (one round trip, not two); the
 // inline copies make that safe: an entry whose own insert was not yet acknowledged can be
@@ -49,6 +56,59 @@ type headState struct {
 	Snapshot      []byte // content.Ref encoding, or empty
 	Inline        [][]byte
 	InlineFrom    uint64 // index of Inline[0]
+	// Segs are the entry segments above the snapshot, in the order they were stored
+	// (heads written before segments have none: their entries are stored one by one).
+	Segs []entrySeg
+}
+
+// entrySeg names an entry segment: its location, the location of its newest entry, and the
+// number of entries it holds.
+type entrySeg struct {
+	Loc   ids.ID
+	Last  ids.ID
+	Count uint64
+	first ids.ID // the writer's: location of its oldest entry (not in the head; zero when read from one)
+}
+
+// Bounds on entry segments: the entries of one segment, and the segments a head names.
+const (
+	maxSegEntries = maxBatch
+	maxSegBytes   = maxInline / 2
+	maxHeadSegs   = 4096 // read; a writer names at most 4*snapAtSegs
+	// snapAtSegs: a head naming this many segments calls for a snapshot, which covers them.
+	snapAtSegs    = 64
+	entrySegMagic = "epost/v1/log-entries\x00"
+)
+
+// encodeEntrySeg makes an entry segment's payload from entries (ciphertexts), oldest first.
+func encodeEntrySeg(cts [][]byte) []byte {
+	w := wire.Writer{}
+	w.B = append(w.B, entrySegMagic...)
+	w.Uvarint(uint64(len(cts)))
+	for _, ct := range cts {
+		w.Bytes(ct)
+	}
+	return w.B
+}
+
+// decodeEntrySeg reads an entry segment that must hold count entries.
+func decodeEntrySeg(b []byte, count uint64) ([][]byte, error) {
+	if len(b) < len(entrySegMagic) || string(b[:len(entrySegMagic)]) != entrySegMagic {
+		return nil, fmt.Errorf("%w: not an entry segment", ErrMalformed)
+	}
+	r := wire.NewReader(b[len(entrySegMagic):])
+	n := r.Count(maxSegEntries, 1, "segment entries")
+	out := make([][]byte, 0, n)
+	for i := 0; i < n && r.Err() == nil; i++ {
+		out = append(out, r.Bytes(maxInline, "segment entry"))
+	}
+	if err := r.Done(); err != nil {
+		return nil, fmt.Errorf("%w: entry segment: %v", ErrMalformed, err)
+	}
+	if uint64(len(out)) != count {
+		return nil, fmt.Errorf("%w: entry segment holds %d entries, head says %d", ErrMalformed, len(out), count)
+	}
+	return out, nil
 }
 
 func logAEAD(key *[32]byte) cipher.AEAD {
@@ -127,6 +187,14 @@ func encodeHead(key *[32]byte, rand io.Reader, head ids.Key, wrapped []byte, st 
 	for _, e := range st.Inline {
 		w.Bytes(e)
 	}
+	if len(st.Segs) > 0 { // absent in heads written before segments
+		w.Uvarint(uint64(len(st.Segs)))
+		for _, sg := range st.Segs {
+			w.ID(sg.Loc)
+			w.ID(sg.Last)
+			w.Uvarint(sg.Count)
+		}
+	}
 	sealed, err := seal(key, rand, w.B, headAAD(head))
 	if err != nil {
 		return nil, err
@@ -145,7 +213,7 @@ func decodeHead(keys *identity.Keys, head ids.Key, payload []byte) (key [32]byte
 		return key, nil, nil, fmt.Errorf("%w: head version %d", ErrMalformed, v)
 	}
 	wrapped = r.Bytes(256, "wrapped key")
-	sealed := r.Bytes(maxInline+64<<10, "state")
+	sealed := r.Bytes(maxInline+64<<10+maxHeadSegs*(2*ids.Bytes+10), "state")
 	if err := r.Done(); err != nil {
 		return key, nil, nil, fmt.Errorf("%w: head: %v", ErrMalformed, err)
 	}
@@ -173,6 +241,16 @@ func decodeHeadState(pt []byte) (*headState, error) {
 	n := r.Count(maxBatch, 1, "inline entries")
 	for i := 0; i < n && r.Err() == nil; i++ {
 		st.Inline = append(st.Inline, r.Bytes(maxInline, "inline entry"))
+	}
+	if r.Err() == nil && len(r.B) > 0 {
+		ns := r.Count(maxHeadSegs, 2*ids.Bytes+1, "entry segments")
+		for i := 0; i < ns && r.Err() == nil; i++ {
+			sg := entrySeg{Loc: r.ID(), Last: r.ID(), Count: r.Uvarint()}
+			if r.Err() == nil && (sg.Count == 0 || sg.Count > maxSegEntries) {
+				r.Fail("entry segment of %d entries", sg.Count)
+			}
+			st.Segs = append(st.Segs, sg)
+		}
 	}
 	if err := r.Done(); err != nil {
 		return nil, fmt.Errorf("%w: head state: %v", ErrMalformed, err)

@@ -164,7 +164,8 @@ func commonPrefix(ab [][]byte, al []ids.ID, bb [][]byte, bl []ids.ID) int {
 }
 
 // replay rebuilds all bodies of a log from its head state, decrypting with key: inline
-// entries, then the chain back to the snapshot, then the snapshot. Every entry's index and
+// entries, then the chain back to the snapshot (a segment at a time where the head names
+// one), then the snapshot. Every entry's index and
 // link is checked. An entry missing from PAST is looked for in Glacier (Node.lookup); if it
 // is missing from both, replay fails unless allowGaps, in which case it stops there: the
 // entries before it stay nil and missing counts them.
@@ -223,11 +224,47 @@ func (u *User) replay(key *[32]byte, head ids.Key, st *headState, allowGaps bool
 		}
 		loadSeg(st.Snapshot, st.SnapshotIndex)
 	}
+	segAt := make(map[ids.ID]entrySeg, len(st.Segs)) // by the location of its newest entry
+	for _, sg := range st.Segs {
+		segAt[sg.Last] = sg
+	}
 	var walk func(idx uint64, loc ids.ID)
+	// walkSeg reads the segment whose newest entry is entry idx at loc, and walks on below it.
+	walkSeg := func(idx uint64, loc ids.ID, sg entrySeg) {
+		u.n.lookup(ids.Key{Ring: u.n.cfg.Ring, ID: sg.Loc}, func(obj past.Object, err error) {
+			if err != nil {
+				if allowGaps && provenAbsent(err) {
+					cb(bodies, locs, idx+1, nil)
+					return
+				}
+				cb(nil, nil, 0, fmt.Errorf("entries %d-%d: %w", idx+1-sg.Count, idx, err))
+				return
+			}
+			cts, err := decodeEntrySeg(obj.Payload, sg.Count)
+			if err != nil {
+				cb(nil, nil, 0, err)
+				return
+			}
+			for j := len(cts) - 1; j >= 0; j-- {
+				i, p, body, err := openEntry(key, head, cts[j])
+				if err != nil || i != idx || ids.Hash(cts[j]) != loc {
+					cb(nil, nil, 0, fmt.Errorf("%w: entry %d in its segment", ErrMalformed, idx))
+					return
+				}
+				bodies[idx], locs[idx] = body, loc
+				idx, loc = idx-1, p
+			}
+			walk(idx, loc)
+		})
+	}
 	walk = func(idx uint64, loc ids.ID) {
 		// idx is the index of the entry at loc; stop at the snapshot.
 		if idx+1 <= st.SnapshotIndex || idx == ^uint64(0) {
 			loadSnap()
+			return
+		}
+		if sg, ok := segAt[loc]; ok && sg.Count <= idx+1 {
+			walkSeg(idx, loc, sg)
 			return
 		}
 		u.n.lookup(ids.Key{Ring: u.n.cfg.Ring, ID: loc}, func(obj past.Object, err error) {

@@ -202,6 +202,7 @@ type Stats struct {
 	ChunksPut, ChunksPutFailed   uint64
 	ChunkFetchesSaved            uint64 // chunk reads served by a recent fetch (fetched.go)
 	LogAppends, LogHeadWrites    uint64
+	EntrySegments, EntriesAlone  uint64 // log entries stored: segments (several entries each), entries on their own
 	HeadRecords                  uint64 // head versions recorded on this node's disk before they were sent
 	Forks, Absorbed, Republished uint64 // log forks merged; newer heads continued from; heads written back
 	Snapshots, Backups, Refreshs uint64

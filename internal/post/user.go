@@ -474,7 +474,24 @@ func (u *User) reachableKeys() []ids.Key {
 			continue
 		}
 		keys = append(keys, l.key)
-		for _, loc := range l.locs {
+		// Entries stored in a segment are not objects of their own: the segment is.
+		inSeg := make(map[ids.ID]uint64, len(l.esegs))
+		for _, sg := range l.esegs {
+			inSeg[sg.Last] = sg.Count
+			keys = append(keys, ids.Key{Ring: n.cfg.Ring, ID: sg.Loc})
+		}
+		// Entries under the snapshot are read from it, never on their own again; those of
+		// the tail (from tailFrom) are carried inline by the head until a segment stores them.
+		skip := uint64(0)
+		for i := min(len(l.locs), int(l.tailFrom)) - 1; i >= 0 && uint64(i) >= l.head.SnapshotIndex; i-- {
+			loc := l.locs[i]
+			if c, ok := inSeg[loc]; ok && skip == 0 {
+				skip = c
+			}
+			if skip > 0 {
+				skip--
+				continue
+			}
 			if !loc.IsZero() {
 				keys = append(keys, ids.Key{Ring: n.cfg.Ring, ID: loc})
 			}
