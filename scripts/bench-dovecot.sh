@@ -19,8 +19,9 @@
 # under DIR, base_dir and state_dir under DIR, the per-user+IP connection limit raised from 10 to
 # 200, and every durability setting at its default (mail_fsync = optimized: fsync of a new
 # message file before it is moved into new/ or cur/, and of the uidlist and index updates).
-# ePOST is "epost demo --dir DIR/epost" (5 nodes in one process, k = 3; every write acknowledged
-# once durable on 2 of 3 replicas), logged in as bob on his node's IMAP (plaintext LOGIN on
+# ePOST is "epost demo --dir DIR/epost" (5 nodes in one process, k = 3; APPEND and COPY
+# acknowledged once durable on 2 of 3 replicas, STORE and EXPUNGE once in the user's node's
+# fsynced head record, the replicas a moment later), logged in as bob on his node's IMAP (plaintext LOGIN on
 # loopback). Both are driven by the same load generator, scripts/imapload, with the same mix,
 # client counts, prefill and message size; for each row ePOST and Dovecot run back to back (the
 # order alternates from row to row), so both see the same machine. Every run also records the

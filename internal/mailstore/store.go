@@ -989,7 +989,9 @@ func (fo *folder) ChangeFlags(uids []mailbox.UID, op mailbox.FlagOp, flags []mai
 		}
 		ctx, cancel := s.ctx()
 		defer cancel()
-		if _, err := s.w.appendAll(ctx, s.cfg.Logs, f.Log, bodies); err != nil {
+		// A flag change is durable once the user's node has it (as a server's index is);
+		// the ring has it moments later. Mail (APPEND, COPY, filings) waits for the ring.
+		if err := s.w.appendRecorded(ctx, s.cfg.Logs, f.Log, bodies); err != nil {
 			return mailbox.FlagResult{}, err
 		}
 		s.mu.Lock()
@@ -1042,7 +1044,9 @@ func (fo *folder) expungeLocked(uids []mailbox.UID) ([]mailbox.UID, error) {
 	}
 	ctx, cancel := s.ctx()
 	defer cancel()
-	if _, err := s.w.appendAll(ctx, s.cfg.Logs, f.Log, bodies); err != nil {
+	// Like a flag change, an expunge is durable once the user's node has it; the messages'
+	// parts stay in the ring until the log's entries say otherwise there too.
+	if err := s.w.appendRecorded(ctx, s.cfg.Logs, f.Log, bodies); err != nil {
 		return nil, err
 	}
 	s.mu.Lock()

@@ -138,16 +138,36 @@ func (w *waiter) openLogs(ctx context.Context, logs Logs, names []string) error 
 	}), func() error { mu.Lock(); defer mu.Unlock(); return first }())
 }
 
+// RecordedLogs is an optional Logs ability (*post.User has it): AppendRecorded is Append
+// acknowledged once the entry's head is recorded on the user's own node (fsync), before
+// the ring has it (post.User.AppendRecorded). Flag changes use it; mail never does.
+type RecordedLogs interface {
+	AppendRecorded(name string, body []byte, cb func(uint64, error))
+}
+
+var _ RecordedLogs = (*post.User)(nil)
+
 // appendAll appends bodies to one log, queued together (POST batches them into one head
 // write, in this order), and returns their indices once all are durable.
 func (w *waiter) appendAll(ctx context.Context, logs Logs, name string, bodies [][]byte) ([]uint64, error) {
-	idx, _, err := w.appendEach(ctx, logs, name, bodies)
+	idx, _, err := w.appendEach(ctx, logs.Append, name, bodies)
 	return idx, err
+}
+
+// appendRecorded is appendAll through AppendRecorded where logs has it: it returns once the
+// entries are durable on the user's node (the ring gets them moments later).
+func (w *waiter) appendRecorded(ctx context.Context, logs Logs, name string, bodies [][]byte) error {
+	app := logs.Append
+	if r, ok := logs.(RecordedLogs); ok {
+		app = r.AppendRecorded
+	}
+	_, _, err := w.appendEach(ctx, app, name, bodies)
+	return err
 }
 
 // appendEach is appendAll that also says, on an error, which bodies are durable all the same
 // (filed[i]; idx[i] is then body i's index).
-func (w *waiter) appendEach(ctx context.Context, logs Logs, name string, bodies [][]byte) (idx []uint64, filed []bool, err error) {
+func (w *waiter) appendEach(ctx context.Context, appendFn func(string, []byte, func(uint64, error)), name string, bodies [][]byte) (idx []uint64, filed []bool, err error) {
 	idx = make([]uint64, len(bodies))
 	filed = make([]bool, len(bodies))
 	errs := make([]error, len(bodies))
@@ -159,7 +179,7 @@ func (w *waiter) appendEach(ctx context.Context, logs Logs, name string, bodies 
 			return
 		}
 		for i, b := range bodies {
-			logs.Append(name, b, func(at uint64, err error) {
+			appendFn(name, b, func(at uint64, err error) {
 				mu.Lock()
 				idx[i], errs[i], filed[i] = at, err, err == nil
 				left--

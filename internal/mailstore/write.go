@@ -263,7 +263,7 @@ func (fo *folder) insertLocked(recs []record) ([]mailbox.UID, error) {
 	flush()
 	ctx, cancel := s.ctx()
 	defer cancel()
-	idx, filed, err := s.w.appendEach(ctx, s.cfg.Logs, f.Log, bodies)
+	idx, filed, err := s.w.appendEach(ctx, s.cfg.Logs.Append, f.Log, bodies)
 	s.mu.Lock()
 	s.syncLocked(f)
 	var uids []mailbox.UID

@@ -71,6 +71,12 @@ type logState struct {
 	entryWait bool            // an EntryDelay timer is armed (storeEntries)
 	due       bool            // it fired: write the head now
 	forks     int             // forks merged since the log was opened
+
+	saving      bool       // the record of the head being written is being saved (AsyncHeadRecords)
+	flight      *headState // the head being written (writing), for records ahead of the next one
+	ahead       bool       // a record ahead of the next write is being saved (recordAheadLocked)
+	aheadFailed bool       // one failed: none more before the next write
+	lastID      uint64     // ids given to recorded appends
 }
 
 type pendingAppend struct {
@@ -84,6 +90,19 @@ type pendingAppend struct {
 	mayExist bool
 	// shown, if set, runs once Entries shows this local entry (see revealLocked).
 	shown func()
+	// recorded: cb runs as soon as a head version carrying this entry is recorded on this
+	// node's disk (HeadRecords), before the ring acknowledges it (AppendRecorded); the head
+	// write then goes on, retried like any other, and cb is not called again.
+	recorded bool
+	acked    bool   // cb ran (recorded): the entry may never be dropped, only written
+	durable  bool   // recorded: a head record carrying it is on this node's disk
+	index    uint64 // durable: its index in that record
+	id       uint64 // the log's number for a recorded entry (ackRecorded finds it by it)
+	// ct is the entry sealed at index ctAt after ctPrev by a record ahead: a head that puts
+	// it at the same place carries the same bytes, so the record is its ancestor.
+	ct     []byte
+	ctAt   uint64
+	ctPrev ids.ID
 }
 
 type pendingSnapshot struct {
@@ -368,13 +387,28 @@ func (u *User) applyLoadedLocked(l *logState, ll *loadedLog, ringSeq uint64) {
 	for _, q := range l.queue {
 		if q.mayExist {
 			if i := slices.IndexFunc(extra, func(e pendingAppend) bool { return bytes.Equal(e.body, q.body) }); i >= 0 && !claimed[i] {
-				extra[i].cb, claimed[i] = q.cb, true
+				extra[i].cb, extra[i].acked, claimed[i] = q.cb, q.acked, true
+				extra[i].local, extra[i].recorded, extra[i].id = q.local, q.recorded, q.id
 				continue
 			}
 		}
 		kept = append(kept, q)
 	}
-	l.queue = append(extra, kept...)
+	// Our entries acknowledged at a record go before the forks' (our order is kept): the
+	// next head carries them first, as the record that acknowledged them did, so the next
+	// record holds them too. Records saved before this rebuild were of another base: entries
+	// not yet acknowledged wait for a new one.
+	last := -1
+	for i, q := range kept {
+		if q.acked {
+			last = i
+		}
+	}
+	queue := append(append(slices.Clone(kept[:last+1]), extra...), kept[last+1:]...)
+	for i := range queue {
+		queue[i].durable = false
+	}
+	l.queue = queue
 	if ringSeq < ll.seq || ll.forks > 0 || len(ll.extra) > 0 || merged {
 		l.republish = true
 		u.n.stats.Republished++
@@ -419,7 +453,7 @@ func (l *logState) mergedAttemptsLocked(base [][]byte) bool {
 	for _, q := range l.queue {
 		if idx := at[string(q.body)]; q.mayExist && len(idx) > 0 {
 			at[string(q.body)] = idx[1:]
-			l.confirms = append(l.confirms, mergedAppend{index: idx[0], body: q.body, cb: q.cb})
+			l.confirms = append(l.confirms, mergedAppend{index: idx[0], body: q.body, cb: q.cb, local: q.local, recorded: q.recorded, acked: q.acked})
 			took = true
 			continue
 		}
@@ -434,6 +468,8 @@ type mergedAppend struct {
 	index uint64 // where the base put it
 	body  []byte
 	cb    func(uint64, error)
+	// How it was queued (pendingAppend); acked: cb ran already.
+	local, recorded, acked bool
 }
 
 // confirmLocked completes the merged appends once a head of ours naming them is committed:
@@ -451,7 +487,10 @@ func (l *logState) confirmLocked() []func() {
 			i, ok = uint64(j), bytes.Equal(l.bodies[j], m.body)
 		}
 		if !ok {
-			again = append(again, pendingAppend{body: m.body, cb: m.cb})
+			again = append(again, pendingAppend{body: m.body, cb: m.cb, local: m.local, recorded: m.recorded, acked: m.acked})
+			continue
+		}
+		if m.acked {
 			continue
 		}
 		cb := m.cb
@@ -637,6 +676,10 @@ func (u *User) saveHead(name string, seq uint64, payload []byte) error {
 // noteRecord remembers that version seq of log name is recorded on this node's disk.
 func (u *User) noteRecord(name string, seq uint64, payload []byte) {
 	u.n.mu.Lock()
+	if r, ok := u.records[name]; ok && r.Seq > seq {
+		u.n.mu.Unlock()
+		return // a record ahead (recordahead.go) finished first
+	}
 	u.records[name] = HeadRecord{Seq: seq, Payload: payload}
 	u.n.stats.HeadRecords++
 	u.n.mu.Unlock()
@@ -647,7 +690,7 @@ func (u *User) noteRecord(name string, seq uint64, payload []byte) {
 // head write is in flight go out together with the next one. cb gets the entry's index once
 // the head naming it is acknowledged by a quorum.
 func (u *User) Append(name string, body []byte, cb func(uint64, error)) {
-	u.appendEntry(name, body, false, nil, cb)
+	u.appendEntry(name, pendingAppend{body: body, cb: cb})
 }
 
 // appendLocal is Append for an entry this node holds durably already (the journal): Entries
@@ -656,25 +699,48 @@ func (u *User) Append(name string, body []byte, cb func(uint64, error)) {
 // shown, if not nil, runs (without locks held) once Entries shows the entry, before the head
 // write starts; if the entry fails before it is shown, shown never runs.
 func (u *User) appendLocal(name string, body []byte, shown func(), cb func(uint64, error)) {
-	u.appendEntry(name, body, true, shown, cb)
+	u.appendEntry(name, pendingAppend{body: body, cb: cb, local: true, shown: shown})
 }
 
-func (u *User) appendEntry(name string, body []byte, local bool, shown func(), cb func(uint64, error)) {
-	if cb == nil {
-		cb = func(uint64, error) {}
+// AppendRecorded is Append whose cb runs once the head version carrying the entry is
+// recorded on this node's disk (fsync; see HeadRecords), usually before the ring has it:
+// the writer's record already survives a crash of this node, and a log is reopened from the
+// newer of the record and the ring, which then gets the recorded version written back. The
+// head write goes on, and is retried, exactly as for Append. Entries shows the entry at once,
+// at the index it will have, once every entry queued ahead of it is shown. What it does not
+// survive is the loss of this node's disk before the ring acknowledged the head (the ring then
+// never had the entry): it is for changes a mail client can lose with its server's unsynced
+// index (flags), never for mail. A user without head records gets Append.
+func (u *User) AppendRecorded(name string, body []byte, cb func(uint64, error)) {
+	if u.heads == nil {
+		u.Append(name, body, cb)
+		return
 	}
-	if len(body) > maxEntryBody {
-		cb(0, fmt.Errorf("%w: %d bytes, at most %d", ErrTooBig, len(body), maxEntryBody))
+	u.appendEntry(name, pendingAppend{body: body, cb: cb, local: true, recorded: true})
+}
+
+// appendEntry queues a (body, cb and how it is acknowledged) on log name.
+func (u *User) appendEntry(name string, a pendingAppend) {
+	if a.cb == nil {
+		a.cb = func(uint64, error) {}
+	}
+	if len(a.body) > maxEntryBody {
+		a.cb(0, fmt.Errorf("%w: %d bytes, at most %d", ErrTooBig, len(a.body), maxEntryBody))
 		return
 	}
 	u.n.mu.Lock()
 	l, ok := u.logs[name]
 	if !ok {
 		u.n.mu.Unlock()
-		cb(0, fmt.Errorf("%w: %s", ErrLogNotReady, name))
+		a.cb(0, fmt.Errorf("%w: %s", ErrLogNotReady, name))
 		return
 	}
-	l.queue = append(l.queue, pendingAppend{body: append([]byte(nil), body...), cb: cb, local: local, shown: shown})
+	a.body = append([]byte(nil), a.body...)
+	if a.recorded {
+		l.lastID++
+		a.id = l.lastID
+	}
+	l.queue = append(l.queue, a)
 	reveal := l.revealLocked()
 	u.n.mu.Unlock()
 	runAll(reveal)
@@ -712,7 +778,19 @@ func runAll(fs []func()) {
 func (u *User) flushLog(l *logState) {
 	n := u.n
 	n.mu.Lock()
-	if !l.loaded || l.writing || l.absorbing || (len(l.queue) == 0 && l.snap == nil && !l.republish) || n.stop {
+	if l.writing && l.loaded && !l.absorbing && !n.stop {
+		// The log's one head write is under way: the entries queued behind it whose callers
+		// wait for a record (AppendRecorded) get one now, ahead of their own head write.
+		ahead := u.recordAheadLocked(l)
+		n.mu.Unlock()
+		if ahead != nil {
+			ahead()
+		}
+		return
+	}
+	// One record of a log is saved at a time (a lower sequence number saved after a higher
+	// one would return at once, before either is on disk): the one under way calls us again.
+	if !l.loaded || l.writing || l.saving || l.ahead || l.absorbing || (len(l.queue) == 0 && l.snap == nil && !l.republish) || n.stop {
 		n.mu.Unlock()
 		return
 	}
@@ -750,16 +828,14 @@ func (u *User) flushLog(l *logState) {
 		l.queue = l.queue[1:]
 	}
 	st := l.head
+	at := st.Count // the batch's first index, if this write commits
 	prev := st.Newest
 	var cts [][]byte
 	var locs []ids.ID
 	for i, a := range batch {
-		ct, err := sealEntry(&l.logKey, n.cfg.Rand, l.key, st.Count+uint64(i), prev, a.body)
+		ct, err := a.sealed(l, n.cfg.Rand, st.Count+uint64(i), prev)
 		if err != nil {
-			n.mu.Unlock()
-			for _, a := range batch {
-				a.cb(0, err)
-			}
+			u.failBuild(l, batch, err)
 			return
 		}
 		prev = ids.Hash(ct)
@@ -780,10 +856,7 @@ func (u *User) flushLog(l *logState) {
 	st.Segs = l.headSegsLocked(st.Count, st.SnapshotIndex, locs)
 	payload, err := encodeHead(&l.logKey, n.cfg.Rand, l.key, l.wrapped, &st)
 	if err != nil {
-		n.mu.Unlock()
-		for _, a := range batch {
-			a.cb(0, err)
-		}
+		u.failBuild(l, batch, err)
 		return
 	}
 	l.seq++
@@ -791,12 +864,14 @@ func (u *User) flushLog(l *logState) {
 	l.writing = true
 	l.republish = false
 	l.inflight = batch
+	l.flight, l.aheadFailed = &st, false
+	_, l.saving = u.heads.(AsyncHeadRecords) // recordAndInsert saves alongside the insert
 	n.stats.LogHeadWrites++
 	n.mu.Unlock()
 
 	// requeue puts the batch back in front: the next head carries it with a higher seq.
 	requeue := func() {
-		l.writing = false
+		l.writing, l.flight = false, nil
 		l.inflight = nil
 		for i := range batch {
 			batch[i].mayExist = true
@@ -847,7 +922,7 @@ func (u *User) flushLog(l *logState) {
 			n.after(n.cfg.RetryDelay, func() { u.flushLog(l) })
 			return
 		}
-		l.writing = false
+		l.writing, l.flight = false, nil
 		l.inflight = nil
 		defer u.keep(obj) // after the unlock below
 		first := l.head.Count
@@ -880,13 +955,16 @@ func (u *User) flushLog(l *logState) {
 			}
 		}
 		reveal = append(reveal, l.revealLocked()...)
+		reveal = append(reveal, l.ackReadyLocked(&n.stats)...) // queued behind this batch, recorded ahead
 		confirmed := l.confirmLocked()
 		n.mu.Unlock()
 		runAll(reveal)
 		runAll(confirmed)
 		u.storeEntries(l, false)
 		for i, a := range batch {
-			a.cb(first+uint64(i), nil)
+			if !a.acked {
+				a.cb(first+uint64(i), nil)
+			}
 		}
 		if needSnap {
 			u.snapshot(l)
@@ -899,7 +977,41 @@ func (u *User) flushLog(l *logState) {
 		}
 		u.flushLog(l)
 	}
-	u.recordAndInsert(l.name, seq, payload, obj, written)
+	ack := u.recordedHook(l, batch, at)
+	recorded := func(err error) {
+		n.mu.Lock()
+		l.saving = false
+		n.mu.Unlock()
+		if err == nil && ack != nil {
+			ack()
+		}
+		u.flushLog(l) // entries queued meanwhile may want a record ahead
+	}
+	u.recordAndInsert(l.name, seq, payload, obj, recorded, written)
+}
+
+// failBuild ends a head write that could not be built (called with n.mu held; it unlocks):
+// the batch's callers hear err, except those told already that their entry is recorded
+// (AppendRecorded), which go back in front of the queue, to be written later.
+func (u *User) failBuild(l *logState, batch []pendingAppend, err error) {
+	n := u.n
+	var keep, fail []pendingAppend
+	for _, a := range batch {
+		if a.acked {
+			keep = append(keep, a)
+		} else {
+			fail = append(fail, a)
+		}
+	}
+	l.queue = append(keep, l.queue...)
+	n.mu.Unlock()
+	for _, a := range fail {
+		a.cb(0, err)
+	}
+	if len(keep) > 0 {
+		n.cfg.Log.Error("post: cannot build a log head for entries already recorded; trying again later", "user", u.addr, "log", l.name, "entries", len(keep), "err", err)
+		n.after(n.cfg.RetryDelay, func() { u.flushLog(l) })
+	}
 }
 
 // recordAndInsert records version seq of a log's head on this node's disk and inserts obj
@@ -908,13 +1020,16 @@ func (u *User) flushLog(l *logState) {
 // wait less; without, the record is written first. Either way the caller acknowledges
 // nothing before both are durable, and the record of every acknowledged version survives
 // the ring losing it.
-func (u *User) recordAndInsert(name string, seq uint64, payload []byte, obj past.Object, written func(past.InsertResult, error)) {
+func (u *User) recordAndInsert(name string, seq uint64, payload []byte, obj past.Object, recorded func(error), written func(past.InsertResult, error)) {
 	n := u.n
 	ah, async := u.heads.(AsyncHeadRecords)
 	if !async {
 		if err := u.saveHead(name, seq, payload); err != nil {
 			written(past.InsertResult{}, err)
 			return
+		}
+		if u.heads != nil {
+			recorded(nil)
 		}
 		n.st.Insert(obj, func(r past.InsertResult) { written(r, nil) })
 		return
@@ -929,6 +1044,7 @@ func (u *User) recordAndInsert(name string, seq uint64, payload []byte, obj past
 		} else {
 			u.noteRecord(name, seq, payload)
 		}
+		recorded(err) // before written can run: it must see the callbacks taken
 		mu.Lock()
 		recDone, recErr = true, err
 		r := ins
@@ -1109,7 +1225,7 @@ func (l *logState) headSegsLocked(count, snapIndex uint64, newLocs []ids.ID) []e
 // onlyLocal says whether every entry of q is durable on this node already (journaled).
 func onlyLocal(q []pendingAppend) bool {
 	for _, a := range q {
-		if !a.local {
+		if !a.local || a.recorded {
 			return false
 		}
 	}

@@ -202,6 +202,8 @@ type Stats struct {
 	ChunksPut, ChunksPutFailed   uint64
 	ChunkFetchesSaved            uint64 // chunk reads served by a recent fetch (fetched.go)
 	LogAppends, LogHeadWrites    uint64
+	LogAppendsRecorded           uint64 // AppendRecorded entries acknowledged at their head's record, before the ring's
+	LogRecordsAhead              uint64 // head records saved ahead of their write, while another was in flight
 	EntrySegments, EntriesAlone  uint64 // log entries stored: segments (several entries each), entries on their own
 	HeadRecords                  uint64 // head versions recorded on this node's disk before they were sent
 	Forks, Absorbed, Republished uint64 // log forks merged; newer heads continued from; heads written back

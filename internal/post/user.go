@@ -269,7 +269,7 @@ func (n *Node) Resume(u *User) {
 	for _, l := range u.logs {
 		l.queue = append(l.inflight, l.queue...)
 		l.inflight = nil
-		l.writing, l.snapping = false, false
+		l.writing, l.snapping, l.flight = false, false, nil
 	}
 	n.mu.Unlock()
 	n.subscribe(u.addr)
