@@ -806,7 +806,8 @@ func (u *User) flushLog(l *logState) {
 	if wait := n.cfg.FilingBatch; wait > 0 && !l.due && l.snap == nil && !l.republish && onlyLocal(l.queue) && len(l.queue) < maxBatch/2 {
 		// Every queued entry is durable on this node already (journaled filings: Entries
 		// shows them, and their pending copies stay with their holders until the receipt),
-		// so nobody waits for this head: let the filings of the next moments share it.
+		// or is about to be, with a record of the next head saved now (AppendRecorded), so
+		// nobody waits for this head: let the changes of the next moments share it.
 		if !l.batching {
 			l.batching = true
 			n.after(wait, func() {
@@ -816,7 +817,11 @@ func (u *User) flushLog(l *logState) {
 				u.flushLog(l)
 			})
 		}
+		ahead := u.recordAheadLocked(l)
 		n.mu.Unlock()
+		if ahead != nil {
+			ahead()
+		}
 		return
 	}
 	l.due = false
@@ -1222,10 +1227,11 @@ func (l *logState) headSegsLocked(count, snapIndex uint64, newLocs []ids.ID) []e
 	return out
 }
 
-// onlyLocal says whether every entry of q is durable on this node already (journaled).
+// onlyLocal says whether every entry of q is durable on this node already (journaled), or
+// is to be with a record of its head (AppendRecorded).
 func onlyLocal(q []pendingAppend) bool {
 	for _, a := range q {
-		if !a.local || a.recorded {
+		if !a.local {
 			return false
 		}
 	}

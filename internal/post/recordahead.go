@@ -14,12 +14,15 @@ import (
 //
 //   - with its own head write: recordAndInsert saves the record alongside the ring insert, and
 //     recordedHook acknowledges the batch's recorded entries when the save returns;
-//   - ahead of it, while another write is in flight: recordAheadLocked builds the head the
-//     next write would carry if the one in flight commits (that head's state, plus the queued
-//     entries), and saves it as a record only, at the next sequence number. It is never sent.
-//     The real next write is built as always, from what the ring acknowledged, at a higher
-//     sequence number, with the same entries in the same order, so the record ahead is only
-//     ever superseded.
+//   - ahead of it: recordAheadLocked builds the head the next write would carry (the state of
+//     the head in flight, if one is, or of the committed head, plus the queued entries), and
+//     saves it as a record only, at the next sequence number. It is never sent. The real next
+//     write is built as always, from what the ring acknowledged, at a higher sequence number,
+//     with the same entries in the same order, sealed to the same bytes, so the record ahead
+//     is its ancestor. With no write in flight this is how a queue of changes that are all
+//     durable on this node gets acknowledged while its head write waits FilingBatch for more
+//     changes to share it: a user's flag changes cost one record fsync each (shared between
+//     folders) and one head write per folder every FilingBatch, not one each.
 //
 // Either record survives a crash of this node, and a log is reopened from the newer of the
 // record and the ring (logopen.go), then written back to the ring: so an acknowledged entry
@@ -86,17 +89,22 @@ func (l *logState) ackReadyLocked(st *Stats) []func() {
 	return fire
 }
 
-// recordAheadLocked, called with n.mu held while l's head write is in flight, starts a
-// record of the head the next write would carry, when the queue holds recorded entries not
-// acknowledged yet; it returns the work to run after the unlock (nil: nothing to do now).
+// recordAheadLocked, called with n.mu held while l's head write is in flight (or while the
+// next one waits for more changes to share it: FilingBatch), starts a record of the head the
+// next write would carry, when the queue holds recorded entries not in a record yet; it
+// returns the work to run after the unlock (nil: nothing to do now).
 // One record ahead is saved at a time; when it is done flushLog looks again, so entries
 // queued meanwhile get the next one.
 func (u *User) recordAheadLocked(l *logState) func() {
 	n := u.n
-	if l.ahead || l.saving || l.aheadFailed || l.flight == nil || u.heads == nil {
+	base := l.flight // the head in flight, if it commits
+	if !l.writing {
+		base = &l.head // the committed head: the next write waits (FilingBatch)
+	}
+	if l.ahead || l.saving || l.aheadFailed || base == nil || u.heads == nil {
 		return nil // one record of a log is saved at a time; its end calls flushLog again
 	}
-	st := *l.flight
+	st := *base
 	size := 0
 	for _, ct := range st.Inline {
 		size += len(ct)

@@ -183,3 +183,58 @@ func TestAppendRecordedWaitsForTheFsync(t *testing.T) {
 		}
 	}
 }
+
+// With FilingBatch, a queue of recorded entries is acknowledged from a record of the next
+// head while that head waits for more changes; an ordinary append arriving meanwhile goes
+// out at once in the same head (one ring write for both), and the head written extends the
+// record.
+func TestAppendRecordedShareTheBatchedHead(t *testing.T) {
+	fs, u, l := newSegmentLog()
+	u.n.cfg.FilingBatch = 300 * time.Millisecond
+	keys, err := identity.NewKeys(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	heads := &MemHeadRecords{}
+	u.keys, u.heads, u.records, u.addr = keys, heads, map[string]HeadRecord{}, "u@example.org"
+	clock := u.n.cfg.Clock.(*fakeClock)
+	calls := map[string]int{}
+	cb := func(body string) func(uint64, error) {
+		return func(_ uint64, err error) {
+			if err != nil {
+				t.Errorf("append %s: %v", body, err)
+			}
+			calls[body]++
+		}
+	}
+	u.AppendRecorded("Work", []byte("f1"), cb("f1"))
+	u.AppendRecorded("Work", []byte("f2"), cb("f2"))
+	if calls["f1"] != 1 || calls["f2"] != 1 || len(fs.pending) != 0 || len(clock.fs) != 1 {
+		t.Fatalf("callbacks %v, %d inserts pending, %d timers; want f1 and f2 acknowledged, no head sent, the batch timer armed", calls, len(fs.pending), len(clock.fs))
+	}
+	rec := recordedState(t, l, heads.recs["Work"].Payload)
+	if rec.Count != 2 {
+		t.Fatalf("the record holds %d entries, want 2", rec.Count)
+	}
+	u.Append("Work", []byte("m3"), cb("m3"))
+	if len(fs.pending) != 1 || calls["m3"] != 0 {
+		t.Fatalf("%d inserts pending, m3 callbacks %d; want m3's head sent at once, unacknowledged", len(fs.pending), calls["m3"])
+	}
+	fs.finish(0, true)
+	if calls["m3"] != 1 || calls["f1"] != 1 || calls["f2"] != 1 || l.head.Count != 3 {
+		t.Fatalf("callbacks %v, head of %d entries; want each once and 3", calls, l.head.Count)
+	}
+	if l.locs[1] != rec.Newest {
+		t.Errorf("the head written does not extend the record: entry 1 at %v, the record's newest %v", l.locs[1], rec.Newest)
+	}
+	for len(clock.fs) > 0 { // the batch timer (and the entries' store): no head is left to write
+		f := clock.fs[0]
+		clock.fs = clock.fs[1:]
+		f()
+	}
+	for _, p := range fs.pending {
+		if p.obj.Key == l.key {
+			t.Errorf("a head write after the batch timer, with nothing left to write")
+		}
+	}
+}
