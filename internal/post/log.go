@@ -619,12 +619,13 @@ func (u *User) absorbRun(l *logState, newer past.Object) {
 				"user", u.addr, "log", l.name, "missing_entries", ll.missing, "count", ll.st.Count)
 		}
 		n.mu.Lock()
-		if l.headSeq != fromSeq || l.writing {
+		if l.headSeq != fromSeq || l.writing || l.ahead || l.saving {
 			// A head of ours committed (or was being written when the merge began): built
 			// without it, the merge would drop its entries. Merge again, from it, once no
-			// write of ours is under way (absorbing keeps new ones from starting).
+			// write of ours is under way (absorbing keeps new ones from starting), nor a
+			// record of one (recordahead.go: it would acknowledge entries on the old base).
 			wait := time.Duration(0)
-			if l.writing {
+			if l.writing || l.ahead || l.saving {
 				wait = absorbWait
 			}
 			n.mu.Unlock()
@@ -812,7 +813,9 @@ func (u *User) flushLog(l *logState) {
 			l.batching = true
 			n.after(wait, func() {
 				n.mu.Lock()
-				l.batching, l.due = false, true
+				// A head written meanwhile may have taken the whole queue: then the next
+				// change waits for its own batch again.
+				l.batching, l.due = false, len(l.queue) > 0
 				n.mu.Unlock()
 				u.flushLog(l)
 			})

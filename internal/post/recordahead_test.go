@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"epost/internal/identity"
+	"epost/internal/past"
 	"epost/internal/wire"
 )
 
@@ -32,11 +33,9 @@ func recordedState(t *testing.T, l *logState, payload []byte) *headState {
 	return st
 }
 
-// AppendRecorded: acknowledged once a head carrying the entry is recorded on the node's disk,
-// before the ring has it; while another head write is in flight, through a record of the head
-// after it (never sent); behind an ordinary append, only once that append's head commits (so
-// that the caller reads its entry back); each callback once, whatever the ring answers later.
-func TestAppendRecorded(t *testing.T) {
+// newRecordedLog is newSegmentLog with a signing user and head records in memory.
+func newRecordedLog(t *testing.T) (*fakeStore, *User, *logState, *MemHeadRecords, *fakeClock) {
+	t.Helper()
 	fs, u, l := newSegmentLog()
 	keys, err := identity.NewKeys(rand.Reader)
 	if err != nil {
@@ -44,7 +43,15 @@ func TestAppendRecorded(t *testing.T) {
 	}
 	heads := &MemHeadRecords{}
 	u.keys, u.heads, u.records, u.addr = keys, heads, map[string]HeadRecord{}, "u@example.org"
-	clock := u.n.cfg.Clock.(*fakeClock)
+	return fs, u, l, heads, u.n.cfg.Clock.(*fakeClock)
+}
+
+// AppendRecorded: acknowledged once a head carrying the entry is recorded on the node's disk,
+// before the ring has it; while another head write is in flight, through a record of the head
+// after it (never sent); behind an ordinary append, only once that append's head commits (so
+// that the caller reads its entry back); each callback once, whatever the ring answers later.
+func TestAppendRecorded(t *testing.T) {
+	fs, u, l, heads, clock := newRecordedLog(t)
 	calls := map[string]int{}
 	app := func(body string, recorded bool) {
 		cb := func(_ uint64, err error) {
@@ -189,15 +196,8 @@ func TestAppendRecordedWaitsForTheFsync(t *testing.T) {
 // out at once in the same head (one ring write for both), and the head written extends the
 // record.
 func TestAppendRecordedShareTheBatchedHead(t *testing.T) {
-	fs, u, l := newSegmentLog()
+	fs, u, l, heads, clock := newRecordedLog(t)
 	u.n.cfg.FilingBatch = 300 * time.Millisecond
-	keys, err := identity.NewKeys(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	heads := &MemHeadRecords{}
-	u.keys, u.heads, u.records, u.addr = keys, heads, map[string]HeadRecord{}, "u@example.org"
-	clock := u.n.cfg.Clock.(*fakeClock)
 	calls := map[string]int{}
 	cb := func(body string) func(uint64, error) {
 		return func(_ uint64, err error) {
@@ -233,8 +233,18 @@ func TestAppendRecordedShareTheBatchedHead(t *testing.T) {
 		f()
 	}
 	for _, p := range fs.pending {
-		if p.obj.Key == l.key {
+		if past.Type(p.obj.Type) == past.TypeSigned {
 			t.Errorf("a head write after the batch timer, with nothing left to write")
 		}
+	}
+	// The timer found nothing to write: the next change waits for a batch of its own again.
+	u.AppendRecorded("Work", []byte("f4"), cb("f4"))
+	for _, p := range fs.pending {
+		if past.Type(p.obj.Type) == past.TypeSigned {
+			t.Errorf("f4's head was sent at once, not batched")
+		}
+	}
+	if calls["f4"] != 1 {
+		t.Errorf("f4: %d callbacks, want 1 from its record", calls["f4"])
 	}
 }

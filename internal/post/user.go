@@ -266,14 +266,25 @@ func (n *Node) Resume(u *User) {
 	// (at the same indices, so a head that did reach the replicas is rewritten, not
 	// duplicated).
 	u.filing = map[NotificationID]bool{}
+	var logs []*logState
 	for _, l := range u.logs {
 		l.queue = append(l.inflight, l.queue...)
 		l.inflight = nil
 		l.writing, l.snapping, l.flight = false, false, nil
+		// The old node's timers never fire: a FilingBatch wait or an entry store that
+		// was armed is due now (a queue of recorded changes would otherwise wait for an
+		// ordinary append to reach the ring).
+		l.batching, l.entryWait = false, false
+		l.due = len(l.queue) > 0
+		logs = append(logs, l)
 	}
 	n.mu.Unlock()
 	n.subscribe(u.addr)
 	u.goOnline()
+	for _, l := range logs {
+		u.storeEntries(l, false)
+		u.flushLog(l)
+	}
 }
 
 func (u *User) openWithRetry(name string, cb func(error)) {
