@@ -112,6 +112,7 @@ type ArchiveStatus struct {
 	Repacked   uint64 `json:"repacked"`   // mostly dead aggregates rewritten with their live members
 	Failed     uint64 `json:"failed"`     // aggregate inserts that failed (retried)
 	Restored   uint64 `json:"restored"`   // objects restored into PAST from Glacier since start
+	Yields     uint64 `json:"yields"`     // times the next archive operation waited for a lull in mail traffic
 }
 
 // MailStatus is the node's mail side: its servers, its users, and POST's counters since start.
@@ -419,6 +420,7 @@ func (n *Node) glacierStatus() GlacierStatus {
 	ps := a.post.Stats()
 	g.Archive = ArchiveStatus{Pending: ps.ArchivePending, Inserting: ps.ArchiveInserting,
 		Aggregates: ps.ArchiveAggregates, Recovering: ps.ArchiveRecovering, Kept: ps.ArchiveKept,
-		Flushed: ps.ArchiveFlushed, Renewed: ps.ArchiveRenewed, Repacked: ps.ArchiveRepacked, Failed: ps.ArchiveFailed, Restored: ps.ArchiveRestored}
+		Flushed: ps.ArchiveFlushed, Renewed: ps.ArchiveRenewed, Repacked: ps.ArchiveRepacked, Failed: ps.ArchiveFailed, Restored: ps.ArchiveRestored,
+		Yields: ps.ArchiveYields}
 	return g
 }

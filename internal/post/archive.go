@@ -52,7 +52,10 @@ import (
 // mostly dead (their blob is fetched back from Glacier first) and forgets expired ones.
 //
 // Order and memory. Aggregate inserts, renewals and repacks go through one queue per user,
-// one at a time, so an aggregate is stored before the next one links to it. Once stored, an
+// one at a time, so an aggregate is stored before the next one links to it. Each waits for a
+// lull in the node's mail traffic (Config.ArchiveYield: 50 ms without a message sent, filed,
+// appended or read), but at most a minute or until 32 MiB of aggregates are queued: a burst
+// of mail is answered first and archived right after. Once stored, an
 // aggregate's blob is dropped from memory: the node keeps only tables of contents, and writes
 // them (glacier.Aggregator.State) to the user's archive state file whenever the queue is
 // empty. A restart loads that file instead of reading the chain back from Glacier, after
@@ -94,6 +97,8 @@ type userArchive struct {
 	onReady []func()
 	queue   []archOp // inserts and renewals, one at a time, in order
 	busy    bool     // queue[0]'s predecessor is in flight or waits for a retry
+	// yielding: queue[0] waits for a lull in the node's mail traffic (yieldLocked).
+	yielding bool
 	// mans are the manifests of the stored versions (renewals re-sign them); memory only: a
 	// renewal after a restart re-derives its manifest from the aggregate's blob.
 	mans      map[ids.ID]*glacier.Manifest
@@ -123,7 +128,8 @@ type userArchive struct {
 type archOp struct {
 	g      *glacier.Aggregate
 	renew  bool
-	repack bool // an insert of a repacked version
+	repack bool      // an insert of a repacked version
+	at     time.Time // when it was queued
 }
 
 type cachedAgg struct {
@@ -367,7 +373,10 @@ func (u *User) Seal(data []byte) (content.Ref, func(cb func(error)), error) {
 }
 
 // Get is Node.Get (with the archive fallback of every local user).
-func (u *User) Get(ref content.Ref, cb func([]byte, error)) { u.n.Get(ref, cb) }
+func (u *User) Get(ref content.Ref, cb func([]byte, error)) {
+	u.n.foreground()
+	u.n.Get(ref, cb)
+}
 
 // GetForeign is Node.GetForeign (a part of a message from another ring).
 func (u *User) GetForeign(ref content.Ref, cb func([]byte, error)) { u.n.GetForeign(ref, cb) }
@@ -385,9 +394,39 @@ func (u *User) enqueueInserts(gs []*glacier.Aggregate) {
 
 func (u *User) enqueue(ops ...archOp) {
 	u.n.mu.Lock()
+	now := u.n.now()
+	for i := range ops {
+		ops[i].at = now
+	}
 	u.arch.queue = append(u.arch.queue, ops...)
 	u.n.mu.Unlock()
 	u.runQueue()
+}
+
+// yieldLocked is how long the next archive operation should wait for a lull in the node's
+// mail traffic (Config.ArchiveYield), or 0 to start it now: no traffic for ArchiveYield,
+// ArchiveBacklog bytes of aggregates queued, or the oldest operation queued ArchiveYieldMax
+// ago. Called with n.mu held and a.queue not empty.
+func (u *User) yieldLocked(a *userArchive) time.Duration {
+	n := u.n
+	if n.cfg.ArchiveYield <= 0 {
+		return 0
+	}
+	now := n.now()
+	quiet := now.Sub(time.Unix(0, n.busyAt.Load()))
+	if quiet >= n.cfg.ArchiveYield || now.Sub(a.queue[0].at) >= n.cfg.ArchiveYieldMax {
+		return 0
+	}
+	queued := 0
+	for _, op := range a.queue {
+		if !op.renew {
+			queued += len(op.g.Blob)
+		}
+	}
+	if queued >= n.cfg.ArchiveBacklog {
+		return 0
+	}
+	return n.cfg.ArchiveYield - quiet
 }
 
 // runQueue starts the next archive operation unless one is under way; with nothing left, it
@@ -396,9 +435,23 @@ func (u *User) runQueue() {
 	n := u.n
 	n.mu.Lock()
 	a := u.arch
-	if a.busy {
+	if a.busy || a.yielding {
 		n.mu.Unlock()
 		return
+	}
+	if len(a.queue) > 0 {
+		if wait := u.yieldLocked(a); wait > 0 {
+			a.yielding = true
+			n.stats.ArchiveYields++
+			n.mu.Unlock()
+			n.after(wait, func() {
+				n.mu.Lock()
+				a.yielding = false
+				n.mu.Unlock()
+				u.runQueue()
+			})
+			return
+		}
 	}
 	var op archOp
 	for {

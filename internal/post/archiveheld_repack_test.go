@@ -46,37 +46,55 @@ func (f *heldArchive) EncodeInsert(_ ed25519.PrivateKey, name []byte, version ui
 func (f *heldArchive) Renew(*glacier.Manifest, func(glacier.InsertResult))     {}
 func (f *heldArchive) Retrieve(ids.ID, func([]byte, *glacier.Manifest, error)) {}
 
-// A held file waits for the aggregates cut with it, not for a later one: aggregate 1's
-// first insert fails, maintenance repacks it (a superseded head makes it mostly dead), so its
-// retry is skipped and its repack goes behind aggregate 2; when aggregate 2 is stored,
-// archive.held.1 must stay until a version of aggregate 1 is.
-func TestHeldFileWaitsForItsOwnAggregate(t *testing.T) {
-	dir := t.TempDir()
-	clk := &heldClock{t: time.Unix(1e9, 0)}
-	ring := ids.RingIDOf("review")
-	fa := &heldArchive{}
-	n := &Node{cfg: Config{Ring: ring, Clock: clk, Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Archive: fa,
-		ContentLease: 2 * time.Hour, ArchiveFlush: time.Hour, RetryDelay: time.Second},
-		users: map[string]*User{}}
+// heldSetup is a user with an archive (aggregates of two objects, an hour's flush) on a node
+// with clk and cfg (its Ring, Clock, Log and Archive set here; nothing else filled in), and
+// content(b), a 1,000-byte content member.
+type heldSetup struct {
+	dir     string
+	ring    ids.RingID
+	fa      *heldArchive
+	u       *User
+	keys    *identity.Keys
+	exp     time.Time
+	content func(b byte) glacier.Member
+}
+
+func newHeldSetup(t *testing.T, clk *heldClock, cfg Config) *heldSetup {
+	t.Helper()
+	s := &heldSetup{dir: t.TempDir(), ring: ids.RingIDOf("review"), fa: &heldArchive{}, exp: clk.t.Add(2 * time.Hour)}
+	cfg.Ring, cfg.Clock, cfg.Archive = s.ring, clk, s.fa
+	cfg.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	n := &Node{cfg: cfg, users: map[string]*User{}}
 	keys, err := identity.NewKeys(crand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
-	u := &User{n: n, addr: "u", keys: keys}
-	acfg := glacier.DefaultAggregatorConfig(ring, keys.Public().Signing)
+	s.keys = keys
+	s.u = &User{n: n, addr: "u", keys: keys}
+	acfg := glacier.DefaultAggregatorConfig(s.ring, keys.Public().Signing)
 	acfg.MaxObjects, acfg.MaxAge = 2, time.Hour
 	agg, err := glacier.NewAggregator(acfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	u.arch = &userArchive{agg: agg, ready: true, mans: map[ids.ID]*glacier.Manifest{}, fetching: map[ids.ID]bool{},
-		file: filepath.Join(dir, "archive.state")}
-	exp := clk.t.Add(2 * time.Hour)
-	content := func(b byte) glacier.Member {
+	s.u.arch = &userArchive{agg: agg, ready: true, mans: map[ids.ID]*glacier.Manifest{}, fetching: map[ids.ID]bool{},
+		file: filepath.Join(s.dir, "archive.state")}
+	s.content = func(b byte) glacier.Member {
 		d := make([]byte, 1000)
 		d[0] = b
-		return glacier.Member{Key: ids.Key{Ring: ring, ID: ids.Hash(d)}, Data: d, Expiry: exp, ContentHash: true}
+		return glacier.Member{Key: ids.Key{Ring: s.ring, ID: ids.Hash(d)}, Data: d, Expiry: s.exp, ContentHash: true}
 	}
+	return s
+}
+
+// A held file waits for the aggregates cut with it, not for a later one: aggregate 1's
+// first insert fails, maintenance repacks it (a superseded head makes it mostly dead), so its
+// retry is skipped and its repack goes behind aggregate 2; when aggregate 2 is stored,
+// archive.held.1 must stay until a version of aggregate 1 is.
+func TestHeldFileWaitsForItsOwnAggregate(t *testing.T) {
+	clk := &heldClock{t: time.Unix(1e9, 0)}
+	hs := newHeldSetup(t, clk, Config{ContentLease: 2 * time.Hour, ArchiveFlush: time.Hour, RetryDelay: time.Second})
+	dir, ring, fa, u, keys, exp, content := hs.dir, hs.ring, hs.fa, hs.u, hs.keys, hs.exp, hs.content
 	headKey := ids.Key{Ring: ring, ID: ids.HashString("a log head")}
 	head := func(b byte) glacier.Member {
 		d := make([]byte, 5000)

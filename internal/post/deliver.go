@@ -113,6 +113,7 @@ func (u *User) Send(to []string, parts [][]byte, cb func([]Result)) {
 // a crash never duplicate mail.
 func (u *User) SendWithIDs(to []string, nids []NotificationID, parts [][]byte, cb func([]Result)) {
 	n := u.n
+	n.foreground()
 	fail := func(err error) {
 		res := make([]Result, len(to))
 		for i := range res {
@@ -703,6 +704,7 @@ func (u *User) checkParts(note *Notification, keys []ids.Key, tries int) {
 // the pending copy) is sent only after the INBOX head write.
 func (u *User) file(note *Notification, tries int) {
 	n := u.n
+	n.foreground()
 	objs, err := carriedObjects(n.cfg.Ring, note.Parts, note.Carried) // checked by receive
 	if err != nil {
 		return

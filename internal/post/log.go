@@ -722,6 +722,7 @@ func (u *User) AppendRecorded(name string, body []byte, cb func(uint64, error)) 
 
 // appendEntry queues a (body, cb and how it is acknowledged) on log name.
 func (u *User) appendEntry(name string, a pendingAppend) {
+	u.n.foreground()
 	if a.cb == nil {
 		a.cb = func(uint64, error) {}
 	}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"epost/internal/content"
@@ -120,6 +121,17 @@ type Config struct {
 	// massive failure can still take the newest mail with it).
 	Archive      Archive
 	ArchiveFlush time.Duration
+	// ArchiveYield makes Glacier work wait for a lull in this node's mail traffic: an
+	// aggregate insert or renewal starts only once no message was sent, filed, appended or
+	// read for this long (default 50 ms; negative: never wait), unless the user's queue
+	// holds ArchiveBacklog bytes of aggregates (default 32 MiB) or its oldest operation
+	// waited ArchiveYieldMax (default 1 min). A burst of mail is then answered without
+	// erasure coding, hashing and fragment writes competing for the CPU and the disk; the
+	// archive catches up after it. Under sustained load the bounds apply and the archive
+	// keeps pace, as without the wait.
+	ArchiveYield    time.Duration
+	ArchiveBacklog  int
+	ArchiveYieldMax time.Duration
 	// ArchiveFile, if set, names a local user's archive state file (archive.go): with it a
 	// restart does not read the user's whole archive back from Glacier.
 	ArchiveFile func(addr string) string
@@ -152,6 +164,9 @@ func DefaultConfig() Config {
 		CarryMax:         16 << 10,
 		CarryBatch:       50 * time.Millisecond,
 		ArchiveFlush:     10 * time.Minute,
+		ArchiveYield:     50 * time.Millisecond,
+		ArchiveBacklog:   32 << 20,
+		ArchiveYieldMax:  time.Minute,
 	}
 }
 
@@ -164,7 +179,7 @@ func (c *Config) fill() {
 		{&c.HolderDelay, &d.HolderDelay}, {&c.RecordCacheTTL, &d.RecordCacheTTL},
 		{&c.RetryDelay, &d.RetryDelay}, {&c.PresenceCacheTTL, &d.PresenceCacheTTL},
 		{&c.ArchiveFlush, &d.ArchiveFlush}, {&c.EntryDelay, &d.EntryDelay},
-		{&c.CarryBatch, &d.CarryBatch},
+		{&c.CarryBatch, &d.CarryBatch}, {&c.ArchiveYieldMax, &d.ArchiveYieldMax},
 	} {
 		if *p.v <= 0 {
 			*p.v = *p.d
@@ -186,6 +201,12 @@ func (c *Config) fill() {
 		c.CarryMax = d.CarryMax
 	}
 	c.CarryMax = min(c.CarryMax, MaxCarried)
+	if c.ArchiveYield == 0 {
+		c.ArchiveYield = d.ArchiveYield
+	}
+	if c.ArchiveBacklog <= 0 {
+		c.ArchiveBacklog = d.ArchiveBacklog
+	}
 	if c.Log == nil {
 		c.Log = slog.New(slog.DiscardHandler)
 	}
@@ -212,10 +233,11 @@ type Stats struct {
 	// The archive (Glacier): members waiting for their aggregate, aggregate and root inserts
 	// in flight, aggregates indexed, users whose index is being recovered (all local online
 	// users, now); objects kept, aggregates stored, failed inserts, objects restored into
-	// PAST from Glacier, index recoveries started (since start).
+	// PAST from Glacier, index recoveries started, waits for a lull in mail traffic (since
+	// start).
 	ArchivePending, ArchiveInserting, ArchiveAggregates, ArchiveRecovering      int
 	ArchiveKept, ArchiveFlushed, ArchiveRenewed, ArchiveFailed, ArchiveRestored uint64
-	ArchiveRepacked, ArchiveRecoveries                                          uint64
+	ArchiveRepacked, ArchiveRecoveries, ArchiveYields                           uint64
 }
 
 // Node is POST on one Pastry node: the local users' sending, receiving and logs, and the
@@ -246,6 +268,10 @@ type Node struct {
 	carried    map[ids.Key]carriedChunk // carried chunks of filed messages, until stored
 	carryQ     []carrySave              // carried chunks waiting for their batch
 	carryArmed bool
+
+	// busyAt is when mail traffic last touched this node (foreground), in Unix nanoseconds
+	// of the node's clock: archive work waits for a lull (Config.ArchiveYield).
+	busyAt atomic.Int64
 
 	// OnFiled, if set, hears of every message filed into a local user's INBOX, once per
 	// notification (the IMAP layer wakes IDLE here). It runs without locks held, and only
@@ -336,6 +362,9 @@ func (n *Node) stopped() bool {
 }
 
 func (n *Node) now() time.Time { return n.cfg.Clock.Now() }
+
+// foreground notes mail traffic on this node: archive work waits for a lull.
+func (n *Node) foreground() { n.busyAt.Store(n.now().UnixNano()) }
 
 func (n *Node) after(d time.Duration, f func()) {
 	n.cfg.Clock.AfterFunc(d, func() {
