@@ -25,7 +25,9 @@
 # same sizes, connection counts and message counts; each (size, connections) pair runs ePOST
 # then Postfix, back to back, after a warm-up of 20 messages each. Every run prints the
 # load generator's key=value line plus the server's CPU time per message (the demo process
-# with all its nodes; Postfix's master and its children) and the whole machine's CPU busy and
+# with all its nodes; Postfix's master and its children), counted until the server has done
+# the run's work (drain_s after the run: ePOST's Glacier archive has caught up, since archive
+# inserts wait for a lull in mail traffic; Postfix's queue is empty), and the whole machine's CPU busy and
 # iowait shares during the run (/proc/stat: the load generator and anything else running are
 # in it), then a markdown table.
 set -euo pipefail
@@ -203,6 +205,29 @@ server_cpu() {
 }
 hz=$(getconf CLK_TCK)
 
+# drain waits (at most 5 minutes) until a server has finished the work a run gave it and
+# prints how long that took in seconds: ePOST's nodes have no archive insert queued or in
+# flight (Glacier work waits for a lull in mail traffic, so a burst leaves it to do after the
+# run), Postfix's queue is empty. The server CPU per message counts that work too.
+drain() {
+	local t0 i busy
+	t0=$(date +%s.%N)
+	for i in $(seq 1500); do
+		if [ "$1" = epost ]; then
+			busy=0
+			for nd in "$dir"/epost/node*/; do
+				v=$("$dir/bin/epost" status --dir "$nd" --json 2>/dev/null | jq '.glacier.archive.inserting // 0' 2>/dev/null || echo 0)
+				busy=$((busy + v))
+			done
+		else
+			busy=$(postqueue -c "$conf" -j 2>/dev/null | wc -l)
+		fi
+		[ "$busy" = 0 ] && break
+		sleep 0.2
+	done
+	awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }'
+}
+
 results=$dir/results.txt
 : >"$results"
 commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
@@ -223,11 +248,13 @@ for size in $sizes; do
 		for target in epost postfix; do
 			a=$(cpu_mark) sa=$(server_cpu "$target")
 			line=$("${target}_load" -label "$target" -n "$msgs" -c "$c" -size "$size" || true)
-			b=$(cpu_mark) sb=$(server_cpu "$target")
+			b=$(cpu_mark)
+			dr=$(drain "$target")
+			sb=$(server_cpu "$target")
 			[ -n "$line" ] || line="target=$target size=$size conns=$c msgs=0 errors=$msgs"
 			ok=$(echo "$line" | sed -n 's/.* msgs=\([0-9]*\) .*/\1/p')
 			scpu=$(awk -v t=$((sb - sa)) -v hz="$hz" -v n="${ok:-0}" 'BEGIN { printf "%.2f", n ? 1000 * t / hz / n : 0 }')
-			echo "$line server_cpu_ms_per_msg=$scpu $(cpu_share "$a" "$b")" | tee -a "$results"
+			echo "$line server_cpu_ms_per_msg=$scpu drain_s=$dr $(cpu_share "$a" "$b")" | tee -a "$results"
 			sleep "$settle"
 		done
 	done
@@ -248,20 +275,20 @@ function kv(line, key,   n, i, a, p) {
 	rate[t, k] = kv($0, "msgs_per_s"); err[t, k] = kv($0, "errors")
 	lat[t, k] = kv($0, "p50_ms") " / " kv($0, "p90_ms") " / " kv($0, "p99_ms")
 	p99[t, k] = kv($0, "p99_ms"); cpu[t, k] = kv($0, "cpu_busy_pct") "/" kv($0, "iowait_pct")
-	scpu[t, k] = kv($0, "server_cpu_ms_per_msg")
+	scpu[t, k] = kv($0, "server_cpu_ms_per_msg"); drain[t, k] = kv($0, "drain_s")
 }
 END {
-	print "| size | conns | ePOST msgs/s | Postfix msgs/s | ePOST / Postfix | ePOST p50 / p90 / p99 ms | Postfix p50 / p90 / p99 ms | server CPU ms per msg ePOST / Postfix | machine busy/iowait % ePOST run, Postfix run | errors ePOST / Postfix |"
-	print "|---|---|---|---|---|---|---|---|---|---|"
+	print "| size | conns | ePOST msgs/s | Postfix msgs/s | ePOST / Postfix | ePOST p50 / p90 / p99 ms | Postfix p50 / p90 / p99 ms | server CPU ms per msg ePOST / Postfix | s to drain after the run ePOST / Postfix | machine busy/iowait % ePOST run, Postfix run | errors ePOST / Postfix |"
+	print "|---|---|---|---|---|---|---|---|---|---|---|"
 	half = 1; p99ok = 1; seen4 = 0
 	for (i = 1; i <= n; i++) {
 		k = order[i]; split(k, sc, " ")
 		ratio = rate["postfix", k] > 0 ? rate["epost", k] / rate["postfix", k] : 0
 		if (ratio < 0.5) half = 0
 		if (sc[2] == 4) { seen4 = 1; if (p99["epost", k] >= 100 || p99["epost", k] == "") p99ok = 0 }
-		printf "| %s | %s | %s | %s | %.0f%% | %s | %s | %s / %s | %s, %s | %s / %s |\n", sc[1] == 2048 ? "2 KB" : sc[1] == 51200 ? "50 KB" : sc[1] " B", sc[2],
+		printf "| %s | %s | %s | %s | %.0f%% | %s | %s | %s / %s | %s / %s | %s, %s | %s / %s |\n", sc[1] == 2048 ? "2 KB" : sc[1] == 51200 ? "50 KB" : sc[1] " B", sc[2],
 			rate["epost", k], rate["postfix", k], 100 * ratio, lat["epost", k], lat["postfix", k],
-			scpu["epost", k], scpu["postfix", k], cpu["epost", k], cpu["postfix", k], err["epost", k], err["postfix", k]
+			scpu["epost", k], scpu["postfix", k], drain["epost", k], drain["postfix", k], cpu["epost", k], cpu["postfix", k], err["epost", k], err["postfix", k]
 	}
 	print ""
 	printf "issue 12 acceptance: ePOST at least half of Postfix msgs/s in every row: %s", half ? "yes" : "no"
