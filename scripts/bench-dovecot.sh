@@ -10,7 +10,10 @@
 # none), --bulk N (default 10000; 0: no bulk rows), --multi "K..." (the bulk also as MULTIAPPEND commands of K
 # messages each, RFC 3502, as a migration tool sends them; default "100", "" for none), --dir DIR (work directory, default a new one under /var/tmp,
 # removed at exit unless --keep), --keep, --seed N (the demo ring's seed, default 1),
-# --cpuprofile FILE (passed to epost demo).
+# --cpuprofile FILE (passed to epost demo), --rate R (every mixed row offered R commands per
+# second in all, open loop, instead of each client sending as fast as it is answered: both
+# servers at the same load; rows named ...@R/s; "commands sent late" counts commands that
+# went out more than one interval after their time, i.e. the server fell behind the load).
 #
 # It needs root and Debian's Dovecot (apt-get install -y dovecot-imapd; the package's own service
 # is neither started nor touched). Dovecot runs as a private instance from DIR/dovecot
@@ -31,7 +34,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-duration=30s clients="5 20" perclient="20" prefill=500 prefillpc=200 bulk=10000 multi="100" dir="" keep=0 seed=1 settle=3 cpuprofile=""
+duration=30s clients="5 20" perclient="20" prefill=500 prefillpc=200 bulk=10000 multi="100" dir="" keep=0 seed=1 settle=3 cpuprofile="" rate=""
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--quick) duration=5s bulk=300 prefill=200 prefillpc=50 settle=1 ;;
@@ -46,6 +49,7 @@ while [ $# -gt 0 ]; do
 	--keep) keep=1 ;;
 	--seed) seed=$2; shift ;;
 	--cpuprofile) cpuprofile=$2; shift ;;
+	--rate) rate=$2; shift ;;
 	-h | --help) sed -n '2,/^set /p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
 	*) echo "bench-dovecot: unknown option $1 (--help lists them)" >&2; exit 2 ;;
 	esac
@@ -224,17 +228,21 @@ dovecot_load -c 5 -duration 5s -prefill "$prefill" >/dev/null 2>>"$dir/imapload.
 
 order="epost dovecot"
 flip() { if [ "$order" = "epost dovecot" ]; then order="dovecot epost"; else order="epost dovecot"; fi; }
+# With --rate, every mixed row is offered that many commands per second (open loop), so both
+# servers are compared at the same load; the rows are named ...@RATE/s.
+rateargs=() ratetag=""
+if [ -n "$rate" ]; then rateargs=(-rate "$rate") ratetag="@$rate/s"; fi
 for c in $clients; do
 	for t in $order; do
-		echo "# $t: shared INBOX, $c clients, $duration" >&2
-		measure "$t" "shared-$c" -c "$c" -duration "$duration" -prefill "$prefill"
+		echo "# $t: shared INBOX, $c clients, $duration ${rate:+at $rate commands/s}" >&2
+		measure "$t" "shared-$c$ratetag" -c "$c" -duration "$duration" -prefill "$prefill" "${rateargs[@]}"
 	done
 	flip
 done
 for c in $perclient; do
 	for t in $order; do
-		echo "# $t: a folder per client, $c clients, $duration" >&2
-		measure "$t" "perclient-$c" -c "$c" -duration "$duration" -folders per-client -prefill "$prefillpc"
+		echo "# $t: a folder per client, $c clients, $duration ${rate:+at $rate commands/s}" >&2
+		measure "$t" "perclient-$c$ratetag" -c "$c" -duration "$duration" -folders per-client -prefill "$prefillpc" "${rateargs[@]}"
 	done
 	flip
 done
@@ -266,7 +274,7 @@ function kv(line, key,   n, i, a, p) {
 	t = kv($0, "target"); r = kv($0, "row"); c = kv($0, "cmd")
 	if (!(r in seenr)) { seenr[r] = 1; rows[++nr] = r }
 	if (c == "ALL") {
-		rate[t, r] = kv($0, "cmds_per_s"); errs[t, r] = kv($0, "errors")
+		rate[t, r] = kv($0, "cmds_per_s"); errs[t, r] = kv($0, "errors"); mean[t, r] = kv($0, "mean_ms"); behind[t, r] = kv($0, "behind")
 		scpu[t, r] = kv($0, "server_cpu_s"); mach[t, r] = kv($0, "cpu_busy_pct") "/" kv($0, "iowait_pct")
 		next
 	}
@@ -283,11 +291,12 @@ function kv(line, key,   n, i, a, p) {
 }
 function isread(c) { return c ~ /^(FETCH|SEARCH|NOOP)/ }
 END {
-	print "| load | ePOST commands/s | Dovecot commands/s | server CPU s ePOST / Dovecot | machine busy/iowait % ePOST run, Dovecot run | errors ePOST / Dovecot |"
-	print "|---|---|---|---|---|---|"
+	print "| load | ePOST commands/s | Dovecot commands/s | mean ms per command ePOST / Dovecot | commands sent late ePOST / Dovecot | server CPU s ePOST / Dovecot | machine busy/iowait % ePOST run, Dovecot run | errors ePOST / Dovecot |"
+	print "|---|---|---|---|---|---|---|---|"
 	for (i = 1; i <= nr; i++) {
 		r = rows[i]
-		printf "| %s | %s | %s | %s / %s | %s, %s | %s / %s |\n", r, rate["epost", r], rate["dovecot", r],
+		printf "| %s | %s | %s | %s / %s | %s / %s | %s / %s | %s, %s | %s / %s |\n", r, rate["epost", r], rate["dovecot", r],
+			mean["epost", r], mean["dovecot", r], r ~ /@/ ? behind["epost", r] : "-", r ~ /@/ ? behind["dovecot", r] : "-",
 			scpu["epost", r], scpu["dovecot", r], mach["epost", r], mach["dovecot", r], errs["epost", r], errs["dovecot", r]
 	}
 	print ""

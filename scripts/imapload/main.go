@@ -70,6 +70,7 @@ type config struct {
 	timeout          time.Duration
 	label            string
 	seed             uint64
+	rate             float64 // open loop: commands per second in all; 0: closed loop
 }
 
 type mixEntry struct {
@@ -97,6 +98,7 @@ func main() {
 	flag.IntVar(&c.clients, "c", 5, "concurrent clients, each on its own connection")
 	flag.DurationVar(&c.duration, "duration", 30*time.Second, "how long the mixed load runs (ignored with -n)")
 	flag.IntVar(&c.ops, "n", 0, "run this many operations of the mix instead of -duration")
+	flag.Float64Var(&c.rate, "rate", 0, "open loop: send this many commands per second in all, spread evenly over the clients and in time, so that servers are compared at the same load (0: closed loop, each client sends its next command as soon as the last is answered)")
 	flag.StringVar(&mix, "mix", defaultMix, "operation weights, op=weight,... (ops: "+strings.Join(ops, " ")+")")
 	flag.StringVar(&c.folders, "folders", "shared", "shared: every client on INBOX; per-client: client i on folder imapload-i")
 	flag.IntVar(&c.prefill, "prefill", 500, "top every mailbox used up to this many messages before the clock starts")
@@ -216,8 +218,9 @@ type stats struct {
 }
 
 type recorder struct {
-	mu  sync.Mutex
-	cmd map[string]*stats
+	mu     sync.Mutex
+	cmd    map[string]*stats
+	behind int64 // -rate: commands sent more than one interval after their time
 }
 
 func newRecorder() *recorder { return &recorder{cmd: map[string]*stats{}} }
@@ -267,7 +270,8 @@ func (r *recorder) print(c config, kind string, elapsed time.Duration) (ok, errs
 			names = append(names, k)
 		}
 	}
-	fmt.Printf("%-11s %8s %7s %9s %9s %9s %9s\n", "command", "count", "errors", "p50_ms", "p90_ms", "p99_ms", "max_ms")
+	fmt.Printf("%-11s %8s %7s %9s %9s %9s %9s %9s\n", "command", "count", "errors", "mean_ms", "p50_ms", "p90_ms", "p99_ms", "max_ms")
+	var total time.Duration
 	var lines []string
 	for _, name := range names {
 		s := r.cmd[name]
@@ -277,10 +281,19 @@ func (r *recorder) print(c config, kind string, elapsed time.Duration) (ok, errs
 		slices.Sort(s.lat)
 		ok += len(s.lat)
 		errs += s.errors
-		fmt.Printf("%-11s %8d %7d %9.1f %9.1f %9.1f %9.1f\n", name, len(s.lat), s.errors,
+		var sum time.Duration
+		for _, d := range s.lat {
+			sum += d
+		}
+		total += sum
+		mean := time.Duration(0)
+		if len(s.lat) > 0 {
+			mean = sum / time.Duration(len(s.lat))
+		}
+		fmt.Printf("%-11s %8d %7d %9.1f %9.1f %9.1f %9.1f %9.1f\n", name, len(s.lat), s.errors, ms(mean),
 			ms(pct(s.lat, 50)), ms(pct(s.lat, 90)), ms(pct(s.lat, 99)), ms(pct(s.lat, 100)))
-		lines = append(lines, fmt.Sprintf("RESULT target=%s kind=%s clients=%d cmd=%s n=%d errors=%d p50_ms=%.2f p90_ms=%.2f p99_ms=%.2f max_ms=%.2f",
-			c.label, kind, c.clients, name, len(s.lat), s.errors, ms(pct(s.lat, 50)), ms(pct(s.lat, 90)), ms(pct(s.lat, 99)), ms(pct(s.lat, 100))))
+		lines = append(lines, fmt.Sprintf("RESULT target=%s kind=%s clients=%d cmd=%s n=%d errors=%d mean_ms=%.2f p50_ms=%.2f p90_ms=%.2f p99_ms=%.2f max_ms=%.2f",
+			c.label, kind, c.clients, name, len(s.lat), s.errors, ms(mean), ms(pct(s.lat, 50)), ms(pct(s.lat, 90)), ms(pct(s.lat, 99)), ms(pct(s.lat, 100))))
 	}
 	rate := 0.0
 	if elapsed > 0 {
@@ -295,8 +308,12 @@ func (r *recorder) print(c config, kind string, elapsed time.Duration) (ok, errs
 	for _, l := range lines {
 		fmt.Println(l)
 	}
-	fmt.Printf("RESULT target=%s kind=%s clients=%d cmd=ALL n=%d errors=%d elapsed_s=%.2f cmds_per_s=%.1f folders=%s prefill=%d size=%d\n",
-		c.label, kind, c.clients, ok, errs, elapsed.Seconds(), rate, c.folders, c.prefill, c.size)
+	mean := time.Duration(0)
+	if ok > 0 {
+		mean = total / time.Duration(ok)
+	}
+	fmt.Printf("RESULT target=%s kind=%s clients=%d cmd=ALL n=%d errors=%d mean_ms=%.2f elapsed_s=%.2f cmds_per_s=%.1f offered_per_s=%g behind=%d folders=%s prefill=%d size=%d\n",
+		c.label, kind, c.clients, ok, errs, ms(mean), elapsed.Seconds(), rate, c.rate, r.behind, c.folders, c.prefill, c.size)
 	return ok, errs
 }
 
@@ -333,14 +350,30 @@ func runMix(c config) int {
 	fmt.Fprintf(os.Stderr, "imapload: %s: %d clients ready, mailbox %s holds %d messages (prefill took %.1fs)\n",
 		c.label, c.clients, mailboxOf(c, 0), clients[0].exists, time.Since(t0).Seconds())
 
-	var next atomic.Int64
+	var next, behind atomic.Int64
 	deadline := time.Now().Add(c.duration)
 	start := time.Now()
+	// With -rate, client i sends its k-th command at start + (i/clients + k) * interval, or at
+	// once when it is late; a command sent more than one interval late counts as behind (the
+	// server did not keep up with the offered load).
+	interval := time.Duration(0)
+	if c.rate > 0 {
+		interval = time.Duration(float64(c.clients) / c.rate * float64(time.Second))
+	}
 	for i, cl := range clients {
 		wg.Go(func() {
 			rng := rand.New(rand.NewPCG(c.seed, uint64(i)))
 			drops := 0
+			due := start.Add(interval * time.Duration(i) / time.Duration(c.clients))
 			for {
+				if interval > 0 {
+					if wait := time.Until(due); wait > 0 {
+						time.Sleep(wait)
+					} else if -wait > interval {
+						behind.Add(1)
+					}
+					due = due.Add(interval)
+				}
 				if c.ops > 0 {
 					if next.Add(1) > int64(c.ops) {
 						break
@@ -373,6 +406,7 @@ func runMix(c config) int {
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
+	rec.behind = behind.Load()
 	ok, errs := rec.print(c, "mix", elapsed)
 	if ok == 0 || errs > ok/10 {
 		return 1
