@@ -10,7 +10,7 @@
 # none), --bulk N (default 10000; 0: no bulk rows), --multi "K..." (the bulk also as MULTIAPPEND commands of K
 # messages each, RFC 3502, as a migration tool sends them; default "100", "" for none), --dir DIR (work directory, default a new one under /var/tmp,
 # removed at exit unless --keep), --keep, --seed N (the demo ring's seed, default 1),
-# --cpuprofile FILE (passed to epost demo), --rate R (every mixed row offered R commands per
+# --cpuprofile FILE (passed to epost demo), --rate R (every mixed row offered R operations of the mix per
 # second in all, open loop, instead of each client sending as fast as it is answered: both
 # servers at the same load; rows named ...@R/s; "commands sent late" counts commands that
 # went out more than one interval after their time, i.e. the server fell behind the load).
@@ -213,7 +213,7 @@ measure() {
 	b=$(cpu_mark) sb=$(server_cpu "$target")
 	echo "$out" | grep -v '^RESULT' >&2 || true
 	local extra="server_cpu_s=$(awk -v t=$((sb - sa)) -v hz="$hz" 'BEGIN { printf "%.1f", t / hz }') $(cpu_share "$a" "$b") row=$kind exit=$rc"
-	echo "$out" | grep '^RESULT' | sed "s/\$/ $extra/" | tee -a "$results" >/dev/null
+	echo "$out" | grep '^RESULT' | sed "s|\$| $extra|" | tee -a "$results" >/dev/null
 	if [ "$rc" != 0 ]; then echo "# $target $kind: imapload exited $rc (see $dir/imapload.err)" | tee -a "$results" >&2; fi
 	cat "$dir/imapload.last" >&2
 	cat "$dir/imapload.last" >>"$dir/imapload.err"
