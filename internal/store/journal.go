@@ -404,6 +404,7 @@ func (s *Store) checkpointFrozen(frozen *layer, epoch uint64) {
 		case <-time.After(pause):
 		}
 	}
+	s.noteIndexSize()
 	s.overMu.Lock()
 	s.prevToRetire = epoch
 	s.overMu.Unlock()
@@ -479,8 +480,37 @@ func (s *Store) checkpoint() error {
 // checkpointDue says whether the overlay should go to index.db now. The journal file counts
 // too: with payloads in the value log it grows faster than the overlay, and Open reads it whole.
 func (s *Store) checkpointDue() bool {
-	return s.over.size >= s.opts.CheckpointBytes || s.journal.off >= int64(s.opts.CheckpointBytes) ||
-		s.now().Sub(s.overSince) >= s.opts.CheckpointAge
+	lim := s.checkpointLimit()
+	return int64(s.over.size) >= lim || s.journal.off >= lim || s.now().Sub(s.overSince) >= s.opts.CheckpointAge
+}
+
+// maxCheckpointGrowth bounds how far checkpointLimit follows the index: at most this many
+// times Options.CheckpointBytes. (A variable, so that tests with tiny checkpoints can keep
+// them tiny.)
+var maxCheckpointGrowth int64 = 8
+
+// checkpointLimit is the size of the overlay or of the journal that starts a checkpoint:
+// Options.CheckpointBytes, or index.db's own size when that is larger, up to
+// maxCheckpointGrowth times CheckpointBytes. Keys are hashes, so once the index has more
+// leaves than a checkpoint has keys a checkpoint rewrites about every page of it: with a fixed
+// limit its cost per committed byte would grow with the store (a user's 50,000th message
+// would cost several times the journal bytes of the first). Following the index keeps it at
+// about one index byte per journal byte; the price is a larger overlay in memory and a longer
+// journal to replay at Open, for big stores only.
+func (s *Store) checkpointLimit() int64 {
+	lim := int64(s.opts.CheckpointBytes)
+	if sz := s.indexSize.Load(); sz > lim {
+		lim = min(sz, maxCheckpointGrowth*lim)
+	}
+	return lim
+}
+
+// noteIndexSize records index.db's size for checkpointLimit.
+func (s *Store) noteIndexSize() {
+	_ = s.db.View(func(tx *bolt.Tx) error {
+		s.indexSize.Store(tx.Size())
+		return nil
+	})
 }
 
 func (s *Store) journalPath() string { return filepath.Join(s.dir, "index.journal") }

@@ -41,6 +41,8 @@ func testOverlayModel(t *testing.T, valueLogMin int) {
 	// Background checkpoints in several parts, so that crashes land between them too.
 	defer func(p int, d time.Duration) { checkpointPart, checkpointPause = p, d }(checkpointPart, checkpointPause)
 	checkpointPart, checkpointPause = 300, time.Millisecond
+	defer func(g int64) { maxCheckpointGrowth = g }(maxCheckpointGrowth)
+	maxCheckpointGrowth = 1 // checkpoints at 2 KB, however large the index grows
 	open := func() *Store {
 		s, err := Open(dir, opts)
 		if err != nil {
@@ -325,4 +327,51 @@ func openWithTwo(t *testing.T) (dir string, s *Store, a, b ids.Key) {
 		}
 	}
 	return dir, s, a, b
+}
+
+// TestCheckpointLimitFollowsTheIndex: once index.db is larger than CheckpointBytes, a
+// checkpoint waits for about that much journal (at most 8 times CheckpointBytes), so its
+// rewrite of the index's pages costs no more per committed byte as the store grows.
+func TestCheckpointLimitFollowsTheIndex(t *testing.T) {
+	seed := testSeed(t, 5)
+	r := rand.New(rand.NewPCG(seed, 9))
+	c := &clock{now: t0}
+	const limit = 64 << 10 // above an empty index.db's 20 KB
+	s, err := Open(t.TempDir(), Options{Now: c.Now, Logger: quietLog, CheckpointBytes: limit})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	put := func(n int) {
+		for range n {
+			o := Object{Meta: Meta{Key: ids.Key{Ring: ringA, ID: randID(r)}, Seq: 1, Expiry: t0.Add(time.Hour)}, Payload: randBytes(r, 1000)}
+			if err := s.Put(o); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if got := s.checkpointLimit(); got != limit {
+		t.Fatalf("empty store: limit %d, want CheckpointBytes %d", got, limit)
+	}
+	put(1500) // about 1.5 MB: many checkpoints, an index of over a megabyte
+	s.ckpt.Wait()
+	size := s.indexSize.Load()
+	if size <= 8*limit {
+		t.Fatalf("seed %d: index.db is %d bytes after 1.5 MB of objects; the test needs more than %d", seed, size, 8*limit)
+	}
+	if got := s.checkpointLimit(); got != 8*limit {
+		t.Fatalf("seed %d: index of %d bytes: limit %d, want 8 × CheckpointBytes = %d", seed, size, got, 8*limit)
+	}
+	// Twice CheckpointBytes more: no checkpoint starts, the journal holds it.
+	s.overMu.RLock()
+	before := s.journal.epoch
+	s.overMu.RUnlock()
+	put(2 * limit / 1000)
+	s.overMu.RLock()
+	epoch, off, frozen := s.journal.epoch, s.journal.off, s.frozen
+	s.overMu.RUnlock()
+	if epoch != before || frozen != nil || off < 2*limit {
+		t.Fatalf("seed %d: after %d bytes of commits: journal epoch %d → %d, %d bytes, frozen %v; want no checkpoint below the raised limit",
+			seed, 2*limit, before, epoch, off, frozen != nil)
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -45,7 +46,8 @@ type Store struct {
 	// prevToRetire is the epoch of index.journal.prev once a checkpoint holds its records and
 	// until it is retired (values.go); 0: none. Guarded by overMu.
 	prevToRetire uint64
-	overSince    time.Time // when the overlay last went from empty to not
+	overSince    time.Time    // when the overlay last went from empty to not
+	indexSize    atomic.Int64 // index.db's size after the last checkpoint (checkpointLimit)
 	ckpt         sync.WaitGroup
 	closing      chan struct{}
 	closeOnce    sync.Once
@@ -111,6 +113,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("store open %s: repair: %w", dir, err)
 	}
+	s.noteIndexSize()
 	s.compactSoon()
 	return s, nil
 }
