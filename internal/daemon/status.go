@@ -112,7 +112,7 @@ type ArchiveStatus struct {
 	Repacked   uint64 `json:"repacked"`   // mostly dead aggregates rewritten with their live members
 	Failed     uint64 `json:"failed"`     // aggregate inserts that failed (retried)
 	Restored   uint64 `json:"restored"`   // objects restored into PAST from Glacier since start
-	Yields     uint64 `json:"yields"`     // times the next archive operation waited for a lull in mail traffic
+	Yields     uint64 `json:"yields"`     // archive operations that waited for a lull in mail traffic
 }
 
 // MailStatus is the node's mail side: its servers, its users, and POST's counters since start.

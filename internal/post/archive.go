@@ -97,8 +97,10 @@ type userArchive struct {
 	onReady []func()
 	queue   []archOp // inserts and renewals, one at a time, in order
 	busy    bool     // queue[0]'s predecessor is in flight or waits for a retry
-	// yielding: queue[0] waits for a lull in the node's mail traffic (yieldLocked).
-	yielding bool
+	// yielding: queue[0] waits for a lull in the node's mail traffic (yieldLocked);
+	// yieldedFor is the last aggregate counted in Stats.ArchiveYields.
+	yielding   bool
+	yieldedFor *glacier.Aggregate
 	// mans are the manifests of the stored versions (renewals re-sign them); memory only: a
 	// renewal after a restart re-derives its manifest from the aggregate's blob.
 	mans      map[ids.ID]*glacier.Manifest
@@ -414,7 +416,8 @@ func (u *User) yieldLocked(a *userArchive) time.Duration {
 	}
 	now := n.now()
 	quiet := now.Sub(time.Unix(0, n.busyAt.Load()))
-	if quiet >= n.cfg.ArchiveYield || now.Sub(a.queue[0].at) >= n.cfg.ArchiveYieldMax {
+	waited := now.Sub(a.queue[0].at)
+	if quiet >= n.cfg.ArchiveYield || waited >= n.cfg.ArchiveYieldMax {
 		return 0
 	}
 	queued := 0
@@ -426,7 +429,13 @@ func (u *User) yieldLocked(a *userArchive) time.Duration {
 	if queued >= n.cfg.ArchiveBacklog {
 		return 0
 	}
-	return n.cfg.ArchiveYield - quiet
+	// quiet < 0 or waited < 0 (the wall clock stepped back): wait at most ArchiveYield, and
+	// never past the op's ArchiveYieldMax as the clock runs now.
+	wait := min(n.cfg.ArchiveYield-max(quiet, 0), n.cfg.ArchiveYield)
+	if waited >= 0 {
+		wait = min(wait, n.cfg.ArchiveYieldMax-waited)
+	}
+	return max(wait, time.Millisecond)
 }
 
 // runQueue starts the next archive operation unless one is under way; with nothing left, it
@@ -442,7 +451,10 @@ func (u *User) runQueue() {
 	if len(a.queue) > 0 {
 		if wait := u.yieldLocked(a); wait > 0 {
 			a.yielding = true
-			n.stats.ArchiveYields++
+			if a.yieldedFor != a.queue[0].g {
+				a.yieldedFor = a.queue[0].g // counted once however often it waits again
+				n.stats.ArchiveYields++
+			}
 			n.mu.Unlock()
 			n.after(wait, func() {
 				n.mu.Lock()

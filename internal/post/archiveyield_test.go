@@ -99,4 +99,16 @@ func TestArchiveWaitsForALull(t *testing.T) {
 	if len(aggs()) != 4 {
 		t.Fatalf("backlog over its bound: %d inserts, want 4", len(aggs()))
 	}
+
+	// The wall clock stepped back an hour after the last traffic: the wait stays within
+	// ArchiveYield instead of lasting the hour.
+	n.cfg.ArchiveBacklog = 1 << 20
+	n.busyAt.Store(clk.t.Add(time.Hour).UnixNano())
+	cut()
+	n.mu.Lock()
+	wait := u.yieldLocked(u.arch)
+	n.mu.Unlock()
+	if wait <= 0 || wait > n.cfg.ArchiveYield {
+		t.Fatalf("traffic an hour ahead of the clock: wait %v, want at most ArchiveYield %v", wait, n.cfg.ArchiveYield)
+	}
 }

@@ -128,7 +128,8 @@ type Config struct {
 	// waited ArchiveYieldMax (default 1 min). A burst of mail is then answered without
 	// erasure coding, hashing and fragment writes competing for the CPU and the disk; the
 	// archive catches up after it. Under sustained load the bounds apply and the archive
-	// keeps pace, as without the wait.
+	// keeps pace, as without the wait. The bounds are per user: aggregates waiting are in
+	// memory, so a node holding many users' archives can hold ArchiveBacklog for each.
 	ArchiveYield    time.Duration
 	ArchiveBacklog  int
 	ArchiveYieldMax time.Duration
@@ -233,8 +234,8 @@ type Stats struct {
 	// The archive (Glacier): members waiting for their aggregate, aggregate and root inserts
 	// in flight, aggregates indexed, users whose index is being recovered (all local online
 	// users, now); objects kept, aggregates stored, failed inserts, objects restored into
-	// PAST from Glacier, index recoveries started, waits for a lull in mail traffic (since
-	// start).
+	// PAST from Glacier, index recoveries started, archive operations that waited for a lull
+	// in mail traffic (since start).
 	ArchivePending, ArchiveInserting, ArchiveAggregates, ArchiveRecovering      int
 	ArchiveKept, ArchiveFlushed, ArchiveRenewed, ArchiveFailed, ArchiveRestored uint64
 	ArchiveRepacked, ArchiveRecoveries, ArchiveYields                           uint64

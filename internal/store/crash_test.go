@@ -72,6 +72,7 @@ func TestCrashWriter(t *testing.T) {
 	var seed uint64
 	fmt.Sscan(os.Getenv(envCrashSeed), &seed)
 	r := rand.New(rand.NewPCG(seed, 1))
+	maxCheckpointGrowth = 1 // checkpoints every 512 KiB, however large the index grows
 	s, err := Open(dir, crashOpts)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "child open:", err)

@@ -446,20 +446,30 @@ func (s *Store) checkpoint() error {
 		return s.retirePrev()
 	}
 	epoch := s.journal.epoch
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		diskstat.StoreIndex.BoltCommit(tx)
-		if frozen != nil {
-			if err := frozen.applyTo(tx); err != nil {
+	// In parts of checkpointPart bytes, one bbolt commit each (the frozen layer's first, then
+	// the overlay's), so that a big overlay does not become one transaction holding every
+	// page it dirties. Only the last part records the epoch: if the process stops before it,
+	// Open replays both journal files again, which changes nothing the earlier parts wrote.
+	var parts []*layer
+	if frozen != nil {
+		parts = frozen.split(checkpointPart)
+	}
+	parts = append(parts, over.split(checkpointPart)...)
+	for i, part := range parts {
+		last := i == len(parts)-1
+		err := s.db.Update(func(tx *bolt.Tx) error {
+			diskstat.StoreIndex.BoltCommit(tx)
+			if err := part.applyTo(tx); err != nil {
 				return err
 			}
+			if !last {
+				return nil
+			}
+			return tx.Bucket(bucketMeta).Put(metaEpoch, binary.BigEndian.AppendUint64(nil, epoch))
+		})
+		if err != nil {
+			return fmt.Errorf("store checkpoint: %w", mapClosed(err))
 		}
-		if err := over.applyTo(tx); err != nil {
-			return err
-		}
-		return tx.Bucket(bucketMeta).Put(metaEpoch, binary.BigEndian.AppendUint64(nil, epoch))
-	})
-	if err != nil {
-		return fmt.Errorf("store checkpoint: %w", mapClosed(err))
 	}
 	s.overMu.Lock()
 	if frozen != nil {
@@ -487,16 +497,17 @@ func (s *Store) checkpointDue() bool {
 // maxCheckpointGrowth bounds how far checkpointLimit follows the index: at most this many
 // times Options.CheckpointBytes. (A variable, so that tests with tiny checkpoints can keep
 // them tiny.)
-var maxCheckpointGrowth int64 = 8
+var maxCheckpointGrowth int64 = 4
 
 // checkpointLimit is the size of the overlay or of the journal that starts a checkpoint:
-// Options.CheckpointBytes, or index.db's own size when that is larger, up to
-// maxCheckpointGrowth times CheckpointBytes. Keys are hashes, so once the index has more
-// leaves than a checkpoint has keys a checkpoint rewrites about every page of it: with a fixed
-// limit its cost per committed byte would grow with the store (a user's 50,000th message
-// would cost several times the journal bytes of the first). Following the index keeps it at
-// about one index byte per journal byte; the price is a larger overlay in memory and a longer
-// journal to replay at Open, for big stores only.
+// Options.CheckpointBytes, or the index's size in use when that is larger, up to
+// maxCheckpointGrowth times CheckpointBytes (128 MiB by default). Keys are hashes, so once the
+// index has more leaves than a checkpoint has keys a checkpoint rewrites about every page of
+// it: with a fixed limit its cost per committed byte would grow with the store (a user's
+// 50,000th message would cost several times the journal bytes of the first). Following the
+// index keeps it at about one index byte per journal byte up to the cap; the price, for big
+// stores only, is a larger overlay in memory and a longer journal to read and replay at Open
+// (both journal files, up to twice the limit, after a crash during a checkpoint).
 func (s *Store) checkpointLimit() int64 {
 	lim := int64(s.opts.CheckpointBytes)
 	if sz := s.indexSize.Load(); sz > lim {
@@ -505,12 +516,17 @@ func (s *Store) checkpointLimit() int64 {
 	return lim
 }
 
-// noteIndexSize records index.db's size for checkpointLimit.
+// noteIndexSize records the size of index.db's pages in use (its file never shrinks; free
+// pages do not count) for checkpointLimit.
 func (s *Store) noteIndexSize() {
+	var size int64
 	_ = s.db.View(func(tx *bolt.Tx) error {
-		s.indexSize.Store(tx.Size())
+		size = tx.Size()
 		return nil
 	})
+	st := s.db.Stats()
+	size -= int64(st.FreePageN+st.PendingPageN) * int64(os.Getpagesize()) // bbolt's page size (Open sets none)
+	s.indexSize.Store(max(size, 0))
 }
 
 func (s *Store) journalPath() string { return filepath.Join(s.dir, "index.journal") }

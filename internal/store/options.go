@@ -17,7 +17,7 @@ const (
 	// has more leaves than a checkpoint has keys, every key costs a whole page; larger
 	// checkpoints share pages between more keys (at 8 MiB and one minute, a node holding
 	// 30,000 objects wrote about 40 KB of index per 2 KB message in checkpoints, three times
-	// its journal). An index larger than this raises the limit to its own size, up to 8 times
+	// its journal). An index larger than this raises the limit to its own size, up to 4 times
 	// this (checkpointLimit).
 	DefaultCheckpointBytes = 32 << 20 // the overlay's keys and values (journal.go)
 	DefaultCheckpointAge   = 10 * time.Minute
@@ -53,7 +53,7 @@ type Options struct {
 	// CheckpointBytes and CheckpointAge bound the committed changes held in memory and in the
 	// journal before a checkpoint writes them into index.db (journal.go): the larger, the fewer
 	// bbolt commits and the longer a replay at Open. An index.db larger than CheckpointBytes
-	// raises the limit to its own size, up to 8 × CheckpointBytes (checkpointLimit).
+	// raises the limit to its own size, up to 4 × CheckpointBytes (checkpointLimit).
 	CheckpointBytes int
 	CheckpointAge   time.Duration
 	// Logger receives repair findings at Open. Default: slog.Default().

@@ -19,6 +19,8 @@ func TestValueLogKeepsValuesOutOfIndex(t *testing.T) {
 	dir := t.TempDir()
 	c := &clock{now: t0}
 	opts := Options{Now: c.Now, TrashGrace: time.Minute, CheckpointBytes: 256 << 10}
+	defer func(g int64) { maxCheckpointGrowth = g }(maxCheckpointGrowth)
+	maxCheckpointGrowth = 1 // checkpoints every 256 KiB, however large the index grows
 	s := openTest(t, dir, opts)
 	var objs []Object
 	for i := range 60 {
