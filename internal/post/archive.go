@@ -405,10 +405,21 @@ func (u *User) enqueue(ops ...archOp) {
 	u.runQueue()
 }
 
+// queuedBlobs is the bytes of the aggregates waiting in a's queue to be inserted.
+func queuedBlobs(a *userArchive) int {
+	queued := 0
+	for _, op := range a.queue {
+		if !op.renew {
+			queued += len(op.g.Blob)
+		}
+	}
+	return queued
+}
+
 // yieldLocked is how long the next archive operation should wait for a lull in the node's
 // mail traffic (Config.ArchiveYield), or 0 to start it now: no traffic for ArchiveYield,
-// ArchiveBacklog bytes of aggregates queued, or the oldest operation queued ArchiveYieldMax
-// ago. Called with n.mu held and a.queue not empty.
+// ArchiveBacklog bytes of aggregates queued on the node (all local users), or u's oldest
+// operation queued ArchiveYieldMax ago. Called with n.mu held and a.queue not empty.
 func (u *User) yieldLocked(a *userArchive) time.Duration {
 	n := u.n
 	if n.cfg.ArchiveYield <= 0 {
@@ -420,10 +431,11 @@ func (u *User) yieldLocked(a *userArchive) time.Duration {
 	if quiet >= n.cfg.ArchiveYield || waited >= n.cfg.ArchiveYieldMax {
 		return 0
 	}
-	queued := 0
-	for _, op := range a.queue {
-		if !op.renew {
-			queued += len(op.g.Blob)
+	// The bound is the node's: every local user's waiting aggregates are in memory.
+	queued := queuedBlobs(a)
+	for _, v := range n.users {
+		if v != u && v.arch != nil {
+			queued += queuedBlobs(v.arch)
 		}
 	}
 	if queued >= n.cfg.ArchiveBacklog {

@@ -112,3 +112,26 @@ func TestArchiveWaitsForALull(t *testing.T) {
 		t.Fatalf("traffic an hour ahead of the clock: wait %v, want at most ArchiveYield %v", wait, n.cfg.ArchiveYield)
 	}
 }
+
+// ArchiveBacklog bounds the node, not each user: two users' aggregates waiting together
+// over the bound start the next insert at once.
+func TestArchiveBacklogIsTheNodes(t *testing.T) {
+	clk := &heldClock{t: time.Unix(1e9, 0)}
+	cfg := Config{ContentLease: 2 * time.Hour, ArchiveFlush: time.Hour, RetryDelay: time.Second,
+		ArchiveYield: 50 * time.Millisecond, ArchiveBacklog: 3000, ArchiveYieldMax: time.Minute}
+	a, b := newHeldSetup(t, clk, cfg), newHeldSetup(t, clk, cfg)
+	n := a.u.n
+	b.u.n = n // b's user lives on a's node too
+	n.users["a"], n.users["b"] = a.u, b.u
+	n.foreground()
+	b.u.enqueueInserts(b.u.aggregate(b.content(1)))
+	b.u.enqueueInserts(b.u.aggregate(b.content(2))) // about 2 KB waiting: under the bound
+	if len(a.fa.calls) != 0 {
+		t.Fatalf("one user's aggregate under the bound: %d inserts, want 0", len(a.fa.calls))
+	}
+	a.u.enqueueInserts(a.u.aggregate(a.content(3)))
+	a.u.enqueueInserts(a.u.aggregate(a.content(4))) // about 4 KB on the node: over it
+	if len(a.fa.calls) != 1 {
+		t.Fatalf("two users' aggregates over the node's bound: %d inserts, want 1 started at once", len(a.fa.calls))
+	}
+}

@@ -128,8 +128,8 @@ type Config struct {
 	// waited ArchiveYieldMax (default 1 min). A burst of mail is then answered without
 	// erasure coding, hashing and fragment writes competing for the CPU and the disk; the
 	// archive catches up after it. Under sustained load the bounds apply and the archive
-	// keeps pace, as without the wait. The bounds are per user: aggregates waiting are in
-	// memory, so a node holding many users' archives can hold ArchiveBacklog for each.
+	// keeps pace, as without the wait. ArchiveBacklog bounds the node (aggregates waiting are
+	// in memory), summed over its local users.
 	ArchiveYield    time.Duration
 	ArchiveBacklog  int
 	ArchiveYieldMax time.Duration
