@@ -12,7 +12,7 @@
 # removed at exit unless --keep), --keep, --seed N (the demo ring's seed, default 1),
 # --cpuprofile FILE (passed to epost demo), --rate R (every mixed row offered R operations of the mix per
 # second in all, open loop, instead of each client sending as fast as it is answered: both
-# servers at the same load; rows named ...@R/s; "commands sent late" counts commands that
+# servers at the same load; rows named ...@R/s; "operations started late" counts operations that
 # went out more than one interval after their time, i.e. the server fell behind the load).
 #
 # It needs root and Debian's Dovecot (apt-get install -y dovecot-imapd; the package's own service
@@ -291,7 +291,7 @@ function kv(line, key,   n, i, a, p) {
 }
 function isread(c) { return c ~ /^(FETCH|SEARCH|NOOP)/ }
 END {
-	print "| load | ePOST commands/s | Dovecot commands/s | mean ms per command ePOST / Dovecot | commands sent late ePOST / Dovecot | server CPU s ePOST / Dovecot | machine busy/iowait % ePOST run, Dovecot run | errors ePOST / Dovecot |"
+	print "| load | ePOST commands/s | Dovecot commands/s | mean ms per command ePOST / Dovecot | operations started late ePOST / Dovecot | server CPU s ePOST / Dovecot | machine busy/iowait % ePOST run, Dovecot run | errors ePOST / Dovecot |"
 	print "|---|---|---|---|---|---|---|---|"
 	for (i = 1; i <= nr; i++) {
 		r = rows[i]

@@ -10,7 +10,7 @@
 # (neither side uses STARTTLS), --seed N (the demo ring's seed, default 1).
 #
 # It needs root (Postfix's master starts as root, as under systemd) and Debian's postfix package
-# (DEBIAN_FRONTEND=noninteractive apt-get install -y postfix). The machine's own mail setup is
+# (DEBIAN_FRONTEND=noninteractive apt-get install -y postfix), and jq to read ePOST's status. The machine's own mail setup is
 # not touched: Postfix runs as a throwaway instance from DIR/postfix/etc (postfix -c), with its
 # own queue and data directories under DIR, listening on a free loopback port only, with
 # Postfix's default durability (cleanup fsyncs the queue file before smtpd answers 250). It

@@ -123,13 +123,13 @@ type Config struct {
 	ArchiveFlush time.Duration
 	// ArchiveYield makes Glacier work wait for a lull in this node's mail traffic: an
 	// aggregate insert or renewal starts only once no message was sent, filed, appended or
-	// read for this long (default 50 ms; negative: never wait), unless the user's queue
-	// holds ArchiveBacklog bytes of aggregates (default 32 MiB) or its oldest operation
-	// waited ArchiveYieldMax (default 1 min). A burst of mail is then answered without
+	// read for this long (default 50 ms; negative: never wait), unless ArchiveBacklog bytes
+	// of aggregates wait on the node (default 32 MiB) or the user's oldest operation waited
+	// ArchiveYieldMax (default 1 min). A burst of mail is then answered without
 	// erasure coding, hashing and fragment writes competing for the CPU and the disk; the
 	// archive catches up after it. Under sustained load the bounds apply and the archive
-	// keeps pace, as without the wait. ArchiveBacklog bounds the node (aggregates waiting are
-	// in memory), summed over its local users.
+	// keeps pace, as without the wait. ArchiveBacklog is summed over the node's local users:
+	// aggregates waiting are in memory.
 	ArchiveYield    time.Duration
 	ArchiveBacklog  int
 	ArchiveYieldMax time.Duration

@@ -47,7 +47,7 @@ type Store struct {
 	// until it is retired (values.go); 0: none. Guarded by overMu.
 	prevToRetire uint64
 	overSince    time.Time    // when the overlay last went from empty to not
-	indexSize    atomic.Int64 // index.db's size after the last checkpoint (checkpointLimit)
+	indexSize    atomic.Int64 // index.db's pages in use after the last checkpoint (checkpointLimit)
 	ckpt         sync.WaitGroup
 	closing      chan struct{}
 	closeOnce    sync.Once

@@ -70,7 +70,7 @@ type config struct {
 	timeout          time.Duration
 	label            string
 	seed             uint64
-	rate             float64 // open loop: commands per second in all; 0: closed loop
+	rate             float64 // open loop: operations of the mix per second in all; 0: closed loop
 }
 
 type mixEntry struct {
@@ -98,7 +98,7 @@ func main() {
 	flag.IntVar(&c.clients, "c", 5, "concurrent clients, each on its own connection")
 	flag.DurationVar(&c.duration, "duration", 30*time.Second, "how long the mixed load runs (ignored with -n)")
 	flag.IntVar(&c.ops, "n", 0, "run this many operations of the mix instead of -duration")
-	flag.Float64Var(&c.rate, "rate", 0, "open loop: send this many commands per second in all, spread evenly over the clients and in time, so that servers are compared at the same load (0: closed loop, each client sends its next command as soon as the last is answered)")
+	flag.Float64Var(&c.rate, "rate", 0, "open loop: start this many operations of the mix per second in all (an expunge operation is two commands), spread evenly over the clients and in time, so that servers are compared at the same load (0: closed loop, each client starts its next operation as soon as the last is answered)")
 	flag.StringVar(&mix, "mix", defaultMix, "operation weights, op=weight,... (ops: "+strings.Join(ops, " ")+")")
 	flag.StringVar(&c.folders, "folders", "shared", "shared: every client on INBOX; per-client: client i on folder imapload-i")
 	flag.IntVar(&c.prefill, "prefill", 500, "top every mailbox used up to this many messages before the clock starts")
@@ -220,7 +220,7 @@ type stats struct {
 type recorder struct {
 	mu     sync.Mutex
 	cmd    map[string]*stats
-	behind int64 // -rate: commands sent more than one interval after their time
+	behind int64 // -rate: operations started more than one interval after their time
 }
 
 func newRecorder() *recorder { return &recorder{cmd: map[string]*stats{}} }
@@ -353,8 +353,8 @@ func runMix(c config) int {
 	var next, behind atomic.Int64
 	deadline := time.Now().Add(c.duration)
 	start := time.Now()
-	// With -rate, client i sends its k-th command at start + (i/clients + k) * interval, or at
-	// once when it is late; a command sent more than one interval late counts as behind (the
+	// With -rate, client i starts its k-th operation at start + (i/clients + k) * interval, or
+	// at once when it is late; one started more than one interval late counts as behind (the
 	// server did not keep up with the offered load).
 	interval := time.Duration(0)
 	if c.rate > 0 {
