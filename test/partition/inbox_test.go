@@ -173,15 +173,35 @@ type observer struct {
 	r      *pring
 	mu     sync.Mutex
 	tracks map[*user]*inboxTrack
+	held   map[*user]bool        // users whose INBOX is left alone for now (hold)
+	busy   map[*user]*sync.Mutex // held by a user's goroutine while it reads or flags
 	errs   int
 	stop   chan struct{}
 	wg     sync.WaitGroup
 }
 
+// hold stops the observer's reads and flag changes in u's INBOX, and returns once the one
+// under way (if any) has its answer; release resumes them.
+func (o *observer) hold(u *user) {
+	o.mu.Lock()
+	o.held[u] = true
+	b := o.busy[u]
+	o.mu.Unlock()
+	b.Lock()
+	b.Unlock()
+}
+
+func (o *observer) release(u *user) {
+	o.mu.Lock()
+	delete(o.held, u)
+	o.mu.Unlock()
+}
+
 func startObserver(r *pring, every time.Duration) *observer {
-	o := &observer{r: r, tracks: map[*user]*inboxTrack{}, stop: make(chan struct{})}
+	o := &observer{r: r, tracks: map[*user]*inboxTrack{}, held: map[*user]bool{}, busy: map[*user]*sync.Mutex{}, stop: make(chan struct{})}
 	for _, u := range r.users {
 		o.tracks[u] = newTrack(u)
+		o.busy[u] = &sync.Mutex{}
 	}
 	for i, u := range r.users {
 		rng := rand.New(rand.NewPCG(r.seed, 0x0b5e00+uint64(i)))
@@ -195,8 +215,17 @@ func startObserver(r *pring, every time.Duration) *observer {
 				}
 			}()
 			for {
+				b := o.busy[u]
+				b.Lock()
+				o.mu.Lock()
+				held := o.held[u]
+				o.mu.Unlock()
 				var err error
-				if s, err = o.observe(u, s, rng); err != nil {
+				if !held {
+					s, err = o.observe(u, s, rng)
+				}
+				b.Unlock()
+				if err != nil {
 					o.mu.Lock()
 					o.errs++
 					o.mu.Unlock()
