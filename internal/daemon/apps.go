@@ -14,6 +14,7 @@ import (
 	"epost/internal/content"
 	"epost/internal/glacier"
 	"epost/internal/ids"
+	"epost/internal/mailstore"
 	"epost/internal/multiring"
 	"epost/internal/past"
 	"epost/internal/pastry"
@@ -213,6 +214,8 @@ func (n *Node) postConfig() post.Config {
 	pc.HeadRecords = func(addr string) (post.HeadRecords, error) {
 		return post.OpenFileHeadRecords(filepath.Join(post.UserDir(n.opts.Dir, addr), post.FileHeadRecordsName))
 	}
+	// A disk that went back in time: INBOX gets a new UIDVALIDITY.
+	pc.RewoundInbox = mailstore.RewoundEntry()
 	return pc
 }
 

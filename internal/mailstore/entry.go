@@ -20,6 +20,8 @@ import (
 //	insert  {records}                         each record gets the next UID, in order
 //	flags   {op, flags, uids}                 STORE (RFC 3501 section 6.4.6)
 //	expunge {uids}                            EXPUNGE / UID EXPUNGE / the second half of MOVE
+//	rewound {}                                UIDVALIDITY grows by one (INBOX, after its node's
+//	                                          disk went back in time: RewoundEntry)
 //
 // plus, in INBOX only, POST's filed notifications (post.Filed), each one inserted message.
 //
@@ -41,7 +43,8 @@ const (
 	kindInsert
 	kindFlags
 	kindExpunge
-	kindCreate entryKind = iota + 7
+	kindRewound
+	kindCreate entryKind = iota + 6
 	kindDelete
 	kindRename
 	kindSubscribe
@@ -212,6 +215,7 @@ func decodeEntry(b []byte) (*entry, error) {
 		e.UIDs = decodeUIDs(r)
 	case kindExpunge:
 		e.UIDs = decodeUIDs(r)
+	case kindRewound:
 	case kindCreate:
 		e.Name = r.String(maxNameLen, "name")
 		e.Log = r.String(maxNameLen, "log")
@@ -293,4 +297,14 @@ func decodeRecord(r *wire.Reader) record {
 		r.Fail("segments sum to %d bytes, record says %d", sum, rec.Size)
 	}
 	return rec
+}
+
+// RewoundEntry is the INBOX entry (post.Config.RewoundInbox) written first when the node
+// finds that its disk went back in time: messages it showed from its journal before the disk
+// lost them are filed again, possibly under UIDs a client saw for other messages, and their
+// modification sequences are given out again. UIDs of an earlier session that do not persist
+// mean a new UIDVALIDITY (RFC 9051 section 2.3.1.1): clients drop what they cached of INBOX
+// and read it again.
+func RewoundEntry() []byte {
+	return (&entry{Kind: kindRewound}).encode()
 }

@@ -2,6 +2,7 @@ package mailstore
 
 import (
 	"bytes"
+	"math"
 	"slices"
 	"testing"
 	"time"
@@ -28,6 +29,7 @@ func TestEntryRoundTrip(t *testing.T) {
 			Segments: []segment{{Inline: []byte("abc")}, {Ref: testRef(make([]byte, 2500))}, {Ref: testRef([]byte("from another ring")), Foreign: true}}, Structure: st}}},
 		{Kind: kindFlags, Op: uint8(mailbox.FlagsRemove), Flags: []mailbox.Flag{"a"}, UIDs: []mailbox.UID{1, 5, 7}},
 		{Kind: kindExpunge, UIDs: []mailbox.UID{3}},
+		{Kind: kindRewound},
 		{Kind: kindCreate, Name: "A/B", Log: "mail/00", Use: string(mailbox.MailboxAttrSent), UIDValidity: 9},
 		{Kind: kindDelete, Log: "mail/00"},
 		{Kind: kindRename, Log: "mail/00", Name: "C"},
@@ -108,5 +110,31 @@ func TestReplayRules(t *testing.T) {
 	}
 	if states[1].LastHash != f.LastHash || states[1].ModSeq != f.ModSeq {
 		t.Fatal("two replays differ")
+	}
+}
+
+// A rewound entry (post.Config.RewoundInbox after a disk went back in time) gives the folder
+// a new UIDVALIDITY and leaves its messages and UIDs as they are; the kinds written before it
+// keep their numbers.
+func TestRewoundEntry(t *testing.T) {
+	f := newFolderState("INBOX", "INBOX", "")
+	ins := (&entry{Kind: kindInsert, Records: []record{{Size: 1, Segments: []segment{{Inline: []byte("a")}}}}}).encode()
+	f.apply((&entry{Kind: kindHeader, UIDValidity: 70}).encode())
+	f.apply(ins)
+	if !f.apply(RewoundEntry()) || f.UIDValidity != 71 {
+		t.Fatalf("UIDVALIDITY %d after a rewound entry; want 71", f.UIDValidity)
+	}
+	f.apply(ins)
+	if f.Msgs[0].UID != 1 || f.Msgs[1].UID != 2 || f.UIDNext != 3 {
+		t.Fatalf("UIDs %d %d, UIDNEXT %d; want 1 2 3", f.Msgs[0].UID, f.Msgs[1].UID, f.UIDNext)
+	}
+	f.UIDValidity = math.MaxUint32
+	if f.apply(RewoundEntry()) || f.UIDValidity != math.MaxUint32 {
+		t.Fatalf("UIDVALIDITY %d after a rewound entry at the top", f.UIDValidity)
+	}
+	for k, want := range map[entryKind]uint8{kindHeader: 1, kindExpunge: 4, kindRewound: 5, kindCreate: 11, kindSubscribe: 14} {
+		if uint8(k) != want {
+			t.Errorf("entry kind %d numbered %d: the log's entries would change meaning", want, k)
+		}
 	}
 }

@@ -2,6 +2,7 @@ package mailstore
 
 import (
 	"crypto/sha256"
+	"math"
 	"slices"
 	"strings"
 	"time"
@@ -25,6 +26,8 @@ import (
 //   - Each inserted message (an insert entry's records in order, or one POST filing) gets
 //     UIDNEXT, which then grows by one (RFC 3501 section 2.3.1.1: strictly ascending, never
 //     reused).
+//   - A rewound entry makes UIDVALIDITY grow by one: the node's disk went back in time, and
+//     UIDs it had shown may now name other messages.
 //   - A flags entry applies its operation to the UIDs it lists that still exist; the writer
 //     already left out those that failed UNCHANGEDSINCE, so replay never looks at bounds.
 
@@ -165,6 +168,13 @@ func (f *folderState) apply(body []byte) bool {
 	case kindExpunge:
 		gone := f.expunge(e.UIDs, modSeq)
 		return len(gone) > 0
+	case kindRewound:
+		// A new UIDVALIDITY (it stops short of wrapping: then nothing changes).
+		if f.UIDValidity == math.MaxUint32 {
+			return false
+		}
+		f.UIDValidity++
+		return true
 	}
 	return false
 }

@@ -333,6 +333,9 @@ func (u *User) openAttempt(l *logState, finish func(error)) {
 				finish(fmt.Errorf("post: replay log %s: %w", name, err))
 				return
 			}
+			if name == InboxLog && r.Err == nil {
+				ll.rewound = u.diskWentBack(l, ll, rec, hasRec, ringSeq)
+			}
 			u.n.mu.Lock()
 			l.loaded = true // applyLoaded's queue work needs it; finish confirms
 			u.applyLoadedLocked(l, ll, ringSeq)
@@ -346,6 +349,55 @@ func (u *User) openAttempt(l *logState, finish func(error)) {
 			finish(nil)
 		})
 	})
+}
+
+// diskWentBack says whether INBOX as the ring holds it (ll, from the ring's newest head at
+// ringSeq) shows that this node's disk went back in time or was replaced, so that filings it
+// showed from its received journal may be lost and filed again under other UIDs
+// (Config.RewoundInbox): it has no record of INBOX, or the ring's log holds filings beyond
+// the record's head that the journal lacks. A filing leaves the journal only once a head
+// holding it is recorded, so on a disk that did not go back the record or the journal has
+// every filing the ring has. The ring may be one head ahead of an intact disk's record (a
+// head is recorded while it is sent, and a crash can come between); the record then catches
+// up to the ring's head, so that the journal entries the replay forgets next are covered by it.
+func (u *User) diskWentBack(l *logState, ll *loadedLog, rec HeadRecord, hasRec bool, ringSeq uint64) bool {
+	if u.n.cfg.RewoundInbox == nil || u.heads == nil || u.journal == nil {
+		return false // without a journal nothing is shown before its head is recorded
+	}
+	if hasRec && ringSeq <= rec.Seq {
+		return false
+	}
+	went := func(why string) bool {
+		u.n.cfg.Log.Warn("post: this node's disk went back in time or was replaced: INBOX gets a new UIDVALIDITY",
+			"user", u.addr, "why", why, "ring_seq", ringSeq, "record_seq", rec.Seq)
+		return true
+	}
+	if !hasRec {
+		return went("no record of INBOX")
+	}
+	_, _, st, err := decodeHead(u.keys, l.key, rec.Payload)
+	if err != nil {
+		return went("the record does not decode: " + err.Error())
+	}
+	es, err := u.journal.Entries()
+	if err != nil {
+		return went("the received journal cannot be read: " + err.Error())
+	}
+	journaled := map[NotificationID]bool{}
+	for _, e := range es {
+		journaled[e.ID] = true
+	}
+	for _, b := range ll.bodies[min(st.Count, uint64(len(ll.bodies))):] {
+		if f, err := DecodeFiled(b); err == nil && !journaled[f.ID] {
+			return went("the ring's INBOX holds filings beyond the record that the journal lacks")
+		}
+	}
+	if ll.from == "ring" && ll.seq == ringSeq {
+		if err := u.saveHead(InboxLog, ll.seq, ll.payload); err != nil {
+			u.n.cfg.Log.Warn("post: cannot record the ring's INBOX head", "user", u.addr, "err", err)
+		}
+	}
+	return false
 }
 
 // maxGapTries is how many opens must meet an entry missing from PAST and Glacier (every
@@ -377,6 +429,9 @@ func (u *User) applyLoadedLocked(l *logState, ll *loadedLog, ringSeq uint64) {
 	}
 	l.forks += ll.forks
 	var extra []pendingAppend
+	if ll.rewound {
+		extra = append(extra, pendingAppend{body: slices.Clone(u.n.cfg.RewoundInbox), cb: func(uint64, error) {}})
+	}
 	for _, b := range ll.extra {
 		extra = append(extra, pendingAppend{body: b, cb: func(uint64, error) {}, mayExist: true})
 	}

@@ -51,6 +51,7 @@ type loadedLog struct {
 	extra   [][]byte // entries of forked candidates to append again
 	forks   int
 	missing uint64    // entries that could not be found (allowGaps)
+	rewound bool      // the ring held a newer head than the node's record, or there was none
 	segs    []snapSeg // the base's snapshot segments, oldest first
 }
 

@@ -114,6 +114,13 @@ type Config struct {
 	// log only from that head or a newer one. Without it a restarted node has only the ring
 	// and Glacier to go by.
 	HeadRecords func(addr string) (HeadRecords, error)
+	// RewoundInbox, if set (with HeadRecords), is an entry appended to INBOX ahead of
+	// anything else when the node opens INBOX from a ring head newer than its own record of
+	// it, or with no record at all: its disk went back in time, or was replaced. Filings it
+	// showed from its journal in the moments before its disk lost them are filed again, and
+	// are shown only once this entry is in the ring; the mail store's entry gives INBOX a new
+	// UIDVALIDITY (docs/consistency.md, "A disk that goes back in time").
+	RewoundInbox []byte
 
 	// Archive, if set, is Glacier: local users' objects are aggregated and erasure-coded
 	// there too, and PAST misses fall back to it (archive.go). ArchiveFlush bounds how long an

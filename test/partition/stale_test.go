@@ -17,8 +17,8 @@ import (
 const snapshotAge = 30 * time.Second
 
 // quietBeforeKill is how long before the kill whose disk is rolled back the observer stops
-// reading and flagging dave's INBOX: what dave's node showed or acknowledged from its own
-// disk reaches the ring within post.FilingBatch (300 ms) and one head write.
+// changing flags in dave's INBOX: a flag change acknowledged on the node's own disk reaches
+// the ring within post.FilingBatch (300 ms) and one head write.
 const quietBeforeKill = 2 * time.Second
 
 // TestStaleDisk stops two users' nodes with SIGKILL while the other users keep mailing them
@@ -34,11 +34,15 @@ const quietBeforeKill = 2 * time.Second
 //
 // Both must rejoin (leaf sets exact), and the audit must find everything that got a 250 in
 // its recipient's INBOX exactly once, every flag that got an OK before the stop still set, and
-// no fork: UIDVALIDITY unchanged, no UID reused, no new message below a UID seen before, no
-// message vanished (the observer read dave's INBOX between the copy and the kill, so a node
-// that served the stale copy's view of the folder would show as one). The observer stops
-// quietBeforeKill before that kill: the changes a node acknowledged on its own disk alone
-// in the last moments before a kill are, by design, lost with that disk (see quietBeforeKill).
+// no fork: no UID reused, no new message below a UID seen before, no message vanished (the
+// observer read dave's INBOX between the copy and the kill, so a node that served the stale
+// copy's view of the folder would show as one), and UIDVALIDITY unchanged, except dave's,
+// which must change once after the restart: the node finds the ring's INBOX newer than its
+// own record, so UIDs it showed from its journal just before the kill (the observer reads
+// right before it) may be given to other messages (docs/consistency.md, "A disk that goes
+// back in time"). The observer stops changing flags quietBeforeKill before that kill: a flag
+// change acknowledged on the node's own disk alone in the last moments before a kill is, by
+// design, lost with that disk.
 func TestStaleDisk(t *testing.T) {
 	requireNetns(t)
 	begin := time.Now()
@@ -73,13 +77,17 @@ func TestStaleDisk(t *testing.T) {
 	}
 	w.setPhase("since-snapshot")
 	time.Sleep(time.Until(snapAt.Add(snapshotAge - quietBeforeKill)))
-	// The observer leaves dave's INBOX alone for the last quietBeforeKill: a rolled-back
-	// disk loses what the node acknowledged on its own disk alone and had not yet written to
-	// the ring (docs/consistency.md, "A disk that goes back in time"), and this test checks
-	// everything else. Mail to dave keeps coming up to the kill.
+	// The observer changes no flag in dave's INBOX for the last quietBeforeKill: a
+	// rolled-back disk loses the flag changes the node acknowledged on its own disk alone and
+	// had not yet written to the ring (docs/consistency.md, "A disk that goes back in time"),
+	// and this test checks everything else. Its reads, and mail to dave, go on up to the kill.
 	obs.hold(dave)
 	time.Sleep(time.Until(snapAt.Add(snapshotAge)))
 	seenBefore, flagsBefore := seenCount(obs, dave)
+	// A read right before the kill: it sees messages filed in the last moments, shown from
+	// dave's journal before the ring has them; the copy forgets them and they are filed
+	// again after the restart, after INBOX's new UIDVALIDITY.
+	shown, readErr := obs.readNow(dave)
 
 	w.setPhase("down")
 	downAt := time.Now()
@@ -87,8 +95,8 @@ func TestStaleDisk(t *testing.T) {
 	en.Kill9()
 	obs.release(dave)
 	sinceSnap := newSince(obs, dave, snapAt)
-	t.Logf("%s (dave) and %s (erin) killed; since the copy dave's INBOX showed %d new messages (of %d) and %d flags were set in it (of %d)",
-		dn.Name, en.Name, sinceSnap, seenBefore, flagsBefore-flagsAtSnap, flagsBefore)
+	t.Logf("%s (dave) and %s (erin) killed; since the copy dave's INBOX showed %d new messages (of %d) and %d flags were set in it (of %d); a read just before the kill showed %d messages (%v)",
+		dn.Name, en.Name, sinceSnap, seenBefore, flagsBefore-flagsAtSnap, flagsBefore, shown, readErr)
 	rest := without(without(r.all(), dn.idx), en.idx)
 	if took, p := r.waitLeafSets(45*time.Second, rest); p != "" {
 		t.Fatalf("seed %d: 45 s after the kills the others' leaf sets still list them:%s", r.seed, p)
@@ -112,6 +120,8 @@ func TestStaleDisk(t *testing.T) {
 		t.Fatal(err)
 	}
 	w.setPhase("rejoining")
+	restartAt := time.Now()
+	obs.expectRewind(dave, restartAt, downAt.Add(-quietBeforeKill))
 	dn.Start()
 	en.Start()
 	t.Logf("after %v down: %s started from the copy (%v older than its kill), %s from its own disk",
@@ -138,6 +148,12 @@ func TestStaleDisk(t *testing.T) {
 	}
 	t.Logf("acknowledged while their nodes were down: %d messages to dave, %d to erin", held[dave], held[erin])
 
+	rewound := tracks[dave].rewound
+	if rewound.IsZero() {
+		t.Errorf("seed %d: dave's INBOX kept its UIDVALIDITY %d after the restart from the old disk: the node did not notice that its disk went back in time", r.seed, tracks[dave].uidValidity)
+	} else {
+		t.Logf("dave's INBOX showed a new UIDVALIDITY (%d) %v after the restart from the old disk", tracks[dave].uidValidity, rewound.Sub(restartAt).Round(100*time.Millisecond))
+	}
 	res, waited := auditUntil(r, subs, tracks, 90*time.Second)
 	t.Logf("delivery (250 to first seen in INBOX): %s", res.latencies())
 	t.Logf("audit waited %v for mail still on its way; whole test %v", waited.Round(time.Second), time.Since(begin).Round(time.Second))
