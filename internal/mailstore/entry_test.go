@@ -132,6 +132,21 @@ func TestRewoundEntry(t *testing.T) {
 	if f.apply(RewoundEntry()) || f.UIDValidity != math.MaxUint32 {
 		t.Fatalf("UIDVALIDITY %d after a rewound entry at the top", f.UIDValidity)
 	}
+	// A UIDVALIDITY this node gave the folder (Store.bumpLocked) whose header comes after the
+	// rewound entry in the log: the live state and a replay end at the same value.
+	hdr := (&entry{Kind: kindHeader, UIDValidity: 500}).encode()
+	live := newFolderState("INBOX", "INBOX", "")
+	live.apply((&entry{Kind: kindHeader, UIDValidity: 70}).encode())
+	live.UIDValidity, live.bump, live.headerDue = 500, 500, 500
+	live.apply(RewoundEntry())
+	live.apply(hdr)
+	replay := newFolderState("INBOX", "INBOX", "")
+	for _, b := range [][]byte{(&entry{Kind: kindHeader, UIDValidity: 70}).encode(), RewoundEntry(), hdr} {
+		replay.apply(b)
+	}
+	if live.UIDValidity != 500 || replay.UIDValidity != 500 || live.headerDue != 0 {
+		t.Fatalf("UIDVALIDITY live %d (header due %d), replayed %d; want 500 both", live.UIDValidity, live.headerDue, replay.UIDValidity)
+	}
 	for k, want := range map[entryKind]uint8{kindHeader: 1, kindExpunge: 4, kindRewound: 5, kindCreate: 11, kindSubscribe: 14} {
 		if uint8(k) != want {
 			t.Errorf("entry kind %d numbered %d: the log's entries would change meaning", want, k)

@@ -80,6 +80,10 @@ type folderState struct {
 	// bump, when not zero, is a new UIDVALIDITY this node gave the folder after its log
 	// was rebuilt under it, still to be written to the log (Store.writeBumps).
 	bump uint32
+	// headerDue, when not zero, is such a UIDVALIDITY whose header entry is not applied
+	// yet: it lands after every entry applied meanwhile, so a replay ends at that value
+	// whatever those entries did to UIDVALIDITY (a rewound entry's +1 is then not applied).
+	headerDue uint32
 }
 
 // count adds (sign 1) or removes (sign -1) m from the folder's counts.
@@ -135,6 +139,9 @@ func (f *folderState) apply(body []byte) bool {
 		// The first header gives UIDVALIDITY; a later, larger one replaces it: the log was
 		// rebuilt (a merge of two writers' heads) and UIDs beyond the part both shared may
 		// now name other messages (Store.syncLocked).
+		if e.UIDValidity == f.headerDue {
+			f.headerDue = 0
+		}
 		if e.UIDValidity > f.UIDValidity {
 			f.UIDValidity = e.UIDValidity
 			return true
@@ -169,8 +176,9 @@ func (f *folderState) apply(body []byte) bool {
 		gone := f.expunge(e.UIDs, modSeq)
 		return len(gone) > 0
 	case kindRewound:
-		// A new UIDVALIDITY (it stops short of wrapping: then nothing changes).
-		if f.UIDValidity == math.MaxUint32 {
+		// A new UIDVALIDITY (it stops short of wrapping: then nothing changes). One this node
+		// gave the folder already, its header still due, is above it on a replay too.
+		if f.UIDValidity == math.MaxUint32 || f.headerDue != 0 {
 			return false
 		}
 		f.UIDValidity++

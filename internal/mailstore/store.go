@@ -275,7 +275,7 @@ func (s *Store) syncLocked(f *folderState) bool {
 // caller holds mu.
 func (s *Store) bumpLocked(f *folderState, was uint32) {
 	v := max(s.nextUIDValidityLocked(), was+1)
-	f.UIDValidity, f.bump = v, v
+	f.UIDValidity, f.bump, f.headerDue = v, v, v
 	s.bumping.Store(true)
 }
 

@@ -392,7 +392,10 @@ func (u *User) diskWentBack(l *logState, ll *loadedLog, rec HeadRecord, hasRec b
 			return went("the ring's INBOX holds filings beyond the record that the journal lacks")
 		}
 	}
-	if ll.from == "ring" && ll.seq == ringSeq {
+	// The record catches up only if it is an ancestor of the ring's head: a record of a
+	// fork (whose entries the merge appends again) stays until a head holding them is.
+	ancestor := st.Count == 0 || (st.Count <= uint64(len(ll.locs)) && ll.locs[st.Count-1] == st.Newest)
+	if ancestor && ll.from == "ring" && ll.seq == ringSeq {
 		if err := u.saveHead(InboxLog, ll.seq, ll.payload); err != nil {
 			u.n.cfg.Log.Warn("post: cannot record the ring's INBOX head", "user", u.addr, "err", err)
 		}
