@@ -51,7 +51,7 @@ type loadedLog struct {
 	extra   [][]byte // entries of forked candidates to append again
 	forks   int
 	missing uint64    // entries that could not be found (allowGaps)
-	rewound bool      // the ring held a newer head than the node's record, or there was none
+	rewound bool      // INBOX shows that the node's disk went back in time (diskWentBack)
 	segs    []snapSeg // the base's snapshot segments, oldest first
 }
 

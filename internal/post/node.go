@@ -114,9 +114,10 @@ type Config struct {
 	// log only from that head or a newer one. Without it a restarted node has only the ring
 	// and Glacier to go by.
 	HeadRecords func(addr string) (HeadRecords, error)
-	// RewoundInbox, if set (with HeadRecords), is an entry appended to INBOX ahead of
-	// anything else when the node opens INBOX from a ring head newer than its own record of
-	// it, or with no record at all: its disk went back in time, or was replaced. Filings it
+	// RewoundInbox, if set (with HeadRecords and Journals), is an entry appended to INBOX
+	// ahead of anything else when opening INBOX shows that the node's disk went back in time
+	// or was replaced: it has no record of INBOX, or the ring's INBOX holds filings beyond
+	// the record's head that the received journal lacks (User.diskWentBack). Filings it
 	// showed from its journal in the moments before its disk lost them are filed again, and
 	// are shown only once this entry is in the ring; the mail store's entry gives INBOX a new
 	// UIDVALIDITY (docs/consistency.md, "A disk that goes back in time").
