@@ -206,25 +206,17 @@ func (o *observer) hold(u *user) {
 	b.Unlock()
 }
 
-// readNow reads u's INBOX once on a session of its own, checks the read like the others and
-// returns how many messages it showed.
-func (o *observer) readNow(u *user) (int, error) {
+// readNow reads u's INBOX once on a session of its own and checks the read like the others
+// (observe, without a flag change).
+func (o *observer) readNow(u *user) error {
 	b := o.busy[u]
 	b.Lock()
 	defer b.Unlock()
-	s, err := dialIMAP(u)
-	if err != nil {
-		return 0, err
+	s, err := o.observe(u, nil, nil, false)
+	if s != nil {
+		s.close()
 	}
-	defer s.close()
-	v, err := s.readInbox()
-	if err != nil {
-		return 0, err
-	}
-	o.mu.Lock()
-	o.tracks[u].check(v, time.Now())
-	o.mu.Unlock()
-	return len(v.msgs), nil
+	return err
 }
 
 // expectRewind tells u's track that u's node restarts at from with a disk that went back in
@@ -288,8 +280,8 @@ func startObserver(r *pring, every time.Duration) *observer {
 	return o
 }
 
-// observe reads u's INBOX on s (a new session when nil) and, if flag, flags one message; it
-// returns the session to use next time.
+// observe reads u's INBOX on s (a new session when nil) and, if flag, flags one message
+// (picked with rng, unused otherwise); it returns the session to use next time.
 func (o *observer) observe(u *user, s *imapSession, rng *rand.Rand, flag bool) (*imapSession, error) {
 	if s == nil {
 		var err error

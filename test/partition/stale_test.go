@@ -87,7 +87,8 @@ func TestStaleDisk(t *testing.T) {
 	// A read right before the kill: it sees messages filed in the last moments, shown from
 	// dave's journal before the ring has them; the copy forgets them and they are filed
 	// again after the restart, after INBOX's new UIDVALIDITY.
-	shown, readErr := obs.readNow(dave)
+	readErr := obs.readNow(dave)
+	shown, _ := seenCount(obs, dave)
 
 	w.setPhase("down")
 	downAt := time.Now()
@@ -95,7 +96,7 @@ func TestStaleDisk(t *testing.T) {
 	en.Kill9()
 	obs.release(dave)
 	sinceSnap := newSince(obs, dave, snapAt)
-	t.Logf("%s (dave) and %s (erin) killed; since the copy dave's INBOX showed %d new messages (of %d) and %d flags were set in it (of %d); a read just before the kill showed %d messages (%v)",
+	t.Logf("%s (dave) and %s (erin) killed; since the copy dave's INBOX showed %d new messages (of %d) and %d flags were set in it (of %d); with a read just before the kill, %d (%v)",
 		dn.Name, en.Name, sinceSnap, seenBefore, flagsBefore-flagsAtSnap, flagsBefore, shown, readErr)
 	rest := without(without(r.all(), dn.idx), en.idx)
 	if took, p := r.waitLeafSets(45*time.Second, rest); p != "" {
