@@ -1,6 +1,7 @@
 package post
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -15,7 +16,15 @@ import (
 // The file keeps the newest record per log across reopenings, ignores a torn record at the
 // end (a crash during Save), refuses damage in the middle, and stays small however many
 // heads are written.
+// smallCompactions lets a head record file be rewritten at any size for the rest of the test.
+func smallCompactions(t *testing.T) {
+	old := compactHeadBytes
+	compactHeadBytes = 0
+	t.Cleanup(func() { compactHeadBytes = old })
+}
+
 func TestFileHeadRecords(t *testing.T) {
+	smallCompactions(t)
 	path := filepath.Join(t.TempDir(), FileHeadRecordsName)
 	h, err := OpenFileHeadRecords(path)
 	if err != nil {
@@ -76,6 +85,71 @@ func TestFileHeadRecords(t *testing.T) {
 
 // Saves running together share fsyncs, and every one of them is durable when it returns: the
 // file reopened holds each log's newest record.
+// A busy log's records are not rewritten every few hundred Saves (each rewrite holds up the
+// user's Saves): the file is compacted only once it holds compactHeadBytes, then it is small
+// again and still holds the newest record of each log.
+func TestFileHeadRecordsCompactBySize(t *testing.T) {
+	path := filepath.Join(t.TempDir(), FileHeadRecordsName)
+	h, err := OpenFileHeadRecords(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	size := func() int64 {
+		fi, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fi.Size()
+	}
+	seq := uint64(0)
+	for range 1000 {
+		seq++
+		if err := h.Save(InboxLog, seq, fmt.Appendf(nil, "head %d", seq)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	small := size()
+	if small < 1000*20 {
+		t.Fatalf("1,000 records of one log in a %d-byte file: compacted below compactHeadBytes", small)
+	}
+	big := bytes.Repeat([]byte{'h'}, 16<<10)
+	peak := int64(0)
+	for range 2 * compactHeadBytes / int64(len(big)) {
+		seq++
+		if err := h.Save(InboxLog, seq, append(big, fmt.Sprint(seq)...)); err != nil {
+			t.Fatal(err)
+		}
+		got := size()
+		if got < 2*int64(len(big)) {
+			break // the Save that took the file to compactHeadBytes rewrote it
+		}
+		peak = max(peak, got)
+	}
+	if got := size(); got >= 2*int64(len(big)) || peak < compactHeadBytes-2*int64(len(big)) {
+		t.Fatalf("the file holds %d bytes, at most %d before: not compacted at %d", got, peak, compactHeadBytes)
+	}
+	if err := h.Save("Sent", 1, []byte("sent")); err != nil {
+		t.Fatal(err)
+	}
+	h.Close()
+	h2, err := OpenFileHeadRecords(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h2.Close()
+	recs, err := h2.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := recs[InboxLog]; r.Seq != seq || !bytes.Equal(r.Payload, append(big, fmt.Sprint(seq)...)) {
+		t.Fatalf("INBOX's record after the compaction: seq %d (want %d)", r.Seq, seq)
+	}
+	if string(recs["Sent"].Payload) != "sent" {
+		t.Fatalf("Sent's record: %+v", recs["Sent"])
+	}
+}
+
 func TestFileHeadRecordsGroupCommit(t *testing.T) {
 	path := filepath.Join(t.TempDir(), FileHeadRecordsName)
 	h, err := OpenFileHeadRecords(path)
@@ -230,6 +304,7 @@ func TestFileHeadRecordsCloseWhileSaving(t *testing.T) {
 // replaced file, where its record, fsync and all, would be lost (and acknowledged when the
 // compaction after it fails too, before its rename).
 func TestFileHeadRecordsCompactionFailsAfterRename(t *testing.T) {
+	smallCompactions(t)
 	path := filepath.Join(t.TempDir(), FileHeadRecordsName)
 	h, err := OpenFileHeadRecords(path)
 	if err != nil {
