@@ -18,6 +18,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/pprof"
+	"runtime/trace"
 	"strconv"
 	"strings"
 	"sync"
@@ -87,6 +88,7 @@ func runDemo(args []string) error {
 	nodes := fs.Int("nodes", 5, "nodes in the ring (at least 3)")
 	seed := fs.Uint64("seed", 0, "overlay random seed (0: random, printed)")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the whole ring (all nodes run in this process) to this file until the demo stops")
+	tracefile := fs.String("trace", "", "write a Go execution trace of the whole ring to this file until the demo stops (go tool trace reads it)")
 	rings := fs.Int("rings", 1, "1: one ring (demo.example); 2: two federated rings (acme.example with alice, globex.example with bob), each with a gateway, a local DNS server confirming their domains, and mail between them")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -101,6 +103,17 @@ func runDemo(args []string) error {
 			return err
 		}
 		defer pprof.StopCPUProfile()
+	}
+	if *tracefile != "" {
+		f, err := os.Create(*tracefile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := trace.Start(f); err != nil {
+			return err
+		}
+		defer trace.Stop()
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q", fs.Args())
