@@ -380,9 +380,21 @@ func TestHostileJoinAndLookupFlood(t *testing.T) {
 
 // stateSize is how many entries the node's per-peer and per-message tables hold.
 func (n *Node) stateSize() int {
-	return len(n.peers) + len(n.joining) + len(n.pending) + len(n.pendingQ) + len(n.verifying) + len(n.measured) +
-		len(n.dead.list) + len(n.indirect) + len(n.buffered) + len(n.awaitingAck) + n.table.Len() + n.leaf.Size() +
-		len(n.joinLimit.next) + len(n.forwardLimit.next) + len(n.routeLimit.next) + len(n.relayLimit.next) + len(n.filled)
+	sum := 0
+	for _, c := range n.stateParts() {
+		sum += c
+	}
+	return sum
+}
+
+// stateParts is stateSize by part, printed when a test finds the node's state grown.
+func (n *Node) stateParts() map[string]int {
+	return map[string]int{"peers": len(n.peers), "joining": len(n.joining), "pending": len(n.pending),
+		"pendingQ": len(n.pendingQ), "verifying": len(n.verifying), "measured": len(n.measured),
+		"dead": len(n.dead.list), "indirect": len(n.indirect), "buffered": len(n.buffered),
+		"awaitingAck": len(n.awaitingAck), "table": n.table.Len(), "leaf": n.leaf.Size(),
+		"joinLimit": len(n.joinLimit.next), "forwardLimit": len(n.forwardLimit.next),
+		"routeLimit": len(n.routeLimit.next), "relayLimit": len(n.relayLimit.next), "filled": len(n.filled)}
 }
 
 // TestHostileRouteFlood: a ring member floods the victim with routed messages for random keys,
@@ -396,7 +408,8 @@ func TestHostileRouteFlood(t *testing.T) {
 	a := r.newAttacker()
 	v := r.victim(rng)
 	var size0 int
-	v.drv.With(func(n *Node) { size0 = n.stateSize() })
+	var parts0 map[string]int
+	v.drv.With(func(n *Node) { size0, parts0 = n.stateSize(), n.stateParts() })
 	keys := rand.New(rand.NewPCG(seed, 7))
 	sent0 := r.ringSent()
 	stop := a.flood(v, 10000, func(i int) []byte {
@@ -412,13 +425,14 @@ func TestHostileRouteFlood(t *testing.T) {
 	// Once the flood is over, what it left behind drains: hop acknowledgements arrive or time
 	// out. The attacker itself may have been taken into the tables (it is a ring member).
 	var size int
+	var parts map[string]int
 	for deadline := time.Now().Add(20 * time.Second); ; {
-		v.drv.With(func(n *Node) { size = n.stateSize() })
+		v.drv.With(func(n *Node) { size, parts = n.stateSize(), n.stateParts() })
 		if size <= size0+8 {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("seed %d: victim's tables hold %d entries after the flood, %d before", seed, size, size0)
+			t.Fatalf("seed %d: victim's tables hold %d entries after the flood, %d before (before %v, after %v)", seed, size, size0, parts0, parts)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
