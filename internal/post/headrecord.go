@@ -76,9 +76,10 @@ func (m *MemHeadRecords) Load() (map[string]HeadRecord, error) {
 // [seq u64][payload]; a torn record at the end (a crash mid-write) is ignored, since Save had
 // not returned. When the file holds many times more records than logs, and at least
 // compactHeadBytes, it is rewritten with the newest record of each log (into a new file,
-// synced, renamed into place): its size is bounded by the number of logs times the size of a
-// head, or compactHeadBytes, not by the mailbox. A rewrite holds up every Save meanwhile (two
-// fsyncs and a rename), so it is rare: once per compactHeadBytes of records.
+// synced, renamed into place): its size is bounded by the larger of eight times the number of
+// logs times the size of a head and compactHeadBytes, not by the mailbox. A rewrite holds up
+// every Save meanwhile (two fsyncs and a rename), so it is rare: for a user with few logs,
+// once per compactHeadBytes of records.
 //
 // Saves share fsyncs (group commit): a Save appends its record and waits until an fsync that
 // began after the append has finished; one caller at a time runs that fsync for every record

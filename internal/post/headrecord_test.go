@@ -13,9 +13,6 @@ import (
 	"epost/internal/diskstat"
 )
 
-// The file keeps the newest record per log across reopenings, ignores a torn record at the
-// end (a crash during Save), refuses damage in the middle, and stays small however many
-// heads are written.
 // smallCompactions lets a head record file be rewritten at any size for the rest of the test.
 func smallCompactions(t *testing.T) {
 	old := compactHeadBytes
@@ -23,6 +20,9 @@ func smallCompactions(t *testing.T) {
 	t.Cleanup(func() { compactHeadBytes = old })
 }
 
+// The file keeps the newest record per log across reopenings, ignores a torn record at the
+// end (a crash during Save), refuses damage in the middle, and stays small however many
+// heads are written.
 func TestFileHeadRecords(t *testing.T) {
 	smallCompactions(t)
 	path := filepath.Join(t.TempDir(), FileHeadRecordsName)
@@ -83,8 +83,6 @@ func TestFileHeadRecords(t *testing.T) {
 	}
 }
 
-// Saves running together share fsyncs, and every one of them is durable when it returns: the
-// file reopened holds each log's newest record.
 // A busy log's records are not rewritten every few hundred Saves (each rewrite holds up the
 // user's Saves): the file is compacted only once it holds compactHeadBytes, then it is small
 // again and still holds the newest record of each log.
@@ -150,6 +148,8 @@ func TestFileHeadRecordsCompactBySize(t *testing.T) {
 	}
 }
 
+// Saves running together share fsyncs, and every one of them is durable when it returns: the
+// file reopened holds each log's newest record.
 func TestFileHeadRecordsGroupCommit(t *testing.T) {
 	path := filepath.Join(t.TempDir(), FileHeadRecordsName)
 	h, err := OpenFileHeadRecords(path)

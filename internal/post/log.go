@@ -633,12 +633,15 @@ func (u *User) storeEntries(l *logState, force bool) {
 
 // segAtBytes: a log's tail entries are stored as a segment once they hold this many bytes,
 // whatever their number. Every head write carries the tail to three replicas and the writer's
-// record, so its bytes are written four times per head: an APPEND's entry (its envelope and
-// structure) is about 1 KB, and with 20 IMAP clients writing a folder each, a bound of 128 KB
-// (EntryBatch alone deciding) made heads of 7 KB at the median, 36 KB at p99, and 19 MB/s of
-// disk writes in the demo ring; 4 KB made them about 4 KB and cut the writes by a third
-// (BENCHMARKS.md). Snapshots come sooner for a folder of many large entries (snapAtSegs).
-const segAtBytes = 4 << 10
+// record, so its bytes are written four times per head. An APPEND's entry (its envelope and
+// structure) is about 1 KB; with 20 IMAP clients writing a folder each, storing at 32
+// entries or 128 KB made heads of 7 KB at the median and 36 KB at p99; at 8 KB they were 5.5
+// and 11 KB, and the demo ring wrote about a third fewer bytes (BENCHMARKS.md). A smaller
+// bound (4 KB: heads of 4 and 8 KB) makes segments of a few entries, and snapshots come
+// every snapAtSegs segments: at 8 KB, folders of 1 KB entries still take one every
+// SnapshotEvery entries; an INBOX of larger entries (parts travel inline in them, up to
+// maxInlineTotal) takes them sooner.
+const segAtBytes = 8 << 10
 
 // absorbWait is how long a merge waits for our own head write under way to end.
 const absorbWait = 20 * time.Millisecond
