@@ -636,7 +636,7 @@ func (u *User) storeEntries(l *logState, force bool) {
 // record, so its bytes are written four times per head. An APPEND's entry (its envelope and
 // structure) is about 1 KB; with 20 IMAP clients writing a folder each, storing at 32
 // entries or 128 KB made heads of 7 KB at the median and 36 KB at p99; at 8 KB they were 5.5
-// and 11 KB, and the demo ring wrote about a third fewer bytes (BENCHMARKS.md). A smaller
+// and 11 KB, and the demo ring wrote a quarter to a third fewer bytes (BENCHMARKS.md). A smaller
 // bound (4 KB: heads of 4 and 8 KB) makes segments of a few entries, and snapshots come
 // every snapAtSegs segments: at 8 KB, folders of 1 KB entries still take one every
 // SnapshotEvery entries; an INBOX of larger entries (parts travel inline in them, up to
