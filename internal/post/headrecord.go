@@ -91,8 +91,7 @@ type FileHeadRecords struct {
 	path    string
 	f       *appendFile
 	recs    map[string]HeadRecord
-	records int   // records in the file
-	size    int64 // bytes in the file
+	records int // records in the file
 
 	appended uint64     // records appended since the file was opened (their generation)
 	settled  uint64     // records up to this generation are synced, or their fsync failed
@@ -161,7 +160,7 @@ func OpenFileHeadRecords(path string) (*FileHeadRecords, error) {
 		if ferr != nil {
 			return nil, err
 		}
-		h.f, h.records, h.size = f, len(recs), int64(whole)
+		h.f, h.records = f, len(recs)
 	}
 	return h, nil
 }
@@ -261,7 +260,7 @@ func (h *FileHeadRecords) compact() error {
 	if err != nil {
 		return fmt.Errorf("post: head records %s: %w", h.path, err)
 	}
-	h.f, h.records, h.size = f, len(h.recs), int64(buf.Len())
+	h.f, h.records = f, len(h.recs)
 	// Every record is in the new file, synced: Saves waiting for an fsync are done.
 	h.settled, h.pending, h.rewrite = h.appended, 0, false
 	return nil
@@ -327,7 +326,6 @@ func (h *FileHeadRecords) Save(name string, seq uint64, payload []byte) error {
 		return err
 	}
 	h.records++
-	h.size += int64(len(rec))
 	h.appended++
 	h.pending += len(rec)
 	gen := h.appended
@@ -351,7 +349,7 @@ func (h *FileHeadRecords) Save(name string, seq uint64, payload []byte) error {
 	if err := h.outcome(gen); err != nil {
 		return failed(err)
 	}
-	if !h.syncing && h.records > 64 && h.records > 8*len(h.recs) && h.size >= compactHeadBytes {
+	if !h.syncing && h.records > 64 && h.records > 8*len(h.recs) && h.f != nil && h.f.size >= compactHeadBytes {
 		// The record is durable already; a compaction that fails (a full disk) is tried
 		// again after the next record.
 		_ = h.compact()
