@@ -159,6 +159,7 @@ func nodeRun(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	log.Info("process: garbage collector", "settings", tuneGC())
 
 	n, err := daemon.Open(daemon.Options{Dir: *dir, Logger: log, Timers: t, Advertise: *advertise, Seed: *seed, ImplicitTLS: tlsAddrs,
 		GlobalListen: *globalListen, GlobalAdvertise: *globalAdvertise, GlobalBootstrap: globalBootstrap, Resolver: *resolver,
