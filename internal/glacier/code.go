@@ -3,6 +3,7 @@ package glacier
 import (
 	"errors"
 	"fmt"
+	"runtime"
 
 	"github.com/klauspost/reedsolomon"
 )
@@ -23,6 +24,7 @@ var ErrTooFewFragments = errors.New("glacier: fewer than m fragments")
 type Codec struct {
 	n, m int
 	enc  reedsolomon.Encoder
+	one  reedsolomon.Encoder // the same code on the calling goroutine only: Encode's
 }
 
 // NewCodec returns a codec for n fragments, any m of which suffice (1 <= m <= n <= 256).
@@ -38,7 +40,11 @@ func NewCodec(n, m int) (*Codec, error) {
 	if err != nil {
 		return nil, fmt.Errorf("glacier: reedsolomon %d/%d: %w", n, m, err)
 	}
-	return &Codec{n: n, m: m, enc: enc}, nil
+	one, err := reedsolomon.New(m, n-m, reedsolomon.WithInversionCache(false), reedsolomon.WithMaxGoroutines(1))
+	if err != nil {
+		return nil, fmt.Errorf("glacier: reedsolomon %d/%d: %w", n, m, err)
+	}
+	return &Codec{n: n, m: m, enc: enc, one: one}, nil
 }
 
 // N is the number of fragments; M the number that rebuild the object.
@@ -55,8 +61,21 @@ func FragmentSize(size, m int) int {
 	return (size + m - 1) / m
 }
 
+// encodeStripe is how many bytes of each fragment Encode codes between two yields: with the
+// ring's 64/8 code, a stripe is about 0.2 ms of work.
+const encodeStripe = 8 << 10
+
 // Encode cuts obj into n fragments. Each fragment is its own allocation, so that keeping one
 // does not keep the others alive.
+//
+// Encoding is archive work, done in the background of a node that serves its user, so it
+// yields the processor often instead of holding it: it runs on the calling goroutine alone
+// (reedsolomon would otherwise spread a big object over every core at once), a stripe of
+// every fragment at a time (the code is the same at each byte offset, so stripes code
+// independently), with a runtime.Gosched between stripes. Go preempts a goroutine that keeps
+// running only after 10 ms, and assembly not at all, so on two cores two encodings in one
+// piece made every IMAP command that arrived meanwhile wait up to that long (BENCHMARKS.md,
+// "Archive work that yields").
 func (c *Codec) Encode(obj []byte) ([][]byte, error) {
 	fs := FragmentSize(len(obj), c.m)
 	frags := make([][]byte, c.n)
@@ -66,8 +85,16 @@ func (c *Codec) Encode(obj []byte) ([][]byte, error) {
 			copy(frags[i], obj[i*fs:])
 		}
 	}
-	if err := c.enc.Encode(frags); err != nil {
-		return nil, fmt.Errorf("glacier: encode: %w", err)
+	stripe := make([][]byte, c.n)
+	for off := 0; off < fs; off += encodeStripe {
+		end := min(off+encodeStripe, fs)
+		for i, f := range frags {
+			stripe[i] = f[off:end]
+		}
+		if err := c.one.Encode(stripe); err != nil {
+			return nil, fmt.Errorf("glacier: encode: %w", err)
+		}
+		runtime.Gosched()
 	}
 	return frags, nil
 }

@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"math/bits"
+	"runtime"
 )
 
 // Fragment commitment: a binary Merkle tree over the n fragments, whose root the manifest
@@ -69,6 +70,7 @@ func merkleTree(frags [][]byte) (root [32]byte, proofs [][][32]byte) {
 	for i := range level {
 		if i < n {
 			level[i] = leafHash(i, frags[i])
+			runtime.Gosched() // archive work: see Codec.Encode
 		} else {
 			level[i] = emptyLeaf
 		}
