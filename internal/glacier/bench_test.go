@@ -92,7 +92,7 @@ func BenchmarkEncodeForInsert(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			if root, _ := merkleTree(frags); root != man.FragRoot {
+			if root, _ := merkleTree(frags, false); root != man.FragRoot {
 				b.Fatal("root")
 			}
 		}

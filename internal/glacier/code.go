@@ -24,7 +24,7 @@ var ErrTooFewFragments = errors.New("glacier: fewer than m fragments")
 type Codec struct {
 	n, m int
 	enc  reedsolomon.Encoder
-	one  reedsolomon.Encoder // the same code on the calling goroutine only: Encode's
+	one  reedsolomon.Encoder // the same code, on the calling goroutine only (encodeYielding)
 }
 
 // NewCodec returns a codec for n fragments, any m of which suffice (1 <= m <= n <= 256).
@@ -61,22 +61,19 @@ func FragmentSize(size, m int) int {
 	return (size + m - 1) / m
 }
 
-// encodeStripe is how many bytes of each fragment Encode codes between two yields: with the
-// ring's 64/8 code, a stripe is about 0.2 ms of work.
-const encodeStripe = 8 << 10
-
 // Encode cuts obj into n fragments. Each fragment is its own allocation, so that keeping one
 // does not keep the others alive.
-//
-// Encoding is archive work, done in the background of a node that serves its user, so it
-// yields the processor often instead of holding it: it runs on the calling goroutine alone
-// (reedsolomon would otherwise spread a big object over every core at once), a stripe of
-// every fragment at a time (the code is the same at each byte offset, so stripes code
-// independently), with a runtime.Gosched between stripes. Go preempts a goroutine that keeps
-// running only after 10 ms, and assembly not at all, so on two cores two encodings in one
-// piece made every IMAP command that arrived meanwhile wait up to that long (BENCHMARKS.md,
-// "Archive work that yields").
 func (c *Codec) Encode(obj []byte) ([][]byte, error) {
+	frags := c.split(obj)
+	if err := c.enc.Encode(frags); err != nil {
+		return nil, fmt.Errorf("glacier: encode: %w", err)
+	}
+	return frags, nil
+}
+
+// split cuts obj into the n fragments' buffers: the data ones filled, zero-padded, the parity
+// ones zero.
+func (c *Codec) split(obj []byte) [][]byte {
 	fs := FragmentSize(len(obj), c.m)
 	frags := make([][]byte, c.n)
 	for i := range frags {
@@ -85,6 +82,24 @@ func (c *Codec) Encode(obj []byte) ([][]byte, error) {
 			copy(frags[i], obj[i*fs:])
 		}
 	}
+	return frags
+}
+
+// encodeStripe is how many bytes of each fragment encodeYielding codes between two yields.
+const encodeStripe = 8 << 10
+
+// encodeYielding is Encode for archive work done in the background of a node that serves its
+// user: it gives the same fragments but yields the processor often instead of holding it. It
+// codes on the calling goroutine alone (reedsolomon would otherwise spread a big object over
+// every core at once), a stripe of every fragment at a time (each parity byte depends only on
+// the data bytes at its own offset, so stripes code independently), with a runtime.Gosched
+// between stripes. Go preempts a goroutine that keeps running only after 10 ms, and not at
+// all inside assembly: on two cores, reedsolomon's goroutines held both cores in 2.5 ms
+// slices while IMAP commands that arrived meanwhile waited (BENCHMARKS.md, "Archive coding
+// that yields, and the collector"). Callers must not hold a lock others wait for.
+func (c *Codec) encodeYielding(obj []byte) ([][]byte, error) {
+	frags := c.split(obj)
+	fs := len(frags[0])
 	stripe := make([][]byte, c.n)
 	for off := 0; off < fs; off += encodeStripe {
 		end := min(off+encodeStripe, fs)

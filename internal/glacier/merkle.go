@@ -62,15 +62,17 @@ func nodeHash(l, r *[32]byte) [32]byte {
 }
 
 // merkleTree returns the root over frags and every fragment's inclusion proof (siblings from
-// the leaf up).
-func merkleTree(frags [][]byte) (root [32]byte, proofs [][][32]byte) {
+// the leaf up). With yield it lets other goroutines run after each leaf.
+func merkleTree(frags [][]byte, yield bool) (root [32]byte, proofs [][][32]byte) {
 	n := len(frags)
 	d := ProofLen(n)
 	level := make([][32]byte, 1<<d)
 	for i := range level {
 		if i < n {
 			level[i] = leafHash(i, frags[i])
-			runtime.Gosched() // archive work: see Codec.Encode
+			if yield { // background work: see Codec.encodeYielding
+				runtime.Gosched()
+			}
 		} else {
 			level[i] = emptyLeaf
 		}
