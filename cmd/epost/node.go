@@ -45,9 +45,10 @@ func durationFlag(fs *flag.FlagSet, p *time.Duration, name, usage string) error 
 	return nil
 }
 
-func runNodeRun(args []string) error { return nodeRun(args, os.Stderr) }
+func runNodeRun(args []string) error { return nodeRun(args, os.Stderr, tuneGC) }
 
-func nodeRun(args []string, stderr io.Writer) error {
+// nodeRun runs a node; tune sets the process's collector and says how (nil: left alone).
+func nodeRun(args []string, stderr io.Writer, tune func() string) error {
 	fs := flag.NewFlagSet("node run", flag.ContinueOnError)
 	dir := fs.String("dir", "", "node directory made by \"epost node init\" (or node request/accept)")
 	level := fs.String("log-level", "info", "log level: debug, info, warn or error")
@@ -159,7 +160,9 @@ func nodeRun(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	log.Info("process: garbage collector", "settings", tuneGC())
+	if tune != nil {
+		log.Info("process: garbage collector", "settings", tune())
+	}
 
 	n, err := daemon.Open(daemon.Options{Dir: *dir, Logger: log, Timers: t, Advertise: *advertise, Seed: *seed, ImplicitTLS: tlsAddrs,
 		GlobalListen: *globalListen, GlobalAdvertise: *globalAdvertise, GlobalBootstrap: globalBootstrap, Resolver: *resolver,
