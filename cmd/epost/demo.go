@@ -127,7 +127,6 @@ func runDemo(args []string) error {
 	if *seed == 0 {
 		*seed = uint64(time.Now().UnixNano()) | 1
 	}
-	gcNote := tuneGC()
 	out := os.Stdout
 	root := *dir
 	if root == "" {
@@ -205,7 +204,6 @@ func runDemo(args []string) error {
 		}
 		defer logf.Close()
 		log := slog.New(slog.NewTextHandler(logf, &slog.HandlerOptions{Level: slog.LevelInfo}))
-		log.Info("process: garbage collector", "settings", gcNote)
 		opts := daemon.Options{Dir: demoNodeDir(root, i), Logger: log, Timers: demoTimers(), Seed: *seed + uint64(i)}
 		if i == 0 && gw != nil {
 			opts.MX, opts.MXHostname, opts.GlobalListen, opts.Resolver = gw.MX, "mx."+demoDomain, gw.Global, dnsSrv.Addr

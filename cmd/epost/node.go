@@ -45,10 +45,9 @@ func durationFlag(fs *flag.FlagSet, p *time.Duration, name, usage string) error 
 	return nil
 }
 
-func runNodeRun(args []string) error { return nodeRun(args, os.Stderr, tuneGC) }
+func runNodeRun(args []string) error { return nodeRun(args, os.Stderr) }
 
-// nodeRun runs a node; tune sets the process's collector and says how (nil: left alone).
-func nodeRun(args []string, stderr io.Writer, tune func() string) error {
+func nodeRun(args []string, stderr io.Writer) error {
 	fs := flag.NewFlagSet("node run", flag.ContinueOnError)
 	dir := fs.String("dir", "", "node directory made by \"epost node init\" (or node request/accept)")
 	level := fs.String("log-level", "info", "log level: debug, info, warn or error")
@@ -159,9 +158,6 @@ func nodeRun(args []string, stderr io.Writer, tune func() string) error {
 	log, err := newLogger(stderr, *level, *jsonLogs)
 	if err != nil {
 		return err
-	}
-	if tune != nil {
-		log.Info("process: garbage collector", "settings", tune())
 	}
 
 	n, err := daemon.Open(daemon.Options{Dir: *dir, Logger: log, Timers: t, Advertise: *advertise, Seed: *seed, ImplicitTLS: tlsAddrs,
