@@ -10,8 +10,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 
 	"epost/internal/diskstat"
@@ -140,26 +142,60 @@ func (s *Store) markDirty() {
 	})
 }
 
+// cacheSnapshot copies, under the store's read lock, what the cache file holds, so that
+// encoding it (tens of milliseconds for a few thousand messages, seconds for 50,000) runs
+// without the lock: it held up every write to the mailbox, and every read queued behind a
+// write, for that long. A message's copy may share its Flags, Segments and Structure with the
+// live message: those are replaced, never changed in place.
+func (s *Store) cacheSnapshot() cacheFile {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	root := *s.root
+	root.Folders = make(map[string]*folderEntry, len(s.root.Folders))
+	for k, e := range s.root.Folders {
+		c := *e
+		root.Folders[k] = &c
+	}
+	root.Subscribed = maps.Clone(s.root.Subscribed)
+	cf := cacheFile{Version: cacheVersion, Address: s.cfg.Address, Root: &root}
+	for _, fo := range s.folders {
+		f := *fo.f
+		msgs := make([]message, len(f.Msgs))
+		f.Msgs = make([]*message, len(msgs))
+		for i, m := range fo.f.Msgs {
+			msgs[i] = *m
+			f.Msgs[i] = &msgs[i]
+		}
+		f.Expunged = slices.Clone(f.Expunged)
+		cf.Folders = append(cf.Folders, &f)
+	}
+	return cf
+}
+
+// cacheSnapshotted, when set (tests), runs between the snapshot and its encoding.
+var cacheSnapshotted func()
+
 // writeCache writes the cache file atomically (temporary file, then rename). It needs no
 // fsync: a lost or torn cache is rebuilt from the logs.
 func (s *Store) writeCache() error {
 	if s.cfg.CacheFile == "" {
 		return nil
 	}
-	s.mu.RLock()
-	cf := cacheFile{Version: cacheVersion, Address: s.cfg.Address, Root: s.root, Structures: map[string]map[uint32]json.RawMessage{}}
-	for log, fo := range s.folders {
-		cf.Folders = append(cf.Folders, fo.f)
+	cf := s.cacheSnapshot()
+	if cacheSnapshotted != nil {
+		cacheSnapshotted()
+	}
+	cf.Structures = map[string]map[uint32]json.RawMessage{}
+	for _, f := range cf.Folders {
 		st := map[uint32]json.RawMessage{}
-		for _, m := range fo.f.Msgs {
+		for _, m := range f.Msgs {
 			if m.Structure != nil {
 				st[uint32(m.UID)] = encodeStructure(m.Structure)
 			}
 		}
-		cf.Structures[log] = st
+		cf.Structures[f.Log] = st
 	}
 	pt, err := json.Marshal(cf)
-	s.mu.RUnlock()
 	if err != nil {
 		return fmt.Errorf("mailstore: encode cache: %w", err)
 	}

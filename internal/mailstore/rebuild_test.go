@@ -210,3 +210,64 @@ func TestFolderRebuiltWhileDownGetsNewUIDValidity(t *testing.T) {
 		t.Fatalf("the log's last entry is not the new UIDVALIDITY's header: %+v %v", e, err)
 	}
 }
+
+// Writing the cache file does not hold the store's lock while it encodes: a flag change made
+// between the snapshot and its encoding completes at once, and a store opened afresh from
+// that cache and the log shows it.
+func TestCacheEncodedWithoutTheLock(t *testing.T) {
+	logs := newMemLogs(post.RootLog, post.InboxLog)
+	cache := filepath.Join(t.TempDir(), "mail.cache")
+	s := openMem(t, logs, transport.RealClock{}, cache)
+	f, err := s.Folder(mailbox.Inbox)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var uids []mailbox.UID
+	for i := range 3 {
+		uid, err := f.Append(smallMessage(i), nil, time.Time{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		uids = append(uids, uid)
+	}
+	cacheSnapshotted = func() {
+		done := make(chan error, 1)
+		go func() {
+			_, err := f.ChangeFlags(uids[1:2], mailbox.FlagsAdd, []mailbox.Flag{mailbox.FlagFlagged}, 0)
+			done <- err
+		}()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("flag change during the cache write: %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Errorf("a flag change waited for the cache write's encoding: the store's lock is still held")
+		}
+	}
+	defer func() { cacheSnapshotted = nil }()
+	if err := s.writeCache(); err != nil {
+		t.Fatal(err)
+	}
+	cacheSnapshotted = nil
+	s.Close()
+
+	s2 := openMem(t, logs, transport.RealClock{}, cache)
+	defer s2.Close()
+	f2, err := s2.Folder(mailbox.Inbox)
+	if err != nil {
+		t.Fatal(err)
+	}
+	list, err := f2.List()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list) != 3 {
+		t.Fatalf("reopened from the cache: %d messages, want 3", len(list))
+	}
+	for _, m := range list {
+		if flagged := slices.Contains(m.Flags, mailbox.FlagFlagged); flagged != (m.UID == uids[1]) {
+			t.Errorf("reopened from the cache: UID %d flags %v", m.UID, m.Flags)
+		}
+	}
+}
