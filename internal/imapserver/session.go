@@ -4,11 +4,13 @@ import (
 	"bufio"
 	"bytes"
 	"compress/flate"
+	"context"
 	"crypto/tls"
 	"errors"
 	"io"
 	"log/slog"
 	"net"
+	"runtime/trace"
 	"strconv"
 	"strings"
 	"time"
@@ -146,8 +148,16 @@ func (s *session) run() {
 			}
 		}
 		s.conn.SetReadDeadline(time.Now().Add(s.srv.cfg.CommandTimeout))
+		var region *trace.Region // a command in a Go execution trace (epost demo --trace)
+		if trace.IsEnabled() {
+			region = trace.StartRegion(context.Background(), "imap "+cmd.Name)
+		}
 		s.dispatch(cmd)
-		if s.w.Flush() != nil {
+		err = s.w.Flush()
+		if region != nil {
+			region.End()
+		}
+		if err != nil {
 			return
 		}
 	}
