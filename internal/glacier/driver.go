@@ -129,8 +129,9 @@ func (d *Driver) encode(priv ed25519.PrivateKey, name []byte, version uint64, ex
 // goroutine of its own: a 512 KB aggregate is 4 MB of fragments to compute and hash, several
 // milliseconds that would otherwise hold the caller, which in the daemon is the event loop
 // PAST and POST share; there it codes as background work (Codec.encodeYielding), one such
-// coding at a time in the process (encodeSlot), so that archive work holds at most one core
-// of a machine whose other cores serve mail.
+// coding at a time in the process (encodeSlot), so that the archive's inserts hold at most
+// one core of a machine whose other cores serve mail. (A renewal that re-encodes after a
+// restart, and maintenance's recoding of a lost fragment, still use Encode.)
 func (d *Driver) EncodeInsert(priv ed25519.PrivateKey, name []byte, version uint64, expiry time.Time, obj []byte, cb func(*Manifest, InsertResult)) {
 	run := func() {
 		e, err := d.encode(priv, name, version, expiry, obj)

@@ -212,8 +212,9 @@ func TestFolderRebuiltWhileDownGetsNewUIDValidity(t *testing.T) {
 }
 
 // Writing the cache file does not hold the store's lock while it encodes: a flag change made
-// between the snapshot and its encoding completes at once, and a store opened afresh from
-// that cache and the log shows it.
+// between the snapshot and its encoding completes at once, flag changes go on while it
+// encodes (under -race, the detector sees any state the encoding shares with them), and a
+// store opened afresh from that cache and the log shows every change.
 func TestCacheEncodedWithoutTheLock(t *testing.T) {
 	logs := newMemLogs(post.RootLog, post.InboxLog)
 	cache := filepath.Join(t.TempDir(), "mail.cache")
@@ -230,7 +231,8 @@ func TestCacheEncodedWithoutTheLock(t *testing.T) {
 		}
 		uids = append(uids, uid)
 	}
-	cacheSnapshotted = func() {
+	toggled := make(chan error, 1)
+	hook := func() {
 		done := make(chan error, 1)
 		go func() {
 			_, err := f.ChangeFlags(uids[1:2], mailbox.FlagsAdd, []mailbox.Flag{mailbox.FlagFlagged}, 0)
@@ -244,12 +246,27 @@ func TestCacheEncodedWithoutTheLock(t *testing.T) {
 		case <-time.After(10 * time.Second):
 			t.Errorf("a flag change waited for the cache write's encoding: the store's lock is still held")
 		}
+		go func() { // while the snapshot is encoded
+			for range 50 {
+				for _, op := range []mailbox.FlagOp{mailbox.FlagsAdd, mailbox.FlagsRemove} {
+					if _, err := f.ChangeFlags(uids, op, []mailbox.Flag{mailbox.FlagSeen, "$x"}, 0); err != nil {
+						toggled <- err
+						return
+					}
+				}
+			}
+			toggled <- nil
+		}()
 	}
-	defer func() { cacheSnapshotted = nil }()
+	cacheSnapshotted.Store(&hook)
+	defer cacheSnapshotted.Store(nil)
 	if err := s.writeCache(); err != nil {
 		t.Fatal(err)
 	}
-	cacheSnapshotted = nil
+	cacheSnapshotted.Store(nil)
+	if err := <-toggled; err != nil {
+		t.Fatalf("flag changes during the cache write: %v", err)
+	}
 	s.Close()
 
 	s2 := openMem(t, logs, transport.RealClock{}, cache)
