@@ -16,22 +16,16 @@ const benchSize = 1 << 20 // one aggregate of 1 MiB
 
 func BenchmarkEncode(b *testing.B) {
 	for _, s := range benchShapes {
-		for _, mode := range []string{"", "-yielding"} {
-			b.Run(fmt.Sprintf("%d-%d%s", s[0], s[1], mode), func(b *testing.B) {
-				c, _ := NewCodec(s[0], s[1])
-				encode := c.Encode
-				if mode != "" {
-					encode = c.encodeYielding
+		b.Run(fmt.Sprintf("%d-%d", s[0], s[1]), func(b *testing.B) {
+			c, _ := NewCodec(s[0], s[1])
+			obj := randBytes(rand.New(rand.NewPCG(1, 1)), benchSize)
+			b.SetBytes(benchSize)
+			for b.Loop() {
+				if _, err := c.Encode(obj); err != nil {
+					b.Fatal(err)
 				}
-				obj := randBytes(rand.New(rand.NewPCG(1, 1)), benchSize)
-				b.SetBytes(benchSize)
-				for b.Loop() {
-					if _, err := encode(obj); err != nil {
-						b.Fatal(err)
-					}
-				}
-			})
-		}
+			}
+		})
 	}
 }
 
@@ -98,7 +92,7 @@ func BenchmarkEncodeForInsert(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			if root, _ := merkleTree(frags, false); root != man.FragRoot {
+			if root, _ := merkleTree(frags); root != man.FragRoot {
 				b.Fatal("root")
 			}
 		}

@@ -3,7 +3,6 @@ package glacier
 import (
 	"errors"
 	"fmt"
-	"runtime"
 
 	"github.com/klauspost/reedsolomon"
 )
@@ -24,7 +23,6 @@ var ErrTooFewFragments = errors.New("glacier: fewer than m fragments")
 type Codec struct {
 	n, m int
 	enc  reedsolomon.Encoder
-	one  reedsolomon.Encoder // the same code, on the calling goroutine only (encodeYielding)
 }
 
 // NewCodec returns a codec for n fragments, any m of which suffice (1 <= m <= n <= 256).
@@ -40,11 +38,7 @@ func NewCodec(n, m int) (*Codec, error) {
 	if err != nil {
 		return nil, fmt.Errorf("glacier: reedsolomon %d/%d: %w", n, m, err)
 	}
-	one, err := reedsolomon.New(m, n-m, reedsolomon.WithInversionCache(false), reedsolomon.WithMaxGoroutines(1))
-	if err != nil {
-		return nil, fmt.Errorf("glacier: reedsolomon %d/%d: %w", n, m, err)
-	}
-	return &Codec{n: n, m: m, enc: enc, one: one}, nil
+	return &Codec{n: n, m: m, enc: enc}, nil
 }
 
 // N is the number of fragments; M the number that rebuild the object.
@@ -64,16 +58,6 @@ func FragmentSize(size, m int) int {
 // Encode cuts obj into n fragments. Each fragment is its own allocation, so that keeping one
 // does not keep the others alive.
 func (c *Codec) Encode(obj []byte) ([][]byte, error) {
-	frags := c.split(obj)
-	if err := c.enc.Encode(frags); err != nil {
-		return nil, fmt.Errorf("glacier: encode: %w", err)
-	}
-	return frags, nil
-}
-
-// split cuts obj into the n fragments' buffers: the data ones filled, zero-padded, the parity
-// ones zero.
-func (c *Codec) split(obj []byte) [][]byte {
 	fs := FragmentSize(len(obj), c.m)
 	frags := make([][]byte, c.n)
 	for i := range frags {
@@ -82,34 +66,8 @@ func (c *Codec) split(obj []byte) [][]byte {
 			copy(frags[i], obj[i*fs:])
 		}
 	}
-	return frags
-}
-
-// encodeStripe is how many bytes of each fragment encodeYielding codes between two yields.
-const encodeStripe = 8 << 10
-
-// encodeYielding is Encode for archive work done in the background of a node that serves its
-// user: it gives the same fragments but yields the processor often instead of holding it. It
-// codes on the calling goroutine alone (reedsolomon would otherwise spread a big object over
-// every core at once), a stripe of every fragment at a time (each parity byte depends only on
-// the data bytes at its own offset, so stripes code independently), with a runtime.Gosched
-// between stripes. Go preempts a goroutine that keeps running only after 10 ms, and not at
-// all inside assembly: on two cores, reedsolomon's goroutines held both cores in 2.5 ms
-// slices while IMAP commands that arrived meanwhile waited (BENCHMARKS.md, "Archive coding
-// that yields, and the collector"). Callers must not hold a lock others wait for.
-func (c *Codec) encodeYielding(obj []byte) ([][]byte, error) {
-	frags := c.split(obj)
-	fs := len(frags[0])
-	stripe := make([][]byte, c.n)
-	for off := 0; off < fs; off += encodeStripe {
-		end := min(off+encodeStripe, fs)
-		for i, f := range frags {
-			stripe[i] = f[off:end]
-		}
-		if err := c.one.Encode(stripe); err != nil {
-			return nil, fmt.Errorf("glacier: encode: %w", err)
-		}
-		runtime.Gosched()
+	if err := c.enc.Encode(frags); err != nil {
+		return nil, fmt.Errorf("glacier: encode: %w", err)
 	}
 	return frags, nil
 }

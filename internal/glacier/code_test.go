@@ -108,39 +108,3 @@ func TestDecodeRetainsNothing(t *testing.T) {
 		t.Fatalf("seed %d: 3,000 decodes from random fragment sets retained %d bytes", seed, grew)
 	}
 }
-
-// The background coding gives exactly Encode's fragments, whatever the fragment size against
-// the stripe (one stripe, a stripe and a byte, several with a short last one), so maintenance
-// and renewals that re-encode reproduce the manifests' fragment roots.
-func TestEncodeYieldingMatchesEncode(t *testing.T) {
-	const seed = 2
-	rng := rand.New(rand.NewPCG(seed, 0))
-	for _, tc := range []struct{ n, m int }{{64, 8}, {12, 3}, {256, 64}, {2, 1}} {
-		c, err := NewCodec(tc.n, tc.m)
-		if err != nil {
-			t.Fatalf("seed %d: %d/%d: %v", seed, tc.n, tc.m, err)
-		}
-		for _, fs := range []int{1, 63, encodeStripe - 1, encodeStripe, encodeStripe + 1, 2*encodeStripe + 1, 64 << 10} {
-			for _, size := range []int{fs * tc.m, fs*tc.m - tc.m + 1} {
-				obj := randBytes(rng, size)
-				want, err := c.Encode(obj)
-				if err != nil {
-					t.Fatalf("seed %d: %d/%d size %d: %v", seed, tc.n, tc.m, size, err)
-				}
-				got, err := c.encodeYielding(obj)
-				if err != nil {
-					t.Fatalf("seed %d: %d/%d size %d: %v", seed, tc.n, tc.m, size, err)
-				}
-				for i := range want {
-					if !bytes.Equal(got[i], want[i]) {
-						t.Fatalf("seed %d: %d/%d size %d: fragment %d differs", seed, tc.n, tc.m, size, i)
-					}
-				}
-				wantRoot, _ := merkleTree(want, false)
-				if gotRoot, _ := merkleTree(got, true); gotRoot != wantRoot {
-					t.Fatalf("seed %d: %d/%d size %d: fragment roots differ", seed, tc.n, tc.m, size)
-				}
-			}
-		}
-	}
-}

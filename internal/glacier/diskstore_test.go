@@ -39,7 +39,7 @@ func testFragments(t testing.TB, objects int) (fks []ids.ID, frs []Fragment) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, proofs := merkleTree(frags, false)
+		_, proofs := merkleTree(frags)
 		for i, d := range frags {
 			fks = append(fks, man.FragmentKey(i))
 			frs = append(frs, Fragment{Manifest: man, Index: i, Data: d, Proof: proofs[i]})
@@ -443,7 +443,7 @@ func BenchmarkDiskStorePut(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	_, proofs := merkleTree(frags, false)
+	_, proofs := merkleTree(frags)
 	f := Fragment{Manifest: man, Index: 0, Data: frags[0], Proof: proofs[0]}
 	b.SetBytes(int64(len(f.Data)))
 	for b.Loop() {
@@ -517,7 +517,7 @@ func bigFragments(t testing.TB) (fks []ids.ID, frs []Fragment) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, proofs := merkleTree(frags, false)
+	_, proofs := merkleTree(frags)
 	for i, d := range frags {
 		fks = append(fks, man.FragmentKey(i))
 		frs = append(frs, Fragment{Manifest: man, Index: i, Data: d, Proof: proofs[i]})

@@ -109,32 +109,15 @@ func (d *Driver) InsertEncoded(e *Encoded, cb func(InsertResult)) {
 	d.flushLocked()
 }
 
-// encodeSlot lets one background coding of the process (EncodeInsert with Async) run at a
-// time. Every node of a process shares it ("epost demo" runs five).
-var encodeSlot = make(chan struct{}, 1)
-
-// encode is EncodeInsert's coding: in the background with Async, inline otherwise.
-func (d *Driver) encode(priv ed25519.PrivateKey, name []byte, version uint64, expiry time.Time, obj []byte) (*Encoded, error) {
-	if !d.Async {
-		return Encode(d.node.Codec(), priv, d.node.cfg.Ring, name, version, expiry, obj)
-	}
-	encodeSlot <- struct{}{}
-	defer func() { <-encodeSlot }()
-	return encode(d.node.Codec(), priv, d.node.cfg.Ring, name, version, expiry, obj, true)
-}
-
 // EncodeInsert erasure-codes obj with the ring's code under a manifest signed by priv (Encode)
 // and inserts it (InsertEncoded). cb gets the manifest, or nil when obj could not be encoded
 // (the result's error says why), and the insert's result. With Async the coding runs on a
 // goroutine of its own: a 512 KB aggregate is 4 MB of fragments to compute and hash, several
 // milliseconds that would otherwise hold the caller, which in the daemon is the event loop
-// PAST and POST share; there it codes as background work (Codec.encodeYielding), one such
-// coding at a time in the process (encodeSlot), so that the archive's inserts hold at most
-// one core of a machine whose other cores serve mail. (A renewal that re-encodes after a
-// restart, and maintenance's recoding of a lost fragment, still use Encode.)
+// PAST and POST share.
 func (d *Driver) EncodeInsert(priv ed25519.PrivateKey, name []byte, version uint64, expiry time.Time, obj []byte, cb func(*Manifest, InsertResult)) {
 	run := func() {
-		e, err := d.encode(priv, name, version, expiry, obj)
+		e, err := Encode(d.node.Codec(), priv, d.node.cfg.Ring, name, version, expiry, obj)
 		if err != nil {
 			cb(nil, InsertResult{Err: err})
 			return

@@ -471,7 +471,7 @@ func (n *Node) recode(man *Manifest, got [][]byte, idx int) ([]byte, [][32]byte,
 	if err != nil {
 		return nil, nil, err
 	}
-	root, proofs := merkleTree(frags, false)
+	root, proofs := merkleTree(frags)
 	if root != man.FragRoot {
 		return nil, nil, fmt.Errorf("%w: re-encoded fragments do not lead to the manifest's root", ErrBadFragment)
 	}

@@ -118,26 +118,17 @@ type Encoded struct {
 
 // Encode erasure-codes obj with c and signs its manifest with priv.
 func Encode(c *Codec, priv ed25519.PrivateKey, ring ids.RingID, name []byte, version uint64, expiry time.Time, obj []byte) (*Encoded, error) {
-	return encode(c, priv, ring, name, version, expiry, obj, false)
-}
-
-// encode is Encode; with background it yields the processor often (Codec.encodeYielding).
-func encode(c *Codec, priv ed25519.PrivateKey, ring ids.RingID, name []byte, version uint64, expiry time.Time, obj []byte, background bool) (*Encoded, error) {
 	if len(obj) > MaxObjectSize {
 		return nil, fmt.Errorf("glacier: object of %d bytes exceeds %d", len(obj), MaxObjectSize)
 	}
 	if len(name) > MaxNameLen {
 		return nil, fmt.Errorf("glacier: name of %d bytes exceeds %d", len(name), MaxNameLen)
 	}
-	encodeFrags := c.Encode
-	if background {
-		encodeFrags = c.encodeYielding
-	}
-	frags, err := encodeFrags(obj)
+	frags, err := c.Encode(obj)
 	if err != nil {
 		return nil, err
 	}
-	root, proofs := merkleTree(frags, background)
+	root, proofs := merkleTree(frags)
 	m := &Manifest{Ring: ring, Owner: priv.Public().(ed25519.PublicKey), Name: append([]byte(nil), name...),
 		Version: version, Expiry: expiry.UnixNano(), Size: uint32(len(obj)), N: uint16(c.n), M: uint16(c.m),
 		ObjectHash: sha256.Sum256(obj), FragRoot: root}

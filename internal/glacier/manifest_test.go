@@ -32,7 +32,7 @@ func TestManifestRoundTripAndChecks(t *testing.T) {
 	if got.Key() != man.Key() || !got.SameContent(man) {
 		t.Fatalf("seed %d: round trip changed the manifest", seed)
 	}
-	_, proofs := merkleTree(frags, false)
+	_, proofs := merkleTree(frags)
 	if err := got.CheckFragment(3, frags[3], proofs[3]); err != nil {
 		t.Fatalf("seed %d: good fragment refused: %v", seed, err)
 	}
@@ -75,7 +75,7 @@ func TestHolderRefusesForgeries(t *testing.T) {
 	}
 	_, man, frags := testManifest(t, seed)
 	client := pastry.Handle{ID: man.Key(), Addr: "c"}
-	_, proofs := merkleTree(frags, false)
+	_, proofs := merkleTree(frags)
 	store := func(m *Manifest, idx int, data []byte) code {
 		p := (&message{Type: mStore, Op: 1, Index: uint16(idx), Manifest: m, Proof: proofs[idx], Data: data}).encode()
 		if err := n.Deliver(time.Unix(1e9, 0), client, m.FragmentKey(idx), p); err != nil {
@@ -132,7 +132,7 @@ func FuzzManifest(f *testing.F) {
 func FuzzMessage(f *testing.F) {
 	c, _ := NewCodec(12, 3)
 	man, frags, _ := NewManifest(c, testKey(1), testRingID, []byte("n"), 1, time.Unix(2e9, 0), []byte("hello world"))
-	_, proofs := merkleTree(frags, false)
+	_, proofs := merkleTree(frags)
 	c1, _ := NewCodec(1, 1)
 	man1, frags1, _ := NewManifest(c1, testKey(1), testRingID, []byte("n"), 1, time.Unix(2e9, 0), []byte("one"))
 	for _, m := range []*message{
@@ -190,7 +190,7 @@ func TestOwnFragmentsTakenOnlyUnchanged(t *testing.T) {
 	if err != nil || m.Type != mStore {
 		t.Fatalf("seed %d: insert message %v %v", seed, m, err)
 	}
-	_, proofs := merkleTree(frags, false)
+	_, proofs := merkleTree(frags)
 	// Answers to ourselves are handled here, not sent: the counters tell.
 	deliver := func(idx int, data []byte) (stored, refused uint64) {
 		before := n.Stats()

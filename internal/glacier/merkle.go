@@ -4,7 +4,6 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"math/bits"
-	"runtime"
 )
 
 // Fragment commitment: a binary Merkle tree over the n fragments, whose root the manifest
@@ -62,17 +61,14 @@ func nodeHash(l, r *[32]byte) [32]byte {
 }
 
 // merkleTree returns the root over frags and every fragment's inclusion proof (siblings from
-// the leaf up). With yield it lets other goroutines run after each leaf.
-func merkleTree(frags [][]byte, yield bool) (root [32]byte, proofs [][][32]byte) {
+// the leaf up).
+func merkleTree(frags [][]byte) (root [32]byte, proofs [][][32]byte) {
 	n := len(frags)
 	d := ProofLen(n)
 	level := make([][32]byte, 1<<d)
 	for i := range level {
 		if i < n {
 			level[i] = leafHash(i, frags[i])
-			if yield { // background work: see Codec.encodeYielding
-				runtime.Gosched()
-			}
 		} else {
 			level[i] = emptyLeaf
 		}

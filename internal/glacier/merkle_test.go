@@ -31,7 +31,7 @@ func TestMerkleProofs(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			root, proofs := merkleTree(frags, false)
+			root, proofs := merkleTree(frags)
 			if root != man.FragRoot {
 				t.Fatalf("seed %d: tree root differs from the manifest's", seed)
 			}
@@ -125,7 +125,7 @@ func TestManifestConstantSize(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, proofs := merkleTree(frags, false)
+	_, proofs := merkleTree(frags)
 	var before, after, wireBefore, wireAfter int
 	for i := range frags {
 		after += len(encodeInlineEntry(&Fragment{Manifest: man, Index: i, Data: frags[i], Proof: proofs[i]}))
@@ -156,7 +156,7 @@ func TestOldFormatsRefused(t *testing.T) {
 		t.Fatalf("verified a manifest of format 1: %v", err)
 	}
 	// A message whose proof does not have ProofLen(n) hashes is malformed.
-	_, proofs := merkleTree(frags, false)
+	_, proofs := merkleTree(frags)
 	for _, p := range [][][32]byte{nil, proofs[1][:len(proofs[1])-1], append(proofs[1], [32]byte{})} {
 		b := (&message{Type: mStore, Op: 1, Index: 1, Manifest: man, Proof: p, Data: frags[1]}).encode()
 		if _, err := decodeMessage(b); !errors.Is(err, wire.ErrMalformed) {

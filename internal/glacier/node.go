@@ -533,7 +533,7 @@ func (n *Node) Insert(now time.Time, man *Manifest, frags [][]byte, cb func(Inse
 		n.done = append(n.done, func() { cb(InsertResult{Err: ErrWrongParams}) })
 		return
 	}
-	root, proofs := merkleTree(frags, false)
+	root, proofs := merkleTree(frags)
 	if root != man.FragRoot {
 		n.done = append(n.done, func() {
 			cb(InsertResult{Err: fmt.Errorf("%w: the fragments are not the manifest's", ErrBadFragment)})

@@ -159,7 +159,7 @@ func TestEncodeInsert(t *testing.T) {
 	if err != nil {
 		t.Fatalf("seed %d: %v", seed, err)
 	}
-	root, proofs := merkleTree(e.Frags, false)
+	root, proofs := merkleTree(e.Frags)
 	if root != e.Manifest.FragRoot || !slices.EqualFunc(proofs, e.proofs, slices.Equal) {
 		t.Fatalf("seed %d: Encode's root or proofs differ from the fragments' tree", seed)
 	}
